@@ -1,0 +1,1 @@
+//! rep-nbd: NBD server side.

@@ -1,0 +1,1 @@
+//! rep-resources: the `.res` configuration language.
