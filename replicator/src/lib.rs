@@ -1,1 +1,18 @@
-//! rep-replicator
+//! rep-replicator: the engine of rep.
+//!
+//! - `core`: the sans-IO state machine (roles, states, UUIDs, requests) — DESIGN.md §3.
+//! - `meta`: on-disk metadata (superblock, activity log, bitmap) — DESIGN.md §5.
+//! - `control`: control-socket messages and status renderings, shared with `repadm`.
+//! - `runtime` (feature `runtime`): the io_uring driver and the `repd` daemon.
+
+#[forbid(unsafe_code)]
+pub mod control;
+#[forbid(unsafe_code)]
+pub mod core;
+#[forbid(unsafe_code)]
+pub mod meta;
+#[cfg(feature = "runtime")]
+pub mod runtime;
+/// Simulation doubles (simulated disks), used by the tests and the simulator.
+#[forbid(unsafe_code)]
+pub mod sim;

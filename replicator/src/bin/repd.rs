@@ -1,1 +1,5 @@
-fn main() {}
+//! repd: one daemon per resource. See `rep_replicator::runtime::daemon`.
+
+fn main() {
+    std::process::exit(rep_replicator::runtime::daemon::main());
+}

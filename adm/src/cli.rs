@@ -1,0 +1,117 @@
+//! Command line (clap). Names and flags follow drbdadm 8.4.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "repadm", version, about = "Administer rep replicated block devices (drbdadm-compatible)")]
+pub struct Cli {
+    /// Configuration file (DRBD 8.4 syntax; may `include` other files).
+    #[arg(short = 'c', long = "config-file", visible_alias = "config", global = true, env = "REP_CONFIG", default_value = "/etc/rep/rep.conf")]
+    pub config: PathBuf,
+    /// This node's name: picks the `on NAME` section (default: the host name).
+    #[arg(long, global = true, env = "REP_NODE")]
+    pub node: Option<String>,
+    /// Directory of the daemons' sockets, pid and status files.
+    #[arg(long, global = true, env = "REP_RUN_DIR", default_value = "/run/rep")]
+    pub run_dir: PathBuf,
+    /// Machine-readable output (JSON) where a command prints something.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Print the normalized configuration (like `drbdadm dump`).
+    Dump { res: Option<String> },
+    /// Write fresh metadata (superblock, activity log, bitmap) for the resource.
+    CreateMd {
+        res: String,
+        /// Overwrite existing metadata (destroys the sync state).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start the resource's daemon: attach the disk, export NBD, connect to the peer.
+    Up { res: String },
+    /// Demote, disconnect, detach and stop the daemon.
+    Down { res: String },
+    Attach { res: String },
+    Detach {
+        res: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Promote to Primary (the NBD export starts serving).
+    Primary {
+        res: String,
+        /// Consider local data UpToDate even if it is not (initial promotion, disaster recovery).
+        #[arg(long, alias = "overwrite-data-of-peer")]
+        force: bool,
+    },
+    /// Demote to Secondary (fails while NBD clients are connected).
+    Secondary { res: String },
+    Connect {
+        res: String,
+        /// Split-brain victim: resync from the peer, discarding local changes.
+        #[arg(long)]
+        discard_my_data: bool,
+    },
+    Disconnect {
+        res: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print `local/peer` roles.
+    Role { res: String },
+    /// Print the connection state.
+    Cstate { res: String },
+    /// Print `local/peer` disk states.
+    Dstate { res: String },
+    /// Show state (DRBD 9 style; `--proc` for the /proc/drbd 8.4 layout, `--json`).
+    Status {
+        #[arg(default_value = "all")]
+        res: String,
+        #[arg(long)]
+        proc: bool,
+    },
+    /// Print the on-disk metadata (resource must be down).
+    DumpMd { res: String },
+    /// Print the generation identifiers in one line.
+    GetGi { res: String },
+    /// Print the generation identifiers with an explanation.
+    ShowGi { res: String },
+    /// Mark the local disk Outdated.
+    Outdate { res: String },
+    NewCurrentUuid {
+        res: String,
+        #[arg(long)]
+        clear_bitmap: bool,
+    },
+    /// Discard local data: full sync from the peer.
+    Invalidate { res: String },
+    /// Discard the peer's data: full sync to the peer.
+    InvalidateRemote { res: String },
+    /// Online verify against the peer.
+    Verify { res: String },
+    PauseSync { res: String },
+    ResumeSync { res: String },
+    /// Wait until connected (honours wfc-timeout / degr-wfc-timeout, or --timeout seconds).
+    WaitConnect {
+        res: String,
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Stream state changes (drbdsetup events2 style; --json for raw JSON).
+    Events {
+        #[arg(default_value = "all")]
+        res: String,
+        /// Print the current state and exit.
+        #[arg(long)]
+        now: bool,
+    },
+    /// Bring the running state in line with the config (up, attach, connect as needed).
+    Adjust { res: String },
+}

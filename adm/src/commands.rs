@@ -1,0 +1,278 @@
+//! Command dispatch: resolve the resource(s), talk to the daemon or the metadata, print.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use rep_replicator::control::{render, Request, Response, Status};
+use rep_replicator::core::{AdminCmd, ConnState};
+use rep_resources::{Config, ConfigError, NodeView};
+
+use crate::cli::{Cli, Cmd};
+use crate::ctl::{is_up, Conn, NotUp, Paths};
+
+/// drbdadm's exit codes.
+pub const EXIT_USAGE: i32 = 1;
+pub const EXIT_CONFIG: i32 = 10;
+pub const EXIT_EXEC: i32 = 20;
+
+pub fn exit_code_of(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<rep_resources::ParseError>().is_some() {
+        return EXIT_CONFIG;
+    }
+    if let Some(ce) = e.downcast_ref::<ConfigError>() {
+        return match ce {
+            ConfigError::UnknownResource { .. } | ConfigError::NotDefinedForHost { .. } => EXIT_USAGE,
+            _ => EXIT_CONFIG,
+        };
+    }
+    if e.downcast_ref::<NotUp>().is_some() {
+        return EXIT_CONFIG;
+    }
+    EXIT_EXEC
+}
+
+pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    Ok(rep_resources::parse_file(&cli.config)?)
+}
+
+pub fn node_name(cli: &Cli) -> anyhow::Result<String> {
+    if let Some(n) = &cli.node {
+        return Ok(n.clone());
+    }
+    let host = nix::unistd::gethostname().context("cannot read the host name; pass --node or set REP_NODE")?;
+    Ok(host.to_string_lossy().into_owned())
+}
+
+/// `RES`, `RES/VOL` or `all` → the node views to act on. `all` skips resources that have no
+/// section for this node, as drbdadm does.
+pub fn targets(cli: &Cli, config: &Config, arg: &str) -> anyhow::Result<Vec<NodeView>> {
+    let node = node_name(cli)?;
+    if arg == "all" {
+        let mut out = Vec::new();
+        for name in config.resource_names() {
+            match config.node_view(&name, &node) {
+                Ok(v) => out.push(v),
+                Err(ConfigError::NotDefinedForHost { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(out);
+    }
+    let name = arg.split('/').next().unwrap_or(arg);
+    Ok(vec![config.node_view(name, &node)?])
+}
+
+fn paths(cli: &Cli) -> Paths {
+    Paths { run_dir: cli.run_dir.clone() }
+}
+
+pub fn run(cli: &Cli) -> anyhow::Result<i32> {
+    if let Cmd::Dump { res } = &cli.cmd {
+        let config = load_config(cli)?;
+        let only = res.as_deref().filter(|r| *r != "all");
+        print!("{}", config.dump(only)?);
+        return Ok(0);
+    }
+    let config = load_config(cli)?;
+    let (res_arg, action): (&str, Action) = match &cli.cmd {
+        Cmd::Dump { .. } => unreachable!("handled above"),
+        Cmd::CreateMd { res, force } => (res, Action::CreateMd { force: *force }),
+        Cmd::Up { res } => (res, Action::Up),
+        Cmd::Down { res } => (res, Action::Down),
+        Cmd::Attach { res } => (res, Action::Admin(AdminCmd::Attach)),
+        Cmd::Detach { res, force } => (res, Action::Admin(AdminCmd::Detach { force: *force })),
+        Cmd::Primary { res, force } => (res, Action::Admin(AdminCmd::Primary { force: *force })),
+        Cmd::Secondary { res } => (res, Action::Admin(AdminCmd::Secondary)),
+        Cmd::Connect { res, discard_my_data } => {
+            (res, Action::Admin(AdminCmd::Connect { discard_my_data: *discard_my_data }))
+        }
+        Cmd::Disconnect { res, force } => (res, Action::Admin(AdminCmd::Disconnect { force: *force })),
+        Cmd::Role { res } => (res, Action::Show(Show::Role)),
+        Cmd::Cstate { res } => (res, Action::Show(Show::Cstate)),
+        Cmd::Dstate { res } => (res, Action::Show(Show::Dstate)),
+        Cmd::Status { res, proc } => (res, Action::Status { proc: *proc }),
+        Cmd::DumpMd { res } => (res, Action::DumpMd),
+        Cmd::GetGi { res } => (res, Action::Gi { show: false }),
+        Cmd::ShowGi { res } => (res, Action::Gi { show: true }),
+        Cmd::Outdate { res } => (res, Action::Admin(AdminCmd::Outdate)),
+        Cmd::NewCurrentUuid { res, clear_bitmap } => {
+            (res, Action::Admin(AdminCmd::NewCurrentUuid { clear_bitmap: *clear_bitmap }))
+        }
+        Cmd::Invalidate { res } => (res, Action::Admin(AdminCmd::Invalidate)),
+        Cmd::InvalidateRemote { res } => (res, Action::Admin(AdminCmd::InvalidateRemote)),
+        Cmd::Verify { res } => (res, Action::Admin(AdminCmd::Verify)),
+        Cmd::PauseSync { res } => (res, Action::Admin(AdminCmd::PauseSync)),
+        Cmd::ResumeSync { res } => (res, Action::Admin(AdminCmd::ResumeSync)),
+        Cmd::WaitConnect { res, timeout } => (res, Action::WaitConnect { timeout: *timeout }),
+        Cmd::Events { res, now } => (res, Action::Events { now: *now }),
+        Cmd::Adjust { res } => (res, Action::Adjust),
+    };
+    let views = targets(cli, &config, res_arg)?;
+    match action {
+        Action::Status { proc } => return status(cli, &views, res_arg == "all", proc),
+        Action::Events { now } => return crate::events::run(cli, &paths(cli), &views, now),
+        _ => {}
+    }
+    let mut worst = 0;
+    for view in &views {
+        let code = one(cli, view, &action)?;
+        if worst == 0 {
+            worst = code;
+        }
+    }
+    Ok(worst)
+}
+
+enum Show {
+    Role,
+    Cstate,
+    Dstate,
+}
+
+enum Action {
+    CreateMd { force: bool },
+    Up,
+    Down,
+    Admin(AdminCmd),
+    Show(Show),
+    Status { proc: bool },
+    DumpMd,
+    Gi { show: bool },
+    WaitConnect { timeout: Option<u64> },
+    Events { now: bool },
+    Adjust,
+}
+
+fn one(cli: &Cli, view: &NodeView, action: &Action) -> anyhow::Result<i32> {
+    let p = paths(cli);
+    let res = &view.resource;
+    match action {
+        Action::CreateMd { force } => crate::metacmd::create_md(cli, &p, view, *force),
+        Action::Up => crate::up::up(cli, &p, view),
+        Action::Down => crate::up::down(&p, view),
+        Action::Admin(cmd) => admin(cli, &p, res, cmd.clone()),
+        Action::Show(what) => show(cli, &p, res, what),
+        Action::DumpMd => crate::metacmd::dump_md(cli, &p, view),
+        Action::Gi { show } => crate::metacmd::gi(cli, &p, view, *show),
+        Action::WaitConnect { timeout } => wait_connect(&p, view, *timeout),
+        Action::Adjust => adjust(cli, &p, view),
+        Action::Status { .. } | Action::Events { .. } => Ok(0),
+    }
+}
+
+/// Print a daemon's answer; the exit code is drbdadm's for the outcome.
+pub fn print_response(cli: &Cli, resp: Response) -> i32 {
+    match resp {
+        Response::Ok { message, status } => {
+            if cli.json {
+                println!("{}", serde_json::json!({"result": "ok", "message": message, "status": status}));
+            }
+            0
+        }
+        Response::Refused { rendered, exit_code, refusal, status } => {
+            if cli.json {
+                println!("{}", serde_json::json!({"result": "refused", "message": rendered, "refusal": refusal, "status": status}));
+            }
+            eprintln!("{rendered}");
+            exit_code
+        }
+        Response::Error { message, exit_code } => {
+            eprintln!("repadm: {message}");
+            exit_code
+        }
+    }
+}
+
+fn admin(cli: &Cli, p: &Paths, res: &str, cmd: AdminCmd) -> anyhow::Result<i32> {
+    let mut conn = Conn::open(&p.ctl(res), res)?;
+    let resp = conn.call(&Request::Admin(cmd))?;
+    Ok(print_response(cli, resp))
+}
+
+fn show(cli: &Cli, p: &Paths, res: &str, what: &Show) -> anyhow::Result<i32> {
+    if !is_up(&p.ctl(res)) {
+        if let Show::Role = what {
+            eprintln!("{res}: Failure: (127) Device minor not allocated (resource is not up; run `repadm up {res}`)");
+            return Ok(EXIT_CONFIG);
+        }
+        println!("Unconfigured");
+        return Ok(0);
+    }
+    let s = Conn::open(&p.ctl(res), res)?.status()?;
+    let line = match what {
+        Show::Role => render::role_line(&s),
+        Show::Cstate => render::cstate_line(&s),
+        Show::Dstate => render::dstate_line(&s),
+    };
+    if cli.json {
+        println!("{}", serde_json::json!({"resource": res, "role": s.role, "peer_role": s.peer_role, "cstate": s.cstate, "disk": s.disk, "peer_disk": s.peer_disk}));
+    } else {
+        println!("{line}");
+    }
+    Ok(0)
+}
+
+fn status(cli: &Cli, views: &[NodeView], all: bool, proc: bool) -> anyhow::Result<i32> {
+    let p = paths(cli);
+    let mut statuses: Vec<Status> = Vec::new();
+    let mut code = 0;
+    for v in views {
+        let res = &v.resource;
+        if !is_up(&p.ctl(res)) {
+            if !all {
+                eprintln!("{res}: No such resource (not up on this node; run `repadm up {res}`)");
+                code = EXIT_CONFIG;
+            }
+            continue;
+        }
+        statuses.push(Conn::open(&p.ctl(res), res)?.status()?);
+    }
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&statuses)?);
+    } else if proc {
+        print!("{}", render::proc_text(&statuses));
+    } else {
+        for s in &statuses {
+            print!("{}", render::status_text(s));
+        }
+    }
+    Ok(code)
+}
+
+fn wait_connect(p: &Paths, view: &NodeView, timeout: Option<u64>) -> anyhow::Result<i32> {
+    let res = &view.resource;
+    let secs = timeout.unwrap_or(u64::from(view.startup.wfc_timeout_s));
+    let deadline = (secs > 0).then(|| Instant::now() + Duration::from_secs(secs));
+    loop {
+        let s = Conn::open(&p.ctl(res), res)?.status()?;
+        if s.cstate >= ConnState::Connected {
+            return Ok(0);
+        }
+        if s.cstate == ConnState::StandAlone {
+            return Err(anyhow!("{res}: StandAlone: not trying to connect; run `repadm connect {res}`"));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            eprintln!("{res}: wait-connect timed out after {secs} s (cstate {})", s.cstate);
+            return Ok(5);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn adjust(cli: &Cli, p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
+    let res = &view.resource;
+    if !is_up(&p.ctl(res)) {
+        return crate::up::up(cli, p, view);
+    }
+    let s = Conn::open(&p.ctl(res), res)?.status()?;
+    if s.disk == rep_replicator::core::DiskState::Diskless {
+        let code = admin(cli, p, res, AdminCmd::Attach)?;
+        if code != 0 {
+            return Ok(code);
+        }
+    }
+    if s.cstate == ConnState::StandAlone && view.peer_address.is_some() {
+        return admin(cli, p, res, AdminCmd::Connect { discard_my_data: false });
+    }
+    Ok(0)
+}

@@ -1,0 +1,87 @@
+//! Blocking client of a daemon's control socket (`$RUN/RES.ctl`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use rep_replicator::control::{encode_line, Request, Response, Status};
+
+/// How long a single control command may take before repadm gives up (a resync-free
+/// state change takes milliseconds; `down` waits for in-flight I/O).
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Paths {
+    pub run_dir: PathBuf,
+}
+
+impl Paths {
+    pub fn ctl(&self, res: &str) -> PathBuf {
+        self.run_dir.join(format!("{res}.ctl"))
+    }
+    pub fn pid(&self, res: &str) -> PathBuf {
+        self.run_dir.join(format!("{res}.pid"))
+    }
+    pub fn log(&self, res: &str) -> PathBuf {
+        self.run_dir.join(format!("{res}.log"))
+    }
+}
+
+/// Whether a daemon answers on this control socket.
+pub fn is_up(ctl: &Path) -> bool {
+    UnixStream::connect(ctl).is_ok()
+}
+
+pub struct Conn {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Conn {
+    pub fn open(ctl: &Path, res: &str) -> anyhow::Result<Conn> {
+        let stream = UnixStream::connect(ctl).map_err(|e| {
+            anyhow!(NotUp {
+                message: format!(
+                    "resource {res} is not up on this node (no daemon at {}: {e}); run `repadm up {res}`",
+                    ctl.display()
+                )
+            })
+        })?;
+        stream.set_read_timeout(Some(CONTROL_TIMEOUT)).context("socket timeout")?;
+        let reader = BufReader::new(stream.try_clone().context("clone control socket")?);
+        Ok(Conn { stream, reader })
+    }
+
+    pub fn send(&mut self, req: &Request) -> anyhow::Result<()> {
+        let mut line = encode_line(req).context("encode control request")?;
+        line.push('\n');
+        self.stream.write_all(line.as_bytes()).context("write control request")
+    }
+
+    pub fn read_line(&mut self) -> anyhow::Result<Option<String>> {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).context("read control socket")?;
+        Ok((n > 0).then_some(line))
+    }
+
+    pub fn call(&mut self, req: &Request) -> anyhow::Result<Response> {
+        self.send(req)?;
+        let line = self.read_line()?.ok_or_else(|| anyhow!("daemon closed the control socket without answering"))?;
+        serde_json::from_str(&line).with_context(|| format!("bad answer from daemon: {line:?}"))
+    }
+
+    pub fn status(&mut self) -> anyhow::Result<Status> {
+        match self.call(&Request::Query(rep_replicator::control::Query::Status))? {
+            Response::Ok { status, .. } | Response::Refused { status, .. } => Ok(*status),
+            Response::Error { message, .. } => Err(anyhow!(message)),
+        }
+    }
+}
+
+/// The resource has no running daemon (distinguished so callers can pick exit codes).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct NotUp {
+    pub message: String,
+}

@@ -1,0 +1,70 @@
+//! `repadm events`: one line per state change, in drbdsetup events2's vocabulary.
+
+use rep_replicator::control::{Event, Query, Request, Status};
+use rep_resources::NodeView;
+
+use crate::cli::Cli;
+use crate::ctl::{Conn, Paths};
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// The four events2 objects of one resource (single volume, one peer).
+pub fn lines(kind: &str, s: &Status) -> Vec<String> {
+    let peer = s.peer_node.as_deref().unwrap_or("peer");
+    vec![
+        format!("{kind} resource name:{} role:{} suspended:{}", s.resource, s.role, yes_no(s.suspended)),
+        format!(
+            "{kind} connection name:{} conn-name:{peer} connection:{} role:{}",
+            s.resource,
+            s.cstate.drbd9_connection(),
+            s.peer_role
+        ),
+        format!("{kind} device name:{} volume:0 minor:{} disk:{}", s.resource, s.minor, s.disk),
+        format!(
+            "{kind} peer-device name:{} conn-name:{peer} volume:0 replication:{} peer-disk:{} resync-suspended:no",
+            s.resource,
+            s.cstate.drbd9_replication(),
+            s.peer_disk
+        ),
+    ]
+}
+
+pub fn run(cli: &Cli, p: &Paths, views: &[NodeView], now: bool) -> anyhow::Result<i32> {
+    // One resource is streamed; with `all`, the first that is up (one daemon per resource).
+    let mut conns = Vec::new();
+    for v in views {
+        if let Ok(c) = Conn::open(&p.ctl(&v.resource), &v.resource) {
+            conns.push(c);
+        }
+    }
+    let Some(mut conn) = conns.into_iter().next() else {
+        eprintln!("repadm: no resource is up on this node");
+        return Ok(crate::commands::EXIT_CONFIG);
+    };
+    conn.send(&Request::Query(Query::Events))?;
+    while let Some(line) = conn.read_line()? {
+        if cli.json {
+            print!("{line}");
+        } else {
+            let ev: Event = serde_json::from_str(&line)?;
+            for l in lines(&ev.kind, &ev.status) {
+                println!("{l}");
+            }
+            if ev.kind == "exists" {
+                println!("exists -");
+            }
+        }
+        if now {
+            break;
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
+    Ok(0)
+}

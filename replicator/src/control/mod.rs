@@ -1,0 +1,131 @@
+//! The control socket protocol between `repadm` and `repd` (`$RUN/RES.ctl`): one JSON object
+//! per line each way. Shared by both binaries so they cannot drift apart.
+
+pub mod render;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::{AdminCmd, ConnState, Counters, DiskState, Refusal, Role};
+
+/// Upper bound of one control line; a longer line is a protocol error (closes that client).
+pub const CONTROL_LINE_BYTES_MAX: usize = 64 * 1024;
+
+/// Queries and daemon-level commands (not state changes of the engine).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Query {
+    Status,
+    /// Demote, disconnect, detach, then exit the daemon (`repadm down`).
+    Down,
+    /// Keep the connection open and stream one `Event` line per state change.
+    Events,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Request {
+    Query(Query),
+    Admin(AdminCmd),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum Response {
+    Ok { message: String, status: Box<Status> },
+    /// The engine refused: `rendered` is the drbdsetup-style line, `exit_code` drbdadm's code.
+    Refused { refusal: Refusal, rendered: String, exit_code: i32, status: Box<Status> },
+    Error { message: String, exit_code: i32 },
+}
+
+/// One line of the `events` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// `exists` for the initial dump, `change` afterwards (drbdsetup events2 vocabulary).
+    pub kind: String,
+    pub status: Box<Status>,
+}
+
+/// Progress of a resync or verify.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncProgress {
+    pub total_kib: u64,
+    pub left_kib: u64,
+    /// Recent speed and average since start, KiB/s.
+    pub speed_kib_s: u64,
+    pub avg_kib_s: u64,
+    pub want_kib_s: Option<u64>,
+    pub eta_s: u64,
+}
+
+impl SyncProgress {
+    /// Done in per-mille, as DRBD computes it for the bar.
+    pub fn permille(&self) -> u64 {
+        if self.total_kib == 0 {
+            return 1000;
+        }
+        1000 - (self.left_kib.min(self.total_kib) * 1000 / self.total_kib)
+    }
+}
+
+/// Everything `status`, `role`, `cstate`, `dstate` and the status file show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub resource: String,
+    pub node: String,
+    pub peer_node: Option<String>,
+    pub minor: u32,
+    pub device: String,
+    pub pid: u32,
+    pub role: Role,
+    pub peer_role: Role,
+    pub cstate: ConnState,
+    pub disk: DiskState,
+    pub peer_disk: DiskState,
+    pub protocol: String,
+    pub suspended: bool,
+    pub size_bytes: u64,
+    pub backing_disk: String,
+    pub nbd_socket: String,
+    pub nbd_uri: String,
+    pub nbd_listen: Option<String>,
+    pub address: String,
+    pub peer_address: Option<String>,
+    pub open_clients: u32,
+    pub counters: Counters,
+    pub oos_kib: u64,
+    /// Generation UUIDs: current, bitmap, history[0], history[1].
+    pub uuids: [u64; 4],
+    pub md_flags: u32,
+    pub sync: Option<SyncProgress>,
+}
+
+/// Build a request line (without the newline).
+pub fn encode_line<T: Serialize>(msg: &T) -> Result<String, serde_json::Error> {
+    serde_json::to_string(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_through_json() {
+        for (line, want) in [
+            (r#"{"cmd":"status"}"#, Request::Query(Query::Status)),
+            (r#"{"cmd":"down"}"#, Request::Query(Query::Down)),
+            (r#"{"cmd":"primary","force":true}"#, Request::Admin(AdminCmd::Primary { force: true })),
+            (r#"{"cmd":"primary"}"#, Request::Admin(AdminCmd::Primary { force: false })),
+            (r#"{"cmd":"secondary"}"#, Request::Admin(AdminCmd::Secondary)),
+            (
+                r#"{"cmd":"connect","discard_my_data":true}"#,
+                Request::Admin(AdminCmd::Connect { discard_my_data: true }),
+            ),
+        ] {
+            let got: Request = serde_json::from_str(line).expect("valid request line");
+            assert_eq!(got, want, "{line}");
+            let again: Request = serde_json::from_str(&encode_line(&got).expect("encodes")).expect("decodes");
+            assert_eq!(again, want);
+        }
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+    }
+}

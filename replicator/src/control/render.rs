@@ -1,0 +1,205 @@
+//! Text renderings of `Status`: `repadm status` (DRBD 9 style), `/proc/drbd` (8.4 layout),
+//! `role` / `cstate` / `dstate` one-liners. Pure functions: repd writes the same text to the
+//! status file that repadm prints.
+
+use std::fmt::Write as _;
+
+use super::{Status, SyncProgress};
+use crate::core::ConnState;
+
+/// `drbdadm role`: `Primary/Secondary` (local/peer).
+pub fn role_line(s: &Status) -> String {
+    format!("{}/{}", s.role, s.peer_role)
+}
+
+/// `drbdadm dstate`: `UpToDate/DUnknown` (local/peer).
+pub fn dstate_line(s: &Status) -> String {
+    format!("{}/{}", s.disk, s.peer_disk)
+}
+
+/// `drbdadm cstate`.
+pub fn cstate_line(s: &Status) -> String {
+    s.cstate.to_string()
+}
+
+/// `drbdadm status` as drbd-utils ≥ 8.9 prints it.
+pub fn status_text(s: &Status) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "{} role:{}", s.resource, s.role);
+    if s.suspended {
+        out.push_str(" suspended:user");
+    }
+    out.push('\n');
+    let _ = writeln!(out, "  disk:{}", s.disk);
+    let peer = s.peer_node.as_deref().unwrap_or("peer");
+    if s.cstate < ConnState::Connected {
+        let _ = writeln!(out, "  {peer} connection:{}", s.cstate.drbd9_connection());
+    } else {
+        let _ = writeln!(out, "  {peer} role:{}", s.peer_role);
+        let _ = write!(out, "    ");
+        if s.cstate != ConnState::Connected {
+            let _ = write!(out, "replication:{} ", s.cstate.drbd9_replication());
+        }
+        let _ = write!(out, "peer-disk:{}", s.peer_disk);
+        if let Some(p) = &s.sync {
+            let _ = write!(out, " done:{:.2}", p.permille() as f64 / 10.0);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Thousands separators, as /proc/drbd prints speeds (`49,152`).
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The `[====>.....] sync'ed:` and `finish:` lines (drbd_proc.c layout).
+pub fn progress_lines(cstate: ConnState, p: &SyncProgress) -> String {
+    let permille = p.permille();
+    let x = (permille / 50).clamp(1, 20) as usize;
+    let bar = format!("[{}>{}]", "=".repeat(x - 1), ".".repeat(20 - x));
+    let word = if matches!(cstate, ConnState::VerifyS | ConnState::VerifyT) { "verified:" } else { "sync'ed:" };
+    let (left, total, unit) = if p.total_kib > 4 * 1024 * 1024 {
+        (p.left_kib / 1024, p.total_kib / 1024, "M")
+    } else {
+        (p.left_kib, p.total_kib, "K")
+    };
+    let mut out = format!(
+        "\t{bar} {word} {:>3}.{}% ({left}/{total}){unit}\n",
+        permille / 10,
+        permille % 10
+    );
+    let (h, m, sec) = (p.eta_s / 3600, (p.eta_s / 60) % 60, p.eta_s % 60);
+    let _ = write!(
+        out,
+        "\tfinish: {h}:{m:02}:{sec:02} speed: {} ({}) K/sec",
+        grouped(p.speed_kib_s),
+        grouped(p.avg_kib_s)
+    );
+    if let Some(w) = p.want_kib_s {
+        let _ = write!(out, " want: {}", grouped(w));
+    }
+    out.push('\n');
+    out
+}
+
+/// One device block of `/proc/drbd`.
+pub fn proc_device(s: &Status) -> String {
+    let c = &s.counters;
+    let flags = format!("{}-----", if s.suspended { 's' } else { 'r' });
+    let mut out = format!(
+        "{:>2}: cs:{} ro:{}/{} ds:{}/{} {} {}\n",
+        s.minor, s.cstate, s.role, s.peer_role, s.disk, s.peer_disk, s.protocol, flags
+    );
+    let _ = writeln!(
+        out,
+        "    ns:{} nr:{} dw:{} dr:{} al:{} bm:{} lo:{} pe:{} ua:{} ap:{} ep:{} wo:f oos:{}",
+        c.ns_kib, c.nr_kib, c.dw_kib, c.dr_kib, c.al_writes, c.bm_writes, c.lo, c.pe, c.ua, c.ap, c.ep.max(1), s.oos_kib
+    );
+    if let Some(p) = &s.sync {
+        out.push_str(&progress_lines(s.cstate, p));
+    }
+    out
+}
+
+/// Full `/proc/drbd` text for these devices (sorted by minor).
+pub fn proc_text(devices: &[Status]) -> String {
+    let mut out = String::from("version: 8.4.11 (api:1/proto:86-101)\n");
+    let _ = writeln!(out, "GIT-hash: rep-{} build by rep", env!("CARGO_PKG_VERSION"));
+    let mut sorted: Vec<&Status> = devices.iter().collect();
+    sorted.sort_by_key(|s| s.minor);
+    let mut prev: Option<u32> = None;
+    for s in sorted {
+        if prev.is_some_and(|p| p + 1 != s.minor) {
+            out.push('\n');
+        }
+        out.push_str(&proc_device(s));
+        prev = Some(s.minor);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Counters, DiskState, Role};
+
+    pub(crate) fn sample() -> Status {
+        Status {
+            resource: "r0".into(),
+            node: "node-a".into(),
+            peer_node: Some("node-b".into()),
+            minor: 0,
+            device: "/dev/drbd0".into(),
+            pid: 1,
+            role: Role::Primary,
+            peer_role: Role::Unknown,
+            cstate: ConnState::WFConnection,
+            disk: DiskState::UpToDate,
+            peer_disk: DiskState::DUnknown,
+            protocol: "C".into(),
+            suspended: false,
+            size_bytes: 1 << 30,
+            backing_disk: "/tmp/a.img".into(),
+            nbd_socket: "/run/rep/r0.nbd".into(),
+            nbd_uri: "nbd+unix:///r0?socket=/run/rep/r0.nbd".into(),
+            nbd_listen: None,
+            address: "127.0.0.1:7789".into(),
+            peer_address: Some("127.0.0.2:7789".into()),
+            open_clients: 0,
+            counters: Counters::default(),
+            oos_kib: 0,
+            uuids: [0; 4],
+            md_flags: 0,
+            sync: None,
+        }
+    }
+
+    #[test]
+    fn proc_layout_matches_drbd_84() {
+        let text = proc_text(&[sample()]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("version: 8.4"));
+        assert_eq!(lines[2], " 0: cs:WFConnection ro:Primary/Unknown ds:UpToDate/DUnknown C r-----");
+        assert_eq!(
+            lines[3],
+            "    ns:0 nr:0 dw:0 dr:0 al:0 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0"
+        );
+    }
+
+    #[test]
+    fn progress_bar_like_drbd() {
+        let p = SyncProgress {
+            total_kib: 3072 * 1024 * 2,
+            left_kib: 2048 * 1024 * 2,
+            speed_kib_s: 49152,
+            avg_kib_s: 50000,
+            want_kib_s: None,
+            eta_s: 42,
+        };
+        let text = progress_lines(ConnState::SyncSource, &p);
+        assert!(text.starts_with("\t[=====>..............] sync'ed: 33.4% (4096/6144)M\n"), "{text}");
+        assert!(text.contains("finish: 0:00:42 speed: 49,152 (50,000) K/sec"), "{text}");
+    }
+
+    #[test]
+    fn status_text_disconnected_and_connected() {
+        let mut s = sample();
+        assert_eq!(status_text(&s), "r0 role:Primary\n  disk:UpToDate\n  node-b connection:Connecting\n");
+        s.cstate = ConnState::Connected;
+        s.peer_role = Role::Secondary;
+        s.peer_disk = DiskState::UpToDate;
+        assert_eq!(status_text(&s), "r0 role:Primary\n  disk:UpToDate\n  node-b role:Secondary\n    peer-disk:UpToDate\n");
+        assert_eq!(role_line(&s), "Primary/Secondary");
+        assert_eq!(dstate_line(&s), "UpToDate/UpToDate");
+    }
+}

@@ -1,0 +1,325 @@
+//! Admin commands: role changes, attach/detach, connect/disconnect, outdate, UUID commands.
+//!
+//! Rules are DRBD 8.4's `is_valid_state` and `drbd_set_role` (reference/drbd.md §1.5, §1.7).
+//! A command that changes persistent state is answered only after its superblock write
+//! completed, so `repadm primary` returning 0 means the new state survives a crash.
+
+use super::engine::{Engine, PendingAdmin};
+use super::io::{AdminCmd, AdminId, AttachInfo, IoId, IoResult, MetaOpKind, Output};
+use super::refusal::Refusal;
+use super::state::{ConnState, DiskState, Role};
+use rep_resources::Fencing;
+
+impl Engine {
+    pub(crate) fn admin(&mut self, id: AdminId, cmd: AdminCmd) {
+        let result = match cmd.clone() {
+            AdminCmd::Primary { force } => self.cmd_primary(id, force),
+            AdminCmd::Secondary => self.cmd_secondary(id),
+            AdminCmd::Attach => self.cmd_attach(id),
+            AdminCmd::Detach { force } => self.cmd_detach(id, cmd, force),
+            AdminCmd::Connect { .. } => self.cmd_connect(),
+            AdminCmd::Disconnect { .. } => self.cmd_disconnect(),
+            AdminCmd::Outdate => self.cmd_outdate(id),
+            AdminCmd::NewCurrentUuid { clear_bitmap } => self.cmd_new_current_uuid(id, clear_bitmap),
+            AdminCmd::Invalidate => self.cmd_invalidate(id),
+            AdminCmd::InvalidateRemote => self.cmd_invalidate_remote(),
+            AdminCmd::Verify | AdminCmd::PauseSync | AdminCmd::ResumeSync => {
+                Err(Refusal::NeedConnection { cstate: self.cstate })
+            }
+        };
+        match result {
+            // The reply was deferred (waits for a metadata write, an open or a drain).
+            Ok(None) => {}
+            Ok(Some(message)) => self.emit(Output::AdminReply { id, result: Ok(message) }),
+            Err(refusal) => self.emit(Output::AdminReply { id, result: Err(refusal) }),
+        }
+    }
+
+    /// Write the superblock now and answer admin `id` with `message` once it is durable.
+    fn persist_then_reply(&mut self, id: AdminId, message: String) {
+        self.sync_flags_from_state();
+        let io = self.alloc_io();
+        let op = MetaOpKind::Superblock { uuids: self.uuids, flags: self.flags, clean: false };
+        self.emit(Output::Meta { io, op });
+        self.admin_waiting.insert(io, PendingAdmin { id, message });
+        self.emit(Output::StateChanged);
+    }
+
+    fn need_disk(&self) -> Result<(), Refusal> {
+        if self.disk <= DiskState::Failed || self.disk == DiskState::Attaching {
+            return Err(Refusal::NoLocalDisk { disk: self.disk });
+        }
+        Ok(())
+    }
+
+    fn cmd_primary(&mut self, id: AdminId, force: bool) -> Result<Option<String>, Refusal> {
+        if self.role == Role::Primary {
+            return Ok(Some("already Primary".into()));
+        }
+        if self.peer_role == Role::Primary && !self.cfg.allow_two_primaries {
+            return Err(Refusal::TwoPrimaries { peer_role: self.peer_role });
+        }
+        let mut forced = false;
+        if self.disk < DiskState::UpToDate {
+            let diskless_ok = self.disk == DiskState::Diskless
+                && self.cstate >= ConnState::Connected
+                && self.pdsk == DiskState::UpToDate;
+            if force && (DiskState::Inconsistent..=DiskState::Consistent).contains(&self.disk) {
+                tracing::warn!(resource = %self.cfg.resource, "Forced to consider local data as UpToDate!");
+                self.disk = DiskState::UpToDate;
+                forced = true;
+            } else if !diskless_ok {
+                return Err(Refusal::NoUpToDateDisk { disk: self.disk, pdsk: self.pdsk });
+            }
+        }
+        self.role = Role::Primary;
+        let degraded = self.cstate < ConnState::Connected || self.pdsk <= DiskState::Failed;
+        if self.disk > DiskState::Diskless {
+            if (degraded && self.uuids.bitmap == 0) || forced {
+                let v = self.rng.uuid();
+                self.uuids.new_current(v, true);
+            } else {
+                self.uuids.current |= 1;
+            }
+        }
+        self.persist_then_reply(id, "promoted to Primary".into());
+        Ok(None)
+    }
+
+    fn cmd_secondary(&mut self, id: AdminId) -> Result<Option<String>, Refusal> {
+        if self.role != Role::Primary {
+            return Ok(Some("already Secondary".into()));
+        }
+        if self.open_clients > 0 {
+            return Err(Refusal::DeviceInUse { open: self.open_clients });
+        }
+        self.role = Role::Secondary;
+        self.uuids.current &= !1;
+        if self.disk == DiskState::Diskless {
+            self.emit(Output::StateChanged);
+            return Ok(Some("demoted to Secondary".into()));
+        }
+        self.persist_then_reply(id, "demoted to Secondary".into());
+        Ok(None)
+    }
+
+    fn cmd_attach(&mut self, id: AdminId) -> Result<Option<String>, Refusal> {
+        if self.disk != DiskState::Diskless {
+            return Err(Refusal::DiskConfigured { disk: self.disk });
+        }
+        self.disk = DiskState::Attaching;
+        let io = self.alloc_io();
+        self.emit(Output::OpenDisk { io });
+        self.admin_waiting.insert(io, PendingAdmin { id, message: "attached".into() });
+        Ok(None)
+    }
+
+    pub(crate) fn disk_opened(&mut self, io: IoId, result: Result<Box<AttachInfo>, String>) {
+        let Some(pending) = self.admin_waiting.remove(&io) else { return };
+        let info = match result {
+            Ok(info) => info,
+            Err(message) => {
+                self.disk = DiskState::Diskless;
+                let refusal = Refusal::AttachFailed { message };
+                self.emit(Output::AdminReply { id: pending.id, result: Err(refusal) });
+                self.emit(Output::StateChanged);
+                return;
+            }
+        };
+        let AttachInfo { usable_bytes, uuids, mut flags, unclean, mut bitmap, al } = *info;
+        if unclean && (flags.primary_ind() || flags.crashed_primary()) {
+            // A Primary went down without demoting: its AL extents were replayed into the
+            // bitmap by the driver; remember it for the handshake (UUID flag 2).
+            flags.set_crashed_primary(true);
+        }
+        if flags.full_sync() {
+            bitmap.set_all();
+            flags.set_full_sync(false);
+        }
+        self.usable_bytes = usable_bytes;
+        self.uuids = uuids;
+        self.uuids.current &= !1;
+        self.flags = flags;
+        self.bitmap = Some(bitmap);
+        self.al = Some(al);
+        self.pdsk = if flags.peer_out_dated() { DiskState::Outdated } else { DiskState::DUnknown };
+        self.disk = disk_state_on_attach(flags, self.pdsk, self.cfg.fencing);
+        self.persist_then_reply(pending.id, pending.message);
+    }
+
+    fn cmd_detach(&mut self, id: AdminId, cmd: AdminCmd, force: bool) -> Result<Option<String>, Refusal> {
+        if self.disk == DiskState::Diskless {
+            return Ok(Some("already Diskless".into()));
+        }
+        if self.disk == DiskState::Attaching {
+            return Err(Refusal::NoLocalDisk { disk: self.disk });
+        }
+        if self.role == Role::Primary && self.pdsk < DiskState::UpToDate {
+            // DRBD rule 9: a Primary must keep access to UpToDate data.
+            return Err(Refusal::NoUpToDateDisk { disk: DiskState::Diskless, pdsk: self.pdsk });
+        }
+        if self.requests.in_flight() > 0 && !force {
+            self.admin_drain.push((id, cmd));
+            return Ok(None);
+        }
+        self.close_disk(Some(id));
+        Ok(None)
+    }
+
+    /// Persist everything and close the backing device; `id` is answered when closed.
+    pub(crate) fn close_disk(&mut self, id: Option<AdminId>) {
+        self.sync_flags_from_state();
+        if let Some(bm) = self.bitmap.as_mut() {
+            let pages = bm.take_dirty_pages();
+            if !pages.is_empty() {
+                let io = self.alloc_io();
+                self.counters.bm_writes += pages.len() as u64;
+                self.emit(Output::Meta { io, op: MetaOpKind::BitmapPages { pages } });
+            }
+        }
+        let io = self.alloc_io();
+        let op = MetaOpKind::Superblock { uuids: self.uuids, flags: self.flags, clean: true };
+        self.emit(Output::Meta { io, op });
+        let io = self.alloc_io();
+        self.emit(Output::CloseDisk { io });
+        if let Some(id) = id {
+            self.admin_waiting.insert(io, PendingAdmin { id, message: "detached".into() });
+        }
+    }
+
+    pub(crate) fn disk_closed(&mut self, io: IoId) {
+        self.disk = DiskState::Diskless;
+        self.bitmap = None;
+        self.al = None;
+        self.usable_bytes = 0;
+        self.emit(Output::StateChanged);
+        if let Some(p) = self.admin_waiting.remove(&io) {
+            self.emit(Output::AdminReply { id: p.id, result: Ok(p.message) });
+        }
+    }
+
+    fn cmd_connect(&mut self) -> Result<Option<String>, Refusal> {
+        if self.cstate != ConnState::StandAlone {
+            return Err(Refusal::NetConfigured { cstate: self.cstate });
+        }
+        // StandAlone → Unconnected → WFConnection; the driver starts listening/connecting.
+        self.cstate = ConnState::WFConnection;
+        self.emit(Output::StateChanged);
+        Ok(Some("waiting for the peer (WFConnection)".into()))
+    }
+
+    fn cmd_disconnect(&mut self) -> Result<Option<String>, Refusal> {
+        if self.cstate == ConnState::StandAlone {
+            return Err(Refusal::AlreadyStandAlone);
+        }
+        self.cstate = ConnState::StandAlone;
+        self.peer_role = Role::Unknown;
+        if self.pdsk > DiskState::Outdated {
+            self.pdsk = DiskState::DUnknown;
+        }
+        self.emit(Output::StateChanged);
+        Ok(Some("StandAlone".into()))
+    }
+
+    fn cmd_outdate(&mut self, id: AdminId) -> Result<Option<String>, Refusal> {
+        self.need_disk()?;
+        if self.role == Role::Primary {
+            return Err(Refusal::IsPrimary);
+        }
+        if self.disk < DiskState::Outdated {
+            return Err(Refusal::LowerThanOutdated { disk: self.disk });
+        }
+        self.disk = DiskState::Outdated;
+        self.persist_then_reply(id, "disk marked Outdated".into());
+        Ok(None)
+    }
+
+    fn cmd_new_current_uuid(&mut self, id: AdminId, clear_bitmap: bool) -> Result<Option<String>, Refusal> {
+        self.need_disk()?;
+        self.uuids.clear_bitmap_uuid();
+        let v = self.rng.uuid();
+        self.uuids.new_current(v, self.role == Role::Primary);
+        if clear_bitmap {
+            if let Some(bm) = self.bitmap.as_mut() {
+                bm.clear_all();
+            }
+        }
+        self.persist_then_reply(id, "new current UUID generated".into());
+        Ok(None)
+    }
+
+    fn cmd_invalidate(&mut self, id: AdminId) -> Result<Option<String>, Refusal> {
+        self.need_disk()?;
+        if self.role == Role::Primary {
+            return Err(Refusal::IsPrimary);
+        }
+        // Not connected: what `drbdmeta invalidate` does offline — all bits set, Inconsistent;
+        // the full sync from the peer happens on the next connect.
+        if let Some(bm) = self.bitmap.as_mut() {
+            bm.set_all();
+        }
+        self.disk = DiskState::Inconsistent;
+        self.persist_then_reply(id, "local data invalidated; full sync from the peer on connect".into());
+        Ok(None)
+    }
+
+    fn cmd_invalidate_remote(&mut self) -> Result<Option<String>, Refusal> {
+        self.need_disk()?;
+        if self.disk != DiskState::UpToDate {
+            return Err(Refusal::NoUpToDateDisk { disk: self.disk, pdsk: self.pdsk });
+        }
+        if let Some(bm) = self.bitmap.as_mut() {
+            bm.set_all();
+        }
+        self.emit(Output::StateChanged);
+        Ok(Some("peer's data invalidated; full sync to the peer on connect".into()))
+    }
+
+    /// Metadata write completions: activity log first, then admin replies waiting on them.
+    pub(crate) fn meta_done(&mut self, io: IoId, result: IoResult) {
+        if self.al_done(io, &result) {
+            return;
+        }
+        let Some(p) = self.admin_waiting.remove(&io) else {
+            if let Err(e) = result {
+                tracing::error!(resource = %self.cfg.resource, "metadata write failed: {}", e.message);
+            }
+            return;
+        };
+        let result = result
+            .map(|()| p.message)
+            .map_err(|e| Refusal::MetaIo { message: e.message });
+        self.emit(Output::AdminReply { id: p.id, result });
+    }
+
+    /// Re-run commands that waited for client I/O to drain.
+    pub(crate) fn retry_drained_admin(&mut self) {
+        if self.admin_drain.is_empty() || self.requests.in_flight() > 0 {
+            return;
+        }
+        for (id, cmd) in std::mem::take(&mut self.admin_drain) {
+            self.admin(id, cmd);
+        }
+    }
+}
+
+/// DRBD's attach rule (drbd_nl.c): Inconsistent unless MDF_CONSISTENT; Outdated unless
+/// MDF_WAS_UP_TO_DATE; Consistent is taken as UpToDate when the peer is known Outdated or
+/// fencing is `dont-care`.
+pub(crate) fn disk_state_on_attach(
+    flags: crate::meta::superblock::MdFlags,
+    pdsk: DiskState,
+    fencing: Fencing,
+) -> DiskState {
+    if !flags.consistent() {
+        return DiskState::Inconsistent;
+    }
+    if !flags.was_up_to_date() {
+        return DiskState::Outdated;
+    }
+    if pdsk == DiskState::Outdated || fencing == Fencing::DontCare {
+        DiskState::UpToDate
+    } else {
+        DiskState::Consistent
+    }
+}

@@ -1,0 +1,252 @@
+//! The engine: one resource on one node, as a state machine that is fed inputs and drained of
+//! outputs (DESIGN.md §3). It owns roles, connection and disk states, generation UUIDs, the
+//! in-memory bitmap and activity log, and the table of client requests. It never does I/O,
+//! never reads a clock and never draws entropy: everything arrives through `handle`.
+//!
+//! What can change `poll_output`'s answer: any `handle` call. What can change `next_timeout`:
+//! any `handle` call.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use super::io::{AdminId, Input, IoId, Output, ReqId};
+use super::requests::Requests;
+use super::rng::Rng;
+use super::state::{ConnState, DiskState, Role};
+use crate::meta::al::ActivityLog;
+use crate::meta::bitmap::Bitmap;
+use crate::meta::superblock::{GenerationUuids, MdFlags};
+use rep_resources::Protocol;
+
+/// Static facts about the resource on this node, from the `.res` file.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub resource: String,
+    pub node: String,
+    pub minor: u32,
+    pub device: String,
+    pub protocol: Protocol,
+    /// A peer is configured (two host sections): `up` goes to WFConnection, not StandAlone.
+    pub has_peer: bool,
+    pub allow_two_primaries: bool,
+    pub al_extents: u32,
+    pub fencing: rep_resources::Fencing,
+}
+
+/// What an admin command is waiting for before it can be answered.
+#[derive(Debug)]
+pub(crate) struct PendingAdmin {
+    pub id: AdminId,
+    pub message: String,
+}
+
+/// Counters in `/proc/drbd` units (KiB for volumes, counts for metadata writes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counters {
+    pub ns_kib: u64,
+    pub nr_kib: u64,
+    pub dw_kib: u64,
+    pub dr_kib: u64,
+    pub al_writes: u64,
+    pub bm_writes: u64,
+    pub lo: u64,
+    pub pe: u64,
+    pub ua: u64,
+    pub ap: u64,
+    pub ep: u64,
+}
+
+pub struct Engine {
+    pub(crate) cfg: EngineConfig,
+    pub(crate) role: Role,
+    pub(crate) peer_role: Role,
+    pub(crate) cstate: ConnState,
+    pub(crate) disk: DiskState,
+    pub(crate) pdsk: DiskState,
+    pub(crate) usable_bytes: u64,
+    pub(crate) uuids: GenerationUuids,
+    pub(crate) flags: MdFlags,
+    pub(crate) bitmap: Option<Bitmap>,
+    pub(crate) al: Option<ActivityLog>,
+    pub(crate) rng: Rng,
+    pub(crate) requests: Requests,
+    pub(crate) open_clients: u32,
+    pub(crate) outputs: VecDeque<Output>,
+    pub(crate) next_io: IoId,
+    /// Admin replies that wait for a metadata write or an open/close to complete.
+    pub(crate) admin_waiting: HashMap<IoId, PendingAdmin>,
+    /// `secondary`/`detach` waiting for in-flight client requests to drain.
+    pub(crate) admin_drain: Vec<(AdminId, super::io::AdminCmd)>,
+    pub(crate) counters: Counters,
+    pub(crate) last_now: Option<Instant>,
+}
+
+impl Engine {
+    /// A fresh engine: Secondary, Diskless, StandAlone, as after `drbdsetup new-minor`.
+    pub fn new(cfg: EngineConfig, seed: u64) -> Engine {
+        Engine {
+            cfg,
+            role: Role::Secondary,
+            peer_role: Role::Unknown,
+            cstate: ConnState::StandAlone,
+            disk: DiskState::Diskless,
+            pdsk: DiskState::DUnknown,
+            usable_bytes: 0,
+            uuids: GenerationUuids::default(),
+            flags: MdFlags::default(),
+            bitmap: None,
+            al: None,
+            rng: Rng::new(seed),
+            requests: Requests::default(),
+            open_clients: 0,
+            outputs: VecDeque::new(),
+            next_io: 1,
+            admin_waiting: HashMap::new(),
+            admin_drain: Vec::new(),
+            counters: Counters::default(),
+            last_now: None,
+        }
+    }
+
+    /// Feed one input. Never blocks, never does I/O.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        self.last_now = Some(now);
+        match input {
+            Input::ClientOpened => self.open_clients += 1,
+            Input::ClientClosed => {
+                self.open_clients = self.open_clients.saturating_sub(1);
+            }
+            Input::Client { req, op } => self.client_request(req, op),
+            Input::DiskDone { io, result } => self.disk_done(io, result),
+            Input::MetaDone { io, result } => self.meta_done(io, result),
+            Input::DiskOpened { io, result } => self.disk_opened(io, result),
+            Input::DiskClosed { io } => self.disk_closed(io),
+            Input::Admin { id, cmd } => self.admin(id, cmd),
+            Input::Timer => {}
+        }
+        self.retry_drained_admin();
+        #[cfg(debug_assertions)]
+        self.check_invariants();
+    }
+
+    /// Drain one output. Call until `None` after every `handle`.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Earliest time `handle(now, Input::Timer)` is due. Nothing is timed on a single node yet.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        None
+    }
+
+    pub(crate) fn alloc_io(&mut self) -> IoId {
+        let io = self.next_io;
+        self.next_io += 1;
+        io
+    }
+
+    pub(crate) fn emit(&mut self, out: Output) {
+        self.outputs.push_back(out);
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn peer_role(&self) -> Role {
+        self.peer_role
+    }
+    pub fn cstate(&self) -> ConnState {
+        self.cstate
+    }
+    pub fn disk(&self) -> DiskState {
+        self.disk
+    }
+    pub fn pdsk(&self) -> DiskState {
+        self.pdsk
+    }
+    pub fn usable_bytes(&self) -> u64 {
+        self.usable_bytes
+    }
+    pub fn uuids(&self) -> GenerationUuids {
+        self.uuids
+    }
+    pub fn flags(&self) -> MdFlags {
+        self.flags
+    }
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters;
+        c.ap = self.requests.in_flight() as u64;
+        c.lo = self.requests.local_pending() as u64;
+        c
+    }
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+    pub fn open_clients(&self) -> u32 {
+        self.open_clients
+    }
+    /// Out-of-sync KiB (bitmap bits × 4), as `oos:` in /proc/drbd.
+    pub fn oos_kib(&self) -> u64 {
+        self.bitmap.as_ref().map_or(0, |b| b.count_ones() * 4)
+    }
+
+    /// May this node serve client I/O now? (DESIGN.md §4 step 1.)
+    pub fn can_serve_io(&self) -> Result<(), String> {
+        if self.role != Role::Primary {
+            return Err(format!(
+                "resource {} is {} on node {}; promote it with `repadm primary {}`",
+                self.cfg.resource, self.role, self.cfg.node, self.cfg.resource
+            ));
+        }
+        if self.disk != DiskState::UpToDate {
+            return Err(format!(
+                "resource {} on node {} has no UpToDate data (disk is {})",
+                self.cfg.resource, self.cfg.node, self.disk
+            ));
+        }
+        Ok(())
+    }
+
+    /// Recompute the metadata flags from the current state (DRBD's drbd_md_sync rules).
+    pub(crate) fn sync_flags_from_state(&mut self) {
+        let f = &mut self.flags;
+        if self.disk >= DiskState::Inconsistent {
+            f.set_consistent(self.disk > DiskState::Inconsistent);
+            if self.disk == DiskState::UpToDate {
+                f.set_was_up_to_date(true);
+            } else if self.disk <= DiskState::Outdated {
+                f.set_was_up_to_date(false);
+            }
+        }
+        f.set_primary_ind(self.role == Role::Primary);
+        f.set_connected_ind(self.cstate >= ConnState::Connected);
+        f.set_peer_out_dated(self.pdsk == DiskState::Outdated);
+    }
+
+    /// Assertions that must hold after every input (STYLE.md §6).
+    pub fn check_invariants(&self) {
+        // A Secondary never has client requests in flight.
+        if self.role != Role::Primary {
+            assert_eq!(self.requests.in_flight(), 0, "Secondary with client I/O in flight");
+        }
+        // Without a connection the peer's role is unknown.
+        if self.cstate < ConnState::Connected {
+            assert_eq!(self.peer_role, Role::Unknown);
+        }
+        if self.disk == DiskState::Diskless {
+            assert!(self.bitmap.is_none(), "Diskless node holds a bitmap");
+        }
+        if let Some(b) = &self.bitmap {
+            // `size` in the disk section may export less than the bitmap covers, never more.
+            assert!(b.len_bits() >= self.usable_bytes.div_ceil(4096), "bitmap shorter than the device");
+        }
+        // The role bit of the current UUID mirrors the role.
+        if self.disk > DiskState::Diskless && self.uuids.current > 4 {
+            assert_eq!(
+                self.uuids.current & 1 == 1,
+                self.role == Role::Primary,
+                "current UUID role bit disagrees with role"
+            );
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The engine's inputs and outputs: the whole contract between the sans-IO core and a driver.
+//!
+//! Outputs are commands; their completions come back as inputs carrying the same `IoId`.
+//! Data buffers never pass through the engine: the driver keeps them keyed by `ReqId`.
+
+use serde::{Deserialize, Serialize};
+
+use super::refusal::Refusal;
+use crate::meta::superblock::{GenerationUuids, MdFlags};
+
+/// Identifies one client request; chosen by the driver, echoed in `ClientReply`.
+pub type ReqId = u64;
+/// Identifies one disk or metadata operation; chosen by the engine, echoed in completions.
+pub type IoId = u64;
+/// Identifies one admin command; chosen by the driver, echoed in `AdminReply`.
+pub type AdminId = u64;
+
+/// One NBD-level request, already validated against the export size by the frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientOp {
+    Read { offset: u64, len: u32 },
+    Write { offset: u64, len: u32, fua: bool },
+    Flush,
+    Trim { offset: u64, len: u32, fua: bool },
+    WriteZeroes { offset: u64, len: u32, fua: bool },
+}
+
+impl ClientOp {
+    /// Byte range written by this op, if it writes.
+    pub fn write_range(&self) -> Option<(u64, u64)> {
+        match *self {
+            ClientOp::Write { offset, len, .. }
+            | ClientOp::Trim { offset, len, .. }
+            | ClientOp::WriteZeroes { offset, len, .. } => Some((offset, u64::from(len))),
+            ClientOp::Read { .. } | ClientOp::Flush => None,
+        }
+    }
+}
+
+/// What the driver must do on the local backing device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskOpKind {
+    Read { offset: u64, len: u32 },
+    /// Write the client's buffer of request `req`; `fua` = durable before completion.
+    Write { offset: u64, len: u32, fua: bool },
+    Flush,
+    Trim { offset: u64, len: u32, fua: bool },
+    WriteZeroes { offset: u64, len: u32, fua: bool },
+}
+
+/// Metadata updates, executed in the order they are emitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaOpKind {
+    /// Rewrite the superblock with these generation UUIDs and flags.
+    Superblock {
+        uuids: GenerationUuids,
+        flags: MdFlags,
+        /// Whether the device is being closed cleanly (no AL replay needed on next attach).
+        clean: bool,
+    },
+    /// Write these encoded bitmap pages (index, 4 KiB page).
+    BitmapPages { pages: Vec<(u64, Vec<u8>)> },
+    /// Write one encoded activity-log transaction block to the ring.
+    AlTransaction { block: Vec<u8>, ring_slot: u64 },
+}
+
+/// Failure of one I/O, as the driver saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoFailure {
+    pub errno: i32,
+    pub message: String,
+}
+
+pub type IoResult = Result<(), IoFailure>;
+
+/// What an attach found on the metadata, handed to the engine by the driver.
+#[derive(Debug, Clone)]
+pub struct AttachInfo {
+    pub usable_bytes: u64,
+    pub uuids: GenerationUuids,
+    pub flags: MdFlags,
+    /// The device was not closed cleanly last time (crash while attached).
+    pub unclean: bool,
+    /// The bitmap as loaded, including AL extents replayed after a crash.
+    pub bitmap: crate::meta::bitmap::Bitmap,
+    pub al: crate::meta::al::ActivityLog,
+}
+
+/// Admin commands that change state. Read-only queries go through `Engine::status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum AdminCmd {
+    Primary {
+        #[serde(default)]
+        force: bool,
+    },
+    Secondary,
+    Attach,
+    Detach {
+        #[serde(default)]
+        force: bool,
+    },
+    Connect {
+        #[serde(default)]
+        discard_my_data: bool,
+    },
+    Disconnect {
+        #[serde(default)]
+        force: bool,
+    },
+    Outdate,
+    NewCurrentUuid {
+        #[serde(default)]
+        clear_bitmap: bool,
+    },
+    Invalidate,
+    InvalidateRemote,
+    Verify,
+    PauseSync,
+    ResumeSync,
+}
+
+/// Error returned to an NBD client, as an NBD errno plus a message for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub nbd_errno: u32,
+    pub message: String,
+}
+
+/// NBD errno values the engine produces (protocol constants, not host errno).
+pub mod nbd_errno {
+    pub const EPERM: u32 = 1;
+    pub const EIO: u32 = 5;
+    pub const ENOSPC: u32 = 28;
+    pub const ESHUTDOWN: u32 = 108;
+}
+
+#[derive(Debug)]
+pub enum Input {
+    /// An NBD client entered transmission (the device is "open").
+    ClientOpened,
+    /// An NBD client went away.
+    ClientClosed,
+    Client { req: ReqId, op: ClientOp },
+    DiskDone { io: IoId, result: IoResult },
+    MetaDone { io: IoId, result: IoResult },
+    /// Result of `Output::OpenDisk`.
+    DiskOpened {
+        io: IoId,
+        result: Result<Box<AttachInfo>, String>,
+    },
+    /// Result of `Output::CloseDisk`.
+    DiskClosed { io: IoId },
+    Admin { id: AdminId, cmd: AdminCmd },
+    Timer,
+}
+
+#[derive(Debug)]
+pub enum Output {
+    Disk { io: IoId, req: ReqId, op: DiskOpKind },
+    Meta { io: IoId, op: MetaOpKind },
+    /// Open the backing device and its metadata, then answer with `Input::DiskOpened`.
+    OpenDisk { io: IoId },
+    /// Close the backing device (after the final metadata writes), answer with `DiskClosed`.
+    CloseDisk { io: IoId },
+    ClientReply { req: ReqId, result: Result<(), ClientError> },
+    AdminReply { id: AdminId, result: Result<String, Refusal> },
+    /// The visible state changed: rewrite the status file, notify `events` listeners.
+    StateChanged,
+}

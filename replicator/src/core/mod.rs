@@ -1,0 +1,16 @@
+//! The sans-IO engine core (DESIGN.md §3): no sockets, files, clocks or entropy in here.
+//! A test (`core_is_sans_io`) fails if this folder mentions tokio, std::fs, std::net or
+//! SystemTime.
+
+mod admin;
+pub mod engine;
+pub mod io;
+pub mod refusal;
+mod requests;
+pub mod rng;
+pub mod state;
+
+pub use engine::{Counters, Engine, EngineConfig};
+pub use io::{AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, Input, IoFailure, IoId, IoResult, MetaOpKind, Output, ReqId};
+pub use refusal::Refusal;
+pub use state::{ConnState, DiskState, Role};

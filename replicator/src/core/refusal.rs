@@ -1,0 +1,120 @@
+//! Why the engine refuses an admin command: the state that forbids it.
+//!
+//! Codes and texts are DRBD's (`enum drbd_state_rv` and `drbd_strings.c`), exit codes are
+//! drbdsetup 8.4's, so scripts written for `drbdadm` see the same numbers from `repadm`.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::state::{ConnState, DiskState, Role};
+
+/// A refused state change or command. Each variant names the state that forbids it.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum Refusal {
+    /// Promotion while the peer is Primary and `allow-two-primaries` is off.
+    #[error("Multiple primaries not allowed by config (peer is {peer_role})")]
+    TwoPrimaries { peer_role: Role },
+    /// Promotion (or staying Primary) without UpToDate data on either side.
+    #[error("Need access to UpToDate data (local disk is {disk}, peer disk is {pdsk}); use `primary --force` only if you know this node's data is the one to keep")]
+    NoUpToDateDisk { disk: DiskState, pdsk: DiskState },
+    /// The command needs a local disk and there is none attached.
+    #[error("Need a local disk, but disk is {disk}; run `repadm attach RES`")]
+    NoLocalDisk { disk: DiskState },
+    /// Demotion or detach while clients hold the NBD export open.
+    #[error("Device is held open by someone ({open} NBD client connection(s)); unmount and disconnect the clients first")]
+    DeviceInUse { open: u32 },
+    /// `disconnect` on a node that is already StandAlone.
+    #[error("Already StandAlone")]
+    AlreadyStandAlone,
+    /// `connect` while the connection is already configured.
+    #[error("Connection already configured (cstate is {cstate}); run `repadm disconnect RES` first")]
+    NetConfigured { cstate: ConnState },
+    /// `attach` while a disk is already attached.
+    #[error("Disk already attached (disk is {disk}); run `repadm detach RES` first")]
+    DiskConfigured { disk: DiskState },
+    /// A command that needs a connection to the peer.
+    #[error("Need a connection to start verify or resync (cstate is {cstate})")]
+    NeedConnection { cstate: ConnState },
+    /// `outdate` when the disk is already below Outdated.
+    #[error("Refusing to mark an {disk} disk Outdated (it is already worse)")]
+    LowerThanOutdated { disk: DiskState },
+    /// A Primary may not be outdated or invalidated under its users.
+    #[error("Not allowed while Primary; run `repadm secondary RES` first")]
+    IsPrimary,
+    /// A resync or verify is already running.
+    #[error("Resync or verify already running (cstate is {cstate})")]
+    ResyncRunning { cstate: ConnState },
+    /// Opening the backing device or its metadata failed during attach.
+    #[error("Can not attach the backing device: {message}")]
+    AttachFailed { message: String },
+    /// A metadata write failed; the disk is no longer trustworthy.
+    #[error("Meta-data I/O error: {message}")]
+    MetaIo { message: String },
+    /// A command that is not implemented by this version of rep.
+    #[error("{what} is not supported by this version of rep")]
+    Unsupported { what: String },
+}
+
+impl Refusal {
+    /// DRBD's `SS_*` / `ERR_*` number, printed as `(-2)` in messages.
+    pub fn code(&self) -> i32 {
+        match self {
+            Refusal::TwoPrimaries { .. } => -1,
+            Refusal::NoUpToDateDisk { .. } => -2,
+            Refusal::NoLocalDisk { .. } => -4,
+            Refusal::DeviceInUse { .. } => -12,
+            Refusal::AlreadyStandAlone => -9,
+            Refusal::NetConfigured { .. } => 125,
+            Refusal::DiskConfigured { .. } => 124,
+            Refusal::NeedConnection { .. } => -15,
+            Refusal::LowerThanOutdated { .. } => -16,
+            Refusal::IsPrimary => -12,
+            Refusal::ResyncRunning { .. } => -8,
+            Refusal::AttachFailed { .. } => 104,
+            Refusal::MetaIo { .. } => 119,
+            Refusal::Unsupported { .. } => 20,
+        }
+    }
+
+    /// Exit code of `repadm` (drbdsetup 8.4's mapping, `reference/drbd.md` §9.2).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Refusal::NoUpToDateDisk { .. } => 17,
+            Refusal::NoLocalDisk { .. } => 16,
+            Refusal::LowerThanOutdated { .. } => 5,
+            Refusal::NetConfigured { .. }
+            | Refusal::DiskConfigured { .. }
+            | Refusal::AttachFailed { .. }
+            | Refusal::MetaIo { .. } => 10,
+            Refusal::Unsupported { .. } => 20,
+            _ => 11,
+        }
+    }
+
+    /// The line repadm prints, in drbdsetup's form.
+    pub fn render(&self, resource: &str) -> String {
+        if self.code() > 0 {
+            format!("{resource}: Failure: ({}) {self}", self.code())
+        } else {
+            format!("{resource}: State change failed: ({}) {self}", self.code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_like_drbdsetup() {
+        let r = Refusal::NoUpToDateDisk {
+            disk: DiskState::Inconsistent,
+            pdsk: DiskState::DUnknown,
+        };
+        assert!(r
+            .render("r0")
+            .starts_with("r0: State change failed: (-2) Need access to UpToDate data"));
+        assert_eq!(r.exit_code(), 17);
+        assert_eq!(Refusal::AlreadyStandAlone.exit_code(), 11);
+    }
+}

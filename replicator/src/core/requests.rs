@@ -1,0 +1,249 @@
+//! Client requests on a Primary: admission, write ordering, activity-log gating, completion.
+//!
+//! Ordering rule (DESIGN.md §4 step 2): a write that overlaps an admitted or an earlier waiting
+//! write waits in FIFO order; it is woken by the completion that clears the conflict, never by
+//! polling. Reads are not ordered against writes (NBD allows it).
+//! Activity log (step 3): a write to a cold 4 MiB extent waits until the AL transaction that
+//! makes the extent hot is durable. Bits are set in the bitmap while the peer does not get the
+//! write, so a reconnecting peer resyncs only what changed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use super::engine::Engine;
+use super::io::{nbd_errno, ClientError, ClientOp, DiskOpKind, IoId, IoResult, MetaOpKind, Output, ReqId};
+use super::state::{ConnState, DiskState};
+use crate::meta::layout::AL_EXTENT_BYTES;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Behind an overlapping write, in `waiting`.
+    WaitOverlap,
+    /// Admitted, waiting for an activity-log transaction.
+    WaitAl,
+    /// Issued to the local disk.
+    Submitted,
+}
+
+#[derive(Debug)]
+struct Req {
+    op: ClientOp,
+    stage: Stage,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    reqs: HashMap<ReqId, Req>,
+    by_io: HashMap<IoId, ReqId>,
+    /// Writes not yet admitted, in arrival order.
+    waiting: VecDeque<ReqId>,
+    /// Admitted writes: (req, start, end) byte ranges. Small (≤ queue depth): a Vec scan is
+    /// cheaper than a tree at these sizes.
+    admitted: Vec<(ReqId, u64, u64)>,
+    /// AL extents whose transaction is being written, by the meta IoId.
+    al_pending: HashMap<IoId, u64>,
+    al_pending_extents: HashSet<u64>,
+}
+
+impl Requests {
+    pub fn in_flight(&self) -> usize {
+        self.reqs.len()
+    }
+    pub fn local_pending(&self) -> usize {
+        self.by_io.len()
+    }
+    fn overlaps_admitted(&self, start: u64, end: u64) -> bool {
+        self.admitted.iter().any(|&(_, s, e)| s < end && start < e)
+    }
+}
+
+fn extents_of(start: u64, end: u64) -> std::ops::RangeInclusive<u64> {
+    let last = end.saturating_sub(1).max(start);
+    (start / AL_EXTENT_BYTES)..=(last / AL_EXTENT_BYTES)
+}
+
+impl Engine {
+    pub(crate) fn client_request(&mut self, req: ReqId, op: ClientOp) {
+        if let Err(message) = self.can_serve_io() {
+            let nbd_errno = if self.role == super::state::Role::Primary {
+                nbd_errno::EIO
+            } else {
+                nbd_errno::ESHUTDOWN
+            };
+            self.reply(req, Err(ClientError { nbd_errno, message }));
+            return;
+        }
+        if let Some((start, len)) = op.write_range() {
+            let end = start.saturating_add(len);
+            if end > self.usable_bytes {
+                let message = format!("write {start}+{len} beyond device size {}", self.usable_bytes);
+                self.reply(req, Err(ClientError { nbd_errno: nbd_errno::ENOSPC, message }));
+                return;
+            }
+        }
+        self.requests.reqs.insert(req, Req { op, stage: Stage::WaitOverlap });
+        match op.write_range() {
+            None => self.submit(req, op),
+            Some(_) => {
+                self.requests.waiting.push_back(req);
+                self.admit_waiting();
+            }
+        }
+    }
+
+    /// Admit waiting writes in FIFO order while they do not overlap an admitted write or an
+    /// earlier write that still waits.
+    fn admit_waiting(&mut self) {
+        let mut blocked: Vec<(u64, u64)> = Vec::new();
+        let mut still_waiting = VecDeque::new();
+        while let Some(req) = self.requests.waiting.pop_front() {
+            let Some(r) = self.requests.reqs.get(&req) else { continue };
+            let Some((start, len)) = r.op.write_range() else { continue };
+            let end = start + len;
+            let conflict = self.requests.overlaps_admitted(start, end)
+                || blocked.iter().any(|&(s, e)| s < end && start < e);
+            if conflict {
+                blocked.push((start, end));
+                still_waiting.push_back(req);
+            } else {
+                self.requests.admitted.push((req, start, end));
+                self.start_admitted(req);
+            }
+        }
+        self.requests.waiting = still_waiting;
+    }
+
+    /// An admitted write: make its extents hot, then issue it.
+    fn start_admitted(&mut self, req: ReqId) {
+        let Some(r) = self.requests.reqs.get(&req) else { return };
+        let op = r.op;
+        let Some((start, len)) = op.write_range() else { return };
+        let mut waits_for_al = false;
+        for ext in extents_of(start, start + len) {
+            if self.requests.al_pending_extents.contains(&ext) {
+                waits_for_al = true;
+                continue;
+            }
+            if let Some(block) = self.al_activate(ext) {
+                waits_for_al = true;
+                self.write_al_transaction(ext, block);
+            }
+        }
+        if waits_for_al {
+            if let Some(r) = self.requests.reqs.get_mut(&req) {
+                r.stage = Stage::WaitAl;
+            }
+            return;
+        }
+        if !self.peer_gets_writes() {
+            if let Some(bm) = self.bitmap.as_mut() {
+                bm.set_range(start, len);
+            }
+        }
+        self.submit(req, op);
+    }
+
+    /// Make `ext` hot in the in-memory AL; returns the transaction to persist if it was cold.
+    fn al_activate(&mut self, ext: u64) -> Option<(Vec<u8>, u64)> {
+        let al = self.al.as_mut()?;
+        let tr = al.begin_write(ext)?;
+        Some((tr.encode().to_vec(), tr.ring_slot()))
+    }
+
+    /// Persist dirty bitmap pages first (an extent leaving the AL must not lose its bits), then
+    /// the AL transaction; writes to `ext` wait for the latter.
+    fn write_al_transaction(&mut self, ext: u64, (block, ring_slot): (Vec<u8>, u64)) {
+        if let Some(bm) = self.bitmap.as_mut() {
+            let pages = bm.take_dirty_pages();
+            if !pages.is_empty() {
+                let io = self.alloc_io();
+                self.counters.bm_writes += pages.len() as u64;
+                self.emit(Output::Meta { io, op: MetaOpKind::BitmapPages { pages } });
+            }
+        }
+        let io = self.alloc_io();
+        self.counters.al_writes += 1;
+        self.requests.al_pending.insert(io, ext);
+        self.requests.al_pending_extents.insert(ext);
+        self.emit(Output::Meta { io, op: MetaOpKind::AlTransaction { block, ring_slot } });
+    }
+
+    /// Whether replicated writes currently reach the peer's disk (else: set bitmap bits).
+    pub(crate) fn peer_gets_writes(&self) -> bool {
+        self.cstate >= ConnState::Connected && self.pdsk >= DiskState::Inconsistent
+    }
+
+    fn submit(&mut self, req: ReqId, op: ClientOp) {
+        let io = self.alloc_io();
+        let disk_op = match op {
+            ClientOp::Read { offset, len } => DiskOpKind::Read { offset, len },
+            ClientOp::Write { offset, len, fua } => DiskOpKind::Write { offset, len, fua },
+            ClientOp::Flush => DiskOpKind::Flush,
+            ClientOp::Trim { offset, len, fua } => DiskOpKind::Trim { offset, len, fua },
+            ClientOp::WriteZeroes { offset, len, fua } => DiskOpKind::WriteZeroes { offset, len, fua },
+        };
+        if let Some(r) = self.requests.reqs.get_mut(&req) {
+            r.stage = Stage::Submitted;
+        }
+        self.requests.by_io.insert(io, req);
+        self.emit(Output::Disk { io, req, op: disk_op });
+    }
+
+    pub(crate) fn disk_done(&mut self, io: IoId, result: IoResult) {
+        let Some(req) = self.requests.by_io.remove(&io) else { return };
+        let Some(r) = self.requests.reqs.remove(&req) else { return };
+        debug_assert_eq!(r.stage, Stage::Submitted);
+        match r.op {
+            ClientOp::Read { len, .. } => self.counters.dr_kib += u64::from(len) / 1024,
+            ClientOp::Write { len, .. } | ClientOp::WriteZeroes { len, .. } => {
+                self.counters.dw_kib += u64::from(len) / 1024;
+            }
+            ClientOp::Trim { .. } | ClientOp::Flush => {}
+        }
+        if r.op.write_range().is_some() {
+            self.requests.admitted.retain(|&(id, _, _)| id != req);
+        }
+        let result = result.map_err(|e| ClientError {
+            nbd_errno: nbd_errno::EIO,
+            message: format!("local disk I/O error: {} (errno {})", e.message, e.errno),
+        });
+        self.reply(req, result);
+        if r.op.write_range().is_some() {
+            self.admit_waiting();
+        }
+    }
+
+    /// Completion of an AL transaction (other meta writes are handled by the admin code).
+    /// Returns false if `io` was not an AL transaction.
+    pub(crate) fn al_done(&mut self, io: IoId, result: &IoResult) -> bool {
+        let Some(ext) = self.requests.al_pending.remove(&io) else { return false };
+        self.requests.al_pending_extents.remove(&ext);
+        let parked: Vec<ReqId> = self
+            .requests
+            .reqs
+            .iter()
+            .filter(|(_, r)| r.stage == Stage::WaitAl)
+            .map(|(&id, _)| id)
+            .collect();
+        // Restart in arrival order of admission (ReqIds are issued increasingly by drivers).
+        let mut parked = parked;
+        parked.sort_unstable();
+        for req in parked {
+            if let Err(e) = result {
+                self.requests.admitted.retain(|&(id, _, _)| id != req);
+                self.requests.reqs.remove(&req);
+                let message = format!("activity log write failed: {}", e.message);
+                self.reply(req, Err(ClientError { nbd_errno: nbd_errno::EIO, message }));
+            } else {
+                self.start_admitted(req);
+            }
+        }
+        if result.is_err() {
+            self.admit_waiting();
+        }
+        true
+    }
+
+    fn reply(&mut self, req: ReqId, result: Result<(), ClientError>) {
+        self.emit(Output::ClientReply { req, result });
+    }
+}

@@ -1,0 +1,139 @@
+//! The control socket (`$RUN/RES.ctl`): one JSON request per line, one JSON response per line;
+//! `events` keeps the connection and streams state changes. A bad line gets an error response
+//! and never affects the daemon or other clients.
+
+use std::rc::Rc;
+
+use tokio_uring::net::{UnixListener, UnixStream};
+
+use super::driver::Driver;
+use crate::control::{encode_line, Event, Query, Request, Response, CONTROL_LINE_BYTES_MAX};
+use crate::core::{AdminCmd, ConnState, DiskState, Refusal, Role};
+
+pub async fn serve(listener: UnixListener, driver: Rc<Driver>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                continue;
+            }
+        };
+        let driver = Rc::clone(&driver);
+        tokio_uring::spawn(async move {
+            if let Err(e) = client(stream, driver).await {
+                tracing::debug!("control client: {e}");
+            }
+        });
+    }
+}
+
+async fn send(stream: &UnixStream, resp: &Response) -> std::io::Result<()> {
+    let mut line = encode_line(resp).map_err(std::io::Error::other)?;
+    line.push('\n');
+    let (res, _) = stream.write_all(line.into_bytes()).await;
+    res
+}
+
+async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).to_string();
+            if text.trim().is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Request>(&text) {
+                Ok(Request::Query(Query::Events)) => return stream_events(&stream, &driver).await,
+                Ok(req) => {
+                    let resp = handle(&driver, req).await;
+                    send(&stream, &resp).await?;
+                    if driver.shutting_down.get() {
+                        driver.shutdown.notify_one();
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    let message = format!("bad control request {text:?}: {e}");
+                    send(&stream, &Response::Error { message, exit_code: 20 }).await?;
+                }
+            }
+        }
+        if pending.len() > CONTROL_LINE_BYTES_MAX {
+            let message = format!("control line longer than {CONTROL_LINE_BYTES_MAX} bytes");
+            return send(&stream, &Response::Error { message, exit_code: 20 }).await;
+        }
+        let (res, buf) = stream.read(vec![0u8; 4096]).await;
+        let n = res?;
+        if n == 0 {
+            return Ok(());
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+async fn stream_events(stream: &UnixStream, driver: &Rc<Driver>) -> std::io::Result<()> {
+    let mut rx = driver.subscribe();
+    let first = Event { kind: "exists".into(), status: Box::new(driver.status()) };
+    let mut line = encode_line(&first).map_err(std::io::Error::other)?;
+    line.push('\n');
+    let (res, _) = stream.write_all(line.into_bytes()).await;
+    res?;
+    while let Some(status) = rx.recv().await {
+        let ev = Event { kind: "change".into(), status: Box::new(status) };
+        let mut line = encode_line(&ev).map_err(std::io::Error::other)?;
+        line.push('\n');
+        let (res, _) = stream.write_all(line.into_bytes()).await;
+        res?;
+    }
+    Ok(())
+}
+
+fn reply(driver: &Driver, result: Result<String, Refusal>) -> Response {
+    let status = Box::new(driver.status());
+    match result {
+        Ok(message) => Response::Ok { message, status },
+        Err(refusal) => Response::Refused {
+            rendered: refusal.render(&driver.view.resource),
+            exit_code: refusal.exit_code(),
+            refusal,
+            status,
+        },
+    }
+}
+
+async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
+    match req {
+        Request::Query(Query::Status) => {
+            Response::Ok { message: String::new(), status: Box::new(driver.status()) }
+        }
+        Request::Query(Query::Events) => Response::Error { message: "events handled elsewhere".into(), exit_code: 20 },
+        Request::Query(Query::Down) => {
+            let result = down(driver).await;
+            if result.is_ok() {
+                driver.shutting_down.set(true);
+            }
+            reply(driver, result)
+        }
+        Request::Admin(cmd) => {
+            let result = driver.admin(cmd).await;
+            reply(driver, result)
+        }
+    }
+}
+
+/// `drbdsetup down`: demote (fails if open), disconnect, detach. Stops at the first refusal.
+async fn down(driver: &Rc<Driver>) -> Result<String, Refusal> {
+    let s = driver.status();
+    if s.role == Role::Primary {
+        driver.admin(AdminCmd::Secondary).await?;
+    }
+    if s.cstate != ConnState::StandAlone {
+        driver.admin(AdminCmd::Disconnect { force: false }).await?;
+    }
+    if s.disk != DiskState::Diskless {
+        driver.admin(AdminCmd::Detach { force: false }).await?;
+    }
+    Ok(format!("{} is down", driver.view.resource))
+}

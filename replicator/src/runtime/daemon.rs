@@ -1,0 +1,203 @@
+//! `repd`: the per-resource daemon. Parses the config, attaches the backing device, listens
+//! on the control and NBD sockets, and runs the engine until `repadm down` or SIGTERM.
+//! It runs in the foreground; `repadm up` starts it in its own process group with output
+//! going to `$RUN/RES.log`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use super::control_server;
+use super::driver::{write_atomic, write_status_files, Driver};
+use super::nbd_backend::NbdBackend;
+use super::paths::{RunPaths, CONFIG_DEFAULT, RUN_DIR_DEFAULT};
+use crate::core::{AdminCmd, Engine, EngineConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "repd", version, about = "rep per-resource daemon (started by `repadm up`)")]
+pub struct Args {
+    /// Resource to run, as named in the config.
+    #[arg(long, short = 'r')]
+    pub resource: String,
+    /// Configuration file (DRBD 8.4 syntax).
+    #[arg(short = 'c', long, env = "REP_CONFIG", default_value = CONFIG_DEFAULT)]
+    pub config: PathBuf,
+    /// This node's name: picks the `on NAME` section (default: the host name).
+    #[arg(long, env = "REP_NODE")]
+    pub node: Option<String>,
+    /// Directory for sockets, pid and status files.
+    #[arg(long, env = "REP_RUN_DIR", default_value = RUN_DIR_DEFAULT)]
+    pub run_dir: PathBuf,
+    /// Stay in the foreground (repd always does; accepted for systemd unit files).
+    #[arg(long)]
+    pub foreground: bool,
+    /// Seed for generation UUIDs (default: from the OS). For reproducible tests.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Exit code for configuration or attach errors (drbdadm's E_CONFIG_INVALID).
+pub const EXIT_CONFIG: i32 = 10;
+
+pub fn node_name(explicit: Option<&str>) -> anyhow::Result<String> {
+    if let Some(n) = explicit {
+        return Ok(n.to_string());
+    }
+    let host = nix::unistd::gethostname().context("cannot read the host name; pass --node or set REP_NODE")?;
+    Ok(host.to_string_lossy().into_owned())
+}
+
+fn os_seed() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok() {
+        return u64::from_le_bytes(b);
+    }
+    u64::from(std::process::id()) ^ 0x5eed_5eed_5eed_5eed
+}
+
+/// Refuse to start a second daemon for the same resource in the same run dir.
+fn check_not_running(paths: &RunPaths) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(paths.pid()) else { return Ok(()) };
+    let Ok(pid) = text.trim().parse::<i32>() else { return Ok(()) };
+    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+    if alive && pid != std::process::id() as i32 {
+        bail!(
+            "resource {} is already up (repd pid {pid}, {}); run `repadm down {}` first",
+            paths.resource,
+            paths.pid().display(),
+            paths.resource
+        );
+    }
+    Ok(())
+}
+
+fn remove_stale(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+pub fn main() -> i32 {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("repd: error: {e:#}");
+            EXIT_CONFIG
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<i32> {
+    let config = rep_resources::parse_file(&args.config)
+        .with_context(|| format!("invalid configuration {}", args.config.display()))?;
+    let node = node_name(args.node.as_deref())?;
+    let view = config.node_view(&args.resource, &node)?;
+    std::fs::create_dir_all(&args.run_dir)
+        .with_context(|| format!("cannot create run dir {}", args.run_dir.display()))?;
+    let paths = RunPaths::new(&args.run_dir, &view.resource);
+    check_not_running(&paths)?;
+    let cfg = EngineConfig {
+        resource: view.resource.clone(),
+        node: view.node.clone(),
+        minor: view.minor,
+        device: view.device.clone(),
+        protocol: view.net.protocol,
+        has_peer: view.peer_address.is_some(),
+        allow_two_primaries: view.net.allow_two_primaries,
+        al_extents: view.disk_conf.al_extents,
+        fencing: view.disk_conf.fencing,
+    };
+    let engine = Engine::new(cfg, args.seed.unwrap_or_else(os_seed));
+    tokio_uring::start(async move { serve(engine, view, paths).await })
+}
+
+async fn serve(engine: Engine, view: rep_resources::NodeView, paths: RunPaths) -> anyhow::Result<i32> {
+    let nbd_listen = view.nbd_listen;
+    let driver = Driver::new(engine, view, paths.clone());
+    if let Err(refusal) = driver.admin(AdminCmd::Attach).await {
+        bail!("{}", refusal.render(&paths.resource));
+    }
+    if driver.view.peer_address.is_some() {
+        if let Err(refusal) = driver.admin(AdminCmd::Connect { discard_my_data: false }).await {
+            tracing::warn!("{}", refusal.render(&paths.resource));
+        }
+    }
+    remove_stale(&paths.ctl());
+    remove_stale(&paths.nbd());
+    let ctl = tokio_uring::net::UnixListener::bind(paths.ctl())
+        .with_context(|| format!("cannot listen on {}", paths.ctl().display()))?;
+    let nbd = tokio_uring::net::UnixListener::bind(paths.nbd())
+        .with_context(|| format!("cannot listen on {}", paths.nbd().display()))?;
+    let backend: Rc<dyn rep_nbd::server::BlockBackend> = Rc::new(NbdBackend { driver: Rc::clone(&driver) });
+    if let Some(addr) = nbd_listen {
+        let tcp = tokio_uring::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen for NBD on {addr} (nbd-listen)"))?;
+        tokio_uring::spawn(rep_nbd::server::serve_tcp(tcp, Rc::clone(&backend)));
+    }
+    tokio_uring::spawn(rep_nbd::server::serve_unix(nbd, backend));
+    tokio_uring::spawn(control_server::serve(ctl, Rc::clone(&driver)));
+    write_atomic(&paths.pid(), format!("{}\n", std::process::id()).as_bytes())
+        .with_context(|| format!("cannot write {}", paths.pid().display()))?;
+    driver.publish_state();
+    tracing::info!(
+        resource = %paths.resource, node = %driver.view.node,
+        "up: NBD export at {}, control at {}", paths.nbd_uri(), paths.ctl().display()
+    );
+    wait_for_stop(&driver).await;
+    remove_stale(&paths.ctl());
+    remove_stale(&paths.nbd());
+    remove_stale(&paths.pid());
+    remove_stale(&paths.status_json());
+    let mut s = driver.status();
+    s.pid = 0;
+    let _ = write_status_files(&paths, &s);
+    remove_stale(&paths.status_json());
+    let _ = regenerate_proc(&paths);
+    tracing::info!(resource = %paths.resource, "down");
+    Ok(0)
+}
+
+/// After this daemon's JSON is gone, rebuild the combined status from the remaining ones.
+fn regenerate_proc(paths: &RunPaths) -> std::io::Result<()> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(&paths.dir)? {
+        let path = entry?.path();
+        if path.to_string_lossy().ends_with(".status.json") {
+            if let Ok(s) = std::fs::read_to_string(&path).map(|t| serde_json::from_str(&t)) {
+                if let Ok(s) = s {
+                    all.push(s);
+                }
+            }
+        }
+    }
+    write_atomic(&paths.proc_status(), crate::control::render::proc_text(&all).as_bytes())
+}
+
+/// Wait for `down` (control socket) or SIGTERM/SIGINT (then try a clean down first).
+async fn wait_for_stop(driver: &Rc<Driver>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        driver.shutdown.notified().await;
+        return;
+    };
+    tokio::select! {
+        _ = driver.shutdown.notified() => {}
+        _ = term.recv() => signal_down(driver).await,
+        _ = int.recv() => signal_down(driver).await,
+    }
+}
+
+async fn signal_down(driver: &Rc<Driver>) {
+    tracing::info!("signal received: going down");
+    let _ = driver.admin(AdminCmd::Secondary).await;
+    let _ = driver.admin(AdminCmd::Detach { force: true }).await;
+}

@@ -1,0 +1,300 @@
+//! The driver: owns the engine and performs its outputs (STYLE.md §1, quinn's ConnectionDriver).
+//!
+//! All inputs go through `feed`, which queues them and, unless a pump is already running
+//! further up the stack, drains inputs and outputs until both are empty. Disk I/O runs as
+//! io_uring tasks whose completions come back through `feed`; metadata writes are synchronous
+//! (pwrite + fdatasync) because the engine's ordering relies on them being durable in order.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::Instant;
+
+use rep_nbd::server::Completion;
+use rep_resources::NodeView;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::backing::BackingDisk;
+use super::metaio::MetaHandle;
+use super::paths::RunPaths;
+use crate::control::{render, Status};
+use crate::core::{
+    AdminCmd, AdminId, ClientOp, DiskOpKind, Engine, Input, IoFailure, IoId, Output, Refusal, ReqId,
+};
+
+/// A client request's reply channel and its data buffer (write payload, or read result).
+struct ClientSlot {
+    tx: oneshot::Sender<Completion>,
+    buf: Option<Vec<u8>>,
+}
+
+pub struct Driver {
+    engine: RefCell<Engine>,
+    inbox: RefCell<VecDeque<Input>>,
+    pumping: Cell<bool>,
+    disk: RefCell<Option<Rc<BackingDisk>>>,
+    meta: RefCell<Option<MetaHandle>>,
+    pub view: NodeView,
+    pub paths: RunPaths,
+    next_req: Cell<ReqId>,
+    next_admin: Cell<AdminId>,
+    clients: RefCell<HashMap<ReqId, ClientSlot>>,
+    admins: RefCell<HashMap<AdminId, oneshot::Sender<Result<String, Refusal>>>>,
+    subscribers: RefCell<Vec<mpsc::UnboundedSender<Status>>>,
+    pub shutdown: Notify,
+    pub shutting_down: Cell<bool>,
+}
+
+impl Driver {
+    pub fn new(engine: Engine, view: NodeView, paths: RunPaths) -> Rc<Driver> {
+        Rc::new(Driver {
+            engine: RefCell::new(engine),
+            inbox: RefCell::new(VecDeque::new()),
+            pumping: Cell::new(false),
+            disk: RefCell::new(None),
+            meta: RefCell::new(None),
+            view,
+            paths,
+            next_req: Cell::new(1),
+            next_admin: Cell::new(1),
+            clients: RefCell::new(HashMap::new()),
+            admins: RefCell::new(HashMap::new()),
+            subscribers: RefCell::new(Vec::new()),
+            shutdown: Notify::new(),
+            shutting_down: Cell::new(false),
+        })
+    }
+
+    /// Queue one input and pump unless a pump is already running up the stack.
+    pub fn feed(self: &Rc<Self>, input: Input) {
+        self.inbox.borrow_mut().push_back(input);
+        if self.pumping.replace(true) {
+            return;
+        }
+        loop {
+            let next = self.inbox.borrow_mut().pop_front();
+            let had_input = next.is_some();
+            if let Some(input) = next {
+                self.engine.borrow_mut().handle(Instant::now(), input);
+            }
+            let mut had_output = false;
+            loop {
+                let out = self.engine.borrow_mut().poll_output();
+                let Some(out) = out else { break };
+                had_output = true;
+                self.dispatch(out);
+            }
+            if !had_input && !had_output && self.inbox.borrow().is_empty() {
+                break;
+            }
+        }
+        self.pumping.set(false);
+    }
+
+    fn dispatch(self: &Rc<Self>, out: Output) {
+        match out {
+            Output::Disk { io, req, op } => self.disk_op(io, req, op),
+            Output::Meta { io, op } => {
+                let result = match self.meta.borrow_mut().as_mut() {
+                    Some(m) => m.apply(&op),
+                    None => Err(IoFailure { errno: libc::ENODEV, message: "no metadata open".into() }),
+                };
+                self.inbox.borrow_mut().push_back(Input::MetaDone { io, result });
+            }
+            Output::OpenDisk { io } => {
+                let result = self.open_disk().map(Box::new);
+                self.inbox.borrow_mut().push_back(Input::DiskOpened { io, result });
+            }
+            Output::CloseDisk { io } => {
+                if let Some(m) = self.meta.borrow_mut().take() {
+                    m.close();
+                }
+                self.disk.borrow_mut().take();
+                self.inbox.borrow_mut().push_back(Input::DiskClosed { io });
+            }
+            Output::ClientReply { req, result } => {
+                let Some(slot) = self.clients.borrow_mut().remove(&req) else { return };
+                let completion = match (result, slot.buf) {
+                    (Err(e), _) => Completion::Error { errno: e.nbd_errno, message: e.message },
+                    (Ok(()), Some(data)) => Completion::Data(data),
+                    (Ok(()), None) => Completion::Done,
+                };
+                let _ = slot.tx.send(completion);
+            }
+            Output::AdminReply { id, result } => {
+                if let Some(tx) = self.admins.borrow_mut().remove(&id) {
+                    let _ = tx.send(result);
+                }
+            }
+            Output::StateChanged => self.publish_state(),
+        }
+    }
+
+    fn open_disk(&self) -> Result<crate::core::AttachInfo, String> {
+        let disk = BackingDisk::open(&self.view.disk)?;
+        let (meta, info) = MetaHandle::open(&self.view, disk.size_bytes, disk.is_block_device)?;
+        *self.disk.borrow_mut() = Some(Rc::new(disk));
+        *self.meta.borrow_mut() = Some(meta);
+        Ok(info)
+    }
+
+    fn disk_op(self: &Rc<Self>, io: IoId, req: ReqId, op: DiskOpKind) {
+        let disk = self.disk.borrow().clone();
+        let Some(disk) = disk else {
+            let result = Err(IoFailure { errno: libc::ENODEV, message: "no backing disk attached".into() });
+            self.inbox.borrow_mut().push_back(Input::DiskDone { io, result });
+            return;
+        };
+        let this = Rc::clone(self);
+        match op {
+            DiskOpKind::Read { offset, len } => {
+                tokio_uring::spawn(async move {
+                    let (result, buf) = disk.read(offset, len).await;
+                    if result.is_ok() {
+                        if let Some(slot) = this.clients.borrow_mut().get_mut(&req) {
+                            slot.buf = Some(buf);
+                        }
+                    }
+                    this.feed(Input::DiskDone { io, result });
+                });
+            }
+            DiskOpKind::Write { offset, fua, .. } => {
+                let buf = self.clients.borrow_mut().get_mut(&req).and_then(|s| s.buf.take()).unwrap_or_default();
+                tokio_uring::spawn(async move {
+                    let (result, _buf) = disk.write(offset, buf, fua).await;
+                    this.feed(Input::DiskDone { io, result });
+                });
+            }
+            DiskOpKind::Flush => {
+                tokio_uring::spawn(async move {
+                    let result = disk.flush().await;
+                    this.feed(Input::DiskDone { io, result });
+                });
+            }
+            DiskOpKind::Trim { offset, len, fua } => {
+                tokio_uring::spawn(async move {
+                    let result = disk.zero(offset, len, false, fua).await;
+                    this.feed(Input::DiskDone { io, result });
+                });
+            }
+            DiskOpKind::WriteZeroes { offset, len, fua } => {
+                tokio_uring::spawn(async move {
+                    let result = disk.zero(offset, len, true, fua).await;
+                    this.feed(Input::DiskDone { io, result });
+                });
+            }
+        }
+    }
+
+    /// Submit one client request; the returned channel yields its completion.
+    pub fn submit_client(self: &Rc<Self>, op: ClientOp, buf: Option<Vec<u8>>) -> oneshot::Receiver<Completion> {
+        let req = self.next_req.get();
+        self.next_req.set(req + 1);
+        let (tx, rx) = oneshot::channel();
+        self.clients.borrow_mut().insert(req, ClientSlot { tx, buf });
+        self.feed(Input::Client { req, op });
+        rx
+    }
+
+    /// Run one admin command to completion.
+    pub async fn admin(self: &Rc<Self>, cmd: AdminCmd) -> Result<String, Refusal> {
+        let id = self.next_admin.get();
+        self.next_admin.set(id + 1);
+        let (tx, rx) = oneshot::channel();
+        self.admins.borrow_mut().insert(id, tx);
+        self.feed(Input::Admin { id, cmd });
+        rx.await.unwrap_or_else(|_| Err(Refusal::MetaIo { message: "daemon dropped the command".into() }))
+    }
+
+    pub fn engine_can_serve(&self) -> Result<(), String> {
+        self.engine.borrow().can_serve_io()
+    }
+
+    pub fn usable_bytes(&self) -> u64 {
+        self.engine.borrow().usable_bytes()
+    }
+
+    pub fn status(&self) -> Status {
+        let e = self.engine.borrow();
+        let v = &self.view;
+        let u = e.uuids();
+        Status {
+            resource: v.resource.clone(),
+            node: v.node.clone(),
+            peer_node: v.peer_node.clone(),
+            minor: v.minor,
+            device: v.device.clone(),
+            pid: std::process::id(),
+            role: e.role(),
+            peer_role: e.peer_role(),
+            cstate: e.cstate(),
+            disk: e.disk(),
+            peer_disk: e.pdsk(),
+            protocol: v.net.protocol.to_string(),
+            suspended: false,
+            size_bytes: e.usable_bytes(),
+            backing_disk: v.disk.display().to_string(),
+            nbd_socket: self.paths.nbd().display().to_string(),
+            nbd_uri: self.paths.nbd_uri(),
+            nbd_listen: v.nbd_listen.map(|a| a.to_string()),
+            address: v.address.to_string(),
+            peer_address: v.peer_address.map(|a| a.to_string()),
+            open_clients: e.open_clients(),
+            counters: e.counters(),
+            oos_kib: e.oos_kib(),
+            uuids: [u.current, u.bitmap, u.history[0], u.history[1]],
+            md_flags: e.flags().bits(),
+            sync: None,
+        }
+    }
+
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribers.borrow_mut().push(tx);
+        rx
+    }
+
+    /// Rewrite the status files and notify `events` listeners.
+    pub fn publish_state(&self) {
+        let status = self.status();
+        self.subscribers.borrow_mut().retain(|tx| tx.send(status.clone()).is_ok());
+        if let Err(e) = write_status_files(&self.paths, &status) {
+            tracing::warn!("cannot write status file in {}: {e}", self.paths.dir.display());
+        }
+    }
+
+    pub fn client_opened(self: &Rc<Self>) {
+        self.feed(Input::ClientOpened);
+        self.publish_state();
+    }
+
+    pub fn client_closed(self: &Rc<Self>) {
+        self.feed(Input::ClientClosed);
+        self.publish_state();
+    }
+}
+
+/// Write `RES.status.json`, then regenerate the combined `/proc/drbd`-style `status` file from
+/// every resource's JSON in the run dir (each daemon owns only its own JSON file).
+pub fn write_status_files(paths: &RunPaths, status: &Status) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(status).map_err(std::io::Error::other)?;
+    write_atomic(&paths.status_json(), json.as_bytes())?;
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(&paths.dir)? {
+        let path = entry?.path();
+        if path.to_string_lossy().ends_with(".status.json") {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if let Ok(s) = serde_json::from_str::<Status>(&text) {
+                    all.push(s);
+                }
+            }
+        }
+    }
+    write_atomic(&paths.proc_status(), render::proc_text(&all).as_bytes())
+}
+
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,11 @@
+//! The io_uring driver (DESIGN.md §3, §10): runs the engine on one thread, performs its
+//! outputs on the backing device, the metadata and the sockets, and feeds completions back.
+//! Everything with a file descriptor lives here; the engine stays pure.
+
+pub mod backing;
+pub mod control_server;
+pub mod daemon;
+pub mod driver;
+pub mod metaio;
+pub mod nbd_backend;
+pub mod paths;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install the system packages rep's demo, tests and benchmarks use (Debian; run as root).
+# Idempotent: skips apt entirely when every tool is already present.
+set -euo pipefail
+need=()
+command -v nbdinfo   >/dev/null 2>&1 || need+=(libnbd-bin)
+command -v nbdfuse   >/dev/null 2>&1 || need+=(libnbd-bin)
+command -v nbdkit    >/dev/null 2>&1 || need+=(nbdkit)
+command -v fio       >/dev/null 2>&1 || need+=(fio)
+command -v qemu-io   >/dev/null 2>&1 || need+=(qemu-utils)
+command -v drbdadm   >/dev/null 2>&1 || need+=(drbd-utils)
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v losetup   >/dev/null 2>&1 || need+=(mount)
+command -v python3   >/dev/null 2>&1 || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps.sh: missing packages ${need[*]}; run as root (or: sudo apt-get install -y ${need[*]})" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  mapfile -t need < <(printf "%s\n" "${need[@]}" | sort -u)
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# nbdfuse may come with libnbd-bin on some releases; check the tools, not the package names.
+for t in nbdinfo nbdfuse nbdcopy nbdkit fio qemu-io drbdadm mkfs.ext4 losetup; do
+  command -v "$t" >/dev/null 2>&1 || { echo "deps.sh: $t still missing after install" >&2; exit 1; }
+done

@@ -1,0 +1,91 @@
+//! A deliberately minimal raw NBD client, for sending requests that real clients never send
+//! (bad magic, oversized lengths). Fixed newstyle handshake with OPT_GO, simple replies.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+pub const REQUEST_MAGIC: u32 = 0x2560_9513;
+pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+pub const CMD_READ: u16 = 0;
+pub const CMD_WRITE: u16 = 1;
+
+pub struct RawClient {
+    pub s: UnixStream,
+    pub size: u64,
+}
+
+fn read_exact(s: &mut UnixStream, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut v = vec![0u8; n];
+    s.read_exact(&mut v)?;
+    Ok(v)
+}
+
+impl RawClient {
+    /// Connect and negotiate export `name` with OPT_GO. Errors if the server refuses.
+    pub fn connect(sock: &Path, name: &str) -> std::io::Result<RawClient> {
+        let mut s = UnixStream::connect(sock)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let greeting = read_exact(&mut s, 18)?;
+        assert_eq!(&greeting[..8], b"NBDMAGIC");
+        assert_eq!(&greeting[8..16], b"IHAVEOPT");
+        s.write_all(&1u32.to_be_bytes())?; // NBD_FLAG_C_FIXED_NEWSTYLE
+        let mut opt = Vec::new();
+        opt.extend_from_slice(b"IHAVEOPT");
+        opt.extend_from_slice(&7u32.to_be_bytes()); // NBD_OPT_GO
+        let payload_len = 4 + name.len() + 2;
+        opt.extend_from_slice(&(payload_len as u32).to_be_bytes());
+        opt.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        opt.extend_from_slice(name.as_bytes());
+        opt.extend_from_slice(&0u16.to_be_bytes());
+        s.write_all(&opt)?;
+        let mut size = 0;
+        loop {
+            let h = read_exact(&mut s, 20)?;
+            let typ = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+            let len = u32::from_be_bytes([h[16], h[17], h[18], h[19]]) as usize;
+            let body = read_exact(&mut s, len)?;
+            if typ == 3 && body.len() >= 12 && body[0..2] == [0, 0] {
+                size = u64::from_be_bytes(body[2..10].try_into().expect("8 bytes"));
+            }
+            if typ == 1 {
+                return Ok(RawClient { s, size });
+            }
+            if typ & 0x8000_0000 != 0 {
+                return Err(std::io::Error::other(format!(
+                    "server refused GO: {:#x} {}",
+                    typ,
+                    String::from_utf8_lossy(&body)
+                )));
+            }
+        }
+    }
+
+    pub fn send_request(&mut self, magic: u32, cmd: u16, cookie: u64, offset: u64, len: u32) -> std::io::Result<()> {
+        let mut r = Vec::with_capacity(28);
+        r.extend_from_slice(&magic.to_be_bytes());
+        r.extend_from_slice(&0u16.to_be_bytes());
+        r.extend_from_slice(&cmd.to_be_bytes());
+        r.extend_from_slice(&cookie.to_be_bytes());
+        r.extend_from_slice(&offset.to_be_bytes());
+        r.extend_from_slice(&len.to_be_bytes());
+        self.s.write_all(&r)
+    }
+
+    /// Read one simple reply: (error, cookie).
+    pub fn read_reply(&mut self) -> std::io::Result<(u32, u64)> {
+        let h = read_exact(&mut self.s, 16)?;
+        let magic = u32::from_be_bytes(h[0..4].try_into().expect("4"));
+        assert_eq!(magic, SIMPLE_REPLY_MAGIC, "expected a simple reply");
+        let err = u32::from_be_bytes(h[4..8].try_into().expect("4"));
+        let cookie = u64::from_be_bytes(h[8..16].try_into().expect("8"));
+        Ok((err, cookie))
+    }
+
+    /// True once the server has closed the connection (read returns EOF or reset).
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.s.read(&mut b), Ok(0) | Err(_))
+    }
+}
