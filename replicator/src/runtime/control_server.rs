@@ -4,21 +4,16 @@
 
 use std::rc::Rc;
 
-use tokio_uring::net::{UnixListener, UnixStream};
+use tokio_uring::net::UnixStream;
 
 use super::driver::Driver;
 use crate::control::{encode_line, Event, Query, Request, Response, CONTROL_LINE_BYTES_MAX};
 use crate::core::{AdminCmd, ConnState, DiskState, Refusal, Role};
 
-pub async fn serve(listener: UnixListener, driver: Rc<Driver>) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("control socket accept failed: {e}");
-                continue;
-            }
-        };
+pub async fn serve(listener: std::os::unix::net::UnixListener, driver: Rc<Driver>) -> std::io::Result<()> {
+    let mut conns = rep_nbd::server::spawn_acceptor("control", move || listener.accept().map(|(s, _)| s))?;
+    while let Some(std_stream) = conns.recv().await {
+        let stream = UnixStream::from_std(std_stream);
         let driver = Rc::clone(&driver);
         tokio_uring::spawn(async move {
             if let Err(e) = client(stream, driver).await {
@@ -26,6 +21,7 @@ pub async fn serve(listener: UnixListener, driver: Rc<Driver>) {
             }
         });
     }
+    Ok(())
 }
 
 async fn send(stream: &UnixStream, resp: &Response) -> std::io::Result<()> {

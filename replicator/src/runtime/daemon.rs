@@ -120,6 +120,16 @@ fn run(args: Args) -> anyhow::Result<i32> {
     tokio_uring::start(async move { serve(engine, view, paths).await })
 }
 
+/// A listener that cannot run (its accept thread failed to start) is fatal for the daemon.
+fn spawn_listener(what: &'static str, fut: impl std::future::Future<Output = std::io::Result<()>> + 'static) {
+    tokio_uring::spawn(async move {
+        if let Err(e) = fut.await {
+            tracing::error!("{what} failed: {e}");
+            std::process::exit(1);
+        }
+    });
+}
+
 async fn serve(engine: Engine, view: rep_resources::NodeView, paths: RunPaths) -> anyhow::Result<i32> {
     let nbd_listen = view.nbd_listen;
     let driver = Driver::new(engine, view, paths.clone());
@@ -133,18 +143,18 @@ async fn serve(engine: Engine, view: rep_resources::NodeView, paths: RunPaths) -
     }
     remove_stale(&paths.ctl());
     remove_stale(&paths.nbd());
-    let ctl = tokio_uring::net::UnixListener::bind(paths.ctl())
+    let ctl = std::os::unix::net::UnixListener::bind(paths.ctl())
         .with_context(|| format!("cannot listen on {}", paths.ctl().display()))?;
-    let nbd = tokio_uring::net::UnixListener::bind(paths.nbd())
+    let nbd = std::os::unix::net::UnixListener::bind(paths.nbd())
         .with_context(|| format!("cannot listen on {}", paths.nbd().display()))?;
     let backend: Rc<dyn rep_nbd::server::BlockBackend> = Rc::new(NbdBackend { driver: Rc::clone(&driver) });
     if let Some(addr) = nbd_listen {
-        let tcp = tokio_uring::net::TcpListener::bind(addr)
+        let tcp = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot listen for NBD on {addr} (nbd-listen)"))?;
-        tokio_uring::spawn(rep_nbd::server::serve_tcp(tcp, Rc::clone(&backend)));
+        spawn_listener("NBD TCP listener", rep_nbd::server::serve_tcp(tcp, Rc::clone(&backend)));
     }
-    tokio_uring::spawn(rep_nbd::server::serve_unix(nbd, backend));
-    tokio_uring::spawn(control_server::serve(ctl, Rc::clone(&driver)));
+    spawn_listener("NBD listener", rep_nbd::server::serve_unix(nbd, backend));
+    spawn_listener("control listener", control_server::serve(ctl, Rc::clone(&driver)));
     write_atomic(&paths.pid(), format!("{}\n", std::process::id()).as_bytes())
         .with_context(|| format!("cannot write {}", paths.pid().display()))?;
     driver.publish_state();

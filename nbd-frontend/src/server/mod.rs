@@ -1,0 +1,114 @@
+//! The NBD server: fixed-newstyle handshake, then pipelined transmission with out-of-order
+//! replies. One task reads requests, one writes replies, and each request runs as its own task.
+
+mod accept;
+mod handshake;
+mod stream;
+mod transmission;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+
+pub use accept::spawn_acceptor;
+pub use stream::Stream;
+
+/// What a client sees of an export after a successful OPT_GO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportInfo {
+    pub name: String,
+    pub description: String,
+    pub size_bytes: u64,
+    pub read_only: bool,
+    pub can_multi_conn: bool,
+    pub min_block: u32,
+    pub preferred_block: u32,
+    pub max_block: u32,
+}
+
+/// Why an export cannot be opened right now (e.g. the node is Secondary); sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    pub message: String,
+}
+
+/// A validated request, ready for the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Read { offset: u64, len: u32 },
+    Write { offset: u64, data: Vec<u8>, fua: bool },
+    Flush,
+    Trim { offset: u64, len: u32, fua: bool },
+    WriteZeroes { offset: u64, len: u32, fua: bool, no_hole: bool },
+    Cache { offset: u64, len: u32 },
+}
+
+/// The backend's answer. `errno` is an NBD error value (proto::EIO, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    Done,
+    Data(Vec<u8>),
+    Error { errno: u32, message: String },
+}
+
+/// The storage behind an export. Everything runs on one tokio-uring thread.
+pub trait BlockBackend {
+    /// Opens export `name` ("" is the default export) or says why it cannot.
+    fn export(&self, name: &str) -> Result<ExportInfo, Unavailable>;
+    /// Runs one command. Futures may complete in any order.
+    fn submit(&self, cmd: Command) -> Pin<Box<dyn Future<Output = Completion>>>;
+    /// Checked before every request: `Some((errno, why))` refuses it (e.g. demoted under the client).
+    fn gate(&self) -> Option<(u32, String)> {
+        None
+    }
+    /// A client entered / left the transmission phase.
+    fn client_opened(&self) {}
+    fn client_closed(&self) {}
+    /// Exports for NBD_OPT_LIST as (name, description).
+    fn list(&self) -> Vec<(String, String)> {
+        self.export("").map(|e| vec![(e.name, e.description)]).unwrap_or_default()
+    }
+}
+
+/// Accepts NBD clients on a Unix socket until the runtime stops; each connection runs as its own task.
+pub async fn serve_unix(listener: std::os::unix::net::UnixListener, backend: Rc<dyn BlockBackend>) -> io::Result<()> {
+    let mut conns = spawn_acceptor("nbd-unix", move || listener.accept().map(|(s, _)| s))?;
+    while let Some(std_stream) = conns.recv().await {
+        let stream = tokio_uring::net::UnixStream::from_std(std_stream);
+        tokio_uring::spawn(serve_connection(stream, Rc::clone(&backend), "unix".to_owned()));
+    }
+    Ok(())
+}
+
+/// Accepts NBD clients over TCP (`nbd-listen`) until the runtime stops.
+pub async fn serve_tcp(listener: std::net::TcpListener, backend: Rc<dyn BlockBackend>) -> io::Result<()> {
+    let mut conns = spawn_acceptor("nbd-tcp", move || listener.accept())?;
+    while let Some((std_stream, peer)) = conns.recv().await {
+        if let Err(e) = std_stream.set_nodelay(true) {
+            tracing::debug!("nbd: TCP_NODELAY on {peer}: {e}");
+        }
+        let stream = tokio_uring::net::TcpStream::from_std(std_stream);
+        tokio_uring::spawn(serve_connection(stream, Rc::clone(&backend), peer.to_string()));
+    }
+    Ok(())
+}
+
+/// Runs one client from greeting to close. Errors end only this connection.
+pub async fn serve_connection<S: Stream>(stream: S, backend: Rc<dyn BlockBackend>, who: String) {
+    let stream = Rc::new(stream);
+    let mut reader = stream::Reader::new(Rc::clone(&stream));
+    match handshake::negotiate(&*stream, &mut reader, &*backend).await {
+        Ok(Some(session)) => {
+            backend.client_opened();
+            tracing::debug!("nbd: client {who} opened export {:?}", session.info.name);
+            if let Err(e) = transmission::run(Rc::clone(&stream), reader, Rc::clone(&backend), session).await {
+                tracing::info!("nbd: client {who}: {e}");
+            }
+            backend.client_closed();
+        }
+        Ok(None) => tracing::debug!("nbd: client {who} left during the handshake"),
+        Err(e) => tracing::info!("nbd: client {who} dropped during the handshake: {e}"),
+    }
+    stream.close();
+}

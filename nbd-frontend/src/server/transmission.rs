@@ -1,0 +1,207 @@
+//! The transmission phase: the reader validates requests and spawns one task per request;
+//! replies flow through a channel to a single writer that batches them into few syscalls.
+
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Semaphore};
+
+use super::handshake::Session;
+use super::stream::{Reader, Stream};
+use super::{BlockBackend, Command, Completion};
+use crate::codec::{self, Limits, Validated};
+use crate::proto::*;
+
+/// Requests in flight per connection; beyond it the reader stops reading (back-pressure).
+const MAX_IN_FLIGHT: usize = 256;
+/// Replies are gathered up to this size before one write.
+const BATCH_BYTES: usize = 1 << 20;
+/// Read data bigger than this is written on its own rather than copied into the batch.
+const COPY_LIMIT: usize = 64 * 1024;
+
+enum Reply {
+    Simple { cookie: u64, errno: u32 },
+    Read { cookie: u64, offset: u64, len: u32, result: Completion },
+    ReadError { cookie: u64, errno: u32, message: String },
+    BlockStatus { cookie: u64, len: u32 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransmissionError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("protocol violation: {0}")]
+    Protocol(#[from] codec::CodecError),
+    #[error("hanging up: {0}")]
+    Hangup(String),
+}
+
+pub async fn run<S: Stream>(
+    stream: Rc<S>,
+    mut reader: Reader<S>,
+    backend: Rc<dyn BlockBackend>,
+    session: Session,
+) -> Result<(), TransmissionError> {
+    let limits = Limits {
+        size: session.info.size_bytes,
+        max_payload: session.info.max_block,
+        read_only: session.info.read_only,
+        structured: session.structured,
+        block_status: session.block_status,
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio_uring::spawn(write_replies(Rc::clone(&stream), rx, session.structured));
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let result = read_requests(&mut reader, &backend, &limits, &tx, &slots).await;
+    // In-flight tasks hold their own senders: the writer ends once the last reply is out.
+    drop(tx);
+    let written = writer.await.unwrap_or(Ok(()));
+    result.and(written.map_err(TransmissionError::Io))
+}
+
+async fn read_requests<S: Stream>(
+    reader: &mut Reader<S>,
+    backend: &Rc<dyn BlockBackend>,
+    limits: &Limits,
+    tx: &mpsc::UnboundedSender<Reply>,
+    slots: &Arc<Semaphore>,
+) -> Result<(), TransmissionError> {
+    loop {
+        let Some(raw) = reader.read_array::<REQUEST_HEADER_BYTES>().await? else { return Ok(()) };
+        let h = codec::decode_request(&raw)?;
+        let reject = |errno: u32, message: String| {
+            let reply = if h.kind == CMD_READ && limits.structured {
+                Reply::ReadError { cookie: h.cookie, errno, message }
+            } else {
+                Reply::Simple { cookie: h.cookie, errno }
+            };
+            // A closed channel means the writer failed; the reader notices on its next read.
+            let _ = tx.send(reply);
+        };
+        let v = codec::validate(&h, limits);
+        let cmd = match v {
+            Validated::Disconnect => return Ok(()),
+            Validated::Hangup { why } => return Err(TransmissionError::Hangup(why)),
+            Validated::Reject { errno, drain, why } => {
+                tracing::debug!("nbd: rejecting request {:#x}: {why}", h.cookie);
+                reader.skip(drain as usize).await?;
+                reject(errno, why);
+                continue;
+            }
+            _ => v,
+        };
+        if let Some((errno, why)) = backend.gate() {
+            if let Validated::Write { len, .. } = cmd {
+                reader.skip(len as usize).await?;
+            }
+            reject(errno, why);
+            continue;
+        }
+        let (command, read_len) = match cmd {
+            Validated::Read { offset, len } => (Command::Read { offset, len }, Some((offset, len))),
+            Validated::Write { offset, len, fua } => {
+                let data = reader.read_vec(len as usize).await?;
+                (Command::Write { offset, data, fua }, None)
+            }
+            Validated::Flush => (Command::Flush, None),
+            Validated::Trim { offset, len, fua } => (Command::Trim { offset, len, fua }, None),
+            Validated::WriteZeroes { offset, len, fua, no_hole } => {
+                (Command::WriteZeroes { offset, len, fua, no_hole }, None)
+            }
+            Validated::Cache { offset, len } => (Command::Cache { offset, len }, None),
+            Validated::BlockStatus { len, .. } => {
+                let _ = tx.send(Reply::BlockStatus { cookie: h.cookie, len });
+                continue;
+            }
+            Validated::Disconnect | Validated::Hangup { .. } | Validated::Reject { .. } => continue,
+        };
+        let Ok(permit) = Arc::clone(slots).acquire_owned().await else { return Ok(()) };
+        let fut = backend.submit(command);
+        let tx = tx.clone();
+        let cookie = h.cookie;
+        tokio_uring::spawn(async move {
+            let result = fut.await;
+            let reply = match (read_len, result) {
+                (Some((offset, len)), result) => Reply::Read { cookie, offset, len, result },
+                (None, Completion::Error { errno, .. }) => Reply::Simple { cookie, errno },
+                (None, _) => Reply::Simple { cookie, errno: 0 },
+            };
+            let _ = tx.send(reply);
+            drop(permit);
+        });
+    }
+}
+
+/// Encodes one reply into `batch`; returns big read data that should be written separately.
+fn encode(reply: Reply, structured: bool, batch: &mut Vec<u8>) -> Option<Vec<u8>> {
+    match reply {
+        Reply::Simple { cookie, errno } => codec::encode_simple_reply(batch, errno, cookie),
+        Reply::BlockStatus { cookie, len } => codec::encode_block_status(batch, cookie, len),
+        Reply::ReadError { cookie, errno, message } => error_reply(batch, structured, cookie, errno, &message),
+        Reply::Read { cookie, offset, len, result } => {
+            let data = match result {
+                Completion::Data(d) if d.len() == len as usize => d,
+                Completion::Data(d) => {
+                    let msg = format!("backend returned {} bytes for a {len}-byte read", d.len());
+                    error_reply(batch, structured, cookie, EIO, &msg);
+                    return None;
+                }
+                Completion::Error { errno, message } => {
+                    error_reply(batch, structured, cookie, errno, &message);
+                    return None;
+                }
+                Completion::Done => {
+                    error_reply(batch, structured, cookie, EIO, "backend returned no data for a read");
+                    return None;
+                }
+            };
+            if structured && len > 0 {
+                codec::encode_read_chunk_header(batch, cookie, offset, len);
+            } else if structured {
+                codec::encode_chunk_header(batch, REPLY_FLAG_DONE, REPLY_TYPE_NONE, cookie, 0);
+            } else {
+                codec::encode_simple_reply(batch, 0, cookie);
+            }
+            if data.len() > COPY_LIMIT {
+                return Some(data);
+            }
+            batch.extend_from_slice(&data);
+        }
+    }
+    None
+}
+
+fn error_reply(batch: &mut Vec<u8>, structured: bool, cookie: u64, errno: u32, message: &str) {
+    if structured {
+        codec::encode_error_chunk(batch, cookie, errno, message);
+    } else {
+        codec::encode_simple_reply(batch, errno, cookie);
+    }
+}
+
+async fn write_replies<S: Stream>(stream: Rc<S>, mut rx: mpsc::UnboundedReceiver<Reply>, structured: bool) -> io::Result<()> {
+    let mut batch = Vec::with_capacity(BATCH_BYTES);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(reply) = next.take() {
+            if let Some(big) = encode(reply, structured, &mut batch) {
+                let (r, b) = stream.write_vec(std::mem::take(&mut batch)).await;
+                r?;
+                batch = b;
+                batch.clear();
+                stream.write_vec(big).await.0?;
+            }
+            if batch.len() < BATCH_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            let (r, b) = stream.write_vec(std::mem::take(&mut batch)).await;
+            r?;
+            batch = b;
+            batch.clear();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! The server against a raw client over a real Unix socket: handshake, pipelining,
+//! out-of-order replies, structured replies, and errors that must not kill the daemon.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Duration;
+
+use rep_nbd::codec::{encode_request, RequestHeader};
+use rep_nbd::proto::*;
+use rep_nbd::server::{serve_unix, BlockBackend, Command, Completion, ExportInfo, Unavailable};
+
+const SIZE: u64 = 1 << 20;
+
+struct Mem {
+    data: Rc<RefCell<Vec<u8>>>,
+    secondary: bool,
+}
+
+impl BlockBackend for Mem {
+    fn export(&self, name: &str) -> Result<ExportInfo, Unavailable> {
+        if self.secondary {
+            return Err(Unavailable { message: "rep: node is Secondary".into() });
+        }
+        if !name.is_empty() && name != "r0" {
+            return Err(Unavailable { message: format!("unknown export {name:?}") });
+        }
+        Ok(ExportInfo {
+            name: "r0".into(),
+            description: "test".into(),
+            size_bytes: SIZE,
+            read_only: false,
+            can_multi_conn: true,
+            min_block: 1,
+            preferred_block: 4096,
+            max_block: 1 << 20,
+        })
+    }
+    fn submit(&self, cmd: Command) -> Pin<Box<dyn Future<Output = Completion>>> {
+        let data = Rc::clone(&self.data);
+        Box::pin(async move {
+            match cmd {
+                // Reads at offset 0 are slow so that later requests overtake them.
+                Command::Read { offset, len } => {
+                    if offset == 0 {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    let d = data.borrow();
+                    Completion::Data(d[offset as usize..offset as usize + len as usize].to_vec())
+                }
+                Command::Write { offset, data: buf, .. } => {
+                    data.borrow_mut()[offset as usize..offset as usize + buf.len()].copy_from_slice(&buf);
+                    Completion::Done
+                }
+                Command::WriteZeroes { offset, len, .. } => {
+                    data.borrow_mut()[offset as usize..(offset + u64::from(len)) as usize].fill(0);
+                    Completion::Done
+                }
+                Command::Trim { offset, .. } if offset == 4096 => {
+                    Completion::Error { errno: EIO, message: "injected".into() }
+                }
+                _ => Completion::Done,
+            }
+        })
+    }
+}
+
+fn start(secondary: bool) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("rep-nbd-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("s.sock");
+    let _ = std::fs::remove_file(&sock);
+    let path = sock.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        tokio_uring::start(async move {
+            let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            ready_tx.send(()).unwrap();
+            let backend: Rc<dyn BlockBackend> = Rc::new(Mem { data: Rc::new(RefCell::new(vec![0; SIZE as usize])), secondary });
+            serve_unix(l, backend).await.unwrap();
+        })
+    });
+    ready_rx.recv().unwrap();
+    sock
+}
+
+struct Client {
+    s: UnixStream,
+}
+
+impl Client {
+    fn connect(sock: &PathBuf) -> Client {
+        let mut s = UnixStream::connect(sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut g = [0u8; 18];
+        s.read_exact(&mut g).unwrap();
+        assert_eq!(&g[..8], &NBDMAGIC.to_be_bytes());
+        assert_eq!(u16::from_be_bytes([g[16], g[17]]), FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
+        s.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes()).unwrap();
+        Client { s }
+    }
+    fn option(&mut self, opt: u32, payload: &[u8]) {
+        let mut v = IHAVEOPT.to_be_bytes().to_vec();
+        v.extend_from_slice(&opt.to_be_bytes());
+        v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        v.extend_from_slice(payload);
+        self.s.write_all(&v).unwrap();
+    }
+    /// Reads option replies until a final one; returns (type, payload) of each.
+    fn replies(&mut self) -> Vec<(u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        loop {
+            let mut h = [0u8; 20];
+            self.s.read_exact(&mut h).unwrap();
+            assert_eq!(&h[..8], &OPT_REPLY_MAGIC.to_be_bytes());
+            let kind = u32::from_be_bytes(h[12..16].try_into().unwrap());
+            let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+            let mut p = vec![0; len as usize];
+            self.s.read_exact(&mut p).unwrap();
+            out.push((kind, p));
+            if kind != REP_INFO && kind != REP_SERVER && kind != REP_META_CONTEXT {
+                return out;
+            }
+        }
+    }
+    fn go(&mut self, structured: bool) -> (u64, u16) {
+        if structured {
+            self.option(OPT_STRUCTURED_REPLY, &[]);
+            assert_eq!(self.replies()[0].0, REP_ACK);
+        }
+        let mut p = 0u32.to_be_bytes().to_vec();
+        p.extend_from_slice(&0u16.to_be_bytes());
+        self.option(OPT_GO, &p);
+        let r = self.replies();
+        assert_eq!(r.last().unwrap().0, REP_ACK, "{r:?}");
+        let export = r.iter().find(|(k, p)| *k == REP_INFO && p[..2] == [0, 0]).expect("INFO_EXPORT");
+        let size = u64::from_be_bytes(export.1[2..10].try_into().unwrap());
+        let flags = u16::from_be_bytes(export.1[10..12].try_into().unwrap());
+        assert!(r.iter().any(|(k, p)| *k == REP_INFO && p[..2] == INFO_BLOCK_SIZE.to_be_bytes()));
+        (size, flags)
+    }
+    fn request(&mut self, kind: u16, flags: u16, cookie: u64, offset: u64, len: u32, payload: &[u8]) {
+        let mut v = Vec::new();
+        encode_request(&RequestHeader { flags, kind, cookie, offset, len }, &mut v);
+        v.extend_from_slice(payload);
+        self.s.write_all(&v).unwrap();
+    }
+    fn simple_reply(&mut self) -> (u32, u64) {
+        let mut h = [0u8; 16];
+        self.s.read_exact(&mut h).unwrap();
+        assert_eq!(&h[..4], &SIMPLE_REPLY_MAGIC.to_be_bytes());
+        (u32::from_be_bytes(h[4..8].try_into().unwrap()), u64::from_be_bytes(h[8..16].try_into().unwrap()))
+    }
+    /// One structured chunk: (flags, type, cookie, payload).
+    fn chunk(&mut self) -> (u16, u16, u64, Vec<u8>) {
+        let mut h = [0u8; 20];
+        self.s.read_exact(&mut h).unwrap();
+        assert_eq!(&h[..4], &STRUCTURED_REPLY_MAGIC.to_be_bytes());
+        let len = u32::from_be_bytes(h[16..20].try_into().unwrap());
+        let mut p = vec![0; len as usize];
+        self.s.read_exact(&mut p).unwrap();
+        (
+            u16::from_be_bytes([h[4], h[5]]),
+            u16::from_be_bytes([h[6], h[7]]),
+            u64::from_be_bytes(h[8..16].try_into().unwrap()),
+            p,
+        )
+    }
+}
+
+#[test]
+fn go_write_read_structured_and_out_of_order() {
+    let sock = start(false);
+    let mut c = Client::connect(&sock);
+    let (size, flags) = c.go(true);
+    assert_eq!(size, SIZE);
+    for f in [TF_HAS_FLAGS, TF_SEND_FLUSH, TF_SEND_FUA, TF_SEND_TRIM, TF_SEND_WRITE_ZEROES, TF_CAN_MULTI_CONN, TF_SEND_DF] {
+        assert_ne!(flags & f, 0, "flag {f:#x} missing from {flags:#x}");
+    }
+    c.request(CMD_WRITE, CMD_FLAG_FUA, 1, 8192, 4, b"abcd");
+    assert_eq!(c.simple_reply(), (0, 1));
+    // Pipelined: a slow read at 0, then a fast one at 8192; the fast one must be answered first.
+    c.request(CMD_READ, 0, 2, 0, 4, &[]);
+    c.request(CMD_READ, 0, 3, 8192, 4, &[]);
+    let (fl, ty, cookie, p) = c.chunk();
+    assert_eq!((fl, ty, cookie), (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 3));
+    assert_eq!(&p[..8], &8192u64.to_be_bytes());
+    assert_eq!(&p[8..], b"abcd");
+    assert_eq!(c.chunk().2, 2);
+    // Errors on a read go as an error chunk with a message; on other commands as a simple reply.
+    c.request(CMD_READ, 0, 4, SIZE, 1, &[]);
+    let (_, ty, cookie, p) = c.chunk();
+    assert_eq!((ty, cookie), (REPLY_TYPE_ERROR, 4));
+    assert_eq!(u32::from_be_bytes(p[..4].try_into().unwrap()), EINVAL);
+    c.request(CMD_TRIM, 0, 5, 4096, 10, &[]);
+    assert_eq!(c.simple_reply(), (EIO, 5));
+    c.request(CMD_WRITE, 0, 6, SIZE - 2, 4, b"wxyz"); // beyond the end: payload drained
+    assert_eq!(c.simple_reply(), (ENOSPC, 6));
+    c.request(CMD_WRITE_ZEROES, CMD_FLAG_NO_HOLE, 7, 8192, 2, &[]);
+    assert_eq!(c.simple_reply(), (0, 7));
+    c.request(CMD_READ, 0, 8, 8192, 4, &[]);
+    assert_eq!(&c.chunk().3[8..], b"\0\0cd");
+    c.request(CMD_DISC, 0, 9, 0, 0, &[]);
+    let mut rest = Vec::new();
+    c.s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn simple_replies_bad_magic_and_other_clients_unaffected() {
+    let sock = start(false);
+    let mut good = Client::connect(&sock);
+    good.go(false);
+    let mut bad = Client::connect(&sock);
+    bad.go(false);
+    bad.s.write_all(&[0xde; 28]).unwrap();
+    let mut rest = Vec::new();
+    bad.s.read_to_end(&mut rest).unwrap(); // the server hung up on the bad client only
+    assert!(rest.is_empty());
+    good.request(CMD_WRITE, 0, 1, 100, 3, b"xyz");
+    assert_eq!(good.simple_reply(), (0, 1));
+    good.request(CMD_READ, 0, 2, 100, 3, &[]);
+    assert_eq!(good.simple_reply(), (0, 2));
+    let mut d = [0u8; 3];
+    good.s.read_exact(&mut d).unwrap();
+    assert_eq!(&d, b"xyz");
+    good.request(99, 0, 3, 0, 0, &[]);
+    assert_eq!(good.simple_reply(), (EINVAL, 3));
+}
+
+#[test]
+fn secondary_refuses_go_with_a_message_and_unknown_options_are_unsup() {
+    let sock = start(true);
+    let mut c = Client::connect(&sock);
+    c.option(42, b"junk");
+    let r = c.replies();
+    assert_eq!(r[0].0, REP_ERR_UNSUP);
+    let mut p = 0u32.to_be_bytes().to_vec();
+    p.extend_from_slice(&0u16.to_be_bytes());
+    c.option(OPT_GO, &p);
+    let r = c.replies();
+    assert_eq!(r.len(), 1, "no INFO before the error");
+    assert_eq!(r[0].0, REP_ERR_UNKNOWN);
+    assert!(String::from_utf8_lossy(&r[0].1).contains("Secondary"));
+    c.option(OPT_ABORT, &[]);
+    assert_eq!(c.replies()[0].0, REP_ACK);
+}
+
+#[test]
+fn meta_context_and_block_status() {
+    let sock = start(false);
+    let mut c = Client::connect(&sock);
+    c.option(OPT_STRUCTURED_REPLY, &[]);
+    assert_eq!(c.replies()[0].0, REP_ACK);
+    let mut p = 0u32.to_be_bytes().to_vec();
+    p.extend_from_slice(&1u32.to_be_bytes());
+    p.extend_from_slice(&(BASE_ALLOCATION.len() as u32).to_be_bytes());
+    p.extend_from_slice(BASE_ALLOCATION.as_bytes());
+    c.option(OPT_SET_META_CONTEXT, &p);
+    let r = c.replies();
+    assert_eq!(r[0].0, REP_META_CONTEXT);
+    assert_eq!(&r[0].1[4..], BASE_ALLOCATION.as_bytes());
+    let mut g = 0u32.to_be_bytes().to_vec();
+    g.extend_from_slice(&0u16.to_be_bytes());
+    c.option(OPT_GO, &g);
+    assert_eq!(c.replies().last().unwrap().0, REP_ACK);
+    c.request(CMD_BLOCK_STATUS, 0, 11, 0, 65536, &[]);
+    let (fl, ty, cookie, p) = c.chunk();
+    assert_eq!((fl, ty, cookie, p.len()), (REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, 11, 12));
+    assert_eq!(u32::from_be_bytes(p[4..8].try_into().unwrap()), 65536);
+}
