@@ -5,10 +5,21 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "repadm", version, about = "Administer rep replicated block devices (drbdadm-compatible)")]
+#[command(
+    name = "repadm",
+    version,
+    about = "Administer rep replicated block devices (drbdadm-compatible)"
+)]
 pub struct Cli {
     /// Configuration file (DRBD 8.4 syntax; may `include` other files).
-    #[arg(short = 'c', long = "config-file", visible_alias = "config", global = true, env = "REP_CONFIG", default_value = "/etc/rep/rep.conf")]
+    #[arg(
+        short = 'c',
+        long = "config-file",
+        visible_alias = "config",
+        global = true,
+        env = "REP_CONFIG",
+        default_value = "/etc/rep/rep.conf"
+    )]
     pub config: PathBuf,
     /// This node's name: picks the `on NAME` section (default: the host name).
     #[arg(long, global = true, env = "REP_NODE")]
@@ -26,7 +37,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Print the normalized configuration (like `drbdadm dump`).
-    Dump { res: Option<String> },
+    Dump {
+        res: Option<String>,
+    },
     /// Write fresh metadata (superblock, activity log, bitmap) for the resource.
     CreateMd {
         res: String,
@@ -35,10 +48,16 @@ pub enum Cmd {
         force: bool,
     },
     /// Start the resource's daemon: attach the disk, export NBD, connect to the peer.
-    Up { res: String },
+    Up {
+        res: String,
+    },
     /// Demote, disconnect, detach and stop the daemon.
-    Down { res: String },
-    Attach { res: String },
+    Down {
+        res: String,
+    },
+    Attach {
+        res: String,
+    },
     Detach {
         res: String,
         #[arg(long)]
@@ -52,7 +71,9 @@ pub enum Cmd {
         force: bool,
     },
     /// Demote to Secondary (fails while NBD clients are connected).
-    Secondary { res: String },
+    Secondary {
+        res: String,
+    },
     Connect {
         res: String,
         /// Split-brain victim: resync from the peer, discarding local changes.
@@ -65,11 +86,17 @@ pub enum Cmd {
         force: bool,
     },
     /// Print `local/peer` roles.
-    Role { res: String },
+    Role {
+        res: String,
+    },
     /// Print the connection state.
-    Cstate { res: String },
+    Cstate {
+        res: String,
+    },
     /// Print `local/peer` disk states.
-    Dstate { res: String },
+    Dstate {
+        res: String,
+    },
     /// Show state (DRBD 9 style; `--proc` for the /proc/drbd 8.4 layout, `--json`).
     Status {
         #[arg(default_value = "all")]
@@ -78,26 +105,44 @@ pub enum Cmd {
         proc: bool,
     },
     /// Print the on-disk metadata (resource must be down).
-    DumpMd { res: String },
+    DumpMd {
+        res: String,
+    },
     /// Print the generation identifiers in one line.
-    GetGi { res: String },
+    GetGi {
+        res: String,
+    },
     /// Print the generation identifiers with an explanation.
-    ShowGi { res: String },
+    ShowGi {
+        res: String,
+    },
     /// Mark the local disk Outdated.
-    Outdate { res: String },
+    Outdate {
+        res: String,
+    },
     NewCurrentUuid {
         res: String,
         #[arg(long)]
         clear_bitmap: bool,
     },
     /// Discard local data: full sync from the peer.
-    Invalidate { res: String },
+    Invalidate {
+        res: String,
+    },
     /// Discard the peer's data: full sync to the peer.
-    InvalidateRemote { res: String },
+    InvalidateRemote {
+        res: String,
+    },
     /// Online verify against the peer.
-    Verify { res: String },
-    PauseSync { res: String },
-    ResumeSync { res: String },
+    Verify {
+        res: String,
+    },
+    PauseSync {
+        res: String,
+    },
+    ResumeSync {
+        res: String,
+    },
     /// Wait until connected (honours wfc-timeout / degr-wfc-timeout, or --timeout seconds).
     WaitConnect {
         res: String,
@@ -113,5 +158,7 @@ pub enum Cmd {
         now: bool,
     },
     /// Bring the running state in line with the config (up, attach, connect as needed).
-    Adjust { res: String },
+    Adjust {
+        res: String,
+    },
 }

@@ -21,7 +21,9 @@ pub fn exit_code_of(e: &anyhow::Error) -> i32 {
     }
     if let Some(ce) = e.downcast_ref::<ConfigError>() {
         return match ce {
-            ConfigError::UnknownResource { .. } | ConfigError::NotDefinedForHost { .. } => EXIT_USAGE,
+            ConfigError::UnknownResource { .. } | ConfigError::NotDefinedForHost { .. } => {
+                EXIT_USAGE
+            }
             _ => EXIT_CONFIG,
         };
     }
@@ -39,7 +41,8 @@ pub fn node_name(cli: &Cli) -> anyhow::Result<String> {
     if let Some(n) = &cli.node {
         return Ok(n.clone());
     }
-    let host = nix::unistd::gethostname().context("cannot read the host name; pass --node or set REP_NODE")?;
+    let host = nix::unistd::gethostname()
+        .context("cannot read the host name; pass --node or set REP_NODE")?;
     Ok(host.to_string_lossy().into_owned())
 }
 
@@ -63,7 +66,9 @@ pub fn targets(cli: &Cli, config: &Config, arg: &str) -> anyhow::Result<Vec<Node
 }
 
 fn paths(cli: &Cli) -> Paths {
-    Paths { run_dir: cli.run_dir.clone() }
+    Paths {
+        run_dir: cli.run_dir.clone(),
+    }
 }
 
 pub fn run(cli: &Cli) -> anyhow::Result<i32> {
@@ -83,10 +88,18 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Detach { res, force } => (res, Action::Admin(AdminCmd::Detach { force: *force })),
         Cmd::Primary { res, force } => (res, Action::Admin(AdminCmd::Primary { force: *force })),
         Cmd::Secondary { res } => (res, Action::Admin(AdminCmd::Secondary)),
-        Cmd::Connect { res, discard_my_data } => {
-            (res, Action::Admin(AdminCmd::Connect { discard_my_data: *discard_my_data }))
+        Cmd::Connect {
+            res,
+            discard_my_data,
+        } => (
+            res,
+            Action::Admin(AdminCmd::Connect {
+                discard_my_data: *discard_my_data,
+            }),
+        ),
+        Cmd::Disconnect { res, force } => {
+            (res, Action::Admin(AdminCmd::Disconnect { force: *force }))
         }
-        Cmd::Disconnect { res, force } => (res, Action::Admin(AdminCmd::Disconnect { force: *force })),
         Cmd::Role { res } => (res, Action::Show(Show::Role)),
         Cmd::Cstate { res } => (res, Action::Show(Show::Cstate)),
         Cmd::Dstate { res } => (res, Action::Show(Show::Dstate)),
@@ -95,9 +108,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::GetGi { res } => (res, Action::Gi { show: false }),
         Cmd::ShowGi { res } => (res, Action::Gi { show: true }),
         Cmd::Outdate { res } => (res, Action::Admin(AdminCmd::Outdate)),
-        Cmd::NewCurrentUuid { res, clear_bitmap } => {
-            (res, Action::Admin(AdminCmd::NewCurrentUuid { clear_bitmap: *clear_bitmap }))
-        }
+        Cmd::NewCurrentUuid { res, clear_bitmap } => (
+            res,
+            Action::Admin(AdminCmd::NewCurrentUuid {
+                clear_bitmap: *clear_bitmap,
+            }),
+        ),
         Cmd::Invalidate { res } => (res, Action::Admin(AdminCmd::Invalidate)),
         Cmd::InvalidateRemote { res } => (res, Action::Admin(AdminCmd::InvalidateRemote)),
         Cmd::Verify { res } => (res, Action::Admin(AdminCmd::Verify)),
@@ -165,13 +181,24 @@ pub fn print_response(cli: &Cli, resp: Response) -> i32 {
     match resp {
         Response::Ok { message, status } => {
             if cli.json {
-                println!("{}", serde_json::json!({"result": "ok", "message": message, "status": status}));
+                println!(
+                    "{}",
+                    serde_json::json!({"result": "ok", "message": message, "status": status})
+                );
             }
             0
         }
-        Response::Refused { rendered, exit_code, refusal, status } => {
+        Response::Refused {
+            rendered,
+            exit_code,
+            refusal,
+            status,
+        } => {
             if cli.json {
-                println!("{}", serde_json::json!({"result": "refused", "message": rendered, "refusal": refusal, "status": status}));
+                println!(
+                    "{}",
+                    serde_json::json!({"result": "refused", "message": rendered, "refusal": refusal, "status": status})
+                );
             }
             eprintln!("{rendered}");
             exit_code
@@ -205,7 +232,10 @@ fn show(cli: &Cli, p: &Paths, res: &str, what: &Show) -> anyhow::Result<i32> {
         Show::Dstate => render::dstate_line(&s),
     };
     if cli.json {
-        println!("{}", serde_json::json!({"resource": res, "role": s.role, "peer_role": s.peer_role, "cstate": s.cstate, "disk": s.disk, "peer_disk": s.peer_disk}));
+        println!(
+            "{}",
+            serde_json::json!({"resource": res, "role": s.role, "peer_role": s.peer_role, "cstate": s.cstate, "disk": s.disk, "peer_disk": s.peer_disk})
+        );
     } else {
         println!("{line}");
     }
@@ -249,10 +279,15 @@ fn wait_connect(p: &Paths, view: &NodeView, timeout: Option<u64>) -> anyhow::Res
             return Ok(0);
         }
         if s.cstate == ConnState::StandAlone {
-            return Err(anyhow!("{res}: StandAlone: not trying to connect; run `repadm connect {res}`"));
+            return Err(anyhow!(
+                "{res}: StandAlone: not trying to connect; run `repadm connect {res}`"
+            ));
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            eprintln!("{res}: wait-connect timed out after {secs} s (cstate {})", s.cstate);
+            eprintln!(
+                "{res}: wait-connect timed out after {secs} s (cstate {})",
+                s.cstate
+            );
             return Ok(5);
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -272,7 +307,14 @@ fn adjust(cli: &Cli, p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
         }
     }
     if s.cstate == ConnState::StandAlone && view.peer_address.is_some() {
-        return admin(cli, p, res, AdminCmd::Connect { discard_my_data: false });
+        return admin(
+            cli,
+            p,
+            res,
+            AdminCmd::Connect {
+                discard_my_data: false,
+            },
+        );
     }
     Ok(0)
 }

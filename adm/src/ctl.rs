@@ -48,7 +48,9 @@ impl Conn {
                 )
             })
         })?;
-        stream.set_read_timeout(Some(CONTROL_TIMEOUT)).context("socket timeout")?;
+        stream
+            .set_read_timeout(Some(CONTROL_TIMEOUT))
+            .context("socket timeout")?;
         let reader = BufReader::new(stream.try_clone().context("clone control socket")?);
         Ok(Conn { stream, reader })
     }
@@ -56,18 +58,25 @@ impl Conn {
     pub fn send(&mut self, req: &Request) -> anyhow::Result<()> {
         let mut line = encode_line(req).context("encode control request")?;
         line.push('\n');
-        self.stream.write_all(line.as_bytes()).context("write control request")
+        self.stream
+            .write_all(line.as_bytes())
+            .context("write control request")
     }
 
     pub fn read_line(&mut self) -> anyhow::Result<Option<String>> {
         let mut line = String::new();
-        let n = self.reader.read_line(&mut line).context("read control socket")?;
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .context("read control socket")?;
         Ok((n > 0).then_some(line))
     }
 
     pub fn call(&mut self, req: &Request) -> anyhow::Result<Response> {
         self.send(req)?;
-        let line = self.read_line()?.ok_or_else(|| anyhow!("daemon closed the control socket without answering"))?;
+        let line = self
+            .read_line()?
+            .ok_or_else(|| anyhow!("daemon closed the control socket without answering"))?;
         serde_json::from_str(&line).with_context(|| format!("bad answer from daemon: {line:?}"))
     }
 

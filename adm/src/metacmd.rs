@@ -18,13 +18,19 @@ fn open_rw(path: &Path, what: &str) -> anyhow::Result<std::fs::File> {
         .read(true)
         .write(true)
         .open(path)
-        .with_context(|| format!("cannot open {what} {} (check `disk`/`meta-disk` in the resource's `on` section)", path.display()))
+        .with_context(|| {
+            format!(
+                "cannot open {what} {} (check `disk`/`meta-disk` in the resource's `on` section)",
+                path.display()
+            )
+        })
 }
 
 fn size_of(f: &std::fs::File, path: &Path) -> anyhow::Result<u64> {
     use std::io::{Seek, SeekFrom};
     let mut f = f;
-    f.seek(SeekFrom::End(0)).with_context(|| format!("cannot size {}", path.display()))
+    f.seek(SeekFrom::End(0))
+        .with_context(|| format!("cannot size {}", path.display()))
 }
 
 fn refuse_if_up(p: &Paths, view: &NodeView, cmd: &str) -> anyhow::Result<()> {
@@ -43,7 +49,9 @@ fn open_store(view: &NodeView) -> anyhow::Result<MetaStore> {
     let size = size_of(&data, &view.disk)?;
     let store = match &view.meta_disk {
         MetaDisk::Internal => MetaStore::open_internal(Box::new(data), size),
-        MetaDisk::External { path, index } => MetaStore::open_external(Box::new(open_rw(path, "meta disk")?), *index, size),
+        MetaDisk::External { path, index } => {
+            MetaStore::open_external(Box::new(open_rw(path, "meta disk")?), *index, size)
+        }
     };
     store.map_err(|e| anyhow!("{}: {e}", view.resource))
 }
@@ -58,21 +66,43 @@ pub fn create_md(_cli: &Cli, p: &Paths, view: &NodeView, force: bool) -> anyhow:
         .unwrap_or(1)
         ^ u64::from(std::process::id()).rotate_left(32);
     let layout = match &view.meta_disk {
-        MetaDisk::Internal => store::create_md(&data, None, size, MetaDiskKind::Internal, view.disk_conf.al_extents, seed, force),
+        MetaDisk::Internal => store::create_md(
+            &data,
+            None,
+            size,
+            MetaDiskKind::Internal,
+            view.disk_conf.al_extents,
+            seed,
+            force,
+        ),
         MetaDisk::External { path, index } => {
             let md = open_rw(path, "meta disk")?;
             let kind = match index {
                 Some(i) => MetaDiskKind::ExternalIndexed(*i),
                 None => MetaDiskKind::ExternalFlex,
             };
-            store::create_md(&data, Some(&md), size, kind, view.disk_conf.al_extents, seed, force)
+            store::create_md(
+                &data,
+                Some(&md),
+                size,
+                kind,
+                view.disk_conf.al_extents,
+                seed,
+                force,
+            )
         }
     }
     .map_err(|e| anyhow!("{}: {e}", view.resource))?;
     println!("initializing activity log");
-    println!("initializing bitmap ({} KB) to all zero", layout.bitmap_bytes() / 1024);
+    println!(
+        "initializing bitmap ({} KB) to all zero",
+        layout.bitmap_bytes() / 1024
+    );
     println!("Writing meta data...");
-    println!("New rep meta data block successfully created (usable size {} bytes).", layout.usable_bytes());
+    println!(
+        "New rep meta data block successfully created (usable size {} bytes).",
+        layout.usable_bytes()
+    );
     Ok(0)
 }
 
@@ -95,7 +125,10 @@ pub fn gi(cli: &Cli, p: &Paths, view: &NodeView, show: bool) -> anyhow::Result<i
         let store = open_store(view)?;
         let sb = store.superblock();
         let u = sb.uuids;
-        ([u.current, u.bitmap, u.history[0], u.history[1]], sb.flags.bits())
+        (
+            [u.current, u.bitmap, u.history[0], u.history[1]],
+            sb.flags.bits(),
+        )
     };
     let gi = rep_replicator::meta::gi::GiView { uuids, flags };
     if cli.json {

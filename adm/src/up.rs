@@ -42,7 +42,8 @@ pub fn up(cli: &Cli, p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
         eprintln!("{res}: Failure: (124) Device is attached to a disk (resource is already up; run `repadm down {res}` first)");
         return Ok(crate::commands::EXIT_CONFIG);
     }
-    std::fs::create_dir_all(&p.run_dir).with_context(|| format!("cannot create run dir {}", p.run_dir.display()))?;
+    std::fs::create_dir_all(&p.run_dir)
+        .with_context(|| format!("cannot create run dir {}", p.run_dir.display()))?;
     let log_path = p.log(res);
     let mut log = OpenOptions::new()
         .create(true)
@@ -66,21 +67,38 @@ pub fn up(cli: &Cli, p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
         .stderr(log)
         .process_group(0)
         .spawn()
-        .with_context(|| format!("cannot start {}; is repd installed next to repadm?", repd.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot start {}; is repd installed next to repadm?",
+                repd.display()
+            )
+        })?;
     let deadline = Instant::now() + UP_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait().context("waiting for repd")? {
             let tail = read_from(&log_path, log_start);
             let errors: Vec<&str> = tail.lines().filter(|l| l.contains("error")).collect();
-            let shown = if errors.is_empty() { tail.trim().to_string() } else { errors.join("\n") };
+            let shown = if errors.is_empty() {
+                tail.trim().to_string()
+            } else {
+                errors.join("\n")
+            };
             eprintln!("{res}: repd failed to start: {shown}");
             return Ok(status.code().unwrap_or(crate::commands::EXIT_EXEC));
         }
-        if is_up(&p.ctl(res)) && Conn::open(&p.ctl(res), res).and_then(|mut c| c.status()).is_ok() {
+        if is_up(&p.ctl(res))
+            && Conn::open(&p.ctl(res), res)
+                .and_then(|mut c| c.status())
+                .is_ok()
+        {
             return Ok(0);
         }
         if Instant::now() > deadline {
-            return Err(anyhow!("{res}: repd did not come up within {} s; see {}", UP_TIMEOUT.as_secs(), log_path.display()));
+            return Err(anyhow!(
+                "{res}: repd did not come up within {} s; see {}",
+                UP_TIMEOUT.as_secs(),
+                log_path.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -102,11 +120,17 @@ pub fn down(p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
         eprintln!("{res}: not up on this node (nothing to do)");
         return Ok(0);
     }
-    let pid: Option<i32> = std::fs::read_to_string(p.pid(res)).ok().and_then(|t| t.trim().parse().ok());
+    let pid: Option<i32> = std::fs::read_to_string(p.pid(res))
+        .ok()
+        .and_then(|t| t.trim().parse().ok());
     let mut conn = Conn::open(&p.ctl(res), res)?;
     match conn.call(&Request::Query(Query::Down))? {
         Response::Ok { .. } => {}
-        Response::Refused { rendered, exit_code, .. } => {
+        Response::Refused {
+            rendered,
+            exit_code,
+            ..
+        } => {
             eprintln!("{rendered}");
             return Ok(exit_code);
         }
@@ -120,7 +144,10 @@ pub fn down(p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
         let pid = nix::unistd::Pid::from_raw(pid);
         while nix::sys::signal::kill(pid, None).is_ok() {
             if Instant::now() > deadline {
-                return Err(anyhow!("{res}: repd (pid {pid}) did not exit within {} s", DOWN_TIMEOUT.as_secs()));
+                return Err(anyhow!(
+                    "{res}: repd (pid {pid}) did not exit within {} s",
+                    DOWN_TIMEOUT.as_secs()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }

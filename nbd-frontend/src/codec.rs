@@ -40,7 +40,13 @@ pub fn decode_request(b: &[u8; REQUEST_HEADER_BYTES]) -> Result<RequestHeader, C
     if magic != REQUEST_MAGIC {
         return Err(CodecError::BadRequestMagic(magic));
     }
-    Ok(RequestHeader { flags: be16(b, 4), kind: be16(b, 6), cookie: be64(b, 8), offset: be64(b, 16), len: be32(b, 24) })
+    Ok(RequestHeader {
+        flags: be16(b, 4),
+        kind: be16(b, 6),
+        cookie: be64(b, 8),
+        offset: be64(b, 16),
+        len: be32(b, 24),
+    })
 }
 
 pub fn encode_request(h: &RequestHeader, out: &mut Vec<u8>) {
@@ -65,23 +71,53 @@ pub struct Limits {
 /// The outcome of validating one request header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Validated {
-    Read { offset: u64, len: u32 },
+    Read {
+        offset: u64,
+        len: u32,
+    },
     /// The payload (`len` bytes) still has to be read from the socket.
-    Write { offset: u64, len: u32, fua: bool },
+    Write {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
     Flush,
-    Trim { offset: u64, len: u32, fua: bool },
-    WriteZeroes { offset: u64, len: u32, fua: bool, no_hole: bool },
-    Cache { offset: u64, len: u32 },
-    BlockStatus { offset: u64, len: u32 },
+    Trim {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
+    WriteZeroes {
+        offset: u64,
+        len: u32,
+        fua: bool,
+        no_hole: bool,
+    },
+    Cache {
+        offset: u64,
+        len: u32,
+    },
+    BlockStatus {
+        offset: u64,
+        len: u32,
+    },
     Disconnect,
     /// Reply `errno` after skipping `drain` payload bytes (a rejected WRITE still sends its data).
-    Reject { errno: u32, drain: u32, why: String },
+    Reject {
+        errno: u32,
+        drain: u32,
+        why: String,
+    },
     /// The request cannot be answered without losing framing: drop the connection.
-    Hangup { why: String },
+    Hangup {
+        why: String,
+    },
 }
 
 fn in_range(offset: u64, len: u32, size: u64) -> bool {
-    offset.checked_add(u64::from(len)).is_some_and(|end| end <= size)
+    offset
+        .checked_add(u64::from(len))
+        .is_some_and(|end| end <= size)
 }
 
 /// Validates a header against the export, in nbdkit's order: command, flags, range, size.
@@ -96,7 +132,9 @@ pub fn validate(h: &RequestHeader, lim: &Limits) -> Validated {
     let drain = if h.kind == CMD_WRITE { h.len } else { 0 };
     let reject = |errno: u32, why: String| {
         if drain > MAX_WRITE_DRAIN_BYTES {
-            Validated::Hangup { why: format!("{why}; payload of {drain} bytes is too large to skip") }
+            Validated::Hangup {
+                why: format!("{why}; payload of {drain} bytes is too large to skip"),
+            }
         } else {
             Validated::Reject { errno, drain, why }
         }
@@ -106,12 +144,21 @@ pub fn validate(h: &RequestHeader, lim: &Limits) -> Validated {
     }
     if !matches!(
         h.kind,
-        CMD_READ | CMD_WRITE | CMD_FLUSH | CMD_TRIM | CMD_CACHE | CMD_WRITE_ZEROES | CMD_BLOCK_STATUS
+        CMD_READ
+            | CMD_WRITE
+            | CMD_FLUSH
+            | CMD_TRIM
+            | CMD_CACHE
+            | CMD_WRITE_ZEROES
+            | CMD_BLOCK_STATUS
     ) {
         return reject(EINVAL, format!("unknown command {}", h.kind));
     }
     if h.flags & !allowed_flags != 0 {
-        return reject(EINVAL, format!("flags {:#06x} not valid for command {}", h.flags, h.kind));
+        return reject(
+            EINVAL,
+            format!("flags {:#06x} not valid for command {}", h.flags, h.kind),
+        );
     }
     if h.kind == CMD_FLUSH {
         if h.offset != 0 || h.len != 0 {
@@ -124,27 +171,50 @@ pub fn validate(h: &RequestHeader, lim: &Limits) -> Validated {
         return reject(EPERM, "export is read-only".into());
     }
     if !in_range(h.offset, h.len, lim.size) {
-        let errno = if matches!(h.kind, CMD_WRITE | CMD_WRITE_ZEROES) { ENOSPC } else { EINVAL };
+        let errno = if matches!(h.kind, CMD_WRITE | CMD_WRITE_ZEROES) {
+            ENOSPC
+        } else {
+            EINVAL
+        };
         return reject(
             errno,
-            format!("offset {} + length {} is beyond the end of the export ({} bytes)", h.offset, h.len, lim.size),
+            format!(
+                "offset {} + length {} is beyond the end of the export ({} bytes)",
+                h.offset, h.len, lim.size
+            ),
         );
     }
     if matches!(h.kind, CMD_READ | CMD_WRITE) && h.len > lim.max_payload {
-        let errno = if h.kind == CMD_READ && h.flags & CMD_FLAG_DF != 0 { EOVERFLOW } else { EINVAL };
-        return reject(errno, format!("length {} exceeds the maximum payload {}", h.len, lim.max_payload));
+        let errno = if h.kind == CMD_READ && h.flags & CMD_FLAG_DF != 0 {
+            EOVERFLOW
+        } else {
+            EINVAL
+        };
+        return reject(
+            errno,
+            format!(
+                "length {} exceeds the maximum payload {}",
+                h.len, lim.max_payload
+            ),
+        );
     }
     let (offset, len) = (h.offset, h.len);
     match h.kind {
         CMD_READ => Validated::Read { offset, len },
         CMD_WRITE => Validated::Write { offset, len, fua },
         CMD_TRIM => Validated::Trim { offset, len, fua },
-        CMD_WRITE_ZEROES => {
-            Validated::WriteZeroes { offset, len, fua, no_hole: h.flags & CMD_FLAG_NO_HOLE != 0 }
-        }
+        CMD_WRITE_ZEROES => Validated::WriteZeroes {
+            offset,
+            len,
+            fua,
+            no_hole: h.flags & CMD_FLAG_NO_HOLE != 0,
+        },
         CMD_CACHE => Validated::Cache { offset, len },
         _ if lim.structured && lim.block_status => Validated::BlockStatus { offset, len },
-        _ => reject(EINVAL, "BLOCK_STATUS needs structured replies and a selected meta context".into()),
+        _ => reject(
+            EINVAL,
+            "BLOCK_STATUS needs structured replies and a selected meta context".into(),
+        ),
     }
 }
 
@@ -164,14 +234,26 @@ pub fn encode_chunk_header(out: &mut Vec<u8>, flags: u16, kind: u16, cookie: u64
 
 /// Header of a final OFFSET_DATA chunk; the caller appends `data_len` bytes of data.
 pub fn encode_read_chunk_header(out: &mut Vec<u8>, cookie: u64, offset: u64, data_len: u32) {
-    encode_chunk_header(out, REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, cookie, data_len.saturating_add(8));
+    encode_chunk_header(
+        out,
+        REPLY_FLAG_DONE,
+        REPLY_TYPE_OFFSET_DATA,
+        cookie,
+        data_len.saturating_add(8),
+    );
     out.extend_from_slice(&offset.to_be_bytes());
 }
 
 pub fn encode_error_chunk(out: &mut Vec<u8>, cookie: u64, errno: u32, message: &str) {
     let msg = truncate_utf8(message, MAX_STRING_BYTES);
     let msg_len = u16::try_from(msg.len()).unwrap_or(0);
-    encode_chunk_header(out, REPLY_FLAG_DONE, REPLY_TYPE_ERROR, cookie, 6 + u32::from(msg_len));
+    encode_chunk_header(
+        out,
+        REPLY_FLAG_DONE,
+        REPLY_TYPE_ERROR,
+        cookie,
+        6 + u32::from(msg_len),
+    );
     out.extend_from_slice(&errno.to_be_bytes());
     out.extend_from_slice(&msg_len.to_be_bytes());
     out.extend_from_slice(&msg.as_bytes()[..usize::from(msg_len)]);
@@ -223,14 +305,21 @@ pub fn decode_option_header(b: &[u8; OPTION_HEADER_BYTES]) -> Result<OptionHeade
     if magic != IHAVEOPT {
         return Err(CodecError::BadOptionMagic(magic));
     }
-    Ok(OptionHeader { option: be32(b, 8), len: be32(b, 12) })
+    Ok(OptionHeader {
+        option: be32(b, 8),
+        len: be32(b, 12),
+    })
 }
 
 pub fn encode_option_reply(out: &mut Vec<u8>, option: u32, reply: u32, payload: &[u8]) {
     out.extend_from_slice(&OPT_REPLY_MAGIC.to_be_bytes());
     out.extend_from_slice(&option.to_be_bytes());
     out.extend_from_slice(&reply.to_be_bytes());
-    out.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
     out.extend_from_slice(payload);
 }
 
@@ -238,8 +327,12 @@ fn take_string(p: &[u8], at: &mut usize, len: usize) -> Result<String, CodecErro
     if len > MAX_STRING_BYTES {
         return Err(CodecError::BadOption("string longer than 4096 bytes"));
     }
-    let end = at.checked_add(len).filter(|e| *e <= p.len()).ok_or(CodecError::BadOption("string runs past the option"))?;
-    let s = std::str::from_utf8(&p[*at..end]).map_err(|_| CodecError::BadOption("string is not UTF-8"))?;
+    let end = at
+        .checked_add(len)
+        .filter(|e| *e <= p.len())
+        .ok_or(CodecError::BadOption("string runs past the option"))?;
+    let s = std::str::from_utf8(&p[*at..end])
+        .map_err(|_| CodecError::BadOption("string is not UTF-8"))?;
     *at = end;
     Ok(s.to_owned())
 }
@@ -259,12 +352,16 @@ pub fn decode_info_request(p: &[u8]) -> Result<(String, Vec<u16>), CodecError> {
     let name_len = take_u32(p, &mut at)? as usize;
     let name = take_string(p, &mut at, name_len)?;
     if p.len() < at + 2 {
-        return Err(CodecError::BadOption("INFO/GO payload lacks the info request count"));
+        return Err(CodecError::BadOption(
+            "INFO/GO payload lacks the info request count",
+        ));
     }
     let n = usize::from(be16(p, at));
     at += 2;
     if p.len() != at + 2 * n {
-        return Err(CodecError::BadOption("INFO/GO info request count does not match the payload length"));
+        return Err(CodecError::BadOption(
+            "INFO/GO info request count does not match the payload length",
+        ));
     }
     Ok((name, (0..n).map(|i| be16(p, at + 2 * i)).collect()))
 }
@@ -281,7 +378,9 @@ pub fn decode_meta_context_request(p: &[u8]) -> Result<(String, Vec<String>), Co
         queries.push(take_string(p, &mut at, len)?);
     }
     if at != p.len() {
-        return Err(CodecError::BadOption("trailing bytes after the meta context queries"));
+        return Err(CodecError::BadOption(
+            "trailing bytes after the meta context queries",
+        ));
     }
     Ok((name, queries))
 }
@@ -309,7 +408,10 @@ pub fn info_block_size(min: u32, preferred: u32, max: u32) -> Vec<u8> {
 
 pub fn rep_server(name: &str, description: &str) -> Vec<u8> {
     let name = truncate_utf8(name, MAX_STRING_BYTES);
-    let mut v = u32::try_from(name.len()).unwrap_or(0).to_be_bytes().to_vec();
+    let mut v = u32::try_from(name.len())
+        .unwrap_or(0)
+        .to_be_bytes()
+        .to_vec();
     v.extend_from_slice(name.as_bytes());
     v.extend_from_slice(truncate_utf8(description, MAX_STRING_BYTES).as_bytes());
     v
@@ -324,7 +426,10 @@ pub fn rep_meta_context(id: u32, name: &str) -> Vec<u8> {
 /// Which queries select `base:allocation`. LIST with no queries lists everything, and
 /// the bare namespace `base:` lists (but does not select) its contexts.
 pub fn selects_base_allocation(queries: &[String], listing: bool) -> bool {
-    (listing && queries.is_empty()) || queries.iter().any(|q| q == BASE_ALLOCATION || (listing && q == "base:"))
+    (listing && queries.is_empty())
+        || queries
+            .iter()
+            .any(|q| q == BASE_ALLOCATION || (listing && q == "base:"))
 }
 
 #[cfg(test)]
@@ -332,10 +437,22 @@ mod tests {
     use super::*;
 
     fn lim() -> Limits {
-        Limits { size: 1 << 20, max_payload: 32 << 20, read_only: false, structured: true, block_status: true }
+        Limits {
+            size: 1 << 20,
+            max_payload: 32 << 20,
+            read_only: false,
+            structured: true,
+            block_status: true,
+        }
     }
     fn hdr(kind: u16, flags: u16, offset: u64, len: u32) -> RequestHeader {
-        RequestHeader { flags, kind, cookie: 7, offset, len }
+        RequestHeader {
+            flags,
+            kind,
+            cookie: 7,
+            offset,
+            len,
+        }
     }
 
     #[test]
@@ -347,39 +464,120 @@ mod tests {
         assert_eq!(decode_request(&arr).unwrap(), h);
         v[0] ^= 1;
         let arr: [u8; 28] = v.try_into().unwrap();
-        assert!(matches!(decode_request(&arr), Err(CodecError::BadRequestMagic(_))));
+        assert!(matches!(
+            decode_request(&arr),
+            Err(CodecError::BadRequestMagic(_))
+        ));
     }
 
     #[test]
     fn range_errors_follow_nbdkit() {
         let l = lim();
-        assert!(matches!(validate(&hdr(CMD_READ, 0, 1 << 20, 1), &l), Validated::Reject { errno: EINVAL, drain: 0, .. }));
-        assert!(matches!(validate(&hdr(CMD_WRITE, 0, 1 << 20, 9), &l), Validated::Reject { errno: ENOSPC, drain: 9, .. }));
-        assert!(matches!(validate(&hdr(CMD_WRITE_ZEROES, 0, 1 << 20, 9), &l), Validated::Reject { errno: ENOSPC, drain: 0, .. }));
-        assert!(matches!(validate(&hdr(CMD_TRIM, 0, u64::MAX, 9), &l), Validated::Reject { errno: EINVAL, .. }));
-        assert_eq!(validate(&hdr(CMD_READ, 0, (1 << 20) - 512, 512), &l), Validated::Read { offset: (1 << 20) - 512, len: 512 });
+        assert!(matches!(
+            validate(&hdr(CMD_READ, 0, 1 << 20, 1), &l),
+            Validated::Reject {
+                errno: EINVAL,
+                drain: 0,
+                ..
+            }
+        ));
+        assert!(matches!(
+            validate(&hdr(CMD_WRITE, 0, 1 << 20, 9), &l),
+            Validated::Reject {
+                errno: ENOSPC,
+                drain: 9,
+                ..
+            }
+        ));
+        assert!(matches!(
+            validate(&hdr(CMD_WRITE_ZEROES, 0, 1 << 20, 9), &l),
+            Validated::Reject {
+                errno: ENOSPC,
+                drain: 0,
+                ..
+            }
+        ));
+        assert!(matches!(
+            validate(&hdr(CMD_TRIM, 0, u64::MAX, 9), &l),
+            Validated::Reject { errno: EINVAL, .. }
+        ));
+        assert_eq!(
+            validate(&hdr(CMD_READ, 0, (1 << 20) - 512, 512), &l),
+            Validated::Read {
+                offset: (1 << 20) - 512,
+                len: 512
+            }
+        );
     }
 
     #[test]
     fn flags_and_unknown_commands_are_einval() {
         let l = lim();
-        assert!(matches!(validate(&hdr(99, 0, 0, 0), &l), Validated::Reject { errno: EINVAL, .. }));
-        assert!(matches!(validate(&hdr(CMD_WRITE, CMD_FLAG_NO_HOLE, 0, 4), &l), Validated::Reject { errno: EINVAL, drain: 4, .. }));
-        assert!(matches!(validate(&hdr(CMD_FLUSH, 0, 1, 0), &l), Validated::Reject { errno: EINVAL, .. }));
+        assert!(matches!(
+            validate(&hdr(99, 0, 0, 0), &l),
+            Validated::Reject { errno: EINVAL, .. }
+        ));
+        assert!(matches!(
+            validate(&hdr(CMD_WRITE, CMD_FLAG_NO_HOLE, 0, 4), &l),
+            Validated::Reject {
+                errno: EINVAL,
+                drain: 4,
+                ..
+            }
+        ));
+        assert!(matches!(
+            validate(&hdr(CMD_FLUSH, 0, 1, 0), &l),
+            Validated::Reject { errno: EINVAL, .. }
+        ));
         assert_eq!(validate(&hdr(CMD_DISC, 0, 0, 0), &l), Validated::Disconnect);
-        let simple = Limits { structured: false, ..l };
-        assert!(matches!(validate(&hdr(CMD_READ, CMD_FLAG_DF, 0, 4), &simple), Validated::Reject { errno: EINVAL, .. }));
-        assert!(matches!(validate(&hdr(CMD_BLOCK_STATUS, 0, 0, 4), &simple), Validated::Reject { errno: EINVAL, .. }));
+        let simple = Limits {
+            structured: false,
+            ..l
+        };
+        assert!(matches!(
+            validate(&hdr(CMD_READ, CMD_FLAG_DF, 0, 4), &simple),
+            Validated::Reject { errno: EINVAL, .. }
+        ));
+        assert!(matches!(
+            validate(&hdr(CMD_BLOCK_STATUS, 0, 0, 4), &simple),
+            Validated::Reject { errno: EINVAL, .. }
+        ));
     }
 
     #[test]
     fn oversized_payloads() {
-        let l = Limits { size: u64::MAX, max_payload: 1 << 20, ..lim() };
-        assert!(matches!(validate(&hdr(CMD_WRITE, 0, 0, 2 << 20), &l), Validated::Reject { errno: EINVAL, drain: 0x20_0000, .. }));
-        assert!(matches!(validate(&hdr(CMD_WRITE, 0, 0, u32::MAX), &l), Validated::Hangup { .. }));
-        assert!(matches!(validate(&hdr(CMD_READ, CMD_FLAG_DF, 0, 2 << 20), &l), Validated::Reject { errno: EOVERFLOW, .. }));
-        let ro = Limits { read_only: true, ..lim() };
-        assert!(matches!(validate(&hdr(CMD_TRIM, 0, 0, 4), &ro), Validated::Reject { errno: EPERM, .. }));
+        let l = Limits {
+            size: u64::MAX,
+            max_payload: 1 << 20,
+            ..lim()
+        };
+        assert!(matches!(
+            validate(&hdr(CMD_WRITE, 0, 0, 2 << 20), &l),
+            Validated::Reject {
+                errno: EINVAL,
+                drain: 0x20_0000,
+                ..
+            }
+        ));
+        assert!(matches!(
+            validate(&hdr(CMD_WRITE, 0, 0, u32::MAX), &l),
+            Validated::Hangup { .. }
+        ));
+        assert!(matches!(
+            validate(&hdr(CMD_READ, CMD_FLAG_DF, 0, 2 << 20), &l),
+            Validated::Reject {
+                errno: EOVERFLOW,
+                ..
+            }
+        ));
+        let ro = Limits {
+            read_only: true,
+            ..lim()
+        };
+        assert!(matches!(
+            validate(&hdr(CMD_TRIM, 0, 0, 4), &ro),
+            Validated::Reject { errno: EPERM, .. }
+        ));
     }
 
     #[test]
@@ -389,7 +587,10 @@ mod tests {
         p.extend_from_slice(&2u16.to_be_bytes());
         p.extend_from_slice(&INFO_NAME.to_be_bytes());
         p.extend_from_slice(&INFO_BLOCK_SIZE.to_be_bytes());
-        assert_eq!(decode_info_request(&p).unwrap(), ("r0".into(), vec![INFO_NAME, INFO_BLOCK_SIZE]));
+        assert_eq!(
+            decode_info_request(&p).unwrap(),
+            ("r0".into(), vec![INFO_NAME, INFO_BLOCK_SIZE])
+        );
         assert!(decode_info_request(&p[..p.len() - 1]).is_err());
         let mut huge = u32::MAX.to_be_bytes().to_vec();
         huge.extend_from_slice(b"xx");

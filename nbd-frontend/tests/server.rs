@@ -24,10 +24,14 @@ struct Mem {
 impl BlockBackend for Mem {
     fn export(&self, name: &str) -> Result<ExportInfo, Unavailable> {
         if self.secondary {
-            return Err(Unavailable { message: "rep: node is Secondary".into() });
+            return Err(Unavailable {
+                message: "rep: node is Secondary".into(),
+            });
         }
         if !name.is_empty() && name != "r0" {
-            return Err(Unavailable { message: format!("unknown export {name:?}") });
+            return Err(Unavailable {
+                message: format!("unknown export {name:?}"),
+            });
         }
         Ok(ExportInfo {
             name: "r0".into(),
@@ -52,17 +56,21 @@ impl BlockBackend for Mem {
                     let d = data.borrow();
                     Completion::Data(d[offset as usize..offset as usize + len as usize].to_vec())
                 }
-                Command::Write { offset, data: buf, .. } => {
-                    data.borrow_mut()[offset as usize..offset as usize + buf.len()].copy_from_slice(&buf);
+                Command::Write {
+                    offset, data: buf, ..
+                } => {
+                    data.borrow_mut()[offset as usize..offset as usize + buf.len()]
+                        .copy_from_slice(&buf);
                     Completion::Done
                 }
                 Command::WriteZeroes { offset, len, .. } => {
                     data.borrow_mut()[offset as usize..(offset + u64::from(len)) as usize].fill(0);
                     Completion::Done
                 }
-                Command::Trim { offset, .. } if offset == 4096 => {
-                    Completion::Error { errno: EIO, message: "injected".into() }
-                }
+                Command::Trim { offset: 4096, .. } => Completion::Error {
+                    errno: EIO,
+                    message: "injected".into(),
+                },
                 _ => Completion::Done,
             }
         })
@@ -82,7 +90,10 @@ fn start(secondary: bool) -> PathBuf {
         tokio_uring::start(async move {
             let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
             ready_tx.send(()).unwrap();
-            let backend: Rc<dyn BlockBackend> = Rc::new(Mem { data: Rc::new(RefCell::new(vec![0; SIZE as usize])), secondary });
+            let backend: Rc<dyn BlockBackend> = Rc::new(Mem {
+                data: Rc::new(RefCell::new(vec![0; SIZE as usize])),
+                secondary,
+            });
             serve_unix(l, backend).await.unwrap();
         })
     });
@@ -101,8 +112,12 @@ impl Client {
         let mut g = [0u8; 18];
         s.read_exact(&mut g).unwrap();
         assert_eq!(&g[..8], &NBDMAGIC.to_be_bytes());
-        assert_eq!(u16::from_be_bytes([g[16], g[17]]), FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
-        s.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes()).unwrap();
+        assert_eq!(
+            u16::from_be_bytes([g[16], g[17]]),
+            FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES
+        );
+        s.write_all(&(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES).to_be_bytes())
+            .unwrap();
         Client { s }
     }
     fn option(&mut self, opt: u32, payload: &[u8]) {
@@ -139,15 +154,37 @@ impl Client {
         self.option(OPT_GO, &p);
         let r = self.replies();
         assert_eq!(r.last().unwrap().0, REP_ACK, "{r:?}");
-        let export = r.iter().find(|(k, p)| *k == REP_INFO && p[..2] == [0, 0]).expect("INFO_EXPORT");
+        let export = r
+            .iter()
+            .find(|(k, p)| *k == REP_INFO && p[..2] == [0, 0])
+            .expect("INFO_EXPORT");
         let size = u64::from_be_bytes(export.1[2..10].try_into().unwrap());
         let flags = u16::from_be_bytes(export.1[10..12].try_into().unwrap());
-        assert!(r.iter().any(|(k, p)| *k == REP_INFO && p[..2] == INFO_BLOCK_SIZE.to_be_bytes()));
+        assert!(r
+            .iter()
+            .any(|(k, p)| *k == REP_INFO && p[..2] == INFO_BLOCK_SIZE.to_be_bytes()));
         (size, flags)
     }
-    fn request(&mut self, kind: u16, flags: u16, cookie: u64, offset: u64, len: u32, payload: &[u8]) {
+    fn request(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        cookie: u64,
+        offset: u64,
+        len: u32,
+        payload: &[u8],
+    ) {
         let mut v = Vec::new();
-        encode_request(&RequestHeader { flags, kind, cookie, offset, len }, &mut v);
+        encode_request(
+            &RequestHeader {
+                flags,
+                kind,
+                cookie,
+                offset,
+                len,
+            },
+            &mut v,
+        );
         v.extend_from_slice(payload);
         self.s.write_all(&v).unwrap();
     }
@@ -155,7 +192,10 @@ impl Client {
         let mut h = [0u8; 16];
         self.s.read_exact(&mut h).unwrap();
         assert_eq!(&h[..4], &SIMPLE_REPLY_MAGIC.to_be_bytes());
-        (u32::from_be_bytes(h[4..8].try_into().unwrap()), u64::from_be_bytes(h[8..16].try_into().unwrap()))
+        (
+            u32::from_be_bytes(h[4..8].try_into().unwrap()),
+            u64::from_be_bytes(h[8..16].try_into().unwrap()),
+        )
     }
     /// One structured chunk: (flags, type, cookie, payload).
     fn chunk(&mut self) -> (u16, u16, u64, Vec<u8>) {
@@ -180,7 +220,15 @@ fn go_write_read_structured_and_out_of_order() {
     let mut c = Client::connect(&sock);
     let (size, flags) = c.go(true);
     assert_eq!(size, SIZE);
-    for f in [TF_HAS_FLAGS, TF_SEND_FLUSH, TF_SEND_FUA, TF_SEND_TRIM, TF_SEND_WRITE_ZEROES, TF_CAN_MULTI_CONN, TF_SEND_DF] {
+    for f in [
+        TF_HAS_FLAGS,
+        TF_SEND_FLUSH,
+        TF_SEND_FUA,
+        TF_SEND_TRIM,
+        TF_SEND_WRITE_ZEROES,
+        TF_CAN_MULTI_CONN,
+        TF_SEND_DF,
+    ] {
         assert_ne!(flags & f, 0, "flag {f:#x} missing from {flags:#x}");
     }
     c.request(CMD_WRITE, CMD_FLAG_FUA, 1, 8192, 4, b"abcd");
@@ -189,7 +237,10 @@ fn go_write_read_structured_and_out_of_order() {
     c.request(CMD_READ, 0, 2, 0, 4, &[]);
     c.request(CMD_READ, 0, 3, 8192, 4, &[]);
     let (fl, ty, cookie, p) = c.chunk();
-    assert_eq!((fl, ty, cookie), (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 3));
+    assert_eq!(
+        (fl, ty, cookie),
+        (REPLY_FLAG_DONE, REPLY_TYPE_OFFSET_DATA, 3)
+    );
     assert_eq!(&p[..8], &8192u64.to_be_bytes());
     assert_eq!(&p[8..], b"abcd");
     assert_eq!(c.chunk().2, 2);
@@ -272,6 +323,9 @@ fn meta_context_and_block_status() {
     assert_eq!(c.replies().last().unwrap().0, REP_ACK);
     c.request(CMD_BLOCK_STATUS, 0, 11, 0, 65536, &[]);
     let (fl, ty, cookie, p) = c.chunk();
-    assert_eq!((fl, ty, cookie, p.len()), (REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, 11, 12));
+    assert_eq!(
+        (fl, ty, cookie, p.len()),
+        (REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, 11, 12)
+    );
     assert_eq!(u32::from_be_bytes(p[4..8].try_into().unwrap()), 65536);
 }

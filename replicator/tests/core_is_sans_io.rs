@@ -4,10 +4,20 @@
 
 use std::path::Path;
 
-const FORBIDDEN: &[&str] = &["tokio", "std::fs", "std::net", "SystemTime", "Instant::now", "thread_rng", "std::thread"];
+const FORBIDDEN: &[&str] = &[
+    "tokio",
+    "std::fs",
+    "std::net",
+    "SystemTime",
+    "Instant::now",
+    "thread_rng",
+    "std::thread",
+];
 
 fn scan(dir: &Path, allowed_files: &[&str], hits: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
@@ -38,5 +48,9 @@ fn core_meta_and_wire_are_sans_io() {
     scan(&root.join("meta"), &["store.rs"], &mut hits);
     scan(&root.join("wire"), &[], &mut hits);
     assert!(root.join("core").is_dir(), "src/core missing");
-    assert!(hits.is_empty(), "I/O in the sans-IO core:\n{}", hits.join("\n"));
+    assert!(
+        hits.is_empty(),
+        "I/O in the sans-IO core:\n{}",
+        hits.join("\n")
+    );
 }

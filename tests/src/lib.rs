@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test-binary>
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 pub fn bin(name: &str) -> PathBuf {
@@ -47,7 +50,11 @@ pub fn require_root(why: &str) {
 }
 
 fn nix_is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false)
 }
 
 /// Poll `f` every 20 ms until it returns Some, or panic after `timeout` with `what`.
@@ -57,14 +64,18 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Run a command, return its output (never panics on non-zero exit).
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Run a command that must succeed; returns stdout.
@@ -125,8 +136,15 @@ impl Node {
     /// repadm that must fail; returns (exit code, stderr).
     pub fn fails(&self, args: &[&str]) -> (i32, String) {
         let out = self.repadm(args);
-        assert!(!out.status.success(), "repadm {args:?} on {} unexpectedly succeeded", self.name);
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+        assert!(
+            !out.status.success(),
+            "repadm {args:?} on {} unexpectedly succeeded",
+            self.name
+        );
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub fn status_json(&self) -> serde_json::Value {
@@ -140,7 +158,11 @@ impl Node {
     }
 
     pub fn nbd_uri(&self) -> String {
-        format!("nbd+unix:///{}?socket={}", self.resource, self.nbd_socket().display())
+        format!(
+            "nbd+unix:///{}?socket={}",
+            self.resource,
+            self.nbd_socket().display()
+        )
     }
 
     pub fn pid(&self) -> Option<i32> {
@@ -150,7 +172,8 @@ impl Node {
     }
 
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.run_dir.join(format!("{}.log", self.resource))).unwrap_or_default();
+        let text = std::fs::read_to_string(self.run_dir.join(format!("{}.log", self.resource)))
+            .unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
@@ -188,7 +211,11 @@ pub struct ClusterOpts {
 
 impl Default for ClusterOpts {
     fn default() -> Self {
-        ClusterOpts { disk_mib: 64, extra: String::new(), on_shm: false }
+        ClusterOpts {
+            disk_mib: 64,
+            extra: String::new(),
+            on_shm: false,
+        }
     }
 }
 
@@ -214,7 +241,13 @@ impl Cluster {
             let f = std::fs::File::create(&disk).expect("create backing file");
             f.set_len(opts.disk_mib << 20).expect("size backing file");
             let run_dir = dir.join(format!("run-{name}"));
-            nodes.push(Node { name: name.into(), run_dir, disk, config: config.clone(), resource: res.into() });
+            nodes.push(Node {
+                name: name.into(),
+                run_dir,
+                disk,
+                config: config.clone(),
+                resource: res.into(),
+            });
         }
         Cluster { dir, nodes }
     }
@@ -271,11 +304,25 @@ impl FuseMount {
             .spawn()
             .expect("start nbdfuse");
         let disk = fuse_dir.join("disk");
-        wait_for(Duration::from_secs(20), "nbdfuse to expose the disk", || {
-            std::fs::metadata(&disk).ok().filter(|m| m.len() > 0).map(|_| ())
-        });
-        let loop_dev = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&disk)).trim().to_string();
-        FuseMount { fuse_dir, mnt, loop_dev, nbdfuse: Some(child) }
+        wait_for(
+            Duration::from_secs(20),
+            "nbdfuse to expose the disk",
+            || {
+                std::fs::metadata(&disk)
+                    .ok()
+                    .filter(|m| m.len() > 0)
+                    .map(|_| ())
+            },
+        );
+        let loop_dev = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&disk))
+            .trim()
+            .to_string();
+        FuseMount {
+            fuse_dir,
+            mnt,
+            loop_dev,
+            nbdfuse: Some(child),
+        }
     }
 
     pub fn mkfs(&self) {

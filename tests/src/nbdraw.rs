@@ -62,7 +62,14 @@ impl RawClient {
         }
     }
 
-    pub fn send_request(&mut self, magic: u32, cmd: u16, cookie: u64, offset: u64, len: u32) -> std::io::Result<()> {
+    pub fn send_request(
+        &mut self,
+        magic: u32,
+        cmd: u16,
+        cookie: u64,
+        offset: u64,
+        len: u32,
+    ) -> std::io::Result<()> {
         let mut r = Vec::with_capacity(28);
         r.extend_from_slice(&magic.to_be_bytes());
         r.extend_from_slice(&0u16.to_be_bytes());

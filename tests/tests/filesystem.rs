@@ -10,7 +10,13 @@ use rep_tests::{require_tool, run, run_ok, Cluster, ClusterOpts, FuseMount};
 fn ext4_over_nbd_survives_down_up() {
     require_tool("mkfs.ext4", "e2fsprogs");
     require_tool("fsck.ext4", "e2fsprogs");
-    let c = Cluster::new("ext4", ClusterOpts { disk_mib: 128, ..Default::default() });
+    let c = Cluster::new(
+        "ext4",
+        ClusterOpts {
+            disk_mib: 128,
+            ..Default::default()
+        },
+    );
     let a = c.a();
     a.ok(&["create-md", "r0"]);
     a.ok(&["up", "r0"]);
@@ -27,8 +33,12 @@ fn ext4_over_nbd_survives_down_up() {
             m.mnt.display()
         )));
     }
-    let sums = run_ok(Command::new("sh").arg("-c").arg(format!("cd {} && sha256sum f*", m.mnt.display())));
-    run_ok(Command::new("sync"));
+    let sums = run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && sha256sum f*", m.mnt.display())),
+    );
+    run_ok(&mut Command::new("sync"));
     m.detach();
 
     a.ok(&["secondary", "r0"]);
@@ -37,10 +47,20 @@ fn ext4_over_nbd_survives_down_up() {
     a.ok(&["primary", "r0"]);
 
     let mut m = FuseMount::attach(&c.dir, &a.nbd_socket());
-    let fsck = run(Command::new("fsck.ext4").args(["-n", "-f"]).arg(&m.loop_dev));
-    assert!(fsck.status.success(), "fsck found problems: {}", String::from_utf8_lossy(&fsck.stdout));
+    let fsck = run(Command::new("fsck.ext4")
+        .args(["-n", "-f"])
+        .arg(&m.loop_dev));
+    assert!(
+        fsck.status.success(),
+        "fsck found problems: {}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
     m.mount();
-    let again = run_ok(Command::new("sh").arg("-c").arg(format!("cd {} && sha256sum f*", m.mnt.display())));
+    let again = run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && sha256sum f*", m.mnt.display())),
+    );
     assert_eq!(sums, again, "files changed across down/up");
     m.detach();
     a.ok(&["secondary", "r0"]);

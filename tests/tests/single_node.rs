@@ -22,7 +22,10 @@ fn lifecycle_states_and_refusals_follow_drbd() {
     // Existing metadata is never overwritten silently.
     let (code, err) = a.fails(&["create-md", "r0"]);
     assert_ne!(code, 0);
-    assert!(err.contains("--force"), "create-md refusal must name --force: {err}");
+    assert!(
+        err.contains("--force"),
+        "create-md refusal must name --force: {err}"
+    );
     a.ok(&["create-md", "--force", "r0"]);
 
     a.ok(&["up", "r0"]);
@@ -30,12 +33,18 @@ fn lifecycle_states_and_refusals_follow_drbd() {
     assert_eq!(a.ok(&["cstate", "r0"]).trim(), "WFConnection");
     assert_eq!(a.ok(&["dstate", "r0"]).trim(), "Inconsistent/DUnknown");
     let (code, _) = a.fails(&["up", "r0"]);
-    assert_eq!(code, 10, "second up must fail like drbdadm (device configured)");
+    assert_eq!(
+        code, 10,
+        "second up must fail like drbdadm (device configured)"
+    );
 
     // A fresh Inconsistent disk needs --force, as in DRBD.
     let (code, err) = a.fails(&["primary", "r0"]);
     assert_eq!(code, 17, "{err}");
-    assert!(err.contains("State change failed: (-2) Need access to UpToDate data"), "{err}");
+    assert!(
+        err.contains("State change failed: (-2) Need access to UpToDate data"),
+        "{err}"
+    );
     a.ok(&["primary", "--force", "r0"]);
     assert_eq!(a.ok(&["role", "r0"]).trim(), "Primary/Unknown");
     assert_eq!(a.ok(&["dstate", "r0"]).trim(), "UpToDate/DUnknown");
@@ -46,11 +55,20 @@ fn lifecycle_states_and_refusals_follow_drbd() {
     assert_eq!(st["disk"], "UpToDate");
     assert_eq!(st["peer_disk"], "DUnknown");
     let text = a.ok(&["status", "r0"]);
-    assert_eq!(text, "r0 role:Primary\n  disk:UpToDate\n  node-b connection:Connecting\n");
+    assert_eq!(
+        text,
+        "r0 role:Primary\n  disk:UpToDate\n  node-b connection:Connecting\n"
+    );
     let proc = a.ok(&["status", "--proc", "r0"]);
-    assert!(proc.contains(" 0: cs:WFConnection ro:Primary/Unknown ds:UpToDate/DUnknown C r-----"), "{proc}");
+    assert!(
+        proc.contains(" 0: cs:WFConnection ro:Primary/Unknown ds:UpToDate/DUnknown C r-----"),
+        "{proc}"
+    );
     let file = std::fs::read_to_string(a.run_dir.join("status")).expect("status file");
-    assert!(file.contains("ro:Primary/Unknown"), "status file not rewritten on state change: {file}");
+    assert!(
+        file.contains("ro:Primary/Unknown"),
+        "status file not rewritten on state change: {file}"
+    );
 
     // disconnect / connect as DRBD: StandAlone, refusal when already StandAlone.
     a.ok(&["disconnect", "r0"]);
@@ -64,9 +82,16 @@ fn lifecycle_states_and_refusals_follow_drbd() {
     // Generation UUIDs: a forced promotion made a new current UUID with the Primary bit.
     let gi = a.ok(&["get-gi", "r0"]);
     let parts: Vec<&str> = gi.trim().split(':').collect();
-    assert_eq!(parts.len(), 11, "get-gi format CURRENT:BITMAP:H1:H2:c:u:p:n:f:o:C, got {gi}");
+    assert_eq!(
+        parts.len(),
+        11,
+        "get-gi format CURRENT:BITMAP:H1:H2:c:u:p:n:f:o:C, got {gi}"
+    );
     assert!(parts[..4].iter().all(|p| p.len() == 16), "{gi}");
-    assert_ne!(parts[0], "0000000000000004", "primary --force must rotate the current UUID: {gi}");
+    assert_ne!(
+        parts[0], "0000000000000004",
+        "primary --force must rotate the current UUID: {gi}"
+    );
 
     a.ok(&["secondary", "r0"]);
     assert_eq!(a.ok(&["role", "r0"]).trim(), "Secondary/Unknown");
@@ -91,55 +116,140 @@ fn nbd_clients_see_a_correct_device() {
     require_tool("qemu-io", "qemu-utils");
     require_tool("nbdcopy", "libnbd-bin");
     require_tool("fio", "fio");
-    let c = Cluster::new("clients", ClusterOpts { disk_mib: 300, on_shm: true, ..Default::default() });
+    let c = Cluster::new(
+        "clients",
+        ClusterOpts {
+            disk_mib: 300,
+            on_shm: true,
+            ..Default::default()
+        },
+    );
     up_primary(&c);
     let a = c.a();
     let uri = a.nbd_uri();
     let size = a.status_json()["size_bytes"].as_u64().expect("size_bytes");
-    assert!(size >= 256 << 20, "usable size {size} too small for the test");
+    assert!(
+        size >= 256 << 20,
+        "usable size {size} too small for the test"
+    );
 
-    let info: serde_json::Value = serde_json::from_str(&run_ok(Command::new("nbdinfo").arg("--json").arg(&uri))).expect("nbdinfo json");
+    let info: serde_json::Value =
+        serde_json::from_str(&run_ok(Command::new("nbdinfo").arg("--json").arg(&uri)))
+            .expect("nbdinfo json");
     let export = &info["exports"][0];
     assert_eq!(export["export-size"].as_u64(), Some(size));
-    for cap in ["can_flush", "can_fua", "can_trim", "can_zero", "can_multi_conn"] {
+    for cap in [
+        "can_flush",
+        "can_fua",
+        "can_trim",
+        "can_zero",
+        "can_multi_conn",
+    ] {
         assert_eq!(export[cap], true, "{cap} in {export}");
     }
     assert_eq!(export["is_read_only"], false);
 
     // qemu-io: pattern write, flush, pattern read; a wrong pattern must fail.
-    run_ok(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x5a 0 1M", "-c", "flush", "-c", "read -P 0x5a 0 1M"]).arg(&uri));
-    let bad = run(Command::new("qemu-io").args(["-f", "raw", "-c", "read -P 0x11 0 4k"]).arg(&uri));
-    assert!(!bad.status.success(), "qemu-io pattern check must be able to fail");
-    run_ok(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x33 -f 8M 64k", "-c", "read -P 0x33 8M 64k"]).arg(&uri));
+    run_ok(
+        Command::new("qemu-io")
+            .args([
+                "-f",
+                "raw",
+                "-c",
+                "write -P 0x5a 0 1M",
+                "-c",
+                "flush",
+                "-c",
+                "read -P 0x5a 0 1M",
+            ])
+            .arg(&uri),
+    );
+    let bad = run(Command::new("qemu-io")
+        .args(["-f", "raw", "-c", "read -P 0x11 0 4k"])
+        .arg(&uri));
+    assert!(
+        !bad.status.success(),
+        "qemu-io pattern check must be able to fail"
+    );
+    run_ok(
+        Command::new("qemu-io")
+            .args([
+                "-f",
+                "raw",
+                "-c",
+                "write -P 0x33 -f 8M 64k",
+                "-c",
+                "read -P 0x33 8M 64k",
+            ])
+            .arg(&uri),
+    );
 
     // nbdcopy 256 MiB of random data in and back out, byte-identical.
     let src = c.dir.join("src.img");
     let out = c.dir.join("out.img");
-    run_ok(Command::new("sh").arg("-c").arg(format!("head -c 268435456 /dev/urandom > {}", src.display())));
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "head -c 268435456 /dev/urandom > {}",
+        src.display()
+    )));
     run_ok(Command::new("nbdcopy").arg(&src).arg(&uri));
     run_ok(Command::new("nbdcopy").arg(&uri).arg(&out));
     let out_prefix = c.dir.join("out256.img");
-    run_ok(Command::new("sh").arg("-c").arg(format!("head -c 268435456 {} > {}", out.display(), out_prefix.display())));
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "head -c 268435456 {} > {}",
+        out.display(),
+        out_prefix.display()
+    )));
     run_ok(Command::new("cmp").arg(&src).arg(&out_prefix));
 
     // fio with verification through the nbd engine.
-    let fio = run(Command::new("fio").args([
-        "--name=verify", "--ioengine=nbd", "--rw=randwrite", "--bs=4k", "--iodepth=32", "--size=64M",
-        "--verify=crc32c", "--do_verify=1", "--output-format=terse",
-    ]).arg(format!("--uri={uri}")));
-    assert!(fio.status.success(), "fio verify failed: {}", String::from_utf8_lossy(&fio.stderr));
+    let fio = run(Command::new("fio")
+        .args([
+            "--name=verify",
+            "--ioengine=nbd",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=32",
+            "--size=64M",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--output-format=terse",
+        ])
+        .arg(format!("--uri={uri}")));
+    assert!(
+        fio.status.success(),
+        "fio verify failed: {}",
+        String::from_utf8_lossy(&fio.stderr)
+    );
 
     // Data survives down/up.
     a.ok(&["secondary", "r0"]);
     a.ok(&["down", "r0"]);
     a.ok(&["up", "r0"]);
     a.ok(&["primary", "r0"]);
-    run_ok(Command::new("qemu-io").args(["-f", "raw", "-c", "read -P 0x5a 0 1M", "-c", "read -P 0x33 8M 64k"]).arg(a.nbd_uri()));
+    run_ok(
+        Command::new("qemu-io")
+            .args([
+                "-f",
+                "raw",
+                "-c",
+                "read -P 0x5a 0 1M",
+                "-c",
+                "read -P 0x33 8M 64k",
+            ])
+            .arg(a.nbd_uri()),
+    );
     let again = c.dir.join("again.img");
-    run_ok(Command::new("sh").arg("-c").arg(format!("nbdcopy '{uri}' - | head -c 268435456 > {}", again.display())));
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "nbdcopy '{uri}' - | head -c 268435456 > {}",
+        again.display()
+    )));
     // The fio and qemu-io writes overwrote parts; compare only a region none of them touched.
     let tail = |p: &std::path::Path| {
-        run_ok(Command::new("sh").arg("-c").arg(format!("tail -c 100000000 {} | sha256sum", p.display())))
+        run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("tail -c 100000000 {} | sha256sum", p.display())),
+        )
     };
     assert_eq!(tail(&src), tail(&again), "data changed across down/up");
 }
@@ -154,19 +264,38 @@ fn secondary_refuses_nbd_io_and_demotion_is_refused_while_open() {
     // Secondary: the export refuses, naming the role.
     let out = run(Command::new("nbdinfo").arg(a.nbd_uri()));
     assert!(!out.status.success(), "a Secondary must not serve NBD");
-    let err = rep_tests::nbdraw::RawClient::connect(&a.nbd_socket(), "r0").err().expect("GO refused");
-    assert!(err.to_string().contains("Secondary"), "refusal must name the role: {err}");
+    let err = rep_tests::nbdraw::RawClient::connect(&a.nbd_socket(), "r0")
+        .err()
+        .expect("GO refused");
+    assert!(
+        err.to_string().contains("Secondary"),
+        "refusal must name the role: {err}"
+    );
     a.ok(&["primary", "--force", "r0"]);
-    let mut client = rep_tests::nbdraw::RawClient::connect(&a.nbd_socket(), "r0").expect("GO on Primary");
-    wait_for(Duration::from_secs(5), "the client to count as open", || {
-        (a.status_json()["open_clients"].as_u64() == Some(1)).then_some(())
-    });
+    let mut client =
+        rep_tests::nbdraw::RawClient::connect(&a.nbd_socket(), "r0").expect("GO on Primary");
+    wait_for(
+        Duration::from_secs(5),
+        "the client to count as open",
+        || (a.status_json()["open_clients"].as_u64() == Some(1)).then_some(()),
+    );
     let (code, err) = a.fails(&["secondary", "r0"]);
     assert_eq!(code, 11);
     assert!(err.contains("held open"), "{err}");
     let (code, _) = a.fails(&["down", "r0"]);
-    assert_eq!(code, 11, "down must refuse while the device is open, as drbdadm does");
-    client.send_request(rep_tests::nbdraw::REQUEST_MAGIC, rep_tests::nbdraw::CMD_READ, 7, 0, 4096).expect("send");
+    assert_eq!(
+        code, 11,
+        "down must refuse while the device is open, as drbdadm does"
+    );
+    client
+        .send_request(
+            rep_tests::nbdraw::REQUEST_MAGIC,
+            rep_tests::nbdraw::CMD_READ,
+            7,
+            0,
+            4096,
+        )
+        .expect("send");
     let (e, cookie) = client.read_reply().expect("reply");
     assert_eq!((e, cookie), (0, 7));
     drop(client);

@@ -16,18 +16,20 @@ where
 {
     let (tx, rx) = mpsc::unbounded_channel();
     let label = what.to_owned();
-    std::thread::Builder::new().name(format!("accept-{what}")).spawn(move || loop {
-        match accept() {
-            Ok(conn) => {
-                if tx.send(conn).is_err() {
-                    return;
+    std::thread::Builder::new()
+        .name(format!("accept-{what}"))
+        .spawn(move || loop {
+            match accept() {
+                Ok(conn) => {
+                    if tx.send(conn).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("{label}: accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
                 }
             }
-            Err(e) => {
-                tracing::warn!("{label}: accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    })?;
+        })?;
     Ok(rx)
 }

@@ -28,7 +28,12 @@ pub enum HandshakeError {
 }
 
 pub fn transmission_flags(info: &ExportInfo, structured: bool) -> u16 {
-    let mut f = TF_HAS_FLAGS | TF_SEND_FLUSH | TF_SEND_FUA | TF_SEND_TRIM | TF_SEND_WRITE_ZEROES | TF_SEND_CACHE;
+    let mut f = TF_HAS_FLAGS
+        | TF_SEND_FLUSH
+        | TF_SEND_FUA
+        | TF_SEND_TRIM
+        | TF_SEND_WRITE_ZEROES
+        | TF_SEND_CACHE;
     if structured {
         f |= TF_SEND_DF;
     }
@@ -60,19 +65,30 @@ pub async fn negotiate<S: Stream>(
     let mut greeting = Vec::with_capacity(18);
     codec::encode_greeting(&mut greeting);
     send(stream, greeting).await?;
-    let Some(flags) = reader.read_array::<4>().await? else { return Ok(None) };
+    let Some(flags) = reader.read_array::<4>().await? else {
+        return Ok(None);
+    };
     let no_zeroes = codec::check_client_flags(u32::from_be_bytes(flags))?;
     let mut structured = false;
     let mut block_status = false;
     loop {
-        let Some(raw) = reader.read_array::<OPTION_HEADER_BYTES>().await? else { return Ok(None) };
+        let Some(raw) = reader.read_array::<OPTION_HEADER_BYTES>().await? else {
+            return Ok(None);
+        };
         let h = codec::decode_option_header(&raw)?;
         if h.len > MAX_OPTION_DRAIN_BYTES {
-            return Err(HandshakeError::AbsurdOption { option: h.option, len: h.len });
+            return Err(HandshakeError::AbsurdOption {
+                option: h.option,
+                len: h.len,
+            });
         }
         if h.len > MAX_OPTION_BYTES {
             reader.skip(h.len as usize).await?;
-            send(stream, reply(h.option, REP_ERR_TOO_BIG, b"option payload too large")).await?;
+            send(
+                stream,
+                reply(h.option, REP_ERR_TOO_BIG, b"option payload too large"),
+            )
+            .await?;
             continue;
         }
         let payload = reader.read_vec(h.len as usize).await?;
@@ -80,9 +96,13 @@ pub async fn negotiate<S: Stream>(
             OPT_EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&payload).into_owned();
                 // EXPORT_NAME has no way to carry an error: the spec says to close.
-                let info = backend
-                    .export(&name)
-                    .map_err(|u| HandshakeError::ExportNameRefused { name: name.clone(), why: u.message })?;
+                let info =
+                    backend
+                        .export(&name)
+                        .map_err(|u| HandshakeError::ExportNameRefused {
+                            name: name.clone(),
+                            why: u.message,
+                        })?;
                 let mut out = Vec::with_capacity(134);
                 out.extend_from_slice(&info.size_bytes.to_be_bytes());
                 out.extend_from_slice(&transmission_flags(&info, false).to_be_bytes());
@@ -90,7 +110,11 @@ pub async fn negotiate<S: Stream>(
                     out.extend_from_slice(&[0u8; 124]);
                 }
                 send(stream, out).await?;
-                return Ok(Some(Session { info, structured: false, block_status: false }));
+                return Ok(Some(Session {
+                    info,
+                    structured: false,
+                    block_status: false,
+                }));
             }
             OPT_ABORT => {
                 // The client may already have closed; that is fine.
@@ -99,19 +123,36 @@ pub async fn negotiate<S: Stream>(
             }
             OPT_LIST => {
                 if !payload.is_empty() {
-                    send(stream, reply(h.option, REP_ERR_INVALID, b"LIST takes no payload")).await?;
+                    send(
+                        stream,
+                        reply(h.option, REP_ERR_INVALID, b"LIST takes no payload"),
+                    )
+                    .await?;
                     continue;
                 }
                 let mut out = Vec::new();
                 for (name, description) in backend.list() {
-                    codec::encode_option_reply(&mut out, h.option, REP_SERVER, &codec::rep_server(&name, &description));
+                    codec::encode_option_reply(
+                        &mut out,
+                        h.option,
+                        REP_SERVER,
+                        &codec::rep_server(&name, &description),
+                    );
                 }
                 codec::encode_option_reply(&mut out, h.option, REP_ACK, &[]);
                 send(stream, out).await?;
             }
             OPT_STRUCTURED_REPLY => {
                 if !payload.is_empty() {
-                    send(stream, reply(h.option, REP_ERR_INVALID, b"STRUCTURED_REPLY takes no payload")).await?;
+                    send(
+                        stream,
+                        reply(
+                            h.option,
+                            REP_ERR_INVALID,
+                            b"STRUCTURED_REPLY takes no payload",
+                        ),
+                    )
+                    .await?;
                     continue;
                 }
                 structured = true;
@@ -121,7 +162,11 @@ pub async fn negotiate<S: Stream>(
                 let (name, wanted) = match codec::decode_info_request(&payload) {
                     Ok(x) => x,
                     Err(e) => {
-                        send(stream, reply(h.option, REP_ERR_INVALID, e.to_string().as_bytes())).await?;
+                        send(
+                            stream,
+                            reply(h.option, REP_ERR_INVALID, e.to_string().as_bytes()),
+                        )
+                        .await?;
                         continue;
                     }
                 };
@@ -129,26 +174,45 @@ pub async fn negotiate<S: Stream>(
                     Ok(info) => info,
                     Err(u) => {
                         tracing::info!("nbd: refusing export {name:?}: {}", u.message);
-                        send(stream, reply(h.option, REP_ERR_UNKNOWN, u.message.as_bytes())).await?;
+                        send(
+                            stream,
+                            reply(h.option, REP_ERR_UNKNOWN, u.message.as_bytes()),
+                        )
+                        .await?;
                         continue;
                     }
                 };
                 let mut out = Vec::new();
                 let flags = transmission_flags(&info, structured);
-                codec::encode_option_reply(&mut out, h.option, REP_INFO, &codec::info_export(info.size_bytes, flags));
+                codec::encode_option_reply(
+                    &mut out,
+                    h.option,
+                    REP_INFO,
+                    &codec::info_export(info.size_bytes, flags),
+                );
                 if wanted.contains(&INFO_NAME) {
-                    codec::encode_option_reply(&mut out, h.option, REP_INFO, &codec::info_string(INFO_NAME, &info.name));
+                    codec::encode_option_reply(
+                        &mut out,
+                        h.option,
+                        REP_INFO,
+                        &codec::info_string(INFO_NAME, &info.name),
+                    );
                 }
                 if wanted.contains(&INFO_DESCRIPTION) {
                     let d = codec::info_string(INFO_DESCRIPTION, &info.description);
                     codec::encode_option_reply(&mut out, h.option, REP_INFO, &d);
                 }
-                let bs = codec::info_block_size(info.min_block, info.preferred_block, info.max_block);
+                let bs =
+                    codec::info_block_size(info.min_block, info.preferred_block, info.max_block);
                 codec::encode_option_reply(&mut out, h.option, REP_INFO, &bs);
                 codec::encode_option_reply(&mut out, h.option, REP_ACK, &[]);
                 send(stream, out).await?;
                 if h.option == OPT_GO {
-                    return Ok(Some(Session { info, structured, block_status }));
+                    return Ok(Some(Session {
+                        info,
+                        structured,
+                        block_status,
+                    }));
                 }
             }
             OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
@@ -161,7 +225,11 @@ pub async fn negotiate<S: Stream>(
                 let queries = match codec::decode_meta_context_request(&payload) {
                     Ok((_, q)) => q,
                     Err(e) => {
-                        send(stream, reply(h.option, REP_ERR_INVALID, e.to_string().as_bytes())).await?;
+                        send(
+                            stream,
+                            reply(h.option, REP_ERR_INVALID, e.to_string().as_bytes()),
+                        )
+                        .await?;
                         continue;
                     }
                 };
@@ -179,7 +247,15 @@ pub async fn negotiate<S: Stream>(
                 send(stream, out).await?;
             }
             OPT_STARTTLS => {
-                send(stream, reply(h.option, REP_ERR_UNSUP, b"rep serves NBD without TLS; use a Unix socket or a trusted network")).await?;
+                send(
+                    stream,
+                    reply(
+                        h.option,
+                        REP_ERR_UNSUP,
+                        b"rep serves NBD without TLS; use a Unix socket or a trusted network",
+                    ),
+                )
+                .await?;
             }
             other => {
                 let msg = format!("option {other} is not supported by rep");

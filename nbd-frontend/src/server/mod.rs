@@ -36,12 +36,31 @@ pub struct Unavailable {
 /// A validated request, ready for the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Read { offset: u64, len: u32 },
-    Write { offset: u64, data: Vec<u8>, fua: bool },
+    Read {
+        offset: u64,
+        len: u32,
+    },
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    },
     Flush,
-    Trim { offset: u64, len: u32, fua: bool },
-    WriteZeroes { offset: u64, len: u32, fua: bool, no_hole: bool },
-    Cache { offset: u64, len: u32 },
+    Trim {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
+    WriteZeroes {
+        offset: u64,
+        len: u32,
+        fua: bool,
+        no_hole: bool,
+    },
+    Cache {
+        offset: u64,
+        len: u32,
+    },
 }
 
 /// The backend's answer. `errno` is an NBD error value (proto::EIO, ...).
@@ -67,29 +86,45 @@ pub trait BlockBackend {
     fn client_closed(&self) {}
     /// Exports for NBD_OPT_LIST as (name, description).
     fn list(&self) -> Vec<(String, String)> {
-        self.export("").map(|e| vec![(e.name, e.description)]).unwrap_or_default()
+        self.export("")
+            .map(|e| vec![(e.name, e.description)])
+            .unwrap_or_default()
     }
 }
 
 /// Accepts NBD clients on a Unix socket until the runtime stops; each connection runs as its own task.
-pub async fn serve_unix(listener: std::os::unix::net::UnixListener, backend: Rc<dyn BlockBackend>) -> io::Result<()> {
+pub async fn serve_unix(
+    listener: std::os::unix::net::UnixListener,
+    backend: Rc<dyn BlockBackend>,
+) -> io::Result<()> {
     let mut conns = spawn_acceptor("nbd-unix", move || listener.accept().map(|(s, _)| s))?;
     while let Some(std_stream) = conns.recv().await {
         let stream = tokio_uring::net::UnixStream::from_std(std_stream);
-        tokio_uring::spawn(serve_connection(stream, Rc::clone(&backend), "unix".to_owned()));
+        tokio_uring::spawn(serve_connection(
+            stream,
+            Rc::clone(&backend),
+            "unix".to_owned(),
+        ));
     }
     Ok(())
 }
 
 /// Accepts NBD clients over TCP (`nbd-listen`) until the runtime stops.
-pub async fn serve_tcp(listener: std::net::TcpListener, backend: Rc<dyn BlockBackend>) -> io::Result<()> {
+pub async fn serve_tcp(
+    listener: std::net::TcpListener,
+    backend: Rc<dyn BlockBackend>,
+) -> io::Result<()> {
     let mut conns = spawn_acceptor("nbd-tcp", move || listener.accept())?;
     while let Some((std_stream, peer)) = conns.recv().await {
         if let Err(e) = std_stream.set_nodelay(true) {
             tracing::debug!("nbd: TCP_NODELAY on {peer}: {e}");
         }
         let stream = tokio_uring::net::TcpStream::from_std(std_stream);
-        tokio_uring::spawn(serve_connection(stream, Rc::clone(&backend), peer.to_string()));
+        tokio_uring::spawn(serve_connection(
+            stream,
+            Rc::clone(&backend),
+            peer.to_string(),
+        ));
     }
     Ok(())
 }
@@ -102,7 +137,9 @@ pub async fn serve_connection<S: Stream>(stream: S, backend: Rc<dyn BlockBackend
         Ok(Some(session)) => {
             backend.client_opened();
             tracing::debug!("nbd: client {who} opened export {:?}", session.info.name);
-            if let Err(e) = transmission::run(Rc::clone(&stream), reader, Rc::clone(&backend), session).await {
+            if let Err(e) =
+                transmission::run(Rc::clone(&stream), reader, Rc::clone(&backend), session).await
+            {
                 tracing::info!("nbd: client {who}: {e}");
             }
             backend.client_closed();

@@ -8,7 +8,10 @@ use tokio_uring::buf::BoundedBuf;
 /// A connected socket (Unix or TCP) driven by io_uring.
 #[allow(async_fn_in_trait)] // single-threaded runtime: the futures need not be Send
 pub trait Stream: 'static {
-    async fn read_into(&self, buf: tokio_uring::buf::Slice<Vec<u8>>) -> (io::Result<usize>, Vec<u8>);
+    async fn read_into(
+        &self,
+        buf: tokio_uring::buf::Slice<Vec<u8>>,
+    ) -> (io::Result<usize>, Vec<u8>);
     async fn write_vec(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
     fn close(&self);
 }
@@ -16,7 +19,10 @@ pub trait Stream: 'static {
 macro_rules! impl_stream {
     ($t:ty) => {
         impl Stream for $t {
-            async fn read_into(&self, buf: tokio_uring::buf::Slice<Vec<u8>>) -> (io::Result<usize>, Vec<u8>) {
+            async fn read_into(
+                &self,
+                buf: tokio_uring::buf::Slice<Vec<u8>>,
+            ) -> (io::Result<usize>, Vec<u8>) {
                 let (r, slice) = self.read(buf).await;
                 (r, slice.into_inner())
             }
@@ -47,7 +53,11 @@ fn eof() -> io::Error {
 
 impl<S: Stream> Reader<S> {
     pub fn new(stream: Rc<S>) -> Self {
-        Reader { stream, buf: Vec::with_capacity(READ_CHUNK), pos: 0 }
+        Reader {
+            stream,
+            buf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+        }
     }
 
     fn buffered(&self) -> usize {

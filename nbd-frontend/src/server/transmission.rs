@@ -21,10 +21,25 @@ const BATCH_BYTES: usize = 1 << 20;
 const COPY_LIMIT: usize = 64 * 1024;
 
 enum Reply {
-    Simple { cookie: u64, errno: u32 },
-    Read { cookie: u64, offset: u64, len: u32, result: Completion },
-    ReadError { cookie: u64, errno: u32, message: String },
-    BlockStatus { cookie: u64, len: u32 },
+    Simple {
+        cookie: u64,
+        errno: u32,
+    },
+    Read {
+        cookie: u64,
+        offset: u64,
+        len: u32,
+        result: Completion,
+    },
+    ReadError {
+        cookie: u64,
+        errno: u32,
+        message: String,
+    },
+    BlockStatus {
+        cookie: u64,
+        len: u32,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +83,22 @@ async fn read_requests<S: Stream>(
     slots: &Arc<Semaphore>,
 ) -> Result<(), TransmissionError> {
     loop {
-        let Some(raw) = reader.read_array::<REQUEST_HEADER_BYTES>().await? else { return Ok(()) };
+        let Some(raw) = reader.read_array::<REQUEST_HEADER_BYTES>().await? else {
+            return Ok(());
+        };
         let h = codec::decode_request(&raw)?;
         let reject = |errno: u32, message: String| {
             let reply = if h.kind == CMD_READ && limits.structured {
-                Reply::ReadError { cookie: h.cookie, errno, message }
+                Reply::ReadError {
+                    cookie: h.cookie,
+                    errno,
+                    message,
+                }
             } else {
-                Reply::Simple { cookie: h.cookie, errno }
+                Reply::Simple {
+                    cookie: h.cookie,
+                    errno,
+                }
             };
             // A closed channel means the writer failed; the reader notices on its next read.
             let _ = tx.send(reply);
@@ -106,24 +130,45 @@ async fn read_requests<S: Stream>(
             }
             Validated::Flush => (Command::Flush, None),
             Validated::Trim { offset, len, fua } => (Command::Trim { offset, len, fua }, None),
-            Validated::WriteZeroes { offset, len, fua, no_hole } => {
-                (Command::WriteZeroes { offset, len, fua, no_hole }, None)
-            }
+            Validated::WriteZeroes {
+                offset,
+                len,
+                fua,
+                no_hole,
+            } => (
+                Command::WriteZeroes {
+                    offset,
+                    len,
+                    fua,
+                    no_hole,
+                },
+                None,
+            ),
             Validated::Cache { offset, len } => (Command::Cache { offset, len }, None),
             Validated::BlockStatus { len, .. } => {
-                let _ = tx.send(Reply::BlockStatus { cookie: h.cookie, len });
+                let _ = tx.send(Reply::BlockStatus {
+                    cookie: h.cookie,
+                    len,
+                });
                 continue;
             }
             Validated::Disconnect | Validated::Hangup { .. } | Validated::Reject { .. } => continue,
         };
-        let Ok(permit) = Arc::clone(slots).acquire_owned().await else { return Ok(()) };
+        let Ok(permit) = Arc::clone(slots).acquire_owned().await else {
+            return Ok(());
+        };
         let fut = backend.submit(command);
         let tx = tx.clone();
         let cookie = h.cookie;
         tokio_uring::spawn(async move {
             let result = fut.await;
             let reply = match (read_len, result) {
-                (Some((offset, len)), result) => Reply::Read { cookie, offset, len, result },
+                (Some((offset, len)), result) => Reply::Read {
+                    cookie,
+                    offset,
+                    len,
+                    result,
+                },
                 (None, Completion::Error { errno, .. }) => Reply::Simple { cookie, errno },
                 (None, _) => Reply::Simple { cookie, errno: 0 },
             };
@@ -138,8 +183,17 @@ fn encode(reply: Reply, structured: bool, batch: &mut Vec<u8>) -> Option<Vec<u8>
     match reply {
         Reply::Simple { cookie, errno } => codec::encode_simple_reply(batch, errno, cookie),
         Reply::BlockStatus { cookie, len } => codec::encode_block_status(batch, cookie, len),
-        Reply::ReadError { cookie, errno, message } => error_reply(batch, structured, cookie, errno, &message),
-        Reply::Read { cookie, offset, len, result } => {
+        Reply::ReadError {
+            cookie,
+            errno,
+            message,
+        } => error_reply(batch, structured, cookie, errno, &message),
+        Reply::Read {
+            cookie,
+            offset,
+            len,
+            result,
+        } => {
             let data = match result {
                 Completion::Data(d) if d.len() == len as usize => d,
                 Completion::Data(d) => {
@@ -152,7 +206,13 @@ fn encode(reply: Reply, structured: bool, batch: &mut Vec<u8>) -> Option<Vec<u8>
                     return None;
                 }
                 Completion::Done => {
-                    error_reply(batch, structured, cookie, EIO, "backend returned no data for a read");
+                    error_reply(
+                        batch,
+                        structured,
+                        cookie,
+                        EIO,
+                        "backend returned no data for a read",
+                    );
                     return None;
                 }
             };
@@ -180,7 +240,11 @@ fn error_reply(batch: &mut Vec<u8>, structured: bool, cookie: u64, errno: u32, m
     }
 }
 
-async fn write_replies<S: Stream>(stream: Rc<S>, mut rx: mpsc::UnboundedReceiver<Reply>, structured: bool) -> io::Result<()> {
+async fn write_replies<S: Stream>(
+    stream: Rc<S>,
+    mut rx: mpsc::UnboundedReceiver<Reply>,
+    structured: bool,
+) -> io::Result<()> {
     let mut batch = Vec::with_capacity(BATCH_BYTES);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);

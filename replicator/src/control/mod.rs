@@ -31,10 +31,21 @@ pub enum Request {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum Response {
-    Ok { message: String, status: Box<Status> },
+    Ok {
+        message: String,
+        status: Box<Status>,
+    },
     /// The engine refused: `rendered` is the drbdsetup-style line, `exit_code` drbdadm's code.
-    Refused { refusal: Refusal, rendered: String, exit_code: i32, status: Box<Status> },
-    Error { message: String, exit_code: i32 },
+    Refused {
+        refusal: Refusal,
+        rendered: String,
+        exit_code: i32,
+        status: Box<Status>,
+    },
+    Error {
+        message: String,
+        exit_code: i32,
+    },
 }
 
 /// One line of the `events` stream.
@@ -88,7 +99,7 @@ pub struct Status {
     pub nbd_socket: String,
     pub nbd_uri: String,
     pub nbd_listen: Option<String>,
-    pub address: String,
+    pub address: Option<String>,
     pub peer_address: Option<String>,
     pub open_clients: u32,
     pub counters: Counters,
@@ -113,17 +124,29 @@ mod tests {
         for (line, want) in [
             (r#"{"cmd":"status"}"#, Request::Query(Query::Status)),
             (r#"{"cmd":"down"}"#, Request::Query(Query::Down)),
-            (r#"{"cmd":"primary","force":true}"#, Request::Admin(AdminCmd::Primary { force: true })),
-            (r#"{"cmd":"primary"}"#, Request::Admin(AdminCmd::Primary { force: false })),
-            (r#"{"cmd":"secondary"}"#, Request::Admin(AdminCmd::Secondary)),
+            (
+                r#"{"cmd":"primary","force":true}"#,
+                Request::Admin(AdminCmd::Primary { force: true }),
+            ),
+            (
+                r#"{"cmd":"primary"}"#,
+                Request::Admin(AdminCmd::Primary { force: false }),
+            ),
+            (
+                r#"{"cmd":"secondary"}"#,
+                Request::Admin(AdminCmd::Secondary),
+            ),
             (
                 r#"{"cmd":"connect","discard_my_data":true}"#,
-                Request::Admin(AdminCmd::Connect { discard_my_data: true }),
+                Request::Admin(AdminCmd::Connect {
+                    discard_my_data: true,
+                }),
             ),
         ] {
             let got: Request = serde_json::from_str(line).expect("valid request line");
             assert_eq!(got, want, "{line}");
-            let again: Request = serde_json::from_str(&encode_line(&got).expect("encodes")).expect("decodes");
+            let again: Request =
+                serde_json::from_str(&encode_line(&got).expect("encodes")).expect("decodes");
             assert_eq!(again, want);
         }
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());

@@ -54,7 +54,7 @@ fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -67,14 +67,18 @@ pub fn progress_lines(cstate: ConnState, p: &SyncProgress) -> String {
     let permille = p.permille();
     let x = (permille / 50).clamp(1, 20) as usize;
     let bar = format!("[{}>{}]", "=".repeat(x - 1), ".".repeat(20 - x));
-    let word = if matches!(cstate, ConnState::VerifyS | ConnState::VerifyT) { "verified:" } else { "sync'ed:" };
+    let word = if matches!(cstate, ConnState::VerifyS | ConnState::VerifyT) {
+        "verified:"
+    } else {
+        "sync'ed:"
+    };
     let (left, total, unit) = if p.total_kib > 4 * 1024 * 1024 {
         (p.left_kib / 1024, p.total_kib / 1024, "M")
     } else {
         (p.left_kib, p.total_kib, "K")
     };
     let mut out = format!(
-        "\t{bar} {word} {:>3}.{}% ({left}/{total}){unit}\n",
+        "\t{bar} {word}{:>3}.{}% ({left}/{total}){unit}\n",
         permille / 10,
         permille % 10
     );
@@ -103,7 +107,18 @@ pub fn proc_device(s: &Status) -> String {
     let _ = writeln!(
         out,
         "    ns:{} nr:{} dw:{} dr:{} al:{} bm:{} lo:{} pe:{} ua:{} ap:{} ep:{} wo:f oos:{}",
-        c.ns_kib, c.nr_kib, c.dw_kib, c.dr_kib, c.al_writes, c.bm_writes, c.lo, c.pe, c.ua, c.ap, c.ep.max(1), s.oos_kib
+        c.ns_kib,
+        c.nr_kib,
+        c.dw_kib,
+        c.dr_kib,
+        c.al_writes,
+        c.bm_writes,
+        c.lo,
+        c.pe,
+        c.ua,
+        c.ap,
+        c.ep.max(1),
+        s.oos_kib
     );
     if let Some(p) = &s.sync {
         out.push_str(&progress_lines(s.cstate, p));
@@ -114,7 +129,11 @@ pub fn proc_device(s: &Status) -> String {
 /// Full `/proc/drbd` text for these devices (sorted by minor).
 pub fn proc_text(devices: &[Status]) -> String {
     let mut out = String::from("version: 8.4.11 (api:1/proto:86-101)\n");
-    let _ = writeln!(out, "GIT-hash: rep-{} build by rep", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        out,
+        "GIT-hash: rep-{} build by rep",
+        env!("CARGO_PKG_VERSION")
+    );
     let mut sorted: Vec<&Status> = devices.iter().collect();
     sorted.sort_by_key(|s| s.minor);
     let mut prev: Option<u32> = None;
@@ -153,7 +172,7 @@ mod tests {
             nbd_socket: "/run/rep/r0.nbd".into(),
             nbd_uri: "nbd+unix:///r0?socket=/run/rep/r0.nbd".into(),
             nbd_listen: None,
-            address: "127.0.0.1:7789".into(),
+            address: Some("127.0.0.1:7789".into()),
             peer_address: Some("127.0.0.2:7789".into()),
             open_clients: 0,
             counters: Counters::default(),
@@ -169,7 +188,10 @@ mod tests {
         let text = proc_text(&[sample()]);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("version: 8.4"));
-        assert_eq!(lines[2], " 0: cs:WFConnection ro:Primary/Unknown ds:UpToDate/DUnknown C r-----");
+        assert_eq!(
+            lines[2],
+            " 0: cs:WFConnection ro:Primary/Unknown ds:UpToDate/DUnknown C r-----"
+        );
         assert_eq!(
             lines[3],
             "    ns:0 nr:0 dw:0 dr:0 al:0 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0"
@@ -187,18 +209,30 @@ mod tests {
             eta_s: 42,
         };
         let text = progress_lines(ConnState::SyncSource, &p);
-        assert!(text.starts_with("\t[=====>..............] sync'ed: 33.4% (4096/6144)M\n"), "{text}");
-        assert!(text.contains("finish: 0:00:42 speed: 49,152 (50,000) K/sec"), "{text}");
+        assert!(
+            text.starts_with("\t[=====>..............] sync'ed: 33.4% (4096/6144)M\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("finish: 0:00:42 speed: 49,152 (50,000) K/sec"),
+            "{text}"
+        );
     }
 
     #[test]
     fn status_text_disconnected_and_connected() {
         let mut s = sample();
-        assert_eq!(status_text(&s), "r0 role:Primary\n  disk:UpToDate\n  node-b connection:Connecting\n");
+        assert_eq!(
+            status_text(&s),
+            "r0 role:Primary\n  disk:UpToDate\n  node-b connection:Connecting\n"
+        );
         s.cstate = ConnState::Connected;
         s.peer_role = Role::Secondary;
         s.peer_disk = DiskState::UpToDate;
-        assert_eq!(status_text(&s), "r0 role:Primary\n  disk:UpToDate\n  node-b role:Secondary\n    peer-disk:UpToDate\n");
+        assert_eq!(
+            status_text(&s),
+            "r0 role:Primary\n  disk:UpToDate\n  node-b role:Secondary\n    peer-disk:UpToDate\n"
+        );
         assert_eq!(role_line(&s), "Primary/Secondary");
         assert_eq!(dstate_line(&s), "UpToDate/UpToDate");
     }

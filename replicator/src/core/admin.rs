@@ -20,18 +20,28 @@ impl Engine {
             AdminCmd::Connect { .. } => self.cmd_connect(),
             AdminCmd::Disconnect { .. } => self.cmd_disconnect(),
             AdminCmd::Outdate => self.cmd_outdate(id),
-            AdminCmd::NewCurrentUuid { clear_bitmap } => self.cmd_new_current_uuid(id, clear_bitmap),
+            AdminCmd::NewCurrentUuid { clear_bitmap } => {
+                self.cmd_new_current_uuid(id, clear_bitmap)
+            }
             AdminCmd::Invalidate => self.cmd_invalidate(id),
             AdminCmd::InvalidateRemote => self.cmd_invalidate_remote(),
             AdminCmd::Verify | AdminCmd::PauseSync | AdminCmd::ResumeSync => {
-                Err(Refusal::NeedConnection { cstate: self.cstate })
+                Err(Refusal::NeedConnection {
+                    cstate: self.cstate,
+                })
             }
         };
         match result {
             // The reply was deferred (waits for a metadata write, an open or a drain).
             Ok(None) => {}
-            Ok(Some(message)) => self.emit(Output::AdminReply { id, result: Ok(message) }),
-            Err(refusal) => self.emit(Output::AdminReply { id, result: Err(refusal) }),
+            Ok(Some(message)) => self.emit(Output::AdminReply {
+                id,
+                result: Ok(message),
+            }),
+            Err(refusal) => self.emit(Output::AdminReply {
+                id,
+                result: Err(refusal),
+            }),
         }
     }
 
@@ -39,7 +49,11 @@ impl Engine {
     fn persist_then_reply(&mut self, id: AdminId, message: String) {
         self.sync_flags_from_state();
         let io = self.alloc_io();
-        let op = MetaOpKind::Superblock { uuids: self.uuids, flags: self.flags, clean: false };
+        let op = MetaOpKind::Superblock {
+            uuids: self.uuids,
+            flags: self.flags,
+            clean: false,
+        };
         self.emit(Output::Meta { io, op });
         self.admin_waiting.insert(io, PendingAdmin { id, message });
         self.emit(Output::StateChanged);
@@ -57,7 +71,9 @@ impl Engine {
             return Ok(Some("already Primary".into()));
         }
         if self.peer_role == Role::Primary && !self.cfg.allow_two_primaries {
-            return Err(Refusal::TwoPrimaries { peer_role: self.peer_role });
+            return Err(Refusal::TwoPrimaries {
+                peer_role: self.peer_role,
+            });
         }
         let mut forced = false;
         if self.disk < DiskState::UpToDate {
@@ -69,7 +85,10 @@ impl Engine {
                 self.disk = DiskState::UpToDate;
                 forced = true;
             } else if !diskless_ok {
-                return Err(Refusal::NoUpToDateDisk { disk: self.disk, pdsk: self.pdsk });
+                return Err(Refusal::NoUpToDateDisk {
+                    disk: self.disk,
+                    pdsk: self.pdsk,
+                });
             }
         }
         self.role = Role::Primary;
@@ -91,7 +110,9 @@ impl Engine {
             return Ok(Some("already Secondary".into()));
         }
         if self.open_clients > 0 {
-            return Err(Refusal::DeviceInUse { open: self.open_clients });
+            return Err(Refusal::DeviceInUse {
+                open: self.open_clients,
+            });
         }
         self.role = Role::Secondary;
         self.uuids.current &= !1;
@@ -110,23 +131,41 @@ impl Engine {
         self.disk = DiskState::Attaching;
         let io = self.alloc_io();
         self.emit(Output::OpenDisk { io });
-        self.admin_waiting.insert(io, PendingAdmin { id, message: "attached".into() });
+        self.admin_waiting.insert(
+            io,
+            PendingAdmin {
+                id,
+                message: "attached".into(),
+            },
+        );
         Ok(None)
     }
 
     pub(crate) fn disk_opened(&mut self, io: IoId, result: Result<Box<AttachInfo>, String>) {
-        let Some(pending) = self.admin_waiting.remove(&io) else { return };
+        let Some(pending) = self.admin_waiting.remove(&io) else {
+            return;
+        };
         let info = match result {
             Ok(info) => info,
             Err(message) => {
                 self.disk = DiskState::Diskless;
                 let refusal = Refusal::AttachFailed { message };
-                self.emit(Output::AdminReply { id: pending.id, result: Err(refusal) });
+                self.emit(Output::AdminReply {
+                    id: pending.id,
+                    result: Err(refusal),
+                });
                 self.emit(Output::StateChanged);
                 return;
             }
         };
-        let AttachInfo { usable_bytes, uuids, mut flags, unclean, mut bitmap, al } = *info;
+        let AttachInfo {
+            usable_bytes,
+            uuids,
+            mut flags,
+            unclean,
+            mut bitmap,
+            al,
+        } = *info;
         if unclean && (flags.primary_ind() || flags.crashed_primary()) {
             // A Primary went down without demoting: its AL extents were replayed into the
             // bitmap by the driver; remember it for the handshake (UUID flag 2).
@@ -142,12 +181,21 @@ impl Engine {
         self.flags = flags;
         self.bitmap = Some(bitmap);
         self.al = Some(al);
-        self.pdsk = if flags.peer_out_dated() { DiskState::Outdated } else { DiskState::DUnknown };
+        self.pdsk = if flags.peer_out_dated() {
+            DiskState::Outdated
+        } else {
+            DiskState::DUnknown
+        };
         self.disk = disk_state_on_attach(flags, self.pdsk, self.cfg.fencing);
         self.persist_then_reply(pending.id, pending.message);
     }
 
-    fn cmd_detach(&mut self, id: AdminId, cmd: AdminCmd, force: bool) -> Result<Option<String>, Refusal> {
+    fn cmd_detach(
+        &mut self,
+        id: AdminId,
+        cmd: AdminCmd,
+        force: bool,
+    ) -> Result<Option<String>, Refusal> {
         if self.disk == DiskState::Diskless {
             return Ok(Some("already Diskless".into()));
         }
@@ -156,7 +204,10 @@ impl Engine {
         }
         if self.role == Role::Primary && self.pdsk < DiskState::UpToDate {
             // DRBD rule 9: a Primary must keep access to UpToDate data.
-            return Err(Refusal::NoUpToDateDisk { disk: DiskState::Diskless, pdsk: self.pdsk });
+            return Err(Refusal::NoUpToDateDisk {
+                disk: DiskState::Diskless,
+                pdsk: self.pdsk,
+            });
         }
         if self.requests.in_flight() > 0 && !force {
             self.admin_drain.push((id, cmd));
@@ -174,16 +225,29 @@ impl Engine {
             if !pages.is_empty() {
                 let io = self.alloc_io();
                 self.counters.bm_writes += pages.len() as u64;
-                self.emit(Output::Meta { io, op: MetaOpKind::BitmapPages { pages } });
+                self.emit(Output::Meta {
+                    io,
+                    op: MetaOpKind::BitmapPages { pages },
+                });
             }
         }
         let io = self.alloc_io();
-        let op = MetaOpKind::Superblock { uuids: self.uuids, flags: self.flags, clean: true };
+        let op = MetaOpKind::Superblock {
+            uuids: self.uuids,
+            flags: self.flags,
+            clean: true,
+        };
         self.emit(Output::Meta { io, op });
         let io = self.alloc_io();
         self.emit(Output::CloseDisk { io });
         if let Some(id) = id {
-            self.admin_waiting.insert(io, PendingAdmin { id, message: "detached".into() });
+            self.admin_waiting.insert(
+                io,
+                PendingAdmin {
+                    id,
+                    message: "detached".into(),
+                },
+            );
         }
     }
 
@@ -194,13 +258,18 @@ impl Engine {
         self.usable_bytes = 0;
         self.emit(Output::StateChanged);
         if let Some(p) = self.admin_waiting.remove(&io) {
-            self.emit(Output::AdminReply { id: p.id, result: Ok(p.message) });
+            self.emit(Output::AdminReply {
+                id: p.id,
+                result: Ok(p.message),
+            });
         }
     }
 
     fn cmd_connect(&mut self) -> Result<Option<String>, Refusal> {
         if self.cstate != ConnState::StandAlone {
-            return Err(Refusal::NetConfigured { cstate: self.cstate });
+            return Err(Refusal::NetConfigured {
+                cstate: self.cstate,
+            });
         }
         // StandAlone → Unconnected → WFConnection; the driver starts listening/connecting.
         self.cstate = ConnState::WFConnection;
@@ -234,7 +303,11 @@ impl Engine {
         Ok(None)
     }
 
-    fn cmd_new_current_uuid(&mut self, id: AdminId, clear_bitmap: bool) -> Result<Option<String>, Refusal> {
+    fn cmd_new_current_uuid(
+        &mut self,
+        id: AdminId,
+        clear_bitmap: bool,
+    ) -> Result<Option<String>, Refusal> {
         self.need_disk()?;
         self.uuids.clear_bitmap_uuid();
         let v = self.rng.uuid();
@@ -259,20 +332,28 @@ impl Engine {
             bm.set_all();
         }
         self.disk = DiskState::Inconsistent;
-        self.persist_then_reply(id, "local data invalidated; full sync from the peer on connect".into());
+        self.persist_then_reply(
+            id,
+            "local data invalidated; full sync from the peer on connect".into(),
+        );
         Ok(None)
     }
 
     fn cmd_invalidate_remote(&mut self) -> Result<Option<String>, Refusal> {
         self.need_disk()?;
         if self.disk != DiskState::UpToDate {
-            return Err(Refusal::NoUpToDateDisk { disk: self.disk, pdsk: self.pdsk });
+            return Err(Refusal::NoUpToDateDisk {
+                disk: self.disk,
+                pdsk: self.pdsk,
+            });
         }
         if let Some(bm) = self.bitmap.as_mut() {
             bm.set_all();
         }
         self.emit(Output::StateChanged);
-        Ok(Some("peer's data invalidated; full sync to the peer on connect".into()))
+        Ok(Some(
+            "peer's data invalidated; full sync to the peer on connect".into(),
+        ))
     }
 
     /// Metadata write completions: activity log first, then admin replies waiting on them.

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use super::io::{AdminId, Input, IoId, Output, ReqId};
+use super::io::{AdminId, Input, IoId, Output};
 use super::requests::Requests;
 use super::rng::Rng;
 use super::state::{ConnState, DiskState, Role};
@@ -227,7 +227,11 @@ impl Engine {
     pub fn check_invariants(&self) {
         // A Secondary never has client requests in flight.
         if self.role != Role::Primary {
-            assert_eq!(self.requests.in_flight(), 0, "Secondary with client I/O in flight");
+            assert_eq!(
+                self.requests.in_flight(),
+                0,
+                "Secondary with client I/O in flight"
+            );
         }
         // Without a connection the peer's role is unknown.
         if self.cstate < ConnState::Connected {
@@ -238,7 +242,10 @@ impl Engine {
         }
         if let Some(b) = &self.bitmap {
             // `size` in the disk section may export less than the bitmap covers, never more.
-            assert!(b.len_bits() >= self.usable_bytes.div_ceil(4096), "bitmap shorter than the device");
+            assert!(
+                b.len_bits() >= self.usable_bytes.div_ceil(4096),
+                "bitmap shorter than the device"
+            );
         }
         // The role bit of the current UUID mirrors the role.
         if self.disk > DiskState::Diskless && self.uuids.current > 4 {

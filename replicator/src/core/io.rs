@@ -40,12 +40,27 @@ impl ClientOp {
 /// What the driver must do on the local backing device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskOpKind {
-    Read { offset: u64, len: u32 },
+    Read {
+        offset: u64,
+        len: u32,
+    },
     /// Write the client's buffer of request `req`; `fua` = durable before completion.
-    Write { offset: u64, len: u32, fua: bool },
+    Write {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
     Flush,
-    Trim { offset: u64, len: u32, fua: bool },
-    WriteZeroes { offset: u64, len: u32, fua: bool },
+    Trim {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
+    WriteZeroes {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
 }
 
 /// Metadata updates, executed in the order they are emitted.
@@ -141,30 +156,61 @@ pub enum Input {
     ClientOpened,
     /// An NBD client went away.
     ClientClosed,
-    Client { req: ReqId, op: ClientOp },
-    DiskDone { io: IoId, result: IoResult },
-    MetaDone { io: IoId, result: IoResult },
+    Client {
+        req: ReqId,
+        op: ClientOp,
+    },
+    DiskDone {
+        io: IoId,
+        result: IoResult,
+    },
+    MetaDone {
+        io: IoId,
+        result: IoResult,
+    },
     /// Result of `Output::OpenDisk`.
     DiskOpened {
         io: IoId,
         result: Result<Box<AttachInfo>, String>,
     },
     /// Result of `Output::CloseDisk`.
-    DiskClosed { io: IoId },
-    Admin { id: AdminId, cmd: AdminCmd },
+    DiskClosed {
+        io: IoId,
+    },
+    Admin {
+        id: AdminId,
+        cmd: AdminCmd,
+    },
     Timer,
 }
 
 #[derive(Debug)]
 pub enum Output {
-    Disk { io: IoId, req: ReqId, op: DiskOpKind },
-    Meta { io: IoId, op: MetaOpKind },
+    Disk {
+        io: IoId,
+        req: ReqId,
+        op: DiskOpKind,
+    },
+    Meta {
+        io: IoId,
+        op: MetaOpKind,
+    },
     /// Open the backing device and its metadata, then answer with `Input::DiskOpened`.
-    OpenDisk { io: IoId },
+    OpenDisk {
+        io: IoId,
+    },
     /// Close the backing device (after the final metadata writes), answer with `DiskClosed`.
-    CloseDisk { io: IoId },
-    ClientReply { req: ReqId, result: Result<(), ClientError> },
-    AdminReply { id: AdminId, result: Result<String, Refusal> },
+    CloseDisk {
+        io: IoId,
+    },
+    ClientReply {
+        req: ReqId,
+        result: Result<(), ClientError>,
+    },
+    AdminReply {
+        id: AdminId,
+        result: Result<String, Refusal>,
+    },
     /// The visible state changed: rewrite the status file, notify `events` listeners.
     StateChanged,
 }

@@ -11,6 +11,9 @@ pub mod rng;
 pub mod state;
 
 pub use engine::{Counters, Engine, EngineConfig};
-pub use io::{AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, Input, IoFailure, IoId, IoResult, MetaOpKind, Output, ReqId};
+pub use io::{
+    AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, Input, IoFailure, IoId,
+    IoResult, MetaOpKind, Output, ReqId,
+};
 pub use refusal::Refusal;
 pub use state::{ConnState, DiskState, Role};

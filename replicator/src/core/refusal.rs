@@ -27,7 +27,9 @@ pub enum Refusal {
     #[error("Already StandAlone")]
     AlreadyStandAlone,
     /// `connect` while the connection is already configured.
-    #[error("Connection already configured (cstate is {cstate}); run `repadm disconnect RES` first")]
+    #[error(
+        "Connection already configured (cstate is {cstate}); run `repadm disconnect RES` first"
+    )]
     NetConfigured { cstate: ConnState },
     /// `attach` while a disk is already attached.
     #[error("Disk already attached (disk is {disk}); run `repadm detach RES` first")]

@@ -10,7 +10,9 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::engine::Engine;
-use super::io::{nbd_errno, ClientError, ClientOp, DiskOpKind, IoId, IoResult, MetaOpKind, Output, ReqId};
+use super::io::{
+    nbd_errno, ClientError, ClientOp, DiskOpKind, IoId, IoResult, MetaOpKind, Output, ReqId,
+};
 use super::state::{ConnState, DiskState};
 use crate::meta::layout::AL_EXTENT_BYTES;
 
@@ -75,12 +77,27 @@ impl Engine {
         if let Some((start, len)) = op.write_range() {
             let end = start.saturating_add(len);
             if end > self.usable_bytes {
-                let message = format!("write {start}+{len} beyond device size {}", self.usable_bytes);
-                self.reply(req, Err(ClientError { nbd_errno: nbd_errno::ENOSPC, message }));
+                let message = format!(
+                    "write {start}+{len} beyond device size {}",
+                    self.usable_bytes
+                );
+                self.reply(
+                    req,
+                    Err(ClientError {
+                        nbd_errno: nbd_errno::ENOSPC,
+                        message,
+                    }),
+                );
                 return;
             }
         }
-        self.requests.reqs.insert(req, Req { op, stage: Stage::WaitOverlap });
+        self.requests.reqs.insert(
+            req,
+            Req {
+                op,
+                stage: Stage::WaitOverlap,
+            },
+        );
         match op.write_range() {
             None => self.submit(req, op),
             Some(_) => {
@@ -96,8 +113,12 @@ impl Engine {
         let mut blocked: Vec<(u64, u64)> = Vec::new();
         let mut still_waiting = VecDeque::new();
         while let Some(req) = self.requests.waiting.pop_front() {
-            let Some(r) = self.requests.reqs.get(&req) else { continue };
-            let Some((start, len)) = r.op.write_range() else { continue };
+            let Some(r) = self.requests.reqs.get(&req) else {
+                continue;
+            };
+            let Some((start, len)) = r.op.write_range() else {
+                continue;
+            };
             let end = start + len;
             let conflict = self.requests.overlaps_admitted(start, end)
                 || blocked.iter().any(|&(s, e)| s < end && start < e);
@@ -114,9 +135,13 @@ impl Engine {
 
     /// An admitted write: make its extents hot, then issue it.
     fn start_admitted(&mut self, req: ReqId) {
-        let Some(r) = self.requests.reqs.get(&req) else { return };
+        let Some(r) = self.requests.reqs.get(&req) else {
+            return;
+        };
         let op = r.op;
-        let Some((start, len)) = op.write_range() else { return };
+        let Some((start, len)) = op.write_range() else {
+            return;
+        };
         let mut waits_for_al = false;
         for ext in extents_of(start, start + len) {
             if self.requests.al_pending_extents.contains(&ext) {
@@ -157,14 +182,20 @@ impl Engine {
             if !pages.is_empty() {
                 let io = self.alloc_io();
                 self.counters.bm_writes += pages.len() as u64;
-                self.emit(Output::Meta { io, op: MetaOpKind::BitmapPages { pages } });
+                self.emit(Output::Meta {
+                    io,
+                    op: MetaOpKind::BitmapPages { pages },
+                });
             }
         }
         let io = self.alloc_io();
         self.counters.al_writes += 1;
         self.requests.al_pending.insert(io, ext);
         self.requests.al_pending_extents.insert(ext);
-        self.emit(Output::Meta { io, op: MetaOpKind::AlTransaction { block, ring_slot } });
+        self.emit(Output::Meta {
+            io,
+            op: MetaOpKind::AlTransaction { block, ring_slot },
+        });
     }
 
     /// Whether replicated writes currently reach the peer's disk (else: set bitmap bits).
@@ -179,18 +210,28 @@ impl Engine {
             ClientOp::Write { offset, len, fua } => DiskOpKind::Write { offset, len, fua },
             ClientOp::Flush => DiskOpKind::Flush,
             ClientOp::Trim { offset, len, fua } => DiskOpKind::Trim { offset, len, fua },
-            ClientOp::WriteZeroes { offset, len, fua } => DiskOpKind::WriteZeroes { offset, len, fua },
+            ClientOp::WriteZeroes { offset, len, fua } => {
+                DiskOpKind::WriteZeroes { offset, len, fua }
+            }
         };
         if let Some(r) = self.requests.reqs.get_mut(&req) {
             r.stage = Stage::Submitted;
         }
         self.requests.by_io.insert(io, req);
-        self.emit(Output::Disk { io, req, op: disk_op });
+        self.emit(Output::Disk {
+            io,
+            req,
+            op: disk_op,
+        });
     }
 
     pub(crate) fn disk_done(&mut self, io: IoId, result: IoResult) {
-        let Some(req) = self.requests.by_io.remove(&io) else { return };
-        let Some(r) = self.requests.reqs.remove(&req) else { return };
+        let Some(req) = self.requests.by_io.remove(&io) else {
+            return;
+        };
+        let Some(r) = self.requests.reqs.remove(&req) else {
+            return;
+        };
         debug_assert_eq!(r.stage, Stage::Submitted);
         match r.op {
             ClientOp::Read { len, .. } => self.counters.dr_kib += u64::from(len) / 1024,
@@ -215,7 +256,9 @@ impl Engine {
     /// Completion of an AL transaction (other meta writes are handled by the admin code).
     /// Returns false if `io` was not an AL transaction.
     pub(crate) fn al_done(&mut self, io: IoId, result: &IoResult) -> bool {
-        let Some(ext) = self.requests.al_pending.remove(&io) else { return false };
+        let Some(ext) = self.requests.al_pending.remove(&io) else {
+            return false;
+        };
         self.requests.al_pending_extents.remove(&ext);
         let parked: Vec<ReqId> = self
             .requests
@@ -232,7 +275,13 @@ impl Engine {
                 self.requests.admitted.retain(|&(id, _, _)| id != req);
                 self.requests.reqs.remove(&req);
                 let message = format!("activity log write failed: {}", e.message);
-                self.reply(req, Err(ClientError { nbd_errno: nbd_errno::EIO, message }));
+                self.reply(
+                    req,
+                    Err(ClientError {
+                        nbd_errno: nbd_errno::EIO,
+                        message,
+                    }),
+                );
             } else {
                 self.start_admitted(req);
             }

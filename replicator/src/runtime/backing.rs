@@ -32,13 +32,21 @@ pub fn open_std(path: &Path) -> Result<(std::fs::File, u64, bool), String> {
     })?;
     let is_block_device = meta.file_type().is_block_device();
     if !is_block_device && !meta.is_file() {
-        return Err(format!("backing disk {} is neither a regular file nor a block device", path.display()));
+        return Err(format!(
+            "backing disk {} is neither a regular file nor a block device",
+            path.display()
+        ));
     }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|e| format!("cannot open backing disk {} read-write: {e}", path.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot open backing disk {} read-write: {e}",
+                path.display()
+            )
+        })?;
     let size_bytes = file
         .seek(SeekFrom::End(0))
         .map_err(|e| format!("cannot determine the size of {}: {e}", path.display()))?;
@@ -46,7 +54,10 @@ pub fn open_std(path: &Path) -> Result<(std::fs::File, u64, bool), String> {
 }
 
 pub fn io_failure(what: &str, e: &io::Error) -> IoFailure {
-    IoFailure { errno: e.raw_os_error().unwrap_or(libc::EIO), message: format!("{what}: {e}") }
+    IoFailure {
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+        message: format!("{what}: {e}"),
+    }
 }
 
 impl BackingDisk {
@@ -66,7 +77,12 @@ impl BackingDisk {
         (res.map_err(|e| io_failure("read", &e)), buf)
     }
 
-    pub async fn write(&self, offset: u64, buf: Vec<u8>, fua: bool) -> (Result<(), IoFailure>, Vec<u8>) {
+    pub async fn write(
+        &self,
+        offset: u64,
+        buf: Vec<u8>,
+        fua: bool,
+    ) -> (Result<(), IoFailure>, Vec<u8>) {
         let (res, buf) = self.file.write_all_at(buf, offset).await;
         if let Err(e) = res {
             return (Err(io_failure("write", &e)), buf);
@@ -78,24 +94,38 @@ impl BackingDisk {
     }
 
     pub async fn flush(&self) -> Result<(), IoFailure> {
-        self.file.sync_data().await.map_err(|e| io_failure("fdatasync", &e))
+        self.file
+            .sync_data()
+            .await
+            .map_err(|e| io_failure("fdatasync", &e))
     }
 
     /// Make `[offset, offset+len)` read back as zeroes. `allocate` keeps blocks allocated
     /// (WRITE_ZEROES with NO_HOLE semantics are always honoured this way).
-    pub async fn zero(&self, offset: u64, len: u32, allocate: bool, fua: bool) -> Result<(), IoFailure> {
+    pub async fn zero(
+        &self,
+        offset: u64,
+        len: u32,
+        allocate: bool,
+        fua: bool,
+    ) -> Result<(), IoFailure> {
         let len64 = u64::from(len);
         let done = if self.is_block_device {
             false
         } else {
-            let flags = if allocate { FALLOC_FL_ZERO_RANGE } else { FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE };
+            let flags = if allocate {
+                FALLOC_FL_ZERO_RANGE
+            } else {
+                FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+            };
             self.file.fallocate(offset, len64, flags).await.is_ok()
         };
         if !done {
             let mut pos = offset;
             let end = offset + len64;
             while pos < end {
-                let n = usize::try_from((end - pos).min(ZERO_CHUNK_BYTES as u64)).unwrap_or(ZERO_CHUNK_BYTES);
+                let n = usize::try_from((end - pos).min(ZERO_CHUNK_BYTES as u64))
+                    .unwrap_or(ZERO_CHUNK_BYTES);
                 let (res, _) = self.file.write_all_at(vec![0u8; n], pos).await;
                 res.map_err(|e| io_failure("write zeroes", &e))?;
                 pos += n as u64;

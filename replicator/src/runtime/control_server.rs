@@ -10,8 +10,12 @@ use super::driver::Driver;
 use crate::control::{encode_line, Event, Query, Request, Response, CONTROL_LINE_BYTES_MAX};
 use crate::core::{AdminCmd, ConnState, DiskState, Refusal, Role};
 
-pub async fn serve(listener: std::os::unix::net::UnixListener, driver: Rc<Driver>) -> std::io::Result<()> {
-    let mut conns = rep_nbd::server::spawn_acceptor("control", move || listener.accept().map(|(s, _)| s))?;
+pub async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    driver: Rc<Driver>,
+) -> std::io::Result<()> {
+    let mut conns =
+        rep_nbd::server::spawn_acceptor("control", move || listener.accept().map(|(s, _)| s))?;
     while let Some(std_stream) = conns.recv().await {
         let stream = UnixStream::from_std(std_stream);
         let driver = Rc::clone(&driver);
@@ -52,13 +56,27 @@ async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
                 }
                 Err(e) => {
                     let message = format!("bad control request {text:?}: {e}");
-                    send(&stream, &Response::Error { message, exit_code: 20 }).await?;
+                    send(
+                        &stream,
+                        &Response::Error {
+                            message,
+                            exit_code: 20,
+                        },
+                    )
+                    .await?;
                 }
             }
         }
         if pending.len() > CONTROL_LINE_BYTES_MAX {
             let message = format!("control line longer than {CONTROL_LINE_BYTES_MAX} bytes");
-            return send(&stream, &Response::Error { message, exit_code: 20 }).await;
+            return send(
+                &stream,
+                &Response::Error {
+                    message,
+                    exit_code: 20,
+                },
+            )
+            .await;
         }
         let (res, buf) = stream.read(vec![0u8; 4096]).await;
         let n = res?;
@@ -71,13 +89,19 @@ async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
 
 async fn stream_events(stream: &UnixStream, driver: &Rc<Driver>) -> std::io::Result<()> {
     let mut rx = driver.subscribe();
-    let first = Event { kind: "exists".into(), status: Box::new(driver.status()) };
+    let first = Event {
+        kind: "exists".into(),
+        status: Box::new(driver.status()),
+    };
     let mut line = encode_line(&first).map_err(std::io::Error::other)?;
     line.push('\n');
     let (res, _) = stream.write_all(line.into_bytes()).await;
     res?;
     while let Some(status) = rx.recv().await {
-        let ev = Event { kind: "change".into(), status: Box::new(status) };
+        let ev = Event {
+            kind: "change".into(),
+            status: Box::new(status),
+        };
         let mut line = encode_line(&ev).map_err(std::io::Error::other)?;
         line.push('\n');
         let (res, _) = stream.write_all(line.into_bytes()).await;
@@ -101,10 +125,14 @@ fn reply(driver: &Driver, result: Result<String, Refusal>) -> Response {
 
 async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
     match req {
-        Request::Query(Query::Status) => {
-            Response::Ok { message: String::new(), status: Box::new(driver.status()) }
-        }
-        Request::Query(Query::Events) => Response::Error { message: "events handled elsewhere".into(), exit_code: 20 },
+        Request::Query(Query::Status) => Response::Ok {
+            message: String::new(),
+            status: Box::new(driver.status()),
+        },
+        Request::Query(Query::Events) => Response::Error {
+            message: "events handled elsewhere".into(),
+            exit_code: 20,
+        },
         Request::Query(Query::Down) => {
             let result = down(driver).await;
             if result.is_ok() {

@@ -17,7 +17,11 @@ use super::paths::{RunPaths, CONFIG_DEFAULT, RUN_DIR_DEFAULT};
 use crate::core::{AdminCmd, Engine, EngineConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "repd", version, about = "rep per-resource daemon (started by `repadm up`)")]
+#[command(
+    name = "repd",
+    version,
+    about = "rep per-resource daemon (started by `repadm up`)"
+)]
 pub struct Args {
     /// Resource to run, as named in the config.
     #[arg(long, short = 'r')]
@@ -46,13 +50,17 @@ pub fn node_name(explicit: Option<&str>) -> anyhow::Result<String> {
     if let Some(n) = explicit {
         return Ok(n.to_string());
     }
-    let host = nix::unistd::gethostname().context("cannot read the host name; pass --node or set REP_NODE")?;
+    let host = nix::unistd::gethostname()
+        .context("cannot read the host name; pass --node or set REP_NODE")?;
     Ok(host.to_string_lossy().into_owned())
 }
 
 fn os_seed() -> u64 {
     let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).is_ok() {
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
         return u64::from_le_bytes(b);
     }
     u64::from(std::process::id()) ^ 0x5eed_5eed_5eed_5eed
@@ -60,8 +68,12 @@ fn os_seed() -> u64 {
 
 /// Refuse to start a second daemon for the same resource in the same run dir.
 fn check_not_running(paths: &RunPaths) -> anyhow::Result<()> {
-    let Ok(text) = std::fs::read_to_string(paths.pid()) else { return Ok(()) };
-    let Ok(pid) = text.trim().parse::<i32>() else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(paths.pid()) else {
+        return Ok(());
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return Ok(());
+    };
     let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
     if alive && pid != std::process::id() as i32 {
         bail!(
@@ -121,7 +133,10 @@ fn run(args: Args) -> anyhow::Result<i32> {
 }
 
 /// A listener that cannot run (its accept thread failed to start) is fatal for the daemon.
-fn spawn_listener(what: &'static str, fut: impl std::future::Future<Output = std::io::Result<()>> + 'static) {
+fn spawn_listener(
+    what: &'static str,
+    fut: impl std::future::Future<Output = std::io::Result<()>> + 'static,
+) {
     tokio_uring::spawn(async move {
         if let Err(e) = fut.await {
             tracing::error!("{what} failed: {e}");
@@ -130,14 +145,23 @@ fn spawn_listener(what: &'static str, fut: impl std::future::Future<Output = std
     });
 }
 
-async fn serve(engine: Engine, view: rep_resources::NodeView, paths: RunPaths) -> anyhow::Result<i32> {
+async fn serve(
+    engine: Engine,
+    view: rep_resources::NodeView,
+    paths: RunPaths,
+) -> anyhow::Result<i32> {
     let nbd_listen = view.nbd_listen;
     let driver = Driver::new(engine, view, paths.clone());
     if let Err(refusal) = driver.admin(AdminCmd::Attach).await {
         bail!("{}", refusal.render(&paths.resource));
     }
     if driver.view.peer_address.is_some() {
-        if let Err(refusal) = driver.admin(AdminCmd::Connect { discard_my_data: false }).await {
+        if let Err(refusal) = driver
+            .admin(AdminCmd::Connect {
+                discard_my_data: false,
+            })
+            .await
+        {
             tracing::warn!("{}", refusal.render(&paths.resource));
         }
     }
@@ -147,14 +171,22 @@ async fn serve(engine: Engine, view: rep_resources::NodeView, paths: RunPaths) -
         .with_context(|| format!("cannot listen on {}", paths.ctl().display()))?;
     let nbd = std::os::unix::net::UnixListener::bind(paths.nbd())
         .with_context(|| format!("cannot listen on {}", paths.nbd().display()))?;
-    let backend: Rc<dyn rep_nbd::server::BlockBackend> = Rc::new(NbdBackend { driver: Rc::clone(&driver) });
+    let backend: Rc<dyn rep_nbd::server::BlockBackend> = Rc::new(NbdBackend {
+        driver: Rc::clone(&driver),
+    });
     if let Some(addr) = nbd_listen {
         let tcp = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot listen for NBD on {addr} (nbd-listen)"))?;
-        spawn_listener("NBD TCP listener", rep_nbd::server::serve_tcp(tcp, Rc::clone(&backend)));
+        spawn_listener(
+            "NBD TCP listener",
+            rep_nbd::server::serve_tcp(tcp, Rc::clone(&backend)),
+        );
     }
     spawn_listener("NBD listener", rep_nbd::server::serve_unix(nbd, backend));
-    spawn_listener("control listener", control_server::serve(ctl, Rc::clone(&driver)));
+    spawn_listener(
+        "control listener",
+        control_server::serve(ctl, Rc::clone(&driver)),
+    );
     write_atomic(&paths.pid(), format!("{}\n", std::process::id()).as_bytes())
         .with_context(|| format!("cannot write {}", paths.pid().display()))?;
     driver.publish_state();
@@ -182,20 +214,25 @@ fn regenerate_proc(paths: &RunPaths) -> std::io::Result<()> {
     for entry in std::fs::read_dir(&paths.dir)? {
         let path = entry?.path();
         if path.to_string_lossy().ends_with(".status.json") {
-            if let Ok(s) = std::fs::read_to_string(&path).map(|t| serde_json::from_str(&t)) {
-                if let Ok(s) = s {
-                    all.push(s);
-                }
+            // A file being replaced by its daemon right now is skipped; it republishes soon.
+            if let Ok(Ok(s)) = std::fs::read_to_string(&path).map(|t| serde_json::from_str(&t)) {
+                all.push(s);
             }
         }
     }
-    write_atomic(&paths.proc_status(), crate::control::render::proc_text(&all).as_bytes())
+    write_atomic(
+        &paths.proc_status(),
+        crate::control::render::proc_text(&all).as_bytes(),
+    )
 }
 
 /// Wait for `down` (control socket) or SIGTERM/SIGINT (then try a clean down first).
 async fn wait_for_stop(driver: &Rc<Driver>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         driver.shutdown.notified().await;
         return;
     };

@@ -97,13 +97,20 @@ impl Driver {
             Output::Meta { io, op } => {
                 let result = match self.meta.borrow_mut().as_mut() {
                     Some(m) => m.apply(&op),
-                    None => Err(IoFailure { errno: libc::ENODEV, message: "no metadata open".into() }),
+                    None => Err(IoFailure {
+                        errno: libc::ENODEV,
+                        message: "no metadata open".into(),
+                    }),
                 };
-                self.inbox.borrow_mut().push_back(Input::MetaDone { io, result });
+                self.inbox
+                    .borrow_mut()
+                    .push_back(Input::MetaDone { io, result });
             }
             Output::OpenDisk { io } => {
                 let result = self.open_disk().map(Box::new);
-                self.inbox.borrow_mut().push_back(Input::DiskOpened { io, result });
+                self.inbox
+                    .borrow_mut()
+                    .push_back(Input::DiskOpened { io, result });
             }
             Output::CloseDisk { io } => {
                 if let Some(m) = self.meta.borrow_mut().take() {
@@ -113,9 +120,14 @@ impl Driver {
                 self.inbox.borrow_mut().push_back(Input::DiskClosed { io });
             }
             Output::ClientReply { req, result } => {
-                let Some(slot) = self.clients.borrow_mut().remove(&req) else { return };
+                let Some(slot) = self.clients.borrow_mut().remove(&req) else {
+                    return;
+                };
                 let completion = match (result, slot.buf) {
-                    (Err(e), _) => Completion::Error { errno: e.nbd_errno, message: e.message },
+                    (Err(e), _) => Completion::Error {
+                        errno: e.nbd_errno,
+                        message: e.message,
+                    },
                     (Ok(()), Some(data)) => Completion::Data(data),
                     (Ok(()), None) => Completion::Done,
                 };
@@ -141,8 +153,13 @@ impl Driver {
     fn disk_op(self: &Rc<Self>, io: IoId, req: ReqId, op: DiskOpKind) {
         let disk = self.disk.borrow().clone();
         let Some(disk) = disk else {
-            let result = Err(IoFailure { errno: libc::ENODEV, message: "no backing disk attached".into() });
-            self.inbox.borrow_mut().push_back(Input::DiskDone { io, result });
+            let result = Err(IoFailure {
+                errno: libc::ENODEV,
+                message: "no backing disk attached".into(),
+            });
+            self.inbox
+                .borrow_mut()
+                .push_back(Input::DiskDone { io, result });
             return;
         };
         let this = Rc::clone(self);
@@ -159,7 +176,12 @@ impl Driver {
                 });
             }
             DiskOpKind::Write { offset, fua, .. } => {
-                let buf = self.clients.borrow_mut().get_mut(&req).and_then(|s| s.buf.take()).unwrap_or_default();
+                let buf = self
+                    .clients
+                    .borrow_mut()
+                    .get_mut(&req)
+                    .and_then(|s| s.buf.take())
+                    .unwrap_or_default();
                 tokio_uring::spawn(async move {
                     let (result, _buf) = disk.write(offset, buf, fua).await;
                     this.feed(Input::DiskDone { io, result });
@@ -187,11 +209,17 @@ impl Driver {
     }
 
     /// Submit one client request; the returned channel yields its completion.
-    pub fn submit_client(self: &Rc<Self>, op: ClientOp, buf: Option<Vec<u8>>) -> oneshot::Receiver<Completion> {
+    pub fn submit_client(
+        self: &Rc<Self>,
+        op: ClientOp,
+        buf: Option<Vec<u8>>,
+    ) -> oneshot::Receiver<Completion> {
         let req = self.next_req.get();
         self.next_req.set(req + 1);
         let (tx, rx) = oneshot::channel();
-        self.clients.borrow_mut().insert(req, ClientSlot { tx, buf });
+        self.clients
+            .borrow_mut()
+            .insert(req, ClientSlot { tx, buf });
         self.feed(Input::Client { req, op });
         rx
     }
@@ -203,7 +231,11 @@ impl Driver {
         let (tx, rx) = oneshot::channel();
         self.admins.borrow_mut().insert(id, tx);
         self.feed(Input::Admin { id, cmd });
-        rx.await.unwrap_or_else(|_| Err(Refusal::MetaIo { message: "daemon dropped the command".into() }))
+        rx.await.unwrap_or_else(|_| {
+            Err(Refusal::MetaIo {
+                message: "daemon dropped the command".into(),
+            })
+        })
     }
 
     pub fn engine_can_serve(&self) -> Result<(), String> {
@@ -237,7 +269,7 @@ impl Driver {
             nbd_socket: self.paths.nbd().display().to_string(),
             nbd_uri: self.paths.nbd_uri(),
             nbd_listen: v.nbd_listen.map(|a| a.to_string()),
-            address: v.address.to_string(),
+            address: v.address.map(|a| a.to_string()),
             peer_address: v.peer_address.map(|a| a.to_string()),
             open_clients: e.open_clients(),
             counters: e.counters(),
@@ -257,9 +289,14 @@ impl Driver {
     /// Rewrite the status files and notify `events` listeners.
     pub fn publish_state(&self) {
         let status = self.status();
-        self.subscribers.borrow_mut().retain(|tx| tx.send(status.clone()).is_ok());
+        self.subscribers
+            .borrow_mut()
+            .retain(|tx| tx.send(status.clone()).is_ok());
         if let Err(e) = write_status_files(&self.paths, &status) {
-            tracing::warn!("cannot write status file in {}: {e}", self.paths.dir.display());
+            tracing::warn!(
+                "cannot write status file in {}: {e}",
+                self.paths.dir.display()
+            );
         }
     }
 

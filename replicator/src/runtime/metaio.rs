@@ -24,12 +24,19 @@ fn open_rw(path: &Path, what: &str) -> Result<std::fs::File, String> {
 }
 
 fn fail(e: impl std::fmt::Display) -> IoFailure {
-    IoFailure { errno: libc::EIO, message: e.to_string() }
+    IoFailure {
+        errno: libc::EIO,
+        message: e.to_string(),
+    }
 }
 
 impl MetaHandle {
     /// Open and validate the metadata; replay the activity log into the bitmap after a crash.
-    pub fn open(view: &NodeView, backing_bytes: u64, _is_block_device: bool) -> Result<(MetaHandle, AttachInfo), String> {
+    pub fn open(
+        view: &NodeView,
+        backing_bytes: u64,
+        _is_block_device: bool,
+    ) -> Result<(MetaHandle, AttachInfo), String> {
         let data = open_rw(&view.disk, "backing disk")?;
         let store = match &view.meta_disk {
             MetaDisk::Internal => MetaStore::open_internal(Box::new(data), backing_bytes),
@@ -38,7 +45,13 @@ impl MetaHandle {
                 MetaStore::open_external(Box::new(md), *index, backing_bytes)
             }
         }
-        .map_err(|e| format!("{e} (resource {}, disk {})", view.resource, view.disk.display()))?;
+        .map_err(|e| {
+            format!(
+                "{e} (resource {}, disk {})",
+                view.resource,
+                view.disk.display()
+            )
+        })?;
         let sb = store.superblock().clone();
         let unclean = !sb.clean;
         let mut bitmap = store.bitmap().clone();
@@ -52,13 +65,24 @@ impl MetaHandle {
         if let Some(limit) = view.disk_conf.size_bytes {
             usable_bytes = usable_bytes.min(limit);
         }
-        let info = AttachInfo { usable_bytes, uuids: sb.uuids, flags: sb.flags, unclean, bitmap, al };
+        let info = AttachInfo {
+            usable_bytes,
+            uuids: sb.uuids,
+            flags: sb.flags,
+            unclean,
+            bitmap,
+            al,
+        };
         Ok((MetaHandle { store }, info))
     }
 
     pub fn apply(&mut self, op: &MetaOpKind) -> IoResult {
         match op {
-            MetaOpKind::Superblock { uuids, flags, clean } => {
+            MetaOpKind::Superblock {
+                uuids,
+                flags,
+                clean,
+            } => {
                 let mut sb = self.store.superblock().clone();
                 sb.uuids = *uuids;
                 sb.flags = *flags;

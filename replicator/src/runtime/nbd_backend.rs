@@ -22,9 +22,15 @@ impl BlockBackend for NbdBackend {
     fn export(&self, name: &str) -> Result<ExportInfo, Unavailable> {
         let res = &self.driver.view.resource;
         if !name.is_empty() && name != res {
-            return Err(Unavailable { message: format!("unknown export {name:?}; this socket exports {res:?}") });
+            return Err(Unavailable {
+                message: format!("unknown export {name:?}; this socket exports {res:?}"),
+            });
         }
-        self.driver.engine_can_serve().map_err(|message| Unavailable { message: format!("rep: {message}") })?;
+        self.driver
+            .engine_can_serve()
+            .map_err(|message| Unavailable {
+                message: format!("rep: {message}"),
+            })?;
         Ok(ExportInfo {
             name: res.clone(),
             description: format!("rep resource {res} on {}", self.driver.view.node),
@@ -46,18 +52,26 @@ impl BlockBackend for NbdBackend {
             }
             Command::Flush => (ClientOp::Flush, None),
             Command::Trim { offset, len, fua } => (ClientOp::Trim { offset, len, fua }, None),
-            Command::WriteZeroes { offset, len, fua, .. } => (ClientOp::WriteZeroes { offset, len, fua }, None),
+            Command::WriteZeroes {
+                offset, len, fua, ..
+            } => (ClientOp::WriteZeroes { offset, len, fua }, None),
             // A prefetch hint: the page cache does read-ahead on its own.
             Command::Cache { .. } => return Box::pin(async { Completion::Done }),
         };
         let rx = self.driver.submit_client(op, buf);
         Box::pin(async move {
-            rx.await.unwrap_or(Completion::Error { errno: NBD_EIO, message: "request dropped by the daemon".into() })
+            rx.await.unwrap_or(Completion::Error {
+                errno: NBD_EIO,
+                message: "request dropped by the daemon".into(),
+            })
         })
     }
 
     fn gate(&self) -> Option<(u32, String)> {
-        self.driver.engine_can_serve().err().map(|m| (NBD_ESHUTDOWN, m))
+        self.driver
+            .engine_can_serve()
+            .err()
+            .map(|m| (NBD_ESHUTDOWN, m))
     }
 
     fn client_opened(&self) {

@@ -15,7 +15,10 @@ pub struct RunPaths {
 
 impl RunPaths {
     pub fn new(dir: &Path, resource: &str) -> RunPaths {
-        RunPaths { dir: dir.to_path_buf(), resource: resource.to_string() }
+        RunPaths {
+            dir: dir.to_path_buf(),
+            resource: resource.to_string(),
+        }
     }
     /// Control socket, JSON lines.
     pub fn ctl(&self) -> PathBuf {
@@ -40,6 +43,10 @@ impl RunPaths {
         self.dir.join("status")
     }
     pub fn nbd_uri(&self) -> String {
-        format!("nbd+unix:///{}?socket={}", self.resource, self.nbd().display())
+        format!(
+            "nbd+unix:///{}?socket={}",
+            self.resource,
+            self.nbd().display()
+        )
     }
 }

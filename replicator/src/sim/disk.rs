@@ -29,7 +29,11 @@ struct Inner {
 impl SimDisk {
     pub fn new(size_bytes: usize) -> SimDisk {
         SimDisk {
-            inner: RefCell::new(Inner { durable: vec![0; size_bytes], cache: vec![0; size_bytes], pending: Vec::new() }),
+            inner: RefCell::new(Inner {
+                durable: vec![0; size_bytes],
+                cache: vec![0; size_bytes],
+                pending: Vec::new(),
+            }),
         }
     }
 
@@ -43,9 +47,14 @@ impl SimDisk {
 
     fn range(&self, off: u64, len: usize) -> std::io::Result<std::ops::Range<usize>> {
         let start = usize::try_from(off).map_err(|_| std::io::Error::other("offset overflow"))?;
-        let end = start.checked_add(len).ok_or_else(|| std::io::Error::other("range overflow"))?;
+        let end = start
+            .checked_add(len)
+            .ok_or_else(|| std::io::Error::other("range overflow"))?;
         if end > self.len() {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "beyond end of SimDisk"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "beyond end of SimDisk",
+            ));
         }
         Ok(start..end)
     }
@@ -85,13 +94,19 @@ impl SimDisk {
             let mut s = start - start % SECTOR_BYTES;
             while s < start + len {
                 let e = (s + SECTOR_BYTES).min(image.len());
-                if rng.next_u64() % 2 == 0 {
+                if rng.next_u64().is_multiple_of(2) {
                     image[s..e].copy_from_slice(&i.cache[s..e]);
                 }
                 s = e;
             }
         }
-        SimDisk { inner: RefCell::new(Inner { durable: image.clone(), cache: image, pending: Vec::new() }) }
+        SimDisk {
+            inner: RefCell::new(Inner {
+                durable: image.clone(),
+                cache: image,
+                pending: Vec::new(),
+            }),
+        }
     }
 
     /// The bytes a reader would see (volatile cache included).
@@ -116,7 +131,10 @@ mod tests {
             let img = c.snapshot();
             assert!(img[..4096].iter().all(|&b| b == 1), "flushed write lost");
             assert!(img[4096..8192].iter().all(|&b| b == 2), "FUA write lost");
-            assert!(img[8192..12288].iter().all(|&b| b == 3 || b == 0), "torn into garbage");
+            assert!(
+                img[8192..12288].iter().all(|&b| b == 3 || b == 0),
+                "torn into garbage"
+            );
         }
     }
 
@@ -126,6 +144,9 @@ mod tests {
         d.write(&[9u8; 4096], 0, false).expect("write");
         let lost = (0..32).any(|seed| d.crash(seed).snapshot()[0] == 0);
         let kept = (0..32).any(|seed| d.crash(seed).snapshot()[0] == 9);
-        assert!(lost && kept, "the crash model must both keep and drop unflushed sectors");
+        assert!(
+            lost && kept,
+            "the crash model must both keep and drop unflushed sectors"
+        );
     }
 }
