@@ -2,6 +2,7 @@
 //!
 //! - `core`: the sans-IO state machine (roles, states, UUIDs, requests) — DESIGN.md §3.
 //! - `meta`: on-disk metadata (superblock, activity log, bitmap) — DESIGN.md §5.
+//! - `wire`: peer packets, pure and bounds-checked — DESIGN.md §6.
 //! - `control`: control-socket messages and status renderings, shared with `repadm`.
 //! - `runtime` (feature `runtime`): the io_uring driver and the `repd` daemon.
 
@@ -13,6 +14,8 @@ pub mod core;
 pub mod meta;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+#[forbid(unsafe_code)]
+pub mod wire;
 /// Simulation doubles (simulated disks), used by the tests and the simulator.
 #[forbid(unsafe_code)]
 pub mod sim;

@@ -1,0 +1,9 @@
+//! Peer protocol (DESIGN.md §6): our own framing, DRBD's concepts. Pure and bounds-checked:
+//! peer input is untrusted, and every decoder returns a [`WireError`] instead of panicking.
+
+pub mod auth;
+pub mod frame;
+pub mod packet;
+
+pub use frame::{FrameHeader, WireError, HEADER_BYTES, MAX_PAYLOAD_BYTES};
+pub use packet::{Channel, Packet, Params};
