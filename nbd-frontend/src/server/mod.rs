@@ -3,7 +3,7 @@
 
 mod accept;
 mod handshake;
-mod stream;
+pub mod stream;
 mod transmission;
 
 use std::future::Future;

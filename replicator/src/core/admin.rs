@@ -17,7 +17,7 @@ impl Engine {
             AdminCmd::Secondary => self.cmd_secondary(id),
             AdminCmd::Attach => self.cmd_attach(id),
             AdminCmd::Detach { force } => self.cmd_detach(id, cmd, force),
-            AdminCmd::Connect { .. } => self.cmd_connect(),
+            AdminCmd::Connect { discard_my_data } => self.cmd_connect(discard_my_data),
             AdminCmd::Disconnect { .. } => self.cmd_disconnect(),
             AdminCmd::Outdate => self.cmd_outdate(id),
             AdminCmd::NewCurrentUuid { clear_bitmap } => {
@@ -70,26 +70,46 @@ impl Engine {
         if self.role == Role::Primary {
             return Ok(Some("already Primary".into()));
         }
+        if self.pending_primary.is_some() {
+            return Err(Refusal::ConcurrentStateChange);
+        }
         if self.peer_role == Role::Primary && !self.cfg.allow_two_primaries {
             return Err(Refusal::TwoPrimaries {
                 peer_role: self.peer_role,
             });
         }
-        let mut forced = false;
         if self.disk < DiskState::UpToDate {
             let diskless_ok = self.disk == DiskState::Diskless
                 && self.cstate >= ConnState::Connected
                 && self.pdsk == DiskState::UpToDate;
-            if force && (DiskState::Inconsistent..=DiskState::Consistent).contains(&self.disk) {
-                tracing::warn!(resource = %self.cfg.resource, "Forced to consider local data as UpToDate!");
-                self.disk = DiskState::UpToDate;
-                forced = true;
-            } else if !diskless_ok {
+            let forceable = (DiskState::Inconsistent..=DiskState::Consistent).contains(&self.disk);
+            if !(diskless_ok || force && forceable) {
                 return Err(Refusal::NoUpToDateDisk {
                     disk: self.disk,
                     pdsk: self.pdsk,
                 });
             }
+        }
+        if self.link_ready() {
+            self.ask_peer_for_primary(id, force);
+        } else {
+            self.finish_primary(id, force);
+        }
+        Ok(None)
+    }
+
+    /// The promotion itself, once the peer (if any) agreed.
+    pub(crate) fn finish_primary(&mut self, id: AdminId, force: bool) {
+        if self.peer_role == Role::Primary && !self.cfg.allow_two_primaries {
+            let refusal = Refusal::TwoPrimaries { peer_role: self.peer_role };
+            self.emit(Output::AdminReply { id, result: Err(refusal) });
+            return;
+        }
+        let mut forced = false;
+        if self.disk < DiskState::UpToDate && force && (DiskState::Inconsistent..=DiskState::Consistent).contains(&self.disk) {
+            tracing::warn!(resource = %self.cfg.resource, "Forced to consider local data as UpToDate!");
+            self.disk = DiskState::UpToDate;
+            forced = true;
         }
         self.role = Role::Primary;
         let degraded = self.cstate < ConnState::Connected || self.pdsk <= DiskState::Failed;
@@ -102,7 +122,14 @@ impl Engine {
             }
         }
         self.persist_then_reply(id, "promoted to Primary".into());
-        Ok(None)
+        // `primary --force` on a connected pair with an Inconsistent peer: the initial full sync.
+        if forced && self.cstate == ConnState::Connected && self.pdsk == DiskState::Inconsistent {
+            if let Some(bm) = self.bitmap.as_mut() {
+                bm.set_all();
+            }
+            self.send_uuids(0);
+            self.start_sync_source(true);
+        }
     }
 
     fn cmd_secondary(&mut self, id: AdminId) -> Result<Option<String>, Refusal> {
@@ -176,6 +203,7 @@ impl Engine {
             flags.set_full_sync(false);
         }
         self.usable_bytes = usable_bytes;
+        self.local_usable_bytes = usable_bytes;
         self.uuids = uuids;
         self.uuids.current &= !1;
         self.flags = flags;
@@ -256,6 +284,7 @@ impl Engine {
         self.bitmap = None;
         self.al = None;
         self.usable_bytes = 0;
+        self.local_usable_bytes = 0;
         self.emit(Output::StateChanged);
         if let Some(p) = self.admin_waiting.remove(&io) {
             self.emit(Output::AdminReply {
@@ -265,14 +294,22 @@ impl Engine {
         }
     }
 
-    fn cmd_connect(&mut self) -> Result<Option<String>, Refusal> {
+    fn cmd_connect(&mut self, discard_my_data: bool) -> Result<Option<String>, Refusal> {
         if self.cstate != ConnState::StandAlone {
             return Err(Refusal::NetConfigured {
                 cstate: self.cstate,
             });
         }
-        // StandAlone → Unconnected → WFConnection; the driver starts listening/connecting.
+        if !self.cfg.has_peer {
+            return Err(Refusal::NoPeerConfigured);
+        }
+        if discard_my_data && self.role == Role::Primary {
+            return Err(Refusal::IsPrimary);
+        }
+        self.discard_my_data = discard_my_data;
+        // StandAlone → Unconnected → WFConnection; the driver dials and accepts.
         self.cstate = ConnState::WFConnection;
+        self.emit(Output::Connect);
         self.emit(Output::StateChanged);
         Ok(Some("waiting for the peer (WFConnection)".into()))
     }
@@ -281,12 +318,8 @@ impl Engine {
         if self.cstate == ConnState::StandAlone {
             return Err(Refusal::AlreadyStandAlone);
         }
-        self.cstate = ConnState::StandAlone;
-        self.peer_role = Role::Unknown;
-        if self.pdsk > DiskState::Outdated {
-            self.pdsk = DiskState::DUnknown;
-        }
-        self.emit(Output::StateChanged);
+        self.send(crate::wire::Packet::Bye);
+        self.lose_link(ConnState::Disconnecting, "disconnect requested", super::peer::After::StandAlone);
         Ok(Some("StandAlone".into()))
     }
 
@@ -309,12 +342,21 @@ impl Engine {
         clear_bitmap: bool,
     ) -> Result<Option<String>, Refusal> {
         self.need_disk()?;
+        let just_created = self.uuids.current & !1 == crate::meta::superblock::UUID_JUST_CREATED;
         self.uuids.clear_bitmap_uuid();
         let v = self.rng.uuid();
         self.uuids.new_current(v, self.role == Role::Primary);
         if clear_bitmap {
             if let Some(bm) = self.bitmap.as_mut() {
                 bm.clear_all();
+            }
+            // Two fresh disks: skip the initial sync, both sides become UpToDate (DRBD's
+            // "new-current-uuid --clear-bitmap" shortcut).
+            if just_created && self.cstate == ConnState::Connected && self.pdsk == DiskState::Inconsistent {
+                self.uuids.bitmap = 0;
+                self.disk = DiskState::UpToDate;
+                self.pdsk = DiskState::UpToDate;
+                self.send_uuids(super::peer::UUID_FLAG_SKIP_INITIAL_SYNC);
             }
         }
         self.persist_then_reply(id, "new current UUID generated".into());
@@ -326,12 +368,19 @@ impl Engine {
         if self.role == Role::Primary {
             return Err(Refusal::IsPrimary);
         }
+        if self.resync.is_some() {
+            return Err(Refusal::ResyncRunning { cstate: self.cstate });
+        }
         // Not connected: what `drbdmeta invalidate` does offline — all bits set, Inconsistent;
-        // the full sync from the peer happens on the next connect.
+        // the full sync from the peer happens on the next connect. Connected: ask the peer to
+        // be our SyncSource now.
         if let Some(bm) = self.bitmap.as_mut() {
             bm.set_all();
         }
         self.disk = DiskState::Inconsistent;
+        if self.cstate == ConnState::Connected {
+            self.send(crate::wire::Packet::SyncStart { source: false, full: true });
+        }
         self.persist_then_reply(
             id,
             "local data invalidated; full sync from the peer on connect".into(),
@@ -347,9 +396,17 @@ impl Engine {
                 pdsk: self.pdsk,
             });
         }
+        if self.resync.is_some() {
+            return Err(Refusal::ResyncRunning { cstate: self.cstate });
+        }
         if let Some(bm) = self.bitmap.as_mut() {
             bm.set_all();
         }
+        if self.cstate == ConnState::Connected {
+            self.start_sync_source(true);
+            return Ok(Some("full sync to the peer started".into()));
+        }
+        self.persist_superblock();
         self.emit(Output::StateChanged);
         Ok(Some(
             "peer's data invalidated; full sync to the peer on connect".into(),

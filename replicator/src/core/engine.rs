@@ -31,6 +31,7 @@ pub struct EngineConfig {
     pub allow_two_primaries: bool,
     pub al_extents: u32,
     pub fencing: rep_resources::Fencing,
+    pub peer: super::peer::PeerSettings,
 }
 
 /// What an admin command is waiting for before it can be answered.
@@ -79,6 +80,18 @@ pub struct Engine {
     pub(crate) admin_drain: Vec<(AdminId, super::io::AdminCmd)>,
     pub(crate) counters: Counters,
     pub(crate) last_now: Option<Instant>,
+    /// Our own usable size; `usable_bytes` is the agreed (smaller) size while connected.
+    pub(crate) local_usable_bytes: u64,
+    pub(crate) link: Option<super::peer::Link>,
+    /// `connect --discard-my-data`: this node volunteers to lose a split brain.
+    pub(crate) discard_my_data: bool,
+    /// `primary` waiting for the peer's consent: (admin id, --force).
+    pub(crate) pending_primary: Option<(AdminId, bool)>,
+    pub(crate) repl: super::replicate::Replication,
+    pub(crate) rx: super::replicate::PeerRx,
+    pub(crate) resync: Option<super::resync::Resync>,
+    /// SyncSource reads in flight: io → the peer's request id.
+    pub(crate) resync_read_ids: HashMap<IoId, u64>,
 }
 
 impl Engine {
@@ -105,6 +118,14 @@ impl Engine {
             admin_drain: Vec::new(),
             counters: Counters::default(),
             last_now: None,
+            local_usable_bytes: 0,
+            link: None,
+            discard_my_data: false,
+            pending_primary: None,
+            repl: Default::default(),
+            rx: Default::default(),
+            resync: None,
+            resync_read_ids: HashMap::new(),
         }
     }
 
@@ -122,9 +143,17 @@ impl Engine {
             Input::DiskOpened { io, result } => self.disk_opened(io, result),
             Input::DiskClosed { io } => self.disk_closed(io),
             Input::Admin { id, cmd } => self.admin(id, cmd),
-            Input::Timer => {}
+            Input::Timer => {
+                self.peer_timers(now);
+                self.pump_resync(now);
+            }
+            Input::LinkUp { link, dialer, peer_node } => self.link_up(now, link, dialer, peer_node),
+            Input::Packet { link, packet } => self.packet(now, link, packet),
+            Input::LinkDown { link, loss } => self.link_down(link, loss),
+            Input::PeerDiskDone { io, result } => self.peer_disk_done(io, result),
         }
         self.retry_drained_admin();
+        self.announce_state();
         #[cfg(debug_assertions)]
         self.check_invariants();
     }
@@ -134,9 +163,31 @@ impl Engine {
         self.outputs.pop_front()
     }
 
-    /// Earliest time `handle(now, Input::Timer)` is due. Nothing is timed on a single node yet.
+    /// Earliest time `handle(now, Input::Timer)` is due: pings, ko-count, resync throttling.
     pub fn next_timeout(&self) -> Option<Instant> {
-        None
+        match (self.peer_next_timeout(), self.resync_wake()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Write dirty bitmap pages, then the superblock, without an admin waiting on them.
+    pub(crate) fn persist_superblock(&mut self) {
+        if self.disk <= DiskState::Failed {
+            return;
+        }
+        self.sync_flags_from_state();
+        if let Some(bm) = self.bitmap.as_mut() {
+            let pages = bm.take_dirty_pages();
+            if !pages.is_empty() {
+                self.counters.bm_writes += pages.len() as u64;
+                let io = self.alloc_io();
+                self.emit(Output::Meta { io, op: super::io::MetaOpKind::BitmapPages { pages } });
+            }
+        }
+        let io = self.alloc_io();
+        let op = super::io::MetaOpKind::Superblock { uuids: self.uuids, flags: self.flags, clean: false };
+        self.emit(Output::Meta { io, op });
     }
 
     pub(crate) fn alloc_io(&mut self) -> IoId {
@@ -234,9 +285,21 @@ impl Engine {
             );
         }
         // Without a connection the peer's role is unknown.
-        if self.cstate < ConnState::Connected {
+        if self.link.is_none() {
             assert_eq!(self.peer_role, Role::Unknown);
         }
+        // Sync states need a link; a link never coexists with StandAlone.
+        if self.cstate >= ConnState::WFReportParams {
+            assert!(self.link.is_some(), "{} without a link", self.cstate);
+        }
+        if self.cstate == ConnState::StandAlone {
+            assert!(self.link.is_none(), "StandAlone with a link");
+        }
+        // Resync only runs in a sync state.
+        if self.resync.is_some() {
+            assert!(matches!(self.cstate, ConnState::SyncSource | ConnState::SyncTarget), "resync state in {}", self.cstate);
+        }
+        assert!(self.usable_bytes <= self.local_usable_bytes || self.disk <= DiskState::Failed);
         if self.disk == DiskState::Diskless {
             assert!(self.bitmap.is_none(), "Diskless node holds a bitmap");
         }

@@ -182,6 +182,49 @@ pub enum Input {
         cmd: AdminCmd,
     },
     Timer,
+    /// Both sockets to the peer are up (after `Output::Connect`). `dialer`: we connected them,
+    /// so the peer holds RESOLVE_CONFLICTS (DRBD: the accepting side holds it).
+    LinkUp {
+        link: LinkId,
+        dialer: bool,
+        peer_node: String,
+    },
+    Packet {
+        link: LinkId,
+        packet: crate::wire::Packet,
+    },
+    LinkDown {
+        link: LinkId,
+        loss: LinkLoss,
+    },
+    PeerDiskDone {
+        io: IoId,
+        result: Result<Option<Vec<u8>>, IoFailure>,
+    },
+}
+
+/// Identifies one established peer connection; inputs from an older link are ignored.
+pub type LinkId = u64;
+
+/// Why a link went away, in DRBD's connection-state words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkLoss {
+    /// The peer closed or reset the connection.
+    BrokenPipe,
+    /// A socket error other than a clean close.
+    NetworkFailure(String),
+    /// The peer sent something malformed or out of place.
+    ProtocolError(String),
+}
+
+/// Disk work done on behalf of the peer (replicated writes, resync, verify): the data travels
+/// through the engine because it comes from (or goes to) a packet, not a client buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerDiskOp {
+    Write { offset: u64, data: Vec<u8>, fua: bool },
+    Zero { offset: u64, len: u32, trim: bool, fua: bool },
+    Read { offset: u64, len: u32 },
+    Flush,
 }
 
 #[derive(Debug)]
@@ -213,4 +256,28 @@ pub enum Output {
     },
     /// The visible state changed: rewrite the status file, notify `events` listeners.
     StateChanged,
+    /// Keep trying to reach the peer (dial and accept) until `LinkUp`; `connect-int` paces it.
+    Connect,
+    /// Stop trying and close the link if there is one (StandAlone).
+    Disconnect,
+    /// Drop this link (the engine already moved on); the driver reconnects only after `Connect`.
+    CloseLink {
+        link: LinkId,
+    },
+    Send {
+        link: LinkId,
+        packet: crate::wire::Packet,
+    },
+    /// Send client write `req` as `Packet::Data { id: req, offset, fua, data }`, taking the data
+    /// from the client's buffer (which the driver keeps until the write completes).
+    SendWrite {
+        link: LinkId,
+        req: ReqId,
+        offset: u64,
+        fua: bool,
+    },
+    PeerDisk {
+        io: IoId,
+        op: PeerDiskOp,
+    },
 }

@@ -6,14 +6,18 @@ mod admin;
 pub mod engine;
 pub mod io;
 pub mod refusal;
+pub mod peer;
+mod replicate;
 mod requests;
+mod resync;
+pub mod uuid_compare;
 pub mod rng;
 pub mod state;
 
 pub use engine::{Counters, Engine, EngineConfig};
 pub use io::{
     AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, Input, IoFailure, IoId,
-    IoResult, MetaOpKind, Output, ReqId,
+    IoResult, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, ReqId,
 };
 pub use refusal::Refusal;
 pub use state::{ConnState, DiskState, Role};

@@ -52,6 +52,15 @@ pub enum Refusal {
     /// A metadata write failed; the disk is no longer trustworthy.
     #[error("Meta-data I/O error: {message}")]
     MetaIo { message: String },
+    /// The peer refused a cluster-wide state change (e.g. it is Primary itself).
+    #[error("State change refused by the peer: {reason}")]
+    PeerRefused { reason: String },
+    /// Another role change is being negotiated with the peer.
+    #[error("Concurrent state changes detected and aborted; retry")]
+    ConcurrentStateChange,
+    /// `connect` on a resource with a single `on` section.
+    #[error("No peer configured for this resource (a second `on HOST` section with an address is needed)")]
+    NoPeerConfigured,
     /// A command that is not implemented by this version of rep.
     #[error("{what} is not supported by this version of rep")]
     Unsupported { what: String },
@@ -75,6 +84,9 @@ impl Refusal {
             Refusal::AttachFailed { .. } => 104,
             Refusal::MetaIo { .. } => 119,
             Refusal::Unsupported { .. } => 20,
+            Refusal::PeerRefused { .. } => -19,
+            Refusal::ConcurrentStateChange => -19,
+            Refusal::NoPeerConfigured => 153,
         }
     }
 
@@ -87,7 +99,8 @@ impl Refusal {
             Refusal::NetConfigured { .. }
             | Refusal::DiskConfigured { .. }
             | Refusal::AttachFailed { .. }
-            | Refusal::MetaIo { .. } => 10,
+            | Refusal::MetaIo { .. }
+            | Refusal::NoPeerConfigured => 10,
             Refusal::Unsupported { .. } => 20,
             _ => 11,
         }

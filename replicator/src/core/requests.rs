@@ -27,14 +27,20 @@ enum Stage {
 }
 
 #[derive(Debug)]
-struct Req {
-    op: ClientOp,
+pub(crate) struct Req {
+    pub op: ClientOp,
     stage: Stage,
+    /// The local disk's result, once it completed.
+    pub local: Option<Result<(), ClientError>>,
+    /// Waiting for the peer's ack (protocol B/C) or barrier ack (FLUSH).
+    pub peer_wait: bool,
+    /// Since when, for ko-count.
+    pub peer_since: Option<std::time::Instant>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Requests {
-    reqs: HashMap<ReqId, Req>,
+    pub reqs: HashMap<ReqId, Req>,
     by_io: HashMap<IoId, ReqId>,
     /// Writes not yet admitted, in arrival order.
     waiting: VecDeque<ReqId>,
@@ -44,6 +50,11 @@ pub(crate) struct Requests {
     /// AL extents whose transaction is being written, by the meta IoId.
     al_pending: HashMap<IoId, u64>,
     al_pending_extents: HashSet<u64>,
+    /// Resync reads in flight on a SyncSource (io, start, end): client writes to these ranges
+    /// wait, so the block sent to the peer is never older than a write sent before it.
+    pub resync_reads: Vec<(IoId, u64, u64)>,
+    /// Resync requests waiting for an overlapping client write: (peer id, offset, len).
+    pub resync_waiting: VecDeque<(u64, u64, u32)>,
 }
 
 impl Requests {
@@ -55,6 +66,23 @@ impl Requests {
     }
     fn overlaps_admitted(&self, start: u64, end: u64) -> bool {
         self.admitted.iter().any(|&(_, s, e)| s < end && start < e)
+            || self.resync_reads.iter().any(|&(_, s, e)| s < end && start < e)
+    }
+
+    /// A resync read may start when no client write to its range is admitted or waiting.
+    pub fn resync_read_may_start(&self, start: u64, end: u64) -> bool {
+        !self.admitted.iter().any(|&(_, s, e)| s < end && start < e)
+            && !self.waiting.iter().any(|id| {
+                self.reqs
+                    .get(id)
+                    .and_then(|r| r.op.write_range())
+                    .is_some_and(|(s, l)| s < end && start < s + l)
+            })
+    }
+
+    /// When the oldest request still waiting for the peer started waiting.
+    pub fn oldest_peer_wait(&self) -> Option<std::time::Instant> {
+        self.reqs.values().filter(|r| r.peer_wait).filter_map(|r| r.peer_since).min()
     }
 }
 
@@ -96,6 +124,9 @@ impl Engine {
             Req {
                 op,
                 stage: Stage::WaitOverlap,
+                local: None,
+                peer_wait: false,
+                peer_since: None,
             },
         );
         match op.write_range() {
@@ -109,7 +140,7 @@ impl Engine {
 
     /// Admit waiting writes in FIFO order while they do not overlap an admitted write or an
     /// earlier write that still waits.
-    fn admit_waiting(&mut self) {
+    pub(crate) fn admit_waiting(&mut self) {
         let mut blocked: Vec<(u64, u64)> = Vec::new();
         let mut still_waiting = VecDeque::new();
         while let Some(req) = self.requests.waiting.pop_front() {
@@ -131,6 +162,7 @@ impl Engine {
             }
         }
         self.requests.waiting = still_waiting;
+        self.admit_resync_reads();
     }
 
     /// An admitted write: make its extents hot, then issue it.
@@ -159,12 +191,17 @@ impl Engine {
             }
             return;
         }
-        if !self.peer_gets_writes() {
+        if self.peer_gets_writes() {
+            // Replicate first: the driver builds the packet from the client's buffer, which
+            // the local write then takes.
+            self.replicate(req, op);
+            self.submit(req, op);
+        } else {
             if let Some(bm) = self.bitmap.as_mut() {
                 bm.set_range(start, len);
             }
+            self.submit(req, op);
         }
-        self.submit(req, op);
     }
 
     /// Make `ext` hot in the in-memory AL; returns the transaction to persist if it was cold.
@@ -200,7 +237,7 @@ impl Engine {
 
     /// Whether replicated writes currently reach the peer's disk (else: set bitmap bits).
     pub(crate) fn peer_gets_writes(&self) -> bool {
-        self.cstate >= ConnState::Connected && self.pdsk >= DiskState::Inconsistent
+        self.link_ready() && self.cstate >= ConnState::Connected && self.pdsk >= DiskState::Inconsistent
     }
 
     fn submit(&mut self, req: ReqId, op: ClientOp) {
@@ -223,13 +260,16 @@ impl Engine {
             req,
             op: disk_op,
         });
+        if op == ClientOp::Flush && self.peer_gets_writes() {
+            self.replicate_flush(req);
+        }
     }
 
     pub(crate) fn disk_done(&mut self, io: IoId, result: IoResult) {
         let Some(req) = self.requests.by_io.remove(&io) else {
             return;
         };
-        let Some(r) = self.requests.reqs.remove(&req) else {
+        let Some(r) = self.requests.reqs.get_mut(&req) else {
             return;
         };
         debug_assert_eq!(r.stage, Stage::Submitted);
@@ -240,15 +280,32 @@ impl Engine {
             }
             ClientOp::Trim { .. } | ClientOp::Flush => {}
         }
-        if r.op.write_range().is_some() {
-            self.requests.admitted.retain(|&(id, _, _)| id != req);
-        }
-        let result = result.map_err(|e| ClientError {
+        r.local = Some(result.map_err(|e| ClientError {
             nbd_errno: nbd_errno::EIO,
             message: format!("local disk I/O error: {} (errno {})", e.message, e.errno),
-        });
-        self.reply(req, result);
-        if r.op.write_range().is_some() {
+        }));
+        self.maybe_complete(req);
+    }
+
+    /// Reply once both the local disk and (if it was asked) the peer are done.
+    pub(crate) fn maybe_complete(&mut self, req: ReqId) {
+        let done = self
+            .requests
+            .reqs
+            .get(&req)
+            .is_some_and(|r| r.local.is_some() && !r.peer_wait);
+        if !done {
+            return;
+        }
+        let Some(r) = self.requests.reqs.remove(&req) else {
+            return;
+        };
+        let writes = r.op.write_range().is_some();
+        if writes {
+            self.requests.admitted.retain(|&(id, _, _)| id != req);
+        }
+        self.reply(req, r.local.unwrap_or(Ok(())));
+        if writes {
             self.admit_waiting();
         }
     }
@@ -292,7 +349,7 @@ impl Engine {
         true
     }
 
-    fn reply(&mut self, req: ReqId, result: Result<(), ClientError>) {
+    pub(crate) fn reply(&mut self, req: ReqId, result: Result<(), ClientError>) {
         self.emit(Output::ClientReply { req, result });
     }
 }

@@ -331,6 +331,12 @@ impl Bitmap {
         out
     }
 
+    /// The bit count an RLE blob declares (its first field), without decoding the rest.
+    pub fn rle_declared_bits(bytes: &[u8]) -> Result<u64, MetaError> {
+        let mut pos = 0usize;
+        get_varint(bytes, &mut pos)
+    }
+
     /// Decompress a bitmap of exactly `nbits` bits (what our size says the peer must send).
     /// Hostile input cannot make this allocate more than `nbits` bits, loop forever or panic.
     pub fn decode_rle(bytes: &[u8], nbits: u64) -> Result<Bitmap, MetaError> {

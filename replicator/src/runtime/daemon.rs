@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use super::control_server;
+use super::link::LinkSettings;
 use super::driver::{write_atomic, write_status_files, Driver};
 use super::nbd_backend::NbdBackend;
 use super::paths::{RunPaths, CONFIG_DEFAULT, RUN_DIR_DEFAULT};
@@ -127,9 +128,11 @@ fn run(args: Args) -> anyhow::Result<i32> {
         allow_two_primaries: view.net.allow_two_primaries,
         al_extents: view.disk_conf.al_extents,
         fencing: view.disk_conf.fencing,
+        peer: peer_settings(&view),
     };
-    let engine = Engine::new(cfg, args.seed.unwrap_or_else(os_seed));
-    tokio_uring::start(async move { serve(engine, view, paths).await })
+    let seed = args.seed.unwrap_or_else(os_seed);
+    let engine = Engine::new(cfg, seed);
+    tokio_uring::start(async move { serve(engine, view, paths, seed).await })
 }
 
 /// A listener that cannot run (its accept thread failed to start) is fatal for the daemon.
@@ -145,13 +148,62 @@ fn spawn_listener(
     });
 }
 
-async fn serve(
-    engine: Engine,
-    view: rep_resources::NodeView,
-    paths: RunPaths,
-) -> anyhow::Result<i32> {
+/// The engine's view of the `net` and `disk` sections (units converted, DRBD's meanings).
+fn peer_settings(view: &rep_resources::NodeView) -> crate::core::peer::PeerSettings {
+    let n = &view.net;
+    let d = &view.disk_conf;
+    let ds = |v: u32| std::time::Duration::from_millis(u64::from(v) * 100);
+    // With the dynamic controller on (c-plan-ahead > 0) the cap is c-max-rate, as in DRBD 8.4.
+    let rate = if d.c_plan_ahead_ds > 0 { d.c_max_rate_kib.max(d.resync_rate_kib) } else { d.resync_rate_kib };
+    crate::core::peer::PeerSettings {
+        ping_int: std::time::Duration::from_secs(u64::from(n.ping_int_s)),
+        ping_timeout: ds(n.ping_timeout_ds),
+        timeout: ds(n.timeout_ds),
+        ko_count: n.ko_count,
+        shared_secret: n.shared_secret.clone(),
+        cram_hmac_alg: n.cram_hmac_alg.clone(),
+        after_sb_0pri: n.after_sb_0pri.clone(),
+        after_sb_1pri: n.after_sb_1pri.clone(),
+        after_sb_2pri: n.after_sb_2pri.clone(),
+        integrity_alg: n.data_integrity_alg.clone().unwrap_or_default(),
+        verify_alg: n.verify_alg.clone().unwrap_or_default(),
+        csums_alg: n.csums_alg.clone().unwrap_or_default(),
+        max_epoch_size: n.max_epoch_size,
+        resync_rate_kib: rate,
+    }
+}
+
+fn link_settings(view: &rep_resources::NodeView) -> Option<LinkSettings> {
+    Some(LinkSettings {
+        my_addr: view.address?,
+        peer_addr: view.peer_address?,
+        node: view.node.clone(),
+        connect_int: std::time::Duration::from_secs(u64::from(view.net.connect_int_s.max(1))),
+    })
+}
+
+async fn serve(engine: Engine, view: rep_resources::NodeView, paths: RunPaths, seed: u64) -> anyhow::Result<i32> {
     let nbd_listen = view.nbd_listen;
-    let driver = Driver::new(engine, view, paths.clone());
+    let settings = link_settings(&view);
+    let peer_listener = match &settings {
+        Some(s) => Some(
+            std::net::TcpListener::bind(s.my_addr)
+                .with_context(|| format!("cannot listen for the peer on {} (address in the `on {}` section)", s.my_addr, view.node))?,
+        ),
+        None => None,
+    };
+    let driver = Driver::new(engine, view, paths.clone(), settings, seed ^ 0x5eed);
+    if let Some(l) = peer_listener {
+        let d = Rc::clone(&driver);
+        spawn_listener("peer listener", async move {
+            let mut conns = rep_nbd::server::spawn_acceptor("peer", move || l.accept())?;
+            while let Some((stream, from)) = conns.recv().await {
+                tokio_uring::spawn(Rc::clone(&d).link_accepted(stream, from));
+            }
+            Ok(())
+        });
+    }
+    tokio_uring::spawn(Rc::clone(&driver).run_timers());
     if let Err(refusal) = driver.admin(AdminCmd::Attach).await {
         bail!("{}", refusal.render(&paths.resource));
     }

@@ -19,8 +19,14 @@ use super::metaio::MetaHandle;
 use super::paths::RunPaths;
 use crate::control::{render, Status};
 use crate::core::{
-    AdminCmd, AdminId, ClientOp, DiskOpKind, Engine, Input, IoFailure, IoId, Output, Refusal, ReqId,
+    AdminCmd, AdminId, ClientOp, DiskOpKind, Engine, Input, IoFailure, IoId, Output, PeerDiskOp, Refusal, ReqId,
 };
+
+/// The frame of `Packet::Data`, encoded straight from the client's buffer.
+fn encode_data_frame(out: &mut Vec<u8>, id: u64, offset: u64, fua: bool, data: &[u8]) {
+    // Same layout as `Packet::Data::encode`; a unit test checks they agree.
+    crate::wire::packet::encode_data(out, id, offset, fua, data);
+}
 
 /// A client request's reply channel and its data buffer (write payload, or read result).
 struct ClientSlot {
@@ -43,10 +49,13 @@ pub struct Driver {
     subscribers: RefCell<Vec<mpsc::UnboundedSender<Status>>>,
     pub shutdown: Notify,
     pub shutting_down: Cell<bool>,
+    pub link: super::link::SharedLink,
+    pub link_settings: Option<super::link::LinkSettings>,
+    rng: Cell<u64>,
 }
 
 impl Driver {
-    pub fn new(engine: Engine, view: NodeView, paths: RunPaths) -> Rc<Driver> {
+    pub fn new(engine: Engine, view: NodeView, paths: RunPaths, link_settings: Option<super::link::LinkSettings>, seed: u64) -> Rc<Driver> {
         Rc::new(Driver {
             engine: RefCell::new(engine),
             inbox: RefCell::new(VecDeque::new()),
@@ -62,6 +71,9 @@ impl Driver {
             subscribers: RefCell::new(Vec::new()),
             shutdown: Notify::new(),
             shutting_down: Cell::new(false),
+            link: Default::default(),
+            link_settings,
+            rng: Cell::new(seed),
         })
     }
 
@@ -139,6 +151,60 @@ impl Driver {
                 }
             }
             Output::StateChanged => self.publish_state(),
+            Output::Connect => self.link_connect(),
+            Output::Disconnect => self.link_disconnect(),
+            Output::CloseLink { link } => self.link_close(link),
+            Output::Send { link, packet } => self.link_send(link, &packet),
+            Output::SendWrite { link, req, offset, fua } => {
+                let clients = self.clients.borrow();
+                if let Some(data) = clients.get(&req).and_then(|s| s.buf.as_ref()) {
+                    let mut frame = Vec::with_capacity(data.len() + 64);
+                    encode_data_frame(&mut frame, req, offset, fua, data);
+                    self.link_send_raw(link, frame);
+                }
+            }
+            Output::PeerDisk { io, op } => self.peer_disk_op(io, op),
+        }
+    }
+
+    fn peer_disk_op(self: &Rc<Self>, io: IoId, op: PeerDiskOp) {
+        let disk = self.disk.borrow().clone();
+        let Some(disk) = disk else {
+            let result = Err(IoFailure { errno: libc::ENODEV, message: "no backing disk attached".into() });
+            self.inbox.borrow_mut().push_back(Input::PeerDiskDone { io, result });
+            return;
+        };
+        let this = Rc::clone(self);
+        tokio_uring::spawn(async move {
+            let result = match op {
+                PeerDiskOp::Write { offset, data, fua } => disk.write(offset, data, fua).await.0.map(|()| None),
+                PeerDiskOp::Zero { offset, len, trim, fua } => disk.zero(offset, len, !trim, fua).await.map(|()| None),
+                PeerDiskOp::Read { offset, len } => {
+                    let (r, buf) = disk.read(offset, len).await;
+                    r.map(|()| Some(buf))
+                }
+                PeerDiskOp::Flush => disk.flush().await.map(|()| None),
+            };
+            this.feed(Input::PeerDiskDone { io, result });
+        });
+    }
+
+    /// Seeds per-connection session ids (not security relevant: pairing sockets only).
+    pub fn random_u64(&self) -> u64 {
+        let mut r = crate::core::rng::Rng::new(self.rng.get());
+        let v = r.next_u64();
+        self.rng.set(v);
+        v
+    }
+
+    /// Feeds `Input::Timer` whenever the engine's next deadline has passed.
+    pub async fn run_timers(self: Rc<Self>) {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let due = self.engine.borrow().next_timeout().is_some_and(|t| t <= Instant::now());
+            if due {
+                self.feed(Input::Timer);
+            }
         }
     }
 
@@ -276,7 +342,19 @@ impl Driver {
             oos_kib: e.oos_kib(),
             uuids: [u.current, u.bitmap, u.history[0], u.history[1]],
             md_flags: e.flags().bits(),
-            sync: None,
+            sync: e.resync_info().map(|r| {
+                let done_kib = (r.total_bits - r.left_bits.min(r.total_bits)) * 4;
+                let secs = r.elapsed.as_secs().max(1);
+                let avg = done_kib / secs;
+                crate::control::SyncProgress {
+                    total_kib: r.total_bits * 4,
+                    left_kib: r.left_bits * 4,
+                    speed_kib_s: avg,
+                    avg_kib_s: avg,
+                    want_kib_s: Some(r.rate_kib),
+                    eta_s: (r.left_bits * 4).checked_div(avg).unwrap_or(0),
+                }
+            }),
         }
     }
 

@@ -379,6 +379,15 @@ impl Packet {
     }
 }
 
+/// Encodes `Packet::Data` from a borrowed buffer (the hot path: no intermediate packet).
+pub fn encode_data(out: &mut Vec<u8>, id: u64, offset: u64, fua: bool, data: &[u8]) {
+    let start = out.len();
+    encode_header(out, FrameHeader { command: cmd::DATA, flags: 0, len: 0 });
+    W(out).u64(id).u64(offset).bool(fua).bytes(data);
+    let len = u32::try_from(out.len() - start - super::HEADER_BYTES).unwrap_or(u32::MAX);
+    out[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
+}
+
 /// Decodes one whole frame (header + payload) from `b`; for fuzzing and tests.
 pub fn decode_frame(b: &[u8]) -> Result<(Packet, usize), WireError> {
     let head: &[u8; super::HEADER_BYTES] = b
@@ -433,6 +442,15 @@ mod tests {
         }
         assert_eq!(Packet::WriteAck { id: 1 }.channel(), Channel::Meta);
         assert_eq!(Packet::Data { id: 1, offset: 0, fua: false, data: vec![] }.channel(), Channel::Data);
+    }
+
+    #[test]
+    fn borrowed_data_encoding_matches_the_packet() {
+        let mut a = Vec::new();
+        encode_data(&mut a, 5, 4096, true, &[9; 100]);
+        let mut b = Vec::new();
+        Packet::Data { id: 5, offset: 4096, fua: true, data: vec![9; 100] }.encode(&mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

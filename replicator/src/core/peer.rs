@@ -1,0 +1,759 @@
+//! The connection to the peer: link lifecycle, the handshake (auth → params → sizes → UUIDs →
+//! state → bitmap), the sync decision, liveness (ping, ko-count) and what a lost link leaves
+//! behind (reference/drbd.md §1.8, §2.6, §4.3, §5.3; DESIGN.md §6).
+
+use std::time::{Duration, Instant};
+
+use super::engine::Engine;
+use super::io::{LinkId, LinkLoss, Output};
+use super::state::{ConnState, DiskState, Role};
+use super::uuid_compare::{compare, SideUuids, SyncDecision};
+use crate::meta::bitmap::Bitmap;
+use crate::meta::superblock::{GenerationUuids, UUID_JUST_CREATED};
+use crate::wire::auth;
+use crate::wire::{Packet, Params};
+
+/// Version range of our peer protocol.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest RLE slice per Bitmap packet (the packet limit is 1 MiB + 64).
+const BITMAP_SLICE_BYTES: usize = 512 * 1024;
+/// A compressed bitmap larger than this is hostile (a 16 TiB device compresses far below).
+const BITMAP_RLE_MAX_BYTES: usize = 64 << 20;
+
+/// UUID flags on the wire (reference/drbd.md §2.1).
+pub const UUID_FLAG_DISCARD_MY_DATA: u32 = 1;
+pub const UUID_FLAG_CRASHED_PRIMARY: u32 = 2;
+pub const UUID_FLAG_INCONSISTENT: u32 = 4;
+pub const UUID_FLAG_SKIP_INITIAL_SYNC: u32 = 8;
+
+/// `net` and resync settings the engine needs, in engine units.
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    pub ping_int: Duration,
+    pub ping_timeout: Duration,
+    pub timeout: Duration,
+    pub ko_count: u32,
+    pub shared_secret: Option<String>,
+    pub cram_hmac_alg: Option<String>,
+    pub after_sb_0pri: String,
+    pub after_sb_1pri: String,
+    pub after_sb_2pri: String,
+    pub integrity_alg: String,
+    pub verify_alg: String,
+    pub csums_alg: String,
+    pub max_epoch_size: u32,
+    /// Resync throughput cap in KiB/s (`resync-rate`, or `c-max-rate` with the controller on).
+    pub resync_rate_kib: u64,
+}
+
+impl Default for PeerSettings {
+    fn default() -> Self {
+        PeerSettings {
+            ping_int: Duration::from_secs(10),
+            ping_timeout: Duration::from_millis(500),
+            timeout: Duration::from_secs(6),
+            ko_count: 7,
+            shared_secret: None,
+            cram_hmac_alg: None,
+            after_sb_0pri: "disconnect".into(),
+            after_sb_1pri: "disconnect".into(),
+            after_sb_2pri: "disconnect".into(),
+            integrity_alg: String::new(),
+            verify_alg: String::new(),
+            csums_alg: String::new(),
+            max_epoch_size: 2048,
+            resync_rate_kib: 100 * 1024,
+        }
+    }
+}
+
+/// One established connection and how far its handshake got.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub id: LinkId,
+    pub dialer: bool,
+    pub peer_node: String,
+    /// Our challenge, while the peer has not answered it.
+    pub nonce: Option<Vec<u8>>,
+    /// The peer proved it knows the secret (or no secret is configured).
+    pub peer_authed: bool,
+    pub sent_report: bool,
+    pub peer_params: Option<Params>,
+    pub peer_usable: Option<u64>,
+    pub peer_uuids: Option<(GenerationUuids, u32)>,
+    pub peer_state: Option<(Role, DiskState)>,
+    pub bitmap_rx: Vec<u8>,
+    pub peer_bitmap: Option<Vec<u8>>,
+    pub decided: bool,
+    pub last_rx: Instant,
+    pub ping_sent: Option<Instant>,
+    pub last_sent_state: Option<(Role, DiskState)>,
+}
+
+/// How a link ends: keep trying (`Reconnect`) or stay down until `repadm connect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum After {
+    Reconnect,
+    StandAlone,
+}
+
+fn role_code(r: Role) -> u8 {
+    match r {
+        Role::Unknown => 0,
+        Role::Primary => 1,
+        Role::Secondary => 2,
+    }
+}
+
+fn role_from(c: u8) -> Option<Role> {
+    Some(match c {
+        0 => Role::Unknown,
+        1 => Role::Primary,
+        2 => Role::Secondary,
+        _ => return None,
+    })
+}
+
+const DISK_STATES: [DiskState; 9] = [
+    DiskState::Diskless,
+    DiskState::Attaching,
+    DiskState::Failed,
+    DiskState::Negotiating,
+    DiskState::Inconsistent,
+    DiskState::Outdated,
+    DiskState::DUnknown,
+    DiskState::Consistent,
+    DiskState::UpToDate,
+];
+
+fn disk_code(d: DiskState) -> u8 {
+    DISK_STATES.iter().position(|x| *x == d).unwrap_or(0) as u8
+}
+
+fn disk_from(c: u8) -> Option<DiskState> {
+    DISK_STATES.get(usize::from(c)).copied()
+}
+
+fn protocol_code(p: rep_resources::Protocol) -> u8 {
+    match p {
+        rep_resources::Protocol::A => b'A',
+        rep_resources::Protocol::B => b'B',
+        rep_resources::Protocol::C => b'C',
+    }
+}
+
+impl Engine {
+    pub(crate) fn link_id(&self) -> Option<LinkId> {
+        self.link.as_ref().map(|l| l.id)
+    }
+
+    /// Queue a packet on the current link; dropped when there is none (the peer will learn
+    /// the state in the next handshake).
+    pub(crate) fn send(&mut self, packet: Packet) {
+        if let Some(link) = self.link_id() {
+            self.emit(Output::Send { link, packet });
+        }
+    }
+
+    /// Handshake finished and the peer may get replicated writes and state.
+    pub(crate) fn link_ready(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| l.decided)
+    }
+
+    pub(crate) fn link_up(&mut self, now: Instant, link: LinkId, dialer: bool, peer_node: String) {
+        if !matches!(self.cstate, ConnState::WFConnection | ConnState::Unconnected) {
+            // A late link after `disconnect`: refuse it.
+            self.emit(Output::CloseLink { link });
+            return;
+        }
+        tracing::info!(resource = %self.cfg.resource, peer = %peer_node, "Handshake successful: connected to the peer");
+        let mut l = Link {
+            id: link,
+            dialer,
+            peer_node,
+            nonce: None,
+            peer_authed: self.cfg.peer.shared_secret.is_none(),
+            sent_report: false,
+            peer_params: None,
+            peer_usable: None,
+            peer_uuids: None,
+            peer_state: None,
+            bitmap_rx: Vec::new(),
+            peer_bitmap: None,
+            decided: false,
+            last_rx: now,
+            ping_sent: None,
+            last_sent_state: None,
+        };
+        self.cstate = ConnState::WFReportParams;
+        if self.cfg.peer.shared_secret.is_some() {
+            let mut nonce = Vec::with_capacity(auth::NONCE_BYTES);
+            while nonce.len() < auth::NONCE_BYTES {
+                nonce.extend_from_slice(&self.rng.next_u64().to_be_bytes());
+            }
+            l.nonce = Some(nonce.clone());
+            self.link = Some(l);
+            self.send(Packet::AuthChallenge { nonce });
+        } else {
+            self.link = Some(l);
+            self.send_report();
+        }
+        self.emit(Output::StateChanged);
+    }
+
+    /// Params, sizes, UUIDs, state and our bitmap: everything the peer needs to decide.
+    fn send_report(&mut self) {
+        let Some(l) = self.link.as_mut() else { return };
+        if l.sent_report {
+            return;
+        }
+        l.sent_report = true;
+        let p = &self.cfg.peer;
+        let params = Params {
+            protocol: protocol_code(self.cfg.protocol),
+            after_sb_0pri: p.after_sb_0pri.clone(),
+            after_sb_1pri: p.after_sb_1pri.clone(),
+            after_sb_2pri: p.after_sb_2pri.clone(),
+            allow_two_primaries: self.cfg.allow_two_primaries,
+            discard_my_data: self.discard_my_data,
+            integrity_alg: p.integrity_alg.clone(),
+            verify_alg: p.verify_alg.clone(),
+            csums_alg: p.csums_alg.clone(),
+        };
+        self.send(Packet::Params(params));
+        let usable = self.local_usable_bytes;
+        self.send(Packet::Sizes { backing_bytes: usable, usable_bytes: usable, requested_bytes: usable });
+        self.send_uuids(0);
+        self.send_state();
+        let rle = self.bitmap.as_ref().map(Bitmap::encode_rle).unwrap_or_default();
+        let mut start = 0usize;
+        loop {
+            let end = (start + BITMAP_SLICE_BYTES).min(rle.len());
+            let last = end == rle.len();
+            self.send(Packet::Bitmap { start: start as u64, rle: rle[start..end].to_vec(), last });
+            if last {
+                break;
+            }
+            start = end;
+        }
+    }
+
+    pub(crate) fn send_uuids(&mut self, extra_flags: u32) {
+        let mut flags = extra_flags;
+        if self.discard_my_data {
+            flags |= UUID_FLAG_DISCARD_MY_DATA;
+        }
+        if self.flags.crashed_primary() {
+            flags |= UUID_FLAG_CRASHED_PRIMARY;
+        }
+        if self.disk == DiskState::Inconsistent {
+            flags |= UUID_FLAG_INCONSISTENT;
+        }
+        let oos_bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        self.send(Packet::Uuids { uuids: self.uuids.as_array(), oos_bits, flags });
+    }
+
+    pub(crate) fn send_state(&mut self) {
+        let state = (self.role, self.disk);
+        if let Some(l) = self.link.as_mut() {
+            l.last_sent_state = Some(state);
+        }
+        self.send(Packet::State { role: role_code(state.0), disk: disk_code(state.1), susp: false });
+    }
+
+    /// After every input: tell the peer if our role or disk changed.
+    pub(crate) fn announce_state(&mut self) {
+        let changed = self.link.as_ref().is_some_and(|l| l.sent_report && l.last_sent_state != Some((self.role, self.disk)));
+        if changed {
+            self.send_state();
+        }
+    }
+
+    pub(crate) fn link_down(&mut self, link: LinkId, loss: LinkLoss) {
+        if self.link_id() != Some(link) {
+            return;
+        }
+        let (state, why) = match &loss {
+            LinkLoss::BrokenPipe => (ConnState::BrokenPipe, "the peer closed the connection".to_owned()),
+            LinkLoss::NetworkFailure(e) => (ConnState::NetworkFailure, e.clone()),
+            LinkLoss::ProtocolError(e) => (ConnState::ProtocolError, e.clone()),
+        };
+        self.lose_link(state, &why, After::Reconnect);
+    }
+
+    /// Tear the link down: what the peer may have missed goes into the bitmap, a Primary starts
+    /// a new data generation, and the node either reconnects or goes StandAlone.
+    pub(crate) fn lose_link(&mut self, via: ConnState, why: &str, after: After) {
+        let Some(l) = self.link.take() else {
+            if after == After::StandAlone && self.cstate != ConnState::StandAlone {
+                self.cstate = ConnState::StandAlone;
+                self.emit(Output::Disconnect);
+                self.emit(Output::StateChanged);
+            }
+            return;
+        };
+        let was = self.cstate;
+        match after {
+            After::Reconnect => tracing::warn!(resource = %self.cfg.resource, peer = %l.peer_node, "conn( {was} -> {via} ): {why}"),
+            After::StandAlone => tracing::error!(resource = %self.cfg.resource, peer = %l.peer_node, "conn( {was} -> {via} -> StandAlone ): {why}"),
+        }
+        self.emit(Output::CloseLink { link: l.id });
+        self.fail_peer_requests();
+        self.abort_resync();
+        self.peer_rx_reset();
+        self.peer_role = Role::Unknown;
+        if self.pdsk != DiskState::Outdated {
+            self.pdsk = DiskState::DUnknown;
+        }
+        self.usable_bytes = self.local_usable_bytes;
+        if let Some((id, force)) = self.pending_primary.take() {
+            // The peer is gone, so nobody can object to the promotion any more.
+            self.finish_primary(id, force);
+        }
+        let primary_lost_peer = was >= ConnState::Connected && self.role == Role::Primary;
+        if primary_lost_peer && self.disk == DiskState::UpToDate && self.uuids.bitmap == 0 {
+            let v = self.rng.uuid();
+            self.uuids.new_current(v, true);
+            self.persist_superblock();
+        }
+        match after {
+            After::Reconnect => {
+                self.cstate = ConnState::WFConnection;
+                self.emit(Output::Connect);
+            }
+            After::StandAlone => {
+                self.cstate = ConnState::StandAlone;
+                self.emit(Output::Disconnect);
+            }
+        }
+        self.emit(Output::StateChanged);
+    }
+
+    pub(crate) fn protocol_error(&mut self, why: String) {
+        self.lose_link(ConnState::ProtocolError, &why, After::Reconnect);
+    }
+
+    pub(crate) fn packet(&mut self, now: Instant, link: LinkId, packet: Packet) {
+        let Some(l) = self.link.as_mut() else { return };
+        if l.id != link {
+            return;
+        }
+        l.last_rx = now;
+        if !l.peer_authed && !matches!(packet, Packet::AuthChallenge { .. } | Packet::AuthResponse { .. }) {
+            let why = format!("peer sent {} before authenticating (shared-secret is set here)", packet.name());
+            self.lose_link(ConnState::ProtocolError, &why, After::StandAlone);
+            return;
+        }
+        let handshake_packet = matches!(
+            packet,
+            Packet::AuthChallenge { .. }
+                | Packet::AuthResponse { .. }
+                | Packet::Params(_)
+                | Packet::Sizes { .. }
+                | Packet::Bitmap { .. }
+                | Packet::Ping
+                | Packet::PingAck
+                | Packet::Uuids { .. }
+                | Packet::State { .. }
+                | Packet::Bye
+        );
+        if !l.decided && !handshake_packet {
+            self.protocol_error(format!("unexpected {} during the handshake", packet.name()));
+            return;
+        }
+        match packet {
+            Packet::Hello { .. } => self.protocol_error("Hello after the link was set up".into()),
+            Packet::AuthChallenge { nonce } => self.on_auth_challenge(&nonce),
+            Packet::AuthResponse { mac } => self.on_auth_response(&mac),
+            Packet::Params(p) => self.on_params(p),
+            Packet::Sizes { usable_bytes, .. } => self.on_sizes(usable_bytes),
+            Packet::Uuids { uuids, flags, .. } => self.on_uuids(uuids, flags),
+            Packet::State { role, disk, .. } => self.on_state(role, disk),
+            Packet::Bitmap { start, rle, last } => self.on_bitmap(start, rle, last),
+            Packet::Ping => self.send(Packet::PingAck),
+            Packet::PingAck => {
+                if let Some(l) = self.link.as_mut() {
+                    l.ping_sent = None;
+                }
+            }
+            Packet::Bye => {
+                self.lose_link(ConnState::Disconnecting, "the peer disconnected", After::Reconnect);
+            }
+            Packet::StateRequest { want_primary } => self.on_state_request(want_primary),
+            Packet::StateReply { ok, reason } => self.on_state_reply(ok, reason),
+            Packet::Data { id, offset, fua, data } => self.on_peer_data(id, offset, fua, data),
+            Packet::Zero { id, offset, len, trim, fua } => self.on_peer_zero(id, offset, len, trim, fua),
+            Packet::Barrier { epoch } => self.on_peer_barrier(epoch),
+            Packet::RecvAck { id } | Packet::WriteAck { id } => self.on_peer_ack(id, true),
+            Packet::NegAck { id } => self.on_peer_ack(id, false),
+            Packet::BarrierAck { epoch } => self.on_barrier_ack(epoch),
+            Packet::SyncStart { source, full } => self.on_sync_start(now, source, full),
+            Packet::SyncUuid { uuid } => self.on_sync_uuid(now, uuid),
+            Packet::RsRequest { id, offset, len, .. } => self.on_rs_request(id, offset, len),
+            Packet::RsData { id, offset, data } => self.on_rs_data(id, offset, data),
+            Packet::RsWriteAck { id, offset, len } => self.on_rs_ack(now, id, offset, len, true),
+            Packet::RsNegAck { id, offset, len } | Packet::RsInSync { id, offset, len } => {
+                self.on_rs_ack(now, id, offset, len, false)
+            }
+            Packet::OvRequest { .. } | Packet::OvReply { .. } | Packet::OvResult { .. } => {
+                self.protocol_error("online verify packets are not supported by this version".into())
+            }
+        }
+    }
+
+    fn on_auth_challenge(&mut self, nonce: &[u8]) {
+        let (Some(secret), alg) = (self.cfg.peer.shared_secret.clone(), self.cfg.peer.cram_hmac_alg.clone()) else {
+            let why = "the peer requires authentication but no shared-secret is configured here; set the same shared-secret and cram-hmac-alg in the net section on both nodes";
+            self.lose_link(ConnState::ProtocolError, why, After::StandAlone);
+            return;
+        };
+        let alg = alg.unwrap_or_else(|| "sha1".into());
+        match auth::response(&alg, &secret, nonce, &self.cfg.node) {
+            Ok(mac) => self.send(Packet::AuthResponse { mac }),
+            Err(e) => self.lose_link(ConnState::ProtocolError, &e.to_string(), After::StandAlone),
+        }
+    }
+
+    fn on_auth_response(&mut self, mac: &[u8]) {
+        let Some(l) = self.link.as_mut() else { return };
+        let (Some(nonce), Some(secret)) = (l.nonce.take(), self.cfg.peer.shared_secret.clone()) else {
+            self.protocol_error("unsolicited authentication response".into());
+            return;
+        };
+        let peer = l.peer_node.clone();
+        let alg = self.cfg.peer.cram_hmac_alg.clone().unwrap_or_else(|| "sha1".into());
+        if !auth::verify(&alg, &secret, &nonce, &peer, mac) {
+            let why = format!("Authentication of peer {peer} failed: wrong shared-secret (or cram-hmac-alg differs); fix the net section and run `repadm connect`");
+            self.lose_link(ConnState::ProtocolError, &why, After::StandAlone);
+            return;
+        }
+        tracing::info!(resource = %self.cfg.resource, "Peer authenticated using {} bytes HMAC", mac.len());
+        if let Some(l) = self.link.as_mut() {
+            l.peer_authed = true;
+        }
+        self.send_report();
+    }
+
+    fn on_params(&mut self, p: Params) {
+        let mine = protocol_code(self.cfg.protocol);
+        let s = &self.cfg.peer;
+        let mismatch = if p.protocol != mine {
+            Some(format!("incompatible replication protocols: ours is {}, the peer's is {}", mine as char, p.protocol as char))
+        } else if p.after_sb_0pri != s.after_sb_0pri {
+            Some(format!("incompatible after-sb-0pri settings: ours is {}, the peer's is {}", s.after_sb_0pri, p.after_sb_0pri))
+        } else if p.after_sb_1pri != s.after_sb_1pri {
+            Some(format!("incompatible after-sb-1pri settings: ours is {}, the peer's is {}", s.after_sb_1pri, p.after_sb_1pri))
+        } else if p.after_sb_2pri != s.after_sb_2pri {
+            Some(format!("incompatible after-sb-2pri settings: ours is {}, the peer's is {}", s.after_sb_2pri, p.after_sb_2pri))
+        } else if p.allow_two_primaries != self.cfg.allow_two_primaries {
+            Some(format!(
+                "incompatible allow-two-primaries settings: ours is {}, the peer's is {}",
+                yes_no(self.cfg.allow_two_primaries),
+                yes_no(p.allow_two_primaries)
+            ))
+        } else if p.integrity_alg != s.integrity_alg {
+            Some(format!("incompatible data-integrity-alg: ours is '{}', the peer's is '{}'", s.integrity_alg, p.integrity_alg))
+        } else {
+            None
+        };
+        if let Some(why) = mismatch {
+            self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);
+            return;
+        }
+        if let Some(l) = self.link.as_mut() {
+            l.peer_params = Some(p);
+        }
+        self.try_decide();
+    }
+
+    fn on_sizes(&mut self, peer_usable: u64) {
+        if peer_usable == 0 {
+            self.protocol_error("peer reported a size of 0".into());
+            return;
+        }
+        if let Some(l) = self.link.as_mut() {
+            l.peer_usable = Some(peer_usable);
+        }
+        self.try_decide();
+    }
+
+    fn on_uuids(&mut self, uuids: [u64; 4], flags: u32) {
+        let g = GenerationUuids { current: uuids[0], bitmap: uuids[1], history: [uuids[2], uuids[3]] };
+        let decided = self.link.as_ref().is_some_and(|l| l.decided);
+        if let Some(l) = self.link.as_mut() {
+            l.peer_uuids = Some((g, flags));
+        }
+        if !decided {
+            self.try_decide();
+            return;
+        }
+        // Skip-initial-sync from `new-current-uuid --clear-bitmap` on the peer.
+        if flags & UUID_FLAG_SKIP_INITIAL_SYNC != 0 && self.uuids.current & !1 == UUID_JUST_CREATED {
+            if let Some(bm) = self.bitmap.as_mut() {
+                bm.clear_all();
+            }
+            self.uuids.current = g.current & !1;
+            self.uuids.bitmap = 0;
+            self.disk = DiskState::UpToDate;
+            self.pdsk = DiskState::UpToDate;
+            tracing::info!(resource = %self.cfg.resource, "peer skipped the initial sync: both sides UpToDate");
+            self.persist_superblock();
+            self.emit(Output::StateChanged);
+        }
+    }
+
+    fn on_state(&mut self, role: u8, disk: u8) {
+        let (Some(role), Some(disk)) = (role_from(role), disk_from(disk)) else {
+            self.protocol_error(format!("invalid state packet (role {role}, disk {disk})"));
+            return;
+        };
+        let decided = self.link.as_ref().is_some_and(|l| l.decided);
+        if let Some(l) = self.link.as_mut() {
+            l.peer_state = Some((role, disk));
+        }
+        if !decided {
+            self.try_decide();
+            return;
+        }
+        self.peer_role = role;
+        self.pdsk = disk;
+        if self.role == Role::Primary && role == Role::Primary && !self.cfg.allow_two_primaries {
+            self.lose_link(ConnState::Disconnecting, "both nodes are Primary and allow-two-primaries is off", After::StandAlone);
+            return;
+        }
+        if self.cstate == ConnState::SyncSource && disk == DiskState::UpToDate {
+            self.finish_sync_source();
+        }
+        if self.disk == DiskState::UpToDate && disk == DiskState::UpToDate && self.flags.crashed_primary() {
+            self.flags.set_crashed_primary(false);
+            self.persist_superblock();
+        }
+        self.emit(Output::StateChanged);
+    }
+
+    fn on_bitmap(&mut self, start: u64, rle: Vec<u8>, last: bool) {
+        let Some(l) = self.link.as_mut() else { return };
+        if start != l.bitmap_rx.len() as u64 || l.peer_bitmap.is_some() {
+            self.protocol_error(format!("bitmap slice at {start} out of order"));
+            return;
+        }
+        if l.bitmap_rx.len() + rle.len() > BITMAP_RLE_MAX_BYTES {
+            self.protocol_error("compressed bitmap too large".into());
+            return;
+        }
+        l.bitmap_rx.extend_from_slice(&rle);
+        if last {
+            l.peer_bitmap = Some(std::mem::take(&mut l.bitmap_rx));
+            self.try_decide();
+        }
+    }
+
+    /// Once both reports are complete: compare UUIDs and pick no-sync, a direction or a refusal
+    /// (drbd_sync_handshake, reference/drbd.md §2.6).
+    fn try_decide(&mut self) {
+        let Some(l) = self.link.as_ref() else { return };
+        if l.decided || !l.sent_report {
+            return;
+        }
+        let (Some(pp), Some(peer_usable), Some((pu, pflags)), Some((prole, pdisk)), Some(pbm)) =
+            (l.peer_params.clone(), l.peer_usable, l.peer_uuids, l.peer_state, l.peer_bitmap.clone())
+        else {
+            return;
+        };
+        let dialer = l.dialer;
+        let peer_node = l.peer_node.clone();
+        if let Some(l) = self.link.as_mut() {
+            l.decided = true;
+        }
+        self.peer_role = prole;
+        self.pdsk = pdisk;
+        // The smaller device wins, as in DRBD.
+        self.usable_bytes = self.local_usable_bytes.min(peer_usable);
+        if self.disk <= DiskState::Failed || pdisk <= DiskState::Failed {
+            self.cstate = ConnState::Connected;
+            self.emit(Output::StateChanged);
+            return;
+        }
+        let me = SideUuids { uuids: self.uuids, crashed_primary: self.flags.crashed_primary(), primary: self.role == Role::Primary };
+        let peer = SideUuids { uuids: pu, crashed_primary: pflags & UUID_FLAG_CRASHED_PRIMARY != 0, primary: prole == Role::Primary };
+        let (mut decision, rule) = compare(&me, &peer, !dialer);
+        tracing::info!(resource = %self.cfg.resource, peer = %peer_node, "uuid_compare()={decision:?} by rule {rule}");
+        // An Inconsistent side never wins against a consistent one.
+        let me_inc = self.disk == DiskState::Inconsistent;
+        let peer_inc = pdisk == DiskState::Inconsistent;
+        let was_full = |d: SyncDecision| matches!(d, SyncDecision::Source { full: true } | SyncDecision::Target { full: true } | SyncDecision::SplitBrain { auto_recoverable: false });
+        if me_inc && !peer_inc {
+            decision = SyncDecision::Target { full: was_full(decision) };
+        } else if peer_inc && !me_inc {
+            decision = SyncDecision::Source { full: was_full(decision) };
+        }
+        if let SyncDecision::SplitBrain { auto_recoverable } = decision {
+            let peer_discards = pp.discard_my_data || pflags & UUID_FLAG_DISCARD_MY_DATA != 0;
+            decision = match (self.discard_my_data, peer_discards) {
+                (true, false) => {
+                    tracing::warn!(resource = %self.cfg.resource, "Split-Brain detected, manually solved. Sync from peer node");
+                    SyncDecision::Target { full: !auto_recoverable }
+                }
+                (false, true) => {
+                    tracing::warn!(resource = %self.cfg.resource, "Split-Brain detected, manually solved. Sync from this node");
+                    SyncDecision::Source { full: !auto_recoverable }
+                }
+                _ => {
+                    self.lose_link(
+                        ConnState::Disconnecting,
+                        "Split-Brain detected but unresolved, dropping connection! Recover with `repadm secondary RES; repadm connect --discard-my-data RES` on the node whose changes are to be thrown away, and `repadm connect RES` on the other",
+                        After::StandAlone,
+                    );
+                    return;
+                }
+            };
+        }
+        self.discard_my_data = false;
+        match decision {
+            SyncDecision::Unrelated => {
+                self.lose_link(ConnState::Disconnecting, "Unrelated data, aborting! The peer's data has no common history with ours; if this is a new peer, run `repadm invalidate RES` on the node to be overwritten", After::StandAlone);
+            }
+            SyncDecision::SplitBrain { .. } => {}
+            SyncDecision::NoSync => {
+                let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+                if bits > 0 {
+                    tracing::info!(resource = %self.cfg.resource, "No resync, but {bits} bits in bitmap!");
+                }
+                self.cstate = ConnState::Connected;
+                self.emit(Output::StateChanged);
+            }
+            SyncDecision::Source { full } => {
+                if self.disk <= DiskState::Inconsistent {
+                    self.lose_link(ConnState::Disconnecting, "I shall become SyncSource, but I am inconsistent!", After::StandAlone);
+                    return;
+                }
+                self.merge_peer_bitmap(&pbm, full);
+                self.start_sync_source(full);
+            }
+            SyncDecision::Target { full } => {
+                if self.role == Role::Primary && self.disk >= DiskState::Consistent {
+                    self.lose_link(ConnState::Disconnecting, "I shall become SyncTarget, but I am primary! (rr-conflict disconnect)", After::StandAlone);
+                    return;
+                }
+                self.merge_peer_bitmap(&pbm, full);
+                self.disk = DiskState::Inconsistent;
+                self.cstate = ConnState::WFSyncUUID;
+                self.persist_superblock();
+                self.emit(Output::StateChanged);
+            }
+        }
+    }
+
+    /// Both sides end up with the OR of their bitmaps (or all bits for a full sync).
+    fn merge_peer_bitmap(&mut self, rle: &[u8], full: bool) {
+        let Some(bm) = self.bitmap.as_mut() else { return };
+        if full {
+            bm.set_all();
+            return;
+        }
+        let peer = Bitmap::rle_declared_bits(rle).and_then(|n| Bitmap::decode_rle(rle, n));
+        match peer {
+            Ok(theirs) if theirs.len_bits() == bm.len_bits() => {
+                let _ = bm.or_with(&theirs);
+            }
+            Ok(theirs) => {
+                for r in theirs.runs() {
+                    let end = r.end.min(bm.len_bits());
+                    if r.start < end {
+                        bm.set_range(r.start * 4096, (end - r.start) * 4096);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(resource = %self.cfg.resource, "peer's bitmap unreadable ({e}); doing a full sync");
+                bm.set_all();
+            }
+        }
+    }
+
+    /// Ping and ko-count checks (reference/drbd.md §4.3). Returns when the next check is due.
+    pub(crate) fn peer_timers(&mut self, now: Instant) {
+        let Some(l) = self.link.as_ref() else { return };
+        let s = self.cfg.peer.clone();
+        if let Some(sent) = l.ping_sent {
+            if now >= sent + s.ping_timeout {
+                let why = format!("PingAck did not arrive in time ({} ms)", s.ping_timeout.as_millis());
+                self.lose_link(ConnState::Timeout, &why, After::Reconnect);
+                return;
+            }
+        } else if now >= l.last_rx + s.ping_int {
+            if let Some(l) = self.link.as_mut() {
+                l.ping_sent = Some(now);
+            }
+            self.send(Packet::Ping);
+        }
+        let ko = s.timeout * s.ko_count.max(1);
+        if let Some(oldest) = self.oldest_peer_wait() {
+            if now >= oldest + ko {
+                let why = format!("peer did not acknowledge a write for {} s (timeout × ko-count)", ko.as_secs());
+                self.lose_link(ConnState::Timeout, &why, After::Reconnect);
+            }
+        }
+    }
+
+    pub(crate) fn peer_next_timeout(&self) -> Option<Instant> {
+        let l = self.link.as_ref()?;
+        let s = &self.cfg.peer;
+        let ping = match l.ping_sent {
+            Some(sent) => sent + s.ping_timeout,
+            None => l.last_rx + s.ping_int,
+        };
+        let ko = self.oldest_peer_wait().map(|t| t + s.timeout * s.ko_count.max(1));
+        Some(ko.map_or(ping, |k| k.min(ping)))
+    }
+
+    // ---- cluster-wide role changes ----
+
+    /// Becoming Primary while connected asks the peer first, so that two nodes promoted at the
+    /// same moment cannot both win.
+    pub(crate) fn ask_peer_for_primary(&mut self, id: super::io::AdminId, force: bool) {
+        self.pending_primary = Some((id, force));
+        self.send(Packet::StateRequest { want_primary: true });
+    }
+
+    fn on_state_request(&mut self, want_primary: bool) {
+        if !want_primary {
+            self.send(Packet::StateReply { ok: true, reason: String::new() });
+            return;
+        }
+        let we_hold_conflicts = self.link.as_ref().is_some_and(|l| !l.dialer);
+        let (ok, reason) = if self.cfg.allow_two_primaries {
+            (true, String::new())
+        } else if self.role == Role::Primary {
+            (false, format!("peer {} is Primary", self.cfg.node))
+        } else if self.pending_primary.is_some() && we_hold_conflicts {
+            (false, "concurrent state change: the peer is being promoted too".to_owned())
+        } else {
+            (true, String::new())
+        };
+        self.send(Packet::StateReply { ok, reason });
+    }
+
+    fn on_state_reply(&mut self, ok: bool, reason: String) {
+        let Some((id, force)) = self.pending_primary.take() else {
+            self.protocol_error("StateReply without a request".into());
+            return;
+        };
+        if ok {
+            self.finish_primary(id, force);
+        } else {
+            self.emit(Output::AdminReply {
+                id,
+                result: Err(super::refusal::Refusal::PeerRefused { reason }),
+            });
+        }
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}

@@ -1,0 +1,336 @@
+//! Replication of client writes (DESIGN.md §4, reference/drbd.md §4).
+//!
+//! Primary side: every write goes to the peer as it goes to the local disk; the client gets its
+//! reply when both are done (protocol C: peer's WriteAck; B: RecvAck; A: once sent). Writes are
+//! grouped in epochs closed by barriers; until the peer acknowledges a barrier the writes of
+//! that epoch are kept in the transfer log, so a lost link marks exactly them out of sync.
+//!
+//! Receiving side: peer writes are applied in arrival order where they overlap (FIFO, like the
+//! Primary's admission), acknowledged per protocol, and a barrier flushes the disk once every
+//! write received before it completed.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use super::engine::Engine;
+use super::io::{ClientOp, IoFailure, IoId, LinkId, Output, PeerDiskOp, ReqId};
+use super::state::DiskState;
+use crate::wire::frame::MAX_DATA_BYTES;
+use crate::wire::Packet;
+use rep_resources::Protocol;
+
+/// Primary-side epoch bookkeeping (DRBD's transfer log).
+#[derive(Debug, Default)]
+pub(crate) struct Replication {
+    epoch: u32,
+    epoch_writes: u32,
+    /// Ranges written in the open epoch.
+    open: Vec<(u64, u64)>,
+    /// Closed epochs not yet acknowledged by a BarrierAck.
+    closed: VecDeque<(u32, Vec<(u64, u64)>)>,
+    /// FLUSH requests waiting for the BarrierAck of an epoch.
+    flushes: Vec<(u32, ReqId)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RxKind {
+    /// A client write replicated by the Primary.
+    App { id: u64 },
+    /// A resync block on the SyncTarget.
+    Resync { id: u64 },
+}
+
+#[derive(Debug)]
+pub(crate) struct RxOp {
+    seq: u64,
+    start: u64,
+    end: u64,
+    link: LinkId,
+    kind: RxKind,
+    op: Option<PeerDiskOp>,
+}
+
+/// Receiving side: ordering of the peer's writes and barriers.
+#[derive(Debug, Default)]
+pub(crate) struct PeerRx {
+    next_seq: u64,
+    outstanding: BTreeSet<u64>,
+    in_flight: HashMap<IoId, RxOp>,
+    waiting: VecDeque<RxOp>,
+    /// Barrier epochs waiting for every write with a smaller sequence number.
+    barriers: VecDeque<(u32, u64, LinkId)>,
+    flushing: HashMap<IoId, (u32, LinkId)>,
+}
+
+impl Engine {
+    /// Ship an admitted client write to the peer.
+    pub(crate) fn replicate(&mut self, req: ReqId, op: ClientOp) {
+        let Some(link) = self.link_id() else { return };
+        let Some((start, len)) = op.write_range() else { return };
+        match op {
+            ClientOp::Write { offset, fua, .. } => self.emit(Output::SendWrite { link, req, offset, fua }),
+            ClientOp::Trim { offset, len, fua } => {
+                self.send(Packet::Zero { id: req, offset, len, trim: true, fua });
+            }
+            ClientOp::WriteZeroes { offset, len, fua } => {
+                self.send(Packet::Zero { id: req, offset, len, trim: false, fua });
+            }
+            ClientOp::Read { .. } | ClientOp::Flush => return,
+        }
+        self.counters.ns_kib += len / 1024;
+        if self.cfg.protocol != Protocol::A {
+            let now = self.last_now;
+            if let Some(r) = self.requests.reqs.get_mut(&req) {
+                r.peer_wait = true;
+                r.peer_since = now;
+            }
+        }
+        self.repl.open.push((start, len));
+        self.repl.epoch_writes += 1;
+        if self.repl.epoch_writes >= self.cfg.peer.max_epoch_size.max(1) {
+            self.close_epoch();
+        }
+    }
+
+    /// FLUSH: the reply also waits until the peer flushed everything sent before it.
+    pub(crate) fn replicate_flush(&mut self, req: ReqId) {
+        let epoch = self.close_epoch();
+        let now = self.last_now;
+        if let Some(r) = self.requests.reqs.get_mut(&req) {
+            r.peer_wait = true;
+            r.peer_since = now;
+        }
+        self.repl.flushes.push((epoch, req));
+    }
+
+    fn close_epoch(&mut self) -> u32 {
+        let epoch = self.repl.epoch;
+        self.send(Packet::Barrier { epoch });
+        let ranges = std::mem::take(&mut self.repl.open);
+        self.repl.closed.push_back((epoch, ranges));
+        self.repl.epoch = epoch.wrapping_add(1);
+        self.repl.epoch_writes = 0;
+        self.counters.ep = self.repl.closed.len() as u64;
+        epoch
+    }
+
+    pub(crate) fn on_barrier_ack(&mut self, epoch: u32) {
+        if !self.repl.closed.iter().any(|(e, _)| *e == epoch) {
+            self.protocol_error(format!("BarrierAck for unknown epoch {epoch}"));
+            return;
+        }
+        while let Some((e, _)) = self.repl.closed.pop_front() {
+            if e == epoch {
+                break;
+            }
+        }
+        self.counters.ep = self.repl.closed.len() as u64;
+        let open: Vec<u32> = self.repl.closed.iter().map(|(e, _)| *e).collect();
+        let (done, keep): (Vec<_>, Vec<_>) = self.repl.flushes.drain(..).partition(|(e, _)| !open.contains(e));
+        self.repl.flushes = keep;
+        for (_, req) in done {
+            self.peer_done(req);
+        }
+    }
+
+    pub(crate) fn on_peer_ack(&mut self, id: u64, ok: bool) {
+        let waiting = self.requests.reqs.get(&id).is_some_and(|r| r.peer_wait);
+        if !waiting {
+            // Late ack for a request already completed after a link loss; harmless.
+            return;
+        }
+        if !ok {
+            if let Some((start, len)) = self.requests.reqs.get(&id).and_then(|r| r.op.write_range()) {
+                tracing::warn!(resource = %self.cfg.resource, "peer failed to write {start}+{len}; marked out of sync");
+                if let Some(bm) = self.bitmap.as_mut() {
+                    bm.set_range(start, len);
+                }
+            }
+        }
+        self.peer_done(id);
+    }
+
+    fn peer_done(&mut self, req: ReqId) {
+        if let Some(r) = self.requests.reqs.get_mut(&req) {
+            r.peer_wait = false;
+            r.peer_since = None;
+        }
+        self.maybe_complete(req);
+    }
+
+    pub(crate) fn oldest_peer_wait(&self) -> Option<std::time::Instant> {
+        self.requests.oldest_peer_wait()
+    }
+
+    /// The link is gone: whatever the peer may not have on disk is out of sync, and requests
+    /// waiting for it complete on the local result (DRBD's tl_clear).
+    pub(crate) fn fail_peer_requests(&mut self) {
+        let mut ranges: Vec<(u64, u64)> = std::mem::take(&mut self.repl.open);
+        for (_, r) in self.repl.closed.drain(..) {
+            ranges.extend(r);
+        }
+        let waiting: Vec<ReqId> = self.requests.reqs.iter().filter(|(_, r)| r.peer_wait).map(|(&id, _)| id).collect();
+        for id in &waiting {
+            if let Some(range) = self.requests.reqs.get(id).and_then(|r| r.op.write_range()) {
+                ranges.push(range);
+            }
+        }
+        if let Some(bm) = self.bitmap.as_mut() {
+            for (start, len) in ranges {
+                bm.set_range(start, len);
+            }
+        }
+        self.repl.flushes.clear();
+        self.counters.ep = 0;
+        let mut waiting = waiting;
+        waiting.sort_unstable();
+        for id in waiting {
+            self.peer_done(id);
+        }
+    }
+
+    // ---- receiving side ----
+
+    fn check_peer_range(&mut self, what: &str, offset: u64, len: u64) -> bool {
+        let ok = len <= MAX_DATA_BYTES as u64 && offset.checked_add(len).is_some_and(|e| e <= self.local_usable_bytes);
+        if !ok {
+            self.protocol_error(format!("{what} {offset}+{len} is beyond our device ({} bytes)", self.local_usable_bytes));
+        }
+        ok
+    }
+
+    pub(crate) fn on_peer_data(&mut self, id: u64, offset: u64, fua: bool, data: Vec<u8>) {
+        let len = data.len() as u64;
+        if !self.check_peer_range("write", offset, len) {
+            return;
+        }
+        self.enqueue_peer_write(RxKind::App { id }, offset, len, PeerDiskOp::Write { offset, data, fua });
+    }
+
+    pub(crate) fn on_peer_zero(&mut self, id: u64, offset: u64, len: u32, trim: bool, fua: bool) {
+        // Zeroing has no payload, so it may cover more than one packet of data could.
+        let ok = offset.checked_add(u64::from(len)).is_some_and(|e| e <= self.local_usable_bytes);
+        if !ok {
+            self.protocol_error(format!("zero {offset}+{len} is beyond our device"));
+            return;
+        }
+        self.enqueue_peer_write(RxKind::App { id }, offset, u64::from(len), PeerDiskOp::Zero { offset, len, trim, fua });
+    }
+
+    pub(crate) fn enqueue_resync_write(&mut self, id: u64, offset: u64, data: Vec<u8>) {
+        let len = data.len() as u64;
+        if !self.check_peer_range("resync block", offset, len) {
+            return;
+        }
+        self.enqueue_peer_write(RxKind::Resync { id }, offset, len, PeerDiskOp::Write { offset, data, fua: false });
+    }
+
+    fn enqueue_peer_write(&mut self, kind: RxKind, start: u64, len: u64, op: PeerDiskOp) {
+        let Some(link) = self.link_id() else { return };
+        if self.disk <= DiskState::Failed {
+            match kind {
+                RxKind::App { id } => self.send(Packet::NegAck { id }),
+                RxKind::Resync { id } => self.send(Packet::RsNegAck { id, offset: start, len: len as u32 }),
+            }
+            return;
+        }
+        if let (RxKind::App { id }, Protocol::B) = (kind, self.cfg.protocol) {
+            self.send(Packet::RecvAck { id });
+        }
+        let seq = self.rx.next_seq;
+        self.rx.next_seq += 1;
+        self.rx.outstanding.insert(seq);
+        self.counters.ua = self.rx.outstanding.len() as u64;
+        self.rx.waiting.push_back(RxOp { seq, start, end: start + len, link, kind, op: Some(op) });
+        self.rx_pump();
+    }
+
+    pub(crate) fn on_peer_barrier(&mut self, epoch: u32) {
+        let Some(link) = self.link_id() else { return };
+        self.rx.barriers.push_back((epoch, self.rx.next_seq, link));
+        self.check_barriers();
+    }
+
+    /// Issue waiting peer writes that overlap nothing in flight or earlier in the queue.
+    fn rx_pump(&mut self) {
+        let mut blocked: Vec<(u64, u64)> = Vec::new();
+        let mut still = VecDeque::new();
+        while let Some(mut w) = self.rx.waiting.pop_front() {
+            let conflict = self.rx.in_flight.values().any(|f| f.start < w.end && w.start < f.end)
+                || blocked.iter().any(|&(s, e)| s < w.end && w.start < e);
+            if conflict {
+                blocked.push((w.start, w.end));
+                still.push_back(w);
+                continue;
+            }
+            let Some(op) = w.op.take() else { continue };
+            let io = self.alloc_io();
+            self.rx.in_flight.insert(io, w);
+            self.emit(Output::PeerDisk { io, op });
+        }
+        self.rx.waiting = still;
+    }
+
+    fn check_barriers(&mut self) {
+        while let Some(&(epoch, seq, link)) = self.rx.barriers.front() {
+            if self.rx.outstanding.range(..seq).next().is_some() {
+                return;
+            }
+            self.rx.barriers.pop_front();
+            let io = self.alloc_io();
+            self.rx.flushing.insert(io, (epoch, link));
+            self.emit(Output::PeerDisk { io, op: PeerDiskOp::Flush });
+        }
+    }
+
+    /// Completion of any `Output::PeerDisk`.
+    pub(crate) fn peer_disk_done(&mut self, io: IoId, result: Result<Option<Vec<u8>>, IoFailure>) {
+        if let Some(w) = self.rx.in_flight.remove(&io) {
+            self.rx.outstanding.remove(&w.seq);
+            self.counters.ua = self.rx.outstanding.len() as u64;
+            let current = self.link_id() == Some(w.link);
+            let len = w.end - w.start;
+            match (w.kind, result) {
+                (RxKind::App { id }, Ok(_)) => {
+                    self.counters.nr_kib += len / 1024;
+                    self.counters.dw_kib += len / 1024;
+                    if current && self.cfg.protocol == Protocol::C {
+                        self.send(Packet::WriteAck { id });
+                    }
+                }
+                (RxKind::App { id }, Err(e)) => {
+                    tracing::error!(resource = %self.cfg.resource, "local write for the peer failed: {}", e.message);
+                    if let Some(bm) = self.bitmap.as_mut() {
+                        bm.set_range(w.start, len);
+                    }
+                    if current {
+                        self.send(Packet::NegAck { id });
+                    }
+                }
+                (RxKind::Resync { id }, r) => self.resync_write_done(id, w.start, len, r.is_ok(), current),
+            }
+            self.rx_pump();
+            self.check_barriers();
+            return;
+        }
+        if let Some((epoch, link)) = self.rx.flushing.remove(&io) {
+            if let Err(e) = &result {
+                tracing::error!(resource = %self.cfg.resource, "flush for the peer failed: {}", e.message);
+            }
+            if self.link_id() == Some(link) && result.is_ok() {
+                self.send(Packet::BarrierAck { epoch });
+            }
+            return;
+        }
+        self.resync_read_done(io, result);
+    }
+
+    /// On link loss: queued peer writes were never acknowledged, so the Primary has them in
+    /// its transfer log; drop them. Writes already issued complete and are ignored.
+    pub(crate) fn peer_rx_reset(&mut self) {
+        for w in self.rx.waiting.drain(..) {
+            self.rx.outstanding.remove(&w.seq);
+        }
+        self.rx.barriers.clear();
+        self.counters.ua = self.rx.outstanding.len() as u64;
+    }
+}

@@ -1,0 +1,317 @@
+//! Resync (reference/drbd.md §7.1): the SyncTarget walks its bitmap and asks for blocks; the
+//! SyncSource reads and sends them; both clear bits as blocks land. Client writes keep flowing
+//! meanwhile: the source never reads a block under an in-flight client write, and sends the
+//! block on the same ordered channel as writes, so stale resync data never overwrites newer data.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::engine::Engine;
+use super::io::{IoFailure, IoId, Output, PeerDiskOp};
+use super::state::{ConnState, DiskState, Role};
+use crate::meta::bitmap::Bitmap;
+use crate::meta::layout::BITMAP_BLOCK_BYTES;
+use crate::meta::superblock::UuidIndex;
+use crate::wire::Packet;
+
+/// Resync requests in flight at once (each ≤ `REQUEST_BYTES`).
+const WINDOW: usize = 16;
+const REQUEST_BYTES: u64 = 256 * 1024;
+/// The rate limit allows this much ahead of the average before it throttles.
+const BURST_BYTES: u64 = 4 << 20;
+
+#[derive(Debug)]
+pub(crate) struct Resync {
+    pub started: Option<Instant>,
+    pub total_bits: u64,
+    /// SyncTarget: next bit to look at, requests in flight by id, bytes asked for so far.
+    cursor: u64,
+    in_flight: HashMap<u64, (u64, u64)>,
+    next_id: u64,
+    requested: u64,
+    /// Throttled until then.
+    pub wake: Option<Instant>,
+}
+
+/// What `status` shows about a running resync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResyncInfo {
+    pub total_bits: u64,
+    pub left_bits: u64,
+    pub elapsed: Duration,
+    pub rate_kib: u64,
+}
+
+impl Engine {
+    fn new_resync(&self) -> Resync {
+        Resync {
+            started: self.last_now,
+            total_bits: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
+            cursor: 0,
+            in_flight: HashMap::new(),
+            next_id: 1,
+            requested: 0,
+            wake: None,
+        }
+    }
+
+    /// We have the newer data: rotate the bitmap UUID, tell the peer, and serve its requests.
+    pub(crate) fn start_sync_source(&mut self, full: bool) {
+        let v = self.rng.uuid();
+        let sync_uuid = self.uuids.start_sync_source(v);
+        self.cstate = ConnState::SyncSource;
+        self.pdsk = DiskState::Inconsistent;
+        self.resync = Some(self.new_resync());
+        self.persist_superblock();
+        let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        tracing::info!(resource = %self.cfg.resource, "Began resync as SyncSource (will sync {} KB [{bits} bits set]).", bits * 4);
+        self.send(Packet::SyncStart { source: true, full });
+        self.send(Packet::SyncUuid { uuid: sync_uuid });
+        self.emit(Output::StateChanged);
+    }
+
+    pub(crate) fn on_sync_start(&mut self, now: Instant, peer_is_source: bool, full: bool) {
+        if peer_is_source {
+            if !matches!(self.cstate, ConnState::WFSyncUUID | ConnState::Connected) || self.disk <= DiskState::Failed {
+                self.protocol_error(format!("peer starts a resync while we are {} / {}", self.cstate, self.disk));
+                return;
+            }
+            if self.role == Role::Primary && self.disk >= DiskState::Consistent {
+                self.protocol_error("peer wants to overwrite a Primary with UpToDate data".into());
+                return;
+            }
+            if full {
+                if let Some(bm) = self.bitmap.as_mut() {
+                    bm.set_all();
+                }
+            }
+            self.disk = DiskState::Inconsistent;
+            self.cstate = ConnState::WFSyncUUID;
+            self.emit(Output::StateChanged);
+            let _ = now;
+            return;
+        }
+        // The peer invalidated itself and asks us to be its source.
+        if self.cstate != ConnState::Connected || self.disk != DiskState::UpToDate {
+            self.protocol_error(format!("peer asks for a full sync but we are {} / {}", self.cstate, self.disk));
+            return;
+        }
+        if let Some(bm) = self.bitmap.as_mut() {
+            bm.set_all();
+        }
+        self.start_sync_source(true);
+    }
+
+    pub(crate) fn on_sync_uuid(&mut self, now: Instant, uuid: u64) {
+        if self.cstate != ConnState::WFSyncUUID {
+            self.protocol_error(format!("SyncUuid while {}", self.cstate));
+            return;
+        }
+        self.uuids.set_no_history(UuidIndex::Current, uuid, false);
+        self.uuids.bitmap = 0;
+        self.cstate = ConnState::SyncTarget;
+        self.resync = Some(self.new_resync());
+        self.persist_superblock();
+        let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        tracing::info!(resource = %self.cfg.resource, "Began resync as SyncTarget (will sync {} KB [{bits} bits set]).", bits * 4);
+        self.emit(Output::StateChanged);
+        self.pump_resync(now);
+    }
+
+    /// SyncTarget: keep the window full within the rate limit; finish when no bit is left.
+    pub(crate) fn pump_resync(&mut self, now: Instant) {
+        if self.cstate != ConnState::SyncTarget {
+            return;
+        }
+        let rate = self.cfg.peer.resync_rate_kib.max(1) * 1024;
+        let Some(bm) = self.bitmap.as_ref() else { return };
+        let Some(rs) = self.resync.as_mut() else { return };
+        let device_bits = self.local_usable_bytes.div_ceil(BITMAP_BLOCK_BYTES);
+        let mut requests = Vec::new();
+        let mut rescanned = false;
+        let started = *rs.started.get_or_insert(now);
+        while rs.in_flight.len() + requests.len() < WINDOW {
+            let elapsed = now.saturating_duration_since(started).as_secs_f64();
+            let allowed = (rate as f64 * elapsed) as u64 + BURST_BYTES;
+            if rs.requested >= allowed {
+                let due = (rs.requested - BURST_BYTES) as f64 / rate as f64;
+                rs.wake = Some(started + Duration::from_secs_f64(due.max(0.0)) + Duration::from_millis(1));
+                break;
+            }
+            rs.wake = None;
+            let cursor = rs.cursor;
+            let next = bm.runs().map(|r| r.start.max(cursor)..r.end).find(|r| r.start < r.end && r.start < device_bits);
+            let Some(run) = next else {
+                if !rescanned && rs.cursor > 0 {
+                    rs.cursor = 0;
+                    rescanned = true;
+                    continue;
+                }
+                break;
+            };
+            let end_bit = run.end.min(device_bits).min(run.start + REQUEST_BYTES / BITMAP_BLOCK_BYTES);
+            let busy = rs.in_flight.values().any(|&(o, l)| o < end_bit * BITMAP_BLOCK_BYTES && run.start * BITMAP_BLOCK_BYTES < o + l);
+            rs.cursor = end_bit;
+            if busy {
+                continue;
+            }
+            let offset = run.start * BITMAP_BLOCK_BYTES;
+            let len = (end_bit * BITMAP_BLOCK_BYTES).min(self.local_usable_bytes) - offset;
+            let id = rs.next_id;
+            rs.next_id += 1;
+            rs.requested += len;
+            rs.in_flight.insert(id, (offset, len));
+            requests.push(Packet::RsRequest { id, offset, len: len as u32, digest: Vec::new() });
+        }
+        let idle = rs.in_flight.is_empty() && requests.is_empty();
+        let left = bm.count_ones();
+        for p in requests {
+            self.send(p);
+        }
+        if idle && left == 0 {
+            self.finish_sync_target();
+        }
+    }
+
+    pub(crate) fn on_rs_data(&mut self, id: u64, offset: u64, data: Vec<u8>) {
+        let expected = self.resync.as_ref().and_then(|r| r.in_flight.get(&id).copied());
+        if self.cstate != ConnState::SyncTarget || expected != Some((offset, data.len() as u64)) {
+            self.protocol_error(format!("unexpected resync block {id} at {offset} ({} bytes)", data.len()));
+            return;
+        }
+        self.enqueue_resync_write(id, offset, data);
+    }
+
+    pub(crate) fn resync_write_done(&mut self, id: u64, offset: u64, len: u64, ok: bool, current_link: bool) {
+        if !current_link {
+            return;
+        }
+        if let Some(rs) = self.resync.as_mut() {
+            rs.in_flight.remove(&id);
+        }
+        if ok {
+            if let Some(bm) = self.bitmap.as_mut() {
+                bm.clear_range(offset, len);
+            }
+            self.counters.nr_kib += len / 1024;
+            self.counters.dw_kib += len / 1024;
+            self.send(Packet::RsWriteAck { id, offset, len: len as u32 });
+        } else {
+            tracing::error!(resource = %self.cfg.resource, "resync write at {offset} failed; block stays out of sync");
+            self.send(Packet::RsNegAck { id, offset, len: len as u32 });
+        }
+        if let Some(now) = self.last_now {
+            self.pump_resync(now);
+        }
+    }
+
+    fn finish_sync_target(&mut self) {
+        let secs = self.resync.as_ref().and_then(|r| r.started).zip(self.last_now).map_or(0, |(s, n)| n.saturating_duration_since(s).as_secs());
+        let kib = self.resync.as_ref().map_or(0, |r| r.total_bits * 4);
+        self.resync = None;
+        self.disk = DiskState::UpToDate;
+        self.cstate = ConnState::Connected;
+        self.persist_superblock();
+        tracing::info!(resource = %self.cfg.resource, "Resync done (total {secs} sec; {} K/sec)", kib / secs.max(1));
+        self.send_uuids(0);
+        self.send_state();
+        self.emit(Output::StateChanged);
+    }
+
+    pub(crate) fn finish_sync_source(&mut self) {
+        let left = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        if left > 0 {
+            tracing::warn!(resource = %self.cfg.resource, "peer finished the resync but {left} bits are still set here");
+        }
+        self.resync = None;
+        self.uuids.clear_bitmap_uuid();
+        self.cstate = ConnState::Connected;
+        self.pdsk = DiskState::UpToDate;
+        self.persist_superblock();
+        tracing::info!(resource = %self.cfg.resource, "Resync done as SyncSource");
+        self.emit(Output::StateChanged);
+    }
+
+    /// SyncSource: read the block (after any overlapping client write) and send it.
+    pub(crate) fn on_rs_request(&mut self, id: u64, offset: u64, len: u32) {
+        let end = offset.checked_add(u64::from(len)).filter(|e| *e <= self.local_usable_bytes);
+        if end.is_none() || len == 0 || u64::from(len) > REQUEST_BYTES {
+            self.protocol_error(format!("resync request {offset}+{len} is invalid"));
+            return;
+        }
+        if self.disk < DiskState::UpToDate {
+            self.send(Packet::RsNegAck { id, offset, len });
+            return;
+        }
+        self.requests.resync_waiting.push_back((id, offset, len));
+        self.admit_resync_reads();
+    }
+
+    pub(crate) fn admit_resync_reads(&mut self) {
+        let mut still = std::collections::VecDeque::new();
+        while let Some((id, offset, len)) = self.requests.resync_waiting.pop_front() {
+            let end = offset + u64::from(len);
+            if !self.requests.resync_read_may_start(offset, end) {
+                still.push_back((id, offset, len));
+                continue;
+            }
+            let io = self.alloc_io();
+            self.requests.resync_reads.push((io, offset, end));
+            self.resync_read_ids.insert(io, id);
+            self.emit(Output::PeerDisk { io, op: PeerDiskOp::Read { offset, len } });
+        }
+        self.requests.resync_waiting = still;
+    }
+
+    pub(crate) fn resync_read_done(&mut self, io: IoId, result: Result<Option<Vec<u8>>, IoFailure>) {
+        let Some(pos) = self.requests.resync_reads.iter().position(|&(i, _, _)| i == io) else { return };
+        let (_, offset, end) = self.requests.resync_reads.remove(pos);
+        let id = self.resync_read_ids.remove(&io).unwrap_or(0);
+        let len = (end - offset) as u32;
+        match result {
+            Ok(Some(data)) if data.len() as u64 == end - offset => {
+                self.counters.dr_kib += u64::from(len) / 1024;
+                self.counters.ns_kib += u64::from(len) / 1024;
+                self.send(Packet::RsData { id, offset, data });
+            }
+            Ok(_) => self.send(Packet::RsNegAck { id, offset, len }),
+            Err(e) => {
+                tracing::error!(resource = %self.cfg.resource, "resync read at {offset} failed: {}", e.message);
+                self.send(Packet::RsNegAck { id, offset, len });
+            }
+        }
+        self.admit_waiting();
+    }
+
+    /// SyncSource: the target has the block (or could not write it).
+    pub(crate) fn on_rs_ack(&mut self, _now: Instant, _id: u64, offset: u64, len: u32, ok: bool) {
+        if self.cstate != ConnState::SyncSource {
+            return;
+        }
+        if ok {
+            if let Some(bm) = self.bitmap.as_mut() {
+                bm.clear_range(offset, u64::from(len));
+            }
+        }
+    }
+
+    pub(crate) fn abort_resync(&mut self) {
+        self.resync = None;
+        self.requests.resync_waiting.clear();
+    }
+
+    pub fn resync_info(&self) -> Option<ResyncInfo> {
+        let rs = self.resync.as_ref()?;
+        let now = self.last_now?;
+        Some(ResyncInfo {
+            total_bits: rs.total_bits,
+            left_bits: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
+            elapsed: rs.started.map_or(Duration::ZERO, |s| now.saturating_duration_since(s)),
+            rate_kib: self.cfg.peer.resync_rate_kib,
+        })
+    }
+
+    pub(crate) fn resync_wake(&self) -> Option<Instant> {
+        self.resync.as_ref().and_then(|r| r.wake)
+    }
+}

@@ -1,0 +1,352 @@
+//! The peer link (DESIGN.md §6): two TCP connections, *data* and *meta*, so acks never queue
+//! behind data. The node with the lower address dials, the other accepts; each connection opens
+//! with `Hello` (version, node name, which socket, session id pairing the two). Frames are read
+//! by one task per socket and written by one batching task per socket.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::rc::Rc;
+use std::time::Duration;
+
+use rep_nbd::server::stream::{Reader, Stream};
+use tokio::sync::mpsc;
+use tokio_uring::net::TcpStream;
+
+use super::driver::Driver;
+use crate::core::peer::PROTOCOL_VERSION;
+use crate::core::{Input, LinkId, LinkLoss};
+use crate::wire::frame::decode_header;
+use crate::wire::{Packet, HEADER_BYTES};
+
+/// Socket writes are gathered up to this size.
+const BATCH_BYTES: usize = 1 << 20;
+/// A peer that connects but says nothing is dropped after this.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct LinkSettings {
+    pub my_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub node: String,
+    pub connect_int: Duration,
+}
+
+impl LinkSettings {
+    /// DRBD both dials and accepts and resolves the race; we avoid it: the lower address dials.
+    pub fn dialer(&self) -> bool {
+        (self.my_addr.ip(), self.my_addr.port()) < (self.peer_addr.ip(), self.peer_addr.port())
+    }
+}
+
+struct Active {
+    id: LinkId,
+    data_tx: mpsc::UnboundedSender<Vec<u8>>,
+    meta_tx: mpsc::UnboundedSender<Vec<u8>>,
+    data: Rc<TcpStream>,
+    meta: Rc<TcpStream>,
+}
+
+type HalfLink = (Rc<TcpStream>, Reader<TcpStream>);
+
+#[derive(Default)]
+pub struct LinkState {
+    /// The engine asked for a connection (`Output::Connect`) and has none.
+    wanted: bool,
+    dialing: bool,
+    active: Option<Active>,
+    next_id: LinkId,
+    /// Accepted sockets waiting for their partner, by session id.
+    half_open: HashMap<u64, (Option<HalfLink>, Option<HalfLink>)>,
+}
+
+impl Driver {
+    pub fn link_connect(self: &Rc<Self>) {
+        let Some(settings) = self.link_settings.as_ref() else { return };
+        let dial = {
+            let mut st = self.link.borrow_mut();
+            st.wanted = true;
+            let dial = settings.dialer() && !st.dialing && st.active.is_none();
+            if dial {
+                st.dialing = true;
+            }
+            dial
+        };
+        if dial {
+            tokio_uring::spawn(dial_loop(Rc::clone(self)));
+        }
+    }
+
+    pub fn link_disconnect(&self) {
+        let mut st = self.link.borrow_mut();
+        st.wanted = false;
+        st.half_open.clear();
+        if let Some(a) = st.active.take() {
+            a.data.close();
+            a.meta.close();
+        }
+    }
+
+    pub fn link_close(&self, link: LinkId) {
+        let mut st = self.link.borrow_mut();
+        if st.active.as_ref().is_some_and(|a| a.id == link) {
+            if let Some(a) = st.active.take() {
+                a.data.close();
+                a.meta.close();
+            }
+        }
+    }
+
+    /// Encode `packet` onto the socket its kind travels on.
+    pub fn link_send(&self, link: LinkId, packet: &Packet) {
+        let st = self.link.borrow();
+        let Some(a) = st.active.as_ref().filter(|a| a.id == link) else { return };
+        let mut buf = Vec::new();
+        packet.encode(&mut buf);
+        let tx = match packet.channel() {
+            crate::wire::Channel::Data => &a.data_tx,
+            crate::wire::Channel::Meta => &a.meta_tx,
+        };
+        // A closed channel means the writer died; its reader reports the loss.
+        let _ = tx.send(buf);
+    }
+
+    /// Send an already encoded frame on the data socket (client writes, built from the
+    /// client's buffer without an intermediate copy).
+    pub fn link_send_raw(&self, link: LinkId, frame: Vec<u8>) {
+        let st = self.link.borrow();
+        if let Some(a) = st.active.as_ref().filter(|a| a.id == link) {
+            let _ = a.data_tx.send(frame);
+        }
+    }
+
+    fn establish(self: &Rc<Self>, (data, data_rx): HalfLink, (meta, meta_rx): HalfLink, dialer: bool, peer_node: String) {
+        let id = {
+            let mut st = self.link.borrow_mut();
+            if !st.wanted || st.active.is_some() {
+                data.close();
+                meta.close();
+                return;
+            }
+            st.next_id += 1;
+            let id = st.next_id;
+            let (data_tx, data_q) = mpsc::unbounded_channel();
+            let (meta_tx, meta_q) = mpsc::unbounded_channel();
+            tokio_uring::spawn(write_frames(Rc::clone(&data), data_q));
+            tokio_uring::spawn(write_frames(Rc::clone(&meta), meta_q));
+            tokio_uring::spawn(read_frames(Rc::clone(self), id, data_rx));
+            tokio_uring::spawn(read_frames(Rc::clone(self), id, meta_rx));
+            st.active = Some(Active { id, data_tx, meta_tx, data, meta });
+            st.half_open.clear();
+            id
+        };
+        self.feed(Input::LinkUp { link: id, dialer, peer_node });
+    }
+
+    /// Frames from the peer's data or meta socket end here.
+    fn link_lost(self: &Rc<Self>, link: LinkId, loss: LinkLoss) {
+        let was_current = {
+            let mut st = self.link.borrow_mut();
+            if st.active.as_ref().is_some_and(|a| a.id == link) {
+                if let Some(a) = st.active.take() {
+                    a.data.close();
+                    a.meta.close();
+                }
+                true
+            } else {
+                false
+            }
+        };
+        if was_current {
+            self.feed(Input::LinkDown { link, loss });
+        }
+    }
+
+    /// A connection accepted on our address: check who it is, read its Hello, pair it.
+    pub async fn link_accepted(self: Rc<Self>, std_stream: StdTcpStream, from: SocketAddr) {
+        let Some(settings) = self.link_settings.as_ref() else { return };
+        if from.ip() != settings.peer_addr.ip() {
+            tracing::warn!("peer link: refusing connection from {from}: the configured peer is {}", settings.peer_addr);
+            return;
+        }
+        let wanted = { self.link.borrow().wanted && self.link.borrow().active.is_none() };
+        if !wanted {
+            tracing::debug!("peer link: refusing connection from {from}: not in WFConnection");
+            return;
+        }
+        let _ = std_stream.set_nodelay(true);
+        let stream = TcpStream::from_std(std_stream);
+        let stream = Rc::new(stream);
+        let mut reader = Reader::new(Rc::clone(&stream));
+        let hello = tokio::time::timeout(HELLO_TIMEOUT, read_packet(&mut reader)).await;
+        let (node, meta_socket, session) = match hello {
+            Ok(Ok(Some(Packet::Hello { version_min, version_max, node, meta_socket, session }))) => {
+                if !(version_min..=version_max).contains(&PROTOCOL_VERSION) {
+                    tracing::error!("peer link: {node} speaks protocol {version_min}..{version_max}, we speak {PROTOCOL_VERSION}");
+                    return;
+                }
+                (node, meta_socket, session)
+            }
+            Ok(Ok(other)) => {
+                tracing::warn!("peer link: {from} did not start with Hello ({:?})", other.map(|p| p.name()));
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("peer link: {from}: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("peer link: {from} sent no Hello within {} s", HELLO_TIMEOUT.as_secs());
+                return;
+            }
+        };
+        let pair = {
+            let mut st = self.link.borrow_mut();
+            let slot = st.half_open.entry(session).or_default();
+            if meta_socket {
+                slot.1 = Some((stream, reader));
+            } else {
+                slot.0 = Some((stream, reader));
+            }
+            if slot.0.is_some() && slot.1.is_some() {
+                st.half_open.remove(&session)
+            } else {
+                None
+            }
+        };
+        if let Some((Some((data, data_rx)), Some((meta, meta_rx)))) = pair {
+            let mut hello = Vec::new();
+            Packet::Hello { version_min: PROTOCOL_VERSION, version_max: PROTOCOL_VERSION, node: settings.node.clone(), meta_socket: false, session }
+                .encode(&mut hello);
+            if data.write_vec(hello).await.0.is_err() {
+                return;
+            }
+            self.establish((data, data_rx), (meta, meta_rx), false, node);
+        }
+    }
+}
+
+async fn read_packet(reader: &mut Reader<TcpStream>) -> io::Result<Option<Packet>> {
+    let Some(head) = reader.read_array::<HEADER_BYTES>().await? else { return Ok(None) };
+    let h = decode_header(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let payload = reader.read_vec(h.len as usize).await?;
+    Packet::decode(&h, &payload).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+async fn read_frames(driver: Rc<Driver>, link: LinkId, mut reader: Reader<TcpStream>) {
+    let loss = loop {
+        match read_packet(&mut reader).await {
+            Ok(Some(packet)) => driver.feed(Input::Packet { link, packet }),
+            Ok(None) => break LinkLoss::BrokenPipe,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => break LinkLoss::ProtocolError(e.to_string()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break LinkLoss::BrokenPipe,
+            Err(e) => break LinkLoss::NetworkFailure(e.to_string()),
+        }
+    };
+    driver.link_lost(link, loss);
+}
+
+async fn write_frames(stream: Rc<TcpStream>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES);
+    while let Some(first) = rx.recv().await {
+        batch.extend_from_slice(&first);
+        while batch.len() < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        let (r, b) = stream.write_vec(std::mem::take(&mut batch)).await;
+        if r.is_err() {
+            // The reader of this socket sees the failure and reports the link loss.
+            stream.close();
+            return;
+        }
+        batch = b;
+        batch.clear();
+    }
+}
+
+async fn dial_once(settings: &LinkSettings, session: u64, meta_socket: bool) -> io::Result<HalfLink> {
+    let my = settings.my_addr;
+    let peer = settings.peer_addr;
+    let std_stream = tokio::task::spawn_blocking(move || -> io::Result<StdTcpStream> {
+        let sock = socket2::Socket::new(socket2::Domain::for_address(peer), socket2::Type::STREAM, None)?;
+        // Bind to our own address so the peer can tell who is calling.
+        sock.bind(&SocketAddr::new(my.ip(), 0).into())?;
+        sock.connect_timeout(&peer.into(), Duration::from_secs(5))?;
+        let s: StdTcpStream = sock.into();
+        s.set_nodelay(true)?;
+        Ok(s)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    let stream = TcpStream::from_std(std_stream);
+    let mut hello = Vec::new();
+    Packet::Hello { version_min: PROTOCOL_VERSION, version_max: PROTOCOL_VERSION, node: settings.node.clone(), meta_socket, session }
+        .encode(&mut hello);
+    stream.write_vec(hello).await.0?;
+    let stream = Rc::new(stream);
+    let reader = Reader::new(Rc::clone(&stream));
+    Ok((stream, reader))
+}
+
+async fn dial_loop(driver: Rc<Driver>) {
+    let Some(settings) = driver.link_settings.as_ref() else { return };
+    let mut attempt = 0u64;
+    loop {
+        {
+            let st = driver.link.borrow();
+            if !st.wanted || st.active.is_some() {
+                break;
+            }
+        }
+        if attempt > 0 {
+            tokio::time::sleep(settings.connect_int).await;
+        }
+        attempt += 1;
+        let session = driver.random_u64();
+        let data = match dial_once(settings, session, false).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("peer link: connecting to {} failed: {e}", settings.peer_addr);
+                continue;
+            }
+        };
+        let meta = match dial_once(settings, session, true).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("peer link: meta socket to {} failed: {e}", settings.peer_addr);
+                continue;
+            }
+        };
+        let (data, mut data_rx) = data;
+        match tokio::time::timeout(HELLO_TIMEOUT, read_packet(&mut data_rx)).await {
+            Ok(Ok(Some(Packet::Hello { node, version_min, version_max, .. }))) if (version_min..=version_max).contains(&PROTOCOL_VERSION) => {
+                if !driver.link.borrow().wanted {
+                    break;
+                }
+                driver.establish((data, data_rx), meta, true, node);
+                break;
+            }
+            Ok(Ok(Some(Packet::Hello { node, version_min, version_max, .. }))) => {
+                tracing::error!("peer link: {node} speaks protocol {version_min}..{version_max}, we speak {PROTOCOL_VERSION}");
+            }
+            other => {
+                let why = match other {
+                    Ok(Ok(None)) => "closed the connection (not waiting for us: StandAlone or already connected?)".to_owned(),
+                    Ok(Ok(Some(p))) => format!("answered {} instead of Hello", p.name()),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "did not answer".to_owned(),
+                };
+                tracing::debug!("peer link: {} {why}", settings.peer_addr);
+            }
+        }
+        data.close();
+        meta.0.close();
+    }
+    driver.link.borrow_mut().dialing = false;
+}
+
+/// Shared state of the link machinery, kept by the driver.
+pub type SharedLink = RefCell<LinkState>;
