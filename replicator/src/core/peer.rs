@@ -225,6 +225,11 @@ impl Engine {
         self.send(Packet::Sizes { backing_bytes: usable, usable_bytes: usable, requested_bytes: usable });
         self.send_uuids(0);
         self.send_state();
+        self.send_bitmap();
+    }
+
+    /// Our whole bitmap, RLE-compressed, in slices.
+    pub(crate) fn send_bitmap(&mut self) {
         let rle = self.bitmap.as_ref().map(Bitmap::encode_rle).unwrap_or_default();
         let mut start = 0usize;
         loop {
@@ -533,6 +538,10 @@ impl Engine {
 
     fn on_bitmap(&mut self, start: u64, rle: Vec<u8>, last: bool) {
         let Some(l) = self.link.as_mut() else { return };
+        if l.decided && l.peer_bitmap.is_some() {
+            // A second bitmap: the SyncSource's final one, sent when it started the resync.
+            l.peer_bitmap = None;
+        }
         if start != l.bitmap_rx.len() as u64 || l.peer_bitmap.is_some() {
             self.protocol_error(format!("bitmap slice at {start} out of order"));
             return;
@@ -543,8 +552,16 @@ impl Engine {
         }
         l.bitmap_rx.extend_from_slice(&rle);
         if last {
-            l.peer_bitmap = Some(std::mem::take(&mut l.bitmap_rx));
-            self.try_decide();
+            let blob = std::mem::take(&mut l.bitmap_rx);
+            l.peer_bitmap = Some(blob.clone());
+            if !l.decided {
+                self.try_decide();
+            } else if matches!(self.cstate, ConnState::WFSyncUUID | ConnState::Connected) {
+                // Bits the source set after its first report (writes during the handshake).
+                self.merge_peer_bitmap(&blob, false);
+            } else {
+                self.protocol_error(format!("bitmap while {}", self.cstate));
+            }
         }
     }
 

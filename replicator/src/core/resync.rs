@@ -65,6 +65,8 @@ impl Engine {
         self.persist_superblock();
         let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
         tracing::info!(resource = %self.cfg.resource, "Began resync as SyncSource (will sync {} KB [{bits} bits set]).", bits * 4);
+        // Our final bitmap first: writes during the handshake set bits after our report.
+        self.send_bitmap();
         self.send(Packet::SyncStart { source: true, full });
         self.send(Packet::SyncUuid { uuid: sync_uuid });
         self.emit(Output::StateChanged);
@@ -209,6 +211,14 @@ impl Engine {
         let secs = self.resync.as_ref().and_then(|r| r.started).zip(self.last_now).map_or(0, |(s, n)| n.saturating_duration_since(s).as_secs());
         let kib = self.resync.as_ref().map_or(0, |r| r.total_bits * 4);
         self.resync = None;
+        // Adopt the source's generation (drbd_resync_finished): our sync UUID goes to history.
+        if let Some((peer, _)) = self.link.as_ref().and_then(|l| l.peer_uuids) {
+            let primary = self.role == Role::Primary;
+            let own = self.uuids.current;
+            self.uuids.set(UuidIndex::Bitmap, own & !1, primary);
+            self.uuids.set_no_history(UuidIndex::Current, peer.current, primary);
+            self.uuids.clear_bitmap_uuid();
+        }
         self.disk = DiskState::UpToDate;
         self.cstate = ConnState::Connected;
         self.persist_superblock();

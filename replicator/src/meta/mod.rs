@@ -9,6 +9,7 @@
 //! or decides what a UUID change *means* (that is `core`'s job).
 
 pub mod al;
+pub mod attach;
 pub mod bitmap;
 pub mod error;
 pub mod gi;

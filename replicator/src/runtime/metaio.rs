@@ -8,7 +8,6 @@ use std::path::Path;
 use rep_resources::{MetaDisk, NodeView};
 
 use crate::core::{AttachInfo, IoFailure, IoResult, MetaOpKind};
-use crate::meta::layout::AL_EXTENT_BYTES;
 use crate::meta::store::MetaStore;
 
 pub struct MetaHandle {
@@ -52,53 +51,12 @@ impl MetaHandle {
                 view.disk.display()
             )
         })?;
-        let sb = store.superblock().clone();
-        let unclean = !sb.clean;
-        let mut bitmap = store.bitmap().clone();
-        let al = store.activity_log().clone();
-        if unclean {
-            for ext in al.active_extents() {
-                bitmap.set_range(ext * AL_EXTENT_BYTES, AL_EXTENT_BYTES);
-            }
-        }
-        let mut usable_bytes = store.layout().usable_bytes();
-        if let Some(limit) = view.disk_conf.size_bytes {
-            usable_bytes = usable_bytes.min(limit);
-        }
-        let info = AttachInfo {
-            usable_bytes,
-            uuids: sb.uuids,
-            flags: sb.flags,
-            unclean,
-            bitmap,
-            al,
-        };
+        let info = crate::meta::attach::attach_info(&store, view.disk_conf.size_bytes);
         Ok((MetaHandle { store }, info))
     }
 
     pub fn apply(&mut self, op: &MetaOpKind) -> IoResult {
-        match op {
-            MetaOpKind::Superblock {
-                uuids,
-                flags,
-                clean,
-            } => {
-                let mut sb = self.store.superblock().clone();
-                sb.uuids = *uuids;
-                sb.flags = *flags;
-                sb.clean = *clean;
-                self.store.write_superblock(sb).map_err(fail)
-            }
-            MetaOpKind::BitmapPages { pages } => {
-                for (idx, page) in pages {
-                    self.store.write_bitmap_page(*idx, page).map_err(fail)?;
-                }
-                self.store.flush().map_err(fail)
-            }
-            MetaOpKind::AlTransaction { block, ring_slot } => {
-                self.store.write_al_block(*ring_slot, block).map_err(fail)
-            }
-        }
+        crate::meta::attach::apply(&mut self.store, op).map_err(fail)
     }
 
     pub fn close(self) {}

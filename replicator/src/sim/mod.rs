@@ -2,4 +2,5 @@
 //! that a crash loses, and the clock-free driver loop that runs engines against them.
 //! Compiled for tests and for the `sim` feature only; never part of repd.
 
+pub mod cluster;
 pub mod disk;

@@ -50,6 +50,8 @@ pub enum Packet {
     BarrierAck { epoch: u32 },
     Ping,
     PingAck,
+    // Resync acks travel on the data socket: the SyncTarget's final State must not overtake
+    // them, or the source would finish with bits still set.
     /// SyncTarget asks for a block; `digest` set means csums-alg: only send it if it differs.
     RsRequest { id: u64, offset: u64, len: u32, digest: Vec<u8> },
     RsData { id: u64, offset: u64, data: Vec<u8> },
@@ -189,8 +191,6 @@ impl Packet {
             | Packet::BarrierAck { .. }
             | Packet::Ping
             | Packet::PingAck
-            | Packet::RsWriteAck { .. }
-            | Packet::RsNegAck { .. }
             | Packet::OvResult { .. } => Channel::Meta,
             _ => Channel::Data,
         }
