@@ -14,8 +14,8 @@ pub mod core;
 pub mod meta;
 #[cfg(feature = "runtime")]
 pub mod runtime;
-#[forbid(unsafe_code)]
-pub mod wire;
 /// Simulation doubles (simulated disks), used by the tests and the simulator.
 #[forbid(unsafe_code)]
 pub mod sim;
+#[forbid(unsafe_code)]
+pub mod wire;

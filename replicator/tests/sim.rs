@@ -13,14 +13,29 @@ use rep_resources::Protocol;
 
 const DEVICE: u64 = 8 << 20;
 
-fn wait(c: &mut Cluster, what: &str, limit: Duration, cond: impl Fn(&Cluster) -> bool) -> Result<(), String> {
+fn wait(
+    c: &mut Cluster,
+    what: &str,
+    limit: Duration,
+    cond: impl Fn(&Cluster) -> bool,
+) -> Result<(), String> {
     let mut waited = Duration::ZERO;
     while !cond(c) {
         if waited >= limit {
             let s: Vec<String> = c
                 .nodes
                 .iter()
-                .map(|n| format!("{} {} {} {}/{} oos={}KiB", n.name, n.engine.role(), n.engine.cstate(), n.engine.disk(), n.engine.pdsk(), n.engine.oos_kib()))
+                .map(|n| {
+                    format!(
+                        "{} {} {} {}/{} oos={}KiB",
+                        n.name,
+                        n.engine.role(),
+                        n.engine.cstate(),
+                        n.engine.disk(),
+                        n.engine.pdsk(),
+                        n.engine.oos_kib()
+                    )
+                })
                 .collect();
             return Err(format!("timed out waiting for {what}: {}", s.join("; ")));
         }
@@ -33,7 +48,10 @@ fn wait(c: &mut Cluster, what: &str, limit: Duration, cond: impl Fn(&Cluster) ->
 fn write_for(c: &mut Cluster, primary: usize, d: Duration) {
     let steps = d.as_millis() as u64;
     for _ in 0..steps {
-        if c.nodes[primary].up && c.nodes[primary].engine.role() == Role::Primary && c.outstanding_clients(primary) < 32 {
+        if c.nodes[primary].up
+            && c.nodes[primary].engine.role() == Role::Primary
+            && c.outstanding_clients(primary) < 32
+        {
             c.client_write(primary);
             c.client_write(primary);
         }
@@ -42,8 +60,15 @@ fn write_for(c: &mut Cluster, primary: usize, d: Duration) {
 }
 
 fn converge(c: &mut Cluster, primary: usize) -> Result<(), String> {
-    wait(c, "connected and UpToDate", Duration::from_secs(120), Cluster::settled)?;
-    wait(c, "client writes to drain", Duration::from_secs(30), |c| c.outstanding_clients(primary) == 0)?;
+    wait(
+        c,
+        "connected and UpToDate",
+        Duration::from_secs(120),
+        Cluster::settled,
+    )?;
+    wait(c, "client writes to drain", Duration::from_secs(30), |c| {
+        c.outstanding_clients(primary) == 0
+    })?;
     c.check_data()
 }
 
@@ -52,16 +77,25 @@ fn run_seed(seed: u64, protocol: Protocol) -> Result<(), String> {
     let mut rng = Rng::new(seed ^ 0xfau64);
     for i in 0..2 {
         c.admin(i, AdminCmd::Attach).map_err(|e| e.to_string())?;
-        c.admin(i, AdminCmd::Connect { discard_my_data: false }).map_err(|e| e.to_string())?;
+        c.admin(
+            i,
+            AdminCmd::Connect {
+                discard_my_data: false,
+            },
+        )
+        .map_err(|e| e.to_string())?;
     }
     wait(&mut c, "first connection", Duration::from_secs(10), |c| {
-        c.nodes.iter().all(|n| n.engine.cstate() == ConnState::Connected)
+        c.nodes
+            .iter()
+            .all(|n| n.engine.cstate() == ConnState::Connected)
     })?;
     if c.nodes[1].engine.disk() != DiskState::Inconsistent {
         return Err("fresh disks must be Inconsistent".into());
     }
     let mut primary = 0usize;
-    c.admin(primary, AdminCmd::Primary { force: true }).map_err(|e| e.to_string())?;
+    c.admin(primary, AdminCmd::Primary { force: true })
+        .map_err(|e| e.to_string())?;
     write_for(&mut c, primary, Duration::from_millis(100));
     converge(&mut c, primary)?;
     for _round in 0..4 {
@@ -83,20 +117,29 @@ fn run_seed(seed: u64, protocol: Protocol) -> Result<(), String> {
                 // Failover: the Primary dies; its peer takes over and the old one comes back.
                 c.crash(primary);
                 c.run_for(Duration::from_millis(20));
-                c.admin(secondary, AdminCmd::Primary { force: false }).map_err(|e| format!("promotion refused: {e}"))?;
+                c.admin(secondary, AdminCmd::Primary { force: false })
+                    .map_err(|e| format!("promotion refused: {e}"))?;
                 primary = secondary;
                 write_for(&mut c, primary, Duration::from_millis(200));
                 c.restart(1 - primary).map_err(|e| e.to_string())?;
             }
             3 => {
-                c.admin(secondary, AdminCmd::Disconnect { force: false }).map_err(|e| e.to_string())?;
+                c.admin(secondary, AdminCmd::Disconnect { force: false })
+                    .map_err(|e| e.to_string())?;
                 write_for(&mut c, primary, Duration::from_millis(200));
-                c.admin(secondary, AdminCmd::Connect { discard_my_data: false }).map_err(|e| e.to_string())?;
+                c.admin(
+                    secondary,
+                    AdminCmd::Connect {
+                        discard_my_data: false,
+                    },
+                )
+                .map_err(|e| e.to_string())?;
             }
             _ => write_for(&mut c, primary, Duration::from_millis(200)),
         }
         write_for(&mut c, primary, Duration::from_millis(50));
-        converge(&mut c, primary).map_err(|e| format!("{e}\n  schedule: {}", c.trace.join("\n    ")))?;
+        converge(&mut c, primary)
+            .map_err(|e| format!("{e}\n  schedule: {}", c.trace.join("\n    ")))?;
     }
     Ok(())
 }
@@ -108,7 +151,10 @@ fn seeds() -> Vec<u64> {
     if let Ok(s) = std::env::var("REP_SIM_SEED") {
         return s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
     }
-    let n = std::env::var("REP_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200u64);
+    let n = std::env::var("REP_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200u64);
     (0..n).collect()
 }
 

@@ -101,12 +101,20 @@ impl Engine {
     /// The promotion itself, once the peer (if any) agreed.
     pub(crate) fn finish_primary(&mut self, id: AdminId, force: bool) {
         if self.peer_role == Role::Primary && !self.cfg.allow_two_primaries {
-            let refusal = Refusal::TwoPrimaries { peer_role: self.peer_role };
-            self.emit(Output::AdminReply { id, result: Err(refusal) });
+            let refusal = Refusal::TwoPrimaries {
+                peer_role: self.peer_role,
+            };
+            self.emit(Output::AdminReply {
+                id,
+                result: Err(refusal),
+            });
             return;
         }
         let mut forced = false;
-        if self.disk < DiskState::UpToDate && force && (DiskState::Inconsistent..=DiskState::Consistent).contains(&self.disk) {
+        if self.disk < DiskState::UpToDate
+            && force
+            && (DiskState::Inconsistent..=DiskState::Consistent).contains(&self.disk)
+        {
             tracing::warn!(resource = %self.cfg.resource, "Forced to consider local data as UpToDate!");
             self.disk = DiskState::UpToDate;
             forced = true;
@@ -319,7 +327,11 @@ impl Engine {
             return Err(Refusal::AlreadyStandAlone);
         }
         self.send(crate::wire::Packet::Bye);
-        self.lose_link(ConnState::Disconnecting, "disconnect requested", super::peer::After::StandAlone);
+        self.lose_link(
+            ConnState::Disconnecting,
+            "disconnect requested",
+            super::peer::After::StandAlone,
+        );
         Ok(Some("StandAlone".into()))
     }
 
@@ -352,7 +364,10 @@ impl Engine {
             }
             // Two fresh disks: skip the initial sync, both sides become UpToDate (DRBD's
             // "new-current-uuid --clear-bitmap" shortcut).
-            if just_created && self.cstate == ConnState::Connected && self.pdsk == DiskState::Inconsistent {
+            if just_created
+                && self.cstate == ConnState::Connected
+                && self.pdsk == DiskState::Inconsistent
+            {
                 self.uuids.bitmap = 0;
                 self.disk = DiskState::UpToDate;
                 self.pdsk = DiskState::UpToDate;
@@ -369,7 +384,9 @@ impl Engine {
             return Err(Refusal::IsPrimary);
         }
         if self.resync.is_some() {
-            return Err(Refusal::ResyncRunning { cstate: self.cstate });
+            return Err(Refusal::ResyncRunning {
+                cstate: self.cstate,
+            });
         }
         // Not connected: what `drbdmeta invalidate` does offline — all bits set, Inconsistent;
         // the full sync from the peer happens on the next connect. Connected: ask the peer to
@@ -379,7 +396,10 @@ impl Engine {
         }
         self.disk = DiskState::Inconsistent;
         if self.cstate == ConnState::Connected {
-            self.send(crate::wire::Packet::SyncStart { source: false, full: true });
+            self.send(crate::wire::Packet::SyncStart {
+                source: false,
+                full: true,
+            });
         }
         self.persist_then_reply(
             id,
@@ -397,7 +417,9 @@ impl Engine {
             });
         }
         if self.resync.is_some() {
-            return Err(Refusal::ResyncRunning { cstate: self.cstate });
+            return Err(Refusal::ResyncRunning {
+                cstate: self.cstate,
+            });
         }
         if let Some(bm) = self.bitmap.as_mut() {
             bm.set_all();

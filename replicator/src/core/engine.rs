@@ -147,7 +147,11 @@ impl Engine {
                 self.peer_timers(now);
                 self.pump_resync(now);
             }
-            Input::LinkUp { link, dialer, peer_node } => self.link_up(now, link, dialer, peer_node),
+            Input::LinkUp {
+                link,
+                dialer,
+                peer_node,
+            } => self.link_up(now, link, dialer, peer_node),
             Input::Packet { link, packet } => self.packet(now, link, packet),
             Input::LinkDown { link, loss } => self.link_down(link, loss),
             Input::PeerDiskDone { io, result } => self.peer_disk_done(io, result),
@@ -182,11 +186,18 @@ impl Engine {
             if !pages.is_empty() {
                 self.counters.bm_writes += pages.len() as u64;
                 let io = self.alloc_io();
-                self.emit(Output::Meta { io, op: super::io::MetaOpKind::BitmapPages { pages } });
+                self.emit(Output::Meta {
+                    io,
+                    op: super::io::MetaOpKind::BitmapPages { pages },
+                });
             }
         }
         let io = self.alloc_io();
-        let op = super::io::MetaOpKind::Superblock { uuids: self.uuids, flags: self.flags, clean: false };
+        let op = super::io::MetaOpKind::Superblock {
+            uuids: self.uuids,
+            flags: self.flags,
+            clean: false,
+        };
         self.emit(Output::Meta { io, op });
     }
 
@@ -297,7 +308,11 @@ impl Engine {
         }
         // Resync only runs in a sync state.
         if self.resync.is_some() {
-            assert!(matches!(self.cstate, ConnState::SyncSource | ConnState::SyncTarget), "resync state in {}", self.cstate);
+            assert!(
+                matches!(self.cstate, ConnState::SyncSource | ConnState::SyncTarget),
+                "resync state in {}",
+                self.cstate
+            );
         }
         assert!(self.usable_bytes <= self.local_usable_bytes || self.disk <= DiskState::Failed);
         if self.disk == DiskState::Diskless {

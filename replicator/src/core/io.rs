@@ -221,9 +221,21 @@ pub enum LinkLoss {
 /// through the engine because it comes from (or goes to) a packet, not a client buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeerDiskOp {
-    Write { offset: u64, data: Vec<u8>, fua: bool },
-    Zero { offset: u64, len: u32, trim: bool, fua: bool },
-    Read { offset: u64, len: u32 },
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    },
+    Zero {
+        offset: u64,
+        len: u32,
+        trim: bool,
+        fua: bool,
+    },
+    Read {
+        offset: u64,
+        len: u32,
+    },
     Flush,
 }
 

@@ -5,14 +5,14 @@
 mod admin;
 pub mod engine;
 pub mod io;
-pub mod refusal;
 pub mod peer;
+pub mod refusal;
 mod replicate;
 mod requests;
 mod resync;
-pub mod uuid_compare;
 pub mod rng;
 pub mod state;
+pub mod uuid_compare;
 
 pub use engine::{Counters, Engine, EngineConfig};
 pub use io::{

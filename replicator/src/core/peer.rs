@@ -161,7 +161,10 @@ impl Engine {
     }
 
     pub(crate) fn link_up(&mut self, now: Instant, link: LinkId, dialer: bool, peer_node: String) {
-        if !matches!(self.cstate, ConnState::WFConnection | ConnState::Unconnected) {
+        if !matches!(
+            self.cstate,
+            ConnState::WFConnection | ConnState::Unconnected
+        ) {
             // A late link after `disconnect`: refuse it.
             self.emit(Output::CloseLink { link });
             return;
@@ -222,7 +225,11 @@ impl Engine {
         };
         self.send(Packet::Params(params));
         let usable = self.local_usable_bytes;
-        self.send(Packet::Sizes { backing_bytes: usable, usable_bytes: usable, requested_bytes: usable });
+        self.send(Packet::Sizes {
+            backing_bytes: usable,
+            usable_bytes: usable,
+            requested_bytes: usable,
+        });
         self.send_uuids(0);
         self.send_state();
         self.send_bitmap();
@@ -230,12 +237,20 @@ impl Engine {
 
     /// Our whole bitmap, RLE-compressed, in slices.
     pub(crate) fn send_bitmap(&mut self) {
-        let rle = self.bitmap.as_ref().map(Bitmap::encode_rle).unwrap_or_default();
+        let rle = self
+            .bitmap
+            .as_ref()
+            .map(Bitmap::encode_rle)
+            .unwrap_or_default();
         let mut start = 0usize;
         loop {
             let end = (start + BITMAP_SLICE_BYTES).min(rle.len());
             let last = end == rle.len();
-            self.send(Packet::Bitmap { start: start as u64, rle: rle[start..end].to_vec(), last });
+            self.send(Packet::Bitmap {
+                start: start as u64,
+                rle: rle[start..end].to_vec(),
+                last,
+            });
             if last {
                 break;
             }
@@ -255,7 +270,11 @@ impl Engine {
             flags |= UUID_FLAG_INCONSISTENT;
         }
         let oos_bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
-        self.send(Packet::Uuids { uuids: self.uuids.as_array(), oos_bits, flags });
+        self.send(Packet::Uuids {
+            uuids: self.uuids.as_array(),
+            oos_bits,
+            flags,
+        });
     }
 
     pub(crate) fn send_state(&mut self) {
@@ -263,12 +282,19 @@ impl Engine {
         if let Some(l) = self.link.as_mut() {
             l.last_sent_state = Some(state);
         }
-        self.send(Packet::State { role: role_code(state.0), disk: disk_code(state.1), susp: false });
+        self.send(Packet::State {
+            role: role_code(state.0),
+            disk: disk_code(state.1),
+            susp: false,
+        });
     }
 
     /// After every input: tell the peer if our role or disk changed.
     pub(crate) fn announce_state(&mut self) {
-        let changed = self.link.as_ref().is_some_and(|l| l.sent_report && l.last_sent_state != Some((self.role, self.disk)));
+        let changed = self
+            .link
+            .as_ref()
+            .is_some_and(|l| l.sent_report && l.last_sent_state != Some((self.role, self.disk)));
         if changed {
             self.send_state();
         }
@@ -279,7 +305,10 @@ impl Engine {
             return;
         }
         let (state, why) = match &loss {
-            LinkLoss::BrokenPipe => (ConnState::BrokenPipe, "the peer closed the connection".to_owned()),
+            LinkLoss::BrokenPipe => (
+                ConnState::BrokenPipe,
+                "the peer closed the connection".to_owned(),
+            ),
             LinkLoss::NetworkFailure(e) => (ConnState::NetworkFailure, e.clone()),
             LinkLoss::ProtocolError(e) => (ConnState::ProtocolError, e.clone()),
         };
@@ -299,8 +328,12 @@ impl Engine {
         };
         let was = self.cstate;
         match after {
-            After::Reconnect => tracing::warn!(resource = %self.cfg.resource, peer = %l.peer_node, "conn( {was} -> {via} ): {why}"),
-            After::StandAlone => tracing::error!(resource = %self.cfg.resource, peer = %l.peer_node, "conn( {was} -> {via} -> StandAlone ): {why}"),
+            After::Reconnect => {
+                tracing::warn!(resource = %self.cfg.resource, peer = %l.peer_node, "conn( {was} -> {via} ): {why}")
+            }
+            After::StandAlone => {
+                tracing::error!(resource = %self.cfg.resource, peer = %l.peer_node, "conn( {was} -> {via} -> StandAlone ): {why}")
+            }
         }
         self.emit(Output::CloseLink { link: l.id });
         self.fail_peer_requests();
@@ -344,8 +377,16 @@ impl Engine {
             return;
         }
         l.last_rx = now;
-        if !l.peer_authed && !matches!(packet, Packet::AuthChallenge { .. } | Packet::AuthResponse { .. }) {
-            let why = format!("peer sent {} before authenticating (shared-secret is set here)", packet.name());
+        if !l.peer_authed
+            && !matches!(
+                packet,
+                Packet::AuthChallenge { .. } | Packet::AuthResponse { .. }
+            )
+        {
+            let why = format!(
+                "peer sent {} before authenticating (shared-secret is set here)",
+                packet.name()
+            );
             self.lose_link(ConnState::ProtocolError, &why, After::StandAlone);
             return;
         }
@@ -382,32 +423,51 @@ impl Engine {
                 }
             }
             Packet::Bye => {
-                self.lose_link(ConnState::Disconnecting, "the peer disconnected", After::Reconnect);
+                self.lose_link(
+                    ConnState::Disconnecting,
+                    "the peer disconnected",
+                    After::Reconnect,
+                );
             }
             Packet::StateRequest { want_primary } => self.on_state_request(want_primary),
             Packet::StateReply { ok, reason } => self.on_state_reply(ok, reason),
-            Packet::Data { id, offset, fua, data } => self.on_peer_data(id, offset, fua, data),
-            Packet::Zero { id, offset, len, trim, fua } => self.on_peer_zero(id, offset, len, trim, fua),
+            Packet::Data {
+                id,
+                offset,
+                fua,
+                data,
+            } => self.on_peer_data(id, offset, fua, data),
+            Packet::Zero {
+                id,
+                offset,
+                len,
+                trim,
+                fua,
+            } => self.on_peer_zero(id, offset, len, trim, fua),
             Packet::Barrier { epoch } => self.on_peer_barrier(epoch),
             Packet::RecvAck { id } | Packet::WriteAck { id } => self.on_peer_ack(id, true),
             Packet::NegAck { id } => self.on_peer_ack(id, false),
             Packet::BarrierAck { epoch } => self.on_barrier_ack(epoch),
             Packet::SyncStart { source, full } => self.on_sync_start(now, source, full),
             Packet::SyncUuid { uuid } => self.on_sync_uuid(now, uuid),
-            Packet::RsRequest { id, offset, len, .. } => self.on_rs_request(id, offset, len),
+            Packet::RsRequest {
+                id, offset, len, ..
+            } => self.on_rs_request(id, offset, len),
             Packet::RsData { id, offset, data } => self.on_rs_data(id, offset, data),
             Packet::RsWriteAck { id, offset, len } => self.on_rs_ack(now, id, offset, len, true),
             Packet::RsNegAck { id, offset, len } | Packet::RsInSync { id, offset, len } => {
                 self.on_rs_ack(now, id, offset, len, false)
             }
-            Packet::OvRequest { .. } | Packet::OvReply { .. } | Packet::OvResult { .. } => {
-                self.protocol_error("online verify packets are not supported by this version".into())
-            }
+            Packet::OvRequest { .. } | Packet::OvReply { .. } | Packet::OvResult { .. } => self
+                .protocol_error("online verify packets are not supported by this version".into()),
         }
     }
 
     fn on_auth_challenge(&mut self, nonce: &[u8]) {
-        let (Some(secret), alg) = (self.cfg.peer.shared_secret.clone(), self.cfg.peer.cram_hmac_alg.clone()) else {
+        let (Some(secret), alg) = (
+            self.cfg.peer.shared_secret.clone(),
+            self.cfg.peer.cram_hmac_alg.clone(),
+        ) else {
             let why = "the peer requires authentication but no shared-secret is configured here; set the same shared-secret and cram-hmac-alg in the net section on both nodes";
             self.lose_link(ConnState::ProtocolError, why, After::StandAlone);
             return;
@@ -421,12 +481,18 @@ impl Engine {
 
     fn on_auth_response(&mut self, mac: &[u8]) {
         let Some(l) = self.link.as_mut() else { return };
-        let (Some(nonce), Some(secret)) = (l.nonce.take(), self.cfg.peer.shared_secret.clone()) else {
+        let (Some(nonce), Some(secret)) = (l.nonce.take(), self.cfg.peer.shared_secret.clone())
+        else {
             self.protocol_error("unsolicited authentication response".into());
             return;
         };
         let peer = l.peer_node.clone();
-        let alg = self.cfg.peer.cram_hmac_alg.clone().unwrap_or_else(|| "sha1".into());
+        let alg = self
+            .cfg
+            .peer
+            .cram_hmac_alg
+            .clone()
+            .unwrap_or_else(|| "sha1".into());
         if !auth::verify(&alg, &secret, &nonce, &peer, mac) {
             let why = format!("Authentication of peer {peer} failed: wrong shared-secret (or cram-hmac-alg differs); fix the net section and run `repadm connect`");
             self.lose_link(ConnState::ProtocolError, &why, After::StandAlone);
@@ -443,13 +509,25 @@ impl Engine {
         let mine = protocol_code(self.cfg.protocol);
         let s = &self.cfg.peer;
         let mismatch = if p.protocol != mine {
-            Some(format!("incompatible replication protocols: ours is {}, the peer's is {}", mine as char, p.protocol as char))
+            Some(format!(
+                "incompatible replication protocols: ours is {}, the peer's is {}",
+                mine as char, p.protocol as char
+            ))
         } else if p.after_sb_0pri != s.after_sb_0pri {
-            Some(format!("incompatible after-sb-0pri settings: ours is {}, the peer's is {}", s.after_sb_0pri, p.after_sb_0pri))
+            Some(format!(
+                "incompatible after-sb-0pri settings: ours is {}, the peer's is {}",
+                s.after_sb_0pri, p.after_sb_0pri
+            ))
         } else if p.after_sb_1pri != s.after_sb_1pri {
-            Some(format!("incompatible after-sb-1pri settings: ours is {}, the peer's is {}", s.after_sb_1pri, p.after_sb_1pri))
+            Some(format!(
+                "incompatible after-sb-1pri settings: ours is {}, the peer's is {}",
+                s.after_sb_1pri, p.after_sb_1pri
+            ))
         } else if p.after_sb_2pri != s.after_sb_2pri {
-            Some(format!("incompatible after-sb-2pri settings: ours is {}, the peer's is {}", s.after_sb_2pri, p.after_sb_2pri))
+            Some(format!(
+                "incompatible after-sb-2pri settings: ours is {}, the peer's is {}",
+                s.after_sb_2pri, p.after_sb_2pri
+            ))
         } else if p.allow_two_primaries != self.cfg.allow_two_primaries {
             Some(format!(
                 "incompatible allow-two-primaries settings: ours is {}, the peer's is {}",
@@ -457,7 +535,10 @@ impl Engine {
                 yes_no(p.allow_two_primaries)
             ))
         } else if p.integrity_alg != s.integrity_alg {
-            Some(format!("incompatible data-integrity-alg: ours is '{}', the peer's is '{}'", s.integrity_alg, p.integrity_alg))
+            Some(format!(
+                "incompatible data-integrity-alg: ours is '{}', the peer's is '{}'",
+                s.integrity_alg, p.integrity_alg
+            ))
         } else {
             None
         };
@@ -483,7 +564,11 @@ impl Engine {
     }
 
     fn on_uuids(&mut self, uuids: [u64; 4], flags: u32) {
-        let g = GenerationUuids { current: uuids[0], bitmap: uuids[1], history: [uuids[2], uuids[3]] };
+        let g = GenerationUuids {
+            current: uuids[0],
+            bitmap: uuids[1],
+            history: [uuids[2], uuids[3]],
+        };
         let decided = self.link.as_ref().is_some_and(|l| l.decided);
         if let Some(l) = self.link.as_mut() {
             l.peer_uuids = Some((g, flags));
@@ -493,7 +578,8 @@ impl Engine {
             return;
         }
         // Skip-initial-sync from `new-current-uuid --clear-bitmap` on the peer.
-        if flags & UUID_FLAG_SKIP_INITIAL_SYNC != 0 && self.uuids.current & !1 == UUID_JUST_CREATED {
+        if flags & UUID_FLAG_SKIP_INITIAL_SYNC != 0 && self.uuids.current & !1 == UUID_JUST_CREATED
+        {
             if let Some(bm) = self.bitmap.as_mut() {
                 bm.clear_all();
             }
@@ -523,13 +609,20 @@ impl Engine {
         self.peer_role = role;
         self.pdsk = disk;
         if self.role == Role::Primary && role == Role::Primary && !self.cfg.allow_two_primaries {
-            self.lose_link(ConnState::Disconnecting, "both nodes are Primary and allow-two-primaries is off", After::StandAlone);
+            self.lose_link(
+                ConnState::Disconnecting,
+                "both nodes are Primary and allow-two-primaries is off",
+                After::StandAlone,
+            );
             return;
         }
         if self.cstate == ConnState::SyncSource && disk == DiskState::UpToDate {
             self.finish_sync_source();
         }
-        if self.disk == DiskState::UpToDate && disk == DiskState::UpToDate && self.flags.crashed_primary() {
+        if self.disk == DiskState::UpToDate
+            && disk == DiskState::UpToDate
+            && self.flags.crashed_primary()
+        {
             self.flags.set_crashed_primary(false);
             self.persist_superblock();
         }
@@ -572,9 +665,13 @@ impl Engine {
         if l.decided || !l.sent_report {
             return;
         }
-        let (Some(pp), Some(peer_usable), Some((pu, pflags)), Some((prole, pdisk)), Some(pbm)) =
-            (l.peer_params.clone(), l.peer_usable, l.peer_uuids, l.peer_state, l.peer_bitmap.clone())
-        else {
+        let (Some(pp), Some(peer_usable), Some((pu, pflags)), Some((prole, pdisk)), Some(pbm)) = (
+            l.peer_params.clone(),
+            l.peer_usable,
+            l.peer_uuids,
+            l.peer_state,
+            l.peer_bitmap.clone(),
+        ) else {
             return;
         };
         let dialer = l.dialer;
@@ -591,29 +688,54 @@ impl Engine {
             self.emit(Output::StateChanged);
             return;
         }
-        let me = SideUuids { uuids: self.uuids, crashed_primary: self.flags.crashed_primary(), primary: self.role == Role::Primary };
-        let peer = SideUuids { uuids: pu, crashed_primary: pflags & UUID_FLAG_CRASHED_PRIMARY != 0, primary: prole == Role::Primary };
+        let me = SideUuids {
+            uuids: self.uuids,
+            crashed_primary: self.flags.crashed_primary(),
+            primary: self.role == Role::Primary,
+        };
+        let peer = SideUuids {
+            uuids: pu,
+            crashed_primary: pflags & UUID_FLAG_CRASHED_PRIMARY != 0,
+            primary: prole == Role::Primary,
+        };
         let (mut decision, rule) = compare(&me, &peer, !dialer);
         tracing::info!(resource = %self.cfg.resource, peer = %peer_node, "uuid_compare()={decision:?} by rule {rule}");
         // An Inconsistent side never wins against a consistent one.
         let me_inc = self.disk == DiskState::Inconsistent;
         let peer_inc = pdisk == DiskState::Inconsistent;
-        let was_full = |d: SyncDecision| matches!(d, SyncDecision::Source { full: true } | SyncDecision::Target { full: true } | SyncDecision::SplitBrain { auto_recoverable: false });
+        let was_full = |d: SyncDecision| {
+            matches!(
+                d,
+                SyncDecision::Source { full: true }
+                    | SyncDecision::Target { full: true }
+                    | SyncDecision::SplitBrain {
+                        auto_recoverable: false
+                    }
+            )
+        };
         if me_inc && !peer_inc {
-            decision = SyncDecision::Target { full: was_full(decision) };
+            decision = SyncDecision::Target {
+                full: was_full(decision),
+            };
         } else if peer_inc && !me_inc {
-            decision = SyncDecision::Source { full: was_full(decision) };
+            decision = SyncDecision::Source {
+                full: was_full(decision),
+            };
         }
         if let SyncDecision::SplitBrain { auto_recoverable } = decision {
             let peer_discards = pp.discard_my_data || pflags & UUID_FLAG_DISCARD_MY_DATA != 0;
             decision = match (self.discard_my_data, peer_discards) {
                 (true, false) => {
                     tracing::warn!(resource = %self.cfg.resource, "Split-Brain detected, manually solved. Sync from peer node");
-                    SyncDecision::Target { full: !auto_recoverable }
+                    SyncDecision::Target {
+                        full: !auto_recoverable,
+                    }
                 }
                 (false, true) => {
                     tracing::warn!(resource = %self.cfg.resource, "Split-Brain detected, manually solved. Sync from this node");
-                    SyncDecision::Source { full: !auto_recoverable }
+                    SyncDecision::Source {
+                        full: !auto_recoverable,
+                    }
                 }
                 _ => {
                     self.lose_link(
@@ -641,7 +763,11 @@ impl Engine {
             }
             SyncDecision::Source { full } => {
                 if self.disk <= DiskState::Inconsistent {
-                    self.lose_link(ConnState::Disconnecting, "I shall become SyncSource, but I am inconsistent!", After::StandAlone);
+                    self.lose_link(
+                        ConnState::Disconnecting,
+                        "I shall become SyncSource, but I am inconsistent!",
+                        After::StandAlone,
+                    );
                     return;
                 }
                 self.merge_peer_bitmap(&pbm, full);
@@ -649,7 +775,11 @@ impl Engine {
             }
             SyncDecision::Target { full } => {
                 if self.role == Role::Primary && self.disk >= DiskState::Consistent {
-                    self.lose_link(ConnState::Disconnecting, "I shall become SyncTarget, but I am primary! (rr-conflict disconnect)", After::StandAlone);
+                    self.lose_link(
+                        ConnState::Disconnecting,
+                        "I shall become SyncTarget, but I am primary! (rr-conflict disconnect)",
+                        After::StandAlone,
+                    );
                     return;
                 }
                 self.merge_peer_bitmap(&pbm, full);
@@ -663,7 +793,9 @@ impl Engine {
 
     /// Both sides end up with the OR of their bitmaps (or all bits for a full sync).
     fn merge_peer_bitmap(&mut self, rle: &[u8], full: bool) {
-        let Some(bm) = self.bitmap.as_mut() else { return };
+        let Some(bm) = self.bitmap.as_mut() else {
+            return;
+        };
         if full {
             bm.set_all();
             return;
@@ -694,7 +826,10 @@ impl Engine {
         let s = self.cfg.peer.clone();
         if let Some(sent) = l.ping_sent {
             if now >= sent + s.ping_timeout {
-                let why = format!("PingAck did not arrive in time ({} ms)", s.ping_timeout.as_millis());
+                let why = format!(
+                    "PingAck did not arrive in time ({} ms)",
+                    s.ping_timeout.as_millis()
+                );
                 self.lose_link(ConnState::Timeout, &why, After::Reconnect);
                 return;
             }
@@ -707,7 +842,10 @@ impl Engine {
         let ko = s.timeout * s.ko_count.max(1);
         if let Some(oldest) = self.oldest_peer_wait() {
             if now >= oldest + ko {
-                let why = format!("peer did not acknowledge a write for {} s (timeout × ko-count)", ko.as_secs());
+                let why = format!(
+                    "peer did not acknowledge a write for {} s (timeout × ko-count)",
+                    ko.as_secs()
+                );
                 self.lose_link(ConnState::Timeout, &why, After::Reconnect);
             }
         }
@@ -720,7 +858,9 @@ impl Engine {
             Some(sent) => sent + s.ping_timeout,
             None => l.last_rx + s.ping_int,
         };
-        let ko = self.oldest_peer_wait().map(|t| t + s.timeout * s.ko_count.max(1));
+        let ko = self
+            .oldest_peer_wait()
+            .map(|t| t + s.timeout * s.ko_count.max(1));
         Some(ko.map_or(ping, |k| k.min(ping)))
     }
 
@@ -735,7 +875,10 @@ impl Engine {
 
     fn on_state_request(&mut self, want_primary: bool) {
         if !want_primary {
-            self.send(Packet::StateReply { ok: true, reason: String::new() });
+            self.send(Packet::StateReply {
+                ok: true,
+                reason: String::new(),
+            });
             return;
         }
         let we_hold_conflicts = self.link.as_ref().is_some_and(|l| !l.dialer);
@@ -744,7 +887,10 @@ impl Engine {
         } else if self.role == Role::Primary {
             (false, format!("peer {} is Primary", self.cfg.node))
         } else if self.pending_primary.is_some() && we_hold_conflicts {
-            (false, "concurrent state change: the peer is being promoted too".to_owned())
+            (
+                false,
+                "concurrent state change: the peer is being promoted too".to_owned(),
+            )
         } else {
             (true, String::new())
         };

@@ -65,14 +65,33 @@ impl Engine {
     /// Ship an admitted client write to the peer.
     pub(crate) fn replicate(&mut self, req: ReqId, op: ClientOp) {
         let Some(link) = self.link_id() else { return };
-        let Some((start, len)) = op.write_range() else { return };
+        let Some((start, len)) = op.write_range() else {
+            return;
+        };
         match op {
-            ClientOp::Write { offset, fua, .. } => self.emit(Output::SendWrite { link, req, offset, fua }),
+            ClientOp::Write { offset, fua, .. } => self.emit(Output::SendWrite {
+                link,
+                req,
+                offset,
+                fua,
+            }),
             ClientOp::Trim { offset, len, fua } => {
-                self.send(Packet::Zero { id: req, offset, len, trim: true, fua });
+                self.send(Packet::Zero {
+                    id: req,
+                    offset,
+                    len,
+                    trim: true,
+                    fua,
+                });
             }
             ClientOp::WriteZeroes { offset, len, fua } => {
-                self.send(Packet::Zero { id: req, offset, len, trim: false, fua });
+                self.send(Packet::Zero {
+                    id: req,
+                    offset,
+                    len,
+                    trim: false,
+                    fua,
+                });
             }
             ClientOp::Read { .. } | ClientOp::Flush => return,
         }
@@ -126,7 +145,11 @@ impl Engine {
         }
         self.counters.ep = self.repl.closed.len() as u64;
         let open: Vec<u32> = self.repl.closed.iter().map(|(e, _)| *e).collect();
-        let (done, keep): (Vec<_>, Vec<_>) = self.repl.flushes.drain(..).partition(|(e, _)| !open.contains(e));
+        let (done, keep): (Vec<_>, Vec<_>) = self
+            .repl
+            .flushes
+            .drain(..)
+            .partition(|(e, _)| !open.contains(e));
         self.repl.flushes = keep;
         for (_, req) in done {
             self.peer_done(req);
@@ -140,7 +163,8 @@ impl Engine {
             return;
         }
         if !ok {
-            if let Some((start, len)) = self.requests.reqs.get(&id).and_then(|r| r.op.write_range()) {
+            if let Some((start, len)) = self.requests.reqs.get(&id).and_then(|r| r.op.write_range())
+            {
                 tracing::warn!(resource = %self.cfg.resource, "peer failed to write {start}+{len}; marked out of sync");
                 if let Some(bm) = self.bitmap.as_mut() {
                     bm.set_range(start, len);
@@ -169,7 +193,13 @@ impl Engine {
         for (_, r) in self.repl.closed.drain(..) {
             ranges.extend(r);
         }
-        let waiting: Vec<ReqId> = self.requests.reqs.iter().filter(|(_, r)| r.peer_wait).map(|(&id, _)| id).collect();
+        let waiting: Vec<ReqId> = self
+            .requests
+            .reqs
+            .iter()
+            .filter(|(_, r)| r.peer_wait)
+            .map(|(&id, _)| id)
+            .collect();
         for id in &waiting {
             if let Some(range) = self.requests.reqs.get(id).and_then(|r| r.op.write_range()) {
                 ranges.push(range);
@@ -192,9 +222,15 @@ impl Engine {
     // ---- receiving side ----
 
     fn check_peer_range(&mut self, what: &str, offset: u64, len: u64) -> bool {
-        let ok = len <= MAX_DATA_BYTES as u64 && offset.checked_add(len).is_some_and(|e| e <= self.local_usable_bytes);
+        let ok = len <= MAX_DATA_BYTES as u64
+            && offset
+                .checked_add(len)
+                .is_some_and(|e| e <= self.local_usable_bytes);
         if !ok {
-            self.protocol_error(format!("{what} {offset}+{len} is beyond our device ({} bytes)", self.local_usable_bytes));
+            self.protocol_error(format!(
+                "{what} {offset}+{len} is beyond our device ({} bytes)",
+                self.local_usable_bytes
+            ));
         }
         ok
     }
@@ -204,17 +240,34 @@ impl Engine {
         if !self.check_peer_range("write", offset, len) {
             return;
         }
-        self.enqueue_peer_write(RxKind::App { id }, offset, len, PeerDiskOp::Write { offset, data, fua });
+        self.enqueue_peer_write(
+            RxKind::App { id },
+            offset,
+            len,
+            PeerDiskOp::Write { offset, data, fua },
+        );
     }
 
     pub(crate) fn on_peer_zero(&mut self, id: u64, offset: u64, len: u32, trim: bool, fua: bool) {
         // Zeroing has no payload, so it may cover more than one packet of data could.
-        let ok = offset.checked_add(u64::from(len)).is_some_and(|e| e <= self.local_usable_bytes);
+        let ok = offset
+            .checked_add(u64::from(len))
+            .is_some_and(|e| e <= self.local_usable_bytes);
         if !ok {
             self.protocol_error(format!("zero {offset}+{len} is beyond our device"));
             return;
         }
-        self.enqueue_peer_write(RxKind::App { id }, offset, u64::from(len), PeerDiskOp::Zero { offset, len, trim, fua });
+        self.enqueue_peer_write(
+            RxKind::App { id },
+            offset,
+            u64::from(len),
+            PeerDiskOp::Zero {
+                offset,
+                len,
+                trim,
+                fua,
+            },
+        );
     }
 
     pub(crate) fn enqueue_resync_write(&mut self, id: u64, offset: u64, data: Vec<u8>) {
@@ -222,7 +275,16 @@ impl Engine {
         if !self.check_peer_range("resync block", offset, len) {
             return;
         }
-        self.enqueue_peer_write(RxKind::Resync { id }, offset, len, PeerDiskOp::Write { offset, data, fua: false });
+        self.enqueue_peer_write(
+            RxKind::Resync { id },
+            offset,
+            len,
+            PeerDiskOp::Write {
+                offset,
+                data,
+                fua: false,
+            },
+        );
     }
 
     fn enqueue_peer_write(&mut self, kind: RxKind, start: u64, len: u64, op: PeerDiskOp) {
@@ -230,7 +292,11 @@ impl Engine {
         if self.disk <= DiskState::Failed {
             match kind {
                 RxKind::App { id } => self.send(Packet::NegAck { id }),
-                RxKind::Resync { id } => self.send(Packet::RsNegAck { id, offset: start, len: len as u32 }),
+                RxKind::Resync { id } => self.send(Packet::RsNegAck {
+                    id,
+                    offset: start,
+                    len: len as u32,
+                }),
             }
             return;
         }
@@ -241,7 +307,14 @@ impl Engine {
         self.rx.next_seq += 1;
         self.rx.outstanding.insert(seq);
         self.counters.ua = self.rx.outstanding.len() as u64;
-        self.rx.waiting.push_back(RxOp { seq, start, end: start + len, link, kind, op: Some(op) });
+        self.rx.waiting.push_back(RxOp {
+            seq,
+            start,
+            end: start + len,
+            link,
+            kind,
+            op: Some(op),
+        });
         self.rx_pump();
     }
 
@@ -256,7 +329,11 @@ impl Engine {
         let mut blocked: Vec<(u64, u64)> = Vec::new();
         let mut still = VecDeque::new();
         while let Some(mut w) = self.rx.waiting.pop_front() {
-            let conflict = self.rx.in_flight.values().any(|f| f.start < w.end && w.start < f.end)
+            let conflict = self
+                .rx
+                .in_flight
+                .values()
+                .any(|f| f.start < w.end && w.start < f.end)
                 || blocked.iter().any(|&(s, e)| s < w.end && w.start < e);
             if conflict {
                 blocked.push((w.start, w.end));
@@ -279,7 +356,10 @@ impl Engine {
             self.rx.barriers.pop_front();
             let io = self.alloc_io();
             self.rx.flushing.insert(io, (epoch, link));
-            self.emit(Output::PeerDisk { io, op: PeerDiskOp::Flush });
+            self.emit(Output::PeerDisk {
+                io,
+                op: PeerDiskOp::Flush,
+            });
         }
     }
 
@@ -307,7 +387,9 @@ impl Engine {
                         self.send(Packet::NegAck { id });
                     }
                 }
-                (RxKind::Resync { id }, r) => self.resync_write_done(id, w.start, len, r.is_ok(), current),
+                (RxKind::Resync { id }, r) => {
+                    self.resync_write_done(id, w.start, len, r.is_ok(), current)
+                }
             }
             self.rx_pump();
             self.check_barriers();

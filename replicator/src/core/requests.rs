@@ -66,7 +66,10 @@ impl Requests {
     }
     fn overlaps_admitted(&self, start: u64, end: u64) -> bool {
         self.admitted.iter().any(|&(_, s, e)| s < end && start < e)
-            || self.resync_reads.iter().any(|&(_, s, e)| s < end && start < e)
+            || self
+                .resync_reads
+                .iter()
+                .any(|&(_, s, e)| s < end && start < e)
     }
 
     /// A resync read may start when no client write to its range is admitted or waiting.
@@ -82,7 +85,11 @@ impl Requests {
 
     /// When the oldest request still waiting for the peer started waiting.
     pub fn oldest_peer_wait(&self) -> Option<std::time::Instant> {
-        self.reqs.values().filter(|r| r.peer_wait).filter_map(|r| r.peer_since).min()
+        self.reqs
+            .values()
+            .filter(|r| r.peer_wait)
+            .filter_map(|r| r.peer_since)
+            .min()
     }
 }
 
@@ -237,7 +244,9 @@ impl Engine {
 
     /// Whether replicated writes currently reach the peer's disk (else: set bitmap bits).
     pub(crate) fn peer_gets_writes(&self) -> bool {
-        self.link_ready() && self.cstate >= ConnState::Connected && self.pdsk >= DiskState::Inconsistent
+        self.link_ready()
+            && self.cstate >= ConnState::Connected
+            && self.pdsk >= DiskState::Inconsistent
     }
 
     fn submit(&mut self, req: ReqId, op: ClientOp) {

@@ -74,8 +74,13 @@ impl Engine {
 
     pub(crate) fn on_sync_start(&mut self, now: Instant, peer_is_source: bool, full: bool) {
         if peer_is_source {
-            if !matches!(self.cstate, ConnState::WFSyncUUID | ConnState::Connected) || self.disk <= DiskState::Failed {
-                self.protocol_error(format!("peer starts a resync while we are {} / {}", self.cstate, self.disk));
+            if !matches!(self.cstate, ConnState::WFSyncUUID | ConnState::Connected)
+                || self.disk <= DiskState::Failed
+            {
+                self.protocol_error(format!(
+                    "peer starts a resync while we are {} / {}",
+                    self.cstate, self.disk
+                ));
                 return;
             }
             if self.role == Role::Primary && self.disk >= DiskState::Consistent {
@@ -95,7 +100,10 @@ impl Engine {
         }
         // The peer invalidated itself and asks us to be its source.
         if self.cstate != ConnState::Connected || self.disk != DiskState::UpToDate {
-            self.protocol_error(format!("peer asks for a full sync but we are {} / {}", self.cstate, self.disk));
+            self.protocol_error(format!(
+                "peer asks for a full sync but we are {} / {}",
+                self.cstate, self.disk
+            ));
             return;
         }
         if let Some(bm) = self.bitmap.as_mut() {
@@ -126,8 +134,12 @@ impl Engine {
             return;
         }
         let rate = self.cfg.peer.resync_rate_kib.max(1) * 1024;
-        let Some(bm) = self.bitmap.as_ref() else { return };
-        let Some(rs) = self.resync.as_mut() else { return };
+        let Some(bm) = self.bitmap.as_ref() else {
+            return;
+        };
+        let Some(rs) = self.resync.as_mut() else {
+            return;
+        };
         let device_bits = self.local_usable_bytes.div_ceil(BITMAP_BLOCK_BYTES);
         let mut requests = Vec::new();
         let mut rescanned = false;
@@ -137,12 +149,17 @@ impl Engine {
             let allowed = (rate as f64 * elapsed) as u64 + BURST_BYTES;
             if rs.requested >= allowed {
                 let due = (rs.requested - BURST_BYTES) as f64 / rate as f64;
-                rs.wake = Some(started + Duration::from_secs_f64(due.max(0.0)) + Duration::from_millis(1));
+                rs.wake = Some(
+                    started + Duration::from_secs_f64(due.max(0.0)) + Duration::from_millis(1),
+                );
                 break;
             }
             rs.wake = None;
             let cursor = rs.cursor;
-            let next = bm.runs().map(|r| r.start.max(cursor)..r.end).find(|r| r.start < r.end && r.start < device_bits);
+            let next = bm
+                .runs()
+                .map(|r| r.start.max(cursor)..r.end)
+                .find(|r| r.start < r.end && r.start < device_bits);
             let Some(run) = next else {
                 if !rescanned && rs.cursor > 0 {
                     rs.cursor = 0;
@@ -151,8 +168,13 @@ impl Engine {
                 }
                 break;
             };
-            let end_bit = run.end.min(device_bits).min(run.start + REQUEST_BYTES / BITMAP_BLOCK_BYTES);
-            let busy = rs.in_flight.values().any(|&(o, l)| o < end_bit * BITMAP_BLOCK_BYTES && run.start * BITMAP_BLOCK_BYTES < o + l);
+            let end_bit = run
+                .end
+                .min(device_bits)
+                .min(run.start + REQUEST_BYTES / BITMAP_BLOCK_BYTES);
+            let busy = rs.in_flight.values().any(|&(o, l)| {
+                o < end_bit * BITMAP_BLOCK_BYTES && run.start * BITMAP_BLOCK_BYTES < o + l
+            });
             rs.cursor = end_bit;
             if busy {
                 continue;
@@ -163,7 +185,12 @@ impl Engine {
             rs.next_id += 1;
             rs.requested += len;
             rs.in_flight.insert(id, (offset, len));
-            requests.push(Packet::RsRequest { id, offset, len: len as u32, digest: Vec::new() });
+            requests.push(Packet::RsRequest {
+                id,
+                offset,
+                len: len as u32,
+                digest: Vec::new(),
+            });
         }
         let idle = rs.in_flight.is_empty() && requests.is_empty();
         let left = bm.count_ones();
@@ -176,15 +203,28 @@ impl Engine {
     }
 
     pub(crate) fn on_rs_data(&mut self, id: u64, offset: u64, data: Vec<u8>) {
-        let expected = self.resync.as_ref().and_then(|r| r.in_flight.get(&id).copied());
+        let expected = self
+            .resync
+            .as_ref()
+            .and_then(|r| r.in_flight.get(&id).copied());
         if self.cstate != ConnState::SyncTarget || expected != Some((offset, data.len() as u64)) {
-            self.protocol_error(format!("unexpected resync block {id} at {offset} ({} bytes)", data.len()));
+            self.protocol_error(format!(
+                "unexpected resync block {id} at {offset} ({} bytes)",
+                data.len()
+            ));
             return;
         }
         self.enqueue_resync_write(id, offset, data);
     }
 
-    pub(crate) fn resync_write_done(&mut self, id: u64, offset: u64, len: u64, ok: bool, current_link: bool) {
+    pub(crate) fn resync_write_done(
+        &mut self,
+        id: u64,
+        offset: u64,
+        len: u64,
+        ok: bool,
+        current_link: bool,
+    ) {
         if !current_link {
             return;
         }
@@ -197,10 +237,18 @@ impl Engine {
             }
             self.counters.nr_kib += len / 1024;
             self.counters.dw_kib += len / 1024;
-            self.send(Packet::RsWriteAck { id, offset, len: len as u32 });
+            self.send(Packet::RsWriteAck {
+                id,
+                offset,
+                len: len as u32,
+            });
         } else {
             tracing::error!(resource = %self.cfg.resource, "resync write at {offset} failed; block stays out of sync");
-            self.send(Packet::RsNegAck { id, offset, len: len as u32 });
+            self.send(Packet::RsNegAck {
+                id,
+                offset,
+                len: len as u32,
+            });
         }
         if let Some(now) = self.last_now {
             self.pump_resync(now);
@@ -208,7 +256,12 @@ impl Engine {
     }
 
     fn finish_sync_target(&mut self) {
-        let secs = self.resync.as_ref().and_then(|r| r.started).zip(self.last_now).map_or(0, |(s, n)| n.saturating_duration_since(s).as_secs());
+        let secs = self
+            .resync
+            .as_ref()
+            .and_then(|r| r.started)
+            .zip(self.last_now)
+            .map_or(0, |(s, n)| n.saturating_duration_since(s).as_secs());
         let kib = self.resync.as_ref().map_or(0, |r| r.total_bits * 4);
         self.resync = None;
         // Adopt the source's generation (drbd_resync_finished): our sync UUID goes to history.
@@ -216,7 +269,8 @@ impl Engine {
             let primary = self.role == Role::Primary;
             let own = self.uuids.current;
             self.uuids.set(UuidIndex::Bitmap, own & !1, primary);
-            self.uuids.set_no_history(UuidIndex::Current, peer.current, primary);
+            self.uuids
+                .set_no_history(UuidIndex::Current, peer.current, primary);
             self.uuids.clear_bitmap_uuid();
         }
         self.disk = DiskState::UpToDate;
@@ -244,7 +298,9 @@ impl Engine {
 
     /// SyncSource: read the block (after any overlapping client write) and send it.
     pub(crate) fn on_rs_request(&mut self, id: u64, offset: u64, len: u32) {
-        let end = offset.checked_add(u64::from(len)).filter(|e| *e <= self.local_usable_bytes);
+        let end = offset
+            .checked_add(u64::from(len))
+            .filter(|e| *e <= self.local_usable_bytes);
         if end.is_none() || len == 0 || u64::from(len) > REQUEST_BYTES {
             self.protocol_error(format!("resync request {offset}+{len} is invalid"));
             return;
@@ -268,13 +324,27 @@ impl Engine {
             let io = self.alloc_io();
             self.requests.resync_reads.push((io, offset, end));
             self.resync_read_ids.insert(io, id);
-            self.emit(Output::PeerDisk { io, op: PeerDiskOp::Read { offset, len } });
+            self.emit(Output::PeerDisk {
+                io,
+                op: PeerDiskOp::Read { offset, len },
+            });
         }
         self.requests.resync_waiting = still;
     }
 
-    pub(crate) fn resync_read_done(&mut self, io: IoId, result: Result<Option<Vec<u8>>, IoFailure>) {
-        let Some(pos) = self.requests.resync_reads.iter().position(|&(i, _, _)| i == io) else { return };
+    pub(crate) fn resync_read_done(
+        &mut self,
+        io: IoId,
+        result: Result<Option<Vec<u8>>, IoFailure>,
+    ) {
+        let Some(pos) = self
+            .requests
+            .resync_reads
+            .iter()
+            .position(|&(i, _, _)| i == io)
+        else {
+            return;
+        };
         let (_, offset, end) = self.requests.resync_reads.remove(pos);
         let id = self.resync_read_ids.remove(&io).unwrap_or(0);
         let len = (end - offset) as u32;
@@ -316,7 +386,9 @@ impl Engine {
         Some(ResyncInfo {
             total_bits: rs.total_bits,
             left_bits: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
-            elapsed: rs.started.map_or(Duration::ZERO, |s| now.saturating_duration_since(s)),
+            elapsed: rs
+                .started
+                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s)),
             rate_kib: self.cfg.peer.resync_rate_kib,
         })
     }

@@ -53,7 +53,14 @@ pub fn compare(me: &SideUuids, peer: &SideUuids, resolve_conflicts: bool) -> (Sy
         }
         let decision = match (me.crashed_primary, peer.crashed_primary) {
             (false, false) => return (NoSync, 40),
-            _ if me.primary && peer.primary => return (SplitBrain { auto_recoverable: false }, 41),
+            _ if me.primary && peer.primary => {
+                return (
+                    SplitBrain {
+                        auto_recoverable: false,
+                    },
+                    41,
+                )
+            }
             _ if me.primary => Source { full: false },
             _ if peer.primary => Target { full: false },
             (true, false) => Source { full: false },
@@ -82,11 +89,21 @@ pub fn compare(me: &SideUuids, peer: &SideUuids, resolve_conflicts: bool) -> (Sy
         return (Source { full: true }, 80);
     }
     if b != 0 && b == pb {
-        return (SplitBrain { auto_recoverable: true }, 90);
+        return (
+            SplitBrain {
+                auto_recoverable: true,
+            },
+            90,
+        );
     }
     let mine = [h[0], h[1]];
     if mine.iter().any(|&x| x != 0 && ph.contains(&x)) {
-        return (SplitBrain { auto_recoverable: false }, 100);
+        return (
+            SplitBrain {
+                auto_recoverable: false,
+            },
+            100,
+        );
     }
     (Unrelated, 1000)
 }
@@ -96,7 +113,15 @@ mod tests {
     use super::*;
 
     fn side(current: u64, bitmap: u64, history: [u64; 2]) -> SideUuids {
-        SideUuids { uuids: GenerationUuids { current, bitmap, history }, crashed_primary: false, primary: false }
+        SideUuids {
+            uuids: GenerationUuids {
+                current,
+                bitmap,
+                history,
+            },
+            crashed_primary: false,
+            primary: false,
+        }
     }
 
     /// Both nodes must reach mirrored verdicts, or they would both wait or both send.
@@ -127,11 +152,27 @@ mod tests {
         assert_eq!(mirrored(&secondary, &secondary), NoSync);
         // Both promoted while apart: split brain.
         let other = side(0xC0, 0xA0, [0, 0]);
-        assert_eq!(mirrored(&primary, &other), SplitBrain { auto_recoverable: true });
+        assert_eq!(
+            mirrored(&primary, &other),
+            SplitBrain {
+                auto_recoverable: true
+            }
+        );
         // The peer's history knows our current, but its bitmap does not: full sync from it.
-        assert_eq!(mirrored(&side(0xA0, 0, [0, 0]), &side(0xD0, 0, [0xA0, 0])), Target { full: true });
-        assert_eq!(mirrored(&side(0x10, 0, [0x11, 0]), &side(0x20, 0, [0x21, 0])), Unrelated);
-        assert_eq!(mirrored(&side(0x10, 0, [0x33, 0]), &side(0x20, 0, [0x33, 0])), SplitBrain { auto_recoverable: false });
+        assert_eq!(
+            mirrored(&side(0xA0, 0, [0, 0]), &side(0xD0, 0, [0xA0, 0])),
+            Target { full: true }
+        );
+        assert_eq!(
+            mirrored(&side(0x10, 0, [0x11, 0]), &side(0x20, 0, [0x21, 0])),
+            Unrelated
+        );
+        assert_eq!(
+            mirrored(&side(0x10, 0, [0x33, 0]), &side(0x20, 0, [0x33, 0])),
+            SplitBrain {
+                auto_recoverable: false
+            }
+        );
     }
 
     #[test]

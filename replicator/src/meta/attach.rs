@@ -23,13 +23,24 @@ pub fn attach_info(store: &MetaStore, size_limit: Option<u64>) -> AttachInfo {
     if let Some(limit) = size_limit {
         usable_bytes = usable_bytes.min(limit);
     }
-    AttachInfo { usable_bytes, uuids: sb.uuids, flags: sb.flags, unclean, bitmap, al }
+    AttachInfo {
+        usable_bytes,
+        uuids: sb.uuids,
+        flags: sb.flags,
+        unclean,
+        bitmap,
+        al,
+    }
 }
 
 /// Execute one metadata write, durably, before the next one.
 pub fn apply(store: &mut MetaStore, op: &MetaOpKind) -> Result<(), MetaError> {
     match op {
-        MetaOpKind::Superblock { uuids, flags, clean } => {
+        MetaOpKind::Superblock {
+            uuids,
+            flags,
+            clean,
+        } => {
             let mut sb = store.superblock().clone();
             sb.uuids = *uuids;
             sb.flags = *flags;

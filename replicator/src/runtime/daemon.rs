@@ -11,8 +11,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use super::control_server;
-use super::link::LinkSettings;
 use super::driver::{write_atomic, write_status_files, Driver};
+use super::link::LinkSettings;
 use super::nbd_backend::NbdBackend;
 use super::paths::{RunPaths, CONFIG_DEFAULT, RUN_DIR_DEFAULT};
 use crate::core::{AdminCmd, Engine, EngineConfig};
@@ -154,7 +154,11 @@ fn peer_settings(view: &rep_resources::NodeView) -> crate::core::peer::PeerSetti
     let d = &view.disk_conf;
     let ds = |v: u32| std::time::Duration::from_millis(u64::from(v) * 100);
     // With the dynamic controller on (c-plan-ahead > 0) the cap is c-max-rate, as in DRBD 8.4.
-    let rate = if d.c_plan_ahead_ds > 0 { d.c_max_rate_kib.max(d.resync_rate_kib) } else { d.resync_rate_kib };
+    let rate = if d.c_plan_ahead_ds > 0 {
+        d.c_max_rate_kib.max(d.resync_rate_kib)
+    } else {
+        d.resync_rate_kib
+    };
     crate::core::peer::PeerSettings {
         ping_int: std::time::Duration::from_secs(u64::from(n.ping_int_s)),
         ping_timeout: ds(n.ping_timeout_ds),
@@ -182,14 +186,21 @@ fn link_settings(view: &rep_resources::NodeView) -> Option<LinkSettings> {
     })
 }
 
-async fn serve(engine: Engine, view: rep_resources::NodeView, paths: RunPaths, seed: u64) -> anyhow::Result<i32> {
+async fn serve(
+    engine: Engine,
+    view: rep_resources::NodeView,
+    paths: RunPaths,
+    seed: u64,
+) -> anyhow::Result<i32> {
     let nbd_listen = view.nbd_listen;
     let settings = link_settings(&view);
     let peer_listener = match &settings {
-        Some(s) => Some(
-            std::net::TcpListener::bind(s.my_addr)
-                .with_context(|| format!("cannot listen for the peer on {} (address in the `on {}` section)", s.my_addr, view.node))?,
-        ),
+        Some(s) => Some(std::net::TcpListener::bind(s.my_addr).with_context(|| {
+            format!(
+                "cannot listen for the peer on {} (address in the `on {}` section)",
+                s.my_addr, view.node
+            )
+        })?),
         None => None,
     };
     let driver = Driver::new(engine, view, paths.clone(), settings, seed ^ 0x5eed);

@@ -19,7 +19,8 @@ use super::metaio::MetaHandle;
 use super::paths::RunPaths;
 use crate::control::{render, Status};
 use crate::core::{
-    AdminCmd, AdminId, ClientOp, DiskOpKind, Engine, Input, IoFailure, IoId, Output, PeerDiskOp, Refusal, ReqId,
+    AdminCmd, AdminId, ClientOp, DiskOpKind, Engine, Input, IoFailure, IoId, Output, PeerDiskOp,
+    Refusal, ReqId,
 };
 
 /// The frame of `Packet::Data`, encoded straight from the client's buffer.
@@ -55,7 +56,13 @@ pub struct Driver {
 }
 
 impl Driver {
-    pub fn new(engine: Engine, view: NodeView, paths: RunPaths, link_settings: Option<super::link::LinkSettings>, seed: u64) -> Rc<Driver> {
+    pub fn new(
+        engine: Engine,
+        view: NodeView,
+        paths: RunPaths,
+        link_settings: Option<super::link::LinkSettings>,
+        seed: u64,
+    ) -> Rc<Driver> {
         Rc::new(Driver {
             engine: RefCell::new(engine),
             inbox: RefCell::new(VecDeque::new()),
@@ -155,7 +162,12 @@ impl Driver {
             Output::Disconnect => self.link_disconnect(),
             Output::CloseLink { link } => self.link_close(link),
             Output::Send { link, packet } => self.link_send(link, &packet),
-            Output::SendWrite { link, req, offset, fua } => {
+            Output::SendWrite {
+                link,
+                req,
+                offset,
+                fua,
+            } => {
                 let clients = self.clients.borrow();
                 if let Some(data) = clients.get(&req).and_then(|s| s.buf.as_ref()) {
                     let mut frame = Vec::with_capacity(data.len() + 64);
@@ -170,15 +182,27 @@ impl Driver {
     fn peer_disk_op(self: &Rc<Self>, io: IoId, op: PeerDiskOp) {
         let disk = self.disk.borrow().clone();
         let Some(disk) = disk else {
-            let result = Err(IoFailure { errno: libc::ENODEV, message: "no backing disk attached".into() });
-            self.inbox.borrow_mut().push_back(Input::PeerDiskDone { io, result });
+            let result = Err(IoFailure {
+                errno: libc::ENODEV,
+                message: "no backing disk attached".into(),
+            });
+            self.inbox
+                .borrow_mut()
+                .push_back(Input::PeerDiskDone { io, result });
             return;
         };
         let this = Rc::clone(self);
         tokio_uring::spawn(async move {
             let result = match op {
-                PeerDiskOp::Write { offset, data, fua } => disk.write(offset, data, fua).await.0.map(|()| None),
-                PeerDiskOp::Zero { offset, len, trim, fua } => disk.zero(offset, len, !trim, fua).await.map(|()| None),
+                PeerDiskOp::Write { offset, data, fua } => {
+                    disk.write(offset, data, fua).await.0.map(|()| None)
+                }
+                PeerDiskOp::Zero {
+                    offset,
+                    len,
+                    trim,
+                    fua,
+                } => disk.zero(offset, len, !trim, fua).await.map(|()| None),
                 PeerDiskOp::Read { offset, len } => {
                     let (r, buf) = disk.read(offset, len).await;
                     r.map(|()| Some(buf))
@@ -201,7 +225,11 @@ impl Driver {
     pub async fn run_timers(self: Rc<Self>) {
         loop {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            let due = self.engine.borrow().next_timeout().is_some_and(|t| t <= Instant::now());
+            let due = self
+                .engine
+                .borrow()
+                .next_timeout()
+                .is_some_and(|t| t <= Instant::now());
             if due {
                 self.feed(Input::Timer);
             }

@@ -62,7 +62,9 @@ pub struct LinkState {
 
 impl Driver {
     pub fn link_connect(self: &Rc<Self>) {
-        let Some(settings) = self.link_settings.as_ref() else { return };
+        let Some(settings) = self.link_settings.as_ref() else {
+            return;
+        };
         let dial = {
             let mut st = self.link.borrow_mut();
             st.wanted = true;
@@ -100,7 +102,9 @@ impl Driver {
     /// Encode `packet` onto the socket its kind travels on.
     pub fn link_send(&self, link: LinkId, packet: &Packet) {
         let st = self.link.borrow();
-        let Some(a) = st.active.as_ref().filter(|a| a.id == link) else { return };
+        let Some(a) = st.active.as_ref().filter(|a| a.id == link) else {
+            return;
+        };
         let mut buf = Vec::new();
         packet.encode(&mut buf);
         let tx = match packet.channel() {
@@ -120,7 +124,13 @@ impl Driver {
         }
     }
 
-    fn establish(self: &Rc<Self>, (data, data_rx): HalfLink, (meta, meta_rx): HalfLink, dialer: bool, peer_node: String) {
+    fn establish(
+        self: &Rc<Self>,
+        (data, data_rx): HalfLink,
+        (meta, meta_rx): HalfLink,
+        dialer: bool,
+        peer_node: String,
+    ) {
         let id = {
             let mut st = self.link.borrow_mut();
             if !st.wanted || st.active.is_some() {
@@ -136,11 +146,21 @@ impl Driver {
             tokio_uring::spawn(write_frames(Rc::clone(&meta), meta_q));
             tokio_uring::spawn(read_frames(Rc::clone(self), id, data_rx));
             tokio_uring::spawn(read_frames(Rc::clone(self), id, meta_rx));
-            st.active = Some(Active { id, data_tx, meta_tx, data, meta });
+            st.active = Some(Active {
+                id,
+                data_tx,
+                meta_tx,
+                data,
+                meta,
+            });
             st.half_open.clear();
             id
         };
-        self.feed(Input::LinkUp { link: id, dialer, peer_node });
+        self.feed(Input::LinkUp {
+            link: id,
+            dialer,
+            peer_node,
+        });
     }
 
     /// Frames from the peer's data or meta socket end here.
@@ -164,9 +184,14 @@ impl Driver {
 
     /// A connection accepted on our address: check who it is, read its Hello, pair it.
     pub async fn link_accepted(self: Rc<Self>, std_stream: StdTcpStream, from: SocketAddr) {
-        let Some(settings) = self.link_settings.as_ref() else { return };
+        let Some(settings) = self.link_settings.as_ref() else {
+            return;
+        };
         if from.ip() != settings.peer_addr.ip() {
-            tracing::warn!("peer link: refusing connection from {from}: the configured peer is {}", settings.peer_addr);
+            tracing::warn!(
+                "peer link: refusing connection from {from}: the configured peer is {}",
+                settings.peer_addr
+            );
             return;
         }
         let wanted = { self.link.borrow().wanted && self.link.borrow().active.is_none() };
@@ -180,7 +205,13 @@ impl Driver {
         let mut reader = Reader::new(Rc::clone(&stream));
         let hello = tokio::time::timeout(HELLO_TIMEOUT, read_packet(&mut reader)).await;
         let (node, meta_socket, session) = match hello {
-            Ok(Ok(Some(Packet::Hello { version_min, version_max, node, meta_socket, session }))) => {
+            Ok(Ok(Some(Packet::Hello {
+                version_min,
+                version_max,
+                node,
+                meta_socket,
+                session,
+            }))) => {
                 if !(version_min..=version_max).contains(&PROTOCOL_VERSION) {
                     tracing::error!("peer link: {node} speaks protocol {version_min}..{version_max}, we speak {PROTOCOL_VERSION}");
                     return;
@@ -188,7 +219,10 @@ impl Driver {
                 (node, meta_socket, session)
             }
             Ok(Ok(other)) => {
-                tracing::warn!("peer link: {from} did not start with Hello ({:?})", other.map(|p| p.name()));
+                tracing::warn!(
+                    "peer link: {from} did not start with Hello ({:?})",
+                    other.map(|p| p.name())
+                );
                 return;
             }
             Ok(Err(e)) => {
@@ -196,7 +230,10 @@ impl Driver {
                 return;
             }
             Err(_) => {
-                tracing::warn!("peer link: {from} sent no Hello within {} s", HELLO_TIMEOUT.as_secs());
+                tracing::warn!(
+                    "peer link: {from} sent no Hello within {} s",
+                    HELLO_TIMEOUT.as_secs()
+                );
                 return;
             }
         };
@@ -216,8 +253,14 @@ impl Driver {
         };
         if let Some((Some((data, data_rx)), Some((meta, meta_rx)))) = pair {
             let mut hello = Vec::new();
-            Packet::Hello { version_min: PROTOCOL_VERSION, version_max: PROTOCOL_VERSION, node: settings.node.clone(), meta_socket: false, session }
-                .encode(&mut hello);
+            Packet::Hello {
+                version_min: PROTOCOL_VERSION,
+                version_max: PROTOCOL_VERSION,
+                node: settings.node.clone(),
+                meta_socket: false,
+                session,
+            }
+            .encode(&mut hello);
             if data.write_vec(hello).await.0.is_err() {
                 return;
             }
@@ -227,10 +270,14 @@ impl Driver {
 }
 
 async fn read_packet(reader: &mut Reader<TcpStream>) -> io::Result<Option<Packet>> {
-    let Some(head) = reader.read_array::<HEADER_BYTES>().await? else { return Ok(None) };
+    let Some(head) = reader.read_array::<HEADER_BYTES>().await? else {
+        return Ok(None);
+    };
     let h = decode_header(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let payload = reader.read_vec(h.len as usize).await?;
-    Packet::decode(&h, &payload).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    Packet::decode(&h, &payload)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 async fn read_frames(driver: Rc<Driver>, link: LinkId, mut reader: Reader<TcpStream>) {
@@ -238,7 +285,9 @@ async fn read_frames(driver: Rc<Driver>, link: LinkId, mut reader: Reader<TcpStr
         match read_packet(&mut reader).await {
             Ok(Some(packet)) => driver.feed(Input::Packet { link, packet }),
             Ok(None) => break LinkLoss::BrokenPipe,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => break LinkLoss::ProtocolError(e.to_string()),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                break LinkLoss::ProtocolError(e.to_string())
+            }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break LinkLoss::BrokenPipe,
             Err(e) => break LinkLoss::NetworkFailure(e.to_string()),
         }
@@ -267,11 +316,19 @@ async fn write_frames(stream: Rc<TcpStream>, mut rx: mpsc::UnboundedReceiver<Vec
     }
 }
 
-async fn dial_once(settings: &LinkSettings, session: u64, meta_socket: bool) -> io::Result<HalfLink> {
+async fn dial_once(
+    settings: &LinkSettings,
+    session: u64,
+    meta_socket: bool,
+) -> io::Result<HalfLink> {
     let my = settings.my_addr;
     let peer = settings.peer_addr;
     let std_stream = tokio::task::spawn_blocking(move || -> io::Result<StdTcpStream> {
-        let sock = socket2::Socket::new(socket2::Domain::for_address(peer), socket2::Type::STREAM, None)?;
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(peer),
+            socket2::Type::STREAM,
+            None,
+        )?;
         // Bind to our own address so the peer can tell who is calling.
         sock.bind(&SocketAddr::new(my.ip(), 0).into())?;
         sock.connect_timeout(&peer.into(), Duration::from_secs(5))?;
@@ -283,8 +340,14 @@ async fn dial_once(settings: &LinkSettings, session: u64, meta_socket: bool) -> 
     .map_err(io::Error::other)??;
     let stream = TcpStream::from_std(std_stream);
     let mut hello = Vec::new();
-    Packet::Hello { version_min: PROTOCOL_VERSION, version_max: PROTOCOL_VERSION, node: settings.node.clone(), meta_socket, session }
-        .encode(&mut hello);
+    Packet::Hello {
+        version_min: PROTOCOL_VERSION,
+        version_max: PROTOCOL_VERSION,
+        node: settings.node.clone(),
+        meta_socket,
+        session,
+    }
+    .encode(&mut hello);
     stream.write_vec(hello).await.0?;
     let stream = Rc::new(stream);
     let reader = Reader::new(Rc::clone(&stream));
@@ -292,7 +355,9 @@ async fn dial_once(settings: &LinkSettings, session: u64, meta_socket: bool) -> 
 }
 
 async fn dial_loop(driver: Rc<Driver>) {
-    let Some(settings) = driver.link_settings.as_ref() else { return };
+    let Some(settings) = driver.link_settings.as_ref() else {
+        return;
+    };
     let mut attempt = 0u64;
     loop {
         {
@@ -309,27 +374,43 @@ async fn dial_loop(driver: Rc<Driver>) {
         let data = match dial_once(settings, session, false).await {
             Ok(x) => x,
             Err(e) => {
-                tracing::debug!("peer link: connecting to {} failed: {e}", settings.peer_addr);
+                tracing::debug!(
+                    "peer link: connecting to {} failed: {e}",
+                    settings.peer_addr
+                );
                 continue;
             }
         };
         let meta = match dial_once(settings, session, true).await {
             Ok(x) => x,
             Err(e) => {
-                tracing::debug!("peer link: meta socket to {} failed: {e}", settings.peer_addr);
+                tracing::debug!(
+                    "peer link: meta socket to {} failed: {e}",
+                    settings.peer_addr
+                );
                 continue;
             }
         };
         let (data, mut data_rx) = data;
         match tokio::time::timeout(HELLO_TIMEOUT, read_packet(&mut data_rx)).await {
-            Ok(Ok(Some(Packet::Hello { node, version_min, version_max, .. }))) if (version_min..=version_max).contains(&PROTOCOL_VERSION) => {
+            Ok(Ok(Some(Packet::Hello {
+                node,
+                version_min,
+                version_max,
+                ..
+            }))) if (version_min..=version_max).contains(&PROTOCOL_VERSION) => {
                 if !driver.link.borrow().wanted {
                     break;
                 }
                 driver.establish((data, data_rx), meta, true, node);
                 break;
             }
-            Ok(Ok(Some(Packet::Hello { node, version_min, version_max, .. }))) => {
+            Ok(Ok(Some(Packet::Hello {
+                node,
+                version_min,
+                version_max,
+                ..
+            }))) => {
                 tracing::error!("peer link: {node} speaks protocol {version_min}..{version_max}, we speak {PROTOCOL_VERSION}");
             }
             other => {

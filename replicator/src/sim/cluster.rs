@@ -12,8 +12,8 @@ use super::disk::SimDisk;
 use crate::core::peer::PeerSettings;
 use crate::core::rng::Rng;
 use crate::core::{
-    AdminCmd, AdminId, ClientOp, ConnState, DiskOpKind, DiskState, Engine, EngineConfig, Input, IoId, LinkId,
-    LinkLoss, MetaOpKind, Output, PeerDiskOp, Refusal, ReqId, Role,
+    AdminCmd, AdminId, ClientOp, ConnState, DiskOpKind, DiskState, Engine, EngineConfig, Input,
+    IoId, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, Refusal, ReqId, Role,
 };
 use crate::meta::layout::MetaDiskKind;
 use crate::meta::store::{create_md, MetaDev, MetaStore};
@@ -40,7 +40,9 @@ impl MetaDev for MemDev {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
         self.with(|v| {
             let s = off as usize;
-            let src = v.get(s..s + buf.len()).ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+            let src = v
+                .get(s..s + buf.len())
+                .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
             buf.copy_from_slice(src);
             Ok(())
         })?
@@ -48,7 +50,9 @@ impl MetaDev for MemDev {
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
         self.with(|v| {
             let s = off as usize;
-            let dst = v.get_mut(s..s + buf.len()).ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+            let dst = v
+                .get_mut(s..s + buf.len())
+                .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
             dst.copy_from_slice(buf);
             Ok(())
         })?
@@ -63,11 +67,33 @@ impl MetaDev for MemDev {
 
 #[derive(Debug)]
 enum Ev {
-    Deliver { to: usize, link: LinkId, packet: Packet },
-    LinkDown { to: usize, link: LinkId, loss: LinkLoss },
-    LinkUp { link: LinkId },
-    Disk { node: usize, gen: u64, io: IoId, req: ReqId, op: DiskOpKind, data: Option<Vec<u8>> },
-    PeerDisk { node: usize, gen: u64, io: IoId, op: PeerDiskOp },
+    Deliver {
+        to: usize,
+        link: LinkId,
+        packet: Packet,
+    },
+    LinkDown {
+        to: usize,
+        link: LinkId,
+        loss: LinkLoss,
+    },
+    LinkUp {
+        link: LinkId,
+    },
+    Disk {
+        node: usize,
+        gen: u64,
+        io: IoId,
+        req: ReqId,
+        op: DiskOpKind,
+        data: Option<Vec<u8>>,
+    },
+    PeerDisk {
+        node: usize,
+        gen: u64,
+        io: IoId,
+        op: PeerDiskOp,
+    },
 }
 
 struct Client {
@@ -133,9 +159,20 @@ impl Cluster {
             let name = ["node-a", "node-b"][i].to_owned();
             let meta_dev = MemDev::new(4 << 20);
             let dummy = MemDev::new(device_bytes as usize);
-            let _ = create_md(&dummy, Some(&meta_dev), device_bytes, MetaDiskKind::ExternalFlex, 61, seed ^ i as u64, true);
+            let _ = create_md(
+                &dummy,
+                Some(&meta_dev),
+                device_bytes,
+                MetaDiskKind::ExternalFlex,
+                61,
+                seed ^ i as u64,
+                true,
+            );
             Node {
-                engine: Engine::new(engine_config(&name, protocol), seed.wrapping_mul(31).wrapping_add(i as u64)),
+                engine: Engine::new(
+                    engine_config(&name, protocol),
+                    seed.wrapping_mul(31).wrapping_add(i as u64),
+                ),
                 name,
                 disk: SimDisk::new(device_bytes as usize),
                 meta_dev,
@@ -199,25 +236,50 @@ impl Cluster {
         match out {
             Output::Disk { io, req, op } => {
                 let data = match op {
-                    DiskOpKind::Write { .. } => self.nodes[i].clients.get_mut(&req).and_then(|c| c.data.take()),
+                    DiskOpKind::Write { .. } => self.nodes[i]
+                        .clients
+                        .get_mut(&req)
+                        .and_then(|c| c.data.take()),
                     _ => None,
                 };
                 let d = self.rand_us(10, 300);
-                self.schedule(d, Ev::Disk { node: i, gen, io, req, op, data });
+                self.schedule(
+                    d,
+                    Ev::Disk {
+                        node: i,
+                        gen,
+                        io,
+                        req,
+                        op,
+                        data,
+                    },
+                );
             }
             Output::PeerDisk { io, op } => {
                 let d = self.rand_us(10, 300);
-                self.schedule(d, Ev::PeerDisk { node: i, gen, io, op });
+                self.schedule(
+                    d,
+                    Ev::PeerDisk {
+                        node: i,
+                        gen,
+                        io,
+                        op,
+                    },
+                );
             }
             Output::Meta { io, op } => {
                 let result = self.apply_meta(i, &op);
                 let now = self.at();
-                self.nodes[i].engine.handle(now, Input::MetaDone { io, result });
+                self.nodes[i]
+                    .engine
+                    .handle(now, Input::MetaDone { io, result });
             }
             Output::OpenDisk { io } => {
                 let result = self.open_meta(i);
                 let now = self.at();
-                self.nodes[i].engine.handle(now, Input::DiskOpened { io, result });
+                self.nodes[i]
+                    .engine
+                    .handle(now, Input::DiskOpened { io, result });
             }
             Output::CloseDisk { io } => {
                 self.nodes[i].meta = None;
@@ -243,22 +305,47 @@ impl Cluster {
                 }
             }
             Output::Send { link, packet } => self.send(i, link, packet),
-            Output::SendWrite { link, req, offset, fua } => {
-                let data = self.nodes[i].clients.get(&req).and_then(|c| c.data.clone()).unwrap_or_default();
-                self.send(i, link, Packet::Data { id: req, offset, fua, data });
+            Output::SendWrite {
+                link,
+                req,
+                offset,
+                fua,
+            } => {
+                let data = self.nodes[i]
+                    .clients
+                    .get(&req)
+                    .and_then(|c| c.data.clone())
+                    .unwrap_or_default();
+                self.send(
+                    i,
+                    link,
+                    Packet::Data {
+                        id: req,
+                        offset,
+                        fua,
+                        data,
+                    },
+                );
             }
         }
     }
 
     fn apply_meta(&mut self, i: usize, op: &MetaOpKind) -> Result<(), crate::core::IoFailure> {
-        let fail = |e: String| crate::core::IoFailure { errno: 5, message: e };
-        let store = self.nodes[i].meta.as_mut().ok_or_else(|| fail("no metadata open".into()))?;
+        let fail = |e: String| crate::core::IoFailure {
+            errno: 5,
+            message: e,
+        };
+        let store = self.nodes[i]
+            .meta
+            .as_mut()
+            .ok_or_else(|| fail("no metadata open".into()))?;
         crate::meta::attach::apply(store, op).map_err(|e| fail(e.to_string()))
     }
 
     fn open_meta(&mut self, i: usize) -> Result<Box<crate::core::AttachInfo>, String> {
         let dev = Box::new(self.nodes[i].meta_dev.clone());
-        let store = MetaStore::open_external(dev, None, self.device_bytes).map_err(|e| e.to_string())?;
+        let store =
+            MetaStore::open_external(dev, None, self.device_bytes).map_err(|e| e.to_string())?;
         let info = crate::meta::attach::attach_info(&store, None);
         self.nodes[i].meta = Some(store);
         Ok(Box::new(info))
@@ -270,17 +357,35 @@ impl Cluster {
         }
         let meta = packet.channel() == Channel::Meta;
         let lat = self.rand_us(20, 400);
-        let last = self.last_delivery.get(&(from, meta)).copied().unwrap_or(Duration::ZERO);
+        let last = self
+            .last_delivery
+            .get(&(from, meta))
+            .copied()
+            .unwrap_or(Duration::ZERO);
         let when = (self.now + lat).max(last);
         self.last_delivery.insert((from, meta), when);
         self.seq += 1;
-        self.queue.insert((when, self.seq), Ev::Deliver { to: 1 - from, link, packet });
+        self.queue.insert(
+            (when, self.seq),
+            Ev::Deliver {
+                to: 1 - from,
+                link,
+                packet,
+            },
+        );
     }
 
     fn drop_link(&mut self, closer: usize) {
         if let Some(link) = self.link.take() {
             let d = self.rand_us(20, 400);
-            self.schedule(d, Ev::LinkDown { to: 1 - closer, link, loss: LinkLoss::BrokenPipe });
+            self.schedule(
+                d,
+                Ev::LinkDown {
+                    to: 1 - closer,
+                    link,
+                    loss: LinkLoss::BrokenPipe,
+                },
+            );
         }
     }
 
@@ -296,11 +401,18 @@ impl Cluster {
     }
 
     fn check_cluster_invariants(&self) {
-        let primaries = self.nodes.iter().filter(|n| n.up && n.engine.role() == Role::Primary).count();
+        let primaries = self
+            .nodes
+            .iter()
+            .filter(|n| n.up && n.engine.role() == Role::Primary)
+            .count();
         // Two Primaries can exist only while they cannot see each other (a failover during a
         // partition): never while connected.
         if primaries == 2 {
-            let connected = self.nodes.iter().all(|n| n.engine.cstate() >= ConnState::Connected);
+            let connected = self
+                .nodes
+                .iter()
+                .all(|n| n.engine.cstate() >= ConnState::Connected);
             assert!(!connected, "two connected Primaries");
         }
     }
@@ -323,7 +435,10 @@ impl Cluster {
                 }
             } else {
                 for i in 0..2 {
-                    let due = self.nodes[i].engine.next_timeout().is_some_and(|t| t <= self.at());
+                    let due = self.nodes[i]
+                        .engine
+                        .next_timeout()
+                        .is_some_and(|t| t <= self.at());
                     if due {
                         self.feed(i, Input::Timer);
                     }
@@ -344,11 +459,32 @@ impl Cluster {
             Ev::LinkDown { to, link, loss } => self.feed(to, Input::LinkDown { link, loss }),
             Ev::LinkUp { link } => {
                 if self.link == Some(link) {
-                    self.feed(0, Input::LinkUp { link, dialer: true, peer_node: "node-b".into() });
-                    self.feed(1, Input::LinkUp { link, dialer: false, peer_node: "node-a".into() });
+                    self.feed(
+                        0,
+                        Input::LinkUp {
+                            link,
+                            dialer: true,
+                            peer_node: "node-b".into(),
+                        },
+                    );
+                    self.feed(
+                        1,
+                        Input::LinkUp {
+                            link,
+                            dialer: false,
+                            peer_node: "node-a".into(),
+                        },
+                    );
                 }
             }
-            Ev::Disk { node, gen, io, req, op, data } => {
+            Ev::Disk {
+                node,
+                gen,
+                io,
+                req,
+                op,
+                data,
+            } => {
                 if self.nodes[node].gen != gen {
                     return;
                 }
@@ -356,18 +492,24 @@ impl Cluster {
                 let result = match op {
                     DiskOpKind::Read { offset, len } => {
                         let mut buf = vec![0; len as usize];
-                        disk.read(&mut buf, offset).map(|()| ())
+                        disk.read(&mut buf, offset)
                     }
-                    DiskOpKind::Write { offset, fua, .. } => disk.write(&data.unwrap_or_default(), offset, fua),
+                    DiskOpKind::Write { offset, fua, .. } => {
+                        disk.write(&data.unwrap_or_default(), offset, fua)
+                    }
                     DiskOpKind::Flush => {
                         disk.flush();
                         Ok(())
                     }
-                    DiskOpKind::Trim { offset, len, fua } | DiskOpKind::WriteZeroes { offset, len, fua } => {
+                    DiskOpKind::Trim { offset, len, fua }
+                    | DiskOpKind::WriteZeroes { offset, len, fua } => {
                         disk.write(&vec![0; len as usize], offset, fua)
                     }
                 };
-                let result = result.map_err(|e| crate::core::IoFailure { errno: 5, message: e.to_string() });
+                let result = result.map_err(|e| crate::core::IoFailure {
+                    errno: 5,
+                    message: e.to_string(),
+                });
                 let _ = req;
                 self.feed(node, Input::DiskDone { io, result });
             }
@@ -377,8 +519,14 @@ impl Cluster {
                 }
                 let disk = &self.nodes[node].disk;
                 let result = match op {
-                    PeerDiskOp::Write { offset, data, fua } => disk.write(&data, offset, fua).map(|()| None),
-                    PeerDiskOp::Zero { offset, len, fua, .. } => disk.write(&vec![0; len as usize], offset, fua).map(|()| None),
+                    PeerDiskOp::Write { offset, data, fua } => {
+                        disk.write(&data, offset, fua).map(|()| None)
+                    }
+                    PeerDiskOp::Zero {
+                        offset, len, fua, ..
+                    } => disk
+                        .write(&vec![0; len as usize], offset, fua)
+                        .map(|()| None),
                     PeerDiskOp::Read { offset, len } => {
                         let mut buf = vec![0; len as usize];
                         disk.read(&mut buf, offset).map(|()| Some(buf))
@@ -388,7 +536,10 @@ impl Cluster {
                         Ok(None)
                     }
                 };
-                let result = result.map_err(|e| crate::core::IoFailure { errno: 5, message: e.to_string() });
+                let result = result.map_err(|e| crate::core::IoFailure {
+                    errno: 5,
+                    message: e.to_string(),
+                });
                 self.feed(node, Input::PeerDiskDone { io, result });
             }
         }
@@ -400,7 +551,8 @@ impl Cluster {
     pub fn admin(&mut self, i: usize, cmd: AdminCmd) -> Result<String, Refusal> {
         let id = self.nodes[i].next_admin;
         self.nodes[i].next_admin += 1;
-        self.trace.push(format!("{:?} {} {:?}", self.now, self.nodes[i].name, cmd));
+        self.trace
+            .push(format!("{:?} {} {:?}", self.now, self.nodes[i].name, cmd));
         self.feed(i, Input::Admin { id, cmd });
         for _ in 0..2000 {
             if let Some(r) = self.nodes[i].admin_replies.remove(&id) {
@@ -408,7 +560,9 @@ impl Cluster {
             }
             self.run_for(Duration::from_millis(5));
         }
-        Err(Refusal::MetaIo { message: "admin command not answered".into() })
+        Err(Refusal::MetaIo {
+            message: "admin command not answered".into(),
+        })
     }
 
     /// Submit one random client write (or flush) on node `i`.
@@ -417,9 +571,22 @@ impl Cluster {
         let r = self.rng.next_u64();
         let req = self.next_req;
         self.next_req += 1;
-        if r % 16 == 0 {
-            self.nodes[i].clients.insert(req, Client { op: ClientOp::Flush, data: None, pattern: 0 });
-            self.feed(i, Input::Client { req, op: ClientOp::Flush });
+        if r.is_multiple_of(16) {
+            self.nodes[i].clients.insert(
+                req,
+                Client {
+                    op: ClientOp::Flush,
+                    data: None,
+                    pattern: 0,
+                },
+            );
+            self.feed(
+                i,
+                Input::Client {
+                    req,
+                    op: ClientOp::Flush,
+                },
+            );
             return;
         }
         let nblocks = 1 + (r >> 8) % 4;
@@ -433,14 +600,29 @@ impl Cluster {
         for b in first..first + nblocks {
             self.model[b as usize].maybe.push(pattern);
         }
-        let op = ClientOp::Write { offset: first * BLOCK, len: (nblocks * BLOCK) as u32, fua: (r >> 40) % 8 == 0 };
-        self.nodes[i].clients.insert(req, Client { op, data: Some(data), pattern });
+        let op = ClientOp::Write {
+            offset: first * BLOCK,
+            len: (nblocks * BLOCK) as u32,
+            fua: (r >> 40).is_multiple_of(8),
+        };
+        self.nodes[i].clients.insert(
+            req,
+            Client {
+                op,
+                data: Some(data),
+                pattern,
+            },
+        );
         self.feed(i, Input::Client { req, op });
     }
 
     fn client_reply(&mut self, i: usize, req: ReqId, ok: bool) {
-        let Some(c) = self.nodes[i].clients.remove(&req) else { return };
-        let ClientOp::Write { offset, len, .. } = c.op else { return };
+        let Some(c) = self.nodes[i].clients.remove(&req) else {
+            return;
+        };
+        let ClientOp::Write { offset, len, .. } = c.op else {
+            return;
+        };
         if !ok {
             return;
         }
@@ -460,7 +642,8 @@ impl Cluster {
 
     /// Kill node `i` (power loss): volatile cache lost, metadata kept, peer sees a reset.
     pub fn crash(&mut self, i: usize) {
-        self.trace.push(format!("{:?} crash {}", self.now, self.nodes[i].name));
+        self.trace
+            .push(format!("{:?} crash {}", self.now, self.nodes[i].name));
         let seed = self.rng.next_u64();
         let n = &mut self.nodes[i];
         n.up = false;
@@ -477,14 +660,20 @@ impl Cluster {
 
     /// Restart node `i`: attach its disk, connect.
     pub fn restart(&mut self, i: usize) -> Result<(), Refusal> {
-        self.trace.push(format!("{:?} restart {}", self.now, self.nodes[i].name));
+        self.trace
+            .push(format!("{:?} restart {}", self.now, self.nodes[i].name));
         let seed = self.rng.next_u64();
         let name = self.nodes[i].name.clone();
         let n = &mut self.nodes[i];
         n.engine = Engine::new(engine_config(&name, self.protocol), seed);
         n.up = true;
         self.admin(i, AdminCmd::Attach)?;
-        self.admin(i, AdminCmd::Connect { discard_my_data: false })?;
+        self.admin(
+            i,
+            AdminCmd::Connect {
+                discard_my_data: false,
+            },
+        )?;
         Ok(())
     }
 
@@ -535,7 +724,10 @@ impl Cluster {
             word.copy_from_slice(&a[off..off + 8]);
             let got = u64::from_le_bytes(word);
             if got != m.acked && !m.maybe.contains(&got) {
-                return Err(format!("block {blk} holds pattern {got}, acknowledged {} (in flight {:?})", m.acked, m.maybe));
+                return Err(format!(
+                    "block {blk} holds pattern {got}, acknowledged {} (in flight {:?})",
+                    m.acked, m.maybe
+                ));
             }
         }
         Ok(())

@@ -22,7 +22,12 @@ pub fn check_alg(alg: &str) -> Result<(), AuthError> {
     }
 }
 
-pub fn response(alg: &str, secret: &str, nonce: &[u8], responder: &str) -> Result<Vec<u8>, AuthError> {
+pub fn response(
+    alg: &str,
+    secret: &str,
+    nonce: &[u8],
+    responder: &str,
+) -> Result<Vec<u8>, AuthError> {
     macro_rules! mac {
         ($d:ty) => {{
             // HMAC accepts keys of any length, so new_from_slice cannot fail here.
@@ -43,7 +48,10 @@ pub fn response(alg: &str, secret: &str, nonce: &[u8], responder: &str) -> Resul
 /// Constant-time comparison, so timing does not leak how much of a guess was right.
 pub fn verify(alg: &str, secret: &str, nonce: &[u8], responder: &str, got: &[u8]) -> bool {
     match response(alg, secret, nonce, responder) {
-        Ok(want) => want.len() == got.len() && want.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0,
+        Ok(want) => {
+            want.len() == got.len()
+                && want.iter().zip(got).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        }
         Err(_) => false,
     }
 }

@@ -18,7 +18,11 @@ pub enum WireError {
     #[error("unknown packet command {0}")]
     UnknownCommand(u16),
     #[error("packet {cmd} truncated: needs {need} bytes, has {have}")]
-    Truncated { cmd: &'static str, need: usize, have: usize },
+    Truncated {
+        cmd: &'static str,
+        need: usize,
+        have: usize,
+    },
     #[error("packet {cmd} has {extra} trailing bytes")]
     Trailing { cmd: &'static str, extra: usize },
     #[error("packet {cmd}: {what}")]

@@ -28,44 +28,136 @@ pub struct Params {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     /// First packet on each socket: protocol range, who we are, which socket this is.
-    Hello { version_min: u16, version_max: u16, node: String, meta_socket: bool, session: u64 },
-    AuthChallenge { nonce: Vec<u8> },
-    AuthResponse { mac: Vec<u8> },
+    Hello {
+        version_min: u16,
+        version_max: u16,
+        node: String,
+        meta_socket: bool,
+        session: u64,
+    },
+    AuthChallenge {
+        nonce: Vec<u8>,
+    },
+    AuthResponse {
+        mac: Vec<u8>,
+    },
     Params(Params),
-    Sizes { backing_bytes: u64, usable_bytes: u64, requested_bytes: u64 },
-    Uuids { uuids: [u64; 4], oos_bits: u64, flags: u32 },
-    State { role: u8, disk: u8, susp: bool },
+    Sizes {
+        backing_bytes: u64,
+        usable_bytes: u64,
+        requested_bytes: u64,
+    },
+    Uuids {
+        uuids: [u64; 4],
+        oos_bits: u64,
+        flags: u32,
+    },
+    State {
+        role: u8,
+        disk: u8,
+        susp: bool,
+    },
     /// One slice of the RLE-compressed bitmap, starting at bit `start`; `last` ends the transfer.
-    Bitmap { start: u64, rle: Vec<u8>, last: bool },
+    Bitmap {
+        start: u64,
+        rle: Vec<u8>,
+        last: bool,
+    },
     /// The resync direction the sender decided; the receiver checks it agrees.
-    SyncStart { source: bool, full: bool },
-    Data { id: u64, offset: u64, fua: bool, data: Vec<u8> },
+    SyncStart {
+        source: bool,
+        full: bool,
+    },
+    Data {
+        id: u64,
+        offset: u64,
+        fua: bool,
+        data: Vec<u8>,
+    },
     /// WRITE_ZEROES (`trim` false) or TRIM (`trim` true), replicated like a write.
-    Zero { id: u64, offset: u64, len: u32, trim: bool, fua: bool },
+    Zero {
+        id: u64,
+        offset: u64,
+        len: u32,
+        trim: bool,
+        fua: bool,
+    },
     /// Closes epoch `epoch`: the receiver flushes its disk and answers `BarrierAck`.
-    Barrier { epoch: u32 },
-    RecvAck { id: u64 },
-    WriteAck { id: u64 },
-    NegAck { id: u64 },
-    BarrierAck { epoch: u32 },
+    Barrier {
+        epoch: u32,
+    },
+    RecvAck {
+        id: u64,
+    },
+    WriteAck {
+        id: u64,
+    },
+    NegAck {
+        id: u64,
+    },
+    BarrierAck {
+        epoch: u32,
+    },
     Ping,
     PingAck,
     // Resync acks travel on the data socket: the SyncTarget's final State must not overtake
     // them, or the source would finish with bits still set.
     /// SyncTarget asks for a block; `digest` set means csums-alg: only send it if it differs.
-    RsRequest { id: u64, offset: u64, len: u32, digest: Vec<u8> },
-    RsData { id: u64, offset: u64, data: Vec<u8> },
-    RsInSync { id: u64, offset: u64, len: u32 },
-    RsWriteAck { id: u64, offset: u64, len: u32 },
-    RsNegAck { id: u64, offset: u64, len: u32 },
-    OvRequest { id: u64, offset: u64, len: u32 },
-    OvReply { id: u64, offset: u64, len: u32, digest: Vec<u8> },
-    OvResult { id: u64, offset: u64, len: u32, in_sync: bool },
+    RsRequest {
+        id: u64,
+        offset: u64,
+        len: u32,
+        digest: Vec<u8>,
+    },
+    RsData {
+        id: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    RsInSync {
+        id: u64,
+        offset: u64,
+        len: u32,
+    },
+    RsWriteAck {
+        id: u64,
+        offset: u64,
+        len: u32,
+    },
+    RsNegAck {
+        id: u64,
+        offset: u64,
+        len: u32,
+    },
+    OvRequest {
+        id: u64,
+        offset: u64,
+        len: u32,
+    },
+    OvReply {
+        id: u64,
+        offset: u64,
+        len: u32,
+        digest: Vec<u8>,
+    },
+    OvResult {
+        id: u64,
+        offset: u64,
+        len: u32,
+        in_sync: bool,
+    },
     /// Resync finished on the sender: the receiver adopts `uuid` as its current UUID.
-    SyncUuid { uuid: u64 },
+    SyncUuid {
+        uuid: u64,
+    },
     /// A state change request the peer must approve first (e.g. becoming Primary).
-    StateRequest { want_primary: bool },
-    StateReply { ok: bool, reason: String },
+    StateRequest {
+        want_primary: bool,
+    },
+    StateReply {
+        ok: bool,
+        reason: String,
+    },
     /// Orderly disconnect (`repadm disconnect`/`down`): the peer goes to WFConnection quietly.
     Bye,
 }
@@ -110,7 +202,11 @@ struct R<'a> {
 impl<'a> R<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self.at.checked_add(n).filter(|e| *e <= self.b.len());
-        let end = end.ok_or(WireError::Truncated { cmd: self.cmd, need: self.at.saturating_add(n), have: self.b.len() })?;
+        let end = end.ok_or(WireError::Truncated {
+            cmd: self.cmd,
+            need: self.at.saturating_add(n),
+            have: self.b.len(),
+        })?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
@@ -135,30 +231,45 @@ impl<'a> R<'a> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
-            v => Err(WireError::Invalid { cmd: self.cmd, what: format!("boolean byte {v}") }),
+            v => Err(WireError::Invalid {
+                cmd: self.cmd,
+                what: format!("boolean byte {v}"),
+            }),
         }
     }
     fn bytes(&mut self, max: usize) -> Result<Vec<u8>, WireError> {
         let n = self.u32()? as usize;
         if n > max {
-            return Err(WireError::Invalid { cmd: self.cmd, what: format!("field of {n} bytes exceeds {max}") });
+            return Err(WireError::Invalid {
+                cmd: self.cmd,
+                what: format!("field of {n} bytes exceeds {max}"),
+            });
         }
         Ok(self.take(n)?.to_vec())
     }
     fn str(&mut self) -> Result<String, WireError> {
         let v = self.bytes(MAX_STRING_BYTES)?;
-        String::from_utf8(v).map_err(|_| WireError::Invalid { cmd: self.cmd, what: "string is not UTF-8".into() })
+        String::from_utf8(v).map_err(|_| WireError::Invalid {
+            cmd: self.cmd,
+            what: "string is not UTF-8".into(),
+        })
     }
     fn len32(&mut self) -> Result<u32, WireError> {
         let n = self.u32()?;
         if n as usize > MAX_DATA_BYTES {
-            return Err(WireError::Invalid { cmd: self.cmd, what: format!("length {n} exceeds {MAX_DATA_BYTES}") });
+            return Err(WireError::Invalid {
+                cmd: self.cmd,
+                what: format!("length {n} exceeds {MAX_DATA_BYTES}"),
+            });
         }
         Ok(n)
     }
     fn finish(self) -> Result<(), WireError> {
         if self.at != self.b.len() {
-            return Err(WireError::Trailing { cmd: self.cmd, extra: self.b.len() - self.at });
+            return Err(WireError::Trailing {
+                cmd: self.cmd,
+                extra: self.b.len() - self.at,
+            });
         }
         Ok(())
     }
@@ -238,11 +349,28 @@ impl Packet {
     /// Appends header + payload to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = out.len();
-        encode_header(out, FrameHeader { command: self.command(), flags: 0, len: 0 });
+        encode_header(
+            out,
+            FrameHeader {
+                command: self.command(),
+                flags: 0,
+                len: 0,
+            },
+        );
         let mut w = W(out);
         match self {
-            Packet::Hello { version_min, version_max, node, meta_socket, session } => {
-                w.u16(*version_min).u16(*version_max).str(node).bool(*meta_socket).u64(*session);
+            Packet::Hello {
+                version_min,
+                version_max,
+                node,
+                meta_socket,
+                session,
+            } => {
+                w.u16(*version_min)
+                    .u16(*version_max)
+                    .str(node)
+                    .bool(*meta_socket)
+                    .u64(*session);
             }
             Packet::AuthChallenge { nonce } => {
                 w.bytes(nonce);
@@ -251,14 +379,27 @@ impl Packet {
                 w.bytes(mac);
             }
             Packet::Params(p) => {
-                w.u8(p.protocol).str(&p.after_sb_0pri).str(&p.after_sb_1pri).str(&p.after_sb_2pri);
+                w.u8(p.protocol)
+                    .str(&p.after_sb_0pri)
+                    .str(&p.after_sb_1pri)
+                    .str(&p.after_sb_2pri);
                 w.bool(p.allow_two_primaries).bool(p.discard_my_data);
                 w.str(&p.integrity_alg).str(&p.verify_alg).str(&p.csums_alg);
             }
-            Packet::Sizes { backing_bytes, usable_bytes, requested_bytes } => {
-                w.u64(*backing_bytes).u64(*usable_bytes).u64(*requested_bytes);
+            Packet::Sizes {
+                backing_bytes,
+                usable_bytes,
+                requested_bytes,
+            } => {
+                w.u64(*backing_bytes)
+                    .u64(*usable_bytes)
+                    .u64(*requested_bytes);
             }
-            Packet::Uuids { uuids, oos_bits, flags } => {
+            Packet::Uuids {
+                uuids,
+                oos_bits,
+                flags,
+            } => {
                 for u in uuids {
                     w.u64(*u);
                 }
@@ -273,10 +414,21 @@ impl Packet {
             Packet::SyncStart { source, full } => {
                 w.bool(*source).bool(*full);
             }
-            Packet::Data { id, offset, fua, data } => {
+            Packet::Data {
+                id,
+                offset,
+                fua,
+                data,
+            } => {
                 w.u64(*id).u64(*offset).bool(*fua).bytes(data);
             }
-            Packet::Zero { id, offset, len, trim, fua } => {
+            Packet::Zero {
+                id,
+                offset,
+                len,
+                trim,
+                fua,
+            } => {
                 w.u64(*id).u64(*offset).u32(*len).bool(*trim).bool(*fua);
             }
             Packet::Barrier { epoch } | Packet::BarrierAck { epoch } => {
@@ -286,7 +438,12 @@ impl Packet {
                 w.u64(*id);
             }
             Packet::Ping | Packet::PingAck | Packet::Bye => {}
-            Packet::RsRequest { id, offset, len, digest } => {
+            Packet::RsRequest {
+                id,
+                offset,
+                len,
+                digest,
+            } => {
                 w.u64(*id).u64(*offset).u32(*len).bytes(digest);
             }
             Packet::RsData { id, offset, data } => {
@@ -298,10 +455,20 @@ impl Packet {
             | Packet::OvRequest { id, offset, len } => {
                 w.u64(*id).u64(*offset).u32(*len);
             }
-            Packet::OvReply { id, offset, len, digest } => {
+            Packet::OvReply {
+                id,
+                offset,
+                len,
+                digest,
+            } => {
                 w.u64(*id).u64(*offset).u32(*len).bytes(digest);
             }
-            Packet::OvResult { id, offset, len, in_sync } => {
+            Packet::OvResult {
+                id,
+                offset,
+                len,
+                in_sync,
+            } => {
                 w.u64(*id).u64(*offset).u32(*len).bool(*in_sync);
             }
             Packet::SyncUuid { uuid } => {
@@ -320,7 +487,11 @@ impl Packet {
 
     pub fn decode(h: &FrameHeader, payload: &[u8]) -> Result<Packet, WireError> {
         let name = command_name(h.command).ok_or(WireError::UnknownCommand(h.command))?;
-        let mut r = R { b: payload, at: 0, cmd: name };
+        let mut r = R {
+            b: payload,
+            at: 0,
+            cmd: name,
+        };
         let p = match h.command {
             cmd::HELLO => Packet::Hello {
                 version_min: r.u16()?,
@@ -329,8 +500,12 @@ impl Packet {
                 meta_socket: r.bool()?,
                 session: r.u64()?,
             },
-            cmd::AUTH_CHALLENGE => Packet::AuthChallenge { nonce: r.bytes(MAX_DIGEST_BYTES)? },
-            cmd::AUTH_RESPONSE => Packet::AuthResponse { mac: r.bytes(MAX_DIGEST_BYTES)? },
+            cmd::AUTH_CHALLENGE => Packet::AuthChallenge {
+                nonce: r.bytes(MAX_DIGEST_BYTES)?,
+            },
+            cmd::AUTH_RESPONSE => Packet::AuthResponse {
+                mac: r.bytes(MAX_DIGEST_BYTES)?,
+            },
             cmd::PARAMS => Packet::Params(Params {
                 protocol: r.u8()?,
                 after_sb_0pri: r.str()?,
@@ -342,13 +517,43 @@ impl Packet {
                 verify_alg: r.str()?,
                 csums_alg: r.str()?,
             }),
-            cmd::SIZES => Packet::Sizes { backing_bytes: r.u64()?, usable_bytes: r.u64()?, requested_bytes: r.u64()? },
-            cmd::UUIDS => Packet::Uuids { uuids: [r.u64()?, r.u64()?, r.u64()?, r.u64()?], oos_bits: r.u64()?, flags: r.u32()? },
-            cmd::STATE => Packet::State { role: r.u8()?, disk: r.u8()?, susp: r.bool()? },
-            cmd::BITMAP => Packet::Bitmap { start: r.u64()?, rle: r.bytes(MAX_DATA_BYTES)?, last: r.bool()? },
-            cmd::SYNC_START => Packet::SyncStart { source: r.bool()?, full: r.bool()? },
-            cmd::DATA => Packet::Data { id: r.u64()?, offset: r.u64()?, fua: r.bool()?, data: r.bytes(MAX_DATA_BYTES)? },
-            cmd::ZERO => Packet::Zero { id: r.u64()?, offset: r.u64()?, len: r.u32()?, trim: r.bool()?, fua: r.bool()? },
+            cmd::SIZES => Packet::Sizes {
+                backing_bytes: r.u64()?,
+                usable_bytes: r.u64()?,
+                requested_bytes: r.u64()?,
+            },
+            cmd::UUIDS => Packet::Uuids {
+                uuids: [r.u64()?, r.u64()?, r.u64()?, r.u64()?],
+                oos_bits: r.u64()?,
+                flags: r.u32()?,
+            },
+            cmd::STATE => Packet::State {
+                role: r.u8()?,
+                disk: r.u8()?,
+                susp: r.bool()?,
+            },
+            cmd::BITMAP => Packet::Bitmap {
+                start: r.u64()?,
+                rle: r.bytes(MAX_DATA_BYTES)?,
+                last: r.bool()?,
+            },
+            cmd::SYNC_START => Packet::SyncStart {
+                source: r.bool()?,
+                full: r.bool()?,
+            },
+            cmd::DATA => Packet::Data {
+                id: r.u64()?,
+                offset: r.u64()?,
+                fua: r.bool()?,
+                data: r.bytes(MAX_DATA_BYTES)?,
+            },
+            cmd::ZERO => Packet::Zero {
+                id: r.u64()?,
+                offset: r.u64()?,
+                len: r.u32()?,
+                trim: r.bool()?,
+                fua: r.bool()?,
+            },
             cmd::BARRIER => Packet::Barrier { epoch: r.u32()? },
             cmd::BARRIER_ACK => Packet::BarrierAck { epoch: r.u32()? },
             cmd::RECV_ACK => Packet::RecvAck { id: r.u64()? },
@@ -357,21 +562,57 @@ impl Packet {
             cmd::PING => Packet::Ping,
             cmd::PING_ACK => Packet::PingAck,
             cmd::BYE => Packet::Bye,
-            cmd::RS_REQUEST => {
-                Packet::RsRequest { id: r.u64()?, offset: r.u64()?, len: r.len32()?, digest: r.bytes(MAX_DIGEST_BYTES)? }
-            }
-            cmd::RS_DATA => Packet::RsData { id: r.u64()?, offset: r.u64()?, data: r.bytes(MAX_DATA_BYTES)? },
-            cmd::RS_IN_SYNC => Packet::RsInSync { id: r.u64()?, offset: r.u64()?, len: r.len32()? },
-            cmd::RS_WRITE_ACK => Packet::RsWriteAck { id: r.u64()?, offset: r.u64()?, len: r.len32()? },
-            cmd::RS_NEG_ACK => Packet::RsNegAck { id: r.u64()?, offset: r.u64()?, len: r.len32()? },
-            cmd::OV_REQUEST => Packet::OvRequest { id: r.u64()?, offset: r.u64()?, len: r.len32()? },
-            cmd::OV_REPLY => {
-                Packet::OvReply { id: r.u64()?, offset: r.u64()?, len: r.len32()?, digest: r.bytes(MAX_DIGEST_BYTES)? }
-            }
-            cmd::OV_RESULT => Packet::OvResult { id: r.u64()?, offset: r.u64()?, len: r.len32()?, in_sync: r.bool()? },
+            cmd::RS_REQUEST => Packet::RsRequest {
+                id: r.u64()?,
+                offset: r.u64()?,
+                len: r.len32()?,
+                digest: r.bytes(MAX_DIGEST_BYTES)?,
+            },
+            cmd::RS_DATA => Packet::RsData {
+                id: r.u64()?,
+                offset: r.u64()?,
+                data: r.bytes(MAX_DATA_BYTES)?,
+            },
+            cmd::RS_IN_SYNC => Packet::RsInSync {
+                id: r.u64()?,
+                offset: r.u64()?,
+                len: r.len32()?,
+            },
+            cmd::RS_WRITE_ACK => Packet::RsWriteAck {
+                id: r.u64()?,
+                offset: r.u64()?,
+                len: r.len32()?,
+            },
+            cmd::RS_NEG_ACK => Packet::RsNegAck {
+                id: r.u64()?,
+                offset: r.u64()?,
+                len: r.len32()?,
+            },
+            cmd::OV_REQUEST => Packet::OvRequest {
+                id: r.u64()?,
+                offset: r.u64()?,
+                len: r.len32()?,
+            },
+            cmd::OV_REPLY => Packet::OvReply {
+                id: r.u64()?,
+                offset: r.u64()?,
+                len: r.len32()?,
+                digest: r.bytes(MAX_DIGEST_BYTES)?,
+            },
+            cmd::OV_RESULT => Packet::OvResult {
+                id: r.u64()?,
+                offset: r.u64()?,
+                len: r.len32()?,
+                in_sync: r.bool()?,
+            },
             cmd::SYNC_UUID => Packet::SyncUuid { uuid: r.u64()? },
-            cmd::STATE_REQUEST => Packet::StateRequest { want_primary: r.bool()? },
-            cmd::STATE_REPLY => Packet::StateReply { ok: r.bool()?, reason: r.str()? },
+            cmd::STATE_REQUEST => Packet::StateRequest {
+                want_primary: r.bool()?,
+            },
+            cmd::STATE_REPLY => Packet::StateReply {
+                ok: r.bool()?,
+                reason: r.str()?,
+            },
             other => return Err(WireError::UnknownCommand(other)),
         };
         r.finish()?;
@@ -382,7 +623,14 @@ impl Packet {
 /// Encodes `Packet::Data` from a borrowed buffer (the hot path: no intermediate packet).
 pub fn encode_data(out: &mut Vec<u8>, id: u64, offset: u64, fua: bool, data: &[u8]) {
     let start = out.len();
-    encode_header(out, FrameHeader { command: cmd::DATA, flags: 0, len: 0 });
+    encode_header(
+        out,
+        FrameHeader {
+            command: cmd::DATA,
+            flags: 0,
+            len: 0,
+        },
+    );
     W(out).u64(id).u64(offset).bool(fua).bytes(data);
     let len = u32::try_from(out.len() - start - super::HEADER_BYTES).unwrap_or(u32::MAX);
     out[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
@@ -393,10 +641,20 @@ pub fn decode_frame(b: &[u8]) -> Result<(Packet, usize), WireError> {
     let head: &[u8; super::HEADER_BYTES] = b
         .get(..super::HEADER_BYTES)
         .and_then(|s| s.try_into().ok())
-        .ok_or(WireError::Truncated { cmd: "header", need: super::HEADER_BYTES, have: b.len() })?;
+        .ok_or(WireError::Truncated {
+            cmd: "header",
+            need: super::HEADER_BYTES,
+            have: b.len(),
+        })?;
     let h = super::frame::decode_header(head)?;
     let end = super::HEADER_BYTES + h.len as usize;
-    let payload = b.get(super::HEADER_BYTES..end).ok_or(WireError::Truncated { cmd: "frame", need: end, have: b.len() })?;
+    let payload = b
+        .get(super::HEADER_BYTES..end)
+        .ok_or(WireError::Truncated {
+            cmd: "frame",
+            need: end,
+            have: b.len(),
+        })?;
     Ok((Packet::decode(&h, payload)?, end))
 }
 
@@ -407,7 +665,13 @@ mod tests {
 
     fn samples() -> Vec<Packet> {
         vec![
-            Packet::Hello { version_min: 1, version_max: 1, node: "node-a".into(), meta_socket: true, session: 9 },
+            Packet::Hello {
+                version_min: 1,
+                version_max: 1,
+                node: "node-a".into(),
+                meta_socket: true,
+                session: 9,
+            },
             Packet::AuthChallenge { nonce: vec![1; 32] },
             Packet::Params(Params {
                 protocol: b'C',
@@ -420,12 +684,39 @@ mod tests {
                 verify_alg: "sha1".into(),
                 csums_alg: String::new(),
             }),
-            Packet::Uuids { uuids: [1, 2, 3, 4], oos_bits: 5, flags: 6 },
-            Packet::Data { id: 1, offset: 4096, fua: true, data: vec![0xab; 4096] },
-            Packet::Zero { id: 2, offset: 0, len: 1 << 20, trim: false, fua: false },
-            Packet::Bitmap { start: 0, rle: vec![1, 2, 3], last: true },
-            Packet::RsRequest { id: 3, offset: 0, len: 4096, digest: vec![] },
-            Packet::StateReply { ok: false, reason: "peer is Primary".into() },
+            Packet::Uuids {
+                uuids: [1, 2, 3, 4],
+                oos_bits: 5,
+                flags: 6,
+            },
+            Packet::Data {
+                id: 1,
+                offset: 4096,
+                fua: true,
+                data: vec![0xab; 4096],
+            },
+            Packet::Zero {
+                id: 2,
+                offset: 0,
+                len: 1 << 20,
+                trim: false,
+                fua: false,
+            },
+            Packet::Bitmap {
+                start: 0,
+                rle: vec![1, 2, 3],
+                last: true,
+            },
+            Packet::RsRequest {
+                id: 3,
+                offset: 0,
+                len: 4096,
+                digest: vec![],
+            },
+            Packet::StateReply {
+                ok: false,
+                reason: "peer is Primary".into(),
+            },
             Packet::Ping,
             Packet::Bye,
         ]
@@ -441,7 +732,16 @@ mod tests {
             assert_eq!(used, v.len());
         }
         assert_eq!(Packet::WriteAck { id: 1 }.channel(), Channel::Meta);
-        assert_eq!(Packet::Data { id: 1, offset: 0, fua: false, data: vec![] }.channel(), Channel::Data);
+        assert_eq!(
+            Packet::Data {
+                id: 1,
+                offset: 0,
+                fua: false,
+                data: vec![]
+            }
+            .channel(),
+            Channel::Data
+        );
     }
 
     #[test]
@@ -449,14 +749,26 @@ mod tests {
         let mut a = Vec::new();
         encode_data(&mut a, 5, 4096, true, &[9; 100]);
         let mut b = Vec::new();
-        Packet::Data { id: 5, offset: 4096, fua: true, data: vec![9; 100] }.encode(&mut b);
+        Packet::Data {
+            id: 5,
+            offset: 4096,
+            fua: true,
+            data: vec![9; 100],
+        }
+        .encode(&mut b);
         assert_eq!(a, b);
     }
 
     #[test]
     fn hostile_lengths_and_trailing_bytes_are_errors() {
         let mut v = Vec::new();
-        Packet::Data { id: 1, offset: 0, fua: false, data: vec![1; 8] }.encode(&mut v);
+        Packet::Data {
+            id: 1,
+            offset: 0,
+            fua: false,
+            data: vec![1; 8],
+        }
+        .encode(&mut v);
         // Claim a 4 GiB data field inside a small frame.
         v[12 + 17..12 + 21].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode_frame(&v).is_err());
