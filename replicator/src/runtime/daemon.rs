@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use super::control_server;
-use super::driver::{write_atomic, write_status_files, Driver};
+use super::driver::{regenerate_proc_status, write_atomic, write_status_files, Driver};
 use super::link::LinkSettings;
 use super::nbd_backend::NbdBackend;
 use super::paths::{RunPaths, CONFIG_DEFAULT, RUN_DIR_DEFAULT};
@@ -266,27 +266,9 @@ async fn serve(
     s.pid = 0;
     let _ = write_status_files(&paths, &s);
     remove_stale(&paths.status_json());
-    let _ = regenerate_proc(&paths);
+    let _ = regenerate_proc_status(&paths);
     tracing::info!(resource = %paths.resource, "down");
     Ok(0)
-}
-
-/// After this daemon's JSON is gone, rebuild the combined status from the remaining ones.
-fn regenerate_proc(paths: &RunPaths) -> std::io::Result<()> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(&paths.dir)? {
-        let path = entry?.path();
-        if path.to_string_lossy().ends_with(".status.json") {
-            // A file being replaced by its daemon right now is skipped; it republishes soon.
-            if let Ok(Ok(s)) = std::fs::read_to_string(&path).map(|t| serde_json::from_str(&t)) {
-                all.push(s);
-            }
-        }
-    }
-    write_atomic(
-        &paths.proc_status(),
-        crate::control::render::proc_text(&all).as_bytes(),
-    )
 }
 
 /// Wait for `down` (control socket) or SIGTERM/SIGINT (then try a clean down first).

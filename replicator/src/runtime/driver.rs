@@ -422,14 +422,18 @@ impl Driver {
 pub fn write_status_files(paths: &RunPaths, status: &Status) -> std::io::Result<()> {
     let json = serde_json::to_string_pretty(status).map_err(std::io::Error::other)?;
     write_atomic(&paths.status_json(), json.as_bytes())?;
+    regenerate_proc_status(paths)
+}
+
+/// Rebuild the combined `/proc/drbd`-style file from every `RES.status.json` in the run dir.
+pub fn regenerate_proc_status(paths: &RunPaths) -> std::io::Result<()> {
     let mut all = Vec::new();
     for entry in std::fs::read_dir(&paths.dir)? {
         let path = entry?.path();
         if path.to_string_lossy().ends_with(".status.json") {
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                if let Ok(s) = serde_json::from_str::<Status>(&text) {
-                    all.push(s);
-                }
+            // A file being replaced by its daemon right now is skipped; it republishes soon.
+            if let Ok(Ok(s)) = std::fs::read_to_string(&path).map(|t| serde_json::from_str::<Status>(&t)) {
+                all.push(s);
             }
         }
     }

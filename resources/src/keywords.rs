@@ -1,0 +1,241 @@
+//! What each section accepts: keyword, value type, unit and range (reference/drbd.md §8.3,
+//! drbd_limits.h of DRBD 8.4). Ranges are checked at parse time, as drbdadm does.
+
+/// How a bare number is scaled, and what the suffixes k/M/G mean for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A plain count (suffixes multiply by 1024^n).
+    One,
+    /// KiB (resync rates): bare = KiB, `M` = 1024 KiB.
+    Kib,
+    /// Bytes (socket buffers): `K` = 1024.
+    Bytes,
+    /// 512-byte sectors (sizes): bare = sectors, `k` = 2 sectors.
+    Sectors,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Int { unit: Unit, min: u64, max: u64 },
+    Enum(&'static [&'static str]),
+    /// `keyword;` (= yes) or `keyword yes|no;`.
+    Bool,
+    Str,
+}
+
+use Kind::*;
+use Unit::*;
+
+pub struct Keyword {
+    pub name: &'static str,
+    pub kind: Kind,
+}
+
+const fn k(name: &'static str, kind: Kind) -> Keyword {
+    Keyword { name, kind }
+}
+
+const AFTER_SB_0: &[&str] = &[
+    "disconnect",
+    "discard-younger-primary",
+    "discard-older-primary",
+    "discard-zero-changes",
+    "discard-least-changes",
+    "discard-local",
+    "discard-remote",
+];
+const AFTER_SB_1: &[&str] = &["disconnect", "consensus", "violently-as0p", "discard-secondary", "call-pri-lost-after-sb"];
+const AFTER_SB_2: &[&str] = &["disconnect", "violently-as0p", "call-pri-lost-after-sb"];
+
+pub const NET: &[Keyword] = &[
+    k("protocol", Enum(&["A", "B", "C"])),
+    k("timeout", Int { unit: One, min: 1, max: 600 }),
+    k("connect-int", Int { unit: One, min: 1, max: 120 }),
+    k("ping-int", Int { unit: One, min: 1, max: 120 }),
+    k("ping-timeout", Int { unit: One, min: 1, max: 300 }),
+    k("socket-check-timeout", Int { unit: One, min: 0, max: 300 }),
+    k("ko-count", Int { unit: One, min: 0, max: 200 }),
+    k("max-epoch-size", Int { unit: One, min: 1, max: 20000 }),
+    k("max-buffers", Int { unit: One, min: 32, max: 131072 }),
+    k("unplug-watermark", Int { unit: One, min: 1, max: 131072 }),
+    k("sndbuf-size", Int { unit: Bytes, min: 0, max: 10 << 20 }),
+    k("rcvbuf-size", Int { unit: Bytes, min: 0, max: 10 << 20 }),
+    k("cram-hmac-alg", Str),
+    k("shared-secret", Str),
+    k("after-sb-0pri", Enum(AFTER_SB_0)),
+    k("after-sb-1pri", Enum(AFTER_SB_1)),
+    k("after-sb-2pri", Enum(AFTER_SB_2)),
+    k("rr-conflict", Enum(&["disconnect", "call-pri-lost", "violently"])),
+    k("always-asbp", Bool),
+    k("allow-two-primaries", Bool),
+    k("discard-my-data", Bool),
+    k("data-integrity-alg", Str),
+    k("verify-alg", Str),
+    k("csums-alg", Str),
+    k("csums-after-crash-only", Bool),
+    k("use-rle", Bool),
+    k("tcp-cork", Bool),
+    k("on-congestion", Enum(&["block", "pull-ahead", "disconnect"])),
+    k("congestion-fill", Int { unit: Sectors, min: 0, max: 20 << 20 }),
+    k("congestion-extents", Int { unit: One, min: 67, max: 65534 }),
+];
+
+pub const DISK: &[Keyword] = &[
+    k("on-io-error", Enum(&["pass_on", "call-local-io-error", "detach"])),
+    k("fencing", Enum(&["dont-care", "resource-only", "resource-and-stonith"])),
+    k("size", Int { unit: Sectors, min: 0, max: 1 << 41 }),
+    k("disk-barrier", Bool),
+    k("disk-flushes", Bool),
+    k("disk-drain", Bool),
+    k("md-flushes", Bool),
+    k("max-bio-bvecs", Int { unit: One, min: 0, max: 128 }),
+    k("al-extents", Int { unit: One, min: 67, max: 65534 }),
+    k("al-updates", Bool),
+    k("resync-rate", Int { unit: Kib, min: 1, max: 4194304 }),
+    k("resync-after", Str),
+    k("c-plan-ahead", Int { unit: One, min: 0, max: 300 }),
+    k("c-fill-target", Int { unit: Sectors, min: 0, max: 1048576 }),
+    k("c-delay-target", Int { unit: One, min: 1, max: 100 }),
+    k("c-max-rate", Int { unit: Kib, min: 250, max: 4194304 }),
+    k("c-min-rate", Int { unit: Kib, min: 0, max: 4194304 }),
+    k("disk-timeout", Int { unit: One, min: 0, max: 6000 }),
+    k(
+        "read-balancing",
+        Enum(&[
+            "prefer-local",
+            "prefer-remote",
+            "round-robin",
+            "least-pending",
+            "when-congested-remote",
+            "32K-striping",
+            "64K-striping",
+            "128K-striping",
+            "256K-striping",
+            "512K-striping",
+            "1M-striping",
+        ]),
+    ),
+    k("discard-zeroes-if-aligned", Bool),
+    k("rs-discard-granularity", Int { unit: Bytes, min: 0, max: 1 << 20 }),
+    k("disable-write-same", Bool),
+];
+
+pub const STARTUP: &[Keyword] = &[
+    k("wfc-timeout", Int { unit: One, min: 0, max: 300000 }),
+    k("degr-wfc-timeout", Int { unit: One, min: 0, max: 300000 }),
+    k("outdated-wfc-timeout", Int { unit: One, min: 0, max: 300000 }),
+    k("wait-after-sb", Bool),
+    k("become-primary-on", Str),
+    k("stacked-timeouts", Bool),
+];
+
+pub const OPTIONS: &[Keyword] = &[
+    k("cpu-mask", Str),
+    k("on-no-data-accessible", Enum(&["io-error", "suspend-io"])),
+];
+
+pub const HANDLERS: &[Keyword] = &[
+    k("pri-on-incon-degr", Str),
+    k("pri-lost-after-sb", Str),
+    k("pri-lost", Str),
+    k("fence-peer", Str),
+    k("unfence-peer", Str),
+    k("local-io-error", Str),
+    k("initial-split-brain", Str),
+    k("split-brain", Str),
+    k("before-resync-target", Str),
+    k("after-resync-target", Str),
+    k("before-resync-source", Str),
+    k("out-of-sync", Str),
+];
+
+pub const GLOBAL: &[Keyword] = &[
+    k("usage-count", Enum(&["yes", "no", "ask"])),
+    k("minor-count", Int { unit: One, min: 1, max: 255 }),
+    k("dialog-refresh", Int { unit: One, min: 0, max: 1 << 30 }),
+    k("disable-ip-verification", Bool),
+    k("udev-always-use-vnr", Bool),
+    k("cmd-timeout-short", Int { unit: One, min: 0, max: 1 << 30 }),
+    k("cmd-timeout-medium", Int { unit: One, min: 0, max: 1 << 30 }),
+    k("cmd-timeout-long", Int { unit: One, min: 0, max: 1 << 30 }),
+];
+
+/// DRBD 8.3's `syncer` section: where each keyword lives in 8.4 (drbdadm maps them too).
+pub const SYNCER: &[(&str, &str, &str)] = &[
+    ("rate", "disk", "resync-rate"),
+    ("after", "disk", "resync-after"),
+    ("al-extents", "disk", "al-extents"),
+    ("c-plan-ahead", "disk", "c-plan-ahead"),
+    ("c-fill-target", "disk", "c-fill-target"),
+    ("c-delay-target", "disk", "c-delay-target"),
+    ("c-max-rate", "disk", "c-max-rate"),
+    ("c-min-rate", "disk", "c-min-rate"),
+    ("verify-alg", "net", "verify-alg"),
+    ("csums-alg", "net", "csums-alg"),
+    ("use-rle", "net", "use-rle"),
+    ("cpu-mask", "options", "cpu-mask"),
+    ("on-no-data-accessible", "options", "on-no-data-accessible"),
+];
+
+/// Keywords only rep understands; `dump` leaves them out so drbdadm can read the result.
+pub const REP_ONLY: &[&str] = &["nbd-listen"];
+
+pub fn table(section: &str) -> Option<&'static [Keyword]> {
+    Some(match section {
+        "net" => NET,
+        "disk" => DISK,
+        "startup" => STARTUP,
+        "options" => OPTIONS,
+        "handlers" => HANDLERS,
+        "global" => GLOBAL,
+        _ => return None,
+    })
+}
+
+pub fn lookup(section: &str, name: &str) -> Option<&'static Keyword> {
+    table(section)?.iter().find(|k| k.name == name)
+}
+
+/// Parses `10`, `512k`, `4g`, `20M`… into the option's unit. `Err` names what is wrong.
+pub fn parse_number(text: &str, unit: Unit) -> Result<u64, String> {
+    let (digits, suffix) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&text[..i], &text[i..]),
+        None => (text, ""),
+    };
+    if digits.is_empty() {
+        return Err(format!("'{text}' is not a valid number"));
+    }
+    let n: u64 = digits.parse().map_err(|_| format!("'{text}' is too large"))?;
+    let shift = |bits: u32| n.checked_mul(1u64 << bits).ok_or_else(|| format!("'{text}' is too large"));
+    match (unit, suffix) {
+        (_, "") => Ok(n),
+        (Unit::Sectors, "s") => Ok(n),
+        (Unit::Sectors, "k" | "K") => shift(1),
+        (Unit::Sectors, "m" | "M") => shift(11),
+        (Unit::Sectors, "g" | "G") => shift(21),
+        (Unit::Sectors, "t" | "T") => shift(31),
+        (Unit::Kib, "k" | "K") => Ok(n),
+        (Unit::Kib, "m" | "M") => shift(10),
+        (Unit::Kib, "g" | "G") => shift(20),
+        (Unit::Bytes | Unit::One, "k" | "K") => shift(10),
+        (Unit::Bytes | Unit::One, "m" | "M") => shift(20),
+        (Unit::Bytes | Unit::One, "g" | "G") => shift(30),
+        _ => Err(format!("'{text}' is not a valid number (allowed suffixes: k, M, G{})", if unit == Unit::Sectors { ", s" } else { "" })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_follow_drbd() {
+        assert_eq!(parse_number("10G", Unit::Kib), Ok(10 << 20));
+        assert_eq!(parse_number("20M", Unit::Bytes), Ok(20 << 20));
+        assert_eq!(parse_number("10G", Unit::Sectors), Ok(10 << 21));
+        assert_eq!(parse_number("250", Unit::Kib), Ok(250));
+        assert!(parse_number("10X", Unit::One).is_err());
+        assert!(parse_number("-1", Unit::One).is_err());
+        assert!(parse_number("forever", Unit::One).is_err());
+    }
+}

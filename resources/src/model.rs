@@ -1,0 +1,491 @@
+//! The typed model: what the statement tree means, checked the way drbdadm checks it
+//! (keywords per section, value types and ranges, required host fields, duplicates).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Serialize;
+
+use crate::error::{did_you_mean, ParseError};
+use crate::keywords::{self, Kind};
+use crate::tree::{words_text, Stmt, Word, WordKind};
+
+/// One `keyword value;` as written (value text kept verbatim, e.g. `40M`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Opt {
+    pub name: String,
+    /// `None` for a bare flag (`allow-two-primaries;` = yes).
+    pub value: Option<String>,
+}
+
+/// The option sections of `common`, a resource, or (disk only) a volume.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Sections {
+    pub net: Vec<Opt>,
+    pub disk: Vec<Opt>,
+    pub startup: Vec<Opt>,
+    pub options: Vec<Opt>,
+    pub handlers: Vec<Opt>,
+}
+
+impl Sections {
+    fn get_mut(&mut self, name: &str) -> Option<&mut Vec<Opt>> {
+        Some(match name {
+            "net" => &mut self.net,
+            "disk" => &mut self.disk,
+            "startup" => &mut self.startup,
+            "options" => &mut self.options,
+            "handlers" => &mut self.handlers,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum MetaDisk {
+    Internal,
+    /// `meta-disk PATH;` (flexible) or `meta-disk PATH [IDX];` (128 MiB slot IDX).
+    External { path: std::path::PathBuf, index: Option<u32> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    pub number: u32,
+    pub device: String,
+    pub minor: u32,
+    pub disk: String,
+    pub meta_disk: MetaDisk,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Host {
+    /// Names of an `on` section; empty for `floating`.
+    pub names: Vec<String>,
+    pub floating: bool,
+    pub address: Option<SocketAddr>,
+    pub nbd_listen: Option<SocketAddr>,
+    pub volumes: Vec<Volume>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resource {
+    pub name: String,
+    pub sections: Sections,
+    pub hosts: Vec<Host>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Model {
+    pub global: Vec<Opt>,
+    pub common: Sections,
+    pub resources: Vec<Resource>,
+}
+
+/// Partial volume fields while walking resource- and host-level statements.
+#[derive(Debug, Clone, Default)]
+struct VolDraft {
+    device: Option<(String, u32)>,
+    disk: Option<String>,
+    meta_disk: Option<MetaDisk>,
+}
+
+impl VolDraft {
+    fn overlay(&self, over: &VolDraft) -> VolDraft {
+        VolDraft {
+            device: over.device.clone().or_else(|| self.device.clone()),
+            disk: over.disk.clone().or_else(|| self.disk.clone()),
+            meta_disk: over.meta_disk.clone().or_else(|| self.meta_disk.clone()),
+        }
+    }
+}
+
+type Drafts = BTreeMap<u32, VolDraft>;
+
+pub fn build(stmts: &[Stmt]) -> Result<Model, ParseError> {
+    let mut m = Model { global: Vec::new(), common: Sections::default(), resources: Vec::new() };
+    let (mut seen_global, mut seen_common): (Option<&Stmt>, Option<&Stmt>) = (None, None);
+    let mut names: BTreeMap<String, &Stmt> = BTreeMap::new();
+    for s in stmts {
+        match s.keyword() {
+            "global" => {
+                let block = need_block(s, 1)?;
+                if let Some(first) = seen_global {
+                    return Err(s.err(format!("conflicting use of global section (first used at line {})", first.line)));
+                }
+                seen_global = Some(s);
+                m.global = options(block, "global")?;
+            }
+            "common" => {
+                let block = need_block(s, 1)?;
+                if let Some(first) = seen_common {
+                    return Err(s.err(format!("conflicting use of common section (first used at line {})", first.line)));
+                }
+                seen_common = Some(s);
+                let mut seen = BTreeMap::new();
+                for c in block {
+                    section_into(c, "common", &mut m.common, &mut seen)?;
+                }
+            }
+            "resource" => {
+                let block = s.block.as_ref().ok_or_else(|| s.err("'resource NAME { ... }' needs a block"))?;
+                let [_, name] = s.words.as_slice() else {
+                    return Err(s.err("resource needs exactly one name: resource NAME { ... }"));
+                };
+                if name.kind == WordKind::Bracket {
+                    return Err(s.err("resource needs a name: resource NAME { ... }"));
+                }
+                if let Some(first) = names.get(&name.text) {
+                    return Err(s.err(format!(
+                        "conflicting use of resource section '{}' (first used at {}:{}); resource names must be unique",
+                        name.text, first.file, first.line
+                    )));
+                }
+                names.insert(name.text.clone(), s);
+                m.resources.push(resource(s, &name.text, block)?);
+            }
+            "skip" => {}
+            other => {
+                let hint = did_you_mean(other, ["global", "common", "resource", "include"]);
+                return Err(s.err(format!("unknown top-level keyword '{other}': expected global, common, resource or include{hint}")));
+            }
+        }
+    }
+    check_unique_minors(&m, stmts)?;
+    Ok(m)
+}
+
+fn need_block(s: &Stmt, words: usize) -> Result<&Vec<Stmt>, ParseError> {
+    if s.words.len() > words {
+        let w = &s.words[words];
+        return Err(s.err_at(w, format!("';' expected after '{}', but got '{}'", words_text(&s.words[..words]), w.text)));
+    }
+    s.block.as_ref().ok_or_else(|| s.err(format!("'{}' needs a block: {} {{ ... }}", s.keyword(), s.keyword())))
+}
+
+/// `keyword value;` statements of one section, validated against its table.
+fn options(block: &[Stmt], section: &str) -> Result<Vec<Opt>, ParseError> {
+    block.iter().map(|s| option(s, section)).collect()
+}
+
+fn option(s: &Stmt, section: &str) -> Result<Opt, ParseError> {
+    let name = s.keyword();
+    let Some(kw) = keywords::lookup(section, name) else {
+        let names = keywords::table(section).unwrap_or(&[]).iter().map(|k| k.name);
+        let hint = did_you_mean(name, names);
+        return Err(s.err(format!("unknown keyword '{name}' in {section} section{hint}")));
+    };
+    if s.block.is_some() {
+        let w = s.words.get(2).or(s.words.get(1)).unwrap_or(&s.words[0]);
+        return Err(s.err_at(w, format!("';' expected after '{}', but got '{{'", words_text(&s.words))));
+    }
+    let values = &s.words[1..];
+    if values.len() > 1 {
+        return Err(s.err_at(
+            &values[1],
+            format!("';' expected after '{} {}', but got '{}'", name, values[0].text, values[1].text),
+        ));
+    }
+    let value = values.first();
+    match (kw.kind, value) {
+        (Kind::Bool, None) => return Ok(Opt { name: name.into(), value: None }),
+        (Kind::Bool, Some(v)) if matches!(v.text.as_str(), "yes" | "no") => {}
+        (Kind::Bool, Some(v)) => return Err(s.err_at(v, format!("{name} takes yes or no, not '{}'", v.text))),
+        (_, None) => return Err(s.err(format!("{name} needs a value: {name} VALUE;"))),
+        (Kind::Enum(allowed), Some(v)) if !allowed.contains(&v.text.as_str()) => {
+            let hint = did_you_mean(&v.text, allowed.iter().copied());
+            let what = if name == "protocol" { "protocol".to_owned() } else { format!("value for {name}") };
+            return Err(s.err_at(v, format!("unknown {what} '{}', should be one of {}{hint}", v.text, allowed.join(", "))));
+        }
+        (Kind::Int { unit, min, max }, Some(v)) => {
+            let n = keywords::parse_number(&v.text, unit).map_err(|e| s.err_at(v, format!("{e} for '{name}'")))?;
+            if n < min || n > max {
+                let u = if unit == keywords::Unit::Kib { "k" } else { "" };
+                return Err(s.err_at(v, format!("{name} {} => {n}{u} out of range [{min}..{max}]{u}", v.text)));
+            }
+        }
+        (Kind::Str, Some(v)) if name == "shared-secret" && v.text.len() > 64 => {
+            return Err(s.err_at(v, "shared-secret is longer than 64 characters"));
+        }
+        _ => {}
+    }
+    Ok(Opt { name: name.into(), value: value.map(|v| v.text.clone()) })
+}
+
+/// A section statement (`net { }` …, or legacy `syncer { }`) merged into `into`.
+fn section_into<'a>(s: &'a Stmt, scope: &str, into: &mut Sections, seen: &mut BTreeMap<&'a str, u32>) -> Result<(), ParseError> {
+    let name = s.keyword();
+    let known = ["net", "disk", "startup", "options", "handlers", "syncer"];
+    if !known.contains(&name) {
+        let hint = did_you_mean(name, known);
+        return Err(s.err(format!("unknown section '{name}' in {scope}; expected one of {}{hint}", known.join(", "))));
+    }
+    let block = need_block(s, 1)?;
+    if let Some(first) = seen.insert(name, s.line) {
+        return Err(s.err(format!("conflicting use of {name} section '{scope}:{name}' (first used at line {first}); merge them into one")));
+    }
+    if name == "syncer" {
+        for o in block {
+            let Some(&(_, target, new)) = keywords::SYNCER.iter().find(|(old, _, _)| *old == o.keyword()) else {
+                let hint = did_you_mean(o.keyword(), keywords::SYNCER.iter().map(|x| x.0));
+                return Err(o.err(format!("unknown keyword '{}' in syncer section (DRBD 8.3 syntax){hint}", o.keyword())));
+            };
+            let mut renamed = o.clone();
+            renamed.words[0].text = new.to_owned();
+            let opt = option(&renamed, target)?;
+            if let Some(v) = into.get_mut(target) {
+                v.push(opt);
+            }
+        }
+        return Ok(());
+    }
+    let opts = options(block, name)?;
+    if let Some(v) = into.get_mut(name) {
+        v.extend(opts);
+    }
+    Ok(())
+}
+
+fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError> {
+    let mut sections = Sections::default();
+    let mut seen = BTreeMap::new();
+    let mut defaults = Drafts::new();
+    let mut hosts: Vec<(&Stmt, Host, Drafts)> = Vec::new();
+    for st in block {
+        match st.keyword() {
+            "protocol" if st.block.is_none() => {
+                let opt = option(st, "net")?;
+                sections.net.insert(0, opt);
+            }
+            "protocol" => {
+                let w = st.words.get(2).unwrap_or(&st.words[0]);
+                return Err(st.err_at(w, format!("';' expected after '{}', but got '{}'", words_text(&st.words[..st.words.len().min(2)]), w.text)));
+            }
+            "device" | "disk" | "meta-disk" | "flexible-meta-disk" if st.block.is_none() => {
+                volume_field(st, defaults.entry(0).or_default())?;
+            }
+            "volume" => {
+                let (n, d) = volume(st)?;
+                defaults.insert(n, d);
+            }
+            "on" => {
+                let b = st.block.as_ref().ok_or_else(|| st.err("'on HOST { ... }' needs a block"))?;
+                let names: Vec<String> = st.words[1..].iter().map(|w| w.text.clone()).collect();
+                if names.is_empty() {
+                    return Err(st.err("'on' needs a host name: on HOST { ... }"));
+                }
+                let (host, drafts) = host_body(st, b, names, None)?;
+                hosts.push((st, host, drafts));
+            }
+            "floating" => {
+                let addr = address(st, &st.words[1..])?;
+                let b = st.block.clone().unwrap_or_default();
+                let (host, drafts) = host_body(st, &b, Vec::new(), Some(addr))?;
+                hosts.push((st, host, drafts));
+            }
+            "stacked-on-top-of" => {
+                return Err(st.err("stacked resources (stacked-on-top-of) are not supported by rep; use a two-node resource"));
+            }
+            "ignore-on" | "skip" => {}
+            _ if st.block.is_some() => section_into(st, name, &mut sections, &mut seen)?,
+            other => {
+                let expected = ["protocol", "on", "floating", "volume", "device", "disk", "meta-disk", "net", "syncer", "startup", "options", "handlers"];
+                let hint = did_you_mean(other, expected);
+                return Err(st.err(format!("unknown keyword '{other}' in resource {name}; expected one of {}{hint}", expected.join(", "))));
+            }
+        }
+    }
+    if hosts.is_empty() {
+        return Err(s.err(format!("resource {name} has no host sections; add `on HOST {{ address IP:PORT; ... }}` for both nodes")));
+    }
+    let mut out = Vec::new();
+    for (st, mut host, drafts) in hosts {
+        let label = if host.floating { "floating".to_owned() } else { format!("on {}", host.names.join(" ")) };
+        if host.address.is_none() {
+            return Err(st.err(format!("in resource {name}, {label} {{ ... }}: 'address' keyword missing.")));
+        }
+        let mut numbers: Vec<u32> = defaults.keys().chain(drafts.keys()).copied().collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        if numbers.is_empty() {
+            numbers.push(0);
+        }
+        for n in numbers {
+            let base = defaults.get(&n).cloned().unwrap_or_default();
+            let v = base.overlay(&drafts.get(&n).cloned().unwrap_or_default());
+            let missing = |what: &str| st.err(format!("in resource {name}, {label} {{ ... }}: '{what}' keyword missing."));
+            let (device, minor) = v.device.ok_or_else(|| missing("device"))?;
+            let disk = v.disk.ok_or_else(|| missing("disk"))?;
+            let meta_disk = v.meta_disk.ok_or_else(|| missing("meta-disk"))?;
+            host.volumes.push(Volume { number: n, device, minor, disk, meta_disk });
+        }
+        out.push(host);
+    }
+    Ok(Resource { name: name.into(), sections, hosts: out })
+}
+
+fn volume(st: &Stmt) -> Result<(u32, VolDraft), ParseError> {
+    let b = st.block.as_ref().ok_or_else(|| st.err("'volume N { ... }' needs a block"))?;
+    let [_, n] = st.words.as_slice() else {
+        return Err(st.err("volume needs a number: volume N { ... }"));
+    };
+    let n: u32 = n.text.parse().map_err(|_| st.err_at(n, format!("volume number '{}' is not a number", n.text)))?;
+    let mut d = VolDraft::default();
+    let mut seen = BTreeMap::new();
+    let mut sections = Sections::default();
+    for f in b {
+        match f.keyword() {
+            "device" | "disk" | "meta-disk" | "flexible-meta-disk" if f.block.is_none() => volume_field(f, &mut d)?,
+            // A per-volume disk section is accepted (drbdadm 8.4 does not use it either).
+            "disk" => section_into(f, "volume", &mut sections, &mut seen)?,
+            other => {
+                let hint = did_you_mean(other, ["device", "disk", "meta-disk"]);
+                return Err(f.err(format!("unknown keyword '{other}' in volume {n}; expected device, disk or meta-disk{hint}")));
+            }
+        }
+    }
+    Ok((n, d))
+}
+
+fn host_body(st: &Stmt, b: &[Stmt], names: Vec<String>, floating: Option<SocketAddr>) -> Result<(Host, Drafts), ParseError> {
+    let mut host = Host { names, floating: floating.is_some(), address: floating, nbd_listen: None, volumes: Vec::new() };
+    let mut drafts = Drafts::new();
+    for f in b {
+        match f.keyword() {
+            "address" if f.block.is_none() => {
+                if host.address.is_some() {
+                    return Err(f.err("conflicting use of address; give one address per host"));
+                }
+                host.address = Some(address(f, &f.words[1..])?);
+            }
+            "nbd-listen" if f.block.is_none() => {
+                host.nbd_listen = Some(address(f, &f.words[1..])?);
+            }
+            "device" | "disk" | "meta-disk" | "flexible-meta-disk" if f.block.is_none() => {
+                volume_field(f, drafts.entry(0).or_default())?;
+            }
+            "volume" => {
+                let (n, d) = volume(f)?;
+                drafts.insert(n, d);
+            }
+            other => {
+                let expected = ["address", "device", "disk", "meta-disk", "volume", "nbd-listen"];
+                let hint = did_you_mean(other, expected);
+                return Err(f.err(format!("unknown keyword '{other}' in a host section; expected one of {}{hint}", expected.join(", "))));
+            }
+        }
+    }
+    let _ = st;
+    Ok((host, drafts))
+}
+
+fn volume_field(f: &Stmt, d: &mut VolDraft) -> Result<(), ParseError> {
+    let vals = &f.words[1..];
+    match f.keyword() {
+        "device" => d.device = Some(device(f, vals)?),
+        "disk" => {
+            let [v] = vals else { return Err(f.err("disk takes one value: disk /dev/sdX;")) };
+            d.disk = Some(v.text.clone());
+        }
+        _ => d.meta_disk = Some(meta_disk(f, vals)?),
+    }
+    Ok(())
+}
+
+fn minor_of(path: &str) -> Option<u32> {
+    let name = path.strip_prefix("/dev/").unwrap_or(path);
+    name.strip_prefix("drbd")?.parse().ok()
+}
+
+fn device(f: &Stmt, vals: &[Word]) -> Result<(String, u32), ParseError> {
+    let minor_num = |w: &Word| w.text.parse::<u32>().map_err(|_| f.err_at(w, format!("minor '{}' is not a number", w.text)));
+    match vals {
+        [m, n] if m.text == "minor" => {
+            let minor = minor_num(n)?;
+            Ok((format!("minor {minor}"), minor))
+        }
+        [p] => {
+            if !p.text.trim_start_matches("/dev/").starts_with("drbd") {
+                return Err(f.err_at(p, format!(
+                    "device name must start with /dev/drbd (/dev/ is optional, but drbd is required), got '{}'; or write `device minor N;`",
+                    p.text
+                )));
+            }
+            let minor = minor_of(&p.text).ok_or_else(|| f.err_at(p, format!("no minor given nor device name '{}' contains a minor number; write `device {} minor N;`", p.text, p.text)))?;
+            Ok((p.text.clone(), minor))
+        }
+        [p, m, n] if m.text == "minor" => {
+            if !p.text.trim_start_matches("/dev/").starts_with("drbd") {
+                return Err(f.err_at(p, format!("device name must start with /dev/drbd, got '{}'", p.text)));
+            }
+            Ok((p.text.clone(), minor_num(n)?))
+        }
+        _ => Err(f.err("device takes /dev/drbdN, `minor N`, or /dev/drbdN minor N")),
+    }
+}
+
+fn meta_disk(f: &Stmt, vals: &[Word]) -> Result<MetaDisk, ParseError> {
+    match vals {
+        [v] if v.text == "internal" => Ok(MetaDisk::Internal),
+        [p] if p.kind != WordKind::Bracket => Ok(MetaDisk::External { path: p.text.clone().into(), index: None }),
+        [p, l, i, r] if l.text == "[" && r.text == "]" && l.kind == WordKind::Bracket && r.kind == WordKind::Bracket => {
+            let idx = i.text.parse().map_err(|_| f.err_at(i, format!("meta-disk index '{}' is not a number", i.text)))?;
+            Ok(MetaDisk::External { path: p.text.clone().into(), index: Some(idx) })
+        }
+        [_, l, _] if l.text == "[" => Err(f.err(format!("']' expected after '{}', but got ';'", words_text(vals)))),
+        _ => Err(f.err("meta-disk takes internal, a device, or a device and an index: meta-disk /dev/sdc1 [0];")),
+    }
+}
+
+/// `[ipv4|ipv6|ssocks|sdp] ADDR:PORT`, the address a literal IP (no host names, as drbdadm).
+fn address(f: &Stmt, vals: &[Word]) -> Result<SocketAddr, ParseError> {
+    let (family, rest) = match vals.first().map(|w| w.text.as_str()) {
+        Some(af @ ("ipv4" | "ipv6" | "ssocks" | "sdp")) => (Some(af), &vals[1..]),
+        _ => (None, vals),
+    };
+    let Some(first) = rest.first() else {
+        return Err(f.err("address needs IP:PORT, e.g. address 10.0.0.1:7789;"));
+    };
+    if family == Some("ipv4") && first.text == "[" {
+        return Err(f.err_at(first, "'ipv4' with an IPv6 address; write `address ipv6 [ADDR]:PORT;`"));
+    }
+    let text = words_text(rest);
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        if family == Some("ipv6") && sa.is_ipv4() {
+            return Err(f.err_at(first, format!("'ipv6' with an IPv4 address '{text}'")));
+        }
+        return Ok(sa);
+    }
+    let host = text.rsplit_once(':').map_or(text.as_str(), |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.parse::<IpAddr>().is_err() {
+        return Err(f.err_at(first, format!("'{text}' is not an IP address with a port; host names are not allowed, write address IP:PORT;")));
+    }
+    if !text.contains("]:") && (text.matches(':').count() == 0 || (text.contains('[') && !text.contains("]:"))) {
+        return Err(f.err_at(first, format!("':' expected: address '{text}' has no port; write {text}:7789")));
+    }
+    Err(f.err_at(first, format!("'{text}' is not a valid IP:PORT address")))
+}
+
+/// A minor may be used once per host, across all resources.
+fn check_unique_minors(m: &Model, stmts: &[Stmt]) -> Result<(), ParseError> {
+    let mut seen: BTreeMap<(String, u32), String> = BTreeMap::new();
+    for r in &m.resources {
+        for h in &r.hosts {
+            let key = h.names.first().cloned().unwrap_or_else(|| h.address.map(|a| a.to_string()).unwrap_or_default());
+            for v in &h.volumes {
+                if let Some(other) = seen.insert((key.clone(), v.minor), r.name.clone()) {
+                    let st = stmts.iter().find(|s| s.keyword() == "resource" && s.words.get(1).is_some_and(|w| w.text == r.name));
+                    let msg = format!(
+                        "conflicting use of device-minor 'device-minor:{key}:{}' (resource {other} and resource {}); every volume needs its own minor",
+                        v.minor, r.name
+                    );
+                    return Err(match st {
+                        Some(s) => s.err(msg),
+                        None => ParseError::new("", 0, 0, msg),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}

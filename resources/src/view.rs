@@ -1,0 +1,320 @@
+//! One node's effective view of one resource: `common` merged under the resource's sections,
+//! DRBD's defaults filled in, values converted to the units the daemon uses.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+use crate::keywords::{parse_number, Unit};
+use crate::model::{Host, MetaDisk, Model, Opt, Resource};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    A,
+    B,
+    #[default]
+    C,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::A => "A",
+            Protocol::B => "B",
+            Protocol::C => "C",
+        })
+    }
+}
+
+/// `disk { fencing ...; }` (DRBD 8.4 puts it in the disk section).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fencing {
+    #[default]
+    DontCare,
+    ResourceOnly,
+    ResourceAndStonith,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetConf {
+    pub protocol: Protocol,
+    pub timeout_ds: u32,
+    pub connect_int_s: u32,
+    pub ping_int_s: u32,
+    pub ping_timeout_ds: u32,
+    pub ko_count: u32,
+    pub max_buffers: u32,
+    pub max_epoch_size: u32,
+    pub sndbuf_size: u64,
+    pub rcvbuf_size: u64,
+    pub shared_secret: Option<String>,
+    pub cram_hmac_alg: Option<String>,
+    pub verify_alg: Option<String>,
+    pub csums_alg: Option<String>,
+    pub after_sb_0pri: String,
+    pub after_sb_1pri: String,
+    pub after_sb_2pri: String,
+    pub rr_conflict: String,
+    pub allow_two_primaries: bool,
+    pub always_asbp: bool,
+    pub data_integrity_alg: Option<String>,
+    pub use_rle: bool,
+}
+
+impl Default for NetConf {
+    fn default() -> Self {
+        NetConf {
+            protocol: Protocol::C,
+            timeout_ds: 60,
+            connect_int_s: 10,
+            ping_int_s: 10,
+            ping_timeout_ds: 5,
+            ko_count: 7,
+            max_buffers: 2048,
+            max_epoch_size: 2048,
+            sndbuf_size: 0,
+            rcvbuf_size: 0,
+            shared_secret: None,
+            cram_hmac_alg: None,
+            verify_alg: None,
+            csums_alg: None,
+            after_sb_0pri: "disconnect".into(),
+            after_sb_1pri: "disconnect".into(),
+            after_sb_2pri: "disconnect".into(),
+            rr_conflict: "disconnect".into(),
+            allow_two_primaries: false,
+            always_asbp: false,
+            data_integrity_alg: None,
+            use_rle: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskConf {
+    pub fencing: Fencing,
+    pub on_io_error: String,
+    /// `size` limit in bytes (`None` = use the whole device).
+    pub size_bytes: Option<u64>,
+    pub al_extents: u32,
+    pub resync_rate_kib: u64,
+    pub resync_after: Option<String>,
+    pub c_plan_ahead_ds: u32,
+    pub c_fill_target_sectors: u64,
+    pub c_delay_target_ds: u32,
+    pub c_max_rate_kib: u64,
+    pub c_min_rate_kib: u64,
+    pub disk_barrier: bool,
+    pub disk_flushes: bool,
+    pub md_flushes: bool,
+}
+
+impl Default for DiskConf {
+    fn default() -> Self {
+        DiskConf {
+            fencing: Fencing::DontCare,
+            on_io_error: "detach".into(),
+            size_bytes: None,
+            al_extents: 1237,
+            resync_rate_kib: 250,
+            resync_after: None,
+            c_plan_ahead_ds: 20,
+            c_fill_target_sectors: 100,
+            c_delay_target_ds: 10,
+            c_max_rate_kib: 102400,
+            c_min_rate_kib: 250,
+            disk_barrier: false,
+            disk_flushes: true,
+            md_flushes: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StartupConf {
+    pub wfc_timeout_s: u32,
+    pub degr_wfc_timeout_s: u32,
+    pub outdated_wfc_timeout_s: u32,
+    pub wait_after_sb: bool,
+    pub become_primary_on: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OptionsConf {
+    pub cpu_mask: Option<String>,
+    pub on_no_data_accessible: String,
+}
+
+impl Default for OptionsConf {
+    fn default() -> Self {
+        OptionsConf { cpu_mask: None, on_no_data_accessible: "io-error".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeView {
+    pub resource: String,
+    pub node: String,
+    pub peer_node: Option<String>,
+    pub minor: u32,
+    pub device: String,
+    pub disk: PathBuf,
+    pub meta_disk: MetaDisk,
+    pub address: Option<SocketAddr>,
+    pub peer_address: Option<SocketAddr>,
+    /// rep extension (`nbd-listen IP:PORT;` in the host section): also export over TCP.
+    pub nbd_listen: Option<SocketAddr>,
+    pub net: NetConf,
+    pub disk_conf: DiskConf,
+    pub startup: StartupConf,
+    pub options: OptionsConf,
+    pub handlers: BTreeMap<String, String>,
+    pub volume: u32,
+}
+
+fn matches(h: &Host, node: &str) -> bool {
+    h.names.iter().any(|n| n == node)
+        || (h.floating && h.address.is_some_and(|a| a.to_string() == node || a.ip().to_string() == node))
+}
+
+fn host_label(h: &Host) -> String {
+    if h.floating {
+        h.address.map_or_else(|| "floating".into(), |a| a.to_string())
+    } else {
+        h.names.join(" ")
+    }
+}
+
+/// Later entries win: common first, then the resource.
+fn settings<'a>(common: &'a [Opt], res: &'a [Opt]) -> BTreeMap<&'a str, Option<&'a str>> {
+    common.iter().chain(res).map(|o| (o.name.as_str(), o.value.as_deref())).collect()
+}
+
+fn flag(v: Option<&Option<&str>>, default: bool) -> bool {
+    match v {
+        None => default,
+        Some(None) => true,
+        Some(Some(x)) => *x == "yes",
+    }
+}
+
+/// Values were range-checked at parse time, so conversion failures cannot happen; the
+/// default is kept if they did.
+fn num<T: TryFrom<u64>>(v: Option<&Option<&str>>, unit: Unit, default: T) -> T {
+    v.and_then(|x| x.as_ref())
+        .and_then(|s| parse_number(s, unit).ok())
+        .and_then(|n| T::try_from(n).ok())
+        .unwrap_or(default)
+}
+
+fn string(v: Option<&Option<&str>>) -> Option<String> {
+    v.and_then(|x| x.map(str::to_owned))
+}
+
+pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, ConfigError> {
+    let me = r.hosts.iter().find(|h| matches(h, node)).ok_or_else(|| ConfigError::NotDefinedForHost {
+        resource: r.name.clone(),
+        node: node.into(),
+        hosts: r.hosts.iter().map(host_label).collect(),
+    })?;
+    let peer = r.hosts.iter().find(|h| !std::ptr::eq(*h, me));
+    let vol = me.volumes.iter().min_by_key(|v| v.number).ok_or_else(|| ConfigError::Invalid {
+        resource: r.name.clone(),
+        message: format!("no volume defined for host {node}"),
+    })?;
+    let n = settings(&model.common.net, &r.sections.net);
+    let d = settings(&model.common.disk, &r.sections.disk);
+    let s = settings(&model.common.startup, &r.sections.startup);
+    let o = settings(&model.common.options, &r.sections.options);
+    let dn = NetConf::default();
+    let net = NetConf {
+        protocol: match n.get("protocol").and_then(|x| *x) {
+            Some("A") => Protocol::A,
+            Some("B") => Protocol::B,
+            _ => Protocol::C,
+        },
+        timeout_ds: num(n.get("timeout"), Unit::One, dn.timeout_ds),
+        connect_int_s: num(n.get("connect-int"), Unit::One, dn.connect_int_s),
+        ping_int_s: num(n.get("ping-int"), Unit::One, dn.ping_int_s),
+        ping_timeout_ds: num(n.get("ping-timeout"), Unit::One, dn.ping_timeout_ds),
+        ko_count: num(n.get("ko-count"), Unit::One, dn.ko_count),
+        max_buffers: num(n.get("max-buffers"), Unit::One, dn.max_buffers),
+        max_epoch_size: num(n.get("max-epoch-size"), Unit::One, dn.max_epoch_size),
+        sndbuf_size: num(n.get("sndbuf-size"), Unit::Bytes, 0),
+        rcvbuf_size: num(n.get("rcvbuf-size"), Unit::Bytes, 0),
+        shared_secret: string(n.get("shared-secret")),
+        cram_hmac_alg: string(n.get("cram-hmac-alg")),
+        verify_alg: string(n.get("verify-alg")),
+        csums_alg: string(n.get("csums-alg")),
+        after_sb_0pri: string(n.get("after-sb-0pri")).unwrap_or(dn.after_sb_0pri),
+        after_sb_1pri: string(n.get("after-sb-1pri")).unwrap_or(dn.after_sb_1pri),
+        after_sb_2pri: string(n.get("after-sb-2pri")).unwrap_or(dn.after_sb_2pri),
+        rr_conflict: string(n.get("rr-conflict")).unwrap_or(dn.rr_conflict),
+        allow_two_primaries: flag(n.get("allow-two-primaries"), false),
+        always_asbp: flag(n.get("always-asbp"), false),
+        data_integrity_alg: string(n.get("data-integrity-alg")),
+        use_rle: flag(n.get("use-rle"), true),
+    };
+    let dd = DiskConf::default();
+    let size_sectors: u64 = num(d.get("size"), Unit::Sectors, 0);
+    let disk_conf = DiskConf {
+        fencing: match d.get("fencing").and_then(|x| *x) {
+            Some("resource-only") => Fencing::ResourceOnly,
+            Some("resource-and-stonith") => Fencing::ResourceAndStonith,
+            _ => Fencing::DontCare,
+        },
+        on_io_error: string(d.get("on-io-error")).unwrap_or(dd.on_io_error),
+        size_bytes: (size_sectors > 0).then(|| size_sectors * 512),
+        al_extents: num(d.get("al-extents"), Unit::One, dd.al_extents),
+        resync_rate_kib: num(d.get("resync-rate"), Unit::Kib, dd.resync_rate_kib),
+        resync_after: string(d.get("resync-after")),
+        c_plan_ahead_ds: num(d.get("c-plan-ahead"), Unit::One, dd.c_plan_ahead_ds),
+        c_fill_target_sectors: num(d.get("c-fill-target"), Unit::Sectors, dd.c_fill_target_sectors),
+        c_delay_target_ds: num(d.get("c-delay-target"), Unit::One, dd.c_delay_target_ds),
+        c_max_rate_kib: num(d.get("c-max-rate"), Unit::Kib, dd.c_max_rate_kib),
+        c_min_rate_kib: num(d.get("c-min-rate"), Unit::Kib, dd.c_min_rate_kib),
+        disk_barrier: flag(d.get("disk-barrier"), false),
+        disk_flushes: flag(d.get("disk-flushes"), true),
+        md_flushes: flag(d.get("md-flushes"), true),
+    };
+    let startup = StartupConf {
+        wfc_timeout_s: num(s.get("wfc-timeout"), Unit::One, 0),
+        degr_wfc_timeout_s: num(s.get("degr-wfc-timeout"), Unit::One, 0),
+        outdated_wfc_timeout_s: num(s.get("outdated-wfc-timeout"), Unit::One, 0),
+        wait_after_sb: flag(s.get("wait-after-sb"), false),
+        become_primary_on: string(s.get("become-primary-on")),
+    };
+    let options = OptionsConf {
+        cpu_mask: string(o.get("cpu-mask")),
+        on_no_data_accessible: string(o.get("on-no-data-accessible")).unwrap_or_else(|| "io-error".into()),
+    };
+    let handlers = model
+        .common
+        .handlers
+        .iter()
+        .chain(&r.sections.handlers)
+        .filter_map(|h| Some((h.name.clone(), h.value.clone()?)))
+        .collect();
+    let device = if vol.device.starts_with("minor ") { format!("/dev/drbd{}", vol.minor) } else { vol.device.clone() };
+    Ok(NodeView {
+        resource: r.name.clone(),
+        node: node.into(),
+        peer_node: peer.map(host_label),
+        minor: vol.minor,
+        device,
+        disk: PathBuf::from(&vol.disk),
+        meta_disk: vol.meta_disk.clone(),
+        address: me.address,
+        peer_address: peer.and_then(|p| p.address),
+        nbd_listen: me.nbd_listen,
+        net,
+        disk_conf,
+        startup,
+        options,
+        handlers,
+        volume: vol.number,
+    })
+}
