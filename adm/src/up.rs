@@ -141,8 +141,7 @@ pub fn down(p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
     }
     let deadline = Instant::now() + DOWN_TIMEOUT;
     if let Some(pid) = pid {
-        let pid = nix::unistd::Pid::from_raw(pid);
-        while nix::sys::signal::kill(pid, None).is_ok() {
+        while rep_replicator::control::process_alive(pid) {
             if Instant::now() > deadline {
                 return Err(anyhow!(
                     "{res}: repd (pid {pid}) did not exit within {} s",

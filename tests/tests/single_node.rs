@@ -226,17 +226,24 @@ fn nbd_clients_see_a_correct_device() {
     a.ok(&["down", "r0"]);
     a.ok(&["up", "r0"]);
     a.ok(&["primary", "r0"]);
-    run_ok(
-        Command::new("qemu-io")
-            .args([
-                "-f",
-                "raw",
-                "-c",
-                "read -P 0x5a 0 1M",
-                "-c",
-                "read -P 0x33 8M 64k",
-            ])
-            .arg(a.nbd_uri()),
+    // fio's verified writes are still readable and still verify after the restart.
+    let reverify = run(Command::new("fio")
+        .args([
+            "--name=verify",
+            "--ioengine=nbd",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=32",
+            "--size=64M",
+            "--verify=crc32c",
+            "--verify_only=1",
+            "--output-format=terse",
+        ])
+        .arg(format!("--uri={}", a.nbd_uri())));
+    assert!(
+        reverify.status.success(),
+        "fio verify after down/up failed: {}",
+        String::from_utf8_lossy(&reverify.stderr)
     );
     let again = c.dir.join("again.img");
     run_ok(Command::new("sh").arg("-c").arg(format!(

@@ -75,8 +75,7 @@ fn check_not_running(paths: &RunPaths) -> anyhow::Result<()> {
     let Ok(pid) = text.trim().parse::<i32>() else {
         return Ok(());
     };
-    let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
-    if alive && pid != std::process::id() as i32 {
+    if crate::control::process_alive(pid) && pid != std::process::id() as i32 {
         bail!(
             "resource {} is already up (repd pid {pid}, {}); run `repadm down {}` first",
             paths.resource,
