@@ -12,7 +12,12 @@ pub struct ParseError {
 
 impl ParseError {
     pub fn new(file: &str, line: u32, col: u32, message: impl Into<String>) -> ParseError {
-        ParseError { file: file.to_owned(), line, col, message: message.into() }
+        ParseError {
+            file: file.to_owned(),
+            line,
+            col,
+            message: message.into(),
+        }
     }
 }
 
@@ -22,7 +27,11 @@ pub enum ConfigError {
     #[error("'{name}' not defined in your config (known resources: {})", known.join(", "))]
     UnknownResource { name: String, known: Vec<String> },
     #[error("'{resource}' not defined in your config (for this host): no `on {node}` section (on sections: {}); pass --node NAME or set REP_NODE", hosts.join(", "))]
-    NotDefinedForHost { resource: String, node: String, hosts: Vec<String> },
+    NotDefinedForHost {
+        resource: String,
+        node: String,
+        hosts: Vec<String>,
+    },
     #[error("resource {resource}: no peer section besides `on {node}`; a second `on HOST` with an address is needed to connect")]
     MissingPeer { resource: String, node: String },
     #[error("resource {resource}: {message}")]
@@ -36,7 +45,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -45,7 +56,10 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The closest candidate within a small distance, as "; did you mean 'x'?".
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
-    let best = candidates.into_iter().map(|c| (edit_distance(word, c), c)).min();
+    let best = candidates
+        .into_iter()
+        .map(|c| (edit_distance(word, c), c))
+        .min();
     match best {
         Some((d, c)) if d <= 3.max(word.len() / 3) => format!("; did you mean '{c}'?"),
         _ => String::new(),

@@ -16,7 +16,11 @@ pub enum Unit {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    Int { unit: Unit, min: u64, max: u64 },
+    Int {
+        unit: Unit,
+        min: u64,
+        max: u64,
+    },
     Enum(&'static [&'static str]),
     /// `keyword;` (= yes) or `keyword yes|no;`.
     Bool,
@@ -44,28 +48,114 @@ const AFTER_SB_0: &[&str] = &[
     "discard-local",
     "discard-remote",
 ];
-const AFTER_SB_1: &[&str] = &["disconnect", "consensus", "violently-as0p", "discard-secondary", "call-pri-lost-after-sb"];
+const AFTER_SB_1: &[&str] = &[
+    "disconnect",
+    "consensus",
+    "violently-as0p",
+    "discard-secondary",
+    "call-pri-lost-after-sb",
+];
 const AFTER_SB_2: &[&str] = &["disconnect", "violently-as0p", "call-pri-lost-after-sb"];
 
 pub const NET: &[Keyword] = &[
     k("protocol", Enum(&["A", "B", "C"])),
-    k("timeout", Int { unit: One, min: 1, max: 600 }),
-    k("connect-int", Int { unit: One, min: 1, max: 120 }),
-    k("ping-int", Int { unit: One, min: 1, max: 120 }),
-    k("ping-timeout", Int { unit: One, min: 1, max: 300 }),
-    k("socket-check-timeout", Int { unit: One, min: 0, max: 300 }),
-    k("ko-count", Int { unit: One, min: 0, max: 200 }),
-    k("max-epoch-size", Int { unit: One, min: 1, max: 20000 }),
-    k("max-buffers", Int { unit: One, min: 32, max: 131072 }),
-    k("unplug-watermark", Int { unit: One, min: 1, max: 131072 }),
-    k("sndbuf-size", Int { unit: Bytes, min: 0, max: 10 << 20 }),
-    k("rcvbuf-size", Int { unit: Bytes, min: 0, max: 10 << 20 }),
+    k(
+        "timeout",
+        Int {
+            unit: One,
+            min: 1,
+            max: 600,
+        },
+    ),
+    k(
+        "connect-int",
+        Int {
+            unit: One,
+            min: 1,
+            max: 120,
+        },
+    ),
+    k(
+        "ping-int",
+        Int {
+            unit: One,
+            min: 1,
+            max: 120,
+        },
+    ),
+    k(
+        "ping-timeout",
+        Int {
+            unit: One,
+            min: 1,
+            max: 300,
+        },
+    ),
+    k(
+        "socket-check-timeout",
+        Int {
+            unit: One,
+            min: 0,
+            max: 300,
+        },
+    ),
+    k(
+        "ko-count",
+        Int {
+            unit: One,
+            min: 0,
+            max: 200,
+        },
+    ),
+    k(
+        "max-epoch-size",
+        Int {
+            unit: One,
+            min: 1,
+            max: 20000,
+        },
+    ),
+    k(
+        "max-buffers",
+        Int {
+            unit: One,
+            min: 32,
+            max: 131072,
+        },
+    ),
+    k(
+        "unplug-watermark",
+        Int {
+            unit: One,
+            min: 1,
+            max: 131072,
+        },
+    ),
+    k(
+        "sndbuf-size",
+        Int {
+            unit: Bytes,
+            min: 0,
+            max: 10 << 20,
+        },
+    ),
+    k(
+        "rcvbuf-size",
+        Int {
+            unit: Bytes,
+            min: 0,
+            max: 10 << 20,
+        },
+    ),
     k("cram-hmac-alg", Str),
     k("shared-secret", Str),
     k("after-sb-0pri", Enum(AFTER_SB_0)),
     k("after-sb-1pri", Enum(AFTER_SB_1)),
     k("after-sb-2pri", Enum(AFTER_SB_2)),
-    k("rr-conflict", Enum(&["disconnect", "call-pri-lost", "violently"])),
+    k(
+        "rr-conflict",
+        Enum(&["disconnect", "call-pri-lost", "violently"]),
+    ),
     k("always-asbp", Bool),
     k("allow-two-primaries", Bool),
     k("discard-my-data", Bool),
@@ -75,30 +165,123 @@ pub const NET: &[Keyword] = &[
     k("csums-after-crash-only", Bool),
     k("use-rle", Bool),
     k("tcp-cork", Bool),
-    k("on-congestion", Enum(&["block", "pull-ahead", "disconnect"])),
-    k("congestion-fill", Int { unit: Sectors, min: 0, max: 20 << 20 }),
-    k("congestion-extents", Int { unit: One, min: 67, max: 65534 }),
+    k(
+        "on-congestion",
+        Enum(&["block", "pull-ahead", "disconnect"]),
+    ),
+    k(
+        "congestion-fill",
+        Int {
+            unit: Sectors,
+            min: 0,
+            max: 20 << 20,
+        },
+    ),
+    k(
+        "congestion-extents",
+        Int {
+            unit: One,
+            min: 67,
+            max: 65534,
+        },
+    ),
 ];
 
 pub const DISK: &[Keyword] = &[
-    k("on-io-error", Enum(&["pass_on", "call-local-io-error", "detach"])),
-    k("fencing", Enum(&["dont-care", "resource-only", "resource-and-stonith"])),
-    k("size", Int { unit: Sectors, min: 0, max: 1 << 41 }),
+    k(
+        "on-io-error",
+        Enum(&["pass_on", "call-local-io-error", "detach"]),
+    ),
+    k(
+        "fencing",
+        Enum(&["dont-care", "resource-only", "resource-and-stonith"]),
+    ),
+    k(
+        "size",
+        Int {
+            unit: Sectors,
+            min: 0,
+            max: 1 << 41,
+        },
+    ),
     k("disk-barrier", Bool),
     k("disk-flushes", Bool),
     k("disk-drain", Bool),
     k("md-flushes", Bool),
-    k("max-bio-bvecs", Int { unit: One, min: 0, max: 128 }),
-    k("al-extents", Int { unit: One, min: 67, max: 65534 }),
+    k(
+        "max-bio-bvecs",
+        Int {
+            unit: One,
+            min: 0,
+            max: 128,
+        },
+    ),
+    k(
+        "al-extents",
+        Int {
+            unit: One,
+            min: 67,
+            max: 65534,
+        },
+    ),
     k("al-updates", Bool),
-    k("resync-rate", Int { unit: Kib, min: 1, max: 4194304 }),
+    k(
+        "resync-rate",
+        Int {
+            unit: Kib,
+            min: 1,
+            max: 4194304,
+        },
+    ),
     k("resync-after", Str),
-    k("c-plan-ahead", Int { unit: One, min: 0, max: 300 }),
-    k("c-fill-target", Int { unit: Sectors, min: 0, max: 1048576 }),
-    k("c-delay-target", Int { unit: One, min: 1, max: 100 }),
-    k("c-max-rate", Int { unit: Kib, min: 250, max: 4194304 }),
-    k("c-min-rate", Int { unit: Kib, min: 0, max: 4194304 }),
-    k("disk-timeout", Int { unit: One, min: 0, max: 6000 }),
+    k(
+        "c-plan-ahead",
+        Int {
+            unit: One,
+            min: 0,
+            max: 300,
+        },
+    ),
+    k(
+        "c-fill-target",
+        Int {
+            unit: Sectors,
+            min: 0,
+            max: 1048576,
+        },
+    ),
+    k(
+        "c-delay-target",
+        Int {
+            unit: One,
+            min: 1,
+            max: 100,
+        },
+    ),
+    k(
+        "c-max-rate",
+        Int {
+            unit: Kib,
+            min: 250,
+            max: 4194304,
+        },
+    ),
+    k(
+        "c-min-rate",
+        Int {
+            unit: Kib,
+            min: 0,
+            max: 4194304,
+        },
+    ),
+    k(
+        "disk-timeout",
+        Int {
+            unit: One,
+            min: 0,
+            max: 6000,
+        },
+    ),
     k(
         "read-balancing",
         Enum(&[
@@ -116,14 +299,42 @@ pub const DISK: &[Keyword] = &[
         ]),
     ),
     k("discard-zeroes-if-aligned", Bool),
-    k("rs-discard-granularity", Int { unit: Bytes, min: 0, max: 1 << 20 }),
+    k(
+        "rs-discard-granularity",
+        Int {
+            unit: Bytes,
+            min: 0,
+            max: 1 << 20,
+        },
+    ),
     k("disable-write-same", Bool),
 ];
 
 pub const STARTUP: &[Keyword] = &[
-    k("wfc-timeout", Int { unit: One, min: 0, max: 300000 }),
-    k("degr-wfc-timeout", Int { unit: One, min: 0, max: 300000 }),
-    k("outdated-wfc-timeout", Int { unit: One, min: 0, max: 300000 }),
+    k(
+        "wfc-timeout",
+        Int {
+            unit: One,
+            min: 0,
+            max: 300000,
+        },
+    ),
+    k(
+        "degr-wfc-timeout",
+        Int {
+            unit: One,
+            min: 0,
+            max: 300000,
+        },
+    ),
+    k(
+        "outdated-wfc-timeout",
+        Int {
+            unit: One,
+            min: 0,
+            max: 300000,
+        },
+    ),
     k("wait-after-sb", Bool),
     k("become-primary-on", Str),
     k("stacked-timeouts", Bool),
@@ -151,13 +362,48 @@ pub const HANDLERS: &[Keyword] = &[
 
 pub const GLOBAL: &[Keyword] = &[
     k("usage-count", Enum(&["yes", "no", "ask"])),
-    k("minor-count", Int { unit: One, min: 1, max: 255 }),
-    k("dialog-refresh", Int { unit: One, min: 0, max: 1 << 30 }),
+    k(
+        "minor-count",
+        Int {
+            unit: One,
+            min: 1,
+            max: 255,
+        },
+    ),
+    k(
+        "dialog-refresh",
+        Int {
+            unit: One,
+            min: 0,
+            max: 1 << 30,
+        },
+    ),
     k("disable-ip-verification", Bool),
     k("udev-always-use-vnr", Bool),
-    k("cmd-timeout-short", Int { unit: One, min: 0, max: 1 << 30 }),
-    k("cmd-timeout-medium", Int { unit: One, min: 0, max: 1 << 30 }),
-    k("cmd-timeout-long", Int { unit: One, min: 0, max: 1 << 30 }),
+    k(
+        "cmd-timeout-short",
+        Int {
+            unit: One,
+            min: 0,
+            max: 1 << 30,
+        },
+    ),
+    k(
+        "cmd-timeout-medium",
+        Int {
+            unit: One,
+            min: 0,
+            max: 1 << 30,
+        },
+    ),
+    k(
+        "cmd-timeout-long",
+        Int {
+            unit: One,
+            min: 0,
+            max: 1 << 30,
+        },
+    ),
 ];
 
 /// DRBD 8.3's `syncer` section: where each keyword lives in 8.4 (drbdadm maps them too).
@@ -205,8 +451,13 @@ pub fn parse_number(text: &str, unit: Unit) -> Result<u64, String> {
     if digits.is_empty() {
         return Err(format!("'{text}' is not a valid number"));
     }
-    let n: u64 = digits.parse().map_err(|_| format!("'{text}' is too large"))?;
-    let shift = |bits: u32| n.checked_mul(1u64 << bits).ok_or_else(|| format!("'{text}' is too large"));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is too large"))?;
+    let shift = |bits: u32| {
+        n.checked_mul(1u64 << bits)
+            .ok_or_else(|| format!("'{text}' is too large"))
+    };
     match (unit, suffix) {
         (_, "") => Ok(n),
         (Unit::Sectors, "s") => Ok(n),
@@ -220,7 +471,10 @@ pub fn parse_number(text: &str, unit: Unit) -> Result<u64, String> {
         (Unit::Bytes | Unit::One, "k" | "K") => shift(10),
         (Unit::Bytes | Unit::One, "m" | "M") => shift(20),
         (Unit::Bytes | Unit::One, "g" | "G") => shift(30),
-        _ => Err(format!("'{text}' is not a valid number (allowed suffixes: k, M, G{})", if unit == Unit::Sectors { ", s" } else { "" })),
+        _ => Err(format!(
+            "'{text}' is not a valid number (allowed suffixes: k, M, G{})",
+            if unit == Unit::Sectors { ", s" } else { "" }
+        )),
     }
 }
 

@@ -49,7 +49,11 @@ pub fn lex(text: &str, file: &str) -> Result<Vec<Token>, ParseError> {
         };
         if let Some(tok) = simple {
             bump(&mut chars);
-            out.push(Token { tok, line: tl, col: tc });
+            out.push(Token {
+                tok,
+                line: tl,
+                col: tc,
+            });
             continue;
         }
         if c.is_whitespace() {
@@ -71,7 +75,12 @@ pub fn lex(text: &str, file: &str) -> Result<Vec<Token>, ParseError> {
             loop {
                 match bump(&mut chars) {
                     None => {
-                        return Err(ParseError::new(file, tl, tc, "unterminated quoted string; add the closing '\"'"))
+                        return Err(ParseError::new(
+                            file,
+                            tl,
+                            tc,
+                            "unterminated quoted string; add the closing '\"'",
+                        ))
                     }
                     Some('"') => break,
                     Some('\\') => match bump(&mut chars) {
@@ -79,16 +88,33 @@ pub fn lex(text: &str, file: &str) -> Result<Vec<Token>, ParseError> {
                         Some('t') => s.push('\t'),
                         Some(other) => s.push(other),
                         None => {
-                            return Err(ParseError::new(file, tl, tc, "unterminated quoted string; add the closing '\"'"))
+                            return Err(ParseError::new(
+                                file,
+                                tl,
+                                tc,
+                                "unterminated quoted string; add the closing '\"'",
+                            ))
                         }
                     },
                     Some('\n') => {
-                        return Err(ParseError::new(file, tl, tc, "newline inside a quoted string; close the string on the same line"))
+                        return Err(ParseError::new(
+                            file,
+                            tl,
+                            tc,
+                            "newline inside a quoted string; close the string on the same line",
+                        ))
                     }
                     Some(ch) => s.push(ch),
                 }
             }
-            out.push(Token { tok: Tok::Word { text: s, quoted: true }, line: tl, col: tc });
+            out.push(Token {
+                tok: Tok::Word {
+                    text: s,
+                    quoted: true,
+                },
+                line: tl,
+                col: tc,
+            });
             continue;
         }
         let mut s = String::new();
@@ -99,7 +125,14 @@ pub fn lex(text: &str, file: &str) -> Result<Vec<Token>, ParseError> {
             s.push(c);
             bump(&mut chars);
         }
-        out.push(Token { tok: Tok::Word { text: s, quoted: false }, line: tl, col: tc });
+        out.push(Token {
+            tok: Tok::Word {
+                text: s,
+                quoted: false,
+            },
+            line: tl,
+            col: tc,
+        });
     }
     Ok(out)
 }
@@ -111,8 +144,20 @@ mod tests {
     #[test]
     fn words_quotes_comments_and_positions() {
         let t = lex("a \"b \\\"c\\\"\" # x\n{ d; }[0]", "f").unwrap();
-        assert_eq!(t[0].tok, Tok::Word { text: "a".into(), quoted: false });
-        assert_eq!(t[1].tok, Tok::Word { text: "b \"c\"".into(), quoted: true });
+        assert_eq!(
+            t[0].tok,
+            Tok::Word {
+                text: "a".into(),
+                quoted: false
+            }
+        );
+        assert_eq!(
+            t[1].tok,
+            Tok::Word {
+                text: "b \"c\"".into(),
+                quoted: true
+            }
+        );
         assert_eq!((t[2].line, t[2].col), (2, 1));
         assert_eq!(t.len(), 9);
         assert!(lex("\"open", "f").is_err());

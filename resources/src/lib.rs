@@ -34,15 +34,26 @@ pub fn parse_file(path: &Path) -> Result<Config, ParseError> {
         ParseError::new(&shown, 0, 0, format!("cannot read the configuration: {e}; pass the right file with -c FILE or REP_CONFIG"))
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     parse_bytes(&bytes, &shown, dir)
 }
 
 /// Parses text; `base_dir` resolves relative includes, `file_name` names errors.
 pub fn parse_str(text: &str, file_name: &str, base_dir: &Path) -> Result<Config, ParseError> {
-    let display_dir = Path::new(file_name).parent().unwrap_or(Path::new("")).to_owned();
+    let display_dir = Path::new(file_name)
+        .parent()
+        .unwrap_or(Path::new(""))
+        .to_owned();
     // Includes are named relative to the including file, as drbdadm does (`include/x.conf:4`).
-    let display_dir = if Path::new(file_name).is_absolute() { std::path::PathBuf::new() } else { display_dir };
+    let display_dir = if Path::new(file_name).is_absolute() {
+        std::path::PathBuf::new()
+    } else {
+        display_dir
+    };
     let stmts = tree::parse_text(text, file_name, base_dir, &display_dir, 0)?;
     let model = model::build(&stmts)?;
     Ok(Config { stmts, model })
@@ -51,7 +62,11 @@ pub fn parse_str(text: &str, file_name: &str, base_dir: &Path) -> Result<Config,
 /// Like `parse_str` for arbitrary bytes (invalid UTF-8 is an error, never a panic).
 pub fn parse_bytes(bytes: &[u8], file_name: &str, base_dir: &Path) -> Result<Config, ParseError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() as u32 + 1;
+        let line = bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count() as u32
+            + 1;
         ParseError::new(file_name, line, 1, "the file is not valid UTF-8")
     })?;
     parse_str(text, file_name, base_dir)
@@ -59,7 +74,11 @@ pub fn parse_bytes(bytes: &[u8], file_name: &str, base_dir: &Path) -> Result<Con
 
 impl Config {
     pub fn resource_names(&self) -> Vec<String> {
-        self.model.resources.iter().map(|r| r.name.clone()).collect()
+        self.model
+            .resources
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
     }
 
     fn resource(&self, name: &str) -> Result<&Resource, ConfigError> {
@@ -67,7 +86,10 @@ impl Config {
             .resources
             .iter()
             .find(|r| r.name == name)
-            .ok_or_else(|| ConfigError::UnknownResource { name: name.into(), known: self.resource_names() })
+            .ok_or_else(|| ConfigError::UnknownResource {
+                name: name.into(),
+                known: self.resource_names(),
+            })
     }
 
     /// The configuration as drbdadm-readable text: includes inlined, rep-only keywords left out.

@@ -45,7 +45,10 @@ impl Sections {
 pub enum MetaDisk {
     Internal,
     /// `meta-disk PATH;` (flexible) or `meta-disk PATH [IDX];` (128 MiB slot IDX).
-    External { path: std::path::PathBuf, index: Option<u32> },
+    External {
+        path: std::path::PathBuf,
+        index: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -102,7 +105,11 @@ impl VolDraft {
 type Drafts = BTreeMap<u32, VolDraft>;
 
 pub fn build(stmts: &[Stmt]) -> Result<Model, ParseError> {
-    let mut m = Model { global: Vec::new(), common: Sections::default(), resources: Vec::new() };
+    let mut m = Model {
+        global: Vec::new(),
+        common: Sections::default(),
+        resources: Vec::new(),
+    };
     let (mut seen_global, mut seen_common): (Option<&Stmt>, Option<&Stmt>) = (None, None);
     let mut names: BTreeMap<String, &Stmt> = BTreeMap::new();
     for s in stmts {
@@ -110,7 +117,10 @@ pub fn build(stmts: &[Stmt]) -> Result<Model, ParseError> {
             "global" => {
                 let block = need_block(s, 1)?;
                 if let Some(first) = seen_global {
-                    return Err(s.err(format!("conflicting use of global section (first used at line {})", first.line)));
+                    return Err(s.err(format!(
+                        "conflicting use of global section (first used at line {})",
+                        first.line
+                    )));
                 }
                 seen_global = Some(s);
                 m.global = options(block, "global")?;
@@ -118,7 +128,10 @@ pub fn build(stmts: &[Stmt]) -> Result<Model, ParseError> {
             "common" => {
                 let block = need_block(s, 1)?;
                 if let Some(first) = seen_common {
-                    return Err(s.err(format!("conflicting use of common section (first used at line {})", first.line)));
+                    return Err(s.err(format!(
+                        "conflicting use of common section (first used at line {})",
+                        first.line
+                    )));
                 }
                 seen_common = Some(s);
                 let mut seen = BTreeMap::new();
@@ -127,7 +140,10 @@ pub fn build(stmts: &[Stmt]) -> Result<Model, ParseError> {
                 }
             }
             "resource" => {
-                let block = s.block.as_ref().ok_or_else(|| s.err("'resource NAME { ... }' needs a block"))?;
+                let block = s
+                    .block
+                    .as_ref()
+                    .ok_or_else(|| s.err("'resource NAME { ... }' needs a block"))?;
                 let [_, name] = s.words.as_slice() else {
                     return Err(s.err("resource needs exactly one name: resource NAME { ... }"));
                 };
@@ -157,9 +173,22 @@ pub fn build(stmts: &[Stmt]) -> Result<Model, ParseError> {
 fn need_block(s: &Stmt, words: usize) -> Result<&Vec<Stmt>, ParseError> {
     if s.words.len() > words {
         let w = &s.words[words];
-        return Err(s.err_at(w, format!("';' expected after '{}', but got '{}'", words_text(&s.words[..words]), w.text)));
+        return Err(s.err_at(
+            w,
+            format!(
+                "';' expected after '{}', but got '{}'",
+                words_text(&s.words[..words]),
+                w.text
+            ),
+        ));
     }
-    s.block.as_ref().ok_or_else(|| s.err(format!("'{}' needs a block: {} {{ ... }}", s.keyword(), s.keyword())))
+    s.block.as_ref().ok_or_else(|| {
+        s.err(format!(
+            "'{}' needs a block: {} {{ ... }}",
+            s.keyword(),
+            s.keyword()
+        ))
+    })
 }
 
 /// `keyword value;` statements of one section, validated against its table.
@@ -170,37 +199,73 @@ fn options(block: &[Stmt], section: &str) -> Result<Vec<Opt>, ParseError> {
 fn option(s: &Stmt, section: &str) -> Result<Opt, ParseError> {
     let name = s.keyword();
     let Some(kw) = keywords::lookup(section, name) else {
-        let names = keywords::table(section).unwrap_or(&[]).iter().map(|k| k.name);
+        let names = keywords::table(section)
+            .unwrap_or(&[])
+            .iter()
+            .map(|k| k.name);
         let hint = did_you_mean(name, names);
-        return Err(s.err(format!("unknown keyword '{name}' in {section} section{hint}")));
+        return Err(s.err(format!(
+            "unknown keyword '{name}' in {section} section{hint}"
+        )));
     };
     if s.block.is_some() {
         let w = s.words.get(2).or(s.words.get(1)).unwrap_or(&s.words[0]);
-        return Err(s.err_at(w, format!("';' expected after '{}', but got '{{'", words_text(&s.words))));
+        return Err(s.err_at(
+            w,
+            format!(
+                "';' expected after '{}', but got '{{'",
+                words_text(&s.words)
+            ),
+        ));
     }
     let values = &s.words[1..];
     if values.len() > 1 {
         return Err(s.err_at(
             &values[1],
-            format!("';' expected after '{} {}', but got '{}'", name, values[0].text, values[1].text),
+            format!(
+                "';' expected after '{} {}', but got '{}'",
+                name, values[0].text, values[1].text
+            ),
         ));
     }
     let value = values.first();
     match (kw.kind, value) {
-        (Kind::Bool, None) => return Ok(Opt { name: name.into(), value: None }),
+        (Kind::Bool, None) => {
+            return Ok(Opt {
+                name: name.into(),
+                value: None,
+            })
+        }
         (Kind::Bool, Some(v)) if matches!(v.text.as_str(), "yes" | "no") => {}
-        (Kind::Bool, Some(v)) => return Err(s.err_at(v, format!("{name} takes yes or no, not '{}'", v.text))),
+        (Kind::Bool, Some(v)) => {
+            return Err(s.err_at(v, format!("{name} takes yes or no, not '{}'", v.text)))
+        }
         (_, None) => return Err(s.err(format!("{name} needs a value: {name} VALUE;"))),
         (Kind::Enum(allowed), Some(v)) if !allowed.contains(&v.text.as_str()) => {
             let hint = did_you_mean(&v.text, allowed.iter().copied());
-            let what = if name == "protocol" { "protocol".to_owned() } else { format!("value for {name}") };
-            return Err(s.err_at(v, format!("unknown {what} '{}', should be one of {}{hint}", v.text, allowed.join(", "))));
+            let what = if name == "protocol" {
+                "protocol".to_owned()
+            } else {
+                format!("value for {name}")
+            };
+            return Err(s.err_at(
+                v,
+                format!(
+                    "unknown {what} '{}', should be one of {}{hint}",
+                    v.text,
+                    allowed.join(", ")
+                ),
+            ));
         }
         (Kind::Int { unit, min, max }, Some(v)) => {
-            let n = keywords::parse_number(&v.text, unit).map_err(|e| s.err_at(v, format!("{e} for '{name}'")))?;
+            let n = keywords::parse_number(&v.text, unit)
+                .map_err(|e| s.err_at(v, format!("{e} for '{name}'")))?;
             if n < min || n > max {
                 let u = if unit == keywords::Unit::Kib { "k" } else { "" };
-                return Err(s.err_at(v, format!("{name} {} => {n}{u} out of range [{min}..{max}]{u}", v.text)));
+                return Err(s.err_at(
+                    v,
+                    format!("{name} {} => {n}{u} out of range [{min}..{max}]{u}", v.text),
+                ));
             }
         }
         (Kind::Str, Some(v)) if name == "shared-secret" && v.text.len() > 64 => {
@@ -208,16 +273,27 @@ fn option(s: &Stmt, section: &str) -> Result<Opt, ParseError> {
         }
         _ => {}
     }
-    Ok(Opt { name: name.into(), value: value.map(|v| v.text.clone()) })
+    Ok(Opt {
+        name: name.into(),
+        value: value.map(|v| v.text.clone()),
+    })
 }
 
 /// A section statement (`net { }` …, or legacy `syncer { }`) merged into `into`.
-fn section_into<'a>(s: &'a Stmt, scope: &str, into: &mut Sections, seen: &mut BTreeMap<&'a str, u32>) -> Result<(), ParseError> {
+fn section_into<'a>(
+    s: &'a Stmt,
+    scope: &str,
+    into: &mut Sections,
+    seen: &mut BTreeMap<&'a str, u32>,
+) -> Result<(), ParseError> {
     let name = s.keyword();
     let known = ["net", "disk", "startup", "options", "handlers", "syncer"];
     if !known.contains(&name) {
         let hint = did_you_mean(name, known);
-        return Err(s.err(format!("unknown section '{name}' in {scope}; expected one of {}{hint}", known.join(", "))));
+        return Err(s.err(format!(
+            "unknown section '{name}' in {scope}; expected one of {}{hint}",
+            known.join(", ")
+        )));
     }
     let block = need_block(s, 1)?;
     if let Some(first) = seen.insert(name, s.line) {
@@ -225,9 +301,15 @@ fn section_into<'a>(s: &'a Stmt, scope: &str, into: &mut Sections, seen: &mut BT
     }
     if name == "syncer" {
         for o in block {
-            let Some(&(_, target, new)) = keywords::SYNCER.iter().find(|(old, _, _)| *old == o.keyword()) else {
+            let Some(&(_, target, new)) = keywords::SYNCER
+                .iter()
+                .find(|(old, _, _)| *old == o.keyword())
+            else {
                 let hint = did_you_mean(o.keyword(), keywords::SYNCER.iter().map(|x| x.0));
-                return Err(o.err(format!("unknown keyword '{}' in syncer section (DRBD 8.3 syntax){hint}", o.keyword())));
+                return Err(o.err(format!(
+                    "unknown keyword '{}' in syncer section (DRBD 8.3 syntax){hint}",
+                    o.keyword()
+                )));
             };
             let mut renamed = o.clone();
             renamed.words[0].text = new.to_owned();
@@ -258,7 +340,14 @@ fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError
             }
             "protocol" => {
                 let w = st.words.get(2).unwrap_or(&st.words[0]);
-                return Err(st.err_at(w, format!("';' expected after '{}', but got '{}'", words_text(&st.words[..st.words.len().min(2)]), w.text)));
+                return Err(st.err_at(
+                    w,
+                    format!(
+                        "';' expected after '{}', but got '{}'",
+                        words_text(&st.words[..st.words.len().min(2)]),
+                        w.text
+                    ),
+                ));
             }
             "device" | "disk" | "meta-disk" | "flexible-meta-disk" if st.block.is_none() => {
                 volume_field(st, defaults.entry(0).or_default())?;
@@ -268,7 +357,10 @@ fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError
                 defaults.insert(n, d);
             }
             "on" => {
-                let b = st.block.as_ref().ok_or_else(|| st.err("'on HOST { ... }' needs a block"))?;
+                let b = st
+                    .block
+                    .as_ref()
+                    .ok_or_else(|| st.err("'on HOST { ... }' needs a block"))?;
                 let names: Vec<String> = st.words[1..].iter().map(|w| w.text.clone()).collect();
                 if names.is_empty() {
                     return Err(st.err("'on' needs a host name: on HOST { ... }"));
@@ -288,9 +380,25 @@ fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError
             "ignore-on" | "skip" => {}
             _ if st.block.is_some() => section_into(st, name, &mut sections, &mut seen)?,
             other => {
-                let expected = ["protocol", "on", "floating", "volume", "device", "disk", "meta-disk", "net", "syncer", "startup", "options", "handlers"];
+                let expected = [
+                    "protocol",
+                    "on",
+                    "floating",
+                    "volume",
+                    "device",
+                    "disk",
+                    "meta-disk",
+                    "net",
+                    "syncer",
+                    "startup",
+                    "options",
+                    "handlers",
+                ];
                 let hint = did_you_mean(other, expected);
-                return Err(st.err(format!("unknown keyword '{other}' in resource {name}; expected one of {}{hint}", expected.join(", "))));
+                return Err(st.err(format!(
+                    "unknown keyword '{other}' in resource {name}; expected one of {}{hint}",
+                    expected.join(", ")
+                )));
             }
         }
     }
@@ -299,9 +407,15 @@ fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError
     }
     let mut out = Vec::new();
     for (st, mut host, drafts) in hosts {
-        let label = if host.floating { "floating".to_owned() } else { format!("on {}", host.names.join(" ")) };
+        let label = if host.floating {
+            "floating".to_owned()
+        } else {
+            format!("on {}", host.names.join(" "))
+        };
         if host.address.is_none() {
-            return Err(st.err(format!("in resource {name}, {label} {{ ... }}: 'address' keyword missing.")));
+            return Err(st.err(format!(
+                "in resource {name}, {label} {{ ... }}: 'address' keyword missing."
+            )));
         }
         let mut numbers: Vec<u32> = defaults.keys().chain(drafts.keys()).copied().collect();
         numbers.sort_unstable();
@@ -312,29 +426,51 @@ fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError
         for n in numbers {
             let base = defaults.get(&n).cloned().unwrap_or_default();
             let v = base.overlay(&drafts.get(&n).cloned().unwrap_or_default());
-            let missing = |what: &str| st.err(format!("in resource {name}, {label} {{ ... }}: '{what}' keyword missing."));
+            let missing = |what: &str| {
+                st.err(format!(
+                    "in resource {name}, {label} {{ ... }}: '{what}' keyword missing."
+                ))
+            };
             let (device, minor) = v.device.ok_or_else(|| missing("device"))?;
             let disk = v.disk.ok_or_else(|| missing("disk"))?;
             let meta_disk = v.meta_disk.ok_or_else(|| missing("meta-disk"))?;
-            host.volumes.push(Volume { number: n, device, minor, disk, meta_disk });
+            host.volumes.push(Volume {
+                number: n,
+                device,
+                minor,
+                disk,
+                meta_disk,
+            });
         }
         out.push(host);
     }
-    Ok(Resource { name: name.into(), sections, hosts: out })
+    Ok(Resource {
+        name: name.into(),
+        sections,
+        hosts: out,
+    })
 }
 
 fn volume(st: &Stmt) -> Result<(u32, VolDraft), ParseError> {
-    let b = st.block.as_ref().ok_or_else(|| st.err("'volume N { ... }' needs a block"))?;
+    let b = st
+        .block
+        .as_ref()
+        .ok_or_else(|| st.err("'volume N { ... }' needs a block"))?;
     let [_, n] = st.words.as_slice() else {
         return Err(st.err("volume needs a number: volume N { ... }"));
     };
-    let n: u32 = n.text.parse().map_err(|_| st.err_at(n, format!("volume number '{}' is not a number", n.text)))?;
+    let n: u32 = n
+        .text
+        .parse()
+        .map_err(|_| st.err_at(n, format!("volume number '{}' is not a number", n.text)))?;
     let mut d = VolDraft::default();
     let mut seen = BTreeMap::new();
     let mut sections = Sections::default();
     for f in b {
         match f.keyword() {
-            "device" | "disk" | "meta-disk" | "flexible-meta-disk" if f.block.is_none() => volume_field(f, &mut d)?,
+            "device" | "disk" | "meta-disk" | "flexible-meta-disk" if f.block.is_none() => {
+                volume_field(f, &mut d)?
+            }
             // A per-volume disk section is accepted (drbdadm 8.4 does not use it either).
             "disk" => section_into(f, "volume", &mut sections, &mut seen)?,
             other => {
@@ -346,8 +482,19 @@ fn volume(st: &Stmt) -> Result<(u32, VolDraft), ParseError> {
     Ok((n, d))
 }
 
-fn host_body(st: &Stmt, b: &[Stmt], names: Vec<String>, floating: Option<SocketAddr>) -> Result<(Host, Drafts), ParseError> {
-    let mut host = Host { names, floating: floating.is_some(), address: floating, nbd_listen: None, volumes: Vec::new() };
+fn host_body(
+    st: &Stmt,
+    b: &[Stmt],
+    names: Vec<String>,
+    floating: Option<SocketAddr>,
+) -> Result<(Host, Drafts), ParseError> {
+    let mut host = Host {
+        names,
+        floating: floating.is_some(),
+        address: floating,
+        nbd_listen: None,
+        volumes: Vec::new(),
+    };
     let mut drafts = Drafts::new();
     for f in b {
         match f.keyword() {
@@ -368,9 +515,19 @@ fn host_body(st: &Stmt, b: &[Stmt], names: Vec<String>, floating: Option<SocketA
                 drafts.insert(n, d);
             }
             other => {
-                let expected = ["address", "device", "disk", "meta-disk", "volume", "nbd-listen"];
+                let expected = [
+                    "address",
+                    "device",
+                    "disk",
+                    "meta-disk",
+                    "volume",
+                    "nbd-listen",
+                ];
                 let hint = did_you_mean(other, expected);
-                return Err(f.err(format!("unknown keyword '{other}' in a host section; expected one of {}{hint}", expected.join(", "))));
+                return Err(f.err(format!(
+                    "unknown keyword '{other}' in a host section; expected one of {}{hint}",
+                    expected.join(", ")
+                )));
             }
         }
     }
@@ -383,7 +540,9 @@ fn volume_field(f: &Stmt, d: &mut VolDraft) -> Result<(), ParseError> {
     match f.keyword() {
         "device" => d.device = Some(device(f, vals)?),
         "disk" => {
-            let [v] = vals else { return Err(f.err("disk takes one value: disk /dev/sdX;")) };
+            let [v] = vals else {
+                return Err(f.err("disk takes one value: disk /dev/sdX;"));
+            };
             d.disk = Some(v.text.clone());
         }
         _ => d.meta_disk = Some(meta_disk(f, vals)?),
@@ -397,7 +556,11 @@ fn minor_of(path: &str) -> Option<u32> {
 }
 
 fn device(f: &Stmt, vals: &[Word]) -> Result<(String, u32), ParseError> {
-    let minor_num = |w: &Word| w.text.parse::<u32>().map_err(|_| f.err_at(w, format!("minor '{}' is not a number", w.text)));
+    let minor_num = |w: &Word| {
+        w.text
+            .parse::<u32>()
+            .map_err(|_| f.err_at(w, format!("minor '{}' is not a number", w.text)))
+    };
     match vals {
         [m, n] if m.text == "minor" => {
             let minor = minor_num(n)?;
@@ -415,7 +578,10 @@ fn device(f: &Stmt, vals: &[Word]) -> Result<(String, u32), ParseError> {
         }
         [p, m, n] if m.text == "minor" => {
             if !p.text.trim_start_matches("/dev/").starts_with("drbd") {
-                return Err(f.err_at(p, format!("device name must start with /dev/drbd, got '{}'", p.text)));
+                return Err(f.err_at(
+                    p,
+                    format!("device name must start with /dev/drbd, got '{}'", p.text),
+                ));
             }
             Ok((p.text.clone(), minor_num(n)?))
         }
@@ -446,7 +612,10 @@ fn address(f: &Stmt, vals: &[Word]) -> Result<SocketAddr, ParseError> {
         return Err(f.err("address needs IP:PORT, e.g. address 10.0.0.1:7789;"));
     };
     if family == Some("ipv4") && first.text == "[" {
-        return Err(f.err_at(first, "'ipv4' with an IPv6 address; write `address ipv6 [ADDR]:PORT;`"));
+        return Err(f.err_at(
+            first,
+            "'ipv4' with an IPv6 address; write `address ipv6 [ADDR]:PORT;`",
+        ));
     }
     let text = words_text(rest);
     if let Ok(sa) = text.parse::<SocketAddr>() {
@@ -460,8 +629,13 @@ fn address(f: &Stmt, vals: &[Word]) -> Result<SocketAddr, ParseError> {
     if host.parse::<IpAddr>().is_err() {
         return Err(f.err_at(first, format!("'{text}' is not an IP address with a port; host names are not allowed, write address IP:PORT;")));
     }
-    if !text.contains("]:") && (text.matches(':').count() == 0 || (text.contains('[') && !text.contains("]:"))) {
-        return Err(f.err_at(first, format!("':' expected: address '{text}' has no port; write {text}:7789")));
+    if !text.contains("]:")
+        && (text.matches(':').count() == 0 || (text.contains('[') && !text.contains("]:")))
+    {
+        return Err(f.err_at(
+            first,
+            format!("':' expected: address '{text}' has no port; write {text}:7789"),
+        ));
     }
     Err(f.err_at(first, format!("'{text}' is not a valid IP:PORT address")))
 }
@@ -471,10 +645,17 @@ fn check_unique_minors(m: &Model, stmts: &[Stmt]) -> Result<(), ParseError> {
     let mut seen: BTreeMap<(String, u32), String> = BTreeMap::new();
     for r in &m.resources {
         for h in &r.hosts {
-            let key = h.names.first().cloned().unwrap_or_else(|| h.address.map(|a| a.to_string()).unwrap_or_default());
+            let key = h
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| h.address.map(|a| a.to_string()).unwrap_or_default());
             for v in &h.volumes {
                 if let Some(other) = seen.insert((key.clone(), v.minor), r.name.clone()) {
-                    let st = stmts.iter().find(|s| s.keyword() == "resource" && s.words.get(1).is_some_and(|w| w.text == r.name));
+                    let st = stmts.iter().find(|s| {
+                        s.keyword() == "resource"
+                            && s.words.get(1).is_some_and(|w| w.text == r.name)
+                    });
                     let msg = format!(
                         "conflicting use of device-minor 'device-minor:{key}:{}' (resource {other} and resource {}); every volume needs its own minor",
                         v.minor, r.name

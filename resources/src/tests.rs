@@ -12,9 +12,16 @@ fn parse(text: &str) -> Result<Config, ParseError> {
 
 #[test]
 fn node_view_merges_defaults_and_units() {
-    let c = parse(&format!("common {{ net {{ ko-count 3; protocol A; }} }}\n{TWO}")).unwrap();
+    let c = parse(&format!(
+        "common {{ net {{ ko-count 3; protocol A; }} }}\n{TWO}"
+    ))
+    .unwrap();
     let a = c.node_view("r0", "node-a").unwrap();
-    assert_eq!(a.net.protocol, Protocol::C, "the resource's protocol overrides common");
+    assert_eq!(
+        a.net.protocol,
+        Protocol::C,
+        "the resource's protocol overrides common"
+    );
     assert_eq!(a.net.ko_count, 3);
     assert_eq!(a.net.ping_int_s, 3);
     assert_eq!(a.net.timeout_ds, 60);
@@ -26,9 +33,20 @@ fn node_view_merges_defaults_and_units() {
     assert_eq!(a.minor, 0);
     assert_eq!(a.meta_disk, MetaDisk::Internal);
     let b = c.node_view("r0", "node-b").unwrap();
-    assert_eq!(b.meta_disk, MetaDisk::External { path: "/dev/sdc".into(), index: Some(2) });
-    assert!(matches!(c.node_view("r0", "node-c"), Err(ConfigError::NotDefinedForHost { hosts, .. }) if hosts == ["node-a", "node-b"]));
-    assert!(matches!(c.node_view("r9", "node-a"), Err(ConfigError::UnknownResource { .. })));
+    assert_eq!(
+        b.meta_disk,
+        MetaDisk::External {
+            path: "/dev/sdc".into(),
+            index: Some(2)
+        }
+    );
+    assert!(
+        matches!(c.node_view("r0", "node-c"), Err(ConfigError::NotDefinedForHost { hosts, .. }) if hosts == ["node-a", "node-b"])
+    );
+    assert!(matches!(
+        c.node_view("r9", "node-a"),
+        Err(ConfigError::UnknownResource { .. })
+    ));
 }
 
 #[test]
@@ -46,11 +64,20 @@ fn dump_leaves_out_rep_keywords_and_reparses_identically() {
 fn errors_name_line_and_suggest() {
     let e = parse("resource r0 {\n  net {\n    ping-intt 5;\n  }\n}\n").unwrap_err();
     assert_eq!((e.line, e.col), (3, 5));
-    assert!(e.to_string().starts_with("t.res:3:5: unknown keyword 'ping-intt' in net section; did you mean 'ping-int'?"), "{e}");
+    assert!(
+        e.to_string().starts_with(
+            "t.res:3:5: unknown keyword 'ping-intt' in net section; did you mean 'ping-int'?"
+        ),
+        "{e}"
+    );
     let e = parse("resource r0 {\n  net { timeout 601; }\n}").unwrap_err();
     assert!(e.message.contains("out of range [1..600]"), "{e}");
     let e = parse("resource r0 {\n  protocol D;\n}").unwrap_err();
-    assert!(e.message.contains("unknown protocol 'D', should be one of A, B, C"), "{e}");
+    assert!(
+        e.message
+            .contains("unknown protocol 'D', should be one of A, B, C"),
+        "{e}"
+    );
     let e = parse("resource r0 {\n  protocol C\n  net { }\n}").unwrap_err();
     assert!(e.message.contains("';' expected"), "{e}");
     let e = parse("resource r0 { on a { address node-b:7789; } }").unwrap_err();

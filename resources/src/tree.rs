@@ -59,9 +59,22 @@ struct Parser<'a> {
     depth: u32,
 }
 
-pub fn parse_text(text: &str, file: &str, base_dir: &Path, display_dir: &Path, depth: u32) -> Result<Vec<Stmt>, ParseError> {
+pub fn parse_text(
+    text: &str,
+    file: &str,
+    base_dir: &Path,
+    display_dir: &Path,
+    depth: u32,
+) -> Result<Vec<Stmt>, ParseError> {
     let toks = lex(text, file)?;
-    let mut p = Parser { toks: &toks, pos: 0, file, base_dir, display_dir: display_dir.to_owned(), depth };
+    let mut p = Parser {
+        toks: &toks,
+        pos: 0,
+        file,
+        base_dir,
+        display_dir: display_dir.to_owned(),
+        depth,
+    };
     p.stmts(None)
 }
 
@@ -86,13 +99,23 @@ impl Parser<'_> {
                     return Ok(out);
                 }
                 Tok::RBrace => {
-                    return Err(ParseError::new(self.file, t.line, t.col, "unexpected '}' without a matching '{'; remove it"));
+                    return Err(ParseError::new(
+                        self.file,
+                        t.line,
+                        t.col,
+                        "unexpected '}' without a matching '{'; remove it",
+                    ));
                 }
                 Tok::Semi => {
                     self.pos += 1;
                 }
                 Tok::LBrace => {
-                    return Err(ParseError::new(self.file, t.line, t.col, "'{' without a keyword before it"));
+                    return Err(ParseError::new(
+                        self.file,
+                        t.line,
+                        t.col,
+                        "'{' without a keyword before it",
+                    ));
                 }
                 _ => {
                     let stmt = self.stmt()?;
@@ -112,26 +135,59 @@ impl Parser<'_> {
         let mut words = Vec::new();
         loop {
             let Some(t) = self.toks.get(self.pos) else {
-                let last = words.last().map_or(String::new(), |w: &Word| w.text.clone());
-                return Err(ParseError::new(self.file, line, col, format!("unexpected end of file after '{last}'; a ';' is missing")));
+                let last = words
+                    .last()
+                    .map_or(String::new(), |w: &Word| w.text.clone());
+                return Err(ParseError::new(
+                    self.file,
+                    line,
+                    col,
+                    format!("unexpected end of file after '{last}'; a ';' is missing"),
+                ));
             };
             match &t.tok {
                 Tok::Word { text, quoted } => {
-                    let kind = if *quoted { WordKind::Quoted } else { WordKind::Bare };
-                    words.push(Word { text: text.clone(), kind, line: t.line, col: t.col });
+                    let kind = if *quoted {
+                        WordKind::Quoted
+                    } else {
+                        WordKind::Bare
+                    };
+                    words.push(Word {
+                        text: text.clone(),
+                        kind,
+                        line: t.line,
+                        col: t.col,
+                    });
                 }
                 Tok::LBracket | Tok::RBracket => {
                     let text = if t.tok == Tok::LBracket { "[" } else { "]" };
-                    words.push(Word { text: text.into(), kind: WordKind::Bracket, line: t.line, col: t.col });
+                    words.push(Word {
+                        text: text.into(),
+                        kind: WordKind::Bracket,
+                        line: t.line,
+                        col: t.col,
+                    });
                 }
                 Tok::Semi => {
                     self.pos += 1;
-                    return Ok(Stmt { words, block: None, file: self.file.to_owned(), line, col });
+                    return Ok(Stmt {
+                        words,
+                        block: None,
+                        file: self.file.to_owned(),
+                        line,
+                        col,
+                    });
                 }
                 Tok::LBrace => {
                     self.pos += 1;
                     let block = self.stmts(Some((t.line, t.col)))?;
-                    return Ok(Stmt { words, block: Some(block), file: self.file.to_owned(), line, col });
+                    return Ok(Stmt {
+                        words,
+                        block: Some(block),
+                        file: self.file.to_owned(),
+                        line,
+                        col,
+                    });
                 }
                 Tok::RBrace => {
                     let so_far: Vec<&str> = words.iter().map(|w| w.text.as_str()).collect();
@@ -139,7 +195,10 @@ impl Parser<'_> {
                         self.file,
                         t.line,
                         t.col,
-                        format!("';' expected after '{}', but got '}}'; end the statement with ';'", so_far.join(" ")),
+                        format!(
+                            "';' expected after '{}', but got '}}'; end the statement with ';'",
+                            so_far.join(" ")
+                        ),
                     ));
                 }
             }
@@ -149,10 +208,14 @@ impl Parser<'_> {
 
     fn include(&mut self, stmt: &Stmt) -> Result<Vec<Stmt>, ParseError> {
         let [_, pattern] = stmt.words.as_slice() else {
-            return Err(stmt.err("include takes one quoted file name or glob, e.g. include \"drbd.d/*.res\";"));
+            return Err(stmt.err(
+                "include takes one quoted file name or glob, e.g. include \"drbd.d/*.res\";",
+            ));
         };
         if self.depth >= MAX_INCLUDE_DEPTH {
-            return Err(stmt.err(format!("includes nested deeper than {MAX_INCLUDE_DEPTH} levels (an include loop?)")));
+            return Err(stmt.err(format!(
+                "includes nested deeper than {MAX_INCLUDE_DEPTH} levels (an include loop?)"
+            )));
         }
         let full = if Path::new(&pattern.text).is_absolute() {
             PathBuf::from(&pattern.text)
@@ -163,7 +226,12 @@ impl Parser<'_> {
         let mut files: Vec<PathBuf> = if is_glob {
             let pat = full.to_string_lossy().into_owned();
             glob::glob(&pat)
-                .map_err(|e| stmt.err_at(pattern, format!("bad include pattern '{}': {e}", pattern.text)))?
+                .map_err(|e| {
+                    stmt.err_at(
+                        pattern,
+                        format!("bad include pattern '{}': {e}", pattern.text),
+                    )
+                })?
                 .filter_map(Result::ok)
                 .collect()
         } else {
@@ -173,15 +241,28 @@ impl Parser<'_> {
         let mut out = Vec::new();
         for path in files {
             let text = std::fs::read(&path).map_err(|e| {
-                stmt.err_at(pattern, format!("Failed to open include file '{}': {e}", pattern.text))
+                stmt.err_at(
+                    pattern,
+                    format!("Failed to open include file '{}': {e}", pattern.text),
+                )
             })?;
             let text = String::from_utf8_lossy(&text);
             let rel = path.strip_prefix(self.base_dir).unwrap_or(&path);
-            let shown = if Path::new(&pattern.text).is_absolute() { path.clone() } else { self.display_dir.join(rel) };
+            let shown = if Path::new(&pattern.text).is_absolute() {
+                path.clone()
+            } else {
+                self.display_dir.join(rel)
+            };
             let shown_str = shown.to_string_lossy().into_owned();
             let dir = path.parent().unwrap_or(Path::new("/")).to_owned();
             let shown_dir = shown.parent().unwrap_or(Path::new("")).to_owned();
-            out.extend(parse_text(&text, &shown_str, &dir, &shown_dir, self.depth + 1)?);
+            out.extend(parse_text(
+                &text,
+                &shown_str,
+                &dir,
+                &shown_dir,
+                self.depth + 1,
+            )?);
         }
         Ok(out)
     }
@@ -211,9 +292,11 @@ pub fn words_text(words: &[Word]) -> String {
     for w in words {
         let glue = match prev {
             None => true,
-            Some(p) => (p.kind == WordKind::Bracket && p.text == "[")
-                || (w.kind == WordKind::Bracket && w.text == "]")
-                || (p.kind == WordKind::Bracket && p.text == "]" && w.text.starts_with(':')),
+            Some(p) => {
+                (p.kind == WordKind::Bracket && p.text == "[")
+                    || (w.kind == WordKind::Bracket && w.text == "]")
+                    || (p.kind == WordKind::Bracket && p.text == "]" && w.text.starts_with(':'))
+            }
         };
         if !glue {
             s.push(' ');

@@ -150,7 +150,10 @@ pub struct OptionsConf {
 
 impl Default for OptionsConf {
     fn default() -> Self {
-        OptionsConf { cpu_mask: None, on_no_data_accessible: "io-error".into() }
+        OptionsConf {
+            cpu_mask: None,
+            on_no_data_accessible: "io-error".into(),
+        }
     }
 }
 
@@ -177,12 +180,15 @@ pub struct NodeView {
 
 fn matches(h: &Host, node: &str) -> bool {
     h.names.iter().any(|n| n == node)
-        || (h.floating && h.address.is_some_and(|a| a.to_string() == node || a.ip().to_string() == node))
+        || (h.floating
+            && h.address
+                .is_some_and(|a| a.to_string() == node || a.ip().to_string() == node))
 }
 
 fn host_label(h: &Host) -> String {
     if h.floating {
-        h.address.map_or_else(|| "floating".into(), |a| a.to_string())
+        h.address
+            .map_or_else(|| "floating".into(), |a| a.to_string())
     } else {
         h.names.join(" ")
     }
@@ -190,7 +196,11 @@ fn host_label(h: &Host) -> String {
 
 /// Later entries win: common first, then the resource.
 fn settings<'a>(common: &'a [Opt], res: &'a [Opt]) -> BTreeMap<&'a str, Option<&'a str>> {
-    common.iter().chain(res).map(|o| (o.name.as_str(), o.value.as_deref())).collect()
+    common
+        .iter()
+        .chain(res)
+        .map(|o| (o.name.as_str(), o.value.as_deref()))
+        .collect()
 }
 
 fn flag(v: Option<&Option<&str>>, default: bool) -> bool {
@@ -215,16 +225,22 @@ fn string(v: Option<&Option<&str>>) -> Option<String> {
 }
 
 pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, ConfigError> {
-    let me = r.hosts.iter().find(|h| matches(h, node)).ok_or_else(|| ConfigError::NotDefinedForHost {
-        resource: r.name.clone(),
-        node: node.into(),
-        hosts: r.hosts.iter().map(host_label).collect(),
+    let me = r.hosts.iter().find(|h| matches(h, node)).ok_or_else(|| {
+        ConfigError::NotDefinedForHost {
+            resource: r.name.clone(),
+            node: node.into(),
+            hosts: r.hosts.iter().map(host_label).collect(),
+        }
     })?;
     let peer = r.hosts.iter().find(|h| !std::ptr::eq(*h, me));
-    let vol = me.volumes.iter().min_by_key(|v| v.number).ok_or_else(|| ConfigError::Invalid {
-        resource: r.name.clone(),
-        message: format!("no volume defined for host {node}"),
-    })?;
+    let vol = me
+        .volumes
+        .iter()
+        .min_by_key(|v| v.number)
+        .ok_or_else(|| ConfigError::Invalid {
+            resource: r.name.clone(),
+            message: format!("no volume defined for host {node}"),
+        })?;
     let n = settings(&model.common.net, &r.sections.net);
     let d = settings(&model.common.disk, &r.sections.disk);
     let s = settings(&model.common.startup, &r.sections.startup);
@@ -272,7 +288,11 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
         resync_rate_kib: num(d.get("resync-rate"), Unit::Kib, dd.resync_rate_kib),
         resync_after: string(d.get("resync-after")),
         c_plan_ahead_ds: num(d.get("c-plan-ahead"), Unit::One, dd.c_plan_ahead_ds),
-        c_fill_target_sectors: num(d.get("c-fill-target"), Unit::Sectors, dd.c_fill_target_sectors),
+        c_fill_target_sectors: num(
+            d.get("c-fill-target"),
+            Unit::Sectors,
+            dd.c_fill_target_sectors,
+        ),
         c_delay_target_ds: num(d.get("c-delay-target"), Unit::One, dd.c_delay_target_ds),
         c_max_rate_kib: num(d.get("c-max-rate"), Unit::Kib, dd.c_max_rate_kib),
         c_min_rate_kib: num(d.get("c-min-rate"), Unit::Kib, dd.c_min_rate_kib),
@@ -289,7 +309,8 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
     };
     let options = OptionsConf {
         cpu_mask: string(o.get("cpu-mask")),
-        on_no_data_accessible: string(o.get("on-no-data-accessible")).unwrap_or_else(|| "io-error".into()),
+        on_no_data_accessible: string(o.get("on-no-data-accessible"))
+            .unwrap_or_else(|| "io-error".into()),
     };
     let handlers = model
         .common
@@ -298,7 +319,11 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
         .chain(&r.sections.handlers)
         .filter_map(|h| Some((h.name.clone(), h.value.clone()?)))
         .collect();
-    let device = if vol.device.starts_with("minor ") { format!("/dev/drbd{}", vol.minor) } else { vol.device.clone() };
+    let device = if vol.device.starts_with("minor ") {
+        format!("/dev/drbd{}", vol.minor)
+    } else {
+        vol.device.clone()
+    };
     Ok(NodeView {
         resource: r.name.clone(),
         node: node.into(),

@@ -19,11 +19,19 @@ fn files(dir: &str) -> Vec<PathBuf> {
 }
 
 fn strip_comments(s: &str) -> String {
-    s.lines().filter(|l| !l.trim_start().starts_with('#')).map(|l| l.trim_end()).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| l.trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn drbdadm_dump(text: &str) -> Option<String> {
-    let which = Command::new("sh").arg("-c").arg("command -v drbdadm").output().ok()?;
+    let which = Command::new("sh")
+        .arg("-c")
+        .arg("command -v drbdadm")
+        .output()
+        .ok()?;
     if !which.status.success() {
         return None;
     }
@@ -38,7 +46,10 @@ fn drbdadm_dump(text: &str) -> Option<String> {
         .ok()?;
     let _ = std::fs::remove_file(&tmp);
     if !out.status.success() {
-        return Some(format!("DRBDADM REJECTED: {}", String::from_utf8_lossy(&out.stderr)));
+        return Some(format!(
+            "DRBDADM REJECTED: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -62,11 +73,17 @@ fn valid_files_roundtrip_through_drbdadm() {
         if let Some(re) = drbdadm_dump(&ours) {
             checked_with_drbdadm += 1;
             if strip_comments(&re) != strip_comments(&expected) {
-                failures.push(format!("{}: drbdadm reads our dump differently:\n--- ours\n{ours}\n--- drbdadm\n{re}", f.display()));
+                failures.push(format!(
+                    "{}: drbdadm reads our dump differently:\n--- ours\n{ours}\n--- drbdadm\n{re}",
+                    f.display()
+                ));
             }
         }
     }
-    eprintln!("{} valid files, {checked_with_drbdadm} checked through drbdadm", valid.len());
+    eprintln!(
+        "{} valid files, {checked_with_drbdadm} checked through drbdadm",
+        valid.len()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
@@ -83,7 +100,10 @@ fn invalid_files_are_rejected_with_file_and_line() {
                 let base = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
                 let names_place = msg.contains(&format!("{base}:")) || msg.contains("include/");
                 if !names_place || e.line == 0 {
-                    failures.push(format!("{}: error does not name FILE:LINE: {msg}", f.display()));
+                    failures.push(format!(
+                        "{}: error does not name FILE:LINE: {msg}",
+                        f.display()
+                    ));
                 }
             }
         }

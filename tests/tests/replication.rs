@@ -10,14 +10,16 @@ use std::time::Duration;
 use rep_tests::{require_tool, run, run_ok, wait_for, Cluster, ClusterOpts, FuseMount, Node};
 
 /// Small resyncs in tests: fast links, quick reconnects, an observable sync rate.
-const NET: &str = "  net {\n    connect-int 1;\n    ping-int 1;\n  }\n  disk {\n    c-plan-ahead 0;\n    resync-rate 40M;\n  }\n";
-
-fn cluster(test: &str, disk_mib: u64, extra: &str) -> Cluster {
+/// `net_extra` goes inside the net section.
+fn cluster(test: &str, disk_mib: u64, net_extra: &str) -> Cluster {
+    let extra = format!(
+        "  net {{\n    connect-int 1;\n    ping-int 1;\n{net_extra}  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate 40M;\n  }}\n"
+    );
     Cluster::new(
         test,
         ClusterOpts {
             disk_mib,
-            extra: format!("{NET}{extra}"),
+            extra,
             ..Default::default()
         },
     )
@@ -239,7 +241,7 @@ fn wrong_shared_secret_is_refused_and_both_go_standalone() {
     let mut c = cluster(
         "repl-secret",
         16,
-        "  net {\n    cram-hmac-alg sha1;\n    shared-secret \"right\";\n  }\n",
+        "    cram-hmac-alg sha1;\n    shared-secret \"right\";\n",
     );
     diverge_config(&mut c, "\"right\"", "\"wrong\"");
     for n in &c.nodes {

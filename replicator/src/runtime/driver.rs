@@ -432,7 +432,9 @@ pub fn regenerate_proc_status(paths: &RunPaths) -> std::io::Result<()> {
         let path = entry?.path();
         if path.to_string_lossy().ends_with(".status.json") {
             // A file being replaced by its daemon right now is skipped; it republishes soon.
-            if let Ok(Ok(s)) = std::fs::read_to_string(&path).map(|t| serde_json::from_str::<Status>(&t)) {
+            if let Ok(Ok(s)) =
+                std::fs::read_to_string(&path).map(|t| serde_json::from_str::<Status>(&t))
+            {
                 all.push(s);
             }
         }
