@@ -115,6 +115,18 @@ pub fn encode_line<T: Serialize>(msg: &T) -> Result<String, serde_json::Error> {
     serde_json::to_string(msg)
 }
 
+/// A process that exists and is not a zombie: a killed daemon that nobody reaped yet (a
+/// container's init may never reap) is dead for `up` and `down`.
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,17 +162,5 @@ mod tests {
             assert_eq!(again, want);
         }
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
-    }
-}
-
-/// A process that exists and is not a zombie: a killed daemon that nobody reaped yet (a
-/// container's init may never reap) is dead for `up` and `down`.
-pub fn process_alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
     }
 }

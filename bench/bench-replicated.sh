@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# bench-replicated.sh — rep's replicated export (protocol C, two repd on 127.0.0.1 / 127.0.0.2)
+# against `nbdkit file` (unreplicated ceiling) and QEMU's synchronous active mirror
+# (qemu-storage-daemon blockdev-mirror copy-mode=write-blocking to an NBD target on 127.0.0.2),
+# in the same run, with the same fio jobs (bench/anchors.sh), printing the ratio table.
+# Also times rep's initial full sync of 1 GiB of random data (the "full resync" number).
+# Targets (issue 4): randwrite-4k-qd32 >= 0.5x nbdkit IOPS and ahead of qsd-mirror.
+#
+# Usage: bench/bench-replicated.sh     Env: RT_W (15), RT_R (10), OUT_DIR
+# Network: 127.0.0.1 and 127.0.0.2 only; every load is bounded by fio's runtime.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+cargo build --release --bins -q
+BIN=$PWD/target/release
+W=/dev/shm/rep-bench-repl.$$
+mkdir -p "$W"
+export REP_CONFIG=$W/r0.res REP_REPD=$BIN/repd
+on() { local node=$1; shift; REP_NODE=$node REP_RUN_DIR=$W/run-$node "$BIN/repadm" "$@"; }
+cleanup() {
+  for n in node-a node-b; do on $n down r0 >/dev/null 2>&1 || true; done
+  rm -rf "$W"
+}
+trap cleanup EXIT INT TERM
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+
+PORT=$((21000 + $$ % 1000))
+# 1 GiB of random data + room for internal metadata, on node-a; node-b starts empty.
+python3 - "$W/a.img" <<'PY'
+import random, sys
+r = random.Random(4321)
+with open(sys.argv[1], 'wb') as f:
+    for _ in range(1024):
+        f.write(r.randbytes(1 << 20))
+PY
+truncate -s +64M "$W/a.img"
+truncate -s "$(stat -c %s "$W/a.img")" "$W/b.img"
+cat > "$REP_CONFIG" <<RES
+resource r0 {
+  protocol C;
+  device /dev/drbd0;
+  meta-disk internal;
+  net { connect-int 1; ping-int 2; max-buffers 8000; }
+  disk { c-plan-ahead 0; resync-rate 4G; }
+  on node-a { disk $W/a.img; address 127.0.0.1:$PORT; }
+  on node-b { disk $W/b.img; address 127.0.0.2:$PORT; }
+}
+RES
+for n in node-a node-b; do on $n create-md r0 >/dev/null; on $n up r0; done
+on node-a wait-connect --timeout 20 r0 >/dev/null
+log "initial full sync of 1 GiB from node-a to node-b"
+t0=$(date +%s.%N)
+on node-a primary --force r0
+until [ "$(on node-b dstate r0)" = "UpToDate/UpToDate" ]; do sleep 0.05; done
+t1=$(date +%s.%N)
+SYNC_S=$(python3 -c "print(f'{$t1-$t0:.3f}')")
+log "initial full sync: ${SYNC_S} s ($(python3 -c "print(f'{1073.741824/($t1-$t0):.0f}')") MB/s)"
+
+OUT_DIR=${OUT_DIR:-$PWD/target/bench/replicated-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT_DIR"
+echo -e "rep_initial_full_sync_1GiB_s\t$SYNC_S\ts" > "$OUT_DIR/rep-sync.tsv"
+REP_URI="nbd+unix:///r0?socket=$W/run-node-a/r0.nbd" OUT_DIR=$OUT_DIR SKIP_EXTRAS=1 SKIP_NBD_SERVER=1 \
+  bash bench/anchors.sh nbdkit qsd-mirror rep
+echo
+echo "rep initial full sync, 1 GiB random data, protocol C, 127.0.0.1 -> 127.0.0.2: ${SYNC_S} s"
