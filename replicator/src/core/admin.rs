@@ -256,17 +256,7 @@ impl Engine {
     /// Persist everything and close the backing device; `id` is answered when closed.
     pub(crate) fn close_disk(&mut self, id: Option<AdminId>) {
         self.sync_flags_from_state();
-        if let Some(bm) = self.bitmap.as_mut() {
-            let pages = bm.take_dirty_pages();
-            if !pages.is_empty() {
-                let io = self.alloc_io();
-                self.counters.bm_writes += pages.len() as u64;
-                self.emit(Output::Meta {
-                    io,
-                    op: MetaOpKind::BitmapPages { pages },
-                });
-            }
-        }
+        self.write_dirty_bitmap_pages();
         let io = self.alloc_io();
         let op = MetaOpKind::Superblock {
             uuids: self.uuids,

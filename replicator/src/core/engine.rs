@@ -175,23 +175,30 @@ impl Engine {
         }
     }
 
+    /// Queue the bitmap pages changed since the last persist (metadata writes run in order).
+    pub(crate) fn write_dirty_bitmap_pages(&mut self) {
+        let Some(bm) = self.bitmap.as_mut() else {
+            return;
+        };
+        let pages = bm.take_dirty_pages();
+        if pages.is_empty() {
+            return;
+        }
+        self.counters.bm_writes += pages.len() as u64;
+        let io = self.alloc_io();
+        self.emit(Output::Meta {
+            io,
+            op: super::io::MetaOpKind::BitmapPages { pages },
+        });
+    }
+
     /// Write dirty bitmap pages, then the superblock, without an admin waiting on them.
     pub(crate) fn persist_superblock(&mut self) {
         if self.disk <= DiskState::Failed {
             return;
         }
         self.sync_flags_from_state();
-        if let Some(bm) = self.bitmap.as_mut() {
-            let pages = bm.take_dirty_pages();
-            if !pages.is_empty() {
-                self.counters.bm_writes += pages.len() as u64;
-                let io = self.alloc_io();
-                self.emit(Output::Meta {
-                    io,
-                    op: super::io::MetaOpKind::BitmapPages { pages },
-                });
-            }
-        }
+        self.write_dirty_bitmap_pages();
         let io = self.alloc_io();
         let op = super::io::MetaOpKind::Superblock {
             uuids: self.uuids,

@@ -221,17 +221,7 @@ impl Engine {
     /// Persist dirty bitmap pages first (an extent leaving the AL must not lose its bits), then
     /// the AL transaction; writes to `ext` wait for the latter.
     fn write_al_transaction(&mut self, ext: u64, (block, ring_slot): (Vec<u8>, u64)) {
-        if let Some(bm) = self.bitmap.as_mut() {
-            let pages = bm.take_dirty_pages();
-            if !pages.is_empty() {
-                let io = self.alloc_io();
-                self.counters.bm_writes += pages.len() as u64;
-                self.emit(Output::Meta {
-                    io,
-                    op: MetaOpKind::BitmapPages { pages },
-                });
-            }
-        }
+        self.write_dirty_bitmap_pages();
         let io = self.alloc_io();
         self.counters.al_writes += 1;
         self.requests.al_pending.insert(io, ext);

@@ -21,6 +21,8 @@ const ZERO_CHUNK_BYTES: usize = 1 << 20;
 pub struct BackingDisk {
     pub path: PathBuf,
     file: tokio_uring::fs::File,
+    /// Set for memory-backed files (tmpfs): the synchronous path above.
+    memory: Option<std::fs::File>,
     pub is_block_device: bool,
     pub size_bytes: u64,
 }
@@ -63,8 +65,16 @@ pub fn io_failure(what: &str, e: &io::Error) -> IoFailure {
 impl BackingDisk {
     pub fn open(path: &Path) -> Result<BackingDisk, String> {
         let (file, size_bytes, is_block_device) = open_std(path)?;
+        let on_tmpfs = !is_block_device
+            && nix::sys::statfs::fstatfs(&file).is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+        let memory = if on_tmpfs {
+            Some(file.try_clone().map_err(|e| format!("cannot duplicate the handle of {}: {e}", path.display()))?)
+        } else {
+            None
+        };
         Ok(BackingDisk {
             path: path.to_path_buf(),
+            memory,
             file: tokio_uring::fs::File::from_std(file),
             is_block_device,
             size_bytes,
@@ -72,6 +82,12 @@ impl BackingDisk {
     }
 
     pub async fn read(&self, offset: u64, len: u32) -> (Result<(), IoFailure>, Vec<u8>) {
+        if let Some(f) = &self.memory {
+            use std::os::unix::fs::FileExt;
+            let mut buf = vec![0u8; len as usize];
+            let r = f.read_exact_at(&mut buf, offset).map_err(|e| io_failure("read", &e));
+            return (r, buf);
+        }
         let buf = vec![0u8; len as usize];
         let (res, buf) = self.file.read_exact_at(buf, offset).await;
         (res.map_err(|e| io_failure("read", &e)), buf)
@@ -83,7 +99,13 @@ impl BackingDisk {
         buf: Vec<u8>,
         fua: bool,
     ) -> (Result<(), IoFailure>, Vec<u8>) {
-        let (res, buf) = self.file.write_all_at(buf, offset).await;
+        let (res, buf) = match &self.memory {
+            Some(f) => {
+                use std::os::unix::fs::FileExt;
+                (f.write_all_at(&buf, offset), buf)
+            }
+            None => self.file.write_all_at(buf, offset).await,
+        };
         if let Err(e) = res {
             return (Err(io_failure("write", &e)), buf);
         }

@@ -179,17 +179,23 @@ impl Driver {
         }
     }
 
+    /// The attached backing disk, or the failure to report when there is none.
+    fn attached_disk(&self) -> Result<Rc<BackingDisk>, IoFailure> {
+        self.disk.borrow().clone().ok_or_else(|| IoFailure {
+            errno: libc::ENODEV,
+            message: "no backing disk attached".into(),
+        })
+    }
+
     fn peer_disk_op(self: &Rc<Self>, io: IoId, op: PeerDiskOp) {
-        let disk = self.disk.borrow().clone();
-        let Some(disk) = disk else {
-            let result = Err(IoFailure {
-                errno: libc::ENODEV,
-                message: "no backing disk attached".into(),
-            });
-            self.inbox
-                .borrow_mut()
-                .push_back(Input::PeerDiskDone { io, result });
-            return;
+        let disk = match self.attached_disk() {
+            Ok(d) => d,
+            Err(e) => {
+                self.inbox
+                    .borrow_mut()
+                    .push_back(Input::PeerDiskDone { io, result: Err(e) });
+                return;
+            }
         };
         let this = Rc::clone(self);
         tokio_uring::spawn(async move {
@@ -245,16 +251,14 @@ impl Driver {
     }
 
     fn disk_op(self: &Rc<Self>, io: IoId, req: ReqId, op: DiskOpKind) {
-        let disk = self.disk.borrow().clone();
-        let Some(disk) = disk else {
-            let result = Err(IoFailure {
-                errno: libc::ENODEV,
-                message: "no backing disk attached".into(),
-            });
-            self.inbox
-                .borrow_mut()
-                .push_back(Input::DiskDone { io, result });
-            return;
+        let disk = match self.attached_disk() {
+            Ok(d) => d,
+            Err(e) => {
+                self.inbox
+                    .borrow_mut()
+                    .push_back(Input::DiskDone { io, result: Err(e) });
+                return;
+            }
         };
         let this = Rc::clone(self);
         match op {
