@@ -66,12 +66,16 @@ impl BackingDisk {
     pub fn open(path: &Path) -> Result<BackingDisk, String> {
         let (file, size_bytes, is_block_device) = open_std(path)?;
         let on_tmpfs = !is_block_device
-            && nix::sys::statfs::fstatfs(&file).is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
-        let memory = if on_tmpfs {
-            Some(file.try_clone().map_err(|e| format!("cannot duplicate the handle of {}: {e}", path.display()))?)
-        } else {
-            None
-        };
+            && nix::sys::statfs::fstatfs(&file)
+                .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+        let memory =
+            if on_tmpfs {
+                Some(file.try_clone().map_err(|e| {
+                    format!("cannot duplicate the handle of {}: {e}", path.display())
+                })?)
+            } else {
+                None
+            };
         Ok(BackingDisk {
             path: path.to_path_buf(),
             memory,
@@ -85,7 +89,9 @@ impl BackingDisk {
         if let Some(f) = &self.memory {
             use std::os::unix::fs::FileExt;
             let mut buf = vec![0u8; len as usize];
-            let r = f.read_exact_at(&mut buf, offset).map_err(|e| io_failure("read", &e));
+            let r = f
+                .read_exact_at(&mut buf, offset)
+                .map_err(|e| io_failure("read", &e));
             return (r, buf);
         }
         let buf = vec![0u8; len as usize];
