@@ -25,11 +25,13 @@ impl Engine {
             }
             AdminCmd::Invalidate => self.cmd_invalidate(id),
             AdminCmd::InvalidateRemote => self.cmd_invalidate_remote(),
-            AdminCmd::Verify | AdminCmd::PauseSync | AdminCmd::ResumeSync => {
-                Err(Refusal::NeedConnection {
+            AdminCmd::Verify => self.cmd_verify(),
+            AdminCmd::PauseSync | AdminCmd::ResumeSync => match self.last_now {
+                Some(now) => self.set_sync_paused(now, cmd == AdminCmd::PauseSync, false),
+                None => Err(Refusal::NoResync {
                     cstate: self.cstate,
-                })
-            }
+                }),
+            },
         };
         match result {
             // The reply was deferred (waits for a metadata write, an open or a drain).

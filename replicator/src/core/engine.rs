@@ -92,6 +92,14 @@ pub struct Engine {
     pub(crate) resync: Option<super::resync::Resync>,
     /// SyncSource reads in flight: io → the peer's request id.
     pub(crate) resync_read_ids: HashMap<IoId, u64>,
+    /// csums-alg on the SyncSource: the target's digests by request id, and reads being hashed
+    /// (hash io → (read io, request id, data, target's digests)).
+    pub(crate) csums_expected: HashMap<u64, Vec<u8>>,
+    pub(crate) csums_pending: HashMap<IoId, (IoId, u64, Vec<u8>, Vec<u8>)>,
+    pub(crate) verify: Option<super::verify::Verify>,
+    pub(crate) aux_reads: HashMap<IoId, super::verify::Aux>,
+    pub(crate) aux_hashes: HashMap<IoId, super::verify::Aux>,
+    pub(crate) last_verify_oos: Option<u64>,
 }
 
 impl Engine {
@@ -126,6 +134,12 @@ impl Engine {
             rx: Default::default(),
             resync: None,
             resync_read_ids: HashMap::new(),
+            csums_expected: HashMap::new(),
+            csums_pending: HashMap::new(),
+            verify: None,
+            aux_reads: HashMap::new(),
+            aux_hashes: HashMap::new(),
+            last_verify_oos: None,
         }
     }
 
@@ -155,6 +169,7 @@ impl Engine {
             Input::Packet { link, packet } => self.packet(now, link, packet),
             Input::LinkDown { link, loss } => self.link_down(link, loss),
             Input::PeerDiskDone { io, result } => self.peer_disk_done(io, result),
+            Input::HashDone { io, digests } => self.hash_done(io, digests),
         }
         self.retry_drained_admin();
         self.announce_state();
@@ -313,11 +328,25 @@ impl Engine {
         if self.cstate == ConnState::StandAlone {
             assert!(self.link.is_none(), "StandAlone with a link");
         }
-        // Resync only runs in a sync state.
+        // Resync and verify only run in their states.
         if self.resync.is_some() {
             assert!(
-                matches!(self.cstate, ConnState::SyncSource | ConnState::SyncTarget),
+                matches!(
+                    self.cstate,
+                    ConnState::SyncSource
+                        | ConnState::SyncTarget
+                        | ConnState::PausedSyncS
+                        | ConnState::PausedSyncT
+                ),
                 "resync state in {}",
+                self.cstate
+            );
+        }
+        if self.verify.is_some() {
+            assert_eq!(
+                self.cstate,
+                ConnState::VerifyS,
+                "verify state in {}",
                 self.cstate
             );
         }

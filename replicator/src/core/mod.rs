@@ -13,11 +13,12 @@ mod resync;
 pub mod rng;
 pub mod state;
 pub mod uuid_compare;
+mod verify;
 
 pub use engine::{Counters, Engine, EngineConfig};
 pub use io::{
-    AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, Input, IoFailure, IoId,
-    IoResult, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, ReqId,
+    AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, HashAlg, Input, IoFailure,
+    IoId, IoResult, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, ReqId,
 };
 pub use refusal::Refusal;
 pub use state::{ConnState, DiskState, Role};

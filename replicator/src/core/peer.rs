@@ -338,6 +338,7 @@ impl Engine {
         self.emit(Output::CloseLink { link: l.id });
         self.fail_peer_requests();
         self.abort_resync();
+        self.abort_verify();
         self.peer_rx_reset();
         self.peer_role = Role::Unknown;
         if self.pdsk != DiskState::Outdated {
@@ -451,15 +452,29 @@ impl Engine {
             Packet::SyncStart { source, full } => self.on_sync_start(now, source, full),
             Packet::SyncUuid { uuid } => self.on_sync_uuid(now, uuid),
             Packet::RsRequest {
-                id, offset, len, ..
-            } => self.on_rs_request(id, offset, len),
+                id,
+                offset,
+                len,
+                digest,
+            } => self.on_rs_request(id, offset, len, digest),
             Packet::RsData { id, offset, data } => self.on_rs_data(id, offset, data),
             Packet::RsWriteAck { id, offset, len } => self.on_rs_ack(now, id, offset, len, true),
-            Packet::RsNegAck { id, offset, len } | Packet::RsInSync { id, offset, len } => {
-                self.on_rs_ack(now, id, offset, len, false)
+            Packet::RsNegAck { id, offset, len } => self.on_rs_ack(now, id, offset, len, false),
+            Packet::RsInSync { id, offset, len } => self.on_rs_in_sync(now, id, offset, len),
+            Packet::OvRequest { id, offset, len } => self.on_ov_request(id, offset, len),
+            Packet::OvReply { id, digest, .. } => self.on_ov_reply(id, digest),
+            Packet::OvResult {
+                offset,
+                len,
+                in_sync,
+                ..
+            } => self.on_ov_result(offset, len, in_sync),
+            Packet::OvDone { oos_blocks } => self.on_ov_done(oos_blocks),
+            Packet::SyncPause { paused } => {
+                if self.resync.is_some() {
+                    let _ = self.set_sync_paused(now, paused, true);
+                }
             }
-            Packet::OvRequest { .. } | Packet::OvReply { .. } | Packet::OvResult { .. } => self
-                .protocol_error("online verify packets are not supported by this version".into()),
         }
     }
 
@@ -616,7 +631,9 @@ impl Engine {
             );
             return;
         }
-        if self.cstate == ConnState::SyncSource && disk == DiskState::UpToDate {
+        if matches!(self.cstate, ConnState::SyncSource | ConnState::PausedSyncS)
+            && disk == DiskState::UpToDate
+        {
             self.finish_sync_source();
         }
         if self.disk == DiskState::UpToDate

@@ -61,6 +61,9 @@ pub enum Refusal {
     /// `connect` on a resource with a single `on` section.
     #[error("No peer configured for this resource (a second `on HOST` section with an address is needed)")]
     NoPeerConfigured,
+    /// `pause-sync` / `resume-sync` without a resync running.
+    #[error("No resync running (cstate is {cstate}); pause-sync and resume-sync act on a running resync")]
+    NoResync { cstate: ConnState },
     /// A command that is not implemented by this version of rep.
     #[error("{what} is not supported by this version of rep")]
     Unsupported { what: String },
@@ -87,6 +90,7 @@ impl Refusal {
             Refusal::PeerRefused { .. } => -19,
             Refusal::ConcurrentStateChange => -19,
             Refusal::NoPeerConfigured => 153,
+            Refusal::NoResync { .. } => -8,
         }
     }
 

@@ -404,7 +404,12 @@ impl Engine {
             }
             return;
         }
-        self.resync_read_done(io, result);
+        let data = result.as_ref().ok().and_then(|d| d.clone());
+        if self.requests.resync_reads.iter().any(|&(i, _, _)| i == io) {
+            self.resync_read_done(io, result);
+        } else {
+            self.aux_read_done(io, data);
+        }
     }
 
     /// On link loss: queued peer writes were never acknowledged, so the Primary has them in

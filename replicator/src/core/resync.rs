@@ -7,8 +7,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::engine::Engine;
-use super::io::{IoFailure, IoId, Output, PeerDiskOp};
+use super::io::{HashAlg, IoFailure, IoId, Output, PeerDiskOp};
 use super::state::{ConnState, DiskState, Role};
+use super::verify::Aux;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::layout::BITMAP_BLOCK_BYTES;
 use crate::meta::superblock::UuidIndex;
@@ -26,7 +27,11 @@ pub(crate) struct Resync {
     pub total_bits: u64,
     /// SyncTarget: next bit to look at, requests in flight by id, bytes asked for so far.
     cursor: u64,
-    in_flight: HashMap<u64, (u64, u64)>,
+    /// Requests in flight: id → (offset, len, bytes still to come).
+    in_flight: HashMap<u64, (u64, u64, u64)>,
+    /// `pause-sync` here / on the peer.
+    pub paused_here: bool,
+    pub paused_peer: bool,
     next_id: u64,
     requested: u64,
     /// Throttled until then.
@@ -49,6 +54,8 @@ impl Engine {
             total_bits: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
             cursor: 0,
             in_flight: HashMap::new(),
+            paused_here: false,
+            paused_peer: false,
             next_id: 1,
             requested: 0,
             wake: None,
@@ -131,6 +138,7 @@ impl Engine {
     /// SyncTarget: keep the window full within the rate limit; finish when no bit is left.
     pub(crate) fn pump_resync(&mut self, now: Instant) {
         if self.cstate != ConnState::SyncTarget {
+            // Paused (PausedSyncT) or not a target: nothing to ask for.
             return;
         }
         let rate = self.cfg.peer.resync_rate_kib.max(1) * 1024;
@@ -172,7 +180,7 @@ impl Engine {
                 .end
                 .min(device_bits)
                 .min(run.start + REQUEST_BYTES / BITMAP_BLOCK_BYTES);
-            let busy = rs.in_flight.values().any(|&(o, l)| {
+            let busy = rs.in_flight.values().any(|&(o, l, _)| {
                 o < end_bit * BITMAP_BLOCK_BYTES && run.start * BITMAP_BLOCK_BYTES < o + l
             });
             rs.cursor = end_bit;
@@ -184,30 +192,45 @@ impl Engine {
             let id = rs.next_id;
             rs.next_id += 1;
             rs.requested += len;
-            rs.in_flight.insert(id, (offset, len));
-            requests.push(Packet::RsRequest {
-                id,
-                offset,
-                len: len as u32,
-                digest: Vec::new(),
-            });
+            rs.in_flight.insert(id, (offset, len, len));
+            requests.push((id, offset, len as u32));
         }
         let idle = rs.in_flight.is_empty() && requests.is_empty();
         let left = bm.count_ones();
-        for p in requests {
-            self.send(p);
+        let csums = HashAlg::from_name(&self.cfg.peer.csums_alg).is_some();
+        for (id, offset, len) in requests {
+            if csums {
+                // Hash our copy first: the source sends only blocks whose digests differ.
+                self.aux_read(Aux::CsumsMine { id, offset, len }, offset, len);
+            } else {
+                self.send(Packet::RsRequest {
+                    id,
+                    offset,
+                    len,
+                    digest: Vec::new(),
+                });
+            }
         }
         if idle && left == 0 {
             self.finish_sync_target();
         }
     }
 
-    pub(crate) fn on_rs_data(&mut self, id: u64, offset: u64, data: Vec<u8>) {
-        let expected = self
+    /// A resync reply (data or "in sync") must lie inside a request still in flight.
+    fn rs_reply_fits(&self, id: u64, offset: u64, len: u64) -> bool {
+        let target = matches!(self.cstate, ConnState::SyncTarget | ConnState::PausedSyncT);
+        let req = self
             .resync
             .as_ref()
             .and_then(|r| r.in_flight.get(&id).copied());
-        if self.cstate != ConnState::SyncTarget || expected != Some((offset, data.len() as u64)) {
+        target
+            && req.is_some_and(|(o, l, left)| {
+                offset >= o && offset + len <= o + l && len <= left && len > 0
+            })
+    }
+
+    pub(crate) fn on_rs_data(&mut self, id: u64, offset: u64, data: Vec<u8>) {
+        if !self.rs_reply_fits(id, offset, data.len() as u64) {
             self.protocol_error(format!(
                 "unexpected resync block {id} at {offset} ({} bytes)",
                 data.len()
@@ -215,6 +238,41 @@ impl Engine {
             return;
         }
         self.enqueue_resync_write(id, offset, data);
+    }
+
+    /// csums-alg: the source found these blocks identical; nothing to write.
+    pub(crate) fn on_rs_in_sync(&mut self, now: Instant, id: u64, offset: u64, len: u32) {
+        if !self.rs_reply_fits(id, offset, u64::from(len)) {
+            self.protocol_error(format!("unexpected in-sync reply {id} at {offset}"));
+            return;
+        }
+        if let Some(bm) = self.bitmap.as_mut() {
+            bm.clear_range(offset, u64::from(len));
+        }
+        self.rs_request_progress(id, u64::from(len));
+        self.pump_resync(now);
+    }
+
+    fn rs_request_progress(&mut self, id: u64, len: u64) {
+        if let Some(rs) = self.resync.as_mut() {
+            if let Some(e) = rs.in_flight.get_mut(&id) {
+                e.2 = e.2.saturating_sub(len);
+                if e.2 == 0 {
+                    rs.in_flight.remove(&id);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn send_csums_request(&mut self, id: u64, offset: u64, len: u32, digest: Vec<u8>) {
+        if self.resync.is_some() {
+            self.send(Packet::RsRequest {
+                id,
+                offset,
+                len,
+                digest,
+            });
+        }
     }
 
     pub(crate) fn resync_write_done(
@@ -228,9 +286,7 @@ impl Engine {
         if !current_link {
             return;
         }
-        if let Some(rs) = self.resync.as_mut() {
-            rs.in_flight.remove(&id);
-        }
+        self.rs_request_progress(id, len);
         if ok {
             if let Some(bm) = self.bitmap.as_mut() {
                 bm.clear_range(offset, len);
@@ -297,7 +353,7 @@ impl Engine {
     }
 
     /// SyncSource: read the block (after any overlapping client write) and send it.
-    pub(crate) fn on_rs_request(&mut self, id: u64, offset: u64, len: u32) {
+    pub(crate) fn on_rs_request(&mut self, id: u64, offset: u64, len: u32, digest: Vec<u8>) {
         let end = offset
             .checked_add(u64::from(len))
             .filter(|e| *e <= self.local_usable_bytes);
@@ -308,6 +364,9 @@ impl Engine {
         if self.disk < DiskState::UpToDate {
             self.send(Packet::RsNegAck { id, offset, len });
             return;
+        }
+        if !digest.is_empty() {
+            self.csums_expected.insert(id, digest);
         }
         self.requests.resync_waiting.push_back((id, offset, len));
         self.admit_resync_reads();
@@ -345,8 +404,23 @@ impl Engine {
         else {
             return;
         };
-        let (_, offset, end) = self.requests.resync_reads.remove(pos);
         let id = self.resync_read_ids.remove(&io).unwrap_or(0);
+        if let (Some(theirs), Ok(Some(data))) = (self.csums_expected.remove(&id), &result) {
+            if let Some(alg) = HashAlg::from_name(&self.cfg.peer.csums_alg) {
+                // Keep the range in `resync_reads` until the reply is sent, so no client
+                // write can slip in between this read and the data we send.
+                let hio = self.alloc_io();
+                self.csums_pending
+                    .insert(hio, (io, id, data.clone(), theirs));
+                self.emit(Output::Hash {
+                    io: hio,
+                    alg,
+                    data: data.clone(),
+                });
+                return;
+            }
+        }
+        let (_, offset, end) = self.requests.resync_reads.remove(pos);
         let len = (end - offset) as u32;
         match result {
             Ok(Some(data)) if data.len() as u64 == end - offset => {
@@ -363,9 +437,61 @@ impl Engine {
         self.admit_waiting();
     }
 
+    /// SyncSource with csums-alg: send only the runs of blocks whose digests differ.
+    pub(crate) fn csums_source_hashed(&mut self, hio: IoId, mine: Vec<u8>) {
+        let Some((rio, id, data, theirs)) = self.csums_pending.remove(&hio) else {
+            return;
+        };
+        let Some(pos) = self
+            .requests
+            .resync_reads
+            .iter()
+            .position(|&(i, _, _)| i == rio)
+        else {
+            return;
+        };
+        let (_, offset, _) = self.requests.resync_reads.remove(pos);
+        let dlen = HashAlg::from_name(&self.cfg.peer.csums_alg).map_or(20, HashAlg::digest_len);
+        let blocks = data.len().div_ceil(BITMAP_BLOCK_BYTES as usize);
+        let same = |b: usize| {
+            let r = b * dlen..(b + 1) * dlen;
+            mine.get(r.clone()).is_some() && mine.get(r.clone()) == theirs.get(r)
+        };
+        let mut b = 0;
+        while b < blocks {
+            let equal = same(b);
+            let mut e = b + 1;
+            while e < blocks && same(e) == equal {
+                e += 1;
+            }
+            let start = b * BITMAP_BLOCK_BYTES as usize;
+            let end = (e * BITMAP_BLOCK_BYTES as usize).min(data.len());
+            let off = offset + start as u64;
+            if equal {
+                if let Some(bm) = self.bitmap.as_mut() {
+                    bm.clear_range(off, (end - start) as u64);
+                }
+                self.send(Packet::RsInSync {
+                    id,
+                    offset: off,
+                    len: (end - start) as u32,
+                });
+            } else {
+                self.counters.ns_kib += (end - start) as u64 / 1024;
+                self.send(Packet::RsData {
+                    id,
+                    offset: off,
+                    data: data[start..end].to_vec(),
+                });
+            }
+            b = e;
+        }
+        self.admit_waiting();
+    }
+
     /// SyncSource: the target has the block (or could not write it).
     pub(crate) fn on_rs_ack(&mut self, _now: Instant, _id: u64, offset: u64, len: u32, ok: bool) {
-        if self.cstate != ConnState::SyncSource {
+        if !matches!(self.cstate, ConnState::SyncSource | ConnState::PausedSyncS) {
             return;
         }
         if ok {
@@ -378,6 +504,43 @@ impl Engine {
     pub(crate) fn abort_resync(&mut self) {
         self.resync = None;
         self.requests.resync_waiting.clear();
+        self.csums_expected.clear();
+    }
+
+    /// `pause-sync` / `resume-sync` here (`from_peer` false) or announced by the peer.
+    pub(crate) fn set_sync_paused(
+        &mut self,
+        now: Instant,
+        paused: bool,
+        from_peer: bool,
+    ) -> Result<Option<String>, super::refusal::Refusal> {
+        let Some(rs) = self.resync.as_mut() else {
+            return Err(super::refusal::Refusal::NoResync {
+                cstate: self.cstate,
+            });
+        };
+        if from_peer {
+            rs.paused_peer = paused;
+        } else {
+            rs.paused_here = paused;
+        }
+        let pause = rs.paused_here || rs.paused_peer;
+        self.cstate = match self.cstate {
+            ConnState::SyncSource | ConnState::PausedSyncS if pause => ConnState::PausedSyncS,
+            ConnState::SyncSource | ConnState::PausedSyncS => ConnState::SyncSource,
+            ConnState::SyncTarget | ConnState::PausedSyncT if pause => ConnState::PausedSyncT,
+            _ => ConnState::SyncTarget,
+        };
+        if !from_peer {
+            self.send(Packet::SyncPause { paused });
+        }
+        self.emit(Output::StateChanged);
+        self.pump_resync(now);
+        Ok(Some(if pause {
+            format!("resync paused ({})", self.cstate)
+        } else {
+            "resync resumed".into()
+        }))
     }
 
     pub fn resync_info(&self) -> Option<ResyncInfo> {

@@ -214,6 +214,11 @@ async fn serve(
         });
     }
     tokio_uring::spawn(Rc::clone(&driver).run_timers());
+    let threads =
+        std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
+    let hasher = super::hasher::Hasher::start(&driver, threads)
+        .context("cannot start the hashing threads")?;
+    let _ = driver.hasher.set(hasher);
     if let Err(refusal) = driver.admin(AdminCmd::Attach).await {
         bail!("{}", refusal.render(&paths.resource));
     }

@@ -52,6 +52,7 @@ pub struct Driver {
     pub shutting_down: Cell<bool>,
     pub link: super::link::SharedLink,
     pub link_settings: Option<super::link::LinkSettings>,
+    pub hasher: std::cell::OnceCell<super::hasher::Hasher>,
     rng: Cell<u64>,
 }
 
@@ -80,6 +81,7 @@ impl Driver {
             shutting_down: Cell::new(false),
             link: Default::default(),
             link_settings,
+            hasher: std::cell::OnceCell::new(),
             rng: Cell::new(seed),
         })
     }
@@ -176,6 +178,14 @@ impl Driver {
                 }
             }
             Output::PeerDisk { io, op } => self.peer_disk_op(io, op),
+            Output::Hash { io, alg, data } => match self.hasher.get() {
+                Some(h) => h.submit(io, alg, data),
+                // No pool (it failed to start): hash here rather than never answer.
+                None => self.inbox.borrow_mut().push_back(Input::HashDone {
+                    io,
+                    digests: alg.digest_blocks(&data),
+                }),
+            },
         }
     }
 
@@ -374,19 +384,31 @@ impl Driver {
             oos_kib: e.oos_kib(),
             uuids: [u.current, u.bitmap, u.history[0], u.history[1]],
             md_flags: e.flags().bits(),
-            sync: e.resync_info().map(|r| {
-                let done_kib = (r.total_bits - r.left_bits.min(r.total_bits)) * 4;
-                let secs = r.elapsed.as_secs().max(1);
-                let avg = done_kib / secs;
-                crate::control::SyncProgress {
-                    total_kib: r.total_bits * 4,
-                    left_kib: r.left_bits * 4,
-                    speed_kib_s: avg,
-                    avg_kib_s: avg,
-                    want_kib_s: Some(r.rate_kib),
-                    eta_s: (r.left_bits * 4).checked_div(avg).unwrap_or(0),
-                }
-            }),
+            sync: e
+                .verify_progress()
+                .map(|(done, total)| crate::control::SyncProgress {
+                    total_kib: total / 1024,
+                    left_kib: (total - done.min(total)) / 1024,
+                    speed_kib_s: 0,
+                    avg_kib_s: 0,
+                    want_kib_s: None,
+                    eta_s: 0,
+                })
+                .or_else(|| {
+                    e.resync_info().map(|r| {
+                        let done_kib = (r.total_bits - r.left_bits.min(r.total_bits)) * 4;
+                        let secs = r.elapsed.as_secs().max(1);
+                        let avg = done_kib / secs;
+                        crate::control::SyncProgress {
+                            total_kib: r.total_bits * 4,
+                            left_kib: r.left_bits * 4,
+                            speed_kib_s: avg,
+                            avg_kib_s: avg,
+                            want_kib_s: Some(r.rate_kib),
+                            eta_s: (r.left_bits * 4).checked_div(avg).unwrap_or(0),
+                        }
+                    })
+                }),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod backing;
 pub mod control_server;
 pub mod daemon;
 pub mod driver;
+pub mod hasher;
 pub mod link;
 pub mod metaio;
 pub mod nbd_backend;

@@ -141,6 +141,7 @@ pub struct Cluster {
     model: Vec<BlockModel>,
     pub device_bytes: u64,
     pub protocol: Protocol,
+    pub csums_alg: String,
     pub trace: Vec<String>,
 }
 
@@ -154,6 +155,16 @@ fn pattern_block(pattern: u64) -> Vec<u8> {
 
 impl Cluster {
     pub fn new(seed: u64, protocol: Protocol, device_bytes: u64) -> Cluster {
+        Cluster::with_csums(seed, protocol, device_bytes, "")
+    }
+
+    /// A cluster whose resyncs use `csums_alg` (empty: plain resync).
+    pub fn with_csums(
+        seed: u64,
+        protocol: Protocol,
+        device_bytes: u64,
+        csums_alg: &str,
+    ) -> Cluster {
         let base = Instant::now();
         let mk = |i: usize| {
             let name = ["node-a", "node-b"][i].to_owned();
@@ -170,7 +181,7 @@ impl Cluster {
             );
             Node {
                 engine: Engine::new(
-                    engine_config(&name, protocol),
+                    engine_config_with(&name, protocol, csums_alg),
                     seed.wrapping_mul(31).wrapping_add(i as u64),
                 ),
                 name,
@@ -201,6 +212,7 @@ impl Cluster {
             model: vec![BlockModel::default(); (device_bytes / BLOCK) as usize],
             device_bytes,
             protocol,
+            csums_alg: csums_alg.to_owned(),
             trace: Vec::new(),
         }
     }
@@ -254,6 +266,13 @@ impl Cluster {
                         data,
                     },
                 );
+            }
+            Output::Hash { io, alg, data } => {
+                let now = self.at();
+                let digests = alg.digest_blocks(&data);
+                self.nodes[i]
+                    .engine
+                    .handle(now, Input::HashDone { io, digests });
             }
             Output::PeerDisk { io, op } => {
                 let d = self.rand_us(10, 300);
@@ -665,7 +684,10 @@ impl Cluster {
         let seed = self.rng.next_u64();
         let name = self.nodes[i].name.clone();
         let n = &mut self.nodes[i];
-        n.engine = Engine::new(engine_config(&name, self.protocol), seed);
+        n.engine = Engine::new(
+            engine_config_with(&name, self.protocol, &self.csums_alg),
+            seed,
+        );
         n.up = true;
         self.admin(i, AdminCmd::Attach)?;
         self.admin(
@@ -682,6 +704,16 @@ impl Cluster {
         self.cut = cut;
         if !cut {
             self.maybe_link();
+        }
+    }
+
+    /// Flip one byte of block `block` on node `i`'s disk behind rep's back (bit rot).
+    pub fn corrupt(&mut self, i: usize, block: u64) {
+        let disk = &self.nodes[i].disk;
+        let mut b = [0u8; 1];
+        if disk.read(&mut b, block * BLOCK + 100).is_ok() {
+            b[0] ^= 0xff;
+            let _ = disk.write(&b, block * BLOCK + 100, true);
         }
     }
 
@@ -735,6 +767,11 @@ impl Cluster {
 }
 
 pub fn engine_config(node: &str, protocol: Protocol) -> EngineConfig {
+    engine_config_with(node, protocol, "")
+}
+
+/// `csums_alg` empty = plain resync; verify always uses sha1.
+pub fn engine_config_with(node: &str, protocol: Protocol, csums_alg: &str) -> EngineConfig {
     EngineConfig {
         resource: "r0".into(),
         node: node.into(),
@@ -752,6 +789,8 @@ pub fn engine_config(node: &str, protocol: Protocol) -> EngineConfig {
             ko_count: 7,
             max_epoch_size: 64,
             resync_rate_kib: 400 * 1024,
+            verify_alg: "sha1".into(),
+            csums_alg: csums_alg.into(),
             ..PeerSettings::default()
         },
     }

@@ -160,6 +160,14 @@ pub enum Packet {
     },
     /// Orderly disconnect (`repadm disconnect`/`down`): the peer goes to WFConnection quietly.
     Bye,
+    /// Online verify finished on the VerifyS side; `oos_blocks` out-of-sync 4 KiB blocks found.
+    OvDone {
+        oos_blocks: u64,
+    },
+    /// `pause-sync` / `resume-sync` on either side of a resync.
+    SyncPause {
+        paused: bool,
+    },
 }
 
 struct W<'a>(&'a mut Vec<u8>);
@@ -289,9 +297,12 @@ commands! {
     NEG_ACK = 15, BARRIER_ACK = 16, PING = 17, PING_ACK = 18, RS_REQUEST = 19, RS_DATA = 20,
     RS_IN_SYNC = 21, RS_WRITE_ACK = 22, RS_NEG_ACK = 23, OV_REQUEST = 24, OV_REPLY = 25,
     OV_RESULT = 26, SYNC_UUID = 27, STATE_REQUEST = 28, STATE_REPLY = 29, BYE = 30,
+    OV_DONE = 31, SYNC_PAUSE = 32,
 }
 
 const MAX_DIGEST_BYTES: usize = 64;
+/// Per-4 KiB digests of one request (≤ 256 blocks of ≤ 64-byte digests).
+const MAX_DIGEST_LIST_BYTES: usize = 256 * 64;
 
 impl Packet {
     pub fn channel(&self) -> Channel {
@@ -343,6 +354,8 @@ impl Packet {
             Packet::StateRequest { .. } => cmd::STATE_REQUEST,
             Packet::StateReply { .. } => cmd::STATE_REPLY,
             Packet::Bye => cmd::BYE,
+            Packet::OvDone { .. } => cmd::OV_DONE,
+            Packet::SyncPause { .. } => cmd::SYNC_PAUSE,
         }
     }
 
@@ -480,6 +493,12 @@ impl Packet {
             Packet::StateReply { ok, reason } => {
                 w.bool(*ok).str(reason);
             }
+            Packet::OvDone { oos_blocks } => {
+                w.u64(*oos_blocks);
+            }
+            Packet::SyncPause { paused } => {
+                w.bool(*paused);
+            }
         }
         let len = u32::try_from(out.len() - start - super::HEADER_BYTES).unwrap_or(u32::MAX);
         out[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
@@ -566,7 +585,7 @@ impl Packet {
                 id: r.u64()?,
                 offset: r.u64()?,
                 len: r.len32()?,
-                digest: r.bytes(MAX_DIGEST_BYTES)?,
+                digest: r.bytes(MAX_DIGEST_LIST_BYTES)?,
             },
             cmd::RS_DATA => Packet::RsData {
                 id: r.u64()?,
@@ -597,7 +616,7 @@ impl Packet {
                 id: r.u64()?,
                 offset: r.u64()?,
                 len: r.len32()?,
-                digest: r.bytes(MAX_DIGEST_BYTES)?,
+                digest: r.bytes(MAX_DIGEST_LIST_BYTES)?,
             },
             cmd::OV_RESULT => Packet::OvResult {
                 id: r.u64()?,
@@ -613,6 +632,10 @@ impl Packet {
                 ok: r.bool()?,
                 reason: r.str()?,
             },
+            cmd::OV_DONE => Packet::OvDone {
+                oos_blocks: r.u64()?,
+            },
+            cmd::SYNC_PAUSE => Packet::SyncPause { paused: r.bool()? },
             other => return Err(WireError::UnknownCommand(other)),
         };
         r.finish()?;

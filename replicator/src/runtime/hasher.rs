@@ -1,0 +1,55 @@
+//! The hashing pool (DESIGN.md §10: hashing off the I/O thread): verify and csums digests are
+//! computed on crossbeam worker threads and come back to the io_uring thread as inputs.
+
+use std::rc::Rc;
+
+use tokio::sync::mpsc;
+
+use super::driver::Driver;
+use crate::core::{HashAlg, Input, IoId};
+
+struct Job {
+    io: IoId,
+    alg: HashAlg,
+    data: Vec<u8>,
+}
+
+pub struct Hasher {
+    jobs: crossbeam::channel::Sender<Job>,
+}
+
+impl Hasher {
+    /// Starts `threads` workers and the task that feeds their results to `driver`.
+    pub fn start(driver: &Rc<Driver>, threads: usize) -> std::io::Result<Hasher> {
+        let (jobs, rx) = crossbeam::channel::unbounded::<Job>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(IoId, Vec<u8>)>();
+        for n in 0..threads.max(1) {
+            let rx = rx.clone();
+            let done = done_tx.clone();
+            std::thread::Builder::new()
+                .name(format!("hash-{n}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        if done
+                            .send((job.io, job.alg.digest_blocks(&job.data)))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                })?;
+        }
+        let d = Rc::clone(driver);
+        tokio_uring::spawn(async move {
+            while let Some((io, digests)) = done_rx.recv().await {
+                d.feed(Input::HashDone { io, digests });
+            }
+        });
+        Ok(Hasher { jobs })
+    }
+
+    pub fn submit(&self, io: IoId, alg: HashAlg, data: Vec<u8>) {
+        // The workers live as long as the process; a send cannot fail while we run.
+        let _ = self.jobs.send(Job { io, alg, data });
+    }
+}
