@@ -16,8 +16,8 @@ use crate::meta::superblock::UuidIndex;
 use crate::wire::Packet;
 
 /// Resync requests in flight at once (each ≤ `REQUEST_BYTES`).
-const WINDOW: usize = 16;
-const REQUEST_BYTES: u64 = 256 * 1024;
+const WINDOW: usize = 32;
+const REQUEST_BYTES: u64 = 1024 * 1024;
 /// The rate limit allows this much ahead of the average before it throttles.
 const BURST_BYTES: u64 = 4 << 20;
 
