@@ -144,3 +144,188 @@ fn one_percent_dirty_resyncs_only_the_dirty_blocks_then_invalidate_resyncs_every
     }
     assert_identical(&c, usable);
 }
+
+/// Two nodes with identical random contents (as after a completed sync), skip-initial-sync,
+/// node-a Primary. `net_extra` is added to the net section.
+fn synced_pair(test: &str, mib: u64, net_extra: &str, resync_rate: &str) -> Cluster {
+    let c = Cluster::new(
+        test,
+        ClusterOpts {
+            disk_mib: mib,
+            on_shm: true,
+            extra: format!(
+                "  net {{\n    connect-int 1;\n    ping-int 1;\n    verify-alg sha1;\n{net_extra}  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate {resync_rate};\n  }}\n"
+            ),
+        },
+    );
+    // Same random bytes on both backing files (the metadata area is rewritten by create-md).
+    run_ok(Command::new("sh").arg("-c").arg(format!(
+        "head -c {} /dev/urandom > {a} && cp {a} {b}",
+        mib << 20,
+        a = c.a().disk.display(),
+        b = c.b().disk.display()
+    )));
+    for n in [c.a(), c.b()] {
+        n.ok(&["create-md", "--force", "r0"]);
+        n.ok(&["up", "r0"]);
+    }
+    wait_for(Duration::from_secs(20), "connection", || {
+        (status(c.a())["cstate"] == "Connected").then_some(())
+    });
+    c.a().ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
+    wait_uptodate(c.b(), 10);
+    c.a().ok(&["primary", "r0"]);
+    c
+}
+
+fn verify_found(n: &Node) -> u64 {
+    n.ok(&["verify", "r0"]);
+    wait_for(Duration::from_secs(120), "verify to finish", || {
+        let s = status(n);
+        (s["cstate"] == "Connected").then_some(())
+    });
+    status(n)["verify_oos_blocks"]
+        .as_u64()
+        .expect("verify result in status")
+}
+
+#[test]
+fn verify_reports_a_flipped_block_and_reconnect_repairs_it() {
+    let c = synced_pair("verify", 64, "", "1G");
+    let (a, b) = (c.a(), c.b());
+    assert_eq!(verify_found(a), 0, "identical disks");
+    // Bit rot on the Secondary, behind rep's back: one byte in block 1000.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&b.disk)
+        .expect("open");
+    use std::io::{Seek, SeekFrom, Write};
+    f.seek(SeekFrom::Start(1000 * 4096 + 123)).expect("seek");
+    f.write_all(&[0x5a]).expect("flip");
+    drop(f);
+    assert_eq!(
+        verify_found(a),
+        1,
+        "verify must report exactly the flipped block"
+    );
+    assert_eq!(status(a)["oos_kib"].as_u64(), Some(4));
+    let log = a.log_tail();
+    assert!(
+        log.contains(&format!("Out of sync: start={}", 1000 * 8)),
+        "{log}"
+    );
+    b.ok(&["disconnect", "r0"]);
+    b.ok(&["connect", "r0"]);
+    wait_uptodate(b, 60);
+    assert_eq!(verify_found(a), 0, "disconnect/connect repaired the block");
+    let usable = status(a)["size_bytes"].as_u64().expect("size");
+    a.ok(&["secondary", "r0"]);
+    for n in [a, b] {
+        n.ok(&["down", "r0"]);
+    }
+    assert_identical(&c, usable);
+}
+
+#[test]
+fn csums_resync_sends_only_blocks_that_differ() {
+    let c = synced_pair("csums", 128, "    csums-alg sha1;\n", "1G");
+    let (a, b) = (c.a(), c.b());
+    // Full sync by invalidate, but the data is already identical: nothing needs to travel.
+    let before = nr_kib(b);
+    b.ok(&["invalidate", "r0"]);
+    wait_for(Duration::from_secs(20), "the resync to start", || {
+        (status(b)["disk"] != "UpToDate").then_some(())
+    });
+    wait_uptodate(b, 120);
+    let sent = (nr_kib(b) - before) * 1024;
+    let usable = status(a)["size_bytes"].as_u64().expect("size");
+    eprintln!("csums full resync of {usable} identical bytes moved {sent} data bytes");
+    assert!(
+        sent < usable / 100,
+        "csums-alg resync sent {sent} bytes for identical data"
+    );
+    a.ok(&["secondary", "r0"]);
+    for n in [a, b] {
+        n.ok(&["down", "r0"]);
+    }
+    assert_identical(&c, usable);
+}
+
+#[test]
+fn pause_sync_holds_the_resync_and_resume_finishes_it() {
+    let c = synced_pair("pause", 256, "", "20M");
+    let (a, b) = (c.a(), c.b());
+    b.ok(&["invalidate", "r0"]);
+    wait_for(Duration::from_secs(20), "SyncTarget", || {
+        (status(b)["cstate"] == "SyncTarget").then_some(())
+    });
+    b.ok(&["pause-sync", "r0"]);
+    wait_for(Duration::from_secs(10), "PausedSyncS on the peer", || {
+        (status(a)["cstate"] == "PausedSyncS").then_some(())
+    });
+    assert_eq!(status(b)["cstate"], "PausedSyncT");
+    std::thread::sleep(Duration::from_millis(500));
+    let left = status(b)["oos_kib"].as_u64();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        status(b)["oos_kib"].as_u64(),
+        left,
+        "a paused resync must not progress"
+    );
+    let (code, err) = a.fails(&["pause-sync", "r9"]);
+    assert_ne!(code, 0, "{err}");
+    b.ok(&["resume-sync", "r0"]);
+    wait_uptodate(b, 120);
+    let usable = status(a)["size_bytes"].as_u64().expect("size");
+    a.ok(&["secondary", "r0"]);
+    for n in [a, b] {
+        n.ok(&["down", "r0"]);
+    }
+    assert_identical(&c, usable);
+}
+
+#[test]
+fn kill9_of_the_primary_resyncs_only_activity_log_extents() {
+    require_tool("fio", "fio");
+    let c = synced_pair("al-only", 512, "", "1G");
+    let (a, b) = (c.a(), c.b());
+    // Writes confined to the first 32 MiB: at most 8 AL extents are hot when node-a dies.
+    let fio = Command::new("fio")
+        .args([
+            "--name=hot",
+            "--ioengine=nbd",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=8",
+            "--size=32M",
+            "--time_based=1",
+            "--runtime=20",
+        ])
+        .arg(format!("--uri={}", a.nbd_uri()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("fio");
+    std::thread::sleep(Duration::from_secs(2));
+    a.kill9();
+    let _ = fio.wait_with_output();
+    wait_for(Duration::from_secs(10), "node-b to notice", || {
+        (status(b)["cstate"] != "Connected").then_some(())
+    });
+    let b_before = nr_kib(b);
+    a.ok(&["up", "r0"]);
+    wait_uptodate(a, 60);
+    wait_uptodate(b, 10);
+    let resynced = (nr_kib(b) - b_before) * 1024;
+    let usable = status(b)["size_bytes"].as_u64().expect("size");
+    eprintln!("after a Primary crash: resynced {resynced} bytes of a {usable}-byte device");
+    assert!(
+        resynced <= 32 << 20,
+        "resynced {resynced} bytes: more than the AL extents of the 32 MiB hot zone"
+    );
+    for n in [a, b] {
+        let _ = n.repadm(&["secondary", "r0"]);
+        n.ok(&["down", "r0"]);
+    }
+    assert_identical(&c, usable);
+}

@@ -104,6 +104,9 @@ pub struct Status {
     pub open_clients: u32,
     pub counters: Counters,
     pub oos_kib: u64,
+    /// Out-of-sync 4 KiB blocks found by the last online verify (either side started it).
+    #[serde(default)]
+    pub verify_oos_blocks: Option<u64>,
     /// Generation UUIDs: current, bitmap, history[0], history[1].
     pub uuids: [u64; 4],
     pub md_flags: u32,

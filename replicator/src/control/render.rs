@@ -177,6 +177,7 @@ mod tests {
             open_clients: 0,
             counters: Counters::default(),
             oos_kib: 0,
+            verify_oos_blocks: None,
             uuids: [0; 4],
             md_flags: 0,
             sync: None,

@@ -382,6 +382,7 @@ impl Driver {
             open_clients: e.open_clients(),
             counters: e.counters(),
             oos_kib: e.oos_kib(),
+            verify_oos_blocks: e.last_verify_oos(),
             uuids: [u.current, u.bitmap, u.history[0], u.history[1]],
             md_flags: e.flags().bits(),
             sync: e
