@@ -329,3 +329,143 @@ fn kill9_of_the_primary_resyncs_only_activity_log_extents() {
     }
     assert_identical(&c, usable);
 }
+
+#[test]
+fn resync_after_holds_a_resync_until_the_other_resource_finished() {
+    let dir = std::path::PathBuf::from(format!("/dev/shm/rep-test-after-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (p0, p1) = (rep_tests::free_port(), rep_tests::free_port());
+    let img = |n: &str| dir.join(n).display().to_string();
+    let config = dir.join("rep.res");
+    std::fs::write(
+        &config,
+        format!(
+            "common {{\n  net {{ connect-int 1; ping-int 1; }}\n}}\n\
+             resource r0 {{\n  disk {{ c-plan-ahead 0; resync-rate 16M; }}\n  device minor 0;\n  meta-disk internal;\n\
+               on node-a {{ disk {}; address 127.0.0.1:{p0}; }}\n  on node-b {{ disk {}; address 127.0.0.2:{p0}; }}\n}}\n\
+             resource r1 {{\n  disk {{ c-plan-ahead 0; resync-rate 1G; resync-after r0; }}\n  device minor 1;\n  meta-disk internal;\n\
+               on node-a {{ disk {}; address 127.0.0.1:{p1}; }}\n  on node-b {{ disk {}; address 127.0.0.2:{p1}; }}\n}}\n",
+            img("a0.img"),
+            img("b0.img"),
+            img("a1.img"),
+            img("b1.img")
+        ),
+    )
+    .expect("config");
+    let node = |name: &str, res: &str, disk: &str| Node {
+        name: name.into(),
+        run_dir: dir.join(format!("run-{name}")),
+        disk: dir.join(disk),
+        config: config.clone(),
+        resource: res.into(),
+    };
+    let nodes = [
+        node("node-a", "r0", "a0.img"),
+        node("node-b", "r0", "b0.img"),
+        node("node-a", "r1", "a1.img"),
+        node("node-b", "r1", "b1.img"),
+    ];
+    for n in &nodes {
+        std::fs::File::create(&n.disk)
+            .and_then(|f| f.set_len(80 << 20))
+            .expect("backing file");
+        n.ok(&["create-md", &n.resource]);
+        n.ok(&["up", &n.resource]);
+    }
+    let [a0, b0, a1, b1] = &nodes;
+    for n in [b0, b1] {
+        wait_for(Duration::from_secs(20), "connection", || {
+            (status(n)["cstate"] == "Connected").then_some(())
+        });
+    }
+    a0.ok(&["primary", "--force", "r0"]);
+    wait_for(Duration::from_secs(10), "r0 resyncing", || {
+        (status(b0)["cstate"] == "SyncTarget").then_some(())
+    });
+    a1.ok(&["primary", "--force", "r1"]);
+    // r1 waits for r0 (80 MiB at 16 MiB/s: several seconds).
+    wait_for(Duration::from_secs(10), "r1 held by resync-after", || {
+        (status(b1)["cstate"] == "PausedSyncT" || status(a1)["cstate"] == "PausedSyncS")
+            .then_some(())
+    });
+    assert_ne!(
+        status(b0)["disk"],
+        "UpToDate",
+        "r1 must wait while r0 still syncs"
+    );
+    wait_uptodate(b0, 60);
+    wait_uptodate(b1, 60);
+    for (p, s) in [(a0, b0), (a1, b1)] {
+        p.ok(&["secondary", &p.resource]);
+        p.ok(&["down", &p.resource]);
+        s.ok(&["down", &s.resource]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn dynamic_controller_backs_off_to_c_min_rate_while_the_application_writes() {
+    require_tool("fio", "fio");
+    let c = Cluster::new(
+        "controller",
+        ClusterOpts {
+            disk_mib: 256,
+            on_shm: true,
+            extra: "  net {\n    connect-int 1;\n    ping-int 1;\n  }\n  disk {\n    c-plan-ahead 20;\n    c-fill-target 1M;\n    c-max-rate 1G;\n    c-min-rate 2M;\n  }\n".into(),
+        },
+    );
+    let (a, b) = (c.a(), c.b());
+    for n in [a, b] {
+        n.ok(&["create-md", "r0"]);
+        n.ok(&["up", "r0"]);
+    }
+    wait_for(Duration::from_secs(20), "connection", || {
+        (status(b)["cstate"] == "Connected").then_some(())
+    });
+    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
+    wait_uptodate(b, 10);
+    a.ok(&["primary", "r0"]);
+    // Application load for 4 s, then a full resync requested under it.
+    let fio = Command::new("fio")
+        .args([
+            "--name=app",
+            "--ioengine=nbd",
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=4",
+            "--size=16M",
+            "--time_based=1",
+            "--runtime=4",
+        ])
+        .arg(format!("--uri={}", a.nbd_uri()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("fio");
+    std::thread::sleep(Duration::from_millis(500));
+    b.ok(&["invalidate", "r0"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let oos0 = status(b)["oos_kib"].as_u64().expect("oos");
+    std::thread::sleep(Duration::from_secs(2));
+    let oos1 = status(b)["oos_kib"].as_u64().expect("oos");
+    let _ = fio.wait_with_output();
+    let during = oos0.saturating_sub(oos1) as f64 / 2.0 / 1024.0;
+    eprintln!("resync speed while the application writes: {during:.1} MiB/s (c-min-rate 2 MiB/s)");
+    assert!(
+        during <= 8.0,
+        "the controller did not back off: {during:.1} MiB/s"
+    );
+    let t = Instant::now();
+    wait_uptodate(b, 60);
+    eprintln!(
+        "the rest of the resync took {:.1} s once the application stopped",
+        t.elapsed().as_secs_f64()
+    );
+    let usable = status(a)["size_bytes"].as_u64().expect("size");
+    a.ok(&["secondary", "r0"]);
+    for n in [a, b] {
+        n.ok(&["down", "r0"]);
+    }
+    assert_identical(&c, usable);
+}

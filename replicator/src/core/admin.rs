@@ -27,7 +27,11 @@ impl Engine {
             AdminCmd::InvalidateRemote => self.cmd_invalidate_remote(),
             AdminCmd::Verify => self.cmd_verify(),
             AdminCmd::PauseSync | AdminCmd::ResumeSync => match self.last_now {
-                Some(now) => self.set_sync_paused(now, cmd == AdminCmd::PauseSync, false),
+                Some(now) => self.set_sync_paused(
+                    now,
+                    cmd == AdminCmd::PauseSync,
+                    super::resync::PauseReason::User,
+                ),
                 None => Err(Refusal::NoResync {
                     cstate: self.cstate,
                 }),

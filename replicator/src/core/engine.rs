@@ -100,6 +100,10 @@ pub struct Engine {
     pub(crate) aux_reads: HashMap<IoId, super::verify::Aux>,
     pub(crate) aux_hashes: HashMap<IoId, super::verify::Aux>,
     pub(crate) last_verify_oos: Option<u64>,
+    /// Last client write, for the resync controller's c-min-rate.
+    pub(crate) last_app_write: Option<Instant>,
+    /// The `resync-after` resource is resyncing now.
+    pub(crate) dependency_syncing: bool,
 }
 
 impl Engine {
@@ -140,6 +144,8 @@ impl Engine {
             aux_reads: HashMap::new(),
             aux_hashes: HashMap::new(),
             last_verify_oos: None,
+            last_app_write: None,
+            dependency_syncing: false,
         }
     }
 
@@ -151,7 +157,12 @@ impl Engine {
             Input::ClientClosed => {
                 self.open_clients = self.open_clients.saturating_sub(1);
             }
-            Input::Client { req, op } => self.client_request(req, op),
+            Input::Client { req, op } => {
+                if op.write_range().is_some() {
+                    self.last_app_write = Some(now);
+                }
+                self.client_request(req, op)
+            }
             Input::DiskDone { io, result } => self.disk_done(io, result),
             Input::MetaDone { io, result } => self.meta_done(io, result),
             Input::DiskOpened { io, result } => self.disk_opened(io, result),
@@ -170,6 +181,7 @@ impl Engine {
             Input::LinkDown { link, loss } => self.link_down(link, loss),
             Input::PeerDiskDone { io, result } => self.peer_disk_done(io, result),
             Input::HashDone { io, digests } => self.hash_done(io, digests),
+            Input::DependencySyncing { syncing } => self.dependency_changed(now, syncing),
         }
         self.retry_drained_admin();
         self.announce_state();

@@ -201,6 +201,10 @@ pub enum Input {
         io: IoId,
         result: Result<Option<Vec<u8>>, IoFailure>,
     },
+    /// The `resync-after` resource started (true) or finished (false) resyncing.
+    DependencySyncing {
+        syncing: bool,
+    },
     /// Result of `Output::Hash`: the digests of each 4 KiB block, concatenated.
     HashDone {
         io: IoId,

@@ -5,6 +5,7 @@
 mod admin;
 pub mod engine;
 pub mod io;
+pub mod pace;
 pub mod peer;
 pub mod refusal;
 mod replicate;

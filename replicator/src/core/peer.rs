@@ -42,8 +42,10 @@ pub struct PeerSettings {
     pub verify_alg: String,
     pub csums_alg: String,
     pub max_epoch_size: u32,
-    /// Resync throughput cap in KiB/s (`resync-rate`, or `c-max-rate` with the controller on).
-    pub resync_rate_kib: u64,
+    /// `resync-rate` and the dynamic controller's `c-*` settings.
+    pub pace: super::pace::Pace,
+    /// `resync-after`: wait while this resource is resyncing.
+    pub resync_after: Option<String>,
 }
 
 impl Default for PeerSettings {
@@ -62,7 +64,8 @@ impl Default for PeerSettings {
             verify_alg: String::new(),
             csums_alg: String::new(),
             max_epoch_size: 2048,
-            resync_rate_kib: 100 * 1024,
+            pace: super::pace::Pace::default(),
+            resync_after: None,
         }
     }
 }
@@ -472,7 +475,7 @@ impl Engine {
             Packet::OvDone { oos_blocks } => self.on_ov_done(oos_blocks),
             Packet::SyncPause { paused } => {
                 if self.resync.is_some() {
-                    let _ = self.set_sync_paused(now, paused, true);
+                    let _ = self.set_sync_paused(now, paused, super::resync::PauseReason::Peer);
                 }
             }
         }

@@ -289,6 +289,10 @@ impl Engine {
 
     fn enqueue_peer_write(&mut self, kind: RxKind, start: u64, len: u64, op: PeerDiskOp) {
         let Some(link) = self.link_id() else { return };
+        if matches!(kind, RxKind::App { .. }) {
+            // The application writes through our peer: the resync controller backs off.
+            self.last_app_write = self.last_now;
+        }
         if self.disk <= DiskState::Failed {
             match kind {
                 RxKind::App { id } => self.send(Packet::NegAck { id }),

@@ -21,6 +21,13 @@ const REQUEST_BYTES: u64 = 1024 * 1024;
 /// The rate limit allows this much ahead of the average before it throttles.
 const BURST_BYTES: u64 = 4 << 20;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PauseReason {
+    User,
+    Peer,
+    After,
+}
+
 #[derive(Debug)]
 pub(crate) struct Resync {
     pub started: Option<Instant>,
@@ -32,6 +39,10 @@ pub(crate) struct Resync {
     /// `pause-sync` here / on the peer.
     pub paused_here: bool,
     pub paused_peer: bool,
+    /// `resync-after`: the resource we wait for is resyncing.
+    pub paused_after: bool,
+    /// What we last told the peer about our own pause reasons.
+    told_peer: bool,
     next_id: u64,
     requested: u64,
     /// Throttled until then.
@@ -56,6 +67,8 @@ impl Engine {
             in_flight: HashMap::new(),
             paused_here: false,
             paused_peer: false,
+            paused_after: self.dependency_syncing,
+            told_peer: false,
             next_id: 1,
             requested: 0,
             wake: None,
@@ -69,6 +82,11 @@ impl Engine {
         self.cstate = ConnState::SyncSource;
         self.pdsk = DiskState::Inconsistent;
         self.resync = Some(self.new_resync());
+        if self.dependency_syncing {
+            if let Some(now) = self.last_now {
+                self.apply_pause(now);
+            }
+        }
         self.persist_superblock();
         let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
         tracing::info!(resource = %self.cfg.resource, "Began resync as SyncSource (will sync {} KB [{bits} bits set]).", bits * 4);
@@ -128,6 +146,11 @@ impl Engine {
         self.uuids.bitmap = 0;
         self.cstate = ConnState::SyncTarget;
         self.resync = Some(self.new_resync());
+        if self.dependency_syncing {
+            if let Some(now) = self.last_now {
+                self.apply_pause(now);
+            }
+        }
         self.persist_superblock();
         let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
         tracing::info!(resource = %self.cfg.resource, "Began resync as SyncTarget (will sync {} KB [{bits} bits set]).", bits * 4);
@@ -141,7 +164,7 @@ impl Engine {
             // Paused (PausedSyncT) or not a target: nothing to ask for.
             return;
         }
-        let rate = self.cfg.peer.resync_rate_kib.max(1) * 1024;
+        let (rate, budget) = self.cfg.peer.pace.limits(now, self.last_app_write);
         let Some(bm) = self.bitmap.as_ref() else {
             return;
         };
@@ -152,7 +175,12 @@ impl Engine {
         let mut requests = Vec::new();
         let mut rescanned = false;
         let started = *rs.started.get_or_insert(now);
-        while rs.in_flight.len() + requests.len() < WINDOW {
+        let mut in_flight_bytes: u64 = rs.in_flight.values().map(|&(_, _, left)| left).sum();
+        let max_request =
+            budget.map_or(REQUEST_BYTES, |b| b.min(REQUEST_BYTES)) / BITMAP_BLOCK_BYTES;
+        while rs.in_flight.len() + requests.len() < WINDOW
+            && budget.is_none_or(|b| in_flight_bytes < b)
+        {
             let elapsed = now.saturating_duration_since(started).as_secs_f64();
             let allowed = (rate as f64 * elapsed) as u64 + BURST_BYTES;
             if rs.requested >= allowed {
@@ -176,10 +204,7 @@ impl Engine {
                 }
                 break;
             };
-            let end_bit = run
-                .end
-                .min(device_bits)
-                .min(run.start + REQUEST_BYTES / BITMAP_BLOCK_BYTES);
+            let end_bit = run.end.min(device_bits).min(run.start + max_request.max(1));
             let busy = rs.in_flight.values().any(|&(o, l, _)| {
                 o < end_bit * BITMAP_BLOCK_BYTES && run.start * BITMAP_BLOCK_BYTES < o + l
             });
@@ -192,6 +217,7 @@ impl Engine {
             let id = rs.next_id;
             rs.next_id += 1;
             rs.requested += len;
+            in_flight_bytes += len;
             rs.in_flight.insert(id, (offset, len, len));
             requests.push((id, offset, len as u32));
         }
@@ -507,40 +533,66 @@ impl Engine {
         self.csums_expected.clear();
     }
 
-    /// `pause-sync` / `resume-sync` here (`from_peer` false) or announced by the peer.
+    /// Why a resync is paused: `pause-sync` here, the peer's pause, or `resync-after`.
     pub(crate) fn set_sync_paused(
         &mut self,
         now: Instant,
         paused: bool,
-        from_peer: bool,
+        reason: PauseReason,
     ) -> Result<Option<String>, super::refusal::Refusal> {
         let Some(rs) = self.resync.as_mut() else {
             return Err(super::refusal::Refusal::NoResync {
                 cstate: self.cstate,
             });
         };
-        if from_peer {
-            rs.paused_peer = paused;
-        } else {
-            rs.paused_here = paused;
+        match reason {
+            PauseReason::User => rs.paused_here = paused,
+            PauseReason::Peer => rs.paused_peer = paused,
+            PauseReason::After => rs.paused_after = paused,
         }
-        let pause = rs.paused_here || rs.paused_peer;
-        self.cstate = match self.cstate {
-            ConnState::SyncSource | ConnState::PausedSyncS if pause => ConnState::PausedSyncS,
-            ConnState::SyncSource | ConnState::PausedSyncS => ConnState::SyncSource,
-            ConnState::SyncTarget | ConnState::PausedSyncT if pause => ConnState::PausedSyncT,
-            _ => ConnState::SyncTarget,
-        };
-        if !from_peer {
-            self.send(Packet::SyncPause { paused });
-        }
-        self.emit(Output::StateChanged);
-        self.pump_resync(now);
-        Ok(Some(if pause {
+        self.apply_pause(now);
+        let paused_now = matches!(self.cstate, ConnState::PausedSyncS | ConnState::PausedSyncT);
+        Ok(Some(if paused_now {
             format!("resync paused ({})", self.cstate)
         } else {
             "resync resumed".into()
         }))
+    }
+
+    /// Derive the cstate from the pause reasons and tell the peer about ours.
+    pub(crate) fn apply_pause(&mut self, now: Instant) {
+        let Some(rs) = self.resync.as_mut() else {
+            return;
+        };
+        let local = rs.paused_here || rs.paused_after;
+        let pause = local || rs.paused_peer;
+        let tell = (rs.told_peer != local).then(|| {
+            rs.told_peer = local;
+            local
+        });
+        let next = match self.cstate {
+            ConnState::SyncSource | ConnState::PausedSyncS if pause => ConnState::PausedSyncS,
+            ConnState::SyncSource | ConnState::PausedSyncS => ConnState::SyncSource,
+            ConnState::SyncTarget | ConnState::PausedSyncT if pause => ConnState::PausedSyncT,
+            ConnState::SyncTarget | ConnState::PausedSyncT => ConnState::SyncTarget,
+            other => other,
+        };
+        if let Some(paused) = tell {
+            self.send(Packet::SyncPause { paused });
+        }
+        if next != self.cstate {
+            self.cstate = next;
+            self.emit(Output::StateChanged);
+        }
+        self.pump_resync(now);
+    }
+
+    /// The `resync-after` resource started or stopped resyncing.
+    pub(crate) fn dependency_changed(&mut self, now: Instant, syncing: bool) {
+        self.dependency_syncing = syncing;
+        if self.resync.is_some() {
+            let _ = self.set_sync_paused(now, syncing, PauseReason::After);
+        }
     }
 
     pub fn resync_info(&self) -> Option<ResyncInfo> {
@@ -552,7 +604,7 @@ impl Engine {
             elapsed: rs
                 .started
                 .map_or(Duration::ZERO, |s| now.saturating_duration_since(s)),
-            rate_kib: self.cfg.peer.resync_rate_kib,
+            rate_kib: self.cfg.peer.pace.want_kib(now, self.last_app_write),
         })
     }
 

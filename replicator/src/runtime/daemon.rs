@@ -152,12 +152,6 @@ fn peer_settings(view: &rep_resources::NodeView) -> crate::core::peer::PeerSetti
     let n = &view.net;
     let d = &view.disk_conf;
     let ds = |v: u32| std::time::Duration::from_millis(u64::from(v) * 100);
-    // With the dynamic controller on (c-plan-ahead > 0) the cap is c-max-rate, as in DRBD 8.4.
-    let rate = if d.c_plan_ahead_ds > 0 {
-        d.c_max_rate_kib.max(d.resync_rate_kib)
-    } else {
-        d.resync_rate_kib
-    };
     crate::core::peer::PeerSettings {
         ping_int: std::time::Duration::from_secs(u64::from(n.ping_int_s)),
         ping_timeout: ds(n.ping_timeout_ds),
@@ -172,7 +166,15 @@ fn peer_settings(view: &rep_resources::NodeView) -> crate::core::peer::PeerSetti
         verify_alg: n.verify_alg.clone().unwrap_or_default(),
         csums_alg: n.csums_alg.clone().unwrap_or_default(),
         max_epoch_size: n.max_epoch_size,
-        resync_rate_kib: rate,
+        pace: crate::core::pace::Pace {
+            resync_rate_kib: d.resync_rate_kib,
+            c_plan_ahead_ds: d.c_plan_ahead_ds,
+            c_fill_target_bytes: d.c_fill_target_sectors * 512,
+            c_delay_target_ds: d.c_delay_target_ds,
+            c_max_rate_kib: d.c_max_rate_kib,
+            c_min_rate_kib: d.c_min_rate_kib,
+        },
+        resync_after: d.resync_after.clone(),
     }
 }
 
@@ -214,6 +216,9 @@ async fn serve(
         });
     }
     tokio_uring::spawn(Rc::clone(&driver).run_timers());
+    if let Some(after) = driver.view.disk_conf.resync_after.clone() {
+        tokio_uring::spawn(Rc::clone(&driver).watch_resync_after(after));
+    }
     let threads =
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
     let hasher = super::hasher::Hasher::start(&driver, threads)

@@ -237,6 +237,33 @@ impl Driver {
         v
     }
 
+    /// `resync-after OTHER`: follow OTHER's state through its status file in the same run dir
+    /// (each resource has its own daemon) and hold our resync while OTHER resyncs.
+    pub async fn watch_resync_after(self: Rc<Self>, other: String) {
+        use crate::core::ConnState::*;
+        let path = self.paths.dir.join(format!(
+            "{}.status.json",
+            other.split('/').next().unwrap_or(&other)
+        ));
+        let mut last = None;
+        loop {
+            let syncing = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Status>(&t).ok())
+                .is_some_and(|s| {
+                    matches!(
+                        s.cstate,
+                        SyncSource | SyncTarget | PausedSyncS | PausedSyncT | WFSyncUUID
+                    )
+                });
+            if last != Some(syncing) {
+                last = Some(syncing);
+                self.feed(Input::DependencySyncing { syncing });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
     /// Feeds `Input::Timer` whenever the engine's next deadline has passed.
     pub async fn run_timers(self: Rc<Self>) {
         loop {

@@ -788,7 +788,7 @@ pub fn engine_config_with(node: &str, protocol: Protocol, csums_alg: &str) -> En
             timeout: Duration::from_secs(6),
             ko_count: 7,
             max_epoch_size: 64,
-            resync_rate_kib: 400 * 1024,
+            pace: crate::core::pace::Pace::fixed(400 * 1024),
             verify_alg: "sha1".into(),
             csums_alg: csums_alg.into(),
             ..PeerSettings::default()
