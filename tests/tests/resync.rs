@@ -469,3 +469,28 @@ fn dynamic_controller_backs_off_to_c_min_rate_while_the_application_writes() {
     }
     assert_identical(&c, usable);
 }
+
+#[test]
+fn invalidate_remote_on_the_primary_pushes_a_full_sync() {
+    let c = synced_pair("inval-remote", 64, "", "1G");
+    let (a, b) = (c.a(), c.b());
+    let before = nr_kib(b);
+    a.ok(&["invalidate-remote", "r0"]);
+    wait_for(
+        Duration::from_secs(20),
+        "the peer to become SyncTarget",
+        || (status(b)["disk"] != "UpToDate" || nr_kib(b) > before).then_some(()),
+    );
+    wait_uptodate(b, 60);
+    let usable = status(a)["size_bytes"].as_u64().expect("size");
+    let moved = (nr_kib(b) - before) * 1024;
+    assert!(
+        moved >= usable - 4096,
+        "invalidate-remote moved only {moved} of {usable} bytes"
+    );
+    a.ok(&["secondary", "r0"]);
+    for n in [a, b] {
+        n.ok(&["down", "r0"]);
+    }
+    assert_identical(&c, usable);
+}
