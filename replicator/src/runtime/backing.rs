@@ -15,6 +15,10 @@ use crate::core::IoFailure;
 const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
 const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
 const FALLOC_FL_ZERO_RANGE: i32 = 0x10;
+/// tmpfs writes up to this size are copied inline; larger ones (resync blocks, big client
+/// writes) go through io_uring, whose workers copy them while this thread keeps receiving
+/// (1 GiB full sync on /dev/shm: 612 MB/s inline, 570-817 MB/s, median ~700, this way).
+const SYNC_WRITE_MAX: usize = 64 * 1024;
 /// Zeroes written per step when the device cannot punch holes (block devices).
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
@@ -106,11 +110,11 @@ impl BackingDisk {
         fua: bool,
     ) -> (Result<(), IoFailure>, Vec<u8>) {
         let (res, buf) = match &self.memory {
-            Some(f) => {
+            Some(f) if buf.len() <= SYNC_WRITE_MAX => {
                 use std::os::unix::fs::FileExt;
                 (f.write_all_at(&buf, offset), buf)
             }
-            None => self.file.write_all_at(buf, offset).await,
+            _ => self.file.write_all_at(buf, offset).await,
         };
         if let Err(e) = res {
             return (Err(io_failure("write", &e)), buf);
