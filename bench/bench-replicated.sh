@@ -62,6 +62,6 @@ OUT_DIR=${OUT_DIR:-$PWD/target/bench/replicated-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT_DIR"
 echo -e "rep_initial_full_sync_1GiB_s\t$SYNC_S\ts" > "$OUT_DIR/rep-sync.tsv"
 REP_URI="nbd+unix:///r0?socket=$W/run-node-a/r0.nbd" OUT_DIR=$OUT_DIR SKIP_NBD_SERVER=1 \
-  bash bench/anchors.sh nbdkit qsd-mirror rep
+  bash bench/anchors.sh nbdkit qsd-mirror rep extras
 echo
 echo "rep initial full sync, 1 GiB random data, protocol C, 127.0.0.1 -> 127.0.0.2: ${SYNC_S} s"
