@@ -63,5 +63,26 @@ mkdir -p "$OUT_DIR"
 echo -e "rep_initial_full_sync_1GiB_s\t$SYNC_S\ts" > "$OUT_DIR/rep-sync.tsv"
 REP_URI="nbd+unix:///r0?socket=$W/run-node-a/r0.nbd" OUT_DIR=$OUT_DIR SKIP_NBD_SERVER=1 \
   bash bench/anchors.sh nbdkit qsd-mirror rep extras
+# Incremental resync: node-b away while 1% of the 4 KiB blocks are written, then back.
+log "incremental resync: disconnect node-b, dirty 1% at random 4 KiB offsets, reconnect"
+# The anchors' load may have cost the link a ping-timeout; start from a settled pair.
+until [ "$(on node-b cstate r0)" = "Connected" ] && [ "$(on node-b dstate r0)" = "UpToDate/UpToDate" ]; do sleep 0.1; done
+on node-b disconnect r0
+python3 - "$W/dirty.qemu-io" <<'PY'
+import random, sys
+r = random.Random(99)
+blocks = (1 << 30) // 4096
+with open(sys.argv[1], "w") as f:
+    for b in r.sample(range(blocks), blocks // 100):
+        f.write(f"write -P 0x5c {b * 4096} 4k\n")
+PY
+qemu-io -f raw "nbd+unix:///r0?socket=$W/run-node-a/r0.nbd" < "$W/dirty.qemu-io" > /dev/null
+OOS=$(on node-a status --json r0 | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['oos_kib'])")
+t0=$(date +%s.%N)
+on node-b connect r0
+until [ "$(on node-b dstate r0)" = "UpToDate/UpToDate" ]; do sleep 0.02; done
+t1=$(date +%s.%N)
+INC_S=$(python3 -c "print(f'{$t1-$t0:.3f}')")
 echo
 echo "rep initial full sync, 1 GiB random data, protocol C, 127.0.0.1 -> 127.0.0.2: ${SYNC_S} s"
+echo "rep incremental resync of 1% of 1 GiB (${OOS} KiB out of sync), reconnect to UpToDate: ${INC_S} s"

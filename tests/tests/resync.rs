@@ -45,6 +45,22 @@ fn assert_identical(c: &Cluster, usable: u64) {
     }
 }
 
+/// Both nodes' disks hold the same bytes: create-md, up, skip the initial sync
+/// (`new-current-uuid --clear-bitmap`), node-a Primary.
+fn up_identical_pair(c: &Cluster) {
+    let (a, b) = (c.a(), c.b());
+    for n in [a, b] {
+        n.ok(&["create-md", "--force", "r0"]);
+        n.ok(&["up", "r0"]);
+    }
+    wait_for(Duration::from_secs(20), "connection", || {
+        (status(b)["cstate"] == "Connected").then_some(())
+    });
+    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
+    wait_uptodate(b, 10);
+    a.ok(&["primary", "r0"]);
+}
+
 #[test]
 fn one_percent_dirty_resyncs_only_the_dirty_blocks_then_invalidate_resyncs_everything() {
     require_tool("qemu-io", "qemu-utils");
@@ -57,17 +73,7 @@ fn one_percent_dirty_resyncs_only_the_dirty_blocks_then_invalidate_resyncs_every
         },
     );
     let (a, b) = (c.a(), c.b());
-    for n in [a, b] {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(20), "connection", || {
-        (status(a)["cstate"] == "Connected").then_some(())
-    });
-    // Two fresh, identical (all-zero) disks: skip the initial sync.
-    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_uptodate(b, 10);
-    a.ok(&["primary", "r0"]);
+    up_identical_pair(&c);
     let usable = status(a)["size_bytes"].as_u64().expect("size");
 
     b.ok(&["disconnect", "r0"]);
@@ -165,16 +171,7 @@ fn synced_pair(test: &str, mib: u64, net_extra: &str, resync_rate: &str) -> Clus
         a = c.a().disk.display(),
         b = c.b().disk.display()
     )));
-    for n in [c.a(), c.b()] {
-        n.ok(&["create-md", "--force", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(20), "connection", || {
-        (status(c.a())["cstate"] == "Connected").then_some(())
-    });
-    c.a().ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_uptodate(c.b(), 10);
-    c.a().ok(&["primary", "r0"]);
+    up_identical_pair(&c);
     c
 }
 
@@ -416,16 +413,7 @@ fn dynamic_controller_backs_off_to_c_min_rate_while_the_application_writes() {
         },
     );
     let (a, b) = (c.a(), c.b());
-    for n in [a, b] {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(20), "connection", || {
-        (status(b)["cstate"] == "Connected").then_some(())
-    });
-    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_uptodate(b, 10);
-    a.ok(&["primary", "r0"]);
+    up_identical_pair(&c);
     // Application load for 4 s, then a full resync requested under it.
     let fio = Command::new("fio")
         .args([

@@ -75,12 +75,8 @@ impl Engine {
         }
     }
 
-    /// We have the newer data: rotate the bitmap UUID, tell the peer, and serve its requests.
-    pub(crate) fn start_sync_source(&mut self, full: bool) {
-        let v = self.rng.uuid();
-        let sync_uuid = self.uuids.start_sync_source(v);
-        self.cstate = ConnState::SyncSource;
-        self.pdsk = DiskState::Inconsistent;
+    /// Both sides: the resync state (held if `resync-after` says so), persisted, logged as DRBD.
+    fn begin_resync(&mut self, side: &str) {
         self.resync = Some(self.new_resync());
         if self.dependency_syncing {
             if let Some(now) = self.last_now {
@@ -89,7 +85,16 @@ impl Engine {
         }
         self.persist_superblock();
         let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
-        tracing::info!(resource = %self.cfg.resource, "Began resync as SyncSource (will sync {} KB [{bits} bits set]).", bits * 4);
+        tracing::info!(resource = %self.cfg.resource, "Began resync as {side} (will sync {} KB [{bits} bits set]).", bits * 4);
+    }
+
+    /// We have the newer data: rotate the bitmap UUID, tell the peer, and serve its requests.
+    pub(crate) fn start_sync_source(&mut self, full: bool) {
+        let v = self.rng.uuid();
+        let sync_uuid = self.uuids.start_sync_source(v);
+        self.cstate = ConnState::SyncSource;
+        self.pdsk = DiskState::Inconsistent;
+        self.begin_resync("SyncSource");
         // Our final bitmap first: writes during the handshake set bits after our report.
         self.send_bitmap();
         self.send(Packet::SyncStart { source: true, full });
@@ -145,15 +150,7 @@ impl Engine {
         self.uuids.set_no_history(UuidIndex::Current, uuid, false);
         self.uuids.bitmap = 0;
         self.cstate = ConnState::SyncTarget;
-        self.resync = Some(self.new_resync());
-        if self.dependency_syncing {
-            if let Some(now) = self.last_now {
-                self.apply_pause(now);
-            }
-        }
-        self.persist_superblock();
-        let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
-        tracing::info!(resource = %self.cfg.resource, "Began resync as SyncTarget (will sync {} KB [{bits} bits set]).", bits * 4);
+        self.begin_resync("SyncTarget");
         self.emit(Output::StateChanged);
         self.pump_resync(now);
     }
