@@ -21,6 +21,8 @@ export REP_CONFIG=$W/r0.res REP_REPD=$BIN/repd
 on() { local node=$1; shift; REP_NODE=$node REP_RUN_DIR=$W/run-$node "$BIN/repadm" "$@"; }
 cleanup() {
   for n in node-a node-b; do on $n down r0 >/dev/null 2>&1 || true; done
+  # The daemons' logs go with the results (link losses under load show up there).
+  [ -n "${OUT_DIR:-}" ] && for n in node-a node-b; do cp "$W/run-$n/r0.log" "$OUT_DIR/repd-$n.log" 2>/dev/null || true; done
   rm -rf "$W"
 }
 trap cleanup EXIT INT TERM
