@@ -8,7 +8,8 @@
 # The extras include nbdcopy of 1 GiB between two nbdkit on 127.0.0.1/127.0.0.2: the anchor
 # for the full-resync figure (issue 5 target: rep >= 0.8x nbdcopy).
 #
-# Usage: bench/bench-replicated.sh     Env: RT_W (15), RT_R (10), OUT_DIR
+# Usage: bench/bench-replicated.sh     Env: RT_W (15), RT_R (10), OUT_DIR, ANCHORS (which of
+# anchors.sh's suites to run; default "nbdkit qsd-mirror rep extras")
 # Network: 127.0.0.1 and 127.0.0.2 only; every load is bounded by fio's runtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,17 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+# wait_until SECS WHAT CMD...: poll CMD every 20 ms, give up loudly after SECS.
+wait_until() {
+  local secs=$1 what=$2; shift 2
+  local end=$(( $(date +%s) + secs ))
+  until "$@"; do
+    [ "$(date +%s)" -lt "$end" ] || { echo "bench-replicated: gave up after ${secs}s waiting for $what" >&2; exit 1; }
+    sleep 0.02
+  done
+}
+uptodate() { [ "$(on node-b dstate r0)" = "UpToDate/UpToDate" ]; }
+settled() { [ "$(on node-b cstate r0)" = "Connected" ] && uptodate; }
 
 PORT=$((21000 + $$ % 1000))
 # 1 GiB of random data + room for internal metadata, on node-a; node-b starts empty.
@@ -55,7 +67,7 @@ on node-a wait-connect --timeout 20 r0 >/dev/null
 log "initial full sync of 1 GiB from node-a to node-b"
 t0=$(date +%s.%N)
 on node-a primary --force r0
-until [ "$(on node-b dstate r0)" = "UpToDate/UpToDate" ]; do sleep 0.05; done
+wait_until 300 "the initial sync" uptodate
 t1=$(date +%s.%N)
 SYNC_S=$(python3 -c "print(f'{$t1-$t0:.3f}')")
 log "initial full sync: ${SYNC_S} s ($(python3 -c "print(f'{1073.741824/($t1-$t0):.0f}')") MB/s)"
@@ -64,11 +76,11 @@ OUT_DIR=${OUT_DIR:-$PWD/target/bench/replicated-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT_DIR"
 echo -e "rep_initial_full_sync_1GiB_s\t$SYNC_S\ts" > "$OUT_DIR/rep-sync.tsv"
 REP_URI="nbd+unix:///r0?socket=$W/run-node-a/r0.nbd" OUT_DIR=$OUT_DIR SKIP_NBD_SERVER=1 \
-  bash bench/anchors.sh nbdkit qsd-mirror rep extras
+  bash bench/anchors.sh ${ANCHORS:-nbdkit qsd-mirror rep extras}
 # Incremental resync: node-b away while 1% of the 4 KiB blocks are written, then back.
 log "incremental resync: disconnect node-b, dirty 1% at random 4 KiB offsets, reconnect"
-# The anchors' load may have cost the link a ping-timeout; start from a settled pair.
-until [ "$(on node-b cstate r0)" = "Connected" ] && [ "$(on node-b dstate r0)" = "UpToDate/UpToDate" ]; do sleep 0.1; done
+# Start from a settled pair (the anchors' load may have cost the link a ping-timeout).
+wait_until 120 "a settled pair" settled
 on node-b disconnect r0
 python3 - "$W/dirty.qemu-io" <<'PY'
 import random, sys
@@ -82,7 +94,7 @@ qemu-io -f raw "nbd+unix:///r0?socket=$W/run-node-a/r0.nbd" < "$W/dirty.qemu-io"
 OOS=$(on node-a status --json r0 | python3 -c "import json,sys; print(json.load(sys.stdin)[0]['oos_kib'])")
 t0=$(date +%s.%N)
 on node-b connect r0
-until [ "$(on node-b dstate r0)" = "UpToDate/UpToDate" ]; do sleep 0.02; done
+wait_until 300 "the incremental resync" uptodate
 t1=$(date +%s.%N)
 INC_S=$(python3 -c "print(f'{$t1-$t0:.3f}')")
 echo

@@ -230,6 +230,50 @@ fn verify_finds_a_flipped_block_and_a_reconnect_repairs_it() {
     }
 }
 
+/// A link lost after the Primary went idle marks nothing out of sync: the open epoch was closed
+/// by the idle barrier and acknowledged, so no write is left in the transfer log. (Before the
+/// aged-epoch barrier, every write since the last FLUSH was marked and resynced.)
+#[test]
+fn a_link_lost_while_idle_marks_nothing_out_of_sync() {
+    for seed in 0..8u64 {
+        let mut c = Cluster::new(seed, Protocol::C, DEVICE);
+        for i in 0..2 {
+            c.admin(i, AdminCmd::Attach).expect("attach");
+            c.admin(
+                i,
+                AdminCmd::Connect {
+                    discard_my_data: false,
+                },
+            )
+            .expect("connect");
+        }
+        wait(&mut c, "connection", Duration::from_secs(10), |c| {
+            c.nodes
+                .iter()
+                .all(|n| n.engine.cstate() == ConnState::Connected)
+        })
+        .unwrap();
+        c.admin(0, AdminCmd::Primary { force: true })
+            .expect("primary");
+        converge(&mut c, 0).unwrap();
+        write_for(&mut c, 0, Duration::from_millis(50));
+        wait(&mut c, "writes to complete", Duration::from_secs(10), |c| {
+            c.outstanding_clients(0) == 0
+        })
+        .unwrap();
+        c.run_for(Duration::from_millis(100));
+        c.admin(1, AdminCmd::Disconnect { force: false })
+            .expect("disconnect");
+        c.run_for(Duration::from_millis(50));
+        assert_eq!(c.nodes[0].engine.cstate(), ConnState::WFConnection);
+        assert_eq!(
+            c.nodes[0].engine.oos_kib(),
+            0,
+            "seed {seed}: acknowledged, barrier-acked writes were marked out of sync"
+        );
+    }
+}
+
 #[test]
 fn seeded_faults_converge_protocol_c() {
     let mut failed = Vec::new();

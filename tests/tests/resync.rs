@@ -76,6 +76,20 @@ fn one_percent_dirty_resyncs_only_the_dirty_blocks_then_invalidate_resyncs_every
     up_identical_pair(&c);
     let usable = status(a)["size_bytes"].as_u64().expect("size");
 
+    // Replicated writes without a FLUSH, then a pause: the idle Primary closes their epoch, so
+    // losing the link afterwards must not mark them out of sync (the assertion on oos_kib below).
+    require_tool("fio", "fio");
+    run_ok(Command::new("fio").args([
+        "--name=unflushed",
+        "--ioengine=nbd",
+        &format!("--uri={}", a.nbd_uri()),
+        "--rw=write",
+        "--bs=1M",
+        "--iodepth=4",
+        "--size=64M",
+        "--output-format=terse",
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
     b.ok(&["disconnect", "r0"]);
     wait_for(Duration::from_secs(10), "node-a to lose its peer", || {
         (status(a)["cstate"] == "WFConnection").then_some(())

@@ -170,6 +170,7 @@ impl Engine {
             Input::Admin { id, cmd } => self.admin(id, cmd),
             Input::Timer => {
                 self.peer_timers(now);
+                self.close_aged_epoch(now);
                 self.pump_resync(now);
             }
             Input::LinkUp {
@@ -194,12 +195,17 @@ impl Engine {
         self.outputs.pop_front()
     }
 
-    /// Earliest time `handle(now, Input::Timer)` is due: pings, ko-count, resync throttling.
+    /// Earliest time `handle(now, Input::Timer)` is due: pings, ko-count, closing an aged epoch,
+    /// resync throttling.
     pub fn next_timeout(&self) -> Option<Instant> {
-        match (self.peer_next_timeout(), self.resync_wake()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.peer_next_timeout(),
+            self.epoch_deadline(),
+            self.resync_wake(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Queue the bitmap pages changed since the last persist (metadata writes run in order).

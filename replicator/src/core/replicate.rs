@@ -4,12 +4,17 @@
 //! reply when both are done (protocol C: peer's WriteAck; B: RecvAck; A: once sent). Writes are
 //! grouped in epochs closed by barriers; until the peer acknowledges a barrier the writes of
 //! that epoch are kept in the transfer log, so a lost link marks exactly them out of sync.
+//! An epoch is also closed once it is [`EPOCH_MAX_AGE`] old, as DRBD's sender closes the
+//! current epoch whenever it runs idle: otherwise an epoch left open by a load without
+//! FLUSHes (up to `max-epoch-size` writes, gigabytes with 1 MiB writes) would all be marked
+//! out of sync, and resynced, when the link drops long after the peer acknowledged it.
 //!
 //! Receiving side: peer writes are applied in arrival order where they overlap (FIFO, like the
 //! Primary's admission), acknowledged per protocol, and a barrier flushes the disk once every
 //! write received before it completed.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use super::engine::Engine;
 use super::io::{ClientOp, IoFailure, IoId, LinkId, Output, PeerDiskOp, ReqId};
@@ -18,6 +23,11 @@ use crate::wire::frame::MAX_DATA_BYTES;
 use crate::wire::Packet;
 use rep_resources::Protocol;
 
+/// How long writes may sit in an open epoch before a barrier closes it. Bounds what a lost link
+/// marks out of sync beyond the writes really in flight, at the cost of one peer flush per
+/// interval under a steady load.
+pub(crate) const EPOCH_MAX_AGE: Duration = Duration::from_millis(20);
+
 /// Primary-side epoch bookkeeping (DRBD's transfer log).
 #[derive(Debug, Default)]
 pub(crate) struct Replication {
@@ -25,6 +35,8 @@ pub(crate) struct Replication {
     epoch_writes: u32,
     /// Ranges written in the open epoch.
     open: Vec<(u64, u64)>,
+    /// When the first write of the open epoch was sent.
+    open_since: Option<Instant>,
     /// Closed epochs not yet acknowledged by a BarrierAck.
     closed: VecDeque<(u32, Vec<(u64, u64)>)>,
     /// FLUSH requests waiting for the BarrierAck of an epoch.
@@ -103,6 +115,9 @@ impl Engine {
                 r.peer_since = now;
             }
         }
+        if self.repl.open.is_empty() {
+            self.repl.open_since = self.last_now;
+        }
         self.repl.open.push((start, len));
         self.repl.epoch_writes += 1;
         if self.repl.epoch_writes >= self.cfg.peer.max_epoch_size.max(1) {
@@ -125,11 +140,25 @@ impl Engine {
         let epoch = self.repl.epoch;
         self.send(Packet::Barrier { epoch });
         let ranges = std::mem::take(&mut self.repl.open);
+        self.repl.open_since = None;
         self.repl.closed.push_back((epoch, ranges));
         self.repl.epoch = epoch.wrapping_add(1);
         self.repl.epoch_writes = 0;
         self.counters.ep = self.repl.closed.len() as u64;
         epoch
+    }
+
+    /// When the open epoch is due to be closed by [`Self::close_aged_epoch`].
+    pub(crate) fn epoch_deadline(&self) -> Option<Instant> {
+        self.link.as_ref()?;
+        self.repl.open_since.map(|t| t + EPOCH_MAX_AGE)
+    }
+
+    /// Timer: close an open epoch that has aged (the idle sender's barrier).
+    pub(crate) fn close_aged_epoch(&mut self, now: Instant) {
+        if self.epoch_deadline().is_some_and(|due| now >= due) && !self.repl.open.is_empty() {
+            self.close_epoch();
+        }
     }
 
     pub(crate) fn on_barrier_ack(&mut self, epoch: u32) {
@@ -190,6 +219,7 @@ impl Engine {
     /// waiting for it complete on the local result (DRBD's tl_clear).
     pub(crate) fn fail_peer_requests(&mut self) {
         let mut ranges: Vec<(u64, u64)> = std::mem::take(&mut self.repl.open);
+        self.repl.open_since = None;
         for (_, r) in self.repl.closed.drain(..) {
             ranges.extend(r);
         }
