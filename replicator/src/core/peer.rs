@@ -758,11 +758,11 @@ impl Engine {
                     }
                 }
                 _ => {
-                    self.lose_link(
-                        ConnState::Disconnecting,
-                        "Split-Brain detected but unresolved, dropping connection! Recover with `repadm secondary RES; repadm connect --discard-my-data RES` on the node whose changes are to be thrown away, and `repadm connect RES` on the other",
-                        After::StandAlone,
+                    let res = &self.cfg.resource;
+                    let why = format!(
+                        "Split-Brain detected but unresolved, dropping connection! Recover with `repadm secondary {res}; repadm connect --discard-my-data {res}` on the node whose changes are to be thrown away, and `repadm connect {res}` on the other"
                     );
+                    self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);
                     return;
                 }
             };
@@ -770,7 +770,8 @@ impl Engine {
         self.discard_my_data = false;
         match decision {
             SyncDecision::Unrelated => {
-                self.lose_link(ConnState::Disconnecting, "Unrelated data, aborting! The peer's data has no common history with ours; if this is a new peer, run `repadm invalidate RES` on the node to be overwritten", After::StandAlone);
+                let why = format!("Unrelated data, aborting! The peer's data has no common history with ours; if this is a new peer, run `repadm invalidate {}` on the node to be overwritten", self.cfg.resource);
+                self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);
             }
             SyncDecision::SplitBrain { .. } => {}
             SyncDecision::NoSync => {

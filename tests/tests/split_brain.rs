@@ -1,0 +1,125 @@
+//! Goal: the seeds' split-brain runbook works with `repadm` in place of `drbdadm`. The link
+//! fails, the cluster manager promotes the Secondary, both nodes take writes; when the link comes
+//! back both detect the split brain and drop to StandAlone, touching no data. The operator runs
+//! `secondary` + `connect --discard-my-data` on the victim and `connect` on the survivor: the
+//! victim resyncs from the survivor (only the blocks either side changed) and ends identical.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::process::Command;
+use std::time::Duration;
+
+use rep_tests::{require_tool, run_ok, wait_for, Cluster, ClusterOpts, Node};
+
+const MIB: u64 = 1 << 20;
+
+fn wait_state(n: &Node, cstate: &str, disks: Option<(&str, &str)>, secs: u64) {
+    wait_for(
+        Duration::from_secs(secs),
+        &format!("{} to be {cstate} {disks:?}", n.name),
+        || {
+            let s = n.status_json();
+            let disks_ok = disks.is_none_or(|(d, p)| s["disk"] == d && s["peer_disk"] == p);
+            (s["cstate"] == cstate && disks_ok).then_some(())
+        },
+    );
+}
+
+fn write_pattern(n: &Node, pattern: u8, offset: u64, len: u64) {
+    run_ok(Command::new("qemu-io").args([
+        "-f",
+        "raw",
+        "-c",
+        &format!("write -P {pattern:#x} {offset} {len}"),
+        "-c",
+        "flush",
+        &n.nbd_uri(),
+    ]));
+}
+
+fn backing_bytes(n: &Node, offset: u64, len: u64) -> Vec<u8> {
+    let mut f = std::fs::File::open(&n.disk).expect("open backing file");
+    f.seek(SeekFrom::Start(offset)).expect("seek backing file");
+    let mut v = vec![0u8; len as usize];
+    f.read_exact(&mut v).expect("read backing file");
+    v
+}
+
+fn oos_kib(n: &Node) -> u64 {
+    n.status_json()["oos_kib"].as_u64().expect("oos_kib")
+}
+
+#[test]
+fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
+    require_tool("qemu-io", "qemu-utils");
+    let c = Cluster::new(
+        "split-brain",
+        ClusterOpts {
+            disk_mib: 64,
+            extra: "  net {\n    connect-int 1;\n    ping-int 1;\n  }\n  disk {\n    c-plan-ahead 0;\n    resync-rate 100M;\n  }\n".into(),
+            ..Default::default()
+        },
+    );
+    let (a, b) = (c.a(), c.b());
+    for n in [a, b] {
+        n.ok(&["create-md", "r0"]);
+        n.ok(&["up", "r0"]);
+    }
+    wait_state(b, "Connected", None, 20);
+    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
+    wait_state(b, "Connected", Some(("UpToDate", "UpToDate")), 10);
+    a.ok(&["primary", "r0"]);
+    write_pattern(a, 0x11, 0, MIB);
+
+    // The link fails (node-b drops it) and the cluster manager promotes node-b.
+    b.ok(&["disconnect", "r0"]);
+    wait_state(a, "WFConnection", None, 10);
+    b.ok(&["primary", "r0"]);
+    write_pattern(a, 0xaa, MIB, MIB);
+    write_pattern(b, 0xbb, 2 * MIB, MIB);
+    write_pattern(b, 0xbc, 8 * MIB, 4096);
+
+    // The link returns: both see the split brain and stop, no data moves.
+    b.ok(&["connect", "r0"]);
+    for n in [a, b] {
+        wait_state(n, "StandAlone", None, 20);
+        assert_eq!(n.status_json()["role"], "Primary", "{}", n.name);
+    }
+    assert!(
+        a.log_tail().contains("Split-Brain detected but unresolved"),
+        "node-a's log names the split brain:\n{}",
+        a.log_tail()
+    );
+    assert_eq!(backing_bytes(b, 2 * MIB, 4096), vec![0xbb; 4096]);
+
+    // Discarding data on a Primary is refused: the runbook demotes the victim first.
+    let (code, err) = b.fails(&["connect", "--discard-my-data", "r0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Primary"), "refusal names the role: {err}");
+
+    // node-b is the victim, node-a the survivor.
+    b.ok(&["secondary", "r0"]);
+    b.ok(&["connect", "--discard-my-data", "r0"]);
+    a.ok(&["connect", "r0"]);
+    wait_state(b, "Connected", Some(("UpToDate", "UpToDate")), 30);
+    wait_state(a, "Connected", Some(("UpToDate", "UpToDate")), 10);
+    assert_eq!(oos_kib(a), 0);
+    let nr = b.status_json()["counters"]["nr_kib"]
+        .as_u64()
+        .expect("nr_kib");
+    // Only the blocks either side wrote while apart travel (1 MiB + 1 MiB + 4 KiB), not 64 MiB.
+    assert!(
+        (2 * 1024 + 4..=4 * 1024).contains(&nr),
+        "node-b received {nr} KiB; expected only the split-brain blocks"
+    );
+
+    // The victim's changes are gone, the survivor's are there, both disks identical.
+    assert_eq!(backing_bytes(b, 0, 4096), vec![0x11; 4096]);
+    assert_eq!(backing_bytes(b, MIB, 4096), vec![0xaa; 4096]);
+    assert_eq!(backing_bytes(b, 2 * MIB, 4096), vec![0u8; 4096]);
+    assert_eq!(backing_bytes(b, 8 * MIB, 4096), vec![0u8; 4096]);
+    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
+    assert!(
+        backing_bytes(a, 0, usable) == backing_bytes(b, 0, usable),
+        "backing devices differ after the recovery"
+    );
+}
