@@ -274,6 +274,97 @@ fn a_link_lost_while_idle_marks_nothing_out_of_sync() {
     }
 }
 
+/// The Primary's disk fails under a write load (on-io-error detach): no client request fails,
+/// the node goes Diskless and serves through the peer, and once the disk is healed, the node
+/// demoted and the disk re-attached, the pair converges with every acknowledged write.
+#[test]
+fn a_failing_primary_disk_costs_the_clients_nothing() {
+    for seed in 0..20u64 {
+        let mut c = Cluster::new(seed, Protocol::C, DEVICE);
+        for i in 0..2 {
+            c.admin(i, AdminCmd::Attach).expect("attach");
+            c.admin(
+                i,
+                AdminCmd::Connect {
+                    discard_my_data: false,
+                },
+            )
+            .expect("connect");
+        }
+        wait(&mut c, "connection", Duration::from_secs(10), |c| {
+            c.nodes
+                .iter()
+                .all(|n| n.engine.cstate() == ConnState::Connected)
+        })
+        .unwrap();
+        c.admin(0, AdminCmd::Primary { force: true })
+            .expect("primary");
+        converge(&mut c, 0).unwrap();
+        write_for(&mut c, 0, Duration::from_millis(50));
+        c.nodes[0].disk_failing = true;
+        write_for(&mut c, 0, Duration::from_millis(200));
+        wait(&mut c, "writes to complete", Duration::from_secs(10), |c| {
+            c.outstanding_clients(0) == 0
+        })
+        .unwrap();
+        assert_eq!(
+            c.nodes[0].failed_replies, 0,
+            "seed {seed}: a client saw the disk fail"
+        );
+        assert_eq!(c.nodes[0].engine.disk(), DiskState::Diskless, "seed {seed}");
+        assert_eq!(c.nodes[0].engine.role(), Role::Primary, "seed {seed}");
+        assert!(
+            c.nodes[1].engine.oos_kib() > 0,
+            "seed {seed}: node-b tracks the writes"
+        );
+
+        c.nodes[0].disk_failing = false;
+        c.admin(0, AdminCmd::Secondary).expect("secondary");
+        c.admin(0, AdminCmd::Attach)
+            .expect("attach the healed disk");
+        if let Err(e) = converge(&mut c, 0) {
+            panic!("seed {seed}: {e}");
+        }
+    }
+}
+
+/// The Secondary's disk fails under the Primary's writes: the Secondary detaches, the Primary
+/// keeps serving and marks what the peer misses; the healed, re-attached disk resyncs.
+#[test]
+fn a_failing_secondary_disk_is_detached_and_resynced_after_reattach() {
+    for seed in 0..20u64 {
+        let mut c = Cluster::new(seed, Protocol::C, DEVICE);
+        for i in 0..2 {
+            c.admin(i, AdminCmd::Attach).expect("attach");
+            c.admin(
+                i,
+                AdminCmd::Connect {
+                    discard_my_data: false,
+                },
+            )
+            .expect("connect");
+        }
+        c.admin(0, AdminCmd::Primary { force: true })
+            .expect("primary");
+        converge(&mut c, 0).unwrap();
+        c.nodes[1].disk_failing = true;
+        write_for(&mut c, 0, Duration::from_millis(200));
+        wait(&mut c, "writes to complete", Duration::from_secs(10), |c| {
+            c.outstanding_clients(0) == 0
+        })
+        .unwrap();
+        assert_eq!(c.nodes[0].failed_replies, 0, "seed {seed}");
+        assert_eq!(c.nodes[1].engine.disk(), DiskState::Diskless, "seed {seed}");
+        assert_eq!(c.nodes[0].engine.pdsk(), DiskState::Diskless, "seed {seed}");
+        c.nodes[1].disk_failing = false;
+        c.admin(1, AdminCmd::Attach)
+            .expect("attach the healed disk");
+        if let Err(e) = converge(&mut c, 0) {
+            panic!("seed {seed}: {e}");
+        }
+    }
+}
+
 #[test]
 fn seeded_faults_converge_protocol_c() {
     let mut failed = Vec::new();

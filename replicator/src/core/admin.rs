@@ -6,6 +6,7 @@
 
 use super::engine::{Engine, PendingAdmin};
 use super::io::{AdminCmd, AdminId, AttachInfo, IoId, IoResult, MetaOpKind, Output};
+use super::peer::After;
 use super::refusal::Refusal;
 use super::state::{ConnState, DiskState, Role};
 use rep_resources::Fencing;
@@ -169,6 +170,9 @@ impl Engine {
         if self.disk != DiskState::Diskless {
             return Err(Refusal::DiskConfigured { disk: self.disk });
         }
+        if self.role == Role::Primary {
+            return Err(Refusal::AttachWhilePrimary);
+        }
         self.disk = DiskState::Attaching;
         let io = self.alloc_io();
         self.emit(Output::OpenDisk { io });
@@ -230,6 +234,14 @@ impl Engine {
         };
         self.disk = disk_state_on_attach(flags, self.pdsk, self.cfg.fencing);
         self.persist_then_reply(pending.id, pending.message);
+        if self.link.is_some() {
+            // The handshake decided without a disk; redo it so the UUIDs pick the resync.
+            self.lose_link(
+                ConnState::Disconnecting,
+                "disk attached: reconnecting to compare data generations",
+                After::Reconnect,
+            );
+        }
     }
 
     fn cmd_detach(
@@ -285,9 +297,16 @@ impl Engine {
 
     pub(crate) fn disk_closed(&mut self, io: IoId) {
         self.disk = DiskState::Diskless;
+        self.failed_disk_closing = false;
         self.bitmap = None;
         self.al = None;
-        self.usable_bytes = 0;
+        // Connected, the device keeps the peer's size: a Diskless Primary serves through it.
+        self.usable_bytes = self
+            .link
+            .as_ref()
+            .filter(|l| l.decided)
+            .and_then(|l| l.peer_usable)
+            .unwrap_or(0);
         self.local_usable_bytes = 0;
         self.emit(Output::StateChanged);
         if let Some(p) = self.admin_waiting.remove(&io) {

@@ -31,7 +31,30 @@ pub struct EngineConfig {
     pub allow_two_primaries: bool,
     pub al_extents: u32,
     pub fencing: rep_resources::Fencing,
+    pub on_io_error: OnIoError,
     pub peer: super::peer::PeerSettings,
+}
+
+/// `disk { on-io-error ... }` (reference/drbd.md §10.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnIoError {
+    /// Keep the disk; the failed block is marked out of sync and the error reaches the client.
+    PassOn,
+    /// DRBD would run the `local-io-error` handler first; rep logs that it has no handlers
+    /// and detaches.
+    CallLocalIoError,
+    /// Disk → Failed → Diskless; I/O continues through the peer if it is UpToDate.
+    Detach,
+}
+
+impl OnIoError {
+    pub fn from_config(s: &str) -> OnIoError {
+        match s {
+            "pass_on" => OnIoError::PassOn,
+            "call-local-io-error" => OnIoError::CallLocalIoError,
+            _ => OnIoError::Detach,
+        }
+    }
 }
 
 /// What an admin command is waiting for before it can be answered.
@@ -104,6 +127,8 @@ pub struct Engine {
     pub(crate) last_app_write: Option<Instant>,
     /// The `resync-after` resource is resyncing now.
     pub(crate) dependency_syncing: bool,
+    /// A Failed disk's final metadata writes and close are under way.
+    pub(crate) failed_disk_closing: bool,
 }
 
 impl Engine {
@@ -146,6 +171,7 @@ impl Engine {
             last_verify_oos: None,
             last_app_write: None,
             dependency_syncing: false,
+            failed_disk_closing: false,
         }
     }
 
@@ -185,6 +211,7 @@ impl Engine {
             Input::DependencySyncing { syncing } => self.dependency_changed(now, syncing),
         }
         self.retry_drained_admin();
+        self.close_failed_disk_when_idle();
         self.announce_state();
         #[cfg(debug_assertions)]
         self.check_invariants();
@@ -300,10 +327,10 @@ impl Engine {
                 self.cfg.resource, self.role, self.cfg.node, self.cfg.resource
             ));
         }
-        if self.disk != DiskState::UpToDate {
+        if self.disk != DiskState::UpToDate && !self.serves_via_peer() {
             return Err(format!(
-                "resource {} on node {} has no UpToDate data (disk is {})",
-                self.cfg.resource, self.cfg.node, self.disk
+                "resource {} on node {} has no UpToDate data (disk is {}, peer is {} {})",
+                self.cfg.resource, self.cfg.node, self.disk, self.cstate, self.pdsk
             ));
         }
         Ok(())

@@ -271,6 +271,12 @@ pub enum Output {
         req: ReqId,
         result: Result<(), ClientError>,
     },
+    /// The data of client read `req`, read from the peer (Diskless Primary); its
+    /// `ClientReply` follows.
+    ClientData {
+        req: ReqId,
+        data: Vec<u8>,
+    },
     AdminReply {
         id: AdminId,
         result: Result<String, Refusal>,

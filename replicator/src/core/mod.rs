@@ -3,6 +3,7 @@
 //! SystemTime.
 
 mod admin;
+mod diskless;
 pub mod engine;
 pub mod io;
 pub mod pace;
@@ -16,7 +17,7 @@ pub mod state;
 pub mod uuid_compare;
 mod verify;
 
-pub use engine::{Counters, Engine, EngineConfig};
+pub use engine::{Counters, Engine, EngineConfig, OnIoError};
 pub use io::{
     AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, HashAlg, Input, IoFailure,
     IoId, IoResult, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, ReqId,

@@ -465,6 +465,9 @@ impl Engine {
             Packet::RsNegAck { id, offset, len } => self.on_rs_ack(now, id, offset, len, false),
             Packet::RsInSync { id, offset, len } => self.on_rs_in_sync(now, id, offset, len),
             Packet::OvRequest { id, offset, len } => self.on_ov_request(id, offset, len),
+            Packet::DataRequest { id, offset, len } => self.on_data_request(id, offset, len),
+            Packet::DataReply { id, data, .. } => self.on_data_reply(id, Some(data)),
+            Packet::NegDReply { id, .. } => self.on_data_reply(id, None),
             Packet::OvReply { id, digest, .. } => self.on_ov_reply(id, digest),
             Packet::OvResult {
                 offset,
@@ -571,10 +574,7 @@ impl Engine {
     }
 
     fn on_sizes(&mut self, peer_usable: u64) {
-        if peer_usable == 0 {
-            self.protocol_error("peer reported a size of 0".into());
-            return;
-        }
+        // 0 is a Diskless peer; checked against its disk state once that is known.
         if let Some(l) = self.link.as_mut() {
             l.peer_usable = Some(peer_usable);
         }
@@ -624,8 +624,15 @@ impl Engine {
             self.try_decide();
             return;
         }
+        let had_disk = self.pdsk >= DiskState::Inconsistent;
         self.peer_role = role;
         self.pdsk = disk;
+        if had_disk && disk < DiskState::Inconsistent {
+            // What the peer's disk had not made durable is out of sync, as on a lost link;
+            // its barrier acks will not come.
+            self.fail_peer_requests();
+            self.peer_lost_disk(role);
+        }
         if self.role == Role::Primary && role == Role::Primary && !self.cfg.allow_two_primaries {
             self.lose_link(
                 ConnState::Disconnecting,
@@ -701,8 +708,17 @@ impl Engine {
         }
         self.peer_role = prole;
         self.pdsk = pdisk;
-        // The smaller device wins, as in DRBD.
-        self.usable_bytes = self.local_usable_bytes.min(peer_usable);
+        // The smaller device wins, as in DRBD; a Diskless side has no say.
+        self.usable_bytes = match (self.disk <= DiskState::Failed, pdisk <= DiskState::Failed) {
+            (false, false) if peer_usable == 0 => {
+                self.protocol_error("peer reported a size of 0 with a disk attached".into());
+                return;
+            }
+            (false, false) => self.local_usable_bytes.min(peer_usable),
+            (true, false) => peer_usable,
+            (false, true) => self.local_usable_bytes,
+            (true, true) => 0,
+        };
         if self.disk <= DiskState::Failed || pdisk <= DiskState::Failed {
             self.cstate = ConnState::Connected;
             self.emit(Output::StateChanged);

@@ -43,6 +43,9 @@ pub enum Refusal {
     /// A Primary may not be outdated or invalidated under its users.
     #[error("Not allowed while Primary; run `repadm secondary RES` first")]
     IsPrimary,
+    /// Re-attaching under a Diskless Primary's I/O is not supported.
+    #[error("Not attaching under a Diskless Primary (it serves through its peer); run `repadm secondary RES` (or fail over) first, then attach")]
+    AttachWhilePrimary,
     /// A resync or verify is already running.
     #[error("Resync or verify already running (cstate is {cstate})")]
     ResyncRunning { cstate: ConnState },
@@ -82,7 +85,7 @@ impl Refusal {
             Refusal::DiskConfigured { .. } => 124,
             Refusal::NeedConnection { .. } => -15,
             Refusal::LowerThanOutdated { .. } => -16,
-            Refusal::IsPrimary => -12,
+            Refusal::IsPrimary | Refusal::AttachWhilePrimary => -12,
             Refusal::ResyncRunning { .. } => -8,
             Refusal::AttachFailed { .. } => 104,
             Refusal::MetaIo { .. } => 119,

@@ -16,7 +16,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::engine::Engine;
+use super::engine::{Engine, OnIoError};
 use super::io::{ClientOp, IoFailure, IoId, LinkId, Output, PeerDiskOp, ReqId};
 use super::state::DiskState;
 use crate::wire::frame::MAX_DATA_BYTES;
@@ -49,6 +49,8 @@ pub(crate) enum RxKind {
     App { id: u64 },
     /// A resync block on the SyncTarget.
     Resync { id: u64 },
+    /// A read for a Diskless Primary, ordered after the writes it sent before it.
+    Read { id: u64 },
 }
 
 #[derive(Debug)]
@@ -71,6 +73,13 @@ pub(crate) struct PeerRx {
     /// Barrier epochs waiting for every write with a smaller sequence number.
     barriers: VecDeque<(u32, u64, LinkId)>,
     flushing: HashMap<IoId, (u32, LinkId)>,
+}
+
+impl PeerRx {
+    /// Peer disk I/O in flight (writes, reads, barrier flushes).
+    pub(crate) fn busy(&self) -> bool {
+        !self.in_flight.is_empty() || !self.flushing.is_empty()
+    }
 }
 
 impl Engine {
@@ -203,7 +212,7 @@ impl Engine {
         self.peer_done(id);
     }
 
-    fn peer_done(&mut self, req: ReqId) {
+    pub(crate) fn peer_done(&mut self, req: ReqId) {
         if let Some(r) = self.requests.reqs.get_mut(&req) {
             r.peer_wait = false;
             r.peer_since = None;
@@ -242,6 +251,7 @@ impl Engine {
         }
         self.repl.flushes.clear();
         self.counters.ep = 0;
+        self.fail_diskless_requests(&waiting);
         let mut waiting = waiting;
         waiting.sort_unstable();
         for id in waiting {
@@ -251,7 +261,7 @@ impl Engine {
 
     // ---- receiving side ----
 
-    fn check_peer_range(&mut self, what: &str, offset: u64, len: u64) -> bool {
+    pub(crate) fn check_peer_range(&mut self, what: &str, offset: u64, len: u64) -> bool {
         let ok = len <= MAX_DATA_BYTES as u64
             && offset
                 .checked_add(len)
@@ -317,7 +327,13 @@ impl Engine {
         );
     }
 
-    fn enqueue_peer_write(&mut self, kind: RxKind, start: u64, len: u64, op: PeerDiskOp) {
+    pub(crate) fn enqueue_peer_write(
+        &mut self,
+        kind: RxKind,
+        start: u64,
+        len: u64,
+        op: PeerDiskOp,
+    ) {
         let Some(link) = self.link_id() else { return };
         if matches!(kind, RxKind::App { .. }) {
             // The application writes through our peer: the resync controller backs off.
@@ -327,6 +343,11 @@ impl Engine {
             match kind {
                 RxKind::App { id } => self.send(Packet::NegAck { id }),
                 RxKind::Resync { id } => self.send(Packet::RsNegAck {
+                    id,
+                    offset: start,
+                    len: len as u32,
+                }),
+                RxKind::Read { id } => self.send(Packet::NegDReply {
                     id,
                     offset: start,
                     len: len as u32,
@@ -408,6 +429,12 @@ impl Engine {
                 (RxKind::App { id }, Ok(_)) => {
                     self.counters.nr_kib += len / 1024;
                     self.counters.dw_kib += len / 1024;
+                    if self.pdsk < DiskState::Inconsistent {
+                        // A Diskless Primary's writes exist only here.
+                        if let Some(bm) = self.bitmap.as_mut() {
+                            bm.set_range(w.start, len);
+                        }
+                    }
                     if current && self.cfg.protocol == Protocol::C {
                         self.send(Packet::WriteAck { id });
                     }
@@ -420,9 +447,29 @@ impl Engine {
                     if current {
                         self.send(Packet::NegAck { id });
                     }
+                    if self.cfg.on_io_error != OnIoError::PassOn {
+                        let what = e.message.clone();
+                        self.fail_disk(&what);
+                    }
                 }
                 (RxKind::Resync { id }, r) => {
                     self.resync_write_done(id, w.start, len, r.is_ok(), current)
+                }
+                (RxKind::Read { id }, r) => {
+                    self.counters.dr_kib += len / 1024;
+                    match r {
+                        Ok(Some(data)) if current => self.send(Packet::DataReply {
+                            id,
+                            offset: w.start,
+                            data,
+                        }),
+                        _ if current => self.send(Packet::NegDReply {
+                            id,
+                            offset: w.start,
+                            len: len as u32,
+                        }),
+                        _ => {}
+                    }
                 }
             }
             self.rx_pump();

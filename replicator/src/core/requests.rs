@@ -55,6 +55,8 @@ pub(crate) struct Requests {
     pub resync_reads: Vec<(IoId, u64, u64)>,
     /// Resync requests waiting for an overlapping client write: (peer id, offset, len).
     pub resync_waiting: VecDeque<(u64, u64, u32)>,
+    /// Client reads sent to the peer (Diskless Primary), answered by DataReply.
+    pub remote_reads: HashSet<ReqId>,
 }
 
 impl Requests {
@@ -240,6 +242,10 @@ impl Engine {
     }
 
     fn submit(&mut self, req: ReqId, op: ClientOp) {
+        if self.disk <= DiskState::Failed {
+            self.submit_without_disk(req, op);
+            return;
+        }
         let io = self.alloc_io();
         let disk_op = match op {
             ClientOp::Read { offset, len } => DiskOpKind::Read { offset, len },
@@ -268,21 +274,28 @@ impl Engine {
         let Some(req) = self.requests.by_io.remove(&io) else {
             return;
         };
-        let Some(r) = self.requests.reqs.get_mut(&req) else {
+        let Some(r) = self.requests.reqs.get(&req) else {
             return;
         };
         debug_assert_eq!(r.stage, Stage::Submitted);
-        match r.op {
+        let op = r.op;
+        match op {
             ClientOp::Read { len, .. } => self.counters.dr_kib += u64::from(len) / 1024,
             ClientOp::Write { len, .. } | ClientOp::WriteZeroes { len, .. } => {
                 self.counters.dw_kib += u64::from(len) / 1024;
             }
             ClientOp::Trim { .. } | ClientOp::Flush => {}
         }
-        r.local = Some(result.map_err(|e| ClientError {
-            nbd_errno: nbd_errno::EIO,
-            message: format!("local disk I/O error: {} (errno {})", e.message, e.errno),
-        }));
+        let local = match result {
+            Ok(()) => Ok(()),
+            Err(e) => match self.local_io_failed(req, op, &e) {
+                Some(local) => local,
+                None => return,
+            },
+        };
+        if let Some(r) = self.requests.reqs.get_mut(&req) {
+            r.local = Some(local);
+        }
         self.maybe_complete(req);
     }
 
@@ -346,6 +359,34 @@ impl Engine {
             self.admit_waiting();
         }
         true
+    }
+
+    /// Diskless Primary: reads go to the peer, writes were replicated at admission and have no
+    /// local part; without a reachable UpToDate peer the request fails.
+    fn submit_without_disk(&mut self, req: ReqId, op: ClientOp) {
+        if let Some(r) = self.requests.reqs.get_mut(&req) {
+            r.stage = Stage::Submitted;
+        }
+        if !self.serves_via_peer() {
+            let e = self.no_data_error();
+            if let Some(r) = self.requests.reqs.get_mut(&req) {
+                r.local = Some(Err(e));
+            }
+            self.maybe_complete(req);
+            return;
+        }
+        match op {
+            ClientOp::Read { offset, len } => self.read_via_peer(req, offset, len),
+            _ => {
+                if op == ClientOp::Flush {
+                    self.replicate_flush(req);
+                }
+                if let Some(r) = self.requests.reqs.get_mut(&req) {
+                    r.local = Some(Ok(()));
+                }
+                self.maybe_complete(req);
+            }
+        }
     }
 
     pub(crate) fn reply(&mut self, req: ReqId, result: Result<(), ClientError>) {

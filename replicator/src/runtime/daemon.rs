@@ -127,6 +127,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         allow_two_primaries: view.net.allow_two_primaries,
         al_extents: view.disk_conf.al_extents,
         fencing: view.disk_conf.fencing,
+        on_io_error: crate::core::OnIoError::from_config(&view.disk_conf.on_io_error),
         peer: peer_settings(&view),
     };
     let seed = args.seed.unwrap_or_else(os_seed);

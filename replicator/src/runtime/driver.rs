@@ -33,6 +33,8 @@ fn encode_data_frame(out: &mut Vec<u8>, id: u64, offset: u64, fua: bool, data: &
 struct ClientSlot {
     tx: oneshot::Sender<Completion>,
     buf: Option<Vec<u8>>,
+    /// Only a read's reply carries data (a diskless write keeps its buffer: no local write).
+    read: bool,
 }
 
 pub struct Driver {
@@ -149,10 +151,15 @@ impl Driver {
                         errno: e.nbd_errno,
                         message: e.message,
                     },
-                    (Ok(()), Some(data)) => Completion::Data(data),
-                    (Ok(()), None) => Completion::Done,
+                    (Ok(()), Some(data)) if slot.read => Completion::Data(data),
+                    (Ok(()), _) => Completion::Done,
                 };
                 let _ = slot.tx.send(completion);
+            }
+            Output::ClientData { req, data } => {
+                if let Some(slot) = self.clients.borrow_mut().get_mut(&req) {
+                    slot.buf = Some(data);
+                }
             }
             Output::AdminReply { id, result } => {
                 if let Some(tx) = self.admins.borrow_mut().remove(&id) {
@@ -352,9 +359,14 @@ impl Driver {
         let req = self.next_req.get();
         self.next_req.set(req + 1);
         let (tx, rx) = oneshot::channel();
-        self.clients
-            .borrow_mut()
-            .insert(req, ClientSlot { tx, buf });
+        self.clients.borrow_mut().insert(
+            req,
+            ClientSlot {
+                tx,
+                buf,
+                read: matches!(op, ClientOp::Read { .. }),
+            },
+        );
         self.feed(Input::Client { req, op });
         rx
     }

@@ -114,6 +114,10 @@ pub struct Node {
     clients: HashMap<ReqId, Client>,
     admin_replies: HashMap<AdminId, Result<String, Refusal>>,
     next_admin: AdminId,
+    /// Data I/O on this node's disk fails with EIO (the metadata device keeps working).
+    pub disk_failing: bool,
+    /// Client requests answered with an error.
+    pub failed_replies: u64,
 }
 
 /// Per block: the last acknowledged pattern and patterns written but not (yet) acknowledged.
@@ -193,6 +197,8 @@ impl Cluster {
                 wants_link: false,
                 clients: HashMap::new(),
                 admin_replies: HashMap::new(),
+                disk_failing: false,
+                failed_replies: 0,
                 next_admin: 1,
             }
         };
@@ -306,6 +312,8 @@ impl Cluster {
                 self.nodes[i].engine.handle(now, Input::DiskClosed { io });
             }
             Output::ClientReply { req, result } => self.client_reply(i, req, result.is_ok()),
+            // The simulated clients only write.
+            Output::ClientData { .. } => {}
             Output::AdminReply { id, result } => {
                 self.nodes[i].admin_replies.insert(id, result);
             }
@@ -509,6 +517,7 @@ impl Cluster {
                 }
                 let disk = &self.nodes[node].disk;
                 let result = match op {
+                    _ if self.nodes[node].disk_failing => Err(failing_disk()),
                     DiskOpKind::Read { offset, len } => {
                         let mut buf = vec![0; len as usize];
                         disk.read(&mut buf, offset)
@@ -538,6 +547,7 @@ impl Cluster {
                 }
                 let disk = &self.nodes[node].disk;
                 let result = match op {
+                    _ if self.nodes[node].disk_failing => Err(failing_disk()),
                     PeerDiskOp::Write { offset, data, fua } => {
                         disk.write(&data, offset, fua).map(|()| None)
                     }
@@ -639,6 +649,9 @@ impl Cluster {
         let Some(c) = self.nodes[i].clients.remove(&req) else {
             return;
         };
+        if !ok {
+            self.nodes[i].failed_replies += 1;
+        }
         let ClientOp::Write { offset, len, .. } = c.op else {
             return;
         };
@@ -766,6 +779,10 @@ impl Cluster {
     }
 }
 
+fn failing_disk() -> std::io::Error {
+    std::io::Error::from_raw_os_error(5)
+}
+
 pub fn engine_config(node: &str, protocol: Protocol) -> EngineConfig {
     engine_config_with(node, protocol, "")
 }
@@ -782,6 +799,7 @@ pub fn engine_config_with(node: &str, protocol: Protocol, csums_alg: &str) -> En
         allow_two_primaries: false,
         al_extents: 61,
         fencing: rep_resources::Fencing::DontCare,
+        on_io_error: crate::core::OnIoError::Detach,
         peer: PeerSettings {
             ping_int: Duration::from_secs(1),
             ping_timeout: Duration::from_millis(500),

@@ -134,6 +134,24 @@ pub enum Packet {
         offset: u64,
         len: u32,
     },
+    /// A Diskless Primary reads from its peer's disk (DRBD's P_DATA_REQUEST).
+    DataRequest {
+        id: u64,
+        offset: u64,
+        len: u32,
+    },
+    /// The answer to `DataRequest` (P_DATA_REPLY).
+    DataReply {
+        id: u64,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// `DataRequest` could not be served: no UpToDate disk, or a read error (P_NEG_DREPLY).
+    NegDReply {
+        id: u64,
+        offset: u64,
+        len: u32,
+    },
     OvReply {
         id: u64,
         offset: u64,
@@ -297,7 +315,7 @@ commands! {
     NEG_ACK = 15, BARRIER_ACK = 16, PING = 17, PING_ACK = 18, RS_REQUEST = 19, RS_DATA = 20,
     RS_IN_SYNC = 21, RS_WRITE_ACK = 22, RS_NEG_ACK = 23, OV_REQUEST = 24, OV_REPLY = 25,
     OV_RESULT = 26, SYNC_UUID = 27, STATE_REQUEST = 28, STATE_REPLY = 29, BYE = 30,
-    OV_DONE = 31, SYNC_PAUSE = 32,
+    OV_DONE = 31, SYNC_PAUSE = 32, DATA_REQUEST = 33, DATA_REPLY = 34, NEG_DREPLY = 35,
 }
 
 const MAX_DIGEST_BYTES: usize = 64;
@@ -356,6 +374,9 @@ impl Packet {
             Packet::Bye => cmd::BYE,
             Packet::OvDone { .. } => cmd::OV_DONE,
             Packet::SyncPause { .. } => cmd::SYNC_PAUSE,
+            Packet::DataRequest { .. } => cmd::DATA_REQUEST,
+            Packet::DataReply { .. } => cmd::DATA_REPLY,
+            Packet::NegDReply { .. } => cmd::NEG_DREPLY,
         }
     }
 
@@ -459,10 +480,12 @@ impl Packet {
             } => {
                 w.u64(*id).u64(*offset).u32(*len).bytes(digest);
             }
-            Packet::RsData { id, offset, data } => {
+            Packet::RsData { id, offset, data } | Packet::DataReply { id, offset, data } => {
                 w.u64(*id).u64(*offset).bytes(data);
             }
             Packet::RsInSync { id, offset, len }
+            | Packet::DataRequest { id, offset, len }
+            | Packet::NegDReply { id, offset, len }
             | Packet::RsWriteAck { id, offset, len }
             | Packet::RsNegAck { id, offset, len }
             | Packet::OvRequest { id, offset, len } => {
@@ -607,6 +630,21 @@ impl Packet {
                 offset: r.u64()?,
                 len: r.len32()?,
             },
+            cmd::DATA_REQUEST => Packet::DataRequest {
+                id: r.u64()?,
+                offset: r.u64()?,
+                len: r.len32()?,
+            },
+            cmd::DATA_REPLY => Packet::DataReply {
+                id: r.u64()?,
+                offset: r.u64()?,
+                data: r.bytes(MAX_DATA_BYTES)?,
+            },
+            cmd::NEG_DREPLY => Packet::NegDReply {
+                id: r.u64()?,
+                offset: r.u64()?,
+                len: r.len32()?,
+            },
             cmd::OV_REQUEST => Packet::OvRequest {
                 id: r.u64()?,
                 offset: r.u64()?,
@@ -739,6 +777,21 @@ mod tests {
             Packet::StateReply {
                 ok: false,
                 reason: "peer is Primary".into(),
+            },
+            Packet::DataRequest {
+                id: 7,
+                offset: 8192,
+                len: 4096,
+            },
+            Packet::DataReply {
+                id: 7,
+                offset: 8192,
+                data: vec![0x5a; 4096],
+            },
+            Packet::NegDReply {
+                id: 7,
+                offset: 8192,
+                len: 4096,
             },
             Packet::Ping,
             Packet::Bye,

@@ -1,0 +1,210 @@
+//! Diskless operation and local I/O errors (reference/drbd.md §10).
+//!
+//! A Primary without a usable local disk keeps serving while its peer is Connected and
+//! UpToDate: reads travel as `DataRequest`/`DataReply`, writes go only to the peer. A local I/O
+//! error on a client request always marks the block out of sync; `on-io-error detach` (the
+//! default) then drops the disk (Failed, peer told, Diskless) and finishes the failed request
+//! through the peer, so a dying disk under a Primary costs the client nothing. The peer, seeing
+//! a Primary lose its disk, starts a new data generation and records every write in its bitmap:
+//! the disk that comes back is resynced from it.
+
+use super::engine::{Engine, OnIoError};
+use super::io::{nbd_errno, ClientError, ClientOp, IoFailure, Output, ReqId};
+use super::replicate::RxKind;
+use super::state::{ConnState, DiskState, Role};
+use crate::wire::Packet;
+
+impl Engine {
+    /// No usable local disk (never attached, detached, or failed), and the peer's UpToDate disk
+    /// is reachable.
+    pub(crate) fn serves_via_peer(&self) -> bool {
+        matches!(self.disk, DiskState::Diskless | DiskState::Failed)
+            && self.link_ready()
+            && self.cstate >= ConnState::Connected
+            && self.pdsk == DiskState::UpToDate
+    }
+
+    pub(crate) fn no_data_error(&self) -> ClientError {
+        ClientError {
+            nbd_errno: nbd_errno::EIO,
+            message: format!(
+                "resource {} on node {}: no UpToDate data reachable (disk {}, peer {} {})",
+                self.cfg.resource, self.cfg.node, self.disk, self.cstate, self.pdsk
+            ),
+        }
+    }
+
+    /// Read through the peer; the reply completes the request.
+    pub(crate) fn read_via_peer(&mut self, req: ReqId, offset: u64, len: u32) {
+        let now = self.last_now;
+        if let Some(r) = self.requests.reqs.get_mut(&req) {
+            r.local = None;
+            r.peer_wait = true;
+            r.peer_since = now;
+        }
+        self.requests.remote_reads.insert(req);
+        self.send(Packet::DataRequest {
+            id: req,
+            offset,
+            len,
+        });
+    }
+
+    /// `DataReply` (`Some(data)`) or `NegDReply` (`None`) for a read sent through the peer.
+    pub(crate) fn on_data_reply(&mut self, id: u64, data: Option<Vec<u8>>) {
+        if !self.requests.remote_reads.remove(&id) {
+            // The request already failed when the link was lost.
+            return;
+        }
+        let want = match self.requests.reqs.get(&id).map(|r| r.op) {
+            Some(ClientOp::Read { len, .. }) => len as usize,
+            _ => return,
+        };
+        let result = match data {
+            Some(d) if d.len() == want => {
+                self.emit(Output::ClientData { req: id, data: d });
+                Ok(())
+            }
+            Some(d) => {
+                self.protocol_error(format!(
+                    "DataReply for request {id} carries {} bytes, {want} were asked",
+                    d.len()
+                ));
+                return;
+            }
+            None => Err(ClientError {
+                nbd_errno: nbd_errno::EIO,
+                message: format!(
+                    "resource {}: the peer could not read this block for us (we are {})",
+                    self.cfg.resource, self.disk
+                ),
+            }),
+        };
+        if let Some(r) = self.requests.reqs.get_mut(&id) {
+            r.local = Some(result);
+        }
+        self.peer_done(id);
+    }
+
+    /// The peer (a Diskless Primary) reads from our disk.
+    pub(crate) fn on_data_request(&mut self, id: u64, offset: u64, len: u32) {
+        if !self.check_peer_range("read", offset, u64::from(len)) {
+            return;
+        }
+        if self.disk != DiskState::UpToDate {
+            self.send(Packet::NegDReply { id, offset, len });
+            return;
+        }
+        self.enqueue_peer_write(
+            RxKind::Read { id },
+            offset,
+            u64::from(len),
+            super::io::PeerDiskOp::Read { offset, len },
+        );
+    }
+
+    /// The link is gone: requests that only the peer could complete fail (there is no copy of
+    /// their data on any disk we can reach).
+    pub(crate) fn fail_diskless_requests(&mut self, waiting: &[ReqId]) {
+        let without_disk = self.disk <= DiskState::Failed;
+        for id in waiting {
+            let remote_read = self.requests.remote_reads.remove(id);
+            if remote_read || without_disk {
+                let e = self.no_data_error();
+                if let Some(r) = self.requests.reqs.get_mut(id) {
+                    r.local = Some(Err(e));
+                }
+            }
+        }
+    }
+
+    /// A client request failed on the local disk. Returns its local result, or `None` when it
+    /// was re-issued through the peer.
+    pub(crate) fn local_io_failed(
+        &mut self,
+        req: ReqId,
+        op: ClientOp,
+        e: &IoFailure,
+    ) -> Option<Result<(), ClientError>> {
+        if let Some((start, len)) = op.write_range() {
+            // Whatever the policy: this block is not what the peer has.
+            if let Some(bm) = self.bitmap.as_mut() {
+                bm.set_range(start, len);
+            }
+        }
+        let err = ClientError {
+            nbd_errno: nbd_errno::EIO,
+            message: format!("local disk I/O error: {} (errno {})", e.message, e.errno),
+        };
+        if self.cfg.on_io_error == OnIoError::PassOn {
+            if let ClientOp::Read { offset, len } = op {
+                if self.link_ready()
+                    && self.cstate >= ConnState::Connected
+                    && self.pdsk == DiskState::UpToDate
+                {
+                    self.read_via_peer(req, offset, len);
+                    return None;
+                }
+            }
+            return Some(Err(err));
+        }
+        self.fail_disk(&e.message);
+        if !self.serves_via_peer() {
+            return Some(Err(err));
+        }
+        match op {
+            ClientOp::Read { offset, len } => {
+                self.read_via_peer(req, offset, len);
+                None
+            }
+            // Replicated when admitted: the peer's copy is the data now.
+            _ => Some(Ok(())),
+        }
+    }
+
+    /// `on-io-error detach`: Failed now (the peer is told with our next State), Diskless once
+    /// the backing device is closed.
+    pub(crate) fn fail_disk(&mut self, what: &str) {
+        if self.disk <= DiskState::Failed {
+            return;
+        }
+        if self.cfg.on_io_error == OnIoError::CallLocalIoError {
+            tracing::error!(resource = %self.cfg.resource, "on-io-error call-local-io-error: rep runs no handlers; detaching instead");
+        }
+        tracing::error!(resource = %self.cfg.resource, "Local IO failed ({what}). Detaching...");
+        self.disk = DiskState::Failed;
+        self.emit(Output::StateChanged);
+        self.close_failed_disk_when_idle();
+    }
+
+    /// A Failed disk is closed once no I/O is in flight on it: requests still out fail too, and
+    /// their blocks must reach the bitmap before it is persisted for the last time.
+    pub(crate) fn close_failed_disk_when_idle(&mut self) {
+        if self.disk != DiskState::Failed || self.failed_disk_closing {
+            return;
+        }
+        let busy = self.requests.local_pending() > 0
+            || !self.requests.resync_reads.is_empty()
+            || self.rx.busy()
+            || !self.aux_reads.is_empty();
+        if busy {
+            return;
+        }
+        self.failed_disk_closing = true;
+        self.close_disk(None);
+    }
+
+    /// The peer's disk went away while it is Primary: its writes now live only here, so start
+    /// a new generation (the returning disk then syncs from us) and track them in the bitmap.
+    pub(crate) fn peer_lost_disk(&mut self, peer_role: Role) {
+        if self.disk != DiskState::UpToDate || peer_role != Role::Primary {
+            return;
+        }
+        if self.uuids.bitmap == 0 {
+            let v = self.rng.uuid();
+            self.uuids.new_current(v, false);
+            tracing::info!(resource = %self.cfg.resource, "peer is a Diskless Primary: new current UUID");
+            self.persist_superblock();
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Goal: a backing disk that dies under the Primary costs the client nothing (DRBD's
+//! `on-io-error detach`, reference/drbd.md §10). node-a's disk is a real file served through
+//! `nbdkit --filter=error` and mounted back with `nbdfuse`, so creating a trigger file makes
+//! every read and write of that disk fail with EIO. The Primary detaches (Diskless) and keeps
+//! serving through node-b; the disk, once healed and re-attached, is resynced from node-b.
+//! With `on-io-error pass_on` the error reaches the client instead, and the disk stays.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use rep_tests::{require_root, require_tool, run, wait_for, Cluster, ClusterOpts, Node};
+
+const MIB: u64 = 1 << 20;
+
+/// A file whose I/O fails on demand: nbdkit's error filter over a real file, through nbdfuse.
+struct FailingDisk {
+    dir: PathBuf,
+    real: PathBuf,
+    trigger: PathBuf,
+    fuse_dir: PathBuf,
+    nbdkit: Child,
+    nbdfuse: Option<Child>,
+}
+
+impl FailingDisk {
+    fn new(test: &str, mib: u64) -> FailingDisk {
+        require_root("FUSE mounts need root");
+        require_tool("nbdkit", "nbdkit");
+        require_tool("nbdfuse", "libnbd-bin");
+        let dir = PathBuf::from(format!(
+            "/tmp/rep-test-{test}-faildisk-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let fuse_dir = dir.join("fuse");
+        std::fs::create_dir_all(&fuse_dir).expect("mkdir fuse");
+        let real = dir.join("real.img");
+        std::fs::File::create(&real)
+            .and_then(|f| f.set_len(mib * MIB))
+            .expect("create the real disk file");
+        let trigger = dir.join("fail-now");
+        let sock = dir.join("nbdkit.sock");
+        let nbdkit = Command::new("nbdkit")
+            .args(["-f", "--filter=error", "file"])
+            .arg(&real)
+            .args(["error=EIO", "error-rate=100%"])
+            .arg(format!("error-file={}", trigger.display()))
+            .arg("--unix")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nbdkit");
+        wait_for(Duration::from_secs(20), "nbdkit's socket", || {
+            sock.exists().then_some(())
+        });
+        let nbdfuse = Command::new("nbdfuse")
+            .arg(fuse_dir.join("disk"))
+            .arg("--unix")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nbdfuse");
+        let disk = fuse_dir.join("disk");
+        wait_for(
+            Duration::from_secs(20),
+            "nbdfuse to expose the disk",
+            || {
+                std::fs::metadata(&disk)
+                    .ok()
+                    .filter(|m| m.len() > 0)
+                    .map(|_| ())
+            },
+        );
+        FailingDisk {
+            dir,
+            real,
+            trigger,
+            fuse_dir,
+            nbdkit,
+            nbdfuse: Some(nbdfuse),
+        }
+    }
+
+    /// Replace `node`'s backing file with this disk.
+    fn install_for(&self, node: &Node) {
+        std::fs::remove_file(&node.disk).expect("remove the plain backing file");
+        std::os::unix::fs::symlink(self.fuse_dir.join("disk"), &node.disk)
+            .expect("link the failing disk");
+    }
+
+    fn fail(&self) {
+        std::fs::write(&self.trigger, b"").expect("create the trigger file");
+    }
+
+    fn heal(&self) {
+        std::fs::remove_file(&self.trigger).expect("remove the trigger file");
+    }
+}
+
+impl Drop for FailingDisk {
+    fn drop(&mut self) {
+        let _ = run(Command::new("umount").arg(&self.fuse_dir));
+        if let Some(mut c) = self.nbdfuse.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.nbdkit.kill();
+        let _ = self.nbdkit.wait();
+        if std::env::var_os("REP_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn cluster(test: &str, disk_extra: &str) -> Cluster {
+    Cluster::new(
+        test,
+        ClusterOpts {
+            disk_mib: 64,
+            extra: format!(
+                "  net {{\n    connect-int 1;\n    ping-int 1;\n  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate 100M;\n{disk_extra}  }}\n"
+            ),
+            ..Default::default()
+        },
+    )
+}
+
+fn wait_disks(n: &Node, disk: &str, peer_disk: &str, secs: u64) {
+    wait_for(
+        Duration::from_secs(secs),
+        &format!("{} to be Connected {disk}/{peer_disk}", n.name),
+        || {
+            let s = n.status_json();
+            (s["cstate"] == "Connected" && s["disk"] == disk && s["peer_disk"] == peer_disk)
+                .then_some(())
+        },
+    );
+}
+
+/// An identical pair (no initial sync), node-a Primary.
+fn up_pair(c: &Cluster) {
+    let (a, b) = (c.a(), c.b());
+    for n in [a, b] {
+        n.ok(&["create-md", "r0"]);
+        n.ok(&["up", "r0"]);
+    }
+    wait_for(Duration::from_secs(20), "connection", || {
+        (b.status_json()["cstate"] == "Connected").then_some(())
+    });
+    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
+    wait_disks(b, "UpToDate", "UpToDate", 10);
+    a.ok(&["primary", "r0"]);
+}
+
+fn qemu_io(n: &Node, cmds: &[&str]) -> Output {
+    let mut cmd = Command::new("qemu-io");
+    cmd.args(["-f", "raw"]);
+    for c in cmds {
+        cmd.arg("-c").arg(c);
+    }
+    run(cmd.arg(n.nbd_uri()))
+}
+
+fn qemu_io_ok(n: &Node, cmds: &[&str]) {
+    let out = qemu_io(n, cmds);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !text.contains("failed") && !text.contains("Pattern verification"),
+        "qemu-io {cmds:?} on {}:\n{text}",
+        n.name
+    );
+}
+
+fn bytes_at(path: &Path, offset: u64, len: u64) -> Vec<u8> {
+    let mut f = std::fs::File::open(path).expect("open");
+    f.seek(SeekFrom::Start(offset)).expect("seek");
+    let mut v = vec![0u8; len as usize];
+    f.read_exact(&mut v).expect("read");
+    v
+}
+
+#[test]
+fn a_failing_disk_under_the_primary_detaches_and_io_continues_through_the_peer() {
+    require_tool("qemu-io", "qemu-utils");
+    let disk = FailingDisk::new("diskfail-detach", 64);
+    let c = cluster("diskfail-detach", "");
+    let (a, b) = (c.a(), c.b());
+    disk.install_for(a);
+    up_pair(&c);
+    qemu_io_ok(a, &["write -P 0x11 0 1M", "flush"]);
+
+    disk.fail();
+    // Every I/O of node-a's disk fails from now on; the client must not notice.
+    qemu_io_ok(
+        a,
+        &[
+            "write -P 0x22 1M 1M",
+            "read -P 0x22 1M 1M",
+            "read -P 0x11 0 1M",
+            "write -P 0x33 -f 4M 64k",
+            "flush",
+        ],
+    );
+    let s = a.status_json();
+    assert_eq!(s["role"], "Primary");
+    assert_eq!(s["disk"], "Diskless", "on-io-error detach: {s}");
+    assert_eq!(s["peer_disk"], "UpToDate");
+    assert!(
+        a.log_tail().contains("Local IO failed"),
+        "the log names the failure:\n{}",
+        a.log_tail()
+    );
+    // The writes are on node-b's disk. The one that failed locally is in node-a's persisted
+    // bitmap; node-b tracks those made while node-a was Diskless.
+    assert_eq!(bytes_at(&b.disk, MIB, 4096), vec![0x22; 4096]);
+    assert_eq!(bytes_at(&b.disk, 4 * MIB, 4096), vec![0x33; 4096]);
+    assert!(b.status_json()["oos_kib"].as_u64().expect("oos") >= 64);
+
+    // Re-attaching under the Diskless Primary is refused with the way out.
+    let (code, err) = a.fails(&["attach", "r0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("secondary"), "{err}");
+
+    // The disk is replaced (healed); the node is demoted, re-attached and resynced from node-b.
+    disk.heal();
+    a.ok(&["secondary", "r0"]);
+    a.ok(&["attach", "r0"]);
+    wait_disks(a, "UpToDate", "UpToDate", 30);
+    wait_disks(b, "UpToDate", "UpToDate", 10);
+    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
+    assert!(
+        bytes_at(&disk.real, 0, usable) == bytes_at(&b.disk, 0, usable),
+        "node-a's disk differs from node-b's after the resync"
+    );
+}
+
+#[test]
+fn with_pass_on_the_error_reaches_the_client_and_the_disk_stays_attached() {
+    require_tool("qemu-io", "qemu-utils");
+    let disk = FailingDisk::new("diskfail-passon", 64);
+    let c = cluster("diskfail-passon", "    on-io-error pass_on;\n");
+    let a = c.a();
+    disk.install_for(a);
+    up_pair(&c);
+    qemu_io_ok(a, &["write -P 0x11 0 1M", "flush"]);
+
+    disk.fail();
+    let out = qemu_io(a, &["write -P 0x22 1M 64k"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("Input/output error"),
+        "pass_on hands the EIO to the client:\n{text}"
+    );
+    // Reads are retried on the peer, as DRBD does with pass_on.
+    qemu_io_ok(a, &["read -P 0x11 0 1M"]);
+    let s = a.status_json();
+    assert_eq!(s["disk"], "UpToDate", "pass_on keeps the disk: {s}");
+    assert!(
+        s["oos_kib"].as_u64().expect("oos") >= 64,
+        "the failed write is marked out of sync: {s}"
+    );
+    disk.heal();
+}
+
+#[test]
+fn detach_on_the_primary_keeps_serving_through_the_peer() {
+    require_tool("qemu-io", "qemu-utils");
+    let c = cluster("detach-primary", "");
+    let (a, b) = (c.a(), c.b());
+    up_pair(&c);
+    qemu_io_ok(a, &["write -P 0x44 0 1M", "flush"]);
+    a.ok(&["detach", "r0"]);
+    let s = a.status_json();
+    assert_eq!(
+        (s["role"].as_str(), s["disk"].as_str()),
+        (Some("Primary"), Some("Diskless"))
+    );
+    assert_eq!(
+        s["size_bytes"],
+        b.status_json()["size_bytes"],
+        "the device keeps its size"
+    );
+    qemu_io_ok(
+        a,
+        &[
+            "read -P 0x44 0 1M",
+            "write -P 0x55 2M 256k",
+            "read -P 0x55 2M 256k",
+        ],
+    );
+    assert_eq!(bytes_at(&b.disk, 2 * MIB, 4096), vec![0x55; 4096]);
+    // Without the peer there is no data: I/O fails with a clear error, nothing is acknowledged.
+    b.ok(&["disconnect", "r0"]);
+    wait_for(Duration::from_secs(10), "node-a to lose its peer", || {
+        (a.status_json()["cstate"] == "WFConnection").then_some(())
+    });
+    let out = qemu_io(a, &["read 0 4k"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() || text.contains("error") || text.contains("failed"),
+        "a Diskless Primary without its peer must fail I/O:\n{text}"
+    );
+}
