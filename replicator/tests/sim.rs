@@ -169,6 +169,28 @@ fn verify(c: &mut Cluster, from: usize) -> Result<u64, String> {
         .ok_or_else(|| "verify reported nothing".to_string())
 }
 
+/// Both nodes attached and connected (Secondary/Secondary, Inconsistent), protocol C.
+fn connected_pair(seed: u64, csums: &str) -> Cluster {
+    let mut c = Cluster::with_csums(seed, Protocol::C, DEVICE, csums);
+    for i in 0..2 {
+        c.admin(i, AdminCmd::Attach).expect("attach");
+        c.admin(
+            i,
+            AdminCmd::Connect {
+                discard_my_data: false,
+            },
+        )
+        .expect("connect");
+    }
+    wait(&mut c, "connection", Duration::from_secs(10), |c| {
+        c.nodes
+            .iter()
+            .all(|n| n.engine.cstate() == ConnState::Connected)
+    })
+    .unwrap();
+    c
+}
+
 fn seeds() -> Vec<u64> {
     if std::env::var("REP_SIM_LOG").is_ok() {
         let _ = tracing_subscriber::fmt().with_test_writer().try_init();
@@ -186,23 +208,7 @@ fn seeds() -> Vec<u64> {
 #[test]
 fn verify_finds_a_flipped_block_and_a_reconnect_repairs_it() {
     for (seed, csums) in [(1u64, ""), (2, "sha1")] {
-        let mut c = Cluster::with_csums(seed, Protocol::C, DEVICE, csums);
-        for i in 0..2 {
-            c.admin(i, AdminCmd::Attach).expect("attach");
-            c.admin(
-                i,
-                AdminCmd::Connect {
-                    discard_my_data: false,
-                },
-            )
-            .expect("connect");
-        }
-        wait(&mut c, "connection", Duration::from_secs(10), |c| {
-            c.nodes
-                .iter()
-                .all(|n| n.engine.cstate() == ConnState::Connected)
-        })
-        .unwrap();
+        let mut c = connected_pair(seed, csums);
         c.admin(0, AdminCmd::Primary { force: true })
             .expect("primary");
         write_for(&mut c, 0, Duration::from_millis(100));
@@ -236,23 +242,7 @@ fn verify_finds_a_flipped_block_and_a_reconnect_repairs_it() {
 #[test]
 fn a_link_lost_while_idle_marks_nothing_out_of_sync() {
     for seed in 0..8u64 {
-        let mut c = Cluster::new(seed, Protocol::C, DEVICE);
-        for i in 0..2 {
-            c.admin(i, AdminCmd::Attach).expect("attach");
-            c.admin(
-                i,
-                AdminCmd::Connect {
-                    discard_my_data: false,
-                },
-            )
-            .expect("connect");
-        }
-        wait(&mut c, "connection", Duration::from_secs(10), |c| {
-            c.nodes
-                .iter()
-                .all(|n| n.engine.cstate() == ConnState::Connected)
-        })
-        .unwrap();
+        let mut c = connected_pair(seed, "");
         c.admin(0, AdminCmd::Primary { force: true })
             .expect("primary");
         converge(&mut c, 0).unwrap();
@@ -280,23 +270,7 @@ fn a_link_lost_while_idle_marks_nothing_out_of_sync() {
 #[test]
 fn a_failing_primary_disk_costs_the_clients_nothing() {
     for seed in 0..20u64 {
-        let mut c = Cluster::new(seed, Protocol::C, DEVICE);
-        for i in 0..2 {
-            c.admin(i, AdminCmd::Attach).expect("attach");
-            c.admin(
-                i,
-                AdminCmd::Connect {
-                    discard_my_data: false,
-                },
-            )
-            .expect("connect");
-        }
-        wait(&mut c, "connection", Duration::from_secs(10), |c| {
-            c.nodes
-                .iter()
-                .all(|n| n.engine.cstate() == ConnState::Connected)
-        })
-        .unwrap();
+        let mut c = connected_pair(seed, "");
         c.admin(0, AdminCmd::Primary { force: true })
             .expect("primary");
         converge(&mut c, 0).unwrap();
@@ -333,17 +307,7 @@ fn a_failing_primary_disk_costs_the_clients_nothing() {
 #[test]
 fn a_failing_secondary_disk_is_detached_and_resynced_after_reattach() {
     for seed in 0..20u64 {
-        let mut c = Cluster::new(seed, Protocol::C, DEVICE);
-        for i in 0..2 {
-            c.admin(i, AdminCmd::Attach).expect("attach");
-            c.admin(
-                i,
-                AdminCmd::Connect {
-                    discard_my_data: false,
-                },
-            )
-            .expect("connect");
-        }
+        let mut c = connected_pair(seed, "");
         c.admin(0, AdminCmd::Primary { force: true })
             .expect("primary");
         converge(&mut c, 0).unwrap();

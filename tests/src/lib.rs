@@ -276,6 +276,30 @@ impl Drop for Cluster {
     }
 }
 
+/// Expose the NBD export on unix socket `socket` as the file `file` (its folder becomes a FUSE
+/// mount); returns once the file has its size.
+pub fn start_nbdfuse(file: &Path, socket: &Path) -> Child {
+    let child = Command::new("nbdfuse")
+        .arg(file)
+        .arg("--unix")
+        .arg(socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start nbdfuse");
+    wait_for(
+        Duration::from_secs(20),
+        "nbdfuse to expose the disk",
+        || {
+            std::fs::metadata(file)
+                .ok()
+                .filter(|m| m.len() > 0)
+                .map(|_| ())
+        },
+    );
+    child
+}
+
 /// An ext4 filesystem on an NBD export: nbdfuse → loop device → mount, undone on drop in the
 /// safe order (filesystem, loop device, FUSE) so nothing is left behind.
 pub struct FuseMount {
@@ -295,25 +319,8 @@ impl FuseMount {
         let mnt = dir.join("mnt");
         std::fs::create_dir_all(&fuse_dir).expect("mkdir fuse");
         std::fs::create_dir_all(&mnt).expect("mkdir mnt");
-        let child = Command::new("nbdfuse")
-            .arg(fuse_dir.join("disk"))
-            .arg("--unix")
-            .arg(socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start nbdfuse");
         let disk = fuse_dir.join("disk");
-        wait_for(
-            Duration::from_secs(20),
-            "nbdfuse to expose the disk",
-            || {
-                std::fs::metadata(&disk)
-                    .ok()
-                    .filter(|m| m.len() > 0)
-                    .map(|_| ())
-            },
-        );
+        let child = start_nbdfuse(&disk, socket);
         let loop_dev = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&disk))
             .trim()
             .to_string();

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use rep_tests::{require_root, require_tool, run, wait_for, Cluster, ClusterOpts, Node};
+use rep_tests::{
+    require_root, require_tool, run, start_nbdfuse, wait_for, Cluster, ClusterOpts, Node,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -56,25 +58,7 @@ impl FailingDisk {
         wait_for(Duration::from_secs(20), "nbdkit's socket", || {
             sock.exists().then_some(())
         });
-        let nbdfuse = Command::new("nbdfuse")
-            .arg(fuse_dir.join("disk"))
-            .arg("--unix")
-            .arg(&sock)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nbdfuse");
-        let disk = fuse_dir.join("disk");
-        wait_for(
-            Duration::from_secs(20),
-            "nbdfuse to expose the disk",
-            || {
-                std::fs::metadata(&disk)
-                    .ok()
-                    .filter(|m| m.len() > 0)
-                    .map(|_| ())
-            },
-        );
+        let nbdfuse = start_nbdfuse(&fuse_dir.join("disk"), &sock);
         FailingDisk {
             dir,
             real,
