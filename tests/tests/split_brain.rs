@@ -48,14 +48,13 @@ fn oos_kib(n: &Node) -> u64 {
     n.status_json()["oos_kib"].as_u64().expect("oos_kib")
 }
 
-#[test]
-fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
-    require_tool("qemu-io", "qemu-utils");
+/// Two nodes with identical disks, node-a Primary; `net_extra` goes into the net section.
+fn identical_pair(test: &str, net_extra: &str) -> Cluster {
     let c = Cluster::new(
-        "split-brain",
+        test,
         ClusterOpts {
             disk_mib: 64,
-            extra: "  net {\n    connect-int 1;\n    ping-int 1;\n  }\n  disk {\n    c-plan-ahead 0;\n    resync-rate 100M;\n  }\n".into(),
+            extra: format!("  net {{\n    connect-int 1;\n    ping-int 1;\n{net_extra}  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate 100M;\n  }}\n"),
             ..Default::default()
         },
     );
@@ -68,6 +67,22 @@ fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
     a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
     wait_state(b, "Connected", Some(("UpToDate", "UpToDate")), 10);
     a.ok(&["primary", "r0"]);
+    c
+}
+
+fn assert_identical(a: &Node, b: &Node) {
+    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
+    assert!(
+        backing_bytes(a, 0, usable) == backing_bytes(b, 0, usable),
+        "backing devices differ"
+    );
+}
+
+#[test]
+fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
+    require_tool("qemu-io", "qemu-utils");
+    let c = identical_pair("split-brain", "");
+    let (a, b) = (c.a(), c.b());
     write_pattern(a, 0x11, 0, MIB);
 
     // The link fails (node-b drops it) and the cluster manager promotes node-b.
@@ -117,9 +132,67 @@ fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
     assert_eq!(backing_bytes(b, MIB, 4096), vec![0xaa; 4096]);
     assert_eq!(backing_bytes(b, 2 * MIB, 4096), vec![0u8; 4096]);
     assert_eq!(backing_bytes(b, 8 * MIB, 4096), vec![0u8; 4096]);
-    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
+    assert_identical(a, b);
+}
+
+/// The DRBD user guide's policies: `after-sb-0pri discard-zero-changes; after-sb-1pri
+/// discard-secondary; after-sb-2pri disconnect;` resolve the common split brains on their own.
+#[test]
+fn after_sb_policies_resolve_split_brains_without_an_operator() {
+    require_tool("qemu-io", "qemu-utils");
+    let policies = "    after-sb-0pri discard-zero-changes;\n    after-sb-1pri discard-secondary;\n    after-sb-2pri disconnect;\n";
+    let c = identical_pair("after-sb", policies);
+    let (a, b) = (c.a(), c.b());
+    write_pattern(a, 0x11, 0, MIB);
+
+    // 1pri: node-b was promoted during the split and wrote; back as Secondary it is discarded.
+    b.ok(&["disconnect", "r0"]);
+    wait_state(a, "WFConnection", None, 10);
+    b.ok(&["primary", "r0"]);
+    write_pattern(b, 0xbb, 2 * MIB, MIB);
+    write_pattern(a, 0xaa, MIB, MIB);
+    b.ok(&["secondary", "r0"]);
+    b.ok(&["connect", "r0"]);
+    wait_state(b, "Connected", Some(("UpToDate", "UpToDate")), 30);
     assert!(
-        backing_bytes(a, 0, usable) == backing_bytes(b, 0, usable),
-        "backing devices differ after the recovery"
+        b.log_tail()
+            .contains("automatically solved. Sync from peer node"),
+        "{}",
+        b.log_tail()
     );
+    assert_eq!(backing_bytes(b, MIB, 4096), vec![0xaa; 4096]);
+    assert_eq!(backing_bytes(b, 2 * MIB, 4096), vec![0u8; 4096]);
+    assert_identical(a, b);
+
+    // 0pri: node-b promoted during a split but wrote nothing, node-a wrote; both Secondary at
+    // reconnect. discard-zero-changes discards node-b's (empty) side whatever the roles were.
+    b.ok(&["disconnect", "r0"]);
+    wait_state(a, "WFConnection", None, 10);
+    b.ok(&["primary", "r0"]);
+    b.ok(&["secondary", "r0"]);
+    write_pattern(a, 0xcc, 3 * MIB, 64 * 1024);
+    a.ok(&["secondary", "r0"]);
+    b.ok(&["connect", "r0"]);
+    wait_state(b, "Connected", Some(("UpToDate", "UpToDate")), 30);
+    assert!(
+        b.log_tail().contains(
+            "Split-Brain detected, 0 primaries, automatically solved. Sync from peer node"
+        ),
+        "{}",
+        b.log_tail()
+    );
+    assert_eq!(backing_bytes(b, 3 * MIB, 4096), vec![0xcc; 4096]);
+    assert_identical(a, b);
+
+    // 2pri with `disconnect`: both stay StandAlone for the operator.
+    a.ok(&["primary", "r0"]);
+    b.ok(&["disconnect", "r0"]);
+    wait_state(a, "WFConnection", None, 10);
+    b.ok(&["primary", "r0"]);
+    write_pattern(a, 0xdd, 4 * MIB, 4096);
+    write_pattern(b, 0xee, 5 * MIB, 4096);
+    b.ok(&["connect", "r0"]);
+    for n in [a, b] {
+        wait_state(n, "StandAlone", None, 20);
+    }
 }

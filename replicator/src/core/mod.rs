@@ -3,6 +3,7 @@
 //! SystemTime.
 
 mod admin;
+mod after_sb;
 mod diskless;
 pub mod engine;
 pub mod io;

@@ -38,6 +38,10 @@ pub struct PeerSettings {
     pub after_sb_0pri: String,
     pub after_sb_1pri: String,
     pub after_sb_2pri: String,
+    /// Try the after-sb policies also for split brains with unrelated bitmaps (full sync).
+    pub always_asbp: bool,
+    /// `rr-conflict`: what a Primary does when the handshake makes it SyncTarget.
+    pub rr_conflict: String,
     pub integrity_alg: String,
     pub verify_alg: String,
     pub csums_alg: String,
@@ -60,6 +64,8 @@ impl Default for PeerSettings {
             after_sb_0pri: "disconnect".into(),
             after_sb_1pri: "disconnect".into(),
             after_sb_2pri: "disconnect".into(),
+            always_asbp: false,
+            rr_conflict: "disconnect".into(),
             integrity_alg: String::new(),
             verify_alg: String::new(),
             csums_alg: String::new(),
@@ -84,6 +90,8 @@ pub(crate) struct Link {
     pub peer_params: Option<Params>,
     pub peer_usable: Option<u64>,
     pub peer_uuids: Option<(GenerationUuids, u32)>,
+    /// The peer's count of out-of-sync blocks (its changes, for the after-sb policies).
+    pub peer_oos_bits: u64,
     pub peer_state: Option<(Role, DiskState)>,
     pub bitmap_rx: Vec<u8>,
     pub peer_bitmap: Option<Vec<u8>>,
@@ -182,6 +190,7 @@ impl Engine {
             sent_report: false,
             peer_params: None,
             peer_usable: None,
+            peer_oos_bits: 0,
             peer_uuids: None,
             peer_state: None,
             bitmap_rx: Vec::new(),
@@ -417,7 +426,11 @@ impl Engine {
             Packet::AuthResponse { mac } => self.on_auth_response(&mac),
             Packet::Params(p) => self.on_params(p),
             Packet::Sizes { usable_bytes, .. } => self.on_sizes(usable_bytes),
-            Packet::Uuids { uuids, flags, .. } => self.on_uuids(uuids, flags),
+            Packet::Uuids {
+                uuids,
+                oos_bits,
+                flags,
+            } => self.on_uuids(uuids, oos_bits, flags),
             Packet::State { role, disk, .. } => self.on_state(role, disk),
             Packet::Bitmap { start, rle, last } => self.on_bitmap(start, rle, last),
             Packet::Ping => self.send(Packet::PingAck),
@@ -581,7 +594,7 @@ impl Engine {
         self.try_decide();
     }
 
-    fn on_uuids(&mut self, uuids: [u64; 4], flags: u32) {
+    fn on_uuids(&mut self, uuids: [u64; 4], oos_bits: u64, flags: u32) {
         let g = GenerationUuids {
             current: uuids[0],
             bitmap: uuids[1],
@@ -590,6 +603,7 @@ impl Engine {
         let decided = self.link.as_ref().is_some_and(|l| l.decided);
         if let Some(l) = self.link.as_mut() {
             l.peer_uuids = Some((g, flags));
+            l.peer_oos_bits = oos_bits;
         }
         if !decided {
             self.try_decide();
@@ -759,6 +773,13 @@ impl Engine {
             };
         }
         if let SyncDecision::SplitBrain { auto_recoverable } = decision {
+            if auto_recoverable || self.cfg.peer.always_asbp {
+                if let Some(d) = self.after_sb_policy(prole, pu, !dialer, auto_recoverable) {
+                    decision = d;
+                }
+            }
+        }
+        if let SyncDecision::SplitBrain { auto_recoverable } = decision {
             let peer_discards = pp.discard_my_data || pflags & UUID_FLAG_DISCARD_MY_DATA != 0;
             decision = match (self.discard_my_data, peer_discards) {
                 (true, false) => {
@@ -811,12 +832,18 @@ impl Engine {
                 self.start_sync_source(full);
             }
             SyncDecision::Target { full } => {
-                if self.role == Role::Primary && self.disk >= DiskState::Consistent {
-                    self.lose_link(
-                        ConnState::Disconnecting,
-                        "I shall become SyncTarget, but I am primary! (rr-conflict disconnect)",
-                        After::StandAlone,
+                if self.role == Role::Primary
+                    && self.disk >= DiskState::Consistent
+                    && self.cfg.peer.rr_conflict != "violently"
+                {
+                    if self.cfg.peer.rr_conflict == "call-pri-lost" {
+                        tracing::error!(resource = %self.cfg.resource, "rr-conflict call-pri-lost: rep runs no pri-lost handler");
+                    }
+                    let why = format!(
+                        "I shall become SyncTarget, but I am primary! (rr-conflict {})",
+                        self.cfg.peer.rr_conflict
                     );
+                    self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);
                     return;
                 }
                 self.merge_peer_bitmap(&pbm, full);
@@ -855,6 +882,59 @@ impl Engine {
                 bm.set_all();
             }
         }
+    }
+
+    /// The after-sb-0pri/1pri/2pri policy's answer to a split brain, if it has one.
+    fn after_sb_policy(
+        &mut self,
+        peer_role: Role,
+        peer_uuids: GenerationUuids,
+        resolve_conflicts: bool,
+        auto_recoverable: bool,
+    ) -> Option<SyncDecision> {
+        let s = &self.cfg.peer;
+        let facts = super::after_sb::SplitFacts {
+            node: &self.cfg.node,
+            role: self.role,
+            peer_role,
+            self_was_primary: self.uuids.bitmap & 1 == 1,
+            peer_was_primary: peer_uuids.bitmap & 1 == 1,
+            changes_self: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
+            changes_peer: self.link.as_ref().map_or(0, |l| l.peer_oos_bits),
+            resolve_conflicts,
+            can_demote: self.open_clients == 0,
+        };
+        let primaries = u8::from(self.role == Role::Primary) + u8::from(peer_role == Role::Primary);
+        let verdict = match super::after_sb::recover(
+            &s.after_sb_0pri,
+            &s.after_sb_1pri,
+            &s.after_sb_2pri,
+            &facts,
+        ) {
+            Ok(v) => v?,
+            Err(e) => {
+                tracing::error!(resource = %self.cfg.resource, "Configuration error: {e}; split brain left unresolved");
+                return None;
+            }
+        };
+        let full = !auto_recoverable;
+        let source = verdict == super::after_sb::SbVerdict::Source;
+        tracing::warn!(resource = %self.cfg.resource, "Split-Brain detected, {primaries} primaries, automatically solved. Sync from {} node", if source { "this" } else { "peer" });
+        if full {
+            tracing::warn!(resource = %self.cfg.resource, "Doing a full sync, since UUIDs where ambiguous.");
+        }
+        if verdict == (super::after_sb::SbVerdict::Target { demote: true }) {
+            tracing::warn!(resource = %self.cfg.resource, "split brain lost as Primary (call-pri-lost-after-sb): demoting to Secondary");
+            self.role = Role::Secondary;
+            self.uuids.current &= !1;
+            self.persist_superblock();
+            self.emit(Output::StateChanged);
+        }
+        Some(if source {
+            SyncDecision::Source { full }
+        } else {
+            SyncDecision::Target { full }
+        })
     }
 
     /// Ping and ko-count checks (reference/drbd.md §4.3). Returns when the next check is due.

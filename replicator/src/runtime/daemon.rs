@@ -163,6 +163,8 @@ fn peer_settings(view: &rep_resources::NodeView) -> crate::core::peer::PeerSetti
         after_sb_0pri: n.after_sb_0pri.clone(),
         after_sb_1pri: n.after_sb_1pri.clone(),
         after_sb_2pri: n.after_sb_2pri.clone(),
+        always_asbp: n.always_asbp,
+        rr_conflict: n.rr_conflict.clone(),
         integrity_alg: n.data_integrity_alg.clone().unwrap_or_default(),
         verify_alg: n.verify_alg.clone().unwrap_or_default(),
         csums_alg: n.csums_alg.clone().unwrap_or_default(),

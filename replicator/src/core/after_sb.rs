@@ -1,0 +1,270 @@
+//! Split-brain auto-recovery policies: `after-sb-0pri`, `after-sb-1pri`, `after-sb-2pri`
+//! (reference/drbd.md §3, DRBD's drbd_asb_recover_0p/1p/2p). Pure: the handshake feeds the facts
+//! of both sides and gets a direction, or none (the split brain stays for an operator).
+
+use super::state::Role;
+
+/// What the policies look at, from our side of the connection.
+#[derive(Debug, Clone)]
+pub(crate) struct SplitFacts<'a> {
+    pub node: &'a str,
+    pub role: Role,
+    pub peer_role: Role,
+    /// Bit 0 of each side's bitmap UUID: set on the node that was already Primary when the
+    /// split began (the other one became Primary during it: the "younger" Primary).
+    pub self_was_primary: bool,
+    pub peer_was_primary: bool,
+    /// Blocks each side changed during the split (its bitmap's set bits).
+    pub changes_self: u64,
+    pub changes_peer: u64,
+    /// We hold DRBD's RESOLVE_CONFLICTS flag: ties make us the target.
+    pub resolve_conflicts: bool,
+    /// We could demote ourselves now (no client has the device open).
+    pub can_demote: bool,
+}
+
+/// The outcome of a policy: which side keeps its data, and whether we must demote first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SbVerdict {
+    /// Our data wins: we become SyncSource.
+    Source,
+    /// The peer's data wins: we become SyncTarget (after demoting if `demote`).
+    Target { demote: bool },
+}
+
+/// Apply the policy for the number of Primaries now. `None` = no decision.
+pub(crate) fn recover(
+    p0: &str,
+    p1: &str,
+    p2: &str,
+    f: &SplitFacts<'_>,
+) -> Result<Option<SbVerdict>, String> {
+    let primaries = u8::from(f.role == Role::Primary) + u8::from(f.peer_role == Role::Primary);
+    match primaries {
+        0 => recover_0p(p0, f).map(|v| v.map(as_verdict)),
+        1 => recover_1p(p0, p1, f),
+        _ => recover_2p(p0, p2, f),
+    }
+}
+
+fn as_verdict(source: bool) -> SbVerdict {
+    if source {
+        SbVerdict::Source
+    } else {
+        SbVerdict::Target { demote: false }
+    }
+}
+
+/// `Some(true)`: we are the source.
+fn recover_0p(policy: &str, f: &SplitFacts<'_>) -> Result<Option<bool>, String> {
+    let tie = Some(!f.resolve_conflicts);
+    let by_changes = |zero_only: bool| -> Option<bool> {
+        let (s, p) = (f.changes_self, f.changes_peer);
+        if s == 0 && p == 0 {
+            return tie;
+        }
+        if p == 0 {
+            return Some(true);
+        }
+        if s == 0 {
+            return Some(false);
+        }
+        if zero_only {
+            return None;
+        }
+        match s.cmp(&p) {
+            std::cmp::Ordering::Less => Some(false),
+            std::cmp::Ordering::Greater => Some(true),
+            std::cmp::Ordering::Equal => tie,
+        }
+    };
+    let younger_older = |discard_younger: bool| -> Option<bool> {
+        match (f.self_was_primary, f.peer_was_primary) {
+            // We became Primary during the split: we are the younger Primary.
+            (false, true) => Some(!discard_younger),
+            (true, false) => Some(discard_younger),
+            _ => {
+                tracing::warn!("Discard younger/older primary did not find a decision; using discard-least-changes instead");
+                by_changes(false)
+            }
+        }
+    };
+    Ok(match policy {
+        "disconnect" => None,
+        "discard-younger-primary" => younger_older(true),
+        "discard-older-primary" => younger_older(false),
+        "discard-zero-changes" => by_changes(true),
+        "discard-least-changes" => by_changes(false),
+        "discard-local" => Some(false),
+        "discard-remote" => Some(true),
+        other => match other.strip_prefix("discard-node-") {
+            // drbdadm turns this into discard-local on NAME and discard-remote elsewhere.
+            Some(name) => Some(name != f.node),
+            None => return Err(format!("after-sb-0pri {other} is not a 0pri policy")),
+        },
+    })
+}
+
+fn recover_1p(p0: &str, policy: &str, f: &SplitFacts<'_>) -> Result<Option<SbVerdict>, String> {
+    let primary = f.role == Role::Primary;
+    Ok(match policy {
+        "disconnect" => None,
+        "discard-secondary" => Some(as_verdict(primary)),
+        // Only a result that discards the Secondary's changes.
+        "consensus" => match recover_0p(p0, f)? {
+            Some(source) if source == primary => Some(as_verdict(source)),
+            _ => None,
+        },
+        "violently-as0p" => recover_0p(p0, f)?.map(as_verdict),
+        "call-pri-lost-after-sb" => pri_lost(p0, f)?,
+        other => return Err(format!("after-sb-1pri {other} is not a 1pri policy")),
+    })
+}
+
+fn recover_2p(p0: &str, policy: &str, f: &SplitFacts<'_>) -> Result<Option<SbVerdict>, String> {
+    Ok(match policy {
+        "disconnect" => None,
+        "violently-as0p" => recover_0p(p0, f)?.map(as_verdict),
+        "call-pri-lost-after-sb" => pri_lost(p0, f)?,
+        other => return Err(format!("after-sb-2pri {other} is not a 2pri policy")),
+    })
+}
+
+/// The 0pri verdict, with a losing Primary demoted first; if it cannot be demoted (DRBD then
+/// runs the `pri-lost-after-sb` handler, which rep does not have) there is no decision.
+fn pri_lost(p0: &str, f: &SplitFacts<'_>) -> Result<Option<SbVerdict>, String> {
+    Ok(match recover_0p(p0, f)? {
+        Some(true) => Some(SbVerdict::Source),
+        Some(false) if f.role != Role::Primary => Some(SbVerdict::Target { demote: false }),
+        Some(false) if f.can_demote => Some(SbVerdict::Target { demote: true }),
+        Some(false) => {
+            tracing::error!("split brain: this Primary lost (call-pri-lost-after-sb) but is in use and cannot be demoted; rep runs no pri-lost-after-sb handler");
+            None
+        }
+        None => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(role: Role, peer_role: Role, ch: (u64, u64)) -> SplitFacts<'static> {
+        SplitFacts {
+            node: "node-a",
+            role,
+            peer_role,
+            self_was_primary: false,
+            peer_was_primary: false,
+            changes_self: ch.0,
+            changes_peer: ch.1,
+            resolve_conflicts: false,
+            can_demote: true,
+        }
+    }
+    use Role::{Primary as P, Secondary as S};
+
+    #[test]
+    fn zero_changes_discards_the_side_that_wrote_nothing() {
+        let f = facts(S, S, (0, 7));
+        assert_eq!(recover_0p("discard-zero-changes", &f), Ok(Some(false)));
+        let f = facts(S, S, (7, 0));
+        assert_eq!(recover_0p("discard-zero-changes", &f), Ok(Some(true)));
+        let f = facts(S, S, (3, 7));
+        assert_eq!(recover_0p("discard-zero-changes", &f), Ok(None));
+        assert_eq!(recover_0p("discard-least-changes", &f), Ok(Some(false)));
+        // Both unchanged: the RESOLVE_CONFLICTS holder is the target, on both sides alike.
+        let mut f = facts(S, S, (0, 0));
+        assert_eq!(recover_0p("discard-zero-changes", &f), Ok(Some(true)));
+        f.resolve_conflicts = true;
+        assert_eq!(recover_0p("discard-zero-changes", &f), Ok(Some(false)));
+    }
+
+    #[test]
+    fn younger_primary_and_node_policies() {
+        let mut f = facts(S, S, (5, 5));
+        f.peer_was_primary = true;
+        assert_eq!(recover_0p("discard-younger-primary", &f), Ok(Some(false)));
+        assert_eq!(recover_0p("discard-older-primary", &f), Ok(Some(true)));
+        assert_eq!(recover_0p("discard-node-node-a", &f), Ok(Some(false)));
+        assert_eq!(recover_0p("discard-node-node-b", &f), Ok(Some(true)));
+        assert!(recover_0p("consensus", &f).is_err());
+    }
+
+    #[test]
+    fn one_primary_policies() {
+        let f = facts(S, P, (9, 1));
+        assert_eq!(
+            recover(
+                "discard-zero-changes",
+                "discard-secondary",
+                "disconnect",
+                &f
+            ),
+            Ok(Some(SbVerdict::Target { demote: false }))
+        );
+        let f = facts(P, S, (9, 1));
+        assert_eq!(
+            recover(
+                "discard-zero-changes",
+                "discard-secondary",
+                "disconnect",
+                &f
+            ),
+            Ok(Some(SbVerdict::Source))
+        );
+        // consensus: 0pri (least changes) would discard the Primary here: no decision.
+        let f = facts(P, S, (1, 9));
+        assert_eq!(
+            recover("discard-least-changes", "consensus", "disconnect", &f),
+            Ok(None)
+        );
+        assert_eq!(
+            recover("discard-least-changes", "violently-as0p", "disconnect", &f),
+            Ok(Some(SbVerdict::Target { demote: false }))
+        );
+        assert_eq!(
+            recover(
+                "discard-least-changes",
+                "call-pri-lost-after-sb",
+                "disconnect",
+                &f
+            ),
+            Ok(Some(SbVerdict::Target { demote: true }))
+        );
+        let mut busy = f.clone();
+        busy.can_demote = false;
+        assert_eq!(
+            recover(
+                "discard-least-changes",
+                "call-pri-lost-after-sb",
+                "disconnect",
+                &busy
+            ),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn two_primaries_default_to_disconnect() {
+        let f = facts(P, P, (1, 9));
+        assert_eq!(
+            recover(
+                "discard-least-changes",
+                "discard-secondary",
+                "disconnect",
+                &f
+            ),
+            Ok(None)
+        );
+        assert_eq!(
+            recover(
+                "discard-least-changes",
+                "discard-secondary",
+                "violently-as0p",
+                &f
+            ),
+            Ok(Some(SbVerdict::Target { demote: false }))
+        );
+    }
+}
