@@ -329,6 +329,51 @@ fn a_failing_secondary_disk_is_detached_and_resynced_after_reattach() {
     }
 }
 
+/// A SyncTarget's disk fails in the middle of the initial full sync: the link restarts without
+/// it, the Primary keeps serving, and the healed disk finishes the sync after re-attach.
+#[test]
+fn a_disk_failing_during_the_resync_restarts_it_after_reattach() {
+    for seed in 0..10u64 {
+        let mut c = connected_pair(seed, "");
+        c.admin(0, AdminCmd::Primary { force: true })
+            .expect("primary");
+        write_for(&mut c, 0, Duration::from_millis(3));
+        assert_eq!(
+            c.nodes[1].engine.cstate(),
+            ConnState::SyncTarget,
+            "seed {seed}: the resync is running"
+        );
+        c.nodes[1].disk_failing = true;
+        write_for(&mut c, 0, Duration::from_millis(100));
+        wait(
+            &mut c,
+            "node-b to be Diskless",
+            Duration::from_secs(10),
+            |c| c.nodes[1].engine.disk() == DiskState::Diskless && c.outstanding_clients(0) == 0,
+        )
+        .unwrap();
+        // No resync state is left behind with a disk that is gone.
+        wait(
+            &mut c,
+            "both to leave the resync",
+            Duration::from_secs(10),
+            |c| {
+                c.nodes
+                    .iter()
+                    .all(|n| n.engine.cstate() == ConnState::Connected)
+            },
+        )
+        .unwrap();
+        assert_eq!(c.nodes[0].failed_replies, 0, "seed {seed}");
+        c.nodes[1].disk_failing = false;
+        c.admin(1, AdminCmd::Attach)
+            .expect("attach the healed disk");
+        if let Err(e) = converge(&mut c, 0) {
+            panic!("seed {seed}: {e}");
+        }
+    }
+}
+
 #[test]
 fn seeded_faults_converge_protocol_c() {
     let mut failed = Vec::new();

@@ -174,6 +174,15 @@ impl Engine {
         tracing::error!(resource = %self.cfg.resource, "Local IO failed ({what}). Detaching...");
         self.disk = DiskState::Failed;
         self.emit(Output::StateChanged);
+        if self.cstate > ConnState::Connected {
+            // A resync or verify cannot go on without this disk: start over from a handshake,
+            // which sees the disk gone.
+            self.lose_link(
+                ConnState::Disconnecting,
+                "local disk failed during a resync or verify; reconnecting",
+                super::peer::After::Reconnect,
+            );
+        }
         self.close_failed_disk_when_idle();
     }
 

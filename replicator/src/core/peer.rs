@@ -641,6 +641,14 @@ impl Engine {
         let had_disk = self.pdsk >= DiskState::Inconsistent;
         self.peer_role = role;
         self.pdsk = disk;
+        if had_disk && disk < DiskState::Inconsistent && self.cstate > ConnState::Connected {
+            self.lose_link(
+                ConnState::Disconnecting,
+                "peer's disk failed during a resync or verify; reconnecting",
+                After::Reconnect,
+            );
+            return;
+        }
         if had_disk && disk < DiskState::Inconsistent {
             // What the peer's disk had not made durable is out of sync, as on a lost link;
             // its barrier acks will not come.
@@ -735,6 +743,9 @@ impl Engine {
         };
         if self.disk <= DiskState::Failed || pdisk <= DiskState::Failed {
             self.cstate = ConnState::Connected;
+            if pdisk <= DiskState::Failed {
+                self.peer_lost_disk(prole);
+            }
             self.emit(Output::StateChanged);
             return;
         }
