@@ -292,3 +292,31 @@ fn detach_on_the_primary_keeps_serving_through_the_peer() {
         "a Diskless Primary without its peer must fail I/O:\n{text}"
     );
 }
+
+#[test]
+fn call_local_io_error_runs_the_handler_then_detaches() {
+    require_tool("qemu-io", "qemu-utils");
+    let disk = FailingDisk::new("diskfail-handler", 64);
+    let c = cluster(
+        "diskfail-handler",
+        "    on-io-error call-local-io-error;\n  }\n  handlers {\n    local-io-error \"echo local-io-error $DRBD_RESOURCE $DRBD_MINOR >> $(dirname $DRBD_CONF)/handler.log\";\n",
+    );
+    let a = c.a();
+    disk.install_for(a);
+    up_pair(&c);
+    disk.fail();
+    qemu_io_ok(a, &["write -P 0x66 0 64k", "read -P 0x66 0 64k"]);
+    assert_eq!(a.status_json()["disk"], "Diskless");
+    let log = c.dir.join("handler.log");
+    wait_for(
+        Duration::from_secs(10),
+        "the local-io-error handler",
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("local-io-error r0 0")
+                .then_some(())
+        },
+    );
+    disk.heal();
+}

@@ -48,13 +48,21 @@ fn oos_kib(n: &Node) -> u64 {
     n.status_json()["oos_kib"].as_u64().expect("oos_kib")
 }
 
+/// Handlers that append what they saw to `handlers.log` beside the configuration.
+const LOGGING_HANDLERS: &str = r#"  handlers {
+    split-brain "echo split-brain $DRBD_RESOURCE $DRBD_PEERS $DRBD_PEER_ADDRESS $REP_NODE >> $(dirname $DRBD_CONF)/handlers.log";
+    initial-split-brain "echo initial-split-brain $REP_NODE >> $(dirname $DRBD_CONF)/handlers.log";
+    after-resync-target "echo after-resync-target $REP_NODE >> $(dirname $DRBD_CONF)/handlers.log";
+  }
+"#;
+
 /// Two nodes with identical disks, node-a Primary; `net_extra` goes into the net section.
 fn identical_pair(test: &str, net_extra: &str) -> Cluster {
     let c = Cluster::new(
         test,
         ClusterOpts {
             disk_mib: 64,
-            extra: format!("  net {{\n    connect-int 1;\n    ping-int 1;\n{net_extra}  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate 100M;\n  }}\n"),
+            extra: format!("  net {{\n    connect-int 1;\n    ping-int 1;\n{net_extra}  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate 100M;\n  }}\n{LOGGING_HANDLERS}"),
             ..Default::default()
         },
     );
@@ -105,6 +113,14 @@ fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
         a.log_tail()
     );
     assert_eq!(backing_bytes(b, 2 * MIB, 4096), vec![0xbb; 4096]);
+    // The split-brain handler ran on both nodes, with DRBD's environment.
+    let handlers_log = c.dir.join("handlers.log");
+    wait_for(Duration::from_secs(10), "the split-brain handlers", || {
+        let log = std::fs::read_to_string(&handlers_log).unwrap_or_default();
+        (log.contains("split-brain r0 node-b 127.0.0.2 node-a")
+            && log.contains("split-brain r0 node-a 127.0.0.1 node-b"))
+        .then_some(())
+    });
 
     // Discarding data on a Primary is refused: the runbook demotes the victim first.
     let (code, err) = b.fails(&["connect", "--discard-my-data", "r0"]);
@@ -118,6 +134,16 @@ fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
     wait_state(b, "Connected", Some(("UpToDate", "UpToDate")), 30);
     wait_state(a, "Connected", Some(("UpToDate", "UpToDate")), 10);
     assert_eq!(oos_kib(a), 0);
+    wait_for(
+        Duration::from_secs(10),
+        "after-resync-target on node-b",
+        || {
+            std::fs::read_to_string(&handlers_log)
+                .unwrap_or_default()
+                .contains("after-resync-target node-b")
+                .then_some(())
+        },
+    );
     let nr = b.status_json()["counters"]["nr_kib"]
         .as_u64()
         .expect("nr_kib");

@@ -458,6 +458,9 @@ impl Engine {
         let Some(p) = self.admin_waiting.remove(&io) else {
             if let Err(e) = result {
                 tracing::error!(resource = %self.cfg.resource, "metadata write failed: {}", e.message);
+                // Metadata I/O errors always detach, whatever on-io-error says (DRBD).
+                let what = format!("metadata write: {}", e.message);
+                self.fail_disk(&what);
             }
             return;
         };

@@ -30,6 +30,9 @@ pub(crate) enum SbVerdict {
     Source,
     /// The peer's data wins: we become SyncTarget (after demoting if `demote`).
     Target { demote: bool },
+    /// We are the Primary that lost, but in use and cannot be demoted: no decision, and DRBD's
+    /// `pri-lost-after-sb` handler runs.
+    PriLost,
 }
 
 /// Apply the policy for the number of Primaries now. `None` = no decision.
@@ -137,10 +140,7 @@ fn pri_lost(p0: &str, f: &SplitFacts<'_>) -> Result<Option<SbVerdict>, String> {
         Some(true) => Some(SbVerdict::Source),
         Some(false) if f.role != Role::Primary => Some(SbVerdict::Target { demote: false }),
         Some(false) if f.can_demote => Some(SbVerdict::Target { demote: true }),
-        Some(false) => {
-            tracing::error!("split brain: this Primary lost (call-pri-lost-after-sb) but is in use and cannot be demoted; rep runs no pri-lost-after-sb handler");
-            None
-        }
+        Some(false) => Some(SbVerdict::PriLost),
         None => None,
     })
 }
@@ -241,7 +241,7 @@ mod tests {
                 "disconnect",
                 &busy
             ),
-            Ok(None)
+            Ok(Some(SbVerdict::PriLost))
         );
     }
 

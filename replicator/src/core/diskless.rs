@@ -169,7 +169,9 @@ impl Engine {
             return;
         }
         if self.cfg.on_io_error == OnIoError::CallLocalIoError {
-            tracing::error!(resource = %self.cfg.resource, "on-io-error call-local-io-error: rep runs no handlers; detaching instead");
+            self.emit(Output::Handler {
+                name: "local-io-error",
+            });
         }
         tracing::error!(resource = %self.cfg.resource, "Local IO failed ({what}). Detaching...");
         self.disk = DiskState::Failed;

@@ -283,6 +283,12 @@ pub enum Output {
     },
     /// The visible state changed: rewrite the status file, notify `events` listeners.
     StateChanged,
+    /// Run the `handlers { NAME "command"; }` entry, if configured (DRBD's usermode helpers:
+    /// split-brain, initial-split-brain, pri-lost-after-sb, pri-lost, local-io-error,
+    /// before-resync-target, after-resync-target).
+    Handler {
+        name: &'static str,
+    },
     /// Keep trying to reach the peer (dial and accept) until `LinkUp`; `connect-int` paces it.
     Connect,
     /// Stop trying and close the link if there is one (StandAlone).

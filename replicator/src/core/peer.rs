@@ -784,6 +784,9 @@ impl Engine {
             };
         }
         if let SyncDecision::SplitBrain { auto_recoverable } = decision {
+            self.emit(Output::Handler {
+                name: "initial-split-brain",
+            });
             if auto_recoverable || self.cfg.peer.always_asbp {
                 if let Some(d) = self.after_sb_policy(prole, pu, !dialer, auto_recoverable) {
                     decision = d;
@@ -810,6 +813,9 @@ impl Engine {
                     let why = format!(
                         "Split-Brain detected but unresolved, dropping connection! Recover with `repadm secondary {res}; repadm connect --discard-my-data {res}` on the node whose changes are to be thrown away, and `repadm connect {res}` on the other"
                     );
+                    self.emit(Output::Handler {
+                        name: "split-brain",
+                    });
                     self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);
                     return;
                 }
@@ -848,7 +854,7 @@ impl Engine {
                     && self.cfg.peer.rr_conflict != "violently"
                 {
                     if self.cfg.peer.rr_conflict == "call-pri-lost" {
-                        tracing::error!(resource = %self.cfg.resource, "rr-conflict call-pri-lost: rep runs no pri-lost handler");
+                        self.emit(Output::Handler { name: "pri-lost" });
                     }
                     let why = format!(
                         "I shall become SyncTarget, but I am primary! (rr-conflict {})",
@@ -928,6 +934,13 @@ impl Engine {
                 return None;
             }
         };
+        if verdict == super::after_sb::SbVerdict::PriLost {
+            tracing::error!(resource = %self.cfg.resource, "Split-Brain: this Primary lost (call-pri-lost-after-sb) but is in use and cannot be demoted");
+            self.emit(Output::Handler {
+                name: "pri-lost-after-sb",
+            });
+            return None;
+        }
         let full = !auto_recoverable;
         let source = verdict == super::after_sb::SbVerdict::Source;
         tracing::warn!(resource = %self.cfg.resource, "Split-Brain detected, {primaries} primaries, automatically solved. Sync from {} node", if source { "this" } else { "peer" });

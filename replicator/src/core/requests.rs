@@ -184,7 +184,10 @@ impl Engine {
             return;
         };
         let mut waits_for_al = false;
-        for ext in extents_of(start, start + len) {
+        // Without a usable disk there is no local write to cover (a Failed disk's AL may not
+        // even be writable any more).
+        let has_disk = self.disk > DiskState::Failed;
+        for ext in extents_of(start, start + len).filter(|_| has_disk) {
             if self.requests.al_pending_extents.contains(&ext) {
                 waits_for_al = true;
                 continue;
@@ -339,8 +342,14 @@ impl Engine {
         // Restart in arrival order of admission (ReqIds are issued increasingly by drivers).
         let mut parked = parked;
         parked.sort_unstable();
+        if let Err(e) = result {
+            // Metadata I/O errors always detach (DRBD); the writes then go through the peer.
+            let what = format!("activity log write: {}", e.message);
+            self.fail_disk(&what);
+        }
+        let through_peer = self.serves_via_peer();
         for req in parked {
-            if let Err(e) = result {
+            if let (Err(e), false) = (result, through_peer) {
                 self.requests.admitted.retain(|&(id, _, _)| id != req);
                 self.requests.reqs.remove(&req);
                 let message = format!("activity log write failed: {}", e.message);

@@ -150,6 +150,9 @@ impl Engine {
         self.uuids.set_no_history(UuidIndex::Current, uuid, false);
         self.uuids.bitmap = 0;
         self.cstate = ConnState::SyncTarget;
+        self.emit(Output::Handler {
+            name: "before-resync-target",
+        });
         self.begin_resync("SyncTarget");
         self.emit(Output::StateChanged);
         self.pump_resync(now);
@@ -356,6 +359,9 @@ impl Engine {
         self.cstate = ConnState::Connected;
         self.persist_superblock();
         tracing::info!(resource = %self.cfg.resource, "Resync done (total {secs} sec; {} K/sec)", kib / secs.max(1));
+        self.emit(Output::Handler {
+            name: "after-resync-target",
+        });
         self.send_uuids(0);
         self.send_state();
         self.emit(Output::StateChanged);

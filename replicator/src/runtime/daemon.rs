@@ -132,7 +132,9 @@ fn run(args: Args) -> anyhow::Result<i32> {
     };
     let seed = args.seed.unwrap_or_else(os_seed);
     let engine = Engine::new(cfg, seed);
-    tokio_uring::start(async move { serve(engine, view, paths, seed).await })
+    // Handlers get an absolute DRBD_CONF, whatever directory they run in.
+    let config_path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
+    tokio_uring::start(async move { serve(engine, view, paths, config_path, seed).await })
 }
 
 /// A listener that cannot run (its accept thread failed to start) is fatal for the daemon.
@@ -194,6 +196,7 @@ async fn serve(
     engine: Engine,
     view: rep_resources::NodeView,
     paths: RunPaths,
+    config_path: PathBuf,
     seed: u64,
 ) -> anyhow::Result<i32> {
     let nbd_listen = view.nbd_listen;
@@ -207,7 +210,14 @@ async fn serve(
         })?),
         None => None,
     };
-    let driver = Driver::new(engine, view, paths.clone(), settings, seed ^ 0x5eed);
+    let driver = Driver::new(
+        engine,
+        view,
+        paths.clone(),
+        config_path,
+        settings,
+        seed ^ 0x5eed,
+    );
     if let Some(l) = peer_listener {
         let d = Rc::clone(&driver);
         spawn_listener("peer listener", async move {

@@ -45,6 +45,8 @@ pub struct Driver {
     meta: RefCell<Option<MetaHandle>>,
     pub view: NodeView,
     pub paths: RunPaths,
+    /// The configuration file, for handlers' `DRBD_CONF`.
+    pub config_path: std::path::PathBuf,
     next_req: Cell<ReqId>,
     next_admin: Cell<AdminId>,
     clients: RefCell<HashMap<ReqId, ClientSlot>>,
@@ -63,6 +65,7 @@ impl Driver {
         engine: Engine,
         view: NodeView,
         paths: RunPaths,
+        config_path: std::path::PathBuf,
         link_settings: Option<super::link::LinkSettings>,
         seed: u64,
     ) -> Rc<Driver> {
@@ -74,6 +77,7 @@ impl Driver {
             meta: RefCell::new(None),
             view,
             paths,
+            config_path,
             next_req: Cell::new(1),
             next_admin: Cell::new(1),
             clients: RefCell::new(HashMap::new()),
@@ -167,6 +171,7 @@ impl Driver {
                 }
             }
             Output::StateChanged => self.publish_state(),
+            Output::Handler { name } => self.run_handler(name),
             Output::Connect => self.link_connect(),
             Output::Disconnect => self.link_disconnect(),
             Output::CloseLink { link } => self.link_close(link),
@@ -234,6 +239,12 @@ impl Driver {
             };
             this.feed(Input::PeerDiskDone { io, result });
         });
+    }
+
+    fn run_handler(&self, name: &str) {
+        if !super::handlers::run(&self.view, &self.config_path, name) {
+            tracing::debug!(resource = %self.view.resource, "no {name} handler configured");
+        }
     }
 
     /// Seeds per-connection session ids (not security relevant: pairing sockets only).

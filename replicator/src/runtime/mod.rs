@@ -6,6 +6,7 @@ pub mod backing;
 pub mod control_server;
 pub mod daemon;
 pub mod driver;
+pub mod handlers;
 pub mod hasher;
 pub mod link;
 pub mod metaio;

@@ -114,7 +114,7 @@ pub struct Node {
     clients: HashMap<ReqId, Client>,
     admin_replies: HashMap<AdminId, Result<String, Refusal>>,
     next_admin: AdminId,
-    /// Data I/O on this node's disk fails with EIO (the metadata device keeps working).
+    /// Data and metadata I/O on this node's disk fail with EIO (internal metadata).
     pub disk_failing: bool,
     /// Client requests answered with an error.
     pub failed_replies: u64,
@@ -147,6 +147,7 @@ pub struct Cluster {
     pub protocol: Protocol,
     pub csums_alg: String,
     pub trace: Vec<String>,
+    handlers_run: Vec<(usize, &'static str)>,
 }
 
 fn pattern_block(pattern: u64) -> Vec<u8> {
@@ -220,6 +221,7 @@ impl Cluster {
             protocol,
             csums_alg: csums_alg.to_owned(),
             trace: Vec::new(),
+            handlers_run: Vec::new(),
         }
     }
 
@@ -314,6 +316,7 @@ impl Cluster {
             Output::ClientReply { req, result } => self.client_reply(i, req, result.is_ok()),
             // The simulated clients only write.
             Output::ClientData { .. } => {}
+            Output::Handler { name } => self.handlers_run.push((i, name)),
             Output::AdminReply { id, result } => {
                 self.nodes[i].admin_replies.insert(id, result);
             }
@@ -362,6 +365,10 @@ impl Cluster {
             errno: 5,
             message: e,
         };
+        if self.nodes[i].disk_failing {
+            // Internal metadata: it fails with the disk.
+            return Err(fail("Input/output error (simulated failing disk)".into()));
+        }
         let store = self.nodes[i]
             .meta
             .as_mut()
@@ -710,6 +717,11 @@ impl Cluster {
             },
         )?;
         Ok(())
+    }
+
+    /// Handlers the engines asked for: (node, handler name).
+    pub fn handlers(&self) -> &[(usize, &'static str)] {
+        &self.handlers_run
     }
 
     pub fn set_cut(&mut self, cut: bool) {
