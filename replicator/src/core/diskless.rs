@@ -205,16 +205,18 @@ impl Engine {
         self.close_disk(None);
     }
 
-    /// The peer's disk went away while it is Primary: its writes now live only here, so start
-    /// a new generation (the returning disk then syncs from us) and track them in the bitmap.
+    /// The peer's disk went away while one of us is Primary: new writes now live only on our
+    /// disk, so start a new generation (the returning disk then syncs from us) and track them in
+    /// the bitmap.
     pub(crate) fn peer_lost_disk(&mut self, peer_role: Role) {
-        if self.disk != DiskState::UpToDate || peer_role != Role::Primary {
+        let writes_here = self.role == Role::Primary || peer_role == Role::Primary;
+        if self.disk != DiskState::UpToDate || !writes_here {
             return;
         }
         if self.uuids.bitmap == 0 {
             let v = self.rng.uuid();
-            self.uuids.new_current(v, false);
-            tracing::info!(resource = %self.cfg.resource, "peer is a Diskless Primary: new current UUID");
+            self.uuids.new_current(v, self.role == Role::Primary);
+            tracing::info!(resource = %self.cfg.resource, "peer's disk is gone while a Primary writes: new current UUID");
             self.persist_superblock();
         }
     }
