@@ -283,6 +283,8 @@ pub enum Output {
     },
     /// The visible state changed: rewrite the status file, notify `events` listeners.
     StateChanged,
+    /// Read the `resync-after` resource's state now and answer with `Input::DependencySyncing`.
+    CheckDependency,
     /// Run the `handlers { NAME "command"; }` entry, if configured (DRBD's usermode helpers:
     /// split-brain, initial-split-brain, pri-lost-after-sb, pri-lost, local-io-error,
     /// before-resync-target, after-resync-target).

@@ -78,7 +78,15 @@ impl Engine {
     /// Both sides: the resync state (held if `resync-after` says so), persisted, logged as DRBD.
     fn begin_resync(&mut self, side: &str) {
         self.resync = Some(self.new_resync());
-        if self.dependency_syncing {
+        if self.cfg.peer.resync_after.is_some() {
+            // Held until the driver has read the other resource's state right now: a reading
+            // up to one poll old could let this resync run ahead of the one it must follow.
+            if let Some(rs) = self.resync.as_mut() {
+                rs.paused_after = true;
+            }
+            self.emit(Output::CheckDependency);
+        }
+        if self.resync.as_ref().is_some_and(|r| r.paused_after) {
             if let Some(now) = self.last_now {
                 self.apply_pause(now);
             }

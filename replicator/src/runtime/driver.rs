@@ -172,6 +172,17 @@ impl Driver {
             }
             Output::StateChanged => self.publish_state(),
             Output::Handler { name } => self.run_handler(name),
+            Output::CheckDependency => {
+                let syncing = self
+                    .view
+                    .disk_conf
+                    .resync_after
+                    .as_deref()
+                    .is_some_and(|other| self.dependency_syncing_now(other));
+                self.inbox
+                    .borrow_mut()
+                    .push_back(Input::DependencySyncing { syncing });
+            }
             Output::Connect => self.link_connect(),
             Output::Disconnect => self.link_disconnect(),
             Output::CloseLink { link } => self.link_close(link),
@@ -258,28 +269,33 @@ impl Driver {
     /// `resync-after OTHER`: follow OTHER's state through its status file in the same run dir
     /// (each resource has its own daemon) and hold our resync while OTHER resyncs.
     pub async fn watch_resync_after(self: Rc<Self>, other: String) {
-        use crate::core::ConnState::*;
-        let path = self.paths.dir.join(format!(
-            "{}.status.json",
-            other.split('/').next().unwrap_or(&other)
-        ));
         let mut last = None;
         loop {
-            let syncing = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| serde_json::from_str::<Status>(&t).ok())
-                .is_some_and(|s| {
-                    matches!(
-                        s.cstate,
-                        SyncSource | SyncTarget | PausedSyncS | PausedSyncT | WFSyncUUID
-                    )
-                });
+            let syncing = self.dependency_syncing_now(&other);
             if last != Some(syncing) {
                 last = Some(syncing);
                 self.feed(Input::DependencySyncing { syncing });
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
+    }
+
+    /// Whether `other` (a resource in the same run dir) is resyncing, from its status file.
+    fn dependency_syncing_now(&self, other: &str) -> bool {
+        use crate::core::ConnState::*;
+        let path = self.paths.dir.join(format!(
+            "{}.status.json",
+            other.split('/').next().unwrap_or(other)
+        ));
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Status>(&t).ok())
+            .is_some_and(|s| {
+                matches!(
+                    s.cstate,
+                    SyncSource | SyncTarget | PausedSyncS | PausedSyncT | WFSyncUUID
+                )
+            })
     }
 
     /// Feeds `Input::Timer` whenever the engine's next deadline has passed.

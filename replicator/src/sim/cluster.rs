@@ -317,6 +317,13 @@ impl Cluster {
             // The simulated clients only write.
             Output::ClientData { .. } => {}
             Output::Handler { name } => self.handlers_run.push((i, name)),
+            // No other resources in the simulation.
+            Output::CheckDependency => {
+                let now = self.at();
+                self.nodes[i]
+                    .engine
+                    .handle(now, Input::DependencySyncing { syncing: false });
+            }
             Output::AdminReply { id, result } => {
                 self.nodes[i].admin_replies.insert(id, result);
             }
