@@ -191,6 +191,29 @@ fn connected_pair(seed: u64, csums: &str) -> Cluster {
     c
 }
 
+/// Client writes on `primary` for `d`, then until none is outstanding: none may fail.
+fn write_without_errors(c: &mut Cluster, primary: usize, d: Duration, seed: u64) {
+    write_for(c, primary, d);
+    wait(c, "writes to complete", Duration::from_secs(10), |c| {
+        c.outstanding_clients(primary) == 0
+    })
+    .unwrap();
+    assert_eq!(
+        c.nodes[primary].failed_replies, 0,
+        "seed {seed}: a client saw an I/O error"
+    );
+}
+
+/// Heal node `i`'s disk, attach it again, and converge with every acknowledged write.
+fn heal_and_reattach(c: &mut Cluster, i: usize, seed: u64) {
+    c.nodes[i].disk_failing = false;
+    c.admin(i, AdminCmd::Attach)
+        .expect("attach the healed disk");
+    if let Err(e) = converge(c, 0) {
+        panic!("seed {seed}: {e}");
+    }
+}
+
 fn seeds() -> Vec<u64> {
     if std::env::var("REP_SIM_LOG").is_ok() {
         let _ = tracing_subscriber::fmt().with_test_writer().try_init();
@@ -276,15 +299,7 @@ fn a_failing_primary_disk_costs_the_clients_nothing() {
         converge(&mut c, 0).unwrap();
         write_for(&mut c, 0, Duration::from_millis(50));
         c.nodes[0].disk_failing = true;
-        write_for(&mut c, 0, Duration::from_millis(200));
-        wait(&mut c, "writes to complete", Duration::from_secs(10), |c| {
-            c.outstanding_clients(0) == 0
-        })
-        .unwrap();
-        assert_eq!(
-            c.nodes[0].failed_replies, 0,
-            "seed {seed}: a client saw the disk fail"
-        );
+        write_without_errors(&mut c, 0, Duration::from_millis(200), seed);
         assert_eq!(c.nodes[0].engine.disk(), DiskState::Diskless, "seed {seed}");
         assert_eq!(c.nodes[0].engine.role(), Role::Primary, "seed {seed}");
         assert!(
@@ -292,13 +307,8 @@ fn a_failing_primary_disk_costs_the_clients_nothing() {
             "seed {seed}: node-b tracks the writes"
         );
 
-        c.nodes[0].disk_failing = false;
         c.admin(0, AdminCmd::Secondary).expect("secondary");
-        c.admin(0, AdminCmd::Attach)
-            .expect("attach the healed disk");
-        if let Err(e) = converge(&mut c, 0) {
-            panic!("seed {seed}: {e}");
-        }
+        heal_and_reattach(&mut c, 0, seed);
     }
 }
 
@@ -312,20 +322,10 @@ fn a_failing_secondary_disk_is_detached_and_resynced_after_reattach() {
             .expect("primary");
         converge(&mut c, 0).unwrap();
         c.nodes[1].disk_failing = true;
-        write_for(&mut c, 0, Duration::from_millis(200));
-        wait(&mut c, "writes to complete", Duration::from_secs(10), |c| {
-            c.outstanding_clients(0) == 0
-        })
-        .unwrap();
-        assert_eq!(c.nodes[0].failed_replies, 0, "seed {seed}");
+        write_without_errors(&mut c, 0, Duration::from_millis(200), seed);
         assert_eq!(c.nodes[1].engine.disk(), DiskState::Diskless, "seed {seed}");
         assert_eq!(c.nodes[0].engine.pdsk(), DiskState::Diskless, "seed {seed}");
-        c.nodes[1].disk_failing = false;
-        c.admin(1, AdminCmd::Attach)
-            .expect("attach the healed disk");
-        if let Err(e) = converge(&mut c, 0) {
-            panic!("seed {seed}: {e}");
-        }
+        heal_and_reattach(&mut c, 1, seed);
     }
 }
 
@@ -344,12 +344,12 @@ fn a_disk_failing_during_the_resync_restarts_it_after_reattach() {
             "seed {seed}: the resync is running"
         );
         c.nodes[1].disk_failing = true;
-        write_for(&mut c, 0, Duration::from_millis(100));
+        write_without_errors(&mut c, 0, Duration::from_millis(100), seed);
         wait(
             &mut c,
             "node-b to be Diskless",
             Duration::from_secs(10),
-            |c| c.nodes[1].engine.disk() == DiskState::Diskless && c.outstanding_clients(0) == 0,
+            |c| c.nodes[1].engine.disk() == DiskState::Diskless,
         )
         .unwrap();
         // No resync state is left behind with a disk that is gone.
@@ -364,13 +364,7 @@ fn a_disk_failing_during_the_resync_restarts_it_after_reattach() {
             },
         )
         .unwrap();
-        assert_eq!(c.nodes[0].failed_replies, 0, "seed {seed}");
-        c.nodes[1].disk_failing = false;
-        c.admin(1, AdminCmd::Attach)
-            .expect("attach the healed disk");
-        if let Err(e) = converge(&mut c, 0) {
-            panic!("seed {seed}: {e}");
-        }
+        heal_and_reattach(&mut c, 1, seed);
     }
 }
 
