@@ -276,6 +276,14 @@ impl Drop for Cluster {
     }
 }
 
+/// Wait until the text file at `path` contains every one of `needles` (a handler's output).
+pub fn wait_for_file_containing(path: &Path, needles: &[&str], what: &str) {
+    wait_for(Duration::from_secs(10), what, || {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        needles.iter().all(|n| text.contains(n)).then_some(())
+    });
+}
+
 /// Expose the NBD export on unix socket `socket` as the file `file` (its folder becomes a FUSE
 /// mount); returns once the file has its size.
 pub fn start_nbdfuse(file: &Path, socket: &Path) -> Child {

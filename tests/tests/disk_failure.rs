@@ -11,7 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use rep_tests::{
-    require_root, require_tool, run, start_nbdfuse, wait_for, Cluster, ClusterOpts, Node,
+    require_root, require_tool, run, start_nbdfuse, wait_for, wait_for_file_containing, Cluster,
+    ClusterOpts, Node,
 };
 
 const MIB: u64 = 1 << 20;
@@ -308,15 +309,6 @@ fn call_local_io_error_runs_the_handler_then_detaches() {
     qemu_io_ok(a, &["write -P 0x66 0 64k", "read -P 0x66 0 64k"]);
     assert_eq!(a.status_json()["disk"], "Diskless");
     let log = c.dir.join("handler.log");
-    wait_for(
-        Duration::from_secs(10),
-        "the local-io-error handler",
-        || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("local-io-error r0 0")
-                .then_some(())
-        },
-    );
+    wait_for_file_containing(&log, &["local-io-error r0 0"], "the local-io-error handler");
     disk.heal();
 }

@@ -8,7 +8,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::process::Command;
 use std::time::Duration;
 
-use rep_tests::{require_tool, run_ok, wait_for, Cluster, ClusterOpts, Node};
+use rep_tests::{
+    require_tool, run_ok, wait_for, wait_for_file_containing, Cluster, ClusterOpts, Node,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -115,12 +117,14 @@ fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
     assert_eq!(backing_bytes(b, 2 * MIB, 4096), vec![0xbb; 4096]);
     // The split-brain handler ran on both nodes, with DRBD's environment.
     let handlers_log = c.dir.join("handlers.log");
-    wait_for(Duration::from_secs(10), "the split-brain handlers", || {
-        let log = std::fs::read_to_string(&handlers_log).unwrap_or_default();
-        (log.contains("split-brain r0 node-b 127.0.0.2 node-a")
-            && log.contains("split-brain r0 node-a 127.0.0.1 node-b"))
-        .then_some(())
-    });
+    wait_for_file_containing(
+        &handlers_log,
+        &[
+            "split-brain r0 node-b 127.0.0.2 node-a",
+            "split-brain r0 node-a 127.0.0.1 node-b",
+        ],
+        "the split-brain handlers",
+    );
 
     // Discarding data on a Primary is refused: the runbook demotes the victim first.
     let (code, err) = b.fails(&["connect", "--discard-my-data", "r0"]);
@@ -134,15 +138,10 @@ fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
     wait_state(b, "Connected", Some(("UpToDate", "UpToDate")), 30);
     wait_state(a, "Connected", Some(("UpToDate", "UpToDate")), 10);
     assert_eq!(oos_kib(a), 0);
-    wait_for(
-        Duration::from_secs(10),
+    wait_for_file_containing(
+        &handlers_log,
+        &["after-resync-target node-b"],
         "after-resync-target on node-b",
-        || {
-            std::fs::read_to_string(&handlers_log)
-                .unwrap_or_default()
-                .contains("after-resync-target node-b")
-                .then_some(())
-        },
     );
     let nr = b.status_json()["counters"]["nr_kib"]
         .as_u64()

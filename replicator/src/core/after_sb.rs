@@ -133,8 +133,8 @@ fn recover_2p(p0: &str, policy: &str, f: &SplitFacts<'_>) -> Result<Option<SbVer
     })
 }
 
-/// The 0pri verdict, with a losing Primary demoted first; if it cannot be demoted (DRBD then
-/// runs the `pri-lost-after-sb` handler, which rep does not have) there is no decision.
+/// The 0pri verdict, with a losing Primary demoted first; if it cannot be demoted, `PriLost`
+/// (no decision; the `pri-lost-after-sb` handler runs).
 fn pri_lost(p0: &str, f: &SplitFacts<'_>) -> Result<Option<SbVerdict>, String> {
     Ok(match recover_0p(p0, f)? {
         Some(true) => Some(SbVerdict::Source),

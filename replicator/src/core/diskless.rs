@@ -15,13 +15,15 @@ use super::state::{ConnState, DiskState, Role};
 use crate::wire::Packet;
 
 impl Engine {
+    /// The peer's UpToDate disk is reachable over a decided link.
+    fn peer_has_data(&self) -> bool {
+        self.link_ready() && self.cstate >= ConnState::Connected && self.pdsk == DiskState::UpToDate
+    }
+
     /// No usable local disk (never attached, detached, or failed), and the peer's UpToDate disk
     /// is reachable.
     pub(crate) fn serves_via_peer(&self) -> bool {
-        matches!(self.disk, DiskState::Diskless | DiskState::Failed)
-            && self.link_ready()
-            && self.cstate >= ConnState::Connected
-            && self.pdsk == DiskState::UpToDate
+        matches!(self.disk, DiskState::Diskless | DiskState::Failed) && self.peer_has_data()
     }
 
     pub(crate) fn no_data_error(&self) -> ClientError {
@@ -138,10 +140,7 @@ impl Engine {
         };
         if self.cfg.on_io_error == OnIoError::PassOn {
             if let ClientOp::Read { offset, len } = op {
-                if self.link_ready()
-                    && self.cstate >= ConnState::Connected
-                    && self.pdsk == DiskState::UpToDate
-                {
+                if self.peer_has_data() {
                     self.read_via_peer(req, offset, len);
                     return None;
                 }

@@ -40,8 +40,7 @@ pub struct EngineConfig {
 pub enum OnIoError {
     /// Keep the disk; the failed block is marked out of sync and the error reaches the client.
     PassOn,
-    /// DRBD would run the `local-io-error` handler first; rep logs that it has no handlers
-    /// and detaches.
+    /// Run the `local-io-error` handler, then detach.
     CallLocalIoError,
     /// Disk → Failed → Diskless; I/O continues through the peer if it is UpToDate.
     Detach,

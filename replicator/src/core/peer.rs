@@ -641,15 +641,15 @@ impl Engine {
         let had_disk = self.pdsk >= DiskState::Inconsistent;
         self.peer_role = role;
         self.pdsk = disk;
-        if had_disk && disk < DiskState::Inconsistent && self.cstate > ConnState::Connected {
-            self.lose_link(
-                ConnState::Disconnecting,
-                "peer's disk failed during a resync or verify; reconnecting",
-                After::Reconnect,
-            );
-            return;
-        }
         if had_disk && disk < DiskState::Inconsistent {
+            if self.cstate > ConnState::Connected {
+                self.lose_link(
+                    ConnState::Disconnecting,
+                    "peer's disk failed during a resync or verify; reconnecting",
+                    After::Reconnect,
+                );
+                return;
+            }
             // What the peer's disk had not made durable is out of sync, as on a lost link;
             // its barrier acks will not come.
             self.fail_peer_requests();

@@ -165,7 +165,8 @@ impl Engine {
 
     /// Timer: close an open epoch that has aged (the idle sender's barrier).
     pub(crate) fn close_aged_epoch(&mut self, now: Instant) {
-        if self.epoch_deadline().is_some_and(|due| now >= due) && !self.repl.open.is_empty() {
+        // `open_since` is set exactly while the open epoch holds writes.
+        if self.epoch_deadline().is_some_and(|due| now >= due) {
             self.close_epoch();
         }
     }
