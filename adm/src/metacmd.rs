@@ -65,13 +65,23 @@ pub fn create_md(_cli: &Cli, p: &Paths, view: &NodeView, force: bool) -> anyhow:
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1)
         ^ u64::from(std::process::id()).rotate_left(32);
+    let al_extents = view
+        .disk_conf
+        .al_extents
+        .max(rep_replicator::meta::al::AL_EXTENTS_FOR_LARGEST_REQUEST);
+    if al_extents != view.disk_conf.al_extents {
+        println!(
+            "al-extents {} raised to {al_extents}: one 32 MiB NBD request can span that many 4 MiB extents",
+            view.disk_conf.al_extents
+        );
+    }
     let layout = match &view.meta_disk {
         MetaDisk::Internal => store::create_md(
             &data,
             None,
             size,
             MetaDiskKind::Internal,
-            view.disk_conf.al_extents,
+            al_extents,
             seed,
             force,
         ),
@@ -86,7 +96,7 @@ pub fn create_md(_cli: &Cli, p: &Paths, view: &NodeView, force: bool) -> anyhow:
                 Some(&md),
                 size,
                 kind,
-                view.disk_conf.al_extents,
+                al_extents,
                 seed,
                 force,
             )

@@ -54,7 +54,19 @@ impl Engine {
 
     /// Write the superblock now and answer admin `id` with `message` once it is durable.
     fn persist_then_reply(&mut self, id: AdminId, message: String) {
+        if self.disk <= DiskState::Failed {
+            // No metadata to write (Diskless): the state lives in memory only, as in DRBD.
+            self.emit(Output::StateChanged);
+            self.emit(Output::AdminReply {
+                id,
+                result: Ok(message),
+            });
+            return;
+        }
         self.sync_flags_from_state();
+        // Bits first: the superblock may depend on them (`invalidate`: all bits set, then
+        // Inconsistent; a crash in between must not leave a clean bitmap behind).
+        self.write_dirty_bitmap_pages();
         let io = self.alloc_io();
         let op = MetaOpKind::Superblock {
             uuids: self.uuids,
@@ -275,11 +287,17 @@ impl Engine {
     pub(crate) fn close_disk(&mut self, id: Option<AdminId>) {
         self.sync_flags_from_state();
         self.write_dirty_bitmap_pages();
+        // With writes still in flight (`detach --force`, SIGTERM under load) the activity log
+        // must be replayed on the next attach: only an idle disk closes clean.
+        let clean = self.local_io_idle();
+        if !clean {
+            tracing::warn!(resource = %self.cfg.resource, "closing the disk with I/O in flight: the activity log will be replayed on the next attach");
+        }
         let io = self.alloc_io();
         let op = MetaOpKind::Superblock {
             uuids: self.uuids,
             flags: self.flags,
-            clean: true,
+            clean,
         };
         self.emit(Output::Meta { io, op });
         let io = self.alloc_io();

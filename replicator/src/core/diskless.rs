@@ -11,6 +11,8 @@
 use super::engine::{Engine, OnIoError};
 use super::io::{nbd_errno, ClientError, ClientOp, IoFailure, Output, ReqId};
 use super::replicate::RxKind;
+use super::requests::RemoteRead;
+use crate::wire::frame::MAX_DATA_BYTES;
 use super::state::{ConnState, DiskState, Role};
 use crate::wire::Packet;
 
@@ -36,7 +38,8 @@ impl Engine {
         }
     }
 
-    /// Read through the peer; the reply completes the request.
+    /// Read through the peer, in pieces of at most one packet; the last reply completes the
+    /// request.
     pub(crate) fn read_via_peer(&mut self, req: ReqId, offset: u64, len: u32) {
         let now = self.last_now;
         if let Some(r) = self.requests.reqs.get_mut(&req) {
@@ -44,28 +47,49 @@ impl Engine {
             r.peer_wait = true;
             r.peer_since = now;
         }
-        self.requests.remote_reads.insert(req);
-        self.send(Packet::DataRequest {
-            id: req,
-            offset,
-            len,
-        });
+        let mut pending = std::collections::BTreeMap::new();
+        let mut done = 0u32;
+        while done < len {
+            let piece = (len - done).min(MAX_DATA_BYTES as u32);
+            pending.insert(offset + u64::from(done), piece);
+            done += piece;
+        }
+        let pieces: Vec<(u64, u32)> = pending.iter().map(|(&o, &l)| (o, l)).collect();
+        self.requests.remote_reads.insert(
+            req,
+            RemoteRead {
+                offset,
+                data: vec![0; len as usize],
+                pending,
+                failed: false,
+            },
+        );
+        for (offset, len) in pieces {
+            self.send(Packet::DataRequest {
+                id: req,
+                offset,
+                len,
+            });
+        }
     }
 
-    /// `DataReply` (`Some(data)`) or `NegDReply` (`None`) for a read sent through the peer.
-    pub(crate) fn on_data_reply(&mut self, id: u64, data: Option<Vec<u8>>) {
-        if !self.requests.remote_reads.remove(&id) {
+    /// `DataReply` (`Some(data)`) or `NegDReply` (`None`) for one piece of a read sent through
+    /// the peer.
+    pub(crate) fn on_data_reply(&mut self, id: u64, offset: u64, data: Option<Vec<u8>>) {
+        let Some(rr) = self.requests.remote_reads.get_mut(&id) else {
             // The request already failed when the link was lost.
             return;
-        }
-        let want = match self.requests.reqs.get(&id).map(|r| r.op) {
-            Some(ClientOp::Read { len, .. }) => len as usize,
-            _ => return,
         };
-        let result = match data {
-            Some(d) if d.len() == want => {
-                self.emit(Output::ClientData { req: id, data: d });
-                Ok(())
+        let Some(want) = rr.pending.remove(&offset) else {
+            self.protocol_error(format!(
+                "DataReply for request {id} at offset {offset}, which was not asked for"
+            ));
+            return;
+        };
+        match data {
+            Some(d) if d.len() == want as usize => {
+                let at = (offset - rr.offset) as usize;
+                rr.data[at..at + d.len()].copy_from_slice(&d);
             }
             Some(d) => {
                 self.protocol_error(format!(
@@ -74,13 +98,28 @@ impl Engine {
                 ));
                 return;
             }
-            None => Err(ClientError {
+            None => rr.failed = true,
+        }
+        if !rr.pending.is_empty() {
+            return;
+        }
+        let Some(rr) = self.requests.remote_reads.remove(&id) else {
+            return;
+        };
+        let result = if rr.failed {
+            Err(ClientError {
                 nbd_errno: nbd_errno::EIO,
                 message: format!(
                     "resource {}: the peer could not read this block for us (we are {})",
                     self.cfg.resource, self.disk
                 ),
-            }),
+            })
+        } else {
+            self.emit(Output::ClientData {
+                req: id,
+                data: rr.data,
+            });
+            Ok(())
         };
         if let Some(r) = self.requests.reqs.get_mut(&id) {
             r.local = Some(result);
@@ -110,7 +149,7 @@ impl Engine {
     pub(crate) fn fail_diskless_requests(&mut self, waiting: &[ReqId]) {
         let without_disk = self.disk <= DiskState::Failed;
         for id in waiting {
-            let remote_read = self.requests.remote_reads.remove(id);
+            let remote_read = self.requests.remote_reads.remove(id).is_some();
             if remote_read || without_disk {
                 let e = self.no_data_error();
                 if let Some(r) = self.requests.reqs.get_mut(id) {
@@ -161,6 +200,14 @@ impl Engine {
         }
     }
 
+    /// No I/O is in flight on the local disk (client, peer, resync and verify I/O).
+    pub(crate) fn local_io_idle(&self) -> bool {
+        self.requests.local_pending() == 0
+            && self.requests.resync_reads.is_empty()
+            && !self.rx.busy()
+            && self.aux_reads.is_empty()
+    }
+
     /// `on-io-error detach`: Failed now (the peer is told with our next State), Diskless once
     /// the backing device is closed.
     pub(crate) fn fail_disk(&mut self, what: &str) {
@@ -193,11 +240,7 @@ impl Engine {
         if self.disk != DiskState::Failed || self.failed_disk_closing {
             return;
         }
-        let busy = self.requests.local_pending() > 0
-            || !self.requests.resync_reads.is_empty()
-            || self.rx.busy()
-            || !self.aux_reads.is_empty();
-        if busy {
+        if !self.local_io_idle() {
             return;
         }
         self.failed_disk_closing = true;

@@ -239,6 +239,7 @@ impl Engine {
         let Some(bm) = self.bitmap.as_mut() else {
             return;
         };
+        let flush_data = bm.cleared_since_persist();
         let pages = bm.take_dirty_pages();
         if pages.is_empty() {
             return;
@@ -247,7 +248,7 @@ impl Engine {
         let io = self.alloc_io();
         self.emit(Output::Meta {
             io,
-            op: super::io::MetaOpKind::BitmapPages { pages },
+            op: super::io::MetaOpKind::BitmapPages { pages, flush_data },
         });
     }
 

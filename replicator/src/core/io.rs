@@ -66,17 +66,34 @@ pub enum DiskOpKind {
 /// Metadata updates, executed in the order they are emitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MetaOpKind {
-    /// Rewrite the superblock with these generation UUIDs and flags.
+    /// Rewrite the superblock with these generation UUIDs and flags. The data device is
+    /// flushed first: a superblock can claim the data consistent, UpToDate or cleanly closed,
+    /// which must not get ahead of the data itself (external meta-disks especially).
     Superblock {
         uuids: GenerationUuids,
         flags: MdFlags,
         /// Whether the device is being closed cleanly (no AL replay needed on next attach).
         clean: bool,
     },
-    /// Write these encoded bitmap pages (index, 4 KiB page).
-    BitmapPages { pages: Vec<(u64, Vec<u8>)> },
+    /// Write these encoded bitmap pages (index, 4 KiB page). `flush_data`: bits were cleared,
+    /// so the data they stand for is flushed to the data device before the pages are written.
+    BitmapPages {
+        pages: Vec<(u64, Vec<u8>)>,
+        flush_data: bool,
+    },
     /// Write one encoded activity-log transaction block to the ring.
     AlTransaction { block: Vec<u8>, ring_slot: u64 },
+}
+
+impl MetaOpKind {
+    /// The data device must be flushed before this metadata write (see the variants).
+    pub fn flushes_data_first(&self) -> bool {
+        match self {
+            MetaOpKind::Superblock { .. } => true,
+            MetaOpKind::BitmapPages { flush_data, .. } => *flush_data,
+            MetaOpKind::AlTransaction { .. } => false,
+        }
+    }
 }
 
 /// Failure of one I/O, as the driver saw it.
@@ -303,12 +320,16 @@ pub enum Output {
         link: LinkId,
         packet: crate::wire::Packet,
     },
-    /// Send client write `req` as `Packet::Data { id: req, offset, fua, data }`, taking the data
-    /// from the client's buffer (which the driver keeps until the write completes).
+    /// Send bytes `buf_offset .. buf_offset + len` of client write `req` as
+    /// `Packet::Data { id: req, offset, fua, data }`, taking the data from the client's buffer
+    /// (which the driver keeps until the write completes). A write larger than one packet's
+    /// payload comes as several of these.
     SendWrite {
         link: LinkId,
         req: ReqId,
         offset: u64,
+        buf_offset: u32,
+        len: u32,
         fua: bool,
     },
     PeerDisk {

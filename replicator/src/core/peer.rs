@@ -365,8 +365,10 @@ impl Engine {
         if primary_lost_peer && self.disk == DiskState::UpToDate && self.uuids.bitmap == 0 {
             let v = self.rng.uuid();
             self.uuids.new_current(v, true);
-            self.persist_superblock();
         }
+        // Whatever the UUIDs say, the bits just set for the writes the peer may have missed
+        // must survive a crash of this node.
+        self.persist_superblock();
         match after {
             After::Reconnect => {
                 self.cstate = ConnState::WFConnection;
@@ -479,8 +481,8 @@ impl Engine {
             Packet::RsInSync { id, offset, len } => self.on_rs_in_sync(now, id, offset, len),
             Packet::OvRequest { id, offset, len } => self.on_ov_request(id, offset, len),
             Packet::DataRequest { id, offset, len } => self.on_data_request(id, offset, len),
-            Packet::DataReply { id, data, .. } => self.on_data_reply(id, Some(data)),
-            Packet::NegDReply { id, .. } => self.on_data_reply(id, None),
+            Packet::DataReply { id, offset, data } => self.on_data_reply(id, offset, Some(data)),
+            Packet::NegDReply { id, offset, .. } => self.on_data_reply(id, offset, None),
             Packet::OvReply { id, digest, .. } => self.on_ov_reply(id, digest),
             Packet::OvResult {
                 offset,
@@ -639,8 +641,14 @@ impl Engine {
             return;
         }
         let had_disk = self.pdsk >= DiskState::Inconsistent;
+        let was_primary = self.peer_role == Role::Primary;
         self.peer_role = role;
         self.pdsk = disk;
+        if !had_disk && disk < DiskState::Inconsistent && !was_primary && role == Role::Primary {
+            // A Diskless peer was promoted: its writes will exist only here from now on
+            // (DRBD's after_state_ch starts a new current UUID for this case).
+            self.peer_lost_disk(role);
+        }
         if had_disk && disk < DiskState::Inconsistent {
             if self.cstate > ConnState::Connected {
                 self.lose_link(

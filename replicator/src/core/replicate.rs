@@ -17,7 +17,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::engine::{Engine, OnIoError};
-use super::io::{ClientOp, IoFailure, IoId, LinkId, Output, PeerDiskOp, ReqId};
+use super::requests::AlGate;
+use super::io::{
+    nbd_errno, ClientError, ClientOp, IoFailure, IoId, LinkId, Output, PeerDiskOp, ReqId,
+};
 use super::state::DiskState;
 use crate::wire::frame::MAX_DATA_BYTES;
 use crate::wire::Packet;
@@ -61,6 +64,8 @@ pub(crate) struct RxOp {
     link: LinkId,
     kind: RxKind,
     op: Option<PeerDiskOp>,
+    /// Activity-log extents held while we hold the only copy of a peer write.
+    al_held: Vec<u64>,
 }
 
 /// Receiving side: ordering of the peer's writes and barriers.
@@ -73,6 +78,9 @@ pub(crate) struct PeerRx {
     /// Barrier epochs waiting for every write with a smaller sequence number.
     barriers: VecDeque<(u32, u64, LinkId)>,
     flushing: HashMap<IoId, (u32, LinkId)>,
+    /// A barrier flush failed on this link: no later BarrierAck may claim the epochs before it
+    /// durable (a later fdatasync succeeds although the earlier write-back was lost).
+    flush_failed: Option<LinkId>,
 }
 
 impl PeerRx {
@@ -83,19 +91,33 @@ impl PeerRx {
 }
 
 impl Engine {
-    /// Ship an admitted client write to the peer.
+    /// Ship an admitted client write to the peer. A write larger than one packet's payload
+    /// travels as several `Data` packets carrying the same id (DRBD splits at max_bio_size);
+    /// the client's reply waits for the ack of every one.
     pub(crate) fn replicate(&mut self, req: ReqId, op: ClientOp) {
         let Some(link) = self.link_id() else { return };
         let Some((start, len)) = op.write_range() else {
             return;
         };
-        match op {
-            ClientOp::Write { offset, fua, .. } => self.emit(Output::SendWrite {
-                link,
-                req,
-                offset,
-                fua,
-            }),
+        let packets = match op {
+            ClientOp::Write { offset, fua, len } => {
+                let mut sent = 0u32;
+                let mut n = 0u32;
+                while sent < len {
+                    let piece = (len - sent).min(MAX_DATA_BYTES as u32);
+                    self.emit(Output::SendWrite {
+                        link,
+                        req,
+                        offset: offset + u64::from(sent),
+                        buf_offset: sent,
+                        len: piece,
+                        fua,
+                    });
+                    sent += piece;
+                    n += 1;
+                }
+                n
+            }
             ClientOp::Trim { offset, len, fua } => {
                 self.send(Packet::Zero {
                     id: req,
@@ -104,6 +126,7 @@ impl Engine {
                     trim: true,
                     fua,
                 });
+                1
             }
             ClientOp::WriteZeroes { offset, len, fua } => {
                 self.send(Packet::Zero {
@@ -113,14 +136,16 @@ impl Engine {
                     trim: false,
                     fua,
                 });
+                1
             }
             ClientOp::Read { .. } | ClientOp::Flush => return,
-        }
+        };
         self.counters.ns_kib += len / 1024;
         if self.cfg.protocol != Protocol::A {
             let now = self.last_now;
             if let Some(r) = self.requests.reqs.get_mut(&req) {
                 r.peer_wait = true;
+                r.peer_acks_left = packets;
                 r.peer_since = now;
             }
         }
@@ -209,13 +234,33 @@ impl Engine {
                     bm.set_range(start, len);
                 }
             }
+            if self.disk <= DiskState::Failed {
+                // No local copy either: the write exists nowhere.
+                let e = ClientError {
+                    nbd_errno: nbd_errno::EIO,
+                    message: format!(
+                        "resource {}: the peer failed to write and there is no local disk ({})",
+                        self.cfg.resource, self.disk
+                    ),
+                };
+                if let Some(r) = self.requests.reqs.get_mut(&id) {
+                    r.local = Some(Err(e));
+                }
+            }
         }
-        self.peer_done(id);
+        let left = self.requests.reqs.get_mut(&id).map_or(0, |r| {
+            r.peer_acks_left = r.peer_acks_left.saturating_sub(1);
+            r.peer_acks_left
+        });
+        if left == 0 {
+            self.peer_done(id);
+        }
     }
 
     pub(crate) fn peer_done(&mut self, req: ReqId) {
         if let Some(r) = self.requests.reqs.get_mut(&req) {
             r.peer_wait = false;
+            r.peer_acks_left = 0;
             r.peer_since = None;
         }
         self.maybe_complete(req);
@@ -370,6 +415,7 @@ impl Engine {
             link,
             kind,
             op: Some(op),
+            al_held: Vec::new(),
         });
         self.rx_pump();
     }
@@ -380,8 +426,11 @@ impl Engine {
         self.check_barriers();
     }
 
-    /// Issue waiting peer writes that overlap nothing in flight or earlier in the queue.
-    fn rx_pump(&mut self) {
+    /// Issue waiting peer writes that overlap nothing in flight or earlier in the queue. While
+    /// the peer has no disk, its writes exist only here: like DRBD, each is marked out of sync
+    /// and covered by the activity log before it is written, so a crash of this node replays
+    /// the extent into the bitmap instead of forgetting that the peer needs it.
+    pub(crate) fn rx_pump(&mut self) {
         let mut blocked: Vec<(u64, u64)> = Vec::new();
         let mut still = VecDeque::new();
         while let Some(mut w) = self.rx.waiting.pop_front() {
@@ -396,12 +445,32 @@ impl Engine {
                 still.push_back(w);
                 continue;
             }
+            if self.only_copy_here(w.kind) {
+                if let Some(bm) = self.bitmap.as_mut() {
+                    bm.set_range(w.start, w.end - w.start);
+                }
+                let mut held = std::mem::take(&mut w.al_held);
+                let gate = self.al_acquire(&mut held, w.start, w.end - w.start);
+                w.al_held = held;
+                if matches!(gate, AlGate::WaitTransaction | AlGate::WaitSlot) {
+                    blocked.push((w.start, w.end));
+                    still.push_back(w);
+                    continue;
+                }
+            }
             let Some(op) = w.op.take() else { continue };
             let io = self.alloc_io();
             self.rx.in_flight.insert(io, w);
             self.emit(Output::PeerDisk { io, op });
         }
         self.rx.waiting = still;
+    }
+
+    /// A replicated write lands only on our disk: the peer is Diskless.
+    fn only_copy_here(&self, kind: RxKind) -> bool {
+        matches!(kind, RxKind::App { .. })
+            && self.pdsk < DiskState::Inconsistent
+            && self.disk > DiskState::Failed
     }
 
     fn check_barriers(&mut self) {
@@ -421,8 +490,12 @@ impl Engine {
 
     /// Completion of any `Output::PeerDisk`.
     pub(crate) fn peer_disk_done(&mut self, io: IoId, result: Result<Option<Vec<u8>>, IoFailure>) {
-        if let Some(w) = self.rx.in_flight.remove(&io) {
+        if let Some(mut w) = self.rx.in_flight.remove(&io) {
             self.rx.outstanding.remove(&w.seq);
+            if !w.al_held.is_empty() {
+                self.al_release(&mut w.al_held);
+                self.retry_al_waiters();
+            }
             self.counters.ua = self.rx.outstanding.len() as u64;
             let current = self.link_id() == Some(w.link);
             let len = w.end - w.start;
@@ -479,9 +552,17 @@ impl Engine {
         }
         if let Some((epoch, link)) = self.rx.flushing.remove(&io) {
             if let Err(e) = &result {
+                // The writes of this epoch (and any before it) may be lost on our disk, and a
+                // later fdatasync would succeed regardless: never acknowledge a barrier on this
+                // link again, and give up the disk (whatever on-io-error says, as DRBD does
+                // for flush errors), so the Primary marks every unacknowledged epoch.
                 tracing::error!(resource = %self.cfg.resource, "flush for the peer failed: {}", e.message);
+                self.rx.flush_failed = Some(link);
+                let what = format!("barrier flush: {}", e.message);
+                self.fail_disk(&what);
             }
-            if self.link_id() == Some(link) && result.is_ok() {
+            if self.link_id() == Some(link) && result.is_ok() && self.rx.flush_failed != Some(link)
+            {
                 self.send(Packet::BarrierAck { epoch });
             }
             return;
@@ -497,8 +578,10 @@ impl Engine {
     /// On link loss: queued peer writes were never acknowledged, so the Primary has them in
     /// its transfer log; drop them. Writes already issued complete and are ignored.
     pub(crate) fn peer_rx_reset(&mut self) {
-        for w in self.rx.waiting.drain(..) {
+        let dropped: Vec<RxOp> = self.rx.waiting.drain(..).collect();
+        for mut w in dropped {
             self.rx.outstanding.remove(&w.seq);
+            self.al_release(&mut w.al_held);
         }
         self.rx.barriers.clear();
         self.counters.ua = self.rx.outstanding.len() as u64;

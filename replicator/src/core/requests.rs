@@ -14,6 +14,7 @@ use super::io::{
     nbd_errno, ClientError, ClientOp, DiskOpKind, IoId, IoResult, MetaOpKind, Output, ReqId,
 };
 use super::state::{ConnState, DiskState};
+use crate::meta::al::{ActivityLog, AlBusy};
 use crate::meta::layout::AL_EXTENT_BYTES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,8 @@ enum Stage {
     WaitOverlap,
     /// Admitted, waiting for an activity-log transaction.
     WaitAl,
+    /// Admitted, waiting for an activity-log slot (every slot has writes in flight).
+    WaitAlSlot,
     /// Issued to the local disk.
     Submitted,
 }
@@ -34,6 +37,10 @@ pub(crate) struct Req {
     pub local: Option<Result<(), ClientError>>,
     /// Waiting for the peer's ack (protocol B/C) or barrier ack (FLUSH).
     pub peer_wait: bool,
+    /// Acks still to come: a write larger than one peer packet travels as several.
+    pub peer_acks_left: u32,
+    /// Activity-log extents this write holds in flight (released when it completes).
+    pub al_held: Vec<u64>,
     /// Since when, for ko-count.
     pub peer_since: Option<std::time::Instant>,
 }
@@ -49,14 +56,43 @@ pub(crate) struct Requests {
     admitted: Vec<(ReqId, u64, u64)>,
     /// AL extents whose transaction is being written, by the meta IoId.
     al_pending: HashMap<IoId, u64>,
-    al_pending_extents: HashSet<u64>,
+    pub al_pending_extents: HashSet<u64>,
+    /// Writes waiting for an activity-log slot, in arrival order.
+    al_waiters: VecDeque<ReqId>,
+    /// Extents written locally since the last FLUSH was issued, and those a FLUSH in flight
+    /// covers: if the FLUSH fails they are what the disk may have lost.
+    pub unflushed: std::collections::BTreeSet<u64>,
+    pub flushing: HashMap<IoId, std::collections::BTreeSet<u64>>,
     /// Resync reads in flight on a SyncSource (io, start, end): client writes to these ranges
     /// wait, so the block sent to the peer is never older than a write sent before it.
     pub resync_reads: Vec<(IoId, u64, u64)>,
     /// Resync requests waiting for an overlapping client write: (peer id, offset, len).
     pub resync_waiting: VecDeque<(u64, u64, u32)>,
     /// Client reads sent to the peer (Diskless Primary), answered by DataReply.
-    pub remote_reads: HashSet<ReqId>,
+    pub remote_reads: HashMap<ReqId, RemoteRead>,
+}
+
+/// A client read served by the peer, in pieces of at most one packet.
+#[derive(Debug)]
+pub(crate) struct RemoteRead {
+    pub offset: u64,
+    pub data: Vec<u8>,
+    /// Pieces not yet answered: offset → length.
+    pub pending: std::collections::BTreeMap<u64, u32>,
+    pub failed: bool,
+}
+
+/// What the activity log says about a write that wants to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AlGate {
+    /// Every extent is hot and durable: issue the write.
+    Ready,
+    /// A transaction making an extent hot is being written.
+    WaitTransaction,
+    /// No slot is free of writes in flight; the extents taken were given back.
+    WaitSlot,
+    /// The write spans more extents than the AL has slots.
+    TooLarge { extents: usize, capacity: usize },
 }
 
 impl Requests {
@@ -95,7 +131,7 @@ impl Requests {
     }
 }
 
-fn extents_of(start: u64, end: u64) -> std::ops::RangeInclusive<u64> {
+pub(crate) fn extents_of(start: u64, end: u64) -> std::ops::RangeInclusive<u64> {
     let last = end.saturating_sub(1).max(start);
     (start / AL_EXTENT_BYTES)..=(last / AL_EXTENT_BYTES)
 }
@@ -135,6 +171,8 @@ impl Engine {
                 stage: Stage::WaitOverlap,
                 local: None,
                 peer_wait: false,
+                peer_acks_left: 0,
+                al_held: Vec::new(),
                 peer_since: None,
             },
         );
@@ -176,32 +214,53 @@ impl Engine {
 
     /// An admitted write: make its extents hot, then issue it.
     fn start_admitted(&mut self, req: ReqId) {
-        let Some(r) = self.requests.reqs.get(&req) else {
+        let Some(r) = self.requests.reqs.get_mut(&req) else {
             return;
         };
         let op = r.op;
         let Some((start, len)) = op.write_range() else {
             return;
         };
-        let mut waits_for_al = false;
         // Without a usable disk there is no local write to cover (a Failed disk's AL may not
         // even be writable any more).
-        let has_disk = self.disk > DiskState::Failed;
-        for ext in extents_of(start, start + len).filter(|_| has_disk) {
-            if self.requests.al_pending_extents.contains(&ext) {
-                waits_for_al = true;
-                continue;
-            }
-            if let Some(block) = self.al_activate(ext) {
-                waits_for_al = true;
-                self.write_al_transaction(ext, block);
-            }
-        }
-        if waits_for_al {
+        if self.disk > DiskState::Failed {
+            let mut held = std::mem::take(&mut r.al_held);
+            let gate = self.al_acquire(&mut held, start, len);
+            let stage = match gate {
+                AlGate::Ready => None,
+                AlGate::WaitTransaction => Some(Stage::WaitAl),
+                AlGate::WaitSlot => Some(Stage::WaitAlSlot),
+                AlGate::TooLarge { extents, capacity } => {
+                    self.requests.admitted.retain(|&(id, _, _)| id != req);
+                    self.requests.reqs.remove(&req);
+                    let message = format!(
+                        "write {start}+{len} spans {extents} activity-log extents but al-extents is {capacity}; recreate the metadata with a larger al-extents"
+                    );
+                    self.reply(
+                        req,
+                        Err(ClientError {
+                            nbd_errno: nbd_errno::EIO,
+                            message,
+                        }),
+                    );
+                    self.admit_waiting();
+                    return;
+                }
+            };
             if let Some(r) = self.requests.reqs.get_mut(&req) {
-                r.stage = Stage::WaitAl;
+                r.al_held = held;
+                if let Some(stage) = stage {
+                    r.stage = stage;
+                }
             }
-            return;
+            match stage {
+                Some(Stage::WaitAlSlot) => {
+                    self.requests.al_waiters.push_back(req);
+                    return;
+                }
+                Some(_) => return,
+                None => {}
+            }
         }
         if self.peer_gets_writes() {
             // Replicate first: the driver builds the packet from the client's buffer, which
@@ -216,11 +275,65 @@ impl Engine {
         }
     }
 
-    /// Make `ext` hot in the in-memory AL; returns the transaction to persist if it was cold.
-    fn al_activate(&mut self, ext: u64) -> Option<(Vec<u8>, u64)> {
-        let al = self.al.as_mut()?;
-        let tr = al.begin_write(ext)?;
-        Some((tr.encode().to_vec(), tr.ring_slot()))
+    /// Take activity-log references on every extent of `[start, start+len)` not yet in `held`,
+    /// writing transactions for cold ones. On `WaitSlot` every reference is given back (no
+    /// write holds slots while it waits for more, so waiting writes cannot block each other).
+    pub(crate) fn al_acquire(&mut self, held: &mut Vec<u64>, start: u64, len: u64) -> AlGate {
+        let Some(capacity) = self.al.as_ref().map(ActivityLog::capacity) else {
+            return AlGate::Ready;
+        };
+        let exts: Vec<u64> = extents_of(start, start + len).collect();
+        if exts.len() > capacity {
+            return AlGate::TooLarge {
+                extents: exts.len(),
+                capacity,
+            };
+        }
+        let mut waits = false;
+        for ext in exts {
+            if !held.contains(&ext) {
+                let Some(al) = self.al.as_mut() else {
+                    return AlGate::Ready;
+                };
+                match al.begin_io(ext) {
+                    Ok(None) => held.push(ext),
+                    Ok(Some(tr)) => {
+                        held.push(ext);
+                        self.write_al_transaction(ext, (tr.encode().to_vec(), tr.ring_slot()));
+                    }
+                    Err(AlBusy) => {
+                        self.al_release(held);
+                        return AlGate::WaitSlot;
+                    }
+                }
+            }
+            waits |= self.requests.al_pending_extents.contains(&ext);
+        }
+        if waits {
+            AlGate::WaitTransaction
+        } else {
+            AlGate::Ready
+        }
+    }
+
+    /// Give back activity-log references; writes waiting for a slot try again.
+    pub(crate) fn al_release(&mut self, held: &mut Vec<u64>) {
+        if let Some(al) = self.al.as_mut() {
+            for ext in held.drain(..) {
+                al.end_io(ext);
+            }
+        }
+        held.clear();
+    }
+
+    /// Retry the writes that waited for an activity-log slot, in arrival order.
+    pub(crate) fn retry_al_waiters(&mut self) {
+        let waiters = std::mem::take(&mut self.requests.al_waiters);
+        for req in waiters {
+            if self.requests.reqs.contains_key(&req) {
+                self.start_admitted(req);
+            }
+        }
     }
 
     /// Persist dirty bitmap pages first (an extent leaving the AL must not lose its bits), then
@@ -263,6 +376,10 @@ impl Engine {
             r.stage = Stage::Submitted;
         }
         self.requests.by_io.insert(io, req);
+        if op == ClientOp::Flush {
+            let covered = std::mem::take(&mut self.requests.unflushed);
+            self.requests.flushing.insert(io, covered);
+        }
         self.emit(Output::Disk {
             io,
             req,
@@ -289,6 +406,34 @@ impl Engine {
             }
             ClientOp::Trim { .. } | ClientOp::Flush => {}
         }
+        match (op, &result) {
+            (ClientOp::Flush, _) => {
+                let covered = self.requests.flushing.remove(&io).unwrap_or_default();
+                if result.is_err() {
+                    // What this FLUSH should have made durable may be lost on our disk: the
+                    // peer's copy is the data now.
+                    self.mark_extents_out_of_sync(covered);
+                    let since = std::mem::take(&mut self.requests.unflushed);
+                    self.mark_extents_out_of_sync(since);
+                }
+            }
+            (_, Ok(())) => {
+                if let Some((start, len)) = op.write_range() {
+                    let fua = matches!(
+                        op,
+                        ClientOp::Write { fua: true, .. }
+                            | ClientOp::Trim { fua: true, .. }
+                            | ClientOp::WriteZeroes { fua: true, .. }
+                    );
+                    if !fua {
+                        self.requests
+                            .unflushed
+                            .extend(extents_of(start, start + len));
+                    }
+                }
+            }
+            _ => {}
+        }
         let local = match result {
             Ok(()) => Ok(()),
             Err(e) => match self.local_io_failed(req, op, &e) {
@@ -312,17 +457,29 @@ impl Engine {
         if !done {
             return;
         }
-        let Some(r) = self.requests.reqs.remove(&req) else {
+        let Some(mut r) = self.requests.reqs.remove(&req) else {
             return;
         };
         let writes = r.op.write_range().is_some();
         if writes {
             self.requests.admitted.retain(|&(id, _, _)| id != req);
         }
+        let had_al = !r.al_held.is_empty();
+        self.al_release(&mut r.al_held);
         self.reply(req, r.local.unwrap_or(Ok(())));
+        if had_al {
+            self.al_slot_freed();
+        }
         if writes {
             self.admit_waiting();
         }
+    }
+
+    /// An activity-log reference was given back: writes waiting for a slot (client writes
+    /// here, peer writes on a node holding the only copy) may go on.
+    pub(crate) fn al_slot_freed(&mut self) {
+        self.retry_al_waiters();
+        self.rx_pump();
     }
 
     /// Completion of an AL transaction (other meta writes are handled by the admin code).
@@ -351,7 +508,9 @@ impl Engine {
         for req in parked {
             if let (Err(e), false) = (result, through_peer) {
                 self.requests.admitted.retain(|&(id, _, _)| id != req);
-                self.requests.reqs.remove(&req);
+                if let Some(mut r) = self.requests.reqs.remove(&req) {
+                    self.al_release(&mut r.al_held);
+                }
                 let message = format!("activity log write failed: {}", e.message);
                 self.reply(
                     req,
@@ -367,7 +526,22 @@ impl Engine {
         if result.is_err() {
             self.admit_waiting();
         }
+        // Peer writes on a node that holds the only copy wait for the same transactions.
+        self.rx_pump();
         true
+    }
+
+    /// Mark whole 4 MiB extents out of sync (a failed FLUSH does not say which blocks it lost).
+    fn mark_extents_out_of_sync(&mut self, extents: std::collections::BTreeSet<u64>) {
+        if let Some(bm) = self.bitmap.as_mut() {
+            let size = bm.size_bytes();
+            for ext in extents {
+                let start = ext * AL_EXTENT_BYTES;
+                if start < size {
+                    bm.set_range(start, AL_EXTENT_BYTES.min(size - start));
+                }
+            }
+        }
     }
 
     /// Diskless Primary: reads go to the peer, writes were replicated at admission and have no

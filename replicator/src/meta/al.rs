@@ -8,8 +8,10 @@
 //! `al-extents ≤ AL_CONTEXT_PER_TRANSACTION × (ring blocks − 1)` — the "− 1" tolerates the
 //! newest block being torn by the crash.
 //!
-//! Pure: no I/O. Not handled: in-flight reference counts (an extent with writes in flight can
-//! be evicted by LRU if more than `al-extents` other extents are touched meanwhile).
+//! Pure: no I/O. Every extent carries a count of the writes in flight to it (`begin_io` /
+//! `end_io`): only an idle extent may be evicted, so a crash always finds every extent with
+//! writes in flight in the ring and replays it. When every slot is busy, `begin_io` answers
+//! `AlBusy` and the caller waits for a write to finish.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,6 +33,9 @@ pub const AL_CONTEXT_PER_TRANSACTION: usize = 919;
 pub const AL_EXTENTS_MIN: u32 = 7;
 pub const AL_EXTENTS_MAX: u32 = 65534;
 pub const AL_EXTENTS_DEFAULT: u32 = 1237;
+/// Extents one request of the NBD maximum (32 MiB) can span at an unaligned offset: a smaller
+/// AL could never hold all of them at once, so `create-md` raises `al-extents` to this.
+pub const AL_EXTENTS_FOR_LARGEST_REQUEST: u32 = 9;
 /// Marks an empty slot (DRBD LC_FREE).
 pub const AL_SLOT_FREE: u32 = u32::MAX;
 
@@ -296,6 +301,10 @@ pub fn recover(blocks: &[[u8; TR_LEN]], al_extents: u32) -> RecoveredAl {
     }
 }
 
+/// Every AL slot has writes in flight: the write must wait until one finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlBusy;
+
 /// In-memory activity log: LRU set of hot extents with fixed slots.
 #[derive(Debug, Clone)]
 pub struct ActivityLog {
@@ -307,6 +316,8 @@ pub struct ActivityLog {
     /// Last-use tick per slot, and tick → slot for the occupied slots (oldest first).
     last_use: Vec<u64>,
     lru: BTreeMap<u64, u16>,
+    /// Writes in flight per slot; a slot with writes in flight is never evicted.
+    refs: Vec<u32>,
     clock: u64,
     next_tr: u32,
     next_ring_slot: u32,
@@ -343,6 +354,7 @@ impl ActivityLog {
             free: BTreeSet::new(),
             last_use: vec![0; rec.slots.len()],
             lru: BTreeMap::new(),
+            refs: vec![0; rec.slots.len()],
             clock: 0,
             next_tr: rec.last_tr.map_or(0, |t| t.wrapping_add(1)),
             next_ring_slot: rec.next_ring_slot % ring_blocks,
@@ -379,24 +391,39 @@ impl ActivityLog {
         self.lru.insert(self.clock, slot);
     }
 
-    /// Make `extent` hot before writing to it. `None` if it already is (only its LRU position
-    /// changes); otherwise the transaction to write and flush before the data write. When the
-    /// AL is full the least recently used extent is evicted (the caller persists dirty bitmap
-    /// pages before the transaction, so the evicted extent's bits are on disk).
+    /// Make `extent` hot before writing to it, without counting the write as in flight (for
+    /// tools and tests that write transactions directly). See [`Self::begin_io`].
     pub fn begin_write(&mut self, extent: u64) -> Option<AlTransaction> {
+        let tr = self.begin_io(extent).ok()?;
+        self.end_io(extent);
+        tr
+    }
+
+    /// A write to `extent` starts: count it in flight and make the extent hot. `Ok(None)` if it
+    /// already was (only its LRU position changes); `Ok(Some(tr))`: the transaction to write and
+    /// flush before the data write. When the AL is full the least recently used *idle* extent is
+    /// evicted (the caller persists dirty bitmap pages before the transaction, so the evicted
+    /// extent's bits are on disk); `Err(AlBusy)` when every slot has writes in flight.
+    pub fn begin_io(&mut self, extent: u64) -> Result<Option<AlTransaction>, AlBusy> {
         let ext = u32::try_from(extent).ok().filter(|&e| e != AL_SLOT_FREE);
         let ext = ext.unwrap_or_else(|| panic!("AL extent {extent} beyond DEVICE_BYTES_MAX"));
         if let Some(&slot) = self.by_extent.get(&ext) {
             self.touch(slot);
-            return None;
+            self.refs[usize::from(slot)] += 1;
+            return Ok(None);
         }
         let slot = match self.free.pop_first() {
             Some(s) => s,
             None => {
-                let (_, victim) = self
+                let victim = self
                     .lru
-                    .pop_first()
-                    .unwrap_or_else(|| unreachable!("full AL has an LRU entry"));
+                    .iter()
+                    .find(|(_, &s)| self.refs[usize::from(s)] == 0)
+                    .map(|(&tick, &s)| (tick, s));
+                let Some((tick, victim)) = victim else {
+                    return Err(AlBusy);
+                };
+                self.lru.remove(&tick);
                 let old = self.slots[usize::from(victim)];
                 self.by_extent.remove(&old);
                 self.last_use[usize::from(victim)] = 0;
@@ -406,6 +433,7 @@ impl ActivityLog {
         self.slots[usize::from(slot)] = ext;
         self.by_extent.insert(ext, slot);
         self.touch(slot);
+        self.refs[usize::from(slot)] = 1;
         let context_size = u16::try_from(self.slots.len()).unwrap_or(u16::MAX);
         let start = self.next_context_slot;
         let len = context_len(context_size);
@@ -426,7 +454,27 @@ impl ActivityLog {
         self.next_tr = self.next_tr.wrapping_add(1);
         self.next_ring_slot = (self.next_ring_slot + 1) % self.ring_blocks;
         self.check_invariants();
-        Some(tr)
+        Ok(Some(tr))
+    }
+
+    /// A write counted by [`Self::begin_io`] finished.
+    pub fn end_io(&mut self, extent: u64) {
+        let slot = u32::try_from(extent)
+            .ok()
+            .and_then(|e| self.by_extent.get(&e).copied());
+        if let Some(slot) = slot {
+            let r = &mut self.refs[usize::from(slot)];
+            debug_assert!(*r > 0, "AL extent {extent} released more often than taken");
+            *r = r.saturating_sub(1);
+        }
+    }
+
+    /// Writes in flight to `extent`.
+    pub fn in_flight(&self, extent: u64) -> u32 {
+        u32::try_from(extent)
+            .ok()
+            .and_then(|e| self.by_extent.get(&e))
+            .map_or(0, |&s| self.refs[usize::from(s)])
     }
 
     /// Whether `extent` is hot (writes to it need no AL transaction).

@@ -47,7 +47,7 @@ pub fn apply(store: &mut MetaStore, op: &MetaOpKind) -> Result<(), MetaError> {
             sb.clean = *clean;
             store.write_superblock(sb)
         }
-        MetaOpKind::BitmapPages { pages } => {
+        MetaOpKind::BitmapPages { pages, .. } => {
             for (idx, page) in pages {
                 store.write_bitmap_page(*idx, page)?;
             }

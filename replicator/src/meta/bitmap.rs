@@ -31,6 +31,9 @@ pub struct Bitmap {
     ones: u64,
     /// One bit per on-disk page: changed since last `take_dirty_pages`/`clear_dirty`.
     dirty: BitVec<u64, Lsb0>,
+    /// A bit was cleared since the last `take_dirty_pages`: persisting the pages claims data
+    /// is in sync, so the data device must be flushed first.
+    cleared: bool,
 }
 
 impl Bitmap {
@@ -46,6 +49,7 @@ impl Bitmap {
             size_bytes,
             ones: 0,
             dirty: bitvec![u64, Lsb0; 0; nbits.div_ceil(BITMAP_PAGE_BITS) as usize],
+            cleared: false,
         }
     }
 
@@ -97,6 +101,7 @@ impl Bitmap {
             self.ones += changed_total;
         } else {
             self.ones -= changed_total;
+            self.cleared |= changed_total > 0;
         }
         debug_assert!(self.ones <= self.len_bits());
         changed_total
@@ -219,6 +224,11 @@ impl Bitmap {
     /// Forget the dirty set (after the caller persisted all dirty pages).
     pub fn clear_dirty(&mut self) {
         self.dirty.fill(false);
+        self.cleared = false;
+    }
+    /// Whether bits were cleared since the dirty set was last taken (see `cleared`).
+    pub fn cleared_since_persist(&self) -> bool {
+        self.cleared
     }
     pub fn mark_all_dirty(&mut self) {
         self.dirty.fill(true);

@@ -27,6 +27,8 @@ pub struct BackingDisk {
     file: tokio_uring::fs::File,
     /// Set for memory-backed files (tmpfs): the synchronous path above.
     memory: Option<std::fs::File>,
+    /// A plain handle for the synchronous data flush that precedes metadata writes.
+    sync_handle: std::fs::File,
     pub is_block_device: bool,
     pub size_bytes: u64,
 }
@@ -80,9 +82,13 @@ impl BackingDisk {
             } else {
                 None
             };
+        let sync_handle = file
+            .try_clone()
+            .map_err(|e| format!("cannot duplicate the handle of {}: {e}", path.display()))?;
         Ok(BackingDisk {
             path: path.to_path_buf(),
             memory,
+            sync_handle,
             file: tokio_uring::fs::File::from_std(file),
             is_block_device,
             size_bytes,
@@ -123,6 +129,14 @@ impl BackingDisk {
             return (self.flush().await, buf);
         }
         (Ok(()), buf)
+    }
+
+    /// fdatasync on the calling thread: the metadata path is synchronous and ordered, and a
+    /// metadata write that claims data durable must wait for it.
+    pub fn flush_blocking(&self) -> Result<(), IoFailure> {
+        self.sync_handle
+            .sync_data()
+            .map_err(|e| io_failure("fdatasync before a metadata write", &e))
     }
 
     pub async fn flush(&self) -> Result<(), IoFailure> {

@@ -122,9 +122,14 @@ impl Driver {
         match out {
             Output::Disk { io, req, op } => self.disk_op(io, req, op),
             Output::Meta { io, op } => {
-                let result = match self.meta.borrow_mut().as_mut() {
-                    Some(m) => m.apply(&op),
-                    None => Err(IoFailure {
+                let flushed = match (op.flushes_data_first(), self.disk.borrow().as_ref()) {
+                    (true, Some(d)) => d.flush_blocking(),
+                    _ => Ok(()),
+                };
+                let result = match (flushed, self.meta.borrow_mut().as_mut()) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), Some(m)) => m.apply(&op),
+                    (Ok(()), None) => Err(IoFailure {
                         errno: libc::ENODEV,
                         message: "no metadata open".into(),
                     }),
@@ -191,10 +196,16 @@ impl Driver {
                 link,
                 req,
                 offset,
+                buf_offset,
+                len,
                 fua,
             } => {
                 let clients = self.clients.borrow();
-                if let Some(data) = clients.get(&req).and_then(|s| s.buf.as_ref()) {
+                let piece = clients.get(&req).and_then(|s| s.buf.as_ref()).and_then(|d| {
+                    let start = buf_offset as usize;
+                    d.get(start..start + len as usize)
+                });
+                if let Some(data) = piece {
                     let mut frame = Vec::with_capacity(data.len() + 64);
                     encode_data_frame(&mut frame, req, offset, fua, data);
                     self.link_send_raw(link, frame);

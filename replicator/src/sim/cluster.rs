@@ -346,12 +346,18 @@ impl Cluster {
                 link,
                 req,
                 offset,
+                buf_offset,
+                len,
                 fua,
             } => {
                 let data = self.nodes[i]
                     .clients
                     .get(&req)
-                    .and_then(|c| c.data.clone())
+                    .and_then(|c| c.data.as_ref())
+                    .and_then(|d| {
+                        d.get(buf_offset as usize..(buf_offset + len) as usize)
+                            .map(<[u8]>::to_vec)
+                    })
                     .unwrap_or_default();
                 self.send(
                     i,
@@ -375,6 +381,9 @@ impl Cluster {
         if self.nodes[i].disk_failing {
             // Internal metadata: it fails with the disk.
             return Err(fail("Input/output error (simulated failing disk)".into()));
+        }
+        if op.flushes_data_first() {
+            self.nodes[i].disk.flush();
         }
         let store = self.nodes[i]
             .meta
