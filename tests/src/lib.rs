@@ -284,6 +284,92 @@ pub fn wait_for_file_containing(path: &Path, needles: &[&str], what: &str) {
     });
 }
 
+/// A file whose I/O fails on demand: nbdkit's error filter over a real file, through nbdfuse.
+/// Creating the trigger file makes every read and write of the disk fail with EIO.
+pub struct FailingDisk {
+    dir: PathBuf,
+    /// The file holding the data (read it to check contents behind the faulty layer).
+    pub real: PathBuf,
+    trigger: PathBuf,
+    fuse_dir: PathBuf,
+    nbdkit: Child,
+    nbdfuse: Option<Child>,
+}
+
+impl FailingDisk {
+    pub fn new(test: &str, mib: u64) -> FailingDisk {
+        require_root("FUSE mounts need root");
+        require_tool("nbdkit", "nbdkit");
+        require_tool("nbdfuse", "libnbd-bin");
+        let dir = PathBuf::from(format!(
+            "/tmp/rep-test-{test}-faildisk-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let fuse_dir = dir.join("fuse");
+        std::fs::create_dir_all(&fuse_dir).expect("mkdir fuse");
+        let real = dir.join("real.img");
+        std::fs::File::create(&real)
+            .and_then(|f| f.set_len(mib << 20))
+            .expect("create the real disk file");
+        let trigger = dir.join("fail-now");
+        let sock = dir.join("nbdkit.sock");
+        let nbdkit = Command::new("nbdkit")
+            .args(["-f", "--filter=error", "file"])
+            .arg(&real)
+            .args(["error=EIO", "error-rate=100%"])
+            .arg(format!("error-file={}", trigger.display()))
+            .arg("--unix")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nbdkit");
+        wait_for(Duration::from_secs(20), "nbdkit's socket", || {
+            sock.exists().then_some(())
+        });
+        let nbdfuse = start_nbdfuse(&fuse_dir.join("disk"), &sock);
+        FailingDisk {
+            dir,
+            real,
+            trigger,
+            fuse_dir,
+            nbdkit,
+            nbdfuse: Some(nbdfuse),
+        }
+    }
+
+    /// Replace `node`'s backing file with this disk.
+    pub fn install_for(&self, node: &Node) {
+        std::fs::remove_file(&node.disk).expect("remove the plain backing file");
+        std::os::unix::fs::symlink(self.fuse_dir.join("disk"), &node.disk)
+            .expect("link the failing disk");
+    }
+
+    pub fn fail(&self) {
+        std::fs::write(&self.trigger, b"").expect("create the trigger file");
+    }
+
+    pub fn heal(&self) {
+        std::fs::remove_file(&self.trigger).expect("remove the trigger file");
+    }
+}
+
+impl Drop for FailingDisk {
+    fn drop(&mut self) {
+        let _ = run(Command::new("umount").arg(&self.fuse_dir));
+        if let Some(mut c) = self.nbdfuse.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.nbdkit.kill();
+        let _ = self.nbdkit.wait();
+        if std::env::var_os("REP_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 /// Expose the NBD export on unix socket `socket` as the file `file` (its folder becomes a FUSE
 /// mount); returns once the file has its size.
 pub fn start_nbdfuse(file: &Path, socket: &Path) -> Child {

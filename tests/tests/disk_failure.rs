@@ -6,100 +6,15 @@
 //! With `on-io-error pass_on` the error reaches the client instead, and the disk stays.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use rep_tests::{
-    require_root, require_tool, run, start_nbdfuse, wait_for, wait_for_file_containing, Cluster,
-    ClusterOpts, Node,
+    require_tool, run, wait_for, wait_for_file_containing, Cluster, ClusterOpts, FailingDisk, Node,
 };
 
 const MIB: u64 = 1 << 20;
-
-/// A file whose I/O fails on demand: nbdkit's error filter over a real file, through nbdfuse.
-struct FailingDisk {
-    dir: PathBuf,
-    real: PathBuf,
-    trigger: PathBuf,
-    fuse_dir: PathBuf,
-    nbdkit: Child,
-    nbdfuse: Option<Child>,
-}
-
-impl FailingDisk {
-    fn new(test: &str, mib: u64) -> FailingDisk {
-        require_root("FUSE mounts need root");
-        require_tool("nbdkit", "nbdkit");
-        require_tool("nbdfuse", "libnbd-bin");
-        let dir = PathBuf::from(format!(
-            "/tmp/rep-test-{test}-faildisk-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        let fuse_dir = dir.join("fuse");
-        std::fs::create_dir_all(&fuse_dir).expect("mkdir fuse");
-        let real = dir.join("real.img");
-        std::fs::File::create(&real)
-            .and_then(|f| f.set_len(mib * MIB))
-            .expect("create the real disk file");
-        let trigger = dir.join("fail-now");
-        let sock = dir.join("nbdkit.sock");
-        let nbdkit = Command::new("nbdkit")
-            .args(["-f", "--filter=error", "file"])
-            .arg(&real)
-            .args(["error=EIO", "error-rate=100%"])
-            .arg(format!("error-file={}", trigger.display()))
-            .arg("--unix")
-            .arg(&sock)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nbdkit");
-        wait_for(Duration::from_secs(20), "nbdkit's socket", || {
-            sock.exists().then_some(())
-        });
-        let nbdfuse = start_nbdfuse(&fuse_dir.join("disk"), &sock);
-        FailingDisk {
-            dir,
-            real,
-            trigger,
-            fuse_dir,
-            nbdkit,
-            nbdfuse: Some(nbdfuse),
-        }
-    }
-
-    /// Replace `node`'s backing file with this disk.
-    fn install_for(&self, node: &Node) {
-        std::fs::remove_file(&node.disk).expect("remove the plain backing file");
-        std::os::unix::fs::symlink(self.fuse_dir.join("disk"), &node.disk)
-            .expect("link the failing disk");
-    }
-
-    fn fail(&self) {
-        std::fs::write(&self.trigger, b"").expect("create the trigger file");
-    }
-
-    fn heal(&self) {
-        std::fs::remove_file(&self.trigger).expect("remove the trigger file");
-    }
-}
-
-impl Drop for FailingDisk {
-    fn drop(&mut self) {
-        let _ = run(Command::new("umount").arg(&self.fuse_dir));
-        if let Some(mut c) = self.nbdfuse.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = self.nbdkit.kill();
-        let _ = self.nbdkit.wait();
-        if std::env::var_os("REP_KEEP_TEST_DIRS").is_none() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
 
 fn cluster(test: &str, disk_extra: &str) -> Cluster {
     Cluster::new(
