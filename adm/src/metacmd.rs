@@ -91,15 +91,7 @@ pub fn create_md(_cli: &Cli, p: &Paths, view: &NodeView, force: bool) -> anyhow:
                 Some(i) => MetaDiskKind::ExternalIndexed(*i),
                 None => MetaDiskKind::ExternalFlex,
             };
-            store::create_md(
-                &data,
-                Some(&md),
-                size,
-                kind,
-                al_extents,
-                seed,
-                force,
-            )
+            store::create_md(&data, Some(&md), size, kind, al_extents, seed, force)
         }
     }
     .map_err(|e| anyhow!("{}: {e}", view.resource))?;

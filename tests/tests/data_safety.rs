@@ -498,3 +498,85 @@ fn a_write_the_peer_neg_acks_under_a_diskless_primary_fails_with_eio() {
         recent_logs(&c)
     );
 }
+
+/// A loop device over `file`, detached on drop.
+struct Loop(String);
+
+impl Loop {
+    fn over(file: &Path) -> Loop {
+        require_tool("losetup", "mount");
+        let dev = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(file));
+        Loop(dev.trim().to_owned())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// Whether process `pid` holds `path` open with O_DIRECT (from /proc/PID/fdinfo).
+fn holds_open_direct(pid: i32, path: &str) -> bool {
+    const O_DIRECT: u32 = 0o40000;
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+            .unwrap_or(0);
+        target.to_string_lossy() == path && flags & O_DIRECT != 0
+    })
+}
+
+#[test]
+fn a_block_device_is_written_with_o_direct_and_every_request_shape_replicates() {
+    require_tool("qemu-io", "qemu-utils");
+    let c = cluster("blockdev", 96);
+    let lo = Loop::over(&c.a().disk);
+    let config = std::fs::read_to_string(&c.a().config).expect("read config");
+    let a_img = c.a().disk.display().to_string();
+    std::fs::write(&c.a().config, config.replacen(&a_img, &lo.0, 1)).expect("write config");
+    synced_pair(&c);
+    c.a().ok(&["primary", "r0"]);
+    let pid = c.a().pid().expect("node-a's repd runs");
+    assert!(
+        holds_open_direct(pid, &lo.0),
+        "repd on node-a does not hold {} open with O_DIRECT",
+        lo.0
+    );
+    // Aligned and unaligned, small and up to the NBD maximum; FUA and FLUSH among them.
+    qemu_io_ok(
+        c.a(),
+        &[
+            "write -P 0x11 0 4096",
+            "write -P 0x12 513 1000",
+            "write -P 0x13 65536 1048576",
+            "write -f -P 0x14 3145216 4194816",
+            "write -P 0x15 16777216 33554432",
+            "flush",
+            "read -P 0x12 513 1000",
+            "read -P 0x14 3145216 4194816",
+            "read -P 0x15 16777216 33554432",
+        ],
+    );
+    wait_state(c.a(), "Connected", "UpToDate", "UpToDate", 10);
+    let drops = log_lines(c.a(), &["conn( Connected -> "]);
+    assert!(drops.is_empty(), "the link dropped: {drops:?}");
+    assert_eq!(c.a().status_json()["oos_kib"], 0, "{}", recent_logs(&c));
+    let usable = 60 * MIB;
+    if let Some(d) = files_differ(&c.a().disk, &c.b().disk, 0, usable) {
+        panic!("{d}\n{}", recent_logs(&c));
+    }
+    c.a().ok(&["secondary", "r0"]);
+    c.a().ok(&["down", "r0"]);
+}

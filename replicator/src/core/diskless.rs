@@ -12,8 +12,8 @@ use super::engine::{Engine, OnIoError};
 use super::io::{nbd_errno, ClientError, ClientOp, IoFailure, Output, ReqId};
 use super::replicate::RxKind;
 use super::requests::RemoteRead;
-use crate::wire::frame::MAX_DATA_BYTES;
 use super::state::{ConnState, DiskState, Role};
+use crate::wire::frame::MAX_DATA_BYTES;
 use crate::wire::Packet;
 
 impl Engine {

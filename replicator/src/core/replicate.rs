@@ -17,10 +17,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::engine::{Engine, OnIoError};
-use super::requests::AlGate;
 use super::io::{
     nbd_errno, ClientError, ClientOp, IoFailure, IoId, LinkId, Output, PeerDiskOp, ReqId,
 };
+use super::requests::AlGate;
 use super::state::DiskState;
 use crate::wire::frame::MAX_DATA_BYTES;
 use crate::wire::Packet;

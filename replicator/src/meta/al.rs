@@ -552,6 +552,44 @@ mod tests {
     }
 
     #[test]
+    fn an_extent_with_writes_in_flight_is_never_evicted() {
+        let mut al = ActivityLog::new(AL_EXTENTS_MIN, 8).unwrap();
+        // Fill every slot; extent 0 keeps a write in flight, the others finish.
+        for ext in 0..u64::from(AL_EXTENTS_MIN) {
+            assert!(al.begin_io(ext).unwrap().is_some());
+            if ext != 0 {
+                al.end_io(ext);
+            }
+        }
+        // Extent 0 is the least recently used, but busy: the next cold extent evicts extent 1.
+        assert!(al.begin_io(100).unwrap().is_some());
+        assert!(al.is_hot(0), "busy extent evicted");
+        assert!(!al.is_hot(1));
+        assert_eq!(al.in_flight(0), 1);
+        // Every slot busy: the caller must wait.
+        for ext in 2..u64::from(AL_EXTENTS_MIN) {
+            assert!(al.begin_io(ext).unwrap().is_none());
+        }
+        assert_eq!(al.begin_io(200), Err(AlBusy));
+        al.end_io(0);
+        assert!(al.begin_io(200).unwrap().is_some());
+        assert!(!al.is_hot(0), "the idle extent is the one evicted");
+    }
+
+    #[test]
+    fn refcounts_stack_per_extent() {
+        let mut al = ActivityLog::new(AL_EXTENTS_MIN, 8).unwrap();
+        assert!(al.begin_io(5).unwrap().is_some());
+        assert!(al.begin_io(5).unwrap().is_none());
+        assert_eq!(al.in_flight(5), 2);
+        al.end_io(5);
+        assert_eq!(al.in_flight(5), 1);
+        al.end_io(5);
+        assert_eq!(al.in_flight(5), 0);
+        assert!(al.is_hot(5), "finishing a write keeps the extent hot");
+    }
+
+    #[test]
     fn transaction_roundtrip_and_rejects() {
         let mut al = ActivityLog::new(AL_EXTENTS_DEFAULT, 8).unwrap();
         let tr = al.begin_write(42).unwrap();

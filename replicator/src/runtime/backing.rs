@@ -2,13 +2,18 @@
 //!
 //! Regular files use the page cache (durability through fdatasync on FLUSH/FUA, the same
 //! contract as a disk's volatile write cache), which is also what the nbdkit file plugin
-//! we are measured against does. TRIM is implemented as "reads back zeroes" on both kinds, so
+//! we are measured against does. Block devices are written with O_DIRECT where a request is
+//! aligned to the device's logical block size (DESIGN.md §10): a write error then reaches the
+//! request that caused it instead of surfacing, once, at some later fdatasync; requests that
+//! are not aligned go through the page cache and the next FLUSH. TRIM is implemented as "reads back zeroes" on both kinds, so
 //! that two replicas never differ after a discard.
 
 use std::fs::OpenOptions;
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+
+use tokio_uring::buf::BoundedBuf;
 
 use crate::core::IoFailure;
 
@@ -22,9 +27,52 @@ const SYNC_WRITE_MAX: usize = 64 * 1024;
 /// Zeroes written per step when the device cannot punch holes (block devices).
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 
+/// Alignment of the bounce buffers for O_DIRECT (covers every logical block size up to 4 KiB).
+const DIRECT_ALIGN: usize = 4096;
+
+/// The O_DIRECT handle of a block device.
+struct Direct {
+    file: tokio_uring::fs::File,
+    /// Logical block size: offsets and lengths must be multiples of it.
+    block: u64,
+}
+
+impl Direct {
+    fn fits(&self, offset: u64, len: usize) -> bool {
+        offset.is_multiple_of(self.block) && (len as u64).is_multiple_of(self.block) && len > 0
+    }
+}
+
+/// A zeroed buffer of `len + DIRECT_ALIGN` bytes and the offset at which `len` aligned bytes
+/// start (io_uring takes the slice; no unsafe allocation needed).
+fn aligned_buffer(len: usize) -> (Vec<u8>, usize) {
+    let buf = vec![0u8; len + DIRECT_ALIGN];
+    let pad = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    (buf, pad)
+}
+
+/// The logical block size of a block device, from sysfs (4096 when it cannot be read, which
+/// only sends more requests through the page cache).
+fn logical_block_size(meta: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let rdev = meta.rdev();
+    let path = format!(
+        "/sys/dev/block/{}:{}/queue/logical_block_size",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    );
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|b| b.is_power_of_two() && *b as usize <= DIRECT_ALIGN)
+        .unwrap_or(DIRECT_ALIGN as u64)
+}
+
 pub struct BackingDisk {
     pub path: PathBuf,
     file: tokio_uring::fs::File,
+    /// Block devices: the O_DIRECT handle for aligned requests.
+    direct: Option<Direct>,
     /// Set for memory-backed files (tmpfs): the synchronous path above.
     memory: Option<std::fs::File>,
     /// A plain handle for the synchronous data flush that precedes metadata writes.
@@ -61,6 +109,29 @@ pub fn open_std(path: &Path) -> Result<(std::fs::File, u64, bool), String> {
     Ok((file, size_bytes, is_block_device))
 }
 
+/// A second handle on the block device with O_DIRECT.
+fn open_direct(path: &Path) -> Result<Direct, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .map_err(|e| {
+            format!(
+                "cannot open block device {} with O_DIRECT: {e}",
+                path.display()
+            )
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+    Ok(Direct {
+        block: logical_block_size(&meta),
+        file: tokio_uring::fs::File::from_std(file),
+    })
+}
+
 pub fn io_failure(what: &str, e: &io::Error) -> IoFailure {
     IoFailure {
         errno: e.raw_os_error().unwrap_or(libc::EIO),
@@ -85,8 +156,14 @@ impl BackingDisk {
         let sync_handle = file
             .try_clone()
             .map_err(|e| format!("cannot duplicate the handle of {}: {e}", path.display()))?;
+        let direct = if is_block_device {
+            Some(open_direct(path)?)
+        } else {
+            None
+        };
         Ok(BackingDisk {
             path: path.to_path_buf(),
+            direct,
             memory,
             sync_handle,
             file: tokio_uring::fs::File::from_std(file),
@@ -96,6 +173,22 @@ impl BackingDisk {
     }
 
     pub async fn read(&self, offset: u64, len: u32) -> (Result<(), IoFailure>, Vec<u8>) {
+        if let Some(d) = self
+            .direct
+            .as_ref()
+            .filter(|d| d.fits(offset, len as usize))
+        {
+            let (buf, pad) = aligned_buffer(len as usize);
+            let (res, slice) = d
+                .file
+                .read_exact_at(buf.slice(pad..pad + len as usize), offset)
+                .await;
+            let buf = slice.into_inner();
+            return (
+                res.map_err(|e| io_failure("read (O_DIRECT)", &e)),
+                buf[pad..pad + len as usize].to_vec(),
+            );
+        }
         if let Some(f) = &self.memory {
             use std::os::unix::fs::FileExt;
             let mut buf = vec![0u8; len as usize];
@@ -115,6 +208,21 @@ impl BackingDisk {
         buf: Vec<u8>,
         fua: bool,
     ) -> (Result<(), IoFailure>, Vec<u8>) {
+        if let Some(d) = self.direct.as_ref().filter(|d| d.fits(offset, buf.len())) {
+            let (mut bounce, pad) = aligned_buffer(buf.len());
+            bounce[pad..pad + buf.len()].copy_from_slice(&buf);
+            let (res, _) = d
+                .file
+                .write_all_at(bounce.slice(pad..pad + buf.len()), offset)
+                .await;
+            if let Err(e) = res {
+                return (Err(io_failure("write (O_DIRECT)", &e)), buf);
+            }
+            if fua {
+                return (self.flush().await, buf);
+            }
+            return (Ok(()), buf);
+        }
         let (res, buf) = match &self.memory {
             Some(f) if buf.len() <= SYNC_WRITE_MAX => {
                 use std::os::unix::fs::FileExt;

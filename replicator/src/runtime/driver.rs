@@ -201,10 +201,13 @@ impl Driver {
                 fua,
             } => {
                 let clients = self.clients.borrow();
-                let piece = clients.get(&req).and_then(|s| s.buf.as_ref()).and_then(|d| {
-                    let start = buf_offset as usize;
-                    d.get(start..start + len as usize)
-                });
+                let piece = clients
+                    .get(&req)
+                    .and_then(|s| s.buf.as_ref())
+                    .and_then(|d| {
+                        let start = buf_offset as usize;
+                        d.get(start..start + len as usize)
+                    });
                 if let Some(data) = piece {
                     let mut frame = Vec::with_capacity(data.len() + 64);
                     encode_data_frame(&mut frame, req, offset, fua, data);
