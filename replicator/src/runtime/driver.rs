@@ -58,6 +58,9 @@ pub struct Driver {
     pub link_settings: Option<super::link::LinkSettings>,
     pub hasher: std::cell::OnceCell<super::hasher::Hasher>,
     rng: Cell<u64>,
+    /// Client writes held back while the peer's send queue is over `max-buffers` (in arrival
+    /// order, so a held FLUSH never overtakes the writes it covers). They wait; they never fail.
+    held: RefCell<VecDeque<(ReqId, ClientOp)>>,
 }
 
 impl Driver {
@@ -89,6 +92,7 @@ impl Driver {
             link_settings,
             hasher: std::cell::OnceCell::new(),
             rng: Cell::new(seed),
+            held: RefCell::new(VecDeque::new()),
         })
     }
 
@@ -189,8 +193,14 @@ impl Driver {
                     .push_back(Input::DependencySyncing { syncing });
             }
             Output::Connect => self.link_connect(),
-            Output::Disconnect => self.link_disconnect(),
-            Output::CloseLink { link } => self.link_close(link),
+            Output::Disconnect => {
+                self.link_disconnect();
+                self.send_backlog_drained();
+            }
+            Output::CloseLink { link } => {
+                self.link_close(link);
+                self.send_backlog_drained();
+            }
             Output::Send { link, packet } => self.link_send(link, &packet),
             Output::SendWrite {
                 link,
@@ -408,8 +418,37 @@ impl Driver {
                 read: matches!(op, ClientOp::Read { .. }),
             },
         );
-        self.feed(Input::Client { req, op });
+        let hold = !matches!(op, ClientOp::Read { .. })
+            && (!self.held.borrow().is_empty() || self.send_backlog_full());
+        if hold {
+            self.held.borrow_mut().push_back((req, op));
+        } else {
+            self.feed(Input::Client { req, op });
+        }
         rx
+    }
+
+    /// Bytes the peer's data socket may have queued before client writes wait (`max-buffers`
+    /// pages of 4 KiB, as DRBD counts them). One request may exceed it: the check is made before
+    /// a write is queued, so a single 32 MiB write still goes.
+    fn send_backlog_limit(&self) -> usize {
+        (self.view.net.max_buffers as usize).max(32) * 4096
+    }
+
+    fn send_backlog_full(&self) -> bool {
+        self.link_backlog() > self.send_backlog_limit()
+    }
+
+    /// The send queue shrank (or the link went away): let held writes in while there is room.
+    pub fn send_backlog_drained(self: &Rc<Self>) {
+        loop {
+            if self.send_backlog_full() {
+                return;
+            }
+            let next = self.held.borrow_mut().pop_front();
+            let Some((req, op)) = next else { return };
+            self.feed(Input::Client { req, op });
+        }
     }
 
     /// Run one admin command to completion.

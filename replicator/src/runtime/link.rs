@@ -41,6 +41,8 @@ impl LinkSettings {
 
 struct Active {
     id: LinkId,
+    /// Bytes handed to the data socket's writer and not yet written (see `max-buffers`).
+    backlog: Rc<std::cell::Cell<usize>>,
     data_tx: mpsc::UnboundedSender<Vec<u8>>,
     meta_tx: mpsc::UnboundedSender<Vec<u8>>,
     data: Rc<TcpStream>,
@@ -108,11 +110,23 @@ impl Driver {
         let mut buf = Vec::new();
         packet.encode(&mut buf);
         let tx = match packet.channel() {
-            crate::wire::Channel::Data => &a.data_tx,
+            crate::wire::Channel::Data => {
+                a.backlog.set(a.backlog.get() + buf.len());
+                &a.data_tx
+            }
             crate::wire::Channel::Meta => &a.meta_tx,
         };
         // A closed channel means the writer died; its reader reports the loss.
         let _ = tx.send(buf);
+    }
+
+    /// Bytes queued on the current link's data socket.
+    pub fn link_backlog(&self) -> usize {
+        self.link
+            .borrow()
+            .active
+            .as_ref()
+            .map_or(0, |a| a.backlog.get())
     }
 
     /// Send an already encoded frame on the data socket (client writes, built from the
@@ -120,6 +134,7 @@ impl Driver {
     pub fn link_send_raw(&self, link: LinkId, frame: Vec<u8>) {
         let st = self.link.borrow();
         if let Some(a) = st.active.as_ref().filter(|a| a.id == link) {
+            a.backlog.set(a.backlog.get() + frame.len());
             let _ = a.data_tx.send(frame);
         }
     }
@@ -142,12 +157,18 @@ impl Driver {
             let id = st.next_id;
             let (data_tx, data_q) = mpsc::unbounded_channel();
             let (meta_tx, meta_q) = mpsc::unbounded_channel();
-            tokio_uring::spawn(write_frames(Rc::clone(&data), data_q));
-            tokio_uring::spawn(write_frames(Rc::clone(&meta), meta_q));
+            let backlog = Rc::new(std::cell::Cell::new(0));
+            tokio_uring::spawn(write_frames(
+                Rc::clone(&data),
+                data_q,
+                Some((Rc::clone(self), Rc::clone(&backlog))),
+            ));
+            tokio_uring::spawn(write_frames(Rc::clone(&meta), meta_q, None));
             tokio_uring::spawn(read_frames(Rc::clone(self), id, data_rx));
             tokio_uring::spawn(read_frames(Rc::clone(self), id, meta_rx));
             st.active = Some(Active {
                 id,
+                backlog,
                 data_tx,
                 meta_tx,
                 data,
@@ -179,6 +200,7 @@ impl Driver {
         };
         if was_current {
             self.feed(Input::LinkDown { link, loss });
+            self.send_backlog_drained();
         }
     }
 
@@ -295,7 +317,13 @@ async fn read_frames(driver: Rc<Driver>, link: LinkId, mut reader: Reader<TcpStr
     driver.link_lost(link, loss);
 }
 
-async fn write_frames(stream: Rc<TcpStream>, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+/// Write queued frames in batches. The data socket's writer also counts down the backlog and
+/// lets held client writes in as it shrinks.
+async fn write_frames(
+    stream: Rc<TcpStream>,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    backlog: Option<(Rc<Driver>, Rc<std::cell::Cell<usize>>)>,
+) {
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES);
     while let Some(first) = rx.recv().await {
         batch.extend_from_slice(&first);
@@ -305,11 +333,16 @@ async fn write_frames(stream: Rc<TcpStream>, mut rx: mpsc::UnboundedReceiver<Vec
                 Err(_) => break,
             }
         }
+        let written = batch.len();
         let (r, b) = stream.write_vec(std::mem::take(&mut batch)).await;
         if r.is_err() {
             // The reader of this socket sees the failure and reports the link loss.
             stream.close();
             return;
+        }
+        if let Some((driver, count)) = &backlog {
+            count.set(count.get().saturating_sub(written));
+            driver.send_backlog_drained();
         }
         batch = b;
         batch.clear();
