@@ -59,7 +59,7 @@ fn a_stopped_secondary_does_not_grow_the_primary_under_protocol_a() {
     let a_pid = c.a().pid().expect("node-a runs");
     let b_pid = c.b().pid().expect("node-b runs");
     let idle = rss_kib(a_pid);
-    let mut fio = Command::new("fio")
+    let fio = Command::new("fio")
         .args([
             "--name=stall",
             "--ioengine=nbd",

@@ -205,6 +205,9 @@ pub enum Input {
         link: LinkId,
         dialer: bool,
         peer_node: String,
+        /// Fresh bytes from the operating system's random source for this link's
+        /// authentication challenge (the core draws no entropy of its own).
+        nonce: [u8; crate::wire::auth::NONCE_BYTES],
     },
     Packet {
         link: LinkId,

@@ -171,7 +171,14 @@ impl Engine {
         self.link.as_ref().is_some_and(|l| l.decided)
     }
 
-    pub(crate) fn link_up(&mut self, now: Instant, link: LinkId, dialer: bool, peer_node: String) {
+    pub(crate) fn link_up(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        dialer: bool,
+        peer_node: String,
+        nonce: [u8; auth::NONCE_BYTES],
+    ) {
         if !matches!(
             self.cstate,
             ConnState::WFConnection | ConnState::Unconnected
@@ -202,10 +209,9 @@ impl Engine {
         };
         self.cstate = ConnState::WFReportParams;
         if self.cfg.peer.shared_secret.is_some() {
-            let mut nonce = Vec::with_capacity(auth::NONCE_BYTES);
-            while nonce.len() < auth::NONCE_BYTES {
-                nonce.extend_from_slice(&self.rng.next_u64().to_be_bytes());
-            }
+            // Unpredictable per link (the driver reads the OS random source): a nonce derived
+            // from a seed would let one observed challenge predict the next and replay answers.
+            let nonce = nonce.to_vec();
             l.nonce = Some(nonce.clone());
             self.link = Some(l);
             self.send(Packet::AuthChallenge { nonce });

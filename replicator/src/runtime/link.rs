@@ -177,10 +177,20 @@ impl Driver {
             st.half_open.clear();
             id
         };
+        let nonce = match os_random() {
+            Ok(n) => n,
+            Err(e) => {
+                // No challenge without entropy: refuse the link rather than weaken it.
+                tracing::error!("peer link: cannot read the OS random source for the authentication challenge: {e}");
+                self.link_close(id);
+                return;
+            }
+        };
         self.feed(Input::LinkUp {
             link: id,
             dialer,
             peer_node,
+            nonce,
         });
     }
 
@@ -289,6 +299,14 @@ impl Driver {
             self.establish((data, data_rx), (meta, meta_rx), false, node);
         }
     }
+}
+
+/// Bytes from the kernel's random source (getrandom(2) semantics through /dev/urandom).
+fn os_random() -> io::Result<[u8; crate::wire::auth::NONCE_BYTES]> {
+    use std::io::Read;
+    let mut n = [0u8; crate::wire::auth::NONCE_BYTES];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut n)?;
+    Ok(n)
 }
 
 async fn read_packet(reader: &mut Reader<TcpStream>) -> io::Result<Option<Packet>> {

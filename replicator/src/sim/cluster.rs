@@ -234,6 +234,15 @@ impl Cluster {
         self.queue.insert((self.now + delay, self.seq), ev);
     }
 
+    /// The simulation's stand-in for the OS random source (deterministic in the seed).
+    fn nonce(&mut self) -> [u8; crate::wire::auth::NONCE_BYTES] {
+        let mut n = [0u8; crate::wire::auth::NONCE_BYTES];
+        for chunk in n.chunks_mut(8) {
+            chunk.copy_from_slice(&self.rng.next_u64().to_be_bytes());
+        }
+        n
+    }
+
     fn rand_us(&mut self, lo: u64, hi: u64) -> Duration {
         Duration::from_micros(lo + self.rng.next_u64() % (hi - lo).max(1))
     }
@@ -509,12 +518,14 @@ impl Cluster {
             Ev::LinkDown { to, link, loss } => self.feed(to, Input::LinkDown { link, loss }),
             Ev::LinkUp { link } => {
                 if self.link == Some(link) {
+                    let nonces = [self.nonce(), self.nonce()];
                     self.feed(
                         0,
                         Input::LinkUp {
                             link,
                             dialer: true,
                             peer_node: "node-b".into(),
+                            nonce: nonces[0],
                         },
                     );
                     self.feed(
@@ -523,6 +534,7 @@ impl Cluster {
                             link,
                             dialer: false,
                             peer_node: "node-a".into(),
+                            nonce: nonces[1],
                         },
                     );
                 }
