@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo build --workspace --release --bins
-cargo test --workspace --release -- --test-threads=2
+# The tests drive repd's test-only fault hook (`repadm fault`), so the binaries they run and the
+# tests themselves are built with it; clippy checks the crates both with and without it.
+FAULT=(--features rep-replicator/fault-injection)
+cargo clippy --workspace --all-targets "${FAULT[@]}" -- -D warnings
+cargo build --workspace --release --bins "${FAULT[@]}"
+cargo test --workspace --release "${FAULT[@]}" -- --test-threads=2
 bash resources/tests/res-corpus/check.sh target/release/repadm resources/tests/res-corpus

@@ -161,4 +161,52 @@ pub enum Cmd {
     Adjust {
         res: String,
     },
+    /// Test-only fault hook: disk errors, a volatile write cache, power loss (needs a repd
+    /// built with `--features rep-replicator/fault-injection`).
+    Fault {
+        res: String,
+        #[command(subcommand)]
+        what: FaultWhat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FaultWhat {
+    /// Fail the next matching operations on the backing device with EIO.
+    DiskError {
+        #[arg(value_enum)]
+        op: FaultOpArg,
+        /// Only operations overlapping this byte range of the data area (with --length).
+        #[arg(long, requires = "length")]
+        offset: Option<u64>,
+        /// Length in bytes of the range (with --offset).
+        #[arg(long, requires = "offset")]
+        length: Option<u64>,
+        /// Fail this many operations, then stop (default: until `clear`).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Keep writes not covered by a completed flush in memory only (`off` writes them out).
+    VolatileCache {
+        #[arg(value_enum)]
+        state: OnOff,
+    },
+    /// Drop the volatile cache and end repd at once, as a power cut would.
+    PowerLoss,
+    /// No disk errors, volatile cache off (its contents written out).
+    Clear,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum FaultOpArg {
+    Read,
+    Write,
+    Flush,
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }

@@ -3,11 +3,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
-use rep_replicator::control::{render, Request, Response, Status};
+use rep_replicator::control::fault::{FaultCmd, FaultOp};
+use rep_replicator::control::{render, Query, Request, Response, Status};
 use rep_replicator::core::{AdminCmd, ConnState};
 use rep_resources::{Config, ConfigError, NodeView};
 
-use crate::cli::{Cli, Cmd};
+use crate::cli::{Cli, Cmd, FaultOpArg, FaultWhat, OnOff};
 use crate::ctl::{is_up, Conn, NotUp, Paths};
 
 /// drbdadm's exit codes.
@@ -122,6 +123,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::WaitConnect { res, timeout } => (res, Action::WaitConnect { timeout: *timeout }),
         Cmd::Events { res, now } => (res, Action::Events { now: *now }),
         Cmd::Adjust { res } => (res, Action::Adjust),
+        Cmd::Fault { res, what } => (res, Action::Fault(fault_cmd(what))),
     };
     let views = targets(cli, &config, res_arg)?;
     match action {
@@ -157,6 +159,33 @@ enum Action {
     WaitConnect { timeout: Option<u64> },
     Events { now: bool },
     Adjust,
+    Fault(FaultCmd),
+}
+
+fn fault_cmd(what: &FaultWhat) -> FaultCmd {
+    match *what {
+        FaultWhat::DiskError {
+            op,
+            offset,
+            length,
+            count,
+        } => FaultCmd::DiskError {
+            op: match op {
+                FaultOpArg::Read => FaultOp::Read,
+                FaultOpArg::Write => FaultOp::Write,
+                FaultOpArg::Flush => FaultOp::Flush,
+                FaultOpArg::Any => FaultOp::Any,
+            },
+            offset,
+            length,
+            count,
+        },
+        FaultWhat::VolatileCache { state } => FaultCmd::VolatileCache {
+            on: matches!(state, OnOff::On),
+        },
+        FaultWhat::PowerLoss => FaultCmd::PowerLoss,
+        FaultWhat::Clear => FaultCmd::Clear,
+    }
 }
 
 fn one(cli: &Cli, view: &NodeView, action: &Action) -> anyhow::Result<i32> {
@@ -172,6 +201,7 @@ fn one(cli: &Cli, view: &NodeView, action: &Action) -> anyhow::Result<i32> {
         Action::Gi { show } => crate::metacmd::gi(cli, &p, view, *show),
         Action::WaitConnect { timeout } => wait_connect(&p, view, *timeout),
         Action::Adjust => adjust(cli, &p, view),
+        Action::Fault(cmd) => fault(cli, &p, res, cmd),
         Action::Status { .. } | Action::Events { .. } => Ok(0),
     }
 }
@@ -213,6 +243,20 @@ pub fn print_response(cli: &Cli, resp: Response) -> i32 {
 fn admin(cli: &Cli, p: &Paths, res: &str, cmd: AdminCmd) -> anyhow::Result<i32> {
     let mut conn = Conn::open(&p.ctl(res), res)?;
     let resp = conn.call(&Request::Admin(cmd))?;
+    Ok(print_response(cli, resp))
+}
+
+/// `repadm fault`: one request to the daemon's fault hook; prints what it did.
+fn fault(cli: &Cli, p: &Paths, res: &str, cmd: &FaultCmd) -> anyhow::Result<i32> {
+    if let Err(e) = cmd.disk_error_rule() {
+        eprintln!("repadm: fault {res}: {e}");
+        return Ok(EXIT_USAGE);
+    }
+    let mut conn = Conn::open(&p.ctl(res), res)?;
+    let resp = conn.call(&Request::Query(Query::Fault { fault: cmd.clone() }))?;
+    if let (Response::Ok { message, .. }, false) = (&resp, cli.json) {
+        println!("{res}: {message}");
+    }
     Ok(print_response(cli, resp))
 }
 

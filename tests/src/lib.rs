@@ -27,7 +27,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = target_dir().join(name);
     assert!(
         p.exists(),
-        "{} not built; run the test suite with `scripts/test.sh` (it builds all binaries first) or `cargo build --workspace`",
+        "{} not built; run the test suite with `scripts/test.sh` (it builds all binaries first) or `cargo build --release --workspace --features rep-replicator/fault-injection`",
         p.display()
     );
     p

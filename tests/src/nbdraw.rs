@@ -10,6 +10,9 @@ pub const REQUEST_MAGIC: u32 = 0x2560_9513;
 pub const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
 pub const CMD_READ: u16 = 0;
 pub const CMD_WRITE: u16 = 1;
+pub const CMD_DISC: u16 = 2;
+pub const CMD_FLUSH: u16 = 3;
+pub const CMD_FLAG_FUA: u16 = 1;
 
 pub struct RawClient {
     pub s: UnixStream,
@@ -78,6 +81,34 @@ impl RawClient {
         r.extend_from_slice(&offset.to_be_bytes());
         r.extend_from_slice(&len.to_be_bytes());
         self.s.write_all(&r)
+    }
+
+    /// One well-formed request with `flags` and, for a write, its `data`; waits for the simple
+    /// reply and returns its error (0 = success) and, for a successful read, the bytes read.
+    pub fn request(
+        &mut self,
+        cmd: u16,
+        flags: u16,
+        offset: u64,
+        len: u32,
+        data: &[u8],
+    ) -> std::io::Result<(u32, Vec<u8>)> {
+        let mut r = Vec::with_capacity(28 + data.len());
+        r.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        r.extend_from_slice(&flags.to_be_bytes());
+        r.extend_from_slice(&cmd.to_be_bytes());
+        r.extend_from_slice(&0x5eed_u64.to_be_bytes());
+        r.extend_from_slice(&offset.to_be_bytes());
+        r.extend_from_slice(&len.to_be_bytes());
+        r.extend_from_slice(data);
+        self.s.write_all(&r)?;
+        let (err, _) = self.read_reply()?;
+        let body = if cmd == CMD_READ && err == 0 {
+            read_exact(&mut self.s, len as usize)?
+        } else {
+            Vec::new()
+        };
+        Ok((err, body))
     }
 
     /// Read one simple reply: (error, cookie).

@@ -1,6 +1,7 @@
 //! The control socket protocol between `repadm` and `repd` (`$RUN/RES.ctl`): one JSON object
 //! per line each way. Shared by both binaries so they cannot drift apart.
 
+pub mod fault;
 pub mod render;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,10 @@ pub enum Query {
     Down,
     /// Keep the connection open and stream one `Event` line per state change.
     Events,
+    /// `repadm fault`: the test-only fault hook (refused unless repd has `fault-injection`).
+    Fault {
+        fault: fault::FaultCmd,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use tokio_uring::net::UnixStream;
 
 use super::driver::Driver;
+use crate::control::fault::FaultCmd;
 use crate::control::{encode_line, Event, Query, Request, Response, CONTROL_LINE_BYTES_MAX};
 use crate::core::{AdminCmd, ConnState, DiskState, Refusal, Role};
 
@@ -48,6 +49,8 @@ async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
                 Ok(Request::Query(Query::Events)) => return stream_events(&stream, &driver).await,
                 Ok(req) => {
                     let resp = handle(&driver, req).await;
+                    #[cfg(feature = "fault-injection")]
+                    super::fault::cut_power_if_lost(&driver, &stream, &resp);
                     send(&stream, &resp).await?;
                     if driver.shutting_down.get() {
                         driver.shutdown.notify_one();
@@ -140,9 +143,59 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
             }
             reply(driver, result)
         }
+        Request::Query(Query::Fault { fault }) => fault_request(driver, &fault),
         Request::Admin(cmd) => {
             let result = driver.admin(cmd).await;
             reply(driver, result)
+        }
+    }
+}
+
+/// `repadm fault`: the test-only hook, or the refusal naming the feature and the build command.
+#[cfg(feature = "fault-injection")]
+fn fault_request(driver: &Driver, fault: &FaultCmd) -> Response {
+    super::fault::handle(driver, fault)
+}
+
+/// `repadm fault`: the test-only hook, or the refusal naming the feature and the build command.
+#[cfg(not(feature = "fault-injection"))]
+fn fault_request(_driver: &Driver, fault: &FaultCmd) -> Response {
+    refuse_fault(fault)
+}
+
+/// A repd without the `fault-injection` feature answers every fault request with this.
+#[cfg(not(feature = "fault-injection"))]
+fn refuse_fault(fault: &FaultCmd) -> Response {
+    tracing::warn!("refusing {fault:?}: built without the fault-injection feature");
+    crate::control::fault::not_built()
+}
+
+#[cfg(all(test, not(feature = "fault-injection")))]
+mod tests {
+    use super::*;
+    use crate::control::fault::{FaultOp, FAULT_BUILD_COMMAND};
+
+    #[test]
+    fn without_the_feature_every_fault_request_is_refused_with_the_build_command() {
+        for cmd in [
+            FaultCmd::DiskError {
+                op: FaultOp::Any,
+                offset: None,
+                length: None,
+                count: Some(1),
+            },
+            FaultCmd::VolatileCache { on: true },
+            FaultCmd::PowerLoss,
+            FaultCmd::Clear,
+        ] {
+            match refuse_fault(&cmd) {
+                Response::Error { message, exit_code } => {
+                    assert_ne!(exit_code, 0, "repadm must exit non-zero");
+                    assert!(message.contains("fault-injection feature"), "{message}");
+                    assert!(message.contains(FAULT_BUILD_COMMAND), "{message}");
+                }
+                other => panic!("{cmd:?} answered {other:?}"),
+            }
         }
     }
 }

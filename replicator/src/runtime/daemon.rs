@@ -280,6 +280,9 @@ async fn serve(
         "up: NBD export at {}, control at {}", paths.nbd_uri(), paths.ctl().display()
     );
     wait_for_stop(&driver).await;
+    // A normal exit does not cut the power: the fault hook's volatile cache reaches the disk.
+    #[cfg(feature = "fault-injection")]
+    driver.fault.write_back_on_exit();
     remove_stale(&paths.ctl());
     remove_stale(&paths.nbd());
     remove_stale(&paths.pid());

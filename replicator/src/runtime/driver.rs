@@ -14,7 +14,10 @@ use rep_nbd::server::Completion;
 use rep_resources::NodeView;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::backing::BackingDisk;
+#[cfg(not(feature = "fault-injection"))]
+use super::backing::BackingDisk as Disk;
+#[cfg(feature = "fault-injection")]
+use super::fault::FaultDisk as Disk;
 use super::metaio::MetaHandle;
 use super::paths::RunPaths;
 use crate::control::{render, Status};
@@ -41,7 +44,7 @@ pub struct Driver {
     engine: RefCell<Engine>,
     inbox: RefCell<VecDeque<Input>>,
     pumping: Cell<bool>,
-    disk: RefCell<Option<Rc<BackingDisk>>>,
+    disk: RefCell<Option<Rc<Disk>>>,
     meta: RefCell<Option<MetaHandle>>,
     pub view: NodeView,
     pub paths: RunPaths,
@@ -61,6 +64,9 @@ pub struct Driver {
     /// Client writes held back while the peer's send queue is over `max-buffers` (in arrival
     /// order, so a held FLUSH never overtakes the writes it covers). They wait; they never fail.
     held: RefCell<VecDeque<(ReqId, ClientOp)>>,
+    /// The test-only fault hook (`repadm fault`), around the disk and the metadata.
+    #[cfg(feature = "fault-injection")]
+    pub fault: super::fault::FaultHook,
 }
 
 impl Driver {
@@ -93,6 +99,8 @@ impl Driver {
             hasher: std::cell::OnceCell::new(),
             rng: Cell::new(seed),
             held: RefCell::new(VecDeque::new()),
+            #[cfg(feature = "fault-injection")]
+            fault: super::fault::FaultHook::default(),
         })
     }
 
@@ -237,7 +245,7 @@ impl Driver {
     }
 
     /// The attached backing disk, or the failure to report when there is none.
-    fn attached_disk(&self) -> Result<Rc<BackingDisk>, IoFailure> {
+    fn attached_disk(&self) -> Result<Rc<Disk>, IoFailure> {
         self.disk.borrow().clone().ok_or_else(|| IoFailure {
             errno: libc::ENODEV,
             message: "no backing disk attached".into(),
@@ -338,8 +346,14 @@ impl Driver {
     }
 
     fn open_disk(&self) -> Result<crate::core::AttachInfo, String> {
-        let disk = BackingDisk::open(&self.view.disk)?;
-        let (meta, info) = MetaHandle::open(&self.view, disk.size_bytes, disk.is_block_device)?;
+        #[cfg(not(feature = "fault-injection"))]
+        let (disk, meta, info) = {
+            let disk = Disk::open(&self.view.disk)?;
+            let (meta, info) = MetaHandle::open(&self.view, disk.size_bytes, disk.is_block_device)?;
+            (disk, meta, info)
+        };
+        #[cfg(feature = "fault-injection")]
+        let (disk, meta, info) = super::fault::open(&self.fault, &self.view)?;
         *self.disk.borrow_mut() = Some(Rc::new(disk));
         *self.meta.borrow_mut() = Some(meta);
         Ok(info)

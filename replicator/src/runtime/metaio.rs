@@ -8,7 +8,7 @@ use std::path::Path;
 use rep_resources::{MetaDisk, NodeView};
 
 use crate::core::{AttachInfo, IoFailure, IoResult, MetaOpKind};
-use crate::meta::store::MetaStore;
+use crate::meta::store::{MetaDev, MetaStore};
 
 pub struct MetaHandle {
     store: MetaStore,
@@ -34,14 +34,27 @@ impl MetaHandle {
     pub fn open(
         view: &NodeView,
         backing_bytes: u64,
-        _is_block_device: bool,
+        is_block_device: bool,
     ) -> Result<(MetaHandle, AttachInfo), String> {
-        let data = open_rw(&view.disk, "backing disk")?;
+        MetaHandle::open_with(view, backing_bytes, is_block_device, &|file| Box::new(file))
+    }
+
+    /// `open`, with the device that holds the metadata (the backing device for internal
+    /// metadata, else the meta disk) handed to `wrap` first (the fault hook wraps it).
+    pub fn open_with(
+        view: &NodeView,
+        backing_bytes: u64,
+        _is_block_device: bool,
+        wrap: &dyn Fn(std::fs::File) -> Box<dyn MetaDev>,
+    ) -> Result<(MetaHandle, AttachInfo), String> {
         let store = match &view.meta_disk {
-            MetaDisk::Internal => MetaStore::open_internal(Box::new(data), backing_bytes),
+            MetaDisk::Internal => {
+                let data = open_rw(&view.disk, "backing disk")?;
+                MetaStore::open_internal(wrap(data), backing_bytes)
+            }
             MetaDisk::External { path, index } => {
                 let md = open_rw(path, "meta disk")?;
-                MetaStore::open_external(Box::new(md), *index, backing_bytes)
+                MetaStore::open_external(wrap(md), *index, backing_bytes)
             }
         }
         .map_err(|e| {

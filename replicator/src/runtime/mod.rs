@@ -6,6 +6,8 @@ pub mod backing;
 pub mod control_server;
 pub mod daemon;
 pub mod driver;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod handlers;
 pub mod hasher;
 pub mod link;
