@@ -93,9 +93,12 @@ fn a_stopped_secondary_does_not_grow_the_primary_under_protocol_a() {
     }
     stop("-CONT");
     let out = fio.wait_with_output().expect("fio runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "fio failed (writes must wait, not fail):\n{text}");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "fio failed (writes must wait, not fail):\n{text}"
+    );
     println!(
         "node-a RSS: idle {idle} KiB, peak {peak} KiB while node-b was stopped for 30 s (growth {} KiB, bound {GROWTH_BOUND_KIB} KiB)",
         peak.saturating_sub(idle)

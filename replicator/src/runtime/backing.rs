@@ -272,7 +272,20 @@ impl BackingDisk {
             } else {
                 FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
             };
-            self.file.fallocate(offset, len64, flags).await.is_ok()
+            match self.file.fallocate(offset, len64, flags).await {
+                Ok(()) => true,
+                // The filesystem cannot do it: write zeroes instead. Any other error is the
+                // disk's, and must reach the request.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS)
+                    ) =>
+                {
+                    false
+                }
+                Err(e) => return Err(io_failure("fallocate", &e)),
+            }
         };
         if !done {
             let mut pos = offset;

@@ -382,13 +382,24 @@ impl Driver {
                     this.feed(Input::DiskDone { io, result });
                 });
             }
-            DiskOpKind::Write { offset, fua, .. } => {
+            DiskOpKind::Write { offset, len, fua } => {
                 let buf = self
                     .clients
                     .borrow_mut()
                     .get_mut(&req)
                     .and_then(|s| s.buf.take())
-                    .unwrap_or_default();
+                    .filter(|b| b.len() == len as usize);
+                let Some(buf) = buf else {
+                    // Never write (and acknowledge) something other than the client's data.
+                    let result = Err(IoFailure {
+                        errno: libc::EIO,
+                        message: format!("write buffer of request {req} is missing"),
+                    });
+                    self.inbox
+                        .borrow_mut()
+                        .push_back(Input::DiskDone { io, result });
+                    return;
+                };
                 tokio_uring::spawn(async move {
                     let (result, _buf) = disk.write(offset, buf, fua).await;
                     this.feed(Input::DiskDone { io, result });
