@@ -9,7 +9,7 @@ export PATH=/tmp/fuzztools/bin:$PATH
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --root /tmp/fuzztools
 secs=${FUZZ_SECONDS:-30}
 status=0
-for t in res_parser nbd_request meta_decode peer_packet; do
+for t in res_parser nbd_request meta_decode peer_packet control_request engine_stateful; do
   mkdir -p "corpus/$t"
   if cargo fuzz run --sanitizer none "$t" "corpus/$t" -- -max_total_time="$secs" 2> "/tmp/fuzz-$t.log"; then
     echo "$t: $(grep -Eo '#[0-9]+' "/tmp/fuzz-$t.log" | tail -1 | tr -d '#') runs, no crash"

@@ -16,6 +16,12 @@ mod meta_decode {
 mod peer_packet {
     include!("../../fuzz/logic/peer_packet.rs");
 }
+mod control_request {
+    include!("../../fuzz/logic/control_request.rs");
+}
+mod engine_stateful {
+    include!("../../fuzz/logic/engine_stateful.rs");
+}
 
 fn replay(target: &str, check: fn(&[u8])) -> usize {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
@@ -40,6 +46,14 @@ fn fuzz_corpora_replay_cleanly() {
         ("nbd_request", replay("nbd_request", nbd_request::check)),
         ("meta_decode", replay("meta_decode", meta_decode::check)),
         ("peer_packet", replay("peer_packet", peer_packet::check)),
+        (
+            "control_request",
+            replay("control_request", control_request::check),
+        ),
+        (
+            "engine_stateful",
+            replay("engine_stateful", engine_stateful::check),
+        ),
     ];
     for (t, n) in counts {
         assert!(n > 0, "no corpus for fuzz target {t}");

@@ -123,6 +123,24 @@ pub fn encode_line<T: Serialize>(msg: &T) -> Result<String, serde_json::Error> {
     serde_json::to_string(msg)
 }
 
+/// Decode one control line (without its newline) as repd reads it from a client: `Ok(None)`
+/// for a blank line, an error naming the problem for anything else that is not a request.
+/// Pure, so that the fuzzer and repd share it.
+pub fn decode_request_line(line: &[u8]) -> Result<Option<Request>, String> {
+    if line.len() > CONTROL_LINE_BYTES_MAX {
+        return Err(format!(
+            "control line longer than {CONTROL_LINE_BYTES_MAX} bytes"
+        ));
+    }
+    let text = String::from_utf8_lossy(line);
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str::<Request>(&text)
+        .map(Some)
+        .map_err(|e| format!("bad control request {text:?}: {e}"))
+}
+
 /// A process that exists and is not a zombie: a killed daemon that nobody reaped yet (a
 /// container's init may never reap) is dead for `up` and `down`.
 pub fn process_alive(pid: i32) -> bool {

@@ -8,7 +8,9 @@ use tokio_uring::net::UnixStream;
 
 use super::driver::Driver;
 use crate::control::fault::FaultCmd;
-use crate::control::{encode_line, Event, Query, Request, Response, CONTROL_LINE_BYTES_MAX};
+use crate::control::{
+    decode_request_line, encode_line, Event, Query, Request, Response, CONTROL_LINE_BYTES_MAX,
+};
 use crate::core::{AdminCmd, ConnState, DiskState, Refusal, Role};
 
 pub async fn serve(
@@ -41,13 +43,12 @@ async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
     loop {
         while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=nl).collect();
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]).to_string();
-            if text.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Request>(&text) {
-                Ok(Request::Query(Query::Events)) => return stream_events(&stream, &driver).await,
-                Ok(req) => {
+            match decode_request_line(&line[..line.len() - 1]) {
+                Ok(None) => continue,
+                Ok(Some(Request::Query(Query::Events))) => {
+                    return stream_events(&stream, &driver).await
+                }
+                Ok(Some(req)) => {
                     let resp = handle(&driver, req).await;
                     #[cfg(feature = "fault-injection")]
                     super::fault::cut_power_if_lost(&driver, &stream, &resp);
@@ -57,8 +58,7 @@ async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
                         return Ok(());
                     }
                 }
-                Err(e) => {
-                    let message = format!("bad control request {text:?}: {e}");
+                Err(message) => {
                     send(
                         &stream,
                         &Response::Error {

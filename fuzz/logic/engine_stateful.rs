@@ -1,0 +1,264 @@
+// Shared by the fuzz target and the replay test (tests/tests/fuzz_replay.rs).
+// Drives one engine with an arbitrary sequence of inputs: client requests, admin commands,
+// peer packets decoded from the input (a hostile or broken peer), completions in any order and
+// with failures, timers and link events. The engine must never panic, and its invariants
+// (`Engine::check_invariants`) must hold after every input.
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rep_replicator::core::peer::PeerSettings;
+use rep_replicator::core::{
+    AdminCmd, AttachInfo, ClientOp, Engine, EngineConfig, Input, IoFailure, LinkLoss, OnIoError,
+    Output, PeerDiskOp,
+};
+use rep_replicator::meta::al::ActivityLog;
+use rep_replicator::meta::bitmap::Bitmap;
+use rep_replicator::meta::superblock::{GenerationUuids, MdFlags};
+use rep_replicator::wire::packet::decode_frame;
+
+const DEVICE: u64 = 64 << 20;
+
+struct Bytes<'a>(&'a [u8]);
+
+impl Bytes<'_> {
+    fn u8(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from(self.u8()?) << 8 | u16::from(self.u8()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for _ in 0..8 {
+            v = v << 8 | u64::from(self.u8()?);
+        }
+        Some(v)
+    }
+    fn take(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.0.len());
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        a
+    }
+}
+
+/// What the engine asked for and is waiting to hear back about.
+enum Pending {
+    Disk(u64),
+    Meta(u64),
+    PeerDisk(u64, PeerDiskOp),
+    Open(u64),
+    Close(u64),
+    Hash(u64, Vec<u8>),
+}
+
+fn config(b: u8) -> EngineConfig {
+    let protocol = match b % 3 {
+        0 => rep_resources::Protocol::A,
+        1 => rep_resources::Protocol::B,
+        _ => rep_resources::Protocol::C,
+    };
+    EngineConfig {
+        resource: "r0".into(),
+        node: "node-a".into(),
+        minor: 0,
+        device: "/dev/drbd0".into(),
+        protocol,
+        has_peer: true,
+        allow_two_primaries: b & 4 != 0,
+        al_extents: 9,
+        fencing: rep_resources::Fencing::DontCare,
+        on_io_error: match b >> 3 & 3 {
+            0 => OnIoError::PassOn,
+            1 => OnIoError::CallLocalIoError,
+            _ => OnIoError::Detach,
+        },
+        peer: PeerSettings {
+            shared_secret: (b & 32 != 0).then(|| "secret".into()),
+            verify_alg: "sha1".into(),
+            csums_alg: if b & 64 != 0 { "crc32c".into() } else { String::new() },
+            max_epoch_size: 16,
+            ..PeerSettings::default()
+        },
+    }
+}
+
+fn attach_info(input: &mut Bytes) -> AttachInfo {
+    let mut bitmap = Bitmap::new(DEVICE);
+    if input.u8().unwrap_or(0) & 1 == 1 {
+        bitmap.set_all();
+    }
+    let uuids = GenerationUuids {
+        current: input.u64().unwrap_or(4),
+        bitmap: input.u64().unwrap_or(0),
+        history: [input.u64().unwrap_or(0), input.u64().unwrap_or(0)],
+    };
+    let flags = MdFlags::from_bits(u32::from(input.u8().unwrap_or(0))).unwrap_or_default();
+    AttachInfo {
+        usable_bytes: DEVICE,
+        uuids,
+        flags,
+        unclean: input.u8().unwrap_or(0) & 1 == 1,
+        bitmap,
+        al: ActivityLog::new(9, 8).expect("a 9-extent AL fits an 8-block ring"),
+    }
+}
+
+fn failure() -> IoFailure {
+    IoFailure {
+        errno: 5,
+        message: "fuzzed I/O error".into(),
+    }
+}
+
+pub fn check(data: &[u8]) {
+    let mut input = Bytes(data);
+    let Some(cfg_byte) = input.u8() else { return };
+    let mut engine = Engine::new(config(cfg_byte), 7);
+    let start = Instant::now();
+    let mut now = start;
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut link = 0u64;
+    let mut next_req = 1u64;
+    let mut next_admin = 1u64;
+    let mut steps = 0;
+    while let Some(op) = input.u8() {
+        steps += 1;
+        if steps > 2000 {
+            break;
+        }
+        let step = match op % 12 {
+            0 | 1 => {
+                let offset = u64::from(input.u16().unwrap_or(0)) * 1024;
+                let len = match input.u8().unwrap_or(0) {
+                    255 => 32 << 20,
+                    l => u32::from(l) * 4096 + 512,
+                };
+                let fua = op & 16 != 0;
+                let op = match op >> 5 {
+                    0 => ClientOp::Read { offset, len },
+                    1 => ClientOp::Flush,
+                    2 => ClientOp::Trim { offset, len, fua },
+                    3 => ClientOp::WriteZeroes { offset, len, fua },
+                    _ => ClientOp::Write { offset, len, fua },
+                };
+                next_req += 1;
+                Some(Input::Client { req: next_req, op })
+            }
+            2 => {
+                let flag = op & 16 != 0;
+                let cmd = match input.u8().unwrap_or(0) % 14 {
+                    0 => AdminCmd::Primary { force: flag },
+                    1 => AdminCmd::Secondary,
+                    2 => AdminCmd::Attach,
+                    3 => AdminCmd::Detach { force: flag },
+                    4 => AdminCmd::Connect {
+                        discard_my_data: flag,
+                    },
+                    5 => AdminCmd::Disconnect { force: flag },
+                    6 => AdminCmd::Outdate,
+                    7 => AdminCmd::NewCurrentUuid { clear_bitmap: flag },
+                    8 => AdminCmd::Invalidate,
+                    9 => AdminCmd::InvalidateRemote,
+                    10 => AdminCmd::Verify,
+                    11 => AdminCmd::PauseSync,
+                    12 => AdminCmd::ResumeSync,
+                    _ => AdminCmd::Connect {
+                        discard_my_data: false,
+                    },
+                };
+                next_admin += 1;
+                Some(Input::Admin {
+                    id: next_admin,
+                    cmd,
+                })
+            }
+            3 => {
+                link += 1;
+                let mut nonce = [0u8; 32];
+                nonce.copy_from_slice(&[op; 32]);
+                Some(Input::LinkUp {
+                    link,
+                    dialer: op & 16 != 0,
+                    peer_node: "node-b".into(),
+                    nonce,
+                })
+            }
+            4..=6 => {
+                let len = usize::from(input.u16().unwrap_or(0));
+                let frame = input.take(len);
+                decode_frame(frame).ok().map(|(packet, _)| Input::Packet { link, packet })
+            }
+            7 | 8 => {
+                let ok = op & 16 == 0;
+                let pick = usize::from(input.u8().unwrap_or(0));
+                if pending.is_empty() {
+                    None
+                } else {
+                    let p = pending.remove(pick % pending.len());
+                    p.map(|p| match p {
+                        Pending::Disk(io) => Input::DiskDone {
+                            io,
+                            result: if ok { Ok(()) } else { Err(failure()) },
+                        },
+                        Pending::Meta(io) => Input::MetaDone {
+                            io,
+                            result: if ok { Ok(()) } else { Err(failure()) },
+                        },
+                        Pending::PeerDisk(io, op) => Input::PeerDiskDone {
+                            io,
+                            result: match (ok, op) {
+                                (false, _) => Err(failure()),
+                                (true, PeerDiskOp::Read { len, .. }) => {
+                                    Ok(Some(vec![0; len as usize]))
+                                }
+                                (true, _) => Ok(None),
+                            },
+                        },
+                        Pending::Open(io) => Input::DiskOpened {
+                            io,
+                            result: if ok {
+                                Ok(Box::new(attach_info(&mut input)))
+                            } else {
+                                Err("fuzzed attach failure".into())
+                            },
+                        },
+                        Pending::Close(io) => Input::DiskClosed { io },
+                        Pending::Hash(io, digests) => Input::HashDone { io, digests },
+                    })
+                }
+            }
+            9 => {
+                now += Duration::from_millis(u64::from(input.u16().unwrap_or(0)));
+                Some(Input::Timer)
+            }
+            10 => Some(Input::LinkDown {
+                link,
+                loss: LinkLoss::BrokenPipe,
+            }),
+            _ => Some(if op & 16 != 0 {
+                Input::ClientOpened
+            } else {
+                Input::ClientClosed
+            }),
+        };
+        let Some(step) = step else { continue };
+        engine.handle(now, step);
+        while let Some(out) = engine.poll_output() {
+            match out {
+                Output::Disk { io, .. } => pending.push_back(Pending::Disk(io)),
+                Output::Meta { io, .. } => pending.push_back(Pending::Meta(io)),
+                Output::PeerDisk { io, op } => pending.push_back(Pending::PeerDisk(io, op)),
+                Output::OpenDisk { io } => pending.push_back(Pending::Open(io)),
+                Output::CloseDisk { io } => pending.push_back(Pending::Close(io)),
+                Output::Hash { io, alg, data } => {
+                    pending.push_back(Pending::Hash(io, alg.digest_blocks(&data)))
+                }
+                _ => {}
+            }
+        }
+        engine.check_invariants();
+    }
+}
