@@ -619,7 +619,11 @@ impl Engine {
         })
     }
 
+    /// When the rate limit lets the SyncTarget ask for more (only while it may ask).
     pub(crate) fn resync_wake(&self) -> Option<Instant> {
+        if self.cstate != ConnState::SyncTarget {
+            return None;
+        }
         self.resync.as_ref().and_then(|r| r.wake)
     }
 }

@@ -64,6 +64,9 @@ pub struct Driver {
     /// Client writes held back while the peer's send queue is over `max-buffers` (in arrival
     /// order, so a held FLUSH never overtakes the writes it covers). They wait; they never fail.
     held: RefCell<VecDeque<(ReqId, ClientOp)>>,
+    /// What the timer task sleeps towards, and the bell that wakes it early.
+    timer_deadline: Cell<Option<Instant>>,
+    timer_moved: Notify,
     /// The test-only fault hook (`repadm fault`), around the disk and the metadata.
     #[cfg(feature = "fault-injection")]
     pub fault: super::fault::FaultHook,
@@ -99,6 +102,8 @@ impl Driver {
             hasher: std::cell::OnceCell::new(),
             rng: Cell::new(seed),
             held: RefCell::new(VecDeque::new()),
+            timer_deadline: Cell::new(None),
+            timer_moved: Notify::new(),
             #[cfg(feature = "fault-injection")]
             fault: super::fault::FaultHook::default(),
         })
@@ -128,6 +133,7 @@ impl Driver {
             }
         }
         self.pumping.set(false);
+        self.reschedule_timer();
     }
 
     fn dispatch(self: &Rc<Self>, out: Output) {
@@ -330,17 +336,44 @@ impl Driver {
             })
     }
 
-    /// Feeds `Input::Timer` whenever the engine's next deadline has passed.
+    /// Feeds `Input::Timer` when the engine's next deadline (`next_timeout`) comes: it sleeps
+    /// until then, and is woken early when an input moves the deadline closer (an epoch that
+    /// opens must close 20 ms later, not at the next poll).
     pub async fn run_timers(self: Rc<Self>) {
+        /// Upper bound of one sleep: a deadline that disappears and comes back is re-read.
+        const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(1);
+        /// A deadline the engine leaves in the past after a Timer is re-tried this much later,
+        /// so that the single-threaded runtime never spins.
+        const RETRY: std::time::Duration = std::time::Duration::from_millis(10);
         loop {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            let due = self
-                .engine
-                .borrow()
-                .next_timeout()
-                .is_some_and(|t| t <= Instant::now());
-            if due {
+            let now = Instant::now();
+            let mut next = self.engine.borrow().next_timeout();
+            if next.is_some_and(|t| t <= now) {
                 self.feed(Input::Timer);
+                next = self
+                    .engine
+                    .borrow()
+                    .next_timeout()
+                    .map(|t| t.max(now + RETRY));
+            }
+            let until = next.map_or(now + MAX_SLEEP, |t| t.min(now + MAX_SLEEP));
+            self.timer_deadline.set(Some(until));
+            tokio::select! {
+                _ = tokio::time::sleep_until(until.into()) => {}
+                _ = self.timer_moved.notified() => {}
+            }
+            self.timer_deadline.set(None);
+        }
+    }
+
+    /// After inputs: wake the timer task if the engine's deadline is now earlier than the one
+    /// it sleeps towards.
+    fn reschedule_timer(&self) {
+        let sleeping_until = self.timer_deadline.get();
+        let next = self.engine.borrow().next_timeout();
+        if let (Some(sleep), Some(next)) = (sleeping_until, next) {
+            if next < sleep {
+                self.timer_moved.notify_one();
             }
         }
     }
