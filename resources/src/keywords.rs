@@ -48,6 +48,19 @@ const AFTER_SB_0: &[&str] = &[
     "discard-local",
     "discard-remote",
 ];
+/// Values of an enum keyword that carry a name after a fixed prefix (`discard-node-NODENAME`).
+const PREFIXED_VALUES: &[(&str, &str)] = &[("after-sb-0pri", "discard-node-")];
+
+/// Whether `value` is a prefixed value `keyword` accepts (see `PREFIXED_VALUES`).
+pub fn takes_prefixed_value(keyword: &str, value: &str) -> bool {
+    PREFIXED_VALUES.iter().any(|&(k, prefix)| {
+        k == keyword
+            && value
+                .strip_prefix(prefix)
+                .is_some_and(|name| !name.is_empty())
+    })
+}
+
 const AFTER_SB_1: &[&str] = &[
     "disconnect",
     "consensus",

@@ -167,6 +167,7 @@ pub fn build(stmts: &[Stmt]) -> Result<Model, ParseError> {
         }
     }
     check_unique_minors(&m, stmts)?;
+    check_unique_addresses(&m, stmts)?;
     Ok(m)
 }
 
@@ -241,7 +242,10 @@ fn option(s: &Stmt, section: &str) -> Result<Opt, ParseError> {
             return Err(s.err_at(v, format!("{name} takes yes or no, not '{}'", v.text)))
         }
         (_, None) => return Err(s.err(format!("{name} needs a value: {name} VALUE;"))),
-        (Kind::Enum(allowed), Some(v)) if !allowed.contains(&v.text.as_str()) => {
+        (Kind::Enum(allowed), Some(v))
+            if !allowed.contains(&v.text.as_str())
+                && !crate::keywords::takes_prefixed_value(name, &v.text) =>
+        {
             let hint = did_you_mean(&v.text, allowed.iter().copied());
             let what = if name == "protocol" {
                 "protocol".to_owned()
@@ -638,6 +642,48 @@ fn address(f: &Stmt, vals: &[Word]) -> Result<SocketAddr, ParseError> {
         ));
     }
     Err(f.err_at(first, format!("'{text}' is not a valid IP:PORT address")))
+}
+
+/// An address:port may be used once per host, across all resources (drbdadm: "conflicting use
+/// of IP 'NODE:IP:PORT'"): two resources cannot listen on the same socket.
+fn check_unique_addresses(m: &Model, stmts: &[Stmt]) -> Result<(), ParseError> {
+    let mut seen: BTreeMap<String, ParseError> = BTreeMap::new();
+    for r in &m.resources {
+        let rs = stmts.iter().find(|s| {
+            s.keyword() == "resource" && s.words.get(1).is_some_and(|w| w.text == r.name)
+        });
+        for h in &r.hosts {
+            let Some(addr) = h.address else { continue };
+            let node = h
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| addr.ip().to_string());
+            let key = format!("{node}:{}:{}", addr.ip(), addr.port());
+            let at = |msg: String| -> ParseError {
+                let host_stmt = rs.and_then(|rs| {
+                    rs.block.iter().flatten().find(|s| {
+                        (s.keyword() == "on" && s.words.iter().skip(1).any(|w| w.text == node))
+                            || (s.keyword() == "floating" && h.floating)
+                    })
+                });
+                let addr_stmt = host_stmt
+                    .and_then(|hs| hs.block.iter().flatten().find(|s| s.keyword() == "address"));
+                match addr_stmt.or(host_stmt).or(rs) {
+                    Some(s) => s.err(msg),
+                    None => ParseError::new("", 0, 0, msg),
+                }
+            };
+            if let Some(first) = seen.get(&key) {
+                return Err(at(format!(
+                    "conflicting use of IP '{key}' (first used at {}:{}, resource {} uses it again); give every resource its own port",
+                    first.file, first.line, r.name
+                )));
+            }
+            seen.insert(key, at(String::new()));
+        }
+    }
+    Ok(())
 }
 
 /// A minor may be used once per host, across all resources.
