@@ -168,6 +168,12 @@ impl Engine {
                 open: self.open_clients,
             });
         }
+        if self.requests.in_flight() > 0 {
+            // A client that just went away may still have requests in flight: they finish
+            // as Primary (replicated and acknowledged or failed), then the demotion goes on.
+            self.admin_drain.push((id, AdminCmd::Secondary));
+            return Ok(None);
+        }
         self.role = Role::Secondary;
         self.uuids.current &= !1;
         if self.disk == DiskState::Diskless {

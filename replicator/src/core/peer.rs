@@ -933,7 +933,7 @@ impl Engine {
             changes_self: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
             changes_peer: self.link.as_ref().map_or(0, |l| l.peer_oos_bits),
             resolve_conflicts,
-            can_demote: self.open_clients == 0,
+            can_demote: self.open_clients == 0 && self.requests.in_flight() == 0,
         };
         let primaries = u8::from(self.role == Role::Primary) + u8::from(peer_role == Role::Primary);
         let verdict = match super::after_sb::recover(
