@@ -315,6 +315,13 @@ impl Engine {
     pub fn open_clients(&self) -> u32 {
         self.open_clients
     }
+    /// Bytes the peer sent that are not yet on our disk: the driver stops reading the data
+    /// socket while this is over `max-buffers`, so a slow disk pushes back on the sender
+    /// through TCP instead of growing this node.
+    pub fn peer_rx_backlog_bytes(&self) -> u64 {
+        self.rx.backlog_bytes()
+    }
+
     /// Out-of-sync KiB (bitmap bits × 4), as `oos:` in /proc/drbd.
     pub fn oos_kib(&self) -> u64 {
         self.bitmap.as_ref().map_or(0, |b| b.count_ones() * 4)

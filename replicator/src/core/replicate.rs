@@ -88,6 +88,15 @@ impl PeerRx {
     pub(crate) fn busy(&self) -> bool {
         !self.in_flight.is_empty() || !self.flushing.is_empty()
     }
+
+    /// Bytes of peer writes received and not yet on disk (queued or in flight).
+    pub(crate) fn backlog_bytes(&self) -> u64 {
+        self.waiting
+            .iter()
+            .chain(self.in_flight.values())
+            .map(|w| w.end - w.start)
+            .sum()
+    }
 }
 
 impl Engine {

@@ -64,6 +64,9 @@ pub struct Driver {
     /// Client writes held back while the peer's send queue is over `max-buffers` (in arrival
     /// order, so a held FLUSH never overtakes the writes it covers). They wait; they never fail.
     held: RefCell<VecDeque<(ReqId, ClientOp)>>,
+    /// Rung when the peer-write backlog may have dropped below the bound (see
+    /// `peer_rx_backlog_full`).
+    pub rx_room: Notify,
     /// What the timer task sleeps towards, and the bell that wakes it early.
     timer_deadline: Cell<Option<Instant>>,
     timer_moved: Notify,
@@ -102,6 +105,7 @@ impl Driver {
             hasher: std::cell::OnceCell::new(),
             rng: Cell::new(seed),
             held: RefCell::new(VecDeque::new()),
+            rx_room: Notify::new(),
             timer_deadline: Cell::new(None),
             timer_moved: Notify::new(),
             #[cfg(feature = "fault-injection")]
@@ -134,6 +138,9 @@ impl Driver {
         }
         self.pumping.set(false);
         self.reschedule_timer();
+        if !self.peer_rx_backlog_full() {
+            self.rx_room.notify_waiters();
+        }
     }
 
     fn dispatch(self: &Rc<Self>, out: Output) {
@@ -491,6 +498,11 @@ impl Driver {
     /// a write is queued, so a single 32 MiB write still goes.
     fn send_backlog_limit(&self) -> usize {
         (self.view.net.max_buffers as usize).max(32) * 4096
+    }
+
+    /// The peer's writes waiting for our disk exceed `max-buffers`: stop reading the data socket.
+    pub fn peer_rx_backlog_full(&self) -> bool {
+        self.engine.borrow().peer_rx_backlog_bytes() > self.send_backlog_limit() as u64
     }
 
     fn send_backlog_full(&self) -> bool {

@@ -164,8 +164,8 @@ impl Driver {
                 Some((Rc::clone(self), Rc::clone(&backlog))),
             ));
             tokio_uring::spawn(write_frames(Rc::clone(&meta), meta_q, None));
-            tokio_uring::spawn(read_frames(Rc::clone(self), id, data_rx));
-            tokio_uring::spawn(read_frames(Rc::clone(self), id, meta_rx));
+            tokio_uring::spawn(read_frames(Rc::clone(self), id, data_rx, true));
+            tokio_uring::spawn(read_frames(Rc::clone(self), id, meta_rx, false));
             st.active = Some(Active {
                 id,
                 backlog,
@@ -320,8 +320,18 @@ async fn read_packet(reader: &mut Reader<TcpStream>) -> io::Result<Option<Packet
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-async fn read_frames(driver: Rc<Driver>, link: LinkId, mut reader: Reader<TcpStream>) {
+/// Feed frames from one socket to the engine. The data socket pauses while the peer's writes
+/// waiting for our disk exceed `max-buffers` (the meta socket never does: acks and pings).
+async fn read_frames(
+    driver: Rc<Driver>,
+    link: LinkId,
+    mut reader: Reader<TcpStream>,
+    data_socket: bool,
+) {
     let loss = loop {
+        while data_socket && driver.peer_rx_backlog_full() {
+            driver.rx_room.notified().await;
+        }
         match read_packet(&mut reader).await {
             Ok(Some(packet)) => driver.feed(Input::Packet { link, packet }),
             Ok(None) => break LinkLoss::BrokenPipe,
