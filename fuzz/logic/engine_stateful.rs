@@ -245,6 +245,7 @@ pub fn check(data: &[u8]) {
             }),
         };
         let Some(step) = step else { continue };
+        if std::env::var_os("FUZZ_TRACE").is_some() { eprintln!("{:?} -> {:?}", step, (engine.role(), engine.cstate(), engine.disk(), engine.pdsk())); }
         engine.handle(now, step);
         while let Some(out) = engine.poll_output() {
             match out {

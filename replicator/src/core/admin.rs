@@ -208,6 +208,14 @@ impl Engine {
         let Some(pending) = self.admin_waiting.remove(&io) else {
             return;
         };
+        if self.disk != DiskState::Attaching {
+            // An open that no longer belongs to the current state: drop it.
+            self.emit(Output::AdminReply {
+                id: pending.id,
+                result: Err(Refusal::DiskConfigured { disk: self.disk }),
+            });
+            return;
+        }
         let info = match result {
             Ok(info) => info,
             Err(message) => {
@@ -291,6 +299,16 @@ impl Engine {
 
     /// Persist everything and close the backing device; `id` is answered when closed.
     pub(crate) fn close_disk(&mut self, id: Option<AdminId>) {
+        if self.closing_disk.is_some() {
+            // Already closing (a Failed disk, or an earlier detach): one close is enough.
+            if let Some(id) = id {
+                self.emit(Output::AdminReply {
+                    id,
+                    result: Ok("detach already under way".into()),
+                });
+            }
+            return;
+        }
         self.sync_flags_from_state();
         self.write_dirty_bitmap_pages();
         // With writes still in flight (`detach --force`, SIGTERM under load) the activity log
@@ -307,6 +325,7 @@ impl Engine {
         };
         self.emit(Output::Meta { io, op });
         let io = self.alloc_io();
+        self.closing_disk = Some(io);
         self.emit(Output::CloseDisk { io });
         if let Some(id) = id {
             self.admin_waiting.insert(
@@ -320,8 +339,11 @@ impl Engine {
     }
 
     pub(crate) fn disk_closed(&mut self, io: IoId) {
+        if self.closing_disk != Some(io) {
+            return;
+        }
+        self.closing_disk = None;
         self.disk = DiskState::Diskless;
-        self.failed_disk_closing = false;
         self.bitmap = None;
         self.al = None;
         // Connected, the device keeps the peer's size: a Diskless Primary serves through it.

@@ -237,13 +237,12 @@ impl Engine {
     /// A Failed disk is closed once no I/O is in flight on it: requests still out fail too, and
     /// their blocks must reach the bitmap before it is persisted for the last time.
     pub(crate) fn close_failed_disk_when_idle(&mut self) {
-        if self.disk != DiskState::Failed || self.failed_disk_closing {
+        if self.disk != DiskState::Failed || self.closing_disk.is_some() {
             return;
         }
         if !self.local_io_idle() {
             return;
         }
-        self.failed_disk_closing = true;
         self.close_disk(None);
     }
 

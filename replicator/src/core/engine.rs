@@ -126,8 +126,9 @@ pub struct Engine {
     pub(crate) last_app_write: Option<Instant>,
     /// The `resync-after` resource is resyncing now.
     pub(crate) dependency_syncing: bool,
-    /// A Failed disk's final metadata writes and close are under way.
-    pub(crate) failed_disk_closing: bool,
+    /// The `CloseDisk` under way (detach, or a Failed disk being closed): at most one, and a
+    /// completion for any other is stale.
+    pub(crate) closing_disk: Option<IoId>,
 }
 
 impl Engine {
@@ -170,7 +171,7 @@ impl Engine {
             last_verify_oos: None,
             last_app_write: None,
             dependency_syncing: false,
-            failed_disk_closing: false,
+            closing_disk: None,
         }
     }
 
