@@ -153,6 +153,19 @@ impl Node {
         v[0].clone()
     }
 
+    /// Wait until this node reports `cstate` and `disk`/`peer_disk` (status --json).
+    pub fn wait_state(&self, cstate: &str, disk: &str, peer_disk: &str, secs: u64) {
+        wait_for(
+            Duration::from_secs(secs),
+            &format!("{} to be {cstate} {disk}/{peer_disk}", self.name),
+            || {
+                let s = self.status_json();
+                (s["cstate"] == cstate && s["disk"] == disk && s["peer_disk"] == peer_disk)
+                    .then_some(())
+            },
+        );
+    }
+
     pub fn nbd_socket(&self) -> PathBuf {
         self.run_dir.join(format!("{}.nbd", self.resource))
     }

@@ -6,19 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rep_tests::{require_tool, wait_for, Cluster, ClusterOpts, Node};
-
-fn wait_state(n: &Node, cstate: &str, disk: &str, peer_disk: &str, secs: u64) {
-    wait_for(
-        Duration::from_secs(secs),
-        &format!("{} to be {cstate} {disk}/{peer_disk}", n.name),
-        || {
-            let s = n.status_json();
-            (s["cstate"] == cstate && s["disk"] == disk && s["peer_disk"] == peer_disk)
-                .then_some(())
-        },
-    );
-}
+use rep_tests::{require_tool, Cluster, ClusterOpts};
 
 fn rss_kib(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -51,9 +39,10 @@ fn a_stopped_secondary_does_not_grow_the_primary_under_protocol_a() {
         n.ok(&["create-md", "r0"]);
         n.ok(&["up", "r0"]);
     }
-    wait_state(c.b(), "Connected", "Inconsistent", "Inconsistent", 20);
+    c.b()
+        .wait_state("Connected", "Inconsistent", "Inconsistent", 20);
     c.a().ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_state(c.a(), "Connected", "UpToDate", "UpToDate", 10);
+    c.a().wait_state("Connected", "UpToDate", "UpToDate", 10);
     c.a().ok(&["primary", "r0"]);
     assert_eq!(c.a().status_json()["protocol"], "A");
     let a_pid = c.a().pid().expect("node-a runs");
@@ -108,5 +97,5 @@ fn a_stopped_secondary_does_not_grow_the_primary_under_protocol_a() {
         "node-a's RSS grew from {idle} to {peak} KiB while its peer was stopped"
     );
     // The pair recovers and converges.
-    wait_state(c.a(), "Connected", "UpToDate", "UpToDate", 60);
+    c.a().wait_state("Connected", "UpToDate", "UpToDate", 60);
 }

@@ -31,18 +31,6 @@ fn cluster(test: &str, disk_mib: u64) -> Cluster {
     )
 }
 
-fn wait_state(n: &Node, cstate: &str, disk: &str, peer_disk: &str, secs: u64) {
-    wait_for(
-        Duration::from_secs(secs),
-        &format!("{} to be {cstate} {disk}/{peer_disk}", n.name),
-        || {
-            let s = n.status_json();
-            (s["cstate"] == cstate && s["disk"] == disk && s["peer_disk"] == peer_disk)
-                .then_some(())
-        },
-    );
-}
-
 fn wait_role(n: &Node, role: &str) {
     wait_for(
         Duration::from_secs(10),
@@ -58,10 +46,11 @@ fn synced_pair(c: &Cluster) {
         n.ok(&["create-md", "r0"]);
         n.ok(&["up", "r0"]);
     }
-    wait_state(c.b(), "Connected", "Inconsistent", "Inconsistent", 20);
+    c.b()
+        .wait_state("Connected", "Inconsistent", "Inconsistent", 20);
     c.a().ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
     for n in &c.nodes {
-        wait_state(n, "Connected", "UpToDate", "UpToDate", 10);
+        n.wait_state("Connected", "UpToDate", "UpToDate", 10);
     }
 }
 
@@ -310,7 +299,7 @@ fn writes_and_reads_larger_than_one_mib_replicate_without_dropping_the_link() {
     // The read side: a Diskless Primary reads everything through node-b.
     let drops_before = [link_drops(a).len(), link_drops(b).len()];
     a.ok(&["detach", "r0"]);
-    wait_state(a, "Connected", "Diskless", "UpToDate", 10);
+    a.wait_state("Connected", "Diskless", "UpToDate", 10);
     let (clean, text) = qemu_io(
         a,
         &[
@@ -345,7 +334,7 @@ fn a_diskless_node_that_was_primary_gets_its_reattached_disk_resynced() {
     let (a, b) = (c.a(), c.b());
     synced_pair(&c);
     b.ok(&["detach", "r0"]);
-    wait_state(b, "Connected", "Diskless", "UpToDate", 10);
+    b.wait_state("Connected", "Diskless", "UpToDate", 10);
 
     let mut f = Findings::default();
     let out = b.repadm(&["primary", "r0"]);
@@ -375,8 +364,8 @@ fn a_diskless_node_that_was_primary_gets_its_reattached_disk_resynced() {
     );
     b.ok(&["secondary", "r0"]);
     b.ok(&["attach", "r0"]);
-    wait_state(b, "Connected", "UpToDate", "UpToDate", 30);
-    wait_state(a, "Connected", "UpToDate", "UpToDate", 10);
+    b.wait_state("Connected", "UpToDate", "UpToDate", 30);
+    a.wait_state("Connected", "UpToDate", "UpToDate", 10);
     f.some(eventually(10, || pattern_mismatch(&b.disk, off, len, 0xb2)).map(|m| {
         format!("node-b's re-attached disk misses the write made while it was Diskless Primary: {m}")
     }));
@@ -397,7 +386,7 @@ fn a_secondary_holding_the_only_copy_keeps_its_out_of_sync_bits_across_a_crash()
     synced_pair(&c);
     a.ok(&["primary", "r0"]);
     a.ok(&["detach", "r0"]);
-    wait_state(a, "Connected", "Diskless", "UpToDate", 10);
+    a.wait_state("Connected", "Diskless", "UpToDate", 10);
 
     // Written only to node-b: its bitmap is the only record that node-a's disk misses it.
     let (off, len) = (8 * MIB, 4 * MIB);
@@ -408,11 +397,11 @@ fn a_secondary_holding_the_only_copy_keeps_its_out_of_sync_bits_across_a_crash()
 
     b.kill9();
     b.ok(&["up", "r0"]);
-    wait_state(b, "Connected", "UpToDate", "Diskless", 20);
+    b.wait_state("Connected", "UpToDate", "Diskless", 20);
     a.ok(&["secondary", "r0"]);
     a.ok(&["attach", "r0"]);
-    wait_state(a, "Connected", "UpToDate", "UpToDate", 30);
-    wait_state(b, "Connected", "UpToDate", "UpToDate", 10);
+    a.wait_state("Connected", "UpToDate", "UpToDate", 30);
+    b.wait_state("Connected", "UpToDate", "UpToDate", 10);
     if let Some(m) = eventually(10, || pattern_mismatch(&a.disk, off, len, 0xc3)) {
         panic!(
             "node-a was resynced without the write node-b alone held when it crashed: {m}\nnode-a's sync decisions:\n{}\nnode-b's:\n{}",
@@ -461,8 +450,8 @@ fn invalidate_survives_a_crash_and_the_full_sync_repairs_the_disk() {
     );
     b.kill9();
     b.ok(&["up", "r0"]);
-    wait_state(b, "Connected", "UpToDate", "UpToDate", 60);
-    wait_state(a, "Connected", "UpToDate", "UpToDate", 10);
+    b.wait_state("Connected", "UpToDate", "UpToDate", 60);
+    a.wait_state("Connected", "UpToDate", "UpToDate", 10);
     if let Some(m) = eventually(10, || files_differ(&a.disk, &b.disk, 0, usable)) {
         panic!(
             "after `invalidate` and a crash node-b came back UpToDate without the full sync: {m}\nnode-b's sync decisions:\n{}",
@@ -481,7 +470,7 @@ fn a_write_the_peer_neg_acks_under_a_diskless_primary_fails_with_eio() {
     synced_pair(&c);
     a.ok(&["primary", "r0"]);
     a.ok(&["detach", "r0"]);
-    wait_state(a, "Connected", "Diskless", "UpToDate", 10);
+    a.wait_state("Connected", "Diskless", "UpToDate", 10);
     qemu_io_ok(a, &["write -P 0x21 0 64k", "flush"]);
 
     // node-b's disk fails: the next write reaches no disk at all.
@@ -569,7 +558,7 @@ fn a_block_device_is_written_with_o_direct_and_every_request_shape_replicates() 
             "read -P 0x15 16777216 33554432",
         ],
     );
-    wait_state(c.a(), "Connected", "UpToDate", "UpToDate", 10);
+    c.a().wait_state("Connected", "UpToDate", "UpToDate", 10);
     let drops = log_lines(c.a(), &["conn( Connected -> "]);
     assert!(drops.is_empty(), "the link dropped: {drops:?}");
     assert_eq!(c.a().status_json()["oos_kib"], 0, "{}", recent_logs(&c));

@@ -29,25 +29,13 @@ fn field(n: &Node, key: &str) -> String {
     n.status_json()[key].as_str().unwrap_or_default().to_owned()
 }
 
-fn wait_state(n: &Node, cstate: &str, disk: &str, peer_disk: &str, secs: u64) {
-    wait_for(
-        Duration::from_secs(secs),
-        &format!("{} to be {cstate} {disk}/{peer_disk}", n.name),
-        || {
-            let s = n.status_json();
-            (s["cstate"] == cstate && s["disk"] == disk && s["peer_disk"] == peer_disk)
-                .then_some(())
-        },
-    );
-}
-
 fn up_both(c: &Cluster) {
     for n in &c.nodes {
         n.ok(&["create-md", "r0"]);
         n.ok(&["up", "r0"]);
     }
     for n in &c.nodes {
-        wait_state(n, "Connected", "Inconsistent", "Inconsistent", 20);
+        n.wait_state("Connected", "Inconsistent", "Inconsistent", 20);
     }
 }
 
@@ -100,8 +88,8 @@ fn initial_full_sync_then_protocol_c_writes_reach_both_disks() {
             .args(["-f", "raw", "-c", "write -P 0x5a 1M 1M", "-c", "flush"])
             .arg(a.nbd_uri()),
     );
-    wait_state(a, "Connected", "UpToDate", "UpToDate", 60);
-    wait_state(b, "Connected", "UpToDate", "UpToDate", 10);
+    a.wait_state("Connected", "UpToDate", "UpToDate", 60);
+    b.wait_state("Connected", "UpToDate", "UpToDate", 10);
     run_ok(
         Command::new("qemu-io")
             .args([
@@ -134,7 +122,7 @@ fn failover_after_kill9_keeps_every_fsynced_file() {
     up_both(&c);
     let (a, b) = (c.a(), c.b());
     a.ok(&["primary", "--force", "r0"]);
-    wait_state(a, "Connected", "UpToDate", "UpToDate", 60);
+    a.wait_state("Connected", "UpToDate", "UpToDate", 60);
 
     let m = FuseMount::attach(&c.dir.join("on-a"), &a.nbd_socket());
     m.mkfs();
@@ -171,7 +159,7 @@ fn failover_after_kill9_keeps_every_fsynced_file() {
 
     // The old Primary comes back as a crashed primary and resyncs from the survivor.
     a.ok(&["up", "r0"]);
-    wait_state(a, "Connected", "UpToDate", "UpToDate", 60);
+    a.wait_state("Connected", "UpToDate", "UpToDate", 60);
     assert_eq!(field(a, "role"), "Secondary");
     let usable = b.status_json()["size_bytes"].as_u64().expect("size");
     b.ok(&["secondary", "r0"]);
@@ -188,7 +176,7 @@ fn secondary_killed_under_fio_load_resyncs_and_disks_match() {
     up_both(&c);
     let (a, b) = (c.a(), c.b());
     a.ok(&["primary", "--force", "r0"]);
-    wait_state(a, "Connected", "UpToDate", "UpToDate", 60);
+    a.wait_state("Connected", "UpToDate", "UpToDate", 60);
     let fio = Command::new("fio")
         .args([
             "--name=load",
@@ -219,7 +207,7 @@ fn secondary_killed_under_fio_load_resyncs_and_disks_match() {
         "fio failed while the Secondary died: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_state(b, "Connected", "UpToDate", "UpToDate", 60);
+    b.wait_state("Connected", "UpToDate", "UpToDate", 60);
     let usable = a.status_json()["size_bytes"].as_u64().expect("size");
     a.ok(&["secondary", "r0"]);
     for n in &c.nodes {
