@@ -163,9 +163,10 @@ fn malformed_requests_drop_or_fail_only_their_own_connection_and_write_nothing()
     cl.s.write_all(&header(REQUEST_MAGIC, 0, CMD_WRITE, 9, 0, 0xffff_f000))
         .expect("send");
     let _ = cl.s.write_all(&[0xee; 65536]);
-    let mut b = [0u8; 16];
-    let ended = (0..100).any(|_| matches!(cl.s.read(&mut b), Ok(0) | Err(_)));
-    assert!(ended, "an unskippable write length must end the connection");
+    assert!(
+        cl.is_closed(),
+        "an unskippable write length must end the connection"
+    );
 
     // A truncated header, then silence; and a truncated write payload, then close.
     let mut cl = RawClient::connect(&a.nbd_socket(), "r0").expect("client");

@@ -3,7 +3,7 @@
 //! ProtocolError with a logged reason; the daemon keeps running, its data is untouched, and the
 //! real peer still connects afterwards.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -56,9 +56,10 @@ fn attack(to: SocketAddr, evil: &[u8]) {
     data.read_exact(&mut head).expect("node-b answers Hello");
     data.write_all(evil).expect("send");
     // Drain until node-b hangs up (it may first send its own handshake packets).
-    let mut sink = [0u8; 65536];
-    let closed = (0..1000).any(|_| matches!(data.read(&mut sink), Ok(0) | Err(_)));
-    assert!(closed, "node-b kept a link that sent garbage");
+    assert!(
+        closed_by_daemon(&mut data),
+        "node-b kept a link that sent garbage"
+    );
     drop(meta);
 }
 
@@ -151,10 +152,21 @@ fn connect_from(from_ip: &str, to: SocketAddr) -> TcpStream {
     s
 }
 
-/// True once the daemon has closed `s` (EOF or reset), reading whatever it sends before.
+/// True once the daemon has closed `s` (EOF or reset), reading whatever it sends before;
+/// false if it keeps the socket open past the read timeout.
 fn closed_by_daemon(s: &mut TcpStream) -> bool {
     let mut sink = [0u8; 65536];
-    (0..1000).any(|_| matches!(s.read(&mut sink), Ok(0) | Err(_)))
+    for _ in 0..1000 {
+        match s.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+    false
 }
 
 fn read_frame(s: &mut TcpStream) -> Option<Packet> {

@@ -257,7 +257,8 @@ impl Pair {
     }
 }
 
-/// The daemon's own status file (rewritten on every state change): cheap to poll often.
+/// The daemon's own status file, rewritten on every state change: cheap to poll often for
+/// states, but its counters (oos_kib, nr_kib) are as of the last change; use `status_json`.
 fn status(n: &Node) -> serde_json::Value {
     let path = n.run_dir.join(format!("{}.status.json", n.resource));
     let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -461,7 +462,7 @@ fn silent_drop_is_noticed_within_ping_int_plus_ping_timeout_and_resyncs_only_the
     );
 
     // The Primary keeps serving; what it writes now is out of sync.
-    let oos_before = status(a)["oos_kib"].as_u64().expect("oos_kib");
+    let oos_before = a.status_json()["oos_kib"].as_u64().expect("oos_kib");
     let dirtied = dirty_while_apart(&p, 64, 0xd1);
     let oos = a.status_json()["oos_kib"].as_u64().expect("oos_kib");
     assert_eq!(
@@ -555,7 +556,7 @@ fn one_way_loss_is_noticed_by_both_and_never_hangs_client_writes() {
         "a client write hung for {:?} (timeout × ko-count = {KO_WINDOW:?})",
         report.max_latency
     );
-    let oos = status(a)["oos_kib"].as_u64().expect("oos_kib");
+    let oos = a.status_json()["oos_kib"].as_u64().expect("oos_kib");
     assert!(oos > 0, "writes made during the loss must be out of sync");
     heal_and_check(&p, "one-way", oos * 1024, nr_before);
 }
@@ -644,7 +645,7 @@ fn a_stalled_secondary_survives_a_short_stall_and_is_expelled_after_a_long_one()
         "a client write hung for {:?}",
         report.max_latency
     );
-    let oos = status(a)["oos_kib"].as_u64().expect("oos_kib");
+    let oos = a.status_json()["oos_kib"].as_u64().expect("oos_kib");
     assert!(
         oos > 0,
         "writes made while the peer was stopped are out of sync"
@@ -684,6 +685,10 @@ fn a_stall_of_several_seconds_inside_wider_windows_is_survived() {
         report.max_latency.as_millis()
     );
     assert!(report.max_latency >= stall - Duration::from_millis(500));
-    assert_eq!(status(a)["oos_kib"].as_u64(), Some(0), "nothing to resync");
+    assert_eq!(
+        a.status_json()["oos_kib"].as_u64(),
+        Some(0),
+        "nothing to resync"
+    );
     p.assert_identical();
 }
