@@ -12,6 +12,9 @@ command -v drbdadm   >/dev/null 2>&1 || need+=(drbd-utils)
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 command -v losetup   >/dev/null 2>&1 || need+=(mount)
 command -v python3   >/dev/null 2>&1 || need+=(python3)
+command -v iptables  >/dev/null 2>&1 || need+=(iptables)
+command -v ip        >/dev/null 2>&1 || need+=(iproute2)
+command -v ss        >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps.sh: missing packages ${need[*]}; run as root (or: sudo apt-get install -y ${need[*]})" >&2
@@ -23,6 +26,6 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 # nbdfuse may come with libnbd-bin on some releases; check the tools, not the package names.
-for t in nbdinfo nbdfuse nbdcopy nbdkit fio qemu-io drbdadm mkfs.ext4 losetup; do
+for t in nbdinfo nbdfuse nbdcopy nbdkit fio qemu-io drbdadm mkfs.ext4 losetup iptables ip ss; do
   command -v "$t" >/dev/null 2>&1 || { echo "deps.sh: $t still missing after install" >&2; exit 1; }
 done

@@ -121,9 +121,17 @@ impl RawClient {
         Ok((err, cookie))
     }
 
-    /// True once the server has closed the connection (read returns EOF or reset).
+    /// True once the server has closed the connection (read returns EOF or reset); false if
+    /// it sends something else or keeps the connection open past the read timeout.
     pub fn is_closed(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(self.s.read(&mut b), Ok(0) | Err(_))
+        match self.s.read(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
     }
 }

@@ -129,11 +129,29 @@ pub async fn serve_tcp(
     Ok(())
 }
 
+/// A client must reach transmission (OPT_GO / EXPORT_NAME) within this time, as with
+/// qemu-nbd's default `--handshake-limit`: connections that say nothing cannot pile up and hold
+/// file descriptors for ever. Idle clients in transmission are legitimate and stay.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs one client from greeting to close. Errors end only this connection.
 pub async fn serve_connection<S: Stream>(stream: S, backend: Rc<dyn BlockBackend>, who: String) {
     let stream = Rc::new(stream);
     let mut reader = stream::Reader::new(Rc::clone(&stream));
-    match handshake::negotiate(&*stream, &mut reader, &*backend).await {
+    let negotiated = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        handshake::negotiate(&*stream, &mut reader, &*backend),
+    )
+    .await;
+    let Ok(negotiated) = negotiated else {
+        tracing::info!(
+            "nbd: client {who} did not finish the handshake within {} s; closing",
+            HANDSHAKE_TIMEOUT.as_secs()
+        );
+        stream.close();
+        return;
+    };
+    match negotiated {
         Ok(Some(session)) => {
             backend.client_opened();
             tracing::debug!("nbd: client {who} opened export {:?}", session.info.name);

@@ -1,11 +1,16 @@
 //! The transmission phase: the reader validates requests and spawns one task per request;
 //! replies flow through a channel to a single writer that batches them into few syscalls.
+//!
+//! Every request holds a slot (and, for reads and writes, its payload's bytes) from the moment
+//! its header is read until its reply is on the socket. A client that stops reading its replies
+//! therefore stops the reader once the slots or bytes run out, instead of making the reply
+//! queue grow without bound; other connections are not affected.
 
 use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::handshake::Session;
 use super::stream::{Reader, Stream};
@@ -13,8 +18,12 @@ use super::{BlockBackend, Command, Completion};
 use crate::codec::{self, Limits, Validated};
 use crate::proto::*;
 
-/// Requests in flight per connection; beyond it the reader stops reading (back-pressure).
+/// Requests in flight per connection (until their reply is written); beyond it the reader
+/// stops reading (back-pressure).
 const MAX_IN_FLIGHT: usize = 256;
+/// Payload bytes of reads and writes per connection held in memory until their reply is
+/// written; at least two requests of the largest size (`max_block`, 32 MiB) fit.
+const MAX_QUEUED_BYTES: u32 = 64 << 20;
 /// Replies are gathered up to this size before one write.
 const BATCH_BYTES: usize = 1 << 20;
 /// Read data bigger than this is written on its own rather than copied into the batch.
@@ -42,6 +51,36 @@ enum Reply {
     },
 }
 
+/// A reply with what its request holds until the reply has been written.
+struct Queued {
+    reply: Reply,
+    held: Held,
+}
+
+struct Held {
+    _slot: OwnedSemaphorePermit,
+    _bytes: Option<OwnedSemaphorePermit>,
+}
+
+/// The per-connection budgets of in-flight requests and payload bytes.
+struct Budget {
+    slots: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Budget {
+    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.slots).acquire_owned().await.ok()
+    }
+
+    async fn bytes(&self, len: u32) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.bytes)
+            .acquire_many_owned(len.min(MAX_QUEUED_BYTES))
+            .await
+            .ok()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TransmissionError {
     #[error(transparent)]
@@ -67,8 +106,11 @@ pub async fn run<S: Stream>(
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = tokio_uring::spawn(write_replies(Rc::clone(&stream), rx, session.structured));
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let result = read_requests(&mut reader, &backend, &limits, &tx, &slots).await;
+    let budget = Budget {
+        slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        bytes: Arc::new(Semaphore::new(MAX_QUEUED_BYTES as usize)),
+    };
+    let result = read_requests(&mut reader, &backend, &limits, &tx, &budget).await;
     // In-flight tasks hold their own senders: the writer ends once the last reply is out.
     drop(tx);
     let written = writer.await.unwrap_or(Ok(()));
@@ -79,15 +121,23 @@ async fn read_requests<S: Stream>(
     reader: &mut Reader<S>,
     backend: &Rc<dyn BlockBackend>,
     limits: &Limits,
-    tx: &mpsc::UnboundedSender<Reply>,
-    slots: &Arc<Semaphore>,
+    tx: &mpsc::UnboundedSender<Queued>,
+    budget: &Budget,
 ) -> Result<(), TransmissionError> {
     loop {
         let Some(raw) = reader.read_array::<REQUEST_HEADER_BYTES>().await? else {
             return Ok(());
         };
         let h = codec::decode_request(&raw)?;
-        let reject = |errno: u32, message: String| {
+        let Some(slot) = budget.slot().await else {
+            return Ok(());
+        };
+        if tx.is_closed() {
+            // The writer failed (the client is gone): requests still buffered in the socket
+            // would be served for nobody. The writer's error is what `run` reports.
+            return Ok(());
+        }
+        let reject = |errno: u32, message: String, slot: OwnedSemaphorePermit| {
             let reply = if h.kind == CMD_READ && limits.structured {
                 Reply::ReadError {
                     cookie: h.cookie,
@@ -100,8 +150,12 @@ async fn read_requests<S: Stream>(
                     errno,
                 }
             };
+            let held = Held {
+                _slot: slot,
+                _bytes: None,
+            };
             // A closed channel means the writer failed; the reader notices on its next read.
-            let _ = tx.send(reply);
+            let _ = tx.send(Queued { reply, held });
         };
         let v = codec::validate(&h, limits);
         let cmd = match v {
@@ -110,7 +164,7 @@ async fn read_requests<S: Stream>(
             Validated::Reject { errno, drain, why } => {
                 tracing::debug!("nbd: rejecting request {:#x}: {why}", h.cookie);
                 reader.skip(drain as usize).await?;
-                reject(errno, why);
+                reject(errno, why, slot);
                 continue;
             }
             _ => v,
@@ -119,9 +173,25 @@ async fn read_requests<S: Stream>(
             if let Validated::Write { len, .. } = cmd {
                 reader.skip(len as usize).await?;
             }
-            reject(errno, why);
+            reject(errno, why, slot);
             continue;
         }
+        let payload_len = match cmd {
+            Validated::Read { len, .. } | Validated::Write { len, .. } => len,
+            _ => 0,
+        };
+        let bytes = if payload_len > 0 {
+            let Some(p) = budget.bytes(payload_len).await else {
+                return Ok(());
+            };
+            Some(p)
+        } else {
+            None
+        };
+        let held = Held {
+            _slot: slot,
+            _bytes: bytes,
+        };
         let (command, read_len) = match cmd {
             Validated::Read { offset, len } => (Command::Read { offset, len }, Some((offset, len))),
             Validated::Write { offset, len, fua } => {
@@ -146,16 +216,14 @@ async fn read_requests<S: Stream>(
             ),
             Validated::Cache { offset, len } => (Command::Cache { offset, len }, None),
             Validated::BlockStatus { len, .. } => {
-                let _ = tx.send(Reply::BlockStatus {
+                let reply = Reply::BlockStatus {
                     cookie: h.cookie,
                     len,
-                });
+                };
+                let _ = tx.send(Queued { reply, held });
                 continue;
             }
             Validated::Disconnect | Validated::Hangup { .. } | Validated::Reject { .. } => continue,
-        };
-        let Ok(permit) = Arc::clone(slots).acquire_owned().await else {
-            return Ok(());
         };
         let fut = backend.submit(command);
         let tx = tx.clone();
@@ -172,8 +240,7 @@ async fn read_requests<S: Stream>(
                 (None, Completion::Error { errno, .. }) => Reply::Simple { cookie, errno },
                 (None, _) => Reply::Simple { cookie, errno: 0 },
             };
-            let _ = tx.send(reply);
-            drop(permit);
+            let _ = tx.send(Queued { reply, held });
         });
     }
 }
@@ -242,19 +309,23 @@ fn error_reply(batch: &mut Vec<u8>, structured: bool, cookie: u64, errno: u32, m
 
 async fn write_replies<S: Stream>(
     stream: Rc<S>,
-    mut rx: mpsc::UnboundedReceiver<Reply>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     structured: bool,
 ) -> io::Result<()> {
     let mut batch = Vec::with_capacity(BATCH_BYTES);
+    // What the replies in `batch` hold, released once they are written.
+    let mut held = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
-        while let Some(reply) = next.take() {
+        while let Some(Queued { reply, held: h }) = next.take() {
+            held.push(h);
             if let Some(big) = encode(reply, structured, &mut batch) {
                 let (r, b) = stream.write_vec(std::mem::take(&mut batch)).await;
                 r?;
                 batch = b;
                 batch.clear();
                 stream.write_vec(big).await.0?;
+                held.clear();
             }
             if batch.len() < BATCH_BYTES {
                 next = rx.try_recv().ok();
@@ -266,6 +337,7 @@ async fn write_replies<S: Stream>(
             batch = b;
             batch.clear();
         }
+        held.clear();
     }
     Ok(())
 }

@@ -22,8 +22,13 @@ use crate::wire::{Packet, HEADER_BYTES};
 
 /// Socket writes are gathered up to this size.
 const BATCH_BYTES: usize = 1 << 20;
-/// A peer that connects but says nothing is dropped after this.
+/// A peer that connects but says nothing is dropped after this; so is an accepted socket whose
+/// partner (the other of data and meta) does not arrive in this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Accepted peer connections not yet part of a link (waiting for Hello or for their partner).
+/// The real peer needs two; beyond this, newcomers are refused, so that whoever connects from
+/// the peer's address cannot make the daemon hold sockets (and file descriptors) without bound.
+const MAX_PENDING_PEER_CONNS: usize = 16;
 
 pub struct LinkSettings {
     pub my_addr: SocketAddr,
@@ -60,6 +65,25 @@ pub struct LinkState {
     next_id: LinkId,
     /// Accepted sockets waiting for their partner, by session id.
     half_open: HashMap<u64, (Option<HalfLink>, Option<HalfLink>)>,
+    /// Accepted sockets still waiting for their Hello.
+    awaiting_hello: usize,
+}
+
+/// Counts one accepted connection as waiting for its Hello while it lives.
+struct AwaitingHello(Rc<Driver>);
+
+impl AwaitingHello {
+    fn new(driver: &Rc<Driver>) -> AwaitingHello {
+        driver.link.borrow_mut().awaiting_hello += 1;
+        AwaitingHello(Rc::clone(driver))
+    }
+}
+
+impl Drop for AwaitingHello {
+    fn drop(&mut self) {
+        let mut st = self.0.link.borrow_mut();
+        st.awaiting_hello = st.awaiting_hello.saturating_sub(1);
+    }
 }
 
 impl Driver {
@@ -226,16 +250,30 @@ impl Driver {
             );
             return;
         }
-        let wanted = { self.link.borrow().wanted && self.link.borrow().active.is_none() };
+        let (wanted, pending) = {
+            let st = self.link.borrow();
+            (
+                st.wanted && st.active.is_none(),
+                st.awaiting_hello + st.half_open.len(),
+            )
+        };
         if !wanted {
             tracing::debug!("peer link: refusing connection from {from}: not in WFConnection");
+            return;
+        }
+        if pending >= MAX_PENDING_PEER_CONNS {
+            tracing::warn!(
+                "peer link: refusing connection from {from}: {pending} connections from the peer's address are already waiting to be paired"
+            );
             return;
         }
         let _ = std_stream.set_nodelay(true);
         let stream = TcpStream::from_std(std_stream);
         let stream = Rc::new(stream);
         let mut reader = Reader::new(Rc::clone(&stream));
+        let awaiting = AwaitingHello::new(&self);
         let hello = tokio::time::timeout(HELLO_TIMEOUT, read_packet(&mut reader)).await;
+        drop(awaiting);
         let (node, meta_socket, session) = match hello {
             Ok(Ok(Some(Packet::Hello {
                 version_min,
@@ -283,6 +321,10 @@ impl Driver {
                 None
             }
         };
+        if pair.is_none() {
+            // Give the partner socket HELLO_TIMEOUT to arrive; then forget this one.
+            tokio_uring::spawn(expire_half_open(Rc::clone(&self), session, from));
+        }
         if let Some((Some((data, data_rx)), Some((meta, meta_rx)))) = pair {
             let mut hello = Vec::new();
             Packet::Hello {
@@ -297,6 +339,20 @@ impl Driver {
                 return;
             }
             self.establish((data, data_rx), (meta, meta_rx), false, node);
+        }
+    }
+}
+
+async fn expire_half_open(driver: Rc<Driver>, session: u64, from: SocketAddr) {
+    tokio::time::sleep(HELLO_TIMEOUT).await;
+    let stale = driver.link.borrow_mut().half_open.remove(&session);
+    if let Some((data, meta)) = stale {
+        tracing::warn!(
+            "peer link: {from} opened one socket of session {session:#x} but not the other within {} s; dropped it",
+            HELLO_TIMEOUT.as_secs()
+        );
+        for (stream, _) in data.into_iter().chain(meta) {
+            stream.close();
         }
     }
 }
