@@ -124,6 +124,8 @@ pub fn check(data: &[u8]) {
     let mut next_req = 1u64;
     let mut next_admin = 1u64;
     let mut steps = 0;
+    // FUZZ_TRACE=1: print every input and the state it met (to read a crash's story).
+    let trace = std::env::var_os("FUZZ_TRACE").is_some();
     while let Some(op) = input.u8() {
         steps += 1;
         if steps > 2000 {
@@ -245,7 +247,10 @@ pub fn check(data: &[u8]) {
             }),
         };
         let Some(step) = step else { continue };
-        if std::env::var_os("FUZZ_TRACE").is_some() { eprintln!("{:?} -> {:?}", step, (engine.role(), engine.cstate(), engine.disk(), engine.pdsk())); }
+        if trace {
+            let state = (engine.role(), engine.cstate(), engine.disk(), engine.pdsk());
+            eprintln!("{step:?} -> {state:?}");
+        }
         engine.handle(now, step);
         while let Some(out) = engine.poll_output() {
             match out {
