@@ -71,12 +71,15 @@ fn wait(c: &mut Cluster, what: &str, limit: Duration, cond: impl Fn(&Cluster) ->
 }
 
 /// Client requests on whichever node is Primary, one per millisecond while fewer than 16 are
-/// outstanding.
+/// outstanding; now and then one to the other node, which must refuse it.
 fn write_for(c: &mut Cluster, d: Duration) {
     for _ in 0..d.as_millis() {
         if let Some(p) = c.primary() {
             if c.outstanding_clients(p) < 16 {
                 c.client_io(p);
+            }
+            if c.rng().next_u64().is_multiple_of(256) && c.nodes[1 - p].up {
+                c.client_io(1 - p);
             }
         }
         c.run_for(ms(1));
@@ -214,6 +217,11 @@ fn in_sync(c: &Cluster) -> bool {
     c.settled()
 }
 
+/// True once in `n` draws.
+fn one_in(rng: &mut Rng, n: u64) -> bool {
+    rng.next_u64().is_multiple_of(n)
+}
+
 fn rand(rng: &mut Rng, lo: u64, hi: u64) -> u64 {
     lo + rng.next_u64() % (hi - lo + 1)
 }
@@ -274,7 +282,7 @@ fn crash_primary(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
     c.fault("power loss: Primary");
     c.crash(p);
     c.run_for(ms(rand(rng, 1, 30)));
-    if entitled && rng.next_u64() % 4 != 0 {
+    if entitled && !one_in(rng, 4) {
         c.fault("failover");
         promote(c, s)?;
         write_for(c, ms(rand(rng, 100, 300)));
@@ -300,7 +308,7 @@ fn crash_both(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
 
 fn crash_one_after_the_other(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
     let s = 1 - p;
-    if rng.next_u64() % 2 == 0 {
+    if one_in(rng, 2) {
         c.fault("power loss: Secondary, then Primary");
         c.crash(s);
         write_for(c, ms(rand(rng, 20, 300)));
@@ -313,8 +321,7 @@ fn crash_one_after_the_other(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usiz
     }
     c.fault("power loss: Primary, then Secondary");
     let entitled = c.protocol() != Protocol::C || in_sync(c);
-    let failover =
-        entitled && c.nodes[s].engine.disk() == DiskState::UpToDate && rng.next_u64() % 2 == 0;
+    let failover = entitled && c.nodes[s].engine.disk() == DiskState::UpToDate && one_in(rng, 2);
     c.crash(p);
     c.run_for(ms(rand(rng, 1, 20)));
     let newest = if failover {
@@ -380,7 +387,7 @@ fn crash_during_verify(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
     }
     admin(c, p, AdminCmd::Verify)?;
     write_for(c, ms(rand(rng, 0, 15)));
-    let victim = if rng.next_u64() % 2 == 0 { p } else { 1 - p };
+    let victim = if one_in(rng, 2) { p } else { 1 - p };
     c.fault(if victim == p {
         "power loss during verify: VerifyS"
     } else {
@@ -396,7 +403,7 @@ fn crash_during_verify(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
 }
 
 fn detach_secondary(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
-    let force = rng.next_u64() % 4 == 0;
+    let force = one_in(rng, 4);
     c.fault(if force {
         "detach --force: Secondary"
     } else {
@@ -414,7 +421,7 @@ fn detach_primary(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
     if !in_sync(c) {
         return Ok(p);
     }
-    let force = rng.next_u64() % 3 == 0;
+    let force = one_in(rng, 3);
     c.fault(if force {
         "detach --force: Primary"
     } else {
@@ -422,7 +429,7 @@ fn detach_primary(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
     });
     admin(c, p, AdminCmd::Detach { force })?;
     write_for(c, ms(rand(rng, 50, 300)));
-    if rng.next_u64() % 2 == 0 {
+    if one_in(rng, 2) {
         c.fault("power loss: Diskless Primary");
         c.crash(p);
         write_for(c, ms(rand(rng, 1, 20)));
@@ -444,7 +451,7 @@ fn diskless_promotion(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
     demote(c, p)?;
     promote(c, s)?;
     write_for(c, ms(rand(rng, 50, 300)));
-    if rng.next_u64() % 2 == 0 {
+    if one_in(rng, 2) {
         c.fault("power loss: the Secondary holding the only copy");
         c.crash(p);
         write_for(c, ms(rand(rng, 5, 50)));
@@ -463,7 +470,7 @@ fn diskless_promotion(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
 }
 
 fn disk_fails(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
-    let victim = if rng.next_u64() % 2 == 0 { p } else { 1 - p };
+    let victim = if one_in(rng, 2) { p } else { 1 - p };
     c.fault(if victim == p {
         "disk failure: Primary"
     } else {
@@ -475,7 +482,7 @@ fn disk_fails(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
 }
 
 fn flush_fails(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
-    let victim = if rng.next_u64() % 2 == 0 { p } else { 1 - p };
+    let victim = if one_in(rng, 2) { p } else { 1 - p };
     c.fault(if victim == p {
         "flush failure: Primary"
     } else {
@@ -501,7 +508,7 @@ fn diskless_primarys_peer_fails(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<u
 }
 
 fn torn_metadata(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
-    let victim = if rng.next_u64() % 2 == 0 { p } else { 1 - p };
+    let victim = if one_in(rng, 2) { p } else { 1 - p };
     c.fault(if victim == p {
         "power loss in a metadata write: Primary"
     } else {
@@ -532,7 +539,7 @@ fn torn_metadata(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
 
 fn invalidate(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
     let s = 1 - p;
-    let apart = rng.next_u64() % 2 == 0;
+    let apart = one_in(rng, 2);
     c.fault(if apart {
         "invalidate: disconnected Secondary"
     } else {
@@ -543,7 +550,7 @@ fn invalidate(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
         write_for(c, ms(rand(rng, 10, 100)));
     }
     admin(c, s, AdminCmd::Invalidate)?;
-    if rng.next_u64() % 3 == 0 {
+    if one_in(rng, 3) {
         c.fault("power loss: invalidated Secondary");
         c.crash(s);
         write_for(c, ms(rand(rng, 1, 50)));
@@ -681,7 +688,7 @@ fn with_cluster(c: &mut Cluster, body: impl FnOnce(&mut Cluster) -> R) -> R {
 fn seeded_cluster(seed: u64, protocol: Protocol) -> Cluster {
     let mut rng = Rng::new(seed ^ 0xc0f1);
     let mut cfg = SimConfig::new(protocol, DEVICE);
-    if rng.next_u64() % 3 == 0 {
+    if one_in(&mut rng, 3) {
         // DRBD's minimum for 32 MiB requests, on a device of 16 extents: evictions all the time.
         cfg.al_extents = 9;
     }
@@ -690,7 +697,7 @@ fn seeded_cluster(seed: u64, protocol: Protocol) -> Cluster {
         1 => "sha1".into(),
         _ => String::new(),
     };
-    if rng.next_u64() % 16 == 0 {
+    if one_in(&mut rng, 16) {
         cfg.verify_alg = "sha1".into();
     }
     Cluster::with_config(seed, cfg)
@@ -709,7 +716,7 @@ fn setup(c: &mut Cluster, rng: &mut Rng) -> R {
     if c.nodes[1].engine.disk() != DiskState::Inconsistent {
         return Err("fresh disks must be Inconsistent".into());
     }
-    if rng.next_u64() % 4 == 0 {
+    if one_in(rng, 4) {
         // The initial full sync, with writes while it runs.
         admin(c, 0, AdminCmd::Primary { force: true })?;
     } else {
@@ -737,7 +744,7 @@ fn run_seed(seed: u64, protocol: Protocol, summary: &mut Summary) -> R {
             let prefer = f(c, &mut rng, p)?;
             write_for(c, ms(30));
             p = converge(c, prefer)?;
-            if rng.next_u64() % 4 == 0 {
+            if one_in(&mut rng, 4) {
                 let found = verify(c, p)?;
                 if found != 0 {
                     return Err(format!(

@@ -173,6 +173,8 @@ enum ClientKind {
 struct Client {
     op: ClientOp,
     kind: ClientKind,
+    /// Submitted to a node that was not Primary: it must be refused.
+    to_secondary: bool,
 }
 
 pub struct Node {
@@ -926,31 +928,27 @@ impl Cluster {
         }
     }
 
+    /// Peer I/O (replicated and resync writes, reads, barrier flushes) on node `node`'s disk.
     fn peer_disk_op(&mut self, node: usize, op: PeerDiskOp) -> std::io::Result<Option<Vec<u8>>> {
-        {
-            {
-                let n = &mut self.nodes[node];
-                let result = match op {
-                    _ if n.disk_failing => Err(failing_disk()),
-                    PeerDiskOp::Write { offset, data, fua } => {
-                        n.disk.write(&data, offset, fua).map(|()| None)
-                    }
-                    PeerDiskOp::Zero {
-                        offset, len, fua, ..
-                    } => n.disk.zero(offset, u64::from(len), fua).map(|()| None),
-                    PeerDiskOp::Read { offset, len } => {
-                        let mut buf = vec![0; len as usize];
-                        n.disk.read(&mut buf, offset).map(|()| Some(buf))
-                    }
-                    PeerDiskOp::Flush => {
-                        let r = n.disk.flush().map(|()| None);
-                        if r.is_err() {
-                            n.unreliable += 1;
-                        }
-                        r
-                    }
-                };
-                result
+        let n = &mut self.nodes[node];
+        match op {
+            _ if n.disk_failing => Err(failing_disk()),
+            PeerDiskOp::Write { offset, data, fua } => {
+                n.disk.write(&data, offset, fua).map(|()| None)
+            }
+            PeerDiskOp::Zero {
+                offset, len, fua, ..
+            } => n.disk.zero(offset, u64::from(len), fua).map(|()| None),
+            PeerDiskOp::Read { offset, len } => {
+                let mut buf = vec![0; len as usize];
+                n.disk.read(&mut buf, offset).map(|()| Some(buf))
+            }
+            PeerDiskOp::Flush => {
+                let r = n.disk.flush().map(|()| None);
+                if r.is_err() {
+                    n.unreliable += 1;
+                }
+                r
             }
         }
     }
@@ -1195,7 +1193,15 @@ impl Cluster {
 
     fn submit(&mut self, i: usize, op: ClientOp, kind: ClientKind) -> ReqId {
         let req = self.new_req();
-        self.nodes[i].clients.insert(req, Client { op, kind });
+        let to_secondary = self.nodes[i].engine.role() != Role::Primary;
+        self.nodes[i].clients.insert(
+            req,
+            Client {
+                op,
+                kind,
+                to_secondary,
+            },
+        );
         self.feed(i, Input::Client { req, op });
         req
     }
@@ -1229,7 +1235,7 @@ impl Cluster {
             let sectors = c.draw_len(&w);
             let r2 = c.rng.next_u64();
             let mut first = r2 % (device_sectors - sectors + 1);
-            if (r2 >> 40) % 2 == 0 {
+            if (r2 >> 40).is_multiple_of(2) {
                 // Half the requests are 4 KiB aligned, like a filesystem's.
                 first -= first % 8;
             }
@@ -1242,8 +1248,8 @@ impl Cluster {
             self.read_at(i, off, len);
         } else if r < u64::from(w.flush + w.read + w.zero) {
             let (off, len) = place(self);
-            let trim = self.rng.next_u64() % 2 == 0;
-            let fua = self.rng.next_u64() % 8 == 0;
+            let trim = self.rng.next_u64().is_multiple_of(2);
+            let fua = self.rng.next_u64().is_multiple_of(8);
             self.zero_at(i, off, len, trim, fua);
         } else {
             let (off, len) = place(self);
@@ -1275,6 +1281,11 @@ impl Cluster {
         if !ok {
             self.nodes[i].failed_replies += 1;
         }
+        assert!(
+            !(ok && c.to_secondary),
+            "invariant violated: node {i} served {:?} as a Secondary",
+            c.op
+        );
         match c.kind {
             ClientKind::Write { wid, .. } => {
                 let newly = self.model.write_replied(wid, ok);

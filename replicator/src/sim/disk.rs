@@ -226,7 +226,7 @@ impl SimDisk {
     pub fn zero(&mut self, off: u64, len: u64, fua: bool) -> io::Result<()> {
         let len_usize = usize::try_from(len).map_err(|_| io::Error::other("length overflow"))?;
         self.check(off, len_usize)?;
-        if off % SECTOR != 0 || len % SECTOR != 0 {
+        if !off.is_multiple_of(SECTOR) || !len.is_multiple_of(SECTOR) {
             return self.write(&vec![0; len_usize], off, fua);
         }
         self.stats.writes += 1;
@@ -393,10 +393,7 @@ impl SimMetaDev {
 }
 
 fn eio(why: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Other,
-        format!("Input/output error (simulated: {why})"),
-    )
+    io::Error::other(format!("Input/output error (simulated: {why})"))
 }
 
 impl MetaDev for SimMetaDev {
