@@ -346,6 +346,11 @@ impl Engine {
         self.disk = DiskState::Diskless;
         self.bitmap = None;
         self.al = None;
+        // References into the activity log that is gone; writes that waited for one of its
+        // slots go on without it (through the peer).
+        self.repl.al_parked.clear();
+        self.announce_state();
+        self.retry_al_waiters();
         // Connected, the device keeps the peer's size: a Diskless Primary serves through it.
         self.usable_bytes = self
             .link

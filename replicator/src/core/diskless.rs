@@ -220,8 +220,19 @@ impl Engine {
             });
         }
         tracing::error!(resource = %self.cfg.resource, "Local IO failed ({what}). Detaching...");
+        // What was written since the last completed flush may be lost with this disk: a failed
+        // data flush (before a metadata write as much as for a client FLUSH) drops write-back
+        // for good. The peer's copy is the data now.
+        let mut unflushed = std::mem::take(&mut self.requests.unflushed);
+        for covered in self.requests.flushing.values() {
+            unflushed.extend(covered.iter().copied());
+        }
+        self.mark_extents_out_of_sync(unflushed);
         self.disk = DiskState::Failed;
         self.emit(Output::StateChanged);
+        // Now, not at the end of this input: writes this input still replicates must reach
+        // the peer after it knows it holds the only copy (it marks them out of sync then).
+        self.announce_state();
         if self.cstate > ConnState::Connected {
             // A resync or verify cannot go on without this disk: start over from a handshake,
             // which sees the disk gone.

@@ -81,8 +81,15 @@ pub enum MetaOpKind {
         pages: Vec<(u64, Vec<u8>)>,
         flush_data: bool,
     },
-    /// Write one encoded activity-log transaction block to the ring.
-    AlTransaction { block: Vec<u8>, ring_slot: u64 },
+    /// Write one encoded activity-log transaction block to the ring. `flush_data`: it evicts
+    /// an extent, which a crash then no longer replays, so the writes to that extent are
+    /// flushed to the data device first (they may still sit in its volatile cache; with an
+    /// external meta-disk the metadata flush does not cover them).
+    AlTransaction {
+        block: Vec<u8>,
+        ring_slot: u64,
+        flush_data: bool,
+    },
 }
 
 impl MetaOpKind {
@@ -91,7 +98,7 @@ impl MetaOpKind {
         match self {
             MetaOpKind::Superblock { .. } => true,
             MetaOpKind::BitmapPages { flush_data, .. } => *flush_data,
-            MetaOpKind::AlTransaction { .. } => false,
+            MetaOpKind::AlTransaction { flush_data, .. } => *flush_data,
         }
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct Replication {
     closed: VecDeque<(u32, Vec<(u64, u64)>)>,
     /// FLUSH requests waiting for the BarrierAck of an epoch.
     flushes: Vec<(u32, ReqId)>,
+    /// Activity-log extents of completed writes whose epoch the peer has not acknowledged yet.
+    pub(crate) al_parked: Vec<(u32, Vec<u64>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +152,10 @@ impl Engine {
             ClientOp::Read { .. } | ClientOp::Flush => return,
         };
         self.counters.ns_kib += len / 1024;
+        let epoch = self.repl.epoch;
+        if let Some(r) = self.requests.reqs.get_mut(&req) {
+            r.epoch = Some(epoch);
+        }
         if self.cfg.protocol != Protocol::A {
             let now = self.last_now;
             if let Some(r) = self.requests.reqs.get_mut(&req) {
@@ -226,6 +232,52 @@ impl Engine {
         self.repl.flushes = keep;
         for (_, req) in done {
             self.peer_done(req);
+        }
+        self.release_parked_al(false);
+    }
+
+    /// A completed write keeps its activity-log extents until the peer acknowledged the barrier
+    /// after it, as DRBD releases them only when the request is destroyed after the barrier ack:
+    /// until then the write may exist only in the peer's volatile cache, and if both nodes lose
+    /// power, the replay of this node's AL is what resyncs it. Returns true if they were
+    /// released now.
+    pub(crate) fn release_or_park_al(&mut self, epoch: Option<u32>, held: &mut Vec<u64>) -> bool {
+        let unacked = epoch.filter(|&e| {
+            self.link.is_some()
+                && (e == self.repl.epoch && !self.repl.open.is_empty()
+                    || self.repl.closed.iter().any(|(c, _)| *c == e))
+        });
+        match unacked {
+            Some(e) => {
+                self.repl.al_parked.push((e, std::mem::take(held)));
+                false
+            }
+            None => {
+                self.al_release(held);
+                true
+            }
+        }
+    }
+
+    /// Give back the extents parked for epochs that are acknowledged now (or all of them: the
+    /// link is gone and the bitmap has the writes).
+    pub(crate) fn release_parked_al(&mut self, all: bool) {
+        if self.repl.al_parked.is_empty() {
+            return;
+        }
+        let open = (!self.repl.open.is_empty()).then_some(self.repl.epoch);
+        let closed: Vec<u32> = self.repl.closed.iter().map(|(e, _)| *e).collect();
+        let mut released = false;
+        for (e, mut exts) in std::mem::take(&mut self.repl.al_parked) {
+            if !all && (open == Some(e) || closed.contains(&e)) {
+                self.repl.al_parked.push((e, exts));
+            } else {
+                self.al_release(&mut exts);
+                released = true;
+            }
+        }
+        if released {
+            self.al_slot_freed();
         }
     }
 
@@ -312,22 +364,33 @@ impl Engine {
         for id in waiting {
             self.peer_done(id);
         }
+        // Their bits are set: the extents may go.
+        self.release_parked_al(true);
     }
 
     // ---- receiving side ----
 
     pub(crate) fn check_peer_range(&mut self, what: &str, offset: u64, len: u64) -> bool {
-        let ok = len <= MAX_DATA_BYTES as u64
-            && offset
-                .checked_add(len)
-                .is_some_and(|e| e <= self.local_usable_bytes);
+        let limit = self.peer_io_limit();
+        let ok =
+            len <= MAX_DATA_BYTES as u64 && offset.checked_add(len).is_some_and(|e| e <= limit);
         if !ok {
             self.protocol_error(format!(
-                "{what} {offset}+{len} is beyond our device ({} bytes)",
-                self.local_usable_bytes
+                "{what} {offset}+{len} is beyond our device ({limit} bytes)"
             ));
         }
         ok
+    }
+
+    /// The device size the peer's requests are checked against. Without a disk (just detached,
+    /// or failed) our own size is gone but requests the peer sent before it learned that are
+    /// still legitimate: they are checked against the agreed size and answered with NegAck.
+    fn peer_io_limit(&self) -> u64 {
+        if self.disk <= DiskState::Failed {
+            self.usable_bytes.max(self.local_usable_bytes)
+        } else {
+            self.local_usable_bytes
+        }
     }
 
     pub(crate) fn on_peer_data(&mut self, id: u64, offset: u64, fua: bool, data: Vec<u8>) {
@@ -345,9 +408,10 @@ impl Engine {
 
     pub(crate) fn on_peer_zero(&mut self, id: u64, offset: u64, len: u32, trim: bool, fua: bool) {
         // Zeroing has no payload, so it may cover more than one packet of data could.
+        let limit = self.peer_io_limit();
         let ok = offset
             .checked_add(u64::from(len))
-            .is_some_and(|e| e <= self.local_usable_bytes);
+            .is_some_and(|e| e <= limit);
         if !ok {
             self.protocol_error(format!("zero {offset}+{len} is beyond our device"));
             return;

@@ -39,8 +39,11 @@ pub(crate) struct Req {
     pub peer_wait: bool,
     /// Acks still to come: a write larger than one peer packet travels as several.
     pub peer_acks_left: u32,
-    /// Activity-log extents this write holds in flight (released when it completes).
+    /// Activity-log extents this write holds in flight (released when it completes, or when
+    /// the peer acknowledged its epoch, see `Engine::release_or_park_al`).
     pub al_held: Vec<u64>,
+    /// The epoch it was replicated in.
+    pub epoch: Option<u32>,
     /// Since when, for ko-count.
     pub peer_since: Option<std::time::Instant>,
 }
@@ -173,6 +176,7 @@ impl Engine {
                 peer_wait: false,
                 peer_acks_left: 0,
                 al_held: Vec::new(),
+                epoch: None,
                 peer_since: None,
             },
         );
@@ -295,11 +299,14 @@ impl Engine {
                 let Some(al) = self.al.as_mut() else {
                     return AlGate::Ready;
                 };
+                // A cold extent in a full AL takes the slot of an idle one.
+                let evicts = !al.is_hot(ext) && al.len() >= al.capacity();
                 match al.begin_io(ext) {
                     Ok(None) => held.push(ext),
                     Ok(Some(tr)) => {
                         held.push(ext);
-                        self.write_al_transaction(ext, (tr.encode().to_vec(), tr.ring_slot()));
+                        let block = (tr.encode().to_vec(), tr.ring_slot());
+                        self.write_al_transaction(ext, block, evicts);
                     }
                     Err(AlBusy) => {
                         self.al_release(held);
@@ -337,8 +344,9 @@ impl Engine {
     }
 
     /// Persist dirty bitmap pages first (an extent leaving the AL must not lose its bits), then
-    /// the AL transaction; writes to `ext` wait for the latter.
-    fn write_al_transaction(&mut self, ext: u64, (block, ring_slot): (Vec<u8>, u64)) {
+    /// the AL transaction; writes to `ext` wait for the latter. `evicts`: the data written to
+    /// the evicted extent is flushed before the transaction (see `MetaOpKind::AlTransaction`).
+    fn write_al_transaction(&mut self, ext: u64, (block, ring_slot): (Vec<u8>, u64), evicts: bool) {
         self.write_dirty_bitmap_pages();
         let io = self.alloc_io();
         self.counters.al_writes += 1;
@@ -346,7 +354,11 @@ impl Engine {
         self.requests.al_pending_extents.insert(ext);
         self.emit(Output::Meta {
             io,
-            op: MetaOpKind::AlTransaction { block, ring_slot },
+            op: MetaOpKind::AlTransaction {
+                block,
+                ring_slot,
+                flush_data: evicts,
+            },
         });
     }
 
@@ -464,10 +476,9 @@ impl Engine {
         if writes {
             self.requests.admitted.retain(|&(id, _, _)| id != req);
         }
-        let had_al = !r.al_held.is_empty();
-        self.al_release(&mut r.al_held);
+        let released = !r.al_held.is_empty() && self.release_or_park_al(r.epoch, &mut r.al_held);
         self.reply(req, r.local.unwrap_or(Ok(())));
-        if had_al {
+        if released {
             self.al_slot_freed();
         }
         if writes {
@@ -532,7 +543,7 @@ impl Engine {
     }
 
     /// Mark whole 4 MiB extents out of sync (a failed FLUSH does not say which blocks it lost).
-    fn mark_extents_out_of_sync(&mut self, extents: std::collections::BTreeSet<u64>) {
+    pub(crate) fn mark_extents_out_of_sync(&mut self, extents: std::collections::BTreeSet<u64>) {
         if let Some(bm) = self.bitmap.as_mut() {
             let size = bm.size_bytes();
             for ext in extents {
@@ -549,6 +560,12 @@ impl Engine {
     fn submit_without_disk(&mut self, req: ReqId, op: ClientOp) {
         if let Some(r) = self.requests.reqs.get_mut(&req) {
             r.stage = Stage::Submitted;
+        }
+        if let (Some((start, len)), Some(bm)) = (op.write_range(), self.bitmap.as_mut()) {
+            // Our disk is Failed but not closed yet: it misses this write, and the peer may
+            // have received it before our new state (sent after this input), so it did not
+            // mark it either.
+            bm.set_range(start, len);
         }
         if !self.serves_via_peer() {
             let e = self.no_data_error();

@@ -1,6 +1,9 @@
-//! Test doubles for deterministic simulation (STYLE.md §7): a disk with a volatile write cache
-//! that a crash loses, and the clock-free driver loop that runs engines against them.
-//! Compiled for tests and for the `sim` feature only; never part of repd.
+//! Test doubles for deterministic simulation (STYLE.md §7): simulated disks with a volatile write
+//! cache that a crash loses, the data model that says what they must hold, and the clock-free
+//! driver loop that runs two engines against them. Compiled for tests and for the simulator
+//! only; never used by repd.
 
 pub mod cluster;
 pub mod disk;
+pub mod model;
+pub mod watch;
