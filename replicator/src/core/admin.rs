@@ -318,6 +318,7 @@ impl Engine {
         self.failed_disk_closing = false;
         self.bitmap = None;
         self.al = None;
+        self.tl_forget_al();
         // Connected, the device keeps the peer's size: a Diskless Primary serves through it.
         self.usable_bytes = self
             .link

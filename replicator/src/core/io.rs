@@ -81,8 +81,16 @@ pub enum MetaOpKind {
         pages: Vec<(u64, Vec<u8>)>,
         flush_data: bool,
     },
-    /// Write one encoded activity-log transaction block to the ring.
-    AlTransaction { block: Vec<u8>, ring_slot: u64 },
+    /// Write one encoded activity-log transaction block to the ring. `flush_data`: the
+    /// transaction evicts an extent, so the data device is flushed first: the extent leaves
+    /// the log only once the writes to it are durable (after a crash the log no longer
+    /// covers it, so nothing would resync a write the cache lost). The metadata flush does
+    /// not do it for us with an external meta-disk, nor under the fault hook's cache.
+    AlTransaction {
+        block: Vec<u8>,
+        ring_slot: u64,
+        flush_data: bool,
+    },
 }
 
 impl MetaOpKind {
@@ -91,7 +99,7 @@ impl MetaOpKind {
         match self {
             MetaOpKind::Superblock { .. } => true,
             MetaOpKind::BitmapPages { flush_data, .. } => *flush_data,
-            MetaOpKind::AlTransaction { .. } => false,
+            MetaOpKind::AlTransaction { flush_data, .. } => *flush_data,
         }
     }
 }

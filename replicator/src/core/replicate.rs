@@ -32,18 +32,37 @@ use rep_resources::Protocol;
 pub(crate) const EPOCH_MAX_AGE: Duration = Duration::from_millis(20);
 
 /// Primary-side epoch bookkeeping (DRBD's transfer log).
+///
+/// The transfer log also holds an activity-log reference per extent of every write it keeps:
+/// an extent leaves the activity log only once the peer acknowledged the barrier of every
+/// write to it (written and flushed there), or the link is gone and the bitmap covers them.
+/// DRBD 8.4 does this for protocols A and B; here it holds for C too: otherwise, with both
+/// nodes losing power after an extent left the log but before the peer's barrier flush, the
+/// crashed Primary (SyncSource after the restart) would hold a block the peer lost, and its
+/// AL-based resync would not cover it.
 #[derive(Debug, Default)]
 pub(crate) struct Replication {
     epoch: u32,
     epoch_writes: u32,
     /// Ranges written in the open epoch.
     open: Vec<(u64, u64)>,
+    /// Activity-log extents referenced for the open epoch's writes (one entry per reference).
+    open_al: Vec<u64>,
     /// When the first write of the open epoch was sent.
     open_since: Option<Instant>,
     /// Closed epochs not yet acknowledged by a BarrierAck.
-    closed: VecDeque<(u32, Vec<(u64, u64)>)>,
+    closed: VecDeque<ClosedEpoch>,
     /// FLUSH requests waiting for the BarrierAck of an epoch.
     flushes: Vec<(u32, ReqId)>,
+}
+
+/// An epoch the peer has not acknowledged yet: what a lost link marks out of sync, and the
+/// activity-log references held for it (one entry per reference).
+#[derive(Debug)]
+struct ClosedEpoch {
+    nr: u32,
+    ranges: Vec<(u64, u64)>,
+    al: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,9 +172,48 @@ impl Engine {
             self.repl.open_since = self.last_now;
         }
         self.repl.open.push((start, len));
+        self.tl_take_al(start, len);
         self.repl.epoch_writes += 1;
         if self.repl.epoch_writes >= self.cfg.peer.max_epoch_size.max(1) {
             self.close_epoch();
+        }
+    }
+
+    /// The transfer log takes an activity-log reference on each extent of a write sent to the
+    /// peer (the write's own references make them hot already).
+    fn tl_take_al(&mut self, start: u64, len: u64) {
+        let Some(al) = self.al.as_mut() else { return };
+        for ext in super::requests::extents_of(start, start + len) {
+            if al.is_hot(ext) {
+                let took = al.begin_io(ext);
+                debug_assert!(
+                    matches!(took, Ok(None)),
+                    "a hot extent needs no transaction"
+                );
+                self.repl.open_al.push(ext);
+            }
+        }
+    }
+
+    /// Give back transfer-log references (epochs the peer made stable, or a lost link); writes
+    /// waiting for an activity-log slot may go on.
+    fn tl_release_al(&mut self, extents: Vec<u64>) {
+        if extents.is_empty() {
+            return;
+        }
+        if let Some(al) = self.al.as_mut() {
+            for ext in extents {
+                al.end_io(ext);
+            }
+        }
+        self.al_slot_freed();
+    }
+
+    /// The activity log is gone (the disk detached): so are the references into it.
+    pub(crate) fn tl_forget_al(&mut self) {
+        self.repl.open_al.clear();
+        for c in &mut self.repl.closed {
+            c.al.clear();
         }
     }
 
@@ -174,8 +232,13 @@ impl Engine {
         let epoch = self.repl.epoch;
         self.send(Packet::Barrier { epoch });
         let ranges = std::mem::take(&mut self.repl.open);
+        let al = std::mem::take(&mut self.repl.open_al);
         self.repl.open_since = None;
-        self.repl.closed.push_back((epoch, ranges));
+        self.repl.closed.push_back(ClosedEpoch {
+            nr: epoch,
+            ranges,
+            al,
+        });
         self.repl.epoch = epoch.wrapping_add(1);
         self.repl.epoch_writes = 0;
         self.counters.ep = self.repl.closed.len() as u64;
@@ -197,18 +260,21 @@ impl Engine {
     }
 
     pub(crate) fn on_barrier_ack(&mut self, epoch: u32) {
-        if !self.repl.closed.iter().any(|(e, _)| *e == epoch) {
+        if !self.repl.closed.iter().any(|c| c.nr == epoch) {
             // The peer's flushes may complete out of order; a later ack already covered this.
             tracing::debug!(resource = %self.cfg.resource, "BarrierAck for epoch {epoch} already covered");
             return;
         }
-        while let Some((e, _)) = self.repl.closed.pop_front() {
-            if e == epoch {
+        let mut stable_al = Vec::new();
+        while let Some(c) = self.repl.closed.pop_front() {
+            stable_al.extend(c.al);
+            if c.nr == epoch {
                 break;
             }
         }
         self.counters.ep = self.repl.closed.len() as u64;
-        let open: Vec<u32> = self.repl.closed.iter().map(|(e, _)| *e).collect();
+        self.tl_release_al(stable_al);
+        let open: Vec<u32> = self.repl.closed.iter().map(|c| c.nr).collect();
         let (done, keep): (Vec<_>, Vec<_>) = self
             .repl
             .flushes
@@ -274,9 +340,11 @@ impl Engine {
     /// waiting for it complete on the local result (DRBD's tl_clear).
     pub(crate) fn fail_peer_requests(&mut self) {
         let mut ranges: Vec<(u64, u64)> = std::mem::take(&mut self.repl.open);
+        let mut al = std::mem::take(&mut self.repl.open_al);
         self.repl.open_since = None;
-        for (_, r) in self.repl.closed.drain(..) {
-            ranges.extend(r);
+        for c in self.repl.closed.drain(..) {
+            ranges.extend(c.ranges);
+            al.extend(c.al);
         }
         let waiting: Vec<ReqId> = self
             .requests
@@ -297,6 +365,9 @@ impl Engine {
         }
         self.repl.flushes.clear();
         self.counters.ep = 0;
+        // The bits are set: the extents may leave the activity log (their pages are written
+        // before the transaction that evicts them).
+        self.tl_release_al(al);
         self.fail_diskless_requests(&waiting);
         let mut waiting = waiting;
         waiting.sort_unstable();

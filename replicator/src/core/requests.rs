@@ -295,11 +295,17 @@ impl Engine {
                 let Some(al) = self.al.as_mut() else {
                     return AlGate::Ready;
                 };
+                // A cold extent joining a full log takes the place of an idle one.
+                let evicts = !al.is_hot(ext) && al.len() == al.capacity();
                 match al.begin_io(ext) {
                     Ok(None) => held.push(ext),
                     Ok(Some(tr)) => {
                         held.push(ext);
-                        self.write_al_transaction(ext, (tr.encode().to_vec(), tr.ring_slot()));
+                        self.write_al_transaction(
+                            ext,
+                            (tr.encode().to_vec(), tr.ring_slot()),
+                            evicts,
+                        );
                     }
                     Err(AlBusy) => {
                         self.al_release(held);
@@ -337,8 +343,9 @@ impl Engine {
     }
 
     /// Persist dirty bitmap pages first (an extent leaving the AL must not lose its bits), then
-    /// the AL transaction; writes to `ext` wait for the latter.
-    fn write_al_transaction(&mut self, ext: u64, (block, ring_slot): (Vec<u8>, u64)) {
+    /// the AL transaction; writes to `ext` wait for the latter. When the transaction `evicts`
+    /// an extent, the data device is flushed before it (see `MetaOpKind::AlTransaction`).
+    fn write_al_transaction(&mut self, ext: u64, (block, ring_slot): (Vec<u8>, u64), evicts: bool) {
         self.write_dirty_bitmap_pages();
         let io = self.alloc_io();
         self.counters.al_writes += 1;
@@ -346,7 +353,11 @@ impl Engine {
         self.requests.al_pending_extents.insert(ext);
         self.emit(Output::Meta {
             io,
-            op: MetaOpKind::AlTransaction { block, ring_slot },
+            op: MetaOpKind::AlTransaction {
+                block,
+                ring_slot,
+                flush_data: evicts,
+            },
         });
     }
 

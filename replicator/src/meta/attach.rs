@@ -53,6 +53,8 @@ pub fn apply(store: &mut MetaStore, op: &MetaOpKind) -> Result<(), MetaError> {
             }
             store.flush()
         }
-        MetaOpKind::AlTransaction { block, ring_slot } => store.write_al_block(*ring_slot, block),
+        MetaOpKind::AlTransaction {
+            block, ring_slot, ..
+        } => store.write_al_block(*ring_slot, block),
     }
 }
