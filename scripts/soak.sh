@@ -41,7 +41,7 @@ while (( SECONDS < deadline )); do
         cargo test --release -p rep-tests "${FEATURES[@]}" --test "$t" -- --nocapture --test-threads=2 \
         >"$log" 2>&1; then
       failed+=("$t REP_FAULT_SEED=${SEED}..$(( SEED + ROUNDS - 1 )) (${log})")
-      echo "soak: FAILED ${t} with seeds from ${SEED}: $(grep -h -m3 'REP_FAULT_SEED=[0-9]*: ' "$log" | tr '\n' ' ')"
+      echo "soak: FAILED ${t} with seeds from ${SEED}: $(grep -h -m3 '^REP_FAULT_SEED=[0-9]*: ' "$log" | tr '\n' ' ')"
     fi
     grep -h '^fault-suite: [^ ]* runs=' "$log" | sed 's/^/soak: /' || true
   done

@@ -760,6 +760,35 @@ impl Writer {
         }
     }
 
+    /// One write of `nblocks` tagged blocks at `block`, its reply awaited: the completion (None
+    /// if the server answered with an error or closed the connection).
+    pub fn write_one(
+        &mut self,
+        m: &mut Model,
+        block: u64,
+        nblocks: u64,
+        fua: bool,
+    ) -> Option<Done> {
+        assert!(self.inflight.is_empty(), "write_one with a batch in flight");
+        let seq = m.sent(block, nblocks, fua);
+        let mut data = vec![0u8; (nblocks * BLOCK) as usize];
+        for (j, chunk) in data.chunks_mut(BLOCK as usize).enumerate() {
+            block_bytes(seq, block + j as u64, chunk);
+        }
+        let cookie = self.next_cookie();
+        self.inflight.insert(cookie, Pending::Write(seq));
+        let flags = if fua { CMD_FLAG_FUA } else { 0 };
+        let len = u32::try_from(data.len()).expect("write length");
+        if self
+            .c
+            .send_cmd(CMD_WRITE, flags, cookie, block * BLOCK, len, &data)
+            .is_err()
+        {
+            self.closed = true;
+        }
+        self.collect(usize::MAX).pop()
+    }
+
     fn send_flush(&mut self, m: &Model) {
         let cookie = self.next_cookie();
         self.inflight

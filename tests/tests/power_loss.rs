@@ -34,14 +34,17 @@
 //! whole written area is read back through the NBD export of the node that ends Primary and,
 //! after a clean switchover, through the other node's; `repadm verify` must find 0 blocks out
 //! of sync. Schedules are seeded (`REP_FAULT_SEED`, `REP_FAULT_ROUNDS`; see
-//! `rep_tests::faults`); the scenario is the seed modulo 4.
+//! `rep_tests::faults`); the scenario is the seed modulo 6: the four above, and two with a
+//! resync cut in the middle (the Secondary comes back after a cut and resyncs at 20 MiB/s;
+//! then the SyncTarget is cut again, or the Primary — the SyncSource — is, and the
+//! Inconsistent SyncTarget must refuse `primary` until the old Primary is back).
 
 use std::time::Duration;
 
 use rep_tests::faults::{
-    check_node, credit, fault, run_batches, run_schedules, schedule_seeds, verify_oos,
-    wait_in_sync, wait_no_clients, Model, NodeIx, PowerSwitch, Proto, Rng, RoundStats, Workload,
-    Writer,
+    check_node, credit, fault, power_loss, power_loss_both, run_batches, run_schedules,
+    schedule_seeds, verify_oos, wait_in_sync, wait_no_clients, Model, NodeIx, PowerSwitch, Proto,
+    Rng, RoundStats, Workload, Writer,
 };
 use rep_tests::{wait_for, Cluster, ClusterOpts};
 
@@ -51,32 +54,47 @@ const DISK_MIB: u64 = 352;
 /// Primary's AL-based resync does not cover the whole area and hide what it should not.
 const REGION_BLOCKS: u64 = 336 * 256;
 
+/// The written area of the mid-resync scenarios: 64 MiB, so that a crashed Primary's
+/// AL-based resync stays short at their slow resync rate.
+const REGION_BLOCKS_MID_RESYNC: u64 = 64 * 256;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     Primary,
     Secondary,
     BothOneAfterTheOther,
     BothAtOnce,
+    /// The Secondary is cut, comes back, and is cut again in the middle of its resync.
+    MidResyncTarget,
+    /// The Secondary is cut and comes back; the Primary is cut in the middle of the resync.
+    MidResyncSource,
 }
 
 impl Scenario {
     fn of(seed: u64) -> Scenario {
-        match seed % 4 {
+        match seed % 6 {
             0 => Scenario::Primary,
             1 => Scenario::Secondary,
             2 => Scenario::BothOneAfterTheOther,
-            _ => Scenario::BothAtOnce,
+            3 => Scenario::BothAtOnce,
+            4 => Scenario::MidResyncTarget,
+            _ => Scenario::MidResyncSource,
         }
+    }
+
+    fn mid_resync(self) -> bool {
+        matches!(self, Scenario::MidResyncTarget | Scenario::MidResyncSource)
     }
 }
 
-fn cluster(proto: Proto, seed: u64) -> Cluster {
+/// A pair on /dev/shm with `protocol`, `al-extents 67` and a fixed `resync-rate`.
+fn cluster(name: &str, proto: Proto, rate: &str) -> Cluster {
     let c = Cluster::new(
-        &format!("pl{}-{seed}", proto.letter()),
+        name,
         ClusterOpts {
             disk_mib: DISK_MIB,
             on_shm: true,
-            extra: "  net {\n    connect-int 1;\n    ping-int 1;\n    ping-timeout 20;\n    verify-alg sha1;\n  }\n  disk {\n    c-plan-ahead 0;\n    resync-rate 1G;\n    al-extents 67;\n  }\n".into(),
+            extra: format!("  net {{\n    connect-int 1;\n    ping-int 1;\n    ping-timeout 20;\n    verify-alg sha1;\n  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate {rate};\n    al-extents 67;\n  }}\n"),
         },
     );
     let cfg = &c.a().config;
@@ -158,6 +176,40 @@ fn cut_in_flight(
     }
 }
 
+/// Wait until `n`'s resync (as SyncTarget) is `permille` done; false if it finished first.
+fn wait_resync_progress(c: &Cluster, n: NodeIx, permille: u64) -> bool {
+    let node = &c.nodes[n];
+    wait_for(
+        Duration::from_secs(60),
+        &format!("{}'s resync to reach {permille}‰", node.name),
+        || {
+            let s = node.status_json();
+            let done = s["sync"]["total_kib"]
+                .as_u64()
+                .zip(s["sync"]["left_kib"].as_u64())
+                .map(|(total, left)| 1000 - left.min(total) * 1000 / total.max(1));
+            if s["cstate"] == "SyncTarget" && done.is_some_and(|d| d >= permille) {
+                Some(true)
+            } else if s["cstate"] == "Connected" && s["disk"] == "UpToDate" {
+                Some(false)
+            } else {
+                None
+            }
+        },
+    )
+}
+
+/// Promote `ix`, retrying while the state is transient (a crashed Primary that just came back
+/// is briefly negotiating with its peer).
+fn promote(c: &Cluster, ix: NodeIx) {
+    let n = &c.nodes[ix];
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{} to accept `primary`", n.name),
+        || n.repadm(&["primary", "r0"]).status.success().then_some(()),
+    );
+}
+
 /// When the node that finished a resync as SyncTarget loses power once more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Recut {
@@ -181,7 +233,7 @@ fn recut_target(
     if in_flight {
         cut_in_flight(c, w, m, rng, wl, true, &[target]);
     } else {
-        PowerSwitch::arm(&c.nodes[target]).cut(&c.nodes[target]);
+        power_loss(&c.nodes[target]);
     }
     m.power_loss(target);
     let dones = w.collect(usize::MAX);
@@ -206,11 +258,19 @@ fn round(proto: Proto, seed: u64) -> RoundStats {
     let scenario = Scenario::of(seed);
     let mut rng = Rng::new(seed);
     let wl = Workload::swarm(&mut rng);
-    let c = cluster(proto, seed);
+    // A resync slow enough to be cut in the middle (about a second for the bulk written while
+    // the Secondary is away), or as fast as it goes.
+    let rate = if scenario.mid_resync() { "20M" } else { "1G" };
+    let c = cluster(&format!("pl{}-{seed}", proto.letter()), proto, rate);
     up_pair(&c);
     let (a, b) = (c.a(), c.b());
     let mut st = RoundStats::default();
-    let mut m = Model::new(proto, REGION_BLOCKS);
+    let region = if scenario.mid_resync() {
+        REGION_BLOCKS_MID_RESYNC
+    } else {
+        REGION_BLOCKS
+    };
+    let mut m = Model::new(proto, region);
     let (n1, n2, n3) = (rng.range(5, 40), rng.range(5, 30), rng.range(3, 15));
     let primary_first = rng.pct(50);
     // Primary and Secondary scenarios: cut the resync target again.
@@ -240,6 +300,12 @@ fn round(proto: Proto, seed: u64) -> RoundStats {
             ""
         }
     );
+    // Mid-resync scenarios: how much node-a writes while node-b is away, and where in the
+    // resync the cut comes.
+    let (bulk_batches, cut_at) = (rng.range(6, 12), rng.range(50, 800));
+    if scenario.mid_resync() {
+        eprintln!("fault-suite: {bulk_batches} bulk batches while node-b is away, cut at {cut_at}‰ of the resync");
+    }
 
     let mut w = Writer::connect(a, 0);
     run_batches(&c, &mut w, &mut m, &mut rng, &wl, n1, true);
@@ -327,6 +393,60 @@ fn round(proto: Proto, seed: u64) -> RoundStats {
             run_batches(&c, &mut w, &mut m, &mut rng, &wl, n3, true);
             (0, w)
         }
+        Scenario::MidResyncTarget | Scenario::MidResyncSource => {
+            cut_in_flight(&c, &mut w, &mut m, &mut rng, &wl, true, &[1]);
+            m.power_loss(1);
+            let dones = w.collect(usize::MAX);
+            m.apply(&dones, 0, None);
+            // Enough written while node-b is away for a resync that takes a while.
+            let bulk = Workload {
+                max_blocks: 256,
+                batch_max: 8,
+                fua_pct: wl.fua_pct,
+                flush_pct: 20,
+            };
+            run_batches(&c, &mut w, &mut m, &mut rng, &bulk, bulk_batches, false);
+            restart(&c, 1);
+            let mid = wait_resync_progress(&c, 1, cut_at);
+            if !mid {
+                eprintln!(
+                    "fault-suite: the resync finished before the cut point; cutting after it"
+                );
+            }
+            st.faults += 2;
+            if scenario == Scenario::MidResyncTarget {
+                cut_in_flight(&c, &mut w, &mut m, &mut rng, &wl, false, &[1]);
+                m.power_loss(1);
+                let dones = w.collect(usize::MAX);
+                m.apply(&dones, 0, None);
+                restart(&c, 1);
+                wait_in_sync(&c, 90);
+                m.synced(0, 1);
+                run_batches(&c, &mut w, &mut m, &mut rng, &wl, n3, true);
+                (0, w)
+            } else {
+                cut_in_flight(&c, &mut w, &mut m, &mut rng, &wl, false, &[0]);
+                drain_dead(&mut w, &mut m, None);
+                m.power_loss(0);
+                if mid {
+                    // The SyncTarget holds no consistent copy: it must not take over.
+                    wait_for(Duration::from_secs(20), "node-b to notice", || {
+                        (b.status_json()["cstate"] == "WFConnection").then_some(())
+                    });
+                    let s = b.status_json();
+                    assert_eq!(s["disk"], "Inconsistent", "node-b cut off mid-resync: {s}");
+                    let (_, err) = b.fails(&["primary", "r0"]);
+                    assert!(err.contains("UpToDate"), "{err}");
+                }
+                restart(&c, 0);
+                promote(&c, 0);
+                wait_in_sync(&c, 90);
+                m.synced(0, 1);
+                let mut w = Writer::connect(a, 0);
+                run_batches(&c, &mut w, &mut m, &mut rng, &wl, n3, true);
+                (0, w)
+            }
+        }
         Scenario::BothAtOnce => {
             cut_in_flight(&c, &mut w, &mut m, &mut rng, &wl, true, &[0, 1]);
             st.faults += 2;
@@ -371,7 +491,7 @@ fn finish(c: &Cluster, m: &Model, st: &mut RoundStats, end: NodeIx) {
     o.ok(&["secondary", "r0"]);
 }
 
-/// `default_rounds` schedules from `default_seed` (each scenario once per 4), unless
+/// `default_rounds` schedules from `default_seed` (each scenario once per 6), unless
 /// `REP_FAULT_SEED` / `REP_FAULT_ROUNDS` say otherwise.
 fn schedules(proto: Proto, default_seed: u64, default_rounds: u64) {
     let seeds = schedule_seeds(default_seed, default_rounds);
@@ -382,15 +502,82 @@ fn schedules(proto: Proto, default_seed: u64, default_rounds: u64) {
 
 #[test]
 fn power_loss_protocol_c_keeps_every_fua_and_flushed_write() {
-    schedules(Proto::C, 1000, 8);
+    schedules(Proto::C, 600, 8);
 }
 
 #[test]
 fn power_loss_protocol_b_keeps_what_drbd_promises() {
-    schedules(Proto::B, 2000, 4);
+    schedules(Proto::B, 1200, 6);
 }
 
 #[test]
 fn power_loss_protocol_a_keeps_what_drbd_promises() {
-    schedules(Proto::A, 3000, 4);
+    schedules(Proto::A, 1800, 6);
+}
+
+/// Regression for what the soak found with `REP_FAULT_SEED=700000` at commit 26ff5f9 (then the
+/// Primary scenario, protocols A, B and C alike): an extent left the activity log while a write
+/// to it was still only in the Primary's volatile cache (the AL transaction's metadata flush does
+/// not cover the data device, as with an external meta-disk). The Primary lost power and with it
+/// that write; the promoted peer had it; the old Primary's AL-based resync did not cover the
+/// evicted extent, so after failback it read the block as it was before an acknowledged write,
+/// and verify found it out of sync. Fixed by flushing the data device before an AL transaction
+/// that evicts an extent.
+#[test]
+fn an_extent_leaving_the_activity_log_takes_no_unflushed_write_with_it() {
+    al_eviction_schedule("pl-al-evict", false);
+}
+
+/// The same eviction, with both nodes losing power right after it: node-a had made the evicted
+/// extent's write durable (the fix above), node-b still held it in its cache only (its barrier
+/// flush had not come yet). After the restart node-a, the crashed Primary, is the SyncSource and
+/// resyncs only the extents in its log: the pair stayed different in that block, silently,
+/// until verify. Fixed by keeping an activity-log reference in the transfer log until the
+/// peer's BarrierAck (DRBD does so for protocols A and B), so the extent cannot leave the log
+/// before the peer made its writes durable.
+#[test]
+fn an_extent_leaves_the_activity_log_only_once_the_peer_flushed_its_writes() {
+    al_eviction_schedule("pl-al-evict-both", true);
+}
+
+/// Protocol C, `al-extents 67`: one never-flushed write in extent 0, then one in each of 67
+/// other extents, so the log is full and extent 0 (least recently used, idle) leaves it. Then
+/// node-a loses power (`both`: both nodes at once); recovery; the written blocks are checked on
+/// the node that ends Primary and, after a switchover, on the other; verify must find 0.
+fn al_eviction_schedule(name: &str, both: bool) {
+    const BLOCKS_PER_EXTENT: u64 = 1024;
+    let c = cluster(name, Proto::C, "1G");
+    up_pair(&c);
+    let mut st = RoundStats::default();
+    let mut m = Model::new(Proto::C, REGION_BLOCKS);
+    let mut w = Writer::connect(c.a(), 0);
+    for e in 0..=67 {
+        let done = w
+            .write_one(&mut m, e * BLOCKS_PER_EXTENT + 10, 1, false)
+            .expect("write acknowledged");
+        m.apply(&[done], 0, credit(&c, 0, true));
+    }
+    assert_eq!(w.errors, 0);
+    let end = if both {
+        power_loss_both(&c);
+        m.power_loss(0);
+        m.power_loss(1);
+        restart(&c, 0);
+        restart(&c, 1);
+        wait_in_sync(&c, 60);
+        c.a().ok(&["primary", "r0"]);
+        m.synced(0, 1);
+        0
+    } else {
+        power_loss(c.a());
+        m.power_loss(0);
+        fail_over_to(&c, 1);
+        restart(&c, 0);
+        wait_in_sync(&c, 60);
+        m.synced(1, 0);
+        1
+    };
+    drop(w);
+    finish(&c, &m, &mut st, end);
+    assert!(st.failures.is_empty(), "{}", st.failures.join("\n"));
 }
