@@ -111,6 +111,28 @@ impl RawClient {
         Ok((err, body))
     }
 
+    /// Send one well-formed request without waiting for its reply (pipelining): `data` is a
+    /// write's payload (empty for other commands), `len` its length field.
+    pub fn send_cmd(
+        &mut self,
+        cmd: u16,
+        flags: u16,
+        cookie: u64,
+        offset: u64,
+        len: u32,
+        data: &[u8],
+    ) -> std::io::Result<()> {
+        let mut r = Vec::with_capacity(28 + data.len());
+        r.extend_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        r.extend_from_slice(&flags.to_be_bytes());
+        r.extend_from_slice(&cmd.to_be_bytes());
+        r.extend_from_slice(&cookie.to_be_bytes());
+        r.extend_from_slice(&offset.to_be_bytes());
+        r.extend_from_slice(&len.to_be_bytes());
+        r.extend_from_slice(data);
+        self.s.write_all(&r)
+    }
+
     /// Read one simple reply: (error, cookie).
     pub fn read_reply(&mut self) -> std::io::Result<(u32, u64)> {
         let h = read_exact(&mut self.s, 16)?;
