@@ -101,7 +101,7 @@ impl Engine {
             let diskless_ok = self.disk == DiskState::Diskless
                 && self.cstate >= ConnState::Connected
                 && self.pdsk == DiskState::UpToDate;
-            let forceable = (DiskState::Inconsistent..=DiskState::Consistent).contains(&self.disk);
+            let forceable = (DiskState::Negotiating..=DiskState::Consistent).contains(&self.disk);
             if !(diskless_ok || force && forceable) {
                 return Err(Refusal::NoUpToDateDisk {
                     disk: self.disk,
@@ -130,6 +130,11 @@ impl Engine {
             return;
         }
         let mut forced = false;
+        if force && self.disk == DiskState::Negotiating {
+            // No handshake will tell: the operator vouches for the attached data.
+            self.negotiating = None;
+            self.disk = DiskState::Inconsistent;
+        }
         if self.disk < DiskState::UpToDate
             && force
             && (DiskState::Inconsistent..=DiskState::Consistent).contains(&self.disk)
@@ -258,9 +263,12 @@ impl Engine {
         } else {
             DiskState::DUnknown
         };
-        self.disk = disk_state_on_attach(flags, self.pdsk, self.cfg.fencing);
+        let state = disk_state_on_attach(flags, self.pdsk, self.cfg.fencing);
+        self.disk = state;
         self.persist_then_reply(pending.id, pending.message);
         if self.link.is_some() {
+            self.negotiating = Some(state);
+            self.disk = DiskState::Negotiating;
             // The handshake decided without a disk; redo it so the UUIDs pick the resync.
             self.lose_link(
                 ConnState::Disconnecting,
@@ -343,6 +351,7 @@ impl Engine {
             return;
         }
         self.closing_disk = None;
+        self.negotiating = None;
         self.disk = DiskState::Diskless;
         self.bitmap = None;
         self.al = None;

@@ -220,6 +220,7 @@ impl Engine {
             });
         }
         tracing::error!(resource = %self.cfg.resource, "Local IO failed ({what}). Detaching...");
+        self.negotiating = None;
         // What was written since the last completed flush may be lost with this disk: a failed
         // data flush (before a metadata write as much as for a client FLUSH) drops write-back
         // for good. The peer's copy is the data now.

@@ -129,6 +129,10 @@ pub struct Engine {
     /// The `CloseDisk` under way (detach, or a Failed disk being closed): at most one, and a
     /// completion for any other is stale.
     pub(crate) closing_disk: Option<IoId>,
+    /// A disk attached while a link existed: what its metadata says (UpToDate, Outdated, …)
+    /// waits here, and the disk reports Negotiating, until the next handshake compares data
+    /// generations (DRBD's D_NEGOTIATING): it must not claim data it may have missed.
+    pub(crate) negotiating: Option<DiskState>,
 }
 
 impl Engine {
@@ -172,6 +176,7 @@ impl Engine {
             last_app_write: None,
             dependency_syncing: false,
             closing_disk: None,
+            negotiating: None,
         }
     }
 

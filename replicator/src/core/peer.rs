@@ -284,7 +284,7 @@ impl Engine {
         if self.flags.crashed_primary() {
             flags |= UUID_FLAG_CRASHED_PRIMARY;
         }
-        if self.disk == DiskState::Inconsistent {
+        if self.reported_disk() == DiskState::Inconsistent {
             flags |= UUID_FLAG_INCONSISTENT;
         }
         let oos_bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
@@ -295,8 +295,14 @@ impl Engine {
         });
     }
 
+    /// The disk state the peer is told: while an attached disk negotiates, the state its
+    /// metadata gives, which the handshake compares (the peer decides with it, as we do).
+    fn reported_disk(&self) -> DiskState {
+        self.negotiating.unwrap_or(self.disk)
+    }
+
     pub(crate) fn send_state(&mut self) {
-        let state = (self.role, self.disk);
+        let state = (self.role, self.reported_disk());
         if let Some(l) = self.link.as_mut() {
             l.last_sent_state = Some(state);
         }
@@ -309,10 +315,9 @@ impl Engine {
 
     /// After every input: tell the peer if our role or disk changed.
     pub(crate) fn announce_state(&mut self) {
-        let changed = self
-            .link
-            .as_ref()
-            .is_some_and(|l| l.sent_report && l.last_sent_state != Some((self.role, self.disk)));
+        let changed = self.link.as_ref().is_some_and(|l| {
+            l.sent_report && l.last_sent_state != Some((self.role, self.reported_disk()))
+        });
         if changed {
             self.send_state();
         }
@@ -741,6 +746,10 @@ impl Engine {
         let peer_node = l.peer_node.clone();
         if let Some(l) = self.link.as_mut() {
             l.decided = true;
+        }
+        if let Some(state) = self.negotiating.take() {
+            // The attached disk's own state takes part in this handshake, which decides.
+            self.disk = state;
         }
         self.peer_role = prole;
         self.pdsk = pdisk;
