@@ -95,8 +95,10 @@ pub fn run_ok(cmd: &mut Command) -> String {
 static PORT_SEQ: AtomicU16 = AtomicU16::new(0);
 
 /// A port unlikely to collide with parallel tests (per process and per call).
+/// Ports stay below the kernel's ephemeral range (32768–60999 by default): a port in it can be
+/// taken at any moment by some other test's outgoing connection ("Address already in use").
 pub fn free_port() -> u16 {
-    let base = 20000 + (std::process::id() % 400) as u16 * 50;
+    let base = 10000 + (std::process::id() % 400) as u16 * 50;
     base + PORT_SEQ.fetch_add(1, Ordering::Relaxed) % 50
 }
 
