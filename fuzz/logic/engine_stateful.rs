@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use rep_replicator::core::peer::PeerSettings;
 use rep_replicator::core::{
-    AdminCmd, AttachInfo, ClientOp, Engine, EngineConfig, Input, IoFailure, LinkLoss, OnIoError,
-    Output, PeerDiskOp,
+    AdminCmd, AdminId, AttachInfo, ClientOp, Engine, EngineConfig, Input, IoFailure, IoId, LinkId,
+    LinkLoss, OnIoError, Output, PeerDiskOp, ReqId,
 };
 use rep_replicator::meta::al::ActivityLog;
 use rep_replicator::meta::bitmap::Bitmap;
@@ -46,12 +46,12 @@ impl Bytes<'_> {
 
 /// What the engine asked for and is waiting to hear back about.
 enum Pending {
-    Disk(u64),
-    Meta(u64),
-    PeerDisk(u64, PeerDiskOp),
-    Open(u64),
-    Close(u64),
-    Hash(u64, Vec<u8>),
+    Disk(IoId),
+    Meta(IoId),
+    PeerDisk(IoId, PeerDiskOp),
+    Open(IoId),
+    Close(IoId),
+    Hash(IoId, Vec<u8>),
 }
 
 fn config(b: u8) -> EngineConfig {
@@ -147,7 +147,10 @@ pub fn check(data: &[u8]) {
                     _ => ClientOp::Write { offset, len, fua },
                 };
                 next_req += 1;
-                Some(Input::Client { req: next_req, op })
+                Some(Input::Client {
+                    req: ReqId(next_req),
+                    op,
+                })
             }
             2 => {
                 let flag = op & 16 != 0;
@@ -173,7 +176,7 @@ pub fn check(data: &[u8]) {
                 };
                 next_admin += 1;
                 Some(Input::Admin {
-                    id: next_admin,
+                    id: AdminId(next_admin),
                     cmd,
                 })
             }
@@ -182,7 +185,7 @@ pub fn check(data: &[u8]) {
                 let mut nonce = [0u8; 32];
                 nonce.copy_from_slice(&[op; 32]);
                 Some(Input::LinkUp {
-                    link,
+                    link: LinkId(link),
                     dialer: op & 16 != 0,
                     peer_node: "node-b".into(),
                     nonce,
@@ -191,7 +194,10 @@ pub fn check(data: &[u8]) {
             4..=6 => {
                 let len = usize::from(input.u16().unwrap_or(0));
                 let frame = input.take(len);
-                decode_frame(frame).ok().map(|(packet, _)| Input::Packet { link, packet })
+                decode_frame(frame).ok().map(|(packet, _)| Input::Packet {
+                    link: LinkId(link),
+                    packet,
+                })
             }
             7 | 8 => {
                 let ok = op & 16 == 0;
@@ -237,7 +243,7 @@ pub fn check(data: &[u8]) {
                 Some(Input::Timer)
             }
             10 => Some(Input::LinkDown {
-                link,
+                link: LinkId(link),
                 loss: LinkLoss::BrokenPipe,
             }),
             _ => Some(if op & 16 != 0 {

@@ -66,7 +66,7 @@ impl Engine {
         );
         for (offset, len) in pieces {
             self.send(Packet::DataRequest {
-                id: req,
+                id: req.0,
                 offset,
                 len,
             });
@@ -75,7 +75,8 @@ impl Engine {
 
     /// `DataReply` (`Some(data)`) or `NegDReply` (`None`) for one piece of a read sent through
     /// the peer.
-    pub(crate) fn on_data_reply(&mut self, id: u64, offset: u64, data: Option<Vec<u8>>) {
+    pub(crate) fn on_data_reply(&mut self, wire_id: u64, offset: u64, data: Option<Vec<u8>>) {
+        let id = ReqId(wire_id);
         let Some(rr) = self.requests.remote_reads.get_mut(&id) else {
             // The request already failed when the link was lost.
             return;

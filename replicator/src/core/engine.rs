@@ -154,7 +154,7 @@ impl Engine {
             requests: Requests::default(),
             open_clients: 0,
             outputs: VecDeque::new(),
-            next_io: 1,
+            next_io: IoId(1),
             admin_waiting: HashMap::new(),
             admin_drain: Vec::new(),
             counters: Counters::default(),
@@ -277,7 +277,7 @@ impl Engine {
 
     pub(crate) fn alloc_io(&mut self) -> IoId {
         let io = self.next_io;
-        self.next_io += 1;
+        self.next_io = io.next();
         io
     }
 

@@ -8,12 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::refusal::Refusal;
 use crate::meta::superblock::{GenerationUuids, MdFlags};
 
-/// Identifies one client request; chosen by the driver, echoed in `ClientReply`.
-pub type ReqId = u64;
-/// Identifies one disk or metadata operation; chosen by the engine, echoed in completions.
-pub type IoId = u64;
-/// Identifies one admin command; chosen by the driver, echoed in `AdminReply`.
-pub type AdminId = u64;
+pub use super::ids::{AdminId, IoId, LinkId, ReqId};
 
 /// One NBD-level request, already validated against the export size by the frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,9 +233,6 @@ pub enum Input {
         digests: Vec<u8>,
     },
 }
-
-/// Identifies one established peer connection; inputs from an older link are ignored.
-pub type LinkId = u64;
 
 /// Why a link went away, in DRBD's connection-state words.
 #[derive(Debug, Clone, PartialEq, Eq)]

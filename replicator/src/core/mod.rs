@@ -6,6 +6,7 @@ mod admin;
 mod after_sb;
 mod diskless;
 pub mod engine;
+mod ids;
 pub mod io;
 pub mod pace;
 pub mod peer;

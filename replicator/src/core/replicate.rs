@@ -131,7 +131,7 @@ impl Engine {
             }
             ClientOp::Trim { offset, len, fua } => {
                 self.send(Packet::Zero {
-                    id: req,
+                    id: req.0,
                     offset,
                     len,
                     trim: true,
@@ -141,7 +141,7 @@ impl Engine {
             }
             ClientOp::WriteZeroes { offset, len, fua } => {
                 self.send(Packet::Zero {
-                    id: req,
+                    id: req.0,
                     offset,
                     len,
                     trim: false,
@@ -281,7 +281,8 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_peer_ack(&mut self, id: u64, ok: bool) {
+    pub(crate) fn on_peer_ack(&mut self, wire_id: u64, ok: bool) {
+        let id = ReqId(wire_id);
         let waiting = self.requests.reqs.get(&id).is_some_and(|r| r.peer_wait);
         if !waiting {
             // Late ack for a request already completed after a link loss; harmless.

@@ -93,8 +93,8 @@ impl Driver {
             view,
             paths,
             config_path,
-            next_req: Cell::new(1),
-            next_admin: Cell::new(1),
+            next_req: Cell::new(ReqId(1)),
+            next_admin: Cell::new(AdminId(1)),
             clients: RefCell::new(HashMap::new()),
             admins: RefCell::new(HashMap::new()),
             subscribers: RefCell::new(Vec::new()),
@@ -241,7 +241,7 @@ impl Driver {
                     });
                 if let Some(data) = piece {
                     let mut frame = Vec::with_capacity(data.len() + 64);
-                    encode_data_frame(&mut frame, req, offset, fua, data);
+                    encode_data_frame(&mut frame, req.0, offset, fua, data);
                     self.link_send_raw(link, frame);
                 }
             }
@@ -473,7 +473,7 @@ impl Driver {
         buf: Option<Vec<u8>>,
     ) -> oneshot::Receiver<Completion> {
         let req = self.next_req.get();
-        self.next_req.set(req + 1);
+        self.next_req.set(req.next());
         let (tx, rx) = oneshot::channel();
         self.clients.borrow_mut().insert(
             req,
@@ -524,7 +524,7 @@ impl Driver {
     /// Run one admin command to completion.
     pub async fn admin(self: &Rc<Self>, cmd: AdminCmd) -> Result<String, Refusal> {
         let id = self.next_admin.get();
-        self.next_admin.set(id + 1);
+        self.next_admin.set(id.next());
         let (tx, rx) = oneshot::channel();
         self.admins.borrow_mut().insert(id, tx);
         self.feed(Input::Admin { id, cmd });

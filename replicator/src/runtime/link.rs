@@ -177,7 +177,7 @@ impl Driver {
                 meta.close();
                 return;
             }
-            st.next_id += 1;
+            st.next_id = st.next_id.next();
             let id = st.next_id;
             let (data_tx, data_q) = mpsc::unbounded_channel();
             let (meta_tx, meta_q) = mpsc::unbounded_channel();

@@ -330,7 +330,7 @@ impl Cluster {
                 admin_replies: HashMap::new(),
                 disk_failing: false,
                 failed_replies: 0,
-                next_admin: 1,
+                next_admin: AdminId(1),
                 dying: false,
                 seen: (Role::Secondary, DiskState::Diskless, ConnState::StandAlone),
                 unreliable: 0,
@@ -350,11 +350,11 @@ impl Cluster {
             seq: 0,
             rng: Rng::new(seed),
             link: None,
-            next_link: 1,
+            next_link: LinkId(1),
             hold: [false; 2],
             held: [Vec::new(), Vec::new()],
             last_delivery: HashMap::new(),
-            next_req: 1,
+            next_req: ReqId(1),
             stats: SimStats::default(),
             trace: Vec::new(),
             handlers_run: Vec::new(),
@@ -568,7 +568,7 @@ impl Cluster {
             Output::Send { link, packet } => {
                 match &packet {
                     Packet::Zero { id, .. } => {
-                        if let Some(wid) = self.write_id(i, *id) {
+                        if let Some(wid) = self.write_id(i, ReqId(*id)) {
                             self.model.piece_sent(wid, i, link);
                         }
                     }
@@ -617,7 +617,7 @@ impl Cluster {
                     i,
                     link,
                     Packet::Data {
-                        id: req,
+                        id: req.0,
                         offset,
                         fua,
                         data,
@@ -756,7 +756,7 @@ impl Cluster {
         let both = self.nodes.iter().all(|n| n.up && n.wants_link);
         if both && self.link.is_none() && !self.hold[0] && !self.hold[1] {
             let link = self.next_link;
-            self.next_link += 1;
+            self.next_link = link.next();
             self.link = Some(link);
             let d = self.rand_us(100, 2000);
             self.schedule(d, Ev::LinkUp { link });
@@ -849,7 +849,7 @@ impl Cluster {
                 if self.nodes[to].up {
                     match &packet {
                         Packet::WriteAck { id } => {
-                            if let Some(wid) = self.write_id(to, *id) {
+                            if let Some(wid) = self.write_id(to, ReqId(*id)) {
                                 self.model.piece_written(wid, link);
                             }
                         }
@@ -1118,7 +1118,7 @@ impl Cluster {
     /// Run an admin command and the cluster until it is answered (at most 10 s).
     pub fn admin(&mut self, i: usize, cmd: AdminCmd) -> Result<String, Refusal> {
         let id = self.nodes[i].next_admin;
-        self.nodes[i].next_admin += 1;
+        self.nodes[i].next_admin = self.nodes[i].next_admin.next();
         self.log(format!("{} {:?}", self.nodes[i].name, cmd));
         self.feed(i, Input::Admin { id, cmd });
         for _ in 0..2000 {
@@ -1140,7 +1140,7 @@ impl Cluster {
 
     fn new_req(&mut self) -> ReqId {
         let r = self.next_req;
-        self.next_req += 1;
+        self.next_req = self.next_req.next();
         r
     }
 
