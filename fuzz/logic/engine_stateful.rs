@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rep_replicator::core::peer::PeerSettings;
+use rep_replicator::digest::Digests;
 use rep_replicator::core::{
     AdminCmd, AdminId, AttachInfo, ClientOp, Engine, EngineConfig, Input, IoFailure, IoId, LinkId,
     LinkLoss, OnIoError, Output, PeerDiskOp, ReqId,
@@ -77,8 +78,8 @@ fn config(b: u8) -> EngineConfig {
         },
         peer: PeerSettings {
             shared_secret: (b & 32 != 0).then(|| "secret".into()),
-            verify_alg: "sha1".into(),
-            csums_alg: if b & 64 != 0 { "crc32c".into() } else { String::new() },
+            verify_alg: Some(rep_resources::DigestAlg::Sha1),
+            csums_alg: (b & 64 != 0).then_some(rep_resources::DigestAlg::Crc32c),
             max_epoch_size: 16,
             ..PeerSettings::default()
         },

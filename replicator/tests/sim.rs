@@ -25,7 +25,7 @@ use rep_replicator::core::rng::Rng;
 use rep_replicator::core::{AdminCmd, ConnState, DiskState, Role};
 use rep_replicator::sim::cluster::{Cluster, SimConfig, SimStats, MAX_REQUEST_BYTES, SECTOR};
 use rep_replicator::sim::model::ModelStats;
-use rep_resources::Protocol;
+use rep_resources::{DigestAlg, Protocol};
 
 const DEVICE: u64 = 64 << 20;
 const MIB: u64 = 1 << 20;
@@ -693,12 +693,12 @@ fn seeded_cluster(seed: u64, protocol: Protocol) -> Cluster {
         cfg.al_extents = 9;
     }
     cfg.csums_alg = match rng.next_u64() % 8 {
-        0 => "crc32c".into(),
-        1 => "sha1".into(),
-        _ => String::new(),
+        0 => Some(DigestAlg::Crc32c),
+        1 => Some(DigestAlg::Sha1),
+        _ => None,
     };
     if one_in(&mut rng, 16) {
-        cfg.verify_alg = "sha1".into();
+        cfg.verify_alg = Some(DigestAlg::Sha1);
     }
     Cluster::with_config(seed, cfg)
 }
@@ -887,9 +887,13 @@ fn write_without_errors(c: &mut Cluster, p: usize, d: Duration) -> R {
 
 #[test]
 fn verify_finds_a_flipped_block_and_a_reconnect_repairs_it() {
-    for (seed, csums) in [(1u64, ""), (2, "sha1"), (3, "crc32c")] {
+    for (seed, csums) in [
+        (1u64, None),
+        (2, Some(DigestAlg::Sha1)),
+        (3, Some(DigestAlg::Crc32c)),
+    ] {
         let mut cfg = cfg_c();
-        cfg.csums_alg = csums.into();
+        cfg.csums_alg = csums;
         let mut c = synced_pair(seed, cfg);
         write_for(&mut c, ms(100));
         converge(&mut c, 0).unwrap();

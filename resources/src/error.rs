@@ -36,6 +36,9 @@ pub enum ConfigError {
     MissingPeer { resource: String, node: String },
     #[error("resource {resource}: {message}")]
     Invalid { resource: String, message: String },
+    /// A value the parser accepts but rep cannot run with, at its place in the file.
+    #[error("{0}")]
+    Value(ParseError),
 }
 
 /// Levenshtein distance, for "did you mean" suggestions.

@@ -39,17 +39,12 @@ const fn k(name: &'static str, kind: Kind) -> Keyword {
     Keyword { name, kind }
 }
 
-const AFTER_SB_0: &[&str] = &[
-    "disconnect",
-    "discard-younger-primary",
-    "discard-older-primary",
-    "discard-zero-changes",
-    "discard-least-changes",
-    "discard-local",
-    "discard-remote",
-];
+use crate::policy::{
+    AfterSb0, AfterSb1, AfterSb2, Fencing, OnIoError, OnNoDataAccessible, RrConflict,
+};
+
 /// Values of an enum keyword that carry a name after a fixed prefix (`discard-node-NODENAME`).
-const PREFIXED_VALUES: &[(&str, &str)] = &[("after-sb-0pri", "discard-node-")];
+const PREFIXED_VALUES: &[(&str, &str)] = &[("after-sb-0pri", AfterSb0::NODE_PREFIX)];
 
 /// Whether `value` is a prefixed value `keyword` accepts (see `PREFIXED_VALUES`).
 pub fn takes_prefixed_value(keyword: &str, value: &str) -> bool {
@@ -60,15 +55,6 @@ pub fn takes_prefixed_value(keyword: &str, value: &str) -> bool {
                 .is_some_and(|name| !name.is_empty())
     })
 }
-
-const AFTER_SB_1: &[&str] = &[
-    "disconnect",
-    "consensus",
-    "violently-as0p",
-    "discard-secondary",
-    "call-pri-lost-after-sb",
-];
-const AFTER_SB_2: &[&str] = &["disconnect", "violently-as0p", "call-pri-lost-after-sb"];
 
 pub const NET: &[Keyword] = &[
     k("protocol", Enum(&["A", "B", "C"])),
@@ -162,13 +148,10 @@ pub const NET: &[Keyword] = &[
     ),
     k("cram-hmac-alg", Str),
     k("shared-secret", Str),
-    k("after-sb-0pri", Enum(AFTER_SB_0)),
-    k("after-sb-1pri", Enum(AFTER_SB_1)),
-    k("after-sb-2pri", Enum(AFTER_SB_2)),
-    k(
-        "rr-conflict",
-        Enum(&["disconnect", "call-pri-lost", "violently"]),
-    ),
+    k("after-sb-0pri", Enum(AfterSb0::NAMES)),
+    k("after-sb-1pri", Enum(AfterSb1::NAMES)),
+    k("after-sb-2pri", Enum(AfterSb2::NAMES)),
+    k("rr-conflict", Enum(RrConflict::NAMES)),
     k("always-asbp", Bool),
     k("allow-two-primaries", Bool),
     k("discard-my-data", Bool),
@@ -201,14 +184,8 @@ pub const NET: &[Keyword] = &[
 ];
 
 pub const DISK: &[Keyword] = &[
-    k(
-        "on-io-error",
-        Enum(&["pass_on", "call-local-io-error", "detach"]),
-    ),
-    k(
-        "fencing",
-        Enum(&["dont-care", "resource-only", "resource-and-stonith"]),
-    ),
+    k("on-io-error", Enum(OnIoError::NAMES)),
+    k("fencing", Enum(Fencing::NAMES)),
     k(
         "size",
         Int {
@@ -355,7 +332,7 @@ pub const STARTUP: &[Keyword] = &[
 
 pub const OPTIONS: &[Keyword] = &[
     k("cpu-mask", Str),
-    k("on-no-data-accessible", Enum(&["io-error", "suspend-io"])),
+    k("on-no-data-accessible", Enum(OnNoDataAccessible::NAMES)),
 ];
 
 pub const HANDLERS: &[Keyword] = &[

@@ -8,15 +8,20 @@ mod error;
 mod keywords;
 mod lexer;
 mod model;
+pub mod policy;
 mod tree;
 mod view;
 
 use std::path::Path;
 
 pub use error::{ConfigError, ParseError};
-pub use model::{Host, MetaDisk, Model, Opt, Resource, Sections, Volume};
+pub use model::{Host, Location, MetaDisk, Model, Opt, Resource, Sections, Volume};
+pub use policy::{
+    AfterSb0, AfterSb1, AfterSb2, DigestAlg, Fencing, HmacAlg, OnIoError, OnNoDataAccessible,
+    RrConflict,
+};
 pub use tree::{Stmt, Word, WordKind};
-pub use view::{DiskConf, Fencing, NetConf, NodeView, OptionsConf, Protocol, StartupConf};
+pub use view::{DiskConf, NetConf, NodeView, OptionsConf, Protocol, StartupConf};
 
 /// A parsed and validated configuration.
 #[derive(Debug, Clone, serde::Serialize)]

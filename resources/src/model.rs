@@ -11,12 +11,37 @@ use crate::keywords::{self, Kind};
 use crate::tree::{words_text, Stmt, Word, WordKind};
 
 /// One `keyword value;` as written (value text kept verbatim, e.g. `40M`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Opt {
     pub name: String,
     /// `None` for a bare flag (`allow-two-primaries;` = yes).
     pub value: Option<String>,
+    /// Where it was written, for errors found after parsing (a value rep does not implement).
+    #[serde(skip)]
+    pub at: Location,
 }
+
+/// A place in a configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct Location {
+    pub file: String,
+    pub line: u32,
+    pub col: u32,
+}
+
+impl Location {
+    pub fn err(&self, message: impl Into<String>) -> ParseError {
+        ParseError::new(&self.file, self.line, self.col, message)
+    }
+}
+
+/// Two options are the same setting wherever they were written (a dump read back is equal).
+impl PartialEq for Opt {
+    fn eq(&self, other: &Opt) -> bool {
+        self.name == other.name && self.value == other.value
+    }
+}
+impl Eq for Opt {}
 
 /// The option sections of `common`, a resource, or (disk only) a volume.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -235,6 +260,7 @@ fn option(s: &Stmt, section: &str) -> Result<Opt, ParseError> {
             return Ok(Opt {
                 name: name.into(),
                 value: None,
+                at: location(s, None),
             })
         }
         (Kind::Bool, Some(v)) if matches!(v.text.as_str(), "yes" | "no") => {}
@@ -280,7 +306,18 @@ fn option(s: &Stmt, section: &str) -> Result<Opt, ParseError> {
     Ok(Opt {
         name: name.into(),
         value: value.map(|v| v.text.clone()),
+        at: location(s, value),
     })
+}
+
+/// The value's position if there is one, else the statement's.
+fn location(s: &Stmt, value: Option<&Word>) -> Location {
+    let (line, col) = value.map_or((s.line, s.col), |w| (w.line, w.col));
+    Location {
+        file: s.file.clone(),
+        line,
+        col,
+    }
 }
 
 /// A section statement (`net { }` …, or legacy `syncer { }`) merged into `into`.

@@ -114,3 +114,92 @@ mod props {
         }
     }
 }
+
+#[test]
+fn policies_reach_the_node_view_typed() {
+    let text = TWO.replace(
+        "net { ping-int 3;",
+        "net { after-sb-0pri discard-node-node-b; after-sb-1pri consensus; after-sb-2pri violently-as0p; rr-conflict call-pri-lost; verify-alg SHA1; csums-alg md5; cram-hmac-alg hmac(sha256); ping-int 3;",
+    )
+    .replace("cram-hmac-alg sha1;", "")
+    .replace("disk { resync-rate", "disk { on-io-error pass_on; fencing resource-and-stonith; resync-rate");
+    let v = parse(&text).unwrap().node_view("r0", "node-a").unwrap();
+    assert_eq!(v.net.after_sb_0pri, AfterSb0::DiscardNode("node-b".into()));
+    assert_eq!(v.net.after_sb_1pri, AfterSb1::Consensus);
+    assert_eq!(v.net.after_sb_2pri, AfterSb2::ViolentlyAs0p);
+    assert_eq!(v.net.rr_conflict, RrConflict::CallPriLost);
+    assert_eq!(v.net.verify_alg, Some(DigestAlg::Sha1));
+    assert_eq!(v.net.csums_alg, Some(DigestAlg::Md5));
+    assert_eq!(v.net.cram_hmac_alg, Some(HmacAlg::Sha256));
+    assert_eq!(v.disk_conf.on_io_error, OnIoError::PassOn);
+    assert_eq!(v.disk_conf.fencing, Fencing::ResourceAndStonith);
+    let d = parse(TWO).unwrap().node_view("r0", "node-a").unwrap();
+    assert_eq!(d.net.after_sb_0pri, AfterSb0::Disconnect);
+    assert_eq!(d.disk_conf.on_io_error, OnIoError::Detach);
+    assert_eq!(d.net.verify_alg, None);
+}
+
+#[test]
+fn an_algorithm_rep_does_not_implement_is_refused_at_its_place() {
+    // drbdadm accepts any kernel crypto name, so `dump` does too; running it is refused.
+    let text = TWO.replace(
+        "net { ping-int 3;",
+        "net {\n verify-alg whirlpool; ping-int 3;",
+    );
+    let c = parse(&text).unwrap();
+    let e = c.node_view("r0", "node-a").unwrap_err().to_string();
+    assert!(
+        e.starts_with("t.res:6:13: verify-alg 'whirlpool' is not implemented by rep; use one of md5, sha1, sha256, crc32c"),
+        "{e}"
+    );
+    let text = TWO.replace("cram-hmac-alg sha1;", "cram-hmac-alg md4;");
+    let e = parse(&text)
+        .unwrap()
+        .node_view("r0", "node-b")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cram-hmac-alg 'md4' is not implemented by rep; use one of sha1, sha256"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_engine_policy_value_is_accepted_by_the_parser() {
+    for v in AfterSb0::NAMES
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["discard-node-node-a".into()])
+    {
+        let text = TWO.replace(
+            "net { ping-int 3;",
+            &format!("net {{ after-sb-0pri {v}; ping-int 3;"),
+        );
+        parse(&text).unwrap_or_else(|e| panic!("after-sb-0pri {v}: {e}"));
+    }
+    for (kw, names) in [
+        ("after-sb-1pri", AfterSb1::NAMES),
+        ("after-sb-2pri", AfterSb2::NAMES),
+        ("rr-conflict", RrConflict::NAMES),
+    ] {
+        for v in names {
+            let text = TWO.replace(
+                "net { ping-int 3;",
+                &format!("net {{ {kw} {v}; ping-int 3;"),
+            );
+            parse(&text).unwrap_or_else(|e| panic!("{kw} {v}: {e}"));
+        }
+    }
+    for (kw, names) in [
+        ("on-io-error", OnIoError::NAMES),
+        ("fencing", Fencing::NAMES),
+    ] {
+        for v in names {
+            let text = TWO.replace(
+                "disk { resync-rate",
+                &format!("disk {{ {kw} {v}; resync-rate"),
+            );
+            parse(&text).unwrap_or_else(|e| panic!("{kw} {v}: {e}"));
+        }
+    }
+}

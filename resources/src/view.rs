@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::ConfigError;
 use crate::keywords::{parse_number, Unit};
 use crate::model::{Host, MetaDisk, Model, Opt, Resource};
+use crate::policy::{
+    AfterSb0, AfterSb1, AfterSb2, DigestAlg, Fencing, HmacAlg, OnIoError, OnNoDataAccessible,
+    RrConflict,
+};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Protocol {
@@ -29,15 +33,6 @@ impl std::fmt::Display for Protocol {
     }
 }
 
-/// `disk { fencing ...; }` (DRBD 8.4 puts it in the disk section).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Fencing {
-    #[default]
-    DontCare,
-    ResourceOnly,
-    ResourceAndStonith,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetConf {
     pub protocol: Protocol,
@@ -51,16 +46,16 @@ pub struct NetConf {
     pub sndbuf_size: u64,
     pub rcvbuf_size: u64,
     pub shared_secret: Option<String>,
-    pub cram_hmac_alg: Option<String>,
-    pub verify_alg: Option<String>,
-    pub csums_alg: Option<String>,
-    pub after_sb_0pri: String,
-    pub after_sb_1pri: String,
-    pub after_sb_2pri: String,
-    pub rr_conflict: String,
+    pub cram_hmac_alg: Option<HmacAlg>,
+    pub verify_alg: Option<DigestAlg>,
+    pub csums_alg: Option<DigestAlg>,
+    pub after_sb_0pri: AfterSb0,
+    pub after_sb_1pri: AfterSb1,
+    pub after_sb_2pri: AfterSb2,
+    pub rr_conflict: RrConflict,
     pub allow_two_primaries: bool,
     pub always_asbp: bool,
-    pub data_integrity_alg: Option<String>,
+    pub data_integrity_alg: Option<DigestAlg>,
     pub use_rle: bool,
 }
 
@@ -81,10 +76,10 @@ impl Default for NetConf {
             cram_hmac_alg: None,
             verify_alg: None,
             csums_alg: None,
-            after_sb_0pri: "disconnect".into(),
-            after_sb_1pri: "disconnect".into(),
-            after_sb_2pri: "disconnect".into(),
-            rr_conflict: "disconnect".into(),
+            after_sb_0pri: AfterSb0::Disconnect,
+            after_sb_1pri: AfterSb1::Disconnect,
+            after_sb_2pri: AfterSb2::Disconnect,
+            rr_conflict: RrConflict::Disconnect,
             allow_two_primaries: false,
             always_asbp: false,
             data_integrity_alg: None,
@@ -96,7 +91,7 @@ impl Default for NetConf {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiskConf {
     pub fencing: Fencing,
-    pub on_io_error: String,
+    pub on_io_error: OnIoError,
     /// `size` limit in bytes (`None` = use the whole device).
     pub size_bytes: Option<u64>,
     pub al_extents: u32,
@@ -116,7 +111,7 @@ impl Default for DiskConf {
     fn default() -> Self {
         DiskConf {
             fencing: Fencing::DontCare,
-            on_io_error: "detach".into(),
+            on_io_error: OnIoError::Detach,
             size_bytes: None,
             al_extents: 1237,
             resync_rate_kib: 250,
@@ -145,14 +140,14 @@ pub struct StartupConf {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OptionsConf {
     pub cpu_mask: Option<String>,
-    pub on_no_data_accessible: String,
+    pub on_no_data_accessible: OnNoDataAccessible,
 }
 
 impl Default for OptionsConf {
     fn default() -> Self {
         OptionsConf {
             cpu_mask: None,
-            on_no_data_accessible: "io-error".into(),
+            on_no_data_accessible: OnNoDataAccessible::IoError,
         }
     }
 }
@@ -195,33 +190,58 @@ fn host_label(h: &Host) -> String {
 }
 
 /// Later entries win: common first, then the resource.
-fn settings<'a>(common: &'a [Opt], res: &'a [Opt]) -> BTreeMap<&'a str, Option<&'a str>> {
+fn settings<'a>(common: &'a [Opt], res: &'a [Opt]) -> BTreeMap<&'a str, &'a Opt> {
     common
         .iter()
         .chain(res)
-        .map(|o| (o.name.as_str(), o.value.as_deref()))
+        .map(|o| (o.name.as_str(), o))
         .collect()
 }
 
-fn flag(v: Option<&Option<&str>>, default: bool) -> bool {
-    match v {
+type Settings<'a> = BTreeMap<&'a str, &'a Opt>;
+
+fn flag(v: Option<&&Opt>, default: bool) -> bool {
+    match v.map(|o| o.value.as_deref()) {
         None => default,
         Some(None) => true,
-        Some(Some(x)) => *x == "yes",
+        Some(Some(x)) => x == "yes",
     }
 }
 
 /// Values were range-checked at parse time, so conversion failures cannot happen; the
 /// default is kept if they did.
-fn num<T: TryFrom<u64>>(v: Option<&Option<&str>>, unit: Unit, default: T) -> T {
-    v.and_then(|x| x.as_ref())
+fn num<T: TryFrom<u64>>(v: Option<&&Opt>, unit: Unit, default: T) -> T {
+    v.and_then(|o| o.value.as_deref())
         .and_then(|s| parse_number(s, unit).ok())
         .and_then(|n| T::try_from(n).ok())
         .unwrap_or(default)
 }
 
-fn string(v: Option<&Option<&str>>) -> Option<String> {
-    v.and_then(|x| x.map(str::to_owned))
+fn string(v: Option<&&Opt>) -> Option<String> {
+    v.and_then(|o| o.value.clone())
+}
+
+/// A typed value of `name` (the default when unset). The parser checked enumerated keywords
+/// against the same names, so for them this cannot fail; algorithms are checked here, where
+/// rep implements fewer than DRBD's kernel offers, with the place in the file.
+fn typed<T>(
+    sets: &Settings<'_>,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, crate::policy::UnknownValue>,
+) -> Result<Option<T>, ConfigError> {
+    let Some(opt) = sets.get(name) else {
+        return Ok(None);
+    };
+    let Some(text) = opt.value.as_deref() else {
+        return Ok(None);
+    };
+    parse(text).map(Some).map_err(|e| {
+        ConfigError::Value(opt.at.err(format!(
+            "{name} '{}' is not implemented by rep; use one of {}",
+            e.value,
+            e.expected.join(", ")
+        )))
+    })
 }
 
 pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, ConfigError> {
@@ -247,7 +267,7 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
     let o = settings(&model.common.options, &r.sections.options);
     let dn = NetConf::default();
     let net = NetConf {
-        protocol: match n.get("protocol").and_then(|x| *x) {
+        protocol: match n.get("protocol").and_then(|o| o.value.as_deref()) {
             Some("A") => Protocol::A,
             Some("B") => Protocol::B,
             _ => Protocol::C,
@@ -262,27 +282,23 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
         sndbuf_size: num(n.get("sndbuf-size"), Unit::Bytes, 0),
         rcvbuf_size: num(n.get("rcvbuf-size"), Unit::Bytes, 0),
         shared_secret: string(n.get("shared-secret")),
-        cram_hmac_alg: string(n.get("cram-hmac-alg")),
-        verify_alg: string(n.get("verify-alg")),
-        csums_alg: string(n.get("csums-alg")),
-        after_sb_0pri: string(n.get("after-sb-0pri")).unwrap_or(dn.after_sb_0pri),
-        after_sb_1pri: string(n.get("after-sb-1pri")).unwrap_or(dn.after_sb_1pri),
-        after_sb_2pri: string(n.get("after-sb-2pri")).unwrap_or(dn.after_sb_2pri),
-        rr_conflict: string(n.get("rr-conflict")).unwrap_or(dn.rr_conflict),
+        cram_hmac_alg: typed(&n, "cram-hmac-alg", HmacAlg::parse)?,
+        verify_alg: typed(&n, "verify-alg", DigestAlg::parse)?,
+        csums_alg: typed(&n, "csums-alg", DigestAlg::parse)?,
+        after_sb_0pri: typed(&n, "after-sb-0pri", str::parse)?.unwrap_or(dn.after_sb_0pri),
+        after_sb_1pri: typed(&n, "after-sb-1pri", str::parse)?.unwrap_or(dn.after_sb_1pri),
+        after_sb_2pri: typed(&n, "after-sb-2pri", str::parse)?.unwrap_or(dn.after_sb_2pri),
+        rr_conflict: typed(&n, "rr-conflict", str::parse)?.unwrap_or(dn.rr_conflict),
         allow_two_primaries: flag(n.get("allow-two-primaries"), false),
         always_asbp: flag(n.get("always-asbp"), false),
-        data_integrity_alg: string(n.get("data-integrity-alg")),
+        data_integrity_alg: typed(&n, "data-integrity-alg", DigestAlg::parse)?,
         use_rle: flag(n.get("use-rle"), true),
     };
     let dd = DiskConf::default();
     let size_sectors: u64 = num(d.get("size"), Unit::Sectors, 0);
     let disk_conf = DiskConf {
-        fencing: match d.get("fencing").and_then(|x| *x) {
-            Some("resource-only") => Fencing::ResourceOnly,
-            Some("resource-and-stonith") => Fencing::ResourceAndStonith,
-            _ => Fencing::DontCare,
-        },
-        on_io_error: string(d.get("on-io-error")).unwrap_or(dd.on_io_error),
+        fencing: typed(&d, "fencing", str::parse)?.unwrap_or(dd.fencing),
+        on_io_error: typed(&d, "on-io-error", str::parse)?.unwrap_or(dd.on_io_error),
         size_bytes: (size_sectors > 0).then(|| size_sectors * 512),
         al_extents: num(d.get("al-extents"), Unit::One, dd.al_extents),
         resync_rate_kib: num(d.get("resync-rate"), Unit::Kib, dd.resync_rate_kib),
@@ -309,8 +325,8 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
     };
     let options = OptionsConf {
         cpu_mask: string(o.get("cpu-mask")),
-        on_no_data_accessible: string(o.get("on-no-data-accessible"))
-            .unwrap_or_else(|| "io-error".into()),
+        on_no_data_accessible: typed(&o, "on-no-data-accessible", str::parse)?
+            .unwrap_or(OnNoDataAccessible::IoError),
     };
     let handlers = model
         .common

@@ -511,7 +511,12 @@ fn hostile_sessions_against_a_waiting_primary_are_logged_dropped_and_write_nothi
     // A wrong shared-secret.
     let n0 = count(&log_of(a), "Authentication of peer node-b failed");
     let (mut d, _m, nonce) = session_to_challenge(to, 2);
-    let mac = rep_replicator::wire::auth::response("sha1", "wrong", &nonce, "node-b").expect("mac");
+    let mac = rep_replicator::wire::auth::response(
+        rep_resources::HmacAlg::Sha1,
+        "wrong",
+        &nonce,
+        "node-b",
+    );
     d.write_all(&encoded(&Packet::AuthResponse { mac }))
         .expect("send");
     assert!(closed_by_daemon(&mut d));
@@ -521,8 +526,12 @@ fn hostile_sessions_against_a_waiting_primary_are_logged_dropped_and_write_nothi
     // A replayed answer: the first session answers its challenge correctly (the test knows
     // the secret, as an eavesdropper would know the exchange), the second replays that answer.
     let (mut d1, m1, nonce1) = session_to_challenge(to, 3);
-    let mac1 =
-        rep_replicator::wire::auth::response("sha1", SECRET, &nonce1, "node-b").expect("mac");
+    let mac1 = rep_replicator::wire::auth::response(
+        rep_resources::HmacAlg::Sha1,
+        SECRET,
+        &nonce1,
+        "node-b",
+    );
     let n_ok = count(&log_of(a), "Peer authenticated");
     d1.write_all(&encoded(&Packet::AuthResponse { mac: mac1.clone() }))
         .expect("send");

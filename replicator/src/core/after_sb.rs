@@ -3,6 +3,7 @@
 //! of both sides and gets a direction, or none (the split brain stays for an operator).
 
 use super::state::Role;
+use rep_resources::{AfterSb0, AfterSb1, AfterSb2};
 
 /// What the policies look at, from our side of the connection.
 #[derive(Debug, Clone)]
@@ -37,14 +38,14 @@ pub(crate) enum SbVerdict {
 
 /// Apply the policy for the number of Primaries now. `None` = no decision.
 pub(crate) fn recover(
-    p0: &str,
-    p1: &str,
-    p2: &str,
+    p0: &AfterSb0,
+    p1: AfterSb1,
+    p2: AfterSb2,
     f: &SplitFacts<'_>,
-) -> Result<Option<SbVerdict>, String> {
+) -> Option<SbVerdict> {
     let primaries = u8::from(f.role == Role::Primary) + u8::from(f.peer_role == Role::Primary);
     match primaries {
-        0 => recover_0p(p0, f).map(|v| v.map(as_verdict)),
+        0 => recover_0p(p0, f).map(as_verdict),
         1 => recover_1p(p0, p1, f),
         _ => recover_2p(p0, p2, f),
     }
@@ -59,7 +60,7 @@ fn as_verdict(source: bool) -> SbVerdict {
 }
 
 /// `Some(true)`: we are the source.
-fn recover_0p(policy: &str, f: &SplitFacts<'_>) -> Result<Option<bool>, String> {
+fn recover_0p(policy: &AfterSb0, f: &SplitFacts<'_>) -> Option<bool> {
     let tie = Some(!f.resolve_conflicts);
     let by_changes = |zero_only: bool| -> Option<bool> {
         let (s, p) = (f.changes_self, f.changes_peer);
@@ -92,57 +93,51 @@ fn recover_0p(policy: &str, f: &SplitFacts<'_>) -> Result<Option<bool>, String> 
             }
         }
     };
-    Ok(match policy {
-        "disconnect" => None,
-        "discard-younger-primary" => younger_older(true),
-        "discard-older-primary" => younger_older(false),
-        "discard-zero-changes" => by_changes(true),
-        "discard-least-changes" => by_changes(false),
-        "discard-local" => Some(false),
-        "discard-remote" => Some(true),
-        other => match other.strip_prefix("discard-node-") {
-            // drbdadm turns this into discard-local on NAME and discard-remote elsewhere.
-            Some(name) => Some(name != f.node),
-            None => return Err(format!("after-sb-0pri {other} is not a 0pri policy")),
-        },
-    })
+    match policy {
+        AfterSb0::Disconnect => None,
+        AfterSb0::DiscardYoungerPrimary => younger_older(true),
+        AfterSb0::DiscardOlderPrimary => younger_older(false),
+        AfterSb0::DiscardZeroChanges => by_changes(true),
+        AfterSb0::DiscardLeastChanges => by_changes(false),
+        AfterSb0::DiscardLocal => Some(false),
+        AfterSb0::DiscardRemote => Some(true),
+        // drbdadm turns this into discard-local on NAME and discard-remote elsewhere.
+        AfterSb0::DiscardNode(name) => Some(name != f.node),
+    }
 }
 
-fn recover_1p(p0: &str, policy: &str, f: &SplitFacts<'_>) -> Result<Option<SbVerdict>, String> {
+fn recover_1p(p0: &AfterSb0, policy: AfterSb1, f: &SplitFacts<'_>) -> Option<SbVerdict> {
     let primary = f.role == Role::Primary;
-    Ok(match policy {
-        "disconnect" => None,
-        "discard-secondary" => Some(as_verdict(primary)),
+    match policy {
+        AfterSb1::Disconnect => None,
+        AfterSb1::DiscardSecondary => Some(as_verdict(primary)),
         // Only a result that discards the Secondary's changes.
-        "consensus" => match recover_0p(p0, f)? {
+        AfterSb1::Consensus => match recover_0p(p0, f) {
             Some(source) if source == primary => Some(as_verdict(source)),
             _ => None,
         },
-        "violently-as0p" => recover_0p(p0, f)?.map(as_verdict),
-        "call-pri-lost-after-sb" => pri_lost(p0, f)?,
-        other => return Err(format!("after-sb-1pri {other} is not a 1pri policy")),
-    })
+        AfterSb1::ViolentlyAs0p => recover_0p(p0, f).map(as_verdict),
+        AfterSb1::CallPriLostAfterSb => pri_lost(p0, f),
+    }
 }
 
-fn recover_2p(p0: &str, policy: &str, f: &SplitFacts<'_>) -> Result<Option<SbVerdict>, String> {
-    Ok(match policy {
-        "disconnect" => None,
-        "violently-as0p" => recover_0p(p0, f)?.map(as_verdict),
-        "call-pri-lost-after-sb" => pri_lost(p0, f)?,
-        other => return Err(format!("after-sb-2pri {other} is not a 2pri policy")),
-    })
+fn recover_2p(p0: &AfterSb0, policy: AfterSb2, f: &SplitFacts<'_>) -> Option<SbVerdict> {
+    match policy {
+        AfterSb2::Disconnect => None,
+        AfterSb2::ViolentlyAs0p => recover_0p(p0, f).map(as_verdict),
+        AfterSb2::CallPriLostAfterSb => pri_lost(p0, f),
+    }
 }
 
 /// The 0pri verdict, with a losing Primary demoted first; if it cannot be demoted, `PriLost`
 /// (no decision; the `pri-lost-after-sb` handler runs).
-fn pri_lost(p0: &str, f: &SplitFacts<'_>) -> Result<Option<SbVerdict>, String> {
-    Ok(match recover_0p(p0, f)? {
-        Some(true) => Some(SbVerdict::Source),
-        Some(false) if f.role != Role::Primary => Some(SbVerdict::Target { demote: false }),
-        Some(false) if f.can_demote => Some(SbVerdict::Target { demote: true }),
-        Some(false) => Some(SbVerdict::PriLost),
-        None => None,
-    })
+fn pri_lost(p0: &AfterSb0, f: &SplitFacts<'_>) -> Option<SbVerdict> {
+    match recover_0p(p0, f)? {
+        true => Some(SbVerdict::Source),
+        false if f.role != Role::Primary => Some(SbVerdict::Target { demote: false }),
+        false if f.can_demote => Some(SbVerdict::Target { demote: true }),
+        false => Some(SbVerdict::PriLost),
+    }
 }
 
 #[cfg(test)]
@@ -164,31 +159,48 @@ mod tests {
     }
     use Role::{Primary as P, Secondary as S};
 
+    /// The policies as written in a `.res` file.
+    fn p0(s: &str) -> AfterSb0 {
+        s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+    fn recover_0p(policy: &str, f: &SplitFacts<'_>) -> Option<bool> {
+        super::recover_0p(&p0(policy), f)
+    }
+    fn recover(a: &str, b: &str, c: &str, f: &SplitFacts<'_>) -> Option<SbVerdict> {
+        let (b, c) = (b.parse(), c.parse());
+        super::recover(
+            &p0(a),
+            b.unwrap_or_else(|e| panic!("{e}")),
+            c.unwrap_or_else(|e| panic!("{e}")),
+            f,
+        )
+    }
+
     #[test]
     fn zero_changes_discards_the_side_that_wrote_nothing() {
         let f = facts(S, S, (0, 7));
-        assert_eq!(recover_0p("discard-zero-changes", &f), Ok(Some(false)));
+        assert_eq!(recover_0p("discard-zero-changes", &f), Some(false));
         let f = facts(S, S, (7, 0));
-        assert_eq!(recover_0p("discard-zero-changes", &f), Ok(Some(true)));
+        assert_eq!(recover_0p("discard-zero-changes", &f), Some(true));
         let f = facts(S, S, (3, 7));
-        assert_eq!(recover_0p("discard-zero-changes", &f), Ok(None));
-        assert_eq!(recover_0p("discard-least-changes", &f), Ok(Some(false)));
+        assert_eq!(recover_0p("discard-zero-changes", &f), None);
+        assert_eq!(recover_0p("discard-least-changes", &f), Some(false));
         // Both unchanged: the RESOLVE_CONFLICTS holder is the target, on both sides alike.
         let mut f = facts(S, S, (0, 0));
-        assert_eq!(recover_0p("discard-zero-changes", &f), Ok(Some(true)));
+        assert_eq!(recover_0p("discard-zero-changes", &f), Some(true));
         f.resolve_conflicts = true;
-        assert_eq!(recover_0p("discard-zero-changes", &f), Ok(Some(false)));
+        assert_eq!(recover_0p("discard-zero-changes", &f), Some(false));
     }
 
     #[test]
     fn younger_primary_and_node_policies() {
         let mut f = facts(S, S, (5, 5));
         f.peer_was_primary = true;
-        assert_eq!(recover_0p("discard-younger-primary", &f), Ok(Some(false)));
-        assert_eq!(recover_0p("discard-older-primary", &f), Ok(Some(true)));
-        assert_eq!(recover_0p("discard-node-node-a", &f), Ok(Some(false)));
-        assert_eq!(recover_0p("discard-node-node-b", &f), Ok(Some(true)));
-        assert!(recover_0p("consensus", &f).is_err());
+        assert_eq!(recover_0p("discard-younger-primary", &f), Some(false));
+        assert_eq!(recover_0p("discard-older-primary", &f), Some(true));
+        assert_eq!(recover_0p("discard-node-node-a", &f), Some(false));
+        assert_eq!(recover_0p("discard-node-node-b", &f), Some(true));
+        assert!("consensus".parse::<AfterSb0>().is_err());
     }
 
     #[test]
@@ -201,7 +213,7 @@ mod tests {
                 "disconnect",
                 &f
             ),
-            Ok(Some(SbVerdict::Target { demote: false }))
+            Some(SbVerdict::Target { demote: false })
         );
         let f = facts(P, S, (9, 1));
         assert_eq!(
@@ -211,17 +223,17 @@ mod tests {
                 "disconnect",
                 &f
             ),
-            Ok(Some(SbVerdict::Source))
+            Some(SbVerdict::Source)
         );
         // consensus: 0pri (least changes) would discard the Primary here: no decision.
         let f = facts(P, S, (1, 9));
         assert_eq!(
             recover("discard-least-changes", "consensus", "disconnect", &f),
-            Ok(None)
+            None
         );
         assert_eq!(
             recover("discard-least-changes", "violently-as0p", "disconnect", &f),
-            Ok(Some(SbVerdict::Target { demote: false }))
+            Some(SbVerdict::Target { demote: false })
         );
         assert_eq!(
             recover(
@@ -230,7 +242,7 @@ mod tests {
                 "disconnect",
                 &f
             ),
-            Ok(Some(SbVerdict::Target { demote: true }))
+            Some(SbVerdict::Target { demote: true })
         );
         let mut busy = f.clone();
         busy.can_demote = false;
@@ -241,7 +253,7 @@ mod tests {
                 "disconnect",
                 &busy
             ),
-            Ok(Some(SbVerdict::PriLost))
+            Some(SbVerdict::PriLost)
         );
     }
 
@@ -255,7 +267,7 @@ mod tests {
                 "disconnect",
                 &f
             ),
-            Ok(None)
+            None
         );
         assert_eq!(
             recover(
@@ -264,7 +276,7 @@ mod tests {
                 "violently-as0p",
                 &f
             ),
-            Ok(Some(SbVerdict::Target { demote: false }))
+            Some(SbVerdict::Target { demote: false })
         );
     }
 }

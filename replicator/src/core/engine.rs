@@ -35,26 +35,7 @@ pub struct EngineConfig {
     pub peer: super::peer::PeerSettings,
 }
 
-/// `disk { on-io-error ... }` (reference/drbd.md §10.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnIoError {
-    /// Keep the disk; the failed block is marked out of sync and the error reaches the client.
-    PassOn,
-    /// Run the `local-io-error` handler, then detach.
-    CallLocalIoError,
-    /// Disk → Failed → Diskless; I/O continues through the peer if it is UpToDate.
-    Detach,
-}
-
-impl OnIoError {
-    pub fn from_config(s: &str) -> OnIoError {
-        match s {
-            "pass_on" => OnIoError::PassOn,
-            "call-local-io-error" => OnIoError::CallLocalIoError,
-            _ => OnIoError::Detach,
-        }
-    }
-}
+pub use rep_resources::OnIoError;
 
 /// What an admin command is waiting for before it can be answered.
 #[derive(Debug)]

@@ -347,45 +347,5 @@ pub enum Output {
     },
 }
 
-/// Digest algorithms for `verify-alg` and `csums-alg`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HashAlg {
-    Sha1,
-    Sha256,
-    Crc32c,
-}
-
-impl HashAlg {
-    /// DRBD's names (kernel crypto API names); `None` if rep does not implement it.
-    pub fn from_name(name: &str) -> Option<HashAlg> {
-        match name.to_ascii_lowercase().as_str() {
-            "sha1" => Some(HashAlg::Sha1),
-            "sha256" => Some(HashAlg::Sha256),
-            "crc32c" => Some(HashAlg::Crc32c),
-            _ => None,
-        }
-    }
-
-    /// Per-block digests of `data` (4 KiB blocks), concatenated. Pure: used by the runtime's
-    /// hashing pool and by the simulator.
-    pub fn digest_blocks(self, data: &[u8]) -> Vec<u8> {
-        use sha1::Digest;
-        let mut out = Vec::new();
-        for block in data.chunks(4096) {
-            match self {
-                HashAlg::Sha1 => out.extend_from_slice(&sha1::Sha1::digest(block)),
-                HashAlg::Sha256 => out.extend_from_slice(&sha2::Sha256::digest(block)),
-                HashAlg::Crc32c => out.extend_from_slice(&crc32c::crc32c(block).to_be_bytes()),
-            }
-        }
-        out
-    }
-
-    pub fn digest_len(self) -> usize {
-        match self {
-            HashAlg::Sha1 => 20,
-            HashAlg::Sha256 => 32,
-            HashAlg::Crc32c => 4,
-        }
-    }
-}
+/// Digest algorithms for `verify-alg` and `csums-alg` (computed by [`crate::digest`]).
+pub use rep_resources::DigestAlg as HashAlg;

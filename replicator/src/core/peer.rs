@@ -12,6 +12,12 @@ use crate::meta::bitmap::Bitmap;
 use crate::meta::superblock::{GenerationUuids, UUID_JUST_CREATED};
 use crate::wire::auth;
 use crate::wire::{Packet, Params};
+use rep_resources::{AfterSb0, AfterSb1, AfterSb2, DigestAlg, HmacAlg, RrConflict};
+
+/// The name a setting travels under in `Params` (empty: not set).
+fn alg_name(alg: Option<DigestAlg>) -> String {
+    alg.map(|a| a.to_string()).unwrap_or_default()
+}
 
 /// Version range of our peer protocol.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -34,17 +40,18 @@ pub struct PeerSettings {
     pub timeout: Duration,
     pub ko_count: u32,
     pub shared_secret: Option<String>,
-    pub cram_hmac_alg: Option<String>,
-    pub after_sb_0pri: String,
-    pub after_sb_1pri: String,
-    pub after_sb_2pri: String,
+    pub cram_hmac_alg: Option<HmacAlg>,
+    pub after_sb_0pri: AfterSb0,
+    pub after_sb_1pri: AfterSb1,
+    pub after_sb_2pri: AfterSb2,
     /// Try the after-sb policies also for split brains with unrelated bitmaps (full sync).
     pub always_asbp: bool,
     /// `rr-conflict`: what a Primary does when the handshake makes it SyncTarget.
-    pub rr_conflict: String,
-    pub integrity_alg: String,
-    pub verify_alg: String,
-    pub csums_alg: String,
+    pub rr_conflict: RrConflict,
+    /// Agreed with the peer at the handshake.
+    pub integrity_alg: Option<DigestAlg>,
+    pub verify_alg: Option<DigestAlg>,
+    pub csums_alg: Option<DigestAlg>,
     pub max_epoch_size: u32,
     /// `resync-rate` and the dynamic controller's `c-*` settings.
     pub pace: super::pace::Pace,
@@ -61,14 +68,14 @@ impl Default for PeerSettings {
             ko_count: 7,
             shared_secret: None,
             cram_hmac_alg: None,
-            after_sb_0pri: "disconnect".into(),
-            after_sb_1pri: "disconnect".into(),
-            after_sb_2pri: "disconnect".into(),
+            after_sb_0pri: AfterSb0::Disconnect,
+            after_sb_1pri: AfterSb1::Disconnect,
+            after_sb_2pri: AfterSb2::Disconnect,
             always_asbp: false,
-            rr_conflict: "disconnect".into(),
-            integrity_alg: String::new(),
-            verify_alg: String::new(),
-            csums_alg: String::new(),
+            rr_conflict: RrConflict::Disconnect,
+            integrity_alg: None,
+            verify_alg: None,
+            csums_alg: None,
             max_epoch_size: 2048,
             pace: super::pace::Pace::default(),
             resync_after: None,
@@ -232,14 +239,14 @@ impl Engine {
         let p = &self.cfg.peer;
         let params = Params {
             protocol: protocol_code(self.cfg.protocol),
-            after_sb_0pri: p.after_sb_0pri.clone(),
-            after_sb_1pri: p.after_sb_1pri.clone(),
-            after_sb_2pri: p.after_sb_2pri.clone(),
+            after_sb_0pri: p.after_sb_0pri.to_string(),
+            after_sb_1pri: p.after_sb_1pri.to_string(),
+            after_sb_2pri: p.after_sb_2pri.to_string(),
             allow_two_primaries: self.cfg.allow_two_primaries,
             discard_my_data: self.discard_my_data,
-            integrity_alg: p.integrity_alg.clone(),
-            verify_alg: p.verify_alg.clone(),
-            csums_alg: p.csums_alg.clone(),
+            integrity_alg: alg_name(p.integrity_alg),
+            verify_alg: alg_name(p.verify_alg),
+            csums_alg: alg_name(p.csums_alg),
         };
         self.send(Packet::Params(params));
         let usable = self.local_usable_bytes;
@@ -513,17 +520,15 @@ impl Engine {
     fn on_auth_challenge(&mut self, nonce: &[u8]) {
         let (Some(secret), alg) = (
             self.cfg.peer.shared_secret.clone(),
-            self.cfg.peer.cram_hmac_alg.clone(),
+            self.cfg.peer.cram_hmac_alg,
         ) else {
             let why = "the peer requires authentication but no shared-secret is configured here; set the same shared-secret and cram-hmac-alg in the net section on both nodes";
             self.lose_link(ConnState::ProtocolError, why, After::StandAlone);
             return;
         };
-        let alg = alg.unwrap_or_else(|| "sha1".into());
-        match auth::response(&alg, &secret, nonce, &self.cfg.node) {
-            Ok(mac) => self.send(Packet::AuthResponse { mac }),
-            Err(e) => self.lose_link(ConnState::ProtocolError, &e.to_string(), After::StandAlone),
-        }
+        let alg = alg.unwrap_or(HmacAlg::Sha1);
+        let mac = auth::response(alg, &secret, nonce, &self.cfg.node);
+        self.send(Packet::AuthResponse { mac });
     }
 
     fn on_auth_response(&mut self, mac: &[u8]) {
@@ -534,13 +539,8 @@ impl Engine {
             return;
         };
         let peer = l.peer_node.clone();
-        let alg = self
-            .cfg
-            .peer
-            .cram_hmac_alg
-            .clone()
-            .unwrap_or_else(|| "sha1".into());
-        if !auth::verify(&alg, &secret, &nonce, &peer, mac) {
+        let alg = self.cfg.peer.cram_hmac_alg.unwrap_or(HmacAlg::Sha1);
+        if !auth::verify(alg, &secret, &nonce, &peer, mac) {
             let why = format!("Authentication of peer {peer} failed: wrong shared-secret (or cram-hmac-alg differs); fix the net section and run `repadm connect`");
             self.lose_link(ConnState::ProtocolError, &why, After::StandAlone);
             return;
@@ -560,17 +560,17 @@ impl Engine {
                 "incompatible replication protocols: ours is {}, the peer's is {}",
                 mine as char, p.protocol as char
             ))
-        } else if p.after_sb_0pri != s.after_sb_0pri {
+        } else if p.after_sb_0pri != s.after_sb_0pri.to_string() {
             Some(format!(
                 "incompatible after-sb-0pri settings: ours is {}, the peer's is {}",
                 s.after_sb_0pri, p.after_sb_0pri
             ))
-        } else if p.after_sb_1pri != s.after_sb_1pri {
+        } else if p.after_sb_1pri != s.after_sb_1pri.as_str() {
             Some(format!(
                 "incompatible after-sb-1pri settings: ours is {}, the peer's is {}",
                 s.after_sb_1pri, p.after_sb_1pri
             ))
-        } else if p.after_sb_2pri != s.after_sb_2pri {
+        } else if p.after_sb_2pri != s.after_sb_2pri.as_str() {
             Some(format!(
                 "incompatible after-sb-2pri settings: ours is {}, the peer's is {}",
                 s.after_sb_2pri, p.after_sb_2pri
@@ -581,10 +581,11 @@ impl Engine {
                 yes_no(self.cfg.allow_two_primaries),
                 yes_no(p.allow_two_primaries)
             ))
-        } else if p.integrity_alg != s.integrity_alg {
+        } else if p.integrity_alg != alg_name(s.integrity_alg) {
             Some(format!(
                 "incompatible data-integrity-alg: ours is '{}', the peer's is '{}'",
-                s.integrity_alg, p.integrity_alg
+                alg_name(s.integrity_alg),
+                p.integrity_alg
             ))
         } else {
             None
@@ -874,9 +875,9 @@ impl Engine {
             SyncDecision::Target { full } => {
                 if self.role == Role::Primary
                     && self.disk >= DiskState::Consistent
-                    && self.cfg.peer.rr_conflict != "violently"
+                    && self.cfg.peer.rr_conflict != RrConflict::Violently
                 {
-                    if self.cfg.peer.rr_conflict == "call-pri-lost" {
+                    if self.cfg.peer.rr_conflict == RrConflict::CallPriLost {
                         self.emit(Output::Handler { name: "pri-lost" });
                     }
                     let why = format!(
@@ -945,18 +946,8 @@ impl Engine {
             can_demote: self.open_clients == 0 && self.requests.in_flight() == 0,
         };
         let primaries = u8::from(self.role == Role::Primary) + u8::from(peer_role == Role::Primary);
-        let verdict = match super::after_sb::recover(
-            &s.after_sb_0pri,
-            &s.after_sb_1pri,
-            &s.after_sb_2pri,
-            &facts,
-        ) {
-            Ok(v) => v?,
-            Err(e) => {
-                tracing::error!(resource = %self.cfg.resource, "Configuration error: {e}; split brain left unresolved");
-                return None;
-            }
-        };
+        let verdict =
+            super::after_sb::recover(&s.after_sb_0pri, s.after_sb_1pri, s.after_sb_2pri, &facts)?;
         if verdict == super::after_sb::SbVerdict::PriLost {
             tracing::error!(resource = %self.cfg.resource, "Split-Brain: this Primary lost (call-pri-lost-after-sb) but is in use and cannot be demoted");
             self.emit(Output::Handler {

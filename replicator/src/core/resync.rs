@@ -10,6 +10,7 @@ use super::engine::Engine;
 use super::io::{HashAlg, IoFailure, IoId, Output, PeerDiskOp};
 use super::state::{ConnState, DiskState, Role};
 use super::verify::Aux;
+use crate::digest::Digests;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::layout::BITMAP_BLOCK_BYTES;
 use crate::meta::superblock::UuidIndex;
@@ -231,7 +232,7 @@ impl Engine {
         }
         let idle = rs.in_flight.is_empty() && requests.is_empty();
         let left = bm.count_ones();
-        let csums = HashAlg::from_name(&self.cfg.peer.csums_alg).is_some();
+        let csums = self.cfg.peer.csums_alg.is_some();
         for (id, offset, len) in requests {
             if csums {
                 // Hash our copy first: the source sends only blocks whose digests differ.
@@ -443,7 +444,7 @@ impl Engine {
         };
         let id = self.resync_read_ids.remove(&io).unwrap_or(0);
         if let (Some(theirs), Ok(Some(data))) = (self.csums_expected.remove(&id), &result) {
-            if let Some(alg) = HashAlg::from_name(&self.cfg.peer.csums_alg) {
+            if let Some(alg) = self.cfg.peer.csums_alg {
                 // Keep the range in `resync_reads` until the reply is sent, so no client
                 // write can slip in between this read and the data we send.
                 let hio = self.alloc_io();
@@ -488,7 +489,7 @@ impl Engine {
             return;
         };
         let (_, offset, _) = self.requests.resync_reads.remove(pos);
-        let dlen = HashAlg::from_name(&self.cfg.peer.csums_alg).map_or(20, HashAlg::digest_len);
+        let dlen = self.cfg.peer.csums_alg.map_or(20, HashAlg::digest_len);
         let blocks = data.len().div_ceil(BITMAP_BLOCK_BYTES as usize);
         let same = |b: usize| {
             let r = b * dlen..(b + 1) * dlen;

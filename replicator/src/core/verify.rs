@@ -10,6 +10,7 @@ use super::engine::Engine;
 use super::io::{HashAlg, IoId, LinkId, Output, PeerDiskOp};
 use super::refusal::Refusal;
 use super::state::{ConnState, DiskState};
+use crate::digest::Digests;
 use crate::wire::Packet;
 
 /// Verify requests in flight and their size.
@@ -52,14 +53,9 @@ pub(crate) enum Aux {
     CsumsMine { id: u64, offset: u64, len: u32 },
 }
 
-fn alg_of(name: &str) -> Result<HashAlg, Refusal> {
-    if name.is_empty() {
-        return Err(Refusal::Unsupported {
-            what: "verify without `verify-alg` in the net section (e.g. verify-alg sha1;)".into(),
-        });
-    }
-    HashAlg::from_name(name).ok_or_else(|| Refusal::Unsupported {
-        what: format!("verify-alg {name} (use sha1, sha256 or crc32c)"),
+fn alg_of(alg: Option<HashAlg>) -> Result<HashAlg, Refusal> {
+    alg.ok_or_else(|| Refusal::Unsupported {
+        what: "verify without `verify-alg` in the net section (e.g. verify-alg sha1;)".into(),
     })
 }
 
@@ -76,7 +72,7 @@ impl Engine {
                 pdsk: self.pdsk,
             });
         }
-        let alg = alg_of(&self.cfg.peer.verify_alg)?;
+        let alg = alg_of(self.cfg.peer.verify_alg)?;
         self.cstate = ConnState::VerifyS;
         self.verify = Some(Verify {
             alg,
@@ -174,8 +170,8 @@ impl Engine {
                 .verify
                 .as_ref()
                 .map(|v| v.alg)
-                .or_else(|| HashAlg::from_name(&self.cfg.peer.verify_alg)),
-            Aux::CsumsMine { .. } => HashAlg::from_name(&self.cfg.peer.csums_alg),
+                .or(self.cfg.peer.verify_alg),
+            Aux::CsumsMine { .. } => self.cfg.peer.csums_alg,
         };
         let (Some(data), Some(alg)) = (data, alg) else {
             // A failed read: verify counts the chunk as out of sync, csums falls back to data.
@@ -233,7 +229,7 @@ impl Engine {
             self.protocol_error(format!("verify request {offset}+{len} is invalid"));
             return;
         }
-        if HashAlg::from_name(&self.cfg.peer.verify_alg).is_none() {
+        if self.cfg.peer.verify_alg.is_none() {
             self.protocol_error("peer started online verify but verify-alg is not set here".into());
             return;
         }

@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::digest::Digests;
 use rep_nbd::server::Completion;
 use rep_resources::NodeView;
 use tokio::sync::{mpsc, oneshot, Notify};

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::driver::Driver;
 use crate::core::{HashAlg, Input, IoId};
+use crate::digest::Digests;
 
 struct Job {
     io: IoId,

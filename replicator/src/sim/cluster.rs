@@ -34,11 +34,12 @@ use crate::core::{
     AdminCmd, AdminId, ClientOp, ConnState, DiskOpKind, DiskState, Engine, EngineConfig, Input,
     IoId, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, Refusal, ReqId, Role,
 };
+use crate::digest::Digests;
 use crate::meta::layout::MetaDiskKind;
 use crate::meta::store::{create_md, MetaDev, MetaStore};
 use crate::wire::frame::MAX_DATA_BYTES;
 use crate::wire::{Channel, Packet};
-use rep_resources::Protocol;
+use rep_resources::{DigestAlg, Protocol};
 
 pub const SECTOR: u64 = SECTOR_BYTES as u64;
 pub const BLOCK: u64 = 4096;
@@ -55,8 +56,8 @@ pub struct SimConfig {
     /// `al-extents` written by create-md (9 is the engine's minimum for 32 MiB requests).
     pub al_extents: u32,
     /// Empty: plain resync.
-    pub csums_alg: String,
-    pub verify_alg: String,
+    pub csums_alg: Option<DigestAlg>,
+    pub verify_alg: Option<DigestAlg>,
     pub resync_rate_kib: u64,
 }
 
@@ -66,8 +67,8 @@ impl SimConfig {
             protocol,
             device_bytes,
             al_extents: 61,
-            csums_alg: String::new(),
-            verify_alg: "crc32c".into(),
+            csums_alg: None,
+            verify_alg: Some(DigestAlg::Crc32c),
             resync_rate_kib: 256 * 1024,
         }
     }
@@ -284,15 +285,15 @@ impl Cluster {
         Cluster::with_config(seed, SimConfig::new(protocol, device_bytes))
     }
 
-    /// A cluster whose resyncs use `csums_alg` (empty: plain resync).
+    /// A cluster whose resyncs use `csums_alg` (`None`: plain resync).
     pub fn with_csums(
         seed: u64,
         protocol: Protocol,
         device_bytes: u64,
-        csums_alg: &str,
+        csums_alg: Option<DigestAlg>,
     ) -> Cluster {
         let mut cfg = SimConfig::new(protocol, device_bytes);
-        cfg.csums_alg = csums_alg.into();
+        cfg.csums_alg = csums_alg;
         Cluster::with_config(seed, cfg)
     }
 
@@ -1511,16 +1512,6 @@ impl Cluster {
     }
 }
 
-pub fn engine_config(node: &str, protocol: Protocol) -> EngineConfig {
-    engine_config_for(node, &SimConfig::new(protocol, 64 << 20))
-}
-
-pub fn engine_config_with(node: &str, protocol: Protocol, csums_alg: &str) -> EngineConfig {
-    let mut cfg = SimConfig::new(protocol, 64 << 20);
-    cfg.csums_alg = csums_alg.into();
-    engine_config_for(node, &cfg)
-}
-
 fn engine_config_for(node: &str, cfg: &SimConfig) -> EngineConfig {
     EngineConfig {
         resource: "r0".into(),
@@ -1542,8 +1533,8 @@ fn engine_config_for(node: &str, cfg: &SimConfig) -> EngineConfig {
             ko_count: 4,
             max_epoch_size: 64,
             pace: crate::core::pace::Pace::fixed(cfg.resync_rate_kib),
-            verify_alg: cfg.verify_alg.clone(),
-            csums_alg: cfg.csums_alg.clone(),
+            verify_alg: cfg.verify_alg,
+            csums_alg: cfg.csums_alg,
             ..PeerSettings::default()
         },
     }
