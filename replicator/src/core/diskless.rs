@@ -13,19 +13,22 @@ use super::io::{nbd_errno, ClientError, ClientOp, IoFailure, Output, ReqId};
 use super::replicate::RxKind;
 use super::requests::RemoteRead;
 use super::state::{ConnState, DiskState, Role};
+use super::state_change::ChangeSet;
 use crate::wire::frame::MAX_DATA_BYTES;
 use crate::wire::Packet;
 
 impl Engine {
     /// The peer's UpToDate disk is reachable over a decided link.
     fn peer_has_data(&self) -> bool {
-        self.link_ready() && self.cstate >= ConnState::Connected && self.pdsk == DiskState::UpToDate
+        self.link_ready()
+            && self.st.cstate() >= ConnState::Connected
+            && self.st.pdsk() == DiskState::UpToDate
     }
 
     /// No usable local disk (never attached, detached, or failed), and the peer's UpToDate disk
     /// is reachable.
     pub(crate) fn serves_via_peer(&self) -> bool {
-        matches!(self.disk, DiskState::Diskless | DiskState::Failed) && self.peer_has_data()
+        matches!(self.st.disk(), DiskState::Diskless | DiskState::Failed) && self.peer_has_data()
     }
 
     pub(crate) fn no_data_error(&self) -> ClientError {
@@ -33,7 +36,11 @@ impl Engine {
             nbd_errno: nbd_errno::EIO,
             message: format!(
                 "resource {} on node {}: no UpToDate data reachable (disk {}, peer {} {})",
-                self.cfg.resource, self.cfg.node, self.disk, self.cstate, self.pdsk
+                self.cfg.resource,
+                self.cfg.node,
+                self.st.disk(),
+                self.st.cstate(),
+                self.st.pdsk()
             ),
         }
     }
@@ -112,7 +119,8 @@ impl Engine {
                 nbd_errno: nbd_errno::EIO,
                 message: format!(
                     "resource {}: the peer could not read this block for us (we are {})",
-                    self.cfg.resource, self.disk
+                    self.cfg.resource,
+                    self.st.disk()
                 ),
             })
         } else {
@@ -133,7 +141,7 @@ impl Engine {
         if !self.check_peer_range("read", offset, u64::from(len)) {
             return;
         }
-        if self.disk != DiskState::UpToDate {
+        if self.st.disk() != DiskState::UpToDate {
             self.send(Packet::NegDReply { id, offset, len });
             return;
         }
@@ -148,7 +156,7 @@ impl Engine {
     /// The link is gone: requests that only the peer could complete fail (there is no copy of
     /// their data on any disk we can reach).
     pub(crate) fn fail_diskless_requests(&mut self, waiting: &[ReqId]) {
-        let without_disk = self.disk <= DiskState::Failed;
+        let without_disk = self.st.disk() <= DiskState::Failed;
         for id in waiting {
             let remote_read = self.requests.remote_reads.remove(id).is_some();
             if remote_read || without_disk {
@@ -212,7 +220,7 @@ impl Engine {
     /// `on-io-error detach`: Failed now (the peer is told with our next State), Diskless once
     /// the backing device is closed.
     pub(crate) fn fail_disk(&mut self, what: &str) {
-        if self.disk <= DiskState::Failed {
+        if self.st.disk() <= DiskState::Failed {
             return;
         }
         if self.cfg.on_io_error == OnIoError::CallLocalIoError {
@@ -221,7 +229,6 @@ impl Engine {
             });
         }
         tracing::error!(resource = %self.cfg.resource, "Local IO failed ({what}). Detaching...");
-        self.negotiating = None;
         // What was written since the last completed flush may be lost with this disk: a failed
         // data flush (before a metadata write as much as for a client FLUSH) drops write-back
         // for good. The peer's copy is the data now.
@@ -230,12 +237,11 @@ impl Engine {
             unflushed.extend(covered.iter().copied());
         }
         self.mark_extents_out_of_sync(unflushed);
-        self.disk = DiskState::Failed;
-        self.emit(Output::StateChanged);
+        let _ = self.change_state(ChangeSet::new().disk(DiskState::Failed));
         // Now, not at the end of this input: writes this input still replicates must reach
         // the peer after it knows it holds the only copy (it marks them out of sync then).
         self.announce_state();
-        if self.cstate > ConnState::Connected {
+        if self.st.cstate() > ConnState::Connected {
             // A resync or verify cannot go on without this disk: start over from a handshake,
             // which sees the disk gone.
             self.lose_link(
@@ -250,7 +256,7 @@ impl Engine {
     /// A Failed disk is closed once no I/O is in flight on it: requests still out fail too, and
     /// their blocks must reach the bitmap before it is persisted for the last time.
     pub(crate) fn close_failed_disk_when_idle(&mut self) {
-        if self.disk != DiskState::Failed || self.closing_disk.is_some() {
+        if self.st.disk() != DiskState::Failed || self.closing_disk.is_some() {
             return;
         }
         if !self.local_io_idle() {
@@ -263,13 +269,13 @@ impl Engine {
     /// disk, so start a new generation (the returning disk then syncs from us) and track them in
     /// the bitmap.
     pub(crate) fn peer_lost_disk(&mut self, peer_role: Role) {
-        let writes_here = self.role == Role::Primary || peer_role == Role::Primary;
-        if self.disk != DiskState::UpToDate || !writes_here {
+        let writes_here = self.st.role() == Role::Primary || peer_role == Role::Primary;
+        if self.st.disk() != DiskState::UpToDate || !writes_here {
             return;
         }
         if self.uuids.bitmap == 0 {
             let v = self.rng.uuid();
-            self.uuids.new_current(v, self.role == Role::Primary);
+            self.uuids.new_current(v, self.st.role() == Role::Primary);
             tracing::info!(resource = %self.cfg.resource, "peer's disk is gone while a Primary writes: new current UUID");
             self.persist_superblock();
         }

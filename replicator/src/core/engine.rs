@@ -62,11 +62,10 @@ pub struct Counters {
 
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
-    pub(crate) role: Role,
-    pub(crate) peer_role: Role,
-    pub(crate) cstate: ConnState,
-    pub(crate) disk: DiskState,
-    pub(crate) pdsk: DiskState,
+    /// Role, connection and disk states: written only by `change_state`.
+    pub(crate) st: super::state_change::NodeState,
+    /// Something `status` shows changed during this input: one `StateChanged` at its end.
+    status_dirty: bool,
     pub(crate) usable_bytes: u64,
     pub(crate) uuids: GenerationUuids,
     pub(crate) flags: MdFlags,
@@ -110,10 +109,6 @@ pub struct Engine {
     /// The `CloseDisk` under way (detach, or a Failed disk being closed): at most one, and a
     /// completion for any other is stale.
     pub(crate) closing_disk: Option<IoId>,
-    /// A disk attached while a link existed: what its metadata says (UpToDate, Outdated, …)
-    /// waits here, and the disk reports Negotiating, until the next handshake compares data
-    /// generations (DRBD's D_NEGOTIATING): it must not claim data it may have missed.
-    pub(crate) negotiating: Option<DiskState>,
 }
 
 impl Engine {
@@ -121,11 +116,8 @@ impl Engine {
     pub fn new(cfg: EngineConfig, seed: u64) -> Engine {
         Engine {
             cfg,
-            role: Role::Secondary,
-            peer_role: Role::Unknown,
-            cstate: ConnState::StandAlone,
-            disk: DiskState::Diskless,
-            pdsk: DiskState::DUnknown,
+            st: super::state_change::NodeState::initial(),
+            status_dirty: false,
             usable_bytes: 0,
             uuids: GenerationUuids::default(),
             flags: MdFlags::default(),
@@ -157,7 +149,6 @@ impl Engine {
             last_app_write: None,
             dependency_syncing: false,
             closing_disk: None,
-            negotiating: None,
         }
     }
 
@@ -200,6 +191,9 @@ impl Engine {
         self.retry_drained_admin();
         self.close_failed_disk_when_idle();
         self.announce_state();
+        if std::mem::take(&mut self.status_dirty) {
+            self.emit(Output::StateChanged);
+        }
         #[cfg(debug_assertions)]
         self.check_invariants();
     }
@@ -240,10 +234,16 @@ impl Engine {
         });
     }
 
+    /// What `status` shows changed: publish it at the end of this input.
+    pub(crate) fn status_changed(&mut self) {
+        self.status_dirty = true;
+    }
+
     /// Write dirty bitmap pages, then the superblock, without an admin waiting on them.
-    pub(crate) fn persist_superblock(&mut self) {
-        if self.disk <= DiskState::Failed {
-            return;
+    /// Returns the superblock write (none without a disk).
+    pub(crate) fn persist_superblock(&mut self) -> Option<IoId> {
+        if self.st.disk() <= DiskState::Failed {
+            return None;
         }
         self.sync_flags_from_state();
         self.write_dirty_bitmap_pages();
@@ -254,6 +254,7 @@ impl Engine {
             clean: false,
         };
         self.emit(Output::Meta { io, op });
+        Some(io)
     }
 
     pub(crate) fn alloc_io(&mut self) -> IoId {
@@ -267,19 +268,19 @@ impl Engine {
     }
 
     pub fn role(&self) -> Role {
-        self.role
+        self.st.role()
     }
     pub fn peer_role(&self) -> Role {
-        self.peer_role
+        self.st.peer_role()
     }
     pub fn cstate(&self) -> ConnState {
-        self.cstate
+        self.st.cstate()
     }
     pub fn disk(&self) -> DiskState {
-        self.disk
+        self.st.disk()
     }
     pub fn pdsk(&self) -> DiskState {
-        self.pdsk
+        self.st.pdsk()
     }
     pub fn usable_bytes(&self) -> u64 {
         self.usable_bytes
@@ -316,16 +317,23 @@ impl Engine {
 
     /// May this node serve client I/O now? (DESIGN.md §4 step 1.)
     pub fn can_serve_io(&self) -> Result<(), String> {
-        if self.role != Role::Primary {
+        if self.st.role() != Role::Primary {
             return Err(format!(
                 "resource {} is {} on node {}; promote it with `repadm primary {}`",
-                self.cfg.resource, self.role, self.cfg.node, self.cfg.resource
+                self.cfg.resource,
+                self.st.role(),
+                self.cfg.node,
+                self.cfg.resource
             ));
         }
-        if self.disk != DiskState::UpToDate && !self.serves_via_peer() {
+        if self.st.disk() != DiskState::UpToDate && !self.serves_via_peer() {
             return Err(format!(
                 "resource {} on node {} has no UpToDate data (disk is {}, peer is {} {})",
-                self.cfg.resource, self.cfg.node, self.disk, self.cstate, self.pdsk
+                self.cfg.resource,
+                self.cfg.node,
+                self.st.disk(),
+                self.st.cstate(),
+                self.st.pdsk()
             ));
         }
         Ok(())
@@ -334,23 +342,23 @@ impl Engine {
     /// Recompute the metadata flags from the current state (DRBD's drbd_md_sync rules).
     pub(crate) fn sync_flags_from_state(&mut self) {
         let f = &mut self.flags;
-        if self.disk >= DiskState::Inconsistent {
-            f.set_consistent(self.disk > DiskState::Inconsistent);
-            if self.disk == DiskState::UpToDate {
+        if self.st.disk() >= DiskState::Inconsistent {
+            f.set_consistent(self.st.disk() > DiskState::Inconsistent);
+            if self.st.disk() == DiskState::UpToDate {
                 f.set_was_up_to_date(true);
-            } else if self.disk <= DiskState::Outdated {
+            } else if self.st.disk() <= DiskState::Outdated {
                 f.set_was_up_to_date(false);
             }
         }
-        f.set_primary_ind(self.role == Role::Primary);
-        f.set_connected_ind(self.cstate >= ConnState::Connected);
-        f.set_peer_out_dated(self.pdsk == DiskState::Outdated);
+        f.set_primary_ind(self.st.role() == Role::Primary);
+        f.set_connected_ind(self.st.cstate() >= ConnState::Connected);
+        f.set_peer_out_dated(self.st.pdsk() == DiskState::Outdated);
     }
 
     /// Assertions that must hold after every input (STYLE.md §6).
     pub fn check_invariants(&self) {
         // A Secondary never has client requests in flight.
-        if self.role != Role::Primary {
+        if self.st.role() != Role::Primary {
             assert_eq!(
                 self.requests.in_flight(),
                 0,
@@ -359,39 +367,41 @@ impl Engine {
         }
         // Without a connection the peer's role is unknown.
         if self.link.is_none() {
-            assert_eq!(self.peer_role, Role::Unknown);
+            assert_eq!(self.st.peer_role(), Role::Unknown);
         }
         // Sync states need a link; a link never coexists with StandAlone.
-        if self.cstate >= ConnState::WFReportParams {
-            assert!(self.link.is_some(), "{} without a link", self.cstate);
+        if self.st.cstate() >= ConnState::WFReportParams {
+            assert!(self.link.is_some(), "{} without a link", self.st.cstate());
         }
-        if self.cstate == ConnState::StandAlone {
+        if self.st.cstate() == ConnState::StandAlone {
             assert!(self.link.is_none(), "StandAlone with a link");
         }
         // Resync and verify only run in their states.
         if self.resync.is_some() {
             assert!(
                 matches!(
-                    self.cstate,
+                    self.st.cstate(),
                     ConnState::SyncSource
                         | ConnState::SyncTarget
                         | ConnState::PausedSyncS
                         | ConnState::PausedSyncT
                 ),
                 "resync state in {}",
-                self.cstate
+                self.st.cstate()
             );
         }
         if self.verify.is_some() {
             assert_eq!(
-                self.cstate,
+                self.st.cstate(),
                 ConnState::VerifyS,
                 "verify state in {}",
-                self.cstate
+                self.st.cstate()
             );
         }
-        assert!(self.usable_bytes <= self.local_usable_bytes || self.disk <= DiskState::Failed);
-        if self.disk == DiskState::Diskless {
+        assert!(
+            self.usable_bytes <= self.local_usable_bytes || self.st.disk() <= DiskState::Failed
+        );
+        if self.st.disk() == DiskState::Diskless {
             assert!(self.bitmap.is_none(), "Diskless node holds a bitmap");
         }
         if let Some(b) = &self.bitmap {
@@ -402,10 +412,10 @@ impl Engine {
             );
         }
         // The role bit of the current UUID mirrors the role.
-        if self.disk > DiskState::Diskless && self.uuids.current > 4 {
+        if self.st.disk() > DiskState::Diskless && self.uuids.current > 4 {
             assert_eq!(
                 self.uuids.current & 1 == 1,
-                self.role == Role::Primary,
+                self.st.role() == Role::Primary,
                 "current UUID role bit disagrees with role"
             );
         }

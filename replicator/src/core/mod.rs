@@ -16,6 +16,7 @@ mod requests;
 mod resync;
 pub mod rng;
 pub mod state;
+mod state_change;
 pub mod uuid_compare;
 mod verify;
 

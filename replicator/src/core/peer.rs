@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use super::engine::Engine;
 use super::io::{LinkId, LinkLoss, Output};
 use super::state::{ConnState, DiskState, Role};
+use super::state_change::ChangeSet;
 use super::uuid_compare::{compare, SideUuids, SyncDecision};
 use crate::meta::bitmap::Bitmap;
 use crate::meta::superblock::{GenerationUuids, UUID_JUST_CREATED};
@@ -187,7 +188,7 @@ impl Engine {
         nonce: [u8; auth::NONCE_BYTES],
     ) {
         if !matches!(
-            self.cstate,
+            self.st.cstate(),
             ConnState::WFConnection | ConnState::Unconnected
         ) {
             // A late link after `disconnect`: refuse it.
@@ -195,6 +196,7 @@ impl Engine {
             return;
         }
         tracing::info!(resource = %self.cfg.resource, peer = %peer_node, "Handshake successful: connected to the peer");
+        let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFReportParams));
         let mut l = Link {
             id: link,
             dialer,
@@ -214,7 +216,6 @@ impl Engine {
             ping_sent: None,
             last_sent_state: None,
         };
-        self.cstate = ConnState::WFReportParams;
         if self.cfg.peer.shared_secret.is_some() {
             // Unpredictable per link (the driver reads the OS random source): a nonce derived
             // from a seed would let one observed challenge predict the next and replay answers.
@@ -226,7 +227,6 @@ impl Engine {
             self.link = Some(l);
             self.send_report();
         }
-        self.emit(Output::StateChanged);
     }
 
     /// Params, sizes, UUIDs, state and our bitmap: everything the peer needs to decide.
@@ -305,11 +305,11 @@ impl Engine {
     /// The disk state the peer is told: while an attached disk negotiates, the state its
     /// metadata gives, which the handshake compares (the peer decides with it, as we do).
     fn reported_disk(&self) -> DiskState {
-        self.negotiating.unwrap_or(self.disk)
+        self.st.reported_disk()
     }
 
     pub(crate) fn send_state(&mut self) {
-        let state = (self.role, self.reported_disk());
+        let state = (self.st.role(), self.reported_disk());
         if let Some(l) = self.link.as_mut() {
             l.last_sent_state = Some(state);
         }
@@ -323,7 +323,7 @@ impl Engine {
     /// After every input: tell the peer if our role or disk changed.
     pub(crate) fn announce_state(&mut self) {
         let changed = self.link.as_ref().is_some_and(|l| {
-            l.sent_report && l.last_sent_state != Some((self.role, self.reported_disk()))
+            l.sent_report && l.last_sent_state != Some((self.st.role(), self.reported_disk()))
         });
         if changed {
             self.send_state();
@@ -348,56 +348,44 @@ impl Engine {
     /// Tear the link down: what the peer may have missed goes into the bitmap, a Primary starts
     /// a new data generation, and the node either reconnects or goes StandAlone.
     pub(crate) fn lose_link(&mut self, via: ConnState, why: &str, after: After) {
+        let standalone = ChangeSet::new().cstate(ConnState::StandAlone);
         let Some(l) = self.link.take() else {
-            if after == After::StandAlone && self.cstate != ConnState::StandAlone {
-                self.cstate = ConnState::StandAlone;
+            if after == After::StandAlone && self.st.cstate() != ConnState::StandAlone {
+                let _ = self.change_state(standalone.why(why));
                 self.emit(Output::Disconnect);
-                self.emit(Output::StateChanged);
             }
             return;
         };
-        let was = self.cstate;
-        match after {
-            After::Reconnect => {
-                tracing::warn!(resource = %self.cfg.resource, peer = %l.peer_node, "conn( {was} -> {via} ): {why}")
-            }
-            After::StandAlone => {
-                tracing::error!(resource = %self.cfg.resource, peer = %l.peer_node, "conn( {was} -> {via} -> StandAlone ): {why}")
-            }
-        }
         self.emit(Output::CloseLink { link: l.id });
         self.fail_peer_requests();
         self.abort_resync();
         self.abort_verify();
         self.peer_rx_reset();
-        self.peer_role = Role::Unknown;
-        if self.pdsk != DiskState::Outdated {
-            self.pdsk = DiskState::DUnknown;
+        let primary_lost_peer =
+            self.st.cstate() >= ConnState::Connected && self.st.role() == Role::Primary;
+        if primary_lost_peer && self.st.disk() == DiskState::UpToDate && self.uuids.bitmap == 0 {
+            let v = self.rng.uuid();
+            self.uuids.new_current(v, true);
         }
         self.usable_bytes = self.local_usable_bytes;
+        // Whatever the UUIDs say, the bits just set for the writes the peer may have missed
+        // must survive a crash of this node.
+        let why = format!("{why} (peer {})", l.peer_node);
+        let _ = self.change_state(ChangeSet::new().cstate(via).why(why).persist());
         if let Some((id, force)) = self.pending_primary.take() {
             // The peer is gone, so nobody can object to the promotion any more.
             self.finish_primary(id, force);
         }
-        let primary_lost_peer = was >= ConnState::Connected && self.role == Role::Primary;
-        if primary_lost_peer && self.disk == DiskState::UpToDate && self.uuids.bitmap == 0 {
-            let v = self.rng.uuid();
-            self.uuids.new_current(v, true);
-        }
-        // Whatever the UUIDs say, the bits just set for the writes the peer may have missed
-        // must survive a crash of this node.
-        self.persist_superblock();
         match after {
             After::Reconnect => {
-                self.cstate = ConnState::WFConnection;
+                let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFConnection));
                 self.emit(Output::Connect);
             }
             After::StandAlone => {
-                self.cstate = ConnState::StandAlone;
+                let _ = self.change_state(standalone);
                 self.emit(Output::Disconnect);
             }
         }
-        self.emit(Output::StateChanged);
     }
 
     pub(crate) fn protocol_error(&mut self, why: String) {
@@ -631,11 +619,13 @@ impl Engine {
             }
             self.uuids.current = g.current & !1;
             self.uuids.bitmap = 0;
-            self.disk = DiskState::UpToDate;
-            self.pdsk = DiskState::UpToDate;
-            tracing::info!(resource = %self.cfg.resource, "peer skipped the initial sync: both sides UpToDate");
-            self.persist_superblock();
-            self.emit(Output::StateChanged);
+            let _ = self.change_state(
+                ChangeSet::new()
+                    .disk(DiskState::UpToDate)
+                    .pdsk(DiskState::UpToDate)
+                    .why("peer skipped the initial sync: both sides UpToDate")
+                    .persist(),
+            );
         }
     }
 
@@ -652,17 +642,16 @@ impl Engine {
             self.try_decide();
             return;
         }
-        let had_disk = self.pdsk >= DiskState::Inconsistent;
-        let was_primary = self.peer_role == Role::Primary;
-        self.peer_role = role;
-        self.pdsk = disk;
+        let had_disk = self.st.pdsk() >= DiskState::Inconsistent;
+        let was_primary = self.st.peer_role() == Role::Primary;
+        let _ = self.change_state(ChangeSet::new().peer_role(role).pdsk(disk));
         if !had_disk && disk < DiskState::Inconsistent && !was_primary && role == Role::Primary {
             // A Diskless peer was promoted: its writes will exist only here from now on
             // (DRBD's after_state_ch starts a new current UUID for this case).
             self.peer_lost_disk(role);
         }
         if had_disk && disk < DiskState::Inconsistent {
-            if self.cstate > ConnState::Connected {
+            if self.st.cstate() > ConnState::Connected {
                 self.lose_link(
                     ConnState::Disconnecting,
                     "peer's disk failed during a resync or verify; reconnecting",
@@ -675,7 +664,8 @@ impl Engine {
             self.fail_peer_requests();
             self.peer_lost_disk(role);
         }
-        if self.role == Role::Primary && role == Role::Primary && !self.cfg.allow_two_primaries {
+        if self.st.role() == Role::Primary && role == Role::Primary && !self.cfg.allow_two_primaries
+        {
             self.lose_link(
                 ConnState::Disconnecting,
                 "both nodes are Primary and allow-two-primaries is off",
@@ -683,19 +673,20 @@ impl Engine {
             );
             return;
         }
-        if matches!(self.cstate, ConnState::SyncSource | ConnState::PausedSyncS)
-            && disk == DiskState::UpToDate
+        if matches!(
+            self.st.cstate(),
+            ConnState::SyncSource | ConnState::PausedSyncS
+        ) && disk == DiskState::UpToDate
         {
             self.finish_sync_source();
         }
-        if self.disk == DiskState::UpToDate
+        if self.st.disk() == DiskState::UpToDate
             && disk == DiskState::UpToDate
             && self.flags.crashed_primary()
         {
             self.flags.set_crashed_primary(false);
             self.persist_superblock();
         }
-        self.emit(Output::StateChanged);
     }
 
     fn on_bitmap(&mut self, start: u64, rle: Vec<u8>, last: bool) {
@@ -718,11 +709,14 @@ impl Engine {
             l.peer_bitmap = Some(blob.clone());
             if !l.decided {
                 self.try_decide();
-            } else if matches!(self.cstate, ConnState::WFSyncUUID | ConnState::Connected) {
+            } else if matches!(
+                self.st.cstate(),
+                ConnState::WFSyncUUID | ConnState::Connected
+            ) {
                 // Bits the source set after its first report (writes during the handshake).
                 self.merge_peer_bitmap(&blob, false);
             } else {
-                self.protocol_error(format!("bitmap while {}", self.cstate));
+                self.protocol_error(format!("bitmap while {}", self.st.cstate()));
             }
         }
     }
@@ -748,14 +742,20 @@ impl Engine {
         if let Some(l) = self.link.as_mut() {
             l.decided = true;
         }
-        if let Some(state) = self.negotiating.take() {
-            // The attached disk's own state takes part in this handshake, which decides.
-            self.disk = state;
-        }
-        self.peer_role = prole;
-        self.pdsk = pdisk;
+        // The attached disk's own state takes part in this handshake, which decides.
+        let disk = self.st.reported_disk();
+        let _ = self.change_state(
+            ChangeSet::new()
+                .disk(disk)
+                .negotiating(None)
+                .peer_role(prole)
+                .pdsk(pdisk),
+        );
         // The smaller device wins, as in DRBD; a Diskless side has no say.
-        self.usable_bytes = match (self.disk <= DiskState::Failed, pdisk <= DiskState::Failed) {
+        self.usable_bytes = match (
+            self.st.disk() <= DiskState::Failed,
+            pdisk <= DiskState::Failed,
+        ) {
             (false, false) if peer_usable == 0 => {
                 self.protocol_error("peer reported a size of 0 with a disk attached".into());
                 return;
@@ -765,18 +765,17 @@ impl Engine {
             (false, true) => self.local_usable_bytes,
             (true, true) => 0,
         };
-        if self.disk <= DiskState::Failed || pdisk <= DiskState::Failed {
-            self.cstate = ConnState::Connected;
+        if self.st.disk() <= DiskState::Failed || pdisk <= DiskState::Failed {
+            let _ = self.change_state(ChangeSet::new().cstate(ConnState::Connected));
             if pdisk <= DiskState::Failed {
                 self.peer_lost_disk(prole);
             }
-            self.emit(Output::StateChanged);
             return;
         }
         let me = SideUuids {
             uuids: self.uuids,
             crashed_primary: self.flags.crashed_primary(),
-            primary: self.role == Role::Primary,
+            primary: self.st.role() == Role::Primary,
         };
         let peer = SideUuids {
             uuids: pu,
@@ -786,7 +785,7 @@ impl Engine {
         let (mut decision, rule) = compare(&me, &peer, !dialer);
         tracing::info!(resource = %self.cfg.resource, peer = %peer_node, "uuid_compare()={decision:?} by rule {rule}");
         // An Inconsistent side never wins against a consistent one.
-        let me_inc = self.disk == DiskState::Inconsistent;
+        let me_inc = self.st.disk() == DiskState::Inconsistent;
         let peer_inc = pdisk == DiskState::Inconsistent;
         let was_full = |d: SyncDecision| {
             matches!(
@@ -857,11 +856,10 @@ impl Engine {
                 if bits > 0 {
                     tracing::info!(resource = %self.cfg.resource, "No resync, but {bits} bits in bitmap!");
                 }
-                self.cstate = ConnState::Connected;
-                self.emit(Output::StateChanged);
+                let _ = self.change_state(ChangeSet::new().cstate(ConnState::Connected));
             }
             SyncDecision::Source { full } => {
-                if self.disk <= DiskState::Inconsistent {
+                if self.st.disk() <= DiskState::Inconsistent {
                     self.lose_link(
                         ConnState::Disconnecting,
                         "I shall become SyncSource, but I am inconsistent!",
@@ -873,8 +871,8 @@ impl Engine {
                 self.start_sync_source(full);
             }
             SyncDecision::Target { full } => {
-                if self.role == Role::Primary
-                    && self.disk >= DiskState::Consistent
+                if self.st.role() == Role::Primary
+                    && self.st.disk() >= DiskState::Consistent
                     && self.cfg.peer.rr_conflict != RrConflict::Violently
                 {
                     if self.cfg.peer.rr_conflict == RrConflict::CallPriLost {
@@ -888,10 +886,12 @@ impl Engine {
                     return;
                 }
                 self.merge_peer_bitmap(&pbm, full);
-                self.disk = DiskState::Inconsistent;
-                self.cstate = ConnState::WFSyncUUID;
-                self.persist_superblock();
-                self.emit(Output::StateChanged);
+                let _ = self.change_state(
+                    ChangeSet::new()
+                        .disk(DiskState::Inconsistent)
+                        .cstate(ConnState::WFSyncUUID)
+                        .persist(),
+                );
             }
         }
     }
@@ -936,7 +936,7 @@ impl Engine {
         let s = &self.cfg.peer;
         let facts = super::after_sb::SplitFacts {
             node: &self.cfg.node,
-            role: self.role,
+            role: self.st.role(),
             peer_role,
             self_was_primary: self.uuids.bitmap & 1 == 1,
             peer_was_primary: peer_uuids.bitmap & 1 == 1,
@@ -945,7 +945,8 @@ impl Engine {
             resolve_conflicts,
             can_demote: self.open_clients == 0 && self.requests.in_flight() == 0,
         };
-        let primaries = u8::from(self.role == Role::Primary) + u8::from(peer_role == Role::Primary);
+        let primaries =
+            u8::from(self.st.role() == Role::Primary) + u8::from(peer_role == Role::Primary);
         let verdict =
             super::after_sb::recover(&s.after_sb_0pri, s.after_sb_1pri, s.after_sb_2pri, &facts)?;
         if verdict == super::after_sb::SbVerdict::PriLost {
@@ -963,10 +964,8 @@ impl Engine {
         }
         if verdict == (super::after_sb::SbVerdict::Target { demote: true }) {
             tracing::warn!(resource = %self.cfg.resource, "split brain lost as Primary (call-pri-lost-after-sb): demoting to Secondary");
-            self.role = Role::Secondary;
             self.uuids.current &= !1;
-            self.persist_superblock();
-            self.emit(Output::StateChanged);
+            let _ = self.change_state(ChangeSet::new().role(Role::Secondary).persist());
         }
         Some(if source {
             SyncDecision::Source { full }
@@ -1039,7 +1038,7 @@ impl Engine {
         let we_hold_conflicts = self.link.as_ref().is_some_and(|l| !l.dialer);
         let (ok, reason) = if self.cfg.allow_two_primaries {
             (true, String::new())
-        } else if self.role == Role::Primary {
+        } else if self.st.role() == Role::Primary {
             (false, format!("peer {} is Primary", self.cfg.node))
         } else if self.pending_primary.is_some() && we_hold_conflicts {
             (

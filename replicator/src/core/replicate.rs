@@ -296,13 +296,14 @@ impl Engine {
                     bm.set_range(start, len);
                 }
             }
-            if self.disk <= DiskState::Failed {
+            if self.st.disk() <= DiskState::Failed {
                 // No local copy either: the write exists nowhere.
                 let e = ClientError {
                     nbd_errno: nbd_errno::EIO,
                     message: format!(
                         "resource {}: the peer failed to write and there is no local disk ({})",
-                        self.cfg.resource, self.disk
+                        self.cfg.resource,
+                        self.st.disk()
                     ),
                 };
                 if let Some(r) = self.requests.reqs.get_mut(&id) {
@@ -387,7 +388,7 @@ impl Engine {
     /// or failed) our own size is gone but requests the peer sent before it learned that are
     /// still legitimate: they are checked against the agreed size and answered with NegAck.
     fn peer_io_limit(&self) -> u64 {
-        if self.disk <= DiskState::Failed {
+        if self.st.disk() <= DiskState::Failed {
             self.usable_bytes.max(self.local_usable_bytes)
         } else {
             self.local_usable_bytes
@@ -459,7 +460,7 @@ impl Engine {
             // The application writes through our peer: the resync controller backs off.
             self.last_app_write = self.last_now;
         }
-        if self.disk <= DiskState::Failed {
+        if self.st.disk() <= DiskState::Failed {
             match kind {
                 RxKind::App { id } => self.send(Packet::NegAck { id }),
                 RxKind::Resync { id } => self.send(Packet::RsNegAck {
@@ -543,8 +544,8 @@ impl Engine {
     /// A replicated write lands only on our disk: the peer is Diskless.
     fn only_copy_here(&self, kind: RxKind) -> bool {
         matches!(kind, RxKind::App { .. })
-            && self.pdsk < DiskState::Inconsistent
-            && self.disk > DiskState::Failed
+            && self.st.pdsk() < DiskState::Inconsistent
+            && self.st.disk() > DiskState::Failed
     }
 
     fn check_barriers(&mut self) {
@@ -577,7 +578,7 @@ impl Engine {
                 (RxKind::App { id }, Ok(_)) => {
                     self.counters.nr_kib += len / 1024;
                     self.counters.dw_kib += len / 1024;
-                    if self.pdsk < DiskState::Inconsistent {
+                    if self.st.pdsk() < DiskState::Inconsistent {
                         // A Diskless Primary's writes exist only here.
                         if let Some(bm) = self.bitmap.as_mut() {
                             bm.set_range(w.start, len);

@@ -142,7 +142,7 @@ pub(crate) fn extents_of(start: u64, end: u64) -> std::ops::RangeInclusive<u64> 
 impl Engine {
     pub(crate) fn client_request(&mut self, req: ReqId, op: ClientOp) {
         if let Err(message) = self.can_serve_io() {
-            let nbd_errno = if self.role == super::state::Role::Primary {
+            let nbd_errno = if self.st.role() == super::state::Role::Primary {
                 nbd_errno::EIO
             } else {
                 nbd_errno::ESHUTDOWN
@@ -227,7 +227,7 @@ impl Engine {
         };
         // Without a usable disk there is no local write to cover (a Failed disk's AL may not
         // even be writable any more).
-        if self.disk > DiskState::Failed {
+        if self.st.disk() > DiskState::Failed {
             let mut held = std::mem::take(&mut r.al_held);
             let gate = self.al_acquire(&mut held, start, len);
             let stage = match gate {
@@ -365,12 +365,12 @@ impl Engine {
     /// Whether replicated writes currently reach the peer's disk (else: set bitmap bits).
     pub(crate) fn peer_gets_writes(&self) -> bool {
         self.link_ready()
-            && self.cstate >= ConnState::Connected
-            && self.pdsk >= DiskState::Inconsistent
+            && self.st.cstate() >= ConnState::Connected
+            && self.st.pdsk() >= DiskState::Inconsistent
     }
 
     fn submit(&mut self, req: ReqId, op: ClientOp) {
-        if self.disk <= DiskState::Failed {
+        if self.st.disk() <= DiskState::Failed {
             self.submit_without_disk(req, op);
             return;
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::engine::Engine;
 use super::io::{HashAlg, IoFailure, IoId, Output, PeerDiskOp};
 use super::state::{ConnState, DiskState, Role};
+use super::state_change::ChangeSet;
 use super::verify::Aux;
 use crate::digest::Digests;
 use crate::meta::bitmap::Bitmap;
@@ -101,28 +102,33 @@ impl Engine {
     pub(crate) fn start_sync_source(&mut self, full: bool) {
         let v = self.rng.uuid();
         let sync_uuid = self.uuids.start_sync_source(v);
-        self.cstate = ConnState::SyncSource;
-        self.pdsk = DiskState::Inconsistent;
+        let _ = self.change_state(
+            ChangeSet::new()
+                .cstate(ConnState::SyncSource)
+                .pdsk(DiskState::Inconsistent),
+        );
         self.begin_resync("SyncSource");
         // Our final bitmap first: writes during the handshake set bits after our report.
         self.send_bitmap();
         self.send(Packet::SyncStart { source: true, full });
         self.send(Packet::SyncUuid { uuid: sync_uuid });
-        self.emit(Output::StateChanged);
     }
 
     pub(crate) fn on_sync_start(&mut self, now: Instant, peer_is_source: bool, full: bool) {
         if peer_is_source {
-            if !matches!(self.cstate, ConnState::WFSyncUUID | ConnState::Connected)
-                || self.disk <= DiskState::Failed
+            if !matches!(
+                self.st.cstate(),
+                ConnState::WFSyncUUID | ConnState::Connected
+            ) || self.st.disk() <= DiskState::Failed
             {
                 self.protocol_error(format!(
                     "peer starts a resync while we are {} / {}",
-                    self.cstate, self.disk
+                    self.st.cstate(),
+                    self.st.disk()
                 ));
                 return;
             }
-            if self.role == Role::Primary && self.disk >= DiskState::Consistent {
+            if self.st.role() == Role::Primary && self.st.disk() >= DiskState::Consistent {
                 self.protocol_error("peer wants to overwrite a Primary with UpToDate data".into());
                 return;
             }
@@ -131,17 +137,20 @@ impl Engine {
                     bm.set_all();
                 }
             }
-            self.disk = DiskState::Inconsistent;
-            self.cstate = ConnState::WFSyncUUID;
-            self.emit(Output::StateChanged);
+            let _ = self.change_state(
+                ChangeSet::new()
+                    .disk(DiskState::Inconsistent)
+                    .cstate(ConnState::WFSyncUUID),
+            );
             let _ = now;
             return;
         }
         // The peer invalidated itself and asks us to be its source.
-        if self.cstate != ConnState::Connected || self.disk != DiskState::UpToDate {
+        if self.st.cstate() != ConnState::Connected || self.st.disk() != DiskState::UpToDate {
             self.protocol_error(format!(
                 "peer asks for a full sync but we are {} / {}",
-                self.cstate, self.disk
+                self.st.cstate(),
+                self.st.disk()
             ));
             return;
         }
@@ -152,24 +161,23 @@ impl Engine {
     }
 
     pub(crate) fn on_sync_uuid(&mut self, now: Instant, uuid: u64) {
-        if self.cstate != ConnState::WFSyncUUID {
-            self.protocol_error(format!("SyncUuid while {}", self.cstate));
+        if self.st.cstate() != ConnState::WFSyncUUID {
+            self.protocol_error(format!("SyncUuid while {}", self.st.cstate()));
             return;
         }
         self.uuids.set_no_history(UuidIndex::Current, uuid, false);
         self.uuids.bitmap = 0;
-        self.cstate = ConnState::SyncTarget;
+        let _ = self.change_state(ChangeSet::new().cstate(ConnState::SyncTarget));
         self.emit(Output::Handler {
             name: "before-resync-target",
         });
         self.begin_resync("SyncTarget");
-        self.emit(Output::StateChanged);
         self.pump_resync(now);
     }
 
     /// SyncTarget: keep the window full within the rate limit; finish when no bit is left.
     pub(crate) fn pump_resync(&mut self, now: Instant) {
-        if self.cstate != ConnState::SyncTarget {
+        if self.st.cstate() != ConnState::SyncTarget {
             // Paused (PausedSyncT) or not a target: nothing to ask for.
             return;
         }
@@ -253,7 +261,10 @@ impl Engine {
 
     /// A resync reply (data or "in sync") must lie inside a request still in flight.
     fn rs_reply_fits(&self, id: u64, offset: u64, len: u64) -> bool {
-        let target = matches!(self.cstate, ConnState::SyncTarget | ConnState::PausedSyncT);
+        let target = matches!(
+            self.st.cstate(),
+            ConnState::SyncTarget | ConnState::PausedSyncT
+        );
         let req = self
             .resync
             .as_ref()
@@ -357,23 +368,29 @@ impl Engine {
         self.resync = None;
         // Adopt the source's generation (drbd_resync_finished): our sync UUID goes to history.
         if let Some((peer, _)) = self.link.as_ref().and_then(|l| l.peer_uuids) {
-            let primary = self.role == Role::Primary;
+            let primary = self.st.role() == Role::Primary;
             let own = self.uuids.current;
             self.uuids.set(UuidIndex::Bitmap, own & !1, primary);
             self.uuids
                 .set_no_history(UuidIndex::Current, peer.current, primary);
             self.uuids.clear_bitmap_uuid();
         }
-        self.disk = DiskState::UpToDate;
-        self.cstate = ConnState::Connected;
-        self.persist_superblock();
-        tracing::info!(resource = %self.cfg.resource, "Resync done (total {secs} sec; {} K/sec)", kib / secs.max(1));
+        let done = format!(
+            "Resync done (total {secs} sec; {} K/sec)",
+            kib / secs.max(1)
+        );
+        let _ = self.change_state(
+            ChangeSet::new()
+                .disk(DiskState::UpToDate)
+                .cstate(ConnState::Connected)
+                .why(done)
+                .persist(),
+        );
         self.emit(Output::Handler {
             name: "after-resync-target",
         });
         self.send_uuids(0);
         self.send_state();
-        self.emit(Output::StateChanged);
     }
 
     pub(crate) fn finish_sync_source(&mut self) {
@@ -383,11 +400,13 @@ impl Engine {
         }
         self.resync = None;
         self.uuids.clear_bitmap_uuid();
-        self.cstate = ConnState::Connected;
-        self.pdsk = DiskState::UpToDate;
-        self.persist_superblock();
-        tracing::info!(resource = %self.cfg.resource, "Resync done as SyncSource");
-        self.emit(Output::StateChanged);
+        let _ = self.change_state(
+            ChangeSet::new()
+                .cstate(ConnState::Connected)
+                .pdsk(DiskState::UpToDate)
+                .why("Resync done as SyncSource")
+                .persist(),
+        );
     }
 
     /// SyncSource: read the block (after any overlapping client write) and send it.
@@ -399,7 +418,7 @@ impl Engine {
             self.protocol_error(format!("resync request {offset}+{len} is invalid"));
             return;
         }
-        if self.disk < DiskState::UpToDate {
+        if self.st.disk() < DiskState::UpToDate {
             self.send(Packet::RsNegAck { id, offset, len });
             return;
         }
@@ -529,7 +548,10 @@ impl Engine {
 
     /// SyncSource: the target has the block (or could not write it).
     pub(crate) fn on_rs_ack(&mut self, _now: Instant, _id: u64, offset: u64, len: u32, ok: bool) {
-        if !matches!(self.cstate, ConnState::SyncSource | ConnState::PausedSyncS) {
+        if !matches!(
+            self.st.cstate(),
+            ConnState::SyncSource | ConnState::PausedSyncS
+        ) {
             return;
         }
         if ok {
@@ -554,7 +576,7 @@ impl Engine {
     ) -> Result<Option<String>, super::refusal::Refusal> {
         let Some(rs) = self.resync.as_mut() else {
             return Err(super::refusal::Refusal::NoResync {
-                cstate: self.cstate,
+                cstate: self.st.cstate(),
             });
         };
         match reason {
@@ -563,9 +585,12 @@ impl Engine {
             PauseReason::After => rs.paused_after = paused,
         }
         self.apply_pause(now);
-        let paused_now = matches!(self.cstate, ConnState::PausedSyncS | ConnState::PausedSyncT);
+        let paused_now = matches!(
+            self.st.cstate(),
+            ConnState::PausedSyncS | ConnState::PausedSyncT
+        );
         Ok(Some(if paused_now {
-            format!("resync paused ({})", self.cstate)
+            format!("resync paused ({})", self.st.cstate())
         } else {
             "resync resumed".into()
         }))
@@ -582,7 +607,7 @@ impl Engine {
             rs.told_peer = local;
             local
         });
-        let next = match self.cstate {
+        let next = match self.st.cstate() {
             ConnState::SyncSource | ConnState::PausedSyncS if pause => ConnState::PausedSyncS,
             ConnState::SyncSource | ConnState::PausedSyncS => ConnState::SyncSource,
             ConnState::SyncTarget | ConnState::PausedSyncT if pause => ConnState::PausedSyncT,
@@ -592,10 +617,7 @@ impl Engine {
         if let Some(paused) = tell {
             self.send(Packet::SyncPause { paused });
         }
-        if next != self.cstate {
-            self.cstate = next;
-            self.emit(Output::StateChanged);
-        }
+        let _ = self.change_state(ChangeSet::new().cstate(next));
         self.pump_resync(now);
     }
 
@@ -622,7 +644,7 @@ impl Engine {
 
     /// When the rate limit lets the SyncTarget ask for more (only while it may ask).
     pub(crate) fn resync_wake(&self) -> Option<Instant> {
-        if self.cstate != ConnState::SyncTarget {
+        if self.st.cstate() != ConnState::SyncTarget {
             return None;
         }
         self.resync.as_ref().and_then(|r| r.wake)

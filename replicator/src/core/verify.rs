@@ -10,6 +10,7 @@ use super::engine::Engine;
 use super::io::{HashAlg, IoId, LinkId, Output, PeerDiskOp};
 use super::refusal::Refusal;
 use super::state::{ConnState, DiskState};
+use super::state_change::ChangeSet;
 use crate::digest::Digests;
 use crate::wire::Packet;
 
@@ -61,19 +62,19 @@ fn alg_of(alg: Option<HashAlg>) -> Result<HashAlg, Refusal> {
 
 impl Engine {
     pub(crate) fn cmd_verify(&mut self) -> Result<Option<String>, Refusal> {
-        if self.cstate != ConnState::Connected {
+        if self.st.cstate() != ConnState::Connected {
             return Err(Refusal::NeedConnection {
-                cstate: self.cstate,
+                cstate: self.st.cstate(),
             });
         }
-        if self.disk != DiskState::UpToDate || self.pdsk != DiskState::UpToDate {
+        if self.st.disk() != DiskState::UpToDate || self.st.pdsk() != DiskState::UpToDate {
             return Err(Refusal::NoUpToDateDisk {
-                disk: self.disk,
-                pdsk: self.pdsk,
+                disk: self.st.disk(),
+                pdsk: self.st.pdsk(),
             });
         }
         let alg = alg_of(self.cfg.peer.verify_alg)?;
-        self.cstate = ConnState::VerifyS;
+        let _ = self.change_state(ChangeSet::new().cstate(ConnState::VerifyS));
         self.verify = Some(Verify {
             alg,
             next: 0,
@@ -84,7 +85,7 @@ impl Engine {
             started: self.last_now,
         });
         tracing::info!(resource = %self.cfg.resource, "Online verify started ({} bytes, {:?})", self.usable_bytes, alg);
-        self.emit(Output::StateChanged);
+        self.status_changed();
         self.pump_verify();
         Ok(Some("online verify started".into()))
     }
@@ -135,7 +136,7 @@ impl Engine {
             .started
             .zip(self.last_now)
             .map_or(0, |(s, n)| n.saturating_duration_since(s).as_secs());
-        self.cstate = ConnState::Connected;
+        let _ = self.change_state(ChangeSet::new().cstate(ConnState::Connected));
         tracing::info!(
             resource = %self.cfg.resource,
             "Online verify done (total {secs} sec; {} K/sec); found {} 4k block out of sync",
@@ -147,7 +148,7 @@ impl Engine {
             oos_blocks: v.found,
         });
         self.persist_superblock();
-        self.emit(Output::StateChanged);
+        self.status_changed();
     }
 
     /// Read `len` bytes at `offset` for `aux`; the data then goes to the hashing pool.
@@ -233,9 +234,8 @@ impl Engine {
             self.protocol_error("peer started online verify but verify-alg is not set here".into());
             return;
         }
-        if self.cstate == ConnState::Connected {
-            self.cstate = ConnState::VerifyT;
-            self.emit(Output::StateChanged);
+        if self.st.cstate() == ConnState::Connected {
+            let _ = self.change_state(ChangeSet::new().cstate(ConnState::VerifyT));
         }
         let Some(link) = self.link_id() else { return };
         self.aux_read(
@@ -318,13 +318,13 @@ impl Engine {
     }
 
     pub(crate) fn on_ov_done(&mut self, oos_blocks: u64) {
-        if self.cstate == ConnState::VerifyT {
-            self.cstate = ConnState::Connected;
+        if self.st.cstate() == ConnState::VerifyT {
+            let _ = self.change_state(ChangeSet::new().cstate(ConnState::Connected));
         }
         self.last_verify_oos = Some(oos_blocks);
         tracing::info!(resource = %self.cfg.resource, "Online verify done on the peer; found {oos_blocks} 4k block out of sync");
         self.persist_superblock();
-        self.emit(Output::StateChanged);
+        self.status_changed();
     }
 
     pub(crate) fn abort_verify(&mut self) {
