@@ -6,6 +6,7 @@
 
 use super::engine::{Engine, PendingAdmin};
 use super::io::{AdminCmd, AdminId, AttachInfo, IoId, IoResult, MetaOpKind, Output};
+use super::io_table::IoOwner;
 use super::peer::After;
 use super::refusal::Refusal;
 use super::state::{ConnState, DiskState, Role};
@@ -32,7 +33,7 @@ impl Engine {
                 Some(now) => self.set_sync_paused(
                     now,
                     cmd == AdminCmd::PauseSync,
-                    super::resync::PauseReason::User,
+                    super::resync_state::PauseReason::User,
                 ),
                 None => Err(Refusal::NoResync {
                     cstate: self.st.cstate(),
@@ -57,9 +58,7 @@ impl Engine {
     /// without a disk the state lives in memory only, as in DRBD).
     fn reply_when_durable(&mut self, id: AdminId, message: String, io: Option<IoId>) {
         match io {
-            Some(io) => {
-                self.admin_waiting.insert(io, PendingAdmin { id, message });
-            }
+            Some(io) => self.ios.wait_for(io, PendingAdmin { id, message }),
             None => self.emit(Output::AdminReply {
                 id,
                 result: Ok(message),
@@ -172,22 +171,20 @@ impl Engine {
             return Err(Refusal::AttachWhilePrimary);
         }
         let _ = self.change_state(ChangeSet::new().disk(DiskState::Attaching));
-        let io = self.alloc_io();
+        let admin = PendingAdmin {
+            id,
+            message: "attached".into(),
+        };
+        let io = self.ios.start(IoOwner::OpenDisk { admin });
         self.emit(Output::OpenDisk { io });
-        self.admin_waiting.insert(
-            io,
-            PendingAdmin {
-                id,
-                message: "attached".into(),
-            },
-        );
         Ok(None)
     }
 
-    pub(crate) fn disk_opened(&mut self, io: IoId, result: Result<Box<AttachInfo>, String>) {
-        let Some(pending) = self.admin_waiting.remove(&io) else {
-            return;
-        };
+    pub(crate) fn disk_opened(
+        &mut self,
+        pending: PendingAdmin,
+        result: Result<Box<AttachInfo>, String>,
+    ) {
         if self.st.disk() != DiskState::Attaching {
             // An open that no longer belongs to the current state: drop it.
             self.emit(Output::AdminReply {
@@ -283,7 +280,7 @@ impl Engine {
 
     /// Persist everything and close the backing device; `id` is answered when closed.
     pub(crate) fn close_disk(&mut self, id: Option<AdminId>) {
-        if self.closing_disk.is_some() {
+        if self.ios.closing() {
             // Already closing (a Failed disk, or an earlier detach): one close is enough.
             if let Some(id) = id {
                 self.emit(Output::AdminReply {
@@ -297,42 +294,35 @@ impl Engine {
         self.write_dirty_bitmap_pages();
         // With writes still in flight (`detach --force`, SIGTERM under load) the activity log
         // must be replayed on the next attach: only an idle disk closes clean.
-        let clean = self.local_io_idle();
+        let clean = self.ios.data_device_idle();
         if !clean {
             tracing::warn!(resource = %self.cfg.resource, "closing the disk with I/O in flight: the activity log will be replayed on the next attach");
         }
-        let io = self.alloc_io();
+        let io = self.ios.start(IoOwner::Meta { admin: None });
         let op = MetaOpKind::Superblock {
             uuids: self.uuids,
             flags: self.flags,
             clean,
         };
         self.emit(Output::Meta { io, op });
-        let io = self.alloc_io();
-        self.closing_disk = Some(io);
+        let admin = id.map(|id| PendingAdmin {
+            id,
+            message: "detached".into(),
+        });
+        let io = self.ios.start(IoOwner::CloseDisk { admin });
         self.emit(Output::CloseDisk { io });
-        if let Some(id) = id {
-            self.admin_waiting.insert(
-                io,
-                PendingAdmin {
-                    id,
-                    message: "detached".into(),
-                },
-            );
-        }
     }
 
-    pub(crate) fn disk_closed(&mut self, io: IoId) {
-        if self.closing_disk != Some(io) {
-            return;
-        }
-        self.closing_disk = None;
+    pub(crate) fn disk_closed(&mut self, admin: Option<PendingAdmin>) {
         let _ = self.change_state(ChangeSet::new().disk(DiskState::Diskless));
         self.bitmap = None;
         self.al = None;
         // References into the activity log that is gone; writes that waited for one of its
         // slots go on without it (through the peer).
-        self.repl.al_parked.clear();
+        self.tl.forget_extents();
+        self.requests.forget_extents();
+        self.rx.forget_extents();
+        self.al_writing.clear();
         self.announce_state();
         self.retry_al_waiters();
         // Connected, the device keeps the peer's size: a Diskless Primary serves through it.
@@ -344,7 +334,7 @@ impl Engine {
             .unwrap_or(0);
         self.local_usable_bytes = 0;
         self.status_changed();
-        if let Some(p) = self.admin_waiting.remove(&io) {
+        if let Some(p) = admin {
             self.emit(Output::AdminReply {
                 id: p.id,
                 result: Ok(p.message),
@@ -428,7 +418,7 @@ impl Engine {
             {
                 self.uuids.bitmap = 0;
                 skip = skip.disk(DiskState::UpToDate).pdsk(DiskState::UpToDate);
-                self.send_uuids(super::peer::UUID_FLAG_SKIP_INITIAL_SYNC);
+                self.send_uuids(super::handshake::UUID_FLAG_SKIP_INITIAL_SYNC);
             }
         }
         let io = self.change_state(skip.persist());
@@ -497,24 +487,21 @@ impl Engine {
         ))
     }
 
-    /// Metadata write completions: activity log first, then admin replies waiting on them.
-    pub(crate) fn meta_done(&mut self, io: IoId, result: IoResult) {
-        if self.al_done(io, &result) {
-            return;
+    /// A superblock or bitmap write completed; an admin reply may have waited for it.
+    pub(crate) fn meta_done(&mut self, admin: Option<PendingAdmin>, result: IoResult) {
+        if let Err(e) = &result {
+            tracing::error!(resource = %self.cfg.resource, "metadata write failed: {}", e.message);
+            // Metadata I/O errors always detach, whatever on-io-error says (DRBD), also when
+            // an admin command waited for this write.
+            let what = format!("metadata write: {}", e.message);
+            self.fail_disk(&what);
         }
-        let Some(p) = self.admin_waiting.remove(&io) else {
-            if let Err(e) = result {
-                tracing::error!(resource = %self.cfg.resource, "metadata write failed: {}", e.message);
-                // Metadata I/O errors always detach, whatever on-io-error says (DRBD).
-                let what = format!("metadata write: {}", e.message);
-                self.fail_disk(&what);
-            }
-            return;
-        };
-        let result = result
-            .map(|()| p.message)
-            .map_err(|e| Refusal::MetaIo { message: e.message });
-        self.emit(Output::AdminReply { id: p.id, result });
+        if let Some(p) = admin {
+            let result = result
+                .map(|()| p.message)
+                .map_err(|e| Refusal::MetaIo { message: e.message });
+            self.emit(Output::AdminReply { id: p.id, result });
+        }
     }
 
     /// Re-run commands that waited for client I/O to drain.

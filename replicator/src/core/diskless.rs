@@ -10,11 +10,10 @@
 
 use super::engine::{Engine, OnIoError};
 use super::io::{nbd_errno, ClientError, ClientOp, IoFailure, Output, ReqId};
-use super::replicate::RxKind;
-use super::requests::RemoteRead;
+use super::peer_rx::RxKind;
+use super::requests::RemoteReply;
 use super::state::{ConnState, DiskState, Role};
 use super::state_change::ChangeSet;
-use crate::wire::frame::MAX_DATA_BYTES;
 use crate::wire::Packet;
 
 impl Engine {
@@ -48,30 +47,9 @@ impl Engine {
     /// Read through the peer, in pieces of at most one packet; the last reply completes the
     /// request.
     pub(crate) fn read_via_peer(&mut self, req: ReqId, offset: u64, len: u32) {
-        let now = self.last_now;
-        if let Some(r) = self.requests.reqs.get_mut(&req) {
-            r.local = None;
-            r.peer_wait = true;
-            r.peer_since = now;
-        }
-        let mut pending = std::collections::BTreeMap::new();
-        let mut done = 0u32;
-        while done < len {
-            let piece = (len - done).min(MAX_DATA_BYTES as u32);
-            pending.insert(offset + u64::from(done), piece);
-            done += piece;
-        }
-        let pieces: Vec<(u64, u32)> = pending.iter().map(|(&o, &l)| (o, l)).collect();
-        self.requests.remote_reads.insert(
-            req,
-            RemoteRead {
-                offset,
-                data: vec![0; len as usize],
-                pending,
-                failed: false,
-            },
-        );
-        for (offset, len) in pieces {
+        // The local part is what the peer answers; until then the request waits for it.
+        self.requests.wait_for_peer(req, 1, self.last_now, None);
+        for (offset, len) in self.requests.start_remote_read(req, offset, len) {
             self.send(Packet::DataRequest {
                 id: req.0,
                 offset,
@@ -84,55 +62,27 @@ impl Engine {
     /// the peer.
     pub(crate) fn on_data_reply(&mut self, wire_id: u64, offset: u64, data: Option<Vec<u8>>) {
         let id = ReqId(wire_id);
-        let Some(rr) = self.requests.remote_reads.get_mut(&id) else {
-            // The request already failed when the link was lost.
-            return;
-        };
-        let Some(want) = rr.pending.remove(&offset) else {
-            self.protocol_error(format!(
-                "DataReply for request {id} at offset {offset}, which was not asked for"
-            ));
-            return;
-        };
-        match data {
-            Some(d) if d.len() == want as usize => {
-                let at = (offset - rr.offset) as usize;
-                rr.data[at..at + d.len()].copy_from_slice(&d);
-            }
-            Some(d) => {
-                self.protocol_error(format!(
-                    "DataReply for request {id} carries {} bytes, {want} were asked",
-                    d.len()
-                ));
+        let result = match self.requests.remote_reply(id, offset, data.as_deref()) {
+            // Still pieces to come, or the request already failed when the link was lost.
+            RemoteReply::Partial | RemoteReply::Stale => return,
+            RemoteReply::Invalid(why) => {
+                self.protocol_error(why);
                 return;
             }
-            None => rr.failed = true,
-        }
-        if !rr.pending.is_empty() {
-            return;
-        }
-        let Some(rr) = self.requests.remote_reads.remove(&id) else {
-            return;
-        };
-        let result = if rr.failed {
-            Err(ClientError {
+            RemoteReply::Complete(Some(data)) => {
+                self.emit(Output::ClientData { req: id, data });
+                Ok(())
+            }
+            RemoteReply::Complete(None) => Err(ClientError {
                 nbd_errno: nbd_errno::EIO,
                 message: format!(
                     "resource {}: the peer could not read this block for us (we are {})",
                     self.cfg.resource,
                     self.st.disk()
                 ),
-            })
-        } else {
-            self.emit(Output::ClientData {
-                req: id,
-                data: rr.data,
-            });
-            Ok(())
+            }),
         };
-        if let Some(r) = self.requests.reqs.get_mut(&id) {
-            r.local = Some(result);
-        }
+        self.requests.set_local(id, result);
         self.peer_done(id);
     }
 
@@ -145,7 +95,7 @@ impl Engine {
             self.send(Packet::NegDReply { id, offset, len });
             return;
         }
-        self.enqueue_peer_write(
+        self.enqueue_peer_op(
             RxKind::Read { id },
             offset,
             u64::from(len),
@@ -157,13 +107,11 @@ impl Engine {
     /// their data on any disk we can reach).
     pub(crate) fn fail_diskless_requests(&mut self, waiting: &[ReqId]) {
         let without_disk = self.st.disk() <= DiskState::Failed;
-        for id in waiting {
-            let remote_read = self.requests.remote_reads.remove(id).is_some();
+        for &id in waiting {
+            let remote_read = self.requests.cancel_remote_read(id);
             if remote_read || without_disk {
                 let e = self.no_data_error();
-                if let Some(r) = self.requests.reqs.get_mut(id) {
-                    r.local = Some(Err(e));
-                }
+                self.requests.set_local(id, Err(e));
             }
         }
     }
@@ -209,14 +157,6 @@ impl Engine {
         }
     }
 
-    /// No I/O is in flight on the local disk (client, peer, resync and verify I/O).
-    pub(crate) fn local_io_idle(&self) -> bool {
-        self.requests.local_pending() == 0
-            && self.requests.resync_reads.is_empty()
-            && !self.rx.busy()
-            && self.aux_reads.is_empty()
-    }
-
     /// `on-io-error detach`: Failed now (the peer is told with our next State), Diskless once
     /// the backing device is closed.
     pub(crate) fn fail_disk(&mut self, what: &str) {
@@ -232,10 +172,8 @@ impl Engine {
         // What was written since the last completed flush may be lost with this disk: a failed
         // data flush (before a metadata write as much as for a client FLUSH) drops write-back
         // for good. The peer's copy is the data now.
-        let mut unflushed = std::mem::take(&mut self.requests.unflushed);
-        for covered in self.requests.flushing.values() {
-            unflushed.extend(covered.iter().copied());
-        }
+        let mut unflushed = self.requests.take_unflushed();
+        unflushed.extend(self.ios.flushing_extents());
         self.mark_extents_out_of_sync(unflushed);
         let _ = self.change_state(ChangeSet::new().disk(DiskState::Failed));
         // Now, not at the end of this input: writes this input still replicates must reach
@@ -256,10 +194,10 @@ impl Engine {
     /// A Failed disk is closed once no I/O is in flight on it: requests still out fail too, and
     /// their blocks must reach the bitmap before it is persisted for the last time.
     pub(crate) fn close_failed_disk_when_idle(&mut self) {
-        if self.st.disk() != DiskState::Failed || self.closing_disk.is_some() {
+        if self.st.disk() != DiskState::Failed || self.ios.closing() {
             return;
         }
-        if !self.local_io_idle() {
+        if !self.ios.data_device_idle() {
             return;
         }
         self.close_disk(None);
