@@ -577,28 +577,10 @@ impl Driver {
             md_flags: e.flags().bits(),
             sync: e
                 .verify_progress()
-                .map(|(done, total)| crate::control::SyncProgress {
-                    total_kib: total / 1024,
-                    left_kib: (total - done.min(total)) / 1024,
-                    speed_kib_s: 0,
-                    avg_kib_s: 0,
-                    want_kib_s: None,
-                    eta_s: 0,
-                })
+                .map(|(done, total)| crate::control::SyncProgress::of_verify(done, total))
                 .or_else(|| {
-                    e.resync_info().map(|r| {
-                        let done_kib = (r.total_bits - r.left_bits.min(r.total_bits)) * 4;
-                        let secs = r.elapsed.as_secs().max(1);
-                        let avg = done_kib / secs;
-                        crate::control::SyncProgress {
-                            total_kib: r.total_bits * 4,
-                            left_kib: r.left_bits * 4,
-                            speed_kib_s: avg,
-                            avg_kib_s: avg,
-                            want_kib_s: Some(r.rate_kib),
-                            eta_s: (r.left_bits * 4).checked_div(avg).unwrap_or(0),
-                        }
-                    })
+                    e.resync_info()
+                        .map(|r| crate::control::SyncProgress::of_resync(&r))
                 }),
         }
     }
