@@ -241,8 +241,8 @@ pub enum LinkLoss {
     BrokenPipe,
     /// A socket error other than a clean close.
     NetworkFailure(String),
-    /// The peer sent something malformed or out of place.
-    ProtocolError(String),
+    /// The peer sent a frame the decoder refused.
+    ProtocolError(crate::wire::frame::WireError),
 }
 
 /// Disk work done on behalf of the peer (replicated writes, resync, verify): the data travels
