@@ -191,9 +191,11 @@ pub enum FaultWhat {
         #[arg(value_enum)]
         state: OnOff,
     },
+    /// Make every metadata write take MS milliseconds longer (a slow meta disk; 0: none).
+    MetaDelay { ms: u64 },
     /// Drop the volatile cache and end repd at once, as a power cut would.
     PowerLoss,
-    /// No disk errors, volatile cache off (its contents written out).
+    /// No disk errors, no metadata delay, volatile cache off (its contents written out).
     Clear,
 }
 
