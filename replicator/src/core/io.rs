@@ -120,7 +120,7 @@ pub struct AttachInfo {
     pub al: crate::meta::al::ActivityLog,
 }
 
-/// Admin commands that change state. Read-only queries go through `Engine::status`.
+/// Admin commands that change state. Read-only queries are no inputs: the driver reads the getters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum AdminCmd {

@@ -78,12 +78,12 @@ pub struct BackingDisk {
     /// A plain handle for the data flush that precedes metadata writes (made on the
     /// metadata thread, see `data_flusher`).
     sync_handle: std::fs::File,
-    pub is_block_device: bool,
+    is_block_device: bool,
     pub size_bytes: u64,
 }
 
 /// Open the backing device for data I/O. Errors name the path and the fix.
-pub fn open_std(path: &Path) -> Result<(std::fs::File, u64, bool), DiskError> {
+fn open_std(path: &Path) -> Result<(std::fs::File, u64, bool), DiskError> {
     let meta = std::fs::metadata(path).map_err(|source| DiskError::Missing {
         device: Device::Backing,
         path: path.to_path_buf(),
