@@ -212,3 +212,144 @@ fn run(jobs: &crossbeam::channel::Receiver<Job>, done: &mpsc::UnboundedSender<Do
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::meta::layout::MetaDiskKind;
+    use crate::meta::store::create_md;
+
+    const DEV_BYTES: u64 = 64 << 20;
+
+    /// What reached the devices, in order.
+    type Log = Arc<Mutex<Vec<&'static str>>>;
+
+    /// An in-memory metadata device that logs its writes and flushes.
+    struct LogDev {
+        data: Mutex<Vec<u8>>,
+        log: Log,
+    }
+
+    impl MetaDev for LogDev {
+        fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+            let d = self.data.lock().map_err(|_| io::Error::other("poisoned"))?;
+            buf.copy_from_slice(&d[off as usize..off as usize + buf.len()]);
+            Ok(())
+        }
+        fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+            let mut d = self.data.lock().map_err(|_| io::Error::other("poisoned"))?;
+            d[off as usize..off as usize + buf.len()].copy_from_slice(buf);
+            self.log.lock().expect("log").push("meta write");
+            Ok(())
+        }
+        fn flush(&self) -> io::Result<()> {
+            self.log.lock().expect("log").push("meta flush");
+            Ok(())
+        }
+        fn size_bytes(&self) -> io::Result<u64> {
+            Ok(DEV_BYTES)
+        }
+    }
+
+    struct LogFlush(Log);
+
+    impl DataFlush for LogFlush {
+        fn flush_data(&self) -> Result<(), DiskError> {
+            self.0.lock().expect("log").push("data flush");
+            Ok(())
+        }
+    }
+
+    fn store(log: &Log) -> MetaStore {
+        let dev = LogDev {
+            data: Mutex::new(vec![0; DEV_BYTES as usize]),
+            log: Arc::clone(log),
+        };
+        create_md(&dev, None, DEV_BYTES, MetaDiskKind::Internal, 61, 7, false).expect("create-md");
+        log.lock().expect("log").clear();
+        MetaStore::open_internal(Box::new(dev), DEV_BYTES).expect("open")
+    }
+
+    #[test]
+    fn jobs_complete_in_order_data_flushed_first_and_close_after_the_writes_before_it() {
+        let log: Log = Arc::default();
+        let store = store(&log);
+        let sb = store.superblock().clone();
+        let (jobs, rx) = crossbeam::channel::unbounded();
+        let (done_tx, mut done) = mpsc::unbounded_channel();
+        let meta = MetaHandle {
+            store,
+            device: Device::Backing,
+            path: "/test".into(),
+        };
+        jobs.send(Job::Attach(
+            Box::new(meta),
+            Box::new(LogFlush(Arc::clone(&log))),
+        ))
+        .expect("send");
+        let page = MetaOpKind::BitmapPages {
+            pages: vec![(0, vec![0xff; 4096])],
+            flush_data: false,
+        };
+        let superblock = MetaOpKind::Superblock {
+            uuids: sb.uuids,
+            flags: sb.flags,
+            clean: true,
+        };
+        for (io, op) in [(1, page.clone()), (2, superblock)] {
+            jobs.send(Job::Write { io: IoId(io), op }).expect("send");
+        }
+        jobs.send(Job::Close { io: IoId(3) }).expect("send");
+        jobs.send(Job::Write {
+            io: IoId(4),
+            op: page,
+        })
+        .expect("send");
+        drop(jobs);
+        run(&rx, &done_tx);
+
+        let mut order = Vec::new();
+        while let Ok(d) = done.try_recv() {
+            order.push(match d {
+                Done::Write { io, result } => (io.0, result.map_err(|e| e.errno)),
+                Done::Closed { io } => (io.0, Ok(())),
+            });
+        }
+        assert_eq!(
+            order,
+            vec![
+                (1, Ok(())),
+                (2, Ok(())),
+                (3, Ok(())),
+                (4, Err(libc::ENODEV))
+            ],
+            "completions in queue order; nothing attached after the close"
+        );
+        let log = log.lock().expect("log").clone();
+        let first_data_flush = log.iter().position(|e| *e == "data flush");
+        assert_eq!(
+            log.iter().filter(|e| **e == "data flush").count(),
+            1,
+            "only the superblock flushes the data first: {log:?}"
+        );
+        let before = &log[..first_data_flush.expect("a data flush")];
+        let after = &log[first_data_flush.expect("a data flush") + 1..];
+        assert_eq!(
+            before.last(),
+            Some(&"meta flush"),
+            "the bitmap page is durable first: {log:?}"
+        );
+        assert!(
+            after.contains(&"meta write"),
+            "the superblock after the data flush: {log:?}"
+        );
+        assert_eq!(
+            after.last(),
+            Some(&"meta flush"),
+            "and durable before its completion: {log:?}"
+        );
+    }
+}
