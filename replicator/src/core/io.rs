@@ -68,7 +68,7 @@ pub struct IoFailure {
 
 pub type IoResult = Result<(), IoFailure>;
 
-/// Admin commands that change state. Read-only queries go through `Engine::status`.
+/// Admin commands that change state. Read-only queries are no inputs: the driver reads the getters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum AdminCmd {
@@ -189,8 +189,8 @@ pub enum LinkLoss {
     BrokenPipe,
     /// A socket error other than a clean close.
     NetworkFailure(String),
-    /// The peer sent something malformed or out of place.
-    ProtocolError(String),
+    /// The peer sent a frame the decoder refused.
+    ProtocolError(crate::wire::frame::WireError),
 }
 
 /// Disk work done on behalf of the peer (replicated writes, resync, verify): the data travels

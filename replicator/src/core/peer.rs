@@ -205,7 +205,7 @@ impl Engine {
                 "the peer closed the connection".to_owned(),
             ),
             LinkLoss::NetworkFailure(e) => (ConnState::NetworkFailure, e.clone()),
-            LinkLoss::ProtocolError(e) => (ConnState::ProtocolError, e.clone()),
+            LinkLoss::ProtocolError(e) => (ConnState::ProtocolError, e.to_string()),
         };
         self.lose_link(state, &why, After::Reconnect);
     }
