@@ -18,7 +18,8 @@ pub mod digest;
 pub mod meta;
 #[cfg(feature = "runtime")]
 pub mod runtime;
-/// Simulation doubles (simulated disks), used by the tests and the simulator.
+/// The deterministic simulator (simulated network, disks, clients): tests and fuzzing only.
+#[cfg(any(test, feature = "sim"))]
 #[forbid(unsafe_code)]
 pub mod sim;
 #[forbid(unsafe_code)]

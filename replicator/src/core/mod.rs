@@ -2,6 +2,13 @@
 //! A test (`core_is_sans_io`) fails if this folder mentions tokio, std::fs, std::net or
 //! SystemTime.
 
+#![deny(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::cast_lossless
+)]
+
 mod admin;
 mod after_sb;
 mod client;

@@ -214,6 +214,7 @@ impl PeerRx {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test sizes are small
 mod tests {
     use super::*;
 

@@ -419,6 +419,7 @@ impl Requests {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test sizes are small
 mod tests {
     use super::*;
 

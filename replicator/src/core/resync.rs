@@ -419,7 +419,8 @@ impl Engine {
             return;
         };
         let dlen = self.cfg.peer.csums_alg.map_or(20, HashAlg::digest_len);
-        let block = BITMAP_BLOCK_BYTES as usize;
+        // 4 KiB.
+        let block = usize::try_from(BITMAP_BLOCK_BYTES).unwrap_or(4096);
         let blocks = data.len().div_ceil(block);
         let same = |b: usize| {
             let r = b * dlen..(b + 1) * dlen;

@@ -198,13 +198,15 @@ impl ResyncTarget {
             / BITMAP_BLOCK_BYTES;
         while self.in_flight.len() < WINDOW && budget.in_flight.is_none_or(|b| in_flight_bytes < b)
         {
-            let elapsed = now.saturating_duration_since(started).as_secs_f64();
-            let allowed = (budget.rate as f64 * elapsed) as u64 + BURST_BYTES;
+            // Integer arithmetic in nanoseconds: bytes × ns / 10⁹ fits a u128 for any rate.
+            let elapsed = now.saturating_duration_since(started).as_nanos();
+            let rate = u128::from(budget.rate.max(1));
+            let earned = u64::try_from(rate * elapsed / 1_000_000_000).unwrap_or(u64::MAX);
+            let allowed = earned.saturating_add(BURST_BYTES);
             if self.requested >= allowed {
-                let due = (self.requested - BURST_BYTES) as f64 / budget.rate as f64;
-                self.wake = Some(
-                    started + Duration::from_secs_f64(due.max(0.0)) + Duration::from_millis(1),
-                );
+                let owed = u128::from(self.requested.saturating_sub(BURST_BYTES));
+                let due = u64::try_from(owed * 1_000_000_000 / rate).unwrap_or(u64::MAX);
+                self.wake = Some(started + Duration::from_nanos(due) + Duration::from_millis(1));
                 break;
             }
             self.wake = None;

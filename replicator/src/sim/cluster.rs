@@ -150,6 +150,19 @@ enum Ev {
         io: IoId,
         op: PeerDiskOp,
     },
+    /// A metadata write or the close after them, done in emission order by the metadata
+    /// thread (runtime::metaio): it completes later, and is lost if power goes first.
+    Meta {
+        node: usize,
+        gen: u64,
+        io: IoId,
+        op: MetaOpKind,
+    },
+    CloseDisk {
+        node: usize,
+        gen: u64,
+        io: IoId,
+    },
 }
 
 #[derive(Debug)]
@@ -196,6 +209,12 @@ pub struct Node {
     /// Power was lost in the middle of this input (a torn metadata write): nothing the engine
     /// does from here on happens.
     dying: bool,
+    /// When the metadata thread is done with what it was given so far.
+    meta_free_at: Duration,
+    /// The node started to claim UpToDate data (why): its whole durable image is checked once
+    /// a superblock written after the claim is on disk. Metadata writes complete later than
+    /// the claim is made in memory; a crash before then leaves the superblock claiming less.
+    claim_pending: Option<&'static str>,
     /// (role, disk, cstate) after the last input, to see transitions.
     seen: (Role, DiskState, ConnState),
     /// Bumped by every lost write-back or crash on this node.
@@ -336,6 +355,8 @@ impl Cluster {
                 failed_replies: 0,
                 next_admin: AdminId(1),
                 dying: false,
+                meta_free_at: Duration::ZERO,
+                claim_pending: None,
                 seen: (Role::Secondary, DiskState::Diskless, ConnState::StandAlone),
                 unreliable: 0,
                 last_timer: Duration::ZERO,
@@ -523,21 +544,31 @@ impl Cluster {
                 );
             }
             Output::Meta { io, op } => {
-                let result = self.apply_meta(i, &op);
-                if self.nodes[i].dying {
-                    return;
-                }
-                self.feed_nested(i, Input::MetaDone { io, result });
+                let delay = self.meta_queue_delay(i);
+                self.schedule(
+                    delay,
+                    Ev::Meta {
+                        node: i,
+                        gen,
+                        io,
+                        op,
+                    },
+                );
             }
             Output::OpenDisk { io } => {
                 let result = self.open_meta(i);
                 self.feed_nested(i, Input::DiskOpened { io, result });
             }
             Output::CloseDisk { io } => {
-                self.nodes[i].meta = None;
-                self.feed_nested(i, Input::DiskClosed { io });
+                let delay = self.meta_queue_delay(i);
+                self.schedule(delay, Ev::CloseDisk { node: i, gen, io });
             }
-            Output::ClientReply { req, result } => self.client_reply(i, req, result.is_ok()),
+            Output::ClientReply { req, result } => {
+                if let Err(e) = &result {
+                    self.log(format!("node {i}: request {req} failed: {}", e.message));
+                }
+                self.client_reply(i, req, result.is_ok())
+            }
             Output::ClientData { req, data } => {
                 if let Some(Client {
                     kind: ClientKind::Read { data: d, .. },
@@ -639,6 +670,15 @@ impl Cluster {
             }) => Some(*wid),
             _ => None,
         }
+    }
+
+    /// How long from now until the metadata thread of node `i` finishes the next job: it
+    /// works through its queue in order, each job taking a while.
+    fn meta_queue_delay(&mut self, i: usize) -> Duration {
+        let start = self.nodes[i].meta_free_at.max(self.now);
+        let done = start + self.rand_us(20, 400);
+        self.nodes[i].meta_free_at = done;
+        done - self.now
     }
 
     fn apply_meta(&mut self, i: usize, op: &MetaOpKind) -> Result<(), crate::core::IoFailure> {
@@ -919,6 +959,30 @@ impl Cluster {
                     },
                 );
             }
+            Ev::Meta { node, gen, io, op } => {
+                if self.nodes[node].gen != gen || !self.nodes[node].up {
+                    return;
+                }
+                let result = self.apply_meta(node, &op);
+                if self.nodes[node].dying {
+                    // The write tore: power is gone in the middle of it.
+                    self.power_loss(node);
+                    return;
+                }
+                if result.is_ok() && matches!(op, MetaOpKind::Superblock { .. }) {
+                    if let Some(why) = self.nodes[node].claim_pending.take() {
+                        self.check_node(node, why);
+                    }
+                }
+                self.feed(node, Input::MetaDone { io, result });
+            }
+            Ev::CloseDisk { node, gen, io } => {
+                if self.nodes[node].gen != gen || !self.nodes[node].up {
+                    return;
+                }
+                self.nodes[node].meta = None;
+                self.feed(node, Input::DiskClosed { io });
+            }
             Ev::PeerDisk { node, gen, io, op } => {
                 if self.nodes[node].gen != gen {
                     return;
@@ -1077,7 +1141,7 @@ impl Cluster {
                 self.model.resynced(i, j);
             }
             self.log(format!("node {i} reports UpToDate ({:?} before)", before.1));
-            self.check_node(i, "reports UpToDate");
+            self.nodes[i].claim_pending = Some("reports UpToDate (and its superblock says so)");
         }
         if now.0 == Role::Primary && before.0 != Role::Primary {
             if now.2 < ConnState::Connected {
@@ -1085,7 +1149,7 @@ impl Cluster {
             }
             self.log(format!("node {i} promoted, disk {:?}", now.1));
             if now.1 == DiskState::UpToDate {
-                self.check_node(i, "was promoted");
+                self.nodes[i].claim_pending = Some("was promoted (and its superblock says so)");
             }
         }
     }
@@ -1294,7 +1358,8 @@ impl Cluster {
                 ));
             }
         }
-        if !ok {
+        // A request sent to a Secondary on purpose must fail: that is no client error.
+        if !ok && !c.to_secondary {
             self.nodes[i].failed_replies += 1;
         }
         assert!(
@@ -1407,6 +1472,8 @@ impl Cluster {
         n.up = false;
         n.dying = false;
         n.gen += 1;
+        n.meta_free_at = Duration::ZERO;
+        n.claim_pending = None;
         n.disk.crash(seed);
         if let Some(s) = self.watch_sector {
             let line = format!(
