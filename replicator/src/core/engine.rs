@@ -196,6 +196,7 @@ impl Engine {
             Input::PeerDiskDone { io, result } => self.peer_disk_done(io, result),
             Input::HashDone { io, digests } => self.hash_done(io, digests),
             Input::DependencySyncing { syncing } => self.dependency_changed(now, syncing),
+            Input::Reconfigure { cfg } => self.reconfigure(*cfg),
         }
         self.retry_drained_admin();
         self.close_failed_disk_when_idle();

@@ -10,6 +10,7 @@ mod ids;
 pub mod io;
 pub mod pace;
 pub mod peer;
+mod reconfigure;
 pub mod refusal;
 mod replicate;
 mod requests;
