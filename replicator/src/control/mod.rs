@@ -1,6 +1,7 @@
 //! The control socket protocol between `repadm` and `repd` (`$RUN/RES.ctl`): one JSON object
 //! per line each way. Shared by both binaries so they cannot drift apart.
 
+pub mod adjust;
 pub mod fault;
 pub mod render;
 
@@ -23,6 +24,14 @@ pub enum Query {
     /// `repadm fault`: the test-only fault hook (refused unless repd has `fault-injection`).
     Fault {
         fault: fault::FaultCmd,
+    },
+    /// `repadm adjust`: re-read the configuration (`config`, or the file repd was started
+    /// with) and apply what changed; with `dry_run` only report it.
+    Adjust {
+        #[serde(default)]
+        config: Option<String>,
+        #[serde(default)]
+        dry_run: bool,
     },
 }
 
@@ -50,6 +59,11 @@ pub enum Response {
     Error {
         message: String,
         exit_code: i32,
+    },
+    /// The answer to `adjust`: every changed option and how it was (or would be) applied.
+    Adjusted {
+        report: adjust::Report,
+        status: Box<Status>,
     },
 }
 

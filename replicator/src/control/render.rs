@@ -148,7 +148,7 @@ pub fn proc_text(devices: &[Status]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::{Counters, DiskState, Role};
 

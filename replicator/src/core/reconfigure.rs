@@ -19,7 +19,11 @@ fn agreed(cfg: &EngineConfig) -> impl PartialEq + '_ {
     (
         cfg.protocol,
         cfg.allow_two_primaries,
-        (p.after_sb_0pri.to_string(), p.after_sb_1pri, p.after_sb_2pri),
+        (
+            p.after_sb_0pri.to_string(),
+            p.after_sb_1pri,
+            p.after_sb_2pri,
+        ),
         (p.integrity_alg, p.verify_alg, p.csums_alg),
         (p.shared_secret.as_deref(), p.cram_hmac_alg),
     )

@@ -118,7 +118,7 @@ fn reply(driver: &Driver, result: Result<String, Refusal>) -> Response {
     match result {
         Ok(message) => Response::Ok { message, status },
         Err(refusal) => Response::Refused {
-            rendered: refusal.render(&driver.view.resource),
+            rendered: refusal.render(&driver.view().resource),
             exit_code: refusal.exit_code(),
             refusal,
             status,
@@ -137,6 +137,7 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
             exit_code: 20,
         },
         Request::Query(Query::Down) => {
+            driver.stop_renegotiating();
             let result = down(driver).await;
             if result.is_ok() {
                 driver.shutting_down.set(true);
@@ -144,7 +145,11 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
             reply(driver, result)
         }
         Request::Query(Query::Fault { fault }) => fault_request(driver, &fault),
+        Request::Query(Query::Adjust { config, dry_run }) => driver.adjust(config, dry_run).await,
         Request::Admin(cmd) => {
+            if matches!(cmd, AdminCmd::Disconnect { .. }) {
+                driver.stop_renegotiating();
+            }
             let result = driver.admin(cmd).await;
             reply(driver, result)
         }
@@ -212,5 +217,5 @@ async fn down(driver: &Rc<Driver>) -> Result<String, Refusal> {
     if s.disk != DiskState::Diskless {
         driver.admin(AdminCmd::Detach { force: false }).await?;
     }
-    Ok(format!("{} is down", driver.view.resource))
+    Ok(format!("{} is down", driver.view().resource))
 }

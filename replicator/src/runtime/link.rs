@@ -88,7 +88,7 @@ impl Drop for AwaitingHello {
 
 impl Driver {
     pub fn link_connect(self: &Rc<Self>) {
-        let Some(settings) = self.link_settings.as_ref() else {
+        let Some(settings) = self.link_settings() else {
             return;
         };
         let dial = {
@@ -240,7 +240,7 @@ impl Driver {
 
     /// A connection accepted on our address: check who it is, read its Hello, pair it.
     pub async fn link_accepted(self: Rc<Self>, std_stream: StdTcpStream, from: SocketAddr) {
-        let Some(settings) = self.link_settings.as_ref() else {
+        let Some(settings) = self.link_settings() else {
             return;
         };
         if from.ip() != settings.peer_addr.ip() {
@@ -472,11 +472,12 @@ async fn dial_once(
 }
 
 async fn dial_loop(driver: Rc<Driver>) {
-    let Some(settings) = driver.link_settings.as_ref() else {
-        return;
-    };
     let mut attempt = 0u64;
     loop {
+        // Read every round: `adjust` may have moved the peer or changed connect-int.
+        let Some(settings) = driver.link_settings() else {
+            break;
+        };
         {
             let st = driver.link.borrow();
             if !st.wanted || st.active.is_some() {
@@ -488,7 +489,7 @@ async fn dial_loop(driver: Rc<Driver>) {
         }
         attempt += 1;
         let session = driver.random_u64();
-        let data = match dial_once(settings, session, false).await {
+        let data = match dial_once(&settings, session, false).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(
@@ -498,7 +499,7 @@ async fn dial_loop(driver: Rc<Driver>) {
                 continue;
             }
         };
-        let meta = match dial_once(settings, session, true).await {
+        let meta = match dial_once(&settings, session, true).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(
