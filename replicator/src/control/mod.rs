@@ -67,9 +67,20 @@ pub enum Response {
     },
 }
 
+/// Version of the `status --json` and `events --json` objects (docs/json.md). Fields are only
+/// ever added; a rename or removal would raise it.
+pub const JSON_VERSION: u32 = 1;
+
+fn json_version() -> u32 {
+    JSON_VERSION
+}
+
 /// One line of the `events` stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// `JSON_VERSION`.
+    #[serde(default = "json_version")]
+    pub version: u32,
     /// `exists` for the initial dump, `change` afterwards (drbdsetup events2 vocabulary).
     pub kind: String,
     pub status: Box<Status>,
@@ -100,6 +111,9 @@ impl SyncProgress {
 /// Everything `status`, `role`, `cstate`, `dstate` and the status file show.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// `JSON_VERSION`.
+    #[serde(default = "json_version")]
+    pub version: u32,
     pub resource: String,
     pub node: String,
     pub peer_node: Option<String>,

@@ -154,6 +154,7 @@ pub(crate) mod tests {
 
     pub(crate) fn sample() -> Status {
         Status {
+            version: super::super::JSON_VERSION,
             resource: "r0".into(),
             node: "node-a".into(),
             peer_node: Some("node-b".into()),

@@ -93,6 +93,7 @@ async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
 async fn stream_events(stream: &UnixStream, driver: &Rc<Driver>) -> std::io::Result<()> {
     let mut rx = driver.subscribe();
     let first = Event {
+        version: crate::control::JSON_VERSION,
         kind: "exists".into(),
         status: Box::new(driver.status()),
     };
@@ -102,6 +103,7 @@ async fn stream_events(stream: &UnixStream, driver: &Rc<Driver>) -> std::io::Res
     res?;
     while let Some(status) = rx.recv().await {
         let ev = Event {
+            version: crate::control::JSON_VERSION,
             kind: "change".into(),
             status: Box::new(status),
         };

@@ -607,6 +607,7 @@ impl Driver {
         let v = self.view();
         let u = e.uuids();
         Status {
+            version: crate::control::JSON_VERSION,
             resource: v.resource.clone(),
             node: v.node.clone(),
             peer_node: v.peer_node.clone(),
