@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use rep_replicator::control::fault::{FaultCmd, FaultOp};
 use rep_replicator::control::{render, Query, Request, Response, Status};
-use rep_replicator::core::{AdminCmd, ConnState};
+use rep_replicator::core::{AdminCmd, ConnState, Refusal};
 use rep_resources::{Config, ConfigError, NodeView};
 
 use crate::cli::{Cli, Cmd, FaultOpArg, FaultWhat, OnOff};
@@ -272,7 +272,27 @@ pub fn print_response(cli: &Cli, resp: Response) -> i32 {
 
 fn admin(cli: &Cli, p: &Paths, res: &str, cmd: AdminCmd) -> anyhow::Result<i32> {
     let mut conn = Conn::open(&p.ctl(res), res)?;
+    let disconnect = matches!(cmd, AdminCmd::Disconnect { .. });
     let resp = conn.call(&Request::Admin(cmd))?;
+    if let (
+        true,
+        Response::Refused {
+            refusal: Refusal::AlreadyStandAlone,
+            status,
+            ..
+        },
+    ) = (disconnect, &resp)
+    {
+        // drbdsetup's conn_try_disconnect turns SS_ALREADY_STANDALONE into success, and
+        // runbooks rely on it (`drbdadm disconnect` first, whatever the state).
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::json!({"result": "ok", "message": "already StandAlone", "status": status})
+            );
+        }
+        return Ok(0);
+    }
     Ok(print_response(cli, resp))
 }
 
