@@ -428,7 +428,7 @@ fn refusal_reason(path: &str) -> &'static str {
 }
 
 fn kib(n: u64) -> String {
-    if n > 0 && n % 1024 == 0 {
+    if n > 0 && n.is_multiple_of(1024) {
         format!("{}M", n / 1024)
     } else {
         format!("{n}k")

@@ -473,11 +473,8 @@ async fn dial_once(
 
 async fn dial_loop(driver: Rc<Driver>) {
     let mut attempt = 0u64;
-    loop {
-        // Read every round: `adjust` may have moved the peer or changed connect-int.
-        let Some(settings) = driver.link_settings() else {
-            break;
-        };
+    // Read every round: `adjust` may have moved the peer or changed connect-int.
+    while let Some(settings) = driver.link_settings() {
         {
             let st = driver.link.borrow();
             if !st.wanted || st.active.is_some() {
