@@ -506,18 +506,27 @@ pub fn diff(running: &NodeView, new: &NodeView) -> Result<Vec<Change>, String> {
             });
             continue;
         }
-        let Some(&(_, section, option, how, fmt)) = TABLE.iter().find(|e| e.0 == key) else {
+        let Some(&(_, section, option, mut how, fmt)) = TABLE.iter().find(|e| e.0 == key) else {
             return Err(format!(
                 "{key} differs and adjust does not know how to apply it; `repadm down` and `up`"
             ));
         };
+        let absent = |v: Option<&Value>| matches!(v, None | Some(Value::Null));
+        let mut reason = None;
+        if matches!(key.as_str(), "peer_address" | "peer_node") && absent(old) != absent(newv) {
+            how = How::Refused;
+            reason = Some(
+                "adding or removing the peer changes what the resource is; `repadm down` and `up`"
+                    .to_string(),
+            );
+        }
         changes.push(Change {
             section: section.into(),
             option: option.into(),
             old: show(old, fmt),
             new: show(newv, fmt),
             how,
-            reason: (how == How::Refused).then(|| refusal_reason(key).to_string()),
+            reason: reason.or_else(|| (how == How::Refused).then(|| refusal_reason(key).into())),
         });
     }
     Ok(changes)
@@ -535,6 +544,10 @@ pub fn applied_view(running: &NodeView, new: &NodeView, changes: &[Change]) -> N
             ("on", "nbd-listen") => v.nbd_listen = running.nbd_listen,
             ("on", "metrics-listen") => v.metrics_listen = running.metrics_listen,
             ("on", "volume") => v.volume = running.volume,
+            ("on", "peer address" | "peer name") => {
+                v.peer_address = running.peer_address;
+                v.peer_node = running.peer_node.clone();
+            }
             ("on", "disk" | "meta-disk") => {
                 v.disk = running.disk.clone();
                 v.meta_disk = running.meta_disk.clone();
@@ -613,6 +626,39 @@ mod tests {
         assert_eq!(applied.net.ping_int_s, 3);
         let again = diff(&applied, &new).unwrap();
         assert_eq!(again.len(), 1, "only the refused change is left: {again:?}");
+    }
+
+    #[test]
+    fn moving_the_peer_reconnects_but_removing_it_is_refused() {
+        let old = view("", "");
+        let text = |peer: &str| {
+            format!("resource r0 {{\n device /dev/drbd0; meta-disk internal;\n on a {{ disk /a.img; address 127.0.0.1:7789; }}\n{peer}}}\n")
+        };
+        let parse = |t: &str| {
+            rep_resources::parse_str(t, "t.res", std::path::Path::new("/nonexistent"))
+                .expect("parses")
+                .node_view("r0", "a")
+                .expect("node a")
+        };
+        let moved = parse(&text(" on b { disk /b.img; address 127.0.0.3:7789; }\n"));
+        let lines: Vec<String> = diff(&old, &moved)
+            .unwrap()
+            .iter()
+            .map(Change::line)
+            .collect();
+        assert_eq!(
+            lines,
+            ["on peer address 127.0.0.2:7789 -> 127.0.0.3:7789 (reconnect)"]
+        );
+        let alone = parse(&text(""));
+        let changes = diff(&old, &alone).unwrap();
+        let peer = changes
+            .iter()
+            .find(|c| c.option == "peer address")
+            .expect("peer line");
+        assert_eq!(peer.how, How::Refused, "{changes:?}");
+        let applied = applied_view(&old, &alone, &changes);
+        assert_eq!(applied.peer_address, old.peer_address);
     }
 
     #[test]
