@@ -351,6 +351,49 @@ fn adjust_moves_the_disk_of_a_secondary() {
     assert_eq!(b.status_json()["backing_disk"], moved.display().to_string());
 }
 
+#[test]
+fn adjust_moves_the_addresses_of_a_connected_pair() {
+    let c = cluster("ops-addr", 16, "  net {\n    connect-int 1;\n  }\n");
+    up_both(&c);
+    let (a, b) = (c.a(), c.b());
+    let text = std::fs::read_to_string(&a.config).expect("config");
+    let port = text
+        .split("address 127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .expect("node-a's port")
+        .to_string();
+    // node-a moves to 127.0.0.3: it now has the higher address, so node-b dials.
+    edit_config(&c, |t| t.replace("127.0.0.1:", "127.0.0.3:"));
+    let (code, out, err) = repadm(a, &["adjust", "r0"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out,
+        format!("r0: on address 127.0.0.1:{port} -> 127.0.0.3:{port} (reconnect)\n")
+    );
+    let (code, out, err) = repadm(b, &["adjust", "r0"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out,
+        format!("r0: on peer address 127.0.0.1:{port} -> 127.0.0.3:{port} (reconnect)\n")
+    );
+    for n in [a, b] {
+        n.wait_state("Connected", "Inconsistent", "Inconsistent", 30);
+    }
+    assert_eq!(a.status_json()["address"], format!("127.0.0.3:{port}"));
+    assert_eq!(b.status_json()["peer_address"], format!("127.0.0.3:{port}"));
+    // The old listener is closed.
+    wait_for(
+        Duration::from_secs(10),
+        "the old address to be released",
+        || {
+            TcpStream::connect(format!("127.0.0.1:{port}"))
+                .is_err()
+                .then_some(())
+        },
+    );
+}
+
 /// GET /metrics over a plain TCP connection; returns the body after checking the head.
 fn scrape(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics-listen");

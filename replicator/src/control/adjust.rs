@@ -386,7 +386,7 @@ const TABLE: &[(&str, &str, &str, How, Fmt)] = &[
     ),
     ("disk", "on", "disk", How::Reattach, Fmt::Plain),
     ("meta_disk", "on", "meta-disk", How::Reattach, Fmt::MetaDisk),
-    ("address", "on", "address", How::Refused, Fmt::Plain),
+    ("address", "on", "address", How::Reconnect, Fmt::Plain),
     (
         "peer_address",
         "on",
@@ -417,9 +417,6 @@ fn refusal_reason(path: &str) -> &'static str {
              follows), `repadm up`"
         }
         "disk_conf.size_bytes" => "rep cannot resize a running device; `repadm down` and `up`",
-        "address" => {
-            "this node's own address is bound when repd starts; `repadm down` and `up` to move it"
-        }
         "nbd_listen" | "metrics_listen" => {
             "listeners are opened when repd starts; `repadm down` and `up` to change them"
         }
@@ -513,10 +510,12 @@ pub fn diff(running: &NodeView, new: &NodeView) -> Result<Vec<Change>, String> {
         };
         let absent = |v: Option<&Value>| matches!(v, None | Some(Value::Null));
         let mut reason = None;
-        if matches!(key.as_str(), "peer_address" | "peer_node") && absent(old) != absent(newv) {
+        if matches!(key.as_str(), "address" | "peer_address" | "peer_node")
+            && absent(old) != absent(newv)
+        {
             how = How::Refused;
             reason = Some(
-                "adding or removing the peer changes what the resource is; `repadm down` and `up`"
+                "adding or removing an address or the peer changes what the resource is; `repadm down` and `up`"
                     .to_string(),
             );
         }
@@ -540,11 +539,11 @@ pub fn applied_view(running: &NodeView, new: &NodeView, changes: &[Change]) -> N
         match (c.section.as_str(), c.option.as_str()) {
             ("disk", "al-extents") => v.disk_conf.al_extents = running.disk_conf.al_extents,
             ("disk", "size") => v.disk_conf.size_bytes = running.disk_conf.size_bytes,
-            ("on", "address") => v.address = running.address,
             ("on", "nbd-listen") => v.nbd_listen = running.nbd_listen,
             ("on", "metrics-listen") => v.metrics_listen = running.metrics_listen,
             ("on", "volume") => v.volume = running.volume,
-            ("on", "peer address" | "peer name") => {
+            ("on", "address" | "peer address" | "peer name") => {
+                v.address = running.address;
                 v.peer_address = running.peer_address;
                 v.peer_node = running.peer_node.clone();
             }

@@ -107,18 +107,49 @@ impl Driver {
         new: &rep_resources::NodeView,
         changes: &[Change],
     ) -> Result<(), (Change, i32)> {
-        let applied = applied_view(running, new, changes);
+        let mut applied = applied_view(running, new, changes);
         if applied == *running {
             return Ok(());
         }
         let has = |how: How| changes.iter().any(|c| c.how == how);
-        let peer_moved = applied.peer_address != running.peer_address;
+        let mut failed = None;
+        // This node's address moved: listen on the new one before anything changes, so that
+        // an address that cannot be bound leaves the link as it was.
+        let mut listener = None;
+        if let (Some(new_addr), true) = (applied.address, applied.address != running.address) {
+            if applied.peer_address.is_some() {
+                match std::net::TcpListener::bind(new_addr) {
+                    Ok(l) => listener = Some(l),
+                    Err(e) => {
+                        applied.address = running.address;
+                        failed = Some((
+                            Change {
+                                section: "on".into(),
+                                option: "address".into(),
+                                old: "-".into(),
+                                new: "-".into(),
+                                how: How::Refused,
+                                reason: Some(format!(
+                                    "cannot listen on {new_addr}: {e}; the old address stays in use"
+                                )),
+                            },
+                            EXIT_CONFIG,
+                        ));
+                    }
+                }
+            }
+        }
+        let peer_moved =
+            applied.peer_address != running.peer_address || applied.address != running.address;
         self.replace_view(applied.clone(), link_settings(&applied));
+        if let Some(l) = listener {
+            self.listen_for_peer(l);
+        }
         self.feed(Input::Reconfigure {
             cfg: Box::new(engine_config(&applied)),
         });
         if peer_moved && self.status().cstate != ConnState::StandAlone {
-            // Drop the link to the old address; the new settings dial or accept the new one.
+            // Drop the link on the old addresses; the new settings dial or accept on the new.
             let _ = self.admin(AdminCmd::Disconnect { force: false }).await;
             let _ = self
                 .admin(AdminCmd::Connect {
@@ -140,7 +171,7 @@ impl Driver {
             }
         }
         self.publish_state();
-        Ok(())
+        failed.map_or(Ok(()), Err)
     }
 
     /// The peer refuses our new settings at the handshake until its own adjust (and we refuse

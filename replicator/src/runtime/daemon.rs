@@ -126,7 +126,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
 }
 
 /// A listener that cannot run (its accept thread failed to start) is fatal for the daemon.
-fn spawn_listener(
+pub(crate) fn spawn_listener(
     what: &'static str,
     fut: impl std::future::Future<Output = std::io::Result<()>> + 'static,
 ) {
@@ -225,14 +225,7 @@ async fn serve(
         seed ^ 0x5eed,
     );
     if let Some(l) = peer_listener {
-        let d = Rc::clone(&driver);
-        spawn_listener("peer listener", async move {
-            let mut conns = rep_nbd::server::spawn_acceptor("peer", move || l.accept())?;
-            while let Some((stream, from)) = conns.recv().await {
-                tokio_uring::spawn(Rc::clone(&d).link_accepted(stream, from));
-            }
-            Ok(())
-        });
+        driver.listen_for_peer(l);
     }
     tokio_uring::spawn(Rc::clone(&driver).run_timers());
     tokio_uring::spawn(Rc::clone(&driver).watch_resync_after());

@@ -92,6 +92,8 @@ pub struct Driver {
     /// (see `renegotiate_until_connected`); `renegotiating` = its task runs.
     pub(crate) renegotiate_until: Cell<Option<Instant>>,
     pub(crate) renegotiating: Cell<bool>,
+    /// The listener for the peer's connections (this node's `address`).
+    pub(crate) peer_listener: RefCell<Option<super::link::PeerListener>>,
     /// Counters and the latency histogram served at `metrics-listen`.
     pub metrics: super::metrics::Metrics,
     /// The test-only fault hook (`repadm fault`), around the disk and the metadata.
@@ -134,6 +136,7 @@ impl Driver {
             timer_moved: Notify::new(),
             renegotiate_until: Cell::new(None),
             renegotiating: Cell::new(false),
+            peer_listener: RefCell::new(None),
             metrics: Default::default(),
             #[cfg(feature = "fault-injection")]
             fault: super::fault::FaultHook::default(),
