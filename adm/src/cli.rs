@@ -6,17 +6,19 @@ use clap::{Parser, Subcommand};
 
 /// The exit codes of repadm (docs/exit-codes.md has the same table with examples).
 pub const EXIT_CODES_HELP: &str = "\
-Exit codes (drbdadm's where drbdadm has one):
+Exit codes (drbdadm's where drbdadm has one; docs/exit-codes.md has examples):
   0   success (also: nothing to do)
   1   usage error; resource not defined for this host
   2   command line syntax error (clap)
-  5   wait-connect / wait-sync timed out; outdate refused on a disk lower than Outdated
+  5   wait-connect, wait-sync or verify --wait timed out; outdate on a disk below Outdated
   10  configuration invalid or unusable (parse error, resource not up, attach/metadata
       failure, adjust asked for a change a running resource cannot make)
-  11  state change refused (State change failed: (-N) ...), adjust refused by the state
+  11  state change refused (State change failed: (-N) ...); adjust refused by the state;
+      wait-sync cannot end (StandAlone or Diskless); verify --wait lost the connection
   16  needs a local disk (SS_NO_LOCAL_DISK)
   17  needs UpToDate data (SS_NO_UP_TO_DATE_DISK), e.g. primary without --force
-  20  other error: daemon unreachable mid-command, I/O error, fault hook not built in";
+  20  other error: daemon unreachable mid-command, I/O error, wait-connect on a
+      StandAlone resource, fault hook not built in";
 
 #[derive(Debug, Parser)]
 #[command(
