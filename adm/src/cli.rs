@@ -55,6 +55,7 @@ pub struct Cli {
 pub enum Cmd {
     /// Print the normalized configuration (like `drbdadm dump`).
     Dump {
+        /// Resource name (default: all).
         res: Option<String>,
     },
     /// Write fresh metadata (superblock, activity log, bitmap) for the resource.
@@ -65,18 +66,15 @@ pub enum Cmd {
         force: bool,
     },
     /// Start the resource's daemon: attach the disk, export NBD, connect to the peer.
-    Up {
-        res: String,
-    },
+    Up { res: String },
     /// Demote, disconnect, detach and stop the daemon.
-    Down {
-        res: String,
-    },
-    Attach {
-        res: String,
-    },
+    Down { res: String },
+    /// Attach the backing disk and its metadata to the running resource (leave Diskless).
+    Attach { res: String },
+    /// Write the metadata and release the backing disk (the node goes Diskless).
     Detach {
         res: String,
+        /// Do not wait for I/O in flight (the activity log is replayed on the next attach).
         #[arg(long)]
         force: bool,
     },
@@ -88,68 +86,54 @@ pub enum Cmd {
         force: bool,
     },
     /// Demote to Secondary (fails while NBD clients are connected).
-    Secondary {
-        res: String,
-    },
+    Secondary { res: String },
+    /// Connect to the peer (leave StandAlone) and resync what differs.
     Connect {
         res: String,
         /// Split-brain victim: resync from the peer, discarding local changes.
         #[arg(long)]
         discard_my_data: bool,
     },
+    /// Drop the connection to the peer and stay StandAlone.
     Disconnect {
         res: String,
+        /// Accepted for drbdadm compatibility (a disconnect never waits).
         #[arg(long)]
         force: bool,
     },
     /// Print `local/peer` roles.
-    Role {
-        res: String,
-    },
+    Role { res: String },
     /// Print the connection state.
-    Cstate {
-        res: String,
-    },
+    Cstate { res: String },
     /// Print `local/peer` disk states.
-    Dstate {
-        res: String,
-    },
+    Dstate { res: String },
     /// Show state (DRBD 9 style; `--proc` for the /proc/drbd 8.4 layout, `--json`).
     Status {
         #[arg(default_value = "all")]
         res: String,
+        /// The /proc/drbd layout of DRBD 8.4.
         #[arg(long)]
         proc: bool,
     },
     /// Print the on-disk metadata (resource must be down).
-    DumpMd {
-        res: String,
-    },
+    DumpMd { res: String },
     /// Print the generation identifiers in one line.
-    GetGi {
-        res: String,
-    },
+    GetGi { res: String },
     /// Print the generation identifiers with an explanation.
-    ShowGi {
-        res: String,
-    },
+    ShowGi { res: String },
     /// Mark the local disk Outdated.
-    Outdate {
-        res: String,
-    },
+    Outdate { res: String },
+    /// Start a new data generation (a new current UUID).
     NewCurrentUuid {
         res: String,
+        /// Also clear the bitmap: two freshly created, connected disks skip the initial sync.
         #[arg(long)]
         clear_bitmap: bool,
     },
     /// Discard local data: full sync from the peer.
-    Invalidate {
-        res: String,
-    },
+    Invalidate { res: String },
     /// Discard the peer's data: full sync to the peer.
-    InvalidateRemote {
-        res: String,
-    },
+    InvalidateRemote { res: String },
     /// Online verify against the peer (starts it and returns, as drbdadm does; --wait waits
     /// for the result with a progress bar on a terminal).
     Verify {
@@ -169,15 +153,14 @@ pub enum Cmd {
         #[arg(long)]
         timeout: Option<u64>,
     },
-    PauseSync {
-        res: String,
-    },
-    ResumeSync {
-        res: String,
-    },
+    /// Hold the running resync (PausedSyncS/PausedSyncT) until `resume-sync`.
+    PauseSync { res: String },
+    /// Let a resync held by `pause-sync` go on.
+    ResumeSync { res: String },
     /// Wait until connected (honours wfc-timeout / degr-wfc-timeout, or --timeout seconds).
     WaitConnect {
         res: String,
+        /// Give up after this many seconds (instead of the configured timeouts).
         #[arg(long)]
         timeout: Option<u64>,
     },
@@ -209,8 +192,8 @@ pub enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Test-only fault hook: disk errors, a volatile write cache, power loss (needs a repd
-    /// built with `--features rep-replicator/fault-injection`).
+    /// Test-only fault hook: disk errors, a volatile write cache, a slow meta disk, power loss
+    /// (needs a repd built with `--features rep-replicator/fault-injection`).
     Fault {
         res: String,
         #[command(subcommand)]
@@ -239,9 +222,11 @@ pub enum FaultWhat {
         #[arg(value_enum)]
         state: OnOff,
     },
+    /// Make every metadata write take MS milliseconds longer (a slow meta disk; 0: none).
+    MetaDelay { ms: u64 },
     /// Drop the volatile cache and end repd at once, as a power cut would.
     PowerLoss,
-    /// No disk errors, volatile cache off (its contents written out).
+    /// No disk errors, no metadata delay, volatile cache off (its contents written out).
     Clear,
 }
 

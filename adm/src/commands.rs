@@ -200,6 +200,7 @@ fn fault_cmd(what: &FaultWhat) -> FaultCmd {
         FaultWhat::VolatileCache { state } => FaultCmd::VolatileCache {
             on: matches!(state, OnOff::On),
         },
+        FaultWhat::MetaDelay { ms } => FaultCmd::MetaDelay { ms },
         FaultWhat::PowerLoss => FaultCmd::PowerLoss,
         FaultWhat::Clear => FaultCmd::Clear,
     }

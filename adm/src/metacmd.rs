@@ -112,9 +112,12 @@ pub fn dump_md(cli: &Cli, p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
     refuse_if_up(p, view, "dump-md")?;
     let store = open_store(view)?;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&store.dump_md_json())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rep_replicator::control::md_dump::dump_md_json(&store))?
+        );
     } else {
-        print!("{}", store.dump_md());
+        print!("{}", rep_replicator::control::md_dump::dump_md(&store));
     }
     Ok(0)
 }

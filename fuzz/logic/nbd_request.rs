@@ -1,4 +1,4 @@
-// Shared by the fuzz target and the replay test (replicator/tests/fuzz_replay.rs).
+// Shared by the fuzz target and the replay test (tests/tests/fuzz_replay.rs).
 use rep_nbd::codec;
 
 pub fn check(data: &[u8]) {

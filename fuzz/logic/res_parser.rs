@@ -1,4 +1,4 @@
-// Shared by the fuzz target and the replay test (replicator/tests/fuzz_replay.rs).
+// Shared by the fuzz target and the replay test (tests/tests/fuzz_replay.rs).
 
 pub fn check(data: &[u8]) {
     let dir = std::path::Path::new("/nonexistent");

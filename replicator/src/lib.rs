@@ -1,5 +1,6 @@
 //! rep-replicator: the engine of rep.
 //!
+//! - `states`: DRBD's vocabulary of roles, connection and disk states.
 //! - `core`: the sans-IO state machine (roles, states, UUIDs, requests) — DESIGN.md §3.
 //! - `meta`: on-disk metadata (superblock, activity log, bitmap) — DESIGN.md §5.
 //! - `digest`: per-block digests for verify and csums.
@@ -20,5 +21,7 @@ pub mod runtime;
 /// Simulation doubles (simulated disks), used by the tests and the simulator.
 #[forbid(unsafe_code)]
 pub mod sim;
+#[forbid(unsafe_code)]
+pub mod states;
 #[forbid(unsafe_code)]
 pub mod wire;

@@ -73,6 +73,35 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Poll `f` every 20 ms until its value has stayed the same for `quiet`, or panic after
+/// `timeout` with `what`; returns that value. For quantities that have no "done" signal of
+/// their own, such as a counter that stops moving once the work in flight has drained.
+pub fn wait_settled<T: PartialEq + std::fmt::Debug>(
+    timeout: Duration,
+    quiet: Duration,
+    what: &str,
+    mut f: impl FnMut() -> T,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut last = f();
+    let mut since = Instant::now();
+    loop {
+        if since.elapsed() >= quiet {
+            return last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what} (still changing: {last:?})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let now = f();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+}
+
 /// Run a command, return its output (never panics on non-zero exit).
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()

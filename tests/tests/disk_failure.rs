@@ -106,9 +106,12 @@ fn a_failing_disk_under_the_primary_detaches_and_io_continues_through_the_peer()
             "flush",
         ],
     );
+    // Failed until its last metadata write (which fails too) is done, then Diskless.
+    wait_for(Duration::from_secs(10), "on-io-error detach", || {
+        (a.status_json()["disk"] == "Diskless").then_some(())
+    });
     let s = a.status_json();
     assert_eq!(s["role"], "Primary");
-    assert_eq!(s["disk"], "Diskless", "on-io-error detach: {s}");
     assert_eq!(s["peer_disk"], "UpToDate");
     assert!(
         a.log_tail().contains("Local IO failed"),
@@ -222,7 +225,9 @@ fn call_local_io_error_runs_the_handler_then_detaches() {
     up_pair(&c);
     disk.fail();
     qemu_io_ok(a, &["write -P 0x66 0 64k", "read -P 0x66 0 64k"]);
-    assert_eq!(a.status_json()["disk"], "Diskless");
+    wait_for(Duration::from_secs(10), "the detach", || {
+        (a.status_json()["disk"] == "Diskless").then_some(())
+    });
     let log = c.dir.join("handler.log");
     wait_for_file_containing(&log, &["local-io-error r0 0"], "the local-io-error handler");
     disk.heal();

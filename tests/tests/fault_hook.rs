@@ -264,9 +264,12 @@ fn a_write_error_under_a_connected_primary_is_served_by_the_peer() {
     fault(a, &["disk-error", "write", "--count", "1"]);
     nbd.write_ok(MIB, 64 * KIB, 0x22, false);
     nbd.flush_ok();
+    // The failed disk goes Diskless once its last metadata write is done (Failed meanwhile).
+    wait_for(Duration::from_secs(10), "on-io-error detach", || {
+        (a.status_json()["disk"] == "Diskless").then_some(())
+    });
     let s = a.status_json();
     assert_eq!(s["role"], "Primary", "{s}");
-    assert_eq!(s["disk"], "Diskless", "on-io-error detach: {s}");
     assert_eq!(s["peer_disk"], "UpToDate", "{s}");
     assert_file(b, MIB, 64 * KIB, 0x22, "the write is on node-b");
     nbd.assert_reads(MIB, 64 * KIB, 0x22, "read through the peer");

@@ -194,12 +194,23 @@ fn secondary_killed_under_fio_load_resyncs_and_disks_match() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start fio");
-    std::thread::sleep(Duration::from_secs(2));
+    let sent = |n: &Node| {
+        n.status_json()["counters"]["ns_kib"]
+            .as_u64()
+            .expect("ns_kib")
+    };
+    let ns0 = sent(a);
+    wait_for(Duration::from_secs(10), "the load to replicate", || {
+        (sent(a) > ns0).then_some(())
+    });
     b.kill9();
     wait_for(Duration::from_secs(10), "node-a to notice", || {
         (field(a, "cstate") == "WFConnection").then_some(())
     });
-    std::thread::sleep(Duration::from_secs(1));
+    // Writes made while the Secondary is gone are what the resync must bring over.
+    wait_for(Duration::from_secs(10), "writes while degraded", || {
+        (a.status_json()["oos_kib"].as_u64() > Some(0)).then_some(())
+    });
     b.ok(&["up", "r0"]);
     let out = fio.wait_with_output().expect("fio");
     assert!(

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rep_tests::{require_tool, run_ok, wait_for, Cluster, ClusterOpts, Node};
+use rep_tests::{require_tool, run_ok, wait_for, wait_settled, Cluster, ClusterOpts, Node};
 
 fn status(n: &Node) -> serde_json::Value {
     n.status_json()
@@ -89,6 +89,8 @@ fn one_percent_dirty_resyncs_only_the_dirty_blocks_then_invalidate_resyncs_every
         "--size=64M",
         "--output-format=terse",
     ]));
+    // The pause is this case's input, not a wait for a state: 15 × the 20 ms after which an
+    // idle Primary closes its open epoch (status does not show the open epoch).
     std::thread::sleep(Duration::from_millis(300));
     b.ok(&["disconnect", "r0"]);
     wait_for(Duration::from_secs(10), "node-a to lose its peer", || {
@@ -275,8 +277,14 @@ fn pause_sync_holds_the_resync_and_resume_finishes_it() {
         (status(a)["cstate"] == "PausedSyncS").then_some(())
     });
     assert_eq!(status(b)["cstate"], "PausedSyncT");
-    std::thread::sleep(Duration::from_millis(500));
-    let left = status(b)["oos_kib"].as_u64();
+    // Blocks requested before the pause still land; then the count must stand still.
+    let left = wait_settled(
+        Duration::from_secs(10),
+        Duration::from_millis(300),
+        "the blocks in flight at the pause to land",
+        || status(b)["oos_kib"].as_u64(),
+    );
+    // The length of the pause is the input: a second without progress.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         status(b)["oos_kib"].as_u64(),
@@ -445,10 +453,17 @@ fn dynamic_controller_backs_off_to_c_min_rate_while_the_application_writes() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("fio");
-    std::thread::sleep(Duration::from_millis(500));
+    let written = |n: &Node| status(n)["counters"]["dw_kib"].as_u64().expect("dw_kib");
+    let dw0 = written(a);
+    wait_for(Duration::from_secs(10), "the application to write", || {
+        (written(a) > dw0).then_some(())
+    });
     b.ok(&["invalidate", "r0"]);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(Duration::from_secs(10), "the resync to run", || {
+        (status(b)["cstate"] == "SyncTarget").then_some(())
+    });
     let oos0 = status(b)["oos_kib"].as_u64().expect("oos");
+    // The measuring window.
     std::thread::sleep(Duration::from_secs(2));
     let oos1 = status(b)["oos_kib"].as_u64().expect("oos");
     let _ = fio.wait_with_output();

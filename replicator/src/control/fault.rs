@@ -15,6 +15,9 @@ pub const FAULT_BUILD_COMMAND: &str =
 /// Exit code of a refused fault request (drbdadm's "execution failed").
 pub const FAULT_REFUSED_EXIT: i32 = 20;
 
+/// Longest `meta-delay`: a slow metadata device, not a hung one.
+pub const META_DELAY_MS_MAX: u64 = 10_000;
+
 /// Which operations on the backing device a `disk-error` rule fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -55,9 +58,12 @@ pub enum FaultCmd {
     /// Keep writes not yet covered by a completed flush in memory only (`on`); `off` writes
     /// them out first.
     VolatileCache { on: bool },
+    /// Make every metadata write (superblock, activity log, bitmap) take `ms` longer: a slow
+    /// metadata device. 0 = no delay.
+    MetaDelay { ms: u64 },
     /// Drop the volatile cache and end repd at once, as a power cut would.
     PowerLoss,
-    /// No disk-error rules, volatile cache off (its contents written out).
+    /// No disk-error rules, no metadata delay, volatile cache off (its contents written out).
     Clear,
 }
 
@@ -161,6 +167,10 @@ mod tests {
             (
                 r#"{"cmd":"fault","fault":{"kind":"volatile-cache","on":true}}"#,
                 FaultCmd::VolatileCache { on: true },
+            ),
+            (
+                r#"{"cmd":"fault","fault":{"kind":"meta-delay","ms":250}}"#,
+                FaultCmd::MetaDelay { ms: 250 },
             ),
             (
                 r#"{"cmd":"fault","fault":{"kind":"power-loss"}}"#,

@@ -3,6 +3,7 @@
 
 pub mod adjust;
 pub mod fault;
+pub mod md_dump;
 pub mod render;
 
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,32 @@ pub struct SyncProgress {
 }
 
 impl SyncProgress {
+    /// A running resync: the average rate since it started, and the time left at that rate.
+    pub fn of_resync(r: &crate::core::ResyncInfo) -> SyncProgress {
+        let done_kib = (r.total_bits - r.left_bits.min(r.total_bits)) * 4;
+        let avg = done_kib / r.elapsed.as_secs().max(1);
+        SyncProgress {
+            total_kib: r.total_bits * 4,
+            left_kib: r.left_bits * 4,
+            speed_kib_s: avg,
+            avg_kib_s: avg,
+            want_kib_s: Some(r.rate_kib),
+            eta_s: (r.left_bits * 4).checked_div(avg).unwrap_or(0),
+        }
+    }
+
+    /// A running online verify: `done` of `total` bytes compared.
+    pub fn of_verify(done: u64, total: u64) -> SyncProgress {
+        SyncProgress {
+            total_kib: total / 1024,
+            left_kib: (total - done.min(total)) / 1024,
+            speed_kib_s: 0,
+            avg_kib_s: 0,
+            want_kib_s: None,
+            eta_s: 0,
+        }
+    }
+
     /// Done in per-mille, as DRBD computes it for the bar.
     pub fn permille(&self) -> u64 {
         if self.total_kib == 0 {

@@ -6,9 +6,11 @@
 
 use super::engine::{Engine, PendingAdmin};
 use super::io::{AdminCmd, AdminId, AttachInfo, IoId, IoResult, MetaOpKind, Output};
+use super::io_table::IoOwner;
 use super::peer::After;
 use super::refusal::Refusal;
 use super::state::{ConnState, DiskState, Role};
+use super::state_change::ChangeSet;
 use rep_resources::Fencing;
 
 impl Engine {
@@ -31,10 +33,10 @@ impl Engine {
                 Some(now) => self.set_sync_paused(
                     now,
                     cmd == AdminCmd::PauseSync,
-                    super::resync::PauseReason::User,
+                    super::resync_state::PauseReason::User,
                 ),
                 None => Err(Refusal::NoResync {
-                    cstate: self.cstate,
+                    cstate: self.st.cstate(),
                 }),
             },
         };
@@ -52,63 +54,48 @@ impl Engine {
         }
     }
 
-    /// Write the superblock now and answer admin `id` with `message` once it is durable.
-    fn persist_then_reply(&mut self, id: AdminId, message: String) {
-        if self.disk <= DiskState::Failed {
-            // No metadata to write (Diskless): the state lives in memory only, as in DRBD.
-            self.emit(Output::StateChanged);
-            self.emit(Output::AdminReply {
+    /// Answer admin `id` once superblock write `io` completed (at once if none was needed:
+    /// without a disk the state lives in memory only, as in DRBD).
+    fn reply_when_durable(&mut self, id: AdminId, message: String, io: Option<IoId>) {
+        match io {
+            Some(io) => self.ios.wait_for(io, PendingAdmin { id, message }),
+            None => self.emit(Output::AdminReply {
                 id,
                 result: Ok(message),
-            });
-            return;
+            }),
         }
-        self.sync_flags_from_state();
-        // Bits first: the superblock may depend on them (`invalidate`: all bits set, then
-        // Inconsistent; a crash in between must not leave a clean bitmap behind).
-        self.write_dirty_bitmap_pages();
-        let io = self.alloc_io();
-        let op = MetaOpKind::Superblock {
-            uuids: self.uuids,
-            flags: self.flags,
-            clean: false,
-        };
-        self.emit(Output::Meta { io, op });
-        self.admin_waiting.insert(io, PendingAdmin { id, message });
-        self.emit(Output::StateChanged);
     }
 
     fn need_disk(&self) -> Result<(), Refusal> {
-        if self.disk <= DiskState::Failed || self.disk == DiskState::Attaching {
-            return Err(Refusal::NoLocalDisk { disk: self.disk });
+        if self.st.disk() <= DiskState::Failed || self.st.disk() == DiskState::Attaching {
+            return Err(Refusal::NoLocalDisk {
+                disk: self.st.disk(),
+            });
         }
         Ok(())
     }
 
+    /// What `primary` asks for: the role, and with `--force` a disk that is not UpToDate
+    /// taken as UpToDate (Negotiating too: no handshake will tell, the operator vouches for
+    /// the attached data). Returns whether the disk was forced.
+    fn promotion(&self, force: bool) -> (ChangeSet, bool) {
+        let cs = ChangeSet::new().role(Role::Primary);
+        let forceable = (DiskState::Negotiating..=DiskState::Consistent).contains(&self.st.disk());
+        if force && forceable {
+            (cs.disk(DiskState::UpToDate), true)
+        } else {
+            (cs, false)
+        }
+    }
+
     fn cmd_primary(&mut self, id: AdminId, force: bool) -> Result<Option<String>, Refusal> {
-        if self.role == Role::Primary {
+        if self.st.role() == Role::Primary {
             return Ok(Some("already Primary".into()));
         }
         if self.pending_primary.is_some() {
             return Err(Refusal::ConcurrentStateChange);
         }
-        if self.peer_role == Role::Primary && !self.cfg.allow_two_primaries {
-            return Err(Refusal::TwoPrimaries {
-                peer_role: self.peer_role,
-            });
-        }
-        if self.disk < DiskState::UpToDate {
-            let diskless_ok = self.disk == DiskState::Diskless
-                && self.cstate >= ConnState::Connected
-                && self.pdsk == DiskState::UpToDate;
-            let forceable = (DiskState::Negotiating..=DiskState::Consistent).contains(&self.disk);
-            if !(diskless_ok || force && forceable) {
-                return Err(Refusal::NoUpToDateDisk {
-                    disk: self.disk,
-                    pdsk: self.pdsk,
-                });
-            }
-        }
+        self.check_state(&self.promotion(force).0)?;
         if self.link_ready() {
             self.ask_peer_for_primary(id, force);
         } else {
@@ -117,35 +104,23 @@ impl Engine {
         Ok(None)
     }
 
-    /// The promotion itself, once the peer (if any) agreed.
+    /// The promotion itself, once the peer (if any) agreed; the rules are checked again, the
+    /// state may have changed while the peer was asked.
     pub(crate) fn finish_primary(&mut self, id: AdminId, force: bool) {
-        if self.peer_role == Role::Primary && !self.cfg.allow_two_primaries {
-            let refusal = Refusal::TwoPrimaries {
-                peer_role: self.peer_role,
-            };
+        let (cs, forced) = self.promotion(force);
+        if let Err(refusal) = self.check_state(&cs) {
             self.emit(Output::AdminReply {
                 id,
                 result: Err(refusal),
             });
             return;
         }
-        let mut forced = false;
-        if force && self.disk == DiskState::Negotiating {
-            // No handshake will tell: the operator vouches for the attached data.
-            self.negotiating = None;
-            self.disk = DiskState::Inconsistent;
-        }
-        if self.disk < DiskState::UpToDate
-            && force
-            && (DiskState::Inconsistent..=DiskState::Consistent).contains(&self.disk)
-        {
+        if forced {
             tracing::warn!(resource = %self.cfg.resource, "Forced to consider local data as UpToDate!");
-            self.disk = DiskState::UpToDate;
-            forced = true;
         }
-        self.role = Role::Primary;
-        let degraded = self.cstate < ConnState::Connected || self.pdsk <= DiskState::Failed;
-        if self.disk > DiskState::Diskless {
+        let degraded =
+            self.st.cstate() < ConnState::Connected || self.st.pdsk() <= DiskState::Failed;
+        if self.st.disk() > DiskState::Diskless {
             if (degraded && self.uuids.bitmap == 0) || forced {
                 let v = self.rng.uuid();
                 self.uuids.new_current(v, true);
@@ -153,9 +128,13 @@ impl Engine {
                 self.uuids.current |= 1;
             }
         }
-        self.persist_then_reply(id, "promoted to Primary".into());
+        let io = self.change_state(cs.persist());
+        self.reply_when_durable(id, "promoted to Primary".into(), io);
         // `primary --force` on a connected pair with an Inconsistent peer: the initial full sync.
-        if forced && self.cstate == ConnState::Connected && self.pdsk == DiskState::Inconsistent {
+        if forced
+            && self.st.cstate() == ConnState::Connected
+            && self.st.pdsk() == DiskState::Inconsistent
+        {
             if let Some(bm) = self.bitmap.as_mut() {
                 bm.set_all();
             }
@@ -165,72 +144,66 @@ impl Engine {
     }
 
     fn cmd_secondary(&mut self, id: AdminId) -> Result<Option<String>, Refusal> {
-        if self.role != Role::Primary {
+        if self.st.role() != Role::Primary {
             return Ok(Some("already Secondary".into()));
         }
-        if self.open_clients > 0 {
-            return Err(Refusal::DeviceInUse {
-                open: self.open_clients,
-            });
-        }
+        let cs = ChangeSet::new().role(Role::Secondary);
+        self.check_state(&cs)?;
         if self.requests.in_flight() > 0 {
             // A client that just went away may still have requests in flight: they finish
             // as Primary (replicated and acknowledged or failed), then the demotion goes on.
             self.admin_drain.push((id, AdminCmd::Secondary));
             return Ok(None);
         }
-        self.role = Role::Secondary;
         self.uuids.current &= !1;
-        if self.disk == DiskState::Diskless {
-            self.emit(Output::StateChanged);
-            return Ok(Some("demoted to Secondary".into()));
-        }
-        self.persist_then_reply(id, "demoted to Secondary".into());
+        let io = self.change_state(cs.persist());
+        self.reply_when_durable(id, "demoted to Secondary".into(), io);
         Ok(None)
     }
 
     fn cmd_attach(&mut self, id: AdminId) -> Result<Option<String>, Refusal> {
-        if self.disk != DiskState::Diskless {
-            return Err(Refusal::DiskConfigured { disk: self.disk });
+        if self.st.disk() != DiskState::Diskless {
+            return Err(Refusal::DiskConfigured {
+                disk: self.st.disk(),
+            });
         }
-        if self.role == Role::Primary {
+        if self.st.role() == Role::Primary {
             return Err(Refusal::AttachWhilePrimary);
         }
-        self.disk = DiskState::Attaching;
-        let io = self.alloc_io();
+        let _ = self.change_state(ChangeSet::new().disk(DiskState::Attaching));
+        let admin = PendingAdmin {
+            id,
+            message: "attached".into(),
+        };
+        let io = self.ios.start(IoOwner::OpenDisk { admin });
         self.emit(Output::OpenDisk { io });
-        self.admin_waiting.insert(
-            io,
-            PendingAdmin {
-                id,
-                message: "attached".into(),
-            },
-        );
         Ok(None)
     }
 
-    pub(crate) fn disk_opened(&mut self, io: IoId, result: Result<Box<AttachInfo>, String>) {
-        let Some(pending) = self.admin_waiting.remove(&io) else {
-            return;
-        };
-        if self.disk != DiskState::Attaching {
+    pub(crate) fn disk_opened(
+        &mut self,
+        pending: PendingAdmin,
+        result: Result<Box<AttachInfo>, String>,
+    ) {
+        if self.st.disk() != DiskState::Attaching {
             // An open that no longer belongs to the current state: drop it.
             self.emit(Output::AdminReply {
                 id: pending.id,
-                result: Err(Refusal::DiskConfigured { disk: self.disk }),
+                result: Err(Refusal::DiskConfigured {
+                    disk: self.st.disk(),
+                }),
             });
             return;
         }
         let info = match result {
             Ok(info) => info,
             Err(message) => {
-                self.disk = DiskState::Diskless;
+                let _ = self.change_state(ChangeSet::new().disk(DiskState::Diskless));
                 let refusal = Refusal::AttachFailed { message };
                 self.emit(Output::AdminReply {
                     id: pending.id,
                     result: Err(refusal),
                 });
-                self.emit(Output::StateChanged);
                 return;
             }
         };
@@ -258,17 +231,20 @@ impl Engine {
         self.flags = flags;
         self.bitmap = Some(bitmap);
         self.al = Some(al);
-        self.pdsk = if flags.peer_out_dated() {
+        let pdsk = if flags.peer_out_dated() {
             DiskState::Outdated
         } else {
             DiskState::DUnknown
         };
-        let state = disk_state_on_attach(flags, self.pdsk, self.cfg.fencing);
-        self.disk = state;
-        self.persist_then_reply(pending.id, pending.message);
+        let state = disk_state_on_attach(flags, pdsk, self.cfg.fencing);
+        let io = self.change_state(ChangeSet::new().disk(state).pdsk(pdsk).persist());
+        self.reply_when_durable(pending.id, pending.message, io);
         if self.link.is_some() {
-            self.negotiating = Some(state);
-            self.disk = DiskState::Negotiating;
+            let _ = self.change_state(
+                ChangeSet::new()
+                    .disk(DiskState::Negotiating)
+                    .negotiating(Some(state)),
+            );
             // The handshake decided without a disk; redo it so the UUIDs pick the resync.
             self.lose_link(
                 ConnState::Disconnecting,
@@ -284,19 +260,16 @@ impl Engine {
         cmd: AdminCmd,
         force: bool,
     ) -> Result<Option<String>, Refusal> {
-        if self.disk == DiskState::Diskless {
+        if self.st.disk() == DiskState::Diskless {
             return Ok(Some("already Diskless".into()));
         }
-        if self.disk == DiskState::Attaching {
-            return Err(Refusal::NoLocalDisk { disk: self.disk });
-        }
-        if self.role == Role::Primary && self.pdsk < DiskState::UpToDate {
-            // DRBD rule 9: a Primary must keep access to UpToDate data.
-            return Err(Refusal::NoUpToDateDisk {
-                disk: DiskState::Diskless,
-                pdsk: self.pdsk,
+        if self.st.disk() == DiskState::Attaching {
+            return Err(Refusal::NoLocalDisk {
+                disk: self.st.disk(),
             });
         }
+        // A Primary must keep access to UpToDate data (DRBD's rule 9).
+        self.check_state(&ChangeSet::new().disk(DiskState::Diskless))?;
         if self.requests.in_flight() > 0 && !force {
             self.admin_drain.push((id, cmd));
             return Ok(None);
@@ -307,7 +280,7 @@ impl Engine {
 
     /// Persist everything and close the backing device; `id` is answered when closed.
     pub(crate) fn close_disk(&mut self, id: Option<AdminId>) {
-        if self.closing_disk.is_some() {
+        if self.ios.closing() {
             // Already closing (a Failed disk, or an earlier detach): one close is enough.
             if let Some(id) = id {
                 self.emit(Output::AdminReply {
@@ -321,43 +294,35 @@ impl Engine {
         self.write_dirty_bitmap_pages();
         // With writes still in flight (`detach --force`, SIGTERM under load) the activity log
         // must be replayed on the next attach: only an idle disk closes clean.
-        let clean = self.local_io_idle();
+        let clean = self.ios.data_device_idle();
         if !clean {
             tracing::warn!(resource = %self.cfg.resource, "closing the disk with I/O in flight: the activity log will be replayed on the next attach");
         }
-        let io = self.alloc_io();
+        let io = self.ios.start(IoOwner::Meta { admin: None });
         let op = MetaOpKind::Superblock {
             uuids: self.uuids,
             flags: self.flags,
             clean,
         };
         self.emit(Output::Meta { io, op });
-        let io = self.alloc_io();
-        self.closing_disk = Some(io);
+        let admin = id.map(|id| PendingAdmin {
+            id,
+            message: "detached".into(),
+        });
+        let io = self.ios.start(IoOwner::CloseDisk { admin });
         self.emit(Output::CloseDisk { io });
-        if let Some(id) = id {
-            self.admin_waiting.insert(
-                io,
-                PendingAdmin {
-                    id,
-                    message: "detached".into(),
-                },
-            );
-        }
     }
 
-    pub(crate) fn disk_closed(&mut self, io: IoId) {
-        if self.closing_disk != Some(io) {
-            return;
-        }
-        self.closing_disk = None;
-        self.negotiating = None;
-        self.disk = DiskState::Diskless;
+    pub(crate) fn disk_closed(&mut self, admin: Option<PendingAdmin>) {
+        let _ = self.change_state(ChangeSet::new().disk(DiskState::Diskless));
         self.bitmap = None;
         self.al = None;
         // References into the activity log that is gone; writes that waited for one of its
         // slots go on without it (through the peer).
-        self.repl.al_parked.clear();
+        self.tl.forget_extents();
+        self.requests.forget_extents();
+        self.rx.forget_extents();
+        self.al_writing.clear();
         self.announce_state();
         self.retry_al_waiters();
         // Connected, the device keeps the peer's size: a Diskless Primary serves through it.
@@ -368,8 +333,8 @@ impl Engine {
             .and_then(|l| l.peer_usable)
             .unwrap_or(0);
         self.local_usable_bytes = 0;
-        self.emit(Output::StateChanged);
-        if let Some(p) = self.admin_waiting.remove(&io) {
+        self.status_changed();
+        if let Some(p) = admin {
             self.emit(Output::AdminReply {
                 id: p.id,
                 result: Ok(p.message),
@@ -378,27 +343,26 @@ impl Engine {
     }
 
     fn cmd_connect(&mut self, discard_my_data: bool) -> Result<Option<String>, Refusal> {
-        if self.cstate != ConnState::StandAlone {
+        if self.st.cstate() != ConnState::StandAlone {
             return Err(Refusal::NetConfigured {
-                cstate: self.cstate,
+                cstate: self.st.cstate(),
             });
         }
         if !self.cfg.has_peer {
             return Err(Refusal::NoPeerConfigured);
         }
-        if discard_my_data && self.role == Role::Primary {
+        if discard_my_data && self.st.role() == Role::Primary {
             return Err(Refusal::IsPrimary);
         }
         self.discard_my_data = discard_my_data;
         // StandAlone → Unconnected → WFConnection; the driver dials and accepts.
-        self.cstate = ConnState::WFConnection;
+        let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFConnection));
         self.emit(Output::Connect);
-        self.emit(Output::StateChanged);
         Ok(Some("waiting for the peer (WFConnection)".into()))
     }
 
     fn cmd_disconnect(&mut self) -> Result<Option<String>, Refusal> {
-        if self.cstate == ConnState::StandAlone {
+        if self.st.cstate() == ConnState::StandAlone {
             return Err(Refusal::AlreadyStandAlone);
         }
         self.send(crate::wire::Packet::Bye);
@@ -412,14 +376,22 @@ impl Engine {
 
     fn cmd_outdate(&mut self, id: AdminId) -> Result<Option<String>, Refusal> {
         self.need_disk()?;
-        if self.role == Role::Primary {
+        if self.st.role() == Role::Primary {
             return Err(Refusal::IsPrimary);
         }
-        if self.disk < DiskState::Outdated {
-            return Err(Refusal::LowerThanOutdated { disk: self.disk });
+        if self.st.disk() < DiskState::Outdated {
+            return Err(Refusal::LowerThanOutdated {
+                disk: self.st.disk(),
+            });
         }
-        self.disk = DiskState::Outdated;
-        self.persist_then_reply(id, "disk marked Outdated".into());
+        if self.st.cstate() >= ConnState::Connected {
+            // Connected, the data is the peer's: Outdated would vanish at once (DRBD refuses).
+            return Err(Refusal::ConnectedOutdates {
+                cstate: self.st.cstate(),
+            });
+        }
+        let io = self.request_state(ChangeSet::new().disk(DiskState::Outdated).persist())?;
+        self.reply_when_durable(id, "disk marked Outdated".into(), io);
         Ok(None)
     }
 
@@ -432,7 +404,8 @@ impl Engine {
         let just_created = self.uuids.current & !1 == crate::meta::superblock::UUID_JUST_CREATED;
         self.uuids.clear_bitmap_uuid();
         let v = self.rng.uuid();
-        self.uuids.new_current(v, self.role == Role::Primary);
+        self.uuids.new_current(v, self.st.role() == Role::Primary);
+        let mut skip = ChangeSet::new();
         if clear_bitmap {
             if let Some(bm) = self.bitmap.as_mut() {
                 bm.clear_all();
@@ -440,27 +413,28 @@ impl Engine {
             // Two fresh disks: skip the initial sync, both sides become UpToDate (DRBD's
             // "new-current-uuid --clear-bitmap" shortcut).
             if just_created
-                && self.cstate == ConnState::Connected
-                && self.pdsk == DiskState::Inconsistent
+                && self.st.cstate() == ConnState::Connected
+                && self.st.pdsk() == DiskState::Inconsistent
             {
                 self.uuids.bitmap = 0;
-                self.disk = DiskState::UpToDate;
-                self.pdsk = DiskState::UpToDate;
-                self.send_uuids(super::peer::UUID_FLAG_SKIP_INITIAL_SYNC);
+                skip = skip.disk(DiskState::UpToDate).pdsk(DiskState::UpToDate);
+                self.send_uuids(super::handshake::UUID_FLAG_SKIP_INITIAL_SYNC);
             }
         }
-        self.persist_then_reply(id, "new current UUID generated".into());
+        let io = self.change_state(skip.persist());
+        self.status_changed();
+        self.reply_when_durable(id, "new current UUID generated".into(), io);
         Ok(None)
     }
 
     fn cmd_invalidate(&mut self, id: AdminId) -> Result<Option<String>, Refusal> {
         self.need_disk()?;
-        if self.role == Role::Primary {
+        if self.st.role() == Role::Primary {
             return Err(Refusal::IsPrimary);
         }
         if self.resync.is_some() {
             return Err(Refusal::ResyncRunning {
-                cstate: self.cstate,
+                cstate: self.st.cstate(),
             });
         }
         // Not connected: what `drbdmeta invalidate` does offline — all bits set, Inconsistent;
@@ -469,65 +443,65 @@ impl Engine {
         if let Some(bm) = self.bitmap.as_mut() {
             bm.set_all();
         }
-        self.disk = DiskState::Inconsistent;
-        if self.cstate == ConnState::Connected {
+        // Bits first (persist_superblock writes them before the superblock): a crash in
+        // between must not leave a clean bitmap behind an Inconsistent disk.
+        let io = self.change_state(ChangeSet::new().disk(DiskState::Inconsistent).persist());
+        if self.st.cstate() == ConnState::Connected {
             self.send(crate::wire::Packet::SyncStart {
                 source: false,
                 full: true,
             });
         }
-        self.persist_then_reply(
+        self.reply_when_durable(
             id,
             "local data invalidated; full sync from the peer on connect".into(),
+            io,
         );
         Ok(None)
     }
 
     fn cmd_invalidate_remote(&mut self) -> Result<Option<String>, Refusal> {
         self.need_disk()?;
-        if self.disk != DiskState::UpToDate {
+        if self.st.disk() != DiskState::UpToDate {
             return Err(Refusal::NoUpToDateDisk {
-                disk: self.disk,
-                pdsk: self.pdsk,
+                disk: self.st.disk(),
+                pdsk: self.st.pdsk(),
             });
         }
         if self.resync.is_some() {
             return Err(Refusal::ResyncRunning {
-                cstate: self.cstate,
+                cstate: self.st.cstate(),
             });
         }
         if let Some(bm) = self.bitmap.as_mut() {
             bm.set_all();
         }
-        if self.cstate == ConnState::Connected {
+        if self.st.cstate() == ConnState::Connected {
             self.start_sync_source(true);
             return Ok(Some("full sync to the peer started".into()));
         }
         self.persist_superblock();
-        self.emit(Output::StateChanged);
+        self.status_changed();
         Ok(Some(
             "peer's data invalidated; full sync to the peer on connect".into(),
         ))
     }
 
-    /// Metadata write completions: activity log first, then admin replies waiting on them.
-    pub(crate) fn meta_done(&mut self, io: IoId, result: IoResult) {
-        if self.al_done(io, &result) {
-            return;
+    /// A superblock or bitmap write completed; an admin reply may have waited for it.
+    pub(crate) fn meta_done(&mut self, admin: Option<PendingAdmin>, result: IoResult) {
+        if let Err(e) = &result {
+            tracing::error!(resource = %self.cfg.resource, "metadata write failed: {}", e.message);
+            // Metadata I/O errors always detach, whatever on-io-error says (DRBD), also when
+            // an admin command waited for this write.
+            let what = format!("metadata write: {}", e.message);
+            self.fail_disk(&what);
         }
-        let Some(p) = self.admin_waiting.remove(&io) else {
-            if let Err(e) = result {
-                tracing::error!(resource = %self.cfg.resource, "metadata write failed: {}", e.message);
-                // Metadata I/O errors always detach, whatever on-io-error says (DRBD).
-                let what = format!("metadata write: {}", e.message);
-                self.fail_disk(&what);
-            }
-            return;
-        };
-        let result = result
-            .map(|()| p.message)
-            .map_err(|e| Refusal::MetaIo { message: e.message });
-        self.emit(Output::AdminReply { id: p.id, result });
+        if let Some(p) = admin {
+            let result = result
+                .map(|()| p.message)
+                .map_err(|e| Refusal::MetaIo { message: e.message });
+            self.emit(Output::AdminReply { id: p.id, result });
+        }
     }
 
     /// Re-run commands that waited for client I/O to drain.

@@ -10,22 +10,24 @@
 
 use super::engine::{Engine, OnIoError};
 use super::io::{nbd_errno, ClientError, ClientOp, IoFailure, Output, ReqId};
-use super::replicate::RxKind;
-use super::requests::RemoteRead;
+use super::peer_rx::RxKind;
+use super::requests::RemoteReply;
 use super::state::{ConnState, DiskState, Role};
-use crate::wire::frame::MAX_DATA_BYTES;
+use super::state_change::ChangeSet;
 use crate::wire::Packet;
 
 impl Engine {
     /// The peer's UpToDate disk is reachable over a decided link.
     fn peer_has_data(&self) -> bool {
-        self.link_ready() && self.cstate >= ConnState::Connected && self.pdsk == DiskState::UpToDate
+        self.link_ready()
+            && self.st.cstate() >= ConnState::Connected
+            && self.st.pdsk() == DiskState::UpToDate
     }
 
     /// No usable local disk (never attached, detached, or failed), and the peer's UpToDate disk
     /// is reachable.
     pub(crate) fn serves_via_peer(&self) -> bool {
-        matches!(self.disk, DiskState::Diskless | DiskState::Failed) && self.peer_has_data()
+        matches!(self.st.disk(), DiskState::Diskless | DiskState::Failed) && self.peer_has_data()
     }
 
     pub(crate) fn no_data_error(&self) -> ClientError {
@@ -33,7 +35,11 @@ impl Engine {
             nbd_errno: nbd_errno::EIO,
             message: format!(
                 "resource {} on node {}: no UpToDate data reachable (disk {}, peer {} {})",
-                self.cfg.resource, self.cfg.node, self.disk, self.cstate, self.pdsk
+                self.cfg.resource,
+                self.cfg.node,
+                self.st.disk(),
+                self.st.cstate(),
+                self.st.pdsk()
             ),
         }
     }
@@ -41,30 +47,9 @@ impl Engine {
     /// Read through the peer, in pieces of at most one packet; the last reply completes the
     /// request.
     pub(crate) fn read_via_peer(&mut self, req: ReqId, offset: u64, len: u32) {
-        let now = self.last_now;
-        if let Some(r) = self.requests.reqs.get_mut(&req) {
-            r.local = None;
-            r.peer_wait = true;
-            r.peer_since = now;
-        }
-        let mut pending = std::collections::BTreeMap::new();
-        let mut done = 0u32;
-        while done < len {
-            let piece = (len - done).min(MAX_DATA_BYTES as u32);
-            pending.insert(offset + u64::from(done), piece);
-            done += piece;
-        }
-        let pieces: Vec<(u64, u32)> = pending.iter().map(|(&o, &l)| (o, l)).collect();
-        self.requests.remote_reads.insert(
-            req,
-            RemoteRead {
-                offset,
-                data: vec![0; len as usize],
-                pending,
-                failed: false,
-            },
-        );
-        for (offset, len) in pieces {
+        // The local part is what the peer answers; until then the request waits for it.
+        self.requests.wait_for_peer(req, 1, self.last_now, None);
+        for (offset, len) in self.requests.start_remote_read(req, offset, len) {
             self.send(Packet::DataRequest {
                 id: req.0,
                 offset,
@@ -77,54 +62,27 @@ impl Engine {
     /// the peer.
     pub(crate) fn on_data_reply(&mut self, wire_id: u64, offset: u64, data: Option<Vec<u8>>) {
         let id = ReqId(wire_id);
-        let Some(rr) = self.requests.remote_reads.get_mut(&id) else {
-            // The request already failed when the link was lost.
-            return;
-        };
-        let Some(want) = rr.pending.remove(&offset) else {
-            self.protocol_error(format!(
-                "DataReply for request {id} at offset {offset}, which was not asked for"
-            ));
-            return;
-        };
-        match data {
-            Some(d) if d.len() == want as usize => {
-                let at = (offset - rr.offset) as usize;
-                rr.data[at..at + d.len()].copy_from_slice(&d);
-            }
-            Some(d) => {
-                self.protocol_error(format!(
-                    "DataReply for request {id} carries {} bytes, {want} were asked",
-                    d.len()
-                ));
+        let result = match self.requests.remote_reply(id, offset, data.as_deref()) {
+            // Still pieces to come, or the request already failed when the link was lost.
+            RemoteReply::Partial | RemoteReply::Stale => return,
+            RemoteReply::Invalid(why) => {
+                self.protocol_error(why);
                 return;
             }
-            None => rr.failed = true,
-        }
-        if !rr.pending.is_empty() {
-            return;
-        }
-        let Some(rr) = self.requests.remote_reads.remove(&id) else {
-            return;
-        };
-        let result = if rr.failed {
-            Err(ClientError {
+            RemoteReply::Complete(Some(data)) => {
+                self.emit(Output::ClientData { req: id, data });
+                Ok(())
+            }
+            RemoteReply::Complete(None) => Err(ClientError {
                 nbd_errno: nbd_errno::EIO,
                 message: format!(
                     "resource {}: the peer could not read this block for us (we are {})",
-                    self.cfg.resource, self.disk
+                    self.cfg.resource,
+                    self.st.disk()
                 ),
-            })
-        } else {
-            self.emit(Output::ClientData {
-                req: id,
-                data: rr.data,
-            });
-            Ok(())
+            }),
         };
-        if let Some(r) = self.requests.reqs.get_mut(&id) {
-            r.local = Some(result);
-        }
+        self.requests.set_local(id, result);
         self.peer_done(id);
     }
 
@@ -133,11 +91,11 @@ impl Engine {
         if !self.check_peer_range("read", offset, u64::from(len)) {
             return;
         }
-        if self.disk != DiskState::UpToDate {
+        if self.st.disk() != DiskState::UpToDate {
             self.send(Packet::NegDReply { id, offset, len });
             return;
         }
-        self.enqueue_peer_write(
+        self.enqueue_peer_op(
             RxKind::Read { id },
             offset,
             u64::from(len),
@@ -148,14 +106,12 @@ impl Engine {
     /// The link is gone: requests that only the peer could complete fail (there is no copy of
     /// their data on any disk we can reach).
     pub(crate) fn fail_diskless_requests(&mut self, waiting: &[ReqId]) {
-        let without_disk = self.disk <= DiskState::Failed;
-        for id in waiting {
-            let remote_read = self.requests.remote_reads.remove(id).is_some();
+        let without_disk = self.st.disk() <= DiskState::Failed;
+        for &id in waiting {
+            let remote_read = self.requests.cancel_remote_read(id);
             if remote_read || without_disk {
                 let e = self.no_data_error();
-                if let Some(r) = self.requests.reqs.get_mut(id) {
-                    r.local = Some(Err(e));
-                }
+                self.requests.set_local(id, Err(e));
             }
         }
     }
@@ -201,18 +157,10 @@ impl Engine {
         }
     }
 
-    /// No I/O is in flight on the local disk (client, peer, resync and verify I/O).
-    pub(crate) fn local_io_idle(&self) -> bool {
-        self.requests.local_pending() == 0
-            && self.requests.resync_reads.is_empty()
-            && !self.rx.busy()
-            && self.aux_reads.is_empty()
-    }
-
     /// `on-io-error detach`: Failed now (the peer is told with our next State), Diskless once
     /// the backing device is closed.
     pub(crate) fn fail_disk(&mut self, what: &str) {
-        if self.disk <= DiskState::Failed {
+        if self.st.disk() <= DiskState::Failed {
             return;
         }
         if self.cfg.on_io_error == OnIoError::CallLocalIoError {
@@ -221,21 +169,17 @@ impl Engine {
             });
         }
         tracing::error!(resource = %self.cfg.resource, "Local IO failed ({what}). Detaching...");
-        self.negotiating = None;
         // What was written since the last completed flush may be lost with this disk: a failed
         // data flush (before a metadata write as much as for a client FLUSH) drops write-back
         // for good. The peer's copy is the data now.
-        let mut unflushed = std::mem::take(&mut self.requests.unflushed);
-        for covered in self.requests.flushing.values() {
-            unflushed.extend(covered.iter().copied());
-        }
+        let mut unflushed = self.requests.take_unflushed();
+        unflushed.extend(self.ios.flushing_extents());
         self.mark_extents_out_of_sync(unflushed);
-        self.disk = DiskState::Failed;
-        self.emit(Output::StateChanged);
+        let _ = self.change_state(ChangeSet::new().disk(DiskState::Failed));
         // Now, not at the end of this input: writes this input still replicates must reach
         // the peer after it knows it holds the only copy (it marks them out of sync then).
         self.announce_state();
-        if self.cstate > ConnState::Connected {
+        if self.st.cstate() > ConnState::Connected {
             // A resync or verify cannot go on without this disk: start over from a handshake,
             // which sees the disk gone.
             self.lose_link(
@@ -250,10 +194,10 @@ impl Engine {
     /// A Failed disk is closed once no I/O is in flight on it: requests still out fail too, and
     /// their blocks must reach the bitmap before it is persisted for the last time.
     pub(crate) fn close_failed_disk_when_idle(&mut self) {
-        if self.disk != DiskState::Failed || self.closing_disk.is_some() {
+        if self.st.disk() != DiskState::Failed || self.ios.closing() {
             return;
         }
-        if !self.local_io_idle() {
+        if !self.ios.data_device_idle() {
             return;
         }
         self.close_disk(None);
@@ -263,13 +207,13 @@ impl Engine {
     /// disk, so start a new generation (the returning disk then syncs from us) and track them in
     /// the bitmap.
     pub(crate) fn peer_lost_disk(&mut self, peer_role: Role) {
-        let writes_here = self.role == Role::Primary || peer_role == Role::Primary;
-        if self.disk != DiskState::UpToDate || !writes_here {
+        let writes_here = self.st.role() == Role::Primary || peer_role == Role::Primary;
+        if self.st.disk() != DiskState::UpToDate || !writes_here {
             return;
         }
         if self.uuids.bitmap == 0 {
             let v = self.rng.uuid();
-            self.uuids.new_current(v, self.role == Role::Primary);
+            self.uuids.new_current(v, self.st.role() == Role::Primary);
             tracing::info!(resource = %self.cfg.resource, "peer's disk is gone while a Primary writes: new current UUID");
             self.persist_superblock();
         }

@@ -1,41 +1,35 @@
 //! The engine: one resource on one node, as a state machine that is fed inputs and drained of
-//! outputs (DESIGN.md §3). It owns roles, connection and disk states, generation UUIDs, the
-//! in-memory bitmap and activity log, and the table of client requests. It never does I/O,
-//! never reads a clock and never draws entropy: everything arrives through `handle`.
+//! outputs (DESIGN.md §3). It keeps what its parts share — the state (`NodeState`, changed only
+//! through `change_state`), the generation UUIDs and flags, the bitmap and activity log, the
+//! table of operations in flight (`IoTable`) — and hands each input to the part it concerns:
+//! client requests (`Requests`), the transfer log (`TransferLog`), the peer's operations
+//! (`PeerRx`), the handshake (`handshake::decide`), resync (`Resync`) and verify (`Verify`).
+//! It never does I/O, never reads a clock and never draws entropy: everything arrives through
+//! `handle`.
 //!
 //! What can change `poll_output`'s answer: any `handle` call. What can change `next_timeout`:
 //! any `handle` call.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
-use super::io::{AdminId, Input, IoId, Output};
+use super::config::EngineConfig;
+use super::handshake::Link;
+use super::io::{AdminCmd, AdminId, AttachInfo, Input, IoFailure, IoId, IoResult, Output};
+use super::io_table::{IoOwner, IoTable};
+use super::peer_rx::PeerRx;
 use super::requests::Requests;
+use super::resync_state::Resync;
 use super::rng::Rng;
 use super::state::{ConnState, DiskState, Role};
+use super::state_change::NodeState;
+use super::transfer_log::TransferLog;
+use super::verify::Verify;
 use crate::meta::al::ActivityLog;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::superblock::{GenerationUuids, MdFlags};
-use rep_resources::Protocol;
 
-/// Static facts about the resource on this node, from the `.res` file.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    pub resource: String,
-    pub node: String,
-    pub minor: u32,
-    pub device: String,
-    pub protocol: Protocol,
-    /// A peer is configured (two host sections): `up` goes to WFConnection, not StandAlone.
-    pub has_peer: bool,
-    pub allow_two_primaries: bool,
-    pub al_extents: u32,
-    pub fencing: rep_resources::Fencing,
-    pub on_io_error: OnIoError,
-    pub peer: super::peer::PeerSettings,
-}
-
-pub use rep_resources::OnIoError;
+pub use super::config::OnIoError;
 
 /// What an admin command is waiting for before it can be answered.
 #[derive(Debug)]
@@ -60,60 +54,76 @@ pub struct Counters {
     pub ep: u64,
 }
 
+/// What a completed operation brought back; routed by its `IoOwner`.
+#[derive(Debug)]
+enum Completion {
+    Disk(IoResult),
+    Meta(IoResult),
+    Opened(Result<Box<AttachInfo>, String>),
+    Closed,
+    PeerDisk(Result<Option<Vec<u8>>, IoFailure>),
+    Hash(Vec<u8>),
+}
+
+impl Completion {
+    /// The I/O result, for owners that only look at success (a read's data is separate).
+    fn result(&self) -> IoResult {
+        match self {
+            Completion::Disk(r) | Completion::Meta(r) => r.clone(),
+            Completion::PeerDisk(r) => r.as_ref().map(|_| ()).map_err(Clone::clone),
+            Completion::Opened(_) | Completion::Closed | Completion::Hash(_) => Ok(()),
+        }
+    }
+
+    fn into_peer_disk(self) -> Result<Option<Vec<u8>>, IoFailure> {
+        match self {
+            Completion::PeerDisk(r) => r,
+            other => other.result().map(|()| None),
+        }
+    }
+}
+
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
-    pub(crate) role: Role,
-    pub(crate) peer_role: Role,
-    pub(crate) cstate: ConnState,
-    pub(crate) disk: DiskState,
-    pub(crate) pdsk: DiskState,
+    /// Role, connection and disk states: written only by `change_state`.
+    pub(crate) st: NodeState,
+    /// Something `status` shows changed during this input: one `StateChanged` at its end.
+    status_dirty: bool,
+    /// The agreed (smaller) size while connected, else ours.
     pub(crate) usable_bytes: u64,
+    /// Our own usable size (0 without a disk).
+    pub(crate) local_usable_bytes: u64,
     pub(crate) uuids: GenerationUuids,
     pub(crate) flags: MdFlags,
+    /// The bitmap and activity log of the attached disk (present exactly while one is).
     pub(crate) bitmap: Option<Bitmap>,
     pub(crate) al: Option<ActivityLog>,
+    /// Activity-log extents whose transaction is being written: writes to them wait.
+    pub(crate) al_writing: HashSet<u64>,
     pub(crate) rng: Rng,
+    pub(crate) outputs: VecDeque<Output>,
+    /// Every operation in flight and who waits for it.
+    pub(crate) ios: IoTable,
     pub(crate) requests: Requests,
     pub(crate) open_clients: u32,
-    pub(crate) outputs: VecDeque<Output>,
-    pub(crate) next_io: IoId,
-    /// Admin replies that wait for a metadata write or an open/close to complete.
-    pub(crate) admin_waiting: HashMap<IoId, PendingAdmin>,
     /// `secondary`/`detach` waiting for in-flight client requests to drain.
-    pub(crate) admin_drain: Vec<(AdminId, super::io::AdminCmd)>,
-    pub(crate) counters: Counters,
-    pub(crate) last_now: Option<Instant>,
-    /// Our own usable size; `usable_bytes` is the agreed (smaller) size while connected.
-    pub(crate) local_usable_bytes: u64,
-    pub(crate) link: Option<super::peer::Link>,
-    /// `connect --discard-my-data`: this node volunteers to lose a split brain.
-    pub(crate) discard_my_data: bool,
+    pub(crate) admin_drain: Vec<(AdminId, AdminCmd)>,
     /// `primary` waiting for the peer's consent: (admin id, --force).
     pub(crate) pending_primary: Option<(AdminId, bool)>,
-    pub(crate) repl: super::replicate::Replication,
-    pub(crate) rx: super::replicate::PeerRx,
-    pub(crate) resync: Option<super::resync::Resync>,
-    /// SyncSource reads in flight: io → the peer's request id.
-    pub(crate) resync_read_ids: HashMap<IoId, u64>,
-    /// csums-alg on the SyncSource: the target's digests by request id, and reads being hashed
-    /// (hash io → (read io, request id, data, target's digests)).
-    pub(crate) csums_expected: HashMap<u64, Vec<u8>>,
-    pub(crate) csums_pending: HashMap<IoId, (IoId, u64, Vec<u8>, Vec<u8>)>,
-    pub(crate) verify: Option<super::verify::Verify>,
-    pub(crate) aux_reads: HashMap<IoId, super::verify::Aux>,
-    pub(crate) aux_hashes: HashMap<IoId, super::verify::Aux>,
+    pub(crate) counters: Counters,
+    pub(crate) last_now: Option<Instant>,
+    pub(crate) link: Option<Link>,
+    /// `connect --discard-my-data`: this node volunteers to lose a split brain.
+    pub(crate) discard_my_data: bool,
+    pub(crate) tl: TransferLog,
+    pub(crate) rx: PeerRx,
+    pub(crate) resync: Option<Resync>,
+    pub(crate) verify: Option<Verify>,
     pub(crate) last_verify_oos: Option<u64>,
     /// Last client write, for the resync controller's c-min-rate.
     pub(crate) last_app_write: Option<Instant>,
     /// The `resync-after` resource is resyncing now.
     pub(crate) dependency_syncing: bool,
-    /// The `CloseDisk` under way (detach, or a Failed disk being closed): at most one, and a
-    /// completion for any other is stale.
-    pub(crate) closing_disk: Option<IoId>,
-    /// A disk attached while a link existed: what its metadata says (UpToDate, Outdated, …)
-    /// waits here, and the disk reports Negotiating, until the next handshake compares data
-    /// generations (DRBD's D_NEGOTIATING): it must not claim data it may have missed.
-    pub(crate) negotiating: Option<DiskState>,
 }
 
 impl Engine {
@@ -121,43 +131,33 @@ impl Engine {
     pub fn new(cfg: EngineConfig, seed: u64) -> Engine {
         Engine {
             cfg,
-            role: Role::Secondary,
-            peer_role: Role::Unknown,
-            cstate: ConnState::StandAlone,
-            disk: DiskState::Diskless,
-            pdsk: DiskState::DUnknown,
+            st: NodeState::initial(),
+            status_dirty: false,
             usable_bytes: 0,
+            local_usable_bytes: 0,
             uuids: GenerationUuids::default(),
             flags: MdFlags::default(),
             bitmap: None,
             al: None,
+            al_writing: HashSet::new(),
             rng: Rng::new(seed),
+            outputs: VecDeque::new(),
+            ios: IoTable::default(),
             requests: Requests::default(),
             open_clients: 0,
-            outputs: VecDeque::new(),
-            next_io: IoId(1),
-            admin_waiting: HashMap::new(),
             admin_drain: Vec::new(),
+            pending_primary: None,
             counters: Counters::default(),
             last_now: None,
-            local_usable_bytes: 0,
             link: None,
             discard_my_data: false,
-            pending_primary: None,
-            repl: Default::default(),
-            rx: Default::default(),
+            tl: TransferLog::default(),
+            rx: PeerRx::default(),
             resync: None,
-            resync_read_ids: HashMap::new(),
-            csums_expected: HashMap::new(),
-            csums_pending: HashMap::new(),
             verify: None,
-            aux_reads: HashMap::new(),
-            aux_hashes: HashMap::new(),
             last_verify_oos: None,
             last_app_write: None,
             dependency_syncing: false,
-            closing_disk: None,
-            negotiating: None,
         }
     }
 
@@ -175,10 +175,12 @@ impl Engine {
                 }
                 self.client_request(req, op)
             }
-            Input::DiskDone { io, result } => self.disk_done(io, result),
-            Input::MetaDone { io, result } => self.meta_done(io, result),
-            Input::DiskOpened { io, result } => self.disk_opened(io, result),
-            Input::DiskClosed { io } => self.disk_closed(io),
+            Input::DiskDone { io, result } => self.complete(io, Completion::Disk(result)),
+            Input::MetaDone { io, result } => self.complete(io, Completion::Meta(result)),
+            Input::DiskOpened { io, result } => self.complete(io, Completion::Opened(result)),
+            Input::DiskClosed { io } => self.complete(io, Completion::Closed),
+            Input::PeerDiskDone { io, result } => self.complete(io, Completion::PeerDisk(result)),
+            Input::HashDone { io, digests } => self.complete(io, Completion::Hash(digests)),
             Input::Admin { id, cmd } => self.admin(id, cmd),
             Input::Timer => {
                 self.peer_timers(now);
@@ -193,16 +195,63 @@ impl Engine {
             } => self.link_up(now, link, dialer, peer_node, nonce),
             Input::Packet { link, packet } => self.packet(now, link, packet),
             Input::LinkDown { link, loss } => self.link_down(link, loss),
-            Input::PeerDiskDone { io, result } => self.peer_disk_done(io, result),
-            Input::HashDone { io, digests } => self.hash_done(io, digests),
             Input::DependencySyncing { syncing } => self.dependency_changed(now, syncing),
             Input::Reconfigure { cfg } => self.reconfigure(*cfg),
         }
         self.retry_drained_admin();
         self.close_failed_disk_when_idle();
         self.announce_state();
+        if std::mem::take(&mut self.status_dirty) {
+            self.emit(Output::StateChanged);
+        }
         #[cfg(debug_assertions)]
         self.check_invariants();
+    }
+
+    /// Route a completion to whoever waits for the operation (one table, one match).
+    fn complete(&mut self, io: IoId, c: Completion) {
+        let Some(owner) = self.ios.finish(io) else {
+            // Never issued, or completed already: a stale or duplicate completion.
+            tracing::debug!(resource = %self.cfg.resource, "completion for unknown I/O {io} ignored");
+            return;
+        };
+        match owner {
+            IoOwner::Client { req } => self.client_disk_done(req, None, c.result()),
+            IoOwner::ClientFlush { req, covered } => {
+                self.client_disk_done(req, Some(covered), c.result())
+            }
+            IoOwner::PeerOp { seq } => self.peer_op_done(seq, c.into_peer_disk()),
+            IoOwner::PeerFlush { epoch, link } => {
+                self.peer_flush_done(epoch, link, c.into_peer_disk())
+            }
+            IoOwner::ResyncRead { id, link } => self.resync_read_done(id, link, c.into_peer_disk()),
+            IoOwner::CsumsHash { id, link } => {
+                if let Completion::Hash(digests) = c {
+                    self.csums_hashed(id, link, digests);
+                }
+            }
+            IoOwner::AuxRead(aux) => {
+                let data = c.into_peer_disk().ok().flatten();
+                self.aux_read_done(aux, data);
+            }
+            IoOwner::AuxHash(aux) => {
+                let digests = match c {
+                    Completion::Hash(d) => Some(d),
+                    _ => None,
+                };
+                self.aux_hashed(aux, digests);
+            }
+            IoOwner::AlTransaction { ext } => self.al_done(ext, &c.result()),
+            IoOwner::Meta { admin } => self.meta_done(admin, c.result()),
+            IoOwner::OpenDisk { admin } => match c {
+                Completion::Opened(result) => self.disk_opened(admin, result),
+                other => {
+                    let message = format!("open completed as {other:?}");
+                    self.disk_opened(admin, Err(message));
+                }
+            },
+            IoOwner::CloseDisk { admin } => self.disk_closed(admin),
+        }
     }
 
     /// Drain one output. Call until `None` after every `handle`.
@@ -234,33 +283,34 @@ impl Engine {
             return;
         }
         self.counters.bm_writes += pages.len() as u64;
-        let io = self.alloc_io();
+        let io = self.ios.start(IoOwner::Meta { admin: None });
         self.emit(Output::Meta {
             io,
             op: super::io::MetaOpKind::BitmapPages { pages, flush_data },
         });
     }
 
-    /// Write dirty bitmap pages, then the superblock, without an admin waiting on them.
-    pub(crate) fn persist_superblock(&mut self) {
-        if self.disk <= DiskState::Failed {
-            return;
+    /// What `status` shows changed: publish it at the end of this input.
+    pub(crate) fn status_changed(&mut self) {
+        self.status_dirty = true;
+    }
+
+    /// Write dirty bitmap pages, then the superblock. Returns the superblock write (none
+    /// without a disk), for an admin reply that must wait until it is durable.
+    pub(crate) fn persist_superblock(&mut self) -> Option<IoId> {
+        if self.st.disk() <= DiskState::Failed {
+            return None;
         }
         self.sync_flags_from_state();
         self.write_dirty_bitmap_pages();
-        let io = self.alloc_io();
+        let io = self.ios.start(IoOwner::Meta { admin: None });
         let op = super::io::MetaOpKind::Superblock {
             uuids: self.uuids,
             flags: self.flags,
             clean: false,
         };
         self.emit(Output::Meta { io, op });
-    }
-
-    pub(crate) fn alloc_io(&mut self) -> IoId {
-        let io = self.next_io;
-        self.next_io = io.next();
-        io
+        Some(io)
     }
 
     pub(crate) fn emit(&mut self, out: Output) {
@@ -268,19 +318,19 @@ impl Engine {
     }
 
     pub fn role(&self) -> Role {
-        self.role
+        self.st.role()
     }
     pub fn peer_role(&self) -> Role {
-        self.peer_role
+        self.st.peer_role()
     }
     pub fn cstate(&self) -> ConnState {
-        self.cstate
+        self.st.cstate()
     }
     pub fn disk(&self) -> DiskState {
-        self.disk
+        self.st.disk()
     }
     pub fn pdsk(&self) -> DiskState {
-        self.pdsk
+        self.st.pdsk()
     }
     pub fn usable_bytes(&self) -> u64 {
         self.usable_bytes
@@ -294,7 +344,12 @@ impl Engine {
     pub fn counters(&self) -> Counters {
         let mut c = self.counters;
         c.ap = self.requests.in_flight() as u64;
-        c.lo = self.requests.local_pending() as u64;
+        c.lo = self
+            .ios
+            .count(|o| matches!(o, IoOwner::Client { .. } | IoOwner::ClientFlush { .. }))
+            as u64;
+        c.ep = self.tl.unacked() as u64;
+        c.ua = self.rx.unacked() as u64;
         c
     }
     pub fn config(&self) -> &EngineConfig {
@@ -317,16 +372,23 @@ impl Engine {
 
     /// May this node serve client I/O now? (DESIGN.md §4 step 1.)
     pub fn can_serve_io(&self) -> Result<(), String> {
-        if self.role != Role::Primary {
+        if self.st.role() != Role::Primary {
             return Err(format!(
                 "resource {} is {} on node {}; promote it with `repadm primary {}`",
-                self.cfg.resource, self.role, self.cfg.node, self.cfg.resource
+                self.cfg.resource,
+                self.st.role(),
+                self.cfg.node,
+                self.cfg.resource
             ));
         }
-        if self.disk != DiskState::UpToDate && !self.serves_via_peer() {
+        if self.st.disk() != DiskState::UpToDate && !self.serves_via_peer() {
             return Err(format!(
                 "resource {} on node {} has no UpToDate data (disk is {}, peer is {} {})",
-                self.cfg.resource, self.cfg.node, self.disk, self.cstate, self.pdsk
+                self.cfg.resource,
+                self.cfg.node,
+                self.st.disk(),
+                self.st.cstate(),
+                self.st.pdsk()
             ));
         }
         Ok(())
@@ -334,24 +396,31 @@ impl Engine {
 
     /// Recompute the metadata flags from the current state (DRBD's drbd_md_sync rules).
     pub(crate) fn sync_flags_from_state(&mut self) {
+        let (disk, role, cstate, pdsk) = (
+            self.st.disk(),
+            self.st.role(),
+            self.st.cstate(),
+            self.st.pdsk(),
+        );
         let f = &mut self.flags;
-        if self.disk >= DiskState::Inconsistent {
-            f.set_consistent(self.disk > DiskState::Inconsistent);
-            if self.disk == DiskState::UpToDate {
+        if disk >= DiskState::Inconsistent {
+            f.set_consistent(disk > DiskState::Inconsistent);
+            if disk == DiskState::UpToDate {
                 f.set_was_up_to_date(true);
-            } else if self.disk <= DiskState::Outdated {
+            } else if disk <= DiskState::Outdated {
                 f.set_was_up_to_date(false);
             }
         }
-        f.set_primary_ind(self.role == Role::Primary);
-        f.set_connected_ind(self.cstate >= ConnState::Connected);
-        f.set_peer_out_dated(self.pdsk == DiskState::Outdated);
+        f.set_primary_ind(role == Role::Primary);
+        f.set_connected_ind(cstate >= ConnState::Connected);
+        f.set_peer_out_dated(pdsk == DiskState::Outdated);
     }
 
     /// Assertions that must hold after every input (STYLE.md §6).
     pub fn check_invariants(&self) {
+        let (role, cstate, disk) = (self.st.role(), self.st.cstate(), self.st.disk());
         // A Secondary never has client requests in flight.
-        if self.role != Role::Primary {
+        if role != Role::Primary {
             assert_eq!(
                 self.requests.in_flight(),
                 0,
@@ -360,39 +429,24 @@ impl Engine {
         }
         // Without a connection the peer's role is unknown.
         if self.link.is_none() {
-            assert_eq!(self.peer_role, Role::Unknown);
+            assert_eq!(self.st.peer_role(), Role::Unknown);
         }
         // Sync states need a link; a link never coexists with StandAlone.
-        if self.cstate >= ConnState::WFReportParams {
-            assert!(self.link.is_some(), "{} without a link", self.cstate);
+        if cstate >= ConnState::WFReportParams {
+            assert!(self.link.is_some(), "{cstate} without a link");
         }
-        if self.cstate == ConnState::StandAlone {
+        if cstate == ConnState::StandAlone {
             assert!(self.link.is_none(), "StandAlone with a link");
         }
         // Resync and verify only run in their states.
         if self.resync.is_some() {
-            assert!(
-                matches!(
-                    self.cstate,
-                    ConnState::SyncSource
-                        | ConnState::SyncTarget
-                        | ConnState::PausedSyncS
-                        | ConnState::PausedSyncT
-                ),
-                "resync state in {}",
-                self.cstate
-            );
+            assert!(cstate.is_sync(), "resync state in {cstate}");
         }
         if self.verify.is_some() {
-            assert_eq!(
-                self.cstate,
-                ConnState::VerifyS,
-                "verify state in {}",
-                self.cstate
-            );
+            assert_eq!(cstate, ConnState::VerifyS, "verify state in {cstate}");
         }
-        assert!(self.usable_bytes <= self.local_usable_bytes || self.disk <= DiskState::Failed);
-        if self.disk == DiskState::Diskless {
+        assert!(self.usable_bytes <= self.local_usable_bytes || disk <= DiskState::Failed);
+        if disk == DiskState::Diskless {
             assert!(self.bitmap.is_none(), "Diskless node holds a bitmap");
         }
         if let Some(b) = &self.bitmap {
@@ -403,12 +457,45 @@ impl Engine {
             );
         }
         // The role bit of the current UUID mirrors the role.
-        if self.disk > DiskState::Diskless && self.uuids.current > 4 {
+        if disk > DiskState::Diskless && self.uuids.current > 4 {
             assert_eq!(
                 self.uuids.current & 1 == 1,
-                self.role == Role::Primary,
+                role == Role::Primary,
                 "current UUID role bit disagrees with role"
             );
         }
+        // Every activity-log reference has a holder: a request, a peer write, or an epoch the
+        // peer has not acknowledged (a leak would pin the extent forever, a missing one
+        // would let it be evicted under a write in flight).
+        if let Some(al) = &self.al {
+            let mut held: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+            for ext in self
+                .requests
+                .held_extents()
+                .chain(self.rx.held_extents())
+                .chain(self.tl.parked_extents())
+            {
+                *held.entry(ext).or_default() += 1;
+            }
+            for ext in al.active_extents() {
+                assert_eq!(
+                    al.in_flight(ext),
+                    held.get(&ext).copied().unwrap_or(0),
+                    "activity-log extent {ext}: references and holders disagree"
+                );
+            }
+            for (ext, n) in &held {
+                assert_eq!(
+                    al.in_flight(*ext),
+                    *n,
+                    "extent {ext} held but not referenced"
+                );
+            }
+        }
+        // At most one close of the backing device at a time.
+        assert!(
+            self.ios.count(|o| matches!(o, IoOwner::CloseDisk { .. })) <= 1,
+            "two closes of the backing device in flight"
+        );
     }
 }

@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::refusal::Refusal;
-use crate::meta::superblock::{GenerationUuids, MdFlags};
+/// Metadata operations are the metadata module's; the engine emits and receives them.
+pub use crate::meta::ops::{AttachInfo, MetaOpKind};
 
 pub use super::ids::{AdminId, IoId, LinkId, ReqId};
 
@@ -58,46 +59,6 @@ pub enum DiskOpKind {
     },
 }
 
-/// Metadata updates, executed in the order they are emitted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MetaOpKind {
-    /// Rewrite the superblock with these generation UUIDs and flags. The data device is
-    /// flushed first: a superblock can claim the data consistent, UpToDate or cleanly closed,
-    /// which must not get ahead of the data itself (external meta-disks especially).
-    Superblock {
-        uuids: GenerationUuids,
-        flags: MdFlags,
-        /// Whether the device is being closed cleanly (no AL replay needed on next attach).
-        clean: bool,
-    },
-    /// Write these encoded bitmap pages (index, 4 KiB page). `flush_data`: bits were cleared,
-    /// so the data they stand for is flushed to the data device before the pages are written.
-    BitmapPages {
-        pages: Vec<(u64, Vec<u8>)>,
-        flush_data: bool,
-    },
-    /// Write one encoded activity-log transaction block to the ring. `flush_data`: it evicts
-    /// an extent, which a crash then no longer replays, so the writes to that extent are
-    /// flushed to the data device first (they may still sit in its volatile cache; with an
-    /// external meta-disk the metadata flush does not cover them).
-    AlTransaction {
-        block: Vec<u8>,
-        ring_slot: u64,
-        flush_data: bool,
-    },
-}
-
-impl MetaOpKind {
-    /// The data device must be flushed before this metadata write (see the variants).
-    pub fn flushes_data_first(&self) -> bool {
-        match self {
-            MetaOpKind::Superblock { .. } => true,
-            MetaOpKind::BitmapPages { flush_data, .. } => *flush_data,
-            MetaOpKind::AlTransaction { flush_data, .. } => *flush_data,
-        }
-    }
-}
-
 /// Failure of one I/O, as the driver saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IoFailure {
@@ -107,20 +68,7 @@ pub struct IoFailure {
 
 pub type IoResult = Result<(), IoFailure>;
 
-/// What an attach found on the metadata, handed to the engine by the driver.
-#[derive(Debug, Clone)]
-pub struct AttachInfo {
-    pub usable_bytes: u64,
-    pub uuids: GenerationUuids,
-    pub flags: MdFlags,
-    /// The device was not closed cleanly last time (crash while attached).
-    pub unclean: bool,
-    /// The bitmap as loaded, including AL extents replayed after a crash.
-    pub bitmap: crate::meta::bitmap::Bitmap,
-    pub al: crate::meta::al::ActivityLog,
-}
-
-/// Admin commands that change state. Read-only queries go through `Engine::status`.
+/// Admin commands that change state. Read-only queries are no inputs: the driver reads the getters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
 pub enum AdminCmd {
@@ -234,7 +182,7 @@ pub enum Input {
     },
     /// `repadm adjust`: the configuration re-read from the `.res` file.
     Reconfigure {
-        cfg: Box<super::engine::EngineConfig>,
+        cfg: Box<super::config::EngineConfig>,
     },
 }
 
@@ -245,8 +193,8 @@ pub enum LinkLoss {
     BrokenPipe,
     /// A socket error other than a clean close.
     NetworkFailure(String),
-    /// The peer sent something malformed or out of place.
-    ProtocolError(String),
+    /// The peer sent a frame the decoder refused.
+    ProtocolError(crate::wire::frame::WireError),
 }
 
 /// Disk work done on behalf of the peer (replicated writes, resync, verify): the data travels

@@ -4,26 +4,38 @@
 
 mod admin;
 mod after_sb;
+mod client;
+pub mod config;
 mod diskless;
 pub mod engine;
+mod handshake;
 mod ids;
 pub mod io;
+mod io_table;
 pub mod pace;
 pub mod peer;
+mod peer_rx;
+mod receiver;
 mod reconfigure;
 pub mod refusal;
-mod replicate;
+mod replication;
 mod requests;
 mod resync;
+mod resync_state;
 pub mod rng;
-pub mod state;
+mod transfer_log;
+/// The state vocabulary lives beside the core (the wire format encodes it too).
+pub use crate::states as state;
+mod state_change;
 pub mod uuid_compare;
 mod verify;
 
-pub use engine::{Counters, Engine, EngineConfig, OnIoError};
+pub use config::{EngineConfig, OnIoError, PeerSettings};
+pub use engine::{Counters, Engine};
 pub use io::{
     AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, HashAlg, Input, IoFailure,
     IoId, IoResult, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, ReqId,
 };
 pub use refusal::Refusal;
+pub use resync_state::ResyncInfo;
 pub use state::{ConnState, DiskState, Role};

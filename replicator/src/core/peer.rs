@@ -1,111 +1,39 @@
-//! The connection to the peer: link lifecycle, the handshake (auth → params → sizes → UUIDs →
-//! state → bitmap), the sync decision, liveness (ping, ko-count) and what a lost link leaves
-//! behind (reference/drbd.md §1.8, §2.6, §4.3, §5.3; DESIGN.md §6).
+//! The connection to the peer, the engine's side: link lifecycle, packet dispatch, the
+//! handshake reports (auth → params → sizes → UUIDs → state → bitmap) and what the decision
+//! (`handshake::decide`) makes of them, liveness (ping, ko-count), what a lost link leaves
+//! behind (reference/drbd.md §1.8, §2.6, §4.3, §5.3; DESIGN.md §6), and cluster-wide role
+//! changes.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::engine::Engine;
+use super::handshake::{decide, Link, OurSide, Outcome};
+use super::handshake::{
+    UUID_FLAG_CRASHED_PRIMARY, UUID_FLAG_DISCARD_MY_DATA, UUID_FLAG_INCONSISTENT,
+    UUID_FLAG_SKIP_INITIAL_SYNC,
+};
 use super::io::{LinkId, LinkLoss, Output};
 use super::state::{ConnState, DiskState, Role};
-use super::uuid_compare::{compare, SideUuids, SyncDecision};
+use super::state_change::ChangeSet;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::superblock::{GenerationUuids, UUID_JUST_CREATED};
 use crate::wire::auth;
+use crate::wire::codes::{disk_code, disk_from, protocol_code, role_code, role_from};
 use crate::wire::{Packet, Params};
-use rep_resources::{AfterSb0, AfterSb1, AfterSb2, DigestAlg, HmacAlg, RrConflict};
+use rep_resources::{DigestAlg, HmacAlg};
 
-/// The name a setting travels under in `Params` (empty: not set).
-fn alg_name(alg: Option<DigestAlg>) -> String {
-    alg.map(|a| a.to_string()).unwrap_or_default()
-}
-
-/// Version range of our peer protocol.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Kept where the simulator and the daemon import it from.
+pub use super::config::PeerSettings;
+/// Kept for the runtime's handshake (`Hello`); the constant lives in `wire`.
+pub use crate::wire::PROTOCOL_VERSION;
 /// Largest RLE slice per Bitmap packet (the packet limit is 1 MiB + 64).
 const BITMAP_SLICE_BYTES: usize = 512 * 1024;
 /// A compressed bitmap larger than this is hostile (a 16 TiB device compresses far below).
 const BITMAP_RLE_MAX_BYTES: usize = 64 << 20;
 
-/// UUID flags on the wire (reference/drbd.md §2.1).
-pub const UUID_FLAG_DISCARD_MY_DATA: u32 = 1;
-pub const UUID_FLAG_CRASHED_PRIMARY: u32 = 2;
-pub const UUID_FLAG_INCONSISTENT: u32 = 4;
-pub const UUID_FLAG_SKIP_INITIAL_SYNC: u32 = 8;
-
-/// `net` and resync settings the engine needs, in engine units.
-#[derive(Debug, Clone)]
-pub struct PeerSettings {
-    pub ping_int: Duration,
-    pub ping_timeout: Duration,
-    pub timeout: Duration,
-    pub ko_count: u32,
-    pub shared_secret: Option<String>,
-    pub cram_hmac_alg: Option<HmacAlg>,
-    pub after_sb_0pri: AfterSb0,
-    pub after_sb_1pri: AfterSb1,
-    pub after_sb_2pri: AfterSb2,
-    /// Try the after-sb policies also for split brains with unrelated bitmaps (full sync).
-    pub always_asbp: bool,
-    /// `rr-conflict`: what a Primary does when the handshake makes it SyncTarget.
-    pub rr_conflict: RrConflict,
-    /// Agreed with the peer at the handshake.
-    pub integrity_alg: Option<DigestAlg>,
-    pub verify_alg: Option<DigestAlg>,
-    pub csums_alg: Option<DigestAlg>,
-    pub max_epoch_size: u32,
-    /// `resync-rate` and the dynamic controller's `c-*` settings.
-    pub pace: super::pace::Pace,
-    /// `resync-after`: wait while this resource is resyncing.
-    pub resync_after: Option<String>,
-}
-
-impl Default for PeerSettings {
-    fn default() -> Self {
-        PeerSettings {
-            ping_int: Duration::from_secs(10),
-            ping_timeout: Duration::from_millis(500),
-            timeout: Duration::from_secs(6),
-            ko_count: 7,
-            shared_secret: None,
-            cram_hmac_alg: None,
-            after_sb_0pri: AfterSb0::Disconnect,
-            after_sb_1pri: AfterSb1::Disconnect,
-            after_sb_2pri: AfterSb2::Disconnect,
-            always_asbp: false,
-            rr_conflict: RrConflict::Disconnect,
-            integrity_alg: None,
-            verify_alg: None,
-            csums_alg: None,
-            max_epoch_size: 2048,
-            pace: super::pace::Pace::default(),
-            resync_after: None,
-        }
-    }
-}
-
-/// One established connection and how far its handshake got.
-#[derive(Debug)]
-pub(crate) struct Link {
-    pub id: LinkId,
-    pub dialer: bool,
-    pub peer_node: String,
-    /// Our challenge, while the peer has not answered it.
-    pub nonce: Option<Vec<u8>>,
-    /// The peer proved it knows the secret (or no secret is configured).
-    pub peer_authed: bool,
-    pub sent_report: bool,
-    pub peer_params: Option<Params>,
-    pub peer_usable: Option<u64>,
-    pub peer_uuids: Option<(GenerationUuids, u32)>,
-    /// The peer's count of out-of-sync blocks (its changes, for the after-sb policies).
-    pub peer_oos_bits: u64,
-    pub peer_state: Option<(Role, DiskState)>,
-    pub bitmap_rx: Vec<u8>,
-    pub peer_bitmap: Option<Vec<u8>>,
-    pub decided: bool,
-    pub last_rx: Instant,
-    pub ping_sent: Option<Instant>,
-    pub last_sent_state: Option<(Role, DiskState)>,
+/// The name a setting travels under in `Params` (empty: not set).
+fn alg_name(alg: Option<DigestAlg>) -> String {
+    alg.map(|a| a.to_string()).unwrap_or_default()
 }
 
 /// How a link ends: keep trying (`Reconnect`) or stay down until `repadm connect`.
@@ -113,51 +41,6 @@ pub(crate) struct Link {
 pub(crate) enum After {
     Reconnect,
     StandAlone,
-}
-
-fn role_code(r: Role) -> u8 {
-    match r {
-        Role::Unknown => 0,
-        Role::Primary => 1,
-        Role::Secondary => 2,
-    }
-}
-
-fn role_from(c: u8) -> Option<Role> {
-    Some(match c {
-        0 => Role::Unknown,
-        1 => Role::Primary,
-        2 => Role::Secondary,
-        _ => return None,
-    })
-}
-
-const DISK_STATES: [DiskState; 9] = [
-    DiskState::Diskless,
-    DiskState::Attaching,
-    DiskState::Failed,
-    DiskState::Negotiating,
-    DiskState::Inconsistent,
-    DiskState::Outdated,
-    DiskState::DUnknown,
-    DiskState::Consistent,
-    DiskState::UpToDate,
-];
-
-fn disk_code(d: DiskState) -> u8 {
-    DISK_STATES.iter().position(|x| *x == d).unwrap_or(0) as u8
-}
-
-fn disk_from(c: u8) -> Option<DiskState> {
-    DISK_STATES.get(usize::from(c)).copied()
-}
-
-fn protocol_code(p: rep_resources::Protocol) -> u8 {
-    match p {
-        rep_resources::Protocol::A => b'A',
-        rep_resources::Protocol::B => b'B',
-        rep_resources::Protocol::C => b'C',
-    }
 }
 
 impl Engine {
@@ -187,7 +70,7 @@ impl Engine {
         nonce: [u8; auth::NONCE_BYTES],
     ) {
         if !matches!(
-            self.cstate,
+            self.st.cstate(),
             ConnState::WFConnection | ConnState::Unconnected
         ) {
             // A late link after `disconnect`: refuse it.
@@ -195,26 +78,9 @@ impl Engine {
             return;
         }
         tracing::info!(resource = %self.cfg.resource, peer = %peer_node, "Handshake successful: connected to the peer");
-        let mut l = Link {
-            id: link,
-            dialer,
-            peer_node,
-            nonce: None,
-            peer_authed: self.cfg.peer.shared_secret.is_none(),
-            sent_report: false,
-            peer_params: None,
-            peer_usable: None,
-            peer_oos_bits: 0,
-            peer_uuids: None,
-            peer_state: None,
-            bitmap_rx: Vec::new(),
-            peer_bitmap: None,
-            decided: false,
-            last_rx: now,
-            ping_sent: None,
-            last_sent_state: None,
-        };
-        self.cstate = ConnState::WFReportParams;
+        let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFReportParams));
+        let authed = self.cfg.peer.shared_secret.is_none();
+        let mut l = Link::new(link, dialer, peer_node, authed, now);
         if self.cfg.peer.shared_secret.is_some() {
             // Unpredictable per link (the driver reads the OS random source): a nonce derived
             // from a seed would let one observed challenge predict the next and replay answers.
@@ -226,7 +92,6 @@ impl Engine {
             self.link = Some(l);
             self.send_report();
         }
-        self.emit(Output::StateChanged);
     }
 
     /// Params, sizes, UUIDs, state and our bitmap: everything the peer needs to decide.
@@ -305,11 +170,11 @@ impl Engine {
     /// The disk state the peer is told: while an attached disk negotiates, the state its
     /// metadata gives, which the handshake compares (the peer decides with it, as we do).
     fn reported_disk(&self) -> DiskState {
-        self.negotiating.unwrap_or(self.disk)
+        self.st.reported_disk()
     }
 
     pub(crate) fn send_state(&mut self) {
-        let state = (self.role, self.reported_disk());
+        let state = (self.st.role(), self.reported_disk());
         if let Some(l) = self.link.as_mut() {
             l.last_sent_state = Some(state);
         }
@@ -323,7 +188,7 @@ impl Engine {
     /// After every input: tell the peer if our role or disk changed.
     pub(crate) fn announce_state(&mut self) {
         let changed = self.link.as_ref().is_some_and(|l| {
-            l.sent_report && l.last_sent_state != Some((self.role, self.reported_disk()))
+            l.sent_report && l.last_sent_state != Some((self.st.role(), self.reported_disk()))
         });
         if changed {
             self.send_state();
@@ -340,7 +205,7 @@ impl Engine {
                 "the peer closed the connection".to_owned(),
             ),
             LinkLoss::NetworkFailure(e) => (ConnState::NetworkFailure, e.clone()),
-            LinkLoss::ProtocolError(e) => (ConnState::ProtocolError, e.clone()),
+            LinkLoss::ProtocolError(e) => (ConnState::ProtocolError, e.to_string()),
         };
         self.lose_link(state, &why, After::Reconnect);
     }
@@ -348,56 +213,44 @@ impl Engine {
     /// Tear the link down: what the peer may have missed goes into the bitmap, a Primary starts
     /// a new data generation, and the node either reconnects or goes StandAlone.
     pub(crate) fn lose_link(&mut self, via: ConnState, why: &str, after: After) {
+        let standalone = ChangeSet::new().cstate(ConnState::StandAlone);
         let Some(l) = self.link.take() else {
-            if after == After::StandAlone && self.cstate != ConnState::StandAlone {
-                self.cstate = ConnState::StandAlone;
+            if after == After::StandAlone && self.st.cstate() != ConnState::StandAlone {
+                let _ = self.change_state(standalone.why(why));
                 self.emit(Output::Disconnect);
-                self.emit(Output::StateChanged);
             }
             return;
         };
-        let was = self.cstate;
-        match after {
-            After::Reconnect => {
-                tracing::warn!(resource = %self.cfg.resource, peer = %l.peer_node, "conn( {was} -> {via} ): {why}")
-            }
-            After::StandAlone => {
-                tracing::error!(resource = %self.cfg.resource, peer = %l.peer_node, "conn( {was} -> {via} -> StandAlone ): {why}")
-            }
-        }
         self.emit(Output::CloseLink { link: l.id });
         self.fail_peer_requests();
         self.abort_resync();
         self.abort_verify();
         self.peer_rx_reset();
-        self.peer_role = Role::Unknown;
-        if self.pdsk != DiskState::Outdated {
-            self.pdsk = DiskState::DUnknown;
+        let primary_lost_peer =
+            self.st.cstate() >= ConnState::Connected && self.st.role() == Role::Primary;
+        if primary_lost_peer && self.st.disk() == DiskState::UpToDate && self.uuids.bitmap == 0 {
+            let v = self.rng.uuid();
+            self.uuids.new_current(v, true);
         }
         self.usable_bytes = self.local_usable_bytes;
+        // Whatever the UUIDs say, the bits just set for the writes the peer may have missed
+        // must survive a crash of this node.
+        let why = format!("{why} (peer {})", l.peer_node);
+        let _ = self.change_state(ChangeSet::new().cstate(via).why(why).persist());
         if let Some((id, force)) = self.pending_primary.take() {
             // The peer is gone, so nobody can object to the promotion any more.
             self.finish_primary(id, force);
         }
-        let primary_lost_peer = was >= ConnState::Connected && self.role == Role::Primary;
-        if primary_lost_peer && self.disk == DiskState::UpToDate && self.uuids.bitmap == 0 {
-            let v = self.rng.uuid();
-            self.uuids.new_current(v, true);
-        }
-        // Whatever the UUIDs say, the bits just set for the writes the peer may have missed
-        // must survive a crash of this node.
-        self.persist_superblock();
         match after {
             After::Reconnect => {
-                self.cstate = ConnState::WFConnection;
+                let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFConnection));
                 self.emit(Output::Connect);
             }
             After::StandAlone => {
-                self.cstate = ConnState::StandAlone;
+                let _ = self.change_state(standalone);
                 self.emit(Output::Disconnect);
             }
         }
-        self.emit(Output::StateChanged);
     }
 
     pub(crate) fn protocol_error(&mut self, why: String) {
@@ -485,7 +338,7 @@ impl Engine {
             Packet::RecvAck { id } | Packet::WriteAck { id } => self.on_peer_ack(id, true),
             Packet::NegAck { id } => self.on_peer_ack(id, false),
             Packet::BarrierAck { epoch } => self.on_barrier_ack(epoch),
-            Packet::SyncStart { source, full } => self.on_sync_start(now, source, full),
+            Packet::SyncStart { source, full } => self.on_sync_start(source, full),
             Packet::SyncUuid { uuid } => self.on_sync_uuid(now, uuid),
             Packet::RsRequest {
                 id,
@@ -494,8 +347,8 @@ impl Engine {
                 digest,
             } => self.on_rs_request(id, offset, len, digest),
             Packet::RsData { id, offset, data } => self.on_rs_data(id, offset, data),
-            Packet::RsWriteAck { id, offset, len } => self.on_rs_ack(now, id, offset, len, true),
-            Packet::RsNegAck { id, offset, len } => self.on_rs_ack(now, id, offset, len, false),
+            Packet::RsWriteAck { offset, len, .. } => self.on_rs_ack(offset, len, true),
+            Packet::RsNegAck { offset, len, .. } => self.on_rs_ack(offset, len, false),
             Packet::RsInSync { id, offset, len } => self.on_rs_in_sync(now, id, offset, len),
             Packet::OvRequest { id, offset, len } => self.on_ov_request(id, offset, len),
             Packet::DataRequest { id, offset, len } => self.on_data_request(id, offset, len),
@@ -511,7 +364,8 @@ impl Engine {
             Packet::OvDone { oos_blocks } => self.on_ov_done(oos_blocks),
             Packet::SyncPause { paused } => {
                 if self.resync.is_some() {
-                    let _ = self.set_sync_paused(now, paused, super::resync::PauseReason::Peer);
+                    let _ =
+                        self.set_sync_paused(now, paused, super::resync_state::PauseReason::Peer);
                 }
             }
         }
@@ -631,11 +485,13 @@ impl Engine {
             }
             self.uuids.current = g.current & !1;
             self.uuids.bitmap = 0;
-            self.disk = DiskState::UpToDate;
-            self.pdsk = DiskState::UpToDate;
-            tracing::info!(resource = %self.cfg.resource, "peer skipped the initial sync: both sides UpToDate");
-            self.persist_superblock();
-            self.emit(Output::StateChanged);
+            let _ = self.change_state(
+                ChangeSet::new()
+                    .disk(DiskState::UpToDate)
+                    .pdsk(DiskState::UpToDate)
+                    .why("peer skipped the initial sync: both sides UpToDate")
+                    .persist(),
+            );
         }
     }
 
@@ -652,17 +508,16 @@ impl Engine {
             self.try_decide();
             return;
         }
-        let had_disk = self.pdsk >= DiskState::Inconsistent;
-        let was_primary = self.peer_role == Role::Primary;
-        self.peer_role = role;
-        self.pdsk = disk;
+        let had_disk = self.st.pdsk() >= DiskState::Inconsistent;
+        let was_primary = self.st.peer_role() == Role::Primary;
+        let _ = self.change_state(ChangeSet::new().peer_role(role).pdsk(disk));
         if !had_disk && disk < DiskState::Inconsistent && !was_primary && role == Role::Primary {
             // A Diskless peer was promoted: its writes will exist only here from now on
             // (DRBD's after_state_ch starts a new current UUID for this case).
             self.peer_lost_disk(role);
         }
         if had_disk && disk < DiskState::Inconsistent {
-            if self.cstate > ConnState::Connected {
+            if self.st.cstate() > ConnState::Connected {
                 self.lose_link(
                     ConnState::Disconnecting,
                     "peer's disk failed during a resync or verify; reconnecting",
@@ -675,7 +530,8 @@ impl Engine {
             self.fail_peer_requests();
             self.peer_lost_disk(role);
         }
-        if self.role == Role::Primary && role == Role::Primary && !self.cfg.allow_two_primaries {
+        if self.st.role() == Role::Primary && role == Role::Primary && !self.cfg.allow_two_primaries
+        {
             self.lose_link(
                 ConnState::Disconnecting,
                 "both nodes are Primary and allow-two-primaries is off",
@@ -683,19 +539,20 @@ impl Engine {
             );
             return;
         }
-        if matches!(self.cstate, ConnState::SyncSource | ConnState::PausedSyncS)
-            && disk == DiskState::UpToDate
+        if matches!(
+            self.st.cstate(),
+            ConnState::SyncSource | ConnState::PausedSyncS
+        ) && disk == DiskState::UpToDate
         {
             self.finish_sync_source();
         }
-        if self.disk == DiskState::UpToDate
+        if self.st.disk() == DiskState::UpToDate
             && disk == DiskState::UpToDate
             && self.flags.crashed_primary()
         {
             self.flags.set_crashed_primary(false);
             self.persist_superblock();
         }
-        self.emit(Output::StateChanged);
     }
 
     fn on_bitmap(&mut self, start: u64, rle: Vec<u8>, last: bool) {
@@ -718,180 +575,100 @@ impl Engine {
             l.peer_bitmap = Some(blob.clone());
             if !l.decided {
                 self.try_decide();
-            } else if matches!(self.cstate, ConnState::WFSyncUUID | ConnState::Connected) {
+            } else if matches!(
+                self.st.cstate(),
+                ConnState::WFSyncUUID | ConnState::Connected
+            ) {
                 // Bits the source set after its first report (writes during the handshake).
                 self.merge_peer_bitmap(&blob, false);
             } else {
-                self.protocol_error(format!("bitmap while {}", self.cstate));
+                self.protocol_error(format!("bitmap while {}", self.st.cstate()));
             }
         }
     }
 
     /// Once both reports are complete: compare UUIDs and pick no-sync, a direction or a refusal
-    /// (drbd_sync_handshake, reference/drbd.md §2.6).
+    /// (drbd_sync_handshake, reference/drbd.md §2.6; the decision itself is
+    /// `handshake::decide`).
     fn try_decide(&mut self) {
-        let Some(l) = self.link.as_ref() else { return };
-        if l.decided || !l.sent_report {
-            return;
-        }
-        let (Some(pp), Some(peer_usable), Some((pu, pflags)), Some((prole, pdisk)), Some(pbm)) = (
-            l.peer_params.clone(),
-            l.peer_usable,
-            l.peer_uuids,
-            l.peer_state,
-            l.peer_bitmap.clone(),
-        ) else {
-            return;
-        };
+        let Some(l) = self.link.as_mut() else { return };
+        let Some(peer) = l.peer_report() else { return };
+        l.decided = true;
         let dialer = l.dialer;
-        let peer_node = l.peer_node.clone();
-        if let Some(l) = self.link.as_mut() {
-            l.decided = true;
-        }
-        if let Some(state) = self.negotiating.take() {
-            // The attached disk's own state takes part in this handshake, which decides.
-            self.disk = state;
-        }
-        self.peer_role = prole;
-        self.pdsk = pdisk;
+        // The attached disk's own state takes part in this handshake, which decides.
+        let disk = self.st.reported_disk();
+        let _ = self.change_state(
+            ChangeSet::new()
+                .disk(disk)
+                .negotiating(None)
+                .peer_role(peer.role)
+                .pdsk(peer.disk),
+        );
         // The smaller device wins, as in DRBD; a Diskless side has no say.
-        self.usable_bytes = match (self.disk <= DiskState::Failed, pdisk <= DiskState::Failed) {
-            (false, false) if peer_usable == 0 => {
+        let pdisk = peer.disk;
+        self.usable_bytes = match (disk <= DiskState::Failed, pdisk <= DiskState::Failed) {
+            (false, false) if peer.usable == 0 => {
                 self.protocol_error("peer reported a size of 0 with a disk attached".into());
                 return;
             }
-            (false, false) => self.local_usable_bytes.min(peer_usable),
-            (true, false) => peer_usable,
+            (false, false) => self.local_usable_bytes.min(peer.usable),
+            (true, false) => peer.usable,
             (false, true) => self.local_usable_bytes,
             (true, true) => 0,
         };
-        if self.disk <= DiskState::Failed || pdisk <= DiskState::Failed {
-            self.cstate = ConnState::Connected;
+        if disk <= DiskState::Failed || pdisk <= DiskState::Failed {
+            let _ = self.change_state(ChangeSet::new().cstate(ConnState::Connected));
             if pdisk <= DiskState::Failed {
-                self.peer_lost_disk(prole);
+                self.peer_lost_disk(peer.role);
             }
-            self.emit(Output::StateChanged);
             return;
         }
-        let me = SideUuids {
+        let me = OurSide {
+            role: self.st.role(),
+            disk,
             uuids: self.uuids,
             crashed_primary: self.flags.crashed_primary(),
-            primary: self.role == Role::Primary,
+            discard_my_data: self.discard_my_data,
+            changes: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
+            can_demote: self.open_clients == 0 && self.requests.in_flight() == 0,
+            resolve_conflicts: !dialer,
         };
-        let peer = SideUuids {
-            uuids: pu,
-            crashed_primary: pflags & UUID_FLAG_CRASHED_PRIMARY != 0,
-            primary: prole == Role::Primary,
-        };
-        let (mut decision, rule) = compare(&me, &peer, !dialer);
-        tracing::info!(resource = %self.cfg.resource, peer = %peer_node, "uuid_compare()={decision:?} by rule {rule}");
-        // An Inconsistent side never wins against a consistent one.
-        let me_inc = self.disk == DiskState::Inconsistent;
-        let peer_inc = pdisk == DiskState::Inconsistent;
-        let was_full = |d: SyncDecision| {
-            matches!(
-                d,
-                SyncDecision::Source { full: true }
-                    | SyncDecision::Target { full: true }
-                    | SyncDecision::SplitBrain {
-                        auto_recoverable: false
-                    }
-            )
-        };
-        if me_inc && !peer_inc {
-            decision = SyncDecision::Target {
-                full: was_full(decision),
-            };
-        } else if peer_inc && !me_inc {
-            decision = SyncDecision::Source {
-                full: was_full(decision),
-            };
+        let decision = decide(&self.cfg, &me, &peer);
+        for name in &decision.handlers {
+            self.emit(Output::Handler { name });
         }
-        if let SyncDecision::SplitBrain { auto_recoverable } = decision {
-            self.emit(Output::Handler {
-                name: "initial-split-brain",
-            });
-            if auto_recoverable || self.cfg.peer.always_asbp {
-                if let Some(d) = self.after_sb_policy(prole, pu, !dialer, auto_recoverable) {
-                    decision = d;
-                }
-            }
+        if decision.demote {
+            self.uuids.current &= !1;
+            let _ = self.change_state(ChangeSet::new().role(Role::Secondary).persist());
         }
-        if let SyncDecision::SplitBrain { auto_recoverable } = decision {
-            let peer_discards = pp.discard_my_data || pflags & UUID_FLAG_DISCARD_MY_DATA != 0;
-            decision = match (self.discard_my_data, peer_discards) {
-                (true, false) => {
-                    tracing::warn!(resource = %self.cfg.resource, "Split-Brain detected, manually solved. Sync from peer node");
-                    SyncDecision::Target {
-                        full: !auto_recoverable,
-                    }
-                }
-                (false, true) => {
-                    tracing::warn!(resource = %self.cfg.resource, "Split-Brain detected, manually solved. Sync from this node");
-                    SyncDecision::Source {
-                        full: !auto_recoverable,
-                    }
-                }
-                _ => {
-                    let res = &self.cfg.resource;
-                    let why = format!(
-                        "Split-Brain detected but unresolved, dropping connection! Recover with `repadm secondary {res}; repadm connect --discard-my-data {res}` on the node whose changes are to be thrown away, and `repadm connect {res}` on the other"
-                    );
-                    self.emit(Output::Handler {
-                        name: "split-brain",
-                    });
-                    self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);
-                    return;
-                }
-            };
+        if !matches!(decision.outcome, Outcome::Refuse { .. })
+            || !decision.handlers.contains(&"split-brain")
+        {
+            self.discard_my_data = false;
         }
-        self.discard_my_data = false;
-        match decision {
-            SyncDecision::Unrelated => {
-                let why = format!("Unrelated data, aborting! The peer's data has no common history with ours; if this is a new peer, run `repadm invalidate {}` on the node to be overwritten", self.cfg.resource);
+        match decision.outcome {
+            Outcome::Refuse { why } => {
                 self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);
             }
-            SyncDecision::SplitBrain { .. } => {}
-            SyncDecision::NoSync => {
+            Outcome::NoSync => {
                 let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
                 if bits > 0 {
                     tracing::info!(resource = %self.cfg.resource, "No resync, but {bits} bits in bitmap!");
                 }
-                self.cstate = ConnState::Connected;
-                self.emit(Output::StateChanged);
+                let _ = self.change_state(ChangeSet::new().cstate(ConnState::Connected));
             }
-            SyncDecision::Source { full } => {
-                if self.disk <= DiskState::Inconsistent {
-                    self.lose_link(
-                        ConnState::Disconnecting,
-                        "I shall become SyncSource, but I am inconsistent!",
-                        After::StandAlone,
-                    );
-                    return;
-                }
-                self.merge_peer_bitmap(&pbm, full);
+            Outcome::Source { full } => {
+                self.merge_peer_bitmap(&peer.bitmap, full);
                 self.start_sync_source(full);
             }
-            SyncDecision::Target { full } => {
-                if self.role == Role::Primary
-                    && self.disk >= DiskState::Consistent
-                    && self.cfg.peer.rr_conflict != RrConflict::Violently
-                {
-                    if self.cfg.peer.rr_conflict == RrConflict::CallPriLost {
-                        self.emit(Output::Handler { name: "pri-lost" });
-                    }
-                    let why = format!(
-                        "I shall become SyncTarget, but I am primary! (rr-conflict {})",
-                        self.cfg.peer.rr_conflict
-                    );
-                    self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);
-                    return;
-                }
-                self.merge_peer_bitmap(&pbm, full);
-                self.disk = DiskState::Inconsistent;
-                self.cstate = ConnState::WFSyncUUID;
-                self.persist_superblock();
-                self.emit(Output::StateChanged);
+            Outcome::Target { full } => {
+                self.merge_peer_bitmap(&peer.bitmap, full);
+                let _ = self.change_state(
+                    ChangeSet::new()
+                        .disk(DiskState::Inconsistent)
+                        .cstate(ConnState::WFSyncUUID)
+                        .persist(),
+                );
             }
         }
     }
@@ -925,56 +702,6 @@ impl Engine {
         }
     }
 
-    /// The after-sb-0pri/1pri/2pri policy's answer to a split brain, if it has one.
-    fn after_sb_policy(
-        &mut self,
-        peer_role: Role,
-        peer_uuids: GenerationUuids,
-        resolve_conflicts: bool,
-        auto_recoverable: bool,
-    ) -> Option<SyncDecision> {
-        let s = &self.cfg.peer;
-        let facts = super::after_sb::SplitFacts {
-            node: &self.cfg.node,
-            role: self.role,
-            peer_role,
-            self_was_primary: self.uuids.bitmap & 1 == 1,
-            peer_was_primary: peer_uuids.bitmap & 1 == 1,
-            changes_self: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
-            changes_peer: self.link.as_ref().map_or(0, |l| l.peer_oos_bits),
-            resolve_conflicts,
-            can_demote: self.open_clients == 0 && self.requests.in_flight() == 0,
-        };
-        let primaries = u8::from(self.role == Role::Primary) + u8::from(peer_role == Role::Primary);
-        let verdict =
-            super::after_sb::recover(&s.after_sb_0pri, s.after_sb_1pri, s.after_sb_2pri, &facts)?;
-        if verdict == super::after_sb::SbVerdict::PriLost {
-            tracing::error!(resource = %self.cfg.resource, "Split-Brain: this Primary lost (call-pri-lost-after-sb) but is in use and cannot be demoted");
-            self.emit(Output::Handler {
-                name: "pri-lost-after-sb",
-            });
-            return None;
-        }
-        let full = !auto_recoverable;
-        let source = verdict == super::after_sb::SbVerdict::Source;
-        tracing::warn!(resource = %self.cfg.resource, "Split-Brain detected, {primaries} primaries, automatically solved. Sync from {} node", if source { "this" } else { "peer" });
-        if full {
-            tracing::warn!(resource = %self.cfg.resource, "Doing a full sync, since UUIDs where ambiguous.");
-        }
-        if verdict == (super::after_sb::SbVerdict::Target { demote: true }) {
-            tracing::warn!(resource = %self.cfg.resource, "split brain lost as Primary (call-pri-lost-after-sb): demoting to Secondary");
-            self.role = Role::Secondary;
-            self.uuids.current &= !1;
-            self.persist_superblock();
-            self.emit(Output::StateChanged);
-        }
-        Some(if source {
-            SyncDecision::Source { full }
-        } else {
-            SyncDecision::Target { full }
-        })
-    }
-
     /// Ping and ko-count checks (reference/drbd.md §4.3). Returns when the next check is due.
     pub(crate) fn peer_timers(&mut self, now: Instant) {
         let Some(l) = self.link.as_ref() else { return };
@@ -995,7 +722,7 @@ impl Engine {
             self.send(Packet::Ping);
         }
         let ko = s.timeout * s.ko_count.max(1);
-        if let Some(oldest) = self.oldest_peer_wait() {
+        if let Some(oldest) = self.requests.oldest_peer_wait() {
             if now >= oldest + ko {
                 let why = format!(
                     "peer did not acknowledge a write for {} s (timeout × ko-count)",
@@ -1014,6 +741,7 @@ impl Engine {
             None => l.last_rx + s.ping_int,
         };
         let ko = self
+            .requests
             .oldest_peer_wait()
             .map(|t| t + s.timeout * s.ko_count.max(1));
         Some(ko.map_or(ping, |k| k.min(ping)))
@@ -1039,7 +767,7 @@ impl Engine {
         let we_hold_conflicts = self.link.as_ref().is_some_and(|l| !l.dialer);
         let (ok, reason) = if self.cfg.allow_two_primaries {
             (true, String::new())
-        } else if self.role == Role::Primary {
+        } else if self.st.role() == Role::Primary {
             (false, format!("peer {} is Primary", self.cfg.node))
         } else if self.pending_primary.is_some() && we_hold_conflicts {
             (

@@ -8,8 +8,8 @@
 //! Never checks what may not change on a running resource (al-extents, the disk, the peer
 //! itself): the driver refuses those before it gets here.
 
-use super::engine::{Engine, EngineConfig};
-use super::io::Output;
+use super::config::EngineConfig;
+use super::engine::Engine;
 use super::peer::After;
 use super::state::ConnState;
 
@@ -41,6 +41,7 @@ impl Engine {
                 After::Reconnect,
             );
         }
-        self.emit(Output::StateChanged);
+        // Status shows the protocol: one StateChanged for this input, as for any other.
+        self.status_changed();
     }
 }

@@ -40,6 +40,9 @@ pub enum Refusal {
     /// `outdate` when the disk is already below Outdated.
     #[error("Refusing to mark an {disk} disk Outdated (it is already worse)")]
     LowerThanOutdated { disk: DiskState },
+    /// `outdate` while connected: the peer's data is this node's too (DRBD refuses).
+    #[error("Refusing to be Outdated while Connected (cstate is {cstate}); disconnect first")]
+    ConnectedOutdates { cstate: ConnState },
     /// A Primary may not be outdated or invalidated under its users.
     #[error("Not allowed while Primary; run `repadm secondary RES` first")]
     IsPrimary,
@@ -85,6 +88,7 @@ impl Refusal {
             Refusal::DiskConfigured { .. } => 124,
             Refusal::NeedConnection { .. } => -15,
             Refusal::LowerThanOutdated { .. } => -16,
+            Refusal::ConnectedOutdates { .. } => -6,
             Refusal::IsPrimary | Refusal::AttachWhilePrimary => -12,
             Refusal::ResyncRunning { .. } => -8,
             Refusal::AttachFailed { .. } => 104,

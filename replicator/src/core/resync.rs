@@ -1,14 +1,21 @@
-//! Resync (reference/drbd.md §7.1): the SyncTarget walks its bitmap and asks for blocks; the
-//! SyncSource reads and sends them; both clear bits as blocks land. Client writes keep flowing
-//! meanwhile: the source never reads a block under an in-flight client write, and sends the
-//! block on the same ordered channel as writes, so stale resync data never overwrites newer data.
+//! Resync (reference/drbd.md §7.1), the engine's side: the SyncTarget walks its bitmap and
+//! asks for blocks; the SyncSource reads and sends them; both clear bits as blocks land. Client
+//! writes keep flowing meanwhile: the source never reads a block under an in-flight client
+//! write, and sends the block on the same ordered channel as writes, so stale resync data never
+//! overwrites newer data. The state of a resync lives in `resync_state::Resync`.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::engine::Engine;
-use super::io::{HashAlg, IoFailure, IoId, Output, PeerDiskOp};
+use super::ids::LinkId;
+use super::io::{HashAlg, IoFailure, Output, PeerDiskOp};
+use super::io_table::IoOwner;
+use super::resync_state::{
+    Budget, Hashing, PauseReason, Resync, ResyncInfo, ResyncSource, ResyncTarget, Side, SourceRead,
+    REQUEST_BYTES,
+};
 use super::state::{ConnState, DiskState, Role};
+use super::state_change::ChangeSet;
 use super::verify::Aux;
 use crate::digest::Digests;
 use crate::meta::bitmap::Bitmap;
@@ -16,113 +23,64 @@ use crate::meta::layout::BITMAP_BLOCK_BYTES;
 use crate::meta::superblock::UuidIndex;
 use crate::wire::Packet;
 
-/// Resync requests in flight at once (each ≤ `REQUEST_BYTES`).
-const WINDOW: usize = 32;
-const REQUEST_BYTES: u64 = 1024 * 1024;
-/// The rate limit allows this much ahead of the average before it throttles.
-const BURST_BYTES: u64 = 4 << 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PauseReason {
-    User,
-    Peer,
-    After,
-}
-
-#[derive(Debug)]
-pub(crate) struct Resync {
-    pub started: Option<Instant>,
-    pub total_bits: u64,
-    /// SyncTarget: next bit to look at, requests in flight by id, bytes asked for so far.
-    cursor: u64,
-    /// Requests in flight: id → (offset, len, bytes still to come).
-    in_flight: HashMap<u64, (u64, u64, u64)>,
-    /// `pause-sync` here / on the peer.
-    pub paused_here: bool,
-    pub paused_peer: bool,
-    /// `resync-after`: the resource we wait for is resyncing.
-    pub paused_after: bool,
-    /// What we last told the peer about our own pause reasons.
-    told_peer: bool,
-    next_id: u64,
-    requested: u64,
-    /// Throttled until then.
-    pub wake: Option<Instant>,
-}
-
-/// What `status` shows about a running resync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResyncInfo {
-    pub total_bits: u64,
-    pub left_bits: u64,
-    pub elapsed: Duration,
-    pub rate_kib: u64,
-}
-
 impl Engine {
-    fn new_resync(&self) -> Resync {
-        Resync {
-            started: self.last_now,
-            total_bits: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
-            cursor: 0,
-            in_flight: HashMap::new(),
-            paused_here: false,
-            paused_peer: false,
-            paused_after: self.dependency_syncing,
-            told_peer: false,
-            next_id: 1,
-            requested: 0,
-            wake: None,
-        }
-    }
-
     /// Both sides: the resync state (held if `resync-after` says so), persisted, logged as DRBD.
-    fn begin_resync(&mut self, side: &str) {
-        self.resync = Some(self.new_resync());
+    fn begin_resync(&mut self, side: Side) {
+        let label = match side {
+            Side::Target(_) => "SyncTarget",
+            Side::Source(_) => "SyncSource",
+        };
+        let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        let mut rs = Resync::new(side, self.last_now, bits);
+        rs.pause.set(PauseReason::After, self.dependency_syncing);
         if self.cfg.peer.resync_after.is_some() {
             // Held until the driver has read the other resource's state right now: a reading
             // up to one poll old could let this resync run ahead of the one it must follow.
-            if let Some(rs) = self.resync.as_mut() {
-                rs.paused_after = true;
-            }
+            rs.pause.set(PauseReason::After, true);
             self.emit(Output::CheckDependency);
         }
-        if self.resync.as_ref().is_some_and(|r| r.paused_after) {
+        let held = rs.pause.paused();
+        self.resync = Some(rs);
+        if held {
             if let Some(now) = self.last_now {
                 self.apply_pause(now);
             }
         }
         self.persist_superblock();
-        let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
-        tracing::info!(resource = %self.cfg.resource, "Began resync as {side} (will sync {} KB [{bits} bits set]).", bits * 4);
+        tracing::info!(resource = %self.cfg.resource, "Began resync as {label} (will sync {} KB [{bits} bits set]).", bits * 4);
     }
 
     /// We have the newer data: rotate the bitmap UUID, tell the peer, and serve its requests.
     pub(crate) fn start_sync_source(&mut self, full: bool) {
         let v = self.rng.uuid();
         let sync_uuid = self.uuids.start_sync_source(v);
-        self.cstate = ConnState::SyncSource;
-        self.pdsk = DiskState::Inconsistent;
-        self.begin_resync("SyncSource");
+        let _ = self.change_state(
+            ChangeSet::new()
+                .cstate(ConnState::SyncSource)
+                .pdsk(DiskState::Inconsistent),
+        );
+        self.begin_resync(Side::Source(ResyncSource::default()));
         // Our final bitmap first: writes during the handshake set bits after our report.
         self.send_bitmap();
         self.send(Packet::SyncStart { source: true, full });
         self.send(Packet::SyncUuid { uuid: sync_uuid });
-        self.emit(Output::StateChanged);
     }
 
-    pub(crate) fn on_sync_start(&mut self, now: Instant, peer_is_source: bool, full: bool) {
+    pub(crate) fn on_sync_start(&mut self, peer_is_source: bool, full: bool) {
         if peer_is_source {
-            if !matches!(self.cstate, ConnState::WFSyncUUID | ConnState::Connected)
-                || self.disk <= DiskState::Failed
+            if !matches!(
+                self.st.cstate(),
+                ConnState::WFSyncUUID | ConnState::Connected
+            ) || self.st.disk() <= DiskState::Failed
             {
                 self.protocol_error(format!(
                     "peer starts a resync while we are {} / {}",
-                    self.cstate, self.disk
+                    self.st.cstate(),
+                    self.st.disk()
                 ));
                 return;
             }
-            if self.role == Role::Primary && self.disk >= DiskState::Consistent {
+            if self.st.role() == Role::Primary && self.st.disk() >= DiskState::Consistent {
                 self.protocol_error("peer wants to overwrite a Primary with UpToDate data".into());
                 return;
             }
@@ -131,17 +89,19 @@ impl Engine {
                     bm.set_all();
                 }
             }
-            self.disk = DiskState::Inconsistent;
-            self.cstate = ConnState::WFSyncUUID;
-            self.emit(Output::StateChanged);
-            let _ = now;
+            let _ = self.change_state(
+                ChangeSet::new()
+                    .disk(DiskState::Inconsistent)
+                    .cstate(ConnState::WFSyncUUID),
+            );
             return;
         }
         // The peer invalidated itself and asks us to be its source.
-        if self.cstate != ConnState::Connected || self.disk != DiskState::UpToDate {
+        if self.st.cstate() != ConnState::Connected || self.st.disk() != DiskState::UpToDate {
             self.protocol_error(format!(
                 "peer asks for a full sync but we are {} / {}",
-                self.cstate, self.disk
+                self.st.cstate(),
+                self.st.disk()
             ));
             return;
         }
@@ -152,91 +112,52 @@ impl Engine {
     }
 
     pub(crate) fn on_sync_uuid(&mut self, now: Instant, uuid: u64) {
-        if self.cstate != ConnState::WFSyncUUID {
-            self.protocol_error(format!("SyncUuid while {}", self.cstate));
+        if self.st.cstate() != ConnState::WFSyncUUID {
+            self.protocol_error(format!("SyncUuid while {}", self.st.cstate()));
             return;
         }
         self.uuids.set_no_history(UuidIndex::Current, uuid, false);
         self.uuids.bitmap = 0;
-        self.cstate = ConnState::SyncTarget;
+        let _ = self.change_state(ChangeSet::new().cstate(ConnState::SyncTarget));
         self.emit(Output::Handler {
             name: "before-resync-target",
         });
-        self.begin_resync("SyncTarget");
-        self.emit(Output::StateChanged);
+        self.begin_resync(Side::Target(ResyncTarget::default()));
         self.pump_resync(now);
     }
 
     /// SyncTarget: keep the window full within the rate limit; finish when no bit is left.
     pub(crate) fn pump_resync(&mut self, now: Instant) {
-        if self.cstate != ConnState::SyncTarget {
+        if self.st.cstate() != ConnState::SyncTarget {
             // Paused (PausedSyncT) or not a target: nothing to ask for.
             return;
         }
-        let (rate, budget) = self.cfg.peer.pace.limits(now, self.last_app_write);
-        let Some(bm) = self.bitmap.as_ref() else {
+        let Some(link) = self.link_id() else { return };
+        let (rate, in_flight) = self.cfg.peer.pace.limits(now, self.last_app_write);
+        let budget = Budget {
+            rate,
+            in_flight,
+            usable_bytes: self.local_usable_bytes,
+        };
+        let (Some(bm), Some(rs)) = (self.bitmap.as_ref(), self.resync.as_mut()) else {
             return;
         };
-        let Some(rs) = self.resync.as_mut() else {
-            return;
-        };
-        let device_bits = self.local_usable_bytes.div_ceil(BITMAP_BLOCK_BYTES);
-        let mut requests = Vec::new();
-        let mut rescanned = false;
         let started = *rs.started.get_or_insert(now);
-        let mut in_flight_bytes: u64 = rs.in_flight.values().map(|&(_, _, left)| left).sum();
-        let max_request =
-            budget.map_or(REQUEST_BYTES, |b| b.min(REQUEST_BYTES)) / BITMAP_BLOCK_BYTES;
-        while rs.in_flight.len() + requests.len() < WINDOW
-            && budget.is_none_or(|b| in_flight_bytes < b)
-        {
-            let elapsed = now.saturating_duration_since(started).as_secs_f64();
-            let allowed = (rate as f64 * elapsed) as u64 + BURST_BYTES;
-            if rs.requested >= allowed {
-                let due = (rs.requested - BURST_BYTES) as f64 / rate as f64;
-                rs.wake = Some(
-                    started + Duration::from_secs_f64(due.max(0.0)) + Duration::from_millis(1),
-                );
-                break;
-            }
-            rs.wake = None;
-            let cursor = rs.cursor;
-            let next = bm
-                .runs()
-                .map(|r| r.start.max(cursor)..r.end)
-                .find(|r| r.start < r.end && r.start < device_bits);
-            let Some(run) = next else {
-                if !rescanned && rs.cursor > 0 {
-                    rs.cursor = 0;
-                    rescanned = true;
-                    continue;
-                }
-                break;
-            };
-            let end_bit = run.end.min(device_bits).min(run.start + max_request.max(1));
-            let busy = rs.in_flight.values().any(|&(o, l, _)| {
-                o < end_bit * BITMAP_BLOCK_BYTES && run.start * BITMAP_BLOCK_BYTES < o + l
-            });
-            rs.cursor = end_bit;
-            if busy {
-                continue;
-            }
-            let offset = run.start * BITMAP_BLOCK_BYTES;
-            let len = (end_bit * BITMAP_BLOCK_BYTES).min(self.local_usable_bytes) - offset;
-            let id = rs.next_id;
-            rs.next_id += 1;
-            rs.requested += len;
-            in_flight_bytes += len;
-            rs.in_flight.insert(id, (offset, len, len));
-            requests.push((id, offset, len as u32));
-        }
-        let idle = rs.in_flight.is_empty() && requests.is_empty();
+        let Some(t) = rs.target() else { return };
+        let requests = t.next_requests(now, started, bm, budget);
+        let idle = t.idle();
         let left = bm.count_ones();
         let csums = self.cfg.peer.csums_alg.is_some();
         for (id, offset, len) in requests {
             if csums {
                 // Hash our copy first: the source sends only blocks whose digests differ.
-                self.aux_read(Aux::CsumsMine { id, offset, len }, offset, len);
+                let aux = Aux::CsumsMine {
+                    id,
+                    offset,
+                    len,
+                    link,
+                };
+                self.aux_read(aux, offset, len);
             } else {
                 self.send(Packet::RsRequest {
                     id,
@@ -252,16 +173,23 @@ impl Engine {
     }
 
     /// A resync reply (data or "in sync") must lie inside a request still in flight.
-    fn rs_reply_fits(&self, id: u64, offset: u64, len: u64) -> bool {
-        let target = matches!(self.cstate, ConnState::SyncTarget | ConnState::PausedSyncT);
-        let req = self
-            .resync
-            .as_ref()
-            .and_then(|r| r.in_flight.get(&id).copied());
+    fn rs_reply_fits(&mut self, id: u64, offset: u64, len: u64) -> bool {
+        let target = matches!(
+            self.st.cstate(),
+            ConnState::SyncTarget | ConnState::PausedSyncT
+        );
         target
-            && req.is_some_and(|(o, l, left)| {
-                offset >= o && offset + len <= o + l && len <= left && len > 0
-            })
+            && self
+                .resync
+                .as_mut()
+                .and_then(Resync::target)
+                .is_some_and(|t| t.reply_fits(id, offset, len))
+    }
+
+    fn rs_progress(&mut self, id: u64, len: u64) {
+        if let Some(t) = self.resync.as_mut().and_then(Resync::target) {
+            t.progress(id, len);
+        }
     }
 
     pub(crate) fn on_rs_data(&mut self, id: u64, offset: u64, data: Vec<u8>) {
@@ -284,30 +212,8 @@ impl Engine {
         if let Some(bm) = self.bitmap.as_mut() {
             bm.clear_range(offset, u64::from(len));
         }
-        self.rs_request_progress(id, u64::from(len));
+        self.rs_progress(id, u64::from(len));
         self.pump_resync(now);
-    }
-
-    fn rs_request_progress(&mut self, id: u64, len: u64) {
-        if let Some(rs) = self.resync.as_mut() {
-            if let Some(e) = rs.in_flight.get_mut(&id) {
-                e.2 = e.2.saturating_sub(len);
-                if e.2 == 0 {
-                    rs.in_flight.remove(&id);
-                }
-            }
-        }
-    }
-
-    pub(crate) fn send_csums_request(&mut self, id: u64, offset: u64, len: u32, digest: Vec<u8>) {
-        if self.resync.is_some() {
-            self.send(Packet::RsRequest {
-                id,
-                offset,
-                len,
-                digest,
-            });
-        }
     }
 
     pub(crate) fn resync_write_done(
@@ -321,7 +227,9 @@ impl Engine {
         if !current_link {
             return;
         }
-        self.rs_request_progress(id, len);
+        self.rs_progress(id, len);
+        // A resync block is at most one request (1 MiB).
+        let len32 = u32::try_from(len).unwrap_or(u32::MAX);
         if ok {
             if let Some(bm) = self.bitmap.as_mut() {
                 bm.clear_range(offset, len);
@@ -331,14 +239,14 @@ impl Engine {
             self.send(Packet::RsWriteAck {
                 id,
                 offset,
-                len: len as u32,
+                len: len32,
             });
         } else {
             tracing::error!(resource = %self.cfg.resource, "resync write at {offset} failed; block stays out of sync");
             self.send(Packet::RsNegAck {
                 id,
                 offset,
-                len: len as u32,
+                len: len32,
             });
         }
         if let Some(now) = self.last_now {
@@ -357,23 +265,29 @@ impl Engine {
         self.resync = None;
         // Adopt the source's generation (drbd_resync_finished): our sync UUID goes to history.
         if let Some((peer, _)) = self.link.as_ref().and_then(|l| l.peer_uuids) {
-            let primary = self.role == Role::Primary;
+            let primary = self.st.role() == Role::Primary;
             let own = self.uuids.current;
             self.uuids.set(UuidIndex::Bitmap, own & !1, primary);
             self.uuids
                 .set_no_history(UuidIndex::Current, peer.current, primary);
             self.uuids.clear_bitmap_uuid();
         }
-        self.disk = DiskState::UpToDate;
-        self.cstate = ConnState::Connected;
-        self.persist_superblock();
-        tracing::info!(resource = %self.cfg.resource, "Resync done (total {secs} sec; {} K/sec)", kib / secs.max(1));
+        let done = format!(
+            "Resync done (total {secs} sec; {} K/sec)",
+            kib / secs.max(1)
+        );
+        let _ = self.change_state(
+            ChangeSet::new()
+                .disk(DiskState::UpToDate)
+                .cstate(ConnState::Connected)
+                .why(done)
+                .persist(),
+        );
         self.emit(Output::Handler {
             name: "after-resync-target",
         });
         self.send_uuids(0);
         self.send_state();
-        self.emit(Output::StateChanged);
     }
 
     pub(crate) fn finish_sync_source(&mut self) {
@@ -383,11 +297,13 @@ impl Engine {
         }
         self.resync = None;
         self.uuids.clear_bitmap_uuid();
-        self.cstate = ConnState::Connected;
-        self.pdsk = DiskState::UpToDate;
-        self.persist_superblock();
-        tracing::info!(resource = %self.cfg.resource, "Resync done as SyncSource");
-        self.emit(Output::StateChanged);
+        let _ = self.change_state(
+            ChangeSet::new()
+                .cstate(ConnState::Connected)
+                .pdsk(DiskState::UpToDate)
+                .why("Resync done as SyncSource")
+                .persist(),
+        );
     }
 
     /// SyncSource: read the block (after any overlapping client write) and send it.
@@ -399,67 +315,77 @@ impl Engine {
             self.protocol_error(format!("resync request {offset}+{len} is invalid"));
             return;
         }
-        if self.disk < DiskState::UpToDate {
-            self.send(Packet::RsNegAck { id, offset, len });
-            return;
+        let source = self.resync.as_mut().and_then(Resync::source);
+        match source {
+            Some(s) if self.st.disk() == DiskState::UpToDate => s.request(id, offset, len, digest),
+            // Not (or no longer) a source with UpToDate data: the block stays out of sync.
+            _ => {
+                self.send(Packet::RsNegAck { id, offset, len });
+                return;
+            }
         }
-        if !digest.is_empty() {
-            self.csums_expected.insert(id, digest);
-        }
-        self.requests.resync_waiting.push_back((id, offset, len));
         self.admit_resync_reads();
     }
 
+    /// Start the SyncSource reads that no client write overlaps.
     pub(crate) fn admit_resync_reads(&mut self) {
-        let mut still = std::collections::VecDeque::new();
-        while let Some((id, offset, len)) = self.requests.resync_waiting.pop_front() {
-            let end = offset + u64::from(len);
-            if !self.requests.resync_read_may_start(offset, end) {
-                still.push_back((id, offset, len));
-                continue;
-            }
-            let io = self.alloc_io();
-            self.requests.resync_reads.push((io, offset, end));
-            self.resync_read_ids.insert(io, id);
+        let Some(link) = self.link_id() else { return };
+        let requests = &self.requests;
+        let Some(s) = self.resync.as_mut().and_then(Resync::source) else {
+            return;
+        };
+        let start = s.startable(|o, e| requests.resync_read_may_start(o, e));
+        for (id, offset, len) in start {
+            let io = self.ios.start(IoOwner::ResyncRead { id, link });
             self.emit(Output::PeerDisk {
                 io,
                 op: PeerDiskOp::Read { offset, len },
             });
         }
-        self.requests.resync_waiting = still;
     }
 
+    /// A SyncSource read for request `id` completed.
     pub(crate) fn resync_read_done(
         &mut self,
-        io: IoId,
+        id: u64,
+        link: LinkId,
         result: Result<Option<Vec<u8>>, IoFailure>,
     ) {
-        let Some(pos) = self
-            .requests
-            .resync_reads
-            .iter()
-            .position(|&(i, _, _)| i == io)
+        if self.link_id() != Some(link) {
+            return;
+        }
+        let Some(s) = self.resync.as_mut().and_then(Resync::source) else {
+            return;
+        };
+        let Some(SourceRead {
+            offset,
+            end,
+            theirs,
+        }) = s.read_done(id)
         else {
             return;
         };
-        let id = self.resync_read_ids.remove(&io).unwrap_or(0);
-        if let (Some(theirs), Ok(Some(data))) = (self.csums_expected.remove(&id), &result) {
-            if let Some(alg) = self.cfg.peer.csums_alg {
-                // Keep the range in `resync_reads` until the reply is sent, so no client
-                // write can slip in between this read and the data we send.
-                let hio = self.alloc_io();
-                self.csums_pending
-                    .insert(hio, (io, id, data.clone(), theirs));
-                self.emit(Output::Hash {
-                    io: hio,
-                    alg,
-                    data: data.clone(),
-                });
-                return;
-            }
+        if let (Some(theirs), Ok(Some(data)), Some(alg)) =
+            (theirs, &result, self.cfg.peer.csums_alg)
+        {
+            // The range stays locked until the reply is sent, so no client write can slip in
+            // between this read and the data we send.
+            let data = data.clone();
+            let hashing = Hashing {
+                offset,
+                data: data.clone(),
+                theirs,
+            };
+            s.hash(id, hashing);
+            let io = self.ios.start(IoOwner::CsumsHash { id, link });
+            self.emit(Output::Hash { io, alg, data });
+            return;
         }
-        let (_, offset, end) = self.requests.resync_reads.remove(pos);
-        let len = (end - offset) as u32;
+        if let Some(s) = self.resync.as_mut().and_then(Resync::source) {
+            // A digest-less fallback (no csums-alg here, or the read failed) unlocks now.
+            let _ = s.hashed(id);
+        }
+        let len = u32::try_from(end - offset).unwrap_or(u32::MAX);
         match result {
             Ok(Some(data)) if data.len() as u64 == end - offset => {
                 self.counters.dr_kib += u64::from(len) / 1024;
@@ -476,21 +402,25 @@ impl Engine {
     }
 
     /// SyncSource with csums-alg: send only the runs of blocks whose digests differ.
-    pub(crate) fn csums_source_hashed(&mut self, hio: IoId, mine: Vec<u8>) {
-        let Some((rio, id, data, theirs)) = self.csums_pending.remove(&hio) else {
+    pub(crate) fn csums_hashed(&mut self, id: u64, link: LinkId, mine: Vec<u8>) {
+        if self.link_id() != Some(link) {
             return;
-        };
-        let Some(pos) = self
-            .requests
-            .resync_reads
-            .iter()
-            .position(|&(i, _, _)| i == rio)
+        }
+        let Some(Hashing {
+            offset,
+            data,
+            theirs,
+        }) = self
+            .resync
+            .as_mut()
+            .and_then(Resync::source)
+            .and_then(|s| s.hashed(id))
         else {
             return;
         };
-        let (_, offset, _) = self.requests.resync_reads.remove(pos);
         let dlen = self.cfg.peer.csums_alg.map_or(20, HashAlg::digest_len);
-        let blocks = data.len().div_ceil(BITMAP_BLOCK_BYTES as usize);
+        let block = BITMAP_BLOCK_BYTES as usize;
+        let blocks = data.len().div_ceil(block);
         let same = |b: usize| {
             let r = b * dlen..(b + 1) * dlen;
             mine.get(r.clone()).is_some() && mine.get(r.clone()) == theirs.get(r)
@@ -502,20 +432,22 @@ impl Engine {
             while e < blocks && same(e) == equal {
                 e += 1;
             }
-            let start = b * BITMAP_BLOCK_BYTES as usize;
-            let end = (e * BITMAP_BLOCK_BYTES as usize).min(data.len());
+            let start = b * block;
+            let end = (e * block).min(data.len());
             let off = offset + start as u64;
+            // A run lies within one request (1 MiB).
+            let len = u32::try_from(end - start).unwrap_or(u32::MAX);
             if equal {
                 if let Some(bm) = self.bitmap.as_mut() {
-                    bm.clear_range(off, (end - start) as u64);
+                    bm.clear_range(off, u64::from(len));
                 }
                 self.send(Packet::RsInSync {
                     id,
                     offset: off,
-                    len: (end - start) as u32,
+                    len,
                 });
             } else {
-                self.counters.ns_kib += (end - start) as u64 / 1024;
+                self.counters.ns_kib += u64::from(len) / 1024;
                 self.send(Packet::RsData {
                     id,
                     offset: off,
@@ -528,8 +460,11 @@ impl Engine {
     }
 
     /// SyncSource: the target has the block (or could not write it).
-    pub(crate) fn on_rs_ack(&mut self, _now: Instant, _id: u64, offset: u64, len: u32, ok: bool) {
-        if !matches!(self.cstate, ConnState::SyncSource | ConnState::PausedSyncS) {
+    pub(crate) fn on_rs_ack(&mut self, offset: u64, len: u32, ok: bool) {
+        if !matches!(
+            self.st.cstate(),
+            ConnState::SyncSource | ConnState::PausedSyncS
+        ) {
             return;
         }
         if ok {
@@ -539,10 +474,10 @@ impl Engine {
         }
     }
 
+    /// The resync ends with the link: everything it held goes (reads and hashes still in
+    /// flight complete and are dropped).
     pub(crate) fn abort_resync(&mut self) {
         self.resync = None;
-        self.requests.resync_waiting.clear();
-        self.csums_expected.clear();
     }
 
     /// Why a resync is paused: `pause-sync` here, the peer's pause, or `resync-after`.
@@ -554,18 +489,17 @@ impl Engine {
     ) -> Result<Option<String>, super::refusal::Refusal> {
         let Some(rs) = self.resync.as_mut() else {
             return Err(super::refusal::Refusal::NoResync {
-                cstate: self.cstate,
+                cstate: self.st.cstate(),
             });
         };
-        match reason {
-            PauseReason::User => rs.paused_here = paused,
-            PauseReason::Peer => rs.paused_peer = paused,
-            PauseReason::After => rs.paused_after = paused,
-        }
+        rs.pause.set(reason, paused);
         self.apply_pause(now);
-        let paused_now = matches!(self.cstate, ConnState::PausedSyncS | ConnState::PausedSyncT);
+        let paused_now = matches!(
+            self.st.cstate(),
+            ConnState::PausedSyncS | ConnState::PausedSyncT
+        );
         Ok(Some(if paused_now {
-            format!("resync paused ({})", self.cstate)
+            format!("resync paused ({})", self.st.cstate())
         } else {
             "resync resumed".into()
         }))
@@ -576,13 +510,9 @@ impl Engine {
         let Some(rs) = self.resync.as_mut() else {
             return;
         };
-        let local = rs.paused_here || rs.paused_after;
-        let pause = local || rs.paused_peer;
-        let tell = (rs.told_peer != local).then(|| {
-            rs.told_peer = local;
-            local
-        });
-        let next = match self.cstate {
+        let pause = rs.pause.paused();
+        let tell = rs.pause.news_for_peer();
+        let next = match self.st.cstate() {
             ConnState::SyncSource | ConnState::PausedSyncS if pause => ConnState::PausedSyncS,
             ConnState::SyncSource | ConnState::PausedSyncS => ConnState::SyncSource,
             ConnState::SyncTarget | ConnState::PausedSyncT if pause => ConnState::PausedSyncT,
@@ -592,10 +522,7 @@ impl Engine {
         if let Some(paused) = tell {
             self.send(Packet::SyncPause { paused });
         }
-        if next != self.cstate {
-            self.cstate = next;
-            self.emit(Output::StateChanged);
-        }
+        let _ = self.change_state(ChangeSet::new().cstate(next));
         self.pump_resync(now);
     }
 
@@ -622,9 +549,9 @@ impl Engine {
 
     /// When the rate limit lets the SyncTarget ask for more (only while it may ask).
     pub(crate) fn resync_wake(&self) -> Option<Instant> {
-        if self.cstate != ConnState::SyncTarget {
+        if self.st.cstate() != ConnState::SyncTarget {
             return None;
         }
-        self.resync.as_ref().and_then(|r| r.wake)
+        self.resync.as_ref().and_then(Resync::wake)
     }
 }

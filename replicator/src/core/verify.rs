@@ -7,15 +7,18 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::engine::Engine;
-use super::io::{HashAlg, IoId, LinkId, Output, PeerDiskOp};
+use super::ids::LinkId;
+use super::io::{HashAlg, Output, PeerDiskOp};
+use super::io_table::IoOwner;
 use super::refusal::Refusal;
 use super::state::{ConnState, DiskState};
+use super::state_change::ChangeSet;
 use crate::digest::Digests;
 use crate::wire::Packet;
 
 /// Verify requests in flight and their size.
 const WINDOW: usize = 8;
-const CHUNK_BYTES: u64 = 256 * 1024;
+pub(crate) const CHUNK_BYTES: u64 = 256 * 1024;
 const BLOCK: u64 = 4096;
 
 #[derive(Debug, Default)]
@@ -26,22 +29,23 @@ struct Chunk {
     theirs: Option<Vec<u8>>,
 }
 
+/// A running verify on the VerifyS side: the chunks in flight and what was found.
 #[derive(Debug)]
 pub(crate) struct Verify {
     alg: HashAlg,
     next: u64,
     chunks: HashMap<u64, Chunk>,
     next_id: u64,
-    pub found: u64,
-    pub done_bytes: u64,
-    pub started: Option<Instant>,
+    found: u64,
+    done_bytes: u64,
+    started: Option<Instant>,
 }
 
 /// Reads and hashes done for verify and csums, keyed by the I/O that produces them.
 #[derive(Debug, Clone)]
 pub(crate) enum Aux {
     /// VerifyS: our copy of chunk `id`.
-    VerifyMine { id: u64 },
+    VerifyMine { id: u64, link: LinkId },
     /// VerifyT: the peer asked for the digests of this chunk.
     VerifyPeer {
         id: u64,
@@ -50,7 +54,97 @@ pub(crate) enum Aux {
         link: LinkId,
     },
     /// SyncTarget with csums-alg: our digests, sent with the resync request.
-    CsumsMine { id: u64, offset: u64, len: u32 },
+    CsumsMine {
+        id: u64,
+        offset: u64,
+        len: u32,
+        link: LinkId,
+    },
+}
+
+/// One side's digests of a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Whose {
+    Mine,
+    Theirs,
+}
+
+impl Verify {
+    pub(crate) fn new(alg: HashAlg, started: Option<Instant>) -> Verify {
+        Verify {
+            alg,
+            next: 0,
+            chunks: HashMap::new(),
+            next_id: 1,
+            found: 0,
+            done_bytes: 0,
+            started,
+        }
+    }
+
+    /// The next chunks `(id, offset, len)` to verify, keeping `WINDOW` in flight.
+    fn next_chunks(&mut self, usable: u64) -> Vec<(u64, u64, u64)> {
+        let mut reqs = Vec::new();
+        while self.chunks.len() < WINDOW && self.next < usable {
+            let len = CHUNK_BYTES.min(usable - self.next);
+            let id = self.next_id;
+            self.next_id += 1;
+            self.chunks.insert(
+                id,
+                Chunk {
+                    offset: self.next,
+                    len,
+                    ..Default::default()
+                },
+            );
+            reqs.push((id, self.next, len));
+            self.next += len;
+        }
+        reqs
+    }
+
+    /// Record one side's digests of chunk `id`; whether the chunk is waiting for them.
+    fn record(&mut self, id: u64, whose: Whose, digests: Vec<u8>) -> bool {
+        let Some(c) = self.chunks.get_mut(&id) else {
+            return false;
+        };
+        match whose {
+            Whose::Mine => c.mine = Some(digests),
+            Whose::Theirs => c.theirs = Some(digests),
+        }
+        true
+    }
+
+    /// Once both digests of chunk `id` are in: the 4 KiB blocks `(offset, len)` that differ.
+    fn compare(&mut self, id: u64, usable: u64) -> Option<Vec<(u64, u64)>> {
+        let ready = self
+            .chunks
+            .get(&id)
+            .is_some_and(|c| c.mine.is_some() && c.theirs.is_some());
+        if !ready {
+            return None;
+        }
+        let c = self.chunks.remove(&id)?;
+        let dlen = self.alg.digest_len();
+        let (mine, theirs) = (c.mine.unwrap_or_default(), c.theirs.unwrap_or_default());
+        let mut bad = Vec::new();
+        for b in 0..c.len.div_ceil(BLOCK) {
+            // A chunk has at most 64 blocks: the index fits a usize.
+            let i = usize::try_from(b).unwrap_or(usize::MAX);
+            let r = i * dlen..(i + 1) * dlen;
+            if mine.get(r.clone()).is_none() || mine.get(r.clone()) != theirs.get(r) {
+                let off = c.offset + b * BLOCK;
+                bad.push((off, BLOCK.min(usable - off)));
+            }
+        }
+        self.done_bytes += c.len;
+        self.found += bad.len() as u64;
+        Some(bad)
+    }
+
+    fn finished(&self, usable: u64) -> bool {
+        self.chunks.is_empty() && self.next >= usable
+    }
 }
 
 fn alg_of(alg: Option<HashAlg>) -> Result<HashAlg, Refusal> {
@@ -59,72 +153,44 @@ fn alg_of(alg: Option<HashAlg>) -> Result<HashAlg, Refusal> {
     })
 }
 
+/// A length the peer or a chunk gives, bounded by `CHUNK_BYTES` or a resync request.
+fn len32(len: u64) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
 impl Engine {
     pub(crate) fn cmd_verify(&mut self) -> Result<Option<String>, Refusal> {
-        if self.cstate != ConnState::Connected {
+        if self.st.cstate() != ConnState::Connected {
             return Err(Refusal::NeedConnection {
-                cstate: self.cstate,
+                cstate: self.st.cstate(),
             });
         }
-        if self.disk != DiskState::UpToDate || self.pdsk != DiskState::UpToDate {
+        if self.st.disk() != DiskState::UpToDate || self.st.pdsk() != DiskState::UpToDate {
             return Err(Refusal::NoUpToDateDisk {
-                disk: self.disk,
-                pdsk: self.pdsk,
+                disk: self.st.disk(),
+                pdsk: self.st.pdsk(),
             });
         }
         let alg = alg_of(self.cfg.peer.verify_alg)?;
-        self.cstate = ConnState::VerifyS;
-        self.verify = Some(Verify {
-            alg,
-            next: 0,
-            chunks: HashMap::new(),
-            next_id: 1,
-            found: 0,
-            done_bytes: 0,
-            started: self.last_now,
-        });
+        let _ = self.change_state(ChangeSet::new().cstate(ConnState::VerifyS));
+        self.verify = Some(Verify::new(alg, self.last_now));
         tracing::info!(resource = %self.cfg.resource, "Online verify started ({} bytes, {:?})", self.usable_bytes, alg);
-        self.emit(Output::StateChanged);
         self.pump_verify();
         Ok(Some("online verify started".into()))
     }
 
     fn pump_verify(&mut self) {
         let usable = self.usable_bytes;
-        let mut reqs = Vec::new();
-        {
-            let Some(v) = self.verify.as_mut() else {
-                return;
-            };
-            while v.chunks.len() < WINDOW && v.next < usable {
-                let len = CHUNK_BYTES.min(usable - v.next);
-                let id = v.next_id;
-                v.next_id += 1;
-                v.chunks.insert(
-                    id,
-                    Chunk {
-                        offset: v.next,
-                        len,
-                        ..Default::default()
-                    },
-                );
-                reqs.push((id, v.next, len));
-                v.next += len;
-            }
+        let Some(link) = self.link_id() else { return };
+        let Some(v) = self.verify.as_mut() else {
+            return;
+        };
+        for (id, offset, len) in v.next_chunks(usable) {
+            let len = len32(len);
+            self.send(Packet::OvRequest { id, offset, len });
+            self.aux_read(Aux::VerifyMine { id, link }, offset, len);
         }
-        for (id, offset, len) in reqs {
-            self.send(Packet::OvRequest {
-                id,
-                offset,
-                len: len as u32,
-            });
-            self.aux_read(Aux::VerifyMine { id }, offset, len as u32);
-        }
-        let finished = self
-            .verify
-            .as_ref()
-            .is_some_and(|v| v.chunks.is_empty() && v.next >= usable);
-        if finished {
+        if self.verify.as_ref().is_some_and(|v| v.finished(usable)) {
             self.finish_verify();
         }
     }
@@ -135,9 +201,7 @@ impl Engine {
             .started
             .zip(self.last_now)
             .map_or(0, |(s, n)| n.saturating_duration_since(s).as_secs());
-        self.cstate = ConnState::Connected;
-        tracing::info!(
-            resource = %self.cfg.resource,
+        let done = format!(
             "Online verify done (total {secs} sec; {} K/sec); found {} 4k block out of sync",
             v.done_bytes / 1024 / secs.max(1),
             v.found
@@ -146,25 +210,27 @@ impl Engine {
         self.send(Packet::OvDone {
             oos_blocks: v.found,
         });
-        self.persist_superblock();
-        self.emit(Output::StateChanged);
+        // The bits it set must survive a crash.
+        let _ = self.change_state(
+            ChangeSet::new()
+                .cstate(ConnState::Connected)
+                .why(done)
+                .persist(),
+        );
     }
 
     /// Read `len` bytes at `offset` for `aux`; the data then goes to the hashing pool.
     pub(crate) fn aux_read(&mut self, aux: Aux, offset: u64, len: u32) {
-        let io = self.alloc_io();
-        self.aux_reads.insert(io, aux);
+        let io = self.ios.start(IoOwner::AuxRead(aux));
         self.emit(Output::PeerDisk {
             io,
             op: PeerDiskOp::Read { offset, len },
         });
     }
 
-    /// A verify/csums read completed: hash it. Returns false if `io` was not one.
-    pub(crate) fn aux_read_done(&mut self, io: IoId, data: Option<Vec<u8>>) -> bool {
-        let Some(aux) = self.aux_reads.remove(&io) else {
-            return false;
-        };
+    /// A verify/csums read completed: hash it (a failed read: verify counts the chunk as out
+    /// of sync, csums falls back to sending the data).
+    pub(crate) fn aux_read_done(&mut self, aux: Aux, data: Option<Vec<u8>>) {
         let alg = match &aux {
             Aux::VerifyMine { .. } | Aux::VerifyPeer { .. } => self
                 .verify
@@ -174,31 +240,20 @@ impl Engine {
             Aux::CsumsMine { .. } => self.cfg.peer.csums_alg,
         };
         let (Some(data), Some(alg)) = (data, alg) else {
-            // A failed read: verify counts the chunk as out of sync, csums falls back to data.
             self.aux_hashed(aux, None);
-            return true;
+            return;
         };
-        let hio = self.alloc_io();
-        self.aux_hashes.insert(hio, aux);
-        self.emit(Output::Hash { io: hio, alg, data });
-        true
+        let io = self.ios.start(IoOwner::AuxHash(aux));
+        self.emit(Output::Hash { io, alg, data });
     }
 
-    pub(crate) fn hash_done(&mut self, io: IoId, digests: Vec<u8>) {
-        if let Some(aux) = self.aux_hashes.remove(&io) {
-            self.aux_hashed(aux, Some(digests));
-        } else {
-            self.csums_source_hashed(io, digests);
-        }
-    }
-
-    fn aux_hashed(&mut self, aux: Aux, digests: Option<Vec<u8>>) {
+    pub(crate) fn aux_hashed(&mut self, aux: Aux, digests: Option<Vec<u8>>) {
+        let digests = digests.unwrap_or_default();
         match aux {
-            Aux::VerifyMine { id } => {
-                if let Some(c) = self.verify.as_mut().and_then(|v| v.chunks.get_mut(&id)) {
-                    c.mine = Some(digests.unwrap_or_default());
+            Aux::VerifyMine { id, link } => {
+                if self.link_id() == Some(link) {
+                    self.verify_digests(id, Whose::Mine, digests);
                 }
-                self.compare_chunk(id);
             }
             Aux::VerifyPeer {
                 id,
@@ -211,12 +266,24 @@ impl Engine {
                         id,
                         offset,
                         len,
-                        digest: digests.unwrap_or_default(),
+                        digest: digests,
                     });
                 }
             }
-            Aux::CsumsMine { id, offset, len } => {
-                self.send_csums_request(id, offset, len, digests.unwrap_or_default())
+            Aux::CsumsMine {
+                id,
+                offset,
+                len,
+                link,
+            } => {
+                if self.link_id() == Some(link) && self.resync.is_some() {
+                    self.send(Packet::RsRequest {
+                        id,
+                        offset,
+                        len,
+                        digest: digests,
+                    });
+                }
             }
         }
     }
@@ -233,60 +300,39 @@ impl Engine {
             self.protocol_error("peer started online verify but verify-alg is not set here".into());
             return;
         }
-        if self.cstate == ConnState::Connected {
-            self.cstate = ConnState::VerifyT;
-            self.emit(Output::StateChanged);
+        if self.st.cstate() == ConnState::Connected {
+            let _ = self.change_state(ChangeSet::new().cstate(ConnState::VerifyT));
         }
         let Some(link) = self.link_id() else { return };
-        self.aux_read(
-            Aux::VerifyPeer {
-                id,
-                offset,
-                len,
-                link,
-            },
+        let aux = Aux::VerifyPeer {
+            id,
             offset,
             len,
-        );
+            link,
+        };
+        self.aux_read(aux, offset, len);
     }
 
     pub(crate) fn on_ov_reply(&mut self, id: u64, digest: Vec<u8>) {
-        let Some(c) = self.verify.as_mut().and_then(|v| v.chunks.get_mut(&id)) else {
+        if !self.verify_digests(id, Whose::Theirs, digest) {
             self.protocol_error(format!("verify reply {id} without a request"));
-            return;
-        };
-        c.theirs = Some(digest);
-        self.compare_chunk(id);
+        }
     }
 
-    fn compare_chunk(&mut self, id: u64) {
+    /// One side's digests of chunk `id`; once both are in, the differing blocks are marked
+    /// out of sync here and reported to the peer. Whether the chunk was waiting for them.
+    fn verify_digests(&mut self, id: u64, whose: Whose, digests: Vec<u8>) -> bool {
+        let usable = self.usable_bytes;
         let Some(v) = self.verify.as_mut() else {
-            return;
+            return false;
         };
-        let dlen = v.alg.digest_len();
-        let ready = v
-            .chunks
-            .get(&id)
-            .is_some_and(|c| c.mine.is_some() && c.theirs.is_some());
-        if !ready {
-            return;
+        if !v.record(id, whose, digests) {
+            return false;
         }
-        let Some(c) = v.chunks.remove(&id) else {
-            return;
+        let Some(bad) = v.compare(id, usable) else {
+            return true;
         };
-        let (mine, theirs) = (c.mine.unwrap_or_default(), c.theirs.unwrap_or_default());
-        let blocks = c.len.div_ceil(BLOCK);
-        let mut bad = Vec::new();
-        for b in 0..blocks {
-            let r = (b as usize * dlen)..((b as usize + 1) * dlen);
-            if mine.get(r.clone()).is_none() || mine.get(r.clone()) != theirs.get(r) {
-                bad.push(c.offset + b * BLOCK);
-            }
-        }
-        v.done_bytes += c.len;
-        v.found += bad.len() as u64;
-        for off in bad {
-            let len = BLOCK.min(self.usable_bytes - off);
+        for (off, len) in bad {
             tracing::warn!(resource = %self.cfg.resource, "Out of sync: start={}, size={} (sectors)", off / 512, len / 512);
             if let Some(bm) = self.bitmap.as_mut() {
                 bm.set_range(off, len);
@@ -294,11 +340,12 @@ impl Engine {
             self.send(Packet::OvResult {
                 id,
                 offset: off,
-                len: len as u32,
+                len: len32(len),
                 in_sync: false,
             });
         }
         self.pump_verify();
+        true
     }
 
     pub(crate) fn on_ov_result(&mut self, offset: u64, len: u32, in_sync: bool) {
@@ -318,19 +365,19 @@ impl Engine {
     }
 
     pub(crate) fn on_ov_done(&mut self, oos_blocks: u64) {
-        if self.cstate == ConnState::VerifyT {
-            self.cstate = ConnState::Connected;
-        }
         self.last_verify_oos = Some(oos_blocks);
-        tracing::info!(resource = %self.cfg.resource, "Online verify done on the peer; found {oos_blocks} 4k block out of sync");
-        self.persist_superblock();
-        self.emit(Output::StateChanged);
+        let why =
+            format!("Online verify done on the peer; found {oos_blocks} 4k block out of sync");
+        let mut cs = ChangeSet::new().why(why).persist();
+        if self.st.cstate() == ConnState::VerifyT {
+            cs = cs.cstate(ConnState::Connected);
+        }
+        let _ = self.change_state(cs);
+        self.status_changed();
     }
 
     pub(crate) fn abort_verify(&mut self) {
         self.verify = None;
-        self.aux_reads.clear();
-        self.aux_hashes.clear();
     }
 
     /// (done bytes, total bytes) of a running verify, for the progress bar.
@@ -342,5 +389,55 @@ impl Engine {
 
     pub fn last_verify_oos(&self) -> Option<u64> {
         self.last_verify_oos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_device_within_the_window() {
+        let mut v = Verify::new(HashAlg::Crc32c, None);
+        let usable = CHUNK_BYTES * 10 + 4096;
+        let first = v.next_chunks(usable);
+        assert_eq!(first.len(), WINDOW);
+        assert!(v.next_chunks(usable).is_empty(), "window full");
+        for (id, ..) in &first {
+            v.record(*id, Whose::Mine, vec![0; 64 * 4]);
+            v.record(*id, Whose::Theirs, vec![0; 64 * 4]);
+            assert_eq!(v.compare(*id, usable), Some(Vec::new()));
+        }
+        let rest = v.next_chunks(usable);
+        assert_eq!(rest.len(), 3);
+        assert_eq!(rest.last().map(|r| r.2), Some(4096), "the tail chunk");
+        assert!(!v.finished(usable));
+    }
+
+    #[test]
+    fn differing_digests_name_their_blocks() {
+        let mut v = Verify::new(HashAlg::Crc32c, None);
+        let usable = 16 * 4096;
+        let chunks = v.next_chunks(usable);
+        let (id, ..) = chunks[0];
+        let mine = vec![1u8; 16 * 4];
+        let mut theirs = mine.clone();
+        theirs[5 * 4] ^= 1;
+        assert!(v.record(id, Whose::Mine, mine));
+        assert_eq!(v.compare(id, usable), None, "waits for the other side");
+        assert!(v.record(id, Whose::Theirs, theirs));
+        assert_eq!(v.compare(id, usable), Some(vec![(5 * 4096, 4096)]));
+        assert!(!v.record(id, Whose::Theirs, Vec::new()), "chunk done");
+        assert!(v.finished(usable));
+        assert_eq!(v.found, 1);
+    }
+
+    #[test]
+    fn a_missing_digest_counts_as_out_of_sync() {
+        let mut v = Verify::new(HashAlg::Sha1, None);
+        let (id, ..) = v.next_chunks(8192)[0];
+        v.record(id, Whose::Mine, Vec::new());
+        v.record(id, Whose::Theirs, vec![0; 40]);
+        assert_eq!(v.compare(id, 8192).map(|b| b.len()), Some(2));
     }
 }

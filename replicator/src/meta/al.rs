@@ -2,7 +2,7 @@
 //! LRU of hot 4 MiB extents, and recovery of the active set from the ring after a crash.
 //!
 //! A write to a cold extent must first make it hot: `begin_write` returns a transaction that
-//! the caller writes (synchronously, flushed) before the data write. Each transaction records
+//! the caller writes and flushes before the data write starts. Each transaction records
 //! the slot it changed plus a rolling snapshot ("context") of `AL_CONTEXT_PER_TRANSACTION`
 //! consecutive slots, so reading the whole ring recovers the full active set as long as
 //! `al-extents ≤ AL_CONTEXT_PER_TRANSACTION × (ring blocks − 1)` — the "− 1" tolerates the

@@ -4,8 +4,8 @@
 
 use super::error::MetaError;
 use super::layout::AL_EXTENT_BYTES;
+use super::ops::{AttachInfo, MetaOpKind};
 use super::store::MetaStore;
-use crate::core::{AttachInfo, MetaOpKind};
 
 /// What the engine needs at attach; after an unclean shutdown the hot AL extents are marked
 /// out of sync (reference/drbd.md §2.4, §6.3).

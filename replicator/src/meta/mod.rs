@@ -14,6 +14,7 @@ pub mod bitmap;
 pub mod error;
 pub mod gi;
 pub mod layout;
+pub mod ops;
 pub mod store;
 pub mod superblock;
 

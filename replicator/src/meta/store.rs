@@ -6,19 +6,16 @@
 //! Never: writes outside the metadata area of the layout (asserted on every write), or
 //! interprets the flags/UUIDs (that is `core`).
 
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, FileTypeExt};
-
-use serde_json::json;
 
 use super::al::{self, ActivityLog, AlTransaction, RecoveredAl};
 use super::bitmap::Bitmap;
 use super::gi::GiView;
 use super::layout::{
-    AlGeometry, MetaDiskKind, MetaLayout, AL_TRANSACTION_BYTES, BITMAP_BLOCK_BYTES,
-    BITMAP_PAGE_BYTES, SUPERBLOCK_BYTES, SUPERBLOCK_SLOTS,
+    AlGeometry, MetaDiskKind, MetaLayout, AL_TRANSACTION_BYTES, BITMAP_PAGE_BYTES,
+    SUPERBLOCK_BYTES, SUPERBLOCK_SLOTS,
 };
 use super::superblock::{MdGeometry, Superblock, MD_VERSION};
 use super::MetaError;
@@ -26,8 +23,6 @@ use super::MetaError;
 /// Largest single read/write create-md and open issue (zeroing / loading the bitmap): bounds
 /// memory for the 512 MiB bitmap of a 16 TiB device.
 const IO_CHUNK_BYTES: u64 = 1 << 20;
-/// Set ranges listed by dump-md before it summarises the rest.
-const DUMP_RANGES_MAX: usize = 1000;
 const _: () = assert!(IO_CHUNK_BYTES.is_multiple_of(BITMAP_PAGE_BYTES));
 
 /// Synchronous positional I/O on the device that holds the metadata.
@@ -497,137 +492,6 @@ impl MetaStore {
     /// `repadm show-gi` (drbdmeta legend).
     pub fn show_gi(&self) -> String {
         self.gi_view().show_gi()
-    }
-
-    /// `repadm dump-md`: drbdmeta-like text dump of superblock, AL and bitmap.
-    pub fn dump_md(&self) -> String {
-        let sb = &self.sb;
-        let l = &self.layout;
-        let mut s = String::new();
-        let u = sb.uuids;
-        let flag_names = sb.flags.names();
-        let _ = writeln!(s, "# rep meta-data on {}", self.where_);
-        let _ = writeln!(s, "version \"v{}\";", sb.version);
-        let _ = writeln!(
-            s,
-            "# seq {} (superblock slot {}), {}",
-            sb.seq,
-            self.sb_slot,
-            if sb.clean {
-                "clean"
-            } else {
-                "unclean (attached, or crashed)"
-            }
-        );
-        let _ = writeln!(s, "# meta-disk {:?}", l.kind());
-        let _ = writeln!(
-            s,
-            "# md_offset {}\n# md_size {}\n# al_offset {}\n# bm_offset {}",
-            l.md_offset(),
-            l.md_bytes(),
-            l.al_offset(),
-            l.bm_offset()
-        );
-        let _ = writeln!(s, "uuid {{");
-        let _ = writeln!(
-            s,
-            "    0x{:016X}; 0x{:016X}; 0x{:016X}; 0x{:016X};",
-            u.current, u.bitmap, u.history[0], u.history[1]
-        );
-        let _ = writeln!(
-            s,
-            "    flags 0x{:08X}; # {}",
-            sb.flags.bits(),
-            if flag_names.is_empty() {
-                "none".to_string()
-            } else {
-                flag_names.join(", ")
-            }
-        );
-        let _ = writeln!(s, "}}");
-        let _ = writeln!(s, "la-size-bytes {};", sb.la_size_bytes);
-        let _ = writeln!(s, "# usable-size-bytes {}", l.usable_bytes());
-        let _ = writeln!(s, "bm-byte-per-bit {};", sb.bm_bytes_per_bit);
-        let _ = writeln!(s, "device-uuid 0x{:016X};", sb.device_uuid);
-        let _ = writeln!(
-            s,
-            "al-extents {};\nal-stripes {};\nal-stripe-size-4k {};",
-            sb.al_extents, sb.al_stripes, sb.al_stripe_blocks
-        );
-        let rec = &self.recovered;
-        let last_tr = rec.last_tr.map_or("none".to_string(), |t| t.to_string());
-        let _ = writeln!(
-            s,
-            "# activity log: last transaction {last_tr}, {} valid / {} invalid blocks",
-            rec.valid_blocks, rec.invalid_blocks
-        );
-        let active: Vec<String> = self.al.active_extents().map(|e| e.to_string()).collect();
-        let _ = writeln!(
-            s,
-            "al-active-extents {{ {} }}; # {} of {}",
-            active.join(" "),
-            active.len(),
-            self.al.capacity()
-        );
-        let bm = &self.bitmap;
-        let _ = writeln!(s, "# bm-bytes {};", l.bitmap_bytes());
-        let _ = writeln!(s, "bm {{");
-        for (i, r) in bm.runs().enumerate() {
-            if i == DUMP_RANGES_MAX {
-                let _ = writeln!(s, "    # ... more ranges not shown");
-                break;
-            }
-            let _ = writeln!(
-                s,
-                "    bits {}..{}; # bytes {}..{}",
-                r.start,
-                r.end,
-                r.start * BITMAP_BLOCK_BYTES,
-                (r.end * BITMAP_BLOCK_BYTES).min(bm.size_bytes())
-            );
-        }
-        let _ = writeln!(s, "}}");
-        let _ = writeln!(
-            s,
-            "# bits-total {};\n# bits-set {}; ({} KiB out of sync)",
-            bm.len_bits(),
-            bm.count_ones(),
-            bm.count_ones() * 4
-        );
-        s
-    }
-
-    /// `repadm dump-md --json`.
-    pub fn dump_md_json(&self) -> serde_json::Value {
-        let ranges: Vec<[u64; 2]> = self
-            .bitmap
-            .runs()
-            .take(DUMP_RANGES_MAX)
-            .map(|r| [r.start, r.end])
-            .collect();
-        json!({
-            "location": self.where_,
-            "superblock_slot": self.sb_slot,
-            "superblock": self.sb,
-            "uuids_hex": self.sb.uuids.as_array().iter().map(|u| format!("{u:016X}")).collect::<Vec<_>>(),
-            "flag_names": self.sb.flags.names(),
-            "layout": self.layout,
-            "activity_log": {
-                "last_tr": self.recovered.last_tr,
-                "valid_blocks": self.recovered.valid_blocks,
-                "invalid_blocks": self.recovered.invalid_blocks,
-                "capacity": self.al.capacity(),
-                "active_extents": self.al.active_extents().collect::<Vec<_>>(),
-            },
-            "bitmap": {
-                "bits_total": self.bitmap.len_bits(),
-                "bits_set": self.bitmap.count_ones(),
-                "oos_kib": self.bitmap.count_ones() * 4,
-                "set_ranges": ranges,
-                "set_ranges_truncated": self.bitmap.runs().nth(DUMP_RANGES_MAX).is_some(),
-            },
-            "get_gi": self.get_gi(),
-        })
     }
 }
 

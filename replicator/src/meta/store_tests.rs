@@ -407,12 +407,12 @@ fn bitmap_and_al_persist() {
         "0000000000000004:0000000000000000:0000000000000000:0000000000000000:0:0:1:0:0:0:0"
     );
 
-    let dump = store.dump_md();
+    let dump = crate::control::md_dump::dump_md(&store);
     assert!(dump.contains("bits 1..4; # bytes 4096..16384"), "{dump}");
     assert!(dump.contains("flags 0x00000002; # primary-ind"), "{dump}");
     assert!(dump.contains("al-active-extents { 127 200"), "{dump}");
     assert!(dump.contains("# bits-set 6;"), "{dump}");
-    let j = store.dump_md_json();
+    let j = crate::control::md_dump::dump_md_json(&store);
     assert_eq!(j["bitmap"]["bits_set"], 6);
     assert_eq!(j["uuids_hex"][0], "0000000000000004");
     assert_eq!(

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use tokio_uring::buf::BoundedBuf;
 
-use crate::core::IoFailure;
+use super::error::{Device, DiskError, Op};
 
 const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
 const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
@@ -75,87 +75,86 @@ pub struct BackingDisk {
     direct: Option<Direct>,
     /// Set for memory-backed files (tmpfs): the synchronous path above.
     memory: Option<std::fs::File>,
-    /// A plain handle for the synchronous data flush that precedes metadata writes.
+    /// A plain handle for the data flush that precedes metadata writes (made on the
+    /// metadata thread, see `data_flusher`).
     sync_handle: std::fs::File,
-    pub is_block_device: bool,
+    is_block_device: bool,
     pub size_bytes: u64,
 }
 
 /// Open the backing device for data I/O. Errors name the path and the fix.
-pub fn open_std(path: &Path) -> Result<(std::fs::File, u64, bool), String> {
-    let meta = std::fs::metadata(path).map_err(|e| {
-        format!("backing disk {} is missing or unreadable: {e}; check `disk` in the resource's `on` section", path.display())
+fn open_std(path: &Path) -> Result<(std::fs::File, u64, bool), DiskError> {
+    let meta = std::fs::metadata(path).map_err(|source| DiskError::Missing {
+        device: Device::Backing,
+        path: path.to_path_buf(),
+        source,
     })?;
     let is_block_device = meta.file_type().is_block_device();
     if !is_block_device && !meta.is_file() {
-        return Err(format!(
-            "backing disk {} is neither a regular file nor a block device",
-            path.display()
-        ));
+        return Err(DiskError::NotADisk {
+            device: Device::Backing,
+            path: path.to_path_buf(),
+        });
     }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
-        .map_err(|e| {
-            format!(
-                "cannot open backing disk {} read-write: {e}",
-                path.display()
-            )
-        })?;
-    let size_bytes = file
-        .seek(SeekFrom::End(0))
-        .map_err(|e| format!("cannot determine the size of {}: {e}", path.display()))?;
+        .map_err(DiskError::io(Device::Backing, Op::Open, path))?;
+    let size_bytes =
+        file.seek(SeekFrom::End(0))
+            .map_err(DiskError::io(Device::Backing, Op::Size, path))?;
     Ok((file, size_bytes, is_block_device))
 }
 
 /// A second handle on the block device with O_DIRECT.
-fn open_direct(path: &Path) -> Result<Direct, String> {
+fn open_direct(path: &Path) -> Result<Direct, DiskError> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
-        .map_err(|e| {
-            format!(
-                "cannot open block device {} with O_DIRECT: {e}",
-                path.display()
-            )
-        })?;
+        .map_err(DiskError::io(Device::Backing, Op::OpenDirect, path))?;
     let meta = file
         .metadata()
-        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+        .map_err(DiskError::io(Device::Backing, Op::Stat, path))?;
     Ok(Direct {
         block: logical_block_size(&meta),
         file: tokio_uring::fs::File::from_std(file),
     })
 }
 
-pub fn io_failure(what: &str, e: &io::Error) -> IoFailure {
-    IoFailure {
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-        message: format!("{what}: {e}"),
+/// The data flush that precedes a metadata write, on a handle of its own: it runs on the
+/// metadata thread (`metaio`), not on the io_uring thread.
+pub struct BackingFlush {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl BackingFlush {
+    /// fdatasync: covers every write that completed before it started.
+    pub fn flush_data(&self) -> Result<(), DiskError> {
+        self.file.sync_data().map_err(DiskError::io(
+            Device::Backing,
+            Op::FlushBeforeMeta,
+            &self.path,
+        ))
     }
 }
 
 impl BackingDisk {
-    pub fn open(path: &Path) -> Result<BackingDisk, String> {
+    pub fn open(path: &Path) -> Result<BackingDisk, DiskError> {
         let (file, size_bytes, is_block_device) = open_std(path)?;
         let on_tmpfs = !is_block_device
             && nix::sys::statfs::fstatfs(&file)
                 .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
-        let memory =
-            if on_tmpfs {
-                Some(file.try_clone().map_err(|e| {
-                    format!("cannot duplicate the handle of {}: {e}", path.display())
-                })?)
-            } else {
-                None
-            };
-        let sync_handle = file
-            .try_clone()
-            .map_err(|e| format!("cannot duplicate the handle of {}: {e}", path.display()))?;
+        let dup = |f: &std::fs::File| {
+            f.try_clone()
+                .map_err(DiskError::io(Device::Backing, Op::DuplicateHandle, path))
+        };
+        let memory = if on_tmpfs { Some(dup(&file)?) } else { None };
+        let sync_handle = dup(&file)?;
         let direct = if is_block_device {
             Some(open_direct(path)?)
         } else {
@@ -172,7 +171,7 @@ impl BackingDisk {
         })
     }
 
-    pub async fn read(&self, offset: u64, len: u32) -> (Result<(), IoFailure>, Vec<u8>) {
+    pub async fn read(&self, offset: u64, len: u32) -> (Result<(), DiskError>, Vec<u8>) {
         if let Some(d) = self
             .direct
             .as_ref()
@@ -185,7 +184,7 @@ impl BackingDisk {
                 .await;
             let buf = slice.into_inner();
             return (
-                res.map_err(|e| io_failure("read (O_DIRECT)", &e)),
+                res.map_err(self.fail(Op::ReadDirect)),
                 buf[pad..pad + len as usize].to_vec(),
             );
         }
@@ -194,12 +193,12 @@ impl BackingDisk {
             let mut buf = vec![0u8; len as usize];
             let r = f
                 .read_exact_at(&mut buf, offset)
-                .map_err(|e| io_failure("read", &e));
+                .map_err(self.fail(Op::Read));
             return (r, buf);
         }
         let buf = vec![0u8; len as usize];
         let (res, buf) = self.file.read_exact_at(buf, offset).await;
-        (res.map_err(|e| io_failure("read", &e)), buf)
+        (res.map_err(self.fail(Op::Read)), buf)
     }
 
     pub async fn write(
@@ -207,7 +206,7 @@ impl BackingDisk {
         offset: u64,
         buf: Vec<u8>,
         fua: bool,
-    ) -> (Result<(), IoFailure>, Vec<u8>) {
+    ) -> (Result<(), DiskError>, Vec<u8>) {
         if let Some(d) = self.direct.as_ref().filter(|d| d.fits(offset, buf.len())) {
             let (mut bounce, pad) = aligned_buffer(buf.len());
             bounce[pad..pad + buf.len()].copy_from_slice(&buf);
@@ -216,7 +215,7 @@ impl BackingDisk {
                 .write_all_at(bounce.slice(pad..pad + buf.len()), offset)
                 .await;
             if let Err(e) = res {
-                return (Err(io_failure("write (O_DIRECT)", &e)), buf);
+                return (Err(self.fail(Op::WriteDirect)(e)), buf);
             }
             if fua {
                 return (self.flush().await, buf);
@@ -231,7 +230,7 @@ impl BackingDisk {
             _ => self.file.write_all_at(buf, offset).await,
         };
         if let Err(e) = res {
-            return (Err(io_failure("write", &e)), buf);
+            return (Err(self.fail(Op::Write)(e)), buf);
         }
         if fua {
             return (self.flush().await, buf);
@@ -239,19 +238,25 @@ impl BackingDisk {
         (Ok(()), buf)
     }
 
-    /// fdatasync on the calling thread: the metadata path is synchronous and ordered, and a
-    /// metadata write that claims data durable must wait for it.
-    pub fn flush_blocking(&self) -> Result<(), IoFailure> {
-        self.sync_handle
-            .sync_data()
-            .map_err(|e| io_failure("fdatasync before a metadata write", &e))
+    /// `Io` of `op` on this disk, for `map_err`.
+    fn fail(&self, op: Op) -> impl FnOnce(io::Error) -> DiskError {
+        DiskError::io(Device::Backing, op, &self.path)
     }
 
-    pub async fn flush(&self) -> Result<(), IoFailure> {
-        self.file
-            .sync_data()
-            .await
-            .map_err(|e| io_failure("fdatasync", &e))
+    /// The handle for the data flushes that precede metadata writes (on the metadata thread:
+    /// a metadata write that claims data durable must wait for it, the I/O path must not).
+    pub fn data_flusher(&self) -> Result<BackingFlush, DiskError> {
+        Ok(BackingFlush {
+            file: self
+                .sync_handle
+                .try_clone()
+                .map_err(self.fail(Op::DuplicateHandle))?,
+            path: self.path.clone(),
+        })
+    }
+
+    pub async fn flush(&self) -> Result<(), DiskError> {
+        self.file.sync_data().await.map_err(self.fail(Op::Flush))
     }
 
     /// Make `[offset, offset+len)` read back as zeroes. `allocate` keeps blocks allocated
@@ -262,7 +267,7 @@ impl BackingDisk {
         len: u32,
         allocate: bool,
         fua: bool,
-    ) -> Result<(), IoFailure> {
+    ) -> Result<(), DiskError> {
         let len64 = u64::from(len);
         let done = if self.is_block_device {
             false
@@ -284,7 +289,7 @@ impl BackingDisk {
                 {
                     false
                 }
-                Err(e) => return Err(io_failure("fallocate", &e)),
+                Err(e) => return Err(self.fail(Op::Fallocate)(e)),
             }
         };
         if !done {
@@ -294,7 +299,7 @@ impl BackingDisk {
                 let n = usize::try_from((end - pos).min(ZERO_CHUNK_BYTES as u64))
                     .unwrap_or(ZERO_CHUNK_BYTES);
                 let (res, _) = self.file.write_all_at(vec![0u8; n], pos).await;
-                res.map_err(|e| io_failure("write zeroes", &e))?;
+                res.map_err(self.fail(Op::WriteZeroes))?;
                 pos += n as u64;
             }
         }

@@ -2,8 +2,8 @@
 //!
 //! All inputs go through `feed`, which queues them and, unless a pump is already running
 //! further up the stack, drains inputs and outputs until both are empty. Disk I/O runs as
-//! io_uring tasks whose completions come back through `feed`; metadata writes are synchronous
-//! (pwrite + fdatasync) because the engine's ordering relies on them being durable in order.
+//! io_uring tasks whose completions come back through `feed`; metadata writes go, in order, to
+//! the metadata thread (`metaio::MetaWriter`), whose completions come back the same way.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -17,9 +17,10 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 #[cfg(not(feature = "fault-injection"))]
 use super::backing::BackingDisk as Disk;
+use super::error::{Device, DiskError, Op};
 #[cfg(feature = "fault-injection")]
 use super::fault::FaultDisk as Disk;
-use super::metaio::MetaHandle;
+use super::metaio::MetaWriter;
 use super::paths::RunPaths;
 use crate::control::{render, Status};
 use crate::core::{
@@ -61,7 +62,8 @@ pub struct Driver {
     inbox: RefCell<VecDeque<Input>>,
     pumping: Cell<bool>,
     disk: RefCell<Option<Rc<Disk>>>,
-    meta: RefCell<Option<MetaHandle>>,
+    /// The metadata thread, started at the first attach.
+    meta: std::cell::OnceCell<MetaWriter>,
     /// The running configuration; `repadm adjust` replaces it (see `view()`).
     view: RefCell<Rc<NodeView>>,
     pub paths: RunPaths,
@@ -115,7 +117,7 @@ impl Driver {
             inbox: RefCell::new(VecDeque::new()),
             pumping: Cell::new(false),
             disk: RefCell::new(None),
-            meta: RefCell::new(None),
+            meta: std::cell::OnceCell::new(),
             view: RefCell::new(Rc::new(view)),
             paths,
             config_path,
@@ -192,35 +194,29 @@ impl Driver {
     fn dispatch(self: &Rc<Self>, out: Output) {
         match out {
             Output::Disk { io, req, op } => self.disk_op(io, req, op),
-            Output::Meta { io, op } => {
-                let flushed = match (op.flushes_data_first(), self.disk.borrow().as_ref()) {
-                    (true, Some(d)) => d.flush_blocking(),
-                    _ => Ok(()),
-                };
-                let result = match (flushed, self.meta.borrow_mut().as_mut()) {
-                    (Err(e), _) => Err(e),
-                    (Ok(()), Some(m)) => m.apply(&op),
-                    (Ok(()), None) => Err(IoFailure {
-                        errno: libc::ENODEV,
-                        message: "no metadata open".into(),
-                    }),
-                };
-                self.inbox
-                    .borrow_mut()
-                    .push_back(Input::MetaDone { io, result });
-            }
+            // Through the metadata thread, which keeps the order and answers with MetaDone.
+            // Without it no disk was ever attached, and nothing is queued to be overtaken.
+            Output::Meta { io, op } => match self.meta.get() {
+                Some(w) => w.write(io, op),
+                None => self.inbox.borrow_mut().push_back(Input::MetaDone {
+                    io,
+                    result: Err(DiskError::NotAttached.into()),
+                }),
+            },
             Output::OpenDisk { io } => {
-                let result = self.open_disk().map(Box::new);
+                let result = self.open_disk().map(Box::new).map_err(|e| e.to_string());
                 self.inbox
                     .borrow_mut()
                     .push_back(Input::DiskOpened { io, result });
             }
+            // Data I/O from now on fails with ENODEV, as before; the metadata writes queued
+            // before this (the final superblock) go first, then DiskClosed.
             Output::CloseDisk { io } => {
-                if let Some(m) = self.meta.borrow_mut().take() {
-                    m.close();
-                }
                 self.disk.borrow_mut().take();
-                self.inbox.borrow_mut().push_back(Input::DiskClosed { io });
+                match self.meta.get() {
+                    Some(w) => w.close(io),
+                    None => self.inbox.borrow_mut().push_back(Input::DiskClosed { io }),
+                }
             }
             Output::ClientReply { req, result } => {
                 let Some(slot) = self.clients.borrow_mut().remove(&req) else {
@@ -311,10 +307,10 @@ impl Driver {
 
     /// The attached backing disk, or the failure to report when there is none.
     fn attached_disk(&self) -> Result<Rc<Disk>, IoFailure> {
-        self.disk.borrow().clone().ok_or_else(|| IoFailure {
-            errno: libc::ENODEV,
-            message: "no backing disk attached".into(),
-        })
+        self.disk
+            .borrow()
+            .clone()
+            .ok_or_else(|| DiskError::NotAttached.into())
     }
 
     fn peer_disk_op(self: &Rc<Self>, io: IoId, op: PeerDiskOp) {
@@ -345,6 +341,7 @@ impl Driver {
                 }
                 PeerDiskOp::Flush => disk.flush().await.map(|()| None),
             };
+            let result = result.map_err(IoFailure::from);
             this.feed(Input::PeerDiskDone { io, result });
         });
     }
@@ -443,18 +440,32 @@ impl Driver {
         }
     }
 
-    fn open_disk(&self) -> Result<crate::core::AttachInfo, String> {
+    /// Open the backing disk and read its metadata (synchronously: once per attach), then
+    /// hand the metadata to the metadata thread.
+    fn open_disk(self: &Rc<Self>) -> Result<crate::core::AttachInfo, DiskError> {
         #[cfg(not(feature = "fault-injection"))]
         let (disk, meta, info) = {
             let view = self.view();
             let disk = Disk::open(&view.disk)?;
-            let (meta, info) = MetaHandle::open(&view, disk.size_bytes, disk.is_block_device)?;
+            let (meta, info) = super::metaio::MetaHandle::open(&view, disk.size_bytes)?;
             (disk, meta, info)
         };
         #[cfg(feature = "fault-injection")]
         let (disk, meta, info) = super::fault::open(&self.fault, &self.view())?;
+        let flush = disk.data_flusher()?;
+        let writer = match self.meta.get() {
+            Some(w) => w,
+            None => {
+                let w = MetaWriter::start(self).map_err(DiskError::io(
+                    Device::Backing,
+                    Op::StartMetaThread,
+                    &self.view().disk,
+                ))?;
+                self.meta.get_or_init(|| w)
+            }
+        };
+        writer.attach(meta, Box::new(flush));
         *self.disk.borrow_mut() = Some(Rc::new(disk));
-        *self.meta.borrow_mut() = Some(meta);
         Ok(info)
     }
 
@@ -473,6 +484,7 @@ impl Driver {
             DiskOpKind::Read { offset, len } => {
                 tokio_uring::spawn(async move {
                     let (result, buf) = disk.read(offset, len).await;
+                    let result = result.map_err(IoFailure::from);
                     if result.is_ok() {
                         if let Some(slot) = this.clients.borrow_mut().get_mut(&req) {
                             slot.buf = Some(buf);
@@ -501,24 +513,31 @@ impl Driver {
                 };
                 tokio_uring::spawn(async move {
                     let (result, _buf) = disk.write(offset, buf, fua).await;
+                    let result = result.map_err(IoFailure::from);
                     this.feed(Input::DiskDone { io, result });
                 });
             }
             DiskOpKind::Flush => {
                 tokio_uring::spawn(async move {
-                    let result = disk.flush().await;
+                    let result = disk.flush().await.map_err(IoFailure::from);
                     this.feed(Input::DiskDone { io, result });
                 });
             }
             DiskOpKind::Trim { offset, len, fua } => {
                 tokio_uring::spawn(async move {
-                    let result = disk.zero(offset, len, false, fua).await;
+                    let result = disk
+                        .zero(offset, len, false, fua)
+                        .await
+                        .map_err(IoFailure::from);
                     this.feed(Input::DiskDone { io, result });
                 });
             }
             DiskOpKind::WriteZeroes { offset, len, fua } => {
                 tokio_uring::spawn(async move {
-                    let result = disk.zero(offset, len, true, fua).await;
+                    let result = disk
+                        .zero(offset, len, true, fua)
+                        .await
+                        .map_err(IoFailure::from);
                     this.feed(Input::DiskDone { io, result });
                 });
             }
@@ -639,28 +658,10 @@ impl Driver {
             md_flags: e.flags().bits(),
             sync: e
                 .verify_progress()
-                .map(|(done, total)| crate::control::SyncProgress {
-                    total_kib: total / 1024,
-                    left_kib: (total - done.min(total)) / 1024,
-                    speed_kib_s: 0,
-                    avg_kib_s: 0,
-                    want_kib_s: None,
-                    eta_s: 0,
-                })
+                .map(|(done, total)| crate::control::SyncProgress::of_verify(done, total))
                 .or_else(|| {
-                    e.resync_info().map(|r| {
-                        let done_kib = (r.total_bits - r.left_bits.min(r.total_bits)) * 4;
-                        let secs = r.elapsed.as_secs().max(1);
-                        let avg = done_kib / secs;
-                        crate::control::SyncProgress {
-                            total_kib: r.total_bits * 4,
-                            left_kib: r.left_bits * 4,
-                            speed_kib_s: avg,
-                            avg_kib_s: avg,
-                            want_kib_s: Some(r.rate_kib),
-                            eta_s: (r.left_bits * 4).checked_div(avg).unwrap_or(0),
-                        }
-                    })
+                    e.resync_info()
+                        .map(|r| crate::control::SyncProgress::of_resync(&r))
                 }),
         }
     }

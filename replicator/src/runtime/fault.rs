@@ -25,8 +25,14 @@
 //! to its own device first), and a normal exit of repd (`down`, SIGTERM) writes both overlays
 //! out. A `kill -9` while the cache is on loses it, like `power-loss`.
 //!
-//! Everything here runs synchronously on the driver's thread (pread/pwrite/fdatasync of a
-//! cloned handle): it is a test device, not a fast one.
+//! The data path runs synchronously on the driver's thread (pread/pwrite/fdatasync of a
+//! cloned handle): it is a test device, not a fast one. The metadata path (`FaultMetaDev`, and
+//! the data flush before a metadata write, `FaultFlush`) runs on the metadata thread
+//! (`metaio`); each of its operations holds the hook's `meta_gate` from the fault check to the
+//! end of its write, and every `repadm fault` command takes the gate first, so a command (a
+//! power loss above all) falls between two metadata operations, never inside one: what the
+//! files hold at a power cut is exactly what it was with the metadata on the driver's thread.
+//! `meta-delay MS` makes every metadata write that much slower (a slow meta disk).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -35,16 +41,20 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use nix::sys::socket::MsgFlags;
 use rep_resources::{MetaDisk, NodeView};
 
-use super::backing::BackingDisk;
+use super::backing::{BackingDisk, BackingFlush};
 use super::driver::Driver;
-use super::metaio::MetaHandle;
-use crate::control::fault::{DiskErrorRule, FaultCmd, FaultOp, FAULT_REFUSED_EXIT};
+use super::error::{Device, DiskError, Op};
+use super::metaio::{DataFlush, MetaHandle};
+use crate::control::fault::{
+    DiskErrorRule, FaultCmd, FaultOp, FAULT_REFUSED_EXIT, META_DELAY_MS_MAX,
+};
 use crate::control::Response;
-use crate::core::{AttachInfo, IoFailure};
+use crate::core::AttachInfo;
 use crate::meta::store::MetaDev;
 
 /// Overlay page size: the data area and the metadata area are both 4 KiB aligned, so no page
@@ -88,14 +98,11 @@ pub enum FaultError {
 }
 
 impl FaultError {
-    fn into_failure(self) -> IoFailure {
-        let errno = match &self {
+    /// EIO for what the hook injects, the OS's errno when its own I/O failed.
+    pub fn errno(&self) -> i32 {
+        match self {
             FaultError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             _ => libc::EIO,
-        };
-        IoFailure {
-            errno,
-            message: self.to_string(),
         }
     }
 
@@ -300,6 +307,8 @@ struct State {
     rules: Vec<DiskErrorRule>,
     volatile: bool,
     powered_off: bool,
+    /// Added to every metadata write (`meta-delay`).
+    meta_delay: Duration,
     /// The metadata lives on the backing device: disk-error rules apply to its writes.
     meta_internal: bool,
     data: Overlay,
@@ -387,11 +396,20 @@ fn rule_matches(
 #[derive(Clone, Default)]
 pub struct FaultHook {
     state: Arc<Mutex<State>>,
+    /// Held by a metadata-thread operation from its fault check to its end, and by every
+    /// `repadm fault` command (see the module header). Lock order: gate, then state.
+    meta_gate: Arc<Mutex<()>>,
 }
 
 impl FaultHook {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn gate(&self) -> MutexGuard<'_, ()> {
+        self.meta_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Give `dev`'s overlay the device it writes to. A cache left from a previous attach stays
@@ -492,6 +510,7 @@ impl FaultHook {
 
     /// repd ends normally (`down`, SIGTERM): the disk keeps power, its cache reaches the media.
     pub fn write_back_on_exit(&self) {
+        let _gate = self.gate();
         let mut st = self.lock();
         if st.powered_off {
             return;
@@ -504,6 +523,7 @@ impl FaultHook {
     /// Carry out one `repadm fault` command; the message says what happened.
     pub fn apply(&self, cmd: &FaultCmd) -> Result<String, String> {
         let rule = cmd.disk_error_rule().map_err(|e| e.to_string())?;
+        let _gate = self.gate();
         let mut st = self.lock();
         if st.powered_off {
             return Err(FaultError::PoweredOff.to_string());
@@ -534,16 +554,27 @@ impl FaultHook {
                 st.volatile = false;
                 "volatile-cache off: cache written out".into()
             }
+            FaultCmd::MetaDelay { ms } => {
+                if *ms > META_DELAY_MS_MAX {
+                    return Err(format!(
+                        "meta-delay {ms}: at most {META_DELAY_MS_MAX} ms (a delay, not a hang)"
+                    ));
+                }
+                st.meta_delay = Duration::from_millis(*ms);
+                format!("meta-delay: every metadata write takes {ms} ms longer")
+            }
             FaultCmd::Clear => {
                 st.rules.clear();
                 st.write_out_all().map_err(|e| e.to_string())?;
                 st.volatile = false;
-                "clear: no disk errors, volatile cache off (written out)".into()
+                st.meta_delay = Duration::ZERO;
+                "clear: no disk errors, no metadata delay, volatile cache off (written out)".into()
             }
             FaultCmd::PowerLoss => {
                 let dropped = st.data.pages.len() + st.meta.pages.len();
                 st.powered_off = true;
                 st.volatile = false;
+                st.meta_delay = Duration::ZERO;
                 st.rules.clear();
                 st.data = Overlay::default();
                 st.meta = Overlay::default();
@@ -598,13 +629,11 @@ pub fn cut_power_if_lost(driver: &Driver, stream: &impl AsRawFd, reply: &Respons
 pub fn open(
     hook: &FaultHook,
     view: &NodeView,
-) -> Result<(FaultDisk, MetaHandle, AttachInfo), String> {
+) -> Result<(FaultDisk, MetaHandle, AttachInfo), DiskError> {
     let disk = FaultDisk::open(&view.disk, hook.clone())?;
     let internal = matches!(view.meta_disk, MetaDisk::Internal);
     let (meta, info) =
-        MetaHandle::open_with(view, disk.size_bytes, disk.is_block_device, &|file| {
-            hook.meta_dev(file, internal)
-        })?;
+        MetaHandle::open_with(view, disk.size_bytes, &|file| hook.meta_dev(file, internal))?;
     Ok((disk, meta, info))
 }
 
@@ -614,7 +643,6 @@ pub struct FaultDisk {
     /// A handle of our own for the cached (synchronous) reads.
     file: Arc<File>,
     hook: FaultHook,
-    pub is_block_device: bool,
     pub size_bytes: u64,
 }
 
@@ -622,23 +650,27 @@ fn range(offset: u64, len: u64) -> Option<(u64, u64)> {
     Some((offset, offset.saturating_add(len)))
 }
 
+/// `Fault` of `op` on the backing disk at `path`, for `map_err`.
+fn fault(op: Op, path: &Path) -> impl FnOnce(FaultError) -> DiskError + '_ {
+    move |source| DiskError::Fault {
+        device: Device::Backing,
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 impl FaultDisk {
-    pub fn open(path: &Path, hook: FaultHook) -> Result<FaultDisk, String> {
+    pub fn open(path: &Path, hook: FaultHook) -> Result<FaultDisk, DiskError> {
         let inner = BackingDisk::open(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
             .map(Arc::new)
-            .map_err(|e| {
-                format!(
-                    "cannot open backing disk {} read-write: {e}",
-                    path.display()
-                )
-            })?;
+            .map_err(DiskError::io(Device::Backing, Op::Open, path))?;
         hook.attach(Dev::Data, Arc::clone(&file), inner.size_bytes);
         Ok(FaultDisk {
-            is_block_device: inner.is_block_device,
             size_bytes: inner.size_bytes,
             inner,
             file,
@@ -646,19 +678,23 @@ impl FaultDisk {
         })
     }
 
-    pub async fn read(&self, offset: u64, len: u32) -> (Result<(), IoFailure>, Vec<u8>) {
+    pub async fn read(&self, offset: u64, len: u32) -> (Result<(), DiskError>, Vec<u8>) {
+        let path = &self.inner.path;
         if let Err(e) = self
             .hook
             .inject(Dev::Data, Kind::Read, range(offset, u64::from(len)))
         {
-            return (Err(e.into_failure()), vec![0u8; len as usize]);
+            return (Err(fault(Op::Read, path)(e)), vec![0u8; len as usize]);
         }
         let mut buf = vec![0u8; len as usize];
         match self
             .hook
             .cached_read(Dev::Data, &self.file, &mut buf, offset)
         {
-            Some(r) => (r.map_err(|e| super::backing::io_failure("read", &e)), buf),
+            Some(r) => (
+                r.map_err(DiskError::io(Device::Backing, Op::Read, path)),
+                buf,
+            ),
             None => self.inner.read(offset, len).await,
         }
     }
@@ -668,39 +704,40 @@ impl FaultDisk {
         offset: u64,
         buf: Vec<u8>,
         fua: bool,
-    ) -> (Result<(), IoFailure>, Vec<u8>) {
+    ) -> (Result<(), DiskError>, Vec<u8>) {
+        let path = &self.inner.path;
         let r = range(offset, buf.len() as u64);
         if let Err(e) = self.hook.inject(Dev::Data, Kind::Write { fua }, r) {
-            return (Err(e.into_failure()), buf);
+            return (Err(fault(Op::Write, path)(e)), buf);
         }
         match self
             .hook
             .cached_write(Dev::Data, offset, Src::Bytes(&buf), fua)
         {
-            Some(r) => (r.map_err(FaultError::into_failure), buf),
+            Some(r) => (r.map_err(fault(Op::Write, path)), buf),
             None => self.inner.write(offset, buf, fua).await,
         }
     }
 
-    pub async fn flush(&self) -> Result<(), IoFailure> {
+    pub async fn flush(&self) -> Result<(), DiskError> {
+        let path = &self.inner.path;
         self.hook
             .inject(Dev::Data, Kind::Flush, None)
-            .map_err(FaultError::into_failure)?;
+            .map_err(fault(Op::Flush, path))?;
         match self.hook.cached_flush(Dev::Data) {
-            Some(r) => r.map_err(FaultError::into_failure),
+            Some(r) => r.map_err(fault(Op::Flush, path)),
             None => self.inner.flush().await,
         }
     }
 
-    /// The synchronous data flush that precedes metadata writes: a flush like any other.
-    pub fn flush_blocking(&self) -> Result<(), IoFailure> {
-        self.hook
-            .inject(Dev::Data, Kind::Flush, None)
-            .map_err(FaultError::into_failure)?;
-        match self.hook.cached_flush(Dev::Data) {
-            Some(r) => r.map_err(FaultError::into_failure),
-            None => self.inner.flush_blocking(),
-        }
+    /// The data flush that precedes metadata writes (on the metadata thread): a flush like any
+    /// other for the hook.
+    pub fn data_flusher(&self) -> Result<FaultFlush, DiskError> {
+        Ok(FaultFlush {
+            inner: self.inner.data_flusher()?,
+            path: self.inner.path.clone(),
+            hook: self.hook.clone(),
+        })
     }
 
     pub async fn zero(
@@ -709,17 +746,39 @@ impl FaultDisk {
         len: u32,
         allocate: bool,
         fua: bool,
-    ) -> Result<(), IoFailure> {
+    ) -> Result<(), DiskError> {
+        let path = &self.inner.path;
         let len64 = u64::from(len);
         self.hook
             .inject(Dev::Data, Kind::Write { fua }, range(offset, len64))
-            .map_err(FaultError::into_failure)?;
+            .map_err(fault(Op::WriteZeroes, path))?;
         match self
             .hook
             .cached_write(Dev::Data, offset, Src::Zeros(len64), fua)
         {
-            Some(r) => r.map_err(FaultError::into_failure),
+            Some(r) => r.map_err(fault(Op::WriteZeroes, path)),
             None => self.inner.zero(offset, len, allocate, fua).await,
+        }
+    }
+}
+
+/// `BackingFlush` behind the hook, for the metadata thread.
+pub struct FaultFlush {
+    inner: BackingFlush,
+    path: std::path::PathBuf,
+    hook: FaultHook,
+}
+
+impl DataFlush for FaultFlush {
+    fn flush_data(&self) -> Result<(), DiskError> {
+        let _gate = self.hook.gate();
+        let path = &self.path;
+        self.hook
+            .inject(Dev::Data, Kind::Flush, None)
+            .map_err(fault(Op::FlushBeforeMeta, path))?;
+        match self.hook.cached_flush(Dev::Data) {
+            Some(r) => r.map_err(fault(Op::FlushBeforeMeta, path)),
+            None => self.inner.flush_data(),
         }
     }
 }
@@ -732,6 +791,7 @@ struct FaultMetaDev {
 
 impl MetaDev for FaultMetaDev {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        let _gate = self.hook.gate();
         self.hook
             .inject(Dev::Meta, Kind::Read, None)
             .map_err(FaultError::into_io)?;
@@ -742,9 +802,15 @@ impl MetaDev for FaultMetaDev {
     }
 
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        let _gate = self.hook.gate();
         self.hook
             .inject(Dev::Meta, Kind::Write { fua: false }, None)
             .map_err(FaultError::into_io)?;
+        // Outside the state lock: the data path goes on meanwhile, as with a slow meta disk.
+        let delay = self.hook.lock().meta_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         match self
             .hook
             .cached_write(Dev::Meta, off, Src::Bytes(buf), false)
@@ -755,6 +821,7 @@ impl MetaDev for FaultMetaDev {
     }
 
     fn flush(&self) -> io::Result<()> {
+        let _gate = self.hook.gate();
         self.hook
             .inject(Dev::Meta, Kind::Flush, None)
             .map_err(FaultError::into_io)?;

@@ -17,7 +17,7 @@ use tokio_uring::net::TcpStream;
 use super::driver::Driver;
 use crate::core::peer::PROTOCOL_VERSION;
 use crate::core::{Input, LinkId, LinkLoss};
-use crate::wire::frame::decode_header;
+use crate::wire::frame::{decode_header, WireError};
 use crate::wire::{Packet, HEADER_BYTES};
 
 /// Socket writes are gathered up to this size.
@@ -405,15 +405,23 @@ fn os_random() -> io::Result<[u8; crate::wire::auth::NONCE_BYTES]> {
     Ok(n)
 }
 
-async fn read_packet(reader: &mut Reader<TcpStream>) -> io::Result<Option<Packet>> {
+/// Why one frame could not be read from a peer socket.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Socket(#[from] io::Error),
+    /// The bytes arrived but the decoder refused them: the peer's fault, not the network's.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+async fn read_packet(reader: &mut Reader<TcpStream>) -> Result<Option<Packet>, ReadError> {
     let Some(head) = reader.read_array::<HEADER_BYTES>().await? else {
         return Ok(None);
     };
-    let h = decode_header(&head).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let h = decode_header(&head)?;
     let payload = reader.read_vec(h.len as usize).await?;
-    Packet::decode(&h, &payload)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    Ok(Some(Packet::decode(&h, &payload)?))
 }
 
 /// Feed frames from one socket to the engine. The data socket pauses while the peer's writes
@@ -431,11 +439,11 @@ async fn read_frames(
         match read_packet(&mut reader).await {
             Ok(Some(packet)) => driver.feed(Input::Packet { link, packet }),
             Ok(None) => break LinkLoss::BrokenPipe,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                break LinkLoss::ProtocolError(e.to_string())
+            Err(ReadError::Wire(e)) => break LinkLoss::ProtocolError(e),
+            Err(ReadError::Socket(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                break LinkLoss::BrokenPipe
             }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break LinkLoss::BrokenPipe,
-            Err(e) => break LinkLoss::NetworkFailure(e.to_string()),
+            Err(ReadError::Socket(e)) => break LinkLoss::NetworkFailure(e.to_string()),
         }
     };
     driver.link_lost(link, loss);

@@ -7,6 +7,7 @@ pub mod backing;
 pub mod control_server;
 pub mod daemon;
 pub mod driver;
+pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod handlers;

@@ -37,7 +37,7 @@ use crate::core::{
 use crate::digest::Digests;
 use crate::meta::layout::MetaDiskKind;
 use crate::meta::store::{create_md, MetaDev, MetaStore};
-use crate::wire::frame::MAX_DATA_BYTES;
+use crate::wire::frame::{WireError, MAX_DATA_BYTES};
 use crate::wire::{Channel, Packet};
 use rep_resources::{DigestAlg, Protocol};
 
@@ -254,7 +254,7 @@ fn failing_disk() -> std::io::Error {
 /// The wire limits a frame must pass on its way, as the real decoder applies them. Bulk
 /// payloads are only measured (encoding megabytes per packet would dominate the run); every
 /// other packet goes through encode → decode and must come out equal.
-fn wire_check(p: &Packet) -> Result<(), String> {
+fn wire_check(p: &Packet) -> Result<(), WireError> {
     let bulk = match p {
         Packet::Data { data, .. }
         | Packet::RsData { data, .. }
@@ -264,10 +264,10 @@ fn wire_check(p: &Packet) -> Result<(), String> {
     };
     if let Some(n) = bulk {
         if n > MAX_DATA_BYTES {
-            return Err(format!(
-                "{} frame with {n} bytes of data: beyond the frame limit of {MAX_DATA_BYTES}",
-                p.name()
-            ));
+            return Err(WireError::Invalid {
+                cmd: p.name(),
+                what: format!("{n} bytes of data: beyond the frame limit of {MAX_DATA_BYTES}"),
+            });
         }
         return Ok(());
     }
@@ -275,8 +275,11 @@ fn wire_check(p: &Packet) -> Result<(), String> {
     p.encode(&mut buf);
     match crate::wire::packet::decode_frame(&buf) {
         Ok((q, used)) if used == buf.len() && &q == p => Ok(()),
-        Ok((q, _)) => Err(format!("{p:?} decodes as {q:?}")),
-        Err(e) => Err(format!("{} frame rejected by the decoder: {e}", p.name())),
+        Ok((q, _)) => Err(WireError::Invalid {
+            cmd: p.name(),
+            what: format!("{p:?} decodes as {q:?}"),
+        }),
+        Err(e) => Err(e),
     }
 }
 

@@ -2,8 +2,10 @@
 //! peer input is untrusted, and every decoder returns a [`WireError`] instead of panicking.
 
 pub mod auth;
+pub mod codes;
 pub mod frame;
 pub mod packet;
 
+pub use codes::PROTOCOL_VERSION;
 pub use frame::{FrameHeader, WireError, HEADER_BYTES, MAX_PAYLOAD_BYTES};
 pub use packet::{Channel, Packet, Params};

@@ -1,0 +1,469 @@
+//! The connection handshake (reference/drbd.md §2.6, §5.3): what one link has learnt of the
+//! peer, and the pure decision both nodes take from the two reports — no resync, a resync in
+//! one direction (full or by bitmap), or a refusal that leaves the node StandAlone. DRBD's
+//! `drbd_sync_handshake` order: UUID comparison, the Inconsistent override, the after-sb
+//! policies, `--discard-my-data`, then rr-conflict.
+
+use std::time::Instant;
+
+use super::after_sb::{SbVerdict, SplitFacts};
+use super::config::EngineConfig;
+use super::ids::LinkId;
+use super::state::{DiskState, Role};
+use super::uuid_compare::{compare, SideUuids, SyncDecision};
+use crate::meta::superblock::GenerationUuids;
+use crate::wire::Params;
+use rep_resources::RrConflict;
+
+/// UUID flags on the wire (reference/drbd.md §2.1).
+pub const UUID_FLAG_DISCARD_MY_DATA: u32 = 1;
+pub const UUID_FLAG_CRASHED_PRIMARY: u32 = 2;
+pub const UUID_FLAG_INCONSISTENT: u32 = 4;
+pub const UUID_FLAG_SKIP_INITIAL_SYNC: u32 = 8;
+
+/// One established connection and how far its handshake got.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub id: LinkId,
+    pub dialer: bool,
+    pub peer_node: String,
+    /// Our challenge, while the peer has not answered it.
+    pub nonce: Option<Vec<u8>>,
+    /// The peer proved it knows the secret (or no secret is configured).
+    pub peer_authed: bool,
+    pub sent_report: bool,
+    pub peer_params: Option<Params>,
+    pub peer_usable: Option<u64>,
+    pub peer_uuids: Option<(GenerationUuids, u32)>,
+    /// The peer's count of out-of-sync blocks (its changes, for the after-sb policies).
+    pub peer_oos_bits: u64,
+    pub peer_state: Option<(Role, DiskState)>,
+    pub bitmap_rx: Vec<u8>,
+    pub peer_bitmap: Option<Vec<u8>>,
+    pub decided: bool,
+    pub last_rx: Instant,
+    pub ping_sent: Option<Instant>,
+    pub last_sent_state: Option<(Role, DiskState)>,
+}
+
+impl Link {
+    pub(crate) fn new(
+        id: LinkId,
+        dialer: bool,
+        peer_node: String,
+        authed: bool,
+        now: Instant,
+    ) -> Link {
+        Link {
+            id,
+            dialer,
+            peer_node,
+            nonce: None,
+            peer_authed: authed,
+            sent_report: false,
+            peer_params: None,
+            peer_usable: None,
+            peer_oos_bits: 0,
+            peer_uuids: None,
+            peer_state: None,
+            bitmap_rx: Vec::new(),
+            peer_bitmap: None,
+            decided: false,
+            last_rx: now,
+            ping_sent: None,
+            last_sent_state: None,
+        }
+    }
+
+    /// The peer's complete report, once every part of it arrived (and ours was sent).
+    pub(crate) fn peer_report(&self) -> Option<PeerReport> {
+        if self.decided || !self.sent_report {
+            return None;
+        }
+        let (uuids, flags) = self.peer_uuids?;
+        let (role, disk) = self.peer_state?;
+        Some(PeerReport {
+            params: self.peer_params.clone()?,
+            usable: self.peer_usable?,
+            uuids,
+            flags,
+            role,
+            disk,
+            bitmap: self.peer_bitmap.clone()?,
+            changes: self.peer_oos_bits,
+        })
+    }
+}
+
+/// What the peer reported in its handshake.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerReport {
+    pub params: Params,
+    pub usable: u64,
+    pub uuids: GenerationUuids,
+    pub flags: u32,
+    pub role: Role,
+    pub disk: DiskState,
+    pub bitmap: Vec<u8>,
+    pub changes: u64,
+}
+
+/// Our side of the handshake.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OurSide {
+    pub role: Role,
+    pub disk: DiskState,
+    pub uuids: GenerationUuids,
+    pub crashed_primary: bool,
+    /// `connect --discard-my-data`.
+    pub discard_my_data: bool,
+    /// Blocks set in our bitmap: our changes, for the after-sb policies.
+    pub changes: u64,
+    /// No client holds the device and none of its requests is in flight.
+    pub can_demote: bool,
+    /// We accepted the connection: we hold DRBD's RESOLVE_CONFLICTS (ties make us target).
+    pub resolve_conflicts: bool,
+}
+
+/// The handshake's outcome for a pair with two disks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    NoSync,
+    Source {
+        full: bool,
+    },
+    Target {
+        full: bool,
+    },
+    /// Nothing may be synced: drop the link and stay StandAlone.
+    Refuse {
+        why: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Decision {
+    pub outcome: Outcome,
+    /// Handlers to run, in order (initial-split-brain, split-brain, pri-lost...).
+    pub handlers: Vec<&'static str>,
+    /// We lost a split brain as Primary (call-pri-lost-after-sb): demote before syncing.
+    pub demote: bool,
+}
+
+/// The decision for two disks (reference/drbd.md §2.6), from our point of view.
+pub(crate) fn decide(cfg: &EngineConfig, me: &OurSide, peer: &PeerReport) -> Decision {
+    let res = &cfg.resource;
+    let mut d = Decision {
+        outcome: Outcome::NoSync,
+        handlers: Vec::new(),
+        demote: false,
+    };
+    let mine = SideUuids {
+        uuids: me.uuids,
+        crashed_primary: me.crashed_primary,
+        primary: me.role == Role::Primary,
+    };
+    let theirs = SideUuids {
+        uuids: peer.uuids,
+        crashed_primary: peer.flags & UUID_FLAG_CRASHED_PRIMARY != 0,
+        primary: peer.role == Role::Primary,
+    };
+    let (mut decision, rule) = compare(&mine, &theirs, me.resolve_conflicts);
+    tracing::info!(resource = %res, "uuid_compare()={decision:?} by rule {rule}");
+    // An Inconsistent side never wins against a consistent one.
+    let me_inc = me.disk == DiskState::Inconsistent;
+    let peer_inc = peer.disk == DiskState::Inconsistent;
+    let was_full = matches!(
+        decision,
+        SyncDecision::Source { full: true }
+            | SyncDecision::Target { full: true }
+            | SyncDecision::SplitBrain {
+                auto_recoverable: false
+            }
+    );
+    if me_inc && !peer_inc {
+        decision = SyncDecision::Target { full: was_full };
+    } else if peer_inc && !me_inc {
+        decision = SyncDecision::Source { full: was_full };
+    }
+    if let SyncDecision::SplitBrain { auto_recoverable } = decision {
+        d.handlers.push("initial-split-brain");
+        if auto_recoverable || cfg.peer.always_asbp {
+            let full = !auto_recoverable;
+            if let Some(policy) = after_sb_policy(cfg, me, peer, full, &mut d) {
+                decision = if policy {
+                    SyncDecision::Source { full }
+                } else {
+                    SyncDecision::Target { full }
+                };
+            }
+        }
+    }
+    if let SyncDecision::SplitBrain { auto_recoverable } = decision {
+        let peer_discards =
+            peer.params.discard_my_data || peer.flags & UUID_FLAG_DISCARD_MY_DATA != 0;
+        decision = match (me.discard_my_data, peer_discards) {
+            (true, false) => {
+                tracing::warn!(resource = %res, "Split-Brain detected, manually solved. Sync from peer node");
+                SyncDecision::Target {
+                    full: !auto_recoverable,
+                }
+            }
+            (false, true) => {
+                tracing::warn!(resource = %res, "Split-Brain detected, manually solved. Sync from this node");
+                SyncDecision::Source {
+                    full: !auto_recoverable,
+                }
+            }
+            _ => {
+                d.handlers.push("split-brain");
+                d.outcome = Outcome::Refuse {
+                    why: format!("Split-Brain detected but unresolved, dropping connection! Recover with `repadm secondary {res}; repadm connect --discard-my-data {res}` on the node whose changes are to be thrown away, and `repadm connect {res}` on the other"),
+                };
+                return d;
+            }
+        };
+    }
+    d.outcome = match decision {
+        SyncDecision::Unrelated => Outcome::Refuse {
+            why: format!("Unrelated data, aborting! The peer's data has no common history with ours; if this is a new peer, run `repadm invalidate {res}` on the node to be overwritten"),
+        },
+        SyncDecision::SplitBrain { .. } | SyncDecision::NoSync => Outcome::NoSync,
+        SyncDecision::Source { .. } if me.disk <= DiskState::Inconsistent => Outcome::Refuse {
+            why: "I shall become SyncSource, but I am inconsistent!".into(),
+        },
+        SyncDecision::Source { full } => Outcome::Source { full },
+        SyncDecision::Target { .. }
+            if me.role == Role::Primary
+                && !d.demote
+                && me.disk >= DiskState::Consistent
+                && cfg.peer.rr_conflict != RrConflict::Violently =>
+        {
+            if cfg.peer.rr_conflict == RrConflict::CallPriLost {
+                d.handlers.push("pri-lost");
+            }
+            Outcome::Refuse {
+                why: format!(
+                    "I shall become SyncTarget, but I am primary! (rr-conflict {})",
+                    cfg.peer.rr_conflict
+                ),
+            }
+        }
+        SyncDecision::Target { full } => Outcome::Target { full },
+    };
+    d
+}
+
+/// The after-sb-0pri/1pri/2pri answer to a split brain: `Some(true)` we are the source.
+fn after_sb_policy(
+    cfg: &EngineConfig,
+    me: &OurSide,
+    peer: &PeerReport,
+    full: bool,
+    d: &mut Decision,
+) -> Option<bool> {
+    let res = &cfg.resource;
+    let s = &cfg.peer;
+    let facts = SplitFacts {
+        node: &cfg.node,
+        role: me.role,
+        peer_role: peer.role,
+        self_was_primary: me.uuids.bitmap & 1 == 1,
+        peer_was_primary: peer.uuids.bitmap & 1 == 1,
+        changes_self: me.changes,
+        changes_peer: peer.changes,
+        resolve_conflicts: me.resolve_conflicts,
+        can_demote: me.can_demote,
+    };
+    let primaries = u8::from(me.role == Role::Primary) + u8::from(peer.role == Role::Primary);
+    let verdict =
+        super::after_sb::recover(&s.after_sb_0pri, s.after_sb_1pri, s.after_sb_2pri, &facts)?;
+    if verdict == SbVerdict::PriLost {
+        tracing::error!(resource = %res, "Split-Brain: this Primary lost (call-pri-lost-after-sb) but is in use and cannot be demoted");
+        d.handlers.push("pri-lost-after-sb");
+        return None;
+    }
+    let source = verdict == SbVerdict::Source;
+    tracing::warn!(resource = %res, "Split-Brain detected, {primaries} primaries, automatically solved. Sync from {} node", if source { "this" } else { "peer" });
+    if full {
+        tracing::warn!(resource = %res, "Doing a full sync, since UUIDs where ambiguous.");
+    }
+    if verdict == (SbVerdict::Target { demote: true }) {
+        tracing::warn!(resource = %res, "split brain lost as Primary (call-pri-lost-after-sb): demoting to Secondary");
+        d.demote = true;
+    }
+    Some(source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::PeerSettings;
+    use rep_resources::{AfterSb0, AfterSb1, Fencing, OnIoError, Protocol};
+
+    fn cfg() -> EngineConfig {
+        EngineConfig {
+            resource: "r0".into(),
+            node: "node-a".into(),
+            minor: 0,
+            device: "/dev/drbd0".into(),
+            protocol: Protocol::C,
+            has_peer: true,
+            allow_two_primaries: false,
+            al_extents: 61,
+            fencing: Fencing::DontCare,
+            on_io_error: OnIoError::Detach,
+            peer: PeerSettings::default(),
+        }
+    }
+
+    fn uuids(current: u64, bitmap: u64) -> GenerationUuids {
+        GenerationUuids {
+            current,
+            bitmap,
+            history: [0, 0],
+        }
+    }
+
+    fn me(role: Role, disk: DiskState, u: GenerationUuids) -> OurSide {
+        OurSide {
+            role,
+            disk,
+            uuids: u,
+            crashed_primary: false,
+            discard_my_data: false,
+            changes: 1,
+            can_demote: true,
+            resolve_conflicts: false,
+        }
+    }
+
+    fn peer(role: Role, disk: DiskState, u: GenerationUuids) -> PeerReport {
+        PeerReport {
+            params: Params {
+                protocol: b'C',
+                after_sb_0pri: "disconnect".into(),
+                after_sb_1pri: "disconnect".into(),
+                after_sb_2pri: "disconnect".into(),
+                allow_two_primaries: false,
+                discard_my_data: false,
+                integrity_alg: String::new(),
+                verify_alg: String::new(),
+                csums_alg: String::new(),
+            },
+            usable: 1 << 30,
+            uuids: u,
+            flags: 0,
+            role,
+            disk,
+            bitmap: Vec::new(),
+            changes: 1,
+        }
+    }
+
+    const A: u64 = 0x1000_0000_0000_0000;
+    const B: u64 = 0x2000_0000_0000_0000;
+    const C: u64 = 0x3000_0000_0000_0000;
+    use DiskState::{Inconsistent, UpToDate};
+    use Role::{Primary, Secondary};
+
+    #[test]
+    fn same_generation_needs_no_sync_and_newer_bitmap_side_is_source() {
+        let d = decide(
+            &cfg(),
+            &me(Secondary, UpToDate, uuids(A, 0)),
+            &peer(Secondary, UpToDate, uuids(A, 0)),
+        );
+        assert_eq!(d.outcome, Outcome::NoSync);
+        // We wrote while apart: our current moved on, the old one is our bitmap UUID.
+        let d = decide(
+            &cfg(),
+            &me(Primary, UpToDate, uuids(B, A)),
+            &peer(Secondary, UpToDate, uuids(A, 0)),
+        );
+        assert_eq!(d.outcome, Outcome::Source { full: false });
+    }
+
+    #[test]
+    fn an_inconsistent_side_never_wins() {
+        let d = decide(
+            &cfg(),
+            &me(Secondary, UpToDate, uuids(A, 0)),
+            &peer(Secondary, Inconsistent, uuids(B, A)),
+        );
+        assert!(matches!(d.outcome, Outcome::Source { .. }), "{d:?}");
+        let d = decide(
+            &cfg(),
+            &me(Secondary, Inconsistent, uuids(B, A)),
+            &peer(Secondary, UpToDate, uuids(A, 0)),
+        );
+        assert!(matches!(d.outcome, Outcome::Target { .. }), "{d:?}");
+    }
+
+    #[test]
+    fn an_unresolved_split_brain_refuses_and_runs_both_handlers() {
+        let d = decide(
+            &cfg(),
+            &me(Secondary, UpToDate, uuids(B, A)),
+            &peer(Secondary, UpToDate, uuids(C, A)),
+        );
+        assert!(matches!(d.outcome, Outcome::Refuse { .. }), "{d:?}");
+        assert_eq!(d.handlers, vec!["initial-split-brain", "split-brain"]);
+    }
+
+    #[test]
+    fn discard_my_data_decides_a_split_brain() {
+        let mut m = me(Secondary, UpToDate, uuids(B, A));
+        m.discard_my_data = true;
+        let d = decide(&cfg(), &m, &peer(Secondary, UpToDate, uuids(C, A)));
+        assert_eq!(d.outcome, Outcome::Target { full: false });
+        let mut p = peer(Secondary, UpToDate, uuids(C, A));
+        p.flags = UUID_FLAG_DISCARD_MY_DATA;
+        let d = decide(&cfg(), &me(Secondary, UpToDate, uuids(B, A)), &p);
+        assert_eq!(d.outcome, Outcome::Source { full: false });
+    }
+
+    #[test]
+    fn a_policy_resolves_and_a_losing_primary_demotes() {
+        let mut c = cfg();
+        c.peer.after_sb_0pri = AfterSb0::DiscardZeroChanges;
+        c.peer.after_sb_1pri = AfterSb1::CallPriLostAfterSb;
+        let mut m = me(Primary, UpToDate, uuids(B, A));
+        m.changes = 0;
+        let d = decide(&c, &m, &peer(Secondary, UpToDate, uuids(C, A)));
+        assert_eq!(d.outcome, Outcome::Target { full: false });
+        assert!(d.demote);
+        m.can_demote = false;
+        let d = decide(&c, &m, &peer(Secondary, UpToDate, uuids(C, A)));
+        assert!(matches!(d.outcome, Outcome::Refuse { .. }));
+        assert!(d.handlers.contains(&"pri-lost-after-sb"));
+    }
+
+    #[test]
+    fn rr_conflict_keeps_a_primary_from_becoming_target() {
+        let m = me(Primary, UpToDate, uuids(A, 0));
+        let p = peer(Secondary, UpToDate, uuids(B, A));
+        assert!(matches!(
+            decide(&cfg(), &m, &p).outcome,
+            Outcome::Refuse { .. }
+        ));
+        let mut c = cfg();
+        c.peer.rr_conflict = RrConflict::CallPriLost;
+        let d = decide(&c, &m, &p);
+        assert_eq!(d.handlers, vec!["pri-lost"]);
+        c.peer.rr_conflict = RrConflict::Violently;
+        assert_eq!(decide(&c, &m, &p).outcome, Outcome::Target { full: false });
+    }
+
+    #[test]
+    fn unrelated_data_is_refused() {
+        let d = decide(
+            &cfg(),
+            &me(Secondary, UpToDate, uuids(A, 0)),
+            &peer(Secondary, UpToDate, uuids(C, B)),
+        );
+        assert!(
+            matches!(d.outcome, Outcome::Refuse { ref why } if why.starts_with("Unrelated data"))
+        );
+    }
+}

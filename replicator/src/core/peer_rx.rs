@@ -1,0 +1,333 @@
+//! The receiving side of replication (DRBD's receiver): the peer's writes, resync blocks and
+//! reads are applied in arrival order where they overlap (FIFO, like the Primary's admission;
+//! non-overlapping ones run in parallel), and a barrier is flushed once every operation
+//! received before it completed.
+//!
+//! Pure bookkeeping: the engine scans the queue for operations that may start (`scan`), gates
+//! each (activity log, when this node holds the only copy), and issues it; completions come
+//! back by sequence number.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::ids::LinkId;
+use super::io::PeerDiskOp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RxKind {
+    /// A client write replicated by the Primary.
+    App { id: u64 },
+    /// A resync block on the SyncTarget.
+    Resync { id: u64 },
+    /// A read for a Diskless Primary, ordered after the writes it sent before it.
+    Read { id: u64 },
+}
+
+#[derive(Debug)]
+pub(crate) struct RxOp {
+    pub seq: u64,
+    pub start: u64,
+    pub end: u64,
+    pub link: LinkId,
+    pub kind: RxKind,
+    /// The disk operation, until it is issued.
+    pub op: Option<PeerDiskOp>,
+    /// Activity-log extents held while we hold the only copy of a peer write.
+    pub al_held: Vec<u64>,
+}
+
+impl RxOp {
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.start < end && start < self.end
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct PeerRx {
+    next_seq: u64,
+    /// Sequence numbers received and not yet completed (barriers wait for the older ones).
+    outstanding: BTreeSet<u64>,
+    in_flight: BTreeMap<u64, RxOp>,
+    waiting: VecDeque<RxOp>,
+    /// Barrier epochs waiting for every operation with a smaller sequence number.
+    barriers: VecDeque<(u32, u64, LinkId)>,
+    /// A barrier flush failed on this link: no later BarrierAck may claim the epochs before it
+    /// durable (a later fdatasync succeeds although the earlier write-back was lost).
+    flush_failed: Option<LinkId>,
+    /// The queue taken out by `scan`, and the ranges held back in it.
+    scan: Option<Scan>,
+}
+
+#[derive(Debug, Default)]
+struct Scan {
+    rest: VecDeque<RxOp>,
+    still: VecDeque<RxOp>,
+    blocked: Vec<(u64, u64)>,
+}
+
+impl PeerRx {
+    /// Queue an operation of the peer; returns its sequence number.
+    pub(crate) fn enqueue(
+        &mut self,
+        link: LinkId,
+        kind: RxKind,
+        start: u64,
+        len: u64,
+        op: PeerDiskOp,
+    ) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.outstanding.insert(seq);
+        self.waiting.push_back(RxOp {
+            seq,
+            start,
+            end: start + len,
+            link,
+            kind,
+            op: Some(op),
+            al_held: Vec::new(),
+        });
+        seq
+    }
+
+    /// Start a pass over the queue in arrival order: `next_ready` yields each operation that
+    /// overlaps nothing in flight and nothing held back earlier in this pass; the caller
+    /// `issue`s it or `hold`s it, then calls `end_scan`.
+    pub(crate) fn begin_scan(&mut self) {
+        debug_assert!(self.scan.is_none(), "nested scan of the peer's queue");
+        self.scan = Some(Scan {
+            rest: std::mem::take(&mut self.waiting),
+            ..Scan::default()
+        });
+    }
+
+    pub(crate) fn next_ready(&mut self) -> Option<RxOp> {
+        let scan = self.scan.as_mut()?;
+        while let Some(w) = scan.rest.pop_front() {
+            let conflict = self.in_flight.values().any(|f| f.overlaps(w.start, w.end))
+                || scan.blocked.iter().any(|&(s, e)| s < w.end && w.start < e);
+            if !conflict {
+                return Some(w);
+            }
+            scan.blocked.push((w.start, w.end));
+            scan.still.push_back(w);
+        }
+        None
+    }
+
+    /// `w` may not start yet (it waits for an activity-log transaction or slot); later
+    /// operations overlapping it wait behind it.
+    pub(crate) fn hold(&mut self, w: RxOp) {
+        if let Some(scan) = self.scan.as_mut() {
+            scan.blocked.push((w.start, w.end));
+            scan.still.push_back(w);
+        }
+    }
+
+    /// `w` goes to the disk now; returns its operation.
+    pub(crate) fn issue(&mut self, mut w: RxOp) -> Option<PeerDiskOp> {
+        let op = w.op.take();
+        self.in_flight.insert(w.seq, w);
+        op
+    }
+
+    pub(crate) fn end_scan(&mut self) {
+        if let Some(mut scan) = self.scan.take() {
+            scan.still.append(&mut scan.rest);
+            scan.still.append(&mut self.waiting);
+            self.waiting = scan.still;
+        }
+    }
+
+    /// Operation `seq` completed on the disk.
+    pub(crate) fn complete(&mut self, seq: u64) -> Option<RxOp> {
+        let w = self.in_flight.remove(&seq)?;
+        self.outstanding.remove(&seq);
+        Some(w)
+    }
+
+    /// A barrier: once everything received before it completed, its epoch is flushed.
+    pub(crate) fn barrier(&mut self, epoch: u32, link: LinkId) {
+        self.barriers.push_back((epoch, self.next_seq, link));
+    }
+
+    /// Barriers whose operations are all done, in order: flush them now.
+    pub(crate) fn ready_barriers(&mut self) -> Vec<(u32, LinkId)> {
+        let mut ready = Vec::new();
+        while let Some(&(epoch, seq, link)) = self.barriers.front() {
+            if self.outstanding.range(..seq).next().is_some() {
+                break;
+            }
+            self.barriers.pop_front();
+            ready.push((epoch, link));
+        }
+        ready
+    }
+
+    /// A barrier flush completed; whether its BarrierAck may be sent on `link`.
+    pub(crate) fn flushed(&mut self, link: LinkId, ok: bool) -> bool {
+        if !ok {
+            self.flush_failed = Some(link);
+        }
+        ok && self.flush_failed != Some(link)
+    }
+
+    /// The link is gone: queued operations were never acknowledged, so the Primary has them in
+    /// its transfer log; they are dropped (returned, for their activity-log references).
+    /// Operations already issued complete and are then ignored.
+    pub(crate) fn reset(&mut self) -> Vec<RxOp> {
+        let dropped: Vec<RxOp> = self.waiting.drain(..).collect();
+        for w in &dropped {
+            self.outstanding.remove(&w.seq);
+        }
+        self.barriers.clear();
+        dropped
+    }
+
+    /// Operations received and not completed (`ua:` in /proc/drbd).
+    pub(crate) fn unacked(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// Bytes of peer operations received and not yet on disk (queued or in flight).
+    pub(crate) fn backlog_bytes(&self) -> u64 {
+        self.waiting
+            .iter()
+            .chain(self.in_flight.values())
+            .map(|w| w.end - w.start)
+            .sum()
+    }
+
+    /// The activity log is gone with the disk: references into it go too.
+    pub(crate) fn forget_extents(&mut self) {
+        for w in self.waiting.iter_mut().chain(self.in_flight.values_mut()) {
+            w.al_held.clear();
+        }
+    }
+
+    /// Activity-log extents held by queued and issued operations, for the invariant checks.
+    pub(crate) fn held_extents(&self) -> impl Iterator<Item = u64> + '_ {
+        self.waiting
+            .iter()
+            .chain(self.in_flight.values())
+            .flat_map(|w| w.al_held.iter().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: LinkId = LinkId(1);
+
+    fn write(rx: &mut PeerRx, start: u64, len: u64) -> u64 {
+        rx.enqueue(
+            L,
+            RxKind::App { id: start },
+            start,
+            len,
+            PeerDiskOp::Write {
+                offset: start,
+                data: vec![0; len as usize],
+                fua: false,
+            },
+        )
+    }
+
+    fn issue_all(rx: &mut PeerRx) -> Vec<u64> {
+        let mut issued = Vec::new();
+        rx.begin_scan();
+        while let Some(w) = rx.next_ready() {
+            issued.push(w.seq);
+            rx.issue(w);
+        }
+        rx.end_scan();
+        issued
+    }
+
+    #[test]
+    fn overlapping_writes_run_in_arrival_order_others_in_parallel() {
+        let mut rx = PeerRx::default();
+        let a = write(&mut rx, 0, 4096);
+        let b = write(&mut rx, 2048, 4096);
+        let c = write(&mut rx, 65536, 4096);
+        assert_eq!(issue_all(&mut rx), vec![a, c]);
+        assert_eq!(issue_all(&mut rx), Vec::<u64>::new(), "b waits for a");
+        assert!(rx.complete(a).is_some());
+        assert_eq!(issue_all(&mut rx), vec![b]);
+    }
+
+    #[test]
+    fn a_held_operation_keeps_later_overlapping_ones_behind_it() {
+        let mut rx = PeerRx::default();
+        let a = write(&mut rx, 0, 4096);
+        let b = write(&mut rx, 0, 512);
+        let c = write(&mut rx, 8192, 512);
+        rx.begin_scan();
+        let first = rx.next_ready();
+        assert_eq!(first.as_ref().map(|w| w.seq), Some(a));
+        if let Some(w) = first {
+            rx.hold(w);
+        }
+        let second = rx.next_ready();
+        assert_eq!(
+            second.as_ref().map(|w| w.seq),
+            Some(c),
+            "b overlaps the held a"
+        );
+        if let Some(w) = second {
+            rx.issue(w);
+        }
+        assert!(rx.next_ready().is_none());
+        rx.end_scan();
+        rx.complete(c);
+        assert_eq!(issue_all(&mut rx), vec![a], "a first, b still behind it");
+        rx.complete(a);
+        assert_eq!(issue_all(&mut rx), vec![b]);
+    }
+
+    #[test]
+    fn a_barrier_waits_for_everything_received_before_it() {
+        let mut rx = PeerRx::default();
+        let a = write(&mut rx, 0, 4096);
+        rx.barrier(7, L);
+        let b = write(&mut rx, 8192, 4096);
+        issue_all(&mut rx);
+        assert!(rx.ready_barriers().is_empty());
+        rx.complete(b);
+        assert!(rx.ready_barriers().is_empty(), "b came after the barrier");
+        rx.complete(a);
+        assert_eq!(rx.ready_barriers(), vec![(7, L)]);
+        assert!(rx.flushed(L, true));
+    }
+
+    #[test]
+    fn after_a_failed_flush_no_barrier_of_that_link_is_acknowledged() {
+        let mut rx = PeerRx::default();
+        rx.barrier(1, L);
+        rx.barrier(2, L);
+        assert_eq!(rx.ready_barriers().len(), 2);
+        assert!(!rx.flushed(L, false));
+        assert!(
+            !rx.flushed(L, true),
+            "a later flush succeeds, but epoch 1 may be lost"
+        );
+        rx.barrier(3, LinkId(2));
+        rx.ready_barriers();
+        assert!(rx.flushed(LinkId(2), true), "a new link starts clean");
+    }
+
+    #[test]
+    fn a_reset_drops_the_queue_and_the_barriers() {
+        let mut rx = PeerRx::default();
+        let a = write(&mut rx, 0, 4096);
+        write(&mut rx, 0, 4096);
+        rx.barrier(1, L);
+        issue_all(&mut rx);
+        assert_eq!(rx.backlog_bytes(), 8192);
+        assert_eq!(rx.reset().len(), 1);
+        assert!(rx.ready_barriers().is_empty());
+        assert_eq!(rx.unacked(), 1);
+        rx.complete(a);
+        assert_eq!(rx.unacked(), 0);
+    }
+}
