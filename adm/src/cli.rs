@@ -4,11 +4,28 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The exit codes of repadm (docs/exit-codes.md has the same table with examples).
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes (drbdadm's where drbdadm has one; docs/exit-codes.md has examples):
+  0   success (also: nothing to do)
+  1   usage error; resource not defined for this host
+  2   command line syntax error (clap)
+  5   wait-connect, wait-sync or verify --wait timed out; outdate on a disk below Outdated
+  10  configuration invalid or unusable (parse error, resource not up, attach/metadata
+      failure, adjust asked for a change a running resource cannot make)
+  11  state change refused (State change failed: (-N) ...); adjust refused by the state;
+      wait-sync cannot end (StandAlone or Diskless); verify --wait lost the connection
+  16  needs a local disk (SS_NO_LOCAL_DISK)
+  17  needs UpToDate data (SS_NO_UP_TO_DATE_DISK), e.g. primary without --force
+  20  other error: daemon unreachable mid-command, I/O error, wait-connect on a
+      StandAlone resource, fault hook not built in";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "repadm",
     version,
-    about = "Administer rep replicated block devices (drbdadm-compatible)"
+    about = "Administer rep replicated block devices (drbdadm-compatible)",
+    after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
     /// Configuration file (DRBD 8.4 syntax; may `include` other files).
@@ -117,8 +134,25 @@ pub enum Cmd {
     Invalidate { res: String },
     /// Discard the peer's data: full sync to the peer.
     InvalidateRemote { res: String },
-    /// Online verify against the peer.
-    Verify { res: String },
+    /// Online verify against the peer (starts it and returns, as drbdadm does; --wait waits
+    /// for the result with a progress bar on a terminal).
+    Verify {
+        res: String,
+        /// Wait until the verify finishes and print how many blocks were out of sync.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this many seconds (exit 5).
+        #[arg(long, requires = "wait")]
+        timeout: Option<u64>,
+    },
+    /// Wait until no resync is running and the local disk is UpToDate (progress bar on a
+    /// terminal; exit 5 on timeout, 11 when it cannot happen: StandAlone or Diskless).
+    WaitSync {
+        res: String,
+        /// Give up after this many seconds (default: wait for ever).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
     /// Hold the running resync (PausedSyncS/PausedSyncT) until `resume-sync`.
     PauseSync { res: String },
     /// Let a resync held by `pause-sync` go on.
@@ -138,8 +172,26 @@ pub enum Cmd {
         #[arg(long)]
         now: bool,
     },
-    /// Bring the running state in line with the config (up, attach, connect as needed).
-    Adjust { res: String },
+    /// Apply the configuration file to the running resource: changed net and disk options
+    /// (live where possible, reconnecting where the peers must agree), a moved disk (detach +
+    /// attach), then up, attach and connect as needed. Prints one line per changed option.
+    Adjust {
+        res: String,
+        /// Only print what would change.
+        #[arg(short = 'd', long)]
+        dry_run: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the repadm(8) man page, or write it and one page per subcommand into --dir.
+    Man {
+        /// Write repadm.8 and repadm-COMMAND.8 files here instead of printing repadm.8.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Test-only fault hook: disk errors, a volatile write cache, a slow meta disk, power loss
     /// (needs a repd built with `--features rep-replicator/fault-injection`).
     Fault {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use rep_replicator::control::fault::{FaultCmd, FaultOp};
 use rep_replicator::control::{render, Query, Request, Response, Status};
-use rep_replicator::core::{AdminCmd, ConnState};
+use rep_replicator::core::{AdminCmd, ConnState, Refusal};
 use rep_resources::{Config, ConfigError, NodeView};
 
 use crate::cli::{Cli, Cmd, FaultOpArg, FaultWhat, OnOff};
@@ -73,6 +73,11 @@ fn paths(cli: &Cli) -> Paths {
 }
 
 pub fn run(cli: &Cli) -> anyhow::Result<i32> {
+    match &cli.cmd {
+        Cmd::Completions { shell } => return crate::docgen::completions(*shell),
+        Cmd::Man { dir } => return crate::docgen::man(dir.as_deref()),
+        _ => {}
+    }
     if let Cmd::Dump { res } = &cli.cmd {
         let config = load_config(cli)?;
         let only = res.as_deref().filter(|r| *r != "all");
@@ -81,7 +86,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
     }
     let config = load_config(cli)?;
     let (res_arg, action): (&str, Action) = match &cli.cmd {
-        Cmd::Dump { .. } => unreachable!("handled above"),
+        Cmd::Dump { .. } | Cmd::Completions { .. } | Cmd::Man { .. } => {
+            unreachable!("handled above")
+        }
         Cmd::CreateMd { res, force } => (res, Action::CreateMd { force: *force }),
         Cmd::Up { res } => (res, Action::Up),
         Cmd::Down { res } => (res, Action::Down),
@@ -117,12 +124,20 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
         ),
         Cmd::Invalidate { res } => (res, Action::Admin(AdminCmd::Invalidate)),
         Cmd::InvalidateRemote { res } => (res, Action::Admin(AdminCmd::InvalidateRemote)),
-        Cmd::Verify { res } => (res, Action::Admin(AdminCmd::Verify)),
+        Cmd::Verify {
+            res, wait: false, ..
+        } => (res, Action::Admin(AdminCmd::Verify)),
+        Cmd::Verify {
+            res,
+            wait: true,
+            timeout,
+        } => (res, Action::VerifyWait { timeout: *timeout }),
+        Cmd::WaitSync { res, timeout } => (res, Action::WaitSync { timeout: *timeout }),
         Cmd::PauseSync { res } => (res, Action::Admin(AdminCmd::PauseSync)),
         Cmd::ResumeSync { res } => (res, Action::Admin(AdminCmd::ResumeSync)),
         Cmd::WaitConnect { res, timeout } => (res, Action::WaitConnect { timeout: *timeout }),
         Cmd::Events { res, now } => (res, Action::Events { now: *now }),
-        Cmd::Adjust { res } => (res, Action::Adjust),
+        Cmd::Adjust { res, dry_run } => (res, Action::Adjust { dry_run: *dry_run }),
         Cmd::Fault { res, what } => (res, Action::Fault(fault_cmd(what))),
     };
     let views = targets(cli, &config, res_arg)?;
@@ -158,7 +173,9 @@ enum Action {
     Gi { show: bool },
     WaitConnect { timeout: Option<u64> },
     Events { now: bool },
-    Adjust,
+    Adjust { dry_run: bool },
+    VerifyWait { timeout: Option<u64> },
+    WaitSync { timeout: Option<u64> },
     Fault(FaultCmd),
 }
 
@@ -201,7 +218,9 @@ fn one(cli: &Cli, view: &NodeView, action: &Action) -> anyhow::Result<i32> {
         Action::DumpMd => crate::metacmd::dump_md(cli, &p, view),
         Action::Gi { show } => crate::metacmd::gi(cli, &p, view, *show),
         Action::WaitConnect { timeout } => wait_connect(&p, view, *timeout),
-        Action::Adjust => adjust(cli, &p, view),
+        Action::Adjust { dry_run } => adjust(cli, &p, view, *dry_run),
+        Action::VerifyWait { timeout } => crate::progress::verify_wait(cli, &p, res, *timeout),
+        Action::WaitSync { timeout } => crate::progress::wait_sync(cli, &p, res, *timeout),
         Action::Fault(cmd) => fault(cli, &p, res, cmd),
         Action::Status { .. } | Action::Events { .. } => Ok(0),
     }
@@ -238,12 +257,43 @@ pub fn print_response(cli: &Cli, resp: Response) -> i32 {
             eprintln!("repadm: {message}");
             exit_code
         }
+        Response::Adjusted { report, status } => {
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"result": "adjusted", "resource": status.resource, "dry_run": report.dry_run, "changes": report.changes, "exit_code": report.exit_code, "status": status})
+                );
+            } else {
+                print!("{}", report.text(&status.resource));
+            }
+            report.exit_code
+        }
     }
 }
 
 fn admin(cli: &Cli, p: &Paths, res: &str, cmd: AdminCmd) -> anyhow::Result<i32> {
     let mut conn = Conn::open(&p.ctl(res), res)?;
+    let disconnect = matches!(cmd, AdminCmd::Disconnect { .. });
     let resp = conn.call(&Request::Admin(cmd))?;
+    if let (
+        true,
+        Response::Refused {
+            refusal: Refusal::AlreadyStandAlone,
+            status,
+            ..
+        },
+    ) = (disconnect, &resp)
+    {
+        // drbdsetup's conn_try_disconnect turns SS_ALREADY_STANDALONE into success, and
+        // runbooks rely on it (`drbdadm disconnect` first, whatever the state).
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::json!({"result": "ok", "message": "already StandAlone", "status": status})
+            );
+        }
+        return Ok(0);
+    }
     Ok(print_response(cli, resp))
 }
 
@@ -339,12 +389,29 @@ fn wait_connect(p: &Paths, view: &NodeView, timeout: Option<u64>) -> anyhow::Res
     }
 }
 
-fn adjust(cli: &Cli, p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
+/// `adjust`: a resource that is not up is brought up; a running one gets the changed options
+/// of the configuration file (repd re-reads it and reports each change), then is attached and
+/// connected if it is Diskless or StandAlone.
+fn adjust(cli: &Cli, p: &Paths, view: &NodeView, dry_run: bool) -> anyhow::Result<i32> {
     let res = &view.resource;
     if !is_up(&p.ctl(res)) {
+        if dry_run {
+            println!("{res}: not up: would run `repadm up {res}`");
+            return Ok(0);
+        }
         return crate::up::up(cli, p, view);
     }
-    let s = Conn::open(&p.ctl(res), res)?.status()?;
+    let config = std::fs::canonicalize(&cli.config).unwrap_or_else(|_| cli.config.clone());
+    let mut conn = Conn::open(&p.ctl(res), res)?;
+    let resp = conn.call(&Request::Query(Query::Adjust {
+        config: Some(config.display().to_string()),
+        dry_run,
+    }))?;
+    let code = print_response(cli, resp);
+    if code != 0 || dry_run {
+        return Ok(code);
+    }
+    let s = conn.status()?;
     if s.disk == rep_replicator::core::DiskState::Diskless {
         let code = admin(cli, p, res, AdminCmd::Attach)?;
         if code != 0 {

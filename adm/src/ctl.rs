@@ -82,7 +82,9 @@ impl Conn {
 
     pub fn status(&mut self) -> anyhow::Result<Status> {
         match self.call(&Request::Query(rep_replicator::control::Query::Status))? {
-            Response::Ok { status, .. } | Response::Refused { status, .. } => Ok(*status),
+            Response::Ok { status, .. }
+            | Response::Refused { status, .. }
+            | Response::Adjusted { status, .. } => Ok(*status),
             Response::Error { message, .. } => Err(anyhow!(message)),
         }
     }

@@ -4,8 +4,10 @@
 mod cli;
 mod commands;
 mod ctl;
+mod docgen;
 mod events;
 mod metacmd;
+mod progress;
 mod up;
 
 use clap::Parser;

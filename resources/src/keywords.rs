@@ -414,7 +414,7 @@ pub const SYNCER: &[(&str, &str, &str)] = &[
 ];
 
 /// Keywords only rep understands; `dump` leaves them out so drbdadm can read the result.
-pub const REP_ONLY: &[&str] = &["nbd-listen"];
+pub const REP_ONLY: &[&str] = &["nbd-listen", "metrics-listen"];
 
 pub fn table(section: &str) -> Option<&'static [Keyword]> {
     Some(match section {

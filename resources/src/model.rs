@@ -92,6 +92,8 @@ pub struct Host {
     pub floating: bool,
     pub address: Option<SocketAddr>,
     pub nbd_listen: Option<SocketAddr>,
+    /// rep extension: serve Prometheus metrics at `http://ADDR:PORT/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
     pub volumes: Vec<Volume>,
 }
 
@@ -534,6 +536,7 @@ fn host_body(
         floating: floating.is_some(),
         address: floating,
         nbd_listen: None,
+        metrics_listen: None,
         volumes: Vec::new(),
     };
     let mut drafts = Drafts::new();
@@ -547,6 +550,9 @@ fn host_body(
             }
             "nbd-listen" if f.block.is_none() => {
                 host.nbd_listen = Some(address(f, &f.words[1..])?);
+            }
+            "metrics-listen" if f.block.is_none() => {
+                host.metrics_listen = Some(address(f, &f.words[1..])?);
             }
             "device" | "disk" | "meta-disk" | "flexible-meta-disk" if f.block.is_none() => {
                 volume_field(f, drafts.entry(0).or_default())?;
@@ -563,6 +569,7 @@ fn host_body(
                     "meta-disk",
                     "volume",
                     "nbd-listen",
+                    "metrics-listen",
                 ];
                 let hint = did_you_mean(other, expected);
                 return Err(f.err(format!(

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::*;
 
-const TWO: &str = "resource r0 {\n  protocol C;\n  device /dev/drbd0;\n  meta-disk internal;\n  net { ping-int 3; shared-secret \"s\"; cram-hmac-alg sha1; }\n  disk { resync-rate 40M; size 1G; }\n  on node-a { disk /a.img; address 127.0.0.1:7789; nbd-listen 127.0.0.1:10809; }\n  on node-b { disk /b.img; address 127.0.0.2:7789; meta-disk /dev/sdc [2]; }\n}\n";
+const TWO: &str = "resource r0 {\n  protocol C;\n  device /dev/drbd0;\n  meta-disk internal;\n  net { ping-int 3; shared-secret \"s\"; cram-hmac-alg sha1; }\n  disk { resync-rate 40M; size 1G; }\n  on node-a { disk /a.img; address 127.0.0.1:7789; nbd-listen 127.0.0.1:10809; metrics-listen 127.0.0.1:9942; }\n  on node-b { disk /b.img; address 127.0.0.2:7789; meta-disk /dev/sdc [2]; }\n}\n";
 
 fn parse(text: &str) -> Result<Config, ParseError> {
     parse_str(text, "t.res", Path::new("/nonexistent"))
@@ -28,6 +28,7 @@ fn node_view_merges_defaults_and_units() {
     assert_eq!(a.disk_conf.resync_rate_kib, 40 << 10);
     assert_eq!(a.disk_conf.size_bytes, Some(1 << 30));
     assert_eq!(a.nbd_listen, Some("127.0.0.1:10809".parse().unwrap()));
+    assert_eq!(a.metrics_listen, Some("127.0.0.1:9942".parse().unwrap()));
     assert_eq!(a.peer_node.as_deref(), Some("node-b"));
     assert_eq!(a.peer_address, Some("127.0.0.2:7789".parse().unwrap()));
     assert_eq!(a.minor, 0);
@@ -54,6 +55,7 @@ fn dump_leaves_out_rep_keywords_and_reparses_identically() {
     let c = parse(TWO).unwrap();
     let d = c.dump(None).unwrap();
     assert!(!d.contains("nbd-listen"));
+    assert!(!d.contains("metrics-listen"));
     assert!(d.contains("meta-disk        /dev/sdc [2];"), "{d}");
     let again = parse(&d).unwrap();
     assert_eq!(again.dump(None).unwrap(), d);

@@ -165,6 +165,8 @@ pub struct NodeView {
     pub peer_address: Option<SocketAddr>,
     /// rep extension (`nbd-listen IP:PORT;` in the host section): also export over TCP.
     pub nbd_listen: Option<SocketAddr>,
+    /// rep extension (`metrics-listen IP:PORT;` in the host section): Prometheus `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
     pub net: NetConf,
     pub disk_conf: DiskConf,
     pub startup: StartupConf,
@@ -351,6 +353,7 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
         address: me.address,
         peer_address: peer.and_then(|p| p.address),
         nbd_listen: me.nbd_listen,
+        metrics_listen: me.metrics_listen,
         net,
         disk_conf,
         startup,

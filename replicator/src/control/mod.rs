@@ -1,6 +1,7 @@
 //! The control socket protocol between `repadm` and `repd` (`$RUN/RES.ctl`): one JSON object
 //! per line each way. Shared by both binaries so they cannot drift apart.
 
+pub mod adjust;
 pub mod fault;
 pub mod md_dump;
 pub mod render;
@@ -24,6 +25,14 @@ pub enum Query {
     /// `repadm fault`: the test-only fault hook (refused unless repd has `fault-injection`).
     Fault {
         fault: fault::FaultCmd,
+    },
+    /// `repadm adjust`: re-read the configuration (`config`, or the file repd was started
+    /// with) and apply what changed; with `dry_run` only report it.
+    Adjust {
+        #[serde(default)]
+        config: Option<String>,
+        #[serde(default)]
+        dry_run: bool,
     },
 }
 
@@ -52,11 +61,27 @@ pub enum Response {
         message: String,
         exit_code: i32,
     },
+    /// The answer to `adjust`: every changed option and how it was (or would be) applied.
+    Adjusted {
+        report: adjust::Report,
+        status: Box<Status>,
+    },
+}
+
+/// Version of the `status --json` and `events --json` objects (docs/json.md). Fields are only
+/// ever added; a rename or removal would raise it.
+pub const JSON_VERSION: u32 = 1;
+
+fn json_version() -> u32 {
+    JSON_VERSION
 }
 
 /// One line of the `events` stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// `JSON_VERSION`.
+    #[serde(default = "json_version")]
+    pub version: u32,
     /// `exists` for the initial dump, `change` afterwards (drbdsetup events2 vocabulary).
     pub kind: String,
     pub status: Box<Status>,
@@ -113,6 +138,9 @@ impl SyncProgress {
 /// Everything `status`, `role`, `cstate`, `dstate` and the status file show.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// `JSON_VERSION`.
+    #[serde(default = "json_version")]
+    pub version: u32,
     pub resource: String,
     pub node: String,
     pub peer_node: Option<String>,

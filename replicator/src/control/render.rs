@@ -148,12 +148,13 @@ pub fn proc_text(devices: &[Status]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::{Counters, DiskState, Role};
 
     pub(crate) fn sample() -> Status {
         Status {
+            version: super::super::JSON_VERSION,
             resource: "r0".into(),
             node: "node-a".into(),
             peer_node: Some("node-b".into()),

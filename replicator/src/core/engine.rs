@@ -196,6 +196,7 @@ impl Engine {
             Input::Packet { link, packet } => self.packet(now, link, packet),
             Input::LinkDown { link, loss } => self.link_down(link, loss),
             Input::DependencySyncing { syncing } => self.dependency_changed(now, syncing),
+            Input::Reconfigure { cfg } => self.reconfigure(*cfg),
         }
         self.retry_drained_admin();
         self.close_failed_disk_when_idle();

@@ -180,6 +180,10 @@ pub enum Input {
         io: IoId,
         digests: Vec<u8>,
     },
+    /// `repadm adjust`: the configuration re-read from the `.res` file.
+    Reconfigure {
+        cfg: Box<super::config::EngineConfig>,
+    },
 }
 
 /// Why a link went away, in DRBD's connection-state words.

@@ -23,6 +23,7 @@ pub mod pace;
 pub mod peer;
 mod peer_rx;
 mod receiver;
+mod reconfigure;
 pub mod refusal;
 mod replication;
 mod requests;

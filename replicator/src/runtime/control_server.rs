@@ -93,6 +93,7 @@ async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
 async fn stream_events(stream: &UnixStream, driver: &Rc<Driver>) -> std::io::Result<()> {
     let mut rx = driver.subscribe();
     let first = Event {
+        version: crate::control::JSON_VERSION,
         kind: "exists".into(),
         status: Box::new(driver.status()),
     };
@@ -102,6 +103,7 @@ async fn stream_events(stream: &UnixStream, driver: &Rc<Driver>) -> std::io::Res
     res?;
     while let Some(status) = rx.recv().await {
         let ev = Event {
+            version: crate::control::JSON_VERSION,
             kind: "change".into(),
             status: Box::new(status),
         };
@@ -118,7 +120,7 @@ fn reply(driver: &Driver, result: Result<String, Refusal>) -> Response {
     match result {
         Ok(message) => Response::Ok { message, status },
         Err(refusal) => Response::Refused {
-            rendered: refusal.render(&driver.view.resource),
+            rendered: refusal.render(&driver.view().resource),
             exit_code: refusal.exit_code(),
             refusal,
             status,
@@ -137,6 +139,7 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
             exit_code: 20,
         },
         Request::Query(Query::Down) => {
+            driver.stop_renegotiating();
             let result = down(driver).await;
             if result.is_ok() {
                 driver.shutting_down.set(true);
@@ -144,7 +147,11 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
             reply(driver, result)
         }
         Request::Query(Query::Fault { fault }) => fault_request(driver, &fault),
+        Request::Query(Query::Adjust { config, dry_run }) => driver.adjust(config, dry_run).await,
         Request::Admin(cmd) => {
+            if matches!(cmd, AdminCmd::Disconnect { .. }) {
+                driver.stop_renegotiating();
+            }
             let result = driver.admin(cmd).await;
             reply(driver, result)
         }
@@ -212,5 +219,5 @@ async fn down(driver: &Rc<Driver>) -> Result<String, Refusal> {
     if s.disk != DiskState::Diskless {
         driver.admin(AdminCmd::Detach { force: false }).await?;
     }
-    Ok(format!("{} is down", driver.view.resource))
+    Ok(format!("{} is down", driver.view().resource))
 }

@@ -117,7 +117,30 @@ fn run(args: Args) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot create run dir {}", args.run_dir.display()))?;
     let paths = RunPaths::new(&args.run_dir, &view.resource);
     check_not_running(&paths)?;
-    let cfg = EngineConfig {
+    let cfg = engine_config(&view);
+    let seed = args.seed.unwrap_or_else(os_seed);
+    let engine = Engine::new(cfg, seed);
+    // Handlers get an absolute DRBD_CONF, whatever directory they run in.
+    let config_path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
+    tokio_uring::start(async move { serve(engine, view, paths, config_path, seed).await })
+}
+
+/// A listener that cannot run (its accept thread failed to start) is fatal for the daemon.
+pub(crate) fn spawn_listener(
+    what: &'static str,
+    fut: impl std::future::Future<Output = std::io::Result<()>> + 'static,
+) {
+    tokio_uring::spawn(async move {
+        if let Err(e) = fut.await {
+            tracing::error!("{what} failed: {e}");
+            std::process::exit(1);
+        }
+    });
+}
+
+/// The engine's configuration for this node's view (at start, and again for `adjust`).
+pub(crate) fn engine_config(view: &rep_resources::NodeView) -> EngineConfig {
+    EngineConfig {
         resource: view.resource.clone(),
         node: view.node.clone(),
         minor: view.minor,
@@ -128,26 +151,8 @@ fn run(args: Args) -> anyhow::Result<i32> {
         al_extents: view.disk_conf.al_extents,
         fencing: view.disk_conf.fencing,
         on_io_error: view.disk_conf.on_io_error,
-        peer: peer_settings(&view),
-    };
-    let seed = args.seed.unwrap_or_else(os_seed);
-    let engine = Engine::new(cfg, seed);
-    // Handlers get an absolute DRBD_CONF, whatever directory they run in.
-    let config_path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
-    tokio_uring::start(async move { serve(engine, view, paths, config_path, seed).await })
-}
-
-/// A listener that cannot run (its accept thread failed to start) is fatal for the daemon.
-fn spawn_listener(
-    what: &'static str,
-    fut: impl std::future::Future<Output = std::io::Result<()>> + 'static,
-) {
-    tokio_uring::spawn(async move {
-        if let Err(e) = fut.await {
-            tracing::error!("{what} failed: {e}");
-            std::process::exit(1);
-        }
-    });
+        peer: peer_settings(view),
+    }
 }
 
 /// The engine's view of the `net` and `disk` sections (units converted, DRBD's meanings).
@@ -183,7 +188,7 @@ fn peer_settings(view: &rep_resources::NodeView) -> crate::core::peer::PeerSetti
     }
 }
 
-fn link_settings(view: &rep_resources::NodeView) -> Option<LinkSettings> {
+pub(crate) fn link_settings(view: &rep_resources::NodeView) -> Option<LinkSettings> {
     Some(LinkSettings {
         my_addr: view.address?,
         peer_addr: view.peer_address?,
@@ -200,6 +205,7 @@ async fn serve(
     seed: u64,
 ) -> anyhow::Result<i32> {
     let nbd_listen = view.nbd_listen;
+    let metrics_listen = view.metrics_listen;
     let settings = link_settings(&view);
     let peer_listener = match &settings {
         Some(s) => Some(std::net::TcpListener::bind(s.my_addr).with_context(|| {
@@ -219,19 +225,10 @@ async fn serve(
         seed ^ 0x5eed,
     );
     if let Some(l) = peer_listener {
-        let d = Rc::clone(&driver);
-        spawn_listener("peer listener", async move {
-            let mut conns = rep_nbd::server::spawn_acceptor("peer", move || l.accept())?;
-            while let Some((stream, from)) = conns.recv().await {
-                tokio_uring::spawn(Rc::clone(&d).link_accepted(stream, from));
-            }
-            Ok(())
-        });
+        driver.listen_for_peer(l);
     }
     tokio_uring::spawn(Rc::clone(&driver).run_timers());
-    if let Some(after) = driver.view.disk_conf.resync_after.clone() {
-        tokio_uring::spawn(Rc::clone(&driver).watch_resync_after(after));
-    }
+    tokio_uring::spawn(Rc::clone(&driver).watch_resync_after());
     let threads =
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
     let hasher = super::hasher::Hasher::start(&driver, threads)
@@ -240,7 +237,7 @@ async fn serve(
     if let Err(refusal) = driver.admin(AdminCmd::Attach).await {
         bail!("{}", refusal.render(&paths.resource));
     }
-    if driver.view.peer_address.is_some() {
+    if driver.view().peer_address.is_some() {
         if let Err(refusal) = driver
             .admin(AdminCmd::Connect {
                 discard_my_data: false,
@@ -268,6 +265,14 @@ async fn serve(
         );
     }
     spawn_listener("NBD listener", rep_nbd::server::serve_unix(nbd, backend));
+    if let Some(addr) = metrics_listen {
+        let tcp = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen for metrics on {addr} (metrics-listen)"))?;
+        spawn_listener(
+            "metrics listener",
+            super::metrics::serve(tcp, Rc::clone(&driver)),
+        );
+    }
     spawn_listener(
         "control listener",
         control_server::serve(ctl, Rc::clone(&driver)),
@@ -276,7 +281,7 @@ async fn serve(
         .with_context(|| format!("cannot write {}", paths.pid().display()))?;
     driver.publish_state();
     tracing::info!(
-        resource = %paths.resource, node = %driver.view.node,
+        resource = %paths.resource, node = %driver.view().node,
         "up: NBD export at {}, control at {}", paths.nbd_uri(), paths.ctl().display()
     );
     wait_for_stop(&driver).await;

@@ -34,12 +34,27 @@ fn encode_data_frame(out: &mut Vec<u8>, id: u64, offset: u64, fua: bool, data: &
     crate::wire::packet::encode_data(out, id, offset, fua, data);
 }
 
+/// Bytes a client request moves (0 for FLUSH).
+fn op_len(op: &ClientOp) -> u32 {
+    match *op {
+        ClientOp::Read { len, .. }
+        | ClientOp::Write { len, .. }
+        | ClientOp::Trim { len, .. }
+        | ClientOp::WriteZeroes { len, .. } => len,
+        ClientOp::Flush => 0,
+    }
+}
+
 /// A client request's reply channel and its data buffer (write payload, or read result).
 struct ClientSlot {
     tx: oneshot::Sender<Completion>,
     buf: Option<Vec<u8>>,
     /// Only a read's reply carries data (a diskless write keeps its buffer: no local write).
     read: bool,
+    /// For the metrics: operation class (`metrics::OPS`), length, arrival.
+    op: u8,
+    len: u32,
+    started: Instant,
 }
 
 pub struct Driver {
@@ -49,7 +64,8 @@ pub struct Driver {
     disk: RefCell<Option<Rc<Disk>>>,
     /// The metadata thread, started at the first attach.
     meta: std::cell::OnceCell<MetaWriter>,
-    pub view: NodeView,
+    /// The running configuration; `repadm adjust` replaces it (see `view()`).
+    view: RefCell<Rc<NodeView>>,
     pub paths: RunPaths,
     /// The configuration file, for handlers' `DRBD_CONF`.
     pub config_path: std::path::PathBuf,
@@ -61,7 +77,8 @@ pub struct Driver {
     pub shutdown: Notify,
     pub shutting_down: Cell<bool>,
     pub link: super::link::SharedLink,
-    pub link_settings: Option<super::link::LinkSettings>,
+    /// Where the peer link dials and whom it accepts; `adjust` replaces it.
+    link_settings: RefCell<Option<Rc<super::link::LinkSettings>>>,
     pub hasher: std::cell::OnceCell<super::hasher::Hasher>,
     rng: Cell<u64>,
     /// Client writes held back while the peer's send queue is over `max-buffers` (in arrival
@@ -73,6 +90,14 @@ pub struct Driver {
     /// What the timer task sleeps towards, and the bell that wakes it early.
     timer_deadline: Cell<Option<Instant>>,
     timer_moved: Notify,
+    /// `adjust` changed a setting the peers agree on: keep reconnecting until this instant
+    /// (see `renegotiate_until_connected`); `renegotiating` = its task runs.
+    pub(crate) renegotiate_until: Cell<Option<Instant>>,
+    pub(crate) renegotiating: Cell<bool>,
+    /// The listener for the peer's connections (this node's `address`).
+    pub(crate) peer_listener: RefCell<Option<super::link::PeerListener>>,
+    /// Counters and the latency histogram served at `metrics-listen`.
+    pub metrics: super::metrics::Metrics,
     /// The test-only fault hook (`repadm fault`), around the disk and the metadata.
     #[cfg(feature = "fault-injection")]
     pub fault: super::fault::FaultHook,
@@ -93,7 +118,7 @@ impl Driver {
             pumping: Cell::new(false),
             disk: RefCell::new(None),
             meta: std::cell::OnceCell::new(),
-            view,
+            view: RefCell::new(Rc::new(view)),
             paths,
             config_path,
             next_req: Cell::new(ReqId(1)),
@@ -104,16 +129,36 @@ impl Driver {
             shutdown: Notify::new(),
             shutting_down: Cell::new(false),
             link: Default::default(),
-            link_settings,
+            link_settings: RefCell::new(link_settings.map(Rc::new)),
             hasher: std::cell::OnceCell::new(),
             rng: Cell::new(seed),
             held: RefCell::new(VecDeque::new()),
             rx_room: Notify::new(),
             timer_deadline: Cell::new(None),
             timer_moved: Notify::new(),
+            renegotiate_until: Cell::new(None),
+            renegotiating: Cell::new(false),
+            peer_listener: RefCell::new(None),
+            metrics: Default::default(),
             #[cfg(feature = "fault-injection")]
             fault: super::fault::FaultHook::default(),
         })
+    }
+
+    /// The running configuration (a snapshot: `adjust` may replace it at any await point).
+    pub fn view(&self) -> Rc<NodeView> {
+        Rc::clone(&self.view.borrow())
+    }
+
+    /// The peer link's addresses and connect-int, if a peer is configured.
+    pub fn link_settings(&self) -> Option<Rc<super::link::LinkSettings>> {
+        self.link_settings.borrow().clone()
+    }
+
+    /// Install a new running configuration (`adjust`); the engine gets its part separately.
+    pub fn replace_view(&self, view: NodeView, link: Option<super::link::LinkSettings>) {
+        *self.view.borrow_mut() = Rc::new(view);
+        *self.link_settings.borrow_mut() = link.map(Rc::new);
     }
 
     /// Queue one input and pump unless a pump is already running up the stack.
@@ -177,6 +222,12 @@ impl Driver {
                 let Some(slot) = self.clients.borrow_mut().remove(&req) else {
                     return;
                 };
+                self.metrics.request_done(
+                    usize::from(slot.op),
+                    slot.len,
+                    result.is_ok(),
+                    slot.started.elapsed(),
+                );
                 let completion = match (result, slot.buf) {
                     (Err(e), _) => Completion::Error {
                         errno: e.nbd_errno,
@@ -201,7 +252,7 @@ impl Driver {
             Output::Handler { name } => self.run_handler(name),
             Output::CheckDependency => {
                 let syncing = self
-                    .view
+                    .view()
                     .disk_conf
                     .resync_after
                     .as_deref()
@@ -296,8 +347,9 @@ impl Driver {
     }
 
     fn run_handler(&self, name: &str) {
-        if !super::handlers::run(&self.view, &self.config_path, name) {
-            tracing::debug!(resource = %self.view.resource, "no {name} handler configured");
+        let runs = std::sync::Arc::clone(&self.metrics.handler_runs);
+        if !super::handlers::run(&self.view(), &self.config_path, name, runs) {
+            tracing::debug!(resource = %self.paths.resource, "no {name} handler configured");
         }
     }
 
@@ -310,12 +362,17 @@ impl Driver {
     }
 
     /// `resync-after OTHER`: follow OTHER's state through its status file in the same run dir
-    /// (each resource has its own daemon) and hold our resync while OTHER resyncs.
-    pub async fn watch_resync_after(self: Rc<Self>, other: String) {
+    /// (each resource has its own daemon) and hold our resync while OTHER resyncs. OTHER is
+    /// read from the running configuration every round, so `adjust` can set or change it.
+    pub async fn watch_resync_after(self: Rc<Self>) {
         let mut last = None;
         loop {
-            let syncing = self.dependency_syncing_now(&other);
-            if last != Some(syncing) {
+            let other = self.view().disk_conf.resync_after.clone();
+            let syncing = other
+                .as_deref()
+                .is_some_and(|o| self.dependency_syncing_now(o));
+            // Without a dependency there is nothing to tell the engine until one appears.
+            if last != Some(syncing) && (other.is_some() || last.is_some()) {
                 last = Some(syncing);
                 self.feed(Input::DependencySyncing { syncing });
             }
@@ -388,12 +445,13 @@ impl Driver {
     fn open_disk(self: &Rc<Self>) -> Result<crate::core::AttachInfo, DiskError> {
         #[cfg(not(feature = "fault-injection"))]
         let (disk, meta, info) = {
-            let disk = Disk::open(&self.view.disk)?;
-            let (meta, info) = super::metaio::MetaHandle::open(&self.view, disk.size_bytes)?;
+            let view = self.view();
+            let disk = Disk::open(&view.disk)?;
+            let (meta, info) = super::metaio::MetaHandle::open(&view, disk.size_bytes)?;
             (disk, meta, info)
         };
         #[cfg(feature = "fault-injection")]
-        let (disk, meta, info) = super::fault::open(&self.fault, &self.view)?;
+        let (disk, meta, info) = super::fault::open(&self.fault, &self.view())?;
         let flush = disk.data_flusher()?;
         let writer = match self.meta.get() {
             Some(w) => w,
@@ -401,7 +459,7 @@ impl Driver {
                 let w = MetaWriter::start(self).map_err(DiskError::io(
                     Device::Backing,
                     Op::StartMetaThread,
-                    &self.view.disk,
+                    &self.view().disk,
                 ))?;
                 self.meta.get_or_init(|| w)
             }
@@ -501,6 +559,9 @@ impl Driver {
                 tx,
                 buf,
                 read: matches!(op, ClientOp::Read { .. }),
+                op: super::metrics::op_index(&op) as u8,
+                len: op_len(&op),
+                started: Instant::now(),
             },
         );
         let hold = !matches!(op, ClientOp::Read { .. })
@@ -517,7 +578,7 @@ impl Driver {
     /// pages of 4 KiB, as DRBD counts them). One request may exceed it: the check is made before
     /// a write is queued, so a single 32 MiB write still goes.
     fn send_backlog_limit(&self) -> usize {
-        (self.view.net.max_buffers as usize).max(32) * 4096
+        (self.view.borrow().net.max_buffers as usize).max(32) * 4096
     }
 
     /// The peer's writes waiting for our disk exceed `max-buffers`: stop reading the data socket.
@@ -565,9 +626,10 @@ impl Driver {
 
     pub fn status(&self) -> Status {
         let e = self.engine.borrow();
-        let v = &self.view;
+        let v = self.view();
         let u = e.uuids();
         Status {
+            version: crate::control::JSON_VERSION,
             resource: v.resource.clone(),
             node: v.node.clone(),
             peer_node: v.peer_node.clone(),

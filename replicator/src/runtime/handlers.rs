@@ -10,8 +10,19 @@ use std::process::Command;
 
 use rep_resources::NodeView;
 
-/// Start handler `name` if the resource configures it; returns whether it was started.
-pub fn run(view: &NodeView, config: &Path, name: &str) -> bool {
+use super::metrics::HandlerRuns;
+
+fn count(runs: &HandlerRuns, name: &str, exit: String) {
+    let mut g = match runs.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    *g.entry((name.to_owned(), exit)).or_insert(0) += 1;
+}
+
+/// Start handler `name` if the resource configures it; returns whether it was started. Each
+/// run is counted in `runs` by its exit status (`0`, `1`…, `signal`, `not-run`) when it ends.
+pub fn run(view: &NodeView, config: &Path, name: &str, runs: HandlerRuns) -> bool {
     let Some(cmd) = view.handlers.get(name) else {
         return false;
     };
@@ -43,12 +54,16 @@ pub fn run(view: &NodeView, config: &Path, name: &str) -> bool {
         .name(format!("handler {name}"))
         .spawn(move || match c.status() {
             Ok(st) if st.success() => {
+                count(&runs, &name, "0".into());
                 tracing::info!(resource = %resource, "helper command: {name} ({cmd}) exit code 0");
             }
             Ok(st) => {
-                tracing::warn!(resource = %resource, "helper command: {name} ({cmd}) exit code {}", st.code().map_or_else(|| "signal".into(), |c| c.to_string()));
+                let exit = st.code().map_or_else(|| "signal".into(), |c| c.to_string());
+                count(&runs, &name, exit.clone());
+                tracing::warn!(resource = %resource, "helper command: {name} ({cmd}) exit code {exit}");
             }
             Err(e) => {
+                count(&runs, &name, "not-run".into());
                 tracing::error!(resource = %resource, "helper command: {name} ({cmd}) could not run: {e}");
             }
         });

@@ -86,9 +86,49 @@ impl Drop for AwaitingHello {
     }
 }
 
+/// The listener accepting the peer on our address, and the bell that retires it (`adjust`
+/// moved this node's address).
+pub struct PeerListener {
+    retire: Rc<tokio::sync::Notify>,
+}
+
 impl Driver {
+    /// Accept the peer's connections on `listener` (bound to this node's address), retiring
+    /// the listener this replaces.
+    pub fn listen_for_peer(self: &Rc<Self>, listener: std::net::TcpListener) {
+        let addr = listener.local_addr().ok();
+        let retire = Rc::new(tokio::sync::Notify::new());
+        let old = self.peer_listener.borrow_mut().take();
+        *self.peer_listener.borrow_mut() = Some(PeerListener {
+            retire: Rc::clone(&retire),
+        });
+        let d = Rc::clone(self);
+        super::daemon::spawn_listener("peer listener", async move {
+            let mut conns = rep_nbd::server::spawn_acceptor("peer", move || listener.accept())?;
+            loop {
+                tokio::select! {
+                    conn = conns.recv() => {
+                        let Some((stream, from)) = conn else { break };
+                        tokio_uring::spawn(Rc::clone(&d).link_accepted(stream, from));
+                    }
+                    _ = retire.notified() => {
+                        drop(conns);
+                        if let Some(addr) = addr {
+                            wake_acceptor(addr);
+                        }
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        });
+        if let Some(old) = old {
+            old.retire.notify_one();
+        }
+    }
+
     pub fn link_connect(self: &Rc<Self>) {
-        let Some(settings) = self.link_settings.as_ref() else {
+        let Some(settings) = self.link_settings() else {
             return;
         };
         let dial = {
@@ -240,7 +280,7 @@ impl Driver {
 
     /// A connection accepted on our address: check who it is, read its Hello, pair it.
     pub async fn link_accepted(self: Rc<Self>, std_stream: StdTcpStream, from: SocketAddr) {
-        let Some(settings) = self.link_settings.as_ref() else {
+        let Some(settings) = self.link_settings() else {
             return;
         };
         if from.ip() != settings.peer_addr.ip() {
@@ -479,12 +519,23 @@ async fn dial_once(
     Ok((stream, reader))
 }
 
+/// A retired listener's accept thread sits in accept(); one connection wakes it, it finds
+/// nobody to hand the connection to, ends, and the listening socket closes with it.
+fn wake_acceptor(addr: SocketAddr) {
+    let spawned = std::thread::Builder::new()
+        .name("retire-listener".into())
+        .spawn(move || {
+            let _ = StdTcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("peer link: the old listener on {addr} stays open: {e}");
+    }
+}
+
 async fn dial_loop(driver: Rc<Driver>) {
-    let Some(settings) = driver.link_settings.as_ref() else {
-        return;
-    };
     let mut attempt = 0u64;
-    loop {
+    // Read every round: `adjust` may have moved the peer or changed connect-int.
+    while let Some(settings) = driver.link_settings() {
         {
             let st = driver.link.borrow();
             if !st.wanted || st.active.is_some() {
@@ -496,7 +547,7 @@ async fn dial_loop(driver: Rc<Driver>) {
         }
         attempt += 1;
         let session = driver.random_u64();
-        let data = match dial_once(settings, session, false).await {
+        let data = match dial_once(&settings, session, false).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(
@@ -506,7 +557,7 @@ async fn dial_loop(driver: Rc<Driver>) {
                 continue;
             }
         };
-        let meta = match dial_once(settings, session, true).await {
+        let meta = match dial_once(&settings, session, true).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::debug!(

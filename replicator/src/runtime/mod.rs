@@ -2,6 +2,7 @@
 //! outputs on the backing device, the metadata and the sockets, and feeds completions back.
 //! Everything with a file descriptor lives here; the engine stays pure.
 
+pub mod adjust;
 pub mod backing;
 pub mod control_server;
 pub mod daemon;
@@ -13,5 +14,6 @@ pub mod handlers;
 pub mod hasher;
 pub mod link;
 pub mod metaio;
+pub mod metrics;
 pub mod nbd_backend;
 pub mod paths;

@@ -20,7 +20,7 @@ pub struct NbdBackend {
 
 impl BlockBackend for NbdBackend {
     fn export(&self, name: &str) -> Result<ExportInfo, Unavailable> {
-        let res = &self.driver.view.resource;
+        let res = &self.driver.view().resource;
         if !name.is_empty() && name != res {
             return Err(Unavailable {
                 message: format!("unknown export {name:?}; this socket exports {res:?}"),
@@ -33,7 +33,7 @@ impl BlockBackend for NbdBackend {
             })?;
         Ok(ExportInfo {
             name: res.clone(),
-            description: format!("rep resource {res} on {}", self.driver.view.node),
+            description: format!("rep resource {res} on {}", self.driver.view().node),
             size_bytes: self.driver.usable_bytes(),
             read_only: false,
             can_multi_conn: true,
