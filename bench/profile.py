@@ -3,6 +3,7 @@
 
 Brings up the two-node pair as bench.py does (fully written random backing files on /dev/shm,
 full sync), then runs the same fio job several times, each time watched differently:
+  0. nbdkit under `perf record`, for the same buckets of the unreplicated ceiling
   1. plain: IOPS, and per thread of each repd the CPU time and context switches
      (/proc/PID/task/TID/{stat,status}) per I/O
   2. `perf stat` of syscall, scheduler and io_uring tracepoints on both daemons, and the
@@ -57,7 +58,13 @@ def thread_delta(before, after):
     return d
 
 
-def watched_fio(run, pair, pids, tag, watchers):
+def buckets(run, data):
+    r = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "perf_buckets.py"),
+                        os.path.join(run.out_dir, data)], capture_output=True, text=True)
+    return r.stdout.splitlines()
+
+
+def watched_fio(run, pair, pids, tag, watchers, server="rep-C"):
     """One fio job with `watchers` (command lists) started on the daemons just before it."""
     procs = []
     for cmd, out in watchers:
@@ -65,7 +72,7 @@ def watched_fio(run, pair, pids, tag, watchers):
         procs.append((subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT), f))
     time.sleep(1.0)  # perf needs a moment to attach
     try:
-        r = bench.fio_job(run, f"rep-C:{tag}", JOB, pair.uri(), pids)
+        r = bench.fio_job(run, f"{server}:{tag}", JOB, pair.uri(), pids)
     finally:
         for p, f in procs:
             p.send_signal(2)  # SIGINT: perf writes its summary / data file and exits
@@ -147,12 +154,34 @@ def main():
         seed, seed_b = f"{run.work}/seed-a.img", f"{run.work}/seed-b.img"
         bench.write_random(seed, size_mib, 1234)
         bench.write_random(seed_b, size_mib, 5678)
+        # nbdkit under the same job first: the same buckets for the unreplicated ceiling show
+        # which kernel work is common to both (the unix socket, the tmpfs write).
+        img, sock = f"{run.work}/nbdkit.img", f"{run.work}/nbdkit.sock"
+        bench.fresh_copy(seed, img)
+        kit = run.spawn(["nbdkit", "-f", "-U", sock, "file", img], "nbdkit.log")
+        try:
+            uri = f"nbd+unix:///?socket={sock}"
+            bench.wait_nbd(uri)
+
+            class Kit:
+                pass
+            kpair = Kit()
+            kpair.uri = lambda: uri
+            kr = watched_fio(run, kpair, {"nbdkit": kit.pid}, "nbdkit+perf", [
+                (["perf", "record", "-F", freq, "--call-graph", "dwarf,16384", "-o",
+                  os.path.join(run.out_dir, "perf-nbdkit.data"), "-p", str(kit.pid)], "perf-record-nbdkit.log")],
+                server="nbdkit")
+        finally:
+            run.stop(kit)
+            os.unlink(img)
+        summary.append(f"nbdkit under perf record: {kr['iops']:.0f} IOPS, {kr['cpu_us_per_io']:.2f} µs CPU per write")
+        summary += [f"    {ln}" for ln in buckets(run, "perf-nbdkit.data")]
+        perf_top(os.path.join(run.out_dir, "perf-nbdkit.data"), os.path.join(run.out_dir, "perf-report-nbdkit.txt"))
+
         pair = bench.RepPair(run, label, bindir, run.port(4))
         run.rep_pairs.append(pair)
         bench.fresh_copy(seed, pair.a, extra_mib=64, seed=11)
         bench.fresh_copy(seed_b, pair.b, extra_mib=64, seed=12)
-        os.unlink(seed)
-        os.unlink(seed_b)
         pair.write_config("C")
         for n in ("node-a", "node-b"):
             pair.adm(n, "create-md", "r0")
@@ -210,9 +239,7 @@ def main():
             top = perf_top(os.path.join(run.out_dir, f"perf-{tag}.data"),
                            os.path.join(run.out_dir, f"perf-report-{tag}.txt"))
             summary.append(f"  {n} samples by what they were doing (bench/perf_buckets.py):")
-            r = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "perf_buckets.py"),
-                                os.path.join(run.out_dir, f"perf-{tag}.data")], capture_output=True, text=True)
-            summary += [f"    {ln}" for ln in r.stdout.splitlines()]
+            summary += [f"    {ln}" for ln in buckets(run, f"perf-{tag}.data")]
             summary.append(f"  {n} top self time (perf-report-{tag}.txt):")
             summary += [f"    {ln.strip()}" for ln in top[:25]]
     finally:
