@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Vendored from the shared bench kit (../shared/bench/anchors.sh) so a fresh clone can run it;
-# bench/bench.sh drives it. Keep it identical to the shared copy apart from this note.
+# Vendored from the shared bench kit (shared/bench/anchors.sh) so that a fresh clone has it. It is
+# the wider anchor survey (qemu-nbd, nbd-server, qsd without the mirror, cp/dd, iperf3), run by
+# hand; rep's own benchmark is bench/run.sh, which has its own copy of the jobs and of the QEMU
+# mirror set-up and does not call this script. Differs from the shared copy in these comments.
 # anchors.sh — performance anchors for "rep" (userspace DRBD-like replicated block device over NBD).
 #
 # Self-contained. Creates 1 GiB backing files on /dev/shm (removed at exit by a trap), starts each
@@ -16,7 +18,8 @@
 #                 export on TCP 127.0.0.2 backed by another file. Initial full copy time is measured
 #                 (1 GiB of random data = "full resync" anchor) and synchrony is verified.
 #   nbd-server    nbd-server 3.24, unix socket (optional, SKIP_NBD_SERVER=1 to skip)
-#   rep           only if REP_URI is given, or REP_START_CMD, or `repadm` is on PATH (see start_rep)
+#   rep           only if REP_URI (or REP_START_CMD + REP_URI_AFTER_START) is given; bench/run.sh is
+#                 rep's own benchmark
 # Extras: nbdcopy 1 GiB nbdkit(127.0.0.1 TCP) -> nbdkit(127.0.0.2 TCP); cp/dd 1 GiB on /dev/shm;
 #         TCP loopback 127.0.0.1 -> 127.0.0.2 (iperf3 if installed, plus a python stream + ping-pong).
 #
@@ -259,18 +262,11 @@ bench_nbd_server() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# rep. ==== STUB: to be filled in when rep exists. Do NOT fake numbers. ====
-# start_rep must start a 2-node rep resource (node A on 127.0.0.1, node B on 127.0.0.2, protocol C,
-# 1 GiB backing files under $WORK), wait for UpToDate/UpToDate, and echo the NBD URI of the Primary.
+# rep: measured here only when REP_URI names a running Primary's export (or REP_START_CMD and
+# REP_URI_AFTER_START start one); bench/run.sh brings up rep's pair itself and is the benchmark
+# to use for rep.
 start_rep() {
-    if ! command -v repadm >/dev/null 2>&1; then
-        echo "rep not available" >&2
-        return 2
-    fi
-    # TODO(rep): e.g. write $WORK/r0.res (on a 127.0.0.1:PORT, on b 127.0.0.2:PORT, disk $WORK/rA.img / rB.img),
-    #   repadm -c $WORK/r0.res up r0 (both nodes); repadm primary r0 --force (initial full sync: time it as
-    #   rep_initial_full_copy_1GiB_s); wait for cstate Connected, dstate UpToDate/UpToDate; echo the URI.
-    echo "rep: repadm found but start_rep is not implemented yet" >&2
+    echo "rep: set REP_URI to a running Primary's export, or use bench/run.sh" >&2
     return 2
 }
 bench_rep() {
