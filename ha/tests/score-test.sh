@@ -1,4 +1,6 @@
 #!/bin/bash
+# The agent's functions read OCF_RESKEY_* and set rep_* variables: shellcheck cannot see that.
+# shellcheck disable=SC2034,SC2154
 # The promotion-score policy of the OCF agent (rep_score_for in ha/ocf/rep), case by case:
 # each line is a state as `repadm --json cstate` reports it, the fencing policy, and the score
 # Pacemaker must see. The states include those rep cannot produce yet (Outdated from a peer's
