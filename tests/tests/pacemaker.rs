@@ -81,6 +81,27 @@ fn wait_role(n: &Node, want: &str, timeout: Duration) -> Duration {
     t0.elapsed()
 }
 
+/// wait_role that, on timeout, shows what Pacemaker and both daemons were doing.
+fn wait_role_in(c: &Cluster, pm: &Pacemaker, want: &str, timeout: Duration) -> Duration {
+    let t0 = Instant::now();
+    while role(c.a()) != want {
+        if t0.elapsed() > timeout {
+            let state = |n: &Node| text(&n.repadm(&["--json", "cstate", "r0"]));
+            panic!(
+                "timed out after {timeout:?} waiting for node-a to be {want}\n{}\nnode-a: {}\n{}\nnode-b: {}\n{}\n{}",
+                pm.crm_mon(),
+                state(c.a()),
+                c.a().log_tail(),
+                state(c.b()),
+                c.b().log_tail(),
+                pm.log_tail(60)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
 /// node-a Primary, both connected and UpToDate: the state each scenario starts from.
 fn wait_settled(c: &Cluster, pm: &Pacemaker) {
     wait_role(c.a(), "Primary", Duration::from_secs(30));
@@ -249,7 +270,7 @@ fn promotable_clone_under_pacemaker() {
 
     // Promotion: the clone is started on node-a (already up: start is a no-op) and promoted
     // because its score is the highest one.
-    wait_role(a, "Primary", Duration::from_secs(60));
+    wait_role_in(&c, &pm, "Primary", Duration::from_secs(60));
     wait_settled(&c, &pm);
     wait_for(Duration::from_secs(10), "the promotion score 10000", || {
         (pm.promotion_score(PRIMITIVE) == Some(10000)).then_some(())
@@ -262,7 +283,7 @@ fn promotable_clone_under_pacemaker() {
     for _ in 0..KILLS {
         let t0 = Instant::now();
         a.kill9();
-        wait_role(a, "Primary", Duration::from_secs(30));
+        wait_role_in(&c, &pm, "Primary", Duration::from_secs(30));
         kills.push(t0.elapsed());
         let mon = pm.crm_mon();
         assert!(
@@ -276,7 +297,7 @@ fn promotable_clone_under_pacemaker() {
     // A demotion behind Pacemaker's back: the Promoted monitor sees a Secondary (rc 0, not 8).
     let t0 = Instant::now();
     a.ok(&["secondary", "r0"]);
-    wait_role(a, "Primary", Duration::from_secs(30));
+    wait_role_in(&c, &pm, "Primary", Duration::from_secs(30));
     let demoted = t0.elapsed();
     assert!(
         pm.crm_mon().contains("returned 'ok'"),
