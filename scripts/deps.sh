@@ -15,8 +15,18 @@ command -v python3   >/dev/null 2>&1 || need+=(python3)
 command -v iptables  >/dev/null 2>&1 || need+=(iptables)
 command -v ip        >/dev/null 2>&1 || need+=(iproute2)
 command -v ss        >/dev/null 2>&1 || need+=(iproute2)
+# Operations tests: systemd-analyze verifies the units, script(1) gives repadm a terminal.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v script    >/dev/null 2>&1 || need+=(bsdutils)
+# Pacemaker integration (tests/tests/pacemaker.rs): a one-node cluster, crmsh, ocf-tester.
+command -v corosync      >/dev/null 2>&1 || need+=(corosync)
+command -v pacemakerd    >/dev/null 2>&1 || need+=(pacemaker)
+command -v cibadmin      >/dev/null 2>&1 || need+=(pacemaker-cli-utils)
+command -v crm           >/dev/null 2>&1 || need+=(crmsh)
+command -v ocf-tester    >/dev/null 2>&1 || need+=(resource-agents)
+command -v xmllint       >/dev/null 2>&1 || need+=(libxml2-utils)
+# ocf:heartbeat:Filesystem refuses to run without modprobe, even on a kernel without modules.
+command -v modprobe      >/dev/null 2>&1 || need+=(kmod)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps.sh: missing packages ${need[*]}; run as root (or: sudo apt-get install -y ${need[*]})" >&2
@@ -28,6 +38,8 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 # nbdfuse may come with libnbd-bin on some releases; check the tools, not the package names.
-for t in nbdinfo nbdfuse nbdcopy nbdkit fio qemu-io drbdadm mkfs.ext4 losetup iptables ip ss systemd-analyze script; do
+for t in nbdinfo nbdfuse nbdcopy nbdkit fio qemu-io drbdadm mkfs.ext4 losetup iptables ip ss \
+  systemd-analyze script corosync pacemakerd cibadmin crm_mon crm_attribute crm ocf-tester \
+  xmllint modprobe; do
   command -v "$t" >/dev/null 2>&1 || { echo "deps.sh: $t still missing after install" >&2; exit 1; }
 done

@@ -8,6 +8,7 @@
 
 pub mod faults;
 pub mod nbdraw;
+pub mod pacemaker;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
