@@ -242,9 +242,17 @@ do_master() {
 }
 
 # Reset the TCP connections of NBD clients (nbd-listen): the floating address is gone, so they
-# would hold the export open (and `secondary` refused) until their own timeouts.
+# would hold the export open (and `secondary` refused) until their own timeouts. The address
+# goes first (REP_HA_VIP): keepalived may still hold it while notify_stop runs, and a client
+# reset while it is here reconnects to this node at once.
 reset_tcp_clients() {
 	[ "${REP_HA_RESET_TCP_CLIENTS:-1}" = 1 ] || return 0
+	if [ -n "${REP_HA_VIP:-}" ] && [ -n "${REP_HA_VIP_DEV:-}" ] &&
+		ip -o addr show dev "$REP_HA_VIP_DEV" 2>/dev/null | grep -q " inet $REP_HA_VIP "; then
+		if ip addr del "$REP_HA_VIP" dev "$REP_HA_VIP_DEV" 2>/dev/null; then
+			log "removed the floating address $REP_HA_VIP from $REP_HA_VIP_DEV"
+		fi
+	fi
 	listen=$(repadm_ status --json "$RES" 2>/dev/null | sed -n 's/.*"nbd_listen": *"\([^"]*\)".*/\1/p')
 	[ -n "$listen" ] || return 0
 	port=${listen##*:}

@@ -15,6 +15,12 @@ command -v python3   >/dev/null 2>&1 || need+=(python3)
 command -v iptables  >/dev/null 2>&1 || need+=(iptables)
 command -v ip        >/dev/null 2>&1 || need+=(iproute2)
 command -v ss        >/dev/null 2>&1 || need+=(iproute2)
+command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
+command -v ucarp     >/dev/null 2>&1 || need+=(ucarp)
+# Debian 12 backports' qemu-utils ships it; on releases where it lives elsewhere see below.
+command -v qemu-storage-daemon >/dev/null 2>&1 || need+=(qemu-utils)
+command -v nsenter   >/dev/null 2>&1 || need+=(util-linux)
+command -v flock     >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps.sh: missing packages ${need[*]}; run as root (or: sudo apt-get install -y ${need[*]})" >&2
@@ -24,8 +30,11 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   mapfile -t need < <(printf "%s\n" "${need[@]}" | sort -u)
   apt-get install -y -qq "${need[@]}" >/dev/null
+  # Some Debian releases put qemu-storage-daemon into qemu-system-common.
+  command -v qemu-storage-daemon >/dev/null 2>&1 || apt-get install -y -qq qemu-system-common >/dev/null
 fi
 # nbdfuse may come with libnbd-bin on some releases; check the tools, not the package names.
-for t in nbdinfo nbdfuse nbdcopy nbdkit fio qemu-io drbdadm mkfs.ext4 losetup iptables ip ss; do
+for t in nbdinfo nbdfuse nbdcopy nbdkit fio qemu-io drbdadm mkfs.ext4 losetup iptables ip ss \
+  keepalived ucarp qemu-storage-daemon nsenter flock; do
   command -v "$t" >/dev/null 2>&1 || { echo "deps.sh: $t still missing after install" >&2; exit 1; }
 done

@@ -137,6 +137,25 @@ impl HaNet {
                 "sysctl ip_nonlocal_bind in {ns} failed"
             );
         }
+        // A client must notice a Primary that died without a FIN (power off; or its address
+        // removed before the kernel sent one) while it waits for replies: TCP keepalive, whose
+        // first probe reaches the new holder of the floating address and is answered by a RST.
+        for (key, val) in [
+            ("net.ipv4.tcp_keepalive_time", "1"),
+            ("net.ipv4.tcp_keepalive_intvl", "1"),
+            ("net.ipv4.tcp_keepalive_probes", "3"),
+        ] {
+            let out = run(Command::new("ip").args([
+                "netns",
+                "exec",
+                c,
+                "sysctl",
+                "-q",
+                "-w",
+                &format!("{key}={val}"),
+            ]));
+            assert!(out.status.success(), "sysctl {key} in {c} failed");
+        }
         net
     }
 
@@ -228,8 +247,8 @@ pub struct HaPair {
 
 impl HaPair {
     /// Both nodes up, Connected, UpToDate/UpToDate (identical zeroed disks), both Secondary,
-    /// no manager running yet.
-    pub fn new(test: &str, k: u8, kind: Manager, disk_mib: u64) -> HaPair {
+    /// no manager running yet. `extra` is added to the resource body (after `HA_NET`).
+    pub fn new(test: &str, k: u8, kind: Manager, disk_mib: u64, extra: &str) -> HaPair {
         require_tool("flock", "util-linux");
         require_tool("timeout", "coreutils");
         match kind {
@@ -241,7 +260,7 @@ impl HaPair {
             test,
             ClusterOpts {
                 disk_mib,
-                extra: HA_NET.into(),
+                extra: format!("{HA_NET}{extra}"),
                 on_shm: true,
             },
         );
@@ -342,16 +361,22 @@ impl HaPair {
         });
     }
 
+    /// Wait until node `side` has `role`; on timeout the panic shows both nodes' notify logs
+    /// and manager output as they are then.
     pub fn wait_role(&self, side: usize, role: &str, secs: u64) {
-        wait_for(
-            Duration::from_secs(secs),
-            &format!(
-                "{} to be {role} (notify log: {})",
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.role(side) != role {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs} s waiting for {} to be {role}; notify logs:\n{}\n--\n{}\nmanagers:\n{}\n--\n{}",
                 self.node(side).name,
-                self.ha_log_tail(side)
-            ),
-            || (self.role(side) == role).then_some(()),
-        );
+                self.ha_log_tail(0),
+                self.ha_log_tail(1),
+                self.manager_log_tail(0),
+                self.manager_log_tail(1)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn ha_conf(&self, side: usize) -> PathBuf {
@@ -408,6 +433,7 @@ impl HaPair {
                 "REP_HA_NOTIFY=/etc/rep/ha/rep-notify.sh",
                 &format!("REP_HA_NOTIFY={}", ha_dir().join("rep-notify.sh").display()),
             );
+        let text = text.replace("10.0.0.100", &self.net.vip);
         assert!(
             text.contains(&n.run_dir.display().to_string()),
             "the example's REP_RUN_DIR line changed"

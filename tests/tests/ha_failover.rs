@@ -101,7 +101,7 @@ fn round(p: &mut HaPair, n: usize, side: usize, death: Death, fill: u8) -> Round
 }
 
 fn failover_rounds(test: &str, k: u8, kind: Manager, deaths: &[Death]) -> Vec<(Death, u128)> {
-    let mut p = HaPair::new(test, k, kind, 64);
+    let mut p = HaPair::new(test, k, kind, 64, "");
     start(&mut p);
     let mut primary = 0;
     let mut out = Vec::new();
