@@ -15,10 +15,11 @@
 //!    connection and demotes, node-a's notify_master promotes once node-b is Secondary;
 //! 4. node-a dies again, this time with its cable cut (no FIN to anyone): node-b's engine
 //!    notices by ping-timeout, qsd by TCP keepalive; node-a returns as Secondary.
+//!
 //! The writer must see no error. Afterwards: umount, `fsck -n` clean, and every recorded file
 //! read back intact from the final Primary through a fresh client; both disks identical.
-//! Prints `stall: failover_ms=… switchback_ms=… cut_failover_ms=… max_gap_ms=… files=N`: the
-//! gap between the last fsync before each event and the first after it.
+//! Prints `stall: failover_ms=… return_resync_ms=… switchback_ms=… cut_failover_ms=…
+//! max_gap_ms=… files=N`: for each event the longest gap between two successive fsyncs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
