@@ -27,6 +27,13 @@ command -v ocf-tester    >/dev/null 2>&1 || need+=(resource-agents)
 command -v xmllint       >/dev/null 2>&1 || need+=(libxml2-utils)
 # ocf:heartbeat:Filesystem refuses to run without modprobe, even on a kernel without modules.
 command -v modprobe      >/dev/null 2>&1 || need+=(kmod)
+# keepalived / ucarp failover and the reconnecting client (tests/tests/ha_*.rs).
+command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
+command -v ucarp     >/dev/null 2>&1 || need+=(ucarp)
+# Debian 12 backports' qemu-utils ships it; on releases where it lives elsewhere see below.
+command -v qemu-storage-daemon >/dev/null 2>&1 || need+=(qemu-utils)
+command -v nsenter   >/dev/null 2>&1 || need+=(util-linux)
+command -v flock     >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps.sh: missing packages ${need[*]}; run as root (or: sudo apt-get install -y ${need[*]})" >&2
@@ -36,10 +43,12 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   mapfile -t need < <(printf "%s\n" "${need[@]}" | sort -u)
   apt-get install -y -qq "${need[@]}" >/dev/null
+  # Some Debian releases put qemu-storage-daemon into qemu-system-common.
+  command -v qemu-storage-daemon >/dev/null 2>&1 || apt-get install -y -qq qemu-system-common >/dev/null
 fi
 # nbdfuse may come with libnbd-bin on some releases; check the tools, not the package names.
 for t in nbdinfo nbdfuse nbdcopy nbdkit fio qemu-io drbdadm mkfs.ext4 losetup iptables ip ss \
   systemd-analyze script corosync pacemakerd cibadmin crm_mon crm_attribute crm ocf-tester \
-  xmllint modprobe; do
+  xmllint modprobe keepalived ucarp qemu-storage-daemon nsenter flock; do
   command -v "$t" >/dev/null 2>&1 || { echo "deps.sh: $t still missing after install" >&2; exit 1; }
 done

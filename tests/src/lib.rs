@@ -7,6 +7,7 @@
 #![allow(clippy::missing_panics_doc)]
 
 pub mod faults;
+pub mod ha;
 pub mod nbdraw;
 pub mod pacemaker;
 

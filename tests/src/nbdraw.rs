@@ -19,10 +19,54 @@ pub struct RawClient {
     pub size: u64,
 }
 
-fn read_exact(s: &mut UnixStream, n: usize) -> std::io::Result<Vec<u8>> {
+fn read_exact(s: &mut impl Read, n: usize) -> std::io::Result<Vec<u8>> {
     let mut v = vec![0u8; n];
     s.read_exact(&mut v)?;
     Ok(v)
+}
+
+/// The fixed-newstyle handshake with OPT_GO for export `name` on any stream (Unix or TCP);
+/// returns the export size. Errors if the server refuses (e.g. a Secondary: no export).
+pub fn negotiate(s: &mut (impl Read + Write), name: &str) -> std::io::Result<u64> {
+    let greeting = read_exact(s, 18)?;
+    if &greeting[..8] != b"NBDMAGIC" || &greeting[8..16] != b"IHAVEOPT" {
+        return Err(std::io::Error::other("not a fixed-newstyle NBD server"));
+    }
+    s.write_all(&1u32.to_be_bytes())?; // NBD_FLAG_C_FIXED_NEWSTYLE
+    let mut opt = Vec::new();
+    opt.extend_from_slice(b"IHAVEOPT");
+    opt.extend_from_slice(&7u32.to_be_bytes()); // NBD_OPT_GO
+    let payload_len = 4 + name.len() + 2;
+    opt.extend_from_slice(&(payload_len as u32).to_be_bytes());
+    opt.extend_from_slice(&(name.len() as u32).to_be_bytes());
+    opt.extend_from_slice(name.as_bytes());
+    opt.extend_from_slice(&0u16.to_be_bytes());
+    s.write_all(&opt)?;
+    let mut size = 0;
+    loop {
+        let h = read_exact(s, 20)?;
+        let typ = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+        let len = u32::from_be_bytes([h[16], h[17], h[18], h[19]]) as usize;
+        if len > 64 * 1024 {
+            return Err(std::io::Error::other(format!(
+                "option reply of {len} bytes"
+            )));
+        }
+        let body = read_exact(s, len)?;
+        if typ == 3 && body.len() >= 12 && body[0..2] == [0, 0] {
+            size = u64::from_be_bytes(body[2..10].try_into().expect("8 bytes"));
+        }
+        if typ == 1 {
+            return Ok(size);
+        }
+        if typ & 0x8000_0000 != 0 {
+            return Err(std::io::Error::other(format!(
+                "server refused GO: {:#x} {}",
+                typ,
+                String::from_utf8_lossy(&body)
+            )));
+        }
+    }
 }
 
 impl RawClient {
@@ -30,39 +74,8 @@ impl RawClient {
     pub fn connect(sock: &Path, name: &str) -> std::io::Result<RawClient> {
         let mut s = UnixStream::connect(sock)?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let greeting = read_exact(&mut s, 18)?;
-        assert_eq!(&greeting[..8], b"NBDMAGIC");
-        assert_eq!(&greeting[8..16], b"IHAVEOPT");
-        s.write_all(&1u32.to_be_bytes())?; // NBD_FLAG_C_FIXED_NEWSTYLE
-        let mut opt = Vec::new();
-        opt.extend_from_slice(b"IHAVEOPT");
-        opt.extend_from_slice(&7u32.to_be_bytes()); // NBD_OPT_GO
-        let payload_len = 4 + name.len() + 2;
-        opt.extend_from_slice(&(payload_len as u32).to_be_bytes());
-        opt.extend_from_slice(&(name.len() as u32).to_be_bytes());
-        opt.extend_from_slice(name.as_bytes());
-        opt.extend_from_slice(&0u16.to_be_bytes());
-        s.write_all(&opt)?;
-        let mut size = 0;
-        loop {
-            let h = read_exact(&mut s, 20)?;
-            let typ = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
-            let len = u32::from_be_bytes([h[16], h[17], h[18], h[19]]) as usize;
-            let body = read_exact(&mut s, len)?;
-            if typ == 3 && body.len() >= 12 && body[0..2] == [0, 0] {
-                size = u64::from_be_bytes(body[2..10].try_into().expect("8 bytes"));
-            }
-            if typ == 1 {
-                return Ok(RawClient { s, size });
-            }
-            if typ & 0x8000_0000 != 0 {
-                return Err(std::io::Error::other(format!(
-                    "server refused GO: {:#x} {}",
-                    typ,
-                    String::from_utf8_lossy(&body)
-                )));
-            }
-        }
+        let size = negotiate(&mut s, name)?;
+        Ok(RawClient { s, size })
     }
 
     pub fn send_request(
