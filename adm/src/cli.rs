@@ -157,6 +157,9 @@ pub enum Cmd {
     PauseSync { res: String },
     /// Let a resync held by `pause-sync` go on.
     ResumeSync { res: String },
+    /// Thaw application I/O frozen by fencing (resource-and-stonith) when fence-peer could not
+    /// outdate the peer; only if you know the peer cannot be Primary.
+    ResumeIo { res: String },
     /// Wait until connected (honours wfc-timeout / degr-wfc-timeout, or --timeout seconds).
     WaitConnect {
         res: String,

@@ -135,6 +135,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::WaitSync { res, timeout } => (res, Action::WaitSync { timeout: *timeout }),
         Cmd::PauseSync { res } => (res, Action::Admin(AdminCmd::PauseSync)),
         Cmd::ResumeSync { res } => (res, Action::Admin(AdminCmd::ResumeSync)),
+        Cmd::ResumeIo { res } => (res, Action::Admin(AdminCmd::ResumeIo)),
         Cmd::WaitConnect { res, timeout } => (res, Action::WaitConnect { timeout: *timeout }),
         Cmd::Events { res, now } => (res, Action::Events { now: *now }),
         Cmd::Adjust { res, dry_run } => (res, Action::Adjust { dry_run: *dry_run }),

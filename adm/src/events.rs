@@ -6,19 +6,11 @@ use rep_resources::NodeView;
 use crate::cli::Cli;
 use crate::ctl::{Conn, Paths};
 
-fn yes_no(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
-    }
-}
-
 /// The four events2 objects of one resource (single volume, one peer).
 pub fn lines(kind: &str, s: &Status) -> Vec<String> {
     let peer = s.peer_node.as_deref().unwrap_or("peer");
     vec![
-        format!("{kind} resource name:{} role:{} suspended:{}", s.resource, s.role, yes_no(s.suspended)),
+        format!("{kind} resource name:{} role:{} suspended:{}", s.resource, s.role, if s.suspended { "fencing" } else { "no" }),
         format!(
             "{kind} connection name:{} conn-name:{peer} connection:{} role:{}",
             s.resource,

@@ -22,10 +22,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use rep_replicator::core::rng::Rng;
-use rep_replicator::core::{AdminCmd, ConnState, DiskState, Role};
+use rep_replicator::core::{AdminCmd, ConnState, DiskState, Refusal, Role};
 use rep_replicator::sim::cluster::{Cluster, SimConfig, SimStats, MAX_REQUEST_BYTES, SECTOR};
 use rep_replicator::sim::model::ModelStats;
-use rep_resources::{DigestAlg, Protocol};
+use rep_resources::{DigestAlg, Fencing, Protocol};
 
 const DEVICE: u64 = 64 << 20;
 const MIB: u64 = 1 << 20;
@@ -102,7 +102,33 @@ fn drain(c: &mut Cluster, i: usize) -> R {
 }
 
 fn promote(c: &mut Cluster, i: usize) -> R {
-    admin(c, i, AdminCmd::Primary { force: false }).map(|_| ())
+    // Like a cluster manager: retry while the node is between states (a handshake or a
+    // resync under way); with fencing a freshly restarted pair is still negotiating.
+    for _ in 0..500 {
+        let e = match c.admin(i, AdminCmd::Primary { force: false }) {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let transient = matches!(e, Refusal::InTransientState { .. })
+            || matches!(
+                c.nodes[i].engine.cstate(),
+                ConnState::WFReportParams
+                    | ConnState::WFSyncUUID
+                    | ConnState::SyncTarget
+                    | ConnState::PausedSyncT
+            );
+        if !transient || !c.nodes[i].up {
+            return Err(format!(
+                "Primary on node {i} refused: {e} ({})",
+                describe(c)
+            ));
+        }
+        c.run_for(ms(20));
+    }
+    Err(format!(
+        "node {i} stayed in transient states ({})",
+        describe(c)
+    ))
 }
 
 fn demote(c: &mut Cluster, i: usize) -> R {
@@ -170,6 +196,9 @@ fn heal(c: &mut Cluster, prefer: usize) -> R<usize> {
     for i in 0..2 {
         connect(c, i)?;
     }
+    if c.fencing() == Fencing::ResourceOnly {
+        resolve_split_brain(c, prefer)?;
+    }
     wait(
         c,
         "connected and UpToDate",
@@ -183,6 +212,38 @@ fn heal(c: &mut Cluster, prefer: usize) -> R<usize> {
             Ok(prefer)
         }
     }
+}
+
+/// With fencing resource-only a Primary that dies right after a partition may have written
+/// alone while its peer was promoted: a real split brain. Resolve it as the runbook does, the
+/// node that is not Primary (else the one not preferred) discarding its changes.
+fn resolve_split_brain(c: &mut Cluster, prefer: usize) -> R {
+    let seen = c.handlers().iter().filter(|h| h.1 == "split-brain").count();
+    let _ = wait(c, "handshake", Duration::from_secs(3), |c| {
+        c.settled() || c.handlers().iter().filter(|h| h.1 == "split-brain").count() > seen
+    });
+    if c.handlers().iter().filter(|h| h.1 == "split-brain").count() == seen {
+        return Ok(());
+    }
+    let victim = match c.primary() {
+        Some(p) => 1 - p,
+        None => 1 - prefer,
+    };
+    c.fault("fencing resource-only: split brain after the Primary died alone");
+    c.split_brain_discarded(victim);
+    for i in 0..2 {
+        if c.nodes[i].engine.cstate() != ConnState::StandAlone {
+            admin(c, i, AdminCmd::Disconnect { force: false })?;
+        }
+    }
+    admin(
+        c,
+        victim,
+        AdminCmd::Connect {
+            discard_my_data: true,
+        },
+    )?;
+    connect(c, 1 - victim)
 }
 
 /// Heal, let the clients finish, and check the converged cluster against the data model.
@@ -569,6 +630,104 @@ fn disconnect(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
     Ok(p)
 }
 
+// ---- faults with fencing: the engine, not the schedule, decides who may be promoted ----
+
+/// Try to promote node `i` without --force; whether it was allowed.
+fn try_promote(c: &mut Cluster, i: usize) -> bool {
+    for _ in 0..100 {
+        match c.admin(i, AdminCmd::Primary { force: false }) {
+            Ok(_) => return true,
+            Err(Refusal::InTransientState { .. }) => c.run_for(ms(20)),
+            Err(e) => {
+                c.log(format!("  promotion of node {i} refused: {e}"));
+                return false;
+            }
+        }
+    }
+    false
+}
+
+/// A partition long enough for the Primary to notice and fence its peer (the fence channel is
+/// not cut), writes on the Primary alone, then the Primary dies: the Secondary must not be
+/// promoted if it misses what was acknowledged meanwhile.
+fn fenced_partition_then_primary_dies(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
+    let s = 1 - p;
+    c.fault("fencing: partition, then the Primary dies");
+    c.set_cut(true);
+    write_for(c, ms(rand(rng, 600, 2000)));
+    c.crash(p);
+    c.run_for(ms(rand(rng, 1, 50)));
+    let promoted = try_promote(c, s);
+    c.fault(if promoted {
+        "fencing: failover allowed"
+    } else {
+        "fencing: failover refused"
+    });
+    if promoted {
+        write_for(c, ms(rand(rng, 50, 200)));
+    }
+    c.set_cut(false);
+    c.restart(p).map_err(|e| e.to_string())?;
+    Ok(if promoted { s } else { p })
+}
+
+/// The Primary dies while connected: the Secondary may take over (its fence-peer finds the
+/// peer down), and holds everything acknowledged.
+fn fenced_primary_dies(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
+    let s = 1 - p;
+    c.fault("fencing: the Primary dies");
+    c.crash(p);
+    c.run_for(ms(rand(rng, 1, 400)));
+    let promoted = try_promote(c, s);
+    c.fault(if promoted {
+        "fencing: failover allowed"
+    } else {
+        "fencing: failover refused"
+    });
+    if promoted {
+        write_for(c, ms(rand(rng, 50, 300)));
+    }
+    c.restart(p).map_err(|e| e.to_string())?;
+    Ok(if promoted { s } else { p })
+}
+
+/// The Secondary dies and comes back (it cannot know what it missed: Consistent), then the
+/// Primary dies before they reconnect: the Secondary must not take over.
+fn fenced_secondary_back_then_primary_dies(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
+    let s = 1 - p;
+    c.fault("fencing: the Secondary restarts, then the Primary dies");
+    c.crash(s);
+    write_for(c, ms(rand(rng, 100, 600)));
+    c.set_cut(true);
+    c.restart(s).map_err(|e| e.to_string())?;
+    c.crash(p);
+    c.run_for(ms(rand(rng, 1, 50)));
+    let promoted = try_promote(c, s);
+    c.fault(if promoted {
+        "fencing: failover allowed"
+    } else {
+        "fencing: failover refused"
+    });
+    if promoted {
+        write_for(c, ms(rand(rng, 50, 200)));
+    }
+    c.set_cut(false);
+    c.restart(p).map_err(|e| e.to_string())?;
+    Ok(if promoted { s } else { p })
+}
+
+const FENCING_FAULTS: &[Fault] = &[
+    fenced_partition_then_primary_dies,
+    fenced_primary_dies,
+    fenced_secondary_back_then_primary_dies,
+    partition,
+    one_way,
+    crash_secondary,
+    crash_both,
+    disconnect,
+    crash_during_resync,
+];
+
 /// Every fault, and whether it needs protocol C (a Diskless Primary under A or B acknowledges
 /// writes that exist nowhere yet; DRBD documents that as the price of those protocols).
 const FAULTS: &[(Fault, bool)] = &[
@@ -685,9 +844,10 @@ fn with_cluster(c: &mut Cluster, body: impl FnOnce(&mut Cluster) -> R) -> R {
     r.map_err(|e| format!("{e}\n  schedule:\n    {}", c.trace.join("\n    ")))
 }
 
-fn seeded_cluster(seed: u64, protocol: Protocol) -> Cluster {
+fn seeded_cluster(seed: u64, protocol: Protocol, fencing: Fencing) -> Cluster {
     let mut rng = Rng::new(seed ^ 0xc0f1);
     let mut cfg = SimConfig::new(protocol, DEVICE);
+    cfg.fencing = fencing;
     if one_in(&mut rng, 3) {
         // DRBD's minimum for 32 MiB requests, on a device of 16 extents: evictions all the time.
         cfg.al_extents = 9;
@@ -726,14 +886,18 @@ fn setup(c: &mut Cluster, rng: &mut Rng) -> R {
     Ok(())
 }
 
-fn run_seed(seed: u64, protocol: Protocol, summary: &mut Summary) -> R {
-    let mut c = seeded_cluster(seed, protocol);
+fn run_seed(seed: u64, protocol: Protocol, fencing: Fencing, summary: &mut Summary) -> R {
+    let mut c = seeded_cluster(seed, protocol, fencing);
     let mut rng = Rng::new(seed ^ 0xfa);
-    let faults: Vec<Fault> = FAULTS
-        .iter()
-        .filter(|(_, c_only)| protocol == Protocol::C || !c_only)
-        .map(|(f, _)| *f)
-        .collect();
+    let faults: Vec<Fault> = if fencing == Fencing::DontCare {
+        FAULTS
+            .iter()
+            .filter(|(_, c_only)| protocol == Protocol::C || !c_only)
+            .map(|(f, _)| *f)
+            .collect()
+    } else {
+        FENCING_FAULTS.to_vec()
+    };
     let r = with_cluster(&mut c, |c| {
         setup(c, &mut rng)?;
         write_for(c, ms(50));
@@ -780,17 +944,24 @@ fn seeds(share: f64) -> Vec<u64> {
 }
 
 fn run_protocol(protocol: Protocol, share: f64, test: &str) {
+    run_seeds(protocol, Fencing::DontCare, share, test);
+}
+
+fn run_seeds(protocol: Protocol, fencing: Fencing, share: f64, test: &str) {
     let started = Instant::now();
     let mut summary = Summary::default();
     for seed in seeds(share) {
-        if let Err(e) = run_seed(seed, protocol, &mut summary) {
+        if let Err(e) = run_seed(seed, protocol, fencing, &mut summary) {
             eprintln!(
                 "seed {seed} (protocol {protocol}) FAILED: {e}\n  replay: REP_SIM_SEED={seed} cargo test --release -p rep-replicator --test sim {test} -- --nocapture"
             );
             summary.failed.push(seed);
         }
     }
-    summary.print(&format!("protocol {protocol}"), started.elapsed());
+    summary.print(
+        &format!("protocol {protocol}, fencing {fencing}"),
+        started.elapsed(),
+    );
     assert!(
         summary.failed.is_empty(),
         "failing seeds (protocol {protocol}): {:?}",
@@ -801,6 +972,32 @@ fn run_protocol(protocol: Protocol, share: f64, test: &str) {
 #[test]
 fn seeded_faults_converge_protocol_c() {
     run_protocol(Protocol::C, 0.5, "seeded_faults_converge_protocol_c");
+}
+
+/// Fencing resource-and-stonith: partitions and deaths of either node, with the engine (its
+/// fence-peer and promotion rules) deciding who may be promoted; no promoted node may lack an
+/// acknowledged write (checked on every promotion).
+#[test]
+fn seeded_faults_converge_with_fencing_stonith() {
+    run_seeds(
+        Protocol::C,
+        Fencing::ResourceAndStonith,
+        0.15,
+        "seeded_faults_converge_with_fencing_stonith",
+    );
+}
+
+/// Fencing resource-only: the same schedules; I/O is not frozen, so only the usual
+/// durability checks apply (a Primary dying right after a partition may take the writes it
+/// acknowledged alone with it, as DRBD documents).
+#[test]
+fn seeded_faults_converge_with_fencing_resource_only() {
+    run_seeds(
+        Protocol::C,
+        Fencing::ResourceOnly,
+        0.1,
+        "seeded_faults_converge_with_fencing_resource_only",
+    );
 }
 
 #[test]

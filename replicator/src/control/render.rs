@@ -27,7 +27,8 @@ pub fn status_text(s: &Status) -> String {
     let mut out = String::new();
     let _ = write!(out, "{} role:{}", s.resource, s.role);
     if s.suspended {
-        out.push_str(" suspended:user");
+        // The only suspension rep has: fencing froze I/O (DRBD's susp-fen).
+        out.push_str(" suspended:fencing");
     }
     out.push('\n');
     let _ = writeln!(out, "  disk:{}", s.disk);

@@ -8,6 +8,7 @@ use super::engine::{Engine, PendingAdmin};
 use super::io::{AdminCmd, AdminId, AttachInfo, IoId, IoResult, MetaOpKind, Output};
 use super::io_table::IoOwner;
 use super::peer::After;
+use super::promotion;
 use super::refusal::Refusal;
 use super::state::{ConnState, DiskState, Role};
 use super::state_change::ChangeSet;
@@ -28,6 +29,8 @@ impl Engine {
             }
             AdminCmd::Invalidate => self.cmd_invalidate(id),
             AdminCmd::InvalidateRemote => self.cmd_invalidate_remote(),
+            AdminCmd::ResumeIo => self.cmd_resume_io(),
+            AdminCmd::PeerOutdate => self.cmd_peer_outdate(id),
             AdminCmd::Verify => self.cmd_verify(),
             AdminCmd::PauseSync | AdminCmd::ResumeSync => match self.last_now {
                 Some(now) => self.set_sync_paused(
@@ -56,7 +59,7 @@ impl Engine {
 
     /// Answer admin `id` once superblock write `io` completed (at once if none was needed:
     /// without a disk the state lives in memory only, as in DRBD).
-    fn reply_when_durable(&mut self, id: AdminId, message: String, io: Option<IoId>) {
+    pub(crate) fn reply_when_durable(&mut self, id: AdminId, message: String, io: Option<IoId>) {
         match io {
             Some(io) => self.ios.wait_for(io, PendingAdmin { id, message }),
             None => self.emit(Output::AdminReply {
@@ -64,6 +67,18 @@ impl Engine {
                 result: Ok(message),
             }),
         }
+    }
+
+    /// The handshake has sent our generation UUIDs and is about to decide who syncs from
+    /// whom: a promotion (which may start a new generation) must wait for it (DRBD's
+    /// SS_IN_TRANSIENT_STATE), or the two sides would decide on different UUIDs.
+    fn not_in_handshake(&self) -> Result<(), Refusal> {
+        if self.st.cstate() == ConnState::WFReportParams {
+            return Err(Refusal::InTransientState {
+                cstate: self.st.cstate(),
+            });
+        }
+        Ok(())
     }
 
     fn need_disk(&self) -> Result<(), Refusal> {
@@ -77,12 +92,16 @@ impl Engine {
 
     /// What `primary` asks for: the role, and with `--force` a disk that is not UpToDate
     /// taken as UpToDate (Negotiating too: no handshake will tell, the operator vouches for
-    /// the attached data). Returns whether the disk was forced.
-    fn promotion(&self, force: bool) -> (ChangeSet, bool) {
+    /// the attached data). A Consistent disk is UpToDate once the peer is known outdated
+    /// (`fenced`, DRBD's drbd_set_role). Returns whether the disk was forced.
+    fn promotion(&self, force: bool, fenced: bool) -> (ChangeSet, bool) {
         let cs = ChangeSet::new().role(Role::Primary);
-        let forceable = (DiskState::Negotiating..=DiskState::Consistent).contains(&self.st.disk());
+        let disk = self.st.disk();
+        let forceable = (DiskState::Negotiating..=DiskState::Consistent).contains(&disk);
         if force && forceable {
             (cs.disk(DiskState::UpToDate), true)
+        } else if fenced && disk == DiskState::Consistent {
+            (cs.disk(DiskState::UpToDate), false)
         } else {
             (cs, false)
         }
@@ -95,20 +114,38 @@ impl Engine {
         if self.pending_primary.is_some() {
             return Err(Refusal::ConcurrentStateChange);
         }
-        self.check_state(&self.promotion(force).0)?;
-        if self.link_ready() {
-            self.ask_peer_for_primary(id, force);
-        } else {
-            self.finish_primary(id, force);
-        }
+        self.promote_or_fence(id, force)?;
         Ok(None)
     }
 
-    /// The promotion itself, once the peer (if any) agreed; the rules are checked again, the
-    /// state may have changed while the peer was asked.
-    pub(crate) fn finish_primary(&mut self, id: AdminId, force: bool) {
-        let (cs, forced) = self.promotion(force);
+    /// Promote now, ask the connected peer first, or have a disconnected peer outdated first
+    /// (fence-peer) when only that stands in the way; the reply to `id` follows.
+    pub(crate) fn promote_or_fence(&mut self, id: AdminId, force: bool) -> Result<(), Refusal> {
+        self.not_in_handshake()?;
+        let cs = self.promotion(force, false).0;
         if let Err(refusal) = self.check_state(&cs) {
+            let facts = self.promotion_facts(&self.st);
+            if !promotion::fencing_may_help(&facts, &refusal) {
+                return Err(refusal);
+            }
+            // The peer may hold newer data or be Primary itself: have it outdated first.
+            tracing::info!(resource = %self.cfg.resource, "primary: {refusal}; running fence-peer first");
+            self.fence_for_promotion(id, force);
+            return Ok(());
+        }
+        if self.link_ready() {
+            self.ask_peer_for_primary(id, force);
+        } else {
+            self.finish_primary(id, force, false);
+        }
+        Ok(())
+    }
+
+    /// The promotion itself, once the peer (if any) agreed, or fence-peer outdated it
+    /// (`fenced`); the rules are checked again, the state may have changed meanwhile.
+    pub(crate) fn finish_primary(&mut self, id: AdminId, force: bool, fenced: bool) {
+        let (cs, forced) = self.promotion(force, fenced);
+        if let Err(refusal) = self.not_in_handshake().and_then(|()| self.check_state(&cs)) {
             self.emit(Output::AdminReply {
                 id,
                 result: Err(refusal),
@@ -149,7 +186,7 @@ impl Engine {
         }
         let cs = ChangeSet::new().role(Role::Secondary);
         self.check_state(&cs)?;
-        if self.requests.in_flight() > 0 {
+        if self.client_io_pending() {
             // A client that just went away may still have requests in flight: they finish
             // as Primary (replicated and acknowledged or failed), then the demotion goes on.
             self.admin_drain.push((id, AdminCmd::Secondary));
@@ -506,7 +543,7 @@ impl Engine {
 
     /// Re-run commands that waited for client I/O to drain.
     pub(crate) fn retry_drained_admin(&mut self) {
-        if self.admin_drain.is_empty() || self.requests.in_flight() > 0 {
+        if self.admin_drain.is_empty() || self.client_io_pending() {
             return;
         }
         for (id, cmd) in std::mem::take(&mut self.admin_drain) {

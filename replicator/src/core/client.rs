@@ -39,6 +39,11 @@ fn eio(message: String) -> ClientError {
 
 impl Engine {
     pub(crate) fn client_request(&mut self, req: ReqId, op: ClientOp) {
+        if self.st.susp_fen() {
+            // Frozen by fencing: the request waits, it does not fail.
+            self.freeze.queue(req, op);
+            return;
+        }
         if let Err(message) = self.can_serve_io() {
             let nbd_errno = if self.st.role() == Role::Primary {
                 nbd_errno::EIO
@@ -401,7 +406,13 @@ impl Engine {
         }
     }
 
+    /// The reply to a client; while fencing froze I/O it is held (a write completed now must
+    /// not be acknowledged before the peer is known outdated).
     pub(crate) fn reply(&mut self, req: ReqId, result: Result<(), ClientError>) {
-        self.emit(Output::ClientReply { req, result });
+        if self.st.susp_fen() {
+            self.freeze.hold(req, result);
+        } else {
+            self.emit(Output::ClientReply { req, result });
+        }
     }
 }

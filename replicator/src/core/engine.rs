@@ -63,6 +63,7 @@ enum Completion {
     Closed,
     PeerDisk(Result<Option<Vec<u8>>, IoFailure>),
     Hash(Vec<u8>),
+    Handler(Option<i32>),
 }
 
 impl Completion {
@@ -71,7 +72,10 @@ impl Completion {
         match self {
             Completion::Disk(r) | Completion::Meta(r) => r.clone(),
             Completion::PeerDisk(r) => r.as_ref().map(|_| ()).map_err(Clone::clone),
-            Completion::Opened(_) | Completion::Closed | Completion::Hash(_) => Ok(()),
+            Completion::Opened(_)
+            | Completion::Closed
+            | Completion::Hash(_)
+            | Completion::Handler(_) => Ok(()),
         }
     }
 
@@ -124,6 +128,8 @@ pub struct Engine {
     pub(crate) last_app_write: Option<Instant>,
     /// The `resync-after` resource is resyncing now.
     pub(crate) dependency_syncing: bool,
+    /// Client I/O held while fencing froze it (`NodeState::susp_fen`).
+    pub(crate) freeze: super::fencing::Freeze,
 }
 
 impl Engine {
@@ -158,6 +164,7 @@ impl Engine {
             last_verify_oos: None,
             last_app_write: None,
             dependency_syncing: false,
+            freeze: super::fencing::Freeze::default(),
         }
     }
 
@@ -181,6 +188,7 @@ impl Engine {
             Input::DiskClosed { io } => self.complete(io, Completion::Closed),
             Input::PeerDiskDone { io, result } => self.complete(io, Completion::PeerDisk(result)),
             Input::HashDone { io, digests } => self.complete(io, Completion::Hash(digests)),
+            Input::HandlerDone { io, exit } => self.complete(io, Completion::Handler(exit)),
             Input::Admin { id, cmd } => self.admin(id, cmd),
             Input::Timer => {
                 self.peer_timers(now);
@@ -251,6 +259,13 @@ impl Engine {
                 }
             },
             IoOwner::CloseDisk { admin } => self.disk_closed(admin),
+            IoOwner::Handler(wait) => {
+                let exit = match c {
+                    Completion::Handler(exit) => exit,
+                    _ => None,
+                };
+                self.handler_done(wait, exit);
+            }
         }
     }
 
@@ -331,6 +346,10 @@ impl Engine {
     }
     pub fn pdsk(&self) -> DiskState {
         self.st.pdsk()
+    }
+    /// Application I/O is frozen by fencing (`susp-fen`).
+    pub fn suspended_by_fencing(&self) -> bool {
+        self.st.susp_fen()
     }
     pub fn usable_bytes(&self) -> u64 {
         self.usable_bytes
@@ -419,13 +438,16 @@ impl Engine {
     /// Assertions that must hold after every input (STYLE.md §6).
     pub fn check_invariants(&self) {
         let (role, cstate, disk) = (self.st.role(), self.st.cstate(), self.st.disk());
-        // A Secondary never has client requests in flight.
+        // A Secondary never has client requests in flight, frozen or not.
         if role != Role::Primary {
-            assert_eq!(
-                self.requests.in_flight(),
-                0,
+            assert!(
+                !self.client_io_pending(),
                 "Secondary with client I/O in flight"
             );
+        }
+        // I/O is frozen only by fencing, on a Primary (held requests need it frozen).
+        if !self.st.susp_fen() {
+            assert!(self.freeze.is_empty(), "client I/O held while not frozen");
         }
         // Without a connection the peer's role is unknown.
         if self.link.is_none() {

@@ -168,6 +168,14 @@ pub(crate) fn decide(cfg: &EngineConfig, me: &OurSide, peer: &PeerReport) -> Dec
         crashed_primary: peer.flags & UUID_FLAG_CRASHED_PRIMARY != 0,
         primary: peer.role == Role::Primary,
     };
+    // As DRBD's drbd_sync_handshake logs them: what the decision is made from.
+    let show = |u: &GenerationUuids| {
+        format!(
+            "{:016X}:{:016X}:{:016X}:{:016X}",
+            u.current, u.bitmap, u.history[0], u.history[1]
+        )
+    };
+    tracing::info!(resource = %res, "drbd_sync_handshake: self {} bits:{} crashed-primary:{}; peer {} bits:{} flags:{}", show(&me.uuids), me.changes, me.crashed_primary, show(&peer.uuids), peer.changes, peer.flags);
     let (mut decision, rule) = compare(&mine, &theirs, me.resolve_conflicts);
     tracing::info!(resource = %res, "uuid_compare()={decision:?} by rule {rule}");
     // An Inconsistent side never wins against a consistent one.

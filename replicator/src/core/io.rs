@@ -100,6 +100,11 @@ pub enum AdminCmd {
     Verify,
     PauseSync,
     ResumeSync,
+    /// Thaw I/O frozen by fencing (`repadm resume-io`).
+    ResumeIo,
+    /// The peer lost its connection to us and asks us to outdate our disk (sent by its
+    /// repd over the network, never by repadm): answered once Outdated is durable.
+    PeerOutdate,
 }
 
 /// Error returned to an NBD client, as an NBD errno plus a message for the log.
@@ -180,6 +185,12 @@ pub enum Input {
         io: IoId,
         digests: Vec<u8>,
     },
+    /// Result of `Output::RunHandler`: the handler's exit status, `None` if it could not run,
+    /// was killed or did not finish in time.
+    HandlerDone {
+        io: IoId,
+        exit: Option<i32>,
+    },
     /// `repadm adjust`: the configuration re-read from the `.res` file.
     Reconfigure {
         cfg: Box<super::config::EngineConfig>,
@@ -256,10 +267,19 @@ pub enum Output {
     StateChanged,
     /// Read the `resync-after` resource's state now and answer with `Input::DependencySyncing`.
     CheckDependency,
-    /// Run the `handlers { NAME "command"; }` entry, if configured (DRBD's usermode helpers:
-    /// split-brain, initial-split-brain, pri-lost-after-sb, pri-lost, local-io-error,
-    /// before-resync-target, after-resync-target).
+    /// Run the `handlers { NAME "command"; }` entry, if configured, without waiting for it
+    /// (DRBD's usermode helpers: split-brain, initial-split-brain, pri-lost-after-sb, pri-lost,
+    /// pri-on-incon-degr, local-io-error, after-resync-target, before-resync-source,
+    /// unfence-peer, out-of-sync).
     Handler {
+        name: &'static str,
+    },
+    /// Run handler `name` and answer with `Input::HandlerDone` and its exit status (within the
+    /// driver's time limit): the engine waits for it (fence-peer, before-resync-target). A
+    /// handler that is not configured answers 0, except fence-peer, for which the driver asks
+    /// the peer over the network to outdate itself (DRBD's drbd-peer-outdater).
+    RunHandler {
+        io: IoId,
         name: &'static str,
     },
     /// Keep trying to reach the peer (dial and accept) until `LinkUp`; `connect-int` paces it.

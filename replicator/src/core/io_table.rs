@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::engine::PendingAdmin;
-use super::ids::{IoId, LinkId, ReqId};
+use super::ids::{AdminId, IoId, LinkId, ReqId};
 use super::verify::Aux;
 
 /// Who waits for an operation, and what it needs to know when it completes.
@@ -63,6 +63,26 @@ pub(crate) enum IoOwner {
     CloseDisk {
         admin: Option<PendingAdmin>,
     },
+    /// A handler the engine waits for.
+    Handler(HandlerWait),
+}
+
+/// Why the engine waits for a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandlerWait {
+    /// fence-peer, run for this purpose.
+    Fence(FencePurpose),
+    /// before-resync-target on `link`: the resync starts once it returns.
+    BeforeResyncTarget { link: LinkId },
+}
+
+/// What a fence-peer run is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FencePurpose {
+    /// A Primary lost its peer, which may still hold (or get) data we do not.
+    LostLink,
+    /// `primary` on a disconnected node needs the peer outdated first.
+    Promote { admin: AdminId, force: bool },
 }
 
 impl IoOwner {
@@ -81,7 +101,8 @@ impl IoOwner {
             | IoOwner::AlTransaction { .. }
             | IoOwner::Meta { .. }
             | IoOwner::OpenDisk { .. }
-            | IoOwner::CloseDisk { .. } => false,
+            | IoOwner::CloseDisk { .. }
+            | IoOwner::Handler(_) => false,
         }
     }
 }

@@ -78,6 +78,9 @@ impl Engine {
             return;
         }
         tracing::info!(resource = %self.cfg.resource, peer = %peer_node, "Handshake successful: connected to the peer");
+        if self.start_deferred_generation() {
+            let _ = self.persist_superblock();
+        }
         let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFReportParams));
         let authed = self.cfg.peer.shared_secret.is_none();
         let mut l = Link::new(link, dialer, peer_node, authed, now);
@@ -222,13 +225,24 @@ impl Engine {
             return;
         };
         self.emit(Output::CloseLink { link: l.id });
+        // Before the requests waiting for the peer complete: with resource-and-stonith their
+        // replies are held from here on.
+        let fence = self.fence_on_link_loss();
         self.fail_peer_requests();
         self.abort_resync();
         self.abort_verify();
         self.peer_rx_reset();
         let primary_lost_peer =
             self.st.cstate() >= ConnState::Connected && self.st.role() == Role::Primary;
-        if primary_lost_peer && self.st.disk() == DiskState::UpToDate && self.uuids.bitmap == 0 {
+        if primary_lost_peer && self.st.susp_fen() {
+            // Frozen by fencing: no write goes on without the peer until fence-peer returns,
+            // so the new generation waits for the thaw (DRBD's NEW_CUR_UUID). Should this node
+            // die frozen, the peer's generation supersedes ours without a split brain.
+            self.freeze.new_uuid_on_thaw = true;
+        } else if primary_lost_peer
+            && self.st.disk() == DiskState::UpToDate
+            && self.uuids.bitmap == 0
+        {
             let v = self.rng.uuid();
             self.uuids.new_current(v, true);
         }
@@ -238,8 +252,14 @@ impl Engine {
         let why = format!("{why} (peer {})", l.peer_node);
         let _ = self.change_state(ChangeSet::new().cstate(via).why(why).persist());
         if let Some((id, force)) = self.pending_primary.take() {
-            // The peer is gone, so nobody can object to the promotion any more.
-            self.finish_primary(id, force);
+            // The peer is gone: it cannot object any more, but with fencing it must be
+            // outdated before we go on.
+            if let Err(refusal) = self.promote_or_fence(id, force) {
+                self.emit(Output::AdminReply {
+                    id,
+                    result: Err(refusal),
+                });
+            }
         }
         match after {
             After::Reconnect => {
@@ -250,6 +270,9 @@ impl Engine {
                 let _ = self.change_state(standalone);
                 self.emit(Output::Disconnect);
             }
+        }
+        if fence {
+            self.fence_lost_peer();
         }
     }
 
@@ -295,6 +318,12 @@ impl Engine {
         }
         match packet {
             Packet::Hello { .. } => self.protocol_error("Hello after the link was set up".into()),
+            Packet::OutdateRequest { .. } | Packet::OutdateReply { .. } => {
+                self.protocol_error(format!(
+                    "{} on the replication link (it opens its own connection)",
+                    packet.name()
+                ))
+            }
             Packet::AuthChallenge { nonce } => self.on_auth_challenge(&nonce),
             Packet::AuthResponse { mac } => self.on_auth_response(&mac),
             Packet::Params(p) => self.on_params(p),
@@ -348,7 +377,17 @@ impl Engine {
             } => self.on_rs_request(id, offset, len, digest),
             Packet::RsData { id, offset, data } => self.on_rs_data(id, offset, data),
             Packet::RsWriteAck { offset, len, .. } => self.on_rs_ack(offset, len, true),
-            Packet::RsNegAck { offset, len, .. } => self.on_rs_ack(offset, len, false),
+            // Both ways: the target could not write a block, or the source could not send one.
+            Packet::RsNegAck { id, offset, len } => {
+                if matches!(
+                    self.st.cstate(),
+                    ConnState::SyncTarget | ConnState::PausedSyncT
+                ) {
+                    self.on_rs_neg_reply(id, offset, len);
+                } else {
+                    self.on_rs_ack(offset, len, false);
+                }
+            }
             Packet::RsInSync { id, offset, len } => self.on_rs_in_sync(now, id, offset, len),
             Packet::OvRequest { id, offset, len } => self.on_ov_request(id, offset, len),
             Packet::DataRequest { id, offset, len } => self.on_data_request(id, offset, len),
@@ -786,7 +825,7 @@ impl Engine {
             return;
         };
         if ok {
-            self.finish_primary(id, force);
+            self.finish_primary(id, force, false);
         } else {
             self.emit(Output::AdminReply {
                 id,

@@ -17,6 +17,15 @@ pub enum Refusal {
     /// Promotion (or staying Primary) without UpToDate data on either side.
     #[error("Need access to UpToDate data (local disk is {disk}, peer disk is {pdsk}); use `primary --force` only if you know this node's data is the one to keep")]
     NoUpToDateDisk { disk: DiskState, pdsk: DiskState },
+    /// Promotion of a disconnected node with fencing while the peer is not known Outdated.
+    #[error("Refusing to be Primary while peer is not outdated (peer disk is {pdsk}; fencing is configured and the fence-peer handler did not outdate it); fix the link, outdate the peer, or use `primary --force` only if the peer is known dead")]
+    PrimaryNop { pdsk: DiskState },
+    /// A role change while the connection handshake is under way.
+    #[error("In transient state (the connection handshake is under way: cstate is {cstate}); retry once it is Connected")]
+    InTransientState { cstate: ConnState },
+    /// `resume-io` without I/O suspended.
+    #[error("I/O is not suspended")]
+    NotSuspended,
     /// The command needs a local disk and there is none attached.
     #[error("Need a local disk, but disk is {disk}; run `repadm attach RES`")]
     NoLocalDisk { disk: DiskState },
@@ -82,6 +91,9 @@ impl Refusal {
             Refusal::TwoPrimaries { .. } => -1,
             Refusal::NoUpToDateDisk { .. } => -2,
             Refusal::NoLocalDisk { .. } => -4,
+            Refusal::PrimaryNop { .. } => -7,
+            Refusal::NotSuspended => -3,
+            Refusal::InTransientState { .. } => -18,
             Refusal::DeviceInUse { .. } => -12,
             Refusal::AlreadyStandAlone => -9,
             Refusal::NetConfigured { .. } => 125,

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use super::engine::Engine;
 use super::ids::LinkId;
 use super::io::{HashAlg, IoFailure, Output, PeerDiskOp};
-use super::io_table::IoOwner;
+use super::io_table::{HandlerWait, IoOwner};
+use super::peer::After;
 use super::resync_state::{
     Budget, Hashing, PauseReason, Resync, ResyncInfo, ResyncSource, ResyncTarget, Side, SourceRead,
     REQUEST_BYTES,
@@ -52,6 +53,9 @@ impl Engine {
 
     /// We have the newer data: rotate the bitmap UUID, tell the peer, and serve its requests.
     pub(crate) fn start_sync_source(&mut self, full: bool) {
+        self.emit(Output::Handler {
+            name: "before-resync-source",
+        });
         let v = self.rng.uuid();
         let sync_uuid = self.uuids.start_sync_source(v);
         let _ = self.change_state(
@@ -116,14 +120,44 @@ impl Engine {
             self.protocol_error(format!("SyncUuid while {}", self.st.cstate()));
             return;
         }
+        let Some(link) = self.link_id() else { return };
+        let waiting = self.ios.count(|o| {
+            matches!(
+                o,
+                IoOwner::Handler(HandlerWait::BeforeResyncTarget { link: l }) if *l == link
+            )
+        });
+        if waiting > 0 {
+            self.protocol_error("a second SyncUuid while the resync is about to start".into());
+            return;
+        }
         self.uuids.set_no_history(UuidIndex::Current, uuid, false);
         self.uuids.bitmap = 0;
+        let _ = now;
+        // The resync starts once before-resync-target returned (a snapshot hook: DRBD waits).
+        self.run_handler(
+            "before-resync-target",
+            HandlerWait::BeforeResyncTarget { link },
+        );
+    }
+
+    /// before-resync-target returned: start the resync, or drop the connection as DRBD does if
+    /// the handler failed (a snapshot that did not happen must not be overwritten).
+    pub(crate) fn before_resync_target_done(&mut self, link: LinkId, exit: Option<i32>) {
+        if self.link_id() != Some(link) || self.st.cstate() != ConnState::WFSyncUUID {
+            return;
+        }
+        if exit != Some(0) {
+            let code = exit.map_or_else(|| "no exit code".to_string(), |c| c.to_string());
+            let why = format!("before-resync-target handler returned {code}, dropping connection");
+            self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);
+            return;
+        }
         let _ = self.change_state(ChangeSet::new().cstate(ConnState::SyncTarget));
-        self.emit(Output::Handler {
-            name: "before-resync-target",
-        });
         self.begin_resync(Side::Target(ResyncTarget::default()));
-        self.pump_resync(now);
+        if let Some(now) = self.last_now {
+            self.pump_resync(now);
+        }
     }
 
     /// SyncTarget: keep the window full within the rate limit; finish when no bit is left.
@@ -458,6 +492,17 @@ impl Engine {
             b = e;
         }
         self.admit_waiting();
+    }
+
+    /// SyncTarget: the source could not send this block (its read failed, or it has no
+    /// UpToDate data): the request is over, the bits stay set and are asked for again.
+    pub(crate) fn on_rs_neg_reply(&mut self, id: u64, offset: u64, len: u32) {
+        if !self.rs_reply_fits(id, offset, u64::from(len)) {
+            self.protocol_error(format!("unexpected resync refusal {id} at {offset}"));
+            return;
+        }
+        tracing::warn!(resource = %self.cfg.resource, "the SyncSource could not send {offset}+{len}; asking again later");
+        self.rs_progress(id, u64::from(len));
     }
 
     /// SyncSource: the target has the block (or could not write it).

@@ -10,6 +10,7 @@
 
 use super::engine::Engine;
 use super::io::IoId;
+use super::promotion;
 use super::refusal::Refusal;
 use super::state::{ConnState, DiskState, Role};
 
@@ -24,6 +25,9 @@ pub(crate) struct NodeState {
     /// While `disk` is Negotiating: what the attached disk's metadata says (UpToDate,
     /// Outdated, ...), which the next handshake compares (DRBD's D_NEGOTIATING).
     negotiating: Option<DiskState>,
+    /// Application I/O is frozen until the fence-peer handler returns (DRBD's susp_fen,
+    /// `fencing resource-and-stonith`).
+    susp_fen: bool,
 }
 
 impl NodeState {
@@ -36,6 +40,7 @@ impl NodeState {
             disk: DiskState::Diskless,
             pdsk: DiskState::DUnknown,
             negotiating: None,
+            susp_fen: false,
         }
     }
     pub(crate) fn role(&self) -> Role {
@@ -52,6 +57,9 @@ impl NodeState {
     }
     pub(crate) fn pdsk(&self) -> DiskState {
         self.pdsk
+    }
+    pub(crate) fn susp_fen(&self) -> bool {
+        self.susp_fen
     }
     /// The disk state the peer is told: while an attached disk negotiates, the state its
     /// metadata gives (the peer decides with it, as we do).
@@ -71,6 +79,7 @@ pub(crate) struct ChangeSet {
     disk: Option<DiskState>,
     pdsk: Option<DiskState>,
     negotiating: Option<Option<DiskState>>,
+    susp_fen: Option<bool>,
     persist: bool,
     why: Option<String>,
 }
@@ -103,6 +112,11 @@ impl ChangeSet {
     /// `None` ends that.
     pub(crate) fn negotiating(mut self, then: Option<DiskState>) -> Self {
         self.negotiating = Some(then);
+        self
+    }
+    /// Freeze (true) or thaw application I/O for fencing.
+    pub(crate) fn susp_fen(mut self, on: bool) -> Self {
+        self.susp_fen = Some(on);
         self
     }
     /// Write the superblock even when no derived flag changes (UUIDs or bits changed too).
@@ -159,6 +173,9 @@ impl Engine {
         if let Some(n) = cs.negotiating {
             ns.negotiating = n;
         }
+        if let Some(s) = cs.susp_fen {
+            ns.susp_fen = s;
+        }
         sanitize(&mut ns);
         ns
     }
@@ -171,6 +188,7 @@ impl Engine {
             self.status_changed();
         }
         let old_flags = self.flags;
+        self.after_state_change(&os, &ns, old_flags.peer_out_dated());
         self.sync_flags_from_state();
         if cs.persist || self.flags != old_flags {
             self.persist_superblock()
@@ -179,36 +197,58 @@ impl Engine {
         }
     }
 
-    /// DRBD's `is_valid_state` for the rules an admin request can break (reference/drbd.md
-    /// §1.5, with rep's stricter rule 9: a Primary with a disk needs it UpToDate, since rep
-    /// reads from the peer only without a usable disk of its own).
-    fn is_valid_state(&self, ns: &NodeState) -> Result<(), Refusal> {
-        let os = &self.st;
-        if ns.role == Role::Primary
-            && ns.peer_role == Role::Primary
-            && !self.cfg.allow_two_primaries
-        {
-            return Err(Refusal::TwoPrimaries {
-                peer_role: ns.peer_role,
+    /// The handlers a change calls for (DRBD's after_state_ch): `pri-on-incon-degr` when a
+    /// Primary is left without access to UpToDate data, `unfence-peer` when a peer we had
+    /// fenced is UpToDate again (the resync after the fencing is done).
+    fn after_state_change(&mut self, os: &NodeState, ns: &NodeState, had_fenced_peer: bool) {
+        let data = |s: &NodeState| promotion::has_uptodate_data(&self.promotion_facts(s));
+        if ns.role == Role::Primary && !data(ns) && (os.role != Role::Primary || data(os)) {
+            tracing::error!(resource = %self.cfg.resource, "Primary without access to UpToDate data (disk {}, peer {} {})", ns.disk, ns.cstate, ns.pdsk);
+            self.emit(super::io::Output::Handler {
+                name: "pri-on-incon-degr",
             });
         }
+        let peer_back = os.pdsk != DiskState::UpToDate && ns.pdsk == DiskState::UpToDate;
+        if peer_back && had_fenced_peer && self.cfg.fencing != rep_resources::Fencing::DontCare {
+            self.emit(super::io::Output::Handler {
+                name: "unfence-peer",
+            });
+        }
+    }
+
+    /// DRBD's `is_valid_state` for the rules an admin request can break (reference/drbd.md
+    /// §1.5): a Primary may not be demoted under its users, and the rules for being Primary
+    /// (`promotion::check`) hold.
+    fn is_valid_state(&self, ns: &NodeState) -> Result<(), Refusal> {
+        let os = &self.st;
         if os.role == Role::Primary && ns.role == Role::Secondary && self.open_clients > 0 {
             return Err(Refusal::DeviceInUse {
                 open: self.open_clients,
             });
         }
-        if ns.role == Role::Primary {
-            let peer_data = ns.cstate >= ConnState::Connected && ns.pdsk == DiskState::UpToDate;
-            let ok = ns.disk == DiskState::UpToDate
-                || matches!(ns.disk, DiskState::Diskless | DiskState::Failed) && peer_data;
-            if !ok {
-                return Err(Refusal::NoUpToDateDisk {
-                    disk: ns.disk,
-                    pdsk: ns.pdsk,
-                });
-            }
+        // A change that leaves a rule broken that was broken before is let through (DRBD's
+        // is_valid_state(os) == rv): a Primary waiting for its fence-peer handler must still
+        // take other commands.
+        match promotion::check(&self.promotion_facts(ns)) {
+            Err(e) => match promotion::check(&self.promotion_facts(os)) {
+                Err(old) if std::mem::discriminant(&old) == std::mem::discriminant(&e) => Ok(()),
+                _ => Err(e),
+            },
+            Ok(()) => Ok(()),
         }
-        Ok(())
+    }
+
+    /// The facts the promotion rules look at, for state `ns`.
+    pub(crate) fn promotion_facts(&self, ns: &NodeState) -> promotion::Facts {
+        promotion::Facts {
+            role: ns.role,
+            peer_role: ns.peer_role,
+            cstate: ns.cstate,
+            disk: ns.disk,
+            pdsk: ns.pdsk,
+            fencing: self.cfg.fencing,
+            allow_two_primaries: self.cfg.allow_two_primaries,
+        }
     }
 }
 
@@ -234,6 +274,20 @@ fn sanitize(ns: &mut NodeState) {
             ns.pdsk = DiskState::UpToDate;
         }
     }
+    // The resync direction says whose data is the newer one (DRBD's clamps per cstate): the
+    // source's disk is UpToDate, and so is the target's view of its peer.
+    let upgrade = |d: &mut DiskState| {
+        if matches!(d, DiskState::Consistent | DiskState::Outdated) {
+            *d = DiskState::UpToDate;
+        }
+    };
+    match ns.cstate {
+        ConnState::SyncSource | ConnState::PausedSyncS => upgrade(&mut ns.disk),
+        ConnState::SyncTarget | ConnState::PausedSyncT | ConnState::WFSyncUUID => {
+            upgrade(&mut ns.pdsk)
+        }
+        _ => {}
+    }
     if ns.disk != DiskState::Negotiating {
         ns.negotiating = None;
     }
@@ -257,6 +311,13 @@ fn log_change(resource: &str, os: &NodeState, ns: &NodeState, why: Option<&str>)
     }
     if os.pdsk != ns.pdsk {
         parts.push(format!("pdsk( {} -> {} )", os.pdsk, ns.pdsk));
+    }
+    if os.susp_fen != ns.susp_fen {
+        parts.push(format!(
+            "susp-fen( {} -> {} )",
+            u8::from(os.susp_fen),
+            u8::from(ns.susp_fen)
+        ));
     }
     if parts.is_empty() {
         return;
@@ -283,6 +344,7 @@ mod tests {
             disk,
             pdsk,
             negotiating: None,
+            susp_fen: false,
         }
     }
 
@@ -316,6 +378,27 @@ mod tests {
         let mut ns = st(Role::Secondary, ConnState::WFSyncUUID, Outdated, UpToDate);
         sanitize(&mut ns);
         assert_eq!(ns.disk, Outdated);
+    }
+
+    #[test]
+    fn a_resync_source_has_the_newer_data() {
+        use DiskState::*;
+        let mut ns = st(
+            Role::Secondary,
+            ConnState::SyncSource,
+            Consistent,
+            Inconsistent,
+        );
+        sanitize(&mut ns);
+        assert_eq!((ns.disk, ns.pdsk), (UpToDate, Inconsistent));
+        let mut ns = st(
+            Role::Secondary,
+            ConnState::WFSyncUUID,
+            Inconsistent,
+            Consistent,
+        );
+        sanitize(&mut ns);
+        assert_eq!((ns.disk, ns.pdsk), (Inconsistent, UpToDate));
     }
 
     #[test]

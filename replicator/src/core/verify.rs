@@ -210,6 +210,12 @@ impl Engine {
         self.send(Packet::OvDone {
             oos_blocks: v.found,
         });
+        if v.found > 0 {
+            // DRBD's out-of-sync helper: verify found blocks that differ.
+            self.emit(Output::Handler {
+                name: "out-of-sync",
+            });
+        }
         // The bits it set must survive a crash.
         let _ = self.change_state(
             ChangeSet::new()

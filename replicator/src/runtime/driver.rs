@@ -250,6 +250,7 @@ impl Driver {
             }
             Output::StateChanged => self.publish_state(),
             Output::Handler { name } => self.run_handler(name),
+            Output::RunHandler { io, name } => self.run_waited_handler(io, name),
             Output::CheckDependency => {
                 let syncing = self
                     .view()
@@ -346,10 +347,55 @@ impl Driver {
         });
     }
 
+    fn handler_env(&self) -> super::handlers::HandlerEnv<'_> {
+        super::handlers::HandlerEnv {
+            config: &self.config_path,
+            run_dir: &self.paths.dir,
+        }
+    }
+
     fn run_handler(&self, name: &str) {
         let runs = std::sync::Arc::clone(&self.metrics.handler_runs);
-        if !super::handlers::run(&self.view(), &self.config_path, name, runs) {
+        if !super::handlers::run(&self.view(), &self.handler_env(), name, runs) {
             tracing::debug!(resource = %self.paths.resource, "no {name} handler configured");
+        }
+    }
+
+    /// A handler the engine waits for: its exit status comes back as `HandlerDone`. Not
+    /// configured: fence-peer is done by the built-in outdater, any other counts as success.
+    fn run_waited_handler(self: &Rc<Self>, io: IoId, name: &'static str) {
+        let view = self.view();
+        if super::handlers::configured(&view, name) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let runs = std::sync::Arc::clone(&self.metrics.handler_runs);
+            let started =
+                super::handlers::run_waited(&view, &self.handler_env(), name, runs, move |exit| {
+                    let _ = tx.send(exit);
+                });
+            if !started {
+                self.inbox
+                    .borrow_mut()
+                    .push_back(Input::HandlerDone { io, exit: None });
+                return;
+            }
+            let this = Rc::clone(self);
+            tokio_uring::spawn(async move {
+                let exit = rx.await.unwrap_or(None);
+                this.feed(Input::HandlerDone { io, exit });
+            });
+        } else if name == "fence-peer" {
+            let this = Rc::clone(self);
+            tokio_uring::spawn(async move {
+                let code = super::outdater::outdate_peer(Rc::clone(&this)).await;
+                this.feed(Input::HandlerDone {
+                    io,
+                    exit: Some(code),
+                });
+            });
+        } else {
+            self.inbox
+                .borrow_mut()
+                .push_back(Input::HandlerDone { io, exit: Some(0) });
         }
     }
 
@@ -642,7 +688,7 @@ impl Driver {
             disk: e.disk(),
             peer_disk: e.pdsk(),
             protocol: v.net.protocol.to_string(),
-            suspended: false,
+            suspended: e.suspended_by_fencing(),
             size_bytes: e.usable_bytes(),
             backing_disk: v.disk.display().to_string(),
             nbd_socket: self.paths.nbd().display().to_string(),

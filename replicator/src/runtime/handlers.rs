@@ -1,16 +1,30 @@
 //! DRBD's usermode helpers (`handlers { NAME "command"; }`, reference/drbd.md §3.7): the engine
-//! asks for one by name, this runs the configured command with DRBD's environment.
+//! asks for one by name, this runs the configured command with DRBD's environment (and rep's:
+//! `REP_CONFIG`, `REP_NODE`, `REP_RUN_DIR`, so that a handler can call `repadm` for this
+//! resource).
 //!
-//! DRBD blocks its state machine until a helper exits; rep runs it in the background and only
-//! logs its exit status, so a slow helper never stalls I/O or the peer link (and, unlike DRBD,
-//! `before-resync-target` does not hold the resync back until it returns).
+//! Most helpers run in the background: their exit status is only logged and counted. The engine
+//! waits for two, because their result matters (`run_waited`): `fence-peer` (the peer's disk
+//! state, and with resource-and-stonith frozen I/O) and `before-resync-target` (the resync
+//! starts only after it). A waited helper gets [`WAITED_TIMEOUT`]; one that runs longer is
+//! killed, with its process group, and counts as failed.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use rep_resources::NodeView;
 
 use super::metrics::HandlerRuns;
+
+/// How long the engine waits for `fence-peer` or `before-resync-target`.
+pub const WAITED_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the daemon runs: passed to helpers as `DRBD_CONF`, `REP_CONFIG` and `REP_RUN_DIR`.
+pub struct HandlerEnv<'a> {
+    pub config: &'a Path,
+    pub run_dir: &'a Path,
+}
 
 fn count(runs: &HandlerRuns, name: &str, exit: String) {
     let mut g = match runs.lock() {
@@ -20,21 +34,20 @@ fn count(runs: &HandlerRuns, name: &str, exit: String) {
     *g.entry((name.to_owned(), exit)).or_insert(0) += 1;
 }
 
-/// Start handler `name` if the resource configures it; returns whether it was started. Each
-/// run is counted in `runs` by its exit status (`0`, `1`…, `signal`, `not-run`) when it ends.
-pub fn run(view: &NodeView, config: &Path, name: &str, runs: HandlerRuns) -> bool {
-    let Some(cmd) = view.handlers.get(name) else {
-        return false;
-    };
+/// Handler `name`'s command with its environment, if the resource configures it.
+fn command(view: &NodeView, env: &HandlerEnv<'_>, name: &str) -> Option<(Command, String)> {
+    let cmd = view.handlers.get(name)?;
     let mut c = Command::new("/bin/sh");
     c.arg("-c")
         .arg(cmd)
         .env("DRBD_RESOURCE", &view.resource)
         .env("DRBD_MINOR", view.minor.to_string())
         .env("DRBD_VOLUME", "0")
-        .env("DRBD_CONF", config)
+        .env("DRBD_CONF", env.config)
         .env("DRBD_BACKING_DEV", &view.disk)
-        .env("REP_NODE", &view.node);
+        .env("REP_NODE", &view.node)
+        .env("REP_CONFIG", env.config)
+        .env("REP_RUN_DIR", env.run_dir);
     if let Some(peer) = &view.peer_node {
         c.env("DRBD_PEERS", peer).env("DRBD_PEER", peer);
     }
@@ -48,28 +61,127 @@ pub fn run(view: &NodeView, config: &Path, name: &str, runs: HandlerRuns) -> boo
         c.env("DRBD_MY_AF", af)
             .env("DRBD_MY_ADDRESS", a.ip().to_string());
     }
-    tracing::info!(resource = %view.resource, "helper command: {name} ({cmd})");
-    let (resource, name, cmd) = (view.resource.clone(), name.to_owned(), cmd.clone());
-    let spawned = std::thread::Builder::new()
-        .name(format!("handler {name}"))
-        .spawn(move || match c.status() {
-            Ok(st) if st.success() => {
-                count(&runs, &name, "0".into());
-                tracing::info!(resource = %resource, "helper command: {name} ({cmd}) exit code 0");
-            }
-            Ok(st) => {
-                let exit = st.code().map_or_else(|| "signal".into(), |c| c.to_string());
-                count(&runs, &name, exit.clone());
-                tracing::warn!(resource = %resource, "helper command: {name} ({cmd}) exit code {exit}");
-            }
-            Err(e) => {
-                count(&runs, &name, "not-run".into());
-                tracing::error!(resource = %resource, "helper command: {name} ({cmd}) could not run: {e}");
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!("could not start a thread for handler: {e}");
+    Some((c, cmd.clone()))
+}
+
+/// Whether the resource configures handler `name`.
+pub fn configured(view: &NodeView, name: &str) -> bool {
+    view.handlers.contains_key(name)
+}
+
+/// Start handler `name` in the background if the resource configures it; returns whether it
+/// was started. Each run is counted in `runs` by its exit status (`0`, `1`…, `signal`,
+/// `not-run`) when it ends.
+pub fn run(view: &NodeView, env: &HandlerEnv<'_>, name: &str, runs: HandlerRuns) -> bool {
+    let Some((c, cmd)) = command(view, env, name) else {
         return false;
+    };
+    tracing::info!(resource = %view.resource, "helper command: {name} ({cmd})");
+    let (resource, name) = (view.resource.clone(), name.to_owned());
+    spawn(&name.clone(), move || {
+        let exit = wait_with_timeout(c, None);
+        report(&resource, &name, &cmd, exit, &runs);
+    })
+}
+
+/// Run handler `name` (configured: check with [`configured`]) and call `done` with its exit
+/// status, `None` if it could not run, was killed by a signal or ran past [`WAITED_TIMEOUT`].
+pub fn run_waited(
+    view: &NodeView,
+    env: &HandlerEnv<'_>,
+    name: &str,
+    runs: HandlerRuns,
+    done: impl FnOnce(Option<i32>) + Send + 'static,
+) -> bool {
+    let Some((c, cmd)) = command(view, env, name) else {
+        return false;
+    };
+    tracing::info!(resource = %view.resource, "helper command: {name} ({cmd}), waiting for it (at most {} s)", WAITED_TIMEOUT.as_secs());
+    let (resource, name) = (view.resource.clone(), name.to_owned());
+    spawn(&name.clone(), move || {
+        let exit = wait_with_timeout(c, Some(WAITED_TIMEOUT));
+        let code = report(&resource, &name, &cmd, exit, &runs);
+        done(code);
+    })
+}
+
+/// How a helper ended.
+enum Exit {
+    Code(i32),
+    Signal,
+    TimedOut,
+    NotRun(std::io::Error),
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> bool {
+    match std::thread::Builder::new()
+        .name(format!("handler {name}"))
+        .spawn(f)
+    {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!("could not start a thread for handler {name}: {e}");
+            false
+        }
     }
-    true
+}
+
+fn wait_with_timeout(mut c: Command, timeout: Option<Duration>) -> Exit {
+    use std::os::unix::process::CommandExt;
+    // Its own process group, so that a helper past its time is killed with its children.
+    c.process_group(0);
+    let mut child: Child = match c.spawn() {
+        Ok(child) => child,
+        Err(e) => return Exit::NotRun(e),
+    };
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return st.code().map_or(Exit::Signal, Exit::Code),
+            Ok(None) => {}
+            Err(e) => return Exit::NotRun(e),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.wait();
+            return Exit::TimedOut;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Log and count how a helper ended; its exit code if it had one.
+fn report(resource: &str, name: &str, cmd: &str, exit: Exit, runs: &HandlerRuns) -> Option<i32> {
+    match exit {
+        Exit::Code(0) => {
+            count(runs, name, "0".into());
+            tracing::info!(resource = %resource, "helper command: {name} ({cmd}) exit code 0");
+            Some(0)
+        }
+        Exit::Code(c) => {
+            count(runs, name, c.to_string());
+            tracing::warn!(resource = %resource, "helper command: {name} ({cmd}) exit code {c}");
+            Some(c)
+        }
+        Exit::Signal => {
+            count(runs, name, "signal".into());
+            tracing::warn!(resource = %resource, "helper command: {name} ({cmd}) killed by a signal");
+            None
+        }
+        Exit::TimedOut => {
+            count(runs, name, "timeout".into());
+            tracing::error!(resource = %resource, "helper command: {name} ({cmd}) did not finish within {} s: killed", WAITED_TIMEOUT.as_secs());
+            None
+        }
+        Exit::NotRun(e) => {
+            count(runs, name, "not-run".into());
+            tracing::error!(resource = %resource, "helper command: {name} ({cmd}) could not run: {e}");
+            None
+        }
+    }
 }

@@ -290,17 +290,10 @@ impl Driver {
             );
             return;
         }
-        let (wanted, pending) = {
+        let pending = {
             let st = self.link.borrow();
-            (
-                st.wanted && st.active.is_none(),
-                st.awaiting_hello + st.half_open.len(),
-            )
+            st.awaiting_hello + st.half_open.len()
         };
-        if !wanted {
-            tracing::debug!("peer link: refusing connection from {from}: not in WFConnection");
-            return;
-        }
         if pending >= MAX_PENDING_PEER_CONNS {
             tracing::warn!(
                 "peer link: refusing connection from {from}: {pending} connections from the peer's address are already waiting to be paired"
@@ -314,6 +307,19 @@ impl Driver {
         let awaiting = AwaitingHello::new(&self);
         let hello = tokio::time::timeout(HELLO_TIMEOUT, read_packet(&mut reader)).await;
         drop(awaiting);
+        if let Ok(Ok(Some(Packet::OutdateRequest { node }))) = hello {
+            // The peer's fence-peer (it lost the link to us): whatever our connection state.
+            super::outdater::serve_outdate_request(Rc::clone(&self), stream, reader, node).await;
+            return;
+        }
+        let wanted = {
+            let st = self.link.borrow();
+            st.wanted && st.active.is_none()
+        };
+        if !wanted {
+            tracing::debug!("peer link: refusing connection from {from}: not in WFConnection");
+            return;
+        }
         let (node, meta_socket, session) = match hello {
             Ok(Ok(Some(Packet::Hello {
                 version_min,
@@ -398,7 +404,7 @@ async fn expire_half_open(driver: Rc<Driver>, session: u64, from: SocketAddr) {
 }
 
 /// Bytes from the kernel's random source (getrandom(2) semantics through /dev/urandom).
-fn os_random() -> io::Result<[u8; crate::wire::auth::NONCE_BYTES]> {
+pub(super) fn os_random() -> io::Result<[u8; crate::wire::auth::NONCE_BYTES]> {
     use std::io::Read;
     let mut n = [0u8; crate::wire::auth::NONCE_BYTES];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut n)?;
@@ -413,6 +419,16 @@ enum ReadError {
     /// The bytes arrived but the decoder refused them: the peer's fault, not the network's.
     #[error(transparent)]
     Wire(#[from] WireError),
+}
+
+/// One packet from a short connection (the outdate exchange); `None` at a clean close.
+pub(super) async fn read_first_packet(
+    reader: &mut Reader<TcpStream>,
+) -> io::Result<Option<Packet>> {
+    read_packet(reader).await.map_err(|e| match e {
+        ReadError::Socket(e) => e,
+        ReadError::Wire(e) => io::Error::other(e),
+    })
 }
 
 async fn read_packet(reader: &mut Reader<TcpStream>) -> Result<Option<Packet>, ReadError> {
@@ -486,24 +502,7 @@ async fn dial_once(
     session: u64,
     meta_socket: bool,
 ) -> io::Result<HalfLink> {
-    let my = settings.my_addr;
-    let peer = settings.peer_addr;
-    let std_stream = tokio::task::spawn_blocking(move || -> io::Result<StdTcpStream> {
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(peer),
-            socket2::Type::STREAM,
-            None,
-        )?;
-        // Bind to our own address so the peer can tell who is calling.
-        sock.bind(&SocketAddr::new(my.ip(), 0).into())?;
-        sock.connect_timeout(&peer.into(), Duration::from_secs(5))?;
-        let s: StdTcpStream = sock.into();
-        s.set_nodelay(true)?;
-        Ok(s)
-    })
-    .await
-    .map_err(io::Error::other)??;
-    let stream = TcpStream::from_std(std_stream);
+    let stream = connect_to_peer(settings).await?;
     let mut hello = Vec::new();
     Packet::Hello {
         version_min: PROTOCOL_VERSION,
@@ -517,6 +516,27 @@ async fn dial_once(
     let stream = Rc::new(stream);
     let reader = Reader::new(Rc::clone(&stream));
     Ok((stream, reader))
+}
+
+/// A TCP connection to the peer's address, from our own (the peer tells who calls by it).
+pub(super) async fn connect_to_peer(settings: &LinkSettings) -> io::Result<TcpStream> {
+    let my = settings.my_addr;
+    let peer = settings.peer_addr;
+    let std_stream = tokio::task::spawn_blocking(move || -> io::Result<StdTcpStream> {
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(peer),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        sock.bind(&SocketAddr::new(my.ip(), 0).into())?;
+        sock.connect_timeout(&peer.into(), Duration::from_secs(5))?;
+        let s: StdTcpStream = sock.into();
+        s.set_nodelay(true)?;
+        Ok(s)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    Ok(TcpStream::from_std(std_stream))
 }
 
 /// A retired listener's accept thread sits in accept(); one connection wakes it, it finds

@@ -16,4 +16,5 @@ pub mod link;
 pub mod metaio;
 pub mod metrics;
 pub mod nbd_backend;
+pub mod outdater;
 pub mod paths;

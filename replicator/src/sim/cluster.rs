@@ -39,7 +39,7 @@ use crate::meta::layout::MetaDiskKind;
 use crate::meta::store::{create_md, MetaDev, MetaStore};
 use crate::wire::frame::{WireError, MAX_DATA_BYTES};
 use crate::wire::{Channel, Packet};
-use rep_resources::{DigestAlg, Protocol};
+use rep_resources::{DigestAlg, Fencing, Protocol};
 
 pub const SECTOR: u64 = SECTOR_BYTES as u64;
 pub const BLOCK: u64 = 4096;
@@ -59,6 +59,11 @@ pub struct SimConfig {
     pub csums_alg: Option<DigestAlg>,
     pub verify_alg: Option<DigestAlg>,
     pub resync_rate_kib: u64,
+    /// `disk { fencing ...; }`. fence-peer is simulated as an outdate request over a
+    /// management channel that partitions do not cut (as a cluster manager's messaging, or
+    /// STONITH, would be): the peer outdates itself if it is up and not Primary, a peer that is
+    /// down is reported unreachable (5).
+    pub fencing: Fencing,
 }
 
 impl SimConfig {
@@ -70,6 +75,7 @@ impl SimConfig {
             csums_alg: None,
             verify_alg: Some(DigestAlg::Crc32c),
             resync_rate_kib: 256 * 1024,
+            fencing: Fencing::DontCare,
         }
     }
 }
@@ -163,6 +169,19 @@ enum Ev {
         gen: u64,
         io: IoId,
     },
+    /// A waited handler finished on `node` with `exit`.
+    HandlerDone {
+        node: usize,
+        gen: u64,
+        io: IoId,
+        exit: Option<i32>,
+    },
+    /// `node`'s fence-peer reaches the peer now.
+    Fence {
+        node: usize,
+        gen: u64,
+        io: IoId,
+    },
 }
 
 #[derive(Debug)]
@@ -243,6 +262,9 @@ pub struct Cluster {
     pub stats: SimStats,
     pub trace: Vec<String>,
     handlers_run: Vec<(usize, &'static str)>,
+    /// Outdate requests of fence-peer being carried out: (peer, its admin id) → the fencing
+    /// node, its generation and its handler I/O.
+    fence_waits: HashMap<(usize, AdminId), (usize, u64, IoId)>,
     watch: LogWatch,
     /// `REP_SIM_WATCH_SECTOR`: trace every change of this sector (debugging a failing seed).
     watch_sector: Option<u64>,
@@ -383,6 +405,7 @@ impl Cluster {
             stats: SimStats::default(),
             trace: Vec::new(),
             handlers_run: Vec::new(),
+            fence_waits: HashMap::new(),
             watch,
             watch_sector: std::env::var("REP_SIM_WATCH_SECTOR")
                 .ok()
@@ -394,6 +417,19 @@ impl Cluster {
 
     pub fn protocol(&self) -> Protocol {
         self.cfg.protocol
+    }
+
+    pub fn fencing(&self) -> Fencing {
+        self.cfg.fencing
+    }
+
+    /// An operator resolved a split brain by discarding `victim`'s changes (`connect
+    /// --discard-my-data`): what only it acknowledged is legitimately gone.
+    pub fn split_brain_discarded(&mut self, victim: usize) {
+        self.log(format!(
+            "split brain: node {victim}'s changes are discarded"
+        ));
+        self.model.discarded(victim);
     }
 
     pub fn device_bytes(&self) -> u64 {
@@ -584,7 +620,53 @@ impl Cluster {
                 self.feed_nested(i, Input::DependencySyncing { syncing: false });
             }
             Output::AdminReply { id, result } => {
+                if let Some((from, from_gen, hio)) = self.fence_waits.remove(&(i, id)) {
+                    // The peer carried out fence-peer's outdate request: its answer.
+                    let e = &self.nodes[i].engine;
+                    let code = if e.role() == Role::Primary {
+                        6
+                    } else if e.disk() == DiskState::Outdated {
+                        4
+                    } else if e.disk() < DiskState::Outdated {
+                        3
+                    } else {
+                        1
+                    };
+                    self.log(format!(
+                        "fence-peer of node {from}: node {i} answers {code} ({result:?})"
+                    ));
+                    let d = self.rand_us(100, 2000);
+                    self.schedule(
+                        d,
+                        Ev::HandlerDone {
+                            node: from,
+                            gen: from_gen,
+                            io: hio,
+                            exit: Some(code),
+                        },
+                    );
+                    return;
+                }
                 self.nodes[i].admin_replies.insert(id, result);
+            }
+            Output::RunHandler { io, name } => {
+                self.handlers_run.push((i, name));
+                if name == "fence-peer" {
+                    let d = self.rand_us(200, 5000);
+                    self.schedule(d, Ev::Fence { node: i, gen, io });
+                } else {
+                    // Other waited handlers (before-resync-target) succeed after a while.
+                    let d = self.rand_us(50, 3000);
+                    self.schedule(
+                        d,
+                        Ev::HandlerDone {
+                            node: i,
+                            gen,
+                            io,
+                            exit: Some(0),
+                        },
+                    );
+                }
             }
             Output::StateChanged => {}
             Output::Connect => {
@@ -976,6 +1058,47 @@ impl Cluster {
                 }
                 self.feed(node, Input::MetaDone { io, result });
             }
+            Ev::HandlerDone {
+                node,
+                gen,
+                io,
+                exit,
+            } => {
+                if self.nodes[node].gen == gen && self.nodes[node].up {
+                    self.feed(node, Input::HandlerDone { io, exit });
+                }
+            }
+            Ev::Fence { node, gen, io } => {
+                if self.nodes[node].gen != gen || !self.nodes[node].up {
+                    return;
+                }
+                let peer = 1 - node;
+                if self.nodes[node].engine.cstate() >= ConnState::Connected {
+                    // Connected again: asking the peer now would only break the new link.
+                    self.feed(node, Input::HandlerDone { io, exit: Some(1) });
+                    return;
+                }
+                if !self.nodes[peer].up {
+                    self.log(format!(
+                        "fence-peer of node {node}: node {peer} is down (5)"
+                    ));
+                    self.feed(node, Input::HandlerDone { io, exit: Some(5) });
+                    return;
+                }
+                let id = self.nodes[peer].next_admin;
+                self.nodes[peer].next_admin = id.next();
+                self.fence_waits.insert((peer, id), (node, gen, io));
+                self.log(format!(
+                    "fence-peer of node {node}: asks node {peer} to outdate itself"
+                ));
+                self.feed(
+                    peer,
+                    Input::Admin {
+                        id,
+                        cmd: AdminCmd::PeerOutdate,
+                    },
+                );
+            }
             Ev::CloseDisk { node, gen, io } => {
                 if self.nodes[node].gen != gen || !self.nodes[node].up {
                     return;
@@ -1150,6 +1273,15 @@ impl Cluster {
             self.log(format!("node {i} promoted, disk {:?}", now.1));
             if now.1 == DiskState::UpToDate {
                 self.nodes[i].claim_pending = Some("was promoted (and its superblock says so)");
+                // With fencing that freezes I/O, the fence-peer handler decides: a node it lets
+                // be promoted holds every write a client got an acknowledgement for.
+                if self.cfg.fencing == Fencing::ResourceAndStonith
+                    && self.cfg.protocol == Protocol::C
+                {
+                    if let Err(e) = self.model.check_holds_acknowledged(i, &self.nodes[i].disk) {
+                        panic!("invariant violated: node {i} was promoted (fencing resource-and-stonith) but lacks an acknowledged write: {e}");
+                    }
+                }
             }
         }
     }
@@ -1445,6 +1577,26 @@ impl Cluster {
     }
 
     fn power_loss(&mut self, i: usize) {
+        // A fence-peer waiting for this node's answer hears that it is gone (unreachable).
+        let waiting: Vec<(usize, AdminId)> = self
+            .fence_waits
+            .keys()
+            .filter(|k| k.0 == i)
+            .copied()
+            .collect();
+        for key in waiting {
+            if let Some((from, from_gen, hio)) = self.fence_waits.remove(&key) {
+                self.schedule(
+                    Duration::from_millis(1),
+                    Ev::HandlerDone {
+                        node: from,
+                        gen: from_gen,
+                        io: hio,
+                        exit: Some(5),
+                    },
+                );
+            }
+        }
         let seed = self.rng.next_u64();
         let gen = self.nodes[i].gen;
         // Writes in flight reached the cache in part.
@@ -1592,7 +1744,7 @@ fn engine_config_for(node: &str, cfg: &SimConfig) -> EngineConfig {
         has_peer: true,
         allow_two_primaries: false,
         al_extents: cfg.al_extents,
-        fencing: rep_resources::Fencing::DontCare,
+        fencing: cfg.fencing,
         on_io_error: crate::core::OnIoError::Detach,
         peer: PeerSettings {
             // Faster than DRBD's defaults (10 s, 500 ms) so that partitions cost little

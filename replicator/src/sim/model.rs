@@ -358,6 +358,13 @@ impl Model {
         self.dr[1 - node].fill(0);
     }
 
+    /// A split brain was resolved by throwing away `victim`'s changes: the converged cluster
+    /// holds what the survivor holds.
+    pub fn discarded(&mut self, victim: usize) {
+        self.conv.copy_from_slice(&self.dr[1 - victim]);
+        self.dr[victim].fill(0);
+    }
+
     /// `node` became SyncTarget.
     pub fn sync_target(&mut self, node: usize) {
         if self.protocol != Protocol::C {
@@ -436,6 +443,24 @@ impl Model {
                     "node {node}: durable image: {}",
                     self.describe(s, v, floor)
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// What node `node` holds now (its cache, what it serves) against the last acknowledged
+    /// write of every sector: a node being promoted must not lack one.
+    pub fn check_holds_acknowledged(&mut self, node: usize, disk: &SimDisk) -> Result<(), String> {
+        let end = self.sectors.min(disk.sectors());
+        for s in 0..end {
+            let floor = self.conv[s as usize];
+            if floor == 0 {
+                continue;
+            }
+            self.stats.sector_checks += 1;
+            let v = disk.cached(s);
+            if !self.acceptable(s, v, floor) {
+                return Err(format!("node {node}: {}", self.describe(s, v, floor)));
             }
         }
         Ok(())

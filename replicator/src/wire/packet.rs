@@ -152,6 +152,17 @@ pub enum Packet {
         offset: u64,
         len: u32,
     },
+    /// First packet of a short connection from the peer's fence-peer (DRBD's
+    /// drbd-peer-outdater): it lost the link to us and asks us to outdate our disk.
+    OutdateRequest {
+        node: String,
+    },
+    /// The answer: our role and disk state once the request was carried out (Outdated is
+    /// durable by then).
+    OutdateReply {
+        role: u8,
+        disk: u8,
+    },
     OvReply {
         id: u64,
         offset: u64,
@@ -316,6 +327,7 @@ commands! {
     RS_IN_SYNC = 21, RS_WRITE_ACK = 22, RS_NEG_ACK = 23, OV_REQUEST = 24, OV_REPLY = 25,
     OV_RESULT = 26, SYNC_UUID = 27, STATE_REQUEST = 28, STATE_REPLY = 29, BYE = 30,
     OV_DONE = 31, SYNC_PAUSE = 32, DATA_REQUEST = 33, DATA_REPLY = 34, NEG_DREPLY = 35,
+    OUTDATE_REQUEST = 36, OUTDATE_REPLY = 37,
 }
 
 const MAX_DIGEST_BYTES: usize = 64;
@@ -377,6 +389,8 @@ impl Packet {
             Packet::DataRequest { .. } => cmd::DATA_REQUEST,
             Packet::DataReply { .. } => cmd::DATA_REPLY,
             Packet::NegDReply { .. } => cmd::NEG_DREPLY,
+            Packet::OutdateRequest { .. } => cmd::OUTDATE_REQUEST,
+            Packet::OutdateReply { .. } => cmd::OUTDATE_REPLY,
         }
     }
 
@@ -472,6 +486,12 @@ impl Packet {
                 w.u64(*id);
             }
             Packet::Ping | Packet::PingAck | Packet::Bye => {}
+            Packet::OutdateRequest { node } => {
+                w.str(node);
+            }
+            Packet::OutdateReply { role, disk } => {
+                w.u8(*role).u8(*disk);
+            }
             Packet::RsRequest {
                 id,
                 offset,
@@ -645,6 +665,11 @@ impl Packet {
                 offset: r.u64()?,
                 len: r.len32()?,
             },
+            cmd::OUTDATE_REQUEST => Packet::OutdateRequest { node: r.str()? },
+            cmd::OUTDATE_REPLY => Packet::OutdateReply {
+                role: r.u8()?,
+                disk: r.u8()?,
+            },
             cmd::OV_REQUEST => Packet::OvRequest {
                 id: r.u64()?,
                 offset: r.u64()?,
@@ -793,6 +818,10 @@ mod tests {
                 offset: 8192,
                 len: 4096,
             },
+            Packet::OutdateRequest {
+                node: "node-a".into(),
+            },
+            Packet::OutdateReply { role: 2, disk: 5 },
             Packet::Ping,
             Packet::Bye,
         ]

@@ -1,0 +1,314 @@
+//! Fencing (reference/drbd.md §3.7, §3.8; DRBD 8.4's conn_try_outdate_peer): with
+//! `fencing resource-only` or `resource-and-stonith`, a Primary that loses its peer runs the
+//! `fence-peer` handler to have the peer outdated, and a disconnected node is promoted only once
+//! the peer is known Outdated. With `resource-and-stonith` application I/O is frozen (queued,
+//! replies held) from the moment the link is lost until the handler returns, so that no write
+//! is acknowledged that a node promoted on the other side of a partition would miss.
+//!
+//! The handler's exit code (DRBD's): 3 the peer is Inconsistent, 4 it was outdated, 5 it is
+//! unreachable (taken as dead: Outdated only if our own data is UpToDate), 6 it is Primary
+//! (then our data is the outdated one), 7 it was STONITHed; anything else: the handler failed.
+
+use std::collections::VecDeque;
+
+use super::engine::Engine;
+use super::io::{ClientError, ClientOp, Output, ReqId};
+use super::io_table::{FencePurpose, HandlerWait, IoOwner};
+use super::promotion::peer_known_outdated;
+use super::refusal::Refusal;
+use super::state::{ConnState, DiskState, Role};
+use super::state_change::ChangeSet;
+use rep_resources::Fencing;
+
+/// Client I/O held while fencing froze it.
+#[derive(Debug, Default)]
+pub(crate) struct Freeze {
+    /// Requests that arrived while frozen, in order: started when I/O thaws.
+    queued: VecDeque<(ReqId, ClientOp)>,
+    /// Replies of requests that completed while frozen: sent when I/O thaws.
+    replies: Vec<(ReqId, Result<(), ClientError>)>,
+    /// The link was lost while frozen: start a new data generation when I/O thaws.
+    pub(crate) new_uuid_on_thaw: bool,
+}
+
+impl Freeze {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued.is_empty() && self.replies.is_empty()
+    }
+    pub(crate) fn queue(&mut self, req: ReqId, op: ClientOp) {
+        self.queued.push_back((req, op));
+    }
+    pub(crate) fn hold(&mut self, req: ReqId, result: Result<(), ClientError>) {
+        self.replies.push((req, result));
+    }
+    fn take_replies(&mut self) -> Vec<(ReqId, Result<(), ClientError>)> {
+        std::mem::take(&mut self.replies)
+    }
+    fn take_queued(&mut self) -> VecDeque<(ReqId, ClientOp)> {
+        std::mem::take(&mut self.queued)
+    }
+}
+
+/// What a fence-peer exit code says, as a state change (DRBD's conn_try_outdate_peer).
+pub(crate) fn fence_result(
+    exit: Option<i32>,
+    disk: DiskState,
+    fencing: Fencing,
+) -> (ChangeSet, String) {
+    let code = exit.map_or_else(|| "no exit code".to_string(), |c| c.to_string());
+    match exit {
+        Some(3) => (
+            ChangeSet::new().pdsk(DiskState::Inconsistent),
+            "fence-peer helper returned 3 (peer is inconsistent)".into(),
+        ),
+        Some(4) => (
+            ChangeSet::new().pdsk(DiskState::Outdated),
+            "fence-peer helper returned 4 (peer was fenced: outdated)".into(),
+        ),
+        Some(5) if disk == DiskState::UpToDate => (
+            ChangeSet::new().pdsk(DiskState::Outdated),
+            "fence-peer helper returned 5 (peer is unreachable, assumed to be dead)".into(),
+        ),
+        Some(5) => (
+            ChangeSet::new(),
+            format!("fence-peer helper returned 5 (peer is unreachable), but our disk is {disk}: the peer may have newer data"),
+        ),
+        Some(6) => (
+            ChangeSet::new().disk(DiskState::Outdated),
+            "fence-peer helper returned 6 (peer is primary): our data is outdated".into(),
+        ),
+        Some(7) => {
+            if fencing != Fencing::ResourceAndStonith {
+                tracing::error!("fence-peer() = 7 && fencing != Stonith !!!");
+            }
+            (
+                ChangeSet::new().pdsk(DiskState::Outdated),
+                "fence-peer helper returned 7 (peer was stonithed)".into(),
+            )
+        }
+        _ => (
+            ChangeSet::new(),
+            format!("fence-peer helper broken, returned {code}"),
+        ),
+    }
+}
+
+impl Engine {
+    /// Run handler `name` and wait for its exit status (`Input::HandlerDone`).
+    pub(crate) fn run_handler(&mut self, name: &'static str, wait: HandlerWait) {
+        let io = self.ios.start(IoOwner::Handler(wait));
+        self.emit(Output::RunHandler { io, name });
+    }
+
+    fn fence_running(&self) -> bool {
+        self.ios.count(|o| {
+            matches!(
+                o,
+                IoOwner::Handler(HandlerWait::Fence(FencePurpose::LostLink))
+            )
+        }) > 0
+    }
+
+    /// Called as a link goes away, before its requests are completed: whether the peer must
+    /// be fenced, and with `resource-and-stonith` I/O frozen from now on.
+    pub(crate) fn fence_on_link_loss(&mut self) -> bool {
+        let fence = self.cfg.fencing != Fencing::DontCare
+            && self.st.role() == Role::Primary
+            && self.st.cstate() >= ConnState::Connected
+            && !peer_known_outdated(self.st.pdsk());
+        if fence && self.cfg.fencing == Fencing::ResourceAndStonith {
+            let _ = self.change_state(
+                ChangeSet::new()
+                    .susp_fen(true)
+                    .why("fencing: I/O frozen until the fence-peer handler returns"),
+            );
+        }
+        fence
+    }
+
+    /// The link is gone (see `fence_on_link_loss`): outdate the peer.
+    pub(crate) fn fence_lost_peer(&mut self) {
+        if !self.fence_running() {
+            self.run_handler("fence-peer", HandlerWait::Fence(FencePurpose::LostLink));
+        }
+    }
+
+    /// `primary` waits for the peer to be outdated first.
+    pub(crate) fn fence_for_promotion(&mut self, admin: super::io::AdminId, force: bool) {
+        self.run_handler(
+            "fence-peer",
+            HandlerWait::Fence(FencePurpose::Promote { admin, force }),
+        );
+    }
+
+    pub(crate) fn handler_done(&mut self, wait: HandlerWait, exit: Option<i32>) {
+        match wait {
+            HandlerWait::Fence(purpose) => self.fence_done(purpose, exit),
+            HandlerWait::BeforeResyncTarget { link } => self.before_resync_target_done(link, exit),
+        }
+    }
+
+    fn fence_done(&mut self, purpose: FencePurpose, exit: Option<i32>) {
+        let res = self.cfg.resource.clone();
+        let connected = self.st.cstate() >= ConnState::Connected;
+        if connected {
+            tracing::info!(resource = %res, "fence-peer returned {exit:?}, but the connection is back: result ignored");
+        } else {
+            let (cs, why) = fence_result(exit, self.st.disk(), self.cfg.fencing);
+            let _ = self.change_state(cs.why(why));
+        }
+        let fenced = peer_known_outdated(self.st.pdsk());
+        match purpose {
+            FencePurpose::LostLink => {
+                if !self.st.susp_fen() {
+                    if !fenced && !connected {
+                        tracing::warn!(resource = %res, "could not outdate the peer ({exit:?}); going on without it (fencing resource-only): a node promoted on the other side would miss the writes from now on");
+                    }
+                } else if fenced || connected {
+                    self.thaw_io("the peer is fenced");
+                } else {
+                    tracing::error!(resource = %res, "could not outdate the peer ({exit:?}); I/O stays frozen (fencing resource-and-stonith) until `repadm resume-io {res}`");
+                }
+            }
+            FencePurpose::Promote { admin, force } => {
+                if connected {
+                    // The peer is back: decide as for a new `primary` (it may object now).
+                    if let Err(refusal) = self.promote_or_fence(admin, force) {
+                        self.emit(Output::AdminReply {
+                            id: admin,
+                            result: Err(refusal),
+                        });
+                    }
+                } else if fenced {
+                    self.finish_primary(admin, force, true);
+                } else if force {
+                    tracing::warn!(resource = %res, "Forced into split brain situation!");
+                    let _ = self.change_state(
+                        ChangeSet::new()
+                            .pdsk(DiskState::Outdated)
+                            .why("primary --force with the peer not outdated"),
+                    );
+                    self.finish_primary(admin, force, true);
+                } else {
+                    let refusal = Refusal::PrimaryNop {
+                        pdsk: self.st.pdsk(),
+                    };
+                    self.emit(Output::AdminReply {
+                        id: admin,
+                        result: Err(refusal),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Let frozen I/O go: held replies first, then the requests that waited, in order.
+    pub(crate) fn thaw_io(&mut self, why: &str) {
+        let mut cs = ChangeSet::new().susp_fen(false).why(why.to_string());
+        if self.start_deferred_generation() {
+            cs = cs.persist();
+        }
+        let _ = self.change_state(cs);
+        for (req, result) in self.freeze.take_replies() {
+            self.emit(Output::ClientReply { req, result });
+        }
+        for (req, op) in self.freeze.take_queued() {
+            self.client_request(req, op);
+        }
+    }
+
+    /// The new data generation a link loss under frozen I/O put off (`new_uuid_on_thaw`):
+    /// started when I/O thaws, or before a new handshake, whichever comes first — the writes
+    /// that were in flight when the link went may be missing on the peer, and only a new
+    /// generation makes the handshake resync them. Returns whether it started one.
+    pub(crate) fn start_deferred_generation(&mut self) -> bool {
+        let due = std::mem::take(&mut self.freeze.new_uuid_on_thaw)
+            && self.st.role() == Role::Primary
+            && self.st.disk() == DiskState::UpToDate
+            && self.uuids.bitmap == 0;
+        if due {
+            let v = self.rng.uuid();
+            self.uuids.new_current(v, true);
+        }
+        due
+    }
+
+    /// `repadm resume-io`: thaw I/O whatever fencing found (the operator vouches for it).
+    pub(crate) fn cmd_resume_io(&mut self) -> Result<Option<String>, Refusal> {
+        if !self.st.susp_fen() {
+            return Err(Refusal::NotSuspended);
+        }
+        self.thaw_io("resume-io");
+        Ok(Some("I/O resumed".into()))
+    }
+
+    /// The peer (its repd, over the network) asks us to outdate ourselves: it lost the
+    /// connection and runs fence-peer. A Primary refuses (the peer learns it from our role);
+    /// a link we still believe in is dropped first (the peer no longer has it).
+    pub(crate) fn cmd_peer_outdate(
+        &mut self,
+        id: super::io::AdminId,
+    ) -> Result<Option<String>, Refusal> {
+        if self.st.role() == Role::Primary {
+            return Ok(Some("Primary: not outdated".into()));
+        }
+        if self.link.is_some() {
+            self.lose_link(
+                ConnState::NetworkFailure,
+                "the peer lost the connection and asks to outdate us",
+                super::peer::After::Reconnect,
+            );
+        }
+        let disk = self.st.reported_disk();
+        if disk < DiskState::Outdated || self.st.disk() <= DiskState::Failed {
+            return Ok(Some(format!("disk is {disk}: nothing to outdate")));
+        }
+        if disk == DiskState::Outdated && self.st.disk() == DiskState::Outdated {
+            return Ok(Some("already Outdated".into()));
+        }
+        let io = self.change_state(
+            ChangeSet::new()
+                .disk(DiskState::Outdated)
+                .why("outdated by the peer (fence-peer)")
+                .persist(),
+        );
+        self.reply_when_durable(id, "outdated".into(), io);
+        Ok(None)
+    }
+
+    /// Whether client I/O is pending anywhere (in the request table, or frozen).
+    pub(crate) fn client_io_pending(&self) -> bool {
+        self.requests.in_flight() > 0 || !self.freeze.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pdsk_after(exit: Option<i32>, disk: DiskState) -> String {
+        format!("{:?}", fence_result(exit, disk, Fencing::ResourceOnly).0)
+    }
+
+    #[test]
+    fn exit_codes_map_to_drbds_disk_states() {
+        use DiskState::*;
+        assert!(pdsk_after(Some(3), UpToDate).contains("pdsk: Some(Inconsistent)"));
+        assert!(pdsk_after(Some(4), UpToDate).contains("pdsk: Some(Outdated)"));
+        assert!(pdsk_after(Some(5), UpToDate).contains("pdsk: Some(Outdated)"));
+        assert!(
+            pdsk_after(Some(5), Consistent).contains("pdsk: None"),
+            "an unreachable peer is not outdated when our own data may be stale"
+        );
+        let six = pdsk_after(Some(6), UpToDate);
+        assert!(six.contains("disk: Some(Outdated)") && six.contains("pdsk: None"));
+        assert!(pdsk_after(Some(7), UpToDate).contains("pdsk: Some(Outdated)"));
+        for broken in [None, Some(0), Some(1), Some(2), Some(8), Some(-1)] {
+            let cs = pdsk_after(broken, UpToDate);
+            assert!(
+                cs.contains("pdsk: None") && cs.contains("disk: None"),
+                "{broken:?}: {cs}"
+            );
+        }
+    }
+}
