@@ -53,6 +53,7 @@ enum Pending {
     Open(IoId),
     Close(IoId),
     Hash(IoId, Vec<u8>),
+    Handler(IoId),
 }
 
 fn config(b: u8) -> EngineConfig {
@@ -70,7 +71,11 @@ fn config(b: u8) -> EngineConfig {
         has_peer: true,
         allow_two_primaries: b & 4 != 0,
         al_extents: 9,
-        fencing: rep_resources::Fencing::DontCare,
+        fencing: match b >> 1 & 3 {
+            0 => rep_resources::Fencing::ResourceOnly,
+            1 => rep_resources::Fencing::ResourceAndStonith,
+            _ => rep_resources::Fencing::DontCare,
+        },
         on_io_error: match b >> 3 & 3 {
             0 => OnIoError::PassOn,
             1 => OnIoError::CallLocalIoError,
@@ -155,7 +160,7 @@ pub fn check(data: &[u8]) {
             }
             2 => {
                 let flag = op & 16 != 0;
-                let cmd = match input.u8().unwrap_or(0) % 14 {
+                let cmd = match input.u8().unwrap_or(0) % 16 {
                     0 => AdminCmd::Primary { force: flag },
                     1 => AdminCmd::Secondary,
                     2 => AdminCmd::Attach,
@@ -171,6 +176,8 @@ pub fn check(data: &[u8]) {
                     10 => AdminCmd::Verify,
                     11 => AdminCmd::PauseSync,
                     12 => AdminCmd::ResumeSync,
+                    13 => AdminCmd::ResumeIo,
+                    14 => AdminCmd::PeerOutdate,
                     _ => AdminCmd::Connect {
                         discard_my_data: false,
                     },
@@ -236,6 +243,15 @@ pub fn check(data: &[u8]) {
                         },
                         Pending::Close(io) => Input::DiskClosed { io },
                         Pending::Hash(io, digests) => Input::HashDone { io, digests },
+                        // A handler's exit status, 0..=7 (DRBD's fence-peer codes) or none.
+                        Pending::Handler(io) => Input::HandlerDone {
+                            io,
+                            exit: if ok {
+                                Some(i32::from(input.u8().unwrap_or(0) % 8))
+                            } else {
+                                None
+                            },
+                        },
                     })
                 }
             }
@@ -269,6 +285,7 @@ pub fn check(data: &[u8]) {
                 Output::Hash { io, alg, data } => {
                     pending.push_back(Pending::Hash(io, alg.digest_blocks(&data)))
                 }
+                Output::RunHandler { io, .. } => pending.push_back(Pending::Handler(io)),
                 _ => {}
             }
         }
