@@ -15,7 +15,7 @@ pub enum Refusal {
     #[error("Multiple primaries not allowed by config (peer is {peer_role})")]
     TwoPrimaries { peer_role: Role },
     /// Promotion (or staying Primary) without UpToDate data on either side.
-    #[error("Need access to UpToDate data (local disk is {disk}, peer disk is {pdsk}); use `primary --force` only if you know this node's data is the one to keep")]
+    #[error("Need access to UpToDate data (local disk is {disk}, peer disk is {pdsk}){}", no_uptodate_hint(*disk))]
     NoUpToDateDisk { disk: DiskState, pdsk: DiskState },
     /// Promotion of a disconnected node with fencing while the peer is not known Outdated.
     #[error("Refusing to be Primary while peer is not outdated (peer disk is {pdsk}; fencing is configured and the fence-peer handler did not outdate it); fix the link, outdate the peer, or use `primary --force` only if the peer is known dead")]
@@ -82,6 +82,16 @@ pub enum Refusal {
     /// A command that is not implemented by this version of rep.
     #[error("{what} is not supported by this version of rep")]
     Unsupported { what: String },
+}
+
+/// What to do about a missing UpToDate disk depends on why the local copy is not current.
+fn no_uptodate_hint(disk: DiskState) -> &'static str {
+    match disk {
+        DiskState::Outdated => "; this copy was marked Outdated (by the peer, a fence-peer handler or `repadm outdate`): connect to the peer to resync it, or use `primary --force` only if the peer's data is lost for good",
+        DiskState::Inconsistent => "; this copy is mid-resync: wait for the resync to finish, or use `primary --force` only if the peer's data is lost for good",
+        DiskState::Diskless => "; attach a disk, or connect to a peer with UpToDate data",
+        _ => "; use `primary --force` only if you know this node's data is the one to keep",
+    }
 }
 
 impl Refusal {
@@ -154,5 +164,17 @@ mod tests {
             .starts_with("r0: State change failed: (-2) Need access to UpToDate data"));
         assert_eq!(r.exit_code(), 17);
         assert_eq!(Refusal::AlreadyStandAlone.exit_code(), 11);
+    }
+
+    #[test]
+    fn an_outdated_disk_is_explained() {
+        let r = Refusal::NoUpToDateDisk {
+            disk: DiskState::Outdated,
+            pdsk: DiskState::DUnknown,
+        };
+        let text = r.to_string();
+        assert!(text.contains("local disk is Outdated"), "{text}");
+        assert!(text.contains("marked Outdated"), "{text}");
+        assert!(text.contains("connect to the peer"), "{text}");
     }
 }
