@@ -2,17 +2,17 @@
 //! out-of-order replies, structured replies, and errors that must not kill the daemon.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Duration;
 
 use rep_nbd::codec::{encode_request, RequestHeader};
 use rep_nbd::proto::*;
-use rep_nbd::server::{serve_unix, BlockBackend, Command, Completion, ExportInfo, Unavailable};
+use rep_nbd::server::{
+    serve_unix, BlockBackend, Command, Completion, ExportInfo, Responder, Unavailable,
+};
 
 const SIZE: u64 = 1 << 20;
 
@@ -44,10 +44,15 @@ impl BlockBackend for Mem {
             max_block: 1 << 20,
         })
     }
-    fn submit(&self, cmd: Command) -> Pin<Box<dyn Future<Output = Completion>>> {
+    fn submit(&self, cmd: Command, done: Responder) {
+        // A backend that loses a request (drops its responder): the client still gets an answer.
+        if let Command::Trim { offset: 8192, .. } = cmd {
+            drop(done);
+            return;
+        }
         let data = Rc::clone(&self.data);
-        Box::pin(async move {
-            match cmd {
+        tokio_uring::spawn(async move {
+            let c = match cmd {
                 // Reads at offset 0 are slow so that later requests overtake them.
                 Command::Read { offset, len } => {
                     if offset == 0 {
@@ -72,8 +77,9 @@ impl BlockBackend for Mem {
                     message: "injected".into(),
                 },
                 _ => Completion::Done,
-            }
-        })
+            };
+            done.complete(c);
+        });
     }
 }
 
@@ -251,6 +257,8 @@ fn go_write_read_structured_and_out_of_order() {
     assert_eq!(u32::from_be_bytes(p[..4].try_into().unwrap()), EINVAL);
     c.request(CMD_TRIM, 0, 5, 4096, 10, &[]);
     assert_eq!(c.simple_reply(), (EIO, 5));
+    c.request(CMD_TRIM, 0, 55, 8192, 10, &[]);
+    assert_eq!(c.simple_reply(), (EIO, 55), "a dropped request is answered");
     c.request(CMD_WRITE, 0, 6, SIZE - 2, 4, b"wxyz"); // beyond the end: payload drained
     assert_eq!(c.simple_reply(), (ENOSPC, 6));
     c.request(CMD_WRITE_ZEROES, CMD_FLAG_NO_HOLE, 7, 8192, 2, &[]);

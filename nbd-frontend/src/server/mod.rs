@@ -1,18 +1,17 @@
 //! The NBD server: fixed-newstyle handshake, then pipelined transmission with out-of-order
-//! replies. One task reads requests, one writes replies, and each request runs as its own task.
+//! replies. One task reads requests and hands them to the backend, one writes replies.
 
 mod accept;
 mod handshake;
 pub mod stream;
 mod transmission;
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
 
 pub use accept::spawn_acceptor;
 pub use stream::Stream;
+pub use transmission::Responder;
 
 /// What a client sees of an export after a successful OPT_GO.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,8 +74,8 @@ pub enum Completion {
 pub trait BlockBackend {
     /// Opens export `name` ("" is the default export) or says why it cannot.
     fn export(&self, name: &str) -> Result<ExportInfo, Unavailable>;
-    /// Runs one command. Futures may complete in any order.
-    fn submit(&self, cmd: Command) -> Pin<Box<dyn Future<Output = Completion>>>;
+    /// Starts one command; its completion goes to `done`, in any order relative to others.
+    fn submit(&self, cmd: Command, done: Responder);
     /// Checked before every request: `Some((errno, why))` refuses it (e.g. demoted under the client).
     fn gate(&self) -> Option<(u32, String)> {
         None

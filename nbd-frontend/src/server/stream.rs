@@ -101,6 +101,16 @@ impl<S: Stream> Reader<S> {
         Ok(Some(out))
     }
 
+    /// Fills `out` exactly (a small fixed part of a message whose size depends on its kind).
+    pub async fn read_slice(&mut self, out: &mut [u8]) -> io::Result<()> {
+        if !self.fill(out.len()).await? {
+            return Err(eof());
+        }
+        out.copy_from_slice(&self.buf[self.pos..self.pos + out.len()]);
+        self.pos += out.len();
+        Ok(())
+    }
+
     /// Exactly `n` bytes; large payloads are read straight into their own buffer.
     pub async fn read_vec(&mut self, n: usize) -> io::Result<Vec<u8>> {
         let take = n.min(self.buffered());

@@ -1,5 +1,6 @@
-//! The transmission phase: the reader validates requests and spawns one task per request;
-//! replies flow through a channel to a single writer that batches them into few syscalls.
+//! The transmission phase: the reader validates requests and hands each to the backend with a
+//! [`Responder`]; replies flow through a channel to a single writer that batches them into few
+//! syscalls. No task, future or allocation per request besides the write payload.
 //!
 //! Every request holds a slot (and, for reads and writes, its payload's bytes) from the moment
 //! its header is read until its reply is on the socket. A client that stops reading its replies
@@ -60,6 +61,61 @@ struct Queued {
 struct Held {
     _slot: OwnedSemaphorePermit,
     _bytes: Option<OwnedSemaphorePermit>,
+}
+
+/// Where one request's completion goes: the backend calls [`Responder::complete`] when it is
+/// done, in any order, from any task of the server's thread. A responder dropped without an
+/// answer (the backend lost the request) answers EIO, so the client never waits for ever.
+pub struct Responder {
+    pending: Option<Pending>,
+}
+
+struct Pending {
+    tx: mpsc::UnboundedSender<Queued>,
+    cookie: u64,
+    /// For reads: what the reply's data chunk describes.
+    read: Option<(u64, u32)>,
+    held: Held,
+}
+
+impl Responder {
+    /// Queue the reply (a closed connection drops it: nobody is left to read it).
+    pub fn complete(mut self, result: Completion) {
+        if let Some(p) = self.pending.take() {
+            p.send(result);
+        }
+    }
+}
+
+impl Pending {
+    fn send(self, result: Completion) {
+        let cookie = self.cookie;
+        let reply = match (self.read, result) {
+            (Some((offset, len)), result) => Reply::Read {
+                cookie,
+                offset,
+                len,
+                result,
+            },
+            (None, Completion::Error { errno, .. }) => Reply::Simple { cookie, errno },
+            (None, _) => Reply::Simple { cookie, errno: 0 },
+        };
+        let _ = self.tx.send(Queued {
+            reply,
+            held: self.held,
+        });
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(p) = self.pending.take() {
+            p.send(Completion::Error {
+                errno: EIO,
+                message: "request dropped by the server".into(),
+            });
+        }
+    }
 }
 
 /// The per-connection budgets of in-flight requests and payload bytes.
@@ -225,23 +281,15 @@ async fn read_requests<S: Stream>(
             }
             Validated::Disconnect | Validated::Hangup { .. } | Validated::Reject { .. } => continue,
         };
-        let fut = backend.submit(command);
-        let tx = tx.clone();
-        let cookie = h.cookie;
-        tokio_uring::spawn(async move {
-            let result = fut.await;
-            let reply = match (read_len, result) {
-                (Some((offset, len)), result) => Reply::Read {
-                    cookie,
-                    offset,
-                    len,
-                    result,
-                },
-                (None, Completion::Error { errno, .. }) => Reply::Simple { cookie, errno },
-                (None, _) => Reply::Simple { cookie, errno: 0 },
-            };
-            let _ = tx.send(Queued { reply, held });
-        });
+        let done = Responder {
+            pending: Some(Pending {
+                tx: tx.clone(),
+                cookie: h.cookie,
+                read: read_len,
+                held,
+            }),
+        };
+        backend.submit(command, done);
     }
 }
 

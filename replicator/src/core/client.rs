@@ -79,14 +79,10 @@ impl Engine {
     pub(crate) fn admit_waiting(&mut self) {
         loop {
             let resync = &self.resync;
-            let admitted = self
-                .requests
+            self.requests
                 .admit(|s, e| resync.as_ref().is_some_and(|r| r.reading_overlaps(s, e)));
-            if admitted.is_empty() {
-                break;
-            }
             let mut failed = false;
-            for req in admitted {
+            while let Some(req) = self.requests.pop_admitted() {
                 failed |= !self.start_admitted(req);
             }
             if !failed {
@@ -151,10 +147,11 @@ impl Engine {
         let Some(capacity) = self.al.as_ref().map(ActivityLog::capacity) else {
             return AlGate::Ready;
         };
-        let exts: Vec<u64> = extents_of(start, start + len).collect();
-        if exts.len() > capacity {
+        let exts = extents_of(start, start + len);
+        let count = usize::try_from(exts.end() - exts.start() + 1).unwrap_or(usize::MAX);
+        if count > capacity {
             return AlGate::TooLarge {
-                extents: exts.len(),
+                extents: count,
                 capacity,
             };
         }

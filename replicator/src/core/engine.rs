@@ -110,6 +110,9 @@ pub struct Engine {
     pub(crate) ios: IoTable,
     pub(crate) requests: Requests,
     pub(crate) open_clients: u32,
+    /// The peer was Outdated (by fencing, or found so at attach): `unfence-peer` is due when it
+    /// is UpToDate again.
+    pub(crate) peer_fenced: bool,
     /// `secondary`/`detach` waiting for in-flight client requests to drain.
     pub(crate) admin_drain: Vec<(AdminId, AdminCmd)>,
     /// `primary` waiting for the peer's consent: (admin id, --force).
@@ -151,6 +154,7 @@ impl Engine {
             ios: IoTable::default(),
             requests: Requests::default(),
             open_clients: 0,
+            peer_fenced: false,
             admin_drain: Vec::new(),
             pending_primary: None,
             counters: Counters::default(),
@@ -432,7 +436,11 @@ impl Engine {
         }
         f.set_primary_ind(role == Role::Primary);
         f.set_connected_ind(cstate >= ConnState::Connected);
-        f.set_peer_out_dated(pdsk == DiskState::Outdated);
+        // Kept through the resync that follows a fencing (the peer is Inconsistent meanwhile,
+        // no more promotable than Outdated), so that a restart still owes `unfence-peer`.
+        f.set_peer_out_dated(
+            pdsk == DiskState::Outdated || (self.peer_fenced && pdsk != DiskState::UpToDate),
+        );
     }
 
     /// Assertions that must hold after every input (STYLE.md §6).
@@ -445,6 +453,18 @@ impl Engine {
                 "Secondary with client I/O in flight"
             );
         }
+        // The ko-count deadline is kept, not scanned.
+        assert_eq!(
+            self.requests.oldest_peer_wait(),
+            self.requests.oldest_peer_wait_scanned(),
+            "oldest peer wait drifted"
+        );
+        // The peer-write backlog the driver reads after every input is kept, not summed.
+        assert_eq!(
+            self.rx.backlog_bytes(),
+            self.rx.backlog_bytes_recounted(),
+            "peer backlog count drifted"
+        );
         // I/O is frozen only by fencing, on a Primary (held requests need it frozen).
         if !self.st.susp_fen() {
             assert!(self.freeze.is_empty(), "client I/O held while not frozen");

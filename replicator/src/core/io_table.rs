@@ -7,7 +7,9 @@
 //! again from the owner. An entry leaves the table only when its completion arrives, also
 //! after the link or the sub-machine it served is gone: the disk stays busy until then.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use super::ids::IdMap;
 
 use super::engine::PendingAdmin;
 use super::ids::{AdminId, IoId, LinkId, ReqId};
@@ -110,14 +112,14 @@ impl IoOwner {
 #[derive(Debug)]
 pub(crate) struct IoTable {
     next: IoId,
-    owners: HashMap<IoId, IoOwner>,
+    owners: IdMap<IoId, IoOwner>,
 }
 
 impl Default for IoTable {
     fn default() -> Self {
         IoTable {
             next: IoId(1),
-            owners: HashMap::new(),
+            owners: IdMap::default(),
         }
     }
 }

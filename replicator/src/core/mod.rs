@@ -41,6 +41,7 @@ mod verify;
 
 pub use config::{EngineConfig, OnIoError, PeerSettings};
 pub use engine::{Counters, Engine};
+pub use ids::IdMap;
 pub use io::{
     AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, HashAlg, Input, IoFailure,
     IoId, IoResult, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, ReqId,

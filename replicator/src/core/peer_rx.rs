@@ -55,6 +55,9 @@ pub(crate) struct PeerRx {
     flush_failed: Option<LinkId>,
     /// The queue taken out by `scan`, and the ranges held back in it.
     scan: Option<Scan>,
+    /// Bytes of the operations queued, being scanned or in flight (kept, not summed: the
+    /// driver asks after every input whether to stop reading the data socket).
+    bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +80,7 @@ impl PeerRx {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.outstanding.insert(seq);
+        self.bytes += len;
         self.waiting.push_back(RxOp {
             seq,
             start,
@@ -132,9 +136,16 @@ impl PeerRx {
 
     pub(crate) fn end_scan(&mut self) {
         if let Some(mut scan) = self.scan.take() {
-            scan.still.append(&mut scan.rest);
-            scan.still.append(&mut self.waiting);
-            self.waiting = scan.still;
+            // Keep the queue's buffer (the common case holds nothing back): no allocation per
+            // packet.
+            let mut queue = if scan.still.is_empty() {
+                scan.rest
+            } else {
+                scan.still.append(&mut scan.rest);
+                scan.still
+            };
+            queue.append(&mut self.waiting);
+            self.waiting = queue;
         }
     }
 
@@ -142,6 +153,7 @@ impl PeerRx {
     pub(crate) fn complete(&mut self, seq: u64) -> Option<RxOp> {
         let w = self.in_flight.remove(&seq)?;
         self.outstanding.remove(&seq);
+        self.bytes -= w.end - w.start;
         Some(w)
     }
 
@@ -178,6 +190,7 @@ impl PeerRx {
         let dropped: Vec<RxOp> = self.waiting.drain(..).collect();
         for w in &dropped {
             self.outstanding.remove(&w.seq);
+            self.bytes -= w.end - w.start;
         }
         self.barriers.clear();
         dropped
@@ -190,9 +203,16 @@ impl PeerRx {
 
     /// Bytes of peer operations received and not yet on disk (queued or in flight).
     pub(crate) fn backlog_bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// `backlog_bytes` summed from the queues, for the invariant checks.
+    pub(crate) fn backlog_bytes_recounted(&self) -> u64 {
+        let scanned = self.scan.iter().flat_map(|s| s.rest.iter().chain(&s.still));
         self.waiting
             .iter()
             .chain(self.in_flight.values())
+            .chain(scanned)
             .map(|w| w.end - w.start)
             .sum()
     }

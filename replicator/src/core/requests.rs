@@ -8,10 +8,10 @@
 //!
 //! Pure bookkeeping: the engine glue in `client.rs` issues the I/O and the replies.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
-use super::ids::ReqId;
+use super::ids::{IdMap, ReqId};
 use super::io::{ClientError, ClientOp};
 use crate::meta::layout::AL_EXTENT_BYTES;
 use crate::wire::frame::MAX_DATA_BYTES;
@@ -80,7 +80,7 @@ pub(crate) enum RemoteReply {
 
 #[derive(Debug, Default)]
 pub(crate) struct Requests {
-    reqs: HashMap<ReqId, Req>,
+    reqs: IdMap<ReqId, Req>,
     /// Writes not yet admitted, in arrival order.
     waiting: VecDeque<ReqId>,
     /// Admitted writes: (req, start, end) byte ranges. Small (≤ queue depth): a Vec scan is
@@ -91,7 +91,15 @@ pub(crate) struct Requests {
     /// Extents written locally since the last FLUSH was issued: if that FLUSH fails they are
     /// what the disk may have lost.
     unflushed: BTreeSet<u64>,
-    remote_reads: HashMap<ReqId, RemoteRead>,
+    remote_reads: IdMap<ReqId, RemoteRead>,
+    /// (since, req) of requests waiting for the peer, in the order they started waiting (time
+    /// only moves forward, so the front is the oldest). Entries of requests that stopped
+    /// waiting are dropped from the front as they get there: the front is always live, which
+    /// makes `oldest_peer_wait` (read after every input, for ko-count) O(1).
+    peer_waits: VecDeque<(Instant, ReqId)>,
+    /// What the last `admit` let in, not yet taken; and its scratch list of held-back ranges.
+    just_admitted: VecDeque<ReqId>,
+    blocked: Vec<(u64, u64)>,
 }
 
 /// The 4 MiB activity-log extents `[start, end)` touches.
@@ -143,30 +151,35 @@ impl Requests {
     }
 
     /// Admit waiting writes in FIFO order while they overlap neither an admitted write, nor an
-    /// earlier write that still waits, nor what `busy` says (resync reads in flight). Returns
-    /// the newly admitted writes in order.
-    pub(crate) fn admit(&mut self, busy: impl Fn(u64, u64) -> bool) -> Vec<ReqId> {
-        let mut blocked: Vec<(u64, u64)> = Vec::new();
-        let mut still = VecDeque::new();
-        let mut admitted = Vec::new();
-        while let Some(req) = self.waiting.pop_front() {
+    /// earlier write that still waits, nor what `busy` says (resync reads in flight). The newly
+    /// admitted writes are then taken, in order, with `pop_admitted`. Runs once or more per
+    /// client write, so it allocates nothing once its buffers have grown.
+    pub(crate) fn admit(&mut self, busy: impl Fn(u64, u64) -> bool) {
+        self.blocked.clear();
+        for _ in 0..self.waiting.len() {
+            let Some(req) = self.waiting.pop_front() else {
+                break;
+            };
             let Some((start, len)) = self.reqs.get(&req).and_then(|r| r.op.write_range()) else {
                 continue;
             };
             let end = start + len;
             let conflict = self.overlaps_admitted(start, end)
                 || busy(start, end)
-                || blocked.iter().any(|&(s, e)| s < end && start < e);
+                || self.blocked.iter().any(|&(s, e)| s < end && start < e);
             if conflict {
-                blocked.push((start, end));
-                still.push_back(req);
+                self.blocked.push((start, end));
+                self.waiting.push_back(req);
             } else {
                 self.admitted.push((req, start, end));
-                admitted.push(req);
+                self.just_admitted.push_back(req);
             }
         }
-        self.waiting = still;
-        admitted
+    }
+
+    /// The next write `admit` let in.
+    pub(crate) fn pop_admitted(&mut self) -> Option<ReqId> {
+        self.just_admitted.pop_front()
     }
 
     /// A resync read of `[start, end)` may start: no client write to it is admitted or waiting.
@@ -233,10 +246,13 @@ impl Requests {
     /// The request goes away without a reply from here (the caller replies).
     pub(crate) fn drop_request(&mut self, req: ReqId) -> Vec<u64> {
         self.admitted.retain(|&(id, _, _)| id != req);
-        self.reqs
+        let held = self
+            .reqs
             .remove(&req)
             .map(|r| r.al_held)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.prune_peer_waits();
+        held
     }
 
     pub(crate) fn set_local(&mut self, req: ReqId, result: Result<(), ClientError>) {
@@ -260,6 +276,24 @@ impl Requests {
             if epoch.is_some() {
                 r.epoch = epoch;
             }
+            if let Some(since) = now {
+                self.peer_waits.push_back((since, req));
+            }
+        }
+        self.prune_peer_waits();
+    }
+
+    /// Drop entries of `peer_waits` from the front that no longer describe a waiting request.
+    fn prune_peer_waits(&mut self) {
+        while let Some(&(since, req)) = self.peer_waits.front() {
+            let live = self
+                .reqs
+                .get(&req)
+                .is_some_and(|r| r.peer_wait && r.peer_since == Some(since));
+            if live {
+                break;
+            }
+            self.peer_waits.pop_front();
         }
     }
 
@@ -288,6 +322,7 @@ impl Requests {
             r.peer_acks_left = 0;
             r.peer_since = None;
         }
+        self.prune_peer_waits();
     }
 
     /// Requests waiting for the peer, in arrival order.
@@ -304,6 +339,11 @@ impl Requests {
 
     /// When the oldest request still waiting for the peer started waiting.
     pub(crate) fn oldest_peer_wait(&self) -> Option<Instant> {
+        self.peer_waits.front().map(|&(since, _)| since)
+    }
+
+    /// `oldest_peer_wait` from the table itself, for the invariant checks.
+    pub(crate) fn oldest_peer_wait_scanned(&self) -> Option<Instant> {
         self.reqs
             .values()
             .filter(|r| r.peer_wait)
@@ -324,6 +364,7 @@ impl Requests {
         if r.op.write_range().is_some() {
             self.admitted.retain(|&(id, _, _)| id != req);
         }
+        self.prune_peer_waits();
         Some(Done {
             op: r.op,
             result: r.local.unwrap_or(Ok(())),
@@ -423,6 +464,11 @@ impl Requests {
 mod tests {
     use super::*;
 
+    fn admit(r: &mut Requests, busy: impl Fn(u64, u64) -> bool) -> Vec<ReqId> {
+        r.admit(busy);
+        std::iter::from_fn(|| r.pop_admitted()).collect()
+    }
+
     fn w(offset: u64, len: u32) -> ClientOp {
         ClientOp::Write {
             offset,
@@ -438,21 +484,25 @@ mod tests {
         r.insert(ReqId(2), w(1024, 4096));
         r.insert(ReqId(3), w(8192, 4096));
         r.insert(ReqId(4), w(1024, 512));
-        assert_eq!(r.admit(|_, _| false), vec![ReqId(1), ReqId(3)]);
-        assert!(r.admit(|_, _| false).is_empty(), "2 and 4 wait for 1");
+        assert_eq!(admit(&mut r, |_, _| false), vec![ReqId(1), ReqId(3)]);
+        assert!(admit(&mut r, |_, _| false).is_empty(), "2 and 4 wait for 1");
         r.set_local(ReqId(1), Ok(()));
         assert!(r.take_if_done(ReqId(1)).is_some());
-        assert_eq!(r.admit(|_, _| false), vec![ReqId(2)], "4 waits behind 2");
+        assert_eq!(
+            admit(&mut r, |_, _| false),
+            vec![ReqId(2)],
+            "4 waits behind 2"
+        );
     }
 
     #[test]
     fn a_busy_range_holds_writes_and_writes_hold_resync_reads() {
         let mut r = Requests::default();
         r.insert(ReqId(1), w(0, 4096));
-        assert!(r.admit(|s, _| s == 0).is_empty());
+        assert!(admit(&mut r, |s, _| s == 0).is_empty());
         assert!(!r.resync_read_may_start(0, 4096), "a waiting write counts");
         assert!(r.resync_read_may_start(4096, 8192));
-        assert_eq!(r.admit(|_, _| false), vec![ReqId(1)]);
+        assert_eq!(admit(&mut r, |_, _| false), vec![ReqId(1)]);
         assert!(
             !r.resync_read_may_start(2048, 2049),
             "an admitted write counts"
@@ -463,7 +513,7 @@ mod tests {
     fn a_request_completes_when_both_parts_are_done() {
         let mut r = Requests::default();
         r.insert(ReqId(1), w(0, 3 << 20));
-        r.admit(|_, _| false);
+        admit(&mut r, |_, _| false);
         r.wait_for_peer(ReqId(1), 3, None, Some(0));
         r.set_local(ReqId(1), Ok(()));
         assert!(r.take_if_done(ReqId(1)).is_none());

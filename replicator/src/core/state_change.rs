@@ -188,7 +188,7 @@ impl Engine {
             self.status_changed();
         }
         let old_flags = self.flags;
-        self.after_state_change(&os, &ns, old_flags.peer_out_dated());
+        self.after_state_change(&os, &ns);
         self.sync_flags_from_state();
         if cs.persist || self.flags != old_flags {
             self.persist_superblock()
@@ -200,7 +200,7 @@ impl Engine {
     /// The handlers a change calls for (DRBD's after_state_ch): `pri-on-incon-degr` when a
     /// Primary is left without access to UpToDate data, `unfence-peer` when a peer we had
     /// fenced is UpToDate again (the resync after the fencing is done).
-    fn after_state_change(&mut self, os: &NodeState, ns: &NodeState, had_fenced_peer: bool) {
+    fn after_state_change(&mut self, os: &NodeState, ns: &NodeState) {
         let data = |s: &NodeState| promotion::has_uptodate_data(&self.promotion_facts(s));
         if ns.role == Role::Primary && !data(ns) && (os.role != Role::Primary || data(os)) {
             tracing::error!(resource = %self.cfg.resource, "Primary without access to UpToDate data (disk {}, peer {} {})", ns.disk, ns.cstate, ns.pdsk);
@@ -208,11 +208,19 @@ impl Engine {
                 name: "pri-on-incon-degr",
             });
         }
+        // Remembered past the handshake, which takes the peer from Outdated to Inconsistent
+        // (and clears the persisted flag) before the resync brings it back.
+        if ns.pdsk == DiskState::Outdated {
+            self.peer_fenced = true;
+        }
         let peer_back = os.pdsk != DiskState::UpToDate && ns.pdsk == DiskState::UpToDate;
-        if peer_back && had_fenced_peer && self.cfg.fencing != rep_resources::Fencing::DontCare {
-            self.emit(super::io::Output::Handler {
-                name: "unfence-peer",
-            });
+        if peer_back && self.peer_fenced {
+            self.peer_fenced = false;
+            if self.cfg.fencing != rep_resources::Fencing::DontCare {
+                self.emit(super::io::Output::Handler {
+                    name: "unfence-peer",
+                });
+            }
         }
     }
 

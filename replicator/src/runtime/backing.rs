@@ -238,6 +238,22 @@ impl BackingDisk {
         (Ok(()), buf)
     }
 
+    /// Whether a write of `len` bytes is done synchronously (memory-backed files, small
+    /// writes without FUA): then `write_now` does it, without a task or a completion queue.
+    pub fn writes_now(&self, len: usize, fua: bool) -> bool {
+        self.memory.is_some() && len <= SYNC_WRITE_MAX && !fua && self.direct.is_none()
+    }
+
+    /// The synchronous write of `writes_now`; `None` if this write must go through `write`.
+    pub fn write_now(&self, offset: u64, buf: &[u8], fua: bool) -> Option<Result<(), DiskError>> {
+        use std::os::unix::fs::FileExt;
+        if !self.writes_now(buf.len(), fua) {
+            return None;
+        }
+        let f = self.memory.as_ref()?;
+        Some(f.write_all_at(buf, offset).map_err(self.fail(Op::Write)))
+    }
+
     /// `Io` of `op` on this disk, for `map_err`.
     fn fail(&self, op: Op) -> impl FnOnce(io::Error) -> DiskError {
         DiskError::io(Device::Backing, op, &self.path)

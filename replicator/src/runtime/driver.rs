@@ -6,12 +6,12 @@
 //! the metadata thread (`metaio::MetaWriter`), whose completions come back the same way.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Instant;
 
 use crate::digest::Digests;
-use rep_nbd::server::Completion;
+use rep_nbd::server::{Completion, Responder};
 use rep_resources::NodeView;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -24,8 +24,8 @@ use super::metaio::MetaWriter;
 use super::paths::RunPaths;
 use crate::control::{render, Status};
 use crate::core::{
-    AdminCmd, AdminId, ClientOp, DiskOpKind, Engine, Input, IoFailure, IoId, Output, PeerDiskOp,
-    Refusal, ReqId,
+    AdminCmd, AdminId, ClientOp, DiskOpKind, Engine, IdMap, Input, IoFailure, IoId, Output,
+    PeerDiskOp, Refusal, ReqId,
 };
 
 /// The frame of `Packet::Data`, encoded straight from the client's buffer.
@@ -47,7 +47,7 @@ fn op_len(op: &ClientOp) -> u32 {
 
 /// A client request's reply channel and its data buffer (write payload, or read result).
 struct ClientSlot {
-    tx: oneshot::Sender<Completion>,
+    done: Responder,
     buf: Option<Vec<u8>>,
     /// Only a read's reply carries data (a diskless write keeps its buffer: no local write).
     read: bool,
@@ -71,8 +71,8 @@ pub struct Driver {
     pub config_path: std::path::PathBuf,
     next_req: Cell<ReqId>,
     next_admin: Cell<AdminId>,
-    clients: RefCell<HashMap<ReqId, ClientSlot>>,
-    admins: RefCell<HashMap<AdminId, oneshot::Sender<Result<String, Refusal>>>>,
+    clients: RefCell<IdMap<ReqId, ClientSlot>>,
+    admins: RefCell<IdMap<AdminId, oneshot::Sender<Result<String, Refusal>>>>,
     subscribers: RefCell<Vec<mpsc::UnboundedSender<Status>>>,
     pub shutdown: Notify,
     pub shutting_down: Cell<bool>,
@@ -123,8 +123,8 @@ impl Driver {
             config_path,
             next_req: Cell::new(ReqId(1)),
             next_admin: Cell::new(AdminId(1)),
-            clients: RefCell::new(HashMap::new()),
-            admins: RefCell::new(HashMap::new()),
+            clients: RefCell::new(IdMap::default()),
+            admins: RefCell::new(IdMap::default()),
             subscribers: RefCell::new(Vec::new()),
             shutdown: Notify::new(),
             shutting_down: Cell::new(false),
@@ -236,7 +236,7 @@ impl Driver {
                     (Ok(()), Some(data)) if slot.read => Completion::Data(data),
                     (Ok(()), _) => Completion::Done,
                 };
-                let _ = slot.tx.send(completion);
+                slot.done.complete(completion);
             }
             Output::ClientData { req, data } => {
                 if let Some(slot) = self.clients.borrow_mut().get_mut(&req) {
@@ -289,9 +289,9 @@ impl Driver {
                         d.get(start..start + len as usize)
                     });
                 if let Some(data) = piece {
-                    let mut frame = Vec::with_capacity(data.len() + 64);
-                    encode_data_frame(&mut frame, req.0, offset, fua, data);
-                    self.link_send_raw(link, frame);
+                    self.link_send_with(link, data.len() + 64, |out| {
+                        encode_data_frame(out, req.0, offset, fua, data);
+                    });
                 }
             }
             Output::PeerDisk { io, op } => self.peer_disk_op(io, op),
@@ -324,6 +324,15 @@ impl Driver {
                 return;
             }
         };
+        if let PeerDiskOp::Write { offset, data, fua } = &op {
+            if let Some(result) = disk.write_now(*offset, data, *fua) {
+                let result = result.map(|()| None).map_err(IoFailure::from);
+                self.inbox
+                    .borrow_mut()
+                    .push_back(Input::PeerDiskDone { io, result });
+                return;
+            }
+        }
         let this = Rc::clone(self);
         tokio_uring::spawn(async move {
             let result = match op {
@@ -557,6 +566,13 @@ impl Driver {
                         .push_back(Input::DiskDone { io, result });
                     return;
                 };
+                if let Some(result) = disk.write_now(offset, &buf, fua) {
+                    let result = result.map_err(IoFailure::from);
+                    self.inbox
+                        .borrow_mut()
+                        .push_back(Input::DiskDone { io, result });
+                    return;
+                }
                 tokio_uring::spawn(async move {
                     let (result, _buf) = disk.write(offset, buf, fua).await;
                     let result = result.map_err(IoFailure::from);
@@ -590,19 +606,14 @@ impl Driver {
         }
     }
 
-    /// Submit one client request; the returned channel yields its completion.
-    pub fn submit_client(
-        self: &Rc<Self>,
-        op: ClientOp,
-        buf: Option<Vec<u8>>,
-    ) -> oneshot::Receiver<Completion> {
+    /// Submit one client request; its completion goes to `done`.
+    pub fn submit_client(self: &Rc<Self>, op: ClientOp, buf: Option<Vec<u8>>, done: Responder) {
         let req = self.next_req.get();
         self.next_req.set(req.next());
-        let (tx, rx) = oneshot::channel();
         self.clients.borrow_mut().insert(
             req,
             ClientSlot {
-                tx,
+                done,
                 buf,
                 read: matches!(op, ClientOp::Read { .. }),
                 op: super::metrics::op_index(&op) as u8,
@@ -617,7 +628,6 @@ impl Driver {
         } else {
             self.feed(Input::Client { req, op });
         }
-        rx
     }
 
     /// Bytes the peer's data socket may have queued before client writes wait (`max-buffers`

@@ -719,6 +719,25 @@ impl FaultDisk {
         }
     }
 
+    /// `BackingDisk::write_now` with the faults of `write`.
+    pub fn write_now(&self, offset: u64, buf: &[u8], fua: bool) -> Option<Result<(), DiskError>> {
+        if !self.inner.writes_now(buf.len(), fua) {
+            return None;
+        }
+        let path = &self.inner.path;
+        let r = range(offset, buf.len() as u64);
+        if let Err(e) = self.hook.inject(Dev::Data, Kind::Write { fua }, r) {
+            return Some(Err(fault(Op::Write, path)(e)));
+        }
+        match self
+            .hook
+            .cached_write(Dev::Data, offset, Src::Bytes(buf), fua)
+        {
+            Some(r) => Some(r.map_err(fault(Op::Write, path))),
+            None => self.inner.write_now(offset, buf, fua),
+        }
+    }
+
     pub async fn flush(&self) -> Result<(), DiskError> {
         let path = &self.inner.path;
         self.hook

@@ -11,17 +11,16 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use rep_nbd::server::stream::{Reader, Stream};
-use tokio::sync::mpsc;
 use tokio_uring::net::TcpStream;
 
 use super::driver::Driver;
+use super::send_queue::{write_queue, SendQueue};
 use crate::core::peer::PROTOCOL_VERSION;
 use crate::core::{Input, LinkId, LinkLoss};
 use crate::wire::frame::{decode_header, WireError};
+use crate::wire::packet::{data_prefix_len, decode_with_data, MAX_DATA_PREFIX};
 use crate::wire::{Packet, HEADER_BYTES};
 
-/// Socket writes are gathered up to this size.
-const BATCH_BYTES: usize = 1 << 20;
 /// A peer that connects but says nothing is dropped after this; so is an accepted socket whose
 /// partner (the other of data and meta) does not arrive in this time.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,12 +45,33 @@ impl LinkSettings {
 
 struct Active {
     id: LinkId,
-    /// Bytes handed to the data socket's writer and not yet written (see `max-buffers`).
-    backlog: Rc<std::cell::Cell<usize>>,
-    data_tx: mpsc::UnboundedSender<Vec<u8>>,
-    meta_tx: mpsc::UnboundedSender<Vec<u8>>,
+    /// What the data socket's writer has to send; its unwritten bytes are what `max-buffers`
+    /// bounds.
+    data_q: Rc<SendQueue>,
+    meta_q: Rc<SendQueue>,
     data: Rc<TcpStream>,
     meta: Rc<TcpStream>,
+}
+
+impl Drop for Active {
+    /// The writers stop with the link.
+    fn drop(&mut self) {
+        self.data_q.close();
+        self.meta_q.close();
+    }
+}
+
+/// About how many bytes `p` encodes to (so that a frame does not grow a send chunk).
+fn frame_size_hint(p: &Packet) -> usize {
+    const FIXED: usize = 128;
+    match p {
+        Packet::Data { data, .. }
+        | Packet::RsData { data, .. }
+        | Packet::DataReply { data, .. } => FIXED + data.len(),
+        Packet::Bitmap { rle, .. } => FIXED + rle.len(),
+        Packet::RsRequest { digest, .. } | Packet::OvReply { digest, .. } => FIXED + digest.len(),
+        _ => FIXED * 4,
+    }
 }
 
 type HalfLink = (Rc<TcpStream>, Reader<TcpStream>);
@@ -171,17 +191,11 @@ impl Driver {
         let Some(a) = st.active.as_ref().filter(|a| a.id == link) else {
             return;
         };
-        let mut buf = Vec::new();
-        packet.encode(&mut buf);
-        let tx = match packet.channel() {
-            crate::wire::Channel::Data => {
-                a.backlog.set(a.backlog.get() + buf.len());
-                &a.data_tx
-            }
-            crate::wire::Channel::Meta => &a.meta_tx,
+        let q = match packet.channel() {
+            crate::wire::Channel::Data => &a.data_q,
+            crate::wire::Channel::Meta => &a.meta_q,
         };
-        // A closed channel means the writer died; its reader reports the loss.
-        let _ = tx.send(buf);
+        q.push_with(frame_size_hint(packet), |buf| packet.encode(buf));
     }
 
     /// Bytes queued on the current link's data socket.
@@ -190,16 +204,15 @@ impl Driver {
             .borrow()
             .active
             .as_ref()
-            .map_or(0, |a| a.backlog.get())
+            .map_or(0, |a| a.data_q.unwritten())
     }
 
-    /// Send an already encoded frame on the data socket (client writes, built from the
-    /// client's buffer without an intermediate copy).
-    pub fn link_send_raw(&self, link: LinkId, frame: Vec<u8>) {
+    /// Encode frames straight into the data socket's queue (client writes, from the client's
+    /// buffer).
+    pub fn link_send_with(&self, link: LinkId, size: usize, encode: impl FnOnce(&mut Vec<u8>)) {
         let st = self.link.borrow();
         if let Some(a) = st.active.as_ref().filter(|a| a.id == link) {
-            a.backlog.set(a.backlog.get() + frame.len());
-            let _ = a.data_tx.send(frame);
+            a.data_q.push_with(size, encode);
         }
     }
 
@@ -219,22 +232,23 @@ impl Driver {
             }
             st.next_id = st.next_id.next();
             let id = st.next_id;
-            let (data_tx, data_q) = mpsc::unbounded_channel();
-            let (meta_tx, meta_q) = mpsc::unbounded_channel();
-            let backlog = Rc::new(std::cell::Cell::new(0));
-            tokio_uring::spawn(write_frames(
+            let data_q = Rc::new(SendQueue::default());
+            let meta_q = Rc::new(SendQueue::default());
+            let driver = Rc::clone(self);
+            tokio_uring::spawn(write_queue(
                 Rc::clone(&data),
-                data_q,
-                Some((Rc::clone(self), Rc::clone(&backlog))),
+                Rc::clone(&data_q),
+                move || {
+                    driver.send_backlog_drained();
+                },
             ));
-            tokio_uring::spawn(write_frames(Rc::clone(&meta), meta_q, None));
+            tokio_uring::spawn(write_queue(Rc::clone(&meta), Rc::clone(&meta_q), || {}));
             tokio_uring::spawn(read_frames(Rc::clone(self), id, data_rx, true));
             tokio_uring::spawn(read_frames(Rc::clone(self), id, meta_rx, false));
             st.active = Some(Active {
                 id,
-                backlog,
-                data_tx,
-                meta_tx,
+                data_q,
+                meta_q,
                 data,
                 meta,
             });
@@ -436,7 +450,16 @@ async fn read_packet(reader: &mut Reader<TcpStream>) -> Result<Option<Packet>, R
         return Ok(None);
     };
     let h = decode_header(&head)?;
-    let payload = reader.read_vec(h.len as usize).await?;
+    let len = h.len as usize;
+    if let Some(prefix_len) = data_prefix_len(h.command).filter(|&p| p <= len) {
+        // A block of data: into its own buffer, which the packet then owns (no second copy).
+        let mut prefix = [0u8; MAX_DATA_PREFIX];
+        let prefix = &mut prefix[..prefix_len];
+        reader.read_slice(prefix).await?;
+        let data = reader.read_vec(len - prefix_len).await?;
+        return Ok(Some(decode_with_data(&h, prefix, data)?));
+    }
+    let payload = reader.read_vec(len).await?;
     Ok(Some(Packet::decode(&h, &payload)?))
 }
 
@@ -463,38 +486,6 @@ async fn read_frames(
         }
     };
     driver.link_lost(link, loss);
-}
-
-/// Write queued frames in batches. The data socket's writer also counts down the backlog and
-/// lets held client writes in as it shrinks.
-async fn write_frames(
-    stream: Rc<TcpStream>,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-    backlog: Option<(Rc<Driver>, Rc<std::cell::Cell<usize>>)>,
-) {
-    let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES);
-    while let Some(first) = rx.recv().await {
-        batch.extend_from_slice(&first);
-        while batch.len() < BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
-                Err(_) => break,
-            }
-        }
-        let written = batch.len();
-        let (r, b) = stream.write_vec(std::mem::take(&mut batch)).await;
-        if r.is_err() {
-            // The reader of this socket sees the failure and reports the link loss.
-            stream.close();
-            return;
-        }
-        if let Some((driver, count)) = &backlog {
-            count.set(count.get().saturating_sub(written));
-            driver.send_backlog_drained();
-        }
-        batch = b;
-        batch.clear();
-    }
 }
 
 async fn dial_once(

@@ -18,3 +18,4 @@ pub mod metrics;
 pub mod nbd_backend;
 pub mod outdater;
 pub mod paths;
+pub mod send_queue;

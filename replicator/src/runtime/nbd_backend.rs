@@ -1,18 +1,15 @@
 //! The NBD export of a resource: maps NBD commands onto engine client requests.
 //! Only a Primary with UpToDate data serves; anyone else gets a clear NBD error naming the role.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 
-use rep_nbd::server::{BlockBackend, Command, Completion, ExportInfo, Unavailable};
+use rep_nbd::server::{BlockBackend, Command, Completion, ExportInfo, Responder, Unavailable};
 
 use super::driver::Driver;
 use crate::core::ClientOp;
 
 /// NBD_ESHUTDOWN: the client must disconnect (we were demoted under it).
 const NBD_ESHUTDOWN: u32 = 108;
-const NBD_EIO: u32 = 5;
 
 pub struct NbdBackend {
     pub driver: Rc<Driver>,
@@ -43,7 +40,7 @@ impl BlockBackend for NbdBackend {
         })
     }
 
-    fn submit(&self, cmd: Command) -> Pin<Box<dyn Future<Output = Completion>>> {
+    fn submit(&self, cmd: Command, done: Responder) {
         let (op, buf) = match cmd {
             Command::Read { offset, len } => (ClientOp::Read { offset, len }, None),
             Command::Write { offset, data, fua } => {
@@ -56,15 +53,9 @@ impl BlockBackend for NbdBackend {
                 offset, len, fua, ..
             } => (ClientOp::WriteZeroes { offset, len, fua }, None),
             // A prefetch hint: the page cache does read-ahead on its own.
-            Command::Cache { .. } => return Box::pin(async { Completion::Done }),
+            Command::Cache { .. } => return done.complete(Completion::Done),
         };
-        let rx = self.driver.submit_client(op, buf);
-        Box::pin(async move {
-            rx.await.unwrap_or(Completion::Error {
-                errno: NBD_EIO,
-                message: "request dropped by the daemon".into(),
-            })
-        })
+        self.driver.submit_client(op, buf, done);
     }
 
     fn gate(&self) -> Option<(u32, String)> {

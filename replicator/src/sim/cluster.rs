@@ -262,6 +262,9 @@ pub struct Cluster {
     pub stats: SimStats,
     pub trace: Vec<String>,
     handlers_run: Vec<(usize, &'static str)>,
+    /// Node i's fence-peer outdated its peer and no `unfence-peer` ran since (a Pacemaker
+    /// constraint would still forbid promoting the peer): it must run before the pair settles.
+    owes_unfence: [bool; 2],
     /// Outdate requests of fence-peer being carried out: (peer, its admin id) → the fencing
     /// node, its generation and its handler I/O.
     fence_waits: HashMap<(usize, AdminId), (usize, u64, IoId)>,
@@ -405,6 +408,7 @@ impl Cluster {
             stats: SimStats::default(),
             trace: Vec::new(),
             handlers_run: Vec::new(),
+            owes_unfence: [false; 2],
             fence_waits: HashMap::new(),
             watch,
             watch_sector: std::env::var("REP_SIM_WATCH_SECTOR")
@@ -614,7 +618,12 @@ impl Cluster {
                     *d = Some(data);
                 }
             }
-            Output::Handler { name } => self.handlers_run.push((i, name)),
+            Output::Handler { name } => {
+                if name == "unfence-peer" {
+                    self.owes_unfence[i] = false;
+                }
+                self.handlers_run.push((i, name));
+            }
             // No other resources in the simulation.
             Output::CheckDependency => {
                 self.feed_nested(i, Input::DependencySyncing { syncing: false });
@@ -1066,6 +1075,11 @@ impl Cluster {
             } => {
                 if self.nodes[node].gen == gen && self.nodes[node].up {
                     self.feed(node, Input::HandlerDone { io, exit });
+                    // Only fence-peer answers 4, 5 or 7 here (before-resync-target answers 0).
+                    let outdating = matches!(exit, Some(4 | 5 | 7));
+                    if outdating && self.nodes[node].engine.pdsk() == DiskState::Outdated {
+                        self.owes_unfence[node] = true;
+                    }
                 }
             }
             Ev::Fence { node, gen, io } => {
@@ -1712,6 +1726,11 @@ impl Cluster {
         }
         for i in 0..2 {
             self.check_node(i, "is settled");
+            if self.owes_unfence[i] && self.cfg.fencing != Fencing::DontCare {
+                return Err(format!(
+                    "node {i} fenced its peer, which is UpToDate again, but unfence-peer never ran"
+                ));
+            }
         }
         let usable = self.nodes[0].engine.usable_bytes();
         let (a, b) = (&self.nodes[0].disk, &self.nodes[1].disk);

@@ -722,6 +722,80 @@ pub fn encode_data(out: &mut Vec<u8>, id: u64, offset: u64, fua: bool, data: &[u
     out[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
 }
 
+/// The bytes before the block of a packet that carries one (Data, RsData, DataReply), up to and
+/// including the block's length field; `None` for every other command. The socket reader takes
+/// these first and then reads the block straight into its own buffer (`decode_with_data`).
+pub const fn data_prefix_len(command: u16) -> Option<usize> {
+    match command {
+        cmd::DATA => Some(8 + 8 + 1 + 4),
+        cmd::RS_DATA | cmd::DATA_REPLY => Some(8 + 8 + 4),
+        _ => None,
+    }
+}
+
+/// The longest `data_prefix_len`.
+pub const MAX_DATA_PREFIX: usize = 8 + 8 + 1 + 4;
+const _: () = assert!(matches!(data_prefix_len(cmd::DATA), Some(n) if n <= MAX_DATA_PREFIX));
+const _: () = assert!(matches!(data_prefix_len(cmd::RS_DATA), Some(n) if n <= MAX_DATA_PREFIX));
+const _: () = assert!(matches!(data_prefix_len(cmd::DATA_REPLY), Some(n) if n <= MAX_DATA_PREFIX));
+
+/// Decodes a block-carrying packet from its prefix (`data_prefix_len(h.command)` bytes) and
+/// the rest of its payload, which becomes the packet's data without a copy. Accepts and refuses
+/// exactly what `Packet::decode` does with `prefix ++ data` as the payload.
+pub fn decode_with_data(
+    h: &FrameHeader,
+    prefix: &[u8],
+    data: Vec<u8>,
+) -> Result<Packet, WireError> {
+    let name = command_name(h.command).ok_or(WireError::UnknownCommand(h.command))?;
+    if data_prefix_len(h.command) != Some(prefix.len()) {
+        let mut payload = prefix.to_vec();
+        payload.extend_from_slice(&data);
+        return Packet::decode(h, &payload);
+    }
+    let mut r = R {
+        b: prefix,
+        at: 0,
+        cmd: name,
+    };
+    let (id, offset) = (r.u64()?, r.u64()?);
+    let fua = if h.command == cmd::DATA {
+        r.bool()?
+    } else {
+        false
+    };
+    let n = r.u32()? as usize;
+    if n > MAX_DATA_BYTES {
+        return Err(WireError::Invalid {
+            cmd: name,
+            what: format!("field of {n} bytes exceeds {MAX_DATA_BYTES}"),
+        });
+    }
+    if n > data.len() {
+        return Err(WireError::Truncated {
+            cmd: name,
+            need: prefix.len() + n,
+            have: prefix.len() + data.len(),
+        });
+    }
+    if n < data.len() {
+        return Err(WireError::Trailing {
+            cmd: name,
+            extra: data.len() - n,
+        });
+    }
+    Ok(match h.command {
+        cmd::DATA => Packet::Data {
+            id,
+            offset,
+            fua,
+            data,
+        },
+        cmd::RS_DATA => Packet::RsData { id, offset, data },
+        _ => Packet::DataReply { id, offset, data },
+    })
+}
+
 /// Decodes one whole frame (header + payload) from `b`; for fuzzing and tests.
 pub fn decode_frame(b: &[u8]) -> Result<(Packet, usize), WireError> {
     let head: &[u8; super::HEADER_BYTES] = b
@@ -905,6 +979,44 @@ mod tests {
             let at = pos % v.len();
             v[at] = byte;
             let _ = decode_frame(&v);
+        }
+
+        /// The socket reader's split decode agrees with the whole-payload decode on every
+        /// payload, valid or not (same packet, or an error of the same kind).
+        #[test]
+        fn split_decode_agrees_with_decode(
+            which in 0usize..3,
+            payload in proptest::collection::vec(any::<u8>(), 0..64),
+            valid in any::<bool>(),
+            data_len in 0usize..40,
+        ) {
+            let command = [cmd::DATA, cmd::RS_DATA, cmd::DATA_REPLY][which];
+            let mut payload = payload;
+            if valid {
+                // A well-formed payload with a data field of data_len bytes.
+                let p = match command {
+                    cmd::DATA => Packet::Data { id: 7, offset: 4096, fua: true, data: vec![5; data_len] },
+                    cmd::RS_DATA => Packet::RsData { id: 7, offset: 4096, data: vec![5; data_len] },
+                    _ => Packet::DataReply { id: 7, offset: 4096, data: vec![5; data_len] },
+                };
+                let mut frame = Vec::new();
+                p.encode(&mut frame);
+                payload = frame[super::super::HEADER_BYTES..].to_vec();
+            }
+            let h = FrameHeader { command, flags: 0, len: u32::try_from(payload.len()).unwrap_or(0) };
+            let whole = Packet::decode(&h, &payload);
+            let prefix_len = data_prefix_len(command).unwrap_or(0);
+            if payload.len() >= prefix_len {
+                let split = decode_with_data(&h, &payload[..prefix_len], payload[prefix_len..].to_vec());
+                match (&whole, &split) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+                    (Err(a), Err(b)) => prop_assert_eq!(std::mem::discriminant(a), std::mem::discriminant(b)),
+                    _ => prop_assert!(false, "decode {:?} vs split {:?}", whole, split),
+                }
+                if valid {
+                    prop_assert!(whole.is_ok());
+                }
+            }
         }
     }
 }
