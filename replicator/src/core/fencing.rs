@@ -155,6 +155,9 @@ impl Engine {
             tracing::info!(resource = %res, "fence-peer returned {exit:?}, but the connection is back: result ignored");
         } else {
             let (cs, why) = fence_result(exit, self.st.disk(), self.cfg.fencing);
+            // Logged here as well: a result that changes nothing (a broken handler, exit 5
+            // without UpToDate data) leaves no state-change line to carry it.
+            tracing::info!(resource = %res, "{why}");
             let _ = self.change_state(cs.why(why));
         }
         let fenced = peer_known_outdated(self.st.pdsk());
@@ -231,6 +234,17 @@ impl Engine {
             self.uuids.new_current(v, true);
         }
         due
+    }
+
+    /// The connection came back while I/O was frozen for a fence-peer handler that has not
+    /// returned (DRBD 8.4's after_state_ch, "case2: the connection was established again"):
+    /// the peer is connected and behind us (SyncTarget, or in sync), so it cannot be promoted
+    /// with data that misses our writes, and I/O goes on. The handler's result is ignored when
+    /// it returns (`fence_done`).
+    pub(crate) fn thaw_on_reconnect(&mut self) {
+        if self.st.susp_fen() && self.st.role() == Role::Primary && self.link_ready() {
+            self.thaw_io("the connection is back");
+        }
     }
 
     /// `repadm resume-io`: thaw I/O whatever fencing found (the operator vouches for it).

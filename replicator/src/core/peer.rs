@@ -695,10 +695,12 @@ impl Engine {
                     tracing::info!(resource = %self.cfg.resource, "No resync, but {bits} bits in bitmap!");
                 }
                 let _ = self.change_state(ChangeSet::new().cstate(ConnState::Connected));
+                self.thaw_on_reconnect();
             }
             Outcome::Source { full } => {
                 self.merge_peer_bitmap(&peer.bitmap, full);
                 self.start_sync_source(full);
+                self.thaw_on_reconnect();
             }
             Outcome::Target { full } => {
                 self.merge_peer_bitmap(&peer.bitmap, full);
