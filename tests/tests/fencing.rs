@@ -451,6 +451,50 @@ fn resource_and_stonith_freezes_io_until_fence_peer_returns() {
     b.ok(&["connect", "r0"]);
     wait_in_sync(a, b, 30);
     assert_eq!(backing_bytes(b, 5 * MIB, data2.len() as u64), data2);
+
+    // The link comes back while the handler still runs (DRBD 8.4: "the connection was
+    // established again"): I/O thaws at the handshake, the handler's late verdict is ignored.
+    remove_file(&c, "fence-release");
+    set_file(&c, "fence-block", "");
+    set_file(&c, "fence-exit", "1");
+    let started_before = log_count(&c, "fence-peer start node-a");
+    let done_before = log_count(&c, "fence-peer done node-a");
+    let mut client = RawClient::connect(&a.nbd_socket(), "r0").expect("NBD client on node-a");
+    b.ok(&["disconnect", "r0"]);
+    wait_log(&c, "fence-peer start node-a", started_before, 20);
+    wait_for(Duration::from_secs(10), "node-a suspended", || {
+        (a.status_json()["suspended"] == true).then_some(())
+    });
+    let data3 = vec![0x7c_u8; 64 * 1024];
+    client
+        .send_cmd(CMD_WRITE, 0, 4, 6 * MIB, data3.len() as u32, &data3)
+        .expect("send a write");
+    b.ok(&["connect", "r0"]);
+    client
+        .s
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("set read timeout");
+    assert_eq!(
+        client.read_reply().expect("reply after the reconnect"),
+        (0, 4),
+        "the frozen write completes once the peer is back"
+    );
+    assert_eq!(
+        log_count(&c, "fence-peer done node-a"),
+        done_before,
+        "I/O thawed by the reconnect, not by the handler"
+    );
+    assert_eq!(a.status_json()["suspended"], false);
+    set_file(&c, "fence-release", "");
+    wait_log(&c, "fence-peer done node-a", done_before, 20);
+    wait_in_sync(a, b, 30);
+    assert_eq!(
+        a.status_json()["suspended"],
+        false,
+        "the late verdict changes nothing"
+    );
+    assert_eq!(backing_bytes(b, 6 * MIB, data3.len() as u64), data3);
+    drop(client);
 }
 
 /// Test 3. Each fence-peer exit code leaves the disk states README.md lists.
@@ -467,10 +511,10 @@ fn fence_peer_exit_codes_set_the_disk_states() {
         },
     );
     let (a, b) = (c.a(), c.b());
-    // (exit code, node-a's peer disk afterwards, whether peer_out_dated is persisted; not
-    // asserted for 3: an Inconsistent peer is resynced in full whatever the flag says)
+    // (exit code, node-a's peer disk afterwards, whether peer_out_dated is persisted: as in
+    // DRBD 8.4, for a peer known Inconsistent as well as Outdated)
     let cases = [
-        (3, "Inconsistent", None),
+        (3, "Inconsistent", Some(true)),
         (4, "Outdated", Some(true)),
         (5, "Outdated", Some(true)),
         (7, "Outdated", Some(true)),

@@ -436,10 +436,13 @@ impl Engine {
         }
         f.set_primary_ind(role == Role::Primary);
         f.set_connected_ind(cstate >= ConnState::Connected);
-        // Kept through the resync that follows a fencing (the peer is Inconsistent meanwhile,
-        // no more promotable than Outdated), so that a restart still owes `unfence-peer`.
+        // As DRBD 8.4's __drbd_set_state: a peer known Inconsistent or Outdated (a fence-peer
+        // exit 3 as well as 4/5/7) is not promotable, and a restart must still know it. Kept
+        // through the resync that follows a fencing, so that a restart still owes
+        // `unfence-peer`.
         f.set_peer_out_dated(
-            pdsk == DiskState::Outdated || (self.peer_fenced && pdsk != DiskState::UpToDate),
+            matches!(pdsk, DiskState::Inconsistent | DiskState::Outdated)
+                || (self.peer_fenced && pdsk != DiskState::UpToDate),
         );
     }
 
