@@ -24,8 +24,8 @@
 # connected (waits up to --timeout seconds for it: after-resync-target runs right at the end
 # of the resync); exit 0 when removed or absent, 1 when left in place.
 #
-# Environment (set by repd for handlers, and by the OCF agent when it calls fence-peer at
-# promotion): DRBD_RESOURCE, DRBD_PEERS (or DRBD_PEER), DRBD_CONF, REP_NODE, REP_RUN_DIR;
+# Environment (set by repd for handlers): DRBD_RESOURCE, DRBD_PEERS (or DRBD_PEER), DRBD_CONF,
+# REP_NODE, REP_RUN_DIR;
 # REP_REPADM (the repadm binary; default: repadm in PATH).
 #
 # Options (each overrides the environment):

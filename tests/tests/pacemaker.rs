@@ -14,7 +14,8 @@
 //!   back are detected by monitor and recovered (the time from the failure to Primary again
 //!   is printed as `pacemaker: ...`); the fence-peer handler's constraint keeps Pacemaker from
 //!   promoting the fenced node, and unfence releases it; with `fencing resource-only` the
-//!   agent's promote runs fence-peer first and refuses when this node is the fenced one.
+//!   promote (repd, through `repadm primary`) runs fence-peer first and refuses when this
+//!   node is the fenced one.
 //! - `filesystem_and_service_follow_the_primary`: the guide's full stack — ocf:rep:nbd (the
 //!   export as a block device), ocf:heartbeat:Filesystem (ext4) and a service
 //!   (ocf:heartbeat:Dummy keeping its state file on that filesystem) in a group colocated
