@@ -412,6 +412,8 @@ fn promotable_clone_under_pacemaker() {
         1,
     );
     std::fs::write(&a.config, fenced).expect("write the resource file");
+    // The running repd takes fencing and the handler from the changed file (drbdadm adjust).
+    a.ok(&["adjust", "r0"]);
     b.ok(&["down", "r0"]);
     a.wait_state("WFConnection", "UpToDate", "DUnknown", 20);
     a.ok(&["secondary", "r0"]);
@@ -428,8 +430,16 @@ fn promotable_clone_under_pacemaker() {
         Some("node-a"),
         "promote must have fenced node-b first"
     );
-    // This node is the fenced one (node-b's constraint): promote must refuse.
+    // This node is the fenced one (node-b's constraint): promote must refuse. node-a knows
+    // node-b Outdated now (the handler's exit 5, persisted), and with that known DRBD and rep
+    // promote without asking; so node-b comes back, resyncs and goes away again while node-a
+    // is Secondary (a Secondary losing its peer fences nothing): node-b's disk is unknown to
+    // node-a again, and promotion must ask the handler, which finds node-b's constraint.
     a.ok(&["secondary", "r0"]);
+    b.ok(&["up", "r0"]);
+    a.wait_state("Connected", "UpToDate", "UpToDate", 30);
+    b.ok(&["down", "r0"]);
+    a.wait_state("WFConnection", "UpToDate", "DUnknown", 20);
     run_ok(Command::new("cibadmin").args([
         "-D",
         "-X",
@@ -450,6 +460,7 @@ fn promotable_clone_under_pacemaker() {
     );
     assert_eq!(role(a), "Secondary", "the fenced node must stay Secondary");
     std::fs::write(&a.config, original).expect("restore the resource file");
+    a.ok(&["adjust", "r0"]);
 }
 
 fn mounted(dir: &Path) -> bool {
