@@ -647,6 +647,21 @@ fn try_promote(c: &mut Cluster, i: usize) -> bool {
     false
 }
 
+/// The Secondary `s` is asked to take over from a dead Primary; if allowed it writes for up to
+/// `write_ms` ms. Whether it was promoted.
+fn fenced_takeover(c: &mut Cluster, rng: &mut Rng, s: usize, write_ms: u64) -> bool {
+    let promoted = try_promote(c, s);
+    c.fault(if promoted {
+        "fencing: failover allowed"
+    } else {
+        "fencing: failover refused"
+    });
+    if promoted {
+        write_for(c, ms(rand(rng, 50, write_ms)));
+    }
+    promoted
+}
+
 /// A partition long enough for the Primary to notice and fence its peer (the fence channel is
 /// not cut), writes on the Primary alone, then the Primary dies: the Secondary must not be
 /// promoted if it misses what was acknowledged meanwhile.
@@ -657,15 +672,7 @@ fn fenced_partition_then_primary_dies(c: &mut Cluster, rng: &mut Rng, p: usize) 
     write_for(c, ms(rand(rng, 600, 2000)));
     c.crash(p);
     c.run_for(ms(rand(rng, 1, 50)));
-    let promoted = try_promote(c, s);
-    c.fault(if promoted {
-        "fencing: failover allowed"
-    } else {
-        "fencing: failover refused"
-    });
-    if promoted {
-        write_for(c, ms(rand(rng, 50, 200)));
-    }
+    let promoted = fenced_takeover(c, rng, s, 200);
     c.set_cut(false);
     c.restart(p).map_err(|e| e.to_string())?;
     Ok(if promoted { s } else { p })
@@ -678,15 +685,7 @@ fn fenced_primary_dies(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
     c.fault("fencing: the Primary dies");
     c.crash(p);
     c.run_for(ms(rand(rng, 1, 400)));
-    let promoted = try_promote(c, s);
-    c.fault(if promoted {
-        "fencing: failover allowed"
-    } else {
-        "fencing: failover refused"
-    });
-    if promoted {
-        write_for(c, ms(rand(rng, 50, 300)));
-    }
+    let promoted = fenced_takeover(c, rng, s, 300);
     c.restart(p).map_err(|e| e.to_string())?;
     Ok(if promoted { s } else { p })
 }
@@ -702,15 +701,7 @@ fn fenced_secondary_back_then_primary_dies(c: &mut Cluster, rng: &mut Rng, p: us
     c.restart(s).map_err(|e| e.to_string())?;
     c.crash(p);
     c.run_for(ms(rand(rng, 1, 50)));
-    let promoted = try_promote(c, s);
-    c.fault(if promoted {
-        "fencing: failover allowed"
-    } else {
-        "fencing: failover refused"
-    });
-    if promoted {
-        write_for(c, ms(rand(rng, 50, 200)));
-    }
+    let promoted = fenced_takeover(c, rng, s, 200);
     c.set_cut(false);
     c.restart(p).map_err(|e| e.to_string())?;
     Ok(if promoted { s } else { p })

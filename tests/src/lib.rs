@@ -517,3 +517,26 @@ impl Drop for FuseMount {
         self.detach();
     }
 }
+
+/// Write `len` bytes of `pattern` at `offset` through `n`'s NBD export (qemu-io), then flush.
+pub fn write_pattern(n: &Node, pattern: u8, offset: u64, len: u64) {
+    run_ok(Command::new("qemu-io").args([
+        "-f",
+        "raw",
+        "-c",
+        &format!("write -P {pattern:#x} {offset} {len}"),
+        "-c",
+        "flush",
+        &n.nbd_uri(),
+    ]));
+}
+
+/// `len` bytes at `offset` of `n`'s backing file, read directly (not through repd).
+pub fn backing_bytes(n: &Node, offset: u64, len: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(&n.disk).expect("open backing file");
+    f.seek(SeekFrom::Start(offset)).expect("seek backing file");
+    let mut v = vec![0u8; len as usize];
+    f.read_exact(&mut v).expect("read backing file");
+    v
+}

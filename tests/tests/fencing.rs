@@ -10,13 +10,14 @@
 //! beside the configuration whose behaviour the test sets through files in the same folder
 //! (`fence-exit`, `fence-block`, …); every run appends a line to `handlers.log`.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rep_tests::nbdraw::{RawClient, CMD_FLUSH, CMD_WRITE};
-use rep_tests::{bin, require_tool, run_ok, wait_for, Cluster, ClusterOpts, Node};
+use rep_tests::{
+    backing_bytes, bin, require_tool, wait_for, write_pattern, Cluster, ClusterOpts, Node,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -172,26 +173,6 @@ fn wait_log(c: &Cluster, prefix: &str, before: usize, secs: u64) {
 
 fn log_text(c: &Cluster) -> String {
     std::fs::read_to_string(handlers_log(c)).unwrap_or_default()
-}
-
-fn write_pattern(n: &Node, pattern: u8, offset: u64, len: u64) {
-    run_ok(Command::new("qemu-io").args([
-        "-f",
-        "raw",
-        "-c",
-        &format!("write -P {pattern:#x} {offset} {len}"),
-        "-c",
-        "flush",
-        &n.nbd_uri(),
-    ]));
-}
-
-fn backing_bytes(n: &Node, offset: u64, len: u64) -> Vec<u8> {
-    let mut f = std::fs::File::open(&n.disk).expect("open backing file");
-    f.seek(SeekFrom::Start(offset)).expect("seek backing file");
-    let mut v = vec![0u8; len as usize];
-    f.read_exact(&mut v).expect("read backing file");
-    v
 }
 
 /// After a reconnect: both backing files hold the same bytes over the usable size.

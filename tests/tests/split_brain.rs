@@ -4,12 +4,11 @@
 //! `secondary` + `connect --discard-my-data` on the victim and `connect` on the survivor: the
 //! victim resyncs from the survivor (only the blocks either side changed) and ends identical.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::process::Command;
 use std::time::Duration;
 
 use rep_tests::{
-    require_tool, run_ok, wait_for, wait_for_file_containing, Cluster, ClusterOpts, Node,
+    backing_bytes, require_tool, wait_for, wait_for_file_containing, write_pattern, Cluster,
+    ClusterOpts, Node,
 };
 
 const MIB: u64 = 1 << 20;
@@ -24,26 +23,6 @@ fn wait_state(n: &Node, cstate: &str, disks: Option<(&str, &str)>, secs: u64) {
             (s["cstate"] == cstate && disks_ok).then_some(())
         },
     );
-}
-
-fn write_pattern(n: &Node, pattern: u8, offset: u64, len: u64) {
-    run_ok(Command::new("qemu-io").args([
-        "-f",
-        "raw",
-        "-c",
-        &format!("write -P {pattern:#x} {offset} {len}"),
-        "-c",
-        "flush",
-        &n.nbd_uri(),
-    ]));
-}
-
-fn backing_bytes(n: &Node, offset: u64, len: u64) -> Vec<u8> {
-    let mut f = std::fs::File::open(&n.disk).expect("open backing file");
-    f.seek(SeekFrom::Start(offset)).expect("seek backing file");
-    let mut v = vec![0u8; len as usize];
-    f.read_exact(&mut v).expect("read backing file");
-    v
 }
 
 fn oos_kib(n: &Node) -> u64 {
