@@ -31,6 +31,9 @@ const HB_STANDBY: &str = "/usr/share/heartbeat/hb_standby";
 pub const KEEPALIVE_MS: u32 = 50;
 pub const DEADTIME_MS: u32 = 200;
 pub const WARNTIME_MS: u32 = 100;
+/// For its first `initdead` after start heartbeat uses it as the deadtime: a node that dies
+/// then is noticed only after initdead (1 s, the smallest whole-second value).
+pub const INITDEAD_MS: u32 = 1000;
 
 /// Fails loudly: a test that needs heartbeat must not pass without it.
 pub fn require() {
@@ -88,7 +91,7 @@ fn prepare(p: &HaPair, side: usize) {
         &dir.join("etc/ha.cf"),
         &format!(
             "logfile {log}\ndebugfile {debug}\nuse_logd no\nudpport 694\nkeepalive {KEEPALIVE_MS}ms\n\
-             deadtime {DEADTIME_MS}ms\nwarntime {WARNTIME_MS}ms\ninitdead 1\n\
+             deadtime {DEADTIME_MS}ms\nwarntime {WARNTIME_MS}ms\ninitdead {INITDEAD_MS}ms\n\
              ucast eth0 {peer}\nauto_failback off\nnode {a}\nnode {b}\ncrm no\n",
             log = p.manager_log(side).display(),
             debug = dir.join("ha-debug").display(),

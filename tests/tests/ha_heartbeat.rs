@@ -18,11 +18,14 @@
 //! Prints `failover: Heartbeat <death> round=N total_ms=… detect_ms=… promote_ms=… serve_ms=…`,
 //! a summary per death, and `standby: from=… to=… total_ms=…` for the graceful moves.
 
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::Duration;
 
-use rep_tests::ha::{log_time_after, summary, unix_us, Death, HaPair, Manager};
+use rep_tests::ha::{ha_dir, log_time_after, summary, unix_us, Death, HaPair, Manager};
 use rep_tests::heartbeat::{self, hb_standby, late_heartbeats, settled_count, wait_settled};
-use rep_tests::{backing_bytes, write_pattern};
+use rep_tests::nbdraw::{negotiate, RawClient};
+use rep_tests::{backing_bytes, wait_for, write_pattern, Cluster, ClusterOpts, Node};
 
 const MIB: u64 = 1 << 20;
 
@@ -38,7 +41,7 @@ fn start(p: &mut HaPair) {
 }
 
 fn wait_vip(p: &HaPair, side: usize) {
-    rep_tests::wait_for(
+    wait_for(
         Duration::from_secs(30),
         &format!("{} to hold the floating address", p.node(side).name),
         || p.net.has_vip(side).then_some(()),
@@ -76,8 +79,15 @@ fn ms(a: u128, b: Option<u128>) -> String {
 /// Kill the Primary node `side`, time the failover to the other, bring `side` back.
 fn round(p: &mut HaPair, n: usize, side: usize, death: Death, fill: u8) -> u128 {
     let other = 1 - side;
-    assert_eq!(p.role(side), "Primary", "round {n}: node {side} should be Primary");
-    assert!(p.net.has_vip(side), "round {n}: node {side} should hold the address");
+    assert_eq!(
+        p.role(side),
+        "Primary",
+        "round {n}: node {side} should be Primary"
+    );
+    assert!(
+        p.net.has_vip(side),
+        "round {n}: node {side} should hold the address"
+    );
     write_pattern(p.node(side), fill, (n as u64 + 1) * MIB, MIB);
     p.write_marker(side, fill);
     let log_before = p.ha_log_text(other).len();
@@ -109,11 +119,21 @@ fn round(p: &mut HaPair, n: usize, side: usize, death: Death, fill: u8) -> u128 
     p.revive(side);
     wait_settled(p, side, settled, 60);
     // auto_failback off: the returning node takes nothing back.
-    assert_eq!(p.role(side), "Secondary", "round {n}: the returning node took over");
-    assert!(!p.net.has_vip(side), "round {n}: the returning node took the address");
+    assert_eq!(
+        p.role(side),
+        "Secondary",
+        "round {n}: the returning node took over"
+    );
+    assert!(
+        !p.net.has_vip(side),
+        "round {n}: the returning node took the address"
+    );
     assert_eq!(p.role(other), "Primary");
     p.wait_healthy("the pair to be in sync after the round", 30);
     assert_data(p, n, fill);
+    // The next round times the returning node's detection: past its initdead, as a node that
+    // has run for a while.
+    std::thread::sleep(Duration::from_millis(u64::from(heartbeat::INITDEAD_MS)));
     total_ms
 }
 
@@ -149,7 +169,13 @@ fn standby(p: &HaPair, side: usize, fill: u8) -> u128 {
 fn heartbeat_repdisk_fails_over_and_moves_back_on_standby() {
     let mut p = HaPair::new("ha-heartbeat", 3, Manager::Heartbeat, 64, "");
     start(&mut p);
-    let deaths = [Death::Kill, Death::Kill, Death::Cut];
+    let deaths = [
+        Death::Kill,
+        Death::Kill,
+        Death::Kill,
+        Death::Cut,
+        Death::Cut,
+    ];
     let mut primary = 0;
     let mut out = Vec::new();
     for (n, &death) in deaths.iter().enumerate() {
@@ -179,4 +205,115 @@ fn heartbeat_repdisk_fails_over_and_moves_back_on_standby() {
         let limit = if *death == Death::Kill { 3000 } else { 6000 };
         assert!(*t < limit, "Heartbeat {death:?} failover took {t} ms");
     }
+}
+
+/// `repdisk` run by hand on a pair on 127.0.0.1 / 127.0.0.2, with the settings in a defaults
+/// file as /etc/default/rep would hold them.
+fn repdisk(c: &Cluster, n: &Node, args: &[&str], extra: &str) -> (i32, String) {
+    let defaults = c.dir.join(format!("default-rep-{}", n.name));
+    std::fs::write(
+        &defaults,
+        format!(
+            "REPADM={}\nREP_CONFIG={}\nREP_NODE={}\nREP_RUN_DIR={}\n{extra}\n",
+            rep_tests::bin("repadm").display(),
+            n.config.display(),
+            n.name,
+            n.run_dir.display()
+        ),
+    )
+    .expect("write defaults");
+    let out = rep_tests::run(
+        Command::new(ha_dir().join("heartbeat/repdisk"))
+            .args(args)
+            .env("REPDISK_DEFAULTS", &defaults),
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn role_of(n: &Node) -> String {
+    n.status_json()["role"].as_str().unwrap_or("").to_owned()
+}
+
+/// drbddisk's interface and exit codes, and repdisk's own rules: start waits while the peer is
+/// Primary and then gives up; stop fails (honestly) while the device is held open through the
+/// Unix socket, and resets TCP clients of the nbd-listen port so that it can demote.
+#[test]
+fn repdisk_follows_drbddisk_by_hand() {
+    let c = Cluster::new(
+        "repdisk",
+        ClusterOpts {
+            extra: "  net {\n    ping-int 1;\n    connect-int 1;\n  }\n".into(),
+            ..ClusterOpts::default()
+        },
+    );
+    let nbd_port = rep_tests::free_port();
+    let text = std::fs::read_to_string(&c.a().config).expect("config");
+    let text = text.replacen(
+        "    address 127.0.0.1:",
+        &format!("    nbd-listen 127.0.0.1:{nbd_port};\n    address 127.0.0.1:"),
+        1,
+    );
+    std::fs::write(&c.a().config, text).expect("write config");
+    let (a, b) = (c.a(), c.b());
+    assert_eq!(
+        repdisk(&c, a, &["status"], "").0,
+        10,
+        "status needs a resource"
+    );
+    assert_eq!(repdisk(&c, a, &["r0", "bogus"], "").0, 1, "usage");
+    for n in [a, b] {
+        n.ok(&["create-md", "r0"]);
+    }
+    let (code, text) = repdisk(&c, a, &["r0", "status"], "");
+    assert_eq!((code, text.trim()), (3, "stopped (Unconfigured)"));
+    let (code, text) = repdisk(&c, a, &["r0", "stop"], "");
+    assert_eq!(code, 0, "stop of a resource that is not up: {text}");
+    for n in [a, b] {
+        n.ok(&["up", "r0"]);
+    }
+    a.wait_state("Connected", "Inconsistent", "Inconsistent", 20);
+    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
+    b.wait_state("Connected", "UpToDate", "UpToDate", 20);
+    let (code, text) = repdisk(&c, a, &["r0", "status"], "");
+    assert_eq!((code, text.trim()), (3, "stopped (Secondary)"));
+    let (code, text) = repdisk(&c, a, &["r0", "start"], "");
+    assert_eq!(code, 0, "start: {text}");
+    let (code, text) = repdisk(&c, a, &["r0", "status"], "");
+    assert_eq!((code, text.trim()), (0, "running (Primary)"));
+    // The peer is Primary and alive: b waits for it to go (whole seconds: 1-2 s here), then
+    // gives up without promoting.
+    let t0 = std::time::Instant::now();
+    let (code, text) = repdisk(&c, b, &["r0", "start"], "REPDISK_PROMOTE_WAIT=2");
+    assert_eq!(code, 1, "start beside a live Primary: {text}");
+    assert!(text.contains("still seen as Primary"), "{text}");
+    assert!(t0.elapsed() >= Duration::from_secs(1), "{text}");
+    assert_eq!(role_of(b), "Secondary");
+    // Held open through the Unix socket: stop fails after its tries, a stays Primary.
+    let held = RawClient::connect(&a.nbd_socket(), "r0").expect("unix client");
+    let (code, text) = repdisk(&c, a, &["r0", "stop"], "REPDISK_STOP_TRIES=2");
+    assert_eq!(code, 1, "stop while held open: {text}");
+    assert_eq!(role_of(a), "Primary");
+    drop(held);
+    // Held open over TCP (nbd-listen): stop resets the connection and demotes.
+    let mut tcp = TcpStream::connect(("127.0.0.1", nbd_port)).expect("tcp client");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    negotiate(&mut tcp, "r0").expect("negotiate over TCP");
+    wait_for(
+        Duration::from_secs(10),
+        "the Unix client to be gone",
+        || (!a.repadm(&["secondary", "r0"]).status.success()).then_some(()),
+    );
+    let (code, text) = repdisk(&c, a, &["r0", "stop"], "");
+    assert_eq!(code, 0, "stop with a TCP client: {text}");
+    assert!(text.contains("resetting 1 NBD client"), "{text}");
+    assert_eq!(role_of(a), "Secondary");
+    let (code, text) = repdisk(&c, b, &["r0", "start"], "");
+    assert_eq!(code, 0, "start once the peer is Secondary: {text}");
+    assert_eq!(role_of(b), "Primary");
 }
