@@ -24,13 +24,30 @@ use crate::{bin, run, wait_for};
 pub const HEARTBEAT: &str = "/usr/libexec/heartbeat/heartbeat";
 const HB_STANDBY: &str = "/usr/share/heartbeat/hb_standby";
 
-/// Heartbeat's timing (ha.cf accepts milliseconds with an `ms` suffix; deadtime must exceed
-/// twice the keepalive). 50 ms keepalives and a 200 ms deadtime are far below the manual's
-/// advice (seconds), kept honest by heartbeat's "Late heartbeat" warnings, which the test
-/// counts.
+/// Heartbeat's timing: ha.cf takes milliseconds with an `ms` suffix and refuses a deadtime
+/// of twice the keepalive or less (3 ms over 1 ms passes). 50 ms keepalives and a 200 ms
+/// deadtime are far below the manual's advice (seconds); on the loaded 2-core test machine
+/// keepalives arrive up to ~120 ms apart ("Late heartbeat" warnings, which the test counts),
+/// so this deadtime leaves little margin against a false "dead". `REP_TEST_HB_KEEPALIVE_MS`
+/// and `REP_TEST_HB_DEADTIME_MS` override them for experiments.
 pub const KEEPALIVE_MS: u32 = 50;
 pub const DEADTIME_MS: u32 = 200;
-pub const WARNTIME_MS: u32 = 100;
+
+fn env_ms(var: &str, default: u32) -> u32 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+pub fn keepalive_ms() -> u32 {
+    env_ms("REP_TEST_HB_KEEPALIVE_MS", KEEPALIVE_MS)
+}
+
+pub fn deadtime_ms() -> u32 {
+    env_ms("REP_TEST_HB_DEADTIME_MS", DEADTIME_MS)
+}
+
 /// For its first `initdead` after start heartbeat uses it as the deadtime: a node that dies
 /// then is noticed only after initdead (1 s, the smallest whole-second value).
 pub const INITDEAD_MS: u32 = 1000;
@@ -90,11 +107,15 @@ fn prepare(p: &HaPair, side: usize) {
     write(
         &dir.join("etc/ha.cf"),
         &format!(
-            "logfile {log}\ndebugfile {debug}\nuse_logd no\nudpport 694\nkeepalive {KEEPALIVE_MS}ms\n\
-             deadtime {DEADTIME_MS}ms\nwarntime {WARNTIME_MS}ms\ninitdead {INITDEAD_MS}ms\n\
+            "logfile {log}\ndebugfile {debug}\nuse_logd no\nudpport 694\nkeepalive {keepalive}ms\n\
+             deadtime {deadtime}ms\nwarntime {warntime}ms\ninitdead {INITDEAD_MS}ms\n\
              ucast eth0 {peer}\nauto_failback off\nnode {a}\nnode {b}\ncrm no\n",
             log = p.manager_log(side).display(),
             debug = dir.join("ha-debug").display(),
+            keepalive = keepalive_ms(),
+            deadtime = deadtime_ms(),
+            // Warn of late keepalives at half the deadtime.
+            warntime = deadtime_ms() / 2,
             a = p.node(0).name,
             b = p.node(1).name,
         ),

@@ -192,7 +192,7 @@ fn heartbeat_repdisk_fails_over_and_moves_back_on_standby() {
         println!(
             "failover: Heartbeat {death:?} min_ms={min} median_ms={med} max_ms={max} rounds={} deadtime_ms={}",
             v.len(),
-            heartbeat::DEADTIME_MS
+            heartbeat::deadtime_ms()
         );
     }
     // Graceful: hb_standby on the Primary moves the resource over, and again moves it back.
