@@ -273,6 +273,9 @@ fn repdisk_follows_drbddisk_by_hand() {
     assert_eq!((code, text.trim()), (3, "stopped (Unconfigured)"));
     let (code, text) = repdisk(&c, a, &["r0", "stop"], "");
     assert_eq!(code, 0, "stop of a resource that is not up: {text}");
+    let (code, text) = repdisk(&c, a, &["r0", "start"], "REPDISK_TRIES=2");
+    assert_eq!(code, 1, "start of a resource that is not up: {text}");
+    assert!(text.contains("failed 2 times"), "{text}");
     for n in [a, b] {
         n.ok(&["up", "r0"]);
     }
