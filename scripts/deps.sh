@@ -32,6 +32,8 @@ command -v keepalived >/dev/null 2>&1 || need+=(keepalived)
 command -v ucarp     >/dev/null 2>&1 || need+=(ucarp)
 # Debian 12 backports' qemu-utils ships it; on releases where it lives elsewhere see below.
 command -v qemu-storage-daemon >/dev/null 2>&1 || need+=(qemu-utils)
+# Heartbeat R1 with ha/heartbeat/repdisk (tests/tests/ha_heartbeat.rs).
+[ -x /usr/libexec/heartbeat/heartbeat ] || need+=(heartbeat)
 command -v nsenter   >/dev/null 2>&1 || need+=(util-linux)
 command -v flock     >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
@@ -46,6 +48,7 @@ if [ ${#need[@]} -gt 0 ]; then
   # Some Debian releases put qemu-storage-daemon into qemu-system-common.
   command -v qemu-storage-daemon >/dev/null 2>&1 || apt-get install -y -qq qemu-system-common >/dev/null
 fi
+[ -x /usr/libexec/heartbeat/heartbeat ] || { echo "deps.sh: heartbeat still missing after install" >&2; exit 1; }
 # nbdfuse may come with libnbd-bin on some releases; check the tools, not the package names.
 for t in nbdinfo nbdfuse nbdcopy nbdkit fio qemu-io drbdadm mkfs.ext4 losetup iptables ip ss \
   systemd-analyze script corosync pacemakerd cibadmin crm_mon crm_attribute crm ocf-tester \

@@ -20,6 +20,7 @@
 #   /etc/rep/rep.conf (only if there is none: `include "/etc/rep/*.res";`)
 #   ha/ (if present): the tree to PREFIX/share/rep/ha, OCF agents of ha/ocf/ to
 #   /usr/lib/ocf/resource.d/rep/, handler scripts of ha/handlers/ to PREFIX/lib/rep/handlers/
+#   ha/heartbeat/repdisk to /etc/ha.d/resource.d/ when that directory exists (Heartbeat R1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix=/usr/local
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --prefix) prefix=$2; shift 2 ;;
     --destdir) destdir=$2; shift 2 ;;
     --bin-dir) bindir=$2; shift 2 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument '$1' (see --help)" >&2; exit 1 ;;
   esac
 done
@@ -66,6 +67,10 @@ if [ -d ha ]; then
   if [ -d ha/ocf ]; then
     install -d "$d/usr/lib/ocf/resource.d/rep"
     find ha/ocf -maxdepth 1 -type f -exec install -m 0755 {} "$d/usr/lib/ocf/resource.d/rep/" \;
+  fi
+  # Heartbeat R1 resource script, next to drbd-utils' drbddisk (docs/failover-heartbeat.md).
+  if [ -f ha/heartbeat/repdisk ] && [ -d "$d/etc/ha.d/resource.d" ]; then
+    install -m 0755 ha/heartbeat/repdisk "$d/etc/ha.d/resource.d/repdisk"
   fi
   if [ -d ha/handlers ]; then
     install -d "$d$prefix/lib/rep/handlers"

@@ -218,6 +218,8 @@ impl Drop for HaNet {
 pub enum Manager {
     Keepalived,
     Ucarp,
+    /// Heartbeat R1 with `repdisk` (`crate::heartbeat`).
+    Heartbeat,
 }
 
 /// How a node dies in a failover round.
@@ -254,6 +256,7 @@ impl HaPair {
         match kind {
             Manager::Keepalived => require_tool("keepalived", "keepalived"),
             Manager::Ucarp => require_tool("ucarp", "ucarp"),
+            Manager::Heartbeat => crate::heartbeat::require(),
         }
         let net = HaNet::new(k);
         let c = Cluster::new(
@@ -397,7 +400,7 @@ impl HaPair {
         lines[lines.len().saturating_sub(8)..].join("\n")
     }
 
-    fn manager_log(&self, side: usize) -> PathBuf {
+    pub(crate) fn manager_log(&self, side: usize) -> PathBuf {
         self.c
             .dir
             .join(format!("{:?}-{}.out", self.kind, self.node(side).name).to_lowercase())
@@ -532,15 +535,20 @@ impl HaPair {
                     .spawn()
                     .expect("start ucarp")
             }
+            Manager::Heartbeat => crate::heartbeat::start(self, side, log, err),
         };
         self.managers[side] = Some(child);
     }
 
-    /// Every process of node `side`'s manager (keepalived: main and VRRP child).
+    /// Every process of node `side`'s manager (keepalived: main and VRRP child; heartbeat:
+    /// every process in the node's namespaces, repd included).
     fn manager_pids(&self, side: usize) -> Vec<i32> {
         let mut pids: Vec<i32> = Vec::new();
         if let Some(c) = &self.managers[side] {
             pids.push(i32::try_from(c.id()).expect("pid"));
+        }
+        if self.kind == Manager::Heartbeat {
+            pids.extend(crate::heartbeat::pids(self, side));
         }
         if self.kind == Manager::Keepalived {
             for what in ["vrrp", "checkers"] {

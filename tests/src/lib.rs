@@ -8,6 +8,7 @@
 
 pub mod faults;
 pub mod ha;
+pub mod heartbeat;
 pub mod nbdraw;
 pub mod pacemaker;
 

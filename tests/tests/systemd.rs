@@ -165,6 +165,8 @@ fn repadm_drives_a_repd_started_like_the_unit() {
 fn install_script_puts_every_file_in_place() {
     let dest = tempfile::tempdir().expect("tempdir");
     let bindir = bin("repadm").parent().expect("target dir").to_path_buf();
+    // A Heartbeat node: repdisk goes next to drbddisk (only where the directory exists).
+    std::fs::create_dir_all(dest.path().join("etc/ha.d/resource.d")).expect("ha.d");
     let out = run_ok(
         Command::new("bash")
             .arg(repo().join("scripts/install.sh"))
@@ -206,6 +208,16 @@ fn install_script_puts_every_file_in_place() {
     if repo().join("ha").is_dir() {
         assert!(d.join("opt/rep/share/rep/ha").is_dir(), "ha/ copied");
     }
+    let repdisk = d.join("etc/ha.d/resource.d/repdisk");
+    let mode = std::fs::metadata(&repdisk)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+        .unwrap_or(0);
+    assert_eq!(
+        mode & 0o111,
+        0o111,
+        "{} missing or not executable",
+        repdisk.display()
+    );
     // The installed repadm runs.
     run_ok(Command::new(d.join("opt/rep/sbin/repadm")).arg("--version"));
 }
