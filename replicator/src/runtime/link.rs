@@ -236,10 +236,11 @@ impl Driver {
         dialer: bool,
         peer_node: String,
     ) {
-        if {
+        let unwanted = {
             let st = self.link.borrow();
             !st.wanted || st.active.is_some()
-        } {
+        };
+        if unwanted {
             data.close();
             meta.close();
             return;
