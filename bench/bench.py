@@ -610,11 +610,12 @@ def python_pingpong(port, seconds=3.0):
 # ------------------------------------------------------------------------------------------------
 # rep
 
+# The net section is perf-ratio.sh's (defaults but connect-int), so that the two agree.
 RES_TEMPLATE = """resource r0 {{
   protocol {protocol};
   device /dev/drbd0;
   meta-disk internal;
-  net {{ connect-int 1; ping-int 2; max-buffers 8000; }}
+  net {{ connect-int 1; }}
   disk {{ {resync} }}
   on node-a {{ disk {a}; address 127.0.0.1:{port}; }}
   on node-b {{ disk {b}; address 127.0.0.2:{port}; }}

@@ -253,6 +253,18 @@ impl Driver {
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!("peer link: cannot register the connection with the reactor: {e}");
                 drop((data, meta));
+                // The peer sees the sockets close and, if it dials, dials again; if we dial,
+                // the dial loop has ended with this call: start it again after connect-int.
+                let d = Rc::clone(self);
+                tokio_uring::spawn(async move {
+                    if let Some(s) = d.link_settings() {
+                        tokio::time::sleep(s.connect_int).await;
+                    }
+                    // Unless the engine gave up on the link meanwhile (`Disconnect`).
+                    if d.link.borrow().wanted {
+                        d.link_connect();
+                    }
+                });
                 return;
             }
         };
