@@ -7,7 +7,8 @@
 # (issue 20; the timed figures come from perf-ratio.sh).
 #
 #   bench/syscalls.sh [MODE...]     MODE: sa (StandAlone Primary), c (protocol C),
-#                                   cf (protocol C, a FLUSH after every write: perf-ratio's f1)
+#                                   cf (protocol C, a FLUSH after every write: perf-ratio's f1),
+#                                   c32 (protocol C at QD32: how well bursts batch)
 #   N=4000 (writes per mode), REPADM/REPD (default target/release), STRACE=1 adds strace -f -c's
 #   per-syscall table (strace slows every call down; the counts stay the same).
 # Same setup as perf-ratio.sh: backing files on /dev/shm written in full first, fio's nbd
@@ -49,7 +50,7 @@ down_pair() { for n in node-a node-b; do adm $n down r0 >/dev/null 2>&1; done; r
 
 # fio: N 4k random writes at QD1 (plus a FLUSH after each with $1 = 1).
 fio_n() { fio --name=w --ioengine=nbd --uri="nbd+unix:///r0?socket=$T/run-node-a/r0.nbd" --rw=randwrite --bs=4k \
-  --iodepth=1 --size=200M --number_ios="$N" $([ "$1" = 1 ] && echo --fsync=1) --output-format=json --output="$T/fio.json" >/dev/null 2>&1; }
+  --iodepth="${QD:-1}" --size=200M --number_ios="$N" $([ "$1" = 1 ] && echo --fsync=1) --output-format=json --output="$T/fio.json" >/dev/null 2>&1; }
 
 measure() { # label protocol standalone fsync
   local label=$1; up_pair "$2" "$3"
@@ -100,5 +101,6 @@ for m in $MODES; do case $m in
   sa) measure "StandAlone QD1 4k write" C 1 0;;
   c) measure "protocol C QD1 4k write" C 0 0;;
   cf) measure "protocol C QD1 4k write + FLUSH" C 0 1;;
-  *) echo "unknown mode $m (sa c cf)"; exit 2;;
+  c32) QD=32 measure "protocol C QD32 4k write" C 0 0;;
+  *) echo "unknown mode $m (sa c cf c32)"; exit 2;;
 esac; done
