@@ -8,6 +8,14 @@ Servers, each measured with the same fio jobs (ioengine=nbd, whole export):
   rep-C:BUILD   rep protocol C, Primary on 127.0.0.1, Secondary on 127.0.0.2
   rep-A:BUILD   the same pair with protocol A
   rep-SA:BUILD  the Primary disconnected (StandAlone): rep's local path alone
+Each round runs nbdkit first and then every rep build, so that the baseline is measured in the
+same minutes as what is compared with it; ROUNDS (default 3) such rounds give medians and
+spreads, and a round whose nbdkit figure is more than 10% away from the median is flagged (the
+machine changed under that round). The jobs and ratios are those of ../shared/tools/perf-ratio.sh
+(mean total latency, fio's lat_ns; the round trip used in the ratios is sockperf's unpinned mean,
+as there), so the two agree on the same machine.
+A filesystem job (ext4 through nbdfuse and a loop device, small files each written and fsync'd:
+a metadata server's pattern) runs on nbdkit and on rep C and gives files per second.
 and alongside: the loopback TCP round trip (sockperf), nbdcopy between two nbdkit over TCP
 (127.0.0.1 -> 127.0.0.2), rep's full sync and incremental resync, the CPU time of every daemon
 around every job (/proc/PID/stat), and repd's RSS under load (/proc/PID/status).
@@ -33,12 +41,16 @@ import time
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-# (name, fio rw, block size, iodepth, runtime key)
+# (name, fio rw, block size, iodepth, runtime key, extra fio options); perf-ratio.sh's w32, w1,
+# f1, s8 and r32.
 JOBS = [
-    ("randwrite-4k-qd32", "randwrite", "4k", 32, "rt_w"),
-    ("randwrite-4k-qd1", "randwrite", "4k", 1, "rt_w"),
-    ("seqwrite-1m-qd8", "write", "1M", 8, "rt_w"),
-    ("randread-4k-qd32", "randread", "4k", 32, "rt_r"),
+    ("randwrite-4k-qd32", "randwrite", "4k", 32, "rt_w", []),
+    ("randwrite-4k-qd1", "randwrite", "4k", 1, "rt_w", []),
+    # A FLUSH after every write: a metadata server's journal commit. Its latency is the write's
+    # plus the FLUSH's (fio's sync latency), as in perf-ratio.sh.
+    ("randwrite-4k-qd1-flush", "randwrite", "4k", 1, "rt_w", ["--fsync=1"]),
+    ("seqwrite-1m-qd8", "write", "1M", 8, "rt_w", []),
+    ("randread-4k-qd32", "randread", "4k", 32, "rt_r", []),
 ]
 FIO_COMMON = ["--ioengine=nbd", "--time_based", "--norandommap", "--randrepeat=1",
               "--group_reporting", "--percentile_list=50:99:99.9", "--output-format=json"]
@@ -223,12 +235,12 @@ def fresh_copy(src, dst, extra_mib=0, seed=0):
 
 def fio_job(run, server, job, uri, pids, rss_pids=None):
     """Run one fio job against uri; CPU of every pid in `pids` (name -> pid) around it."""
-    name, rw, bs, qd, rtk = job
+    name, rw, bs, qd, rtk, extra = job
     rt = getattr(run.args, rtk)
     out = os.path.join(run.out_dir, "fio", server, name + ".json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     cmd = ["fio", f"--name={name}", *FIO_COMMON, f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
-           f"--iodepth={qd}", "--numjobs=1", f"--runtime={rt}", f"--output={out}"]
+           f"--iodepth={qd}", "--numjobs=1", f"--runtime={rt}", f"--output={out}", *extra]
     waited = wait_quiet(run.args, pids)
     before = {n: proc_cpu_s(p) for n, p in pids.items()}
     m0 = machine_cpu_s()
@@ -257,10 +269,13 @@ def fio_job(run, server, job, uri, pids, rss_pids=None):
     fio_cpu = ru.ru_utime + ru.ru_stime
     wall = side["runtime"] / 1000 if side.get("runtime") else rt
     busy = m1[0] - m0[0]
+    sync_us = j.get("sync", {}).get("lat_ns", {}).get("mean", 0) / 1e3 if extra else 0.0
     r = {
         "iops": side["iops"],
         "mbps": side["bw_bytes"] / 1e6,
-        "lat_mean_us": side["clat_ns"]["mean"] / 1e3,
+        # Submission to completion (lat_ns, as perf-ratio.sh), plus the FLUSH for the f1 job.
+        "lat_mean_us": side["lat_ns"]["mean"] / 1e3 + sync_us,
+        "sync_lat_mean_us": sync_us,
         "lat_p50_us": side["clat_ns"]["percentile"]["50.000000"] / 1e3,
         "lat_p99_us": side["clat_ns"]["percentile"]["99.000000"] / 1e3,
         "ios": ios,
@@ -296,8 +311,75 @@ def wait_quiet(args, pids):
             return round(now() - t0, 1)
 
 
-def fio_suite(run, server, uri, pids, rss_pids=None):
-    return {job[0]: fio_job(run, server, job, uri, pids, rss_pids) for job in JOBS}
+def fio_suite(run, server, uri, pids, rss_pids=None, fs=False):
+    res = {job[0]: fio_job(run, server, job, uri, pids, rss_pids) for job in JOBS}
+    if fs and "fs" in run.args.only:
+        res["fs-small-files"] = fs_job(run, server, uri, pids)
+    return res
+
+
+def fs_tools():
+    """Why the filesystem job cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "it needs root (FUSE, loop devices, mount)"
+    missing = [t for t in ("nbdfuse", "losetup", "mkfs.ext4", "mount", "umount") if not shutil.which(t)]
+    return f"missing {', '.join(missing)}" if missing else None
+
+
+def fs_job(run, server, uri, pids):
+    """ext4 through nbdfuse and a loop device; small files, each written and fsync'd (a journal
+    commit each, which reaches the server as writes and a FLUSH), for RT_FS seconds or FS_FILES
+    files, whichever comes first. Files per second, and the daemons' CPU per file."""
+    why = fs_tools()
+    if why:
+        log(f"  {server:14} fs-small-files     skipped: {why}")
+        return None
+    fuse_dir, mnt = f"{run.work}/fuse-{server}", f"{run.work}/mnt-{server}"
+    os.makedirs(fuse_dir, exist_ok=True)
+    os.makedirs(mnt, exist_ok=True)
+    disk = f"{fuse_dir}/disk"
+    sock = uri.split("socket=", 1)[1]
+    fuse = run.spawn(["nbdfuse", disk, "--unix", sock], f"nbdfuse-{server}.log")
+    loop = None
+    mounted = False
+    try:
+        wait_until(20, "nbdfuse to expose the disk",
+                   lambda: os.path.exists(disk) and os.path.getsize(disk) > 0, step=0.05)
+        loop = run_cmd(["losetup", "-f", "--show", disk]).stdout.strip()
+        # Inode tables and journal written now, not by ext4lazyinit during the timing; no
+        # discard of the whole device (rep would replicate it, nbdkit would punch it).
+        run_cmd(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard", loop])
+        run_cmd(["mount", loop, mnt])
+        mounted = True
+        block = random.Random(7).randbytes(4096)
+        waited = wait_quiet(run.args, pids)
+        before = {n: proc_cpu_s(p) for n, p in pids.items()}
+        t0 = now()
+        end = t0 + run.args.rt_fs
+        n = 0
+        while n < run.args.fs_files and now() < end:
+            fd = os.open(f"{mnt}/f{n}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, block)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            n += 1
+        t = now() - t0
+        after = {n_: proc_cpu_s(p) for n_, p in pids.items()}
+        cpu = sum(after[k] - before[k] for k in pids if before[k] is not None and after[k] is not None)
+        r = {"files": n, "s": t, "files_per_s": n / t, "cpu_us_per_file": cpu / n * 1e6 if n else None,
+             "waited_for_quiet_s": waited}
+        log(f"  {server:14} fs-small-files     {r['files_per_s']:9.0f} files/s (4 KiB each, written and "
+            f"fsync'd, ext4 via nbdfuse+loop)  cpu/file {r['cpu_us_per_file'] or 0:5.1f} us")
+        return r
+    finally:
+        if mounted:
+            run_cmd(["umount", mnt], check=False)
+        if loop:
+            run_cmd(["losetup", "-d", loop], check=False)
+        run_cmd(["umount", fuse_dir], check=False)
+        run.stop(fuse)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -311,7 +393,7 @@ def bench_nbdkit(run, seed):
     uri = f"nbd+unix:///?socket={sock}"
     try:
         wait_nbd(uri)
-        return fio_suite(run, "nbdkit", uri, {"nbdkit": p.pid})
+        return fio_suite(run, "nbdkit", uri, {"nbdkit": p.pid}, fs=True)
     finally:
         run.stop(p)
         os.unlink(img)
@@ -528,11 +610,12 @@ def python_pingpong(port, seconds=3.0):
 # ------------------------------------------------------------------------------------------------
 # rep
 
+# The net section is perf-ratio.sh's (defaults but connect-int), so that the two agree.
 RES_TEMPLATE = """resource r0 {{
   protocol {protocol};
   device /dev/drbd0;
   meta-disk internal;
-  net {{ connect-int 1; ping-int 2; max-buffers 8000; }}
+  net {{ connect-int 1; }}
   disk {{ {resync} }}
   on node-a {{ disk {a}; address 127.0.0.1:{port}; }}
   on node-b {{ disk {b}; address 127.0.0.2:{port}; }}
@@ -640,7 +723,7 @@ def bench_rep(run, label, bindir, seed, seed_b, size_mib):
         res["full_sync"] = {"bytes": size, "s": t, "MBps": size / t / 1e6, "cpu_s": cpu}
         log(f"  full sync {t:.3f} s = {size / t / 1e6:.0f} MB/s, cpu {sum(cpu.values()):.2f} s")
 
-        res["C"] = fio_suite(run, f"rep-C:{label}", pair.uri(), pids, rss_pids=pids)
+        res["C"] = fio_suite(run, f"rep-C:{label}", pair.uri(), pids, rss_pids=pids, fs=True)
         res["rss"] = {n: {"hwm_kib": proc_status_kib(p, "VmHWM"), "rss_kib": proc_status_kib(p, "VmRSS")}
                       for n, p in pids.items()}
         res["rss"]["device_gib"] = size / 2**30
@@ -751,12 +834,14 @@ def main():
     env = os.environ
     args.rt_w = int(env.get("RT_W", "15"))
     args.rt_r = int(env.get("RT_R", "10"))
-    args.rounds = int(env.get("ROUNDS", "1"))
+    args.rounds = int(env.get("ROUNDS", "3"))
+    args.rt_fs = int(env.get("RT_FS", "10"))
+    args.fs_files = int(env.get("FS_FILES", "20000"))
     args.port_base = int(env.get("PORT_BASE", "0"))
     args.quiet_wait = float(env.get("QUIET_WAIT", "0"))
     args.quiet_pct = float(env.get("QUIET_PCT", "25"))
     size_mib = int(env.get("SIZE_MIB", "1024"))
-    args.only = set(env.get("ONLY", "rtt nbdkit rep mirror nbdcopy").split())
+    args.only = set(env.get("ONLY", "rtt nbdkit rep fs mirror nbdcopy").split())
     args.resync_conf = env.get("REP_RESYNC", "c-plan-ahead 0; resync-rate 4G;")
     builds = {}
     for item in env.get("REP_BUILDS", "this=target/release").split():
@@ -778,7 +863,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     doc = {"schema": 1, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "config": {"rt_w": args.rt_w, "rt_r": args.rt_r, "size_mib": size_mib, "rounds": args.rounds,
+           "config": {"rt_w": args.rt_w, "rt_r": args.rt_r, "rt_fs": args.rt_fs, "size_mib": size_mib, "rounds": args.rounds,
                       "builds": builds, "only": sorted(args.only), "rep_resync": args.resync_conf,
                       "quiet_wait": args.quiet_wait, "quiet_pct": args.quiet_pct},
            "versions": versions(builds), "rounds": []}

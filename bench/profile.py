@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 from bench import BenchError, log  # noqa: E402
 
-JOB = ("randwrite-4k-qd32", "randwrite", "4k", 32, "rt_w")
+JOB = ("randwrite-4k-qd32", "randwrite", "4k", 32, "rt_w", [])
 
 
 def threads(pid):

@@ -11,17 +11,24 @@ import json
 import statistics
 import sys
 
-JOBS = ["randwrite-4k-qd32", "randwrite-4k-qd1", "seqwrite-1m-qd8", "randread-4k-qd32"]
+JOBS = ["randwrite-4k-qd32", "randwrite-4k-qd1", "randwrite-4k-qd1-flush", "seqwrite-1m-qd8",
+        "randread-4k-qd32"]
+# A round whose baseline (nbdkit) figure is further than this from the median of the rounds is
+# flagged: the machine changed under it, and its ratios are not to be trusted.
+BASELINE_MOVE = 0.10
 FIO_METRICS = ["iops", "mbps", "lat_mean_us", "lat_p50_us", "lat_p99_us", "cpu_us_per_io",
                "fio_cpu_us_per_io", "other_cpu_pct"]
 # Higher is better for these; lower is better for everything else that is compared.
-HIGHER_BETTER = ("iops", "mbps", "MBps")
+HIGHER_BETTER = ("iops", "mbps", "MBps", "files_per_s")
 
-# (key, definition, limit, direction) — the targets of issue 15, evaluated per rep build.
+# (key, definition, limit, direction) — the targets of issues 15 and 20, evaluated per rep build,
+# defined as perf-ratio.sh defines them (its round trip: sockperf's unpinned mean).
 TARGETS = [
     ("W32", "rep C 4k randwrite QD32 IOPS / nbdkit", 0.7, ">="),
     ("CPU32", "rep C CPU per 4k write at QD32 (both repd) / nbdkit's", 1.8, "<="),
-    ("L1", "rep C QD1 mean latency / (nbdkit QD1 mean + TCP round trip median)", 1.05, "<="),
+    ("SA1", "rep StandAlone QD1 mean latency / nbdkit's", 1.3, "<="),
+    ("L1", "rep C QD1 mean latency / (nbdkit QD1 mean + TCP round trip)", 1.1, "<="),
+    ("F1", "rep C QD1 write+FLUSH mean latency / (nbdkit's + 2 TCP round trips)", 1.1, "<="),
     ("S", "rep C 1 MiB seqwrite QD8 MB/s / nbdkit", 0.7, ">="),
     ("R32", "rep C 4k randread QD32 IOPS / nbdkit", 1.0, ">="),
     ("RS", "rep full sync MB/s / nbdcopy MB/s (the faster of 1 and 4 connections)", 0.9, ">="),
@@ -49,6 +56,11 @@ def flatten(rnd):
             for proc, cpu in r.get("cpu_s", {}).items():
                 if r.get("ios"):
                     f[f"{server}/{job}/cpu_us_per_io:{proc}"] = cpu / r["ios"] * 1e6
+        fs = res.get("fs-small-files")
+        if fs:
+            f[f"{server}/fs-small-files/files_per_s"] = fs["files_per_s"]
+            if fs.get("cpu_us_per_file") is not None:
+                f[f"{server}/fs-small-files/cpu_us_per_file"] = fs["cpu_us_per_file"]
     if "rtt" in rnd:
         f["rtt/mean_us"] = rnd["rtt"]["mean_us"]
         f["rtt/p50_us"] = rnd["rtt"]["p50_us"]
@@ -113,8 +125,14 @@ def target_values(f, label):
         "RSS": g(f"rep:{label}/rss_load_MiB_per_GiB"),
         "A/SA": ratio(f"rep-A:{label}/randwrite-4k-qd32/iops", f"rep-SA:{label}/randwrite-4k-qd32/iops"),
     }
-    lat, k1, rtt = g(f"{c}/randwrite-4k-qd1/lat_mean_us"), g("nbdkit/randwrite-4k-qd1/lat_mean_us"), g("rtt/p50_us")
+    # perf-ratio.sh's round trip: sockperf unpinned, mean (older runs: the pinned median).
+    rtt = g("rtt/unpinned_mean_us") or g("rtt/p50_us")
+    lat, k1 = g(f"{c}/randwrite-4k-qd1/lat_mean_us"), g("nbdkit/randwrite-4k-qd1/lat_mean_us")
     v["L1"] = lat / (k1 + rtt) if None not in (lat, k1, rtt) else None
+    fl, kf = g(f"{c}/randwrite-4k-qd1-flush/lat_mean_us"), g("nbdkit/randwrite-4k-qd1-flush/lat_mean_us")
+    v["F1"] = fl / (kf + 2 * rtt) if None not in (fl, kf, rtt) else None
+    v["SA1"] = ratio(f"rep-SA:{label}/randwrite-4k-qd1/lat_mean_us", "nbdkit/randwrite-4k-qd1/lat_mean_us")
+    v["FS files/s rep C / nbdkit"] = ratio(f"{c}/fs-small-files/files_per_s", "nbdkit/fs-small-files/files_per_s")
     # Against QEMU's synchronous mirror and the single-node ratios (no targets, for reading).
     for job, m in (("randwrite-4k-qd32", "iops"), ("randwrite-4k-qd1", "lat_mean_us"),
                    ("seqwrite-1m-qd8", "mbps"), ("randread-4k-qd32", "iops")):
@@ -122,7 +140,6 @@ def target_values(f, label):
     v["C/mirror CPU per write QD32"] = ratio(f"{c}/randwrite-4k-qd32/cpu_us_per_io",
                                              "qemu-mirror/randwrite-4k-qd32/cpu_us_per_io")
     v["SA/nbdkit randwrite-4k-qd32 iops"] = ratio(f"rep-SA:{label}/randwrite-4k-qd32/iops", "nbdkit/randwrite-4k-qd32/iops")
-    v["SA/nbdkit randwrite-4k-qd1 lat_mean_us"] = ratio(f"rep-SA:{label}/randwrite-4k-qd1/lat_mean_us", "nbdkit/randwrite-4k-qd1/lat_mean_us")
     v["SA/nbdkit CPU per write QD32"] = ratio(f"rep-SA:{label}/randwrite-4k-qd32/cpu_us_per_io", "nbdkit/randwrite-4k-qd32/cpu_us_per_io")
     v["C/SA randwrite-4k-qd32 iops"] = ratio(f"{c}/randwrite-4k-qd32/iops", f"rep-SA:{label}/randwrite-4k-qd32/iops")
     return {k: x for k, x in v.items() if x is not None}
@@ -136,9 +153,28 @@ def median_spread(values):
     return m, ((max(vals) - min(vals)) / m if m and len(vals) > 1 else None)
 
 
+def baseline_moves(per_round):
+    """[(round number, figure, change from the median)] for every nbdkit figure of a round that is
+    more than BASELINE_MOVE from the median over the rounds (throughput and latency only)."""
+    out = []
+    # One figure per job (IOPS, or files/s): MB/s and, at QD1, the latency say the same.
+    keys = [k for k in (per_round[0] if per_round else {}) if k.startswith("nbdkit/")
+            and k.rsplit("/", 1)[-1] in ("iops", "files_per_s")]
+    for k in keys:
+        vals = [f.get(k) for f in per_round]
+        m, _ = median_spread(vals)
+        if not m or len([v for v in vals if v is not None]) < 2:
+            continue
+        for i, v in enumerate(vals):
+            if v is not None and abs(v - m) / m > BASELINE_MOVE:
+                out.append((i + 1, k, (v - m) / m))
+    return out
+
+
 def finish(doc):
     """Add the per-round flat figures, their medians and spreads, and the targets to doc."""
     per_round = [flatten(r) for r in doc["rounds"]]
+    doc["baseline_moves"] = [{"round": r, "figure": k, "change": c} for r, k, c in baseline_moves(per_round)]
     keys = []
     for f in per_round:
         keys += [k for k in f if k not in keys]
@@ -214,6 +250,8 @@ def render(doc):
         ("randwrite-4k-qd1", "lat_mean_us", "4k randwrite QD1 mean µs"),
         ("randwrite-4k-qd1", "lat_p99_us", "  QD1 p99 µs"),
         ("randwrite-4k-qd1", "cpu_us_per_io", "  CPU µs per write (daemons)"),
+        ("randwrite-4k-qd1-flush", "lat_mean_us", "4k randwrite + FLUSH QD1 mean µs (write + flush)"),
+        ("fs-small-files", "files_per_s", "ext4 small files written + fsync'd, files/s"),
         ("seqwrite-1m-qd8", "mbps", "1 MiB seqwrite QD8 MB/s"),
         ("seqwrite-1m-qd8", "cpu_us_per_io", "  CPU µs per 1 MiB write"),
         ("randread-4k-qd32", "iops", "4k randread QD32 IOPS"),
@@ -225,6 +263,16 @@ def render(doc):
     out.append("|---|" + "---:|" * len(srv))
     for job, m, title in rows:
         out.append(f"| {title} | " + " | ".join(cell(doc, f"{s}/{job}/{m}") for s in srv) + " |")
+    out.append("")
+    moves = doc.get("baseline_moves") or []
+    if rounds > 1 and not moves:
+        out.append(f"baseline steady: no nbdkit figure of any round is more than {BASELINE_MOVE:.0%} from its median")
+    for rnd in sorted({m["round"] for m in moves}):
+        what = ", ".join(f"{m['figure'].split('/')[1]} {m['change']:+.0%}" for m in moves if m["round"] == rnd)
+        out.append(f"WARNING round {rnd}: nbdkit moved more than {BASELINE_MOVE:.0%} from its median ({what}): "
+                   "the machine changed under this round, its ratios are suspect")
+    if rounds < 3:
+        out.append(f"note: {rounds} round(s); ROUNDS=3 or more gives medians that a moving baseline cannot bend")
     out.append("")
     f = doc["figures"]
     out.append("| other figure | value |")

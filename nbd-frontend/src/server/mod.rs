@@ -1,5 +1,6 @@
 //! The NBD server: fixed-newstyle handshake, then pipelined transmission with out-of-order
-//! replies. One task reads requests and hands them to the backend, one writes replies.
+//! replies. One task reads requests and hands them to the backend, one writes replies; both
+//! with plain nonblocking system calls on the socket (`stream::Polled`).
 
 mod accept;
 mod handshake;
@@ -10,7 +11,7 @@ use std::io;
 use std::rc::Rc;
 
 pub use accept::spawn_acceptor;
-pub use stream::Stream;
+pub use stream::{PolledTcp, PolledUnix, Stream};
 pub use transmission::Responder;
 
 /// What a client sees of an export after a successful OPT_GO.
@@ -98,7 +99,13 @@ pub async fn serve_unix(
 ) -> io::Result<()> {
     let mut conns = spawn_acceptor("nbd-unix", move || listener.accept().map(|(s, _)| s))?;
     while let Some(std_stream) = conns.recv().await {
-        let stream = tokio_uring::net::UnixStream::from_std(std_stream);
+        let stream = match PolledUnix::new(std_stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("nbd: cannot register a unix client with the reactor: {e}");
+                continue;
+            }
+        };
         tokio_uring::spawn(serve_connection(
             stream,
             Rc::clone(&backend),
@@ -118,7 +125,13 @@ pub async fn serve_tcp(
         if let Err(e) = std_stream.set_nodelay(true) {
             tracing::debug!("nbd: TCP_NODELAY on {peer}: {e}");
         }
-        let stream = tokio_uring::net::TcpStream::from_std(std_stream);
+        let stream = match PolledTcp::new(std_stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("nbd: cannot register client {peer} with the reactor: {e}");
+                continue;
+            }
+        };
         tokio_uring::spawn(serve_connection(
             stream,
             Rc::clone(&backend),

@@ -1,7 +1,10 @@
 //! Sockets as the server sees them, and a buffered reader that keeps syscalls per request low.
 
+use std::cell::Cell;
 use std::io;
 use std::rc::Rc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use tokio_uring::buf::BoundedBuf;
 
@@ -39,6 +42,133 @@ macro_rules! impl_stream {
 impl_stream!(tokio_uring::net::UnixStream);
 impl_stream!(tokio_uring::net::TcpStream);
 
+/// A connected socket driven by readiness (epoll, through the reactor of tokio underneath
+/// tokio-uring) and plain nonblocking system calls.
+///
+/// The request/reply path uses it rather than io_uring: an io_uring read or write is submitted
+/// when the thread is about to sleep and completes one trip around the event loop later
+/// (io_uring_enter, epoll_wait, a wake-up), so a QD1 request cost two or three such trips. Here
+/// a read or write that can be done now is one system call, in the task that wants it: a
+/// request costs one wake-up (its arrival), its reply one `send`. A read that returns less
+/// than it asked for has drained the socket, and the next read waits for epoll's next edge
+/// instead of trying a `recv` that would say EAGAIN (tokio's `poll_read`).
+///
+/// Reads come from one task and writes from one task at a time (the halves are taken out for
+/// the duration of the call; a second concurrent reader or writer gets an error).
+pub struct Polled<R, W, C> {
+    rd: Cell<Option<R>>,
+    wr: Cell<Option<W>>,
+    /// A second handle on the socket, for `close` (shutdown acts on the socket, not the fd).
+    ctl: C,
+}
+
+/// An NBD client (or anything else) on a Unix socket.
+pub type PolledUnix = Polled<
+    tokio::net::unix::OwnedReadHalf,
+    tokio::net::unix::OwnedWriteHalf,
+    std::os::unix::net::UnixStream,
+>;
+/// A TCP connection (NBD over TCP, the peer link's sockets).
+pub type PolledTcp =
+    Polled<tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf, std::net::TcpStream>;
+
+impl PolledUnix {
+    /// Must be called on the runtime's thread (it registers with the reactor).
+    pub fn new(sock: std::os::unix::net::UnixStream) -> io::Result<Self> {
+        let ctl = sock.try_clone()?;
+        sock.set_nonblocking(true)?;
+        let (rd, wr) = tokio::net::UnixStream::from_std(sock)?.into_split();
+        Ok(Polled {
+            rd: Cell::new(Some(rd)),
+            wr: Cell::new(Some(wr)),
+            ctl,
+        })
+    }
+}
+
+impl PolledTcp {
+    /// Must be called on the runtime's thread (it registers with the reactor).
+    pub fn new(sock: std::net::TcpStream) -> io::Result<Self> {
+        let ctl = sock.try_clone()?;
+        sock.set_nonblocking(true)?;
+        let (rd, wr) = tokio::net::TcpStream::from_std(sock)?.into_split();
+        Ok(Polled {
+            rd: Cell::new(Some(rd)),
+            wr: Cell::new(Some(wr)),
+            ctl,
+        })
+    }
+}
+
+fn busy(what: &str) -> io::Error {
+    io::Error::other(format!("two tasks {what} the same socket at once"))
+}
+
+/// What `close` needs of the second handle.
+pub trait Shutdown: 'static {
+    fn shutdown_both(&self);
+}
+
+impl Shutdown for std::os::unix::net::UnixStream {
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Shutdown for std::net::TcpStream {
+    fn shutdown_both(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl<R, W, C> Stream for Polled<R, W, C>
+where
+    R: AsyncRead + Unpin + 'static,
+    W: AsyncWrite + Unpin + 'static,
+    C: Shutdown,
+{
+    async fn read_into(
+        &self,
+        buf: tokio_uring::buf::Slice<Vec<u8>>,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        use bytes::BufMut;
+        use tokio::io::AsyncReadExt;
+        let (begin, end) = (buf.begin(), buf.end());
+        let mut v = buf.into_inner();
+        if v.len() != begin {
+            // Callers read at the end of what they hold; anything else gets plain bytes.
+            v.resize(begin, 0);
+        }
+        let Some(mut rd) = self.rd.take() else {
+            return (Err(busy("read")), v);
+        };
+        let want = end.saturating_sub(begin);
+        let r = if want == 0 {
+            Ok(0)
+        } else {
+            rd.read_buf(&mut (&mut v).limit(want)).await
+        };
+        self.rd.set(Some(rd));
+        (r, v)
+    }
+
+    async fn write_vec(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        use tokio::io::AsyncWriteExt;
+        let Some(mut wr) = self.wr.take() else {
+            return (Err(busy("write")), buf);
+        };
+        // A socket with room takes it at once, in this task: no trip through the event loop.
+        let r = wr.write_all(&buf).await;
+        self.wr.set(Some(wr));
+        (r, buf)
+    }
+
+    fn close(&self) {
+        // Ignored: the peer may already be gone, and the fd is closed on drop anyway.
+        self.ctl.shutdown_both();
+    }
+}
+
 const READ_CHUNK: usize = 256 * 1024;
 
 pub struct Reader<S> {
@@ -56,6 +186,24 @@ impl<S: Stream> Reader<S> {
         Reader {
             stream,
             buf: Vec::with_capacity(READ_CHUNK),
+            pos: 0,
+        }
+    }
+
+    /// The stream and the bytes read from it but not consumed yet (to move them to another
+    /// reader, see `resume`).
+    pub fn into_parts(mut self) -> (Rc<S>, Vec<u8>) {
+        self.buf.drain(..self.pos);
+        (self.stream, self.buf)
+    }
+
+    /// A reader of `stream` that first hands out `buffered`, bytes an earlier reader of the same
+    /// connection had read ahead.
+    pub fn resume(stream: Rc<S>, mut buffered: Vec<u8>) -> Self {
+        buffered.reserve(READ_CHUNK.saturating_sub(buffered.len()));
+        Reader {
+            stream,
+            buf: buffered,
             pos: 0,
         }
     }
@@ -139,5 +287,96 @@ impl<S: Stream> Reader<S> {
             n -= step;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Bytes a peer thread sends in uneven pieces arrive whole and in order through a `Polled`
+    /// reader (short reads, EAGAIN, readiness edges), and a write far larger than the socket
+    /// buffer goes out whole while the other end reads slowly (WouldBlock, then writable).
+    #[test]
+    fn polled_unix_moves_bytes_both_ways_whatever_the_pacing() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let pattern: Vec<u8> = (0..(8usize << 20)).map(|i| (i % 251) as u8).collect();
+        let expect = pattern.clone();
+        let peer = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            // Send in pieces of varying size, pausing now and then.
+            let mut off = 0;
+            let mut step = 1;
+            while off < pattern.len() {
+                let n = step.min(pattern.len() - off);
+                theirs
+                    .write_all(&pattern[off..off + n])
+                    .expect("peer write");
+                off += n;
+                step = (step * 7 + 13) % 300_000 + 1;
+                if off % 5 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
+            // Then read back what the Polled side writes, slowly.
+            let mut back = vec![0u8; 8 << 20];
+            let mut got = 0;
+            while got < back.len() {
+                let n = theirs.read(&mut back[got..]).expect("peer read");
+                assert!(n > 0, "early EOF");
+                got += n;
+                if got % 3 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+            }
+            back
+        });
+        let (received, echoed) = tokio_uring::start(async move {
+            let polled = Rc::new(PolledUnix::new(ours).expect("register"));
+            let mut reader = Reader::new(Rc::clone(&polled));
+            let mut received = Vec::new();
+            // Headers and payloads, as the NBD reader asks for them.
+            while received.len() < expect.len() {
+                let left = expect.len() - received.len();
+                if left >= 28 + 4096 && received.len() % 2 == 0 {
+                    let head = reader
+                        .read_array::<28>()
+                        .await
+                        .expect("read")
+                        .expect("no EOF");
+                    received.extend_from_slice(&head);
+                    received.extend(reader.read_vec(4096).await.expect("payload"));
+                } else {
+                    received.extend(reader.read_vec(left.min(1 << 20)).await.expect("chunk"));
+                }
+            }
+            let (r, _) = polled.write_vec(received.clone()).await;
+            r.expect("write");
+            (received, expect)
+        });
+        assert!(received == echoed, "bytes arrived out of order or altered");
+        let back = peer.join().expect("peer thread");
+        assert!(back == echoed, "the written bytes arrived altered");
+    }
+
+    /// Bytes a first reader read ahead are handed to the reader that takes over the connection.
+    #[test]
+    fn a_resumed_reader_starts_with_what_the_first_one_read_ahead() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let mut theirs = theirs;
+        theirs.write_all(b"hellothere-and-more").expect("write");
+        drop(theirs);
+        tokio_uring::start(async move {
+            let first = Rc::new(PolledUnix::new(ours).expect("register"));
+            let mut r1 = Reader::new(Rc::clone(&first));
+            let hello = r1.read_array::<5>().await.expect("read").expect("no EOF");
+            assert_eq!(&hello, b"hello");
+            let (stream, ahead) = r1.into_parts();
+            let mut r2 = Reader::resume(stream, ahead);
+            let rest = r2.read_vec(14).await.expect("rest");
+            assert_eq!(&rest, b"there-and-more");
+            assert!(r2.read_array::<1>().await.expect("eof").is_none());
+        });
     }
 }

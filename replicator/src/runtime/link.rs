@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 
-use rep_nbd::server::stream::{Reader, Stream};
+use rep_nbd::server::stream::{PolledTcp, Reader, Stream};
 use tokio_uring::net::TcpStream;
 
 use super::driver::Driver;
@@ -49,8 +49,8 @@ struct Active {
     /// bounds.
     data_q: Rc<SendQueue>,
     meta_q: Rc<SendQueue>,
-    data: Rc<TcpStream>,
-    meta: Rc<TcpStream>,
+    data: Rc<PolledTcp>,
+    meta: Rc<PolledTcp>,
 }
 
 impl Drop for Active {
@@ -75,6 +75,19 @@ fn frame_size_hint(p: &Packet) -> usize {
 }
 
 type HalfLink = (Rc<TcpStream>, Reader<TcpStream>);
+
+/// The same connection, driven by readiness instead of io_uring, with the bytes its reader had
+/// read ahead. The io_uring handle is closed when its last holder drops it; the socket stays
+/// open through the duplicate.
+#[allow(unsafe_code)]
+fn repoll(reader: Reader<TcpStream>) -> io::Result<(Rc<PolledTcp>, Reader<PolledTcp>)> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    let (stream, buffered) = reader.into_parts();
+    // SAFETY: `stream` holds the descriptor open for the whole borrow, which only duplicates it.
+    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned()?;
+    let polled = Rc::new(PolledTcp::new(StdTcpStream::from(fd))?);
+    Ok((Rc::clone(&polled), Reader::resume(polled, buffered)))
+}
 
 #[derive(Default)]
 pub struct LinkState {
@@ -223,13 +236,40 @@ impl Driver {
         dialer: bool,
         peer_node: String,
     ) {
-        let id = {
-            let mut st = self.link.borrow_mut();
-            if !st.wanted || st.active.is_some() {
-                data.close();
-                meta.close();
+        let unwanted = {
+            let st = self.link.borrow();
+            !st.wanted || st.active.is_some()
+        };
+        if unwanted {
+            data.close();
+            meta.close();
+            return;
+        }
+        // From here on the sockets are driven by readiness and direct system calls (see
+        // `rep_nbd::server::stream::Polled`): a frame that can go out now goes out in the task
+        // that queued it, and one that arrives is read in the wake-up that announced it.
+        let (data, data_rx, meta, meta_rx) = match (repoll(data_rx), repoll(meta_rx)) {
+            (Ok((d, drx)), Ok((m, mrx))) => (d, drx, m, mrx),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("peer link: cannot register the connection with the reactor: {e}");
+                drop((data, meta));
+                // The peer sees the sockets close and, if it dials, dials again; if we dial,
+                // the dial loop has ended with this call: start it again after connect-int.
+                let d = Rc::clone(self);
+                tokio_uring::spawn(async move {
+                    if let Some(s) = d.link_settings() {
+                        tokio::time::sleep(s.connect_int).await;
+                    }
+                    // Unless the engine gave up on the link meanwhile (`Disconnect`).
+                    if d.link.borrow().wanted {
+                        d.link_connect();
+                    }
+                });
                 return;
             }
+        };
+        let id = {
+            let mut st = self.link.borrow_mut();
             st.next_id = st.next_id.next();
             let id = st.next_id;
             let data_q = Rc::new(SendQueue::default());
@@ -445,7 +485,7 @@ pub(super) async fn read_first_packet(
     })
 }
 
-async fn read_packet(reader: &mut Reader<TcpStream>) -> Result<Option<Packet>, ReadError> {
+async fn read_packet<S: Stream>(reader: &mut Reader<S>) -> Result<Option<Packet>, ReadError> {
     let Some(head) = reader.read_array::<HEADER_BYTES>().await? else {
         return Ok(None);
     };
@@ -468,7 +508,7 @@ async fn read_packet(reader: &mut Reader<TcpStream>) -> Result<Option<Packet>, R
 async fn read_frames(
     driver: Rc<Driver>,
     link: LinkId,
-    mut reader: Reader<TcpStream>,
+    mut reader: Reader<PolledTcp>,
     data_socket: bool,
 ) {
     let loss = loop {
