@@ -1537,8 +1537,9 @@ fn equal_generations_with_bits_are_reported_and_settled_by_invalidate() {
                 .iter()
                 .all(|n| n.engine.cstate() >= ConnState::Connected)
         })?;
-        // Past the invariant's window: whatever the handshake did has happened.
-        c.run_for(ms(500));
+        // Past the invariant's window (BITS_SETTLE_TIME): whatever the handshake did has
+        // happened, and the invariant has looked.
+        c.run_for(ms(1500));
         let (a, b) = (&c.nodes[0].engine, &c.nodes[1].engine);
         if a.uuids().current & !1 != b.uuids().current & !1 {
             return Err("the generations differ: not the case under test".into());

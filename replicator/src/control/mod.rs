@@ -168,7 +168,7 @@ pub struct Status {
     #[serde(default)]
     pub verify_oos_blocks: Option<u64>,
     /// Blocks out of sync that no resync will repair by itself, and what to run about it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub oos_notice: Option<String>,
     /// Generation UUIDs: current, bitmap, history[0], history[1].
     pub uuids: [u64; 4],

@@ -19,7 +19,8 @@
 //!   a write that just became durable-required is in the durable image of every UpToDate node
 //!   that must hold it. Whole durable images are checked whenever a node reports UpToDate anew
 //!   (attach, restart, end of a resync) or is promoted, and at convergence (`check_converged`).
-//! - No silent "UpToDate with bits": `BITS_SETTLE_INPUTS` inputs after a handshake decided, a
+//! - No silent "UpToDate with bits": `BITS_SETTLE_INPUTS` inputs (or `BITS_SETTLE_TIME`,
+//!   whichever comes first) after a handshake decided, a
 //!   node that is Connected and UpToDate/UpToDate has no bit set, unless it tells the operator
 //!   why (`Engine::oos_notice`); a resync running meanwhile is fine.
 //!   A violation panics with the reason; the test harness turns the panic into a failing seed.
@@ -52,6 +53,8 @@ pub const MAX_REQUEST_BYTES: u64 = 32 << 20;
 /// clear (or a resync running, or the condition shown to the operator): enough for the
 /// peer's report, its final bitmap and the resync start to arrive.
 pub const BITS_SETTLE_INPUTS: u32 = 200;
+/// The same bound in simulated time, for an idle pair that takes few inputs.
+pub const BITS_SETTLE_TIME: Duration = Duration::from_secs(1);
 /// External metadata device: superblocks, AL ring and bitmap of a 64 MiB device fit easily.
 const META_DEV_BYTES: usize = 256 * 1024;
 
@@ -243,8 +246,8 @@ pub struct Node {
     claim_pending: Option<&'static str>,
     /// (role, disk, cstate) after the last input, to see transitions.
     seen: (Role, DiskState, ConnState),
-    /// Inputs left until the bitmap check that follows a handshake (`BITS_SETTLE_INPUTS`).
-    bits_check_in: Option<u32>,
+    /// Inputs left, and the time, until the bitmap check that follows a handshake.
+    bits_check_in: Option<(u32, Duration)>,
     /// Bumped by every lost write-back or crash on this node.
     unreliable: u64,
     last_timer: Duration,
@@ -1276,14 +1279,17 @@ impl Cluster {
     /// Connected and UpToDate/UpToDate implies no bit set, or a resync running, or the
     /// operator told: checked once per handshake, `BITS_SETTLE_INPUTS` inputs after it.
     fn check_bits_settled(&mut self, i: usize) {
+        let now = self.now;
         let n = &mut self.nodes[i];
-        let Some(left) = n.bits_check_in else { return };
+        let Some((left, deadline)) = n.bits_check_in else {
+            return;
+        };
         if n.engine.cstate() < ConnState::Connected {
             n.bits_check_in = None;
             return;
         }
-        if left > 0 {
-            n.bits_check_in = Some(left - 1);
+        if left > 0 && now < deadline {
+            n.bits_check_in = Some((left - 1, deadline));
             return;
         }
         n.bits_check_in = None;
@@ -1295,7 +1301,8 @@ impl Cluster {
             && e.oos_notice().is_none()
         {
             panic!(
-                "invariant violated: node {i} is Connected and UpToDate/UpToDate {BITS_SETTLE_INPUTS} inputs after its handshake with {} KiB marked out of sync, no resync running and nothing telling the operator",
+                "invariant violated: node {i} is Connected and UpToDate/UpToDate {} inputs after its handshake with {} KiB marked out of sync, no resync running and nothing telling the operator",
+                BITS_SETTLE_INPUTS - left,
                 e.oos_kib()
             );
         }
@@ -1314,7 +1321,7 @@ impl Cluster {
             self.log(format!("node {i} disk {:?} -> {:?}", before.1, now.1));
         }
         if before.2 == ConnState::WFReportParams && now.2 >= ConnState::Connected {
-            self.nodes[i].bits_check_in = Some(BITS_SETTLE_INPUTS);
+            self.nodes[i].bits_check_in = Some((BITS_SETTLE_INPUTS, self.now + BITS_SETTLE_TIME));
         }
         if now.2 == ConnState::SyncTarget && before.2 != ConnState::SyncTarget {
             self.model.sync_target(i);
