@@ -9,7 +9,7 @@ use crate::ctl::{Conn, Paths};
 /// The four events2 objects of one resource (single volume, one peer).
 pub fn lines(kind: &str, s: &Status) -> Vec<String> {
     let peer = s.peer_node.as_deref().unwrap_or("peer");
-    vec![
+    let mut out = vec![
         format!("{kind} resource name:{} role:{} suspended:{}", s.resource, s.role, if s.suspended { "fencing" } else { "no" }),
         format!(
             "{kind} connection name:{} conn-name:{peer} connection:{} role:{}",
@@ -24,7 +24,15 @@ pub fn lines(kind: &str, s: &Status) -> Vec<String> {
             s.cstate.drbd9_replication(),
             s.peer_disk
         ),
-    ]
+    ];
+    if let Some(n) = &s.oos_notice {
+        // Not an events2 object: rep's word that bits are set which no resync will clear.
+        out.push(format!(
+            "{kind} out-of-sync name:{} conn-name:{peer} volume:0 oos-kib:{} text:\"{n}\"",
+            s.resource, s.oos_kib
+        ));
+    }
+    out
 }
 
 pub fn run(cli: &Cli, p: &Paths, views: &[NodeView], now: bool) -> anyhow::Result<i32> {

@@ -1463,3 +1463,147 @@ fn regression_9_a_lost_link_persists_the_bitmap() {
         converge(&mut c, 0).map(|_| ())
     });
 }
+
+// ---- no silent "UpToDate with bits" (issue 19, item 3) ----
+
+/// `invalidate` / `invalidate-remote` need a connection, as in DRBD (SS_NEED_CONNECTION):
+/// only the offline forms stay (invalidate on a StandAlone Secondary, invalidate-remote on a
+/// StandAlone Primary), whose next handshake resyncs by disk state or generation.
+#[test]
+fn invalidate_without_a_connection_is_refused() {
+    for_seeds("invalidate needs a connection", 0..3, |seed| {
+        let mut c = synced_pair(seed, cfg_c());
+        write_for(&mut c, ms(50));
+        converge(&mut c, 0)?;
+        let need_connection = |r: Result<String, Refusal>, what: &str| match r {
+            Err(e @ Refusal::NeedConnection { .. }) if e.code() == -15 && e.exit_code() == 11 => {
+                Ok(())
+            }
+            other => Err(format!(
+                "{what}: {other:?}, expected (-15) Need a connection"
+            )),
+        };
+        admin(&mut c, 1, AdminCmd::Disconnect { force: false })?;
+        need_connection(
+            c.admin(1, AdminCmd::InvalidateRemote),
+            "invalidate-remote on a StandAlone Secondary",
+        )?;
+        // Waiting for a peer that cannot come: WFConnection on both sides.
+        c.set_cut(true);
+        connect(&mut c, 1)?;
+        c.run_for(ms(50));
+        need_connection(
+            c.admin(1, AdminCmd::Invalidate),
+            "invalidate in WFConnection",
+        )?;
+        need_connection(
+            c.admin(1, AdminCmd::InvalidateRemote),
+            "invalidate-remote in WFConnection",
+        )?;
+        need_connection(
+            c.admin(0, AdminCmd::InvalidateRemote),
+            "invalidate-remote on a Primary in WFConnection",
+        )?;
+        if c.nodes[1].engine.oos_kib() != 0 {
+            return Err("a refused invalidate set bits".into());
+        }
+        c.set_cut(false);
+        converge(&mut c, 0)?;
+        // Connected, both still work: a full sync each way.
+        admin(&mut c, 0, AdminCmd::InvalidateRemote)?;
+        converge(&mut c, 0)?;
+        admin(&mut c, 1, AdminCmd::Invalidate)?;
+        converge(&mut c, 0).map(|_| ())
+    });
+}
+
+/// A demoted node that stops uncleanly comes back with its hot activity-log extents marked out
+/// of sync while the generations are equal (its peer, a Secondary, started none). DRBD's rule
+/// 40 says "no resync" and only logs the bits; rep shows them in status on both nodes with the
+/// command that settles them, and that command repairs them. Without the notice the simulator's
+/// bits invariant fails this schedule.
+#[test]
+fn equal_generations_with_bits_are_reported_and_settled_by_invalidate() {
+    for_seeds("equal generations with bits", 0..4, |seed| {
+        let mut c = synced_pair(seed, cfg_c());
+        write_without_errors(&mut c, 0, ms(200))?;
+        demote(&mut c, 0)?;
+        c.fault("power loss: a demoted node");
+        c.crash(0);
+        c.run_for(ms(20));
+        c.restart(0).map_err(|e| e.to_string())?;
+        wait(&mut c, "the handshake", Duration::from_secs(10), |c| {
+            c.nodes
+                .iter()
+                .all(|n| n.engine.cstate() >= ConnState::Connected)
+        })?;
+        // Past the invariant's window (BITS_SETTLE_TIME): whatever the handshake did has
+        // happened, and the invariant has looked.
+        c.run_for(ms(1500));
+        let (a, b) = (&c.nodes[0].engine, &c.nodes[1].engine);
+        if a.uuids().current & !1 != b.uuids().current & !1 {
+            return Err("the generations differ: not the case under test".into());
+        }
+        if a.oos_kib() == 0 {
+            return Err("the unclean stop marked nothing: not the case under test".into());
+        }
+        for (i, e) in [a, b].into_iter().enumerate() {
+            let notice = e.oos_notice().unwrap_or_default();
+            if !notice.contains("repadm invalidate r0") {
+                return Err(format!("node {i} does not tell the operator: {notice:?}"));
+            }
+        }
+        // The operator overwrites the node that stopped uncleanly (its cache may have lost
+        // writes its peer holds).
+        admin(&mut c, 0, AdminCmd::Invalidate)?;
+        converge(&mut c, 1)?;
+        for (i, n) in c.nodes.iter().enumerate() {
+            if n.engine.oos_kib() != 0 || n.engine.oos_notice().is_some() {
+                return Err(format!(
+                    "node {i} still has bits or a notice: {}",
+                    describe(&c)
+                ));
+            }
+        }
+        if verify(&mut c, 1)? != 0 {
+            return Err("verify after the resync found blocks out of sync".into());
+        }
+        Ok(())
+    });
+}
+
+/// A disk closed while epochs still wait for the peer's BarrierAck is not clean: those writes
+/// may exist only in the peer's volatile cache, and the activity log must be replayed on the
+/// next attach. Protocol A completes writes locally; the peer's acks are held back by a one-way
+/// partition, so the epochs are certainly unacknowledged at the detach.
+#[test]
+fn a_disk_closed_with_unacked_epochs_is_not_clean() {
+    for_seeds("close with unacked epochs", 0..4, |seed| {
+        let mut c = synced_pair(seed, SimConfig::new(Protocol::A, DEVICE));
+        write_for(&mut c, ms(30));
+        drain(&mut c, 0)?;
+        c.run_for(ms(100));
+        c.set_one_way(1, true);
+        // Plain writes (a FLUSH would wait for the held BarrierAck).
+        for k in 0..8u64 {
+            c.write_at(0, (k * 37 + seed) % 64 * MIB / 4, 64 << 10, false);
+        }
+        drain(&mut c, 0)?;
+        // Idle past the epoch age: the open epoch is closed, its ack held.
+        c.run_for(ms(30));
+        if c.nodes[0].engine.counters().ep == 0
+            || c.nodes[0].engine.cstate() != ConnState::Connected
+        {
+            return Err(format!("no epoch waits for its ack: {}", describe(&c)));
+        }
+        admin(&mut c, 0, AdminCmd::Detach { force: false })?;
+        if c.superblock_clean(0)? {
+            return Err("the disk was marked clean with epochs unacknowledged".into());
+        }
+        c.set_one_way(1, false);
+        c.run_for(ms(50));
+        demote(&mut c, 0)?;
+        admin(&mut c, 0, AdminCmd::Attach)?;
+        converge(&mut c, 0).map(|_| ())
+    });
+}

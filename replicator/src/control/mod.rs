@@ -167,6 +167,9 @@ pub struct Status {
     /// Out-of-sync 4 KiB blocks found by the last online verify (either side started it).
     #[serde(default)]
     pub verify_oos_blocks: Option<u64>,
+    /// Blocks out of sync that no resync will repair by itself, and what to run about it.
+    #[serde(default)]
+    pub oos_notice: Option<String>,
     /// Generation UUIDs: current, bitmap, history[0], history[1].
     pub uuids: [u64; 4],
     pub md_flags: u32,

@@ -47,6 +47,9 @@ pub fn status_text(s: &Status) -> String {
         }
         out.push('\n');
     }
+    if let Some(n) = &s.oos_notice {
+        let _ = writeln!(out, "  out-of-sync: {n}");
+    }
     out
 }
 
@@ -180,6 +183,7 @@ pub(crate) mod tests {
             counters: Counters::default(),
             oos_kib: 0,
             verify_oos_blocks: None,
+            oos_notice: None,
             uuids: [0; 4],
             md_flags: 0,
             sync: None,

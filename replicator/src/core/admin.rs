@@ -330,10 +330,17 @@ impl Engine {
         self.sync_flags_from_state();
         self.write_dirty_bitmap_pages();
         // With writes still in flight (`detach --force`, SIGTERM under load) the activity log
-        // must be replayed on the next attach: only an idle disk closes clean.
-        let clean = self.ios.data_device_idle();
-        if !clean {
+        // must be replayed on the next attach: only an idle disk closes clean. So must it
+        // while epochs wait for the peer's BarrierAck: their writes may still be only in the
+        // peer's volatile cache, and if the peer loses power they exist on stable storage
+        // nowhere but here; the replayed extents resync them at the next handshake.
+        let idle = self.ios.data_device_idle();
+        let peer_unacked = self.tl.waits_for_peer();
+        let clean = idle && !peer_unacked;
+        if !idle {
             tracing::warn!(resource = %self.cfg.resource, "closing the disk with I/O in flight: the activity log will be replayed on the next attach");
+        } else if peer_unacked {
+            tracing::warn!(resource = %self.cfg.resource, "closing the disk while the peer has not acknowledged every epoch: the activity log will be replayed on the next attach");
         }
         let io = self.ios.start(IoOwner::Meta { admin: None });
         let op = MetaOpKind::Superblock {
@@ -464,36 +471,63 @@ impl Engine {
         Ok(None)
     }
 
+    /// Where `invalidate` / `invalidate-remote` may run (DRBD 8.4's drbd_adm_invalidate and
+    /// drbd_adm_invalidate_peer): Connected and idle, with a peer disk to sync with; or, for
+    /// `offline_ok`, StandAlone, where the command only marks the bitmap for the next
+    /// handshake. Anything else (WFConnection, a lost link, a handshake under way) is DRBD's
+    /// SS_NEED_CONNECTION: the bits would be set on a node that cannot tell its peer, and a
+    /// handshake between equal generations would then find them without a direction.
+    fn resync_command_allowed(&self, offline_ok: bool) -> Result<(), Refusal> {
+        let cstate = self.st.cstate();
+        if self.resync.is_some() || self.verify.is_some() || cstate > ConnState::Connected {
+            return Err(Refusal::ResyncRunning { cstate });
+        }
+        if cstate == ConnState::StandAlone && offline_ok {
+            return Ok(());
+        }
+        if cstate != ConnState::Connected {
+            return Err(Refusal::NeedConnection { cstate });
+        }
+        if self.st.pdsk() < DiskState::Inconsistent {
+            return Err(Refusal::NoRemoteDisk {
+                pdsk: self.st.pdsk(),
+            });
+        }
+        Ok(())
+    }
+
     fn cmd_invalidate(&mut self, id: AdminId) -> Result<Option<String>, Refusal> {
         self.need_disk()?;
         if self.st.role() == Role::Primary {
             return Err(Refusal::IsPrimary);
         }
-        if self.resync.is_some() {
-            return Err(Refusal::ResyncRunning {
-                cstate: self.st.cstate(),
+        // StandAlone (and Secondary, checked above): what `drbdmeta invalidate` does offline —
+        // all bits set, Inconsistent; the Inconsistent disk is the SyncTarget of the next
+        // handshake, whatever the UUIDs say. Connected: ask the peer to be our SyncSource now.
+        self.resync_command_allowed(true)?;
+        if self.st.cstate() == ConnState::Connected && self.st.pdsk() != DiskState::UpToDate {
+            // Our disk becomes Inconsistent: the peer must hold the data.
+            return Err(Refusal::NoUpToDateDisk {
+                disk: self.st.disk(),
+                pdsk: self.st.pdsk(),
             });
         }
-        // Not connected: what `drbdmeta invalidate` does offline — all bits set, Inconsistent;
-        // the full sync from the peer happens on the next connect. Connected: ask the peer to
-        // be our SyncSource now.
         if let Some(bm) = self.bitmap.as_mut() {
             bm.set_all();
         }
         // Bits first (persist_superblock writes them before the superblock): a crash in
         // between must not leave a clean bitmap behind an Inconsistent disk.
         let io = self.change_state(ChangeSet::new().disk(DiskState::Inconsistent).persist());
-        if self.st.cstate() == ConnState::Connected {
+        let message = if self.st.cstate() == ConnState::Connected {
             self.send(crate::wire::Packet::SyncStart {
                 source: false,
                 full: true,
             });
-        }
-        self.reply_when_durable(
-            id,
-            "local data invalidated; full sync from the peer on connect".into(),
-            io,
-        );
+            "local data invalidated; full sync from the peer started"
+        } else {
+            "local data invalidated; full sync from the peer on connect"
+        };
+        self.reply_when_durable(id, message.into(), io);
         Ok(None)
     }
 
@@ -505,11 +539,10 @@ impl Engine {
                 pdsk: self.st.pdsk(),
             });
         }
-        if self.resync.is_some() {
-            return Err(Refusal::ResyncRunning {
-                cstate: self.st.cstate(),
-            });
-        }
+        // StandAlone is allowed only for a Primary, as in DRBD: its generation is newer than
+        // the peer's (it started one when it lost or never had the peer), so the next
+        // handshake makes it SyncSource and the set bits make that a full sync.
+        self.resync_command_allowed(self.st.role() == Role::Primary)?;
         if let Some(bm) = self.bitmap.as_mut() {
             bm.set_all();
         }

@@ -127,6 +127,9 @@ pub struct Engine {
     pub(crate) resync: Option<Resync>,
     pub(crate) verify: Option<Verify>,
     pub(crate) last_verify_oos: Option<u64>,
+    /// Equal generations met set bits and no side may be taken as the source: what the
+    /// operator must settle, shown in status until a resync starts or the link goes.
+    pub(crate) oos_notice: Option<String>,
     /// Last client write, for the resync controller's c-min-rate.
     pub(crate) last_app_write: Option<Instant>,
     /// The `resync-after` resource is resyncing now.
@@ -166,6 +169,7 @@ impl Engine {
             resync: None,
             verify: None,
             last_verify_oos: None,
+            oos_notice: None,
             last_app_write: None,
             dependency_syncing: false,
             freeze: super::fencing::Freeze::default(),
@@ -391,6 +395,12 @@ impl Engine {
     /// Out-of-sync KiB (bitmap bits × 4), as `oos:` in /proc/drbd.
     pub fn oos_kib(&self) -> u64 {
         self.bitmap.as_ref().map_or(0, |b| b.count_ones() * 4)
+    }
+
+    /// Out-of-sync blocks the handshake could not give a resync direction (see
+    /// `handshake::equal_generations_with_bits`), with the command that settles them.
+    pub fn oos_notice(&self) -> Option<&str> {
+        self.oos_notice.as_deref()
     }
 
     /// May this node serve client I/O now? (DESIGN.md §4 step 1.)

@@ -37,6 +37,8 @@ pub(crate) struct Link {
     pub peer_uuids: Option<(GenerationUuids, u32)>,
     /// The peer's count of out-of-sync blocks (its changes, for the after-sb policies).
     pub peer_oos_bits: u64,
+    /// Our count of out-of-sync blocks as our report gave it (the peer decides with it).
+    pub sent_oos_bits: u64,
     pub peer_state: Option<(Role, DiskState)>,
     pub bitmap_rx: Vec<u8>,
     pub peer_bitmap: Option<Vec<u8>>,
@@ -64,6 +66,7 @@ impl Link {
             peer_params: None,
             peer_usable: None,
             peer_oos_bits: 0,
+            sent_oos_bits: 0,
             peer_uuids: None,
             peer_state: None,
             bitmap_rx: Vec::new(),
@@ -119,6 +122,8 @@ pub(crate) struct OurSide {
     pub discard_my_data: bool,
     /// Blocks set in our bitmap: our changes, for the after-sb policies.
     pub changes: u64,
+    /// Blocks set in our bitmap as our report told the peer (what it decides with).
+    pub reported_changes: u64,
     /// No client holds the device and none of its requests is in flight.
     pub can_demote: bool,
     /// We accepted the connection: we hold DRBD's RESOLVE_CONFLICTS (ties make us target).
@@ -148,6 +153,9 @@ pub(crate) struct Decision {
     pub handlers: Vec<&'static str>,
     /// We lost a split brain as Primary (call-pri-lost-after-sb): demote before syncing.
     pub demote: bool,
+    /// Equal generations, but blocks are marked out of sync and no side may be taken as
+    /// the source: what the operator is told (status, `events`, log).
+    pub unresolved: Option<String>,
 }
 
 /// The decision for two disks (reference/drbd.md §2.6), from our point of view.
@@ -157,6 +165,7 @@ pub(crate) fn decide(cfg: &EngineConfig, me: &OurSide, peer: &PeerReport) -> Dec
         outcome: Outcome::NoSync,
         handlers: Vec::new(),
         demote: false,
+        unresolved: None,
     };
     let mine = SideUuids {
         uuids: me.uuids,
@@ -259,7 +268,66 @@ pub(crate) fn decide(cfg: &EngineConfig, me: &OurSide, peer: &PeerReport) -> Dec
         }
         SyncDecision::Target { full } => Outcome::Target { full },
     };
+    if rule == 40 && d.outcome == Outcome::NoSync {
+        equal_generations_with_bits(cfg, me, peer, &mut d);
+    }
     d
+}
+
+/// Rule 40 (same generation, no crashed Primary) says "no resync", but a bitmap says some
+/// blocks differ: DRBD only logs "No resync, but N bits in bitmap!" and leaves both sides
+/// UpToDate over different data. rep goes beyond DRBD here, following the current Primary as
+/// DRBD 9 does for its roles-at-crash-time decisions (goodness_to_repl_state): its data is what
+/// the application sees, so it becomes SyncSource and the union of both bitmaps is resynced to
+/// the peer. The Primary counts its live bits (writes admitted during the handshake set bits
+/// after its report), the Secondary the reported ones; both are > 0 whenever the Secondary's
+/// view is, so the two sides never both choose source.
+///
+/// Without exactly one Primary no direction is safe: bits on a Secondary mean "changed here"
+/// (a demoted Primary's unreplicated writes) as often as "suspect here" (activity-log extents
+/// replayed after an unclean stop, a write that failed under `on-io-error pass_on`, blocks
+/// online verify found), and guessing wrong overwrites good data. The pair stays Connected and
+/// the condition is shown in `status` and `events` with the command that settles it.
+fn equal_generations_with_bits(
+    cfg: &EngineConfig,
+    me: &OurSide,
+    peer: &PeerReport,
+    d: &mut Decision,
+) {
+    let res = &cfg.resource;
+    let (me_primary, peer_primary) = (me.role == Role::Primary, peer.role == Role::Primary);
+    // The target keeps at least Outdated data (Inconsistent sides were decided above).
+    let (me_source_ok, peer_source_ok) = (
+        me.disk == DiskState::UpToDate && peer.disk >= DiskState::Outdated,
+        peer.disk == DiskState::UpToDate && me.disk >= DiskState::Outdated,
+    );
+    let mine = if me_primary {
+        me.changes.max(me.reported_changes)
+    } else {
+        me.reported_changes
+    };
+    if mine == 0 && peer.changes == 0 {
+        return;
+    }
+    match (me_primary, peer_primary) {
+        (true, false) if me_source_ok => {
+            tracing::warn!(resource = %res, "No resync by UUIDs, but {mine} bits here and {} on the peer: resyncing them from this node (the Primary)", peer.changes);
+            d.outcome = Outcome::Source { full: false };
+        }
+        (false, true) if peer_source_ok => {
+            tracing::warn!(resource = %res, "No resync by UUIDs, but {mine} bits here and {} on the peer: resyncing them from the peer (the Primary)", peer.changes);
+            d.outcome = Outcome::Target { full: false };
+        }
+        _ => {
+            let text = format!(
+                "{} KiB marked out of sync here and {} KiB on the peer, but the data generations are equal and no single Primary decides the direction; run `repadm invalidate {res}` on the node whose copy is to be overwritten (or `repadm invalidate-remote {res}` on the node whose copy is to be kept)",
+                mine * 4,
+                peer.changes * 4
+            );
+            tracing::warn!(resource = %res, "No resync, but {mine} bits in bitmap! {text}");
+            d.unresolved = Some(text);
+        }
+    }
 }
 
 /// The after-sb-0pri/1pri/2pri answer to a split brain: `Some(true)` we are the source.
@@ -341,6 +409,7 @@ mod tests {
             crashed_primary: false,
             discard_my_data: false,
             changes: 1,
+            reported_changes: 1,
             can_demote: true,
             resolve_conflicts: false,
         }
@@ -461,6 +530,62 @@ mod tests {
         assert_eq!(d.handlers, vec!["pri-lost"]);
         c.peer.rr_conflict = RrConflict::Violently;
         assert_eq!(decide(&c, &m, &p).outcome, Outcome::Target { full: false });
+    }
+
+    /// Both nodes decide from mirrored inputs: (role, reported bits, live bits) per side.
+    fn both_sides(a: (Role, u64, u64), b: (Role, u64, u64)) -> (Decision, Decision) {
+        let side = |me: (Role, u64, u64), other: (Role, u64, u64)| {
+            let mut m = super::tests::me(me.0, UpToDate, uuids(A, 0));
+            m.reported_changes = me.1;
+            m.changes = me.2;
+            let mut p = peer(other.0, UpToDate, uuids(A, 0));
+            p.changes = other.1;
+            decide(&cfg(), &m, &p)
+        };
+        (side(a, b), side(b, a))
+    }
+
+    #[test]
+    fn equal_generations_with_bits_resync_from_the_single_primary() {
+        // Bits on either side, or written by the Primary after its report: the Primary is
+        // source, the Secondary target (or still NoSync when it cannot know yet: it accepts
+        // the SyncStart that follows while Connected).
+        for (p_rep, p_live, s_rep) in [(5, 5, 0), (0, 0, 7), (3, 3, 2), (0, 9, 0)] {
+            let (p, s) = both_sides((Primary, p_rep, p_live), (Secondary, s_rep, s_rep));
+            assert_eq!(
+                p.outcome,
+                Outcome::Source { full: false },
+                "{p_rep} {p_live} {s_rep}"
+            );
+            let want = if p_rep + s_rep > 0 {
+                Outcome::Target { full: false }
+            } else {
+                Outcome::NoSync
+            };
+            assert_eq!(s.outcome, want, "{p_rep} {p_live} {s_rep}");
+            assert!(p.unresolved.is_none() && s.unresolved.is_none());
+        }
+        // No bits: nothing to do, nothing to say.
+        let (p, s) = both_sides((Primary, 0, 0), (Secondary, 0, 0));
+        assert_eq!((p.outcome, s.outcome), (Outcome::NoSync, Outcome::NoSync));
+        assert!(p.unresolved.is_none() && s.unresolved.is_none());
+    }
+
+    #[test]
+    fn equal_generations_with_bits_and_no_single_primary_are_reported_not_guessed() {
+        for (ra, rb) in [(Secondary, Secondary), (Primary, Primary)] {
+            for (bits_a, bits_b) in [(4, 0), (0, 4), (2, 3)] {
+                let (a, b) = both_sides((ra, bits_a, bits_a), (rb, bits_b, bits_b));
+                assert_eq!(
+                    (&a.outcome, &b.outcome),
+                    (&Outcome::NoSync, &Outcome::NoSync)
+                );
+                for d in [&a, &b] {
+                    let text = d.unresolved.as_deref().unwrap_or_default();
+                    assert!(text.contains("repadm invalidate r0"), "{text}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -163,6 +163,9 @@ impl Engine {
             flags |= UUID_FLAG_INCONSISTENT;
         }
         let oos_bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        if let Some(l) = self.link.as_mut().filter(|l| !l.decided) {
+            l.sent_oos_bits = oos_bits;
+        }
         self.send(Packet::Uuids {
             uuids: self.uuids.as_array(),
             oos_bits,
@@ -225,6 +228,9 @@ impl Engine {
             return;
         };
         self.emit(Output::CloseLink { link: l.id });
+        if self.oos_notice.take().is_some() {
+            self.status_changed();
+        }
         // Before the requests waiting for the peer complete: with resource-and-stonith their
         // replies are held from here on.
         let fence = self.fence_on_link_loss();
@@ -634,6 +640,7 @@ impl Engine {
         let Some(peer) = l.peer_report() else { return };
         l.decided = true;
         let dialer = l.dialer;
+        let reported_changes = l.sent_oos_bits;
         // The attached disk's own state takes part in this handshake, which decides.
         let disk = self.st.reported_disk();
         let _ = self.change_state(
@@ -669,6 +676,7 @@ impl Engine {
             crashed_primary: self.flags.crashed_primary(),
             discard_my_data: self.discard_my_data,
             changes: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
+            reported_changes,
             can_demote: self.open_clients == 0 && self.requests.in_flight() == 0,
             resolve_conflicts: !dialer,
         };
@@ -690,9 +698,11 @@ impl Engine {
                 self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);
             }
             Outcome::NoSync => {
-                let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
-                if bits > 0 {
-                    tracing::info!(resource = %self.cfg.resource, "No resync, but {bits} bits in bitmap!");
+                // Bits without a direction are the operator's to settle (handshake.rs,
+                // equal_generations_with_bits): shown in status and events until settled.
+                if decision.unresolved.is_some() {
+                    self.oos_notice = decision.unresolved;
+                    self.status_changed();
                 }
                 let _ = self.change_state(ChangeSet::new().cstate(ConnState::Connected));
                 self.thaw_on_reconnect();

@@ -46,6 +46,9 @@ pub enum Refusal {
     /// A command that needs a connection to the peer.
     #[error("Need a connection to start verify or resync (cstate is {cstate})")]
     NeedConnection { cstate: ConnState },
+    /// A resync asked for while the peer has no disk to sync to or from.
+    #[error("Can not resync without remote disk (peer disk is {pdsk})")]
+    NoRemoteDisk { pdsk: DiskState },
     /// `outdate` when the disk is already below Outdated.
     #[error("Refusing to mark an {disk} disk Outdated (it is already worse)")]
     LowerThanOutdated { disk: DiskState },
@@ -109,6 +112,7 @@ impl Refusal {
             Refusal::NetConfigured { .. } => 125,
             Refusal::DiskConfigured { .. } => 124,
             Refusal::NeedConnection { .. } => -15,
+            Refusal::NoRemoteDisk { .. } => -5,
             Refusal::LowerThanOutdated { .. } => -16,
             Refusal::ConnectedOutdates { .. } => -6,
             Refusal::IsPrimary | Refusal::AttachWhilePrimary => -12,
@@ -164,6 +168,14 @@ mod tests {
             .starts_with("r0: State change failed: (-2) Need access to UpToDate data"));
         assert_eq!(r.exit_code(), 17);
         assert_eq!(Refusal::AlreadyStandAlone.exit_code(), 11);
+        // invalidate / invalidate-remote without a connection (drbdsetup: generic exit 11).
+        let r = Refusal::NeedConnection {
+            cstate: ConnState::WFConnection,
+        };
+        assert!(r.render("r0").starts_with(
+            "r0: State change failed: (-15) Need a connection to start verify or resync"
+        ));
+        assert_eq!(r.exit_code(), 11);
     }
 
     #[test]

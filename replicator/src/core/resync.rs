@@ -42,6 +42,10 @@ impl Engine {
         }
         let held = rs.pause.paused();
         self.resync = Some(rs);
+        // A resync (e.g. the `invalidate` the notice asked for) settles what it said.
+        if self.oos_notice.take().is_some() {
+            self.status_changed();
+        }
         if held {
             if let Some(now) = self.last_now {
                 self.apply_pause(now);

@@ -104,6 +104,12 @@ impl TransferLog {
         self.closed.len()
     }
 
+    /// Some replicated write is not yet known to be on the peer's stable storage (an open
+    /// epoch with writes, or a closed one without its BarrierAck).
+    pub(crate) fn waits_for_peer(&self) -> bool {
+        !self.open.is_empty() || !self.closed.is_empty()
+    }
+
     /// The peer has everything up to and including `epoch` on stable storage. `None`: an
     /// epoch a later ack already covered (the peer's flushes may complete out of order).
     pub(crate) fn barrier_acked(&mut self, epoch: u32) -> Option<Acked> {

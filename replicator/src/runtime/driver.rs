@@ -710,6 +710,7 @@ impl Driver {
             counters: e.counters(),
             oos_kib: e.oos_kib(),
             verify_oos_blocks: e.last_verify_oos(),
+            oos_notice: e.oos_notice().map(str::to_owned),
             uuids: [u.current, u.bitmap, u.history[0], u.history[1]],
             md_flags: e.flags().bits(),
             sync: e

@@ -19,6 +19,10 @@
 //!   a write that just became durable-required is in the durable image of every UpToDate node
 //!   that must hold it. Whole durable images are checked whenever a node reports UpToDate anew
 //!   (attach, restart, end of a resync) or is promoted, and at convergence (`check_converged`).
+//! - No silent "UpToDate with bits": `BITS_SETTLE_INPUTS` inputs (or `BITS_SETTLE_TIME`,
+//!   whichever comes first) after a handshake decided, a
+//!   node that is Connected and UpToDate/UpToDate has no bit set, unless it tells the operator
+//!   why (`Engine::oos_notice`); a resync running meanwhile is fine.
 //!   A violation panics with the reason; the test harness turns the panic into a failing seed.
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,6 +49,12 @@ pub const SECTOR: u64 = SECTOR_BYTES as u64;
 pub const BLOCK: u64 = 4096;
 /// The NBD maximum request size (DESIGN.md §9).
 pub const MAX_REQUEST_BYTES: u64 = 32 << 20;
+/// How many inputs a node may take after its handshake decided before its bitmap must be
+/// clear (or a resync running, or the condition shown to the operator): enough for the
+/// peer's report, its final bitmap and the resync start to arrive.
+pub const BITS_SETTLE_INPUTS: u32 = 200;
+/// The same bound in simulated time, for an idle pair that takes few inputs.
+pub const BITS_SETTLE_TIME: Duration = Duration::from_secs(1);
 /// External metadata device: superblocks, AL ring and bitmap of a 64 MiB device fit easily.
 const META_DEV_BYTES: usize = 256 * 1024;
 
@@ -236,6 +246,8 @@ pub struct Node {
     claim_pending: Option<&'static str>,
     /// (role, disk, cstate) after the last input, to see transitions.
     seen: (Role, DiskState, ConnState),
+    /// Inputs left, and the time, until the bitmap check that follows a handshake.
+    bits_check_in: Option<(u32, Duration)>,
     /// Bumped by every lost write-back or crash on this node.
     unreliable: u64,
     last_timer: Duration,
@@ -383,6 +395,7 @@ impl Cluster {
                 meta_free_at: Duration::ZERO,
                 claim_pending: None,
                 seen: (Role::Secondary, DiskState::Diskless, ConnState::StandAlone),
+                bits_check_in: None,
                 unreliable: 0,
                 last_timer: Duration::ZERO,
             }
@@ -809,6 +822,15 @@ impl Cluster {
         let info = crate::meta::attach::attach_info(&store, None);
         self.nodes[i].meta = Some(store);
         Ok(Box::new(info))
+    }
+
+    /// Whether node `i`'s superblock, as its metadata device holds it now, says the disk was
+    /// closed clean (no activity-log replay on the next attach).
+    pub fn superblock_clean(&self, i: usize) -> Result<bool, String> {
+        let dev: Box<dyn MetaDev> = Box::new(self.nodes[i].meta_dev.clone());
+        let store = MetaStore::open_external(dev, None, self.cfg.device_bytes)
+            .map_err(|e| e.to_string())?;
+        Ok(!crate::meta::attach::attach_info(&store, None).unclean)
     }
 
     // ---- network ----
@@ -1251,6 +1273,39 @@ impl Cluster {
             );
         }
         self.observe(i);
+        self.check_bits_settled(i);
+    }
+
+    /// Connected and UpToDate/UpToDate implies no bit set, or a resync running, or the
+    /// operator told: checked once per handshake, `BITS_SETTLE_INPUTS` inputs after it.
+    fn check_bits_settled(&mut self, i: usize) {
+        let now = self.now;
+        let n = &mut self.nodes[i];
+        let Some((left, deadline)) = n.bits_check_in else {
+            return;
+        };
+        if n.engine.cstate() < ConnState::Connected {
+            n.bits_check_in = None;
+            return;
+        }
+        if left > 0 && now < deadline {
+            n.bits_check_in = Some((left - 1, deadline));
+            return;
+        }
+        n.bits_check_in = None;
+        let e = &n.engine;
+        if e.cstate() == ConnState::Connected
+            && e.disk() == DiskState::UpToDate
+            && e.pdsk() == DiskState::UpToDate
+            && e.oos_kib() > 0
+            && e.oos_notice().is_none()
+        {
+            panic!(
+                "invariant violated: node {i} is Connected and UpToDate/UpToDate {} inputs after its handshake with {} KiB marked out of sync, no resync running and nothing telling the operator",
+                BITS_SETTLE_INPUTS - left,
+                e.oos_kib()
+            );
+        }
     }
 
     /// Follow node `i`'s state transitions for the model, and check whole images when a node
@@ -1264,6 +1319,9 @@ impl Cluster {
         }
         if now.1 != before.1 {
             self.log(format!("node {i} disk {:?} -> {:?}", before.1, now.1));
+        }
+        if before.2 == ConnState::WFReportParams && now.2 >= ConnState::Connected {
+            self.nodes[i].bits_check_in = Some((BITS_SETTLE_INPUTS, self.now + BITS_SETTLE_TIME));
         }
         if now.2 == ConnState::SyncTarget && before.2 != ConnState::SyncTarget {
             self.model.sync_target(i);
@@ -1669,6 +1727,7 @@ impl Cluster {
         let n = &mut self.nodes[i];
         n.engine = Engine::new(engine_config_for(&n.name, &self.cfg), seed);
         n.up = true;
+        n.bits_check_in = None;
         n.last_timer = self.now;
         self.admin(i, AdminCmd::Attach)?;
         self.admin(
