@@ -154,7 +154,6 @@ pub const NET: &[Keyword] = &[
     k("rr-conflict", Enum(RrConflict::NAMES)),
     k("always-asbp", Bool),
     k("allow-two-primaries", Bool),
-    k("discard-my-data", Bool),
     k("data-integrity-alg", Str),
     k("verify-alg", Str),
     k("csums-alg", Str),
@@ -198,6 +197,8 @@ pub const DISK: &[Keyword] = &[
     k("disk-flushes", Bool),
     k("disk-drain", Bool),
     k("md-flushes", Bool),
+    // DRBD 8.3's bio-merge hint; drbdadm 8.4 still reads it. Nothing in rep to tune.
+    k("use-bmbv", Bool),
     k(
         "max-bio-bvecs",
         Int {
@@ -412,6 +413,130 @@ pub const SYNCER: &[(&str, &str, &str)] = &[
     ("cpu-mask", "options", "cpu-mask"),
     ("on-no-data-accessible", "options", "on-no-data-accessible"),
 ];
+
+/// DRBD 8.3 names drbdadm 8.4 reads inside an 8.4 section, as (section, old, new).
+pub const ALIASES: &[(&str, &str, &str)] = &[
+    ("handlers", "outdate-peer", "fence-peer"),
+    ("disk", "rate", "resync-rate"),
+    ("disk", "after", "resync-after"),
+];
+
+/// DRBD 8.3's negative switches, as (section, switch, flag): `no-disk-flushes;` is
+/// `disk-flushes no;`. Only the bare form exists (`no-disk-flushes yes;` is an error).
+pub const NO_FLAGS: &[(&str, &str, &str)] = &[
+    ("disk", "no-disk-barrier", "disk-barrier"),
+    ("disk", "no-disk-flushes", "disk-flushes"),
+    ("disk", "no-disk-drain", "disk-drain"),
+    ("disk", "no-md-flushes", "md-flushes"),
+    ("net", "no-tcp-cork", "tcp-cork"),
+];
+
+/// Resync-controller options of DRBD 8.3.x that 8.4 dropped. drbdadm 8.4 reads them with a
+/// value in every option section (not in `syncer`, not in `global`) and ignores them.
+pub const DEPRECATED: &[&str] = &[
+    "delay-probe-volume",
+    "delay-probe-interval",
+    "throttle-threshold",
+    "hold-off-threshold",
+];
+
+/// The 8.4 name of `name` written in `section` (an 8.3 alias renamed, anything else as is).
+pub fn canonical<'a>(section: &str, name: &'a str) -> &'a str {
+    ALIASES
+        .iter()
+        .find(|(s, old, _)| *s == section && *old == name)
+        .map_or(name, |(_, _, new)| new)
+}
+
+/// The flag an 8.3 `no-X` switch of `section` turns off.
+pub fn no_flag(section: &str, name: &str) -> Option<&'static str> {
+    NO_FLAGS
+        .iter()
+        .find(|(s, sw, _)| *s == section && *sw == name)
+        .map(|(_, _, flag)| *flag)
+}
+
+/// Every fixed word drbdadm 8.4's scanner turns into a keyword token (drbdadm_scanner.fl).
+/// Where drbdadm wants a plain string (the name after `skip`), these are errors.
+const SCANNER_WORDS: &[&str] = &[
+    "on",
+    "ignore-on",
+    "stacked-on-top-of",
+    "floating",
+    "no",
+    "net",
+    "yes",
+    "ask",
+    "skip",
+    "disk",
+    "proxy",
+    "minor",
+    "inside",
+    "volume",
+    "cmd-timeout-short",
+    "cmd-timeout-medium",
+    "cmd-timeout-long",
+    "syncer",
+    "device",
+    "global",
+    "common",
+    "options",
+    "outside",
+    "address",
+    "alternate-link-address",
+    "startup",
+    "include",
+    "handlers",
+    "minor-count",
+    "disable-ip-verification",
+    "udev-always-use-vnr",
+    "dialog-refresh",
+    "resource",
+    "meta-disk",
+    "flexible-meta-disk",
+    "usage-count",
+    "_this_host",
+    "_remote_host",
+    "sci",
+    "ssocks",
+    "sdp",
+    "ipv4",
+    "ipv6",
+    "discard-my-data",
+    "memlimit",
+    "read-loops",
+    "compression",
+    "bwlimit",
+    "plugin",
+];
+
+/// Whether drbdadm 8.4 lexes `word` (written bare) as a plain string: `[a-zA-Z0-9/._-]{1,128}`
+/// that is no keyword, number (`[0-9]{1,8}[MKGs]?`) or IPv4 address.
+pub fn is_plain_string(word: &str) -> bool {
+    let charset = word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-'));
+    let digits = word.trim_end_matches(['M', 'K', 'G', 's']);
+    let number = !digits.is_empty()
+        && digits.len() <= 8
+        && word.len() - digits.len() <= 1
+        && digits.chars().all(|c| c.is_ascii_digit());
+    let groups: Vec<&str> = word.split('.').collect();
+    let ipv4 = groups.len() == 4
+        && groups
+            .iter()
+            .all(|g| (1..=3).contains(&g.len()) && g.chars().all(|c| c.is_ascii_digit()));
+    let keyword = SCANNER_WORDS.contains(&word)
+        || DEPRECATED.contains(&word)
+        || NO_FLAGS.iter().any(|(_, sw, _)| *sw == word)
+        || ALIASES.iter().any(|(_, old, _)| *old == word)
+        || ["net", "disk", "startup", "options", "handlers", "global"]
+            .iter()
+            .filter_map(|s| table(s))
+            .flatten()
+            .any(|k| k.name == word);
+    charset && !word.is_empty() && word.len() <= 128 && !number && !ipv4 && !keyword
+}
 
 /// Keywords only rep understands; `dump` leaves them out so drbdadm can read the result.
 pub const REP_ONLY: &[&str] = &["nbd-listen", "metrics-listen"];

@@ -163,7 +163,11 @@ pub fn build(stmts: &[Stmt]) -> Result<Model, ParseError> {
                 seen_common = Some(s);
                 let mut seen = BTreeMap::new();
                 for c in block {
-                    section_into(c, "common", &mut m.common, &mut seen)?;
+                    if c.keyword() == "protocol" {
+                        protocol_into(c, "common", &mut m.common, &mut seen)?;
+                    } else {
+                        section_into(c, "common", &mut m.common, &mut seen)?;
+                    }
                 }
             }
             "resource" => {
@@ -219,13 +223,67 @@ fn need_block(s: &Stmt, words: usize) -> Result<&Vec<Stmt>, ParseError> {
     })
 }
 
-/// `keyword value;` statements of one section, validated against its table.
+/// `keyword value;` statements of one section, validated against its table, under their 8.4
+/// names; the 8.3 options drbdadm ignores are checked and left out.
 fn options(block: &[Stmt], section: &str) -> Result<Vec<Opt>, ParseError> {
-    block.iter().map(|s| option(s, section)).collect()
+    let mut out = Vec::new();
+    for s in block {
+        out.extend(option(s, section)?);
+    }
+    Ok(out)
 }
 
-fn option(s: &Stmt, section: &str) -> Result<Opt, ParseError> {
-    let name = s.keyword();
+/// The statement must be `word;` with no value and no block (an 8.3 `no-` switch).
+fn bare(s: &Stmt) -> Result<(), ParseError> {
+    if let Some(w) = s.words.get(1) {
+        return Err(s.err_at(
+            w,
+            format!(
+                "';' expected after '{}', but got '{}'; the 8.3 switch takes no value (or write `{} no;`)",
+                s.keyword(),
+                w.text,
+                s.keyword().trim_start_matches("no-")
+            ),
+        ));
+    }
+    if s.block.is_some() {
+        return Err(s.err(format!(
+            "';' expected after '{}', but got '{{'",
+            s.keyword()
+        )));
+    }
+    Ok(())
+}
+
+fn option(s: &Stmt, section: &str) -> Result<Option<Opt>, ParseError> {
+    let written = s.keyword();
+    if section != "global" && keywords::DEPRECATED.contains(&written) {
+        // drbdadm 8.4 reads `delay-probe-volume 16384;` and drops it: 8.3.x's old resync
+        // controller, replaced by the c-* options.
+        match (s.words.as_slice(), &s.block) {
+            ([_, _], None) => return Ok(None),
+            ([_], None) => return Err(s.err(format!("{written} needs a value: {written} VALUE;"))),
+            _ => {
+                return Err(s.err(format!(
+                    "{written} (ignored since DRBD 8.4) takes one value: {written} VALUE;"
+                )))
+            }
+        }
+    }
+    if let Some(flag) = keywords::no_flag(section, written) {
+        bare(s)?;
+        return Ok(Some(Opt {
+            name: flag.into(),
+            value: Some("no".into()),
+            at: location(s, None),
+        }));
+    }
+    if written == "discard-my-data" && section == "net" {
+        return Err(s.err(
+            "discard-my-data is not a configuration option (drbdadm rejects it in a file); run `repadm connect --discard-my-data RES` on the node whose changes are to be dropped",
+        ));
+    }
+    let name = keywords::canonical(section, written);
     let Some(kw) = keywords::lookup(section, name) else {
         let names = keywords::table(section)
             .unwrap_or(&[])
@@ -247,6 +305,20 @@ fn option(s: &Stmt, section: &str) -> Result<Opt, ParseError> {
         ));
     }
     let values = &s.words[1..];
+    if name == "become-primary-on" && !values.is_empty() {
+        // drbdadm reads a list of host names here (`become-primary-on alice bob;`).
+        return Ok(Some(Opt {
+            name: name.into(),
+            value: Some(
+                values
+                    .iter()
+                    .map(|w| w.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            at: location(s, values.first()),
+        }));
+    }
     if values.len() > 1 {
         return Err(s.err_at(
             &values[1],
@@ -257,13 +329,23 @@ fn option(s: &Stmt, section: &str) -> Result<Opt, ParseError> {
         ));
     }
     let value = values.first();
+    // drbdadm upper-cases the protocol letter: `protocol c;` is protocol C.
+    if let Some(v) =
+        value.filter(|v| name == "protocol" && matches!(v.text.as_str(), "a" | "b" | "c"))
+    {
+        return Ok(Some(Opt {
+            name: name.into(),
+            value: Some(v.text.to_ascii_uppercase()),
+            at: location(s, Some(v)),
+        }));
+    }
     match (kw.kind, value) {
         (Kind::Bool, None) => {
-            return Ok(Opt {
+            return Ok(Some(Opt {
                 name: name.into(),
                 value: None,
                 at: location(s, None),
-            })
+            }))
         }
         (Kind::Bool, Some(v)) if matches!(v.text.as_str(), "yes" | "no") => {}
         (Kind::Bool, Some(v)) => {
@@ -305,11 +387,11 @@ fn option(s: &Stmt, section: &str) -> Result<Opt, ParseError> {
         }
         _ => {}
     }
-    Ok(Opt {
+    Ok(Some(Opt {
         name: name.into(),
         value: value.map(|v| v.text.clone()),
         at: location(s, value),
-    })
+    }))
 }
 
 /// The value's position if there is one, else the statement's.
@@ -358,7 +440,7 @@ fn section_into<'a>(
             renamed.words[0].text = new.to_owned();
             let opt = option(&renamed, target)?;
             if let Some(v) = into.get_mut(target) {
-                v.push(opt);
+                v.extend(opt);
             }
         }
         return Ok(());
@@ -370,6 +452,39 @@ fn section_into<'a>(
     Ok(())
 }
 
+/// DRBD 8.3's `protocol X;` outside `net`, in a resource or in `common`: once per scope, and a
+/// net option in file order (drbdadm passes both to drbdsetup when `net` names one too, so the
+/// later one counts).
+fn protocol_into<'a>(
+    st: &'a Stmt,
+    scope: &str,
+    into: &mut Sections,
+    seen: &mut BTreeMap<&'a str, u32>,
+) -> Result<(), ParseError> {
+    if st.block.is_some() {
+        let w = st.words.get(2).unwrap_or(&st.words[0]);
+        return Err(st.err_at(
+            w,
+            format!(
+                "';' expected after '{}', but got '{}'",
+                words_text(&st.words[..st.words.len().min(2)]),
+                if st.words.len() > 2 {
+                    w.text.as_str()
+                } else {
+                    "{"
+                }
+            ),
+        ));
+    }
+    if let Some(first) = seen.insert("protocol", st.line) {
+        return Err(st.err(format!(
+            "conflicting use of protocol statement '{scope}: protocol' (first used at line {first}); write it once"
+        )));
+    }
+    into.net.extend(option(st, "net")?);
+    Ok(())
+}
+
 fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError> {
     let mut sections = Sections::default();
     let mut seen = BTreeMap::new();
@@ -377,21 +492,7 @@ fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError
     let mut hosts: Vec<(&Stmt, Host, Drafts)> = Vec::new();
     for st in block {
         match st.keyword() {
-            "protocol" if st.block.is_none() => {
-                let opt = option(st, "net")?;
-                sections.net.insert(0, opt);
-            }
-            "protocol" => {
-                let w = st.words.get(2).unwrap_or(&st.words[0]);
-                return Err(st.err_at(
-                    w,
-                    format!(
-                        "';' expected after '{}', but got '{}'",
-                        words_text(&st.words[..st.words.len().min(2)]),
-                        w.text
-                    ),
-                ));
-            }
+            "protocol" => protocol_into(st, name, &mut sections, &mut seen)?,
             "device" | "disk" | "meta-disk" | "flexible-meta-disk" if st.block.is_none() => {
                 volume_field(st, defaults.entry(0).or_default())?;
             }
@@ -420,7 +521,13 @@ fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError
             "stacked-on-top-of" => {
                 return Err(st.err("stacked resources (stacked-on-top-of) are not supported by rep; use a two-node resource"));
             }
-            "ignore-on" | "skip" => {}
+            // Deprecated in 8.3 already; drbdadm 8.4 warns and ignores it (its "must precede
+            // any host section" check never fires while parsing).
+            "ignore-on" => {
+                if st.words.len() != 2 || st.block.is_some() {
+                    return Err(st.err("ignore-on takes one host name: ignore-on HOST;"));
+                }
+            }
             _ if st.block.is_some() => section_into(st, name, &mut sections, &mut seen)?,
             other => {
                 let expected = [
@@ -650,10 +757,11 @@ fn meta_disk(f: &Stmt, vals: &[Word]) -> Result<MetaDisk, ParseError> {
     }
 }
 
-/// `[ipv4|ipv6|ssocks|sdp] ADDR:PORT`, the address a literal IP (no host names, as drbdadm).
+/// `[ipv4|ipv6|ssocks|sdp|sci] ADDR:PORT`, the address a literal IP (no host names, as drbdadm).
 fn address(f: &Stmt, vals: &[Word]) -> Result<SocketAddr, ParseError> {
     let (family, rest) = match vals.first().map(|w| w.text.as_str()) {
-        Some(af @ ("ipv4" | "ipv6" | "ssocks" | "sdp")) => (Some(af), &vals[1..]),
+        // `sci` is DRBD 8.3's name of `ssocks`.
+        Some(af @ ("ipv4" | "ipv6" | "ssocks" | "sdp" | "sci")) => (Some(af), &vals[1..]),
         _ => (None, vals),
     };
     let Some(first) = rest.first() else {

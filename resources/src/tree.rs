@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::ParseError;
+use crate::keywords;
 use crate::lexer::{lex, Tok, Token};
 
 /// Includes nested deeper than this are a loop.
@@ -66,7 +67,7 @@ pub fn parse_text(
     display_dir: &Path,
     depth: u32,
 ) -> Result<Vec<Stmt>, ParseError> {
-    let toks = lex(text, file)?;
+    let toks = lex(text);
     let mut p = Parser {
         toks: &toks,
         pos: 0,
@@ -106,8 +107,14 @@ impl Parser<'_> {
                         "unexpected '}' without a matching '{'; remove it",
                     ));
                 }
+                // drbdadm reads no empty statement anywhere (`;;`, `};`).
                 Tok::Semi => {
-                    self.pos += 1;
+                    return Err(ParseError::new(
+                        self.file,
+                        t.line,
+                        t.col,
+                        "unexpected ';' without a statement before it; remove it",
+                    ));
                 }
                 Tok::LBrace => {
                     return Err(ParseError::new(
@@ -116,6 +123,15 @@ impl Parser<'_> {
                         t.col,
                         "'{' without a keyword before it",
                     ));
+                }
+                Tok::Bad(message) => {
+                    return Err(ParseError::new(self.file, t.line, t.col, *message));
+                }
+                Tok::Word {
+                    text,
+                    quoted: false,
+                } if open.is_none() && text == "skip" => {
+                    self.skip()?;
                 }
                 _ => {
                     let stmt = self.stmt()?;
@@ -189,6 +205,9 @@ impl Parser<'_> {
                         col,
                     });
                 }
+                Tok::Bad(message) => {
+                    return Err(ParseError::new(self.file, t.line, t.col, *message));
+                }
                 Tok::RBrace => {
                     let so_far: Vec<&str> = words.iter().map(|w| w.text.as_str()).collect();
                     return Err(ParseError::new(
@@ -204,6 +223,53 @@ impl Parser<'_> {
             }
             self.pos += 1;
         }
+    }
+
+    /// `skip [NAME] { ... }` at the top level comments out a block, as in drbdadm: its tokens
+    /// are read only to match the braces (free text, even broken strings, is fine), and
+    /// nothing of it is kept, so `dump` leaves it out as drbdadm does.
+    fn skip(&mut self) -> Result<(), ParseError> {
+        let at = &self.toks[self.pos];
+        let (line, col) = (at.line, at.col);
+        self.pos += 1;
+        let expected = |t: Option<&Token>| {
+            let (l, c) = t.map_or((line, col), |t| (t.line, t.col));
+            ParseError::new(
+                self.file,
+                l,
+                c,
+                "'skip [NAME] {' expected: skip comments out a block, e.g. skip { resource r9 { ... } }",
+            )
+        };
+        match self.toks.get(self.pos).map(|t| &t.tok) {
+            Some(Tok::LBrace) => {}
+            Some(Tok::Word { text, quoted }) if *quoted || keywords::is_plain_string(text) => {
+                self.pos += 1;
+                if self.toks.get(self.pos).map(|t| &t.tok) != Some(&Tok::LBrace) {
+                    return Err(expected(self.toks.get(self.pos)));
+                }
+            }
+            _ => return Err(expected(self.toks.get(self.pos))),
+        }
+        self.pos += 1;
+        let mut level = 1u32;
+        while level > 0 {
+            let Some(t) = self.toks.get(self.pos) else {
+                return Err(ParseError::new(
+                    self.file,
+                    line,
+                    col,
+                    "reached the end of the file inside this skip block; add the missing '}'",
+                ));
+            };
+            match t.tok {
+                Tok::LBrace => level += 1,
+                Tok::RBrace => level -= 1,
+                _ => {}
+            }
+            self.pos += 1;
+        }
+        Ok(())
     }
 
     fn include(&mut self, stmt: &Stmt) -> Result<Vec<Stmt>, ParseError> {

@@ -191,13 +191,16 @@ fn host_label(h: &Host) -> String {
     }
 }
 
-/// Later entries win: common first, then the resource.
+/// What drbdadm hands the kernel: every option of the resource, in file order, so of a name
+/// written twice (say in `syncer` and again in `disk`) the later one counts; an option of
+/// `common` only where the resource has none of that name, and then its first one
+/// (drbdadm's expand_opts).
 fn settings<'a>(common: &'a [Opt], res: &'a [Opt]) -> BTreeMap<&'a str, &'a Opt> {
-    common
-        .iter()
-        .chain(res)
-        .map(|o| (o.name.as_str(), o))
-        .collect()
+    let mut m: BTreeMap<&str, &Opt> = res.iter().map(|o| (o.name.as_str(), o)).collect();
+    for o in common {
+        m.entry(o.name.as_str()).or_insert(o);
+    }
+    m
 }
 
 type Settings<'a> = BTreeMap<&'a str, &'a Opt>;
@@ -330,13 +333,13 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
         on_no_data_accessible: typed(&o, "on-no-data-accessible", str::parse)?
             .unwrap_or(OnNoDataAccessible::IoError),
     };
-    let handlers = model
-        .common
-        .handlers
-        .iter()
-        .chain(&r.sections.handlers)
-        .filter_map(|h| Some((h.name.clone(), h.value.clone()?)))
-        .collect();
+    // drbdadm runs the first handler of a name (`outdate-peer` and `fence-peer` are one name).
+    let mut handlers = BTreeMap::new();
+    for h in r.sections.handlers.iter().chain(&model.common.handlers) {
+        if let Some(v) = &h.value {
+            handlers.entry(h.name.clone()).or_insert_with(|| v.clone());
+        }
+    }
     let device = if vol.device.starts_with("minor ") {
         format!("/dev/drbd{}", vol.minor)
     } else {

@@ -19,3 +19,6 @@ pub mod nbd_backend;
 pub mod outdater;
 pub mod paths;
 pub mod send_queue;
+
+#[cfg(test)]
+mod config83_tests;

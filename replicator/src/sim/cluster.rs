@@ -1178,10 +1178,7 @@ impl Cluster {
             PeerDiskOp::Zero {
                 offset, len, fua, ..
             } => n.disk.zero(offset, u64::from(len), fua).map(|()| None),
-            PeerDiskOp::Read { offset, len } => {
-                let mut buf = vec![0; len as usize];
-                n.disk.read(&mut buf, offset).map(|()| Some(buf))
-            }
+            PeerDiskOp::Read { offset, len } => n.disk.read_vec(offset, len as usize).map(Some),
             PeerDiskOp::Flush => {
                 let r = n.disk.flush().map(|()| None);
                 if r.is_err() {
@@ -1204,8 +1201,10 @@ impl Cluster {
         let result = match op {
             _ if n.disk_failing => Err(failing_disk()),
             DiskOpKind::Read { offset, len } => {
-                let mut buf = vec![0; len as usize];
-                let r = n.disk.read(&mut buf, offset);
+                let (buf, r) = match n.disk.read_vec(offset, len as usize) {
+                    Ok(buf) => (buf, Ok(())),
+                    Err(e) => (vec![0; len as usize], Err(e)),
+                };
                 if let Some(Client {
                     kind: ClientKind::Read { data, .. },
                     ..
