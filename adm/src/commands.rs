@@ -78,6 +78,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Man { dir } => return crate::docgen::man(dir.as_deref()),
         _ => {}
     }
+    if let Cmd::SplitBrain { cmd } = &cli.cmd {
+        return crate::splitbrain::run(cli, cmd);
+    }
     if let Cmd::Dump { res } = &cli.cmd {
         let config = load_config(cli)?;
         let only = res.as_deref().filter(|r| *r != "all");
@@ -86,7 +89,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
     }
     let config = load_config(cli)?;
     let (res_arg, action): (&str, Action) = match &cli.cmd {
-        Cmd::Dump { .. } | Cmd::Completions { .. } | Cmd::Man { .. } => {
+        Cmd::Dump { .. } | Cmd::Completions { .. } | Cmd::Man { .. } | Cmd::SplitBrain { .. } => {
             unreachable!("handled above")
         }
         Cmd::CreateMd { res, force } => (res, Action::CreateMd { force: *force }),
@@ -268,6 +271,10 @@ pub fn print_response(cli: &Cli, resp: Response) -> i32 {
                 print!("{}", report.text(&status.resource));
             }
             report.exit_code
+        }
+        Response::SplitBrain { view, .. } => {
+            println!("{}", serde_json::json!(view));
+            0
         }
     }
 }

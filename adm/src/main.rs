@@ -7,7 +7,9 @@ mod ctl;
 mod docgen;
 mod events;
 mod metacmd;
+mod nbdclient;
 mod progress;
+mod splitbrain;
 mod up;
 
 use clap::Parser;

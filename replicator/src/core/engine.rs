@@ -122,6 +122,8 @@ pub struct Engine {
     pub(crate) link: Option<Link>,
     /// `connect --discard-my-data`: this node volunteers to lose a split brain.
     pub(crate) discard_my_data: bool,
+    /// The peer's side of an unresolved split brain, from the handshake that found it.
+    pub(crate) sb_peer: Option<super::split_brain::PeerAtSplit>,
     pub(crate) tl: TransferLog,
     pub(crate) rx: PeerRx,
     pub(crate) resync: Option<Resync>,
@@ -161,6 +163,7 @@ impl Engine {
             last_now: None,
             link: None,
             discard_my_data: false,
+            sb_peer: None,
             tl: TransferLog::default(),
             rx: PeerRx::default(),
             resync: None,
