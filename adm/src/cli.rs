@@ -142,8 +142,15 @@ pub enum Cmd {
         #[arg(long)]
         wait: bool,
         /// With --wait: give up after this many seconds (exit 5).
-        #[arg(long, requires = "wait")]
+        #[arg(long)]
         timeout: Option<u64>,
+        /// Wait, then write the out-of-sync ranges found to FILE (JSON).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Wait, then resync exactly the blocks found, from the Primary (this node if neither
+        /// or only this one is Primary), without a disconnect/connect; wait for it to end.
+        #[arg(long)]
+        fix: bool,
     },
     /// Wait until no resync is running and the local disk is UpToDate (progress bar on a
     /// terminal; exit 5 on timeout, 11 when it cannot happen: StandAlone or Diskless).

@@ -85,7 +85,8 @@ impl Conn {
             Response::Ok { status, .. }
             | Response::Refused { status, .. }
             | Response::Adjusted { status, .. }
-            | Response::SplitBrain { status, .. } => Ok(*status),
+            | Response::SplitBrain { status, .. }
+            | Response::VerifyReport { status, .. } => Ok(*status),
             Response::Error { message, .. } => Err(anyhow!(message)),
         }
     }

@@ -11,6 +11,7 @@ mod nbdclient;
 mod progress;
 mod splitbrain;
 mod up;
+mod verifycmd;
 
 use clap::Parser;
 

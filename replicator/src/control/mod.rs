@@ -36,6 +36,8 @@ pub enum Query {
     },
     /// `repadm split-brain show`: both sides of a split brain as this node knows them.
     SplitBrain,
+    /// `repadm verify --report`: the ranges the last verify found out of sync.
+    VerifyReport,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +68,11 @@ pub enum Response {
     /// The answer to `adjust`: every changed option and how it was (or would be) applied.
     Adjusted {
         report: adjust::Report,
+        status: Box<Status>,
+    },
+    /// The answer to `verify-report`: `[offset, length]` byte ranges, ascending.
+    VerifyReport {
+        ranges: Vec<[u64; 2]>,
         status: Box<Status>,
     },
     /// The answer to `split-brain`.

@@ -129,6 +129,8 @@ pub struct Engine {
     pub(crate) resync: Option<Resync>,
     pub(crate) verify: Option<Verify>,
     pub(crate) last_verify_oos: Option<u64>,
+    /// The blocks the last verify found out of sync, merged ranges (bytes).
+    pub(crate) verify_ranges: Vec<(u64, u64)>,
     /// Last client write, for the resync controller's c-min-rate.
     pub(crate) last_app_write: Option<Instant>,
     /// The `resync-after` resource is resyncing now.
@@ -169,6 +171,7 @@ impl Engine {
             resync: None,
             verify: None,
             last_verify_oos: None,
+            verify_ranges: Vec::new(),
             last_app_write: None,
             dependency_syncing: false,
             freeze: super::fencing::Freeze::default(),

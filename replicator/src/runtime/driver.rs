@@ -737,6 +737,16 @@ impl Driver {
         }
     }
 
+    /// `repadm verify --report`: what the last verify found.
+    pub fn verify_ranges(&self) -> Vec<[u64; 2]> {
+        self.engine
+            .borrow()
+            .last_verify_ranges()
+            .iter()
+            .map(|&(o, l)| [o, l])
+            .collect()
+    }
+
     /// `repadm split-brain show` from this node.
     pub fn split_brain_info(&self) -> crate::control::SplitBrainInfo {
         crate::control::SplitBrainInfo {
