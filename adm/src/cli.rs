@@ -142,8 +142,15 @@ pub enum Cmd {
         #[arg(long)]
         wait: bool,
         /// With --wait: give up after this many seconds (exit 5).
-        #[arg(long, requires = "wait")]
+        #[arg(long)]
         timeout: Option<u64>,
+        /// Wait, then write the out-of-sync ranges found to FILE (JSON).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// Wait, then resync exactly the blocks found, from the Primary (this node if neither
+        /// or only this one is Primary), without a disconnect/connect; wait for it to end.
+        #[arg(long)]
+        fix: bool,
     },
     /// Wait until no resync is running and the local disk is UpToDate (progress bar on a
     /// terminal; exit 5 on timeout, 11 when it cannot happen: StandAlone or Diskless).
@@ -195,6 +202,12 @@ pub enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Split-brain tools: what each side changed (`show`), the recovery in the right order
+    /// (`resolve --keep NODE`, optionally saving the victim's blocks), and its undo (`restore`).
+    SplitBrain {
+        #[command(subcommand)]
+        cmd: SbCmd,
+    },
     /// Test-only fault hook: disk errors, a volatile write cache, a slow meta disk, power loss
     /// (needs a repd built with `--features rep-replicator/fault-injection`).
     Fault {
@@ -245,4 +258,44 @@ pub enum FaultOpArg {
 pub enum OnOff {
     On,
     Off,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SbCmd {
+    /// Print the common generation and, for each side, the blocks it changed since (count,
+    /// MiB, ranges), its role at the split and its last write; then the blocks both changed.
+    Show {
+        res: String,
+        /// The other node's run directory (its control socket), when reachable from here.
+        #[arg(long, env = "REP_PEER_RUN_DIR")]
+        peer_run_dir: Option<PathBuf>,
+    },
+    /// Keep NODE's data: demote the other node, connect it with --discard-my-data, connect
+    /// NODE. Runs the other node's steps too if its control socket is reachable, else prints
+    /// them.
+    Resolve {
+        res: String,
+        /// The node whose data survives.
+        #[arg(long)]
+        keep: String,
+        /// Only print the steps.
+        #[arg(long)]
+        dry_run: bool,
+        /// Copy every block the resync will overwrite on the victim into DIR first
+        /// (blocks.bin + manifest.json), for `split-brain restore`.
+        #[arg(long, value_name = "DIR")]
+        save: Option<PathBuf>,
+        /// The other node's run directory (its control socket), when reachable from here.
+        #[arg(long, env = "REP_PEER_RUN_DIR")]
+        peer_run_dir: Option<PathBuf>,
+    },
+    /// Write blocks saved by `resolve --save` back through this node's export (it must be
+    /// Primary; the writes replicate to the peer).
+    Restore {
+        res: String,
+        dir: PathBuf,
+        /// Only the blocks the victim itself changed (not those only the survivor changed).
+        #[arg(long)]
+        only_victim_changes: bool,
+    },
 }

@@ -78,6 +78,9 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Man { dir } => return crate::docgen::man(dir.as_deref()),
         _ => {}
     }
+    if let Cmd::SplitBrain { cmd } = &cli.cmd {
+        return crate::splitbrain::run(cli, cmd);
+    }
     if let Cmd::Dump { res } = &cli.cmd {
         let config = load_config(cli)?;
         let only = res.as_deref().filter(|r| *r != "all");
@@ -86,7 +89,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
     }
     let config = load_config(cli)?;
     let (res_arg, action): (&str, Action) = match &cli.cmd {
-        Cmd::Dump { .. } | Cmd::Completions { .. } | Cmd::Man { .. } => {
+        Cmd::Dump { .. } | Cmd::Completions { .. } | Cmd::Man { .. } | Cmd::SplitBrain { .. } => {
             unreachable!("handled above")
         }
         Cmd::CreateMd { res, force } => (res, Action::CreateMd { force: *force }),
@@ -125,13 +128,26 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Invalidate { res } => (res, Action::Admin(AdminCmd::Invalidate)),
         Cmd::InvalidateRemote { res } => (res, Action::Admin(AdminCmd::InvalidateRemote)),
         Cmd::Verify {
-            res, wait: false, ..
+            res,
+            wait: false,
+            report: None,
+            fix: false,
+            ..
         } => (res, Action::Admin(AdminCmd::Verify)),
         Cmd::Verify {
             res,
-            wait: true,
             timeout,
-        } => (res, Action::VerifyWait { timeout: *timeout }),
+            report,
+            fix,
+            ..
+        } => (
+            res,
+            Action::VerifyWait {
+                timeout: *timeout,
+                report: report.clone(),
+                fix: *fix,
+            },
+        ),
         Cmd::WaitSync { res, timeout } => (res, Action::WaitSync { timeout: *timeout }),
         Cmd::PauseSync { res } => (res, Action::Admin(AdminCmd::PauseSync)),
         Cmd::ResumeSync { res } => (res, Action::Admin(AdminCmd::ResumeSync)),
@@ -164,19 +180,37 @@ enum Show {
 }
 
 enum Action {
-    CreateMd { force: bool },
+    CreateMd {
+        force: bool,
+    },
     Up,
     Down,
     Admin(AdminCmd),
     Show(Show),
-    Status { proc: bool },
+    Status {
+        proc: bool,
+    },
     DumpMd,
-    Gi { show: bool },
-    WaitConnect { timeout: Option<u64> },
-    Events { now: bool },
-    Adjust { dry_run: bool },
-    VerifyWait { timeout: Option<u64> },
-    WaitSync { timeout: Option<u64> },
+    Gi {
+        show: bool,
+    },
+    WaitConnect {
+        timeout: Option<u64>,
+    },
+    Events {
+        now: bool,
+    },
+    Adjust {
+        dry_run: bool,
+    },
+    VerifyWait {
+        timeout: Option<u64>,
+        report: Option<std::path::PathBuf>,
+        fix: bool,
+    },
+    WaitSync {
+        timeout: Option<u64>,
+    },
     Fault(FaultCmd),
 }
 
@@ -220,7 +254,11 @@ fn one(cli: &Cli, view: &NodeView, action: &Action) -> anyhow::Result<i32> {
         Action::Gi { show } => crate::metacmd::gi(cli, &p, view, *show),
         Action::WaitConnect { timeout } => wait_connect(&p, view, *timeout),
         Action::Adjust { dry_run } => adjust(cli, &p, view, *dry_run),
-        Action::VerifyWait { timeout } => crate::progress::verify_wait(cli, &p, res, *timeout),
+        Action::VerifyWait {
+            timeout,
+            report,
+            fix,
+        } => crate::verifycmd::run(cli, &p, res, *timeout, report.as_deref(), *fix),
         Action::WaitSync { timeout } => crate::progress::wait_sync(cli, &p, res, *timeout),
         Action::Fault(cmd) => fault(cli, &p, res, cmd),
         Action::Status { .. } | Action::Events { .. } => Ok(0),
@@ -268,6 +306,14 @@ pub fn print_response(cli: &Cli, resp: Response) -> i32 {
                 print!("{}", report.text(&status.resource));
             }
             report.exit_code
+        }
+        Response::SplitBrain { view, .. } => {
+            println!("{}", serde_json::json!(view));
+            0
+        }
+        Response::VerifyReport { ranges, .. } => {
+            println!("{}", serde_json::json!(ranges));
+            0
         }
     }
 }

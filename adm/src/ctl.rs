@@ -84,7 +84,9 @@ impl Conn {
         match self.call(&Request::Query(rep_replicator::control::Query::Status))? {
             Response::Ok { status, .. }
             | Response::Refused { status, .. }
-            | Response::Adjusted { status, .. } => Ok(*status),
+            | Response::Adjusted { status, .. }
+            | Response::SplitBrain { status, .. }
+            | Response::VerifyReport { status, .. } => Ok(*status),
             Response::Error { message, .. } => Err(anyhow!(message)),
         }
     }

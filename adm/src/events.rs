@@ -12,10 +12,12 @@ pub fn lines(kind: &str, s: &Status) -> Vec<String> {
     let mut out = vec![
         format!("{kind} resource name:{} role:{} suspended:{}", s.resource, s.role, if s.suspended { "fencing" } else { "no" }),
         format!(
-            "{kind} connection name:{} conn-name:{peer} connection:{} role:{}",
+            "{kind} connection name:{} conn-name:{peer} connection:{} role:{}{}",
             s.resource,
             s.cstate.drbd9_connection(),
-            s.peer_role
+            s.peer_role,
+            // Only while flagged: the line stays as drbdsetup prints it otherwise.
+            if s.split_brain { " split-brain:yes" } else { "" }
         ),
         format!("{kind} device name:{} volume:0 minor:{} disk:{}", s.resource, s.minor, s.disk),
         format!(

@@ -7,8 +7,11 @@ mod ctl;
 mod docgen;
 mod events;
 mod metacmd;
+mod nbdclient;
 mod progress;
+mod splitbrain;
 mod up;
+mod verifycmd;
 
 use clap::Parser;
 

@@ -125,7 +125,10 @@ pub fn down(p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
         .and_then(|t| t.trim().parse().ok());
     let mut conn = Conn::open(&p.ctl(res), res)?;
     match conn.call(&Request::Query(Query::Down))? {
-        Response::Ok { .. } | Response::Adjusted { .. } => {}
+        Response::Ok { .. }
+        | Response::Adjusted { .. }
+        | Response::SplitBrain { .. }
+        | Response::VerifyReport { .. } => {}
         Response::Refused {
             rendered,
             exit_code,

@@ -200,3 +200,223 @@ fn after_sb_policies_resolve_split_brains_without_an_operator() {
         wait_state(n, "StandAlone", None, 20);
     }
 }
+
+/// A split brain with writes on both sides, one range written by both: node-a (Primary) writes
+/// 0xa0+k at 1 MiB (1 MiB) and 6 MiB (64 KiB); node-b, promoted during the split, writes 0xb0+k
+/// at 2 MiB (1 MiB) and 6 MiB + 32 KiB (64 KiB). Returns when both are StandAlone.
+fn split_with_writes(a: &Node, b: &Node, k: u8) {
+    b.ok(&["disconnect", "r0"]);
+    wait_state(a, "WFConnection", None, 10);
+    b.ok(&["primary", "r0"]);
+    write_pattern(a, 0xa0 + k, MIB, MIB);
+    write_pattern(a, 0xa0 + k, 6 * MIB, 64 * 1024);
+    write_pattern(b, 0xb0 + k, 2 * MIB, MIB);
+    write_pattern(b, 0xb0 + k, 6 * MIB + 32 * 1024, 64 * 1024);
+    b.ok(&["connect", "r0"]);
+    for n in [a, b] {
+        wait_state(n, "StandAlone", None, 20);
+    }
+}
+
+fn show_json(n: &Node, peer: Option<&Node>) -> serde_json::Value {
+    let mut args = vec!["--json", "split-brain", "show", "r0"];
+    let dir;
+    if let Some(p) = peer {
+        dir = p.run_dir.display().to_string();
+        args.extend(["--peer-run-dir", dir.as_str()]);
+    }
+    serde_json::from_str(&n.ok(&args)).expect("show --json is JSON")
+}
+
+fn ranges(v: &serde_json::Value) -> Vec<(u64, u64)> {
+    v.as_array()
+        .expect("ranges")
+        .iter()
+        .map(|r| (r[0].as_u64().expect("offset"), r[1].as_u64().expect("len")))
+        .collect()
+}
+
+fn flag_cleared_on_both(a: &Node, b: &Node) {
+    wait_state(b, "Connected", Some(("UpToDate", "UpToDate")), 30);
+    wait_state(a, "Connected", Some(("UpToDate", "UpToDate")), 10);
+    for n in [a, b] {
+        assert_eq!(n.status_json()["split_brain"], false, "{}", n.name);
+        assert!(!n.ok(&["status", "r0"]).contains("split-brain"));
+    }
+}
+
+/// issue 24 §1: the sticky flag, `split-brain show` matching what was written, `resolve --keep`
+/// run on either node (and on one that cannot reach the other), `--save` then `restore`
+/// bringing the victim's data back byte for byte.
+#[test]
+fn split_brain_show_resolve_save_and_restore() {
+    require_tool("qemu-io", "qemu-utils");
+    let c = identical_pair("sb-tools", "");
+    let (a, b) = (c.a(), c.b());
+    write_pattern(a, 0x11, 0, MIB);
+    split_with_writes(a, b, 1);
+
+    // The flag: status, status --json, events, metrics-independent dump-md after a restart.
+    for n in [a, b] {
+        assert_eq!(n.status_json()["split_brain"], true, "{}", n.name);
+        assert!(
+            n.ok(&["status", "r0"]).contains("split-brain:yes"),
+            "{}",
+            n.ok(&["status", "r0"])
+        );
+        let ev = n.ok(&["--json", "events", "--now", "r0"]);
+        assert!(ev.contains("\"split_brain\":true"), "{ev}");
+        assert!(n.ok(&["events", "--now", "r0"]).contains("split-brain:yes"));
+    }
+
+    // show, from the handshake's record only (node-a) and with node-b's socket reachable.
+    let want_a = vec![(MIB, MIB), (6 * MIB, 64 * 1024)];
+    let want_b = vec![(2 * MIB, MIB), (6 * MIB + 32 * 1024, 64 * 1024)];
+    for (me, peer, mine, theirs) in [(a, None, &want_a, &want_b), (b, Some(a), &want_b, &want_a)] {
+        let s = show_json(me, peer);
+        assert_eq!(s["split_brain"], true);
+        assert!(s["common_generation"].is_string(), "{s}");
+        assert_eq!(ranges(&s["sides"][0]["ranges"]), *mine, "{s}");
+        assert_eq!(ranges(&s["sides"][1]["ranges"]), *theirs, "{s}");
+        assert_eq!(
+            s["sides"][0]["changed_blocks"].as_u64(),
+            Some(mine.iter().map(|r| r.1 / 4096).sum::<u64>())
+        );
+        assert_eq!(
+            ranges(&s["both_changed"]["ranges"]),
+            vec![(6 * MIB + 32 * 1024, 32 * 1024)],
+            "{s}"
+        );
+        assert!(s["sides"][0]["last_write_unix"].is_u64(), "{s}");
+        let (pa, pb) = if me.name == "node-a" {
+            ("Primary", "Secondary")
+        } else {
+            ("Secondary", "Primary")
+        };
+        assert_eq!(s["sides"][0]["role_at_split"], pa, "{s}");
+        assert_eq!(s["sides"][1]["role_at_split"], pb, "{s}");
+    }
+    let s = show_json(b, Some(a));
+    assert_eq!(s["sides"][1]["source"], "control-socket");
+    assert!(s["sides"][1]["last_write_unix"].is_u64(), "{s}");
+    let text = a.ok(&["split-brain", "show", "r0"]);
+    assert!(
+        text.contains("common generation") && text.contains("both changed: 8 blocks"),
+        "{text}"
+    );
+
+    // The flag survives a restart of node-b (metadata flag), and the split brain is found
+    // again when it reconnects.
+    b.ok(&["down", "r0"]);
+    assert!(b.ok(&["dump-md", "r0"]).contains("split-brain"));
+    b.ok(&["up", "r0"]);
+    // node-a stays StandAlone: node-b has had no handshake yet, the flag is the metadata's.
+    wait_state(b, "WFConnection", None, 20);
+    assert_eq!(b.status_json()["split_brain"], true);
+    a.ok(&["connect", "r0"]);
+    for n in [a, b] {
+        wait_state(n, "StandAlone", None, 20);
+    }
+    // The cluster manager promotes it again.
+    b.ok(&["primary", "r0"]);
+
+    // dry run: the plan, nothing done.
+    let a_dir = a.run_dir.display().to_string();
+    let plan = b.ok(&[
+        "split-brain",
+        "resolve",
+        "r0",
+        "--keep",
+        "node-a",
+        "--dry-run",
+        "--peer-run-dir",
+        &a_dir,
+    ]);
+    assert!(
+        plan.contains("on node-b: repadm secondary r0")
+            && plan.contains("on node-b: repadm connect --discard-my-data r0")
+            && plan.contains("on node-a: repadm connect r0"),
+        "{plan}"
+    );
+    assert_eq!(b.status_json()["role"], "Primary");
+
+    // Resolve on node-b (the victim) keeping node-a, saving node-b's blocks first.
+    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
+    let victim_image = backing_bytes(b, 0, usable);
+    let save = c.dir.join("saved");
+    let save_s = save.display().to_string();
+    b.ok(&[
+        "split-brain",
+        "resolve",
+        "r0",
+        "--keep",
+        "node-a",
+        "--save",
+        &save_s,
+        "--peer-run-dir",
+        &a_dir,
+    ]);
+    flag_cleared_on_both(a, b);
+    assert_identical(a, b);
+    assert_eq!(backing_bytes(b, 2 * MIB, 4096), vec![0u8; 4096]);
+    assert_eq!(backing_bytes(b, MIB, 4096), vec![0xa1; 4096]);
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(save.join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    assert_eq!(manifest["victim"], "node-b");
+
+    // The operator chose wrong: restore node-b's blocks onto the Primary (node-a); they
+    // replicate, and both disks are node-b's image at the split brain, byte for byte.
+    a.ok(&["split-brain", "restore", "r0", &save_s]);
+    assert!(
+        backing_bytes(a, 0, usable) == victim_image,
+        "node-a is node-b's image again"
+    );
+    wait_for(Duration::from_secs(10), "node-b to match", || {
+        (backing_bytes(b, 0, usable) == victim_image).then_some(())
+    });
+
+    // Again, resolved from the survivor (node-a) with node-b's socket reachable.
+    split_with_writes(a, b, 2);
+    let b_dir = b.run_dir.display().to_string();
+    a.ok(&[
+        "split-brain",
+        "resolve",
+        "r0",
+        "--keep",
+        "node-a",
+        "--peer-run-dir",
+        &b_dir,
+    ]);
+    flag_cleared_on_both(a, b);
+    assert_eq!(backing_bytes(b, MIB, 4096), vec![0xa2; 4096]);
+    assert_eq!(
+        backing_bytes(b, 2 * MIB, 4096),
+        vec![0xb1; 4096],
+        "restored, not round 2's"
+    );
+    assert_identical(a, b);
+
+    // And from a node that cannot reach the other: keep node-b this time; node-b is told the
+    // steps for node-a and runs them, then its own.
+    split_with_writes(a, b, 3);
+    let out = b.ok(&["split-brain", "resolve", "r0", "--keep", "node-b"]);
+    assert!(
+        out.contains("on node-a: repadm secondary r0")
+            && out.contains("on node-a: repadm connect --discard-my-data r0")
+            && out.contains("on node-b: repadm connect r0"),
+        "{out}"
+    );
+    a.ok(&["secondary", "r0"]);
+    a.ok(&["connect", "--discard-my-data", "r0"]);
+    b.ok(&["connect", "r0"]);
+    flag_cleared_on_both(b, a);
+    assert_eq!(
+        backing_bytes(a, MIB, 4096),
+        vec![0xa2; 4096],
+        "node-a's round 3 discarded"
+    );
+    assert_eq!(backing_bytes(a, 2 * MIB, 4096), vec![0xb3; 4096]);
+    assert_identical(a, b);
+}

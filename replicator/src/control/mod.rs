@@ -34,6 +34,10 @@ pub enum Query {
         #[serde(default)]
         dry_run: bool,
     },
+    /// `repadm split-brain show`: both sides of a split brain as this node knows them.
+    SplitBrain,
+    /// `repadm verify --report`: the ranges the last verify found out of sync.
+    VerifyReport,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +70,25 @@ pub enum Response {
         report: adjust::Report,
         status: Box<Status>,
     },
+    /// The answer to `verify-report`: `[offset, length]` byte ranges, ascending.
+    VerifyReport {
+        ranges: Vec<[u64; 2]>,
+        status: Box<Status>,
+    },
+    /// The answer to `split-brain`.
+    SplitBrain {
+        view: Box<SplitBrainInfo>,
+        status: Box<Status>,
+    },
+}
+
+/// `repadm split-brain show` from one node: the engine's view plus what only the daemon knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitBrainInfo {
+    #[serde(flatten)]
+    pub view: crate::core::split_brain::SbView,
+    /// Unix seconds of this node's last application write since repd started (none yet: null).
+    pub last_write_unix: Option<u64>,
 }
 
 /// Version of the `status --json` and `events --json` objects (docs/json.md). Fields are only
@@ -170,6 +193,9 @@ pub struct Status {
     /// Blocks out of sync that no resync will repair by itself, and what to run about it.
     #[serde(default)]
     pub oos_notice: Option<String>,
+    /// A split brain was detected and not resolved yet (sticky; survives a restart).
+    #[serde(default)]
+    pub split_brain: bool,
     /// Generation UUIDs: current, bitmap, history[0], history[1].
     pub uuids: [u64; 4],
     pub md_flags: u32,

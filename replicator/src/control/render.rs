@@ -30,6 +30,9 @@ pub fn status_text(s: &Status) -> String {
         // The only suspension rep has: fencing froze I/O (DRBD's susp-fen).
         out.push_str(" suspended:fencing");
     }
+    if s.split_brain {
+        out.push_str(" split-brain:yes");
+    }
     out.push('\n');
     let _ = writeln!(out, "  disk:{}", s.disk);
     let peer = s.peer_node.as_deref().unwrap_or("peer");
@@ -184,6 +187,7 @@ pub(crate) mod tests {
             oos_kib: 0,
             verify_oos_blocks: None,
             oos_notice: None,
+            split_brain: false,
             uuids: [0; 4],
             md_flags: 0,
             sync: None,

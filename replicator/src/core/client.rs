@@ -241,6 +241,9 @@ impl Engine {
                 DiskOpKind::WriteZeroes { offset, len, fua }
             }
         };
+        if let Some((start, len)) = op.write_range() {
+            self.verify_note_write(start, len);
+        }
         self.requests.set_stage(req, Stage::Submitted);
         let owner = if op == ClientOp::Flush {
             IoOwner::ClientFlush {
@@ -316,6 +319,9 @@ impl Engine {
             return;
         };
         let writes = done.op.write_range().is_some();
+        if let Some((start, len)) = done.op.write_range() {
+            self.verify_note_write(start, len);
+        }
         let mut release = self.tl.park_extents(done.epoch, done.al_held);
         let released = !release.is_empty();
         self.al_release(&mut release);

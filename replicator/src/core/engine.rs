@@ -122,6 +122,8 @@ pub struct Engine {
     pub(crate) link: Option<Link>,
     /// `connect --discard-my-data`: this node volunteers to lose a split brain.
     pub(crate) discard_my_data: bool,
+    /// The peer's side of an unresolved split brain, from the handshake that found it.
+    pub(crate) sb_peer: Option<super::split_brain::PeerAtSplit>,
     pub(crate) tl: TransferLog,
     pub(crate) rx: PeerRx,
     pub(crate) resync: Option<Resync>,
@@ -130,6 +132,8 @@ pub struct Engine {
     /// Equal generations met set bits and no side may be taken as the source: what the
     /// operator must settle, shown in status until a resync starts or the link goes.
     pub(crate) oos_notice: Option<String>,
+    /// The blocks the last verify found out of sync, merged ranges (bytes).
+    pub(crate) verify_ranges: Vec<(u64, u64)>,
     /// Last client write, for the resync controller's c-min-rate.
     pub(crate) last_app_write: Option<Instant>,
     /// The `resync-after` resource is resyncing now.
@@ -164,12 +168,14 @@ impl Engine {
             last_now: None,
             link: None,
             discard_my_data: false,
+            sb_peer: None,
             tl: TransferLog::default(),
             rx: PeerRx::default(),
             resync: None,
             verify: None,
             last_verify_oos: None,
             oos_notice: None,
+            verify_ranges: Vec::new(),
             last_app_write: None,
             dependency_syncing: false,
             freeze: super::fencing::Freeze::default(),

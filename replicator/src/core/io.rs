@@ -98,6 +98,9 @@ pub enum AdminCmd {
     Invalidate,
     InvalidateRemote,
     Verify,
+    /// `verify --fix`: resync the blocks marked out of sync now, from the Primary (or from
+    /// this node if neither or only it is Primary), without a disconnect/connect.
+    ResyncOutOfSync,
     PauseSync,
     ResumeSync,
     /// Thaw I/O frozen by fencing (`repadm resume-io`).

@@ -35,6 +35,7 @@ pub mod rng;
 mod transfer_log;
 /// The state vocabulary lives beside the core (the wire format encodes it too).
 pub use crate::states as state;
+pub mod split_brain;
 mod state_change;
 pub mod uuid_compare;
 mod verify;

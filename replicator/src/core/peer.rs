@@ -693,6 +693,13 @@ impl Engine {
         {
             self.discard_my_data = false;
         }
+        match &decision.outcome {
+            Outcome::Refuse { .. } if decision.handlers.contains(&"split-brain") => {
+                self.note_split_brain(&peer);
+            }
+            Outcome::Refuse { .. } => {}
+            _ => self.note_split_brain_resolved(),
+        }
         match decision.outcome {
             Outcome::Refuse { why } => {
                 self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);

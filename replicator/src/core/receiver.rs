@@ -99,6 +99,7 @@ impl Engine {
         if matches!(kind, RxKind::App { .. }) {
             // The application writes through our peer: the resync controller backs off.
             self.last_app_write = self.last_now;
+            self.verify_note_write(start, len);
         }
         if self.st.disk() <= DiskState::Failed {
             let len = len32(len);
@@ -187,6 +188,7 @@ impl Engine {
         let len = w.end - w.start;
         match (w.kind, result) {
             (RxKind::App { id }, Ok(_)) => {
+                self.verify_note_write(w.start, len);
                 self.counters.nr_kib += len / 1024;
                 self.counters.dw_kib += len / 1024;
                 if self.st.pdsk() < DiskState::Inconsistent {

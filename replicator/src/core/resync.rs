@@ -104,19 +104,22 @@ impl Engine {
             );
             return;
         }
-        // The peer invalidated itself and asks us to be its source.
+        // The peer invalidated itself (full) or asks for the blocks verify marked (`verify
+        // --fix` on a Secondary): it asks us to be its source.
         if self.st.cstate() != ConnState::Connected || self.st.disk() != DiskState::UpToDate {
             self.protocol_error(format!(
-                "peer asks for a full sync but we are {} / {}",
+                "peer asks for a sync but we are {} / {}",
                 self.st.cstate(),
                 self.st.disk()
             ));
             return;
         }
-        if let Some(bm) = self.bitmap.as_mut() {
-            bm.set_all();
+        if full {
+            if let Some(bm) = self.bitmap.as_mut() {
+                bm.set_all();
+            }
         }
-        self.start_sync_source(true);
+        self.start_sync_source(full);
     }
 
     pub(crate) fn on_sync_uuid(&mut self, now: Instant, uuid: u64) {

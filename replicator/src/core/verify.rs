@@ -1,9 +1,17 @@
 //! Online verify (reference/drbd.md §7.4): the VerifyS side walks the device in chunks, both
 //! sides hash each 4 KiB block with `verify-alg` (off the I/O thread), and blocks whose digests
 //! differ are marked out of sync on both nodes. Nothing is repaired here: as in DRBD, a
-//! disconnect/connect resyncs what verify found.
+//! disconnect/connect (or `verify --fix`) resyncs what verify found.
+//!
+//! Unlike DRBD, a mismatch in a block that an application write touched while its chunk was
+//! being checked (a write in flight when the reads were issued completes, or a new one starts,
+//! here or arriving from the peer, before both digests are in) is not counted: the two reads
+//! may have seen the data before and after that write. Such a block is checked again on its
+//! own, until a check no write disturbed agrees or disagrees (issue 24 §2). The single ordered
+//! link makes this complete: a write the peer applied before its read was sent to us before
+//! its digests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use super::engine::Engine;
@@ -11,7 +19,7 @@ use super::ids::LinkId;
 use super::io::{HashAlg, Output, PeerDiskOp};
 use super::io_table::IoOwner;
 use super::refusal::Refusal;
-use super::state::{ConnState, DiskState};
+use super::state::{ConnState, DiskState, Role};
 use super::state_change::ChangeSet;
 use crate::digest::Digests;
 use crate::wire::Packet;
@@ -20,6 +28,9 @@ use crate::wire::Packet;
 const WINDOW: usize = 8;
 pub(crate) const CHUNK_BYTES: u64 = 256 * 1024;
 const BLOCK: u64 = 4096;
+/// Checks of one block that writes kept disturbing before it is given up on (logged, not
+/// counted: nothing can be said about a block that is always being written).
+const RECHECKS_MAX: u32 = 32;
 
 #[derive(Debug, Default)]
 struct Chunk {
@@ -27,6 +38,10 @@ struct Chunk {
     len: u64,
     mine: Option<Vec<u8>>,
     theirs: Option<Vec<u8>>,
+    /// Blocks (bit i = block i of the chunk, at most 64) a write touched while in flight.
+    touched: u64,
+    /// 0 for the first pass; n for the n-th recheck of a single block.
+    attempt: u32,
 }
 
 /// A running verify on the VerifyS side: the chunks in flight and what was found.
@@ -39,6 +54,12 @@ pub(crate) struct Verify {
     found: u64,
     done_bytes: u64,
     started: Option<Instant>,
+    /// Blocks to check again (offset, previous attempts): a write disturbed their check.
+    recheck: VecDeque<(u64, u32)>,
+    /// Mismatches that a write explained away and no later check confirmed.
+    pub(crate) settled: u64,
+    /// Blocks still disturbed after `RECHECKS_MAX` checks.
+    pub(crate) unsettled: u64,
 }
 
 /// Reads and hashes done for verify and csums, keyed by the I/O that produces them.
@@ -79,12 +100,51 @@ impl Verify {
             found: 0,
             done_bytes: 0,
             started,
+            recheck: VecDeque::new(),
+            settled: 0,
+            unsettled: 0,
+        }
+    }
+
+    /// An application write to `[start, end)` started or completed: chunks in flight over it
+    /// cannot trust a mismatch there.
+    fn note_write(&mut self, start: u64, end: u64) {
+        for c in self.chunks.values_mut() {
+            let (s, e) = (start.max(c.offset), end.min(c.offset + c.len));
+            if s < e {
+                let first = (s - c.offset) / BLOCK;
+                let last = (e - 1 - c.offset) / BLOCK;
+                for b in first..=last.min(63) {
+                    c.touched |= 1 << b;
+                }
+            }
         }
     }
 
     /// The next chunks `(id, offset, len)` to verify, keeping `WINDOW` in flight.
     fn next_chunks(&mut self, usable: u64) -> Vec<(u64, u64, u64)> {
         let mut reqs = Vec::new();
+        while self.chunks.len() < WINDOW {
+            let Some((offset, attempt)) = self.recheck.pop_front() else {
+                break;
+            };
+            let len = BLOCK.min(usable.saturating_sub(offset));
+            if len == 0 {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            self.chunks.insert(
+                id,
+                Chunk {
+                    offset,
+                    len,
+                    attempt: attempt + 1,
+                    ..Default::default()
+                },
+            );
+            reqs.push((id, offset, len));
+        }
         while self.chunks.len() < WINDOW && self.next < usable {
             let len = CHUNK_BYTES.min(usable - self.next);
             let id = self.next_id;
@@ -132,18 +192,30 @@ impl Verify {
             // A chunk has at most 64 blocks: the index fits a usize.
             let i = usize::try_from(b).unwrap_or(usize::MAX);
             let r = i * dlen..(i + 1) * dlen;
-            if mine.get(r.clone()).is_none() || mine.get(r.clone()) != theirs.get(r) {
-                let off = c.offset + b * BLOCK;
+            let off = c.offset + b * BLOCK;
+            let differs = mine.get(r.clone()).is_none() || mine.get(r.clone()) != theirs.get(r);
+            let disturbed = b < 64 && c.touched & (1 << b) != 0;
+            if differs && disturbed {
+                if c.attempt < RECHECKS_MAX {
+                    self.recheck.push_back((off, c.attempt));
+                } else {
+                    self.unsettled += 1;
+                }
+            } else if differs {
                 bad.push((off, BLOCK.min(usable - off)));
+            } else if c.attempt > 0 {
+                self.settled += 1;
             }
         }
-        self.done_bytes += c.len;
+        if c.attempt == 0 {
+            self.done_bytes += c.len;
+        }
         self.found += bad.len() as u64;
         Some(bad)
     }
 
     fn finished(&self, usable: u64) -> bool {
-        self.chunks.is_empty() && self.next >= usable
+        self.chunks.is_empty() && self.next >= usable && self.recheck.is_empty()
     }
 }
 
@@ -174,6 +246,7 @@ impl Engine {
         let alg = alg_of(self.cfg.peer.verify_alg)?;
         let _ = self.change_state(ChangeSet::new().cstate(ConnState::VerifyS));
         self.verify = Some(Verify::new(alg, self.last_now));
+        self.verify_ranges.clear();
         tracing::info!(resource = %self.cfg.resource, "Online verify started ({} bytes, {:?})", self.usable_bytes, alg);
         self.pump_verify();
         Ok(Some("online verify started".into()))
@@ -201,11 +274,17 @@ impl Engine {
             .started
             .zip(self.last_now)
             .map_or(0, |(s, n)| n.saturating_duration_since(s).as_secs());
-        let done = format!(
+        let mut done = format!(
             "Online verify done (total {secs} sec; {} K/sec); found {} 4k block out of sync",
             v.done_bytes / 1024 / secs.max(1),
             v.found
         );
+        if v.settled > 0 || v.unsettled > 0 {
+            done.push_str(&format!(
+                " ({} mismatches seen during writes agreed when checked again; {} blocks kept being written and were not judged)",
+                v.settled, v.unsettled
+            ));
+        }
         self.last_verify_oos = Some(v.found);
         self.send(Packet::OvDone {
             oos_blocks: v.found,
@@ -307,6 +386,7 @@ impl Engine {
             return;
         }
         if self.st.cstate() == ConnState::Connected {
+            self.verify_ranges.clear();
             let _ = self.change_state(ChangeSet::new().cstate(ConnState::VerifyT));
         }
         let Some(link) = self.link_id() else { return };
@@ -340,6 +420,7 @@ impl Engine {
         };
         for (off, len) in bad {
             tracing::warn!(resource = %self.cfg.resource, "Out of sync: start={}, size={} (sectors)", off / 512, len / 512);
+            push_range(&mut self.verify_ranges, off, len);
             if let Some(bm) = self.bitmap.as_mut() {
                 bm.set_range(off, len);
             }
@@ -368,6 +449,20 @@ impl Engine {
         if let Some(bm) = self.bitmap.as_mut() {
             bm.set_range(offset, u64::from(len));
         }
+        push_range(&mut self.verify_ranges, offset, u64::from(len));
+    }
+
+    /// An application write (ours or the peer's) started or completed over `[offset,
+    /// offset+len)`: a running verify must not trust a mismatch there.
+    pub(crate) fn verify_note_write(&mut self, offset: u64, len: u64) {
+        if let Some(v) = self.verify.as_mut() {
+            v.note_write(offset, offset.saturating_add(len));
+        }
+    }
+
+    /// The ranges the last verify found out of sync (on either side of it), merged.
+    pub fn last_verify_ranges(&self) -> &[(u64, u64)] {
+        &self.verify_ranges
     }
 
     pub(crate) fn on_ov_done(&mut self, oos_blocks: u64) {
@@ -380,6 +475,47 @@ impl Engine {
         }
         let _ = self.change_state(cs);
         self.status_changed();
+    }
+
+    pub(crate) fn cmd_resync_out_of_sync(&mut self) -> Result<Option<String>, Refusal> {
+        if self.st.cstate() != ConnState::Connected {
+            return Err(Refusal::NeedConnection {
+                cstate: self.st.cstate(),
+            });
+        }
+        if self.st.disk() != DiskState::UpToDate || self.st.pdsk() != DiskState::UpToDate {
+            return Err(Refusal::NoUpToDateDisk {
+                disk: self.st.disk(),
+                pdsk: self.st.pdsk(),
+            });
+        }
+        let bits = self
+            .bitmap
+            .as_ref()
+            .map_or(0, crate::meta::bitmap::Bitmap::count_ones);
+        if bits == 0 {
+            return Ok(Some("nothing is marked out of sync".into()));
+        }
+        let (me, peer) = (self.st.role(), self.st.peer_role());
+        if me == Role::Primary && peer == Role::Primary {
+            return Err(Refusal::Unsupported {
+                what: "verify --fix with two Primaries (which one holds the right data?)".into(),
+            });
+        }
+        if peer == Role::Primary {
+            // The Primary's data is the reference: it becomes the SyncSource.
+            self.send(Packet::SyncStart {
+                source: false,
+                full: false,
+            });
+            return Ok(Some(format!(
+                "{bits} out-of-sync blocks: the peer (Primary) resyncs them to this node"
+            )));
+        }
+        self.start_sync_source(false);
+        Ok(Some(format!(
+            "resync of {bits} out-of-sync blocks to the peer started"
+        )))
     }
 
     pub(crate) fn abort_verify(&mut self) {
@@ -398,9 +534,63 @@ impl Engine {
     }
 }
 
+/// Append a found range, merging it with the previous one when adjacent (found in order).
+fn push_range(ranges: &mut Vec<(u64, u64)>, off: u64, len: u64) {
+    if let Some(last) = ranges.last_mut() {
+        if last.0 + last.1 == off {
+            last.1 += len;
+            return;
+        }
+    }
+    ranges.push((off, len));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mismatch_a_write_disturbed_is_checked_again_and_only_a_lasting_one_counts() {
+        let mut v = Verify::new(HashAlg::Crc32c, None);
+        let usable = 8 * 4096;
+        let (id, ..) = v.next_chunks(usable)[0];
+        // Blocks 2 and 5 differ; a write touched block 2 while the chunk was in flight.
+        v.note_write(2 * 4096 + 100, 2 * 4096 + 200);
+        let mine = vec![0u8; 8 * 4];
+        let mut theirs = mine.clone();
+        theirs[2 * 4] ^= 1;
+        theirs[5 * 4] ^= 1;
+        v.record(id, Whose::Mine, mine);
+        v.record(id, Whose::Theirs, theirs);
+        assert_eq!(v.compare(id, usable), Some(vec![(5 * 4096, 4096)]));
+        assert!(!v.finished(usable), "block 2 waits for its recheck");
+        // The recheck of block 2 alone; this time it agrees: not counted.
+        let again = v.next_chunks(usable);
+        assert_eq!(again.len(), 1);
+        let (rid, off, len) = again[0];
+        assert_eq!((off, len), (2 * 4096, 4096));
+        v.record(rid, Whose::Mine, vec![7; 4]);
+        v.record(rid, Whose::Theirs, vec![7; 4]);
+        assert_eq!(v.compare(rid, usable), Some(Vec::new()));
+        assert!(v.finished(usable));
+        assert_eq!((v.found, v.settled, v.unsettled), (1, 1, 0));
+        assert_eq!(v.done_bytes, usable, "a recheck is not progress");
+    }
+
+    #[test]
+    fn an_undisturbed_recheck_that_still_differs_counts() {
+        let mut v = Verify::new(HashAlg::Crc32c, None);
+        let (id, ..) = v.next_chunks(4096)[0];
+        v.note_write(0, 4096);
+        v.record(id, Whose::Mine, vec![0; 4]);
+        v.record(id, Whose::Theirs, vec![1; 4]);
+        assert_eq!(v.compare(id, 4096), Some(Vec::new()));
+        let (rid, ..) = v.next_chunks(4096)[0];
+        v.record(rid, Whose::Mine, vec![0; 4]);
+        v.record(rid, Whose::Theirs, vec![1; 4]);
+        assert_eq!(v.compare(rid, 4096), Some(vec![(0, 4096)]));
+        assert_eq!(v.found, 1);
+    }
 
     #[test]
     fn chunks_cover_the_device_within_the_window() {

@@ -204,10 +204,12 @@ impl MdFlags {
     pub const CRASHED_PRIMARY: u32 = 0x040;
     pub const AL_CLEAN: u32 = 0x080;
     pub const AL_DISABLED: u32 = 0x100;
+    /// A split brain was detected and is not resolved yet (sticky across restarts).
+    pub const SPLIT_BRAIN: u32 = 0x200;
     /// Every bit this build knows; others are refused on decode.
-    pub const ALL: u32 = 0x1ff;
+    pub const ALL: u32 = 0x3ff;
 
-    const NAMES: [(u32, &'static str); 9] = [
+    const NAMES: [(u32, &'static str); 10] = [
         (Self::CONSISTENT, "consistent"),
         (Self::PRIMARY_IND, "primary-ind"),
         (Self::CONNECTED_IND, "connected-ind"),
@@ -217,6 +219,7 @@ impl MdFlags {
         (Self::CRASHED_PRIMARY, "crashed-primary"),
         (Self::AL_CLEAN, "al-clean"),
         (Self::AL_DISABLED, "al-disabled"),
+        (Self::SPLIT_BRAIN, "split-brain"),
     ];
 
     /// Flags from raw bits; `None` if unknown bits are set.
@@ -244,6 +247,7 @@ impl MdFlags {
     md_flag!(crashed_primary, set_crashed_primary, CRASHED_PRIMARY);
     md_flag!(al_clean, set_al_clean, AL_CLEAN);
     md_flag!(al_disabled, set_al_disabled, AL_DISABLED);
+    md_flag!(split_brain, set_split_brain, SPLIT_BRAIN);
 }
 
 /// Where the parts of the metadata were placed at create-md (a copy of `MetaLayout`'s
@@ -692,7 +696,7 @@ mod tests {
         f.set_consistent(false);
         assert!(!f.consistent());
         assert!(f.crashed_primary());
-        assert_eq!(MdFlags::from_bits(0x200), None);
+        assert_eq!(MdFlags::from_bits(0x400), None);
     }
 
     proptest! {

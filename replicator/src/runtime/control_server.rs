@@ -148,6 +148,14 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
         }
         Request::Query(Query::Fault { fault }) => fault_request(driver, &fault),
         Request::Query(Query::Adjust { config, dry_run }) => driver.adjust(config, dry_run).await,
+        Request::Query(Query::VerifyReport) => Response::VerifyReport {
+            ranges: driver.verify_ranges(),
+            status: Box::new(driver.status()),
+        },
+        Request::Query(Query::SplitBrain) => Response::SplitBrain {
+            view: Box::new(driver.split_brain_info()),
+            status: Box::new(driver.status()),
+        },
         Request::Admin(cmd) => {
             if matches!(cmd, AdminCmd::Disconnect { .. }) {
                 driver.stop_renegotiating();

@@ -87,6 +87,8 @@ pub struct Driver {
     /// Rung when the peer-write backlog may have dropped below the bound (see
     /// `peer_rx_backlog_full`).
     pub rx_room: Notify,
+    /// Unix seconds of the last application write, for `repadm split-brain show`.
+    pub last_write_unix: Cell<Option<u64>>,
     /// What the timer task sleeps towards, and the bell that wakes it early.
     timer_deadline: Cell<Option<Instant>>,
     timer_moved: Notify,
@@ -134,6 +136,7 @@ impl Driver {
             rng: Cell::new(seed),
             held: RefCell::new(VecDeque::new()),
             rx_room: Notify::new(),
+            last_write_unix: Cell::new(None),
             timer_deadline: Cell::new(None),
             timer_moved: Notify::new(),
             renegotiate_until: Cell::new(None),
@@ -608,6 +611,17 @@ impl Driver {
 
     /// Submit one client request; its completion goes to `done`.
     pub fn submit_client(self: &Rc<Self>, op: ClientOp, buf: Option<Vec<u8>>, done: Responder) {
+        if matches!(
+            op,
+            ClientOp::Write { .. } | ClientOp::Trim { .. } | ClientOp::WriteZeroes { .. }
+        ) {
+            self.last_write_unix.set(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs()),
+            );
+        }
         let req = self.next_req.get();
         self.next_req.set(req.next());
         self.clients.borrow_mut().insert(
@@ -711,6 +725,7 @@ impl Driver {
             oos_kib: e.oos_kib(),
             verify_oos_blocks: e.last_verify_oos(),
             oos_notice: e.oos_notice().map(str::to_owned),
+            split_brain: e.split_brain(),
             uuids: [u.current, u.bitmap, u.history[0], u.history[1]],
             md_flags: e.flags().bits(),
             sync: e
@@ -720,6 +735,24 @@ impl Driver {
                     e.resync_info()
                         .map(|r| crate::control::SyncProgress::of_resync(&r))
                 }),
+        }
+    }
+
+    /// `repadm verify --report`: what the last verify found.
+    pub fn verify_ranges(&self) -> Vec<[u64; 2]> {
+        self.engine
+            .borrow()
+            .last_verify_ranges()
+            .iter()
+            .map(|&(o, l)| [o, l])
+            .collect()
+    }
+
+    /// `repadm split-brain show` from this node.
+    pub fn split_brain_info(&self) -> crate::control::SplitBrainInfo {
+        crate::control::SplitBrainInfo {
+            view: self.engine.borrow().split_brain_view(),
+            last_write_unix: self.last_write_unix.get(),
         }
     }
 

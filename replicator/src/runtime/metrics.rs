@@ -345,6 +345,12 @@ pub fn render(m: &Metrics, s: &Status) -> String {
         "4 KiB blocks found out of sync by the last online verify.",
         s.verify_oos_blocks.unwrap_or(0),
     );
+    o.one(
+        "rep_split_brain",
+        "gauge",
+        "1 from the detection of a split brain until a handshake resolves it.",
+        u64::from(s.split_brain),
+    );
     o.one_hot(
         "rep_connection_state",
         "state",
