@@ -663,12 +663,17 @@ fn slow_secondary_then_primary_dies(c: &mut Cluster, rng: &mut Rng, p: usize) ->
         c.nodes[s].engine.disk() == DiskState::UpToDate
     };
     let ua = c.nodes[s].engine.counters().ua;
-    c.log(format!("node {s} holds {ua} received operations not yet on its disk"));
+    c.log(format!(
+        "node {s} holds {ua} received operations not yet on its disk"
+    ));
     c.crash(p);
     // Promoted as soon as it noticed: its disk is still busy with what it received.
-    wait(c, "the Secondary to see the link go", Duration::from_secs(5), |c| {
-        c.nodes[s].engine.cstate() < ConnState::Connected
-    })?;
+    wait(
+        c,
+        "the Secondary to see the link go",
+        Duration::from_secs(5),
+        |c| c.nodes[s].engine.cstate() < ConnState::Connected,
+    )?;
     c.run_for(ms(rand(rng, 0, 2)));
     if entitled && !one_in(rng, 4) {
         c.fault("failover");
@@ -695,7 +700,9 @@ fn switchover_behind_a_slow_disk(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<
     hot_io(c, ms(rand(rng, 5, 60)));
     demote(c, p)?;
     let ua = c.nodes[s].engine.counters().ua;
-    c.log(format!("node {s} holds {ua} received operations not yet on its disk"));
+    c.log(format!(
+        "node {s} holds {ua} received operations not yet on its disk"
+    ));
     promote(c, s)?;
     hot_io(c, ms(rand(rng, 5, 100)));
     c.set_disk_delay(s, Duration::ZERO);

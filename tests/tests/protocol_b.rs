@@ -61,7 +61,12 @@ fn promote(c: &Cluster, n: usize) {
     wait_for(
         Duration::from_secs(30),
         &format!("{} to accept `primary`", node.name),
-        || node.repadm(&["primary", "r0"]).status.success().then_some(()),
+        || {
+            node.repadm(&["primary", "r0"])
+                .status
+                .success()
+                .then_some(())
+        },
     );
 }
 
@@ -89,7 +94,11 @@ fn protocol_b_failover_keeps_every_write_the_secondary_acknowledged() {
             let dones: Vec<Done> = done.into_iter().collect();
             assert_eq!(dones.len(), 1, "write {round}/{k} was not acknowledged");
             let peer = credit(&c, 0, true);
-            assert_eq!(peer, Some(1), "node-b must stay in sync while the writes go");
+            assert_eq!(
+                peer,
+                Some(1),
+                "node-b must stay in sync while the writes go"
+            );
             m.apply(&dones, 0, peer);
         }
     }
@@ -104,6 +113,13 @@ fn protocol_b_failover_keeps_every_write_the_secondary_acknowledged() {
         (c.b().status_json()["cstate"] != "Connected").then_some(())
     });
     promote(&c, 1);
+    // What was received is written before it is checked (the read order after a switchover
+    // has its own test below): this test is about writes dropped, not read too early.
+    wait_for(
+        Duration::from_secs(30),
+        "node-b to write what it received",
+        || (unacked(&c, 1) == 0).then_some(()),
+    );
     let rep = check_node(&c, &m, 1);
     assert!(
         rep.lost == 0 && rep.bad_blocks == 0 && rep.checked > 0,

@@ -69,7 +69,9 @@ impl Engine {
         }
         self.requests.insert(req, op);
         match op {
-            ClientOp::Read { offset, len } if self.rx.writes_overlap(offset, offset + u64::from(len)) => {
+            ClientOp::Read { offset, len }
+                if self.rx.writes_overlap(offset, offset + u64::from(len)) =>
+            {
                 self.requests.read_behind_peer(req);
             }
             _ if op.write_range().is_none() => self.submit(req, op),
@@ -102,8 +104,7 @@ impl Engine {
             let resync = &self.resync;
             let rx = &self.rx;
             self.requests.admit(|s, e| {
-                resync.as_ref().is_some_and(|r| r.reading_overlaps(s, e))
-                    || rx.writes_overlap(s, e)
+                resync.as_ref().is_some_and(|r| r.reading_overlaps(s, e)) || rx.writes_overlap(s, e)
             });
             let mut failed = false;
             while let Some(req) = self.requests.pop_admitted() {

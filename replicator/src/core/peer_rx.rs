@@ -369,7 +369,10 @@ mod tests {
         rx.barrier(1, L);
         issue_all(&mut rx);
         assert_eq!(rx.backlog_bytes(), 8192);
-        assert!(rx.reset().is_empty(), "b was received: it must reach the disk");
+        assert!(
+            rx.reset().is_empty(),
+            "b was received: it must reach the disk"
+        );
         assert!(rx.ready_barriers().is_empty());
         assert_eq!(rx.unacked(), 2);
         assert!(rx.writes_overlap(512, 1024));

@@ -370,9 +370,8 @@ impl Engine {
             return;
         };
         // Nor a received write not yet on our disk (the old Primary's, after a failover).
-        let start = s.startable(|o, e| {
-            requests.resync_read_may_start(o, e) && !rx.writes_overlap(o, e)
-        });
+        let start =
+            s.startable(|o, e| requests.resync_read_may_start(o, e) && !rx.writes_overlap(o, e));
         for (id, offset, len) in start {
             let io = self.ios.start(IoOwner::ResyncRead { id, link });
             self.emit(Output::PeerDisk {

@@ -555,7 +555,9 @@ impl Cluster {
                 let mut d = self.rand_us(10, 300) + Duration::from_nanos(len);
                 if matches!(
                     op,
-                    DiskOpKind::Write { .. } | DiskOpKind::Trim { .. } | DiskOpKind::WriteZeroes { .. }
+                    DiskOpKind::Write { .. }
+                        | DiskOpKind::Trim { .. }
+                        | DiskOpKind::WriteZeroes { .. }
                 ) {
                     d += self.nodes[i].disk_delay;
                 }
