@@ -240,9 +240,12 @@ pub enum FaultWhat {
     },
     /// Make every metadata write take MS milliseconds longer (a slow meta disk; 0: none).
     MetaDelay { ms: u64 },
+    /// Make every data write on the backing device take MS milliseconds longer (a slow data
+    /// disk; 0: none).
+    DiskDelay { ms: u64 },
     /// Drop the volatile cache and end repd at once, as a power cut would.
     PowerLoss,
-    /// No disk errors, no metadata delay, volatile cache off (its contents written out).
+    /// No disk errors, no delays, volatile cache off (its contents written out).
     Clear,
 }
 

@@ -236,6 +236,7 @@ fn fault_cmd(what: &FaultWhat) -> FaultCmd {
             on: matches!(state, OnOff::On),
         },
         FaultWhat::MetaDelay { ms } => FaultCmd::MetaDelay { ms },
+        FaultWhat::DiskDelay { ms } => FaultCmd::DiskDelay { ms },
         FaultWhat::PowerLoss => FaultCmd::PowerLoss,
         FaultWhat::Clear => FaultCmd::Clear,
     }

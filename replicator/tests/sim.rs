@@ -169,6 +169,9 @@ fn heal(c: &mut Cluster, prefer: usize) -> R<usize> {
         if c.disk_failing(i) {
             c.set_disk_failing(i, false);
         }
+        if c.disk_delay(i) > Duration::ZERO {
+            c.set_disk_delay(i, Duration::ZERO);
+        }
         if c.nodes[i].disk.flush_failures > 0 {
             c.fail_flushes(i, 0);
         }
@@ -622,6 +625,90 @@ fn invalidate(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
     Ok(p)
 }
 
+/// Requests on the Primary for `d`, all within 256 KiB: on a slow peer disk consecutive writes
+/// overlap and queue behind each other on the receiving side. A quarter are reads (after a
+/// switchover they must see the old Primary's writes still queued here).
+fn hot_io(c: &mut Cluster, d: Duration) {
+    for _ in 0..d.as_millis() {
+        for _ in 0..4 {
+            let Some(p) = c.primary() else { break };
+            if c.outstanding_clients(p) >= 16 {
+                break;
+            }
+            let r = c.rng().next_u64();
+            let off = (r % 64) * 4096;
+            let len = 4096 * (1 + (r >> 8) % 4);
+            if (r >> 16).is_multiple_of(4) {
+                c.read_at(p, off, len);
+            } else {
+                c.write_at(p, off, len, (r >> 20).is_multiple_of(8));
+            }
+        }
+        c.run_for(ms(1));
+    }
+}
+
+/// The Secondary's disk lags, so the writes it receives queue (behind overlapping ones still
+/// being written); then the Primary dies. Under B the Secondary acknowledged those writes on
+/// receipt: taking over, it must still write every one, and its own clients' writes and reads
+/// come after them.
+fn slow_secondary_then_primary_dies(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
+    let s = 1 - p;
+    c.fault("slow Secondary disk, then power loss: Primary");
+    c.set_disk_delay(s, ms(rand(rng, 2, 20)));
+    hot_io(c, ms(rand(rng, 5, 60)));
+    let entitled = if c.protocol() == Protocol::C {
+        in_sync(c)
+    } else {
+        c.nodes[s].engine.disk() == DiskState::UpToDate
+    };
+    let ua = c.nodes[s].engine.counters().ua;
+    c.log(format!(
+        "node {s} holds {ua} received operations not yet on its disk"
+    ));
+    c.crash(p);
+    // Promoted as soon as it noticed: its disk is still busy with what it received.
+    wait(
+        c,
+        "the Secondary to see the link go",
+        Duration::from_secs(5),
+        |c| c.nodes[s].engine.cstate() < ConnState::Connected,
+    )?;
+    c.run_for(ms(rand(rng, 0, 2)));
+    if entitled && !one_in(rng, 4) {
+        c.fault("failover");
+        promote(c, s)?;
+        hot_io(c, ms(rand(rng, 5, 100)));
+        c.set_disk_delay(s, Duration::ZERO);
+        write_for(c, ms(rand(rng, 20, 100)));
+        c.restart(p).map_err(|e| e.to_string())?;
+        return Ok(s);
+    }
+    c.set_disk_delay(s, Duration::ZERO);
+    c.restart(p).map_err(|e| e.to_string())?;
+    promote(c, p)?;
+    Ok(p)
+}
+
+/// A planned switchover (`secondary` here, `primary` there) while the Secondary's disk lags
+/// behind the writes it received: the new Primary's writes to a block land after the old
+/// Primary's, and its reads see them.
+fn switchover_behind_a_slow_disk(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
+    let s = 1 - p;
+    c.fault("switchover while the Secondary's disk lags");
+    c.set_disk_delay(s, ms(rand(rng, 2, 20)));
+    hot_io(c, ms(rand(rng, 5, 60)));
+    demote(c, p)?;
+    let ua = c.nodes[s].engine.counters().ua;
+    c.log(format!(
+        "node {s} holds {ua} received operations not yet on its disk"
+    ));
+    promote(c, s)?;
+    hot_io(c, ms(rand(rng, 5, 100)));
+    c.set_disk_delay(s, Duration::ZERO);
+    Ok(s)
+}
+
 fn disconnect(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
     c.fault("disconnect/connect");
     admin(c, 1 - p, AdminCmd::Disconnect { force: false })?;
@@ -740,6 +827,8 @@ const FAULTS: &[(Fault, bool)] = &[
     (torn_metadata, false),
     (invalidate, false),
     (disconnect, false),
+    (slow_secondary_then_primary_dies, false),
+    (switchover_behind_a_slow_disk, false),
 ];
 
 /// What one seed did, for the summary.

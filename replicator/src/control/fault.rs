@@ -18,6 +18,9 @@ pub const FAULT_REFUSED_EXIT: i32 = 20;
 /// Longest `meta-delay`: a slow metadata device, not a hung one.
 pub const META_DELAY_MS_MAX: u64 = 10_000;
 
+/// Longest `disk-delay`: a slow backing device, not a hung one.
+pub const DISK_DELAY_MS_MAX: u64 = 10_000;
+
 /// Which operations on the backing device a `disk-error` rule fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -61,9 +64,12 @@ pub enum FaultCmd {
     /// Make every metadata write (superblock, activity log, bitmap) take `ms` longer: a slow
     /// metadata device. 0 = no delay.
     MetaDelay { ms: u64 },
+    /// Make every data write (client, peer and resync writes, zeroing) on the backing device
+    /// take `ms` longer: a slow data disk, behind which the peer's writes queue. 0 = no delay.
+    DiskDelay { ms: u64 },
     /// Drop the volatile cache and end repd at once, as a power cut would.
     PowerLoss,
-    /// No disk-error rules, no metadata delay, volatile cache off (its contents written out).
+    /// No disk-error rules, no delays, volatile cache off (its contents written out).
     Clear,
 }
 
@@ -171,6 +177,10 @@ mod tests {
             (
                 r#"{"cmd":"fault","fault":{"kind":"meta-delay","ms":250}}"#,
                 FaultCmd::MetaDelay { ms: 250 },
+            ),
+            (
+                r#"{"cmd":"fault","fault":{"kind":"disk-delay","ms":40}}"#,
+                FaultCmd::DiskDelay { ms: 40 },
             ),
             (
                 r#"{"cmd":"fault","fault":{"kind":"power-loss"}}"#,

@@ -68,19 +68,44 @@ impl Engine {
             }
         }
         self.requests.insert(req, op);
-        match op.write_range() {
-            None => self.submit(req, op),
-            Some(_) => self.admit_waiting(),
+        match op {
+            ClientOp::Read { offset, len }
+                if self.rx.writes_overlap(offset, offset + u64::from(len)) =>
+            {
+                self.requests.read_behind_peer(req);
+            }
+            _ if op.write_range().is_none() => self.submit(req, op),
+            _ => self.admit_waiting(),
+        }
+    }
+
+    /// Submit the reads that waited for received peer writes, now that those that overlapped
+    /// them reached the disk.
+    pub(crate) fn submit_reads_behind_peer(&mut self) {
+        for req in self.requests.take_reads_behind_peer() {
+            match self.requests.op(req) {
+                Some(ClientOp::Read { offset, len })
+                    if self.rx.writes_overlap(offset, offset + u64::from(len)) =>
+                {
+                    self.requests.read_behind_peer(req);
+                }
+                Some(op) => self.submit(req, op),
+                None => {}
+            }
         }
     }
 
     /// Admit the waiting writes that may go now (in FIFO order), start them, and let resync
-    /// reads in that no longer overlap a client write.
+    /// reads in that no longer overlap a client write. A write also waits for the received
+    /// peer writes it overlaps: after a switchover under protocol A or B the old Primary's
+    /// writes may still be queued here, and they are older than anything our clients send.
     pub(crate) fn admit_waiting(&mut self) {
         loop {
             let resync = &self.resync;
-            self.requests
-                .admit(|s, e| resync.as_ref().is_some_and(|r| r.reading_overlaps(s, e)));
+            let rx = &self.rx;
+            self.requests.admit(|s, e| {
+                resync.as_ref().is_some_and(|r| r.reading_overlaps(s, e)) || rx.writes_overlap(s, e)
+            });
             let mut failed = false;
             while let Some(req) = self.requests.pop_admitted() {
                 failed |= !self.start_admitted(req);

@@ -33,6 +33,9 @@ pub(crate) struct RxOp {
     pub op: Option<PeerDiskOp>,
     /// Activity-log extents held while we hold the only copy of a peer write.
     pub al_held: Vec<u64>,
+    /// It was gated as the only copy (its bits are set): it stays gated by the activity log
+    /// when the link is lost before it is issued.
+    pub only_copy: bool,
 }
 
 impl RxOp {
@@ -89,6 +92,7 @@ impl PeerRx {
             kind,
             op: Some(op),
             al_held: Vec::new(),
+            only_copy: false,
         });
         seq
     }
@@ -183,17 +187,37 @@ impl PeerRx {
         ok && self.flush_failed != Some(link)
     }
 
-    /// The link is gone: queued operations were never acknowledged, so the Primary has them in
-    /// its transfer log; they are dropped (returned, for their activity-log references).
-    /// Operations already issued complete and are then ignored.
+    /// The link is gone. Received writes of the peer's clients stay queued and still go to the
+    /// disk, in order: under protocol B the peer may have acknowledged them to its client on
+    /// our `RecvAck`, and if the link loss was the peer dying, this is the only copy left (DRBD
+    /// never drops a received write either). Resync blocks and reads are dropped (returned, for
+    /// their activity-log references): a resync block not written keeps its bit, and nobody
+    /// waits for the read any more. Operations already issued complete as usual; barriers of
+    /// the lost link are forgotten (nobody can be told).
     pub(crate) fn reset(&mut self) -> Vec<RxOp> {
-        let dropped: Vec<RxOp> = self.waiting.drain(..).collect();
+        let (kept, dropped): (VecDeque<RxOp>, VecDeque<RxOp>) = self
+            .waiting
+            .drain(..)
+            .partition(|w| matches!(w.kind, RxKind::App { .. }));
+        self.waiting = kept;
         for w in &dropped {
             self.outstanding.remove(&w.seq);
             self.bytes -= w.end - w.start;
         }
         self.barriers.clear();
-        dropped
+        dropped.into()
+    }
+
+    /// Whether a received write (queued or on its way to the disk) overlaps `[start, end)`: a
+    /// local request there must come after it. After a switchover or failover these are the
+    /// old Primary's writes, older than anything this node's clients send now.
+    pub(crate) fn writes_overlap(&self, start: u64, end: u64) -> bool {
+        let scanned = self.scan.iter().flat_map(|s| s.rest.iter().chain(&s.still));
+        self.waiting
+            .iter()
+            .chain(self.in_flight.values())
+            .chain(scanned)
+            .any(|w| !matches!(w.kind, RxKind::Read { .. }) && w.overlaps(start, end))
     }
 
     /// Operations received and not completed (`ua:` in /proc/drbd).
@@ -338,17 +362,48 @@ mod tests {
     }
 
     #[test]
-    fn a_reset_drops_the_queue_and_the_barriers() {
+    fn a_reset_keeps_received_writes_and_drops_the_barriers() {
         let mut rx = PeerRx::default();
         let a = write(&mut rx, 0, 4096);
-        write(&mut rx, 0, 4096);
+        let b = write(&mut rx, 0, 4096);
         rx.barrier(1, L);
         issue_all(&mut rx);
         assert_eq!(rx.backlog_bytes(), 8192);
-        assert_eq!(rx.reset().len(), 1);
+        assert!(
+            rx.reset().is_empty(),
+            "b was received: it must reach the disk"
+        );
         assert!(rx.ready_barriers().is_empty());
-        assert_eq!(rx.unacked(), 1);
+        assert_eq!(rx.unacked(), 2);
+        assert!(rx.writes_overlap(512, 1024));
+        rx.complete(a);
+        assert_eq!(issue_all(&mut rx), vec![b], "b still follows a");
+        rx.complete(b);
+        assert_eq!(rx.unacked(), 0);
+        assert!(!rx.writes_overlap(0, 4096));
+    }
+
+    #[test]
+    fn a_reset_drops_queued_resync_blocks() {
+        let mut rx = PeerRx::default();
+        let a = write(&mut rx, 0, 4096);
+        rx.enqueue(
+            L,
+            RxKind::Resync { id: 9 },
+            0,
+            4096,
+            PeerDiskOp::Write {
+                offset: 0,
+                data: vec![0; 4096],
+                fua: false,
+            },
+        );
+        issue_all(&mut rx);
+        let dropped = rx.reset();
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].kind, RxKind::Resync { id: 9 });
         rx.complete(a);
         assert_eq!(rx.unacked(), 0);
+        assert_eq!(rx.backlog_bytes(), 0);
     }
 }

@@ -138,7 +138,8 @@ impl Engine {
     pub(crate) fn rx_pump(&mut self) {
         self.rx.begin_scan();
         while let Some(mut w) = self.rx.next_ready() {
-            if self.only_copy_here(w.kind) {
+            if w.only_copy || self.only_copy_here(w.kind) {
+                w.only_copy = true;
                 if let Some(bm) = self.bitmap.as_mut() {
                     bm.set_range(w.start, w.end - w.start);
                 }
@@ -235,6 +236,10 @@ impl Engine {
         }
         self.rx_pump();
         self.flush_ready_barriers();
+        // Local requests that waited for this write of the old Primary (after a switchover or
+        // a failover) may go now.
+        self.admit_waiting();
+        self.submit_reads_behind_peer();
     }
 
     /// A barrier flush completed (`IoOwner::PeerFlush`).
@@ -258,8 +263,9 @@ impl Engine {
         }
     }
 
-    /// On link loss: queued peer operations were never acknowledged, so the Primary has them
-    /// in its transfer log; drop them. Operations already issued complete and are ignored.
+    /// On link loss: received writes still go to the disk (see `PeerRx::reset`); queued resync
+    /// blocks and reads are dropped. The Primary marked everything it had not seen a
+    /// BarrierAck for out of sync, so a reconnect resyncs those blocks either way.
     pub(crate) fn peer_rx_reset(&mut self) {
         for mut w in self.rx.reset() {
             self.al_release(&mut w.al_held);

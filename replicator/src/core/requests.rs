@@ -88,6 +88,9 @@ pub(crate) struct Requests {
     admitted: Vec<(ReqId, u64, u64)>,
     /// Writes waiting for an activity-log slot, in arrival order.
     al_waiters: VecDeque<ReqId>,
+    /// Reads waiting for an overlapping write of the peer this node received and has not
+    /// written yet (after a switchover: the old Primary acknowledged it, so a read must see it).
+    reads_behind_peer: Vec<ReqId>,
     /// Extents written locally since the last FLUSH was issued: if that FLUSH fails they are
     /// what the disk may have lost.
     unflushed: BTreeSet<u64>,
@@ -177,6 +180,16 @@ impl Requests {
         }
     }
 
+    /// A read waits for received peer writes it overlaps (`PeerRx::writes_overlap`).
+    pub(crate) fn read_behind_peer(&mut self, req: ReqId) {
+        self.reads_behind_peer.push(req);
+    }
+
+    /// The reads that waited for received peer writes, to be submitted or put back.
+    pub(crate) fn take_reads_behind_peer(&mut self) -> Vec<ReqId> {
+        std::mem::take(&mut self.reads_behind_peer)
+    }
+
     /// The next write `admit` let in.
     pub(crate) fn pop_admitted(&mut self) -> Option<ReqId> {
         self.just_admitted.pop_front()
@@ -246,6 +259,7 @@ impl Requests {
     /// The request goes away without a reply from here (the caller replies).
     pub(crate) fn drop_request(&mut self, req: ReqId) -> Vec<u64> {
         self.admitted.retain(|&(id, _, _)| id != req);
+        self.reads_behind_peer.retain(|&id| id != req);
         let held = self
             .reqs
             .remove(&req)

@@ -368,14 +368,17 @@ impl Engine {
         self.admit_resync_reads();
     }
 
-    /// Start the SyncSource reads that no client write overlaps.
+    /// Start the SyncSource reads that no client write (or received peer write) overlaps.
     pub(crate) fn admit_resync_reads(&mut self) {
         let Some(link) = self.link_id() else { return };
         let requests = &self.requests;
+        let rx = &self.rx;
         let Some(s) = self.resync.as_mut().and_then(Resync::source) else {
             return;
         };
-        let start = s.startable(|o, e| requests.resync_read_may_start(o, e));
+        // Nor a received write not yet on our disk (the old Primary's, after a failover).
+        let start =
+            s.startable(|o, e| requests.resync_read_may_start(o, e) && !rx.writes_overlap(o, e));
         for (id, offset, len) in start {
             let io = self.ios.start(IoOwner::ResyncRead { id, link });
             self.emit(Output::PeerDisk {

@@ -32,7 +32,10 @@
 //! end of its write, and every `repadm fault` command takes the gate first, so a command (a
 //! power loss above all) falls between two metadata operations, never inside one: what the
 //! files hold at a power cut is exactly what it was with the metadata on the driver's thread.
-//! `meta-delay MS` makes every metadata write that much slower (a slow meta disk).
+//! `meta-delay MS` makes every metadata write that much slower (a slow meta disk);
+//! `disk-delay MS` does the same for every data write (a slow data disk: the writes a
+//! Secondary receives queue behind it). A data write waits on the driver's runtime timer, not
+//! on its thread, so writes keep overlapping as on a real device, each completing `MS` late.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -51,7 +54,7 @@ use super::driver::Driver;
 use super::error::{Device, DiskError, Op};
 use super::metaio::{DataFlush, MetaHandle};
 use crate::control::fault::{
-    DiskErrorRule, FaultCmd, FaultOp, FAULT_REFUSED_EXIT, META_DELAY_MS_MAX,
+    DiskErrorRule, FaultCmd, FaultOp, DISK_DELAY_MS_MAX, FAULT_REFUSED_EXIT, META_DELAY_MS_MAX,
 };
 use crate::control::Response;
 use crate::core::AttachInfo;
@@ -309,6 +312,8 @@ struct State {
     powered_off: bool,
     /// Added to every metadata write (`meta-delay`).
     meta_delay: Duration,
+    /// Added to every data write (`disk-delay`).
+    data_delay: Duration,
     /// The metadata lives on the backing device: disk-error rules apply to its writes.
     meta_internal: bool,
     data: Overlay,
@@ -438,6 +443,19 @@ impl FaultHook {
         self.lock().inject(dev, kind, range)
     }
 
+    /// `disk-delay`: wait before a data write reaches the device (the faults are checked
+    /// after it, so a power loss meanwhile keeps the write off the disk).
+    async fn delay_data_write(&self) {
+        let delay = self.lock().data_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn data_delayed(&self) -> bool {
+        !self.lock().data_delay.is_zero()
+    }
+
     /// A write: into the overlay while the cache is on (and through to the device for FUA);
     /// `None` = the cache is off, perform it on the device.
     fn cached_write(
@@ -563,18 +581,29 @@ impl FaultHook {
                 st.meta_delay = Duration::from_millis(*ms);
                 format!("meta-delay: every metadata write takes {ms} ms longer")
             }
+            FaultCmd::DiskDelay { ms } => {
+                if *ms > DISK_DELAY_MS_MAX {
+                    return Err(format!(
+                        "disk-delay {ms}: at most {DISK_DELAY_MS_MAX} ms (a delay, not a hang)"
+                    ));
+                }
+                st.data_delay = Duration::from_millis(*ms);
+                format!("disk-delay: every data write takes {ms} ms longer")
+            }
             FaultCmd::Clear => {
                 st.rules.clear();
                 st.write_out_all().map_err(|e| e.to_string())?;
                 st.volatile = false;
                 st.meta_delay = Duration::ZERO;
-                "clear: no disk errors, no metadata delay, volatile cache off (written out)".into()
+                st.data_delay = Duration::ZERO;
+                "clear: no disk errors, no delays, volatile cache off (written out)".into()
             }
             FaultCmd::PowerLoss => {
                 let dropped = st.data.pages.len() + st.meta.pages.len();
                 st.powered_off = true;
                 st.volatile = false;
                 st.meta_delay = Duration::ZERO;
+                st.data_delay = Duration::ZERO;
                 st.rules.clear();
                 st.data = Overlay::default();
                 st.meta = Overlay::default();
@@ -706,6 +735,7 @@ impl FaultDisk {
         fua: bool,
     ) -> (Result<(), DiskError>, Vec<u8>) {
         let path = &self.inner.path;
+        self.hook.delay_data_write().await;
         let r = range(offset, buf.len() as u64);
         if let Err(e) = self.hook.inject(Dev::Data, Kind::Write { fua }, r) {
             return (Err(fault(Op::Write, path)(e)), buf);
@@ -721,7 +751,7 @@ impl FaultDisk {
 
     /// `BackingDisk::write_now` with the faults of `write`.
     pub fn write_now(&self, offset: u64, buf: &[u8], fua: bool) -> Option<Result<(), DiskError>> {
-        if !self.inner.writes_now(buf.len(), fua) {
+        if !self.inner.writes_now(buf.len(), fua) || self.hook.data_delayed() {
             return None;
         }
         let path = &self.inner.path;
@@ -768,6 +798,7 @@ impl FaultDisk {
     ) -> Result<(), DiskError> {
         let path = &self.inner.path;
         let len64 = u64::from(len);
+        self.hook.delay_data_write().await;
         self.hook
             .inject(Dev::Data, Kind::Write { fua }, range(offset, len64))
             .map_err(fault(Op::WriteZeroes, path))?;

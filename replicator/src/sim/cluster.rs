@@ -251,6 +251,8 @@ pub struct Node {
     /// Bumped by every lost write-back or crash on this node.
     unreliable: u64,
     last_timer: Duration,
+    /// Added to every data write of this node's disk (a slow disk: received writes queue).
+    disk_delay: Duration,
 }
 
 pub struct Cluster {
@@ -398,6 +400,7 @@ impl Cluster {
                 bits_check_in: None,
                 unreliable: 0,
                 last_timer: Duration::ZERO,
+                disk_delay: Duration::ZERO,
             }
         };
         let watch = LogWatch::new(std::env::var("REP_SIM_LOG").is_ok());
@@ -562,7 +565,15 @@ impl Cluster {
                     _ => 0,
                 };
                 // About 1 GiB/s plus a seek.
-                let d = self.rand_us(10, 300) + Duration::from_nanos(len);
+                let mut d = self.rand_us(10, 300) + Duration::from_nanos(len);
+                if matches!(
+                    op,
+                    DiskOpKind::Write { .. }
+                        | DiskOpKind::Trim { .. }
+                        | DiskOpKind::WriteZeroes { .. }
+                ) {
+                    d += self.nodes[i].disk_delay;
+                }
                 self.schedule(
                     d,
                     Ev::Disk {
@@ -585,7 +596,10 @@ impl Cluster {
                     PeerDiskOp::Read { len, .. } => u64::from(*len),
                     _ => 0,
                 };
-                let d = self.rand_us(10, 300) + Duration::from_nanos(len);
+                let mut d = self.rand_us(10, 300) + Duration::from_nanos(len);
+                if matches!(op, PeerDiskOp::Write { .. } | PeerDiskOp::Zero { .. }) {
+                    d += self.nodes[i].disk_delay;
+                }
                 self.schedule(
                     d,
                     Ev::PeerDisk {
@@ -1008,6 +1022,11 @@ impl Cluster {
                         Packet::WriteAck { id } => {
                             if let Some(wid) = self.write_id(to, ReqId(*id)) {
                                 self.model.piece_written(wid, link);
+                            }
+                        }
+                        Packet::RecvAck { id } => {
+                            if let Some(wid) = self.write_id(to, ReqId(*id)) {
+                                self.model.piece_received(wid, link);
                             }
                         }
                         Packet::BarrierAck { epoch } => self.model.barrier_acked(to, link, *epoch),
@@ -1622,6 +1641,17 @@ impl Cluster {
 
     pub fn disk_failing(&self, i: usize) -> bool {
         self.nodes[i].disk_failing
+    }
+
+    /// Every data write of node `i`'s disk takes `delay` longer (zero: back to normal), like
+    /// `repadm fault RES disk-delay MS`: writes the node receives from its peer queue up.
+    pub fn set_disk_delay(&mut self, i: usize, delay: Duration) {
+        self.log(format!("node {i}: data writes delayed by {delay:?}"));
+        self.nodes[i].disk_delay = delay;
+    }
+
+    pub fn disk_delay(&self, i: usize) -> Duration {
+        self.nodes[i].disk_delay
     }
 
     /// The next `n` flushes of node `i`'s data disk fail, losing what they should have written.

@@ -21,10 +21,24 @@
 //!   (what the source holds was copied and flushed before the target claimed UpToDate). Under A
 //!   and B a node's floors are forgotten when it becomes SyncTarget: the writes it acknowledged
 //!   alone may legitimately be overwritten after a failover.
+//! - `held[node]`: what the node must hold as long as it keeps running (its cache, or its
+//!   disk once received writes are written), whatever happens to the other node. This is where
+//!   the protocols differ (README "Promises"):
+//!   - every protocol: the node's own acknowledged writes (its local disk completed them);
+//!   - **C**: also the peer's writes it acknowledged as written (`WriteAck` for every piece);
+//!   - **B**: also the peer's writes it acknowledged as received (`RecvAck` for every piece):
+//!     it must still write them if the link, or the peer, is lost right after;
+//!   - **A**: nothing of the peer's.
+//!
+//!   `held` includes `dr`. Power loss of the node lowers it to `dr`; becoming SyncTarget lowers
+//!   it to `dr` under C and to nothing under A and B (the source's data replaces what it held);
+//!   a completed resync gives the target the source's `held` under B and C (every write the
+//!   source acknowledged was received or resynced by then; under A some may still travel).
 //! - `conv`: what the converged cluster must hold, the last acknowledged write of the sector. A
-//!   crash lowers it to the durable-required floors (unflushed writes may be lost); a failover
-//!   under A or B lowers it to the new Primary's floors (writes it never got are lost, as DRBD
-//!   documents for those protocols).
+//!   crash lowers it to the durable-required floors (unflushed writes may be lost, if the
+//!   crashed node comes back as the source); a failover (promotion while disconnected) sets it
+//!   to the new Primary's `held` floors: under C every write acknowledged while the pair was in
+//!   sync, under B also those only received, under A what it wrote itself or had flushed.
 //!
 //! A sector holding write `v` satisfies floor `f` if `v` is `f` or any later write (one that
 //! was in flight or unflushed); zeroes satisfy it if `f` is 0 or a zeroing write, or a zeroing
@@ -62,6 +76,8 @@ pub struct WriteRec {
     pub pieces: u32,
     /// Pieces the peer acknowledged as written (WriteAck).
     pub pieces_written: u32,
+    /// Pieces the peer acknowledged as received (RecvAck, protocol B).
+    pub pieces_received: u32,
     /// Send sequence number of the last piece on `link`.
     pub last_seq: u64,
     pub dr: [bool; 2],
@@ -95,6 +111,7 @@ pub struct Model {
     /// Index = write id; 0 is the zeroes every disk starts with.
     writes: Vec<WriteRec>,
     dr: [Vec<WriteId>; 2],
+    held: [Vec<WriteId>; 2],
     conv: Vec<WriteId>,
     /// Last zeroing write submitted over each sector.
     last_zero: Vec<WriteId>,
@@ -125,6 +142,7 @@ impl Model {
             link: None,
             pieces: 0,
             pieces_written: 0,
+            pieces_received: 0,
             last_seq: 0,
             dr: [true; 2],
         };
@@ -133,6 +151,7 @@ impl Model {
             sectors,
             writes: vec![zero],
             dr: [vec![0; sectors as usize], vec![0; sectors as usize]],
+            held: [vec![0; sectors as usize], vec![0; sectors as usize]],
             conv: vec![0; sectors as usize],
             last_zero: vec![0; sectors as usize],
             unflushed: Vec::new(),
@@ -171,6 +190,7 @@ impl Model {
             link: None,
             pieces: 0,
             pieces_written: 0,
+            pieces_received: 0,
             last_seq: 0,
             dr: [false; 2],
         });
@@ -224,6 +244,15 @@ impl Model {
         }
     }
 
+    /// The peer acknowledged a piece of write `id` as received (protocol B `RecvAck`).
+    pub fn piece_received(&mut self, id: WriteId, link: LinkId) {
+        if let Some(w) = self.writes.get_mut(id as usize) {
+            if w.link == Some(link) {
+                w.pieces_received += 1;
+            }
+        }
+    }
+
     pub fn local_done(&mut self, id: WriteId, ok: bool) {
         self.writes[id as usize].local_ok = ok;
     }
@@ -239,6 +268,24 @@ impl Model {
         w.pieces > 0 && w.pieces_written >= w.pieces
     }
 
+    /// Whether the peer of an acknowledged write `w` must hold it while it keeps running.
+    fn peer_holds(&self, w: &WriteRec) -> bool {
+        match self.protocol {
+            Protocol::C => Self::fully_written_on_peer(w),
+            Protocol::B => w.pieces > 0 && w.pieces_received >= w.pieces,
+            Protocol::A => false,
+        }
+    }
+
+    /// Raise `node`'s held floors over write `id`'s sectors.
+    fn hold(&mut self, node: usize, id: WriteId) {
+        let w = &self.writes[id as usize];
+        let (first, count) = (w.first as usize, w.count as usize);
+        for f in &mut self.held[node][first..first + count] {
+            *f = (*f).max(id);
+        }
+    }
+
     /// Mark `id` durable-required on `node`; returns whether that is new.
     fn require(&mut self, node: usize, id: WriteId) -> bool {
         let w = &mut self.writes[id as usize];
@@ -250,6 +297,7 @@ impl Model {
         for f in &mut self.dr[node][first as usize..(first + count) as usize] {
             *f = (*f).max(id);
         }
+        self.hold(node, id);
         true
     }
 
@@ -269,6 +317,12 @@ impl Model {
         let w = self.writes[id as usize].clone();
         for f in &mut self.conv[w.first as usize..(w.first + w.count) as usize] {
             *f = (*f).max(id);
+        }
+        if w.local_ok {
+            self.hold(w.node, id);
+        }
+        if self.peer_holds(&w) {
+            self.hold(1 - w.node, id);
         }
         if w.fua {
             if w.local_ok && self.require(w.node, id) {
@@ -343,19 +397,22 @@ impl Model {
         let writes = &self.writes;
         self.unflushed
             .retain(|&id| writes[id as usize].node != node);
+        let [d0, d1] = &self.dr;
+        self.held[node].copy_from_slice([d0, d1][node]);
         for s in 0..self.sectors as usize {
             self.conv[s] = self.dr[0][s].max(self.dr[1][s]);
         }
     }
 
-    /// Node `node` was promoted while its peer was down (a failover). Under A and B the writes
-    /// the old Primary acknowledged alone are legitimately lost.
+    /// Node `node` was promoted while its peer was down (a failover): the cluster holds what
+    /// `node` was promised to hold (`held`, per protocol). Under A and B the old Primary's
+    /// floors go too: what it acknowledged alone is legitimately overwritten when it returns.
     pub fn failover(&mut self, node: usize) {
-        if self.protocol == Protocol::C {
-            return;
+        self.conv.copy_from_slice(&self.held[node]);
+        if self.protocol != Protocol::C {
+            self.dr[1 - node].fill(0);
+            self.held[1 - node].fill(0);
         }
-        self.conv.copy_from_slice(&self.dr[node]);
-        self.dr[1 - node].fill(0);
     }
 
     /// A split brain was resolved by throwing away `victim`'s changes: the converged cluster
@@ -363,6 +420,7 @@ impl Model {
     pub fn discarded(&mut self, victim: usize) {
         self.conv.copy_from_slice(&self.dr[1 - victim]);
         self.dr[victim].fill(0);
+        self.held[victim].fill(0);
     }
 
     /// `node` became SyncTarget.
@@ -370,14 +428,21 @@ impl Model {
         if self.protocol != Protocol::C {
             self.dr[node].fill(0);
         }
+        let [d0, d1] = &self.dr;
+        self.held[node].copy_from_slice([d0, d1][node]);
     }
 
     /// `target` finished a resync from `source` (it is UpToDate now).
     pub fn resynced(&mut self, target: usize, source: usize) {
-        if self.protocol != Protocol::C {
+        if self.protocol == Protocol::A || target == source {
             return;
         }
-        if target == source {
+        let [a, b] = &mut self.held;
+        let (t, s) = if target == 0 { (a, &*b) } else { (b, &*a) };
+        for (t, s) in t.iter_mut().zip(s.iter()) {
+            *t = (*t).max(*s);
+        }
+        if self.protocol != Protocol::C {
             return;
         }
         let [a, b] = &mut self.dr;
