@@ -1,0 +1,290 @@
+//! Goal: both nodes dial, as in DRBD, so a pair is connected within about a second of the
+//! second node being ready, whatever `connect-int` is (here 60 s: a node that only waited for
+//! its peer's next attempt would wait up to a minute). Crossed dials, both nodes dialling at
+//! the same time, end in exactly one link: one handshake and one authentication per node.
+//!
+//! `REP_DIAL_CONNECT_INT` overrides connect-int (to measure with DRBD's default of 10 s).
+
+use std::time::{Duration, Instant};
+
+use rep_replicator::states::ConnState;
+use rep_tests::{backing_bytes, wait_for, write_pattern, Cluster, ClusterOpts, Node};
+
+/// Connected within this of the second node being ready: about a second is the target, the
+/// rest is slack for a loaded 2-core machine; still far below connect-int.
+const LIMIT: Duration = Duration::from_secs(2);
+
+fn connect_int() -> u64 {
+    std::env::var("REP_DIAL_CONNECT_INT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60)
+}
+
+fn status_file(n: &Node) -> serde_json::Value {
+    let text = std::fs::read_to_string(n.run_dir.join("r0.status.json")).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+}
+
+fn cstate(n: &Node) -> Option<ConnState> {
+    serde_json::from_value(status_file(n)["cstate"].clone()).ok()
+}
+
+/// The link is up: Connected, or any state past it (a resync after a crash).
+fn linked(n: &Node) -> bool {
+    cstate(n).is_some_and(|c| c >= ConnState::Connected)
+}
+
+fn log_of(n: &Node) -> String {
+    std::fs::read_to_string(n.run_dir.join("r0.log")).unwrap_or_default()
+}
+
+fn count(n: &Node, needle: &str) -> usize {
+    log_of(n).matches(needle).count()
+}
+
+/// How long until both nodes report the link up (status files, polled every 5 ms). Waits up to
+/// connect-int and more, so that a slow connect is measured (and printed) before it fails.
+fn time_until_linked(c: &Cluster, what: &str) -> Duration {
+    let t0 = Instant::now();
+    let patience = Duration::from_secs(connect_int() + 20);
+    loop {
+        if c.nodes.iter().all(linked) {
+            let took = t0.elapsed();
+            println!(
+                "{what}: Connected after {} ms (connect-int {} s)",
+                took.as_millis(),
+                connect_int()
+            );
+            return took;
+        }
+        assert!(
+            t0.elapsed() < patience,
+            "{what}: not Connected after {patience:?}:\n{}\n{}",
+            c.a().log_tail(),
+            c.b().log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn assert_fast(took: Duration, what: &str) {
+    assert!(
+        took < LIMIT,
+        "{what}: Connected only after {took:?} (connect-int {} s); the target is about 1 s",
+        connect_int()
+    );
+}
+
+/// A connected pair, node-a (the lower address) Primary, both UpToDate; with a shared secret,
+/// so that every link is authenticated.
+fn primary_pair(test: &str) -> Cluster {
+    let c = Cluster::new(
+        test,
+        ClusterOpts {
+            disk_mib: 16,
+            extra: format!(
+                "  net {{\n    connect-int {};\n    ping-int 1;\n    cram-hmac-alg sha1;\n    shared-secret \"dial-test\";\n  }}\n",
+                connect_int()
+            ),
+            on_shm: true,
+        },
+    );
+    let (a, b) = (c.a(), c.b());
+    for n in [a, b] {
+        n.ok(&["create-md", "r0"]);
+    }
+    // node-b first: then node-a's first dial finds it, with or without dialling from both sides.
+    b.ok(&["up", "r0"]);
+    a.ok(&["up", "r0"]);
+    wait_for(Duration::from_secs(20), "the pair to connect", || {
+        c.nodes.iter().all(linked).then_some(())
+    });
+    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
+    b.wait_state("Connected", "UpToDate", "UpToDate", 20);
+    a.ok(&["primary", "r0"]);
+    c
+}
+
+/// Wait until `n` waits for its peer, and a bit longer: its immediate redial has found nobody,
+/// so it sleeps out connect-int, as after any restart that takes more than a moment.
+fn wait_waiting(n: &Node) {
+    wait_for(Duration::from_secs(20), "WFConnection", || {
+        (cstate(n) == Some(ConnState::WFConnection)).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// Restart a killed node (its status file is stale: remove it first).
+fn restart(n: &Node) {
+    let _ = std::fs::remove_file(n.run_dir.join("r0.status.json"));
+    n.ok(&["up", "r0"]);
+}
+
+/// Both UpToDate, and both backing files identical over the usable size.
+fn assert_in_sync(c: &Cluster) {
+    let (a, b) = (c.a(), c.b());
+    for n in [a, b] {
+        n.wait_state("Connected", "UpToDate", "UpToDate", 30);
+    }
+    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
+    assert!(
+        backing_bytes(a, 0, usable) == backing_bytes(b, 0, usable),
+        "the disks differ"
+    );
+}
+
+#[test]
+fn a_restarted_secondary_connects_at_once() {
+    let c = primary_pair("dial-sec");
+    let (a, b) = (c.a(), c.b());
+    b.kill9();
+    wait_waiting(a);
+    // A write while the Secondary is away: it must reach it after the reconnect.
+    write_pattern(a, 0x5a, 1 << 20, 64 << 10);
+    restart(b);
+    let took = time_until_linked(&c, "Secondary (node-b, higher address) restarted");
+    assert_fast(took, "Secondary restarted");
+    assert_in_sync(&c);
+    assert_eq!(backing_bytes(b, 1 << 20, 64 << 10), vec![0x5a; 64 << 10]);
+}
+
+#[test]
+fn a_restarted_primary_connects_at_once() {
+    let c = primary_pair("dial-pri");
+    let (a, b) = (c.a(), c.b());
+    write_pattern(a, 0x6b, 2 << 20, 64 << 10);
+    a.kill9();
+    wait_waiting(b);
+    restart(a);
+    let took = time_until_linked(&c, "Primary (node-a, lower address) restarted");
+    assert_fast(took, "Primary restarted");
+    assert_in_sync(&c);
+    assert_eq!(backing_bytes(b, 2 << 20, 64 << 10), vec![0x6b; 64 << 10]);
+}
+
+/// `disconnect` on both, then `connect` on `first`, a pause (its dial finds the other
+/// StandAlone), then `connect` on `second`: Connected at once after the second.
+fn reconnect_in_order(c: &Cluster, first: &Node, second: &Node) -> Duration {
+    for n in [first, second] {
+        n.ok(&["disconnect", "r0"]);
+    }
+    for n in [first, second] {
+        wait_for(Duration::from_secs(20), "StandAlone", || {
+            (cstate(n) == Some(ConnState::StandAlone)).then_some(())
+        });
+    }
+    first.ok(&["connect", "r0"]);
+    std::thread::sleep(Duration::from_millis(500));
+    second.ok(&["connect", "r0"]);
+    time_until_linked(
+        c,
+        &format!("disconnect on both, connect on {} then {}", first.name, second.name),
+    )
+}
+
+#[test]
+fn connect_on_both_after_a_disconnect_connects_at_once() {
+    let c = primary_pair("dial-conn");
+    let (a, b) = (c.a(), c.b());
+    let a_first = reconnect_in_order(&c, a, b);
+    let b_first = reconnect_in_order(&c, b, a);
+    assert_fast(a_first, "connect on node-a, then node-b");
+    assert_fast(b_first, "connect on node-b, then node-a");
+    write_pattern(a, 0x7c, 3 << 20, 64 << 10);
+    assert_in_sync(&c);
+}
+
+/// Both nodes `connect` at the same instant, over and over (bounded in rounds and time): each
+/// round ends in one link that stays up, with exactly one handshake and one authentication on
+/// each node, and no drop of the link once it is Connected.
+#[test]
+fn simultaneous_connects_always_end_in_one_link() {
+    const ROUNDS: usize = 25;
+    let c = primary_pair("dial-cross");
+    let (a, b) = (c.a(), c.b());
+    let needles = [
+        "Handshake successful",
+        "Peer authenticated",
+        "conn( Connected -> ",
+        "crossed",
+    ];
+    let counts = |n: &Node| needles.map(|s| count(n, s));
+    let t_all = Instant::now();
+    let (mut rounds, mut crossed, mut slowest) = (0, 0, Duration::ZERO);
+    for round in 0..ROUNDS {
+        if t_all.elapsed() > Duration::from_secs(180) {
+            break;
+        }
+        for n in [a, b] {
+            n.ok(&["disconnect", "r0"]);
+        }
+        for n in [a, b] {
+            wait_for(Duration::from_secs(20), "StandAlone", || {
+                (cstate(n) == Some(ConnState::StandAlone)).then_some(())
+            });
+        }
+        let before = [counts(a), counts(b)];
+        let gate = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            for n in [a, b] {
+                let gate = &gate;
+                s.spawn(move || {
+                    gate.wait();
+                    n.ok(&["connect", "r0"]);
+                });
+            }
+        });
+        let took = time_until_linked(&c, &format!("round {round}: connect on both at once"));
+        slowest = slowest.max(took);
+        assert_fast(took, &format!("round {round}"));
+        // Stable: both stay Connected for a while (a second link would knock one down).
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(400) {
+            for n in [a, b] {
+                assert!(
+                    linked(n),
+                    "round {round}: {} lost the link again:\n{}",
+                    n.name,
+                    n.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for (n, before) in [a, b].into_iter().zip(before) {
+            let after = counts(n);
+            assert_eq!(
+                after[0] - before[0],
+                1,
+                "round {round}: {} did not handshake exactly once:\n{}",
+                n.name,
+                n.log_tail()
+            );
+            assert_eq!(
+                after[1] - before[1],
+                1,
+                "round {round}: {} did not authenticate exactly once:\n{}",
+                n.name,
+                n.log_tail()
+            );
+            assert_eq!(
+                after[2], before[2],
+                "round {round}: {} dropped a Connected link:\n{}",
+                n.name,
+                n.log_tail()
+            );
+            crossed += after[3] - before[3];
+        }
+        rounds += 1;
+    }
+    println!(
+        "{rounds} rounds of simultaneous connects, dials crossed {crossed} times, slowest {} ms",
+        slowest.as_millis()
+    );
+    assert!(rounds >= 10, "only {rounds} rounds ran in the time bound");
+    // Still a replicating pair: a write reaches both disks.
+    assert_eq!(a.status_json()["role"], "Primary");
+    write_pattern(a, 0x3d, 4 << 20, 64 << 10);
+    assert_in_sync(&c);
+    assert_eq!(backing_bytes(b, 4 << 20, 64 << 10), vec![0x3d; 64 << 10]);
+}
