@@ -118,7 +118,9 @@ fn wait_waiting(n: &Node) {
 /// Restart a killed node (its status file is stale: remove it first).
 fn restart(n: &Node) {
     let _ = std::fs::remove_file(n.run_dir.join("r0.status.json"));
+    let t = Instant::now();
     n.ok(&["up", "r0"]);
+    println!("`up` on {} took {} ms", n.name, t.elapsed().as_millis());
 }
 
 /// Both UpToDate, and both backing files identical over the usable size.
@@ -179,7 +181,10 @@ fn reconnect_in_order(c: &Cluster, first: &Node, second: &Node) -> Duration {
     second.ok(&["connect", "r0"]);
     time_until_linked(
         c,
-        &format!("disconnect on both, connect on {} then {}", first.name, second.name),
+        &format!(
+            "disconnect on both, connect on {} then {}",
+            first.name, second.name
+        ),
     )
 }
 
@@ -268,7 +273,8 @@ fn simultaneous_connects_always_end_in_one_link() {
                 n.log_tail()
             );
             assert_eq!(
-                after[2], before[2],
+                after[2],
+                before[2],
                 "round {round}: {} dropped a Connected link:\n{}",
                 n.name,
                 n.log_tail()
@@ -287,4 +293,239 @@ fn simultaneous_connects_always_end_in_one_link() {
     write_pattern(a, 0x3d, 4 << 20, 64 << 10);
     assert_in_sync(&c);
     assert_eq!(backing_bytes(b, 4 << 20, 64 << 10), vec![0x3d; 64 << 10]);
+}
+
+// ---- Crossed dials, made deterministic: the test plays the other node ----
+//
+// It listens on that node's address, so the daemon's own attempt reaches the test, which
+// answers it (or not) when it chooses; meanwhile it dials the daemon as that node would.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+
+use rep_replicator::wire::Packet;
+
+fn one_node(test: &str) -> Cluster {
+    let c = Cluster::new(
+        test,
+        ClusterOpts {
+            disk_mib: 16,
+            extra: "  net {\n    connect-int 60;\n  }\n".into(),
+            on_shm: true,
+        },
+    );
+    for n in [c.a(), c.b()] {
+        n.ok(&["create-md", "r0"]);
+    }
+    c
+}
+
+fn address(n: &Node) -> SocketAddr {
+    let text = std::fs::read_to_string(&n.config).expect("config");
+    let port = text
+        .split("address 127.0.0.1:")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("port in the config");
+    let ip = if n.name == "node-a" {
+        "127.0.0.1"
+    } else {
+        "127.0.0.2"
+    };
+    SocketAddr::new(ip.parse().expect("ip"), port)
+}
+
+fn frame(p: &Packet) -> Vec<u8> {
+    let mut v = Vec::new();
+    p.encode(&mut v);
+    v
+}
+
+fn hello(node: &str, meta_socket: bool, session: u64) -> Vec<u8> {
+    frame(&Packet::Hello {
+        version_min: 1,
+        version_max: 1,
+        node: node.into(),
+        meta_socket,
+        session,
+    })
+}
+
+/// One frame, or None at EOF, reset or after `wait`.
+fn read_frame(s: &mut TcpStream, wait: Duration) -> Option<Packet> {
+    s.set_read_timeout(Some(wait)).expect("timeout");
+    let mut head = [0u8; rep_replicator::wire::HEADER_BYTES];
+    s.read_exact(&mut head).ok()?;
+    let h = rep_replicator::wire::frame::decode_header(&head).ok()?;
+    let mut payload = vec![0u8; h.len as usize];
+    s.read_exact(&mut payload).ok()?;
+    Packet::decode(&h, &payload).ok()
+}
+
+/// The daemon has closed `s` within `wait` (EOF or reset), whatever it sent before.
+fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).expect("timeout");
+    let mut sink = [0u8; 4096];
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Nothing arrives on `s` for `wait` (and it stays open).
+fn silent_for(s: &mut TcpStream, wait: Duration) -> bool {
+    s.set_read_timeout(Some(wait)).expect("timeout");
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut))
+}
+
+/// The daemon's attempt: its data and meta sockets, and the session id of its Hello.
+fn accept_attempt(l: &TcpListener) -> (TcpStream, TcpStream, u64) {
+    l.set_nonblocking(true).expect("nonblocking");
+    let mut data = None;
+    let mut meta = None;
+    let mut session = 0;
+    let t = Instant::now();
+    while data.is_none() || meta.is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the daemon did not dial"
+        );
+        match l.accept() {
+            Ok((mut s, _)) => {
+                s.set_nonblocking(false).expect("blocking");
+                match read_frame(&mut s, Duration::from_secs(5)) {
+                    Some(Packet::Hello {
+                        meta_socket,
+                        session: sid,
+                        ..
+                    }) => {
+                        session = sid;
+                        if meta_socket {
+                            meta = Some(s);
+                        } else {
+                            data = Some(s);
+                        }
+                    }
+                    other => panic!("the daemon's attempt opened with {other:?}"),
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+    (
+        data.expect("data socket"),
+        meta.expect("meta socket"),
+        session,
+    )
+}
+
+/// A pair dialled to `to` from `from_ip`, with Hello as `node`.
+fn dial_pair(from_ip: &str, node: &str, to: SocketAddr, session: u64) -> (TcpStream, TcpStream) {
+    let conn = || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        s.bind(
+            &format!("{from_ip}:0")
+                .parse::<SocketAddr>()
+                .expect("addr")
+                .into(),
+        )
+        .expect("bind");
+        s.connect_timeout(&to.into(), Duration::from_secs(5))
+            .expect("connect");
+        TcpStream::from(s)
+    };
+    let mut d = conn();
+    d.write_all(&hello(node, false, session)).expect("hello");
+    let mut m = conn();
+    m.write_all(&hello(node, true, session)).expect("hello");
+    (d, m)
+}
+
+fn wait_crossed(n: &Node, before: usize) {
+    wait_for(Duration::from_secs(5), "the crossing to be logged", || {
+        (count(n, "dials crossed") > before).then_some(())
+    });
+}
+
+/// node-a has the lower address: while its own attempt is under way it never takes node-b's
+/// pair; it takes it only if its attempt fails, and drops it if its attempt succeeds.
+#[test]
+fn crossed_dials_the_lower_address_keeps_its_own_pair() {
+    let c = one_node("dial-fake-b");
+    let a = c.a();
+    let b_addr = address(c.b());
+    let a_addr = address(a);
+    let fake_b = TcpListener::bind(b_addr).expect("listen on node-b's address");
+    a.ok(&["up", "r0"]);
+
+    // 1. node-a's attempt fails: it takes the held pair.
+    let (ad, am, _) = accept_attempt(&fake_b);
+    let (mut d, m) = dial_pair("127.0.0.2", "node-b", a_addr, 0x51);
+    wait_crossed(a, 0);
+    assert!(
+        silent_for(&mut d, Duration::from_millis(500)),
+        "node-a took node-b's pair while its own attempt was under way"
+    );
+    drop((ad, am));
+    match read_frame(&mut d, Duration::from_secs(3)) {
+        Some(Packet::Hello { session, .. }) => assert_eq!(session, 0x51),
+        other => panic!("node-a did not take the held pair after its attempt failed: {other:?}"),
+    }
+    wait_for(Duration::from_secs(5), "node-a to handshake", || {
+        (cstate(a) >= Some(ConnState::WFReportParams)).then_some(())
+    });
+    drop((d, m));
+
+    // 2. node-a's attempt succeeds (the fake node-b answers it): the held pair is dropped.
+    let (mut ad, _am, session) = accept_attempt(&fake_b);
+    let (mut d, _meta) = dial_pair("127.0.0.2", "node-b", a_addr, 0x52);
+    wait_crossed(a, 1);
+    ad.write_all(&hello("node-b", false, session))
+        .expect("answer node-a's attempt");
+    assert!(
+        closed_within(&mut d, Duration::from_secs(3)),
+        "node-a kept node-b's pair although its own was taken"
+    );
+    match read_frame(&mut ad, Duration::from_secs(3)) {
+        Some(p) => assert!(
+            !matches!(p, Packet::Hello { .. }),
+            "node-a answered its own pair"
+        ),
+        None => panic!("node-a did not go on with its own pair:\n{}", a.log_tail()),
+    }
+    assert_eq!(count(a, "Handshake successful"), 2, "{}", a.log_tail());
+}
+
+/// node-b has the higher address: it takes node-a's pair at once, even while its own attempt
+/// is under way (node-a, for its part, holds node-b's pair, as above).
+#[test]
+fn crossed_dials_the_higher_address_takes_the_peers_pair() {
+    let c = one_node("dial-fake-a");
+    let b = c.b();
+    let a_addr = address(c.a());
+    let b_addr = address(b);
+    let fake_a = TcpListener::bind(a_addr).expect("listen on node-a's address");
+    b.ok(&["up", "r0"]);
+    let (_bd, _bm, _) = accept_attempt(&fake_a);
+    let (mut d, _meta) = dial_pair("127.0.0.1", "node-a", b_addr, 0x61);
+    match read_frame(&mut d, Duration::from_secs(3)) {
+        Some(Packet::Hello { session, .. }) => assert_eq!(session, 0x61),
+        other => panic!("node-b did not take node-a's pair during its own attempt: {other:?}"),
+    }
+    assert_eq!(count(b, "dials crossed"), 0);
+    wait_for(Duration::from_secs(5), "node-b to handshake", || {
+        (cstate(b) >= Some(ConnState::WFReportParams)).then_some(())
+    });
 }

@@ -715,7 +715,10 @@ async fn dial_attempt(
             tracing::error!("peer link: {node} speaks protocol {version_min}..{version_max}, we speak {PROTOCOL_VERSION}");
             None
         }
-        Ok(Ok(None)) => Some("closed the connection (not waiting for us: StandAlone or already connected?)".to_owned()),
+        Ok(Ok(None)) => Some(
+            "closed the connection (not waiting for us: StandAlone or already connected?)"
+                .to_owned(),
+        ),
         Ok(Ok(Some(p))) => Some(format!("answered {} instead of Hello", p.name())),
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some("did not answer".to_owned()),
