@@ -38,6 +38,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The real peer needs two; beyond this, newcomers are refused, so that whoever connects from
 /// the peer's address cannot make the daemon hold sockets (and file descriptors) without bound.
 const MAX_PENDING_PEER_CONNS: usize = 16;
+/// How long a link the engine dropped may take to send what was queued before (see
+/// `link_close`); a peer that does not read is cut off after this.
+const CLOSE_FLUSH: Duration = Duration::from_millis(250);
 
 pub struct LinkSettings {
     pub my_addr: SocketAddr,
@@ -220,14 +223,35 @@ impl Driver {
         redial.notify_waiters();
     }
 
+    /// The engine drops the link. What it queued before (its report, above all) still goes out,
+    /// for a moment: the node that dialled reads the other's report together with its Hello and
+    /// may decide (a split brain, a refusal) before its own report is written; without it, the
+    /// peer would see a bare broken pipe and wait for a reconnect instead of deciding too.
     pub fn link_close(&self, link: LinkId) {
-        let mut st = self.link.borrow_mut();
-        if st.active.as_ref().is_some_and(|a| a.id == link) {
-            if let Some(a) = st.active.take() {
-                a.data.close();
-                a.meta.close();
+        let closing = {
+            let mut st = self.link.borrow_mut();
+            if st.active.as_ref().is_some_and(|a| a.id == link) {
+                st.active.take()
+            } else {
+                None
             }
+        };
+        let Some(a) = closing else { return };
+        if a.data_q.unwritten() == 0 && a.meta_q.unwritten() == 0 {
+            a.data.close();
+            a.meta.close();
+            return;
         }
+        tokio_uring::spawn(async move {
+            let t = std::time::Instant::now();
+            while (a.data_q.unwritten() > 0 || a.meta_q.unwritten() > 0)
+                && t.elapsed() < CLOSE_FLUSH
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            a.data.close();
+            a.meta.close();
+        });
     }
 
     /// Encode `packet` onto the socket its kind travels on.
