@@ -430,25 +430,27 @@ fn accept_attempt(l: &TcpListener) -> (TcpStream, TcpStream, u64) {
     )
 }
 
+/// A connection to `to` from `from_ip`.
+fn dial_one(from_ip: &str, to: SocketAddr) -> TcpStream {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.bind(
+        &format!("{from_ip}:0")
+            .parse::<SocketAddr>()
+            .expect("addr")
+            .into(),
+    )
+    .expect("bind");
+    s.connect_timeout(&to.into(), Duration::from_secs(5))
+        .expect("connect");
+    TcpStream::from(s)
+}
+
 /// A pair dialled to `to` from `from_ip`, with Hello as `node`.
 fn dial_pair(from_ip: &str, node: &str, to: SocketAddr, session: u64) -> (TcpStream, TcpStream) {
-    let conn = || {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        s.bind(
-            &format!("{from_ip}:0")
-                .parse::<SocketAddr>()
-                .expect("addr")
-                .into(),
-        )
-        .expect("bind");
-        s.connect_timeout(&to.into(), Duration::from_secs(5))
-            .expect("connect");
-        TcpStream::from(s)
-    };
-    let mut d = conn();
+    let mut d = dial_one(from_ip, to);
     d.write_all(&hello(node, false, session)).expect("hello");
-    let mut m = conn();
+    let mut m = dial_one(from_ip, to);
     m.write_all(&hello(node, true, session)).expect("hello");
     (d, m)
 }
@@ -528,4 +530,34 @@ fn crossed_dials_the_higher_address_takes_the_peers_pair() {
     wait_for(Duration::from_secs(5), "node-b to handshake", || {
         (cstate(b) >= Some(ConnState::WFReportParams)).then_some(())
     });
+}
+
+/// The peer's attempt fails half way (its data socket arrives, its meta socket never does)
+/// while node-a sleeps out connect-int: node-a dials the peer itself at once, instead of a
+/// minute later.
+#[test]
+fn a_half_finished_dial_from_the_peer_makes_the_node_dial_back_at_once() {
+    let c = one_node("dial-half");
+    let a = c.a();
+    let a_addr = address(a);
+    a.ok(&["up", "r0"]);
+    // Its first attempt finds nobody; it now sleeps out connect-int (60 s).
+    wait_for(Duration::from_secs(10), "WFConnection", || {
+        (cstate(a) == Some(ConnState::WFConnection)).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let fake_b = TcpListener::bind(address(c.b())).expect("listen on node-b's address");
+    let t = Instant::now();
+    let mut d = dial_one("127.0.0.2", a_addr);
+    d.write_all(&hello("node-b", false, 0x71)).expect("hello");
+    let (_ad, _am, _) = accept_attempt(&fake_b);
+    let took = t.elapsed();
+    println!(
+        "node-a dialled back {} ms after half a session",
+        took.as_millis()
+    );
+    assert!(
+        took < LIMIT,
+        "node-a dialled back only after {took:?} (connect-int 60 s)"
+    );
 }

@@ -38,6 +38,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The real peer needs two; beyond this, newcomers are refused, so that whoever connects from
 /// the peer's address cannot make the daemon hold sockets (and file descriptors) without bound.
 const MAX_PENDING_PEER_CONNS: usize = 16;
+/// The peer's second socket follows its first within milliseconds; when it has not come after
+/// this, the peer's attempt failed half way, and we dial it ourselves.
+const PARTNER_GRACE: Duration = Duration::from_millis(200);
 /// How long a link the engine dropped may take to send what was queued before (see
 /// `link_close`); a peer that does not read is cut off after this.
 const CLOSE_FLUSH: Duration = Duration::from_millis(250);
@@ -466,7 +469,8 @@ impl Driver {
             }
         };
         let Some((Some(data), Some(meta))) = pair else {
-            // Give the partner socket HELLO_TIMEOUT to arrive; then forget this one.
+            // Give the partner socket HELLO_TIMEOUT to arrive (dialling back if it is late);
+            // then forget this one.
             tokio_uring::spawn(expire_half_open(Rc::clone(&self), session, from));
             return;
         };
@@ -501,7 +505,18 @@ impl Driver {
 }
 
 async fn expire_half_open(driver: Rc<Driver>, session: u64, from: SocketAddr) {
-    tokio::time::sleep(HELLO_TIMEOUT).await;
+    tokio::time::sleep(PARTNER_GRACE).await;
+    let redial = {
+        let st = driver.link.borrow();
+        let waiting = st.wanted && st.active.is_none() && st.half_open.contains_key(&session);
+        waiting.then(|| Rc::clone(&st.redial))
+    };
+    if let Some(redial) = redial {
+        // The peer is there and wants us, but its other socket did not follow (its attempt
+        // failed half way): dial it now rather than after connect-int.
+        redial.notify_waiters();
+    }
+    tokio::time::sleep(HELLO_TIMEOUT.saturating_sub(PARTNER_GRACE)).await;
     let stale = driver.link.borrow_mut().half_open.remove(&session);
     if let Some((data, meta)) = stale {
         tracing::warn!(
