@@ -157,8 +157,9 @@ pub enum Input {
         cmd: AdminCmd,
     },
     Timer,
-    /// Both sockets to the peer are up (after `Output::Connect`). `dialer`: we connected them,
-    /// so the peer holds RESOLVE_CONFLICTS (DRBD: the accepting side holds it).
+    /// Both sockets to the peer are up (after `Output::Connect`). `dialer`: we play the
+    /// connecting side, so the peer holds RESOLVE_CONFLICTS (DRBD: the accepting side holds it;
+    /// the runtime gives the part to the node with the lower address, whoever dialled).
     LinkUp {
         link: LinkId,
         dialer: bool,

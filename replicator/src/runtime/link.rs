@@ -1,7 +1,17 @@
 //! The peer link (DESIGN.md §6): two TCP connections, *data* and *meta*, so acks never queue
-//! behind data. The node with the lower address dials, the other accepts; each connection opens
-//! with `Hello` (version, node name, which socket, session id pairing the two). Frames are read
-//! by one task per socket and written by one batching task per socket.
+//! behind data. Both nodes dial and both accept, as in DRBD, so whichever node comes up second
+//! connects at once; each connection opens with `Hello` (version, node name, which socket,
+//! session id pairing the two), and the accepting node answers a complete pair with its own
+//! Hello on the data socket. Frames are read by one task per socket and written by one batching
+//! task per socket.
+//!
+//! Crossed dials (both nodes dial at the same time) are settled without randomness: the node
+//! with the lower address never takes the peer's pair while its own attempt is under way (it
+//! holds it, and takes it only if its own attempt fails); the other node always takes the lower
+//! node's pair, even during its own attempt. A node takes at most one pair (taking it makes the
+//! link active at once, with no await in between), and the dialler of a pair only uses it after
+//! the taker's answer, so both nodes end on the same data and meta sockets, and the engine's
+//! handshake (authentication, params) runs once, on that link.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -28,6 +38,12 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// The real peer needs two; beyond this, newcomers are refused, so that whoever connects from
 /// the peer's address cannot make the daemon hold sockets (and file descriptors) without bound.
 const MAX_PENDING_PEER_CONNS: usize = 16;
+/// The peer's second socket follows its first within milliseconds; when it has not come after
+/// this, the peer's attempt failed half way, and we dial it ourselves.
+const PARTNER_GRACE: Duration = Duration::from_millis(200);
+/// How long a link the engine dropped may take to send what was queued before (see
+/// `link_close`); a peer that does not read is cut off after this.
+const CLOSE_FLUSH: Duration = Duration::from_millis(250);
 
 pub struct LinkSettings {
     pub my_addr: SocketAddr,
@@ -37,8 +53,10 @@ pub struct LinkSettings {
 }
 
 impl LinkSettings {
-    /// DRBD both dials and accepts and resolves the race; we avoid it: the lower address dials.
-    pub fn dialer(&self) -> bool {
+    /// This node has the lower address: its own pair wins when both nodes dial at once, and it
+    /// plays the connecting side in the engine whoever dialled (so the peer holds
+    /// RESOLVE_CONFLICTS, and its tie-breaks fall the same way on every connect).
+    pub fn wins_crossing(&self) -> bool {
         (self.my_addr.ip(), self.my_addr.port()) < (self.peer_addr.ip(), self.peer_addr.port())
     }
 }
@@ -89,11 +107,34 @@ fn repoll(reader: Reader<TcpStream>) -> io::Result<(Rc<PolledTcp>, Reader<Polled
     Ok((Rc::clone(&polled), Reader::resume(polled, buffered)))
 }
 
+/// A complete pair the peer dialled, not answered yet.
+struct Incoming {
+    data: HalfLink,
+    meta: HalfLink,
+    node: String,
+    session: u64,
+}
+
+impl Incoming {
+    fn close(&self) {
+        self.data.0.close();
+        self.meta.0.close();
+    }
+}
+
 #[derive(Default)]
 pub struct LinkState {
     /// The engine asked for a connection (`Output::Connect`) and has none.
     wanted: bool,
+    /// A dial loop runs (it ends once a link is up or none is wanted).
     dialing: bool,
+    /// One of our own attempts is under way: its sockets may already be at the peer.
+    attempt: bool,
+    /// On the node whose pair wins a crossing: the peer's pair that arrived during our own
+    /// attempt, taken if that attempt fails, dropped if it succeeds.
+    held: Option<Incoming>,
+    /// Rung by `connect` and `disconnect`: a dial loop sleeping out connect-int looks again.
+    redial: Rc<tokio::sync::Notify>,
     active: Option<Active>,
     next_id: LinkId,
     /// Accepted sockets waiting for their partner, by session id.
@@ -161,41 +202,72 @@ impl Driver {
     }
 
     pub fn link_connect(self: &Rc<Self>) {
-        let Some(settings) = self.link_settings() else {
+        if self.link_settings().is_none() {
             return;
-        };
-        let dial = {
+        }
+        let (spawn, redial) = {
             let mut st = self.link.borrow_mut();
             st.wanted = true;
-            let dial = settings.dialer() && !st.dialing && st.active.is_none();
-            if dial {
+            let spawn = !st.dialing && st.active.is_none();
+            if spawn {
                 st.dialing = true;
             }
-            dial
+            (spawn, Rc::clone(&st.redial))
         };
-        if dial {
+        if spawn {
             tokio_uring::spawn(dial_loop(Rc::clone(self)));
+        } else {
+            // A loop from before a `disconnect` may be sleeping out connect-int: dial now.
+            redial.notify_waiters();
         }
     }
 
     pub fn link_disconnect(&self) {
-        let mut st = self.link.borrow_mut();
-        st.wanted = false;
-        st.half_open.clear();
-        if let Some(a) = st.active.take() {
-            a.data.close();
-            a.meta.close();
-        }
-    }
-
-    pub fn link_close(&self, link: LinkId) {
-        let mut st = self.link.borrow_mut();
-        if st.active.as_ref().is_some_and(|a| a.id == link) {
+        let redial = {
+            let mut st = self.link.borrow_mut();
+            st.wanted = false;
+            st.half_open.clear();
+            if let Some(h) = st.held.take() {
+                h.close();
+            }
             if let Some(a) = st.active.take() {
                 a.data.close();
                 a.meta.close();
             }
+            Rc::clone(&st.redial)
+        };
+        redial.notify_waiters();
+    }
+
+    /// The engine drops the link. What it queued before (its report, above all) still goes out,
+    /// for a moment: the node that dialled reads the other's report together with its Hello and
+    /// may decide (a split brain, a refusal) before its own report is written; without it, the
+    /// peer would see a bare broken pipe and wait for a reconnect instead of deciding too.
+    pub fn link_close(&self, link: LinkId) {
+        let closing = {
+            let mut st = self.link.borrow_mut();
+            if st.active.as_ref().is_some_and(|a| a.id == link) {
+                st.active.take()
+            } else {
+                None
+            }
+        };
+        let Some(a) = closing else { return };
+        if a.data_q.unwritten() == 0 && a.meta_q.unwritten() == 0 {
+            a.data.close();
+            a.meta.close();
+            return;
         }
+        tokio_uring::spawn(async move {
+            let t = std::time::Instant::now();
+            while (a.data_q.unwritten() > 0 || a.meta_q.unwritten() > 0)
+                && t.elapsed() < CLOSE_FLUSH
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            a.data.close();
+            a.meta.close();
+        });
     }
 
     /// Encode `packet` onto the socket its kind travels on.
@@ -229,13 +301,21 @@ impl Driver {
         }
     }
 
+    /// Make `data` + `meta` the link, at once (no await: nothing can take another pair in
+    /// between). `answer`: the pair is the peer's, dialled with this session id; our Hello,
+    /// which tells the peer we took it, goes out before anything the engine sends.
     fn establish(
         self: &Rc<Self>,
         (data, data_rx): HalfLink,
         (meta, meta_rx): HalfLink,
-        dialer: bool,
         peer_node: String,
+        answer: Option<u64>,
     ) {
+        let Some(settings) = self.link_settings() else {
+            data.close();
+            meta.close();
+            return;
+        };
         let unwanted = {
             let st = self.link.borrow();
             !st.wanted || st.active.is_some()
@@ -247,20 +327,18 @@ impl Driver {
         }
         // From here on the sockets are driven by readiness and direct system calls (see
         // `rep_nbd::server::stream::Polled`): a frame that can go out now goes out in the task
-        // that queued it, and one that arrives is read in the wake-up that announced it.
+        // that queued it, and one that arrives is read in the wake-up that announced it. No
+        // await between the check above and the link below: nothing can take another pair.
         let (data, data_rx, meta, meta_rx) = match (repoll(data_rx), repoll(meta_rx)) {
             (Ok((d, drx)), Ok((m, mrx))) => (d, drx, m, mrx),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!("peer link: cannot register the connection with the reactor: {e}");
                 drop((data, meta));
-                // The peer sees the sockets close and, if it dials, dials again; if we dial,
-                // the dial loop has ended with this call: start it again after connect-int.
+                // The peer sees the sockets close and dials again; so do we, after
+                // connect-int, unless the engine gave up on the link meanwhile.
                 let d = Rc::clone(self);
                 tokio_uring::spawn(async move {
-                    if let Some(s) = d.link_settings() {
-                        tokio::time::sleep(s.connect_int).await;
-                    }
-                    // Unless the engine gave up on the link meanwhile (`Disconnect`).
+                    tokio::time::sleep(settings.connect_int).await;
                     if d.link.borrow().wanted {
                         d.link_connect();
                     }
@@ -274,6 +352,10 @@ impl Driver {
             let id = st.next_id;
             let data_q = Rc::new(SendQueue::default());
             let meta_q = Rc::new(SendQueue::default());
+            if let Some(session) = answer {
+                let hello = hello(&settings.node, false, session);
+                data_q.push_with(frame_size_hint(&hello), |buf| hello.encode(buf));
+            }
             let driver = Rc::clone(self);
             tokio_uring::spawn(write_queue(
                 Rc::clone(&data),
@@ -293,6 +375,9 @@ impl Driver {
                 meta,
             });
             st.half_open.clear();
+            if let Some(h) = st.held.take() {
+                h.close();
+            }
             id
         };
         let nonce = match os_random() {
@@ -306,7 +391,7 @@ impl Driver {
         };
         self.feed(Input::LinkUp {
             link: id,
-            dialer,
+            dialer: settings.wins_crossing(),
             peer_node,
             nonce,
         });
@@ -421,30 +506,55 @@ impl Driver {
                 None
             }
         };
-        if pair.is_none() {
-            // Give the partner socket HELLO_TIMEOUT to arrive; then forget this one.
+        let Some((Some(data), Some(meta))) = pair else {
+            // Give the partner socket HELLO_TIMEOUT to arrive (dialling back if it is late);
+            // then forget this one.
             tokio_uring::spawn(expire_half_open(Rc::clone(&self), session, from));
-        }
-        if let Some((Some((data, data_rx)), Some((meta, meta_rx)))) = pair {
-            let mut hello = Vec::new();
-            Packet::Hello {
-                version_min: PROTOCOL_VERSION,
-                version_max: PROTOCOL_VERSION,
-                node: settings.node.clone(),
-                meta_socket: false,
-                session,
+            return;
+        };
+        let incoming = Incoming {
+            data,
+            meta,
+            node,
+            session,
+        };
+        let take = {
+            let mut st = self.link.borrow_mut();
+            if !st.wanted || st.active.is_some() {
+                incoming.close();
+                None
+            } else if st.attempt && settings.wins_crossing() {
+                // Our own pair wins, unless our attempt fails.
+                tracing::info!(
+                    "peer link: dials crossed: {from} dialled us during our own attempt; holding its session {session:#x} in case ours fails"
+                );
+                if let Some(older) = st.held.replace(incoming) {
+                    older.close();
+                }
+                None
+            } else {
+                Some(incoming)
             }
-            .encode(&mut hello);
-            if data.write_vec(hello).await.0.is_err() {
-                return;
-            }
-            self.establish((data, data_rx), (meta, meta_rx), false, node);
+        };
+        if let Some(i) = take {
+            self.establish(i.data, i.meta, i.node, Some(i.session));
         }
     }
 }
 
 async fn expire_half_open(driver: Rc<Driver>, session: u64, from: SocketAddr) {
-    tokio::time::sleep(HELLO_TIMEOUT).await;
+    tokio::time::sleep(PARTNER_GRACE).await;
+    let redial = {
+        let st = driver.link.borrow();
+        let waiting = st.wanted && st.active.is_none() && st.half_open.contains_key(&session);
+        waiting.then(|| Rc::clone(&st.redial))
+    };
+    if let Some(redial) = redial {
+        // The peer is there and wants us, but its other socket did not follow (its attempt
+        // failed half way): dial it now rather than after connect-int.
+        redial.notify_waiters();
+    }
+    tokio::time::sleep(HELLO_TIMEOUT.saturating_sub(PARTNER_GRACE)).await;
     let stale = driver.link.borrow_mut().half_open.remove(&session);
     if let Some((data, meta)) = stale {
         tracing::warn!(
@@ -534,16 +644,9 @@ async fn dial_once(
     meta_socket: bool,
 ) -> io::Result<HalfLink> {
     let stream = connect_to_peer(settings).await?;
-    let mut hello = Vec::new();
-    Packet::Hello {
-        version_min: PROTOCOL_VERSION,
-        version_max: PROTOCOL_VERSION,
-        node: settings.node.clone(),
-        meta_socket,
-        session,
-    }
-    .encode(&mut hello);
-    stream.write_vec(hello).await.0?;
+    let mut buf = Vec::new();
+    hello(&settings.node, meta_socket, session).encode(&mut buf);
+    stream.write_vec(buf).await.0?;
     let stream = Rc::new(stream);
     let reader = Reader::new(Rc::clone(&stream));
     Ok((stream, reader))
@@ -583,77 +686,126 @@ fn wake_acceptor(addr: SocketAddr) {
     }
 }
 
+fn hello(node: &str, meta_socket: bool, session: u64) -> Packet {
+    Packet::Hello {
+        version_min: PROTOCOL_VERSION,
+        version_max: PROTOCOL_VERSION,
+        node: node.to_owned(),
+        meta_socket,
+        session,
+    }
+}
+
+/// Dial until a link is up or none is wanted: at once, then every connect-int (or at once again
+/// after a new `connect`). The peer dials too; a pair it dials that we take ends this loop.
 async fn dial_loop(driver: Rc<Driver>) {
+    let wanted = |d: &Driver| {
+        let st = d.link.borrow();
+        st.wanted && st.active.is_none()
+    };
     let mut attempt = 0u64;
     // Read every round: `adjust` may have moved the peer or changed connect-int.
     while let Some(settings) = driver.link_settings() {
-        {
-            let st = driver.link.borrow();
-            if !st.wanted || st.active.is_some() {
-                break;
-            }
+        if !wanted(&driver) {
+            break;
         }
         if attempt > 0 {
-            tokio::time::sleep(settings.connect_int).await;
-        }
-        attempt += 1;
-        let session = driver.random_u64();
-        let data = match dial_once(&settings, session, false).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(
-                    "peer link: connecting to {} failed: {e}",
-                    settings.peer_addr
-                );
-                continue;
+            let redial = Rc::clone(&driver.link.borrow().redial);
+            tokio::select! {
+                () = tokio::time::sleep(settings.connect_int) => {}
+                () = redial.notified() => {}
             }
-        };
-        let meta = match dial_once(&settings, session, true).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(
-                    "peer link: meta socket to {} failed: {e}",
-                    settings.peer_addr
-                );
-                continue;
-            }
-        };
-        let (data, mut data_rx) = data;
-        match tokio::time::timeout(HELLO_TIMEOUT, read_packet(&mut data_rx)).await {
-            Ok(Ok(Some(Packet::Hello {
-                node,
-                version_min,
-                version_max,
-                ..
-            }))) if (version_min..=version_max).contains(&PROTOCOL_VERSION) => {
-                if !driver.link.borrow().wanted {
-                    break;
-                }
-                driver.establish((data, data_rx), meta, true, node);
+            if !wanted(&driver) {
                 break;
             }
-            Ok(Ok(Some(Packet::Hello {
-                node,
-                version_min,
-                version_max,
-                ..
-            }))) => {
-                tracing::error!("peer link: {node} speaks protocol {version_min}..{version_max}, we speak {PROTOCOL_VERSION}");
-            }
-            other => {
-                let why = match other {
-                    Ok(Ok(None)) => "closed the connection (not waiting for us: StandAlone or already connected?)".to_owned(),
-                    Ok(Ok(Some(p))) => format!("answered {} instead of Hello", p.name()),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => "did not answer".to_owned(),
-                };
-                tracing::debug!("peer link: {} {why}", settings.peer_addr);
-            }
         }
-        data.close();
-        meta.0.close();
+        attempt += 1;
+        driver.link.borrow_mut().attempt = true;
+        let ours = dial_attempt(&driver, &settings).await;
+        let held = {
+            let mut st = driver.link.borrow_mut();
+            st.attempt = false;
+            st.held.take()
+        };
+        match (ours, held) {
+            (Some((data, meta, node)), held) => {
+                if let Some(h) = held {
+                    h.close();
+                }
+                driver.establish(data, meta, node, None);
+                break;
+            }
+            (None, Some(i)) => {
+                driver.establish(i.data, i.meta, i.node, Some(i.session));
+                break;
+            }
+            (None, None) => {}
+        }
     }
     driver.link.borrow_mut().dialing = false;
+}
+
+/// One outgoing attempt: both sockets, then the peer's Hello on the data socket, which says it
+/// took them; `None` if the peer is unreachable or did not take them.
+async fn dial_attempt(
+    driver: &Rc<Driver>,
+    settings: &LinkSettings,
+) -> Option<(HalfLink, HalfLink, String)> {
+    let session = driver.random_u64();
+    let data = match dial_once(settings, session, false).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(
+                "peer link: connecting to {} failed: {e}",
+                settings.peer_addr
+            );
+            return None;
+        }
+    };
+    let meta = match dial_once(settings, session, true).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(
+                "peer link: meta socket to {} failed: {e}",
+                settings.peer_addr
+            );
+            data.0.close();
+            return None;
+        }
+    };
+    let (data, mut data_rx) = data;
+    let why = match tokio::time::timeout(HELLO_TIMEOUT, read_packet(&mut data_rx)).await {
+        Ok(Ok(Some(Packet::Hello {
+            node,
+            version_min,
+            version_max,
+            ..
+        }))) if (version_min..=version_max).contains(&PROTOCOL_VERSION) => {
+            return Some(((data, data_rx), meta, node));
+        }
+        Ok(Ok(Some(Packet::Hello {
+            node,
+            version_min,
+            version_max,
+            ..
+        }))) => {
+            tracing::error!("peer link: {node} speaks protocol {version_min}..{version_max}, we speak {PROTOCOL_VERSION}");
+            None
+        }
+        Ok(Ok(None)) => Some(
+            "closed the connection (not waiting for us: StandAlone or already connected?)"
+                .to_owned(),
+        ),
+        Ok(Ok(Some(p))) => Some(format!("answered {} instead of Hello", p.name())),
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("did not answer".to_owned()),
+    };
+    if let Some(why) = why {
+        tracing::debug!("peer link: {} {why}", settings.peer_addr);
+    }
+    data.close();
+    meta.0.close();
+    None
 }
 
 /// Shared state of the link machinery, kept by the driver.
