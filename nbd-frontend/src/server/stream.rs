@@ -60,6 +60,14 @@ impl<S: Stream> Reader<S> {
         }
     }
 
+    /// What was read but not consumed (bytes that belong to what follows, e.g. TLS records).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.pos);
+        self.buf.clear();
+        self.pos = 0;
+        rest
+    }
+
     fn buffered(&self) -> usize {
         self.buf.len() - self.pos
     }

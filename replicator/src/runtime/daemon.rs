@@ -122,7 +122,9 @@ fn run(args: Args) -> anyhow::Result<i32> {
     let engine = Engine::new(cfg, seed);
     // Handlers get an absolute DRBD_CONF, whatever directory they run in.
     let config_path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
-    tokio_uring::start(async move { serve(engine, view, paths, config_path, seed).await })
+    // Certificates and keys are read (and their modes checked) before anything starts.
+    let nbd_tls = super::tls::nbd_policy(&view)?;
+    tokio_uring::start(async move { serve(engine, view, paths, config_path, seed, nbd_tls).await })
 }
 
 /// A listener that cannot run (its accept thread failed to start) is fatal for the daemon.
@@ -203,6 +205,7 @@ async fn serve(
     paths: RunPaths,
     config_path: PathBuf,
     seed: u64,
+    nbd_tls: rep_nbd::server::TlsPolicy,
 ) -> anyhow::Result<i32> {
     let nbd_listen = view.nbd_listen;
     let metrics_listen = view.metrics_listen;
@@ -261,7 +264,7 @@ async fn serve(
             .with_context(|| format!("cannot listen for NBD on {addr} (nbd-listen)"))?;
         spawn_listener(
             "NBD TCP listener",
-            rep_nbd::server::serve_tcp(tcp, Rc::clone(&backend)),
+            rep_nbd::server::serve_tcp_tls(tcp, Rc::clone(&backend), nbd_tls),
         );
     }
     spawn_listener("NBD listener", rep_nbd::server::serve_unix(nbd, backend));

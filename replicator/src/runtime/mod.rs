@@ -19,3 +19,4 @@ pub mod nbd_backend;
 pub mod outdater;
 pub mod paths;
 pub mod send_queue;
+pub mod tls;
