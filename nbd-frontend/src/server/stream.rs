@@ -68,6 +68,15 @@ impl<S: Stream> Reader<S> {
         rest
     }
 
+    /// A reader whose first bytes were already read from `stream` (`already`).
+    pub fn with_buffered(stream: Rc<S>, already: Vec<u8>) -> Self {
+        Reader {
+            stream,
+            buf: already,
+            pos: 0,
+        }
+    }
+
     fn buffered(&self) -> usize {
         self.buf.len() - self.pos
     }

@@ -113,8 +113,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         .with_context(|| format!("invalid configuration {}", args.config.display()))?;
     let node = node_name(args.node.as_deref())?;
     let view = config.node_view(&args.resource, &node)?;
-    std::fs::create_dir_all(&args.run_dir)
-        .with_context(|| format!("cannot create run dir {}", args.run_dir.display()))?;
+    super::sockets::prepare_run_dir(&args.run_dir)?;
     let paths = RunPaths::new(&args.run_dir, &view.resource);
     check_not_running(&paths)?;
     let cfg = engine_config(&view);
@@ -124,6 +123,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
     let config_path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
     // Certificates and keys are read (and their modes checked) before anything starts.
     let nbd_tls = super::tls::nbd_policy(&view)?;
+    super::tls::install_link_tls(super::tls::link_tls(&view)?);
     tokio_uring::start(async move { serve(engine, view, paths, config_path, seed, nbd_tls).await })
 }
 
@@ -252,10 +252,17 @@ async fn serve(
     }
     remove_stale(&paths.ctl());
     remove_stale(&paths.nbd());
-    let ctl = std::os::unix::net::UnixListener::bind(paths.ctl())
-        .with_context(|| format!("cannot listen on {}", paths.ctl().display()))?;
-    let nbd = std::os::unix::net::UnixListener::bind(paths.nbd())
-        .with_context(|| format!("cannot listen on {}", paths.nbd().display()))?;
+    let security = driver.view().security.clone();
+    let ctl = super::sockets::bind_unix(
+        &paths.ctl(),
+        security.control_socket_group.as_deref(),
+        "control-socket-group",
+    )?;
+    let nbd = super::sockets::bind_unix(
+        &paths.nbd(),
+        security.nbd_socket_group.as_deref(),
+        "nbd-socket-group",
+    )?;
     let backend: Rc<dyn rep_nbd::server::BlockBackend> = Rc::new(NbdBackend {
         driver: Rc::clone(&driver),
     });

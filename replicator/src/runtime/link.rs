@@ -13,6 +13,8 @@ use std::time::Duration;
 use rep_nbd::server::stream::{Reader, Stream};
 use tokio_uring::net::TcpStream;
 
+use super::tls::PeerStream;
+
 use super::driver::Driver;
 use super::send_queue::{write_queue, SendQueue};
 use crate::core::peer::PROTOCOL_VERSION;
@@ -49,8 +51,8 @@ struct Active {
     /// bounds.
     data_q: Rc<SendQueue>,
     meta_q: Rc<SendQueue>,
-    data: Rc<TcpStream>,
-    meta: Rc<TcpStream>,
+    data: Rc<PeerStream>,
+    meta: Rc<PeerStream>,
 }
 
 impl Drop for Active {
@@ -74,7 +76,7 @@ fn frame_size_hint(p: &Packet) -> usize {
     }
 }
 
-type HalfLink = (Rc<TcpStream>, Reader<TcpStream>);
+type HalfLink = (Rc<PeerStream>, Reader<PeerStream>);
 
 #[derive(Default)]
 pub struct LinkState {
@@ -315,10 +317,15 @@ impl Driver {
             return;
         }
         let _ = std_stream.set_nodelay(true);
-        let stream = TcpStream::from_std(std_stream);
-        let stream = Rc::new(stream);
-        let mut reader = Reader::new(Rc::clone(&stream));
         let awaiting = AwaitingHello::new(&self);
+        let stream = TcpStream::from_std(std_stream);
+        // TLS (net { tls yes; }) right after accept; a mismatch is refused and logged there.
+        let Some((stream, early)) = super::tls::secure_accepted(stream, from, HELLO_TIMEOUT).await
+        else {
+            return;
+        };
+        let stream = Rc::new(stream);
+        let mut reader = Reader::with_buffered(Rc::clone(&stream), early);
         let hello = tokio::time::timeout(HELLO_TIMEOUT, read_packet(&mut reader)).await;
         drop(awaiting);
         if let Ok(Ok(Some(Packet::OutdateRequest { node }))) = hello {
@@ -433,23 +440,30 @@ enum ReadError {
     /// The bytes arrived but the decoder refused them: the peer's fault, not the network's.
     #[error(transparent)]
     Wire(#[from] WireError),
+    #[error("{}", super::tls::PEER_SPEAKS_TLS)]
+    PeerSpeaksTls,
 }
 
 /// One packet from a short connection (the outdate exchange); `None` at a clean close.
 pub(super) async fn read_first_packet(
-    reader: &mut Reader<TcpStream>,
+    reader: &mut Reader<PeerStream>,
 ) -> io::Result<Option<Packet>> {
     read_packet(reader).await.map_err(|e| match e {
         ReadError::Socket(e) => e,
         ReadError::Wire(e) => io::Error::other(e),
+        e @ ReadError::PeerSpeaksTls => io::Error::other(e),
     })
 }
 
-async fn read_packet(reader: &mut Reader<TcpStream>) -> Result<Option<Packet>, ReadError> {
+async fn read_packet(reader: &mut Reader<PeerStream>) -> Result<Option<Packet>, ReadError> {
     let Some(head) = reader.read_array::<HEADER_BYTES>().await? else {
         return Ok(None);
     };
-    let h = decode_header(&head)?;
+    let h = match decode_header(&head) {
+        Ok(h) => h,
+        Err(_) if super::tls::looks_like_tls(&head) => return Err(ReadError::PeerSpeaksTls),
+        Err(e) => return Err(e.into()),
+    };
     let len = h.len as usize;
     if let Some(prefix_len) = data_prefix_len(h.command).filter(|&p| p <= len) {
         // A block of data: into its own buffer, which the packet then owns (no second copy).
@@ -468,7 +482,7 @@ async fn read_packet(reader: &mut Reader<TcpStream>) -> Result<Option<Packet>, R
 async fn read_frames(
     driver: Rc<Driver>,
     link: LinkId,
-    mut reader: Reader<TcpStream>,
+    mut reader: Reader<PeerStream>,
     data_socket: bool,
 ) {
     let loss = loop {
@@ -483,6 +497,7 @@ async fn read_frames(
                 break LinkLoss::BrokenPipe
             }
             Err(ReadError::Socket(e)) => break LinkLoss::NetworkFailure(e.to_string()),
+            Err(e @ ReadError::PeerSpeaksTls) => break LinkLoss::NetworkFailure(e.to_string()),
         }
     };
     driver.link_lost(link, loss);
@@ -510,7 +525,7 @@ async fn dial_once(
 }
 
 /// A TCP connection to the peer's address, from our own (the peer tells who calls by it).
-pub(super) async fn connect_to_peer(settings: &LinkSettings) -> io::Result<TcpStream> {
+pub(super) async fn connect_to_peer(settings: &LinkSettings) -> io::Result<PeerStream> {
     let my = settings.my_addr;
     let peer = settings.peer_addr;
     let std_stream = tokio::task::spawn_blocking(move || -> io::Result<StdTcpStream> {
@@ -527,7 +542,8 @@ pub(super) async fn connect_to_peer(settings: &LinkSettings) -> io::Result<TcpSt
     })
     .await
     .map_err(io::Error::other)??;
-    Ok(TcpStream::from_std(std_stream))
+    // TLS (net { tls yes; }) right after connect.
+    super::tls::secure_dialed(TcpStream::from_std(std_stream), peer).await
 }
 
 /// A retired listener's accept thread sits in accept(); one connection wakes it, it finds
@@ -604,6 +620,10 @@ async fn dial_loop(driver: Rc<Driver>) {
                 let why = match other {
                     Ok(Ok(None)) => "closed the connection (not waiting for us: StandAlone or already connected?)".to_owned(),
                     Ok(Ok(Some(p))) => format!("answered {} instead of Hello", p.name()),
+                    Ok(Err(e @ ReadError::PeerSpeaksTls)) => {
+                        tracing::warn!("peer link: {} {e}", settings.peer_addr);
+                        e.to_string()
+                    }
                     Ok(Err(e)) => e.to_string(),
                     Err(_) => "did not answer".to_owned(),
                 };

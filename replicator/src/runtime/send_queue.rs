@@ -14,7 +14,8 @@ use std::rc::Rc;
 
 use rep_nbd::server::Stream;
 use tokio::sync::Notify;
-use tokio_uring::net::TcpStream;
+
+use super::tls::PeerStream;
 
 /// The size of a chunk: a few dozen 4 KiB writes, and a quarter of a socket buffer's worth.
 const CHUNK_BYTES: usize = 256 << 10;
@@ -119,10 +120,10 @@ impl SendQueue {
 /// Write `queue` to `stream` until the queue is closed or the socket fails (then the socket is
 /// shut down: its reader sees it and reports the link loss). `after_write` runs after each
 /// write (the data socket lets held client writes in as its backlog shrinks).
-pub async fn write_queue(stream: Rc<TcpStream>, queue: Rc<SendQueue>, after_write: impl Fn()) {
+pub async fn write_queue(stream: Rc<PeerStream>, queue: Rc<SendQueue>, after_write: impl Fn()) {
     while let Some(chunk) = queue.take().await {
         let n = chunk.len();
-        let (r, chunk) = stream.write_all(chunk).await;
+        let (r, chunk) = stream.write_vec(chunk).await;
         if r.is_err() {
             stream.close();
             queue.close();

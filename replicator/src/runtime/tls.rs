@@ -3,15 +3,23 @@
 //! authenticate the other side by certificate against a configured CA; nobody without a
 //! certificate from that CA gets a byte of the disk.
 
+use std::io;
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use rep_nbd::server::stream::Stream;
+use rep_nbd::server::tls::TlsStream;
 use rep_nbd::server::TlsPolicy;
 use rep_resources::security::NbdTls;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::net::TcpStream;
 
 /// ring, not aws-lc-rs (which needs cmake and a long C build). rustls deprecates ring's
 /// provider only because it lacks post-quantum key exchange (docs/security.md says so).
@@ -188,3 +196,168 @@ pub fn link_tls(view: &rep_resources::NodeView) -> anyhow::Result<Option<Arc<Lin
         peer,
     })))
 }
+
+static LINK_TLS: std::sync::OnceLock<Option<Arc<LinkTls>>> = std::sync::OnceLock::new();
+
+/// Set once at start: the peer link's TLS for this process (one resource per repd).
+pub fn install_link_tls(t: Option<Arc<LinkTls>>) {
+    let _ = LINK_TLS.set(t);
+}
+
+fn link_config() -> Option<Arc<LinkTls>> {
+    LINK_TLS.get().cloned().flatten()
+}
+
+/// A peer socket: plain TCP, or TLS over it when `net { tls yes; }`.
+pub enum PeerStream {
+    Plain(TcpStream),
+    Tls(TlsStream<TcpStream>),
+}
+
+impl Stream for PeerStream {
+    async fn read_into(
+        &self,
+        buf: tokio_uring::buf::Slice<Vec<u8>>,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        match self {
+            PeerStream::Plain(s) => s.read_into(buf).await,
+            PeerStream::Tls(s) => s.read_into(buf).await,
+        }
+    }
+    async fn write_vec(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            PeerStream::Plain(s) => s.write_vec(buf).await,
+            PeerStream::Tls(s) => s.write_vec(buf).await,
+        }
+    }
+    fn close(&self) {
+        match self {
+            PeerStream::Plain(s) => s.close(),
+            PeerStream::Tls(s) => s.close(),
+        }
+    }
+}
+
+/// What a TLS node sends a plaintext peer before closing: fatal `protocol_version` alerts,
+/// enough of them to fill a frame header, so that the peer's reader sees TLS and says so.
+const TLS_ALERTS: [u8; 14] = [
+    0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46, 0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46,
+];
+
+/// The first bytes of a TLS record (handshake or alert), which no rep frame starts with.
+pub fn looks_like_tls(b: &[u8]) -> bool {
+    matches!(b, [0x15 | 0x16, 0x03, ..])
+}
+
+/// Why the peer's bytes are TLS when this node has no TLS.
+pub const PEER_SPEAKS_TLS: &str = "the peer speaks TLS (it has `net { tls yes; }`) and this node does not: set tls, with certificates, on both nodes or on neither";
+
+/// TLS over a freshly dialed peer socket, if configured: the peer must show a certificate from
+/// tls-ca issued for its node name.
+pub async fn secure_dialed(stream: TcpStream, peer: SocketAddr) -> io::Result<PeerStream> {
+    let Some(t) = link_config() else {
+        return Ok(PeerStream::Plain(stream));
+    };
+    let conn = rustls::ClientConnection::new(Arc::clone(&t.client), t.peer.clone())
+        .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
+    match TlsStream::handshake(Rc::new(stream), conn.into(), Vec::new()).await {
+        Ok(s) => {
+            tracing::debug!("peer link: TLS established with {peer}");
+            LOGGED_TLS.call_once(|| tracing::info!("peer link: TLS established with {peer}"));
+            Ok(PeerStream::Tls(s))
+        }
+        Err(e) => {
+            let msg = format!(
+                "TLS handshake with {peer} failed: {e} (this node has `net {{ tls yes; }}`: the peer needs it too, with a certificate from tls-ca for its name {:?})",
+                t.peer.to_str()
+            );
+            tracing::warn!("peer link: {msg}");
+            Err(io::Error::new(e.kind(), msg))
+        }
+    }
+}
+
+/// Classifies an accepted peer socket by its first bytes and, with TLS configured, runs the
+/// handshake and checks the peer's name. `None`: refused (and logged, naming the option).
+/// Otherwise the stream and bytes already read that belong to the first frame.
+pub async fn secure_accepted(
+    stream: TcpStream,
+    from: SocketAddr,
+    limit: Duration,
+) -> Option<(PeerStream, Vec<u8>)> {
+    let buf = Vec::with_capacity(4096);
+    let first = tokio::time::timeout(limit, stream.read_into(buf.slice(0..4096))).await;
+    let first = match first {
+        Ok((Ok(n), buf)) if n > 0 => buf,
+        Ok((Ok(_), _)) => return None,
+        Ok((Err(e), _)) => {
+            tracing::debug!("peer link: {from}: {e}");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(
+                "peer link: {from} sent nothing within {} s",
+                limit.as_secs()
+            );
+            return None;
+        }
+    };
+    let Some(t) = link_config() else {
+        if looks_like_tls(&first) {
+            tracing::warn!("peer link: refusing {from}: {PEER_SPEAKS_TLS}");
+            stream.close();
+            return None;
+        }
+        return Some((PeerStream::Plain(stream), first));
+    };
+    if first.first() != Some(&0x16) {
+        tracing::warn!(
+            "peer link: refusing {from}: it sent plaintext, but this node has `net {{ tls yes; }}`: the peer must set tls (with certificates from tls-ca) too"
+        );
+        let _ = stream.write_vec(TLS_ALERTS.to_vec()).await;
+        stream.close();
+        return None;
+    }
+    let conn = match rustls::ServerConnection::new(Arc::clone(&t.server)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("peer link: TLS: {e}");
+            return None;
+        }
+    };
+    let shake = TlsStream::handshake(Rc::new(stream), conn.into(), first);
+    let tls = match tokio::time::timeout(limit, shake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::warn!("peer link: refusing {from}: TLS handshake failed: {e}");
+            return None;
+        }
+        Err(_) => {
+            tracing::warn!(
+                "peer link: refusing {from}: TLS handshake not done within {} s",
+                limit.as_secs()
+            );
+            return None;
+        }
+    };
+    let named = tls.peer_certificate().is_some_and(|der| {
+        let der = CertificateDer::from(der);
+        webpki::EndEntityCert::try_from(&der)
+            .and_then(|c| c.verify_is_valid_for_subject_name(&t.peer))
+            .is_ok()
+    });
+    if !named {
+        tracing::warn!(
+            "peer link: refusing {from}: its certificate (from tls-ca) is not issued for the peer's name {:?}",
+            t.peer.to_str()
+        );
+        tls.close();
+        return None;
+    }
+    tracing::debug!("peer link: TLS established with {from}");
+    LOGGED_TLS.call_once(|| tracing::info!("peer link: TLS established with {from}"));
+    Some((PeerStream::Tls(tls), Vec::new()))
+}
+
+/// The first TLS link is logged at info (that TLS is in use); later ones at debug.
+static LOGGED_TLS: std::sync::Once = std::sync::Once::new();
