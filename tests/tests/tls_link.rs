@@ -352,3 +352,32 @@ fn link_tls_hostile_peers_are_dropped_and_write_nothing() {
     a.ok(&["down", "r0"]);
     assert_identical(&t.c, usable);
 }
+
+#[test]
+fn link_tls_carries_the_builtin_outdate_request() {
+    let t = tls_pair("tls-outdate");
+    let config = t.c.a().config.clone();
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replacen(
+            "    resync-rate 40M;\n",
+            "    resync-rate 40M;\n    fencing resource-only;\n",
+            1,
+        ),
+    )
+    .expect("config");
+    synced(&t);
+    let (a, b) = (t.c.a(), t.c.b());
+    a.ok(&["disconnect", "r0"]);
+    wait_for(Duration::from_secs(20), "node-b outdated over TLS", || {
+        (field(b, "disk") == "Outdated").then_some(())
+    });
+    assert!(
+        log(b).contains("asks to outdate our disk"),
+        "node-b was outdated by node-a's request:\n{}",
+        b.log_tail()
+    );
+    a.ok(&["connect", "r0"]);
+    a.wait_state("Connected", "UpToDate", "UpToDate", 30);
+}
