@@ -19,3 +19,5 @@ pub mod nbd_backend;
 pub mod outdater;
 pub mod paths;
 pub mod send_queue;
+pub mod sockets;
+pub mod tls;
