@@ -35,6 +35,8 @@ command -v qemu-storage-daemon >/dev/null 2>&1 || need+=(qemu-utils)
 # Heartbeat R1 with ha/heartbeat/repdisk (tests/tests/ha_heartbeat.rs).
 [ -x /usr/libexec/heartbeat/heartbeat ] || need+=(heartbeat)
 command -v nsenter   >/dev/null 2>&1 || need+=(util-linux)
+# TLS tests (tests/tests/tls.rs) make their certificates with openssl.
+command -v openssl   >/dev/null 2>&1 || need+=(openssl)
 command -v flock     >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -52,6 +54,6 @@ fi
 # nbdfuse may come with libnbd-bin on some releases; check the tools, not the package names.
 for t in nbdinfo nbdfuse nbdcopy nbdkit fio qemu-io drbdadm mkfs.ext4 losetup iptables ip ss \
   systemd-analyze script corosync pacemakerd cibadmin crm_mon crm_attribute crm ocf-tester \
-  xmllint modprobe keepalived ucarp qemu-storage-daemon nsenter flock; do
+  xmllint modprobe keepalived ucarp qemu-storage-daemon nsenter flock openssl; do
   command -v "$t" >/dev/null 2>&1 || { echo "deps.sh: $t still missing after install" >&2; exit 1; }
 done

@@ -42,8 +42,18 @@ pub fn up(cli: &Cli, p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
         eprintln!("{res}: Failure: (124) Device is attached to a disk (resource is already up; run `repadm down {res}` first)");
         return Ok(crate::commands::EXIT_CONFIG);
     }
-    std::fs::create_dir_all(&p.run_dir)
-        .with_context(|| format!("cannot create run dir {}", p.run_dir.display()))?;
+    // 0755 whatever the umask; repd checks it (and its socket modes) again.
+    if !p.run_dir.exists() {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&p.run_dir)
+            .and_then(|()| {
+                std::fs::set_permissions(&p.run_dir, std::fs::Permissions::from_mode(0o755))
+            })
+            .with_context(|| format!("cannot create run dir {}", p.run_dir.display()))?;
+    }
     let log_path = p.log(res);
     let mut log = OpenOptions::new()
         .create(true)

@@ -148,6 +148,11 @@ pub const NET: &[Keyword] = &[
     ),
     k("cram-hmac-alg", Str),
     k("shared-secret", Str),
+    // rep extensions (docs/security.md): TLS on the peer link.
+    k("tls", Bool),
+    k("tls-certificate", Str),
+    k("tls-privkey", Str),
+    k("tls-ca", Str),
     k("after-sb-0pri", Enum(AfterSb0::NAMES)),
     k("after-sb-1pri", Enum(AfterSb1::NAMES)),
     k("after-sb-2pri", Enum(AfterSb2::NAMES)),
@@ -539,7 +544,20 @@ pub fn is_plain_string(word: &str) -> bool {
 }
 
 /// Keywords only rep understands; `dump` leaves them out so drbdadm can read the result.
-pub const REP_ONLY: &[&str] = &["nbd-listen", "metrics-listen"];
+pub const REP_ONLY: &[&str] = &[
+    "nbd-listen",
+    "metrics-listen",
+    "nbd-tls",
+    "nbd-tls-certificate",
+    "nbd-tls-privkey",
+    "nbd-tls-ca",
+    "nbd-socket-group",
+    "control-socket-group",
+    "tls",
+    "tls-certificate",
+    "tls-privkey",
+    "tls-ca",
+];
 
 pub fn table(section: &str) -> Option<&'static [Keyword]> {
     Some(match section {

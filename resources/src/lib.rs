@@ -9,6 +9,7 @@ mod keywords;
 mod lexer;
 mod model;
 pub mod policy;
+pub mod security;
 mod tree;
 mod view;
 

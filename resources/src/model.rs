@@ -95,6 +95,8 @@ pub struct Host {
     /// rep extension: serve Prometheus metrics at `http://ADDR:PORT/metrics`.
     pub metrics_listen: Option<SocketAddr>,
     pub volumes: Vec<Volume>,
+    /// rep extensions: TLS and socket groups (docs/security.md).
+    pub security: crate::security::HostSecurity,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -645,9 +647,13 @@ fn host_body(
         nbd_listen: None,
         metrics_listen: None,
         volumes: Vec::new(),
+        security: Default::default(),
     };
     let mut drafts = Drafts::new();
     for f in b {
+        if host.security.take(f)? {
+            continue;
+        }
         match f.keyword() {
             "address" if f.block.is_none() => {
                 if host.address.is_some() {
@@ -678,7 +684,13 @@ fn host_body(
                     "nbd-listen",
                     "metrics-listen",
                 ];
-                let hint = did_you_mean(other, expected);
+                let hint = did_you_mean(
+                    other,
+                    expected
+                        .iter()
+                        .chain(crate::security::HOST_KEYWORDS)
+                        .copied(),
+                );
                 return Err(f.err(format!(
                     "unknown keyword '{other}' in a host section; expected one of {}{hint}",
                     expected.join(", ")
@@ -686,7 +698,7 @@ fn host_body(
             }
         }
     }
-    let _ = st;
+    host.security.check(st)?;
     Ok((host, drafts))
 }
 

@@ -173,6 +173,9 @@ pub struct NodeView {
     pub options: OptionsConf,
     pub handlers: BTreeMap<String, String>,
     pub volume: u32,
+    /// rep extensions: TLS and socket groups (docs/security.md).
+    #[serde(default)]
+    pub security: crate::security::SecurityConf,
 }
 
 fn matches(h: &Host, node: &str) -> bool {
@@ -345,6 +348,7 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
     } else {
         vol.device.clone()
     };
+    let security = security_conf(r, me, &n)?;
     Ok(NodeView {
         resource: r.name.clone(),
         node: node.into(),
@@ -363,5 +367,43 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
         options,
         handlers,
         volume: vol.number,
+        security,
+    })
+}
+
+fn security_conf(
+    r: &Resource,
+    me: &Host,
+    n: &BTreeMap<&str, &Opt>,
+) -> Result<crate::security::SecurityConf, ConfigError> {
+    use crate::security::{LinkTls, SecurityConf};
+    let h = &me.security;
+    let link_tls = if flag(n.get("tls"), false) {
+        let pick = |own: &Option<PathBuf>, key: &str| {
+            own.clone()
+                .or_else(|| string(n.get(key)).map(PathBuf::from))
+                .ok_or_else(|| ConfigError::Invalid {
+                    resource: r.name.clone(),
+                    message: format!(
+                        "net {{ tls yes; }} needs {key} (in net, or in this node's on section)"
+                    ),
+                })
+        };
+        Some(LinkTls {
+            certificate: pick(&h.tls_certificate, "tls-certificate")?,
+            privkey: pick(&h.tls_privkey, "tls-privkey")?,
+            ca: pick(&h.tls_ca, "tls-ca")?,
+        })
+    } else {
+        None
+    };
+    Ok(SecurityConf {
+        nbd_tls: h.nbd_tls.unwrap_or_default(),
+        nbd_tls_certificate: h.nbd_tls_certificate.clone(),
+        nbd_tls_privkey: h.nbd_tls_privkey.clone(),
+        nbd_tls_ca: h.nbd_tls_ca.clone(),
+        nbd_socket_group: h.nbd_socket_group.clone(),
+        control_socket_group: h.control_socket_group.clone(),
+        link_tls,
     })
 }

@@ -11,6 +11,7 @@ pub mod ha;
 pub mod heartbeat;
 pub mod nbdraw;
 pub mod pacemaker;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -421,10 +422,23 @@ impl Drop for FailingDisk {
 /// Expose the NBD export on unix socket `socket` as the file `file` (its folder becomes a FUSE
 /// mount); returns once the file has its size.
 pub fn start_nbdfuse(file: &Path, socket: &Path) -> Child {
-    let child = Command::new("nbdfuse")
+    start_nbdfuse_args(file, &["--unix".as_ref(), socket.as_os_str()], None)
+}
+
+/// [`start_nbdfuse`] for an NBD URI. nbdfuse refuses `tls-certificates=` in a URI; with
+/// `home`, libnbd takes TLS credentials from `home/.pki/libnbd/`.
+pub fn start_nbdfuse_uri(file: &Path, uri: &str, home: Option<&Path>) -> Child {
+    start_nbdfuse_args(file, &[uri.as_ref()], home)
+}
+
+fn start_nbdfuse_args(file: &Path, target: &[&std::ffi::OsStr], home: Option<&Path>) -> Child {
+    let mut cmd = Command::new("nbdfuse");
+    if let Some(h) = home {
+        cmd.env("HOME", h);
+    }
+    let child = cmd
         .arg(file)
-        .arg("--unix")
-        .arg(socket)
+        .args(target)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -454,6 +468,15 @@ pub struct FuseMount {
 impl FuseMount {
     /// Attach the export at `uri` as a file under `dir/fuse/disk` and a loop device.
     pub fn attach(dir: &Path, socket: &Path) -> FuseMount {
+        Self::attach_with(dir, |disk| start_nbdfuse(disk, socket))
+    }
+
+    /// [`FuseMount::attach`] for an NBD URI (see [`start_nbdfuse_uri`] for `home`).
+    pub fn attach_uri(dir: &Path, uri: &str, home: Option<&Path>) -> FuseMount {
+        Self::attach_with(dir, |disk| start_nbdfuse_uri(disk, uri, home))
+    }
+
+    fn attach_with(dir: &Path, start: impl FnOnce(&Path) -> Child) -> FuseMount {
         require_root("nbdfuse, losetup and mount need root");
         require_tool("nbdfuse", "libnbd-bin");
         require_tool("losetup", "mount");
@@ -462,7 +485,7 @@ impl FuseMount {
         std::fs::create_dir_all(&fuse_dir).expect("mkdir fuse");
         std::fs::create_dir_all(&mnt).expect("mkdir mnt");
         let disk = fuse_dir.join("disk");
-        let child = start_nbdfuse(&disk, socket);
+        let child = start(&disk);
         let loop_dev = run_ok(Command::new("losetup").args(["-f", "--show"]).arg(&disk))
             .trim()
             .to_string();

@@ -23,6 +23,8 @@ pub enum HandshakeError {
     Protocol(#[from] CodecError),
     #[error("option {option} has a {len}-byte payload; refusing to read it")]
     AbsurdOption { option: u32, len: u32 },
+    #[error("sent NBD_OPT_EXPORT_NAME without starting TLS, which this server requires (nbd-tls require)")]
+    TlsRequired,
     #[error("export {name:?} unavailable for EXPORT_NAME: {why}")]
     ExportNameRefused { name: String, why: String },
 }
@@ -56,24 +58,58 @@ fn reply(option: u32, kind: u32, payload: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Runs the handshake. `Ok(None)` means the client went away politely.
-pub async fn negotiate<S: Stream>(
+/// Where TLS stands on this connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsState {
+    /// The server has no TLS (`nbd-tls off`, or a Unix socket).
+    Unavailable,
+    /// TLS can be started; with `required`, nothing else is served until it is.
+    Offered { required: bool },
+    /// The options now arrive over TLS.
+    Active,
+}
+
+/// How the option haggling ended.
+pub enum Outcome {
+    Session(Session),
+    /// The client went away politely.
+    Closed,
+    /// STARTTLS was acknowledged: the TLS handshake comes next, then the options again.
+    StartTls,
+}
+
+const TLS_REQUIRED: &[u8] = b"this server requires TLS (nbd-tls require): start TLS with \
+NBD_OPT_STARTTLS, e.g. an nbds:// URI with a client certificate";
+
+/// Sends the greeting and reads the client's flags: `Some(no_zeroes)`, or `None` if the client
+/// left.
+pub async fn greet<S: Stream>(
     stream: &S,
     reader: &mut Reader<S>,
-    backend: &dyn BlockBackend,
-) -> Result<Option<Session>, HandshakeError> {
+) -> Result<Option<bool>, HandshakeError> {
     let mut greeting = Vec::with_capacity(18);
     codec::encode_greeting(&mut greeting);
     send(stream, greeting).await?;
     let Some(flags) = reader.read_array::<4>().await? else {
         return Ok(None);
     };
-    let no_zeroes = codec::check_client_flags(u32::from_be_bytes(flags))?;
+    Ok(Some(codec::check_client_flags(u32::from_be_bytes(flags))?))
+}
+
+/// The option phase, after the greeting (and again after STARTTLS, with all state negotiated
+/// before it forgotten, as the spec demands).
+pub async fn haggle<S: Stream>(
+    stream: &S,
+    reader: &mut Reader<S>,
+    backend: &dyn BlockBackend,
+    no_zeroes: bool,
+    tls: TlsState,
+) -> Result<Outcome, HandshakeError> {
     let mut structured = false;
     let mut block_status = false;
     loop {
         let Some(raw) = reader.read_array::<OPTION_HEADER_BYTES>().await? else {
-            return Ok(None);
+            return Ok(Outcome::Closed);
         };
         let h = codec::decode_option_header(&raw)?;
         if h.len > MAX_OPTION_DRAIN_BYTES {
@@ -92,6 +128,17 @@ pub async fn negotiate<S: Stream>(
             continue;
         }
         let payload = reader.read_vec(h.len as usize).await?;
+        if tls == (TlsState::Offered { required: true })
+            && !matches!(h.option, OPT_STARTTLS | OPT_ABORT)
+        {
+            // Nothing about the export (not even its name) before TLS. EXPORT_NAME cannot
+            // carry an error: the spec says to close.
+            if h.option == OPT_EXPORT_NAME {
+                return Err(HandshakeError::TlsRequired);
+            }
+            send(stream, reply(h.option, REP_ERR_TLS_REQD, TLS_REQUIRED)).await?;
+            continue;
+        }
         match h.option {
             OPT_EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&payload).into_owned();
@@ -110,7 +157,7 @@ pub async fn negotiate<S: Stream>(
                     out.extend_from_slice(&[0u8; 124]);
                 }
                 send(stream, out).await?;
-                return Ok(Some(Session {
+                return Ok(Outcome::Session(Session {
                     info,
                     structured: false,
                     block_status: false,
@@ -119,7 +166,7 @@ pub async fn negotiate<S: Stream>(
             OPT_ABORT => {
                 // The client may already have closed; that is fine.
                 let _ = send(stream, reply(h.option, REP_ACK, &[])).await;
-                return Ok(None);
+                return Ok(Outcome::Closed);
             }
             OPT_LIST => {
                 if !payload.is_empty() {
@@ -208,7 +255,7 @@ pub async fn negotiate<S: Stream>(
                 codec::encode_option_reply(&mut out, h.option, REP_ACK, &[]);
                 send(stream, out).await?;
                 if h.option == OPT_GO {
-                    return Ok(Some(Session {
+                    return Ok(Outcome::Session(Session {
                         info,
                         structured,
                         block_status,
@@ -247,15 +294,24 @@ pub async fn negotiate<S: Stream>(
                 send(stream, out).await?;
             }
             OPT_STARTTLS => {
-                send(
-                    stream,
-                    reply(
-                        h.option,
+                let refusal: Option<(u32, &[u8])> = match tls {
+                    _ if !payload.is_empty() => {
+                        Some((REP_ERR_INVALID, b"STARTTLS takes no payload"))
+                    }
+                    TlsState::Unavailable => Some((
                         REP_ERR_UNSUP,
-                        b"rep serves NBD without TLS; use a Unix socket or a trusted network",
-                    ),
-                )
-                .await?;
+                        b"TLS is not enabled on this export (nbd-tls off, or a Unix socket)",
+                    )),
+                    TlsState::Active => Some((REP_ERR_INVALID, b"TLS is already active")),
+                    TlsState::Offered { .. } => None,
+                };
+                match refusal {
+                    Some((kind, msg)) => send(stream, reply(h.option, kind, msg)).await?,
+                    None => {
+                        send(stream, reply(h.option, REP_ACK, &[])).await?;
+                        return Ok(Outcome::StartTls);
+                    }
+                }
             }
             other => {
                 let msg = format!("option {other} is not supported by rep");

@@ -5,10 +5,12 @@
 mod accept;
 mod handshake;
 pub mod stream;
+pub mod tls;
 mod transmission;
 
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub use accept::spawn_acceptor;
 pub use stream::{PolledTcp, PolledUnix, Stream};
@@ -115,10 +117,29 @@ pub async fn serve_unix(
     Ok(())
 }
 
+/// TLS on the TCP export (`nbd-tls`): the server configuration checks client certificates.
+#[derive(Clone)]
+pub enum TlsPolicy {
+    Off,
+    /// STARTTLS offered; plaintext clients served too.
+    Optional(Arc<rustls::ServerConfig>),
+    /// Only clients that complete STARTTLS are served.
+    Required(Arc<rustls::ServerConfig>),
+}
+
 /// Accepts NBD clients over TCP (`nbd-listen`) until the runtime stops.
 pub async fn serve_tcp(
     listener: std::net::TcpListener,
     backend: Rc<dyn BlockBackend>,
+) -> io::Result<()> {
+    serve_tcp_tls(listener, backend, TlsPolicy::Off).await
+}
+
+/// Accepts NBD clients over TCP, offering or requiring TLS as `tls` says.
+pub async fn serve_tcp_tls(
+    listener: std::net::TcpListener,
+    backend: Rc<dyn BlockBackend>,
+    tls: TlsPolicy,
 ) -> io::Result<()> {
     let mut conns = spawn_acceptor("nbd-tcp", move || listener.accept())?;
     while let Some((std_stream, peer)) = conns.recv().await {
@@ -132,10 +153,12 @@ pub async fn serve_tcp(
                 continue;
             }
         };
-        tokio_uring::spawn(serve_connection(
+        // STARTTLS runs TLS over this same readiness-driven socket (`tls::TlsStream<PolledTcp>`).
+        tokio_uring::spawn(serve_connection_tls(
             stream,
             Rc::clone(&backend),
             peer.to_string(),
+            tls.clone(),
         ));
     }
     Ok(())
@@ -148,11 +171,91 @@ pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 
 /// Runs one client from greeting to close. Errors end only this connection.
 pub async fn serve_connection<S: Stream>(stream: S, backend: Rc<dyn BlockBackend>, who: String) {
-    let stream = Rc::new(stream);
+    serve_connection_tls(stream, backend, who, TlsPolicy::Off).await
+}
+
+/// Where the handshake left a connection.
+enum Negotiated<S> {
+    Plain(Rc<S>, stream::Reader<S>, handshake::Session),
+    Tls(
+        Rc<tls::TlsStream<S>>,
+        stream::Reader<tls::TlsStream<S>>,
+        handshake::Session,
+    ),
+    Closed,
+}
+
+async fn negotiate<S: Stream>(
+    stream: Rc<S>,
+    backend: &dyn BlockBackend,
+    policy: &TlsPolicy,
+    who: &str,
+) -> Result<Negotiated<S>, handshake::HandshakeError> {
+    use handshake::{Outcome, TlsState};
     let mut reader = stream::Reader::new(Rc::clone(&stream));
+    let Some(no_zeroes) = handshake::greet(&*stream, &mut reader).await? else {
+        return Ok(Negotiated::Closed);
+    };
+    let (state, config) = match policy {
+        TlsPolicy::Off => (TlsState::Unavailable, None),
+        TlsPolicy::Optional(c) => (TlsState::Offered { required: false }, Some(c)),
+        TlsPolicy::Required(c) => (TlsState::Offered { required: true }, Some(c)),
+    };
+    match handshake::haggle(&*stream, &mut reader, backend, no_zeroes, state).await? {
+        Outcome::Session(s) => return Ok(Negotiated::Plain(stream, reader, s)),
+        Outcome::Closed => return Ok(Negotiated::Closed),
+        Outcome::StartTls => {}
+    }
+    let Some(config) = config else {
+        return Ok(Negotiated::Closed);
+    };
+    let conn = rustls::ServerConnection::new(Arc::clone(config))
+        .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
+    let (_, early) = reader.into_parts();
+    let tls = tls::TlsStream::handshake(stream, conn.into(), early)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake failed: {e}")))?;
+    tracing::debug!("nbd: client {who} completed the TLS handshake");
+    let tls = Rc::new(tls);
+    let mut reader = stream::Reader::new(Rc::clone(&tls));
+    match handshake::haggle(&*tls, &mut reader, backend, no_zeroes, TlsState::Active).await? {
+        Outcome::Session(s) => Ok(Negotiated::Tls(tls, reader, s)),
+        Outcome::Closed | Outcome::StartTls => {
+            tls.close();
+            Ok(Negotiated::Closed)
+        }
+    }
+}
+
+async fn transmit<S: Stream>(
+    stream: Rc<S>,
+    reader: stream::Reader<S>,
+    backend: Rc<dyn BlockBackend>,
+    session: handshake::Session,
+    who: &str,
+) {
+    backend.client_opened();
+    tracing::debug!("nbd: client {who} opened export {:?}", session.info.name);
+    if let Err(e) =
+        transmission::run(Rc::clone(&stream), reader, Rc::clone(&backend), session).await
+    {
+        tracing::info!("nbd: client {who}: {e}");
+    }
+    backend.client_closed();
+    stream.close();
+}
+
+/// Runs one client from greeting to close, with STARTTLS handled as `tls` says.
+pub async fn serve_connection_tls<S: Stream>(
+    stream: S,
+    backend: Rc<dyn BlockBackend>,
+    who: String,
+    tls: TlsPolicy,
+) {
+    let stream = Rc::new(stream);
     let negotiated = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        handshake::negotiate(&*stream, &mut reader, &*backend),
+        negotiate(Rc::clone(&stream), &*backend, &tls, &who),
     )
     .await;
     let Ok(negotiated) = negotiated else {
@@ -164,18 +267,19 @@ pub async fn serve_connection<S: Stream>(stream: S, backend: Rc<dyn BlockBackend
         return;
     };
     match negotiated {
-        Ok(Some(session)) => {
-            backend.client_opened();
-            tracing::debug!("nbd: client {who} opened export {:?}", session.info.name);
-            if let Err(e) =
-                transmission::run(Rc::clone(&stream), reader, Rc::clone(&backend), session).await
-            {
-                tracing::info!("nbd: client {who}: {e}");
-            }
-            backend.client_closed();
+        Ok(Negotiated::Plain(s, reader, session)) => {
+            transmit(s, reader, backend, session, &who).await
         }
-        Ok(None) => tracing::debug!("nbd: client {who} left during the handshake"),
-        Err(e) => tracing::info!("nbd: client {who} dropped during the handshake: {e}"),
+        Ok(Negotiated::Tls(s, reader, session)) => {
+            transmit(s, reader, backend, session, &who).await
+        }
+        Ok(Negotiated::Closed) => {
+            tracing::debug!("nbd: client {who} left during the handshake");
+            stream.close();
+        }
+        Err(e) => {
+            tracing::info!("nbd: client {who} dropped during the handshake: {e}");
+            stream.close();
+        }
     }
-    stream.close();
 }

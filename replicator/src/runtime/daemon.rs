@@ -113,8 +113,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         .with_context(|| format!("invalid configuration {}", args.config.display()))?;
     let node = node_name(args.node.as_deref())?;
     let view = config.node_view(&args.resource, &node)?;
-    std::fs::create_dir_all(&args.run_dir)
-        .with_context(|| format!("cannot create run dir {}", args.run_dir.display()))?;
+    super::sockets::prepare_run_dir(&args.run_dir)?;
     let paths = RunPaths::new(&args.run_dir, &view.resource);
     check_not_running(&paths)?;
     let cfg = engine_config(&view);
@@ -122,7 +121,10 @@ fn run(args: Args) -> anyhow::Result<i32> {
     let engine = Engine::new(cfg, seed);
     // Handlers get an absolute DRBD_CONF, whatever directory they run in.
     let config_path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
-    tokio_uring::start(async move { serve(engine, view, paths, config_path, seed).await })
+    // Certificates and keys are read (and their modes checked) before anything starts.
+    let nbd_tls = super::tls::nbd_policy(&view)?;
+    super::tls::install_link_tls(super::tls::link_tls(&view)?);
+    tokio_uring::start(async move { serve(engine, view, paths, config_path, seed, nbd_tls).await })
 }
 
 /// A listener that cannot run (its accept thread failed to start) is fatal for the daemon.
@@ -203,6 +205,7 @@ async fn serve(
     paths: RunPaths,
     config_path: PathBuf,
     seed: u64,
+    nbd_tls: rep_nbd::server::TlsPolicy,
 ) -> anyhow::Result<i32> {
     let nbd_listen = view.nbd_listen;
     let metrics_listen = view.metrics_listen;
@@ -249,10 +252,17 @@ async fn serve(
     }
     remove_stale(&paths.ctl());
     remove_stale(&paths.nbd());
-    let ctl = std::os::unix::net::UnixListener::bind(paths.ctl())
-        .with_context(|| format!("cannot listen on {}", paths.ctl().display()))?;
-    let nbd = std::os::unix::net::UnixListener::bind(paths.nbd())
-        .with_context(|| format!("cannot listen on {}", paths.nbd().display()))?;
+    let security = driver.view().security.clone();
+    let ctl = super::sockets::bind_unix(
+        &paths.ctl(),
+        security.control_socket_group.as_deref(),
+        "control-socket-group",
+    )?;
+    let nbd = super::sockets::bind_unix(
+        &paths.nbd(),
+        security.nbd_socket_group.as_deref(),
+        "nbd-socket-group",
+    )?;
     let backend: Rc<dyn rep_nbd::server::BlockBackend> = Rc::new(NbdBackend {
         driver: Rc::clone(&driver),
     });
@@ -261,7 +271,7 @@ async fn serve(
             .with_context(|| format!("cannot listen for NBD on {addr} (nbd-listen)"))?;
         spawn_listener(
             "NBD TCP listener",
-            rep_nbd::server::serve_tcp(tcp, Rc::clone(&backend)),
+            rep_nbd::server::serve_tcp_tls(tcp, Rc::clone(&backend), nbd_tls),
         );
     }
     spawn_listener("NBD listener", rep_nbd::server::serve_unix(nbd, backend));

@@ -23,6 +23,8 @@ use std::time::Duration;
 use rep_nbd::server::stream::{PolledTcp, Reader, Stream};
 use tokio_uring::net::TcpStream;
 
+use super::tls::PeerStream;
+
 use super::driver::Driver;
 use super::send_queue::{write_queue, SendQueue};
 use crate::core::peer::PROTOCOL_VERSION;
@@ -67,8 +69,8 @@ struct Active {
     /// bounds.
     data_q: Rc<SendQueue>,
     meta_q: Rc<SendQueue>,
-    data: Rc<PolledTcp>,
-    meta: Rc<PolledTcp>,
+    data: Rc<PeerStream>,
+    meta: Rc<PeerStream>,
 }
 
 impl Drop for Active {
@@ -92,18 +94,21 @@ fn frame_size_hint(p: &Packet) -> usize {
     }
 }
 
-type HalfLink = (Rc<TcpStream>, Reader<TcpStream>);
+type HalfLink = (Rc<PeerStream>, Reader<PeerStream>);
 
 /// The same connection, driven by readiness instead of io_uring, with the bytes its reader had
 /// read ahead. The io_uring handle is closed when its last holder drops it; the socket stays
-/// open through the duplicate.
+/// open through the duplicate. A TLS connection stays as it is (rustls's state lives in it).
 #[allow(unsafe_code)]
-fn repoll(reader: Reader<TcpStream>) -> io::Result<(Rc<PolledTcp>, Reader<PolledTcp>)> {
+fn repoll(reader: Reader<PeerStream>) -> io::Result<HalfLink> {
     use std::os::fd::{AsRawFd, BorrowedFd};
     let (stream, buffered) = reader.into_parts();
+    let PeerStream::Plain(tcp) = &*stream else {
+        return Ok((Rc::clone(&stream), Reader::resume(stream, buffered)));
+    };
     // SAFETY: `stream` holds the descriptor open for the whole borrow, which only duplicates it.
-    let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }.try_clone_to_owned()?;
-    let polled = Rc::new(PolledTcp::new(StdTcpStream::from(fd))?);
+    let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned()?;
+    let polled = Rc::new(PeerStream::Polled(PolledTcp::new(StdTcpStream::from(fd))?));
     Ok((Rc::clone(&polled), Reader::resume(polled, buffered)))
 }
 
@@ -329,6 +334,7 @@ impl Driver {
         // `rep_nbd::server::stream::Polled`): a frame that can go out now goes out in the task
         // that queued it, and one that arrives is read in the wake-up that announced it. No
         // await between the check above and the link below: nothing can take another pair.
+        // TLS connections stay on io_uring (their rustls state lives in the stream).
         let (data, data_rx, meta, meta_rx) = match (repoll(data_rx), repoll(meta_rx)) {
             (Ok((d, drx)), Ok((m, mrx))) => (d, drx, m, mrx),
             (Err(e), _) | (_, Err(e)) => {
@@ -440,10 +446,15 @@ impl Driver {
             return;
         }
         let _ = std_stream.set_nodelay(true);
-        let stream = TcpStream::from_std(std_stream);
-        let stream = Rc::new(stream);
-        let mut reader = Reader::new(Rc::clone(&stream));
         let awaiting = AwaitingHello::new(&self);
+        let stream = TcpStream::from_std(std_stream);
+        // TLS (net { tls yes; }) right after accept; a mismatch is refused and logged there.
+        let Some((stream, early)) = super::tls::secure_accepted(stream, from, HELLO_TIMEOUT).await
+        else {
+            return;
+        };
+        let stream = Rc::new(stream);
+        let mut reader = Reader::resume(Rc::clone(&stream), early);
         let hello = tokio::time::timeout(HELLO_TIMEOUT, read_packet(&mut reader)).await;
         drop(awaiting);
         if let Ok(Ok(Some(Packet::OutdateRequest { node }))) = hello {
@@ -583,15 +594,18 @@ enum ReadError {
     /// The bytes arrived but the decoder refused them: the peer's fault, not the network's.
     #[error(transparent)]
     Wire(#[from] WireError),
+    #[error("{}", super::tls::PEER_SPEAKS_TLS)]
+    PeerSpeaksTls,
 }
 
 /// One packet from a short connection (the outdate exchange); `None` at a clean close.
 pub(super) async fn read_first_packet(
-    reader: &mut Reader<TcpStream>,
+    reader: &mut Reader<PeerStream>,
 ) -> io::Result<Option<Packet>> {
     read_packet(reader).await.map_err(|e| match e {
         ReadError::Socket(e) => e,
         ReadError::Wire(e) => io::Error::other(e),
+        e @ ReadError::PeerSpeaksTls => io::Error::other(e),
     })
 }
 
@@ -599,7 +613,11 @@ async fn read_packet<S: Stream>(reader: &mut Reader<S>) -> Result<Option<Packet>
     let Some(head) = reader.read_array::<HEADER_BYTES>().await? else {
         return Ok(None);
     };
-    let h = decode_header(&head)?;
+    let h = match decode_header(&head) {
+        Ok(h) => h,
+        Err(_) if super::tls::looks_like_tls(&head) => return Err(ReadError::PeerSpeaksTls),
+        Err(e) => return Err(e.into()),
+    };
     let len = h.len as usize;
     if let Some(prefix_len) = data_prefix_len(h.command).filter(|&p| p <= len) {
         // A block of data: into its own buffer, which the packet then owns (no second copy).
@@ -618,7 +636,7 @@ async fn read_packet<S: Stream>(reader: &mut Reader<S>) -> Result<Option<Packet>
 async fn read_frames(
     driver: Rc<Driver>,
     link: LinkId,
-    mut reader: Reader<PolledTcp>,
+    mut reader: Reader<PeerStream>,
     data_socket: bool,
 ) {
     let loss = loop {
@@ -633,6 +651,7 @@ async fn read_frames(
                 break LinkLoss::BrokenPipe
             }
             Err(ReadError::Socket(e)) => break LinkLoss::NetworkFailure(e.to_string()),
+            Err(e @ ReadError::PeerSpeaksTls) => break LinkLoss::NetworkFailure(e.to_string()),
         }
     };
     driver.link_lost(link, loss);
@@ -653,7 +672,7 @@ async fn dial_once(
 }
 
 /// A TCP connection to the peer's address, from our own (the peer tells who calls by it).
-pub(super) async fn connect_to_peer(settings: &LinkSettings) -> io::Result<TcpStream> {
+pub(super) async fn connect_to_peer(settings: &LinkSettings) -> io::Result<PeerStream> {
     let my = settings.my_addr;
     let peer = settings.peer_addr;
     let std_stream = tokio::task::spawn_blocking(move || -> io::Result<StdTcpStream> {
@@ -670,7 +689,8 @@ pub(super) async fn connect_to_peer(settings: &LinkSettings) -> io::Result<TcpSt
     })
     .await
     .map_err(io::Error::other)??;
-    Ok(TcpStream::from_std(std_stream))
+    // TLS (net { tls yes; }) right after connect.
+    super::tls::secure_dialed(TcpStream::from_std(std_stream), peer).await
 }
 
 /// A retired listener's accept thread sits in accept(); one connection wakes it, it finds
@@ -797,6 +817,11 @@ async fn dial_attempt(
                 .to_owned(),
         ),
         Ok(Ok(Some(p))) => Some(format!("answered {} instead of Hello", p.name())),
+        Ok(Err(e @ ReadError::PeerSpeaksTls)) => {
+            // A misconfiguration, not a transient: say so where the operator looks.
+            tracing::warn!("peer link: {} {e}", settings.peer_addr);
+            Some(e.to_string())
+        }
         Ok(Err(e)) => Some(e.to_string()),
         Err(_) => Some("did not answer".to_owned()),
     };

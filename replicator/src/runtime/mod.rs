@@ -19,6 +19,8 @@ pub mod nbd_backend;
 pub mod outdater;
 pub mod paths;
 pub mod send_queue;
+pub mod sockets;
+pub mod tls;
 
 #[cfg(test)]
 mod config83_tests;

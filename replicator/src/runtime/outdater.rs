@@ -15,8 +15,8 @@ use std::io;
 use std::rc::Rc;
 use std::time::Duration;
 
+use super::tls::PeerStream;
 use rep_nbd::server::stream::{Reader, Stream};
-use tokio_uring::net::TcpStream;
 
 use super::driver::Driver;
 use super::link::{connect_to_peer, read_first_packet};
@@ -29,7 +29,7 @@ use rep_resources::HmacAlg;
 /// How long the whole exchange may take (the peer persists Outdated before it answers).
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn send(stream: &TcpStream, p: &Packet) -> io::Result<()> {
+async fn send(stream: &PeerStream, p: &Packet) -> io::Result<()> {
     let mut buf = Vec::new();
     p.encode(&mut buf);
     stream.write_vec(buf).await.0
@@ -126,8 +126,8 @@ pub async fn outdate_peer(driver: Rc<Driver>) -> i32 {
 /// it out, answer with our role and disk state.
 pub async fn serve_outdate_request(
     driver: Rc<Driver>,
-    stream: Rc<TcpStream>,
-    mut reader: Reader<TcpStream>,
+    stream: Rc<PeerStream>,
+    mut reader: Reader<PeerStream>,
     node: String,
 ) {
     let res = driver.paths.resource.clone();
