@@ -1,4 +1,4 @@
-//! repadm: administer rep resources. Mirrors drbdadm 8.4 (reference/drbd.md §9) so that a
+//! repadm: administer rep resources. Mirrors drbdadm 8.4 (docs/drbd-semantics.md §13) so that a
 //! runbook written for `drbdadm` works with `repadm` in its place.
 
 mod cli;

@@ -1,10 +1,10 @@
 //! rep-replicator: the engine of rep.
 //!
 //! - `states`: DRBD's vocabulary of roles, connection and disk states.
-//! - `core`: the sans-IO state machine (roles, states, UUIDs, requests) — DESIGN.md §3.
-//! - `meta`: on-disk metadata (superblock, activity log, bitmap) — DESIGN.md §5.
+//! - `core`: the sans-IO state machine (roles, states, UUIDs, requests) — docs/architecture.md §3.
+//! - `meta`: on-disk metadata (superblock, activity log, bitmap) — docs/architecture.md §10.
 //! - `digest`: per-block digests for verify and csums.
-//! - `wire`: peer packets, pure and bounds-checked — DESIGN.md §6.
+//! - `wire`: peer packets, pure and bounds-checked — docs/drbd-semantics.md §6.
 //! - `control`: control-socket messages and status renderings, shared with `repadm`.
 //! - `runtime` (feature `runtime`): the io_uring driver and the `repd` daemon.
 

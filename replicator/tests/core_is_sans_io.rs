@@ -1,4 +1,4 @@
-//! Goal: keep the engine core sans-IO (DESIGN.md §3). Method: scan every source file under
+//! Goal: keep the engine core sans-IO (docs/architecture.md §2.3, §3). Method: scan every source file under
 //! src/core, src/meta and src/wire for names of I/O, clocks or runtimes; any hit fails.
 //! (src/meta/store.rs is the one metadata file allowed to touch files: it is the adapter.) A
 //! file's unit tests (from its `#[cfg(test)]` module on, at the end by convention) may use a
@@ -91,7 +91,7 @@ fn find(dir: &Path, needle: &str, allowed: &[&str]) -> Vec<String> {
 }
 
 /// Goal: every change of role, cstate, disk and peer disk goes through `change_state`
-/// (DESIGN.md §3). The fields of `NodeState` are private to `state_change.rs`, so the compiler
+/// (docs/architecture.md §5). The fields of `NodeState` are private to `state_change.rs`, so the compiler
 /// refuses field assignments elsewhere; this catches the one way around it, replacing the
 /// whole state.
 #[test]
@@ -105,7 +105,7 @@ fn state_changes_only_through_change_state() {
     );
 }
 
-/// Goal: dependencies point one way (DESIGN.md §2): the core uses the metadata formats and the
+/// Goal: dependencies point one way (docs/architecture.md §2): the core uses the metadata formats and the
 /// wire format, never the other way round.
 #[test]
 fn meta_and_wire_do_not_depend_on_the_core() {

@@ -1,4 +1,4 @@
-//! Deterministic simulation (DESIGN.md §3, §11): two engines, a simulated network and simulated
+//! Deterministic simulation (docs/architecture.md §11.4, §12.3): two engines, a simulated network and simulated
 //! storage with volatile caches (see `rep_replicator::sim`), seeded schedules of partitions
 //! (both ways and one way), power loss (one node, both one after the other, both at once,
 //! during a resync, during a verify, in the middle of a metadata write), detach/attach, Diskless

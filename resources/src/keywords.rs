@@ -1,4 +1,4 @@
-//! What each section accepts: keyword, value type, unit and range (reference/drbd.md §8.3,
+//! What each section accepts: keyword, value type, unit and range (docs/drbd-semantics.md §11.1,
 //! drbd_limits.h of DRBD 8.4). Ranges are checked at parse time, as drbdadm does.
 
 /// How a bare number is scaled, and what the suffixes k/M/G mean for it.

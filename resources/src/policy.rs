@@ -58,7 +58,7 @@ macro_rules! keyword_enum {
     };
 }
 
-/// `net { after-sb-0pri ...; }`: split brain with no Primary (reference/drbd.md §3.1).
+/// `net { after-sb-0pri ...; }`: split brain with no Primary (docs/drbd-semantics.md §3.1).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum AfterSb0 {
     #[default]
@@ -135,7 +135,7 @@ impl Serialize for AfterSb0 {
 }
 
 keyword_enum!(
-    /// `net { after-sb-1pri ...; }`: split brain with one Primary (reference/drbd.md §3.2).
+    /// `net { after-sb-1pri ...; }`: split brain with one Primary (docs/drbd-semantics.md §3.1).
     AfterSb1 {
         Disconnect = "disconnect",
         Consensus = "consensus",
@@ -146,7 +146,7 @@ keyword_enum!(
 );
 
 keyword_enum!(
-    /// `net { after-sb-2pri ...; }`: split brain with two Primaries (reference/drbd.md §3.3).
+    /// `net { after-sb-2pri ...; }`: split brain with two Primaries (docs/drbd-semantics.md §3.1).
     AfterSb2 {
         Disconnect = "disconnect",
         ViolentlyAs0p = "violently-as0p",
@@ -155,7 +155,7 @@ keyword_enum!(
 );
 
 keyword_enum!(
-    /// `net { rr-conflict ...; }`: the handshake makes a Primary SyncTarget (§3.4).
+    /// `net { rr-conflict ...; }`: the handshake makes a Primary SyncTarget (docs/drbd-semantics.md §3.2).
     RrConflict {
         Disconnect = "disconnect",
         /// Run the `pri-lost` handler, then disconnect.
@@ -166,7 +166,7 @@ keyword_enum!(
 );
 
 keyword_enum!(
-    /// `disk { fencing ...; }` (DRBD 8.4 puts it in the disk section; reference/drbd.md §3.8).
+    /// `disk { fencing ...; }` (DRBD 8.4 puts it in the disk section; docs/drbd-semantics.md §9.1).
     Fencing {
         DontCare = "dont-care",
         ResourceOnly = "resource-only",
@@ -183,7 +183,7 @@ impl Default for Fencing {
 }
 
 keyword_enum!(
-    /// `disk { on-io-error ...; }` (reference/drbd.md §10.1).
+    /// `disk { on-io-error ...; }` (docs/drbd-semantics.md §10.1).
     OnIoError {
         /// Keep the disk; the failed block is marked out of sync and the error reaches the client.
         PassOn = "pass_on",

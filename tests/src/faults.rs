@@ -414,7 +414,7 @@ struct Rec {
 
 /// Every write sent, what each acknowledgement promised, and how faults took promises back.
 ///
-/// What an acknowledgement promises (DRBD 8.4, reference/drbd.md §4.1; rep's README):
+/// What an acknowledgement promises (DRBD 8.4, docs/drbd-semantics.md §5.1; rep's README):
 /// - the Primary P: the write is readable on P; with FUA it is durable on P;
 /// - protocol C (P had the peer S in sync): also readable on S (S wrote it before its
 ///   WriteAck); with FUA durable on S (FUA travels with the data and is applied before the ack);

@@ -1,5 +1,5 @@
 //! Integration-test harness: real `repd` processes driven by the real `repadm`, real NBD
-//! clients, per-test directories and ports, cleanup on drop (STYLE.md §7).
+//! clients, per-test directories and ports, cleanup on drop (docs/architecture.md §12.3).
 //!
 //! Tests wait for conditions with deadlines, never with blind sleeps. A missing external tool
 //! fails the test loudly, naming the Debian package to install.

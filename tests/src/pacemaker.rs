@@ -1,5 +1,5 @@
 //! A real one-node Pacemaker + Corosync cluster for the HA tests, started by hand (these
-//! machines have no systemd; reference/test-tooling.md §4) and torn down completely on drop.
+//! machines have no systemd; README.md "Testing notes") and torn down completely on drop.
 //!
 //! Corosync runs on 127.0.0.1 with its own config file in the test directory; the cluster's
 //! only node is named `node-a`, the same name as the rep node it manages, so that Pacemaker's

@@ -1,5 +1,5 @@
 //! Goal: a backing disk that dies under the Primary costs the client nothing (DRBD's
-//! `on-io-error detach`, reference/drbd.md §10). node-a's disk is a real file served through
+//! `on-io-error detach`, docs/drbd-semantics.md §10). node-a's disk is a real file served through
 //! `nbdkit --filter=error` and mounted back with `nbdfuse`, so creating a trigger file makes
 //! every read and write of that disk fail with EIO. The Primary detaches (Diskless) and keeps
 //! serving through node-b; the disk, once healed and re-attached, is resynced from node-b.

@@ -1,4 +1,4 @@
-//! Goal: the fencing of README.md "## Fencing" (DRBD 8.4's, reference/drbd.md §3.7, §3.8) holds
+//! Goal: the fencing of README.md "## Fencing" (DRBD 8.4's, docs/drbd-semantics.md §4, §9) holds
 //! with real daemons. A Primary that loses its peer runs `fence-peer` and records what its exit
 //! code says about the peer (persisted); an Outdated node refuses `primary` until `--force`;
 //! under `resource-and-stonith` application I/O is frozen until the handler returns;
@@ -532,7 +532,7 @@ fn fence_peer_exit_codes_set_the_disk_states() {
                 err.contains("(-7) Refusing to be Primary while peer is not outdated"),
                 "{err}"
             );
-            // drbdsetup's generic "state change failed" (reference/drbd.md §9.2): only
+            // drbdsetup's generic "state change failed" (docs/drbd-semantics.md §13.3): only
             // SS_NO_UP_TO_DATE_DISK has 17 of its own.
             assert_eq!(rc, 11, "the (-7) refusal's exit code: {err}");
             assert_eq!(log_count(&c, "fence-peer done node-b"), b_before + 1);

@@ -1,5 +1,5 @@
 //! Goal: a broken network between the two nodes is noticed within the time DRBD's liveness
-//! settings promise (reference/drbd.md §4.3), the Primary keeps serving, and the pair heals by
+//! settings promise (docs/drbd-semantics.md §5.3), the Primary keeps serving, and the pair heals by
 //! resyncing only what changed.
 //!
 //! Method: each node's `repd` runs in its own network namespace (created by the test, joined by a

@@ -26,7 +26,7 @@
 //!
 //! Who becomes Primary after both lost power: the node that was Primary last. Its generation
 //! is the newer one (it started a new current UUID when it lost the peer, or it is the
-//! crashed Primary with equal UUIDs), so the handshake makes it the SyncSource (drbd.md §2.5
+//! crashed Primary with equal UUIDs), so the handshake makes it the SyncSource (docs/drbd-semantics.md §2.5
 //! rules 40/50/70) and it is promoted without `--force` once UpToDate.
 //!
 //! Method: two real repd processes with backing files on /dev/shm, the fault hook's volatile

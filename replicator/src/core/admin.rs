@@ -1,6 +1,6 @@
 //! Admin commands: role changes, attach/detach, connect/disconnect, outdate, UUID commands.
 //!
-//! Rules are DRBD 8.4's `is_valid_state` and `drbd_set_role` (reference/drbd.md §1.5, §1.7).
+//! Rules are DRBD 8.4's `is_valid_state` and `drbd_set_role` (docs/drbd-semantics.md §1.3, §1.6).
 //! A command that changes persistent state is answered only after its superblock write
 //! completed, so `repadm primary` returning 0 means the new state survives a crash.
 

@@ -1,5 +1,5 @@
 //! Split-brain auto-recovery policies: `after-sb-0pri`, `after-sb-1pri`, `after-sb-2pri`
-//! (reference/drbd.md §3, DRBD's drbd_asb_recover_0p/1p/2p). Pure: the handshake feeds the facts
+//! (docs/drbd-semantics.md §3, DRBD's drbd_asb_recover_0p/1p/2p). Pure: the handshake feeds the facts
 //! of both sides and gets a direction, or none (the split brain stays for an operator).
 
 use super::state::Role;

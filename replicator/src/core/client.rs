@@ -1,4 +1,4 @@
-//! Client requests on a Primary, the engine's side (DESIGN.md §4): admission (`Requests`),
+//! Client requests on a Primary, the engine's side (docs/architecture.md §6.2): admission (`Requests`),
 //! the activity-log gate, replication and the local I/O, completion and the reply.
 //!
 //! Activity log (step 3): a write to a cold 4 MiB extent waits until the AL transaction that

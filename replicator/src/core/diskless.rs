@@ -1,4 +1,4 @@
-//! Diskless operation and local I/O errors (reference/drbd.md §10).
+//! Diskless operation and local I/O errors (docs/drbd-semantics.md §10).
 //!
 //! A Primary without a usable local disk keeps serving while its peer is Connected and
 //! UpToDate: reads travel as `DataRequest`/`DataReply`, writes go only to the peer. A local I/O

@@ -1,5 +1,5 @@
 //! The engine: one resource on one node, as a state machine that is fed inputs and drained of
-//! outputs (DESIGN.md §3). It keeps what its parts share — the state (`NodeState`, changed only
+//! outputs (docs/architecture.md §3). It keeps what its parts share — the state (`NodeState`, changed only
 //! through `change_state`), the generation UUIDs and flags, the bitmap and activity log, the
 //! table of operations in flight (`IoTable`) — and hands each input to the part it concerns:
 //! client requests (`Requests`), the transfer log (`TransferLog`), the peer's operations
@@ -409,7 +409,7 @@ impl Engine {
         self.oos_notice.as_deref()
     }
 
-    /// May this node serve client I/O now? (DESIGN.md §4 step 1.)
+    /// May this node serve client I/O now? (docs/architecture.md §6.2 step 2.)
     pub fn can_serve_io(&self) -> Result<(), String> {
         if self.st.role() != Role::Primary {
             return Err(format!(
@@ -462,7 +462,7 @@ impl Engine {
         );
     }
 
-    /// Assertions that must hold after every input (STYLE.md §6).
+    /// Assertions that must hold after every input (docs/architecture.md §12.1).
     pub fn check_invariants(&self) {
         let (role, cstate, disk) = (self.st.role(), self.st.cstate(), self.st.disk());
         // A Secondary never has client requests in flight, frozen or not.

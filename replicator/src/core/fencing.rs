@@ -1,4 +1,4 @@
-//! Fencing (reference/drbd.md §3.7, §3.8; DRBD 8.4's conn_try_outdate_peer): with
+//! Fencing (docs/drbd-semantics.md §4, §9; DRBD 8.4's conn_try_outdate_peer): with
 //! `fencing resource-only` or `resource-and-stonith`, a Primary that loses its peer runs the
 //! `fence-peer` handler to have the peer outdated, and a disconnected node is promoted only once
 //! the peer is known Outdated. With `resource-and-stonith` application I/O is frozen (queued,

@@ -1,4 +1,4 @@
-//! The connection handshake (reference/drbd.md §2.6, §5.3): what one link has learnt of the
+//! The connection handshake (docs/drbd-semantics.md §2.6, §6.2): what one link has learnt of the
 //! peer, and the pure decision both nodes take from the two reports — no resync, a resync in
 //! one direction (full or by bitmap), or a refusal that leaves the node StandAlone. DRBD's
 //! `drbd_sync_handshake` order: UUID comparison, the Inconsistent override, the after-sb
@@ -15,7 +15,7 @@ use crate::meta::superblock::GenerationUuids;
 use crate::wire::Params;
 use rep_resources::RrConflict;
 
-/// UUID flags on the wire (reference/drbd.md §2.1).
+/// UUID flags on the wire (docs/drbd-semantics.md §2.1).
 pub const UUID_FLAG_DISCARD_MY_DATA: u32 = 1;
 pub const UUID_FLAG_CRASHED_PRIMARY: u32 = 2;
 pub const UUID_FLAG_INCONSISTENT: u32 = 4;
@@ -158,7 +158,7 @@ pub(crate) struct Decision {
     pub unresolved: Option<String>,
 }
 
-/// The decision for two disks (reference/drbd.md §2.6), from our point of view.
+/// The decision for two disks (docs/drbd-semantics.md §2.6), from our point of view.
 pub(crate) fn decide(cfg: &EngineConfig, me: &OurSide, peer: &PeerReport) -> Decision {
     let res = &cfg.resource;
     let mut d = Decision {

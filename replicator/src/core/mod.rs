@@ -1,4 +1,4 @@
-//! The sans-IO engine core (DESIGN.md §3): no sockets, files, clocks or entropy in here.
+//! The sans-IO engine core (docs/architecture.md §3): no sockets, files, clocks or entropy in here.
 //! A test (`core_is_sans_io`) fails if this folder mentions tokio, std::fs, std::net or
 //! SystemTime.
 

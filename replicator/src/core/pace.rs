@@ -1,4 +1,4 @@
-//! Resync pacing (reference/drbd.md §7.2). With `c-plan-ahead 0` the resync runs at the fixed
+//! Resync pacing (docs/drbd-semantics.md §8.2). With `c-plan-ahead 0` the resync runs at the fixed
 //! `resync-rate`. Otherwise the dynamic controller applies: the rate may reach `c-max-rate`;
 //! the data in flight is bounded by `c-fill-target` (or, if that is 0, by `c-delay-target`
 //! worth of `c-max-rate`); and while the application writes, the resync steps back to

@@ -1,7 +1,7 @@
 //! The connection to the peer, the engine's side: link lifecycle, packet dispatch, the
 //! handshake reports (auth → params → sizes → UUIDs → state → bitmap) and what the decision
 //! (`handshake::decide`) makes of them, liveness (ping, ko-count), what a lost link leaves
-//! behind (reference/drbd.md §1.8, §2.6, §4.3, §5.3; DESIGN.md §6), and cluster-wide role
+//! behind (docs/drbd-semantics.md §1.7, §2.6, §5.3, §6.2; docs/architecture.md §9), and cluster-wide role
 //! changes.
 
 use std::time::Instant;
@@ -633,7 +633,7 @@ impl Engine {
     }
 
     /// Once both reports are complete: compare UUIDs and pick no-sync, a direction or a refusal
-    /// (drbd_sync_handshake, reference/drbd.md §2.6; the decision itself is
+    /// (drbd_sync_handshake, docs/drbd-semantics.md §2.6; the decision itself is
     /// `handshake::decide`).
     fn try_decide(&mut self) {
         let Some(l) = self.link.as_mut() else { return };
@@ -760,7 +760,7 @@ impl Engine {
         }
     }
 
-    /// Ping and ko-count checks (reference/drbd.md §4.3). Returns when the next check is due.
+    /// Ping and ko-count checks (docs/drbd-semantics.md §5.3). Returns when the next check is due.
     pub(crate) fn peer_timers(&mut self, now: Instant) {
         let Some(l) = self.link.as_ref() else { return };
         let s = self.cfg.peer.clone();

@@ -1,4 +1,4 @@
-//! When a node may be Primary (reference/drbd.md §1.5, §1.7, §3.8), in one place: the admin
+//! When a node may be Primary (docs/drbd-semantics.md §1.3, §1.6, §9.1), in one place: the admin
 //! rules of `is_valid_state` use them for every requested change, `primary` to decide whether
 //! the fence-peer handler must run first. Pure functions of the state and the configuration.
 

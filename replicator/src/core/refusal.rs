@@ -127,7 +127,7 @@ impl Refusal {
         }
     }
 
-    /// Exit code of `repadm` (drbdsetup 8.4's mapping, `reference/drbd.md` §9.2).
+    /// Exit code of `repadm` (drbdsetup 8.4's mapping, docs/drbd-semantics.md §13.3).
     pub fn exit_code(&self) -> i32 {
         match self {
             Refusal::NoUpToDateDisk { .. } => 17,

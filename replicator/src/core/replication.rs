@@ -1,4 +1,4 @@
-//! Replication of client writes, the Primary's side (DESIGN.md §4, reference/drbd.md §4):
+//! Replication of client writes, the Primary's side (docs/architecture.md §6.2, docs/drbd-semantics.md §5):
 //! every write goes to the peer as it goes to the local disk; the client gets its reply when
 //! both are done (protocol C: the peer's WriteAck; B: RecvAck; A: once sent). The transfer
 //! log (`TransferLog`) groups writes in epochs closed by barriers.

@@ -1,7 +1,7 @@
 //! Client requests on a Primary (DRBD's `drbd_request`s): their table, write ordering, what
 //! each waits for, and reads served by the peer.
 //!
-//! Ordering rule (DESIGN.md §4 step 2): a write that overlaps an admitted or an earlier waiting
+//! Ordering rule (docs/architecture.md §6.2, wait W4): a write that overlaps an admitted or an earlier waiting
 //! write waits in FIFO order; it is admitted by the completion that clears the conflict, never
 //! by polling. Reads are not ordered against writes (NBD allows it). A request completes (its
 //! reply goes out) once its local part is done and the peer's acks, if it waits for any, came.

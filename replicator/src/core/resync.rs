@@ -1,4 +1,4 @@
-//! Resync (reference/drbd.md §7.1), the engine's side: the SyncTarget walks its bitmap and
+//! Resync (docs/drbd-semantics.md §8.1), the engine's side: the SyncTarget walks its bitmap and
 //! asks for blocks; the SyncSource reads and sends them; both clear bits as blocks land. Client
 //! writes keep flowing meanwhile: the source never reads a block under an in-flight client
 //! write, and sends the block on the same ordered channel as writes, so stale resync data never

@@ -1,4 +1,4 @@
-//! The state of one resync (reference/drbd.md §7.1), owned in one place: what both sides share
+//! The state of one resync (docs/drbd-semantics.md §8.1), owned in one place: what both sides share
 //! (start, size, pause reasons), the SyncTarget's walk over its bitmap with its requests in
 //! flight, and the SyncSource's reads for the peer. Dropping a `Resync` aborts all of it.
 //!

@@ -1,7 +1,7 @@
 //! The one path by which the visible state changes (DRBD's `drbd_state.c`): role, peer role,
 //! connection state, disk and peer disk. A change is a [`ChangeSet`]; `change_state` completes
-//! it with the implied changes (`sanitize`, reference/drbd.md §1.6), refuses it if the result
-//! breaks a rule (`is_valid_state`, §1.5) when an admin asked for it, logs it the way DRBD does
+//! it with the implied changes (`sanitize`, docs/drbd-semantics.md §1.4), refuses it if the result
+//! breaks a rule (`is_valid_state`, §1.3) when an admin asked for it, logs it the way DRBD does
 //! (`role( Secondary -> Primary ) disk( Inconsistent -> UpToDate )`), persists the metadata
 //! flags that follow from it, and marks the status for publication.
 //!
@@ -224,8 +224,8 @@ impl Engine {
         }
     }
 
-    /// DRBD's `is_valid_state` for the rules an admin request can break (reference/drbd.md
-    /// §1.5): a Primary may not be demoted under its users, and the rules for being Primary
+    /// DRBD's `is_valid_state` for the rules an admin request can break (docs/drbd-semantics.md
+    /// §1.3): a Primary may not be demoted under its users, and the rules for being Primary
     /// (`promotion::check`) hold.
     fn is_valid_state(&self, ns: &NodeState) -> Result<(), Refusal> {
         let os = &self.st;

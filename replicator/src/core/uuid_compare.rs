@@ -1,4 +1,4 @@
-//! `drbd_uuid_compare` (reference/drbd.md §2.5): which way, if any, two nodes must resync.
+//! `drbd_uuid_compare` (docs/drbd-semantics.md §2.5): which way, if any, two nodes must resync.
 //! Pure function of both sides' generation UUIDs and flags, so both nodes reach mirrored
 //! verdicts independently.
 

@@ -1,4 +1,4 @@
-//! Online verify (reference/drbd.md §7.4): the VerifyS side walks the device in chunks, both
+//! Online verify (docs/drbd-semantics.md §8.5): the VerifyS side walks the device in chunks, both
 //! sides hash each 4 KiB block with `verify-alg` (off the I/O thread), and blocks whose digests
 //! differ are marked out of sync on both nodes. Nothing is repaired here: as in DRBD, a
 //! disconnect/connect (or `verify --fix`) resyncs what verify found.

@@ -1,4 +1,4 @@
-//! Activity log (reference/drbd.md §6.3): the on-disk transaction block format, the in-memory
+//! Activity log (docs/drbd-semantics.md §7.3): the on-disk transaction block format, the in-memory
 //! LRU of hot 4 MiB extents, and recovery of the active set from the ring after a crash.
 //!
 //! A write to a cold extent must first make it hot: `begin_write` returns a transaction that

@@ -8,7 +8,7 @@ use super::ops::{AttachInfo, MetaOpKind};
 use super::store::MetaStore;
 
 /// What the engine needs at attach; after an unclean shutdown the hot AL extents are marked
-/// out of sync (reference/drbd.md §2.4, §6.3).
+/// out of sync (docs/drbd-semantics.md §2.4, §7.3).
 pub fn attach_info(store: &MetaStore, size_limit: Option<u64>) -> AttachInfo {
     let sb = store.superblock().clone();
     let unclean = !sb.clean;

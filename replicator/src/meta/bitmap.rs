@@ -1,7 +1,7 @@
-//! Out-of-sync bitmap (reference/drbd.md §6.4): one bit per 4 KiB block of usable data; a set
+//! Out-of-sync bitmap (docs/drbd-semantics.md §7.4): one bit per 4 KiB block of usable data; a set
 //! bit means "this block may differ from the peer". Tracks which 4 KiB on-disk pages changed
 //! since they were last persisted, encodes pages as little-endian u64 words (as DRBD), and
-//! RLE-compresses the whole bitmap for the exchange on connect (§6.6: any run-length scheme).
+//! RLE-compresses the whole bitmap for the exchange on connect (docs/drbd-semantics.md §7.5: our own run-length scheme).
 //!
 //! Never does I/O. Bits beyond the device end are always clear.
 

@@ -1,6 +1,6 @@
 //! `MetaError`: everything that can go wrong reading, validating or writing metadata.
 //! Operating errors (bad disks, corrupt or missing metadata, wrong sizes) are values of this
-//! type; broken internal invariants are `assert!`s instead (STYLE.md §3).
+//! type; broken internal invariants are `assert!`s instead (docs/architecture.md §2.4).
 
 /// Errors of the metadata layer. Each variant says when it happens.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! `get-gi` / `show-gi` renderings (reference/drbd.md §9.1), in drbdmeta's exact format
+//! `get-gi` / `show-gi` renderings (docs/drbd-semantics.md §13.4), in drbdmeta's exact format
 //! (drbd-utils `dt_print_uuids` / `dt_pretty_print_uuids`: `%016llX`, upper-case hex).
 //! Used both offline (from the superblock) and online (from the daemon's status).
 

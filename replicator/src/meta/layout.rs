@@ -1,5 +1,5 @@
 //! Where the metadata lives: `MetaLayout` computed from the data size, the `meta-disk` kind
-//! and the AL geometry (reference/drbd.md §6.1). All sizes are multiples of `BLOCK_BYTES`.
+//! and the AL geometry (docs/drbd-semantics.md §7.1). All sizes are multiples of `BLOCK_BYTES`.
 //!
 //! - Internal, at the END of the backing device: `[data][bitmap][AL ring][sb slot 0][sb slot 1]`.
 //!   The superblock sits at a position that depends only on the backing size, so `open` can
@@ -35,7 +35,7 @@ pub const AL_STRIPE_BLOCKS_DEFAULT: u32 = 8;
 /// Upper bound on the AL ring (blocks): keeps create-md and AL recovery reads bounded
 /// (DRBD allows up to 1 GiB; 16 MiB is plenty for `al-extents` ≤ 65534).
 pub const AL_RING_BLOCKS_MAX: u32 = 4096;
-/// Largest exported device (DESIGN.md §9); its bitmap is 512 MiB.
+/// Largest exported device (docs/drbd-semantics.md §12); its bitmap is 512 MiB.
 pub const DEVICE_BYTES_MAX: u64 = 16 << 40;
 /// Slot size of `meta-disk DEV [N]` (DRBD's fixed 128 MiB indexed slots).
 pub const EXTERNAL_INDEXED_SLOT_BYTES: u64 = 128 << 20;
@@ -52,7 +52,7 @@ const _: () = assert!(AL_TRANSACTION_BYTES == BLOCK_BYTES);
 const _: () = assert!(AL_EXTENT_BYTES.is_multiple_of(BITMAP_BLOCK_BYTES));
 const _: () = assert!(SUPERBLOCK_SLOTS == 2);
 const _: () = assert!(DEVICE_BYTES_MAX.is_multiple_of(AL_EXTENT_BYTES));
-// Bitmap of the largest device: 16 TiB / 4 KiB / 8 = 512 MiB (DESIGN.md §9).
+// Bitmap of the largest device: 16 TiB / 4 KiB / 8 = 512 MiB (docs/drbd-semantics.md §12).
 const _: () = assert!(DEVICE_BYTES_MAX / BITMAP_BLOCK_BYTES / 8 == 512 << 20);
 // AL extent numbers are stored as u32 on disk; every extent of the largest device fits.
 const _: () = assert!(DEVICE_BYTES_MAX / AL_EXTENT_BYTES < u32::MAX as u64);

@@ -1,5 +1,5 @@
 //! On-disk metadata of one rep device: superblock (two alternating slots), activity log ring
-//! and out-of-sync bitmap (DESIGN.md §5; same concepts as DRBD 8.4, reference/drbd.md §6, but
+//! and out-of-sync bitmap (docs/architecture.md §10; same concepts as DRBD 8.4, docs/drbd-semantics.md §7, but
 //! not byte-compatible with it).
 //!
 //! Owns: the byte formats, the layout arithmetic, the in-memory models of the AL and bitmap,

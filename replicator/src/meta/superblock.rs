@@ -1,7 +1,7 @@
 //! The superblock: one 4 KiB block, big-endian, crc32c-protected, kept in two slots that are
 //! written alternately (the reader takes the valid slot with the highest `seq`). Also the
-//! generation UUIDs with DRBD's rotation primitives (reference/drbd.md §2.2) and the MDF_* flags
-//! (§6.2).
+//! generation UUIDs with DRBD's rotation primitives (docs/drbd-semantics.md §2.2) and the MDF_* flags
+//! (docs/drbd-semantics.md §7.2).
 //!
 //! Never: draws random numbers (UUID values are arguments), or decides when UUIDs rotate.
 
@@ -39,7 +39,7 @@ pub enum UuidIndex {
     HistoryEnd,
 }
 
-/// Data generation UUIDs of one device (reference/drbd.md §2.1).
+/// Data generation UUIDs of one device (docs/drbd-semantics.md §2.1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct GenerationUuids {
     pub current: u64,
@@ -174,7 +174,7 @@ fn with_role_bit(v: u64, primary: bool) -> u64 {
     }
 }
 
-/// MDF_* meta-data flags (reference/drbd.md §6.2), same bit values as DRBD 8.4.
+/// MDF_* meta-data flags (docs/drbd-semantics.md §7.2), same bit values as DRBD 8.4.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct MdFlags(u32);

@@ -3,7 +3,7 @@
 //! Regular files use the page cache (durability through fdatasync on FLUSH/FUA, the same
 //! contract as a disk's volatile write cache), which is also what the nbdkit file plugin
 //! we are measured against does. Block devices are written with O_DIRECT where a request is
-//! aligned to the device's logical block size (DESIGN.md §10): a write error then reaches the
+//! aligned to the device's logical block size (docs/architecture.md §6.7): a write error then reaches the
 //! request that caused it instead of surfacing, once, at some later fdatasync; requests that
 //! are not aligned go through the page cache and the next FLUSH. TRIM is implemented as "reads back zeroes" on both kinds, so
 //! that two replicas never differ after a discard.

@@ -1,4 +1,4 @@
-//! The driver: owns the engine and performs its outputs (STYLE.md §1, quinn's ConnectionDriver).
+//! The driver: owns the engine and performs its outputs (docs/architecture.md §6.1, quinn's ConnectionDriver).
 //!
 //! All inputs go through `feed`, which queues them and, unless a pump is already running
 //! further up the stack, drains inputs and outputs until both are empty. Disk I/O runs as

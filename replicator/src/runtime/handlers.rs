@@ -1,4 +1,4 @@
-//! DRBD's usermode helpers (`handlers { NAME "command"; }`, reference/drbd.md §3.7): the engine
+//! DRBD's usermode helpers (`handlers { NAME "command"; }`, docs/drbd-semantics.md §4): the engine
 //! asks for one by name, this runs the configured command with DRBD's environment (and rep's:
 //! `REP_CONFIG`, `REP_NODE`, `REP_RUN_DIR`, so that a handler can call `repadm` for this
 //! resource).

@@ -1,4 +1,4 @@
-//! The hashing pool (DESIGN.md §10: hashing off the I/O thread): verify and csums digests are
+//! The hashing pool (docs/architecture.md §11.1: hashing off the I/O thread): verify and csums digests are
 //! computed on crossbeam worker threads and come back to the io_uring thread as inputs.
 
 use std::rc::Rc;

@@ -1,4 +1,4 @@
-//! The peer link (DESIGN.md §6): two TCP connections, *data* and *meta*, so acks never queue
+//! The peer link (docs/architecture.md §9.1, docs/drbd-semantics.md §6.1): two TCP connections, *data* and *meta*, so acks never queue
 //! behind data. Both nodes dial and both accept, as in DRBD, so whichever node comes up second
 //! connects at once; each connection opens with `Hello` (version, node name, which socket,
 //! session id pairing the two), and the accepting node answers a complete pair with its own

@@ -1,4 +1,4 @@
-//! The io_uring driver (DESIGN.md §3, §10): runs the engine on one thread, performs its
+//! The io_uring driver (docs/architecture.md §3, §11): runs the engine on one thread, performs its
 //! outputs on the backing device, the metadata and the sockets, and feeds completions back.
 //! Everything with a file descriptor lives here; the engine stays pure.
 

@@ -1,4 +1,4 @@
-//! Where a resource's daemon keeps its sockets and files (DESIGN.md §1).
+//! Where a resource's daemon keeps its sockets and files (docs/architecture.md §11.2).
 
 use std::path::{Path, PathBuf};
 

@@ -47,7 +47,7 @@ use rep_resources::{DigestAlg, Fencing, Protocol};
 
 pub const SECTOR: u64 = SECTOR_BYTES as u64;
 pub const BLOCK: u64 = 4096;
-/// The NBD maximum request size (DESIGN.md §9).
+/// The NBD maximum request size (docs/drbd-semantics.md §12).
 pub const MAX_REQUEST_BYTES: u64 = 32 << 20;
 /// How many inputs a node may take after its handshake decided before its bitmap must be
 /// clear (or a resync running, or the condition shown to the operator): enough for the

@@ -1,4 +1,4 @@
-//! Test doubles for deterministic simulation (STYLE.md §7): simulated disks with a volatile write
+//! Test doubles for deterministic simulation (docs/architecture.md §11.4): simulated disks with a volatile write
 //! cache that a crash loses, the data model that says what they must hold, and the clock-free
 //! driver loop that runs two engines against them. Compiled for tests and for the simulator
 //! only; never used by repd.

@@ -1,4 +1,4 @@
-//! Peer protocol (DESIGN.md §6): our own framing, DRBD's concepts. Pure and bounds-checked:
+//! Peer protocol (docs/drbd-semantics.md §6): our own framing, DRBD's concepts. Pure and bounds-checked:
 //! peer input is untrusted, and every decoder returns a [`WireError`] instead of panicking.
 
 pub mod auth;

@@ -3,7 +3,7 @@
 
 use super::frame::{encode_header, FrameHeader, WireError, MAX_DATA_BYTES, MAX_STRING_BYTES};
 
-/// Which of the two TCP connections a packet travels on (DESIGN.md §6): acks and pings go on
+/// Which of the two TCP connections a packet travels on (docs/drbd-semantics.md §6.1): acks and pings go on
 /// `Meta` so that they never queue behind megabytes of data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
