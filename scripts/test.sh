@@ -12,5 +12,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 FAULT=(--features rep-replicator/fault-injection)
 cargo clippy --workspace --all-targets "${FAULT[@]}" -- -D warnings
 cargo build --workspace --release --bins "${FAULT[@]}"
-cargo test --workspace --release "${FAULT[@]}" -- --test-threads=2
+# --no-fail-fast: one failing test binary must not hide the others' results.
+cargo test --workspace --release --no-fail-fast "${FAULT[@]}" -- --test-threads=2
 bash resources/tests/res-corpus/check.sh target/release/repadm resources/tests/res-corpus

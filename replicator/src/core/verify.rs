@@ -231,7 +231,8 @@ fn len32(len: u64) -> u32 {
 }
 
 impl Engine {
-    pub(crate) fn cmd_verify(&mut self) -> Result<Option<String>, Refusal> {
+    /// What verify and `verify --fix` need: a connection and both disks UpToDate.
+    fn check_in_sync_and_connected(&self) -> Result<(), Refusal> {
         if self.st.cstate() != ConnState::Connected {
             return Err(Refusal::NeedConnection {
                 cstate: self.st.cstate(),
@@ -243,6 +244,11 @@ impl Engine {
                 pdsk: self.st.pdsk(),
             });
         }
+        Ok(())
+    }
+
+    pub(crate) fn cmd_verify(&mut self) -> Result<Option<String>, Refusal> {
+        self.check_in_sync_and_connected()?;
         let alg = alg_of(self.cfg.peer.verify_alg)?;
         let _ = self.change_state(ChangeSet::new().cstate(ConnState::VerifyS));
         self.verify = Some(Verify::new(alg, self.last_now));
@@ -478,17 +484,7 @@ impl Engine {
     }
 
     pub(crate) fn cmd_resync_out_of_sync(&mut self) -> Result<Option<String>, Refusal> {
-        if self.st.cstate() != ConnState::Connected {
-            return Err(Refusal::NeedConnection {
-                cstate: self.st.cstate(),
-            });
-        }
-        if self.st.disk() != DiskState::UpToDate || self.st.pdsk() != DiskState::UpToDate {
-            return Err(Refusal::NoUpToDateDisk {
-                disk: self.st.disk(),
-                pdsk: self.st.pdsk(),
-            });
-        }
+        self.check_in_sync_and_connected()?;
         let bits = self
             .bitmap
             .as_ref()
