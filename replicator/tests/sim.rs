@@ -1257,6 +1257,27 @@ fn regression_2_a_promoted_diskless_secondary_gets_its_writes_resynced() {
     });
 }
 
+/// Fix 2 without the detour that hid it: node-a is demoted *before* node-b's disk goes, so no
+/// Primary sees the peer's disk leave and no new generation starts then. Only the promotion of
+/// the Diskless node-b can start it (DRBD's after_state_ch); without that, node-b's re-attached
+/// disk is taken as current and misses every write node-b made while Diskless. (The revert
+/// table of issue 19 found regression_2 passing with this fix reverted.)
+#[test]
+fn regression_2_a_diskless_node_promoted_over_a_secondary_peer_gets_its_writes_resynced() {
+    for_seeds("Diskless promotion over a Secondary", 0..8, |seed| {
+        let mut c = synced_pair(seed, cfg_c());
+        write_for(&mut c, ms(50));
+        drain(&mut c, 0)?;
+        demote(&mut c, 0)?;
+        admin(&mut c, 1, AdminCmd::Detach { force: false })?;
+        promote(&mut c, 1)?;
+        write_without_errors(&mut c, 1, ms(200))?;
+        demote(&mut c, 1)?;
+        admin(&mut c, 1, AdminCmd::Attach)?;
+        converge(&mut c, 0).map(|_| ())
+    });
+}
+
 /// Fix 3: a Secondary holding the only copy (its peer is a Diskless Primary) marks the writes
 /// out of sync under its activity log before writing them, so its power loss does not forget
 /// what the peer's disk must get back.
