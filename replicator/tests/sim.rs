@@ -1346,6 +1346,107 @@ fn regression_2_a_promoted_diskless_secondary_gets_its_writes_resynced() {
     });
 }
 
+/// Fix 2 without the detour that hid it: node-a is demoted *before* node-b's disk goes, so no
+/// Primary sees the peer's disk leave and no new generation starts then. Only the promotion of
+/// the Diskless node-b can start it (DRBD's after_state_ch); without that, node-b's re-attached
+/// disk is taken as current and misses every write node-b made while Diskless. (The revert
+/// table of issue 19 found regression_2 passing with this fix reverted.)
+#[test]
+fn regression_2_a_diskless_node_promoted_over_a_secondary_peer_gets_its_writes_resynced() {
+    for_seeds("Diskless promotion over a Secondary", 0..8, |seed| {
+        let mut c = synced_pair(seed, cfg_c());
+        write_for(&mut c, ms(50));
+        drain(&mut c, 0)?;
+        demote(&mut c, 0)?;
+        admin(&mut c, 1, AdminCmd::Detach { force: false })?;
+        promote(&mut c, 1)?;
+        write_without_errors(&mut c, 1, ms(200))?;
+        demote(&mut c, 1)?;
+        admin(&mut c, 1, AdminCmd::Attach)?;
+        converge(&mut c, 0).map(|_| ())
+    });
+}
+
+/// An attach while the link is up reports Negotiating until a handshake has compared data
+/// generations (DRBD's D_NEGOTIATING): node-b's disk, detached while node-a went on writing,
+/// must not claim UpToDate from its own metadata. Here node-a dies before that handshake, and
+/// node-b must refuse an ordinary promotion: it would serve data without node-a's writes.
+/// (Found by sim seed 2 in stop 16; the seeded runs stopped catching its revert when the fault
+/// list grew, which the revert table of issue 19 showed.)
+#[test]
+fn regression_attach_reports_negotiating_until_the_handshake_decides() {
+    for_seeds("attach before the handshake", 0..6, |seed| {
+        let mut c = synced_pair(seed, cfg_c());
+        write_for(&mut c, ms(30));
+        drain(&mut c, 0)?;
+        admin(&mut c, 1, AdminCmd::Detach { force: false })?;
+        write_without_errors(&mut c, 0, ms(100))?;
+        drain(&mut c, 0)?;
+        // The link stays up (no packet is lost yet), but nothing crosses it any more: the
+        // handshake that would tell node-b what it missed cannot happen.
+        c.set_cut(true);
+        admin(&mut c, 1, AdminCmd::Attach)?;
+        c.crash(0);
+        if c.admin(1, AdminCmd::Primary { force: false }).is_ok() {
+            return Err(format!(
+                "node-b was promoted with a disk it attached before any handshake: {}",
+                describe(&c)
+            ));
+        }
+        c.set_cut(false);
+        c.restart(0).map_err(|e| e.to_string())?;
+        converge(&mut c, 0).map(|_| ())
+    });
+}
+
+/// `secondary` with client requests still in flight (a client that just went away) waits for
+/// them to finish as Primary; a Secondary never has client I/O in flight (the engine's own
+/// invariant, checked after every input). Found by the stateful engine fuzzer in stop 16; its
+/// crash input no longer reaches the case since the fuzzer's input format grew (the revert
+/// table of issue 19 showed the replay passing with the fix reverted).
+#[test]
+fn regression_demotion_waits_for_client_requests_in_flight() {
+    for_seeds("demotion under load", 0..6, |seed| {
+        let mut c = synced_pair(seed, cfg_c());
+        write_for(&mut c, ms(20));
+        for k in 0..12u64 {
+            c.write_at(0, k * MIB + 3 * SECTOR, 64 * SECTOR, k % 3 == 0);
+        }
+        admin(&mut c, 0, AdminCmd::Secondary)?;
+        if c.outstanding_clients(0) != 0 {
+            return Err(format!("demoted with client requests outstanding: {}", describe(&c)));
+        }
+        promote(&mut c, 0)?;
+        converge(&mut c, 0).map(|_| ())
+    });
+}
+
+/// A `detach --force` while a Failed disk is already closing is answered "already under way":
+/// one close at a time, so a quick `attach` after it is not undone by a second close's
+/// completion (which left a Diskless node holding a bitmap). Found by the stateful engine
+/// fuzzer in stop 16; see the test above for why its crash input no longer guards it.
+#[test]
+fn regression_one_disk_close_at_a_time() {
+    for_seeds("detach --force of a closing disk", 0..6, |seed| {
+        let mut c = synced_pair(seed, cfg_c());
+        write_for(&mut c, ms(20));
+        drain(&mut c, 0)?;
+        c.set_disk_failing(1, true);
+        wait(&mut c, "node-b's disk to fail", Duration::from_secs(10), |c| {
+            c.nodes[1].engine.disk() <= DiskState::Failed
+        })?;
+        // Whatever the force detach answers, the close under way must stay the only one.
+        let _ = c.admin(1, AdminCmd::Detach { force: true });
+        c.set_disk_failing(1, false);
+        wait(&mut c, "node-b Diskless", Duration::from_secs(10), |c| {
+            c.nodes[1].engine.disk() == DiskState::Diskless
+        })?;
+        admin(&mut c, 1, AdminCmd::Attach)?;
+        write_for(&mut c, ms(50));
+        converge(&mut c, 0).map(|_| ())
+    });
+}
+
 /// Fix 3: a Secondary holding the only copy (its peer is a Diskless Primary) marks the writes
 /// out of sync under its activity log before writing them, so its power loss does not forget
 /// what the peer's disk must get back.
