@@ -1414,7 +1414,10 @@ fn regression_demotion_waits_for_client_requests_in_flight() {
         }
         admin(&mut c, 0, AdminCmd::Secondary)?;
         if c.outstanding_clients(0) != 0 {
-            return Err(format!("demoted with client requests outstanding: {}", describe(&c)));
+            return Err(format!(
+                "demoted with client requests outstanding: {}",
+                describe(&c)
+            ));
         }
         promote(&mut c, 0)?;
         converge(&mut c, 0).map(|_| ())
@@ -1432,9 +1435,12 @@ fn regression_one_disk_close_at_a_time() {
         write_for(&mut c, ms(20));
         drain(&mut c, 0)?;
         c.set_disk_failing(1, true);
-        wait(&mut c, "node-b's disk to fail", Duration::from_secs(10), |c| {
-            c.nodes[1].engine.disk() <= DiskState::Failed
-        })?;
+        wait(
+            &mut c,
+            "node-b's disk to fail",
+            Duration::from_secs(10),
+            |c| c.nodes[1].engine.disk() <= DiskState::Failed,
+        )?;
         // Whatever the force detach answers, the close under way must stay the only one.
         let _ = c.admin(1, AdminCmd::Detach { force: true });
         c.set_disk_failing(1, false);

@@ -234,6 +234,16 @@ impl Node {
             wait_for(Duration::from_secs(10), "repd to die", || {
                 (!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid)).then_some(())
             });
+            // The thread-group leader turns zombie before the process's last threads (accept
+            // threads, io_uring's workers) let go of its files: until then the control socket
+            // still takes connections, and `repadm up` would take the dead daemon for a live
+            // one ("resource is already up"; seen in data_safety under load).
+            let ctl = self.run_dir.join(format!("{}.ctl", self.resource));
+            wait_for(Duration::from_secs(10), "repd's sockets to close", || {
+                std::os::unix::net::UnixStream::connect(&ctl)
+                    .is_err()
+                    .then_some(())
+            });
         }
     }
 }
