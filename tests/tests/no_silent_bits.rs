@@ -13,11 +13,12 @@
 //! (skip-initial-sync), checked from the outside: repadm's exit codes and messages, status
 //! --json, the backing files compared byte for byte after `down`, online verify.
 
-use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
 
-use rep_tests::{require_tool, run_ok, wait_for, write_pattern, Cluster, ClusterOpts, Node};
+use rep_tests::{
+    backing_bytes, require_tool, run_ok, wait_for, write_pattern, Cluster, ClusterOpts, Node,
+};
 
 const MIB: u64 = 16;
 
@@ -81,14 +82,10 @@ fn down_and_compare(c: &Cluster) {
         let _ = n.repadm(&["secondary", "r0"]);
         n.ok(&["down", "r0"]);
     }
-    let read = |n: &Node| {
-        let mut v = vec![0u8; usable as usize];
-        std::fs::File::open(&n.disk)
-            .and_then(|mut f| f.read_exact(&mut v))
-            .expect("read backing file");
-        v
-    };
-    let (a, b) = (read(c.a()), read(c.b()));
+    let (a, b) = (
+        backing_bytes(c.a(), 0, usable),
+        backing_bytes(c.b(), 0, usable),
+    );
     if let Some(pos) = a.iter().zip(&b).position(|(x, y)| x != y) {
         panic!("backing devices differ at byte {pos}");
     }
