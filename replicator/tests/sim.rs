@@ -12,7 +12,8 @@
 //! B); `REP_SIM_SEED=S[,S2…]` replays exactly those seeds (add `REP_SIM_LOG=1` for the engines'
 //! log). A failing seed prints `REP_SIM_SEED=S` and its schedule. Each seeded test prints a
 //! summary: seeds run, faults injected by kind, writes checked, writes lost. A long run:
-//! `REP_SIM_SEEDS=100000 cargo test --release -p rep-replicator --test sim seeded -- --nocapture`.
+//! `REP_SIM_SEEDS=100000 cargo test --release -p rep-replicator --test sim seeded -- --nocapture`
+//! (or in chunks with `REP_SIM_SEEDS_FROM`, see `seeds`).
 //!
 //! The `regression_*` tests reproduce, each with a small fixed set of seeds, the defects fixed in
 //! the engine before this simulator could see them; each fails if its fix is reverted.
@@ -1012,15 +1013,22 @@ fn run_seed(seed: u64, protocol: Protocol, fencing: Fencing, summary: &mut Summa
 }
 
 /// Seeds for one protocol: `share` of REP_SIM_SEEDS (default 1000), or REP_SIM_SEED's list.
+/// `REP_SIM_SEEDS_FROM=K` starts at the `share` of K instead of 0, so a long run can go in
+/// chunks (FROM=0 SEEDS=20000, then FROM=20000 SEEDS=20000, …) that together cover exactly
+/// the seeds one run of their total would.
 fn seeds(share: f64) -> Vec<u64> {
     if let Ok(s) = std::env::var("REP_SIM_SEED") {
         return s.split(',').filter_map(|x| x.trim().parse().ok()).collect();
     }
-    let n: u64 = std::env::var("REP_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
-    (0..((n as f64 * share).ceil() as u64)).collect()
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let (from, n) = (env("REP_SIM_SEEDS_FROM", 0), env("REP_SIM_SEEDS", 1000));
+    let at = |k: u64| (k as f64 * share).ceil() as u64;
+    (at(from)..at(from + n)).collect()
 }
 
 fn run_protocol(protocol: Protocol, share: f64, test: &str) {

@@ -372,12 +372,29 @@ fn at_the_descriptor_limit_new_clients_wait_and_the_daemon_survives() {
     let c = lone_primary("hc-fdlimit");
     let a = c.a();
     let pid = a.pid().expect("pid");
-    // A tight limit: the daemon's own descriptors plus a few dozen connections.
-    let cap = open_fds(pid) as u64 + 40;
+    // Both parities of free descriptors: a daemon that spends two descriptors per client (a
+    // `dup` for shutdown) fails on the second one with an odd count left and drops a client it
+    // had already accepted; with an even count its accept fails first and the bug hides.
+    let base = open_fds(pid) as u64;
+    for headroom in [40, 41] {
+        exhaust_descriptors(a, pid, base + headroom);
+    }
+    let out = run(Command::new("prlimit")
+        .args(["--pid", &pid.to_string()])
+        .arg("--nofile=4096:"));
+    assert!(out.status.success(), "prlimit: {out:?}");
+    probe(a, 500, 0x66);
+}
+
+/// Caps the daemon at `cap` descriptors, opens more idle clients than fit, and checks that no
+/// client is dropped: those accepted are greeted, the rest wait in the listen backlog and get in
+/// once descriptors are free.
+fn exhaust_descriptors(a: &Node, pid: i32, cap: u64) {
     let out = run(Command::new("prlimit")
         .args(["--pid", &pid.to_string()])
         .arg(format!("--nofile={cap}:")));
     assert!(out.status.success(), "prlimit: {out:?}");
+    let marker = daemon_log(a).matches("Too many open files").count();
 
     let mut idle = Vec::new();
     for _ in 0..60 {
@@ -386,14 +403,21 @@ fn at_the_descriptor_limit_new_clients_wait_and_the_daemon_survives() {
     wait_for(
         Duration::from_secs(10),
         "the daemon to run out of descriptors",
-        || daemon_log(a).contains("Too many open files").then_some(()),
+        || (daemon_log(a).matches("Too many open files").count() > marker).then_some(()),
     );
     // A newcomer is queued in the listen backlog: no greeting while the daemon is out of fds.
     let mut late = UnixStream::connect(a.nbd_socket()).expect("connect");
     late.set_read_timeout(Some(Duration::from_millis(500)))
         .expect("timeout");
     let mut g = [0u8; 18];
-    let starved = late.read_exact(&mut g).is_err();
+    let starved = match late.read(&mut g) {
+        Ok(0) => panic!("fd limit {cap}: the daemon accepted a client and closed it at once"),
+        Ok(n) => {
+            late.read_exact(&mut g[n..]).expect("rest of the greeting");
+            false
+        }
+        Err(_) => true,
+    };
     println!(
         "fd limit {cap}: 60 idle connections exhaust it; a new client is {}",
         if starved {
@@ -402,12 +426,27 @@ fn at_the_descriptor_limit_new_clients_wait_and_the_daemon_survives() {
             "still served"
         }
     );
+    // Each idle client was either greeted or is still waiting: none was closed on.
+    let mut greeted = 0;
+    for (i, s) in idle.iter_mut().enumerate() {
+        s.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let mut g = [0u8; 18];
+        match s.read(&mut g) {
+            Ok(0) => panic!("fd limit {cap}: idle client {i} was accepted and then closed"),
+            Ok(_) => greeted += 1,
+            Err(_) => {}
+        }
+    }
+    println!("fd limit {cap}: {greeted} of 60 idle clients greeted, the rest wait");
     // Freeing descriptors (idle clients leaving) lets the newcomer in; nothing crashed.
     drop(idle);
-    late.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    late.read_exact(&mut g)
-        .expect("the greeting arrives once descriptors are free");
+    if starved {
+        late.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        late.read_exact(&mut g)
+            .expect("the greeting arrives once descriptors are free");
+    }
     assert_eq!(&g[..8], b"NBDMAGIC");
     drop(late);
     assert_eq!(
@@ -415,11 +454,11 @@ fn at_the_descriptor_limit_new_clients_wait_and_the_daemon_survives() {
         Some(pid),
         "the daemon must survive descriptor exhaustion"
     );
-    let out = run(Command::new("prlimit")
-        .args(["--pid", &pid.to_string()])
-        .arg("--nofile=4096:"));
-    assert!(out.status.success(), "prlimit: {out:?}");
-    probe(a, 500, 0x66);
+    wait_for(
+        Duration::from_secs(20),
+        "the idle clients to be gone",
+        || (a.status_json()["open_clients"] == 0).then_some(()),
+    );
 }
 
 #[test]

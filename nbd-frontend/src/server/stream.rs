@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -53,50 +54,52 @@ impl_stream!(tokio_uring::net::TcpStream);
 /// than it asked for has drained the socket, and the next read waits for epoll's next edge
 /// instead of trying a `recv` that would say EAGAIN (tokio's `poll_read`).
 ///
-/// Reads come from one task and writes from one task at a time (the halves are taken out for
+/// Reads come from one task and writes from one task at a time (the halves are leased out for
 /// the duration of the call; a second concurrent reader or writer gets an error).
-pub struct Polled<R, W, C> {
+///
+/// No second descriptor is kept for `close` (a `dup` per connection would halve how many clients
+/// fit under the descriptor limit, and fail with EMFILE right at it, dropping a client that was
+/// already accepted): `close` shuts down the socket by number. That number stays this socket's
+/// while `self` lives, because the halves that own it always come back to `self` (`Lease`
+/// returns them on drop, also when a call's future is cancelled).
+pub struct Polled<R, W> {
     rd: Cell<Option<R>>,
     wr: Cell<Option<W>>,
-    /// A second handle on the socket, for `close` (shutdown acts on the socket, not the fd).
-    ctl: C,
+    fd: RawFd,
 }
 
 /// An NBD client (or anything else) on a Unix socket.
-pub type PolledUnix = Polled<
-    tokio::net::unix::OwnedReadHalf,
-    tokio::net::unix::OwnedWriteHalf,
-    std::os::unix::net::UnixStream,
->;
+pub type PolledUnix = Polled<tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>;
 /// A TCP connection (NBD over TCP, the peer link's sockets).
-pub type PolledTcp =
-    Polled<tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf, std::net::TcpStream>;
+pub type PolledTcp = Polled<tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf>;
 
 impl PolledUnix {
     /// Must be called on the runtime's thread (it registers with the reactor).
     pub fn new(sock: std::os::unix::net::UnixStream) -> io::Result<Self> {
-        let ctl = sock.try_clone()?;
         sock.set_nonblocking(true)?;
+        let fd = sock.as_raw_fd();
         let (rd, wr) = tokio::net::UnixStream::from_std(sock)?.into_split();
-        Ok(Polled {
-            rd: Cell::new(Some(rd)),
-            wr: Cell::new(Some(wr)),
-            ctl,
-        })
+        Ok(Polled::from_halves(rd, wr, fd))
     }
 }
 
 impl PolledTcp {
     /// Must be called on the runtime's thread (it registers with the reactor).
     pub fn new(sock: std::net::TcpStream) -> io::Result<Self> {
-        let ctl = sock.try_clone()?;
         sock.set_nonblocking(true)?;
+        let fd = sock.as_raw_fd();
         let (rd, wr) = tokio::net::TcpStream::from_std(sock)?.into_split();
-        Ok(Polled {
+        Ok(Polled::from_halves(rd, wr, fd))
+    }
+}
+
+impl<R, W> Polled<R, W> {
+    fn from_halves(rd: R, wr: W, fd: RawFd) -> Self {
+        Polled {
             rd: Cell::new(Some(rd)),
             wr: Cell::new(Some(wr)),
-            ctl,
-        })
+            fd,
+        }
     }
 }
 
@@ -104,28 +107,38 @@ fn busy(what: &str) -> io::Error {
     io::Error::other(format!("two tasks {what} the same socket at once"))
 }
 
-/// What `close` needs of the second handle.
-pub trait Shutdown: 'static {
-    fn shutdown_both(&self);
+/// A half taken out of its cell for one call; it goes back on drop, whatever ends the call.
+struct Lease<'a, T> {
+    cell: &'a Cell<Option<T>>,
+    half: Option<T>,
 }
 
-impl Shutdown for std::os::unix::net::UnixStream {
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
+impl<'a, T> Lease<'a, T> {
+    fn take(cell: &'a Cell<Option<T>>) -> Option<Self> {
+        let half = cell.take()?;
+        Some(Lease {
+            cell,
+            half: Some(half),
+        })
+    }
+
+    fn get(&mut self) -> io::Result<&mut T> {
+        self.half
+            .as_mut()
+            .ok_or_else(|| io::Error::other("socket half already returned"))
     }
 }
 
-impl Shutdown for std::net::TcpStream {
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
+impl<T> Drop for Lease<'_, T> {
+    fn drop(&mut self) {
+        self.cell.set(self.half.take());
     }
 }
 
-impl<R, W, C> Stream for Polled<R, W, C>
+impl<R, W> Stream for Polled<R, W>
 where
     R: AsyncRead + Unpin + 'static,
     W: AsyncWrite + Unpin + 'static,
-    C: Shutdown,
 {
     async fn read_into(
         &self,
@@ -139,33 +152,35 @@ where
             // Callers read at the end of what they hold; anything else gets plain bytes.
             v.resize(begin, 0);
         }
-        let Some(mut rd) = self.rd.take() else {
+        let Some(mut rd) = Lease::take(&self.rd) else {
             return (Err(busy("read")), v);
         };
         let want = end.saturating_sub(begin);
-        let r = if want == 0 {
-            Ok(0)
-        } else {
-            rd.read_buf(&mut (&mut v).limit(want)).await
+        let r = match rd.get() {
+            Ok(_) if want == 0 => Ok(0),
+            Ok(half) => half.read_buf(&mut (&mut v).limit(want)).await,
+            Err(e) => Err(e),
         };
-        self.rd.set(Some(rd));
         (r, v)
     }
 
     async fn write_vec(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         use tokio::io::AsyncWriteExt;
-        let Some(mut wr) = self.wr.take() else {
+        let Some(mut wr) = Lease::take(&self.wr) else {
             return (Err(busy("write")), buf);
         };
         // A socket with room takes it at once, in this task: no trip through the event loop.
-        let r = wr.write_all(&buf).await;
-        self.wr.set(Some(wr));
+        let r = match wr.get() {
+            Ok(half) => half.write_all(&buf).await,
+            Err(e) => Err(e),
+        };
         (r, buf)
     }
 
     fn close(&self) {
-        // Ignored: the peer may already be gone, and the fd is closed on drop anyway.
-        self.ctl.shutdown_both();
+        // `self.fd` is still this socket (see `Polled`). Errors are ignored: the peer may
+        // already be gone, and the fd is closed on drop anyway.
+        let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Both);
     }
 }
 
