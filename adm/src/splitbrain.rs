@@ -504,25 +504,32 @@ fn resolve(
                 .map(|c| (survivor.clone(), cmd_text(res, c))),
         )
         .collect();
-    if dry_run || cli.json {
+    let steps_json = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(n, c)| json!({"node": n, "command": c}))
+            .collect::<Vec<_>>()
+    };
+    if dry_run {
         if cli.json {
             println!(
                 "{}",
-                json!({"resource": res, "keep": keep, "victim": victim, "dry_run": dry_run,
-                       "steps": plan.iter().map(|(n, c)| json!({"node": n, "command": c})).collect::<Vec<_>>()})
+                json!({"resource": res, "keep": keep, "victim": victim, "dry_run": true,
+                       "steps": steps_json(&plan), "done": [], "todo": steps_json(&plan),
+                       "saved": null})
             );
-        }
-        if dry_run {
-            if !cli.json {
-                println!("{res}: keep {survivor}'s data, discard {victim}'s changes:");
-                for (n, c) in &plan {
-                    println!("  on {n}: {c}");
-                }
-                println!("{res}: dry run: nothing was changed");
+        } else {
+            println!("{res}: keep {survivor}'s data, discard {victim}'s changes:");
+            for (n, c) in &plan {
+                println!("  on {n}: {c}");
             }
-            return Ok(0);
+            println!("{res}: dry run: nothing was changed");
         }
+        return Ok(0);
     }
+    // Steps run here or through the peer's control socket, in order; with --json one object at
+    // the end says which ran and which the operator must still run.
+    let mut done: Vec<(String, String)> = Vec::new();
+    let mut saved = serde_json::Value::Null;
     // The victim first: demote, so that nothing writes its disk while it is saved.
     let mut todo_elsewhere = Vec::new();
     let victim_ctl_ref = victim_ctl.as_deref();
@@ -534,6 +541,7 @@ fn resolve(
                 admin(ctl, res, AdminCmd::Secondary)
                     .with_context(|| format!("demote {victim} (the victim)"))?;
                 eprintln!("{res}: {victim}: secondary");
+                done.push((victim.clone(), cmd_text(res, &AdminCmd::Secondary)));
             }
             None => todo_elsewhere.push((victim.clone(), cmd_text(res, &AdminCmd::Secondary))),
         }
@@ -567,6 +575,7 @@ fn resolve(
             dir.display(),
             dir.display()
         );
+        saved = json!({"dir": dir.display().to_string(), "bytes": bytes});
     }
     for cmd in steps {
         let text = cmd_text(res, &cmd);
@@ -574,6 +583,7 @@ fn resolve(
             Some(ctl) if todo_elsewhere.is_empty() => {
                 admin(ctl, res, cmd).with_context(|| format!("{text} on {victim}"))?;
                 eprintln!("{res}: {victim}: {text}");
+                done.push((victim.clone(), text));
             }
             _ => todo_elsewhere.push((victim.clone(), text)),
         }
@@ -584,11 +594,19 @@ fn resolve(
             (Some(ctl), true) => {
                 admin(ctl, res, cmd).with_context(|| format!("{text} on {survivor}"))?;
                 eprintln!("{res}: {survivor}: {text}");
+                done.push((survivor.clone(), text));
             }
             _ => todo_elsewhere.push((survivor.clone(), text)),
         }
     }
-    if todo_elsewhere.is_empty() {
+    if cli.json {
+        println!(
+            "{}",
+            json!({"resource": res, "keep": keep, "victim": victim, "dry_run": false,
+                   "steps": steps_json(&plan), "done": steps_json(&done),
+                   "todo": steps_json(&todo_elsewhere), "saved": saved})
+        );
+    } else if todo_elsewhere.is_empty() {
         println!("{res}: {victim} resyncs from {survivor}; `repadm status {res}` shows the progress, and split-brain:yes goes away at the handshake");
     } else {
         println!("{res}: now run, in this order:");

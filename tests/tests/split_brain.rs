@@ -380,7 +380,8 @@ fn split_brain_show_resolve_save_and_restore() {
     // Again, resolved from the survivor (node-a) with node-b's socket reachable.
     split_with_writes(a, b, 2);
     let b_dir = b.run_dir.display().to_string();
-    a.ok(&[
+    let out = a.ok(&[
+        "--json",
         "split-brain",
         "resolve",
         "r0",
@@ -389,6 +390,32 @@ fn split_brain_show_resolve_save_and_restore() {
         "--peer-run-dir",
         &b_dir,
     ]);
+    // --json: one object and nothing else on stdout, naming what ran where.
+    let report: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("resolve --json prints one JSON object ({e}): {out:?}"));
+    let done: Vec<String> = report["done"]
+        .as_array()
+        .expect("done")
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {}",
+                s["node"].as_str().unwrap_or(""),
+                s["command"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(
+        done,
+        [
+            "node-b: repadm secondary r0",
+            "node-b: repadm connect --discard-my-data r0",
+            "node-a: repadm connect r0"
+        ],
+        "{out}"
+    );
+    assert_eq!(report["todo"], serde_json::json!([]), "{out}");
+    assert_eq!(report["victim"], "node-b");
     flag_cleared_on_both(a, b);
     assert_eq!(backing_bytes(b, MIB, 4096), vec![0xa2; 4096]);
     assert_eq!(
