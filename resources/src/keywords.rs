@@ -22,6 +22,12 @@ pub enum Kind {
         max: u64,
     },
     Enum(&'static [&'static str]),
+    /// One of the names, or a number in `min..=max` (DRBD 9's `quorum majority|3`).
+    EnumOrInt {
+        names: &'static [&'static str],
+        min: u64,
+        max: u64,
+    },
     /// `keyword;` (= yes) or `keyword yes|no;`.
     Bool,
     Str,
@@ -339,6 +345,24 @@ pub const STARTUP: &[Keyword] = &[
 pub const OPTIONS: &[Keyword] = &[
     k("cpu-mask", Str),
     k("on-no-data-accessible", Enum(OnNoDataAccessible::NAMES)),
+    // DRBD 9 quorum (docs/quorum.md): parsed and validated, not enforced yet.
+    k(
+        "quorum",
+        EnumOrInt {
+            names: crate::quorum::Quorum::NAMES,
+            min: 1,
+            max: crate::quorum::MAX_NODES,
+        },
+    ),
+    k("on-no-quorum", Enum(crate::quorum::OnNoQuorum::NAMES)),
+    k(
+        "quorum-minimum-redundancy",
+        EnumOrInt {
+            names: crate::quorum::Quorum::NAMES,
+            min: 1,
+            max: crate::quorum::MAX_NODES,
+        },
+    ),
 ];
 
 pub const HANDLERS: &[Keyword] = &[

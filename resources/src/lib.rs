@@ -9,7 +9,9 @@ mod keywords;
 mod lexer;
 mod model;
 pub mod policy;
+pub mod quorum;
 pub mod security;
+pub mod topology;
 mod tree;
 mod view;
 

@@ -81,8 +81,17 @@ pub struct Volume {
     pub number: u32,
     pub device: String,
     pub minor: u32,
-    pub disk: String,
-    pub meta_disk: MetaDisk,
+    /// The backing device; `None` for `disk none;`, a diskless node (DRBD 9's witness).
+    pub disk: Option<String>,
+    /// `None` on a diskless volume: it has no metadata (a `meta-disk` there is ignored, as
+    /// drbdadm 9 ignores it).
+    pub meta_disk: Option<MetaDisk>,
+}
+
+impl Volume {
+    pub fn diskless(&self) -> bool {
+        self.disk.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,6 +99,8 @@ pub struct Host {
     /// Names of an `on` section; empty for `floating`.
     pub names: Vec<String>,
     pub floating: bool,
+    /// DRBD 9's `node-id N;` (0..31), `None` where not written.
+    pub node_id: Option<u32>,
     pub address: Option<SocketAddr>,
     pub nbd_listen: Option<SocketAddr>,
     /// rep extension: serve Prometheus metrics at `http://ADDR:PORT/metrics`.
@@ -99,11 +110,30 @@ pub struct Host {
     pub security: crate::security::HostSecurity,
 }
 
+impl Host {
+    /// Every volume is `disk none;`: the node holds no data (a witness).
+    pub fn diskless(&self) -> bool {
+        !self.volumes.is_empty() && self.volumes.iter().all(Volume::diskless)
+    }
+
+    /// The name connections use for it (the first of `on NAME...`, the address of `floating`).
+    pub fn label(&self) -> String {
+        match (self.names.first(), self.address) {
+            (Some(n), _) => n.clone(),
+            (None, Some(a)) => a.to_string(),
+            (None, None) => "floating".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resource {
     pub name: String,
     pub sections: Sections,
     pub hosts: Vec<Host>,
+    /// Every pair of hosts that connects: the implicit one of a two-host resource, each pair
+    /// of a `connection-mesh`, and each explicit `connection` (crate::topology).
+    pub connections: Vec<crate::topology::Connection>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -201,6 +231,7 @@ pub fn build(stmts: &[Stmt]) -> Result<Model, ParseError> {
     }
     check_unique_minors(&m, stmts)?;
     check_unique_addresses(&m, stmts)?;
+    crate::quorum::check(&m)?;
     Ok(m)
 }
 
@@ -373,6 +404,35 @@ fn option(s: &Stmt, section: &str) -> Result<Option<Opt>, ParseError> {
                 ),
             ));
         }
+        (Kind::EnumOrInt { names, min, max }, Some(v)) if !names.contains(&v.text.as_str()) => {
+            let allowed = format!(
+                "{} or a number of nodes in [{min}..{max}]",
+                names.join(", ")
+            );
+            // Digits only: drbdadm reads no suffix, sign or case variant here.
+            let n = v
+                .text
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| v.text.parse::<u64>().ok())
+                .flatten();
+            match n {
+                Some(n) if (min..=max).contains(&n) => {}
+                Some(_) => {
+                    return Err(s.err_at(
+                        v,
+                        format!("{name} {} is out of range; use {allowed}", v.text),
+                    ))
+                }
+                None => {
+                    let hint = did_you_mean(&v.text, names.iter().copied());
+                    return Err(s.err_at(
+                        v,
+                        format!("unknown value for {name} '{}'; use {allowed}{hint}", v.text),
+                    ));
+                }
+            }
+        }
         (Kind::Int { unit, min, max }, Some(v)) => {
             let n = keywords::parse_number(&v.text, unit)
                 .map_err(|e| s.err_at(v, format!("{e} for '{name}'")))?;
@@ -492,9 +552,11 @@ fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError
     let mut seen = BTreeMap::new();
     let mut defaults = Drafts::new();
     let mut hosts: Vec<(&Stmt, Host, Drafts)> = Vec::new();
+    let mut links = crate::topology::Draft::default();
     for st in block {
         match st.keyword() {
             "protocol" => protocol_into(st, name, &mut sections, &mut seen)?,
+            "connection" | "connection-mesh" => links.take(st)?,
             "device" | "disk" | "meta-disk" | "flexible-meta-disk" if st.block.is_none() => {
                 volume_field(st, defaults.entry(0).or_default())?;
             }
@@ -540,6 +602,8 @@ fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError
                     "device",
                     "disk",
                     "meta-disk",
+                    "connection",
+                    "connection-mesh",
                     "net",
                     "syncer",
                     "startup",
@@ -558,6 +622,7 @@ fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError
         return Err(s.err(format!("resource {name} has no host sections; add `on HOST {{ address IP:PORT; ... }}` for both nodes")));
     }
     let mut out = Vec::new();
+    let mut host_stmts = Vec::new();
     for (st, mut host, drafts) in hosts {
         let label = if host.floating {
             "floating".to_owned()
@@ -585,7 +650,15 @@ fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError
             };
             let (device, minor) = v.device.ok_or_else(|| missing("device"))?;
             let disk = v.disk.ok_or_else(|| missing("disk"))?;
-            let meta_disk = v.meta_disk.ok_or_else(|| missing("meta-disk"))?;
+            // DRBD 9: `disk none;` is a diskless volume, which needs no meta-disk.
+            let (disk, meta_disk) = if disk == "none" {
+                (None, None)
+            } else {
+                (
+                    Some(disk),
+                    Some(v.meta_disk.ok_or_else(|| missing("meta-disk"))?),
+                )
+            };
             host.volumes.push(Volume {
                 number: n,
                 device,
@@ -595,11 +668,14 @@ fn resource(s: &Stmt, name: &str, block: &[Stmt]) -> Result<Resource, ParseError
             });
         }
         out.push(host);
+        host_stmts.push(st);
     }
+    let connections = links.resolve(s, name, &out, &host_stmts)?;
     Ok(Resource {
         name: name.into(),
         sections,
         hosts: out,
+        connections,
     })
 }
 
@@ -643,6 +719,7 @@ fn host_body(
     let mut host = Host {
         names,
         floating: floating.is_some(),
+        node_id: None,
         address: floating,
         nbd_listen: None,
         metrics_listen: None,
@@ -660,6 +737,14 @@ fn host_body(
                     return Err(f.err("conflicting use of address; give one address per host"));
                 }
                 host.address = Some(address(f, &f.words[1..])?);
+            }
+            "node-id" if f.block.is_none() => {
+                if host.node_id.is_some() {
+                    return Err(f.err(
+                        "conflicting use of node-id statement: a host has one node-id; remove one",
+                    ));
+                }
+                host.node_id = Some(crate::topology::node_id(f)?);
             }
             "nbd-listen" if f.block.is_none() => {
                 host.nbd_listen = Some(address(f, &f.words[1..])?);
@@ -680,6 +765,7 @@ fn host_body(
                     "device",
                     "disk",
                     "meta-disk",
+                    "node-id",
                     "volume",
                     "nbd-listen",
                     "metrics-listen",
@@ -770,7 +856,7 @@ fn meta_disk(f: &Stmt, vals: &[Word]) -> Result<MetaDisk, ParseError> {
 }
 
 /// `[ipv4|ipv6|ssocks|sdp|sci] ADDR:PORT`, the address a literal IP (no host names, as drbdadm).
-fn address(f: &Stmt, vals: &[Word]) -> Result<SocketAddr, ParseError> {
+pub(crate) fn address(f: &Stmt, vals: &[Word]) -> Result<SocketAddr, ParseError> {
     let (family, rest) = match vals.first().map(|w| w.text.as_str()) {
         // `sci` is DRBD 8.3's name of `ssocks`.
         Some(af @ ("ipv4" | "ipv6" | "ssocks" | "sdp" | "sci")) => (Some(af), &vals[1..]),
@@ -811,7 +897,7 @@ fn address(f: &Stmt, vals: &[Word]) -> Result<SocketAddr, ParseError> {
 /// An address:port may be used once per host, across all resources (drbdadm: "conflicting use
 /// of IP 'NODE:IP:PORT'"): two resources cannot listen on the same socket.
 fn check_unique_addresses(m: &Model, stmts: &[Stmt]) -> Result<(), ParseError> {
-    let mut seen: BTreeMap<String, ParseError> = BTreeMap::new();
+    let mut seen: BTreeMap<String, (ParseError, String)> = BTreeMap::new();
     for r in &m.resources {
         let rs = stmts.iter().find(|s| {
             s.keyword() == "resource" && s.words.get(1).is_some_and(|w| w.text == r.name)
@@ -838,13 +924,36 @@ fn check_unique_addresses(m: &Model, stmts: &[Stmt]) -> Result<(), ParseError> {
                     None => ParseError::new("", 0, 0, msg),
                 }
             };
-            if let Some(first) = seen.get(&key) {
+            if let Some((first, _)) = seen.get(&key) {
                 return Err(at(format!(
                     "conflicting use of IP '{key}' (first used at {}:{}, resource {} uses it again); give every resource its own port",
                     first.file, first.line, r.name
                 )));
             }
-            seen.insert(key, at(String::new()));
+            seen.insert(key, (at(String::new()), r.name.clone()));
+        }
+        // A connection's own address (`host A address IP:PORT;`) is a socket of host A too,
+        // so another resource may not use it (drbdadm 9: "is also used").
+        for e in r
+            .connections
+            .iter()
+            .flat_map(|c| &c.hosts)
+            .filter(|e| e.own_address)
+        {
+            let Some(addr) = e.address else { continue };
+            let key = format!("{}:{}:{}", e.host, addr.ip(), addr.port());
+            match seen.get(&key) {
+                Some((first, res)) if *res != r.name => {
+                    return Err(e.at.err(format!(
+                        "conflicting use of IP '{key}' (first used at {}:{} by resource {res}, resource {} uses it again); give every resource its own port",
+                        first.file, first.line, r.name
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(key, (e.at.err(String::new()), r.name.clone()));
+                }
+            }
         }
     }
     Ok(())

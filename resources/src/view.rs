@@ -176,6 +176,63 @@ pub struct NodeView {
     /// rep extensions: TLS and socket groups (docs/security.md).
     #[serde(default)]
     pub security: crate::security::SecurityConf,
+    /// DRBD 9's `node-id`, where written.
+    pub node_id: Option<u32>,
+    /// `disk none;`: this node holds no data (a witness); `disk`/`meta_disk` are then unused.
+    pub diskless: bool,
+    /// Every host this node connects to (one for a two-host resource; `peer_node` and
+    /// `peer_address` are the first of them).
+    pub peers: Vec<PeerView>,
+    /// How many hosts the resource has (voters, for quorum).
+    pub hosts: u32,
+    pub quorum: crate::quorum::QuorumConf,
+}
+
+/// One connection of this node, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PeerView {
+    pub node: String,
+    pub node_id: Option<u32>,
+    /// Where the peer is reached on this connection.
+    pub address: Option<SocketAddr>,
+    /// This node's own end of this connection.
+    pub my_address: Option<SocketAddr>,
+    pub diskless: bool,
+}
+
+impl NodeView {
+    /// Why the engine cannot run this resource yet, if it cannot: it runs exactly one peer with
+    /// a disk on both sides, and does not enforce quorum (docs/quorum.md). `repadm up` refuses
+    /// such a resource instead of running it as something it is not.
+    pub fn not_runnable(&self) -> Option<String> {
+        let res = &self.resource;
+        let later = "quorum and witness resources are parsed and validated but not run yet (docs/quorum.md)";
+        if self.hosts > 2 {
+            return Some(format!(
+                "resource {res} has {} hosts: {later}; rep runs resources of exactly two hosts with a disk each",
+                self.hosts
+            ));
+        }
+        if self.diskless {
+            return Some(format!(
+                "resource {res}: this node ({}) is diskless (`disk none;`): {later}",
+                self.node
+            ));
+        }
+        if let Some(p) = self.peers.iter().find(|p| p.diskless) {
+            return Some(format!(
+                "resource {res}: the peer {} is diskless (`disk none;`): {later}",
+                p.node
+            ));
+        }
+        if self.quorum.enabled() {
+            return Some(format!(
+                "resource {res} sets options {{ quorum {}; quorum-minimum-redundancy {}; }}: {later}, and rep will not run it without the quorum it asks for; set `quorum off;` to run it as a plain two-node resource",
+                self.quorum.quorum, self.quorum.minimum_redundancy
+            ));
+        }
+        None
+    }
 }
 
 fn matches(h: &Host, node: &str) -> bool {
@@ -260,7 +317,27 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
             hosts: r.hosts.iter().map(host_label).collect(),
         }
     })?;
-    let peer = r.hosts.iter().find(|h| !std::ptr::eq(*h, me));
+    let me_label = me.label();
+    let find = |label: &str| r.hosts.iter().find(|h| h.label() == label);
+    let peers: Vec<PeerView> = r
+        .connections
+        .iter()
+        .filter_map(|c| c.peer_of(&me_label))
+        .map(|(mine, theirs)| {
+            let h = find(&theirs.host);
+            PeerView {
+                node: theirs.host.clone(),
+                node_id: h.and_then(|h| h.node_id),
+                address: theirs.address,
+                my_address: mine.address,
+                diskless: h.is_some_and(Host::diskless),
+            }
+        })
+        .collect();
+    let peer = match peers.first() {
+        Some(p) => find(&p.node),
+        None => r.hosts.iter().find(|h| !std::ptr::eq(*h, me)),
+    };
     let vol = me
         .volumes
         .iter()
@@ -355,10 +432,13 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
         peer_node: peer.map(host_label),
         minor: vol.minor,
         device,
-        disk: PathBuf::from(&vol.disk),
-        meta_disk: vol.meta_disk.clone(),
-        address: me.address,
-        peer_address: peer.and_then(|p| p.address),
+        disk: PathBuf::from(vol.disk.as_deref().unwrap_or("none")),
+        meta_disk: vol.meta_disk.clone().unwrap_or(MetaDisk::Internal),
+        // A connection section may give this pair its own addresses (`host A address …;`).
+        address: peers.first().map_or(me.address, |p| p.my_address),
+        peer_address: peers
+            .first()
+            .map_or_else(|| peer.and_then(|p| p.address), |p| p.address),
         nbd_listen: me.nbd_listen,
         metrics_listen: me.metrics_listen,
         net,
@@ -368,7 +448,27 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
         handlers,
         volume: vol.number,
         security,
+        node_id: me.node_id,
+        diskless: me.diskless(),
+        peers,
+        hosts: r.hosts.len() as u32,
+        quorum: quorum_conf(&o),
     })
+}
+
+/// The parser checked the values against the same names, so parsing cannot fail here.
+fn quorum_conf(o: &Settings<'_>) -> crate::quorum::QuorumConf {
+    use crate::quorum::{OnNoQuorum, Quorum, QuorumConf};
+    let get = |name: &str| o.get(name).and_then(|opt| opt.value.as_deref());
+    QuorumConf {
+        quorum: get("quorum").and_then(Quorum::parse).unwrap_or_default(),
+        on_no_quorum: get("on-no-quorum")
+            .and_then(OnNoQuorum::parse)
+            .unwrap_or_default(),
+        minimum_redundancy: get("quorum-minimum-redundancy")
+            .and_then(Quorum::parse)
+            .unwrap_or_default(),
+    }
 }
 
 fn security_conf(

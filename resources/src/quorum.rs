@@ -1,0 +1,137 @@
+//! DRBD 9's quorum options (`options { quorum …; on-no-quorum …; quorum-minimum-redundancy …; }`)
+//! as typed values. Parsed and validated; the engine does not enforce them yet (docs/quorum.md),
+//! so `repadm up` refuses a resource that turns quorum on rather than run it without.
+
+use serde::Serialize;
+
+/// DRBD_PEERS_MAX: the largest number of nodes of one resource, and of a numeric quorum.
+pub const MAX_NODES: u64 = 32;
+
+/// `quorum` and `quorum-minimum-redundancy`: off, majority, all, or a number of nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Quorum {
+    #[default]
+    Off,
+    Majority,
+    All,
+    Nodes(u32),
+}
+
+impl Quorum {
+    pub const NAMES: &'static [&'static str] = &["off", "majority", "all"];
+
+    /// The value as the parser checked it (a name, or digits in range).
+    pub fn parse(text: &str) -> Option<Quorum> {
+        Some(match text {
+            "off" => Quorum::Off,
+            "majority" => Quorum::Majority,
+            "all" => Quorum::All,
+            n => Quorum::Nodes(n.parse().ok()?),
+        })
+    }
+
+    /// How many votes out of `voters` this setting needs (`None` when off).
+    pub fn needed(self, voters: u32) -> Option<u32> {
+        match self {
+            Quorum::Off => None,
+            Quorum::Majority => Some(voters / 2 + 1),
+            Quorum::All => Some(voters),
+            Quorum::Nodes(n) => Some(n),
+        }
+    }
+}
+
+impl std::fmt::Display for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Quorum::Off => f.write_str("off"),
+            Quorum::Majority => f.write_str("majority"),
+            Quorum::All => f.write_str("all"),
+            Quorum::Nodes(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// `on-no-quorum`: what a Primary does with I/O once it has lost quorum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnNoQuorum {
+    /// DRBD 9's default: fail new I/O with EIO.
+    #[default]
+    IoError,
+    /// Freeze I/O until quorum returns or the node is demoted.
+    SuspendIo,
+}
+
+impl OnNoQuorum {
+    pub const NAMES: &'static [&'static str] = &["io-error", "suspend-io"];
+
+    pub fn parse(text: &str) -> Option<OnNoQuorum> {
+        match text {
+            "io-error" => Some(OnNoQuorum::IoError),
+            "suspend-io" => Some(OnNoQuorum::SuspendIo),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for OnNoQuorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OnNoQuorum::IoError => "io-error",
+            OnNoQuorum::SuspendIo => "suspend-io",
+        })
+    }
+}
+
+/// The effective quorum options of one resource (`common` merged under the resource's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QuorumConf {
+    pub quorum: Quorum,
+    pub on_no_quorum: OnNoQuorum,
+    pub minimum_redundancy: Quorum,
+}
+
+impl QuorumConf {
+    /// Whether any option asks for behaviour the engine does not have yet. `on-no-quorum`
+    /// alone changes nothing while quorum is off.
+    pub fn enabled(&self) -> bool {
+        self.quorum != Quorum::Off || self.minimum_redundancy != Quorum::Off
+    }
+}
+
+/// A numeric `quorum` above the number of hosts can never be reached, and a numeric
+/// `quorum-minimum-redundancy` above the number of hosts with a disk can never be met: the
+/// resource could never write. drbdadm only range-checks 1..32; rep knows the host count.
+pub(crate) fn check(m: &crate::model::Model) -> Result<(), crate::ParseError> {
+    for r in &m.resources {
+        let voters = r.hosts.len() as u32;
+        let with_disk = r.hosts.iter().filter(|h| !h.diskless()).count() as u32;
+        // The resource's own option wins over common's (drbdadm's expand_opts).
+        let find = |name: &str| {
+            r.sections
+                .options
+                .iter()
+                .rev()
+                .find(|o| o.name == name)
+                .or_else(|| m.common.options.iter().find(|o| o.name == name))
+        };
+        for (name, limit, what) in [
+            ("quorum", voters, "hosts"),
+            ("quorum-minimum-redundancy", with_disk, "hosts with a disk"),
+        ] {
+            let Some(opt) = find(name) else { continue };
+            let value = opt.value.as_deref().and_then(Quorum::parse);
+            if let Some(Quorum::Nodes(n)) = value {
+                if n > limit {
+                    return Err(opt.at.err(format!(
+                        "{name} {n} can never be reached in resource {}: it has {limit} {what}; use majority, all or a number up to {limit}",
+                        r.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
