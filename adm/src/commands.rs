@@ -158,6 +158,12 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
         Cmd::Fault { res, what } => (res, Action::Fault(fault_cmd(what))),
     };
     let views = targets(cli, &config, res_arg)?;
+    if matches!(action, Action::Up | Action::CreateMd { .. }) {
+        // Before anything starts: `up all` brings up none rather than some.
+        if let Some(why) = views.iter().find_map(NodeView::not_runnable) {
+            return Err(ConfigError::NotRunYet(why).into());
+        }
+    }
     match action {
         Action::Status { proc } => return status(cli, &views, res_arg == "all", proc),
         Action::Events { now } => return crate::events::run(cli, &paths(cli), &views, now),

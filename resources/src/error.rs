@@ -36,6 +36,10 @@ pub enum ConfigError {
     MissingPeer { resource: String, node: String },
     #[error("resource {resource}: {message}")]
     Invalid { resource: String, message: String },
+    /// A resource rep parses and validates but cannot run yet (three hosts, a diskless
+    /// witness, quorum): `up` refuses it rather than run it as a two-node resource.
+    #[error("{0}")]
+    NotRunYet(String),
     /// A value the parser accepts but rep cannot run with, at its place in the file.
     #[error("{0}")]
     Value(ParseError),

@@ -132,3 +132,5 @@ impl Config {
 mod tests;
 #[cfg(test)]
 mod tests83;
+#[cfg(test)]
+mod tests_quorum;

@@ -1,0 +1,94 @@
+//! Goal: DRBD 9's quorum/witness configuration (docs/quorum.md, "Configuration") is parsed and
+//! validated, but a resource the engine cannot run yet is refused by `up` and `create-md`
+//! before anything starts, never run as a plain two-node resource. Two-node files using the
+//! new syntax without quorum keep running. Method: the real repadm/repd on such files.
+
+use std::net::TcpListener;
+
+use rep_tests::{free_port, Cluster, ClusterOpts};
+
+/// The cluster's config with `node-id`s on both hosts, plus `extra` before the final `}`.
+fn rewrite(c: &Cluster, extra: &str) {
+    let path = &c.a().config;
+    let text = std::fs::read_to_string(path).expect("config");
+    let text = text
+        .replacen("  on node-a {\n", "  on node-a {\n    node-id 0;\n", 1)
+        .replacen("  on node-b {\n", "  on node-b {\n    node-id 1;\n", 1);
+    let end = text.rfind('}').expect("resource end");
+    std::fs::write(path, format!("{}{extra}\n}}\n", &text[..end])).expect("write config");
+}
+
+#[test]
+fn witness_resource_is_refused_by_up_and_create_md_and_starts_nothing() {
+    let c = Cluster::new("quorum-witness", ClusterOpts::default());
+    let port = free_port();
+    rewrite(
+        &c,
+        &format!("  on witness {{\n    node-id 2;\n    disk none;\n    address 127.0.0.3:{port};\n  }}\n  connection-mesh {{ hosts node-a node-b witness; }}\n  options {{ quorum majority; on-no-quorum suspend-io; }}\n"),
+    );
+    let a = c.a();
+    let dump = a.ok(&["dump", "all"]);
+    assert!(
+        dump.contains("hosts            node-a node-b witness;"),
+        "{dump}"
+    );
+    assert!(dump.contains("quorum           majority;"), "{dump}");
+    for cmd in [&["up", "r0"][..], &["create-md", "r0"], &["up", "all"]] {
+        let (code, err) = a.fails(cmd);
+        assert_eq!(code, 10, "{cmd:?}: {err}");
+        assert!(
+            err.contains("has 3 hosts") && err.contains("parsed and validated but not run yet"),
+            "{cmd:?}: {err}"
+        );
+    }
+    assert!(a.pid().is_none(), "no daemon may start");
+    let md = std::fs::read(&a.disk).expect("backing file");
+    assert!(
+        md.iter().all(|&b| b == 0),
+        "create-md must not have written metadata"
+    );
+}
+
+#[test]
+fn two_node_quorum_is_refused_and_quorum_off_runs() {
+    let c = Cluster::new("quorum-two-node", ClusterOpts::default());
+    rewrite(&c, "  options { quorum majority; }\n");
+    let (code, err) = c.a().fails(&["up", "r0"]);
+    assert_eq!(code, 10, "{err}");
+    assert!(
+        err.contains("quorum majority") && err.contains("quorum off"),
+        "{err}"
+    );
+    assert!(c.a().pid().is_none());
+
+    // Same two hosts with node-ids, quorum off and an explicit connection that gives the pair
+    // its own port: a plain two-node resource. The `on` port is held by someone else, so the
+    // pair can only connect if both ends use the connection's addresses.
+    let own = free_port();
+    let text = std::fs::read_to_string(&c.a().config).expect("config");
+    let text = text.replace("quorum majority;", "quorum off;");
+    let end = text.rfind('}').expect("end");
+    let text = format!(
+        "{}  connection {{\n    host node-a address 127.0.0.1:{own};\n    host node-b address 127.0.0.2:{own};\n  }}\n}}\n",
+        &text[..end]
+    );
+    std::fs::write(&c.a().config, &text).expect("write");
+    let on_port: u16 = text
+        .split("address 127.0.0.1:")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .and_then(|p| p.parse().ok())
+        .expect("on-section port");
+    let _squatter = TcpListener::bind(("127.0.0.1", on_port)).expect("hold the on-section port");
+    for n in [c.a(), c.b()] {
+        n.ok(&["create-md", "r0"]);
+        n.ok(&["up", "r0"]);
+    }
+    c.a()
+        .wait_state("Connected", "Inconsistent", "Inconsistent", 30);
+    c.b()
+        .wait_state("Connected", "Inconsistent", "Inconsistent", 30);
+    for n in [c.a(), c.b()] {
+        n.ok(&["down", "r0"]);
+    }
+}
