@@ -596,3 +596,24 @@ fn two_node_files_keep_their_view() {
     );
     assert_eq!(w.node_id, Some(0));
 }
+
+/// `adjust` compares serialized views and refuses whole a field it does not know: a config
+/// that grew a third host must differ there, a two-host one must look as before.
+#[test]
+fn serialized_view_shows_hosts_only_above_two() {
+    let text = "resource r0 { device /dev/drbd0; meta-disk internal;\n on a { disk /a; address 10.0.0.1:7789; }\n on b { disk /b; address 10.0.0.2:7789; } }\n";
+    let two = serde_json::to_value(parse(text).unwrap().node_view("r0", "a").unwrap()).unwrap();
+    assert!(
+        two.get("hosts").is_none() && two.get("peers").is_none(),
+        "{two}"
+    );
+    let three = serde_json::to_value(
+        parse(&ids3("", MESH))
+            .unwrap()
+            .node_view("r0", "alpha")
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(three["hosts"], 3);
+    assert_eq!(three["quorum"]["quorum"], "off");
+}

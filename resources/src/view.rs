@@ -181,11 +181,21 @@ pub struct NodeView {
     /// `disk none;`: this node holds no data (a witness); `disk`/`meta_disk` are then unused.
     pub diskless: bool,
     /// Every host this node connects to (one for a two-host resource; `peer_node` and
-    /// `peer_address` are the first of them).
+    /// `peer_address` are the first of them). Not serialized: `adjust` compares serialized
+    /// views, and for two hosts this repeats `peer_node`/`peer_address`, whose changes it
+    /// already classifies.
+    #[serde(skip)]
     pub peers: Vec<PeerView>,
-    /// How many hosts the resource has (voters, for quorum).
+    /// How many hosts the resource has (voters, for quorum). Serialized only above two, so
+    /// that `adjust` refuses (as a field it does not know) a config that grew a third host,
+    /// and classifies a lost peer as before.
+    #[serde(skip_serializing_if = "at_most_two")]
     pub hosts: u32,
     pub quorum: crate::quorum::QuorumConf,
+}
+
+fn at_most_two(n: &u32) -> bool {
+    *n <= 2
 }
 
 /// One connection of this node, as this node sees it.
