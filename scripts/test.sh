@@ -15,3 +15,4 @@ cargo build --workspace --release --bins "${FAULT[@]}"
 # --no-fail-fast: one failing test binary must not hide the others' results.
 cargo test --workspace --release --no-fail-fast "${FAULT[@]}" -- --test-threads=2
 bash resources/tests/res-corpus/check.sh target/release/repadm resources/tests/res-corpus
+bash resources/tests/res-corpus/check.sh target/release/repadm resources/tests/res-corpus/v9
