@@ -265,7 +265,7 @@ impl<'a> Draft<'a> {
         let find = |st: &Stmt, w: &Word, what: &str| -> Result<usize, ParseError> {
             hosts
                 .iter()
-                .position(|h| h.names.iter().any(|n| *n == w.text))
+                .position(|h| h.names.contains(&w.text))
                 .ok_or_else(|| {
                     st.err_at(
                         w,
