@@ -6,6 +6,9 @@ pub mod codes;
 pub mod frame;
 pub mod packet;
 
+#[cfg(test)]
+mod golden_tests;
+
 pub use codes::PROTOCOL_VERSION;
 pub use frame::{FrameHeader, WireError, HEADER_BYTES, MAX_PAYLOAD_BYTES};
 pub use packet::{Channel, Packet, Params};
