@@ -7,7 +7,7 @@ use std::process::Command;
 use rep_tests::nbdraw::{RawClient, CMD_READ, CMD_WRITE, REQUEST_MAGIC};
 use rep_tests::pair::lone_primary;
 use rep_tests::qemu_io_ok;
-use rep_tests::{require_tool, run, run_ok, Cluster, ClusterOpts};
+use rep_tests::{require_tool, run, Cluster, ClusterOpts};
 
 #[test]
 fn broken_res_file_names_file_and_line_and_starts_nothing() {

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use rep_tests::pair::{skip_initial_sync, up_fresh, PairConf};
 use rep_tests::{
-    file_bytes, qemu_io, qemu_io_ok, require_tool, run, run_ok, wait_for, Cluster, FailingDisk,
-    Node,
+    file_bytes, qemu_io, qemu_io_ok, require_tool, run_ok, wait_for, Cluster, FailingDisk, Node,
 };
 
 const MIB: u64 = 1 << 20;

@@ -13,12 +13,11 @@
 //! (skip-initial-sync), checked from the outside: repadm's exit codes and messages, status
 //! --json, the backing files compared byte for byte after `down`, online verify.
 
-use std::process::Command;
 use std::time::Duration;
 
 use rep_tests::assert::assert_same_data;
 use rep_tests::pair::{same_random_data, up_pair, PairConf};
-use rep_tests::{backing_bytes, require_tool, run_ok, wait_for, write_pattern, Cluster, Node};
+use rep_tests::{require_tool, wait_for, write_pattern, Cluster, Node};
 
 const MIB: u64 = 16;
 

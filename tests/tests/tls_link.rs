@@ -9,7 +9,7 @@
 //! is down.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +18,7 @@ use rep_tests::assert::assert_same_data;
 use rep_tests::pair::up_fresh;
 use rep_tests::peer::connect_as_node_a;
 use rep_tests::pki::{Ca, Leaf};
-use rep_tests::{backing_bytes, run_ok, wait_for, write_pattern, Cluster, ClusterOpts, Node};
+use rep_tests::{backing_bytes, wait_for, write_pattern, Cluster, ClusterOpts, Node};
 
 struct TlsPair {
     c: Cluster,
