@@ -21,6 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use crate::nbdraw::{RawClient, CMD_DISC, CMD_FLAG_FUA, CMD_FLUSH, CMD_READ, CMD_WRITE};
+use crate::pair::PairConf;
 use crate::{wait_for, Cluster, Node};
 
 pub const BLOCK: u64 = 4096;
@@ -167,6 +168,25 @@ pub fn run_schedules(kind: &str, seeds: &[u64], mut round: impl FnMut(u64) -> Ro
 // ---------------------------------------------------------------------------------------------
 // Node helpers
 
+/// The suite's pair: backing files on /dev/shm, `ping-timeout 20` (a loaded machine must not
+/// drop the link by itself: every link loss is the schedule's), `verify-alg sha1` (for
+/// [`verify_oos`]).
+pub fn suite_pair(test: &str) -> PairConf {
+    PairConf::new(test)
+        .on_shm()
+        .net("ping-timeout 20")
+        .net("verify-alg sha1")
+}
+
+/// Both up, identical zeroed disks (initial sync skipped), node-a Primary, both disk caches
+/// volatile (`repadm fault RES volatile-cache on`: a power loss drops what was not flushed).
+pub fn up_volatile_pair(c: &Cluster) {
+    crate::pair::up_pair_within(c, 30, 30);
+    for n in &c.nodes {
+        fault(n, &["volatile-cache", "on"]);
+    }
+}
+
 /// The node's own status file (`$RUN/RES.status.json`, rewritten on every state change): cheap
 /// enough to read after every batch, and still readable after the daemon died (it then shows
 /// the last state the daemon published).
@@ -198,6 +218,22 @@ pub fn wait_in_sync(c: &Cluster, secs: u64) {
                         && s["disk"] == "UpToDate"
                         && s["peer_disk"] == "UpToDate"
                 })
+                .then_some(())
+        },
+    );
+}
+
+/// Promote `ix`, retrying while a handshake or resync start makes the state transient (a
+/// crashed Primary that just came back is briefly negotiating with its peer).
+pub fn promote(c: &Cluster, ix: NodeIx) {
+    let n = &c.nodes[ix];
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{} to accept `primary`", n.name),
+        || {
+            n.repadm(&["primary", &n.resource])
+                .status
+                .success()
                 .then_some(())
         },
     );

@@ -33,11 +33,13 @@ pub fn ha_dir() -> PathBuf {
         .join("ha")
 }
 
-fn ip(args: &[&str]) -> Output {
+/// `ip ARGS` (iproute2), whatever its exit status.
+pub fn ip(args: &[&str]) -> Output {
     run(Command::new("ip").args(args))
 }
 
-fn ip_ok(args: &[&str]) {
+/// `ip ARGS`, which must succeed.
+pub fn ip_ok(args: &[&str]) {
     let out = ip(args);
     assert!(
         out.status.success(),
@@ -308,30 +310,12 @@ impl HaPair {
 
     /// repadm as run on node `side`, inside its namespace (so that `up` starts repd there).
     pub fn repadm(&self, side: usize, args: &[&str]) -> Output {
-        let n = self.node(side);
-        run(self
-            .net
-            .exec(side, bin("repadm"))
-            .args(args)
-            .env("REP_CONFIG", &n.config)
-            .env("REP_NODE", &n.name)
-            .env("REP_RUN_DIR", &n.run_dir)
-            .env("REP_REPD", bin("repd")))
+        self.node(side)
+            .repadm_via(self.net.exec(side, bin("repadm")), args)
     }
 
     pub fn ok(&self, side: usize, args: &[&str]) -> String {
-        let out = self.repadm(side, args);
-        let n = self.node(side);
-        assert!(
-            out.status.success(),
-            "repadm {args:?} on {} failed ({}):\nstdout: {}\nstderr: {}\nlog: {}",
-            n.name,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            n.log_tail()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.node(side).succeeded(args, &self.repadm(side, args))
     }
 
     /// The daemon's status file (rewritten on every state change): cheap to poll.

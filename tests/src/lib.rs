@@ -6,11 +6,14 @@
 
 #![allow(clippy::missing_panics_doc)]
 
+pub mod assert;
 pub mod faults;
 pub mod ha;
 pub mod heartbeat;
 pub mod nbdraw;
 pub mod pacemaker;
+pub mod pair;
+pub mod peer;
 pub mod pki;
 
 use std::path::{Path, PathBuf};
@@ -146,7 +149,13 @@ pub struct Node {
 
 impl Node {
     pub fn repadm(&self, args: &[&str]) -> Output {
-        run(Command::new(bin("repadm"))
+        self.repadm_via(Command::new(bin("repadm")), args)
+    }
+
+    /// repadm for this node started by `runner`, a command that runs repadm (e.g. `ip netns
+    /// exec NS repadm` for a node in a network namespace, so that `up` starts repd there).
+    pub fn repadm_via(&self, mut runner: Command, args: &[&str]) -> Output {
+        run(runner
             .args(args)
             .env("REP_CONFIG", &self.config)
             .env("REP_NODE", &self.name)
@@ -156,7 +165,11 @@ impl Node {
 
     /// repadm that must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.repadm(args);
+        self.succeeded(args, &self.repadm(args))
+    }
+
+    /// The stdout of `out`, a repadm run with `args` for this node that must have succeeded.
+    pub fn succeeded(&self, args: &[&str], out: &Output) -> String {
         assert!(
             out.status.success(),
             "repadm {args:?} on {} failed ({}):\nstdout: {}\nstderr: {}\nlog: {}",
@@ -220,9 +233,14 @@ impl Node {
             .and_then(|t| t.trim().parse().ok())
     }
 
+    /// The daemon's whole log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.run_dir.join(format!("{}.log", self.resource)))
+            .unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.run_dir.join(format!("{}.log", self.resource)))
-            .unwrap_or_default();
+        let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
@@ -567,10 +585,43 @@ pub fn write_pattern(n: &Node, pattern: u8, offset: u64, len: u64) {
 
 /// `len` bytes at `offset` of `n`'s backing file, read directly (not through repd).
 pub fn backing_bytes(n: &Node, offset: u64, len: u64) -> Vec<u8> {
+    file_bytes(&n.disk, offset, len)
+}
+
+/// `len` bytes at `offset` of the file at `path`.
+pub fn file_bytes(path: &Path, offset: u64, len: u64) -> Vec<u8> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(&n.disk).expect("open backing file");
-    f.seek(SeekFrom::Start(offset)).expect("seek backing file");
-    let mut v = vec![0u8; len as usize];
-    f.read_exact(&mut v).expect("read backing file");
+    let mut f =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    f.seek(SeekFrom::Start(offset)).expect("seek");
+    let mut v = vec![0u8; usize::try_from(len).expect("length fits")];
+    f.read_exact(&mut v)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     v
+}
+
+/// `qemu-io -f raw` on the node's export, bounded by a deadline (a hung request must fail the
+/// test, not stall it); returns (clean, stdout+stderr). Clean means exit 0 and no failed
+/// request, pattern mismatch or error reported.
+pub fn qemu_io<S: AsRef<str>>(n: &Node, cmds: &[S]) -> (bool, String) {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["120", "qemu-io", "-f", "raw"]);
+    for c in cmds {
+        cmd.arg("-c").arg(c.as_ref());
+    }
+    let out = run(cmd.arg(n.nbd_uri()));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let clean = out.status.success()
+        && !text.contains("failed")
+        && !text.contains("Pattern verification")
+        && !text.contains("error");
+    (clean, text)
+}
+
+/// [`qemu_io`] that must be clean.
+pub fn qemu_io_ok<S: AsRef<str>>(n: &Node, cmds: &[S]) {
+    let (clean, text) = qemu_io(n, cmds);
+    let cmds: Vec<&str> = cmds.iter().map(AsRef::as_ref).collect();
+    assert!(clean, "qemu-io {cmds:?} on {}:\n{text}", n.name);
 }

@@ -5,7 +5,9 @@
 use std::process::Command;
 
 use rep_tests::nbdraw::{RawClient, CMD_READ, CMD_WRITE, REQUEST_MAGIC};
-use rep_tests::{require_tool, run, run_ok, Cluster, ClusterOpts};
+use rep_tests::pair::lone_primary;
+use rep_tests::qemu_io_ok;
+use rep_tests::{require_tool, run, Cluster, ClusterOpts};
 
 #[test]
 fn broken_res_file_names_file_and_line_and_starts_nothing() {
@@ -90,15 +92,9 @@ fn malformed_nbd_requests_only_hurt_their_own_connection() {
     require_tool("qemu-io", "qemu-utils");
     let c = Cluster::new("bad-nbd", ClusterOpts::default());
     let a = c.a();
-    a.ok(&["create-md", "r0"]);
-    a.ok(&["up", "r0"]);
-    a.ok(&["primary", "--force", "r0"]);
+    lone_primary(a);
     let uri = a.nbd_uri();
-    run_ok(
-        Command::new("qemu-io")
-            .args(["-f", "raw", "-c", "write -P 0x77 0 64k"])
-            .arg(&uri),
-    );
+    qemu_io_ok(a, &["write -P 0x77 0 64k"]);
 
     // A healthy client stays connected throughout.
     let mut good = RawClient::connect(&a.nbd_socket(), "r0").expect("good client");
@@ -138,11 +134,7 @@ fn malformed_nbd_requests_only_hurt_their_own_connection() {
     assert_eq!(good.read_reply().expect("good client still served"), (0, 9));
     drop((good, bad, c2, c3));
     // Data untouched, daemon alive, other clients fine.
-    run_ok(
-        Command::new("qemu-io")
-            .args(["-f", "raw", "-c", "read -P 0x77 0 64k"])
-            .arg(&uri),
-    );
+    qemu_io_ok(a, &["read -P 0x77 0 64k"]);
     let out = run(Command::new("nbdinfo").arg("--size").arg(&uri));
     assert!(out.status.success());
     assert!(a.pid().is_some());

@@ -6,6 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rep_tests::pair::up_pair;
 use rep_tests::{require_tool, Cluster, ClusterOpts};
 
 fn rss_kib(pid: i32) -> u64 {
@@ -35,15 +36,7 @@ fn a_stopped_secondary_does_not_grow_the_primary_under_protocol_a() {
             extra: "  net {\n    protocol A;\n    max-buffers 2048;\n    connect-int 1;\n    ping-int 120;\n    ping-timeout 300;\n  }\n".into(),
         },
     );
-    for n in &c.nodes {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    c.b()
-        .wait_state("Connected", "Inconsistent", "Inconsistent", 20);
-    c.a().ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    c.a().wait_state("Connected", "UpToDate", "UpToDate", 10);
-    c.a().ok(&["primary", "r0"]);
+    up_pair(&c);
     assert_eq!(c.a().status_json()["protocol"], "A");
     let a_pid = c.a().pid().expect("node-a runs");
     let b_pid = c.b().pid().expect("node-b runs");

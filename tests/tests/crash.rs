@@ -3,32 +3,20 @@
 //! Method: write patterns with flush/FUA through qemu-io, kill -9 repd, `up` again, check
 //! metadata flags and read the patterns back.
 
-use std::process::Command;
-
-use rep_tests::{require_tool, run_ok, Cluster, ClusterOpts};
+use rep_tests::pair::lone_primary;
+use rep_tests::qemu_io_ok;
+use rep_tests::{require_tool, Cluster, ClusterOpts};
 
 #[test]
 fn kill9_primary_keeps_flushed_writes_and_marks_al_extents() {
     require_tool("qemu-io", "qemu-utils");
     let c = Cluster::new("kill9", ClusterOpts::default());
     let a = c.a();
-    a.ok(&["create-md", "r0"]);
-    a.ok(&["up", "r0"]);
-    a.ok(&["primary", "--force", "r0"]);
+    lone_primary(a);
     let uri = a.nbd_uri();
-    run_ok(
-        Command::new("qemu-io")
-            .args([
-                "-f",
-                "raw",
-                "-c",
-                "write -P 0x42 0 4M",
-                "-c",
-                "flush",
-                "-c",
-                "write -P 0x43 -f 20M 1M",
-            ])
-            .arg(&uri),
+    qemu_io_ok(
+        a,
+        &["write -P 0x42 0 4M", "flush", "write -P 0x43 -f 20M 1M"],
     );
     a.kill9();
 
@@ -46,18 +34,7 @@ fn kill9_primary_keeps_flushed_writes_and_marks_al_extents() {
         "AL extents of the crashed Primary must be marked out of sync (oos {oos} KiB)"
     );
     a.ok(&["primary", "r0"]);
-    run_ok(
-        Command::new("qemu-io")
-            .args([
-                "-f",
-                "raw",
-                "-c",
-                "read -P 0x42 0 4M",
-                "-c",
-                "read -P 0x43 20M 1M",
-            ])
-            .arg(&uri),
-    );
+    qemu_io_ok(a, &["read -P 0x42 0 4M", "read -P 0x43 20M 1M"]);
     a.ok(&["secondary", "r0"]);
     a.ok(&["down", "r0"]);
     let gi = a.ok(&["get-gi", "r0"]);

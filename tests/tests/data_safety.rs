@@ -9,26 +9,21 @@
 //! (node-a on 127.0.0.1, node-b on 127.0.0.2) with `qemu-io` as the client. Data is checked in
 //! the backing files (the data area precedes the internal metadata) and through NBD.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rep_tests::{require_tool, run, run_ok, wait_for, Cluster, ClusterOpts, FailingDisk, Node};
+use rep_tests::pair::{skip_initial_sync, up_fresh, PairConf};
+use rep_tests::{
+    file_bytes, qemu_io, qemu_io_ok, require_tool, run_ok, wait_for, Cluster, FailingDisk, Node,
+};
 
 const MIB: u64 = 1 << 20;
 const KIB: u64 = 1 << 10;
 
 /// A pair with fast reconnects and a quick fixed-rate resync; backing files on /dev/shm.
 fn cluster(test: &str, disk_mib: u64) -> Cluster {
-    Cluster::new(
-        test,
-        ClusterOpts {
-            disk_mib,
-            on_shm: true,
-            extra: "  net {\n    connect-int 1;\n    ping-int 1;\n  }\n  disk {\n    c-plan-ahead 0;\n    resync-rate 100M;\n  }\n".into(),
-        },
-    )
+    PairConf::new(test).mib(disk_mib).on_shm().build()
 }
 
 fn wait_role(n: &Node, role: &str) {
@@ -42,41 +37,8 @@ fn wait_role(n: &Node, role: &str) {
 /// Both nodes Secondary, Connected, UpToDate/UpToDate, identical (zeroed) disks: create-md and up
 /// on both, the initial sync skipped with `new-current-uuid --clear-bitmap`.
 fn synced_pair(c: &Cluster) {
-    for n in &c.nodes {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    c.b()
-        .wait_state("Connected", "Inconsistent", "Inconsistent", 20);
-    c.a().ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    for n in &c.nodes {
-        n.wait_state("Connected", "UpToDate", "UpToDate", 10);
-    }
-}
-
-/// `qemu-io -f raw` on the node's export, bounded by a deadline (a hung request must fail the
-/// test, not stall it); returns (clean, stdout+stderr). Clean means exit 0 and no failed request
-/// or pattern mismatch reported.
-fn qemu_io<S: AsRef<str>>(n: &Node, cmds: &[S]) -> (bool, String) {
-    let mut cmd = Command::new("timeout");
-    cmd.args(["120", "qemu-io", "-f", "raw"]);
-    for c in cmds {
-        cmd.arg("-c").arg(c.as_ref());
-    }
-    let out = run(cmd.arg(n.nbd_uri()));
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let clean = out.status.success()
-        && !text.contains("failed")
-        && !text.contains("Pattern verification")
-        && !text.contains("error");
-    (clean, text)
-}
-
-fn qemu_io_ok<S: AsRef<str>>(n: &Node, cmds: &[S]) {
-    let (clean, text) = qemu_io(n, cmds);
-    let cmds: Vec<&str> = cmds.iter().map(AsRef::as_ref).collect();
-    assert!(clean, "qemu-io {cmds:?} on {}:\n{text}", n.name);
+    up_fresh(c, 20);
+    skip_initial_sync(c, 10);
 }
 
 /// qemu-io commands filling [offset, offset+len) with `byte` in requests of 256 KiB, well
@@ -107,17 +69,9 @@ fn eventually(secs: u64, mut problem: impl FnMut() -> Option<String>) -> Option<
     }
 }
 
-fn bytes_at(path: &Path, offset: u64, len: u64) -> Vec<u8> {
-    let mut f = std::fs::File::open(path).expect("open backing file");
-    f.seek(SeekFrom::Start(offset)).expect("seek");
-    let mut v = vec![0u8; usize::try_from(len).expect("length fits")];
-    f.read_exact(&mut v).expect("read backing file");
-    v
-}
-
 /// None if `path` holds `byte` over [offset, offset+len); otherwise where and how much differs.
 fn pattern_mismatch(path: &Path, offset: u64, len: u64, byte: u8) -> Option<String> {
-    let data = bytes_at(path, offset, len);
+    let data = file_bytes(path, offset, len);
     let bad = data.iter().filter(|&&x| x != byte).count();
     let first = data.iter().position(|&x| x != byte)?;
     Some(format!(
@@ -130,7 +84,7 @@ fn pattern_mismatch(path: &Path, offset: u64, len: u64, byte: u8) -> Option<Stri
 
 /// Where two files differ over [offset, offset+len), if they do.
 fn files_differ(x: &Path, y: &Path, offset: u64, len: u64) -> Option<String> {
-    let (a, b) = (bytes_at(x, offset, len), bytes_at(y, offset, len));
+    let (a, b) = (file_bytes(x, offset, len), file_bytes(y, offset, len));
     let first = a.iter().zip(&b).position(|(p, q)| p != q)?;
     let blocks = a
         .chunks(4096)

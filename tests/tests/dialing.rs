@@ -8,6 +8,9 @@
 use std::time::{Duration, Instant};
 
 use rep_replicator::states::ConnState;
+use rep_tests::assert::assert_identical;
+use rep_tests::faults::status_file;
+use rep_tests::peer::{self, dial_from, hello};
 use rep_tests::{backing_bytes, wait_for, write_pattern, Cluster, ClusterOpts, Node};
 
 /// Connected within this of the second node being ready: about a second is the target, the
@@ -21,11 +24,6 @@ fn connect_int() -> u64 {
         .unwrap_or(60)
 }
 
-fn status_file(n: &Node) -> serde_json::Value {
-    let text = std::fs::read_to_string(n.run_dir.join("r0.status.json")).unwrap_or_default();
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
-}
-
 fn cstate(n: &Node) -> Option<ConnState> {
     serde_json::from_value(status_file(n)["cstate"].clone()).ok()
 }
@@ -35,12 +33,8 @@ fn linked(n: &Node) -> bool {
     cstate(n).is_some_and(|c| c >= ConnState::Connected)
 }
 
-fn log_of(n: &Node) -> String {
-    std::fs::read_to_string(n.run_dir.join("r0.log")).unwrap_or_default()
-}
-
 fn count(n: &Node, needle: &str) -> usize {
-    log_of(n).matches(needle).count()
+    n.log().matches(needle).count()
 }
 
 /// How long until both nodes report the link up (status files, polled every 5 ms). Waits up to
@@ -129,11 +123,7 @@ fn assert_in_sync(c: &Cluster) {
     for n in [a, b] {
         n.wait_state("Connected", "UpToDate", "UpToDate", 30);
     }
-    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
-    assert!(
-        backing_bytes(a, 0, usable) == backing_bytes(b, 0, usable),
-        "the disks differ"
-    );
+    assert_identical(a, b);
 }
 
 #[test]
@@ -336,47 +326,16 @@ fn address(n: &Node) -> SocketAddr {
     SocketAddr::new(ip.parse().expect("ip"), port)
 }
 
-fn frame(p: &Packet) -> Vec<u8> {
-    let mut v = Vec::new();
-    p.encode(&mut v);
-    v
-}
-
-fn hello(node: &str, meta_socket: bool, session: u64) -> Vec<u8> {
-    frame(&Packet::Hello {
-        version_min: 1,
-        version_max: 1,
-        node: node.into(),
-        meta_socket,
-        session,
-    })
-}
-
 /// One frame, or None at EOF, reset or after `wait`.
 fn read_frame(s: &mut TcpStream, wait: Duration) -> Option<Packet> {
     s.set_read_timeout(Some(wait)).expect("timeout");
-    let mut head = [0u8; rep_replicator::wire::HEADER_BYTES];
-    s.read_exact(&mut head).ok()?;
-    let h = rep_replicator::wire::frame::decode_header(&head).ok()?;
-    let mut payload = vec![0u8; h.len as usize];
-    s.read_exact(&mut payload).ok()?;
-    Packet::decode(&h, &payload).ok()
+    peer::read_frame(s)
 }
 
 /// The daemon has closed `s` within `wait` (EOF or reset), whatever it sent before.
 fn closed_within(s: &mut TcpStream, wait: Duration) -> bool {
     s.set_read_timeout(Some(wait)).expect("timeout");
-    let mut sink = [0u8; 4096];
-    loop {
-        match s.read(&mut sink) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
+    peer::closed_by_daemon(s)
 }
 
 /// Nothing arrives on `s` for `wait` (and it stays open).
@@ -430,27 +389,11 @@ fn accept_attempt(l: &TcpListener) -> (TcpStream, TcpStream, u64) {
     )
 }
 
-/// A connection to `to` from `from_ip`.
-fn dial_one(from_ip: &str, to: SocketAddr) -> TcpStream {
-    let s =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    s.bind(
-        &format!("{from_ip}:0")
-            .parse::<SocketAddr>()
-            .expect("addr")
-            .into(),
-    )
-    .expect("bind");
-    s.connect_timeout(&to.into(), Duration::from_secs(5))
-        .expect("connect");
-    TcpStream::from(s)
-}
-
 /// A pair dialled to `to` from `from_ip`, with Hello as `node`.
 fn dial_pair(from_ip: &str, node: &str, to: SocketAddr, session: u64) -> (TcpStream, TcpStream) {
-    let mut d = dial_one(from_ip, to);
+    let mut d = dial_from(from_ip, to);
     d.write_all(&hello(node, false, session)).expect("hello");
-    let mut m = dial_one(from_ip, to);
+    let mut m = dial_from(from_ip, to);
     m.write_all(&hello(node, true, session)).expect("hello");
     (d, m)
 }
@@ -548,7 +491,7 @@ fn a_half_finished_dial_from_the_peer_makes_the_node_dial_back_at_once() {
     std::thread::sleep(Duration::from_millis(300));
     let fake_b = TcpListener::bind(address(c.b())).expect("listen on node-b's address");
     let t = Instant::now();
-    let mut d = dial_one("127.0.0.2", a_addr);
+    let mut d = dial_from("127.0.0.2", a_addr);
     d.write_all(&hello("node-b", false, 0x71)).expect("hello");
     let (_ad, _am, _) = accept_attempt(&fake_b);
     let took = t.elapsed();

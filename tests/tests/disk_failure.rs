@@ -5,90 +5,20 @@
 //! serving through node-b; the disk, once healed and re-attached, is resynced from node-b.
 //! With `on-io-error pass_on` the error reaches the client instead, and the disk stays.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
+use rep_tests::pair::{up_pair, PairConf};
 use rep_tests::{
-    require_tool, run, wait_for, wait_for_file_containing, Cluster, ClusterOpts, FailingDisk, Node,
+    file_bytes, qemu_io, qemu_io_ok, require_tool, wait_for, wait_for_file_containing, FailingDisk,
 };
 
 const MIB: u64 = 1 << 20;
-
-fn cluster(test: &str, disk_extra: &str) -> Cluster {
-    Cluster::new(
-        test,
-        ClusterOpts {
-            disk_mib: 64,
-            extra: format!(
-                "  net {{\n    connect-int 1;\n    ping-int 1;\n  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate 100M;\n{disk_extra}  }}\n"
-            ),
-            ..Default::default()
-        },
-    )
-}
-
-fn wait_disks(n: &Node, disk: &str, peer_disk: &str, secs: u64) {
-    wait_for(
-        Duration::from_secs(secs),
-        &format!("{} to be Connected {disk}/{peer_disk}", n.name),
-        || {
-            let s = n.status_json();
-            (s["cstate"] == "Connected" && s["disk"] == disk && s["peer_disk"] == peer_disk)
-                .then_some(())
-        },
-    );
-}
-
-/// An identical pair (no initial sync), node-a Primary.
-fn up_pair(c: &Cluster) {
-    let (a, b) = (c.a(), c.b());
-    for n in [a, b] {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(20), "connection", || {
-        (b.status_json()["cstate"] == "Connected").then_some(())
-    });
-    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_disks(b, "UpToDate", "UpToDate", 10);
-    a.ok(&["primary", "r0"]);
-}
-
-fn qemu_io(n: &Node, cmds: &[&str]) -> Output {
-    let mut cmd = Command::new("qemu-io");
-    cmd.args(["-f", "raw"]);
-    for c in cmds {
-        cmd.arg("-c").arg(c);
-    }
-    run(cmd.arg(n.nbd_uri()))
-}
-
-fn qemu_io_ok(n: &Node, cmds: &[&str]) {
-    let out = qemu_io(n, cmds);
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && !text.contains("failed") && !text.contains("Pattern verification"),
-        "qemu-io {cmds:?} on {}:\n{text}",
-        n.name
-    );
-}
-
-fn bytes_at(path: &Path, offset: u64, len: u64) -> Vec<u8> {
-    let mut f = std::fs::File::open(path).expect("open");
-    f.seek(SeekFrom::Start(offset)).expect("seek");
-    let mut v = vec![0u8; len as usize];
-    f.read_exact(&mut v).expect("read");
-    v
-}
 
 #[test]
 fn a_failing_disk_under_the_primary_detaches_and_io_continues_through_the_peer() {
     require_tool("qemu-io", "qemu-utils");
     let disk = FailingDisk::new("diskfail-detach", 64);
-    let c = cluster("diskfail-detach", "");
+    let c = PairConf::new("diskfail-detach").build();
     let (a, b) = (c.a(), c.b());
     disk.install_for(a);
     up_pair(&c);
@@ -120,8 +50,8 @@ fn a_failing_disk_under_the_primary_detaches_and_io_continues_through_the_peer()
     );
     // The writes are on node-b's disk. The one that failed locally is in node-a's persisted
     // bitmap; node-b tracks those made while node-a was Diskless.
-    assert_eq!(bytes_at(&b.disk, MIB, 4096), vec![0x22; 4096]);
-    assert_eq!(bytes_at(&b.disk, 4 * MIB, 4096), vec![0x33; 4096]);
+    assert_eq!(file_bytes(&b.disk, MIB, 4096), vec![0x22; 4096]);
+    assert_eq!(file_bytes(&b.disk, 4 * MIB, 4096), vec![0x33; 4096]);
     assert!(b.status_json()["oos_kib"].as_u64().expect("oos") >= 64);
 
     // Re-attaching under the Diskless Primary is refused with the way out.
@@ -133,11 +63,11 @@ fn a_failing_disk_under_the_primary_detaches_and_io_continues_through_the_peer()
     disk.heal();
     a.ok(&["secondary", "r0"]);
     a.ok(&["attach", "r0"]);
-    wait_disks(a, "UpToDate", "UpToDate", 30);
-    wait_disks(b, "UpToDate", "UpToDate", 10);
+    a.wait_state("Connected", "UpToDate", "UpToDate", 30);
+    b.wait_state("Connected", "UpToDate", "UpToDate", 10);
     let usable = a.status_json()["size_bytes"].as_u64().expect("size");
     assert!(
-        bytes_at(&disk.real, 0, usable) == bytes_at(&b.disk, 0, usable),
+        file_bytes(&disk.real, 0, usable) == file_bytes(&b.disk, 0, usable),
         "node-a's disk differs from node-b's after the resync"
     );
 }
@@ -146,16 +76,16 @@ fn a_failing_disk_under_the_primary_detaches_and_io_continues_through_the_peer()
 fn with_pass_on_the_error_reaches_the_client_and_the_disk_stays_attached() {
     require_tool("qemu-io", "qemu-utils");
     let disk = FailingDisk::new("diskfail-passon", 64);
-    let c = cluster("diskfail-passon", "    on-io-error pass_on;\n");
+    let c = PairConf::new("diskfail-passon")
+        .disk("on-io-error pass_on")
+        .build();
     let a = c.a();
     disk.install_for(a);
     up_pair(&c);
     qemu_io_ok(a, &["write -P 0x11 0 1M", "flush"]);
 
     disk.fail();
-    let out = qemu_io(a, &["write -P 0x22 1M 64k"]);
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let (_, text) = qemu_io(a, &["write -P 0x22 1M 64k"]);
     assert!(
         text.contains("Input/output error"),
         "pass_on hands the EIO to the client:\n{text}"
@@ -174,7 +104,7 @@ fn with_pass_on_the_error_reaches_the_client_and_the_disk_stays_attached() {
 #[test]
 fn detach_on_the_primary_keeps_serving_through_the_peer() {
     require_tool("qemu-io", "qemu-utils");
-    let c = cluster("detach-primary", "");
+    let c = PairConf::new("detach-primary").build();
     let (a, b) = (c.a(), c.b());
     up_pair(&c);
     qemu_io_ok(a, &["write -P 0x44 0 1M", "flush"]);
@@ -197,17 +127,15 @@ fn detach_on_the_primary_keeps_serving_through_the_peer() {
             "read -P 0x55 2M 256k",
         ],
     );
-    assert_eq!(bytes_at(&b.disk, 2 * MIB, 4096), vec![0x55; 4096]);
+    assert_eq!(file_bytes(&b.disk, 2 * MIB, 4096), vec![0x55; 4096]);
     // Without the peer there is no data: I/O fails with a clear error, nothing is acknowledged.
     b.ok(&["disconnect", "r0"]);
     wait_for(Duration::from_secs(10), "node-a to lose its peer", || {
         (a.status_json()["cstate"] == "WFConnection").then_some(())
     });
-    let out = qemu_io(a, &["read 0 4k"]);
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let (clean, text) = qemu_io(a, &["read 0 4k"]);
     assert!(
-        !out.status.success() || text.contains("error") || text.contains("failed"),
+        !clean,
         "a Diskless Primary without its peer must fail I/O:\n{text}"
     );
 }
@@ -216,10 +144,10 @@ fn detach_on_the_primary_keeps_serving_through_the_peer() {
 fn call_local_io_error_runs_the_handler_then_detaches() {
     require_tool("qemu-io", "qemu-utils");
     let disk = FailingDisk::new("diskfail-handler", 64);
-    let c = cluster(
-        "diskfail-handler",
-        "    on-io-error call-local-io-error;\n  }\n  handlers {\n    local-io-error \"echo local-io-error $DRBD_RESOURCE $DRBD_MINOR >> $(dirname $DRBD_CONF)/handler.log\";\n",
-    );
+    let c = PairConf::new("diskfail-handler")
+        .disk("on-io-error call-local-io-error")
+        .section("  handlers {\n    local-io-error \"echo local-io-error $DRBD_RESOURCE $DRBD_MINOR >> $(dirname $DRBD_CONF)/handler.log\";\n  }\n")
+        .build();
     let a = c.a();
     disk.install_for(a);
     up_pair(&c);

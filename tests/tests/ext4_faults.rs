@@ -23,12 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rep_tests::faults::{
-    fault, kill9, power_loss, run_schedules, schedule_seeds, verify_oos, wait_in_sync,
-    wait_no_clients, Rng, RoundStats,
+    fault, kill9, power_loss, run_schedules, schedule_seeds, suite_pair, up_volatile_pair,
+    verify_oos, wait_in_sync, wait_no_clients, Rng, RoundStats,
 };
-use rep_tests::{
-    require_root, require_tool, run, run_ok, wait_for, Cluster, ClusterOpts, FuseMount,
-};
+use rep_tests::{require_root, require_tool, run, run_ok, wait_for, Cluster, FuseMount};
 
 /// The writer stops after this many files (at most 24 KiB each, so they fit the 96 MiB disk
 /// many times over) or this long, whatever comes first.
@@ -39,31 +37,10 @@ const WRITER_SECS_MAX: u64 = 300;
 const WRITER_PAUSE: Duration = Duration::from_millis(3);
 
 fn cluster(seed: u64) -> Cluster {
-    Cluster::new(
-        &format!("e4-{seed}"),
-        ClusterOpts {
-            disk_mib: 96,
-            on_shm: true,
-            extra: "  net {\n    connect-int 1;\n    ping-int 1;\n    ping-timeout 20;\n    verify-alg sha1;\n  }\n  disk {\n    c-plan-ahead 0;\n    resync-rate 200M;\n  }\n".into(),
-        },
-    )
-}
-
-/// Both up, identical zeroed disks (initial sync skipped), node-a Primary, caches volatile.
-fn up_pair(c: &Cluster) {
-    for n in &c.nodes {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(30), "the first connection", || {
-        (c.b().status_json()["cstate"] == "Connected").then_some(())
-    });
-    c.a().ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_in_sync(c, 30);
-    c.a().ok(&["primary", "r0"]);
-    for n in &c.nodes {
-        fault(n, &["volatile-cache", "on"]);
-    }
+    suite_pair(&format!("e4-{seed}"))
+        .mib(96)
+        .resync_rate("200M")
+        .build()
 }
 
 /// A file's contents, derived from its name: 1 byte to 24 KiB of name-seeded bytes.
@@ -196,7 +173,7 @@ fn round(seed: u64) -> RoundStats {
     require_tool("fsck.ext4", "e2fsprogs");
     let mut rng = Rng::new(seed);
     let c = cluster(seed);
-    up_pair(&c);
+    up_volatile_pair(&c);
     let (a, b) = (c.a(), c.b());
     let mut st = RoundStats::default();
     let mut mount = FuseMount::attach(&c.dir.join("on-a"), &a.nbd_socket());

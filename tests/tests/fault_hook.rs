@@ -7,58 +7,19 @@
 //! Method: real repd processes, a raw NBD client (no flush on close, FUA where asked), and the
 //! backing files read directly.
 
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 use std::time::Duration;
 
+use rep_tests::faults::fault;
 use rep_tests::nbdraw::{
     RawClient, CMD_DISC, CMD_FLAG_FUA, CMD_FLUSH, CMD_READ, CMD_WRITE, REQUEST_MAGIC,
 };
-use rep_tests::{wait_for, Cluster, ClusterOpts, Node};
+use rep_tests::pair::{lone_primary, up_pair, PairConf};
+use rep_tests::{file_bytes, wait_for, Node};
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1 << 20;
 /// NBD's EIO.
 const NBD_EIO: u32 = 5;
-
-fn cluster(test: &str, disk_extra: &str) -> Cluster {
-    Cluster::new(
-        test,
-        ClusterOpts {
-            extra: format!(
-                "  net {{\n    connect-int 1;\n    ping-int 1;\n  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate 100M;\n{disk_extra}  }}\n"
-            ),
-            ..Default::default()
-        },
-    )
-}
-
-/// node-a alone (its peer never comes up), Primary.
-fn lone_primary(c: &Cluster) -> &Node {
-    let a = c.a();
-    a.ok(&["create-md", "r0"]);
-    a.ok(&["up", "r0"]);
-    a.ok(&["primary", "--force", "r0"]);
-    a
-}
-
-/// An identical pair (no initial sync), node-a Primary.
-fn up_pair(c: &Cluster) {
-    let (a, b) = (c.a(), c.b());
-    for n in [a, b] {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(20), "connection", || {
-        (b.status_json()["cstate"] == "Connected").then_some(())
-    });
-    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_for(Duration::from_secs(10), "node-b UpToDate", || {
-        let s = b.status_json();
-        (s["disk"] == "UpToDate" && s["peer_disk"] == "UpToDate").then_some(())
-    });
-    a.ok(&["primary", "r0"]);
-}
 
 /// A raw NBD connection: exactly the requests asked for (qemu-io flushes when it closes).
 struct Nbd(RawClient);
@@ -129,16 +90,8 @@ impl Nbd {
     }
 }
 
-fn bytes_at(path: &Path, offset: u64, len: u64) -> Vec<u8> {
-    let mut f = std::fs::File::open(path).expect("open backing file");
-    f.seek(SeekFrom::Start(offset)).expect("seek");
-    let mut v = vec![0u8; len as usize];
-    f.read_exact(&mut v).expect("read backing file");
-    v
-}
-
 fn assert_file(n: &Node, off: u64, len: u64, byte: u8, what: &str) {
-    let data = bytes_at(&n.disk, off, len);
+    let data = file_bytes(&n.disk, off, len);
     assert!(
         data.iter().all(|&b| b == byte),
         "{what}: {} holds {:#04x} at {off}..{}, expected {byte:#04x}",
@@ -146,12 +99,6 @@ fn assert_file(n: &Node, off: u64, len: u64, byte: u8, what: &str) {
         data.iter().copied().find(|&b| b != byte).unwrap_or(byte),
         off + len
     );
-}
-
-fn fault(n: &Node, args: &[&str]) -> String {
-    let mut all = vec!["fault", "r0"];
-    all.extend_from_slice(args);
-    n.ok(&all)
 }
 
 /// Wait until the daemon is gone: its process (or a zombie nobody reaped) and its control
@@ -168,8 +115,9 @@ fn wait_gone(n: &Node, pid: i32) {
 
 #[test]
 fn power_loss_with_a_volatile_cache_leaves_exactly_the_flushed_and_fua_writes() {
-    let c = cluster("fault-power", "");
-    let a = lone_primary(&c);
+    let c = PairConf::new("fault-power").build();
+    let a = c.a();
+    lone_primary(a);
     let mut nbd = Nbd::connect(a);
     // Old content over the first activity-log extent, durable before the cache turns volatile.
     nbd.write_ok(0, 3 * MIB, 0x11, false);
@@ -226,8 +174,9 @@ fn power_loss_with_a_volatile_cache_leaves_exactly_the_flushed_and_fua_writes() 
 
 #[test]
 fn a_write_error_on_a_lone_primary_detaches_and_the_client_gets_eio() {
-    let c = cluster("fault-eio", "");
-    let a = lone_primary(&c);
+    let c = PairConf::new("fault-eio").build();
+    let a = c.a();
+    lone_primary(a);
     let mut nbd = Nbd::connect(a);
     nbd.write_ok(0, 64 * KIB, 0x11, false);
     nbd.flush_ok();
@@ -255,7 +204,7 @@ fn a_write_error_on_a_lone_primary_detaches_and_the_client_gets_eio() {
 
 #[test]
 fn a_write_error_under_a_connected_primary_is_served_by_the_peer() {
-    let c = cluster("fault-peer", "");
+    let c = PairConf::new("fault-peer").build();
     up_pair(&c);
     let (a, b) = (c.a(), c.b());
     let mut nbd = Nbd::connect(a);
@@ -279,8 +228,11 @@ fn a_write_error_under_a_connected_primary_is_served_by_the_peer() {
 
 #[test]
 fn ranged_counted_read_errors_hit_only_their_range_only_that_often() {
-    let c = cluster("fault-range", "    on-io-error pass_on;\n");
-    let a = lone_primary(&c);
+    let c = PairConf::new("fault-range")
+        .disk("on-io-error pass_on")
+        .build();
+    let a = c.a();
+    lone_primary(a);
     let mut nbd = Nbd::connect(a);
     nbd.write_ok(0, 2 * MIB, 0x33, false);
     nbd.flush_ok();
@@ -330,8 +282,9 @@ fn ranged_counted_read_errors_hit_only_their_range_only_that_often() {
 
 #[test]
 fn cache_off_clear_and_a_normal_down_write_the_cache_out() {
-    let c = cluster("fault-writeout", "");
-    let a = lone_primary(&c);
+    let c = PairConf::new("fault-writeout").build();
+    let a = c.a();
+    lone_primary(a);
     let mut nbd = Nbd::connect(a);
     fault(a, &["volatile-cache", "on"]);
     nbd.write_ok(0, 64 * KIB, 0x44, false);

@@ -14,10 +14,10 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use rep_tests::assert::assert_identical;
 use rep_tests::nbdraw::{RawClient, CMD_FLUSH, CMD_WRITE};
-use rep_tests::{
-    backing_bytes, bin, require_tool, wait_for, write_pattern, Cluster, ClusterOpts, Node,
-};
+use rep_tests::pair::{up_pair, PairConf};
+use rep_tests::{backing_bytes, bin, require_tool, wait_for, write_pattern, Cluster, Node};
 
 const MIB: u64 = 1 << 20;
 
@@ -86,17 +86,10 @@ fn fenced_pair(test: &str, setup: &Setup) -> Cluster {
     if setup.before_resync_target {
         handlers += &handler("before-resync-target", "before-resync-target.sh");
     }
-    let c = Cluster::new(
-        test,
-        ClusterOpts {
-            disk_mib: 64,
-            extra: format!(
-                "  net {{\n    connect-int 1;\n    ping-int 1;\n  }}\n  disk {{\n    fencing {};\n    c-plan-ahead 0;\n    resync-rate 100M;\n  }}\n  handlers {{\n{handlers}  }}\n",
-                setup.fencing
-            ),
-            ..Default::default()
-        },
-    );
+    let c = PairConf::new(test)
+        .disk(&format!("fencing {}", setup.fencing))
+        .section(&format!("  handlers {{\n{handlers}  }}\n"))
+        .build();
     let repadm = bin("repadm").display().to_string();
     for (file, text) in [
         ("fence-peer.sh", FENCE_PEER_SH),
@@ -106,15 +99,7 @@ fn fenced_pair(test: &str, setup: &Setup) -> Cluster {
         std::fs::write(c.dir.join(file), text.replace("@REPADM@", &repadm))
             .expect("write a handler script");
     }
-    let (a, b) = (c.a(), c.b());
-    for n in [a, b] {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_cstate(b, "Connected", 20);
-    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    b.wait_state("Connected", "UpToDate", "UpToDate", 10);
-    a.ok(&["primary", "r0"]);
+    up_pair(&c);
     c
 }
 
@@ -173,15 +158,6 @@ fn wait_log(c: &Cluster, prefix: &str, before: usize, secs: u64) {
 
 fn log_text(c: &Cluster) -> String {
     std::fs::read_to_string(handlers_log(c)).unwrap_or_default()
-}
-
-/// After a reconnect: both backing files hold the same bytes over the usable size.
-fn assert_identical(a: &Node, b: &Node) {
-    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
-    let (x, y) = (backing_bytes(a, 0, usable), backing_bytes(b, 0, usable));
-    if let Some(pos) = x.iter().zip(&y).position(|(p, q)| p != q) {
-        panic!("backing devices differ at byte {pos}");
-    }
 }
 
 /// `repadm get-gi --json` (live from a running daemon, from the superblock otherwise).

@@ -4,6 +4,7 @@
 
 use std::process::Command;
 
+use rep_tests::pair::lone_primary;
 use rep_tests::{require_tool, run, run_ok, Cluster, ClusterOpts, FuseMount};
 
 #[test]
@@ -18,9 +19,7 @@ fn ext4_over_nbd_survives_down_up() {
         },
     );
     let a = c.a();
-    a.ok(&["create-md", "r0"]);
-    a.ok(&["up", "r0"]);
-    a.ok(&["primary", "--force", "r0"]);
+    lone_primary(a);
 
     let mut m = FuseMount::attach(&c.dir, &a.nbd_socket());
     m.mkfs();

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rep_tests::assert::assert_same_data;
 use rep_tests::ha::{to_file, unix_us, Death, HaPair, Manager};
 use rep_tests::{require_tool, run, run_ok, wait_for, FuseMount};
 
@@ -401,15 +402,6 @@ fn ext4_stays_mounted_through_failover_and_failback() {
 
 /// Both backing files hold the same data area (the pair is idle and in sync).
 fn assert_identical(p: &HaPair) {
-    let len = p.status(0)["size_bytes"].as_u64().expect("size_bytes") as usize;
-    let read = |side: usize| {
-        let mut v = vec![0u8; len];
-        let mut f = std::fs::File::open(&p.node(side).disk).expect("open backing file");
-        std::io::Read::read_exact(&mut f, &mut v).expect("read backing file");
-        v
-    };
-    let (a, b) = (read(0), read(1));
-    if let Some(pos) = a.iter().zip(&b).position(|(x, y)| x != y) {
-        panic!("backing devices differ at byte {pos}");
-    }
+    let len = p.status(0)["size_bytes"].as_u64().expect("size_bytes");
+    assert_same_data(p.node(0), p.node(1), len);
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rep_tests::ha::ha_dir;
 use rep_tests::nbdraw::{RawClient, CMD_WRITE};
+use rep_tests::pair::{skip_initial_sync, up_fresh};
 use rep_tests::{run, wait_for, Cluster, ClusterOpts, Node};
 
 fn conf(c: &Cluster, n: &Node, extra: &str) -> PathBuf {
@@ -66,14 +67,8 @@ fn pair(test: &str) -> Cluster {
             ..ClusterOpts::default()
         },
     );
-    for n in &c.nodes {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    c.a()
-        .wait_state("Connected", "Inconsistent", "Inconsistent", 20);
-    c.a().ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    c.b().wait_state("Connected", "UpToDate", "UpToDate", 20);
+    up_fresh(&c, 20);
+    skip_initial_sync(&c, 20);
     c
 }
 

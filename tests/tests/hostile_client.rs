@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rep_tests::nbdraw::{RawClient, CMD_READ, CMD_WRITE, REQUEST_MAGIC};
+use rep_tests::pair;
 use rep_tests::{require_tool, run, wait_for, Cluster, ClusterOpts, Node};
 
 /// node-a alone (its peer never comes), Primary, with 0x77 in the first 64 KiB.
@@ -26,9 +27,7 @@ fn lone_primary(test: &str) -> Cluster {
         },
     );
     let a = c.a();
-    a.ok(&["create-md", "r0"]);
-    a.ok(&["up", "r0"]);
-    a.ok(&["primary", "--force", "r0"]);
+    pair::lone_primary(a);
     let mut w = RawClient::connect(&a.nbd_socket(), "r0").expect("client");
     let (err, _) = w
         .request(CMD_WRITE, 0, 0, 65536, &[0x77; 65536])

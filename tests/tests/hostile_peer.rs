@@ -3,55 +3,25 @@
 //! ProtocolError with a logged reason; the daemon keeps running, its data is untouched, and the
 //! real peer still connects afterwards.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use rep_replicator::wire::Packet;
-use rep_tests::{wait_for, Cluster, ClusterOpts, Node};
-
-fn data_area(n: &Node, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    std::fs::File::open(&n.disk)
-        .and_then(|mut f| f.read_exact(&mut v))
-        .expect("read backing file");
-    v
-}
-
-/// A TCP connection from 127.0.0.1 (node-a's address) to node-b.
-fn connect_as_node_a(to: SocketAddr) -> TcpStream {
-    let s =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
-        .expect("bind 127.0.0.1");
-    s.connect_timeout(&to.into(), Duration::from_secs(5))
-        .expect("connect to node-b");
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s
-}
-
-fn hello(meta_socket: bool) -> Vec<u8> {
-    let mut v = Vec::new();
-    Packet::Hello {
-        version_min: 1,
-        version_max: 1,
-        node: "node-a".into(),
-        meta_socket,
-        session: 77,
-    }
-    .encode(&mut v);
-    v
-}
+use rep_tests::faults::status_file;
+use rep_tests::pair::up_pair_within;
+use rep_tests::peer::{
+    closed_by_daemon, connect_as_node_a, connect_from, frame, hello, read_frame,
+};
+use rep_tests::{backing_bytes, wait_for, Cluster, ClusterOpts, Node};
 
 /// Pose as node-a up to an established link, then send `evil` on the data socket; the
 /// daemon must close the connection.
 fn attack(to: SocketAddr, evil: &[u8]) {
     let mut data = connect_as_node_a(to);
-    data.write_all(&hello(false)).expect("hello");
+    data.write_all(&hello("node-a", false, 77)).expect("hello");
     let mut meta = connect_as_node_a(to);
-    meta.write_all(&hello(true)).expect("hello");
+    meta.write_all(&hello("node-a", true, 77)).expect("hello");
     let mut head = [0u8; 12];
     data.read_exact(&mut head).expect("node-b answers Hello");
     data.write_all(evil).expect("send");
@@ -83,8 +53,8 @@ fn malformed_peer_packets_drop_the_link_not_the_daemon() {
         .expect("address")
         .parse()
         .expect("socket address");
-    let usable = b.status_json()["size_bytes"].as_u64().expect("size") as usize;
-    let before = data_area(b, usable);
+    let usable = b.status_json()["size_bytes"].as_u64().expect("size");
+    let before = backing_bytes(b, 0, usable);
 
     // 1. A frame with a bad magic.
     attack(addr, &[0xde; 12]);
@@ -115,7 +85,7 @@ fn malformed_peer_packets_drop_the_link_not_the_daemon() {
         "node-b must keep waiting for its real peer"
     );
     assert!(
-        before == data_area(b, usable),
+        before == backing_bytes(b, 0, usable),
         "a hostile peer changed data"
     );
 
@@ -133,70 +103,6 @@ const NET_WITH_SECRET: &str = "  net {\n    connect-int 1;\n    ping-int 1;\n   
 /// The byte every attacker payload is made of; the real load never writes it.
 const EVIL: u8 = 0xee;
 
-/// A TCP connection from `from_ip` to `to` (None if the daemon refused it at once).
-fn connect_from(from_ip: &str, to: SocketAddr) -> TcpStream {
-    let s =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    s.bind(
-        &format!("{from_ip}:0")
-            .parse::<SocketAddr>()
-            .expect("addr")
-            .into(),
-    )
-    .expect("bind");
-    s.connect_timeout(&to.into(), Duration::from_secs(5))
-        .expect("connect");
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s
-}
-
-/// True once the daemon has closed `s` (EOF or reset), reading whatever it sends before;
-/// false if it keeps the socket open past the read timeout.
-fn closed_by_daemon(s: &mut TcpStream) -> bool {
-    let mut sink = [0u8; 65536];
-    for _ in 0..1000 {
-        match s.read(&mut sink) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return false
-            }
-            Err(_) => return true,
-        }
-    }
-    false
-}
-
-fn read_frame(s: &mut TcpStream) -> Option<Packet> {
-    let mut head = [0u8; rep_replicator::wire::HEADER_BYTES];
-    s.read_exact(&mut head).ok()?;
-    let h = rep_replicator::wire::frame::decode_header(&head).ok()?;
-    let mut payload = vec![0u8; h.len as usize];
-    s.read_exact(&mut payload).ok()?;
-    Packet::decode(&h, &payload).ok()
-}
-
-fn hello_as(node: &str, meta_socket: bool, session: u64) -> Vec<u8> {
-    let mut v = Vec::new();
-    Packet::Hello {
-        version_min: 1,
-        version_max: 1,
-        node: node.into(),
-        meta_socket,
-        session,
-    }
-    .encode(&mut v);
-    v
-}
-
-fn encoded(p: &Packet) -> Vec<u8> {
-    let mut v = Vec::new();
-    p.encode(&mut v);
-    v
-}
-
 /// One hostile session kind against `to`, posing as `node` from `from_ip`; returns the data
 /// socket after the attack was sent (the caller checks that the daemon closes it).
 fn hostile_session(kind: &str, from_ip: &str, to: SocketAddr, session: u64) -> TcpStream {
@@ -206,12 +112,12 @@ fn hostile_session(kind: &str, from_ip: &str, to: SocketAddr, session: u64) -> T
             let _ = s.write_all(&[EVIL; 64]);
         }
         "oversized" => {
-            let mut h = hello_as("node-b", false, session);
+            let mut h = hello("node-b", false, session);
             h[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
             let _ = s.write_all(&h[..12]);
         }
         "truncated" => {
-            let h = hello_as("node-b", false, session);
+            let h = hello("node-b", false, session);
             let _ = s.write_all(&h[..h.len() - 3]);
             let _ = s.shutdown(std::net::Shutdown::Write);
         }
@@ -222,7 +128,7 @@ fn hostile_session(kind: &str, from_ip: &str, to: SocketAddr, session: u64) -> T
                 fua: false,
                 data: vec![EVIL; 4096],
             };
-            let _ = s.write_all(&encoded(&data));
+            let _ = s.write_all(&frame(&data));
         }
         other => panic!("unknown attack {other}"),
     }
@@ -233,10 +139,10 @@ fn hostile_session(kind: &str, from_ip: &str, to: SocketAddr, session: u64) -> T
 /// data socket, the meta socket and the challenge's nonce.
 fn session_to_challenge(to: SocketAddr, session: u64) -> (TcpStream, TcpStream, Vec<u8>) {
     let mut data = connect_from("127.0.0.2", to);
-    data.write_all(&hello_as("node-b", false, session))
+    data.write_all(&hello("node-b", false, session))
         .expect("hello");
     let mut meta = connect_from("127.0.0.2", to);
-    meta.write_all(&hello_as("node-b", true, session))
+    meta.write_all(&hello("node-b", true, session))
         .expect("hello");
     for _ in 0..16 {
         match read_frame(&mut data) {
@@ -252,22 +158,13 @@ fn count(log: &str, needle: &str) -> usize {
     log.matches(needle).count()
 }
 
-fn log_of(n: &Node) -> String {
-    std::fs::read_to_string(n.run_dir.join("r0.log")).unwrap_or_default()
-}
-
 /// Wait until node's log holds `needle` more often than `before` times.
 fn wait_logged(n: &Node, needle: &str, before: usize) {
     wait_for(
         Duration::from_secs(15),
         &format!("log line {needle:?}"),
-        || (count(&log_of(n), needle) > before).then_some(()),
+        || (count(&n.log(), needle) > before).then_some(()),
     );
-}
-
-fn status_file(n: &Node) -> serde_json::Value {
-    let text = std::fs::read_to_string(n.run_dir.join("r0.status.json")).unwrap_or_default();
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
 }
 
 fn read_block0(n: &Node) {
@@ -295,18 +192,7 @@ fn attacks_on_a_connected_pair_leave_its_link_and_its_disks_alone() {
         },
     );
     let (a, b) = (c.a(), c.b());
-    for n in [a, b] {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(20), "the pair to connect", || {
-        (a.status_json()["cstate"] == "Connected").then_some(())
-    });
-    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_for(Duration::from_secs(20), "UpToDate/UpToDate", || {
-        (b.status_json()["disk"] == "UpToDate").then_some(())
-    });
-    a.ok(&["primary", "r0"]);
+    up_pair_within(&c, 20, 20);
     let to: SocketAddr = a.status_json()["address"]
         .as_str()
         .expect("address")
@@ -362,10 +248,10 @@ fn attacks_on_a_connected_pair_leave_its_link_and_its_disks_alone() {
         // A complete session (data + meta + Hello) with a wrong answer ready: refused at once,
         // the link is busy.
         let mut d = connect_from("127.0.0.2", to);
-        let _ = d.write_all(&hello_as("node-b", false, 1000 + round));
+        let _ = d.write_all(&hello("node-b", false, 1000 + round));
         let mut m = connect_from("127.0.0.2", to);
-        let _ = m.write_all(&hello_as("node-b", true, 1000 + round));
-        let _ = d.write_all(&encoded(&Packet::AuthResponse {
+        let _ = m.write_all(&hello("node-b", true, 1000 + round));
+        let _ = d.write_all(&frame(&Packet::AuthResponse {
             mac: vec![EVIL; 20],
         }));
         assert!(closed_by_daemon(&mut d), "a second link was accepted");
@@ -402,7 +288,7 @@ fn attacks_on_a_connected_pair_leave_its_link_and_its_disks_alone() {
         during >= before / 2.0,
         "the attack slowed replication from {before:.0}/s to {during:.0}/s"
     );
-    let log = log_of(a);
+    let log = a.log();
     assert!(
         !log.contains("conn( Connected ->"),
         "the real link suffered:\n{}",
@@ -413,12 +299,12 @@ fn attacks_on_a_connected_pair_leave_its_link_and_its_disks_alone() {
         "the stranger is logged"
     );
     // Both disks identical, and no attacker byte on either.
-    let usable = a.status_json()["size_bytes"].as_u64().expect("size") as usize;
+    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
     wait_for(Duration::from_secs(20), "the pair to settle", || {
         (status_file(b)["disk"] == "UpToDate" && status_file(a)["peer_disk"] == "UpToDate")
             .then_some(())
     });
-    let (da, db) = (data_area(a, usable), data_area(b, usable));
+    let (da, db) = (backing_bytes(a, 0, usable), backing_bytes(b, 0, usable));
     assert!(da == db, "the disks differ after the attack");
     assert!(!da.contains(&EVIL), "an attacker's byte reached a disk");
 }
@@ -451,8 +337,8 @@ fn hostile_sessions_against_a_waiting_primary_are_logged_dropped_and_write_nothi
         .expect("address")
         .parse()
         .expect("address");
-    let usable = a.status_json()["size_bytes"].as_u64().expect("size") as usize;
-    let before = data_area(a, usable);
+    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
+    let before = backing_bytes(a, 0, usable);
     // What ended each attack: the log line, and whether DRBD's rule sends the node StandAlone
     // (a failed authentication does, "Discarding network configuration").
     let back_to_waiting = |why: &str| {
@@ -473,7 +359,7 @@ fn hostile_sessions_against_a_waiting_primary_are_logged_dropped_and_write_nothi
         ("truncated", "closed the connection"),
         ("out-of-order", "did not start with Hello"),
     ] {
-        let n0 = count(&log_of(a), needle);
+        let n0 = count(&a.log(), needle);
         let mut s = hostile_session(kind, "127.0.0.2", to, 7);
         assert!(closed_by_daemon(&mut s), "{kind}: session kept");
         wait_logged(a, needle, n0);
@@ -482,11 +368,10 @@ fn hostile_sessions_against_a_waiting_primary_are_logged_dropped_and_write_nothi
     }
 
     // Half a session: the data socket's partner never comes; dropped after the Hello timeout.
-    let n0 = count(&log_of(a), "but not the other");
+    let n0 = count(&a.log(), "but not the other");
     let t = std::time::Instant::now();
     let mut half = connect_from("127.0.0.2", to);
-    half.write_all(&hello_as("node-b", false, 99))
-        .expect("hello");
+    half.write_all(&hello("node-b", false, 99)).expect("hello");
     assert!(closed_by_daemon(&mut half), "a half session was kept");
     wait_logged(a, "but not the other", n0);
     println!(
@@ -495,7 +380,7 @@ fn hostile_sessions_against_a_waiting_primary_are_logged_dropped_and_write_nothi
     );
 
     // A session that skips authentication.
-    let n0 = count(&log_of(a), "before authenticating");
+    let n0 = count(&a.log(), "before authenticating");
     let (mut d, _m, _) = session_to_challenge(to, 1);
     let data = Packet::Data {
         id: 1,
@@ -503,13 +388,13 @@ fn hostile_sessions_against_a_waiting_primary_are_logged_dropped_and_write_nothi
         fua: false,
         data: vec![EVIL; 4096],
     };
-    let _ = d.write_all(&encoded(&data));
+    let _ = d.write_all(&frame(&data));
     assert!(closed_by_daemon(&mut d));
     wait_logged(a, "before authenticating", n0);
     back_to_waiting("WFConnection after an unauthenticated packet");
 
     // A wrong shared-secret.
-    let n0 = count(&log_of(a), "Authentication of peer node-b failed");
+    let n0 = count(&a.log(), "Authentication of peer node-b failed");
     let (mut d, _m, nonce) = session_to_challenge(to, 2);
     let mac = rep_replicator::wire::auth::response(
         rep_resources::HmacAlg::Sha1,
@@ -517,7 +402,7 @@ fn hostile_sessions_against_a_waiting_primary_are_logged_dropped_and_write_nothi
         &nonce,
         "node-b",
     );
-    d.write_all(&encoded(&Packet::AuthResponse { mac }))
+    d.write_all(&frame(&Packet::AuthResponse { mac }))
         .expect("send");
     assert!(closed_by_daemon(&mut d));
     wait_logged(a, "Authentication of peer node-b failed", n0);
@@ -532,25 +417,25 @@ fn hostile_sessions_against_a_waiting_primary_are_logged_dropped_and_write_nothi
         &nonce1,
         "node-b",
     );
-    let n_ok = count(&log_of(a), "Peer authenticated");
-    d1.write_all(&encoded(&Packet::AuthResponse { mac: mac1.clone() }))
+    let n_ok = count(&a.log(), "Peer authenticated");
+    d1.write_all(&frame(&Packet::AuthResponse { mac: mac1.clone() }))
         .expect("send");
     wait_logged(a, "Peer authenticated", n_ok);
     drop((d1, m1));
     wait_for(Duration::from_secs(10), "node-a to wait again", || {
         (status_file(a)["cstate"] == "WFConnection").then_some(())
     });
-    let n0 = count(&log_of(a), "Authentication of peer node-b failed");
+    let n0 = count(&a.log(), "Authentication of peer node-b failed");
     let (mut d2, _m2, nonce2) = session_to_challenge(to, 4);
     assert_ne!(nonce1, nonce2, "node-a reused a challenge");
-    d2.write_all(&encoded(&Packet::AuthResponse { mac: mac1 }))
+    d2.write_all(&frame(&Packet::AuthResponse { mac: mac1 }))
         .expect("send");
     assert!(closed_by_daemon(&mut d2), "a replayed answer was accepted");
     wait_logged(a, "Authentication of peer node-b failed", n0);
     back_to_waiting("WFConnection after a replayed answer");
 
     assert!(
-        before == data_area(a, usable),
+        before == backing_bytes(a, 0, usable),
         "a hostile session changed node-a's data"
     );
     assert!(a.pid().is_some());
@@ -559,5 +444,5 @@ fn hostile_sessions_against_a_waiting_primary_are_logged_dropped_and_write_nothi
     wait_for(Duration::from_secs(30), "the real peer to sync", || {
         (b.status_json()["disk"] == "UpToDate").then_some(())
     });
-    assert!(data_area(a, usable) == data_area(b, usable));
+    assert!(backing_bytes(a, 0, usable) == backing_bytes(b, 0, usable));
 }

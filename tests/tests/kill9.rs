@@ -24,49 +24,19 @@
 use std::time::Duration;
 
 use rep_tests::faults::{
-    check_node, credit, in_sync_now, kill9, run_batches, run_schedules, schedule_seeds, verify_oos,
-    wait_in_sync, wait_no_clients, Model, NodeIx, Proto, Rng, RoundStats, Workload, Writer,
+    check_node, credit, in_sync_now, kill9, promote, run_batches, run_schedules, schedule_seeds,
+    suite_pair, verify_oos, wait_in_sync, wait_no_clients, Model, NodeIx, Proto, Rng, RoundStats,
+    Workload, Writer,
 };
-use rep_tests::{wait_for, Cluster, ClusterOpts};
+use rep_tests::pair::up_pair_within;
+use rep_tests::{wait_for, Cluster};
 
 const DISK_MIB: u64 = 32;
 /// The written area: the first 24 MiB, six activity-log extents.
 const REGION_BLOCKS: u64 = 24 * 256;
 
 fn cluster(seed: u64) -> Cluster {
-    Cluster::new(
-        &format!("k9-{seed}"),
-        ClusterOpts {
-            disk_mib: DISK_MIB,
-            on_shm: true,
-            extra: "  net {\n    connect-int 1;\n    ping-int 1;\n    ping-timeout 20;\n    verify-alg sha1;\n  }\n  disk {\n    c-plan-ahead 0;\n    resync-rate 100M;\n  }\n".into(),
-        },
-    )
-}
-
-/// Both up, identical zeroed disks (initial sync skipped), node-a Primary.
-fn up_pair(c: &Cluster) {
-    for n in &c.nodes {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(30), "the first connection", || {
-        (c.b().status_json()["cstate"] == "Connected").then_some(())
-    });
-    c.a().ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_in_sync(c, 30);
-    c.a().ok(&["primary", "r0"]);
-}
-
-/// Promote `ix`, retrying while a handshake or resync start makes the state transient
-/// (a crashed Primary coming back is briefly negotiating with its peer).
-fn promote(c: &Cluster, ix: NodeIx) {
-    let n = &c.nodes[ix];
-    wait_for(
-        Duration::from_secs(30),
-        &format!("{} to accept `primary`", n.name),
-        || n.repadm(&["primary", "r0"]).status.success().then_some(()),
-    );
+    suite_pair(&format!("k9-{seed}")).mib(DISK_MIB).build()
 }
 
 /// Clean role switch: the client is gone, `from` demotes, `to` promotes.
@@ -80,7 +50,7 @@ fn round(seed: u64) -> RoundStats {
     let mut rng = Rng::new(seed);
     let wl = Workload::swarm(&mut rng);
     let c = cluster(seed);
-    up_pair(&c);
+    up_pair_within(&c, 30, 30);
     let mut st = RoundStats::default();
     let mut m = Model::new(Proto::C, REGION_BLOCKS);
     let kills = rng.range(2, 4);

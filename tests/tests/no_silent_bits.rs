@@ -13,41 +13,25 @@
 //! (skip-initial-sync), checked from the outside: repadm's exit codes and messages, status
 //! --json, the backing files compared byte for byte after `down`, online verify.
 
-use std::process::Command;
 use std::time::Duration;
 
-use rep_tests::{
-    backing_bytes, require_tool, run_ok, wait_for, write_pattern, Cluster, ClusterOpts, Node,
-};
+use rep_tests::assert::assert_same_data;
+use rep_tests::pair::{same_random_data, up_pair, PairConf};
+use rep_tests::{require_tool, wait_for, write_pattern, Cluster, Node};
 
 const MIB: u64 = 16;
 
+/// Identical random contents on both (as after a completed sync), skip-initial-sync, node-a
+/// Primary.
 fn synced_pair(test: &str) -> Cluster {
-    let c = Cluster::new(
-        test,
-        ClusterOpts {
-            disk_mib: MIB,
-            on_shm: true,
-            extra: "  net {\n    connect-int 1;\n    ping-int 1;\n    verify-alg sha1;\n  }\n  disk {\n    c-plan-ahead 0;\n    resync-rate 1G;\n  }\n".into(),
-        },
-    );
-    run_ok(Command::new("sh").arg("-c").arg(format!(
-        "head -c {} /dev/urandom > {a} && cp {a} {b}",
-        MIB << 20,
-        a = c.a().disk.display(),
-        b = c.b().disk.display()
-    )));
-    let (a, b) = (c.a(), c.b());
-    for n in [a, b] {
-        n.ok(&["create-md", "--force", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(20), "connection", || {
-        (b.status_json()["cstate"] == "Connected").then_some(())
-    });
-    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_uptodate(b, 10);
-    a.ok(&["primary", "r0"]);
+    let c = PairConf::new(test)
+        .mib(MIB)
+        .on_shm()
+        .net("verify-alg sha1")
+        .resync_rate("1G")
+        .build();
+    same_random_data(&c);
+    up_pair(&c);
     c
 }
 
@@ -82,13 +66,7 @@ fn down_and_compare(c: &Cluster) {
         let _ = n.repadm(&["secondary", "r0"]);
         n.ok(&["down", "r0"]);
     }
-    let (a, b) = (
-        backing_bytes(c.a(), 0, usable),
-        backing_bytes(c.b(), 0, usable),
-    );
-    if let Some(pos) = a.iter().zip(&b).position(|(x, y)| x != y) {
-        panic!("backing devices differ at byte {pos}");
-    }
+    assert_same_data(c.a(), c.b(), usable);
 }
 
 /// The command is refused as drbdsetup refuses SS_NEED_CONNECTION, and sets no bit.

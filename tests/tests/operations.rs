@@ -14,6 +14,8 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rep_tests::pair::up_fresh;
+use rep_tests::qemu_io_ok;
 use rep_tests::{free_port, require_tool, run, run_ok, wait_for, Cluster, ClusterOpts, Node};
 
 fn cluster(test: &str, disk_mib: u64, extra: &str) -> Cluster {
@@ -32,16 +34,6 @@ fn edit_config(c: &Cluster, f: impl FnOnce(String) -> String) {
     let path = &c.a().config;
     let text = std::fs::read_to_string(path).expect("read config");
     std::fs::write(path, f(text)).expect("write config");
-}
-
-fn up_both(c: &Cluster) {
-    for n in &c.nodes {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    for n in &c.nodes {
-        n.wait_state("Connected", "Inconsistent", "Inconsistent", 30);
-    }
 }
 
 /// (exit code, stdout, stderr) of repadm.
@@ -78,7 +70,7 @@ fn adjust_changes_ping_int_live() {
         16,
         "  net {\n    connect-int 1;\n    ping-int 30;\n    ping-timeout 5;\n  }\n",
     );
-    up_both(&c);
+    up_fresh(&c, 30);
     let (a, b) = (c.a(), c.b());
     edit_config(&c, |t| t.replace("ping-int 30;", "ping-int 1;"));
     let (code, out, err) = repadm(a, &["adjust", "r0"]);
@@ -123,7 +115,7 @@ fn adjust_protocol_c_to_a_reconnects_and_replicates_under_a() {
         32,
         "  net {\n    connect-int 1;\n    ping-int 1;\n  }\n  disk {\n    c-plan-ahead 0;\n    resync-rate 100M;\n  }\n",
     );
-    up_both(&c);
+    up_fresh(&c, 30);
     let (a, b) = (c.a(), c.b());
     a.ok(&["primary", "--force", "r0"]);
     let synced = b.ok(&["wait-sync", "--timeout", "60", "r0"]);
@@ -146,11 +138,7 @@ fn adjust_protocol_c_to_a_reconnects_and_replicates_under_a() {
     let log = std::fs::read_to_string(a.run_dir.join("r0.log")).unwrap_or_default();
     assert!(log.contains("renegotiating"), "node-a's log:\n{log}");
     // Writes under protocol A reach node-b's disk.
-    run_ok(
-        Command::new("qemu-io")
-            .args(["-f", "raw", "-c", "write -P 0x5a 1M 1M", "-c", "flush"])
-            .arg(a.nbd_uri()),
-    );
+    qemu_io_ok(a, &["write -P 0x5a 1M 1M", "flush"]);
     wait_for(
         Duration::from_secs(10),
         "node-b's disk to hold the write",
@@ -172,7 +160,7 @@ fn slow_resync(test: &str, extra: &str) -> Cluster {
             "  net {{\n    connect-int 1;\n    ping-int 1;\n    verify-alg sha1;\n  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate 1M;\n  }}\n{extra}"
         ),
     );
-    up_both(&c);
+    up_fresh(&c, 30);
     c.a().ok(&["primary", "--force", "r0"]);
     wait_for(Duration::from_secs(10), "the resync to start", || {
         (c.b().status_json()["cstate"] == "SyncTarget").then_some(())
@@ -242,7 +230,7 @@ fn adjust_resync_rate_during_a_resync_and_wait_sync() {
 #[test]
 fn adjust_refuses_al_extents_and_dry_run_changes_nothing() {
     let c = cluster("ops-refuse", 16, "  net {\n    connect-int 1;\n  }\n");
-    up_both(&c);
+    up_fresh(&c, 30);
     let a = c.a();
     assert_eq!(a.ok(&["adjust", "r0"]), "r0: no changes\n");
     edit_config(&c, |t| {
@@ -320,7 +308,7 @@ fn adjust_refuses_al_extents_and_dry_run_changes_nothing() {
 #[test]
 fn adjust_moves_the_disk_of_a_secondary() {
     let c = cluster("ops-move", 16, "  net {\n    connect-int 1;\n  }\n");
-    up_both(&c);
+    up_fresh(&c, 30);
     let (a, b) = (c.a(), c.b());
     a.ok(&["primary", "--force", "r0"]);
     a.wait_state("Connected", "UpToDate", "UpToDate", 60);
@@ -354,7 +342,7 @@ fn adjust_moves_the_disk_of_a_secondary() {
 #[test]
 fn adjust_moves_the_addresses_of_a_connected_pair() {
     let c = cluster("ops-addr", 16, "  net {\n    connect-int 1;\n  }\n");
-    up_both(&c);
+    up_fresh(&c, 30);
     let (a, b) = (c.a(), c.b());
     let text = std::fs::read_to_string(&a.config).expect("config");
     let port = text
@@ -451,7 +439,7 @@ fn metrics_follow_the_io_and_the_histogram_is_cumulative() {
     });
     // dump leaves the rep-only keyword out, so drbdadm can read the result.
     assert!(!c.a().ok(&["dump", "r0"]).contains("metrics-listen"));
-    up_both(&c);
+    up_fresh(&c, 30);
     let (a, b) = (c.a(), c.b());
     let before = scrape(pa);
     assert_eq!(

@@ -10,7 +10,6 @@
 //! noticed within ping-int + ping-timeout = 1.5 s, an unacknowledged write within
 //! timeout × ko-count = 3 s. Each case prints `partition: <kind> detected_in_ms=N`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rep_tests::assert::assert_same_data;
 use rep_tests::nbdraw::{RawClient, CMD_WRITE};
+// `status`: the daemon's own status file, rewritten on every state change: cheap to poll
+// often for states, but its counters (oos_kib, nr_kib) are as of the last change; use
+// `status_json` for those.
+use rep_tests::faults::status_file as status;
+use rep_tests::ha::{ip, ip_ok};
 use rep_tests::{bin, require_root, require_tool, run, wait_for, Cluster, ClusterOpts, Node};
 
 const NET: &str = "  net {\n    ping-int 1;\n    ping-timeout 5;\n    timeout 10;\n    ko-count 3;\n    connect-int 1;\n  }\n";
@@ -41,19 +46,6 @@ struct NetPair {
     ns: [String; 2],
     veth: [String; 2],
     ip: [String; 2],
-}
-
-fn ip_cmd(args: &[&str]) -> Output {
-    run(Command::new("ip").args(args))
-}
-
-fn ip_ok(args: &[&str]) {
-    let out = ip_cmd(args);
-    assert!(
-        out.status.success(),
-        "ip {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl NetPair {
@@ -95,15 +87,15 @@ impl NetPair {
     /// Kill whatever still runs in the namespaces, then delete them (and so the veth pair).
     fn remove(&self) {
         for ns in &self.ns {
-            let pids = ip_cmd(&["netns", "pids", ns]);
+            let pids = ip(&["netns", "pids", ns]);
             for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
                 let _ = run(Command::new("kill").args(["-CONT", pid]));
                 let _ = run(Command::new("kill").args(["-9", pid]));
             }
-            let _ = ip_cmd(&["netns", "del", ns]);
+            let _ = ip(&["netns", "del", ns]);
         }
         // Only exists in the host namespace if setup failed half-way.
-        let _ = ip_cmd(&["link", "del", &self.veth[0]]);
+        let _ = ip(&["link", "del", &self.veth[0]]);
     }
 
     /// `iptables ARGS` inside namespace `side` (0 = node-a, 1 = node-b).
@@ -170,30 +162,15 @@ impl Pair {
 
     /// repadm as run on `node`, i.e. inside its namespace (so that `up` starts repd there).
     fn repadm(&self, side: usize, args: &[&str]) -> Output {
-        let n = &self.c.nodes[side];
-        run(Command::new("ip")
+        let mut runner = Command::new("ip");
+        runner
             .args(["netns", "exec", &self.net.ns[side]])
-            .arg(bin("repadm"))
-            .args(args)
-            .env("REP_CONFIG", &n.config)
-            .env("REP_NODE", &n.name)
-            .env("REP_RUN_DIR", &n.run_dir)
-            .env("REP_REPD", bin("repd")))
+            .arg(bin("repadm"));
+        self.c.nodes[side].repadm_via(runner, args)
     }
 
     fn ok(&self, side: usize, args: &[&str]) -> String {
-        let out = self.repadm(side, args);
-        let n = &self.c.nodes[side];
-        assert!(
-            out.status.success(),
-            "repadm {args:?} on {} failed ({}):\nstdout: {}\nstderr: {}\nlog: {}",
-            n.name,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            n.log_tail()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.c.nodes[side].succeeded(args, &self.repadm(side, args))
     }
 
     /// Two nodes with identical (zeroed) disks, Connected, node-a Primary.
@@ -247,22 +224,8 @@ impl Pair {
     }
 
     fn assert_identical(&self) {
-        let (a, b) = (
-            data_area(self.a(), self.usable),
-            data_area(self.b(), self.usable),
-        );
-        if let Some(pos) = a.iter().zip(&b).position(|(x, y)| x != y) {
-            panic!("backing devices differ at byte {pos}");
-        }
+        assert_same_data(self.a(), self.b(), self.usable);
     }
-}
-
-/// The daemon's own status file, rewritten on every state change: cheap to poll often for
-/// states, but its counters (oos_kib, nr_kib) are as of the last change; use `status_json`.
-fn status(n: &Node) -> serde_json::Value {
-    let path = n.run_dir.join(format!("{}.status.json", n.resource));
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
 }
 
 fn cstate(n: &Node) -> String {
@@ -273,14 +236,6 @@ fn nr_kib(n: &Node) -> u64 {
     n.status_json()["counters"]["nr_kib"]
         .as_u64()
         .expect("nr_kib")
-}
-
-fn data_area(n: &Node, len: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len as usize];
-    std::fs::File::open(&n.disk)
-        .and_then(|mut f| f.read_exact(&mut v))
-        .expect("read backing file");
-    v
 }
 
 /// Milliseconds from `t0` until each node has left Connected (None: not within `limit`).

@@ -42,11 +42,11 @@
 use std::time::Duration;
 
 use rep_tests::faults::{
-    check_node, credit, fault, power_loss, power_loss_both, run_batches, run_schedules,
-    schedule_seeds, verify_oos, wait_in_sync, wait_no_clients, Model, NodeIx, PowerSwitch, Proto,
-    Rng, RoundStats, Workload, Writer,
+    check_node, credit, fault, power_loss, power_loss_both, promote, run_batches, run_schedules,
+    schedule_seeds, suite_pair, up_volatile_pair, verify_oos, wait_in_sync, wait_no_clients, Model,
+    NodeIx, PowerSwitch, Proto, Rng, RoundStats, Workload, Writer,
 };
-use rep_tests::{wait_for, Cluster, ClusterOpts};
+use rep_tests::{wait_for, Cluster};
 
 const DISK_MIB: u64 = 352;
 /// The written area: the first 336 MiB, 84 activity-log extents, more than the activity log
@@ -89,36 +89,12 @@ impl Scenario {
 
 /// A pair on /dev/shm with `protocol`, `al-extents 67` and a fixed `resync-rate`.
 fn cluster(name: &str, proto: Proto, rate: &str) -> Cluster {
-    let c = Cluster::new(
-        name,
-        ClusterOpts {
-            disk_mib: DISK_MIB,
-            on_shm: true,
-            extra: format!("  net {{\n    connect-int 1;\n    ping-int 1;\n    ping-timeout 20;\n    verify-alg sha1;\n  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate {rate};\n    al-extents 67;\n  }}\n"),
-        },
-    );
-    let cfg = &c.a().config;
-    let text = std::fs::read_to_string(cfg).expect("read config");
-    let text = text.replace("protocol C;", &format!("protocol {};", proto.letter()));
-    std::fs::write(cfg, text).expect("write config");
-    c
-}
-
-/// Both up, identical zeroed disks (initial sync skipped), node-a Primary, caches volatile.
-fn up_pair(c: &Cluster) {
-    for n in &c.nodes {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(30), "the first connection", || {
-        (c.b().status_json()["cstate"] == "Connected").then_some(())
-    });
-    c.a().ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_in_sync(c, 30);
-    c.a().ok(&["primary", "r0"]);
-    for n in &c.nodes {
-        fault(n, &["volatile-cache", "on"]);
-    }
+    suite_pair(name)
+        .mib(DISK_MIB)
+        .resync_rate(rate)
+        .disk("al-extents 67")
+        .protocol(proto)
+        .build()
 }
 
 /// `up` after a power cut, with the cache volatile again.
@@ -199,17 +175,6 @@ fn wait_resync_progress(c: &Cluster, n: NodeIx, permille: u64) -> bool {
     )
 }
 
-/// Promote `ix`, retrying while the state is transient (a crashed Primary that just came back
-/// is briefly negotiating with its peer).
-fn promote(c: &Cluster, ix: NodeIx) {
-    let n = &c.nodes[ix];
-    wait_for(
-        Duration::from_secs(30),
-        &format!("{} to accept `primary`", n.name),
-        || n.repadm(&["primary", "r0"]).status.success().then_some(()),
-    );
-}
-
 /// When the node that finished a resync as SyncTarget loses power once more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Recut {
@@ -262,7 +227,7 @@ fn round(proto: Proto, seed: u64) -> RoundStats {
     // the Secondary is away), or as fast as it goes.
     let rate = if scenario.mid_resync() { "20M" } else { "1G" };
     let c = cluster(&format!("pl{}-{seed}", proto.letter()), proto, rate);
-    up_pair(&c);
+    up_volatile_pair(&c);
     let (a, b) = (c.a(), c.b());
     let mut st = RoundStats::default();
     let region = if scenario.mid_resync() {
@@ -547,7 +512,7 @@ fn an_extent_leaves_the_activity_log_only_once_the_peer_flushed_its_writes() {
 fn al_eviction_schedule(name: &str, both: bool) {
     const BLOCKS_PER_EXTENT: u64 = 1024;
     let c = cluster(name, Proto::C, "1G");
-    up_pair(&c);
+    up_volatile_pair(&c);
     let mut st = RoundStats::default();
     let mut m = Model::new(Proto::C, REGION_BLOCKS);
     let mut w = Writer::connect(c.a(), 0);

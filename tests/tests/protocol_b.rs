@@ -12,41 +12,16 @@
 use std::time::Duration;
 
 use rep_tests::faults::{
-    block_bytes, check_node, credit, decode_block, fault, kill9, read_export, verify_oos,
-    wait_in_sync, wait_no_clients, Done, Model, Proto, Writer, BLOCK,
+    block_bytes, check_node, credit, decode_block, fault, kill9, promote, read_export, suite_pair,
+    verify_oos, wait_in_sync, wait_no_clients, Done, Model, Proto, Writer, BLOCK,
 };
-use rep_tests::{backing_bytes, wait_for, Cluster, ClusterOpts};
+use rep_tests::pair::up_pair_within;
+use rep_tests::{backing_bytes, wait_for, Cluster};
 
 const DISK_MIB: u64 = 16;
 
 fn cluster(name: &str, proto: Proto) -> Cluster {
-    let c = Cluster::new(
-        name,
-        ClusterOpts {
-            disk_mib: DISK_MIB,
-            on_shm: true,
-            extra: "  net {\n    connect-int 1;\n    ping-int 1;\n    ping-timeout 20;\n    verify-alg sha1;\n  }\n  disk {\n    c-plan-ahead 0;\n    resync-rate 100M;\n  }\n".into(),
-        },
-    );
-    let cfg = &c.a().config;
-    let text = std::fs::read_to_string(cfg).expect("read config");
-    let text = text.replace("protocol C;", &format!("protocol {};", proto.letter()));
-    std::fs::write(cfg, text).expect("write config");
-    c
-}
-
-/// Both up, identical zeroed disks (initial sync skipped), node-a Primary.
-fn up_pair(c: &Cluster) {
-    for n in &c.nodes {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(30), "the first connection", || {
-        (c.b().status_json()["cstate"] == "Connected").then_some(())
-    });
-    c.a().ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_in_sync(c, 30);
-    c.a().ok(&["primary", "r0"]);
+    suite_pair(name).mib(DISK_MIB).protocol(proto).build()
 }
 
 /// Received operations of node `n` not yet on its disk (`ua:`).
@@ -54,20 +29,6 @@ fn unacked(c: &Cluster, n: usize) -> u64 {
     c.nodes[n].status_json()["counters"]["ua"]
         .as_u64()
         .unwrap_or(0)
-}
-
-fn promote(c: &Cluster, n: usize) {
-    let node = &c.nodes[n];
-    wait_for(
-        Duration::from_secs(30),
-        &format!("{} to accept `primary`", node.name),
-        || {
-            node.repadm(&["primary", "r0"])
-                .status
-                .success()
-                .then_some(())
-        },
-    );
 }
 
 /// The write sequence number block `block` of `image` holds.
@@ -83,7 +44,7 @@ fn seq_of(image: &[u8], block: u64) -> u64 {
 #[test]
 fn protocol_b_failover_keeps_every_write_the_secondary_acknowledged() {
     let c = cluster("protob-kill", Proto::B);
-    up_pair(&c);
+    up_pair_within(&c, 30, 30);
     fault(c.b(), &["disk-delay", "400"]);
     let mut m = Model::new(Proto::B, 64);
     let mut w = Writer::connect(c.a(), 0);
@@ -147,7 +108,7 @@ fn protocol_b_failover_keeps_every_write_the_secondary_acknowledged() {
 /// disks, and a read on node-b before it must see the second.
 fn switchover_keeps_write_order(proto: Proto) {
     let c = cluster(&format!("switch-{}", proto.letter()), proto);
-    up_pair(&c);
+    up_pair_within(&c, 30, 30);
     fault(c.b(), &["disk-delay", "1500"]);
     let mut m = Model::new(proto, 16);
     let mut w = Writer::connect(c.a(), 0);

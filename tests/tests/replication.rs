@@ -3,64 +3,28 @@
 //! after `kill -9` of the Primary with an ext4 filesystem intact on the survivor, a Secondary
 //! killed under fio load resyncs, and handshake refusals (wrong secret, protocol mismatch).
 
-use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
 
-use rep_tests::{require_tool, run, run_ok, wait_for, Cluster, ClusterOpts, FuseMount, Node};
+use rep_tests::assert::assert_same_data;
+use rep_tests::pair::{up_fresh, PairConf};
+use rep_tests::qemu_io_ok;
+use rep_tests::{require_tool, run, run_ok, wait_for, Cluster, FuseMount, Node};
 
 /// Small resyncs in tests: fast links, quick reconnects, an observable sync rate.
-/// `net_extra` goes inside the net section.
-fn cluster(test: &str, disk_mib: u64, net_extra: &str) -> Cluster {
-    let extra = format!(
-        "  net {{\n    connect-int 1;\n    ping-int 1;\n{net_extra}  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate 40M;\n  }}\n"
-    );
-    Cluster::new(
-        test,
-        ClusterOpts {
-            disk_mib,
-            extra,
-            ..Default::default()
-        },
-    )
+fn cluster(test: &str, disk_mib: u64) -> PairConf {
+    PairConf::new(test).mib(disk_mib).resync_rate("40M")
 }
 
 fn field(n: &Node, key: &str) -> String {
     n.status_json()[key].as_str().unwrap_or_default().to_owned()
 }
 
-fn up_both(c: &Cluster) {
-    for n in &c.nodes {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    for n in &c.nodes {
-        n.wait_state("Connected", "Inconsistent", "Inconsistent", 20);
-    }
-}
-
-/// The data area (everything before the internal metadata) of both backing files is identical.
-fn assert_disks_identical(c: &Cluster, usable: u64) {
-    let read = |n: &Node| {
-        let mut f = std::fs::File::open(&n.disk).expect("open backing file");
-        let mut v = vec![0u8; usable as usize];
-        f.read_exact(&mut v).expect("read backing file");
-        v
-    };
-    let (a, b) = (read(c.a()), read(c.b()));
-    if let Some(pos) = a.iter().zip(&b).position(|(x, y)| x != y) {
-        panic!(
-            "backing devices differ at byte {pos} (block {})",
-            pos / 4096
-        );
-    }
-}
-
 #[test]
 fn initial_full_sync_then_protocol_c_writes_reach_both_disks() {
     require_tool("qemu-io", "qemu-utils");
-    let c = cluster("repl-sync", 128, "");
-    up_both(&c);
+    let c = cluster("repl-sync", 128).build();
+    up_fresh(&c, 20);
     let (a, b) = (c.a(), c.b());
     assert_eq!(field(a, "role"), "Secondary");
     // A fresh Inconsistent disk cannot be promoted without --force.
@@ -83,25 +47,10 @@ fn initial_full_sync_then_protocol_c_writes_reach_both_disks() {
     );
     assert_eq!(field(b, "cstate"), "SyncTarget");
     // The export is usable during the sync.
-    run_ok(
-        Command::new("qemu-io")
-            .args(["-f", "raw", "-c", "write -P 0x5a 1M 1M", "-c", "flush"])
-            .arg(a.nbd_uri()),
-    );
+    qemu_io_ok(a, &["write -P 0x5a 1M 1M", "flush"]);
     a.wait_state("Connected", "UpToDate", "UpToDate", 60);
     b.wait_state("Connected", "UpToDate", "UpToDate", 10);
-    run_ok(
-        Command::new("qemu-io")
-            .args([
-                "-f",
-                "raw",
-                "-c",
-                "write -P 0x33 4M 2M",
-                "-c",
-                "read -P 0x5a 1M 1M",
-            ])
-            .arg(a.nbd_uri()),
-    );
+    qemu_io_ok(a, &["write -P 0x33 4M 2M", "read -P 0x5a 1M 1M"]);
     let usable = a.status_json()["size_bytes"].as_u64().expect("size");
     // Secondary refuses I/O and promotion while the peer is Primary.
     let info = run(Command::new("nbdinfo").arg(b.nbd_uri()));
@@ -112,14 +61,14 @@ fn initial_full_sync_then_protocol_c_writes_reach_both_disks() {
     for n in &c.nodes {
         n.ok(&["down", "r0"]);
     }
-    assert_disks_identical(&c, usable);
+    assert_same_data(c.a(), c.b(), usable);
 }
 
 #[test]
 fn failover_after_kill9_keeps_every_fsynced_file() {
     require_tool("mkfs.ext4", "e2fsprogs");
-    let c = cluster("repl-failover", 128, "");
-    up_both(&c);
+    let c = cluster("repl-failover", 128).build();
+    up_fresh(&c, 20);
     let (a, b) = (c.a(), c.b());
     a.ok(&["primary", "--force", "r0"]);
     a.wait_state("Connected", "UpToDate", "UpToDate", 60);
@@ -166,14 +115,14 @@ fn failover_after_kill9_keeps_every_fsynced_file() {
     for n in &c.nodes {
         n.ok(&["down", "r0"]);
     }
-    assert_disks_identical(&c, usable);
+    assert_same_data(c.a(), c.b(), usable);
 }
 
 #[test]
 fn secondary_killed_under_fio_load_resyncs_and_disks_match() {
     require_tool("fio", "fio");
-    let c = cluster("repl-kill-sec", 128, "");
-    up_both(&c);
+    let c = cluster("repl-kill-sec", 128).build();
+    up_fresh(&c, 20);
     let (a, b) = (c.a(), c.b());
     a.ok(&["primary", "--force", "r0"]);
     a.wait_state("Connected", "UpToDate", "UpToDate", 60);
@@ -224,7 +173,7 @@ fn secondary_killed_under_fio_load_resyncs_and_disks_match() {
     for n in &c.nodes {
         n.ok(&["down", "r0"]);
     }
-    assert_disks_identical(&c, usable);
+    assert_same_data(c.a(), c.b(), usable);
 }
 
 /// node-b gets its own copy of the config with `replace` applied.
@@ -260,18 +209,17 @@ fn expect_refusal(c: &Cluster, what: &str, needles: &[&str]) {
 
 #[test]
 fn wrong_shared_secret_is_refused_and_both_go_standalone() {
-    let mut c = cluster(
-        "repl-secret",
-        16,
-        "    cram-hmac-alg sha1;\n    shared-secret \"right\";\n",
-    );
+    let mut c = cluster("repl-secret", 16)
+        .net("cram-hmac-alg sha1")
+        .net("shared-secret \"right\"")
+        .build();
     diverge_config(&mut c, "\"right\"", "\"wrong\"");
     expect_refusal(&c, "a wrong shared-secret", &["Authentication of peer"]);
 }
 
 #[test]
 fn protocol_mismatch_names_both_values() {
-    let mut c = cluster("repl-proto", 16, "");
+    let mut c = cluster("repl-proto", 16).build();
     diverge_config(&mut c, "protocol C;", "protocol A;");
     expect_refusal(
         &c,

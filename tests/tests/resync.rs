@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use rep_tests::assert::assert_same_data;
 use rep_tests::nbdraw::{RawClient, CMD_DISC, CMD_WRITE};
+use rep_tests::pair::{same_random_data, up_pair, PairConf};
 use rep_tests::{require_tool, run_ok, wait_for, wait_settled, Cluster, ClusterOpts, Node};
 
 fn status(n: &Node) -> serde_json::Value {
@@ -36,49 +38,16 @@ fn nr_kib(n: &Node) -> u64 {
         .expect("nr_kib counter")
 }
 
-fn assert_identical(c: &Cluster, usable: u64) {
-    let read = |n: &Node| {
-        let mut v = vec![0u8; usable as usize];
-        std::fs::File::open(&n.disk)
-            .and_then(|mut f| f.read_exact(&mut v))
-            .expect("read backing file");
-        v
-    };
-    let (a, b) = (read(c.a()), read(c.b()));
-    if let Some(pos) = a.iter().zip(&b).position(|(x, y)| x != y) {
-        panic!("backing devices differ at byte {pos}");
-    }
-}
-
-/// Both nodes' disks hold the same bytes: create-md, up, skip the initial sync
-/// (`new-current-uuid --clear-bitmap`), node-a Primary.
-fn up_identical_pair(c: &Cluster) {
-    let (a, b) = (c.a(), c.b());
-    for n in [a, b] {
-        n.ok(&["create-md", "--force", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(20), "connection", || {
-        (status(b)["cstate"] == "Connected").then_some(())
-    });
-    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_uptodate(b, 10);
-    a.ok(&["primary", "r0"]);
-}
-
 #[test]
 fn one_percent_dirty_resyncs_only_the_dirty_blocks_then_invalidate_resyncs_everything() {
     require_tool("qemu-io", "qemu-utils");
-    let c = Cluster::new(
-        "resync-1pct",
-        ClusterOpts {
-            disk_mib: 1024 + 64,
-            on_shm: true,
-            extra: "  net {\n    connect-int 1;\n    ping-int 1;\n  }\n  disk {\n    c-plan-ahead 0;\n    resync-rate 2G;\n  }\n".into(),
-        },
-    );
+    let c = PairConf::new("resync-1pct")
+        .mib(1024 + 64)
+        .on_shm()
+        .resync_rate("2G")
+        .build();
     let (a, b) = (c.a(), c.b());
-    up_identical_pair(&c);
+    up_pair(&c);
     let usable = status(a)["size_bytes"].as_u64().expect("size");
 
     // Replicated writes without a FLUSH, then a pause: the idle Primary closes their epoch, so
@@ -169,30 +138,24 @@ fn one_percent_dirty_resyncs_only_the_dirty_blocks_then_invalidate_resyncs_every
     for n in [a, b] {
         n.ok(&["down", "r0"]);
     }
-    assert_identical(&c, usable);
+    assert_same_data(c.a(), c.b(), usable);
+}
+
+/// A pair on /dev/shm with `verify-alg sha1` and resync at `resync_rate`.
+fn conf(test: &str, mib: u64, resync_rate: &str) -> PairConf {
+    PairConf::new(test)
+        .mib(mib)
+        .on_shm()
+        .net("verify-alg sha1")
+        .resync_rate(resync_rate)
 }
 
 /// Two nodes with identical random contents (as after a completed sync), skip-initial-sync,
-/// node-a Primary. `net_extra` is added to the net section.
-fn synced_pair(test: &str, mib: u64, net_extra: &str, resync_rate: &str) -> Cluster {
-    let c = Cluster::new(
-        test,
-        ClusterOpts {
-            disk_mib: mib,
-            on_shm: true,
-            extra: format!(
-                "  net {{\n    connect-int 1;\n    ping-int 1;\n    verify-alg sha1;\n{net_extra}  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate {resync_rate};\n  }}\n"
-            ),
-        },
-    );
-    // Same random bytes on both backing files (the metadata area is rewritten by create-md).
-    run_ok(Command::new("sh").arg("-c").arg(format!(
-        "head -c {} /dev/urandom > {a} && cp {a} {b}",
-        mib << 20,
-        a = c.a().disk.display(),
-        b = c.b().disk.display()
-    )));
-    up_identical_pair(&c);
+/// node-a Primary.
+fn synced_pair(conf: PairConf) -> Cluster {
+    let c = conf.build();
+    same_random_data(&c);
+    up_pair(&c);
     c
 }
 
@@ -209,7 +172,7 @@ fn verify_found(n: &Node) -> u64 {
 
 #[test]
 fn verify_reports_a_flipped_block_and_reconnect_repairs_it() {
-    let c = synced_pair("verify", 64, "", "1G");
+    let c = synced_pair(conf("verify", 64, "1G"));
     let (a, b) = (c.a(), c.b());
     assert_eq!(verify_found(a), 0, "identical disks");
     // Bit rot on the Secondary, behind rep's back: one byte in block 1000.
@@ -241,12 +204,12 @@ fn verify_reports_a_flipped_block_and_reconnect_repairs_it() {
     for n in [a, b] {
         n.ok(&["down", "r0"]);
     }
-    assert_identical(&c, usable);
+    assert_same_data(c.a(), c.b(), usable);
 }
 
 #[test]
 fn csums_resync_sends_only_blocks_that_differ() {
-    let c = synced_pair("csums", 128, "    csums-alg sha1;\n", "1G");
+    let c = synced_pair(conf("csums", 128, "1G").net("csums-alg sha1"));
     let (a, b) = (c.a(), c.b());
     // Full sync by invalidate, but the data is already identical: nothing needs to travel.
     let before = nr_kib(b);
@@ -266,12 +229,12 @@ fn csums_resync_sends_only_blocks_that_differ() {
     for n in [a, b] {
         n.ok(&["down", "r0"]);
     }
-    assert_identical(&c, usable);
+    assert_same_data(c.a(), c.b(), usable);
 }
 
 #[test]
 fn pause_sync_holds_the_resync_and_resume_finishes_it() {
-    let c = synced_pair("pause", 256, "", "20M");
+    let c = synced_pair(conf("pause", 256, "20M"));
     let (a, b) = (c.a(), c.b());
     b.ok(&["invalidate", "r0"]);
     wait_for(Duration::from_secs(20), "SyncTarget", || {
@@ -305,13 +268,13 @@ fn pause_sync_holds_the_resync_and_resume_finishes_it() {
     for n in [a, b] {
         n.ok(&["down", "r0"]);
     }
-    assert_identical(&c, usable);
+    assert_same_data(c.a(), c.b(), usable);
 }
 
 #[test]
 fn kill9_of_the_primary_resyncs_only_activity_log_extents() {
     require_tool("fio", "fio");
-    let c = synced_pair("al-only", 512, "", "1G");
+    let c = synced_pair(conf("al-only", 512, "1G"));
     let (a, b) = (c.a(), c.b());
     // Writes confined to the first 32 MiB: at most 8 AL extents are hot when node-a dies.
     let fio = Command::new("fio")
@@ -351,7 +314,7 @@ fn kill9_of_the_primary_resyncs_only_activity_log_extents() {
         let _ = n.repadm(&["secondary", "r0"]);
         n.ok(&["down", "r0"]);
     }
-    assert_identical(&c, usable);
+    assert_same_data(c.a(), c.b(), usable);
 }
 
 #[test]
@@ -440,7 +403,7 @@ fn dynamic_controller_backs_off_to_c_min_rate_while_the_application_writes() {
         },
     );
     let (a, b) = (c.a(), c.b());
-    up_identical_pair(&c);
+    up_pair(&c);
     // Application load for 4 s, then a full resync requested under it.
     let fio = Command::new("fio")
         .args([
@@ -489,12 +452,12 @@ fn dynamic_controller_backs_off_to_c_min_rate_while_the_application_writes() {
     for n in [a, b] {
         n.ok(&["down", "r0"]);
     }
-    assert_identical(&c, usable);
+    assert_same_data(c.a(), c.b(), usable);
 }
 
 #[test]
 fn invalidate_remote_on_the_primary_pushes_a_full_sync() {
-    let c = synced_pair("inval-remote", 64, "", "1G");
+    let c = synced_pair(conf("inval-remote", 64, "1G"));
     let (a, b) = (c.a(), c.b());
     let before = nr_kib(b);
     a.ok(&["invalidate-remote", "r0"]);
@@ -514,7 +477,7 @@ fn invalidate_remote_on_the_primary_pushes_a_full_sync() {
     for n in [a, b] {
         n.ok(&["down", "r0"]);
     }
-    assert_identical(&c, usable);
+    assert_same_data(c.a(), c.b(), usable);
 }
 
 /// QD16 random 4 KiB writes of random bytes through `n`'s export until `stop` (at most 120 s).
@@ -563,7 +526,7 @@ fn random_writes(n: &Node, usable: u64, seed: u64, stop: Arc<AtomicBool>) -> Joi
 /// differences, i.e. none, 10 runs out of 10 (before: 2 of 3 runs reported 4–12 KiB).
 #[test]
 fn verify_under_random_writes_reports_nothing_ten_times_out_of_ten() {
-    let c = synced_pair("verify-load", 64, "", "1G");
+    let c = synced_pair(conf("verify-load", 64, "1G"));
     let (a, b) = (c.a(), c.b());
     let usable = status(a)["size_bytes"].as_u64().expect("size");
     let mut found = Vec::new();
@@ -590,7 +553,7 @@ fn verify_under_random_writes_reports_nothing_ten_times_out_of_ten() {
     for n in [a, b] {
         n.ok(&["down", "r0"]);
     }
-    assert_identical(&c, usable);
+    assert_same_data(c.a(), c.b(), usable);
 }
 
 /// issue 24 §2: a byte flipped behind rep's back on either disk is found every time, listed by
@@ -598,7 +561,7 @@ fn verify_under_random_writes_reports_nothing_ten_times_out_of_ten() {
 #[test]
 fn verify_finds_a_flipped_byte_on_either_disk_and_fix_repairs_it() {
     use std::io::{Seek, SeekFrom, Write};
-    let c = synced_pair("verify-fix", 64, "", "1G");
+    let c = synced_pair(conf("verify-fix", 64, "1G"));
     let (a, b) = (c.a(), c.b());
     let usable = status(a)["size_bytes"].as_u64().expect("size");
     let report = c.dir.join("verify-report.json");
@@ -644,5 +607,5 @@ fn verify_finds_a_flipped_byte_on_either_disk_and_fix_repairs_it() {
     for n in [a, b] {
         n.ok(&["down", "r0"]);
     }
-    assert_identical(&c, usable);
+    assert_same_data(c.a(), c.b(), usable);
 }

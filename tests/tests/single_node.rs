@@ -5,14 +5,9 @@
 use std::process::Command;
 use std::time::Duration;
 
+use rep_tests::pair::lone_primary;
+use rep_tests::qemu_io_ok;
 use rep_tests::{require_tool, run, run_ok, wait_for, Cluster, ClusterOpts};
-
-fn up_primary(c: &Cluster) {
-    let a = c.a();
-    a.ok(&["create-md", "r0"]);
-    a.ok(&["up", "r0"]);
-    a.ok(&["primary", "--force", "r0"]);
-}
 
 #[test]
 fn lifecycle_states_and_refusals_follow_drbd() {
@@ -124,7 +119,7 @@ fn nbd_clients_see_a_correct_device() {
             ..Default::default()
         },
     );
-    up_primary(&c);
+    lone_primary(c.a());
     let a = c.a();
     let uri = a.nbd_uri();
     let size = a.status_json()["size_bytes"].as_u64().expect("size_bytes");
@@ -150,20 +145,7 @@ fn nbd_clients_see_a_correct_device() {
     assert_eq!(export["is_read_only"], false);
 
     // qemu-io: pattern write, flush, pattern read; a wrong pattern must fail.
-    run_ok(
-        Command::new("qemu-io")
-            .args([
-                "-f",
-                "raw",
-                "-c",
-                "write -P 0x5a 0 1M",
-                "-c",
-                "flush",
-                "-c",
-                "read -P 0x5a 0 1M",
-            ])
-            .arg(&uri),
-    );
+    qemu_io_ok(a, &["write -P 0x5a 0 1M", "flush", "read -P 0x5a 0 1M"]);
     let bad = run(Command::new("qemu-io")
         .args(["-f", "raw", "-c", "read -P 0x11 0 4k"])
         .arg(&uri));
@@ -171,18 +153,7 @@ fn nbd_clients_see_a_correct_device() {
         !bad.status.success(),
         "qemu-io pattern check must be able to fail"
     );
-    run_ok(
-        Command::new("qemu-io")
-            .args([
-                "-f",
-                "raw",
-                "-c",
-                "write -P 0x33 -f 8M 64k",
-                "-c",
-                "read -P 0x33 8M 64k",
-            ])
-            .arg(&uri),
-    );
+    qemu_io_ok(a, &["write -P 0x33 -f 8M 64k", "read -P 0x33 8M 64k"]);
 
     // nbdcopy 256 MiB of random data in and back out, byte-identical.
     let src = c.dir.join("src.img");

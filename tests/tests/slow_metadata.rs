@@ -11,6 +11,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 use rep_tests::nbdraw::{RawClient, CMD_WRITE};
+use rep_tests::pair::up_pair;
 use rep_tests::{wait_for, Cluster, ClusterOpts, Node};
 
 const MIB: u64 = 1 << 20;
@@ -44,16 +45,7 @@ fn a_slow_metadata_write_stalls_neither_hot_writes_nor_pings_nor_the_control_soc
         },
     );
     let (a, b) = (c.a(), c.b());
-    for n in [a, b] {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_for(Duration::from_secs(20), "connection", || {
-        (b.status_json()["cstate"] == "Connected").then_some(())
-    });
-    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    a.wait_state("Connected", "UpToDate", "UpToDate", 10);
-    a.ok(&["primary", "r0"]);
+    up_pair(&c);
 
     // Extent 0 becomes hot (its AL transaction at normal speed).
     let mut hot = RawClient::connect(&a.nbd_socket(), "r0").expect("NBD connect");

@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
+use rep_tests::assert::assert_identical;
+use rep_tests::pair::{up_pair, PairConf};
 use rep_tests::{
-    backing_bytes, require_tool, wait_for, wait_for_file_containing, write_pattern, Cluster,
-    ClusterOpts, Node,
+    backing_bytes, require_tool, wait_for, wait_for_file_containing, write_pattern, Cluster, Node,
 };
 
 const MIB: u64 = 1 << 20;
@@ -37,40 +38,21 @@ const LOGGING_HANDLERS: &str = r#"  handlers {
   }
 "#;
 
-/// Two nodes with identical disks, node-a Primary; `net_extra` goes into the net section.
-fn identical_pair(test: &str, net_extra: &str) -> Cluster {
-    let c = Cluster::new(
-        test,
-        ClusterOpts {
-            disk_mib: 64,
-            extra: format!("  net {{\n    connect-int 1;\n    ping-int 1;\n{net_extra}  }}\n  disk {{\n    c-plan-ahead 0;\n    resync-rate 100M;\n  }}\n{LOGGING_HANDLERS}"),
-            ..Default::default()
-        },
-    );
-    let (a, b) = (c.a(), c.b());
-    for n in [a, b] {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    wait_state(b, "Connected", None, 20);
-    a.ok(&["new-current-uuid", "--clear-bitmap", "r0"]);
-    wait_state(b, "Connected", Some(("UpToDate", "UpToDate")), 10);
-    a.ok(&["primary", "r0"]);
+/// Two nodes with identical disks, node-a Primary; `net` statements go into the net section.
+fn identical_pair(test: &str, net: &[&str]) -> Cluster {
+    let conf = net
+        .iter()
+        .fold(PairConf::new(test), |conf, statement| conf.net(statement))
+        .section(LOGGING_HANDLERS);
+    let c = conf.build();
+    up_pair(&c);
     c
-}
-
-fn assert_identical(a: &Node, b: &Node) {
-    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
-    assert!(
-        backing_bytes(a, 0, usable) == backing_bytes(b, 0, usable),
-        "backing devices differ"
-    );
 }
 
 #[test]
 fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
     require_tool("qemu-io", "qemu-utils");
-    let c = identical_pair("split-brain", "");
+    let c = identical_pair("split-brain", &[]);
     let (a, b) = (c.a(), c.b());
     write_pattern(a, 0x11, 0, MIB);
 
@@ -144,8 +126,12 @@ fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
 #[test]
 fn after_sb_policies_resolve_split_brains_without_an_operator() {
     require_tool("qemu-io", "qemu-utils");
-    let policies = "    after-sb-0pri discard-zero-changes;\n    after-sb-1pri discard-secondary;\n    after-sb-2pri disconnect;\n";
-    let c = identical_pair("after-sb", policies);
+    let policies = [
+        "after-sb-0pri discard-zero-changes",
+        "after-sb-1pri discard-secondary",
+        "after-sb-2pri disconnect",
+    ];
+    let c = identical_pair("after-sb", &policies);
     let (a, b) = (c.a(), c.b());
     write_pattern(a, 0x11, 0, MIB);
 
@@ -251,7 +237,7 @@ fn flag_cleared_on_both(a: &Node, b: &Node) {
 #[test]
 fn split_brain_show_resolve_save_and_restore() {
     require_tool("qemu-io", "qemu-utils");
-    let c = identical_pair("sb-tools", "");
+    let c = identical_pair("sb-tools", &[]);
     let (a, b) = (c.a(), c.b());
     write_pattern(a, 0x11, 0, MIB);
     split_with_writes(a, b, 1);

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use rep_tests::pair::lone_primary;
 use rep_tests::pki::{client_dir, Ca, Leaf};
 use rep_tests::{
     backing_bytes, free_port, require_tool, run, run_ok, Cluster, ClusterOpts, FuseMount, Node,
@@ -92,9 +93,7 @@ fn tls_export(test: &str, mode: &str, start: bool) -> TlsExport {
     };
     if start {
         let a = t.a();
-        a.ok(&["create-md", "r0"]);
-        a.ok(&["up", "r0"]);
-        a.ok(&["primary", "--force", "r0"]);
+        lone_primary(a);
     }
     t
 }

@@ -9,13 +9,16 @@
 //! is down.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rep_tests::assert::assert_same_data;
+use rep_tests::pair::up_fresh;
+use rep_tests::peer::connect_as_node_a;
 use rep_tests::pki::{Ca, Leaf};
-use rep_tests::{run_ok, wait_for, Cluster, ClusterOpts, Node};
+use rep_tests::{backing_bytes, wait_for, write_pattern, Cluster, ClusterOpts, Node};
 
 struct TlsPair {
     c: Cluster,
@@ -75,54 +78,17 @@ fn field(n: &Node, key: &str) -> String {
     n.status_json()[key].as_str().unwrap_or_default().to_owned()
 }
 
-fn log(n: &Node) -> String {
-    std::fs::read_to_string(n.run_dir.join("r0.log")).unwrap_or_default()
-}
-
-fn data_area(n: &Node, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    std::fs::File::open(&n.disk)
-        .and_then(|mut f| f.read_exact(&mut v))
-        .expect("read backing file");
-    v
-}
-
-fn assert_identical(c: &Cluster, usable: usize) {
-    let (a, b) = (data_area(c.a(), usable), data_area(c.b(), usable));
-    if let Some(pos) = a.iter().zip(&b).position(|(x, y)| x != y) {
-        panic!("backing devices differ at byte {pos}");
-    }
-}
-
-fn qemu_write(n: &Node, pattern: u8, offset: &str, len: &str) {
-    run_ok(Command::new("qemu-io").args([
-        "-f",
-        "raw",
-        "-c",
-        &format!("write -P {pattern:#x} {offset} {len}"),
-        "-c",
-        "flush",
-        &n.nbd_uri(),
-    ]));
-}
-
 /// Both up, node-a Primary, the full sync done over TLS.
 fn synced(t: &TlsPair) {
-    for n in &t.c.nodes {
-        n.ok(&["create-md", "r0"]);
-        n.ok(&["up", "r0"]);
-    }
-    for n in &t.c.nodes {
-        n.wait_state("Connected", "Inconsistent", "Inconsistent", 30);
-    }
+    up_fresh(&t.c, 30);
     let a = t.c.a();
     a.ok(&["primary", "--force", "r0"]);
-    qemu_write(a, 0x5a, "1M", "2M");
+    write_pattern(a, 0x5a, 1 << 20, 2 << 20);
     a.wait_state("Connected", "UpToDate", "UpToDate", 60);
     t.c.b().wait_state("Connected", "UpToDate", "UpToDate", 10);
     for n in &t.c.nodes {
         assert!(
-            log(n).contains("TLS established"),
+            n.log().contains("TLS established"),
             "{} ran the link over TLS: {}",
             n.name,
             n.log_tail()
@@ -135,20 +101,22 @@ fn link_tls_full_sync_resync_and_writes() {
     let t = tls_pair("tls-link");
     synced(&t);
     let (a, b) = (t.c.a(), t.c.b());
-    qemu_write(a, 0x33, "4M", "1M");
+    write_pattern(a, 0x33, 4 << 20, 1 << 20);
     // A resync over TLS: node-b away while node-a writes.
     b.ok(&["disconnect", "r0"]);
-    qemu_write(a, 0x44, "8M", "3M");
+    write_pattern(a, 0x44, 8 << 20, 3 << 20);
     b.ok(&["connect", "r0"]);
     a.wait_state("Connected", "UpToDate", "UpToDate", 60);
     b.wait_state("Connected", "UpToDate", "UpToDate", 10);
-    let usable = a.status_json()["size_bytes"].as_u64().expect("size") as usize;
+    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
     a.ok(&["secondary", "r0"]);
     for n in &t.c.nodes {
         n.ok(&["down", "r0"]);
     }
-    assert_identical(&t.c, usable);
-    assert!(data_area(b, 11 << 20)[8 << 20..].iter().all(|&x| x == 0x44));
+    assert_same_data(a, b, usable);
+    assert!(backing_bytes(b, 0, 11 << 20)[8 << 20..]
+        .iter()
+        .all(|&x| x == 0x44));
 }
 
 #[test]
@@ -166,26 +134,12 @@ fn link_tls_node_and_plaintext_node_do_not_connect() {
         wait_for(
             Duration::from_secs(20),
             &format!("{} to log the TLS mismatch", n.name),
-            || log(n).contains("tls yes").then_some(()),
+            || n.log().contains("tls yes").then_some(()),
         );
     }
     for n in &t.c.nodes {
         assert_ne!(field(n, "cstate"), "Connected", "{} connected", n.name);
     }
-}
-
-/// A TCP connection from 127.0.0.1 (node-a's address).
-fn connect_as_node_a(to: SocketAddr) -> TcpStream {
-    let s =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into())
-        .expect("bind");
-    s.connect_timeout(&to.into(), Duration::from_secs(5))
-        .expect("connect");
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s
 }
 
 /// `openssl s_client` to `to` as a TLS peer with `cert`, sending `input` after the handshake.
@@ -270,8 +224,8 @@ fn link_tls_hostile_peers_are_dropped_and_write_nothing() {
         "node-b to wait for its peer",
         || (field(b, "cstate") == "WFConnection").then_some(()),
     );
-    let usable = b.status_json()["size_bytes"].as_u64().expect("size") as usize;
-    let before = data_area(b, usable);
+    let usable = b.status_json()["size_bytes"].as_u64().expect("size");
+    let before = backing_bytes(b, 0, usable);
     let to: SocketAddr = {
         let text = std::fs::read_to_string(&b.config).expect("config");
         let at = text.find("address 127.0.0.2:").expect("b address") + "address ".len();
@@ -327,7 +281,7 @@ fn link_tls_hostile_peers_are_dropped_and_write_nothing() {
         Duration::from_secs(10),
         "node-b to log every refusal",
         || {
-            let l = log(b);
+            let l = b.log();
             (l.matches("refusing 127.0.0.1").count() >= 4).then_some(l)
         },
     );
@@ -351,7 +305,7 @@ fn link_tls_hostile_peers_are_dropped_and_write_nothing() {
     assert_eq!(field(b, "disk"), "UpToDate");
     assert_eq!(field(b, "cstate"), "WFConnection");
     assert!(
-        data_area(b, usable) == before,
+        backing_bytes(b, 0, usable) == before,
         "hostile peers wrote nothing"
     );
     // The real node-a still gets in.
@@ -359,7 +313,7 @@ fn link_tls_hostile_peers_are_dropped_and_write_nothing() {
     a.wait_state("Connected", "UpToDate", "UpToDate", 30);
     b.ok(&["down", "r0"]);
     a.ok(&["down", "r0"]);
-    assert_identical(&t.c, usable);
+    assert_same_data(a, b, usable);
 }
 
 #[test]
@@ -383,7 +337,7 @@ fn link_tls_carries_the_builtin_outdate_request() {
         (field(b, "disk") == "Outdated").then_some(())
     });
     assert!(
-        log(b).contains("asks to outdate our disk"),
+        b.log().contains("asks to outdate our disk"),
         "node-b was outdated by node-a's request:\n{}",
         b.log_tail()
     );
