@@ -74,6 +74,11 @@ pub struct SimConfig {
     /// STONITH, would be): the peer outdates itself if it is up and not Primary, a peer that is
     /// down is reported unreachable (5).
     pub fencing: Fencing,
+    /// How long fence-peer takes to reach the peer, drawn in this range (µs). Real handlers
+    /// (crm-fence-peer.sh waiting for the cluster manager) take seconds; the default keeps
+    /// them short, so a partition heals long after they returned. A long one lets the link
+    /// come back while fence-peer still runs (DRBD 8.4's "connection established again").
+    pub fence_peer_us: (u64, u64),
 }
 
 impl SimConfig {
@@ -86,6 +91,7 @@ impl SimConfig {
             verify_alg: Some(DigestAlg::Crc32c),
             resync_rate_kib: 256 * 1024,
             fencing: Fencing::DontCare,
+            fence_peer_us: (200, 5000),
         }
     }
 }
@@ -688,7 +694,8 @@ impl Cluster {
             Output::RunHandler { io, name } => {
                 self.handlers_run.push((i, name));
                 if name == "fence-peer" {
-                    let d = self.rand_us(200, 5000);
+                    let (lo, hi) = self.cfg.fence_peer_us;
+                    let d = self.rand_us(lo, hi);
                     self.schedule(d, Ev::Fence { node: i, gen, io });
                 } else {
                     // Other waited handlers (before-resync-target) succeed after a while.
