@@ -120,6 +120,54 @@ fn failure() -> IoFailure {
 }
 
 pub fn check(data: &[u8]) {
+    run(data, &mut |_| {});
+}
+
+/// The inputs `data` decodes to, one line each. A crash input the fuzzer kept is replayed by
+/// tests/tests/fuzz_replay.rs, which compares this story with the one recorded next to it
+/// (`NAME.story`): when the input format or the engine's requests change, an old input decodes
+/// to other inputs and no longer reaches what it found, and the replay says so instead of
+/// passing.
+#[allow(dead_code)] // the fuzz target only calls `check`
+pub fn story(data: &[u8]) -> Vec<String> {
+    let mut lines = Vec::new();
+    run(data, &mut |step| lines.push(summary(step)));
+    lines
+}
+
+/// One line for an input: its kind and what identifies it (no bulk data).
+fn summary(step: &Input) -> String {
+    match step {
+        Input::Client { req, op } => format!("client {req} {op:?}"),
+        Input::Admin { cmd, .. } => format!("admin {cmd:?}"),
+        Input::Packet { link, packet } => format!("packet on link {} {}", link.0, packet.name()),
+        Input::LinkUp { link, dialer, .. } => format!("link {} up dialer={dialer}", link.0),
+        Input::LinkDown { link, .. } => format!("link {} down", link.0),
+        Input::DiskDone { io, result } => format!("disk done {io} ok={}", result.is_ok()),
+        Input::MetaDone { io, result } => format!("meta done {io} ok={}", result.is_ok()),
+        Input::PeerDiskDone { io, result } => format!("peer disk done {io} ok={}", result.is_ok()),
+        Input::DiskOpened { io, result } => match result {
+            Ok(info) => format!(
+                "disk opened {io} uuids={:?} flags={:?} unclean={}",
+                info.uuids, info.flags, info.unclean
+            ),
+            Err(e) => format!("disk open {io} failed: {e}"),
+        },
+        Input::DiskClosed { io } => format!("disk closed {io}"),
+        Input::HashDone { io, .. } => format!("hash done {io}"),
+        Input::HandlerDone { io, exit } => format!("handler done {io} exit={exit:?}"),
+        Input::Timer => "timer".into(),
+        Input::ClientOpened => "client opened".into(),
+        Input::ClientClosed => "client closed".into(),
+        other => {
+            let mut s = format!("{other:?}");
+            s.truncate(120);
+            s
+        }
+    }
+}
+
+fn run(data: &[u8], on_step: &mut dyn FnMut(&Input)) {
     let mut input = Bytes(data);
     let Some(cfg_byte) = input.u8() else { return };
     let mut engine = Engine::new(config(cfg_byte), 7);
@@ -274,6 +322,7 @@ pub fn check(data: &[u8]) {
             let state = (engine.role(), engine.cstate(), engine.disk(), engine.pdsk());
             eprintln!("{step:?} -> {state:?}");
         }
+        on_step(&step);
         engine.handle(now, step);
         while let Some(out) = engine.poll_output() {
             match out {

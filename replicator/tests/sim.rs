@@ -1622,6 +1622,14 @@ fn regression_8_extents_with_writes_in_flight_stay_in_the_activity_log() {
 /// link is lost during a resync, whose bitmap UUID is set). The bits of writes the peer never
 /// confirmed, in extents the small activity log already evicted, must survive a power loss of
 /// both nodes right after.
+///
+/// The revert table (issue 19 #6) found this fix redundant today, so no test can fail without
+/// it: the superblock's connected flag changes on every loss of a link that was Connected (or
+/// syncing, verifying), and a changed flag persists the superblock, bitmap pages first; a link
+/// lost before the handshake decided sets no bits. With the `.persist()` removed, 2007 link
+/// losses over 375 seeds and every targeted test never left a dirty bitmap page behind. The
+/// activity log covers the same writes a second time (their extents stay in it until the
+/// peer's BarrierAck, `regression_extents_stay_in_the_activity_log_until_the_barrier_ack`).
 #[test]
 fn regression_9_a_lost_link_persists_the_bitmap() {
     for_seeds("bitmap on link loss", 0..8, |seed| {
@@ -1808,6 +1816,89 @@ fn a_disk_closed_with_unacked_epochs_is_not_clean() {
         c.run_for(ms(50));
         demote(&mut c, 0)?;
         admin(&mut c, 0, AdminCmd::Attach)?;
+        converge(&mut c, 0).map(|_| ())
+    });
+}
+
+// ---- regressions found by the revert table (issue 19, item 6) ----
+
+/// Stop 17: a new data generation that a link loss under frozen I/O put off (fencing
+/// resource-and-stonith) starts before the next handshake. Here the partition heals while
+/// fence-peer still runs (`fence_peer_us`: a cluster manager that answers after a second),
+/// so the link is back before I/O thaws. The writes in flight at the link loss are on the
+/// Primary only; without the new generation the handshake sees equal generations, which by
+/// DRBD's rules means no resync. (rep resyncs them anyway since issue 19 #3: bits with equal
+/// generations are resynced from the single Primary. The new generation is still what records
+/// that the peer fell behind, in the UUID history every later handshake compares.)
+#[test]
+fn regression_deferred_generation_starts_before_the_next_handshake() {
+    for_seeds("deferred generation", 0..6, |seed| {
+        let mut cfg = cfg_c();
+        cfg.fencing = Fencing::ResourceAndStonith;
+        cfg.fence_peer_us = (1_500_000, 2_000_000);
+        let mut c = synced_pair(seed, cfg);
+        write_for(&mut c, ms(50));
+        c.set_cut(true);
+        // Writes queue up behind the partition until node-a notices it and freezes I/O.
+        let mut waited = 0;
+        while !c.nodes[0].engine.suspended_by_fencing() {
+            if waited > 3000 {
+                return Err(format!("node-a never froze I/O: {}", describe(&c)));
+            }
+            if c.outstanding_clients(0) < 16 {
+                c.client_io(0);
+            }
+            c.run_for(ms(1));
+            waited += 1;
+        }
+        let before = c.nodes[0].engine.uuids().current;
+        c.set_cut(false);
+        wait(&mut c, "the handshake", Duration::from_secs(5), |c| {
+            c.nodes
+                .iter()
+                .all(|n| n.engine.cstate() >= ConnState::Connected)
+        })?;
+        if c.nodes[0].engine.uuids().current & !1 == before & !1 {
+            return Err(format!(
+                "node-a reconnected with the generation it had before the link loss: the handshake saw equal generations although the peer misses the writes in flight then ({})",
+                describe(&c)
+            ));
+        }
+        converge(&mut c, 0).map(|_| ())
+    });
+}
+
+/// Stop 16 (a299bf4): activity-log extents of completed writes stay in the activity log
+/// until the peer's BarrierAck says the writes are on its stable storage. Protocol A: the
+/// Primary completes writes locally while the peer has not received them (its frames are held
+/// up); more writes all over the device (al-extents 9) would evict those extents; then the
+/// Primary loses power. Its activity-log replay is the only record of what the peer misses:
+/// without the extents in it, the resync after the restart leaves those blocks different.
+#[test]
+fn regression_extents_stay_in_the_activity_log_until_the_barrier_ack() {
+    for_seeds("AL extents until BarrierAck", 0..8, |seed| {
+        let mut cfg = SimConfig::new(Protocol::A, DEVICE);
+        cfg.al_extents = 9;
+        let mut c = synced_pair(seed, cfg);
+        let mut rng = Rng::new(seed ^ 0x16);
+        write_for(&mut c, ms(30));
+        drain(&mut c, 0)?;
+        c.run_for(ms(100));
+        // node-b gets nothing from now on (held, as TCP would over a dead path).
+        c.set_one_way(0, true);
+        for round in 0..6u64 {
+            for k in 0..16u64 {
+                let off = k * 4 * MIB + (rng.next_u64() % 1000 + round) * 4096;
+                c.write_at(0, off, 8 * SECTOR, false);
+            }
+            c.run_for(ms(3));
+        }
+        c.run_for(ms(10));
+        c.crash(0);
+        c.set_one_way(0, false);
+        c.run_for(ms(20));
+        c.restart(0).map_err(|e| e.to_string())?;
+        promote(&mut c, 0)?;
         converge(&mut c, 0).map(|_| ())
     });
 }

@@ -26,7 +26,6 @@
 //!   A violation panics with the reason; the test harness turns the panic into a failing seed.
 
 use std::collections::{BTreeMap, HashMap};
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::disk::{fill_sector, SimDisk, SimMetaDev, SECTOR_BYTES};
@@ -74,6 +73,11 @@ pub struct SimConfig {
     /// STONITH, would be): the peer outdates itself if it is up and not Primary, a peer that is
     /// down is reported unreachable (5).
     pub fencing: Fencing,
+    /// How long fence-peer takes to reach the peer, drawn in this range (µs). Real handlers
+    /// (crm-fence-peer.sh waiting for the cluster manager) take seconds; the default keeps
+    /// them short, so a partition heals long after they returned. A long one lets the link
+    /// come back while fence-peer still runs (DRBD 8.4's "connection established again").
+    pub fence_peer_us: (u64, u64),
 }
 
 impl SimConfig {
@@ -86,6 +90,7 @@ impl SimConfig {
             verify_alg: Some(DigestAlg::Crc32c),
             resync_rate_kib: 256 * 1024,
             fencing: Fencing::DontCare,
+            fence_peer_us: (200, 5000),
         }
     }
 }
@@ -158,7 +163,7 @@ enum Ev {
         io: IoId,
         req: ReqId,
         op: DiskOpKind,
-        data: Option<Rc<Vec<u8>>>,
+        data: Option<Buffer>,
     },
     PeerDisk {
         node: usize,
@@ -198,7 +203,7 @@ enum Ev {
 enum ClientKind {
     Write {
         wid: WriteId,
-        data: Option<Rc<Vec<u8>>>,
+        data: Option<Buffer>,
     },
     Flush {
         flush: u64,
@@ -289,13 +294,75 @@ pub struct Cluster {
     protocol_errors_seen: usize,
 }
 
-/// The bytes of write `wid` over `count` sectors starting at sector `first`.
+/// The bytes of write `wid` over `count` sectors starting at sector `first` (each byte
+/// written once: no zeroed buffer first).
 fn pattern(wid: WriteId, first: u64, count: u64) -> Vec<u8> {
-    let mut v = vec![0u8; (count * SECTOR) as usize];
-    for (k, s) in v.chunks_exact_mut(SECTOR_BYTES).enumerate() {
-        fill_sector(s, u64::from(wid), first + k as u64);
+    let mut v = Vec::with_capacity((count * SECTOR) as usize);
+    let mut sector = [0u8; SECTOR_BYTES];
+    for lba in first..first + count {
+        fill_sector(&mut sector, u64::from(wid), lba);
+        v.extend_from_slice(&sector);
     }
     v
+}
+
+/// A client write's buffer: the pattern of write `wid` for sectors `first..first + count`.
+/// Its bytes are made only where the engine takes them (a peer packet, a write torn by power
+/// loss, a write to another place than the request's); a client write the engine puts where
+/// the client asked goes to the disk as tags (`SimDisk::write_tag`). Most writes never exist as
+/// bytes, and a 32 MiB request no longer costs 32 MiB of pattern per submission.
+#[derive(Debug, Clone, Copy)]
+struct Buffer {
+    wid: WriteId,
+    first: u64,
+    count: u64,
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
+        (self.count * SECTOR) as usize
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        pattern(self.wid, self.first, self.count)
+    }
+
+    /// Bytes `at..at + len` of the buffer, if it has them.
+    fn piece(&self, at: usize, len: usize) -> Option<Vec<u8>> {
+        if at.checked_add(len)? > self.len() {
+            return None;
+        }
+        if at.is_multiple_of(SECTOR_BYTES) && len.is_multiple_of(SECTOR_BYTES) {
+            let first = self.first + (at / SECTOR_BYTES) as u64;
+            return Some(pattern(self.wid, first, (len / SECTOR_BYTES) as u64));
+        }
+        Some(self.bytes()[at..at + len].to_vec())
+    }
+}
+
+/// `alg.digest_blocks(data)`, with the digest of an all-zero 4 KiB block computed once: most
+/// of a simulated device is zeroes, and hashing them was a fifth of the simulator's time
+/// (verify and checksum-based resync hash whole devices on both nodes).
+fn digest_blocks(alg: DigestAlg, data: &[u8]) -> Vec<u8> {
+    const BLOCK_BYTES: usize = BLOCK as usize;
+    static ZERO: [u8; BLOCK_BYTES] = [0; BLOCK_BYTES];
+    thread_local! {
+        static ZERO_DIGESTS: std::cell::RefCell<HashMap<DigestAlg, Vec<u8>>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    ZERO_DIGESTS.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        let zero = memo.entry(alg).or_insert_with(|| alg.digest_blocks(&ZERO));
+        let mut out = Vec::with_capacity(data.len().div_ceil(BLOCK_BYTES) * alg.digest_len());
+        for block in data.chunks(BLOCK_BYTES) {
+            if block == &ZERO[..] {
+                out.extend_from_slice(zero);
+            } else {
+                out.extend_from_slice(&alg.digest_blocks(block));
+            }
+        }
+        out
+    })
 }
 
 fn io_failure(e: &std::io::Error) -> crate::core::IoFailure {
@@ -555,7 +622,7 @@ impl Cluster {
                         Some(Client {
                             kind: ClientKind::Write { data, .. },
                             ..
-                        }) => data.clone(),
+                        }) => *data,
                         _ => None,
                     },
                     _ => None,
@@ -587,7 +654,7 @@ impl Cluster {
                 );
             }
             Output::Hash { io, alg, data } => {
-                let digests = alg.digest_blocks(&data);
+                let digests = digest_blocks(alg, &data);
                 self.feed_nested(i, Input::HashDone { io, digests });
             }
             Output::PeerDisk { io, op } => {
@@ -688,7 +755,8 @@ impl Cluster {
             Output::RunHandler { io, name } => {
                 self.handlers_run.push((i, name));
                 if name == "fence-peer" {
-                    let d = self.rand_us(200, 5000);
+                    let (lo, hi) = self.cfg.fence_peer_us;
+                    let d = self.rand_us(lo, hi);
                     self.schedule(d, Ev::Fence { node: i, gen, io });
                 } else {
                     // Other waited handlers (before-resync-target) succeed after a while.
@@ -743,10 +811,9 @@ impl Cluster {
                         kind: ClientKind::Write { wid, data },
                         ..
                     }) => {
-                        let piece = data.as_ref().and_then(|d| {
-                            d.get(buf_offset as usize..(buf_offset as usize + len as usize))
-                                .map(<[u8]>::to_vec)
-                        });
+                        let piece = data
+                            .as_ref()
+                            .and_then(|d| d.piece(buf_offset as usize, len as usize));
                         (Some(*wid), piece)
                     }
                     _ => (None, None),
@@ -1070,7 +1137,7 @@ impl Cluster {
                 if self.nodes[node].gen != gen {
                     return;
                 }
-                let result = self.client_disk_op(node, req, op, data.as_deref());
+                let result = self.client_disk_op(node, req, op, data);
                 match op {
                     DiskOpKind::Write { offset, len, .. }
                     | DiskOpKind::Trim { offset, len, .. }
@@ -1214,7 +1281,7 @@ impl Cluster {
         node: usize,
         req: ReqId,
         op: DiskOpKind,
-        data: Option<&Vec<u8>>,
+        data: Option<Buffer>,
     ) -> std::io::Result<()> {
         let n = &mut self.nodes[node];
         let result = match op {
@@ -1234,10 +1301,13 @@ impl Cluster {
                 r
             }
             DiskOpKind::Write { offset, len, fua } => match data {
-                Some(d) if d.len() == len as usize => n.disk.write(d, offset, fua),
+                Some(d) if d.len() == len as usize && offset == d.first * SECTOR => {
+                    n.disk.write_tag(u64::from(d.wid), d.first, d.count, fua)
+                }
+                Some(d) if d.len() == len as usize => n.disk.write(&d.bytes(), offset, fua),
                 _ => panic!(
                     "invariant violated: node {node} writes {len} bytes for request {req}, whose buffer has {:?}",
-                    data.map(Vec::len)
+                    data.map(|d| d.len())
                 ),
             },
             DiskOpKind::Flush => {
@@ -1438,7 +1508,6 @@ impl Cluster {
     pub fn write_at(&mut self, i: usize, offset: u64, len: u64, fua: bool) -> ReqId {
         let (first, count) = (offset / SECTOR, len / SECTOR);
         let wid = self.model.new_write(i, first, count, false, fua);
-        let data = pattern(wid, first, count);
         self.stats.max_request = self.stats.max_request.max(len);
         self.stats.bytes_written += len;
         let op = ClientOp::Write {
@@ -1451,7 +1520,7 @@ impl Cluster {
             op,
             ClientKind::Write {
                 wid,
-                data: Some(Rc::new(data)),
+                data: Some(Buffer { wid, first, count }),
             },
         )
     }
@@ -1711,7 +1780,9 @@ impl Cluster {
                     op: DiskOpKind::Write { offset, .. },
                     data: Some(d),
                     ..
-                } if *node == i && *g == gen => disk.write_partial(d, *offset, &mut partial),
+                } if *node == i && *g == gen => {
+                    disk.write_partial(&d.bytes(), *offset, &mut partial)
+                }
                 Ev::PeerDisk {
                     node,
                     gen: g,
