@@ -4,14 +4,15 @@
 //! A command that changes persistent state is answered only after its superblock write
 //! completed, so `repadm primary` returning 0 means the new state survives a crash.
 
-use super::engine::{Engine, PendingAdmin};
+use super::after::After;
+use super::engine::Engine;
 use super::io::{AdminCmd, AdminId, AttachInfo, IoId, IoResult, MetaOpKind, Output};
 use super::io_table::IoOwner;
-use super::peer::After;
+use super::node_state::ChangeSet;
+use super::pending::PendingAdmin;
 use super::promotion;
 use super::refusal::Refusal;
 use super::state::{ConnState, DiskState, Role};
-use super::state_change::ChangeSet;
 use rep_resources::Fencing;
 
 impl Engine {
@@ -414,7 +415,7 @@ impl Engine {
         self.lose_link(
             ConnState::Disconnecting,
             "disconnect requested",
-            super::peer::After::StandAlone,
+            After::StandAlone,
         );
         Ok(Some("StandAlone".into()))
     }

@@ -10,10 +10,10 @@
 
 use super::engine::{Engine, OnIoError};
 use super::io::{nbd_errno, ClientError, ClientOp, IoFailure, Output, ReqId};
+use super::node_state::ChangeSet;
 use super::peer_rx::RxKind;
 use super::requests::RemoteReply;
 use super::state::{ConnState, DiskState, Role};
-use super::state_change::ChangeSet;
 use crate::wire::Packet;
 
 impl Engine {
@@ -185,7 +185,7 @@ impl Engine {
             self.lose_link(
                 ConnState::Disconnecting,
                 "local disk failed during a resync or verify; reconnecting",
-                super::peer::After::Reconnect,
+                super::after::After::Reconnect,
             );
         }
         self.close_failed_disk_when_idle();

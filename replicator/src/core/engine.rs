@@ -14,29 +14,24 @@ use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
 use super::config::EngineConfig;
+use super::freeze::Freeze;
 use super::handshake::Link;
 use super::io::{AdminCmd, AdminId, AttachInfo, Input, IoFailure, IoId, IoResult, Output};
 use super::io_table::{IoOwner, IoTable};
+use super::node_state::NodeState;
 use super::peer_rx::PeerRx;
 use super::requests::Requests;
 use super::resync_state::Resync;
 use super::rng::Rng;
+use super::split_brain::PeerAtSplit;
 use super::state::{ConnState, DiskState, Role};
-use super::state_change::NodeState;
 use super::transfer_log::TransferLog;
-use super::verify::Verify;
+use super::verify_state::Verify;
 use crate::meta::al::ActivityLog;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::superblock::{GenerationUuids, MdFlags};
 
 pub use super::config::OnIoError;
-
-/// What an admin command is waiting for before it can be answered.
-#[derive(Debug)]
-pub(crate) struct PendingAdmin {
-    pub id: AdminId,
-    pub message: String,
-}
 
 /// Counters in `/proc/drbd` units (KiB for volumes, counts for metadata writes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -123,7 +118,7 @@ pub struct Engine {
     /// `connect --discard-my-data`: this node volunteers to lose a split brain.
     pub(crate) discard_my_data: bool,
     /// The peer's side of an unresolved split brain, from the handshake that found it.
-    pub(crate) sb_peer: Option<super::split_brain::PeerAtSplit>,
+    pub(crate) sb_peer: Option<PeerAtSplit>,
     pub(crate) tl: TransferLog,
     pub(crate) rx: PeerRx,
     pub(crate) resync: Option<Resync>,
@@ -139,7 +134,7 @@ pub struct Engine {
     /// The `resync-after` resource is resyncing now.
     pub(crate) dependency_syncing: bool,
     /// Client I/O held while fencing froze it (`NodeState::susp_fen`).
-    pub(crate) freeze: super::fencing::Freeze,
+    pub(crate) freeze: Freeze,
 }
 
 impl Engine {
@@ -178,7 +173,7 @@ impl Engine {
             verify_ranges: Vec::new(),
             last_app_write: None,
             dependency_syncing: false,
-            freeze: super::fencing::Freeze::default(),
+            freeze: Freeze::default(),
         }
     }
 

@@ -9,89 +9,15 @@
 //! unreachable (taken as dead: Outdated only if our own data is UpToDate), 6 it is Primary
 //! (then our data is the outdated one), 7 it was STONITHed; anything else: the handler failed.
 
-use std::collections::VecDeque;
-
 use super::engine::Engine;
-use super::io::{ClientError, ClientOp, Output, ReqId};
+use super::fence_result::fence_result;
+use super::io::Output;
 use super::io_table::{FencePurpose, HandlerWait, IoOwner};
+use super::node_state::ChangeSet;
 use super::promotion::peer_known_outdated;
 use super::refusal::Refusal;
 use super::state::{ConnState, DiskState, Role};
-use super::state_change::ChangeSet;
 use rep_resources::Fencing;
-
-/// Client I/O held while fencing froze it.
-#[derive(Debug, Default)]
-pub(crate) struct Freeze {
-    /// Requests that arrived while frozen, in order: started when I/O thaws.
-    queued: VecDeque<(ReqId, ClientOp)>,
-    /// Replies of requests that completed while frozen: sent when I/O thaws.
-    replies: Vec<(ReqId, Result<(), ClientError>)>,
-    /// The link was lost while frozen: start a new data generation when I/O thaws.
-    pub(crate) new_uuid_on_thaw: bool,
-}
-
-impl Freeze {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.queued.is_empty() && self.replies.is_empty()
-    }
-    pub(crate) fn queue(&mut self, req: ReqId, op: ClientOp) {
-        self.queued.push_back((req, op));
-    }
-    pub(crate) fn hold(&mut self, req: ReqId, result: Result<(), ClientError>) {
-        self.replies.push((req, result));
-    }
-    fn take_replies(&mut self) -> Vec<(ReqId, Result<(), ClientError>)> {
-        std::mem::take(&mut self.replies)
-    }
-    fn take_queued(&mut self) -> VecDeque<(ReqId, ClientOp)> {
-        std::mem::take(&mut self.queued)
-    }
-}
-
-/// What a fence-peer exit code says, as a state change (DRBD's conn_try_outdate_peer).
-pub(crate) fn fence_result(
-    exit: Option<i32>,
-    disk: DiskState,
-    fencing: Fencing,
-) -> (ChangeSet, String) {
-    let code = exit.map_or_else(|| "no exit code".to_string(), |c| c.to_string());
-    match exit {
-        Some(3) => (
-            ChangeSet::new().pdsk(DiskState::Inconsistent),
-            "fence-peer helper returned 3 (peer is inconsistent)".into(),
-        ),
-        Some(4) => (
-            ChangeSet::new().pdsk(DiskState::Outdated),
-            "fence-peer helper returned 4 (peer was fenced: outdated)".into(),
-        ),
-        Some(5) if disk == DiskState::UpToDate => (
-            ChangeSet::new().pdsk(DiskState::Outdated),
-            "fence-peer helper returned 5 (peer is unreachable, assumed to be dead)".into(),
-        ),
-        Some(5) => (
-            ChangeSet::new(),
-            format!("fence-peer helper returned 5 (peer is unreachable), but our disk is {disk}: the peer may have newer data"),
-        ),
-        Some(6) => (
-            ChangeSet::new().disk(DiskState::Outdated),
-            "fence-peer helper returned 6 (peer is primary): our data is outdated".into(),
-        ),
-        Some(7) => {
-            if fencing != Fencing::ResourceAndStonith {
-                tracing::error!("fence-peer() = 7 && fencing != Stonith !!!");
-            }
-            (
-                ChangeSet::new().pdsk(DiskState::Outdated),
-                "fence-peer helper returned 7 (peer was stonithed)".into(),
-            )
-        }
-        _ => (
-            ChangeSet::new(),
-            format!("fence-peer helper broken, returned {code}"),
-        ),
-    }
-}
 
 impl Engine {
     /// Run handler `name` and wait for its exit status (`Input::HandlerDone`).
@@ -270,7 +196,7 @@ impl Engine {
             self.lose_link(
                 ConnState::NetworkFailure,
                 "the peer lost the connection and asks to outdate us",
-                super::peer::After::Reconnect,
+                super::after::After::Reconnect,
             );
         }
         let disk = self.st.reported_disk();
@@ -293,36 +219,5 @@ impl Engine {
     /// Whether client I/O is pending anywhere (in the request table, or frozen).
     pub(crate) fn client_io_pending(&self) -> bool {
         self.requests.in_flight() > 0 || !self.freeze.is_empty()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pdsk_after(exit: Option<i32>, disk: DiskState) -> String {
-        format!("{:?}", fence_result(exit, disk, Fencing::ResourceOnly).0)
-    }
-
-    #[test]
-    fn exit_codes_map_to_drbds_disk_states() {
-        use DiskState::*;
-        assert!(pdsk_after(Some(3), UpToDate).contains("pdsk: Some(Inconsistent)"));
-        assert!(pdsk_after(Some(4), UpToDate).contains("pdsk: Some(Outdated)"));
-        assert!(pdsk_after(Some(5), UpToDate).contains("pdsk: Some(Outdated)"));
-        assert!(
-            pdsk_after(Some(5), Consistent).contains("pdsk: None"),
-            "an unreachable peer is not outdated when our own data may be stale"
-        );
-        let six = pdsk_after(Some(6), UpToDate);
-        assert!(six.contains("disk: Some(Outdated)") && six.contains("pdsk: None"));
-        assert!(pdsk_after(Some(7), UpToDate).contains("pdsk: Some(Outdated)"));
-        for broken in [None, Some(0), Some(1), Some(2), Some(8), Some(-1)] {
-            let cs = pdsk_after(broken, UpToDate);
-            assert!(
-                cs.contains("pdsk: None") && cs.contains("disk: None"),
-                "{broken:?}: {cs}"
-            );
-        }
     }
 }

@@ -10,19 +10,24 @@
 )]
 
 mod admin;
+mod after;
 mod after_sb;
 mod client;
 pub mod config;
 mod diskless;
 pub mod engine;
+mod fence_result;
 mod fencing;
+mod freeze;
 mod handshake;
 mod ids;
 pub mod io;
 mod io_table;
+mod node_state;
 pub mod pace;
 pub mod peer;
 mod peer_rx;
+mod pending;
 mod promotion;
 mod receiver;
 mod reconfigure;
@@ -36,9 +41,11 @@ mod transfer_log;
 /// The state vocabulary lives beside the core (the wire format encodes it too).
 pub use crate::states as state;
 pub mod split_brain;
+mod split_brain_flag;
 mod state_change;
 pub mod uuid_compare;
 mod verify;
+mod verify_state;
 
 pub use config::{EngineConfig, OnIoError, PeerSettings};
 pub use engine::{Counters, Engine};

@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use super::after::After;
 use super::engine::Engine;
 use super::handshake::{decide, Link, OurSide, Outcome};
 use super::handshake::{
@@ -13,8 +14,8 @@ use super::handshake::{
     UUID_FLAG_SKIP_INITIAL_SYNC,
 };
 use super::io::{LinkId, LinkLoss, Output};
+use super::node_state::ChangeSet;
 use super::state::{ConnState, DiskState, Role};
-use super::state_change::ChangeSet;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::superblock::{GenerationUuids, UUID_JUST_CREATED};
 use crate::wire::auth;
@@ -34,13 +35,6 @@ const BITMAP_RLE_MAX_BYTES: usize = 64 << 20;
 /// The name a setting travels under in `Params` (empty: not set).
 fn alg_name(alg: Option<DigestAlg>) -> String {
     alg.map(|a| a.to_string()).unwrap_or_default()
-}
-
-/// How a link ends: keep trying (`Reconnect`) or stay down until `repadm connect`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum After {
-    Reconnect,
-    StandAlone,
 }
 
 impl Engine {

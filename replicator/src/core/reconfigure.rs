@@ -8,9 +8,9 @@
 //! Never checks what may not change on a running resource (al-extents, the disk, the peer
 //! itself): the driver refuses those before it gets here.
 
+use super::after::After;
 use super::config::EngineConfig;
 use super::engine::Engine;
-use super::peer::After;
 use super::state::ConnState;
 
 /// The settings both nodes must agree on (or exchange) at the handshake, in a comparable form.

@@ -6,18 +6,18 @@
 
 use std::time::{Duration, Instant};
 
+use super::after::After;
 use super::engine::Engine;
 use super::ids::LinkId;
 use super::io::{HashAlg, IoFailure, Output, PeerDiskOp};
 use super::io_table::{HandlerWait, IoOwner};
-use super::peer::After;
+use super::node_state::ChangeSet;
 use super::resync_state::{
     Budget, Hashing, PauseReason, Resync, ResyncInfo, ResyncSource, ResyncTarget, Side, SourceRead,
     REQUEST_BYTES,
 };
 use super::state::{ConnState, DiskState, Role};
-use super::state_change::ChangeSet;
-use super::verify::Aux;
+use super::verify_state::Aux;
 use crate::digest::Digests;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::layout::BITMAP_BLOCK_BYTES;

@@ -6,7 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::Engine;
 use super::handshake::PeerReport;
 use super::state::Role;
 use crate::meta::bitmap::Bitmap;
@@ -18,6 +17,24 @@ pub(crate) struct PeerAtSplit {
     uuids: GenerationUuids,
     role: Role,
     bitmap_rle: Vec<u8>,
+}
+
+impl PeerAtSplit {
+    pub(crate) fn from_report(peer: &PeerReport) -> PeerAtSplit {
+        PeerAtSplit {
+            uuids: peer.uuids,
+            role: peer.role,
+            bitmap_rle: peer.bitmap.clone(),
+        }
+    }
+
+    /// The peer's side as it reported it (its bitmap decoded, if it decodes).
+    pub(crate) fn side(&self) -> SbSide {
+        let bm = Bitmap::rle_declared_bits(&self.bitmap_rle)
+            .and_then(|n| Bitmap::decode_rle(&self.bitmap_rle, n))
+            .ok();
+        side(self.uuids, self.role, bm.as_ref())
+    }
 }
 
 /// One side of a split brain.
@@ -48,7 +65,7 @@ pub struct SbView {
 /// 4 KiB per bitmap bit.
 const BLOCK: u64 = 4096;
 
-fn side(uuids: GenerationUuids, role: Role, bm: Option<&Bitmap>) -> SbSide {
+pub(crate) fn side(uuids: GenerationUuids, role: Role, bm: Option<&Bitmap>) -> SbSide {
     let ranges: Vec<[u64; 2]> = bm
         .map(|b| {
             b.runs()
@@ -79,56 +96,6 @@ pub fn common_generation(a: &[u64; 4], b: &[u64; 4]) -> Option<u64> {
         .into_iter()
         .map(|u| u & !1)
         .find(|u| *u != 0 && b.iter().any(|v| v & !1 == *u))
-}
-
-impl Engine {
-    /// The sticky split-brain flag.
-    pub fn split_brain(&self) -> bool {
-        self.flags.split_brain()
-    }
-
-    /// A handshake found a split brain it could not resolve: raise the flag (persisted) and
-    /// keep what the peer reported.
-    pub(crate) fn note_split_brain(&mut self, peer: &PeerReport) {
-        self.sb_peer = Some(PeerAtSplit {
-            uuids: peer.uuids,
-            role: peer.role,
-            bitmap_rle: peer.bitmap.clone(),
-        });
-        if !self.flags.split_brain() {
-            self.flags.set_split_brain(true);
-            self.persist_superblock();
-            self.status_changed();
-        }
-    }
-
-    /// A handshake reached a decision (a resync in some direction, or none needed): whatever
-    /// split brain there was is resolved.
-    pub(crate) fn note_split_brain_resolved(&mut self) {
-        self.sb_peer = None;
-        if self.flags.split_brain() {
-            tracing::info!(resource = %self.cfg.resource, "split brain resolved");
-            self.flags.set_split_brain(false);
-            self.persist_superblock();
-            self.status_changed();
-        }
-    }
-
-    /// Both sides of the split brain, as far as this node knows them.
-    pub fn split_brain_view(&self) -> SbView {
-        let local = side(self.uuids, self.st.role(), self.bitmap.as_ref());
-        let peer = self.sb_peer.as_ref().map(|p| {
-            let bm = Bitmap::rle_declared_bits(&p.bitmap_rle)
-                .and_then(|n| Bitmap::decode_rle(&p.bitmap_rle, n))
-                .ok();
-            side(p.uuids, p.role, bm.as_ref())
-        });
-        SbView {
-            split_brain: self.flags.split_brain(),
-            local,
-            peer,
-        }
-    }
 }
 
 #[cfg(test)]
