@@ -13,25 +13,27 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
-use super::config::EngineConfig;
-use super::freeze::Freeze;
-use super::handshake::Link;
-use super::io::{AdminCmd, AdminId, AttachInfo, Input, IoFailure, IoId, IoResult, Output};
+use super::connection::handshake::Link;
+use super::contract::config::EngineConfig;
+use super::contract::io::{
+    AdminCmd, AdminId, AttachInfo, Input, IoFailure, IoId, IoResult, Output,
+};
+use super::contract::rng::Rng;
+use super::contract::split_brain::PeerAtSplit;
+use super::fencing::freeze::Freeze;
 use super::io_table::{IoOwner, IoTable};
-use super::node_state::NodeState;
-use super::peer_rx::PeerRx;
-use super::requests::Requests;
-use super::resync_state::Resync;
-use super::rng::Rng;
-use super::split_brain::PeerAtSplit;
+use super::receiver::peer_rx::PeerRx;
+use super::request::requests::Requests;
+use super::request::transfer_log::TransferLog;
+use super::state::node_state::NodeState;
 use super::state::{ConnState, DiskState, Role};
-use super::transfer_log::TransferLog;
-use super::verify_state::Verify;
+use super::sync::resync_state::Resync;
+use super::sync::verify_state::Verify;
 use crate::meta::al::ActivityLog;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::superblock::{GenerationUuids, MdFlags};
 
-pub use super::config::OnIoError;
+pub use super::contract::config::OnIoError;
 
 /// Counters in `/proc/drbd` units (KiB for volumes, counts for metadata writes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -310,7 +312,7 @@ impl Engine {
         let io = self.ios.start(IoOwner::Meta { admin: None });
         self.emit(Output::Meta {
             io,
-            op: super::io::MetaOpKind::BitmapPages { pages, flush_data },
+            op: super::contract::io::MetaOpKind::BitmapPages { pages, flush_data },
         });
     }
 
@@ -328,7 +330,7 @@ impl Engine {
         self.sync_flags_from_state();
         self.write_dirty_bitmap_pages();
         let io = self.ios.start(IoOwner::Meta { admin: None });
-        let op = super::io::MetaOpKind::Superblock {
+        let op = super::contract::io::MetaOpKind::Superblock {
             uuids: self.uuids,
             flags: self.flags,
             clean: false,
