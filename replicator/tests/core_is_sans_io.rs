@@ -91,13 +91,13 @@ fn find(dir: &Path, needle: &str, allowed: &[&str]) -> Vec<String> {
 }
 
 /// Goal: every change of role, cstate, disk and peer disk goes through `change_state`
-/// (docs/architecture.md §5). The fields of `NodeState` are private to `state_change.rs`, so the compiler
-/// refuses field assignments elsewhere; this catches the one way around it, replacing the
-/// whole state.
+/// (docs/architecture.md §5). The fields of `NodeState` are private to `state/node_state.rs`,
+/// so the compiler refuses field assignments elsewhere; this catches the one way around it,
+/// replacing the whole state (which only `state/change.rs` does).
 #[test]
 fn state_changes_only_through_change_state() {
     let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
-    let hits = find(&core, ".st =", &["state_change.rs"]);
+    let hits = find(&core, ".st =", &["change.rs"]);
     assert!(
         hits.is_empty(),
         "state assigned outside change_state:\n{}",
@@ -113,4 +113,297 @@ fn meta_and_wire_do_not_depend_on_the_core() {
     let mut hits = find(&src.join("meta"), "crate::core", &[]);
     hits.extend(find(&src.join("wire"), "crate::core", &[]));
     assert!(hits.is_empty(), "layering broken:\n{}", hits.join("\n"));
+}
+
+/// The non-test code of a Rust file, without comments (line comments and doc comments; the
+/// core has no block comments in code).
+fn code_of(text: &str) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.trim() == "#[cfg(test)]" {
+            break;
+        }
+        out.push_str(line.split("//").next().unwrap_or(""));
+        out.push('\n');
+    }
+    out
+}
+
+/// Every `.rs` file under `dir` with its module path relative to `src/core`
+/// (`connection/link.rs` is `["connection", "link"]`, `state/mod.rs` is `["state"]`).
+fn core_modules(dir: &Path, prefix: &[String], out: &mut Vec<(Vec<String>, std::path::PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
+        if path.is_dir() {
+            let mut p = prefix.to_vec();
+            p.push(name);
+            core_modules(&path, &p, out);
+        } else if let Some(stem) = name.strip_suffix(".rs") {
+            let mut p = prefix.to_vec();
+            if stem != "mod" {
+                p.push(stem.to_string());
+            }
+            out.push((p, path));
+        }
+    }
+}
+
+/// The paths a use tree names: `a::{b, c::{d, e}}` gives `a::b`, `a::c::d`, `a::c::e`.
+fn expand_use(tree: &str) -> Vec<String> {
+    let tree: String = tree.chars().filter(|c| !c.is_whitespace()).collect();
+    let Some(open) = tree.find('{') else {
+        return vec![tree];
+    };
+    let (head, rest) = tree.split_at(open);
+    let inner = &rest[1..rest.rfind('}').unwrap_or(rest.len())];
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&inner[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&inner[start..]);
+    parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .flat_map(|p| expand_use(p).into_iter().map(|s| format!("{head}{s}")))
+        .collect()
+}
+
+/// The module paths (relative to `src/core`) a file at module path `me` names through
+/// `super::`, `self::` and `crate::core::` paths, in `use` trees and inline.
+fn named_paths(me: &[String], code: &str) -> Vec<Vec<String>> {
+    let mut paths = Vec::new();
+    // `use` statements (they may span lines) are expanded; every other line is scanned for
+    // inline paths.
+    let mut inline = String::new();
+    let mut lines = code.lines();
+    while let Some(line) = lines.next() {
+        let t = line.trim_start();
+        let tree = ["use ", "pub use ", "pub(crate) use ", "pub(super) use "]
+            .iter()
+            .find_map(|p| t.strip_prefix(p));
+        let Some(tree) = tree else {
+            inline.push_str(line);
+            inline.push('\n');
+            continue;
+        };
+        let mut stmt = tree.to_string();
+        while !stmt.contains(';') {
+            match lines.next() {
+                Some(l) => stmt.push_str(l),
+                None => break,
+            }
+        }
+        paths.extend(expand_use(stmt.split(';').next().unwrap_or("")));
+    }
+    let chars: Vec<char> = inline.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let boundary = i == 0
+            || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_' || chars[i - 1] == ':');
+        if boundary {
+            let tail: String = chars[i..].iter().take(200).collect();
+            if ["super::", "self::", "crate::core::"]
+                .iter()
+                .any(|p| tail.starts_with(p))
+            {
+                let path: String = tail
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                    .collect();
+                i += path.len();
+                paths.push(path);
+                continue;
+            }
+        }
+        i += 1;
+    }
+    let parent = &me[..me.len().saturating_sub(1)];
+    let mut out = Vec::new();
+    for p in paths {
+        let segs: Vec<&str> = p.split("::").filter(|s| !s.is_empty()).collect();
+        let (mut base, mut segs) = match segs.first() {
+            Some(&"crate") if segs.get(1) == Some(&"core") => (Vec::new(), segs[2..].to_vec()),
+            Some(&"super") => (parent.to_vec(), segs[1..].to_vec()),
+            Some(&"self") => (me.to_vec(), segs[1..].to_vec()),
+            _ => continue,
+        };
+        while segs.first() == Some(&"super") {
+            base.pop();
+            segs.remove(0);
+        }
+        base.extend(segs.iter().map(|s| s.to_string()));
+        out.push(base);
+    }
+    out
+}
+
+/// Goal: no import circle in the core (docs/architecture.md §3): a file that holds an
+/// `impl Engine` block is never imported by the files it needs. Method: the graph of
+/// `super::`/`crate::core::` references between the files of `src/core` (a `mod.rs` stands for
+/// the items it re-exports, resolved to the files that define them); any cycle fails, named.
+#[test]
+fn no_import_circle_in_core() {
+    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
+    let mut mods = Vec::new();
+    core_modules(&core, &[], &mut mods);
+    let is_mod_rs = |p: &Path| p.file_name().is_some_and(|n| n == "mod.rs");
+    let file_of = |m: &[String]| mods.iter().position(|(mp, _)| mp.as_slice() == m);
+    // Re-exports of each mod.rs: item name -> the module path it comes from.
+    let mut reexports: std::collections::HashMap<Vec<String>, Vec<(String, Vec<String>)>> =
+        Default::default();
+    for (mp, path) in &mods {
+        if !is_mod_rs(path) {
+            continue;
+        }
+        let code = code_of(&std::fs::read_to_string(path).unwrap_or_default());
+        let mut list = Vec::new();
+        for stmt in code.split(';') {
+            let Some(at) = stmt.find("pub use ") else {
+                continue;
+            };
+            for p in expand_use(&stmt[at + 8..]) {
+                let segs: Vec<&str> = p.split("::").collect();
+                let (name, from) = segs.split_last().unwrap_or((&"", &[]));
+                let mut full = mp.clone();
+                let from: Vec<&str> = from.iter().copied().filter(|s| *s != "self").collect();
+                if from.first() == Some(&"crate") {
+                    continue;
+                }
+                full.extend(from.iter().map(|s| s.to_string()));
+                list.push((name.to_string(), full));
+            }
+        }
+        reexports.insert(mp.clone(), list);
+    }
+    // Resolve a module path to the file that defines it: the longest prefix that is a file; a
+    // mod.rs hit is followed through its re-exports (or dropped: declaring is not depending).
+    let resolve = |path: &[String]| -> Option<usize> {
+        let mut path = path.to_vec();
+        for _ in 0..8 {
+            let (len, idx) = (1..=path.len())
+                .rev()
+                .find_map(|n| file_of(&path[..n]).map(|i| (n, i)))?;
+            if !is_mod_rs(&mods[idx].1) {
+                return Some(idx);
+            }
+            let item = path.get(len)?;
+            let (_, from) = reexports
+                .get(&path[..len])?
+                .iter()
+                .find(|(n, _)| n == item)?;
+            let mut next = from.clone();
+            next.push(item.clone());
+            next.extend(path[len + 1..].iter().cloned());
+            path = next;
+        }
+        None
+    };
+    let mut edges: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); mods.len()];
+    for (i, (mp, path)) in mods.iter().enumerate() {
+        if is_mod_rs(path) {
+            continue;
+        }
+        let code = code_of(&std::fs::read_to_string(path).unwrap_or_default());
+        for named in named_paths(mp, &code) {
+            if let Some(j) = resolve(&named) {
+                if j != i {
+                    edges[i].insert(j);
+                }
+            }
+        }
+    }
+    // Depth-first search; a back edge closes a cycle.
+    fn visit(
+        n: usize,
+        edges: &[std::collections::BTreeSet<usize>],
+        colour: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        colour[n] = 1;
+        stack.push(n);
+        for &m in &edges[n] {
+            if colour[m] == 1 {
+                let at = stack.iter().position(|&s| s == m).unwrap_or(0);
+                let mut cycle = stack[at..].to_vec();
+                cycle.push(m);
+                return Some(cycle);
+            }
+            if colour[m] == 0 {
+                if let Some(c) = visit(m, edges, colour, stack) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        colour[n] = 2;
+        None
+    }
+    let mut colour = vec![0u8; mods.len()];
+    let edge_count: usize = edges.iter().map(|e| e.len()).sum();
+    assert!(
+        edge_count > 20,
+        "the scanner found only {edge_count} imports"
+    );
+    for n in 0..mods.len() {
+        if colour[n] == 0 {
+            if let Some(cycle) = visit(n, &edges, &mut colour, &mut Vec::new()) {
+                let names: Vec<String> = cycle
+                    .iter()
+                    .map(|&i| {
+                        mods[i]
+                            .1
+                            .strip_prefix(&core)
+                            .unwrap_or(&mods[i].1)
+                            .display()
+                            .to_string()
+                    })
+                    .collect();
+                panic!("import circle in src/core: {}", names.join(" -> "));
+            }
+        }
+    }
+}
+
+/// Goal: no product file in the core is too long to read as one piece (issue 21): a file
+/// that grows past 800 lines is split along what its parts own. Unit tests (from
+/// `#[cfg(test)]` on) do not count.
+#[test]
+fn no_product_file_over_800_lines() {
+    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
+    let mut mods = Vec::new();
+    core_modules(&core, &[], &mut mods);
+    assert!(mods.len() > 20, "only {} files found", mods.len());
+    let long: Vec<String> = mods
+        .iter()
+        .filter_map(|(_, path)| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let n = text
+                .lines()
+                .take_while(|l| l.trim() != "#[cfg(test)]")
+                .count();
+            (n > 800).then(|| format!("{}: {n} lines", path.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "core files over 800 lines:\n{}",
+        long.join("\n")
+    );
 }

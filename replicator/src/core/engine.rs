@@ -13,30 +13,27 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
-use super::config::EngineConfig;
-use super::handshake::Link;
-use super::io::{AdminCmd, AdminId, AttachInfo, Input, IoFailure, IoId, IoResult, Output};
+use super::connection::handshake::Link;
+use super::contract::config::EngineConfig;
+use super::contract::io::{
+    AdminCmd, AdminId, AttachInfo, Input, IoFailure, IoId, IoResult, Output,
+};
+use super::contract::rng::Rng;
+use super::contract::split_brain::PeerAtSplit;
+use super::fencing::freeze::Freeze;
 use super::io_table::{IoOwner, IoTable};
-use super::peer_rx::PeerRx;
-use super::requests::Requests;
-use super::resync_state::Resync;
-use super::rng::Rng;
+use super::receiver::peer_rx::PeerRx;
+use super::request::requests::Requests;
+use super::request::transfer_log::TransferLog;
+use super::state::node_state::NodeState;
 use super::state::{ConnState, DiskState, Role};
-use super::state_change::NodeState;
-use super::transfer_log::TransferLog;
-use super::verify::Verify;
+use super::sync::resync_state::Resync;
+use super::sync::verify_state::Verify;
 use crate::meta::al::ActivityLog;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::superblock::{GenerationUuids, MdFlags};
 
-pub use super::config::OnIoError;
-
-/// What an admin command is waiting for before it can be answered.
-#[derive(Debug)]
-pub(crate) struct PendingAdmin {
-    pub id: AdminId,
-    pub message: String,
-}
+pub use super::contract::config::OnIoError;
 
 /// Counters in `/proc/drbd` units (KiB for volumes, counts for metadata writes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -123,7 +120,7 @@ pub struct Engine {
     /// `connect --discard-my-data`: this node volunteers to lose a split brain.
     pub(crate) discard_my_data: bool,
     /// The peer's side of an unresolved split brain, from the handshake that found it.
-    pub(crate) sb_peer: Option<super::split_brain::PeerAtSplit>,
+    pub(crate) sb_peer: Option<PeerAtSplit>,
     pub(crate) tl: TransferLog,
     pub(crate) rx: PeerRx,
     pub(crate) resync: Option<Resync>,
@@ -139,7 +136,7 @@ pub struct Engine {
     /// The `resync-after` resource is resyncing now.
     pub(crate) dependency_syncing: bool,
     /// Client I/O held while fencing froze it (`NodeState::susp_fen`).
-    pub(crate) freeze: super::fencing::Freeze,
+    pub(crate) freeze: Freeze,
 }
 
 impl Engine {
@@ -178,7 +175,7 @@ impl Engine {
             verify_ranges: Vec::new(),
             last_app_write: None,
             dependency_syncing: false,
-            freeze: super::fencing::Freeze::default(),
+            freeze: Freeze::default(),
         }
     }
 
@@ -315,7 +312,7 @@ impl Engine {
         let io = self.ios.start(IoOwner::Meta { admin: None });
         self.emit(Output::Meta {
             io,
-            op: super::io::MetaOpKind::BitmapPages { pages, flush_data },
+            op: super::contract::io::MetaOpKind::BitmapPages { pages, flush_data },
         });
     }
 
@@ -333,7 +330,7 @@ impl Engine {
         self.sync_flags_from_state();
         self.write_dirty_bitmap_pages();
         let io = self.ios.start(IoOwner::Meta { admin: None });
-        let op = super::io::MetaOpKind::Superblock {
+        let op = super::contract::io::MetaOpKind::Superblock {
             uuids: self.uuids,
             flags: self.flags,
             clean: false,

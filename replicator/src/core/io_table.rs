@@ -9,11 +9,11 @@
 
 use std::collections::BTreeSet;
 
-use super::ids::IdMap;
+use super::contract::ids::IdMap;
 
-use super::engine::PendingAdmin;
-use super::ids::{AdminId, IoId, LinkId, ReqId};
-use super::verify::Aux;
+use super::admin::pending::PendingAdmin;
+use super::contract::ids::{AdminId, IoId, LinkId, ReqId};
+use super::sync::verify_state::Aux;
 
 /// Who waits for an operation, and what it needs to know when it completes.
 #[derive(Debug)]

@@ -1,0 +1,47 @@
+//! `repadm adjust` on a running resource: the driver hands the engine a new configuration
+//! built from the re-read `.res` file. Settings the engine reads when it needs them (ping-int,
+//! ko-count, resync-rate and the controller, on-io-error, fencing, max-epoch-size, …) take
+//! effect at once; settings the two nodes agree on at the handshake (protocol, after-sb-*,
+//! allow-two-primaries, the digest algorithms, shared-secret) are renegotiated by dropping the
+//! link, which reconnects at once (a lost link's bitmap covers whatever the peer may miss).
+//!
+//! Never checks what may not change on a running resource (al-extents, the disk, the peer
+//! itself): the driver refuses those before it gets here.
+
+use crate::core::connection::after::After;
+use crate::core::contract::config::EngineConfig;
+use crate::core::engine::Engine;
+use crate::core::state::ConnState;
+
+/// The settings both nodes must agree on (or exchange) at the handshake, in a comparable form.
+fn agreed(cfg: &EngineConfig) -> impl PartialEq + '_ {
+    let p = &cfg.peer;
+    (
+        cfg.protocol,
+        cfg.allow_two_primaries,
+        (
+            p.after_sb_0pri.to_string(),
+            p.after_sb_1pri,
+            p.after_sb_2pri,
+        ),
+        (p.integrity_alg, p.verify_alg, p.csums_alg),
+        (p.shared_secret.as_deref(), p.cram_hmac_alg),
+    )
+}
+
+impl Engine {
+    /// Replace the configuration; renegotiate with the peer if an agreed setting changed.
+    pub(crate) fn reconfigure(&mut self, cfg: EngineConfig) {
+        let renegotiate = self.link.is_some() && agreed(&self.cfg) != agreed(&cfg);
+        self.cfg = cfg;
+        if renegotiate {
+            self.lose_link(
+                ConnState::Disconnecting,
+                "configuration changed (adjust): renegotiating with the peer",
+                After::Reconnect,
+            );
+        }
+        // Status shows the protocol: one StateChanged for this input, as for any other.
+        self.status_changed();
+    }
+}

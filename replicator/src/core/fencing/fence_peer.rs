@@ -1,0 +1,227 @@
+//! Fencing (docs/drbd-semantics.md §4, §9; DRBD 8.4's conn_try_outdate_peer): with
+//! `fencing resource-only` or `resource-and-stonith`, a Primary that loses its peer runs the
+//! `fence-peer` handler to have the peer outdated, and a disconnected node is promoted only once
+//! the peer is known Outdated. With `resource-and-stonith` application I/O is frozen (queued,
+//! replies held) from the moment the link is lost until the handler returns, so that no write
+//! is acknowledged that a node promoted on the other side of a partition would miss.
+//!
+//! The handler's exit code (DRBD's): 3 the peer is Inconsistent, 4 it was outdated, 5 it is
+//! unreachable (taken as dead: Outdated only if our own data is UpToDate), 6 it is Primary
+//! (then our data is the outdated one), 7 it was STONITHed; anything else: the handler failed.
+
+use crate::core::contract::io::Output;
+use crate::core::contract::refusal::Refusal;
+use crate::core::engine::Engine;
+use crate::core::io_table::{FencePurpose, HandlerWait, IoOwner};
+use crate::core::policy::fence_result::fence_result;
+use crate::core::state::node_state::ChangeSet;
+use crate::core::state::promotion::peer_known_outdated;
+use crate::core::state::{ConnState, DiskState, Role};
+use rep_resources::Fencing;
+
+impl Engine {
+    /// Run handler `name` and wait for its exit status (`Input::HandlerDone`).
+    pub(crate) fn run_handler(&mut self, name: &'static str, wait: HandlerWait) {
+        let io = self.ios.start(IoOwner::Handler(wait));
+        self.emit(Output::RunHandler { io, name });
+    }
+
+    fn fence_running(&self) -> bool {
+        self.ios.count(|o| {
+            matches!(
+                o,
+                IoOwner::Handler(HandlerWait::Fence(FencePurpose::LostLink))
+            )
+        }) > 0
+    }
+
+    /// Called as a link goes away, before its requests are completed: whether the peer must
+    /// be fenced, and with `resource-and-stonith` I/O frozen from now on.
+    pub(crate) fn fence_on_link_loss(&mut self) -> bool {
+        let fence = self.cfg.fencing != Fencing::DontCare
+            && self.st.role() == Role::Primary
+            && self.st.cstate() >= ConnState::Connected
+            && !peer_known_outdated(self.st.pdsk());
+        if fence && self.cfg.fencing == Fencing::ResourceAndStonith {
+            let _ = self.change_state(
+                ChangeSet::new()
+                    .susp_fen(true)
+                    .why("fencing: I/O frozen until the fence-peer handler returns"),
+            );
+        }
+        fence
+    }
+
+    /// The link is gone (see `fence_on_link_loss`): outdate the peer.
+    pub(crate) fn fence_lost_peer(&mut self) {
+        if !self.fence_running() {
+            self.run_handler("fence-peer", HandlerWait::Fence(FencePurpose::LostLink));
+        }
+    }
+
+    /// `primary` waits for the peer to be outdated first.
+    pub(crate) fn fence_for_promotion(
+        &mut self,
+        admin: crate::core::contract::io::AdminId,
+        force: bool,
+    ) {
+        self.run_handler(
+            "fence-peer",
+            HandlerWait::Fence(FencePurpose::Promote { admin, force }),
+        );
+    }
+
+    pub(crate) fn handler_done(&mut self, wait: HandlerWait, exit: Option<i32>) {
+        match wait {
+            HandlerWait::Fence(purpose) => self.fence_done(purpose, exit),
+            HandlerWait::BeforeResyncTarget { link } => self.before_resync_target_done(link, exit),
+        }
+    }
+
+    fn fence_done(&mut self, purpose: FencePurpose, exit: Option<i32>) {
+        let res = self.cfg.resource.clone();
+        let connected = self.st.cstate() >= ConnState::Connected;
+        if connected {
+            tracing::info!(resource = %res, "fence-peer returned {exit:?}, but the connection is back: result ignored");
+        } else {
+            let (cs, why) = fence_result(exit, self.st.disk(), self.cfg.fencing);
+            // Logged here as well: a result that changes nothing (a broken handler, exit 5
+            // without UpToDate data) leaves no state-change line to carry it.
+            tracing::info!(resource = %res, "{why}");
+            let _ = self.change_state(cs.why(why));
+        }
+        let fenced = peer_known_outdated(self.st.pdsk());
+        match purpose {
+            FencePurpose::LostLink => {
+                if !self.st.susp_fen() {
+                    if !fenced && !connected {
+                        tracing::warn!(resource = %res, "could not outdate the peer ({exit:?}); going on without it (fencing resource-only): a node promoted on the other side would miss the writes from now on");
+                    }
+                } else if fenced || connected {
+                    self.thaw_io("the peer is fenced");
+                } else {
+                    tracing::error!(resource = %res, "could not outdate the peer ({exit:?}); I/O stays frozen (fencing resource-and-stonith) until `repadm resume-io {res}`");
+                }
+            }
+            FencePurpose::Promote { admin, force } => {
+                if connected {
+                    // The peer is back: decide as for a new `primary` (it may object now).
+                    if let Err(refusal) = self.promote_or_fence(admin, force) {
+                        self.emit(Output::AdminReply {
+                            id: admin,
+                            result: Err(refusal),
+                        });
+                    }
+                } else if fenced {
+                    self.finish_primary(admin, force, true);
+                } else if force {
+                    tracing::warn!(resource = %res, "Forced into split brain situation!");
+                    let _ = self.change_state(
+                        ChangeSet::new()
+                            .pdsk(DiskState::Outdated)
+                            .why("primary --force with the peer not outdated"),
+                    );
+                    self.finish_primary(admin, force, true);
+                } else {
+                    let refusal = Refusal::PrimaryNop {
+                        pdsk: self.st.pdsk(),
+                    };
+                    self.emit(Output::AdminReply {
+                        id: admin,
+                        result: Err(refusal),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Let frozen I/O go: held replies first, then the requests that waited, in order.
+    pub(crate) fn thaw_io(&mut self, why: &str) {
+        let mut cs = ChangeSet::new().susp_fen(false).why(why.to_string());
+        if self.start_deferred_generation() {
+            cs = cs.persist();
+        }
+        let _ = self.change_state(cs);
+        for (req, result) in self.freeze.take_replies() {
+            self.emit(Output::ClientReply { req, result });
+        }
+        for (req, op) in self.freeze.take_queued() {
+            self.client_request(req, op);
+        }
+    }
+
+    /// The new data generation a link loss under frozen I/O put off (`new_uuid_on_thaw`):
+    /// started when I/O thaws, or before a new handshake, whichever comes first — the writes
+    /// that were in flight when the link went may be missing on the peer, and only a new
+    /// generation makes the handshake resync them. Returns whether it started one.
+    pub(crate) fn start_deferred_generation(&mut self) -> bool {
+        let due = std::mem::take(&mut self.freeze.new_uuid_on_thaw)
+            && self.st.role() == Role::Primary
+            && self.st.disk() == DiskState::UpToDate
+            && self.uuids.bitmap == 0;
+        if due {
+            let v = self.rng.uuid();
+            self.uuids.new_current(v, true);
+        }
+        due
+    }
+
+    /// The connection came back while I/O was frozen for a fence-peer handler that has not
+    /// returned (DRBD 8.4's after_state_ch, "case2: the connection was established again"):
+    /// the peer is connected and behind us (SyncTarget, or in sync), so it cannot be promoted
+    /// with data that misses our writes, and I/O goes on. The handler's result is ignored when
+    /// it returns (`fence_done`).
+    pub(crate) fn thaw_on_reconnect(&mut self) {
+        if self.st.susp_fen() && self.st.role() == Role::Primary && self.link_ready() {
+            self.thaw_io("the connection is back");
+        }
+    }
+
+    /// `repadm resume-io`: thaw I/O whatever fencing found (the operator vouches for it).
+    pub(crate) fn cmd_resume_io(&mut self) -> Result<Option<String>, Refusal> {
+        if !self.st.susp_fen() {
+            return Err(Refusal::NotSuspended);
+        }
+        self.thaw_io("resume-io");
+        Ok(Some("I/O resumed".into()))
+    }
+
+    /// The peer (its repd, over the network) asks us to outdate ourselves: it lost the
+    /// connection and runs fence-peer. A Primary refuses (the peer learns it from our role);
+    /// a link we still believe in is dropped first (the peer no longer has it).
+    pub(crate) fn cmd_peer_outdate(
+        &mut self,
+        id: crate::core::contract::io::AdminId,
+    ) -> Result<Option<String>, Refusal> {
+        if self.st.role() == Role::Primary {
+            return Ok(Some("Primary: not outdated".into()));
+        }
+        if self.link.is_some() {
+            self.lose_link(
+                ConnState::NetworkFailure,
+                "the peer lost the connection and asks to outdate us",
+                crate::core::connection::after::After::Reconnect,
+            );
+        }
+        let disk = self.st.reported_disk();
+        if disk < DiskState::Outdated || self.st.disk() <= DiskState::Failed {
+            return Ok(Some(format!("disk is {disk}: nothing to outdate")));
+        }
+        if disk == DiskState::Outdated && self.st.disk() == DiskState::Outdated {
+            return Ok(Some("already Outdated".into()));
+        }
+        let io = self.change_state(
+            ChangeSet::new()
+                .disk(DiskState::Outdated)
+                .why("outdated by the peer (fence-peer)")
+                .persist(),
+        );
+        self.reply_when_durable(id, "outdated".into(), io);
+        Ok(None)
+    }
+
+    /// Whether client I/O is pending anywhere (in the request table, or frozen).
+    pub(crate) fn client_io_pending(&self) -> bool {
+        self.requests.in_flight() > 0 || !self.freeze.is_empty()
+    }
+}

@@ -1,0 +1,48 @@
+//! The sticky split-brain flag and what the engine remembers of the peer's side (the types
+//! and their rendering are in split_brain.rs): raised by a handshake that could not resolve a
+//! split brain, cleared by one that reached a decision.
+
+use crate::core::connection::handshake::PeerReport;
+use crate::core::contract::split_brain::{side, PeerAtSplit, SbView};
+use crate::core::engine::Engine;
+
+impl Engine {
+    /// The sticky split-brain flag.
+    pub fn split_brain(&self) -> bool {
+        self.flags.split_brain()
+    }
+
+    /// A handshake found a split brain it could not resolve: raise the flag (persisted) and
+    /// keep what the peer reported.
+    pub(crate) fn note_split_brain(&mut self, peer: &PeerReport) {
+        self.sb_peer = Some(PeerAtSplit::from_report(peer));
+        if !self.flags.split_brain() {
+            self.flags.set_split_brain(true);
+            self.persist_superblock();
+            self.status_changed();
+        }
+    }
+
+    /// A handshake reached a decision (a resync in some direction, or none needed): whatever
+    /// split brain there was is resolved.
+    pub(crate) fn note_split_brain_resolved(&mut self) {
+        self.sb_peer = None;
+        if self.flags.split_brain() {
+            tracing::info!(resource = %self.cfg.resource, "split brain resolved");
+            self.flags.set_split_brain(false);
+            self.persist_superblock();
+            self.status_changed();
+        }
+    }
+
+    /// Both sides of the split brain, as far as this node knows them.
+    pub fn split_brain_view(&self) -> SbView {
+        let local = side(self.uuids, self.st.role(), self.bitmap.as_ref());
+        let peer = self.sb_peer.as_ref().map(PeerAtSplit::side);
+        SbView {
+            split_brain: self.flags.split_brain(),
+            local,
+            peer,
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Resync and online verify (DRBD's peer-device activities), and the resync rate controller.
+
+pub mod pace;
+pub(crate) mod resync;
+pub(crate) mod resync_state;
+pub(crate) mod verify;
+pub(crate) mod verify_state;
