@@ -13,7 +13,6 @@ fn kill9_primary_keeps_flushed_writes_and_marks_al_extents() {
     let c = Cluster::new("kill9", ClusterOpts::default());
     let a = c.a();
     lone_primary(a);
-    let uri = a.nbd_uri();
     qemu_io_ok(
         a,
         &["write -P 0x42 0 4M", "flush", "write -P 0x43 -f 20M 1M"],
