@@ -140,6 +140,8 @@ pub struct Engine {
     pub(crate) dependency_syncing: bool,
     /// Client I/O held while fencing froze it (`NodeState::susp_fen`).
     pub(crate) freeze: super::fencing::Freeze,
+    /// After an adjust of an agreed setting: reconnect a refused link for a while.
+    pub(crate) renegotiation: super::renegotiate::Renegotiation,
 }
 
 impl Engine {
@@ -179,6 +181,7 @@ impl Engine {
             last_app_write: None,
             dependency_syncing: false,
             freeze: super::fencing::Freeze::default(),
+            renegotiation: Default::default(),
         }
     }
 
@@ -222,6 +225,7 @@ impl Engine {
         }
         self.retry_drained_admin();
         self.close_failed_disk_when_idle();
+        self.renegotiate_step(now);
         self.announce_state();
         if std::mem::take(&mut self.status_dirty) {
             self.emit(Output::StateChanged);
@@ -295,6 +299,7 @@ impl Engine {
             self.peer_next_timeout(),
             self.epoch_deadline(),
             self.resync_wake(),
+            self.renegotiation.next_timeout(),
         ]
         .into_iter()
         .flatten()

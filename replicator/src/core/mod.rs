@@ -27,6 +27,7 @@ mod promotion;
 mod receiver;
 mod reconfigure;
 pub mod refusal;
+mod renegotiate;
 mod replication;
 mod requests;
 mod resync;

@@ -32,8 +32,12 @@ fn agreed(cfg: &EngineConfig) -> impl PartialEq + '_ {
 impl Engine {
     /// Replace the configuration; renegotiate with the peer if an agreed setting changed.
     pub(crate) fn reconfigure(&mut self, cfg: EngineConfig) {
-        let renegotiate = self.link.is_some() && agreed(&self.cfg) != agreed(&cfg);
+        let changed = agreed(&self.cfg) != agreed(&cfg);
+        let renegotiate = self.link.is_some() && changed;
         self.cfg = cfg;
+        if let (true, Some(now)) = (changed, self.last_now) {
+            self.renegotiation.start(now);
+        }
         if renegotiate {
             self.lose_link(
                 ConnState::Disconnecting,

@@ -139,7 +139,6 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
             exit_code: 20,
         },
         Request::Query(Query::Down) => {
-            driver.stop_renegotiating();
             let result = down(driver).await;
             if result.is_ok() {
                 driver.shutting_down.set(true);
@@ -157,9 +156,6 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
             status: Box::new(driver.status()),
         },
         Request::Admin(cmd) => {
-            if matches!(cmd, AdminCmd::Disconnect { .. }) {
-                driver.stop_renegotiating();
-            }
             let result = driver.admin(cmd).await;
             reply(driver, result)
         }

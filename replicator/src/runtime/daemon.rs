@@ -11,10 +11,11 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use super::control_server;
-use super::driver::{regenerate_proc_status, write_atomic, write_status_files, Driver};
+use super::driver::Driver;
 use super::link::LinkSettings;
 use super::nbd_backend::NbdBackend;
 use super::paths::{RunPaths, CONFIG_DEFAULT, RUN_DIR_DEFAULT};
+use super::surface::status::{regenerate_proc_status, write_atomic, write_status_files};
 use crate::core::{AdminCmd, Engine, EngineConfig};
 
 #[derive(Debug, Parser)]
@@ -231,7 +232,7 @@ async fn serve(
         driver.listen_for_peer(l);
     }
     tokio_uring::spawn(Rc::clone(&driver).run_timers());
-    tokio_uring::spawn(Rc::clone(&driver).watch_resync_after());
+    driver.follow_resync_after();
     let threads =
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
     let hasher = super::hasher::Hasher::start(&driver, threads)
@@ -301,6 +302,7 @@ async fn serve(
     remove_stale(&paths.ctl());
     remove_stale(&paths.nbd());
     remove_stale(&paths.pid());
+    driver.finish_status_files();
     remove_stale(&paths.status_json());
     let mut s = driver.status();
     s.pid = 0;

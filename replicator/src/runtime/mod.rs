@@ -6,6 +6,7 @@ pub mod adjust;
 pub mod backing;
 pub mod control_server;
 pub mod daemon;
+pub mod dependency;
 pub mod driver;
 pub mod error;
 #[cfg(feature = "fault-injection")]
@@ -20,6 +21,7 @@ pub mod outdater;
 pub mod paths;
 pub mod send_queue;
 pub mod sockets;
+pub mod surface;
 pub mod tls;
 
 #[cfg(test)]
