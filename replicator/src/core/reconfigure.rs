@@ -8,10 +8,14 @@
 //! Never checks what may not change on a running resource (al-extents, the disk, the peer
 //! itself): the driver refuses those before it gets here.
 
+use std::time::Instant;
+
 use super::config::EngineConfig;
 use super::engine::Engine;
+use super::io::Output;
 use super::peer::After;
 use super::state::ConnState;
+use super::state_change::ChangeSet;
 
 /// The settings both nodes must agree on (or exchange) at the handshake, in a comparable form.
 fn agreed(cfg: &EngineConfig) -> impl PartialEq + '_ {
@@ -47,5 +51,18 @@ impl Engine {
         }
         // Status shows the protocol: one StateChanged for this input, as for any other.
         self.status_changed();
+    }
+
+    /// After every input: within the window an adjust of an agreed setting opened
+    /// (`renegotiate.rs`), a node the handshake left StandAlone connects again.
+    pub(crate) fn renegotiate_step(&mut self, now: Instant) {
+        if self
+            .renegotiation
+            .step(now, self.st.cstate(), self.cfg.has_peer)
+        {
+            tracing::info!(resource = %self.cfg.resource, "configuration changed (adjust): connecting again to renegotiate with the peer");
+            let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFConnection));
+            self.emit(Output::Connect);
+        }
     }
 }

@@ -5,14 +5,12 @@
 //! two nodes one after the other is enough, with no retry loop outside it.
 //!
 //! The window closes when the link is Connected, when it expires, or at an explicit
-//! `disconnect` (the operator wants the node StandAlone).
+//! `disconnect` (the operator wants the node StandAlone). The engine's side (`renegotiate_step`,
+//! which connects) is in `reconfigure.rs`, so that this file stays free of `Engine`.
 
 use std::time::{Duration, Instant};
 
-use super::engine::Engine;
-use super::io::Output;
 use super::state::ConnState;
-use super::state_change::ChangeSet;
 
 /// How long after such an adjust the engine keeps reconnecting a refused link.
 pub(crate) const WINDOW: Duration = Duration::from_secs(600);
@@ -37,37 +35,70 @@ impl Renegotiation {
         *self = Renegotiation::default();
     }
 
+    /// After every input, with the node's connection state: whether to connect again now.
+    /// Within the window, a node left StandAlone connects again `RETRY` later.
+    pub(crate) fn step(&mut self, now: Instant, cstate: ConnState, has_peer: bool) -> bool {
+        let Some(until) = self.until else {
+            return false;
+        };
+        if now > until || cstate >= ConnState::Connected || !has_peer {
+            self.stop();
+            return false;
+        }
+        if cstate != ConnState::StandAlone {
+            self.retry_at = None;
+            return false;
+        }
+        match self.retry_at {
+            None => {
+                self.retry_at = Some(now + RETRY);
+                false
+            }
+            Some(at) if now >= at => {
+                self.retry_at = None;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
     /// When the engine wants `Input::Timer` for the next attempt.
     pub(crate) fn next_timeout(&self) -> Option<Instant> {
         self.until.and(self.retry_at)
     }
 }
 
-impl Engine {
-    /// After every input: within the window, a node left StandAlone connects again `RETRY`
-    /// later.
-    pub(crate) fn renegotiate_step(&mut self, now: Instant) {
-        let Some(until) = self.renegotiation.until else {
-            return;
-        };
-        let cstate = self.st.cstate();
-        if now > until || cstate >= ConnState::Connected || !self.cfg.has_peer {
-            self.renegotiation.stop();
-            return;
-        }
-        if cstate != ConnState::StandAlone {
-            self.renegotiation.retry_at = None;
-            return;
-        }
-        match self.renegotiation.retry_at {
-            None => self.renegotiation.retry_at = Some(now + RETRY),
-            Some(at) if now >= at => {
-                self.renegotiation.retry_at = None;
-                tracing::info!(resource = %self.cfg.resource, "configuration changed (adjust): connecting again to renegotiate with the peer");
-                let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFConnection));
-                self.emit(Output::Connect);
-            }
-            Some(_) => {}
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standalone_node_connects_again_after_retry_until_connected() {
+        let t0 = Instant::now();
+        let mut r = Renegotiation::default();
+        assert!(!r.step(t0, ConnState::StandAlone, true), "no window yet");
+        r.start(t0);
+        assert!(!r.step(t0, ConnState::StandAlone, true));
+        assert_eq!(r.next_timeout(), Some(t0 + RETRY));
+        assert!(!r.step(t0 + RETRY / 2, ConnState::StandAlone, true));
+        assert!(r.step(t0 + RETRY, ConnState::StandAlone, true));
+        assert!(!r.step(t0 + RETRY, ConnState::WFConnection, true));
+        assert_eq!(r.next_timeout(), None);
+        assert!(!r.step(t0 + RETRY * 2, ConnState::Connected, true));
+        assert!(
+            !r.step(t0 + RETRY * 3, ConnState::StandAlone, true),
+            "closed"
+        );
+        assert_eq!(r.next_timeout(), None);
+    }
+
+    #[test]
+    fn the_window_expires() {
+        let t0 = Instant::now();
+        let mut r = Renegotiation::default();
+        r.start(t0);
+        assert!(!r.step(t0 + WINDOW, ConnState::StandAlone, true));
+        assert!(!r.step(t0 + WINDOW + RETRY * 2, ConnState::StandAlone, true));
+        assert_eq!(r.next_timeout(), None);
     }
 }

@@ -76,9 +76,9 @@ pub struct Driver {
     subscribers: RefCell<Vec<mpsc::UnboundedSender<Status>>>,
     pub shutdown: Notify,
     pub shutting_down: Cell<bool>,
-    pub link: super::link::SharedLink,
+    pub link: super::link::state::SharedLink,
     /// Where the peer link dials and whom it accepts; `adjust` replaces it.
-    link_settings: RefCell<Option<Rc<super::link::LinkSettings>>>,
+    link_settings: RefCell<Option<Rc<super::link::state::LinkSettings>>>,
     pub hasher: std::cell::OnceCell<super::hasher::Hasher>,
     rng: Cell<u64>,
     /// Client writes held back while the peer's send queue is over `max-buffers` (in arrival
@@ -93,7 +93,7 @@ pub struct Driver {
     timer_deadline: Cell<Option<Instant>>,
     timer_moved: Notify,
     /// The listener for the peer's connections (this node's `address`).
-    pub(crate) peer_listener: RefCell<Option<super::link::PeerListener>>,
+    pub(crate) peer_listener: RefCell<Option<super::link::state::PeerListener>>,
     /// The status-file thread (`None` if it could not start: then written here).
     status_files: RefCell<Option<super::surface::status::StatusWriter>>,
     /// `resync-after`: which resources of the run dir resync, as the watcher last reported;
@@ -114,7 +114,7 @@ impl Driver {
         view: NodeView,
         paths: RunPaths,
         config_path: std::path::PathBuf,
-        link_settings: Option<super::link::LinkSettings>,
+        link_settings: Option<super::link::state::LinkSettings>,
         seed: u64,
     ) -> Rc<Driver> {
         Rc::new(Driver {
@@ -167,14 +167,25 @@ impl Driver {
     }
 
     /// The peer link's addresses and connect-int, if a peer is configured.
-    pub fn link_settings(&self) -> Option<Rc<super::link::LinkSettings>> {
+    pub fn link_settings(&self) -> Option<Rc<super::link::state::LinkSettings>> {
         self.link_settings.borrow().clone()
     }
 
     /// Install a new running configuration (`adjust`); the engine gets its part separately.
-    pub fn replace_view(&self, view: NodeView, link: Option<super::link::LinkSettings>) {
+    pub fn replace_view(&self, view: NodeView, link: Option<super::link::state::LinkSettings>) {
         *self.view.borrow_mut() = Rc::new(view);
         *self.link_settings.borrow_mut() = link.map(Rc::new);
+    }
+
+    /// What the parts below the driver feed their completions through (`port::Feed`).
+    pub fn feeder(self: &Rc<Self>) -> super::port::Feed {
+        let this = Rc::clone(self);
+        Rc::new(move |input| this.feed(input))
+    }
+
+    /// Queue one input for the pump that runs now (from within a dispatch: no pump of its own).
+    pub(crate) fn queue(&self, input: Input) {
+        self.inbox.borrow_mut().push_back(input);
     }
 
     /// Queue one input and pump unless a pump is already running up the stack.
@@ -367,58 +378,6 @@ impl Driver {
         });
     }
 
-    fn handler_env(&self) -> super::handlers::HandlerEnv<'_> {
-        super::handlers::HandlerEnv {
-            config: &self.config_path,
-            run_dir: &self.paths.dir,
-        }
-    }
-
-    fn run_handler(&self, name: &str) {
-        let runs = std::sync::Arc::clone(&self.metrics.handler_runs);
-        if !super::handlers::run(&self.view(), &self.handler_env(), name, runs) {
-            tracing::debug!(resource = %self.paths.resource, "no {name} handler configured");
-        }
-    }
-
-    /// A handler the engine waits for: its exit status comes back as `HandlerDone`. Not
-    /// configured: fence-peer is done by the built-in outdater, any other counts as success.
-    fn run_waited_handler(self: &Rc<Self>, io: IoId, name: &'static str) {
-        let view = self.view();
-        if super::handlers::configured(&view, name) {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let runs = std::sync::Arc::clone(&self.metrics.handler_runs);
-            let started =
-                super::handlers::run_waited(&view, &self.handler_env(), name, runs, move |exit| {
-                    let _ = tx.send(exit);
-                });
-            if !started {
-                self.inbox
-                    .borrow_mut()
-                    .push_back(Input::HandlerDone { io, exit: None });
-                return;
-            }
-            let this = Rc::clone(self);
-            tokio_uring::spawn(async move {
-                let exit = rx.await.unwrap_or(None);
-                this.feed(Input::HandlerDone { io, exit });
-            });
-        } else if name == "fence-peer" {
-            let this = Rc::clone(self);
-            tokio_uring::spawn(async move {
-                let code = super::outdater::outdate_peer(Rc::clone(&this)).await;
-                this.feed(Input::HandlerDone {
-                    io,
-                    exit: Some(code),
-                });
-            });
-        } else {
-            self.inbox
-                .borrow_mut()
-                .push_back(Input::HandlerDone { io, exit: Some(0) });
-        }
-    }
-
     /// Seeds per-connection session ids (not security relevant: pairing sockets only).
     pub fn random_u64(&self) -> u64 {
         let mut r = crate::core::rng::Rng::new(self.rng.get());
@@ -542,7 +501,7 @@ impl Driver {
         let writer = match self.meta.get() {
             Some(w) => w,
             None => {
-                let w = MetaWriter::start(self).map_err(DiskError::io(
+                let w = MetaWriter::start(self.feeder()).map_err(DiskError::io(
                     Device::Backing,
                     Op::StartMetaThread,
                     &self.view().disk,

@@ -11,6 +11,8 @@ pub mod driver;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+#[cfg(feature = "fault-injection")]
+pub mod fault_error;
 pub mod handlers;
 pub mod hasher;
 pub mod link;
@@ -19,6 +21,7 @@ pub mod metrics;
 pub mod nbd_backend;
 pub mod outdater;
 pub mod paths;
+pub mod port;
 pub mod send_queue;
 pub mod sockets;
 pub mod surface;

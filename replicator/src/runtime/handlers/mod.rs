@@ -16,6 +16,7 @@ use std::time::Duration;
 use rep_resources::NodeView;
 
 mod child;
+mod run;
 
 use super::metrics::HandlerRuns;
 
