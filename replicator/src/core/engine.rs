@@ -137,6 +137,8 @@ pub struct Engine {
     pub(crate) dependency_syncing: bool,
     /// Client I/O held while fencing froze it (`NodeState::susp_fen`).
     pub(crate) freeze: Freeze,
+    /// After an adjust of an agreed setting: reconnect a refused link for a while.
+    pub(crate) renegotiation: crate::core::admin::renegotiate::Renegotiation,
 }
 
 impl Engine {
@@ -176,6 +178,7 @@ impl Engine {
             last_app_write: None,
             dependency_syncing: false,
             freeze: Freeze::default(),
+            renegotiation: Default::default(),
         }
     }
 
@@ -219,6 +222,7 @@ impl Engine {
         }
         self.retry_drained_admin();
         self.close_failed_disk_when_idle();
+        self.renegotiate_step(now);
         self.announce_state();
         if std::mem::take(&mut self.status_dirty) {
             self.emit(Output::StateChanged);
@@ -292,6 +296,7 @@ impl Engine {
             self.peer_next_timeout(),
             self.epoch_deadline(),
             self.resync_wake(),
+            self.renegotiation.next_timeout(),
         ]
         .into_iter()
         .flatten()

@@ -8,19 +8,12 @@
 
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use super::daemon::{engine_config, link_settings};
 use super::driver::Driver;
 use crate::control::adjust::{applied_view, diff, Change, How, Report};
 use crate::control::Response;
 use crate::core::{AdminCmd, ConnState, DiskState, Input, Role};
-
-/// After a change the peers must agree on, how long repd keeps reconnecting a link that the
-/// handshake refused (the peer still runs the old settings until its own `adjust`).
-pub const RENEGOTIATE_WINDOW: Duration = Duration::from_secs(600);
-/// How often it retries meanwhile.
-const RENEGOTIATE_RETRY: Duration = Duration::from_secs(1);
 
 /// drbdadm's exit codes for a refused change: the configuration asks for something a running
 /// resource cannot do (10), or the current state forbids it (11).
@@ -148,6 +141,7 @@ impl Driver {
         self.feed(Input::Reconfigure {
             cfg: Box::new(engine_config(&applied)),
         });
+        self.follow_resync_after();
         if peer_moved && self.status().cstate != ConnState::StandAlone {
             // Drop the link on the old addresses; the new settings dial or accept on the new.
             let _ = self.admin(AdminCmd::Disconnect { force: false }).await;
@@ -157,9 +151,8 @@ impl Driver {
                 })
                 .await;
         }
-        if has(How::Reconnect) {
-            self.renegotiate_until_connected();
-        }
+        // A changed agreed setting (How::Reconnect): the engine reconnects a refused link
+        // for a while by itself (core/renegotiate.rs).
         if has(How::Reattach) {
             if self.status().disk != DiskState::Diskless {
                 if let Err(r) = self.admin(AdminCmd::Detach { force: false }).await {
@@ -172,44 +165,6 @@ impl Driver {
         }
         self.publish_state();
         failed.map_or(Ok(()), Err)
-    }
-
-    /// The peer refuses our new settings at the handshake until its own adjust (and we refuse
-    /// its old ones), which leaves both StandAlone: keep asking to connect for a while, so that
-    /// adjusting the two nodes one after the other is enough.
-    fn renegotiate_until_connected(self: &Rc<Self>) {
-        self.renegotiate_until
-            .set(Some(Instant::now() + RENEGOTIATE_WINDOW));
-        if self.renegotiating.replace(true) {
-            return;
-        }
-        let this = Rc::clone(self);
-        tokio_uring::spawn(async move {
-            loop {
-                tokio::time::sleep(RENEGOTIATE_RETRY).await;
-                let Some(until) = this.renegotiate_until.get() else {
-                    break;
-                };
-                let cstate = this.status().cstate;
-                if Instant::now() > until || cstate >= ConnState::Connected {
-                    this.renegotiate_until.set(None);
-                    break;
-                }
-                if cstate == ConnState::StandAlone {
-                    let _ = this
-                        .admin(AdminCmd::Connect {
-                            discard_my_data: false,
-                        })
-                        .await;
-                }
-            }
-            this.renegotiating.set(false);
-        });
-    }
-
-    /// An explicit `disconnect` or `down` ends the reconnect attempts of an adjust.
-    pub fn stop_renegotiating(&self) {
-        self.renegotiate_until.set(None);
     }
 }
 

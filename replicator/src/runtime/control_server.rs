@@ -51,7 +51,7 @@ async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
                 Ok(Some(req)) => {
                     let resp = handle(&driver, req).await;
                     #[cfg(feature = "fault-injection")]
-                    super::fault::cut_power_if_lost(&driver, &stream, &resp);
+                    super::fault::cut_power_if_lost(&driver.fault, &stream, &resp);
                     send(&stream, &resp).await?;
                     if driver.shutting_down.get() {
                         driver.shutdown.notify_one();
@@ -139,7 +139,6 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
             exit_code: 20,
         },
         Request::Query(Query::Down) => {
-            driver.stop_renegotiating();
             let result = down(driver).await;
             if result.is_ok() {
                 driver.shutting_down.set(true);
@@ -157,9 +156,6 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
             status: Box::new(driver.status()),
         },
         Request::Admin(cmd) => {
-            if matches!(cmd, AdminCmd::Disconnect { .. }) {
-                driver.stop_renegotiating();
-            }
             let result = driver.admin(cmd).await;
             reply(driver, result)
         }
@@ -169,7 +165,7 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
 /// `repadm fault`: the test-only hook, or the refusal naming the feature and the build command.
 #[cfg(feature = "fault-injection")]
 fn fault_request(driver: &Driver, fault: &FaultCmd) -> Response {
-    super::fault::handle(driver, fault)
+    super::fault::handle(&driver.fault, || driver.status(), fault)
 }
 
 /// `repadm fault`: the test-only hook, or the refusal naming the feature and the build command.

@@ -11,10 +11,12 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use super::control_server;
-use super::driver::{regenerate_proc_status, write_atomic, write_status_files, Driver};
+use super::driver::Driver;
 use super::link::LinkSettings;
 use super::nbd_backend::NbdBackend;
 use super::paths::{RunPaths, CONFIG_DEFAULT, RUN_DIR_DEFAULT};
+use super::port::spawn_listener;
+use super::surface::status::{regenerate_proc_status, write_atomic, write_status_files};
 use crate::core::{AdminCmd, Engine, EngineConfig};
 
 #[derive(Debug, Parser)]
@@ -127,19 +129,6 @@ fn run(args: Args) -> anyhow::Result<i32> {
     tokio_uring::start(async move { serve(engine, view, paths, config_path, seed, nbd_tls).await })
 }
 
-/// A listener that cannot run (its accept thread failed to start) is fatal for the daemon.
-pub(crate) fn spawn_listener(
-    what: &'static str,
-    fut: impl std::future::Future<Output = std::io::Result<()>> + 'static,
-) {
-    tokio_uring::spawn(async move {
-        if let Err(e) = fut.await {
-            tracing::error!("{what} failed: {e}");
-            std::process::exit(1);
-        }
-    });
-}
-
 /// The engine's configuration for this node's view (at start, and again for `adjust`).
 pub(crate) fn engine_config(view: &rep_resources::NodeView) -> EngineConfig {
     EngineConfig {
@@ -231,10 +220,10 @@ async fn serve(
         driver.listen_for_peer(l);
     }
     tokio_uring::spawn(Rc::clone(&driver).run_timers());
-    tokio_uring::spawn(Rc::clone(&driver).watch_resync_after());
+    driver.follow_resync_after();
     let threads =
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
-    let hasher = super::hasher::Hasher::start(&driver, threads)
+    let hasher = super::hasher::Hasher::start(driver.feeder(), threads)
         .context("cannot start the hashing threads")?;
     let _ = driver.hasher.set(hasher);
     if let Err(refusal) = driver.admin(AdminCmd::Attach).await {
@@ -280,7 +269,10 @@ async fn serve(
             .with_context(|| format!("cannot listen for metrics on {addr} (metrics-listen)"))?;
         spawn_listener(
             "metrics listener",
-            super::metrics::serve(tcp, Rc::clone(&driver)),
+            super::metrics::serve(tcp, {
+                let d = Rc::clone(&driver);
+                Rc::new(move || super::metrics::render(&d.metrics, &d.status()))
+            }),
         );
     }
     spawn_listener(
@@ -301,6 +293,7 @@ async fn serve(
     remove_stale(&paths.ctl());
     remove_stale(&paths.nbd());
     remove_stale(&paths.pid());
+    driver.finish_status_files();
     remove_stale(&paths.status_json());
     let mut s = driver.status();
     s.pid = 0;

@@ -22,7 +22,7 @@ use super::error::{Device, DiskError, Op};
 use super::fault::FaultDisk as Disk;
 use super::metaio::MetaWriter;
 use super::paths::RunPaths;
-use crate::control::{render, Status};
+use crate::control::Status;
 use crate::core::{
     AdminCmd, AdminId, ClientOp, DiskOpKind, Engine, IdMap, Input, IoFailure, IoId, Output,
     PeerDiskOp, Refusal, ReqId,
@@ -76,9 +76,9 @@ pub struct Driver {
     subscribers: RefCell<Vec<mpsc::UnboundedSender<Status>>>,
     pub shutdown: Notify,
     pub shutting_down: Cell<bool>,
-    pub link: super::link::SharedLink,
+    pub link: super::link::state::SharedLink,
     /// Where the peer link dials and whom it accepts; `adjust` replaces it.
-    link_settings: RefCell<Option<Rc<super::link::LinkSettings>>>,
+    link_settings: RefCell<Option<Rc<super::link::state::LinkSettings>>>,
     pub hasher: std::cell::OnceCell<super::hasher::Hasher>,
     rng: Cell<u64>,
     /// Client writes held back while the peer's send queue is over `max-buffers` (in arrival
@@ -92,12 +92,15 @@ pub struct Driver {
     /// What the timer task sleeps towards, and the bell that wakes it early.
     timer_deadline: Cell<Option<Instant>>,
     timer_moved: Notify,
-    /// `adjust` changed a setting the peers agree on: keep reconnecting until this instant
-    /// (see `renegotiate_until_connected`); `renegotiating` = its task runs.
-    pub(crate) renegotiate_until: Cell<Option<Instant>>,
-    pub(crate) renegotiating: Cell<bool>,
     /// The listener for the peer's connections (this node's `address`).
-    pub(crate) peer_listener: RefCell<Option<super::link::PeerListener>>,
+    pub(crate) peer_listener: RefCell<Option<super::link::state::PeerListener>>,
+    /// The status-file thread (`None` if it could not start: then written here).
+    status_files: RefCell<Option<super::surface::status::StatusWriter>>,
+    /// `resync-after`: which resources of the run dir resync, as the watcher last reported;
+    /// whether the watcher runs; what the engine was last told.
+    resyncing_others: RefCell<std::collections::HashMap<String, bool>>,
+    watching_others: Cell<bool>,
+    dependency_told: Cell<Option<bool>>,
     /// Counters and the latency histogram served at `metrics-listen`.
     pub metrics: super::metrics::Metrics,
     /// The test-only fault hook (`repadm fault`), around the disk and the metadata.
@@ -111,7 +114,7 @@ impl Driver {
         view: NodeView,
         paths: RunPaths,
         config_path: std::path::PathBuf,
-        link_settings: Option<super::link::LinkSettings>,
+        link_settings: Option<super::link::state::LinkSettings>,
         seed: u64,
     ) -> Rc<Driver> {
         Rc::new(Driver {
@@ -121,7 +124,7 @@ impl Driver {
             disk: RefCell::new(None),
             meta: std::cell::OnceCell::new(),
             view: RefCell::new(Rc::new(view)),
-            paths,
+            paths: paths.clone(),
             config_path,
             next_req: Cell::new(ReqId(1)),
             next_admin: Cell::new(AdminId(1)),
@@ -139,9 +142,19 @@ impl Driver {
             last_write_unix: Cell::new(None),
             timer_deadline: Cell::new(None),
             timer_moved: Notify::new(),
-            renegotiate_until: Cell::new(None),
-            renegotiating: Cell::new(false),
             peer_listener: RefCell::new(None),
+            status_files: RefCell::new(
+                super::surface::status::StatusWriter::start(paths.clone())
+                    .map_err(|e| {
+                        tracing::warn!(
+                            "cannot start the status-file thread ({e}): writing them inline"
+                        );
+                    })
+                    .ok(),
+            ),
+            resyncing_others: RefCell::default(),
+            watching_others: Cell::new(false),
+            dependency_told: Cell::new(None),
             metrics: Default::default(),
             #[cfg(feature = "fault-injection")]
             fault: super::fault::FaultHook::default(),
@@ -154,14 +167,25 @@ impl Driver {
     }
 
     /// The peer link's addresses and connect-int, if a peer is configured.
-    pub fn link_settings(&self) -> Option<Rc<super::link::LinkSettings>> {
+    pub fn link_settings(&self) -> Option<Rc<super::link::state::LinkSettings>> {
         self.link_settings.borrow().clone()
     }
 
     /// Install a new running configuration (`adjust`); the engine gets its part separately.
-    pub fn replace_view(&self, view: NodeView, link: Option<super::link::LinkSettings>) {
+    pub fn replace_view(&self, view: NodeView, link: Option<super::link::state::LinkSettings>) {
         *self.view.borrow_mut() = Rc::new(view);
         *self.link_settings.borrow_mut() = link.map(Rc::new);
+    }
+
+    /// What the parts below the driver feed their completions through (`port::Feed`).
+    pub fn feeder(self: &Rc<Self>) -> super::port::Feed {
+        let this = Rc::clone(self);
+        Rc::new(move |input| this.feed(input))
+    }
+
+    /// Queue one input for the pump that runs now (from within a dispatch: no pump of its own).
+    pub(crate) fn queue(&self, input: Input) {
+        self.inbox.borrow_mut().push_back(input);
     }
 
     /// Queue one input and pump unless a pump is already running up the stack.
@@ -255,12 +279,7 @@ impl Driver {
             Output::Handler { name } => self.run_handler(name),
             Output::RunHandler { io, name } => self.run_waited_handler(io, name),
             Output::CheckDependency => {
-                let syncing = self
-                    .view()
-                    .disk_conf
-                    .resync_after
-                    .as_deref()
-                    .is_some_and(|other| self.dependency_syncing_now(other));
+                let syncing = self.dependency_syncing();
                 self.inbox
                     .borrow_mut()
                     .push_back(Input::DependencySyncing { syncing });
@@ -359,58 +378,6 @@ impl Driver {
         });
     }
 
-    fn handler_env(&self) -> super::handlers::HandlerEnv<'_> {
-        super::handlers::HandlerEnv {
-            config: &self.config_path,
-            run_dir: &self.paths.dir,
-        }
-    }
-
-    fn run_handler(&self, name: &str) {
-        let runs = std::sync::Arc::clone(&self.metrics.handler_runs);
-        if !super::handlers::run(&self.view(), &self.handler_env(), name, runs) {
-            tracing::debug!(resource = %self.paths.resource, "no {name} handler configured");
-        }
-    }
-
-    /// A handler the engine waits for: its exit status comes back as `HandlerDone`. Not
-    /// configured: fence-peer is done by the built-in outdater, any other counts as success.
-    fn run_waited_handler(self: &Rc<Self>, io: IoId, name: &'static str) {
-        let view = self.view();
-        if super::handlers::configured(&view, name) {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let runs = std::sync::Arc::clone(&self.metrics.handler_runs);
-            let started =
-                super::handlers::run_waited(&view, &self.handler_env(), name, runs, move |exit| {
-                    let _ = tx.send(exit);
-                });
-            if !started {
-                self.inbox
-                    .borrow_mut()
-                    .push_back(Input::HandlerDone { io, exit: None });
-                return;
-            }
-            let this = Rc::clone(self);
-            tokio_uring::spawn(async move {
-                let exit = rx.await.unwrap_or(None);
-                this.feed(Input::HandlerDone { io, exit });
-            });
-        } else if name == "fence-peer" {
-            let this = Rc::clone(self);
-            tokio_uring::spawn(async move {
-                let code = super::outdater::outdate_peer(Rc::clone(&this)).await;
-                this.feed(Input::HandlerDone {
-                    io,
-                    exit: Some(code),
-                });
-            });
-        } else {
-            self.inbox
-                .borrow_mut()
-                .push_back(Input::HandlerDone { io, exit: Some(0) });
-        }
-    }
-
     /// Seeds per-connection session ids (not security relevant: pairing sockets only).
     pub fn random_u64(&self) -> u64 {
         let mut r = crate::core::rng::Rng::new(self.rng.get());
@@ -419,40 +386,58 @@ impl Driver {
         v
     }
 
-    /// `resync-after OTHER`: follow OTHER's state through its status file in the same run dir
-    /// (each resource has its own daemon) and hold our resync while OTHER resyncs. OTHER is
-    /// read from the running configuration every round, so `adjust` can set or change it.
-    pub async fn watch_resync_after(self: Rc<Self>) {
-        let mut last = None;
-        loop {
-            let other = self.view().disk_conf.resync_after.clone();
-            let syncing = other
-                .as_deref()
-                .is_some_and(|o| self.dependency_syncing_now(o));
-            // Without a dependency there is nothing to tell the engine until one appears.
-            if last != Some(syncing) && (other.is_some() || last.is_some()) {
-                last = Some(syncing);
-                self.feed(Input::DependencySyncing { syncing });
+    /// `resync-after OTHER`: follow OTHER's state (`dependency::watch`) and hold our resync
+    /// while OTHER resyncs. OTHER is read from the running configuration at every report, so
+    /// `adjust` can set or change it (it calls this again).
+    pub fn follow_resync_after(self: &Rc<Self>) {
+        if self.view().disk_conf.resync_after.is_some() && !self.watching_others.get() {
+            match super::dependency::watch(self.paths.dir.clone(), self.paths.resource.clone()) {
+                Ok(mut reports) => {
+                    self.watching_others.set(true);
+                    let this = Rc::clone(self);
+                    tokio_uring::spawn(async move {
+                        while let Some((res, syncing)) = reports.recv().await {
+                            this.resyncing_others.borrow_mut().insert(res, syncing);
+                            this.tell_dependency();
+                        }
+                        this.resyncing_others.borrow_mut().clear();
+                        this.watching_others.set(false);
+                        this.tell_dependency();
+                    });
+                }
+                Err(e) => tracing::error!(
+                    "resync-after: cannot watch {}: {e}; the dependency counts as not resyncing",
+                    self.paths.dir.display()
+                ),
             }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        self.tell_dependency();
+    }
+
+    /// Tell the engine when the dependency's state differs from what it was last told.
+    fn tell_dependency(self: &Rc<Self>) {
+        let configured = self.view().disk_conf.resync_after.is_some();
+        let syncing = self.dependency_syncing();
+        let last = self.dependency_told.get();
+        // Without a dependency there is nothing to tell the engine until one appears.
+        if last != Some(syncing) && (configured || last.is_some()) {
+            self.dependency_told.set(Some(syncing));
+            self.feed(Input::DependencySyncing { syncing });
         }
     }
 
-    /// Whether `other` (a resource in the same run dir) is resyncing, from its status file.
-    fn dependency_syncing_now(&self, other: &str) -> bool {
-        use crate::core::ConnState::*;
-        let path = self.paths.dir.join(format!(
-            "{}.status.json",
-            other.split('/').next().unwrap_or(other)
-        ));
-        std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Status>(&t).ok())
-            .is_some_and(|s| {
-                matches!(
-                    s.cstate,
-                    SyncSource | SyncTarget | PausedSyncS | PausedSyncT | WFSyncUUID
-                )
+    /// Whether the `resync-after` resource resyncs, as last reported (no file read here).
+    fn dependency_syncing(&self) -> bool {
+        self.view()
+            .disk_conf
+            .resync_after
+            .as_deref()
+            .is_some_and(|o| {
+                self.resyncing_others
+                    .borrow()
+                    .get(super::dependency::resource_of(o))
+                    .copied()
+                    .unwrap_or(false)
             })
     }
 
@@ -460,8 +445,10 @@ impl Driver {
     /// until then, and is woken early when an input moves the deadline closer (an epoch that
     /// opens must close 20 ms later, not at the next poll).
     pub async fn run_timers(self: Rc<Self>) {
-        /// Upper bound of one sleep: a deadline that disappears and comes back is re-read.
-        const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(1);
+        /// Without a deadline the task sleeps until an input brings one (`reschedule_timer`
+        /// wakes it: every engine deadline is set while handling an input). This bound only
+        /// keeps the instant representable; an idle daemon does not wake up on a clock.
+        const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(3600);
         /// A deadline the engine leaves in the past after a Timer is re-tried this much later,
         /// so that the single-threaded runtime never spins.
         const RETRY: std::time::Duration = std::time::Duration::from_millis(10);
@@ -514,7 +501,7 @@ impl Driver {
         let writer = match self.meta.get() {
             Some(w) => w,
             None => {
-                let w = MetaWriter::start(self).map_err(DiskError::io(
+                let w = MetaWriter::start(self.feeder()).map_err(DiskError::io(
                     Device::Backing,
                     Op::StartMetaThread,
                     &self.view().disk,
@@ -762,17 +749,30 @@ impl Driver {
         rx
     }
 
-    /// Rewrite the status files and notify `events` listeners.
+    /// Notify `events` listeners and hand the status files their new content.
     pub fn publish_state(&self) {
         let status = self.status();
         self.subscribers
             .borrow_mut()
             .retain(|tx| tx.send(status.clone()).is_ok());
-        if let Err(e) = write_status_files(&self.paths, &status) {
-            tracing::warn!(
-                "cannot write status file in {}: {e}",
-                self.paths.dir.display()
-            );
+        match self.status_files.borrow().as_ref() {
+            Some(w) => w.publish(status),
+            None => {
+                if let Err(e) = super::surface::status::write_status_files(&self.paths, &status) {
+                    tracing::warn!(
+                        "cannot write status file in {}: {e}",
+                        self.paths.dir.display()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Let the status-file thread write what it has and stop: the daemon writes its last
+    /// status itself on the way down.
+    pub fn finish_status_files(&self) {
+        if let Some(mut w) = self.status_files.borrow_mut().take() {
+            w.finish();
         }
     }
 
@@ -785,35 +785,4 @@ impl Driver {
         self.feed(Input::ClientClosed);
         self.publish_state();
     }
-}
-
-/// Write `RES.status.json`, then regenerate the combined `/proc/drbd`-style `status` file from
-/// every resource's JSON in the run dir (each daemon owns only its own JSON file).
-pub fn write_status_files(paths: &RunPaths, status: &Status) -> std::io::Result<()> {
-    let json = serde_json::to_string_pretty(status).map_err(std::io::Error::other)?;
-    write_atomic(&paths.status_json(), json.as_bytes())?;
-    regenerate_proc_status(paths)
-}
-
-/// Rebuild the combined `/proc/drbd`-style file from every `RES.status.json` in the run dir.
-pub fn regenerate_proc_status(paths: &RunPaths) -> std::io::Result<()> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(&paths.dir)? {
-        let path = entry?.path();
-        if path.to_string_lossy().ends_with(".status.json") {
-            // A file being replaced by its daemon right now is skipped; it republishes soon.
-            if let Ok(Ok(s)) =
-                std::fs::read_to_string(&path).map(|t| serde_json::from_str::<Status>(&t))
-            {
-                all.push(s);
-            }
-        }
-    }
-    write_atomic(&paths.proc_status(), render::proc_text(&all).as_bytes())
-}
-
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

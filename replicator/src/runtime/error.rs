@@ -129,7 +129,7 @@ pub enum DiskError {
         op: Op,
         path: PathBuf,
         #[source]
-        source: super::fault::FaultError,
+        source: super::fault_error::FaultError,
     },
 }
 

@@ -50,14 +50,15 @@ use nix::sys::socket::MsgFlags;
 use rep_resources::{MetaDisk, NodeView};
 
 use super::backing::{BackingDisk, BackingFlush};
-use super::driver::Driver;
 use super::error::{Device, DiskError, Op};
 use super::metaio::{DataFlush, MetaHandle};
 use crate::control::fault::{
     DiskErrorRule, FaultCmd, FaultOp, DISK_DELAY_MS_MAX, FAULT_REFUSED_EXIT, META_DELAY_MS_MAX,
 };
-use crate::control::Response;
+use crate::control::{Response, Status};
 use crate::core::AttachInfo;
+
+pub use super::fault_error::FaultError;
 use crate::meta::store::MetaDev;
 
 /// Overlay page size: the data area and the metadata area are both 4 KiB aligned, so no page
@@ -78,43 +79,6 @@ enum Kind {
     Read,
     Write { fua: bool },
     Flush,
-}
-
-/// Why the hook failed an operation (or could not write its cache out).
-#[derive(Debug, thiserror::Error)]
-pub enum FaultError {
-    #[error("injected {op} error (repadm fault disk-error {rule})")]
-    Injected {
-        op: &'static str,
-        rule: &'static str,
-    },
-    #[error("the device lost power (repadm fault power-loss)")]
-    PoweredOff,
-    #[error("volatile cache: {what}: {source}")]
-    Io {
-        what: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("volatile cache holds writes but no device is open to write them to")]
-    NoDevice,
-}
-
-impl FaultError {
-    /// EIO for what the hook injects, the OS's errno when its own I/O failed.
-    pub fn errno(&self) -> i32 {
-        match self {
-            FaultError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
-            _ => libc::EIO,
-        }
-    }
-
-    fn into_io(self) -> io::Error {
-        match self {
-            FaultError::Io { source, .. } => source,
-            e => io::Error::other(e),
-        }
-    }
 }
 
 /// What a write puts into the overlay.
@@ -616,11 +580,11 @@ impl FaultHook {
 }
 
 /// The control socket's `fault` request.
-pub fn handle(driver: &Driver, cmd: &FaultCmd) -> Response {
-    match driver.fault.apply(cmd) {
+pub fn handle(hook: &FaultHook, status: impl FnOnce() -> Status, cmd: &FaultCmd) -> Response {
+    match hook.apply(cmd) {
         Ok(message) => Response::Ok {
             message,
-            status: Box::new(driver.status()),
+            status: Box::new(status()),
         },
         Err(message) => Response::Error {
             message,
@@ -633,8 +597,8 @@ pub fn handle(driver: &Driver, cmd: &FaultCmd) -> Response {
 /// send the reply with a plain non-blocking send, then end the process the way a power cut
 /// ends a machine, with SIGKILL: no shutdown path, no metadata write, no goodbye to the peer,
 /// and no other task gets to run in between.
-pub fn cut_power_if_lost(driver: &Driver, stream: &impl AsRawFd, reply: &Response) {
-    if !driver.fault.powered_off() {
+pub fn cut_power_if_lost(hook: &FaultHook, stream: &impl AsRawFd, reply: &Response) {
+    if !hook.powered_off() {
         return;
     }
     if let Ok(mut line) = crate::control::encode_line(reply) {

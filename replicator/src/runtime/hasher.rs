@@ -1,11 +1,9 @@
 //! The hashing pool (docs/architecture.md §11.1: hashing off the I/O thread): verify and csums digests are
 //! computed on crossbeam worker threads and come back to the io_uring thread as inputs.
 
-use std::rc::Rc;
-
 use tokio::sync::mpsc;
 
-use super::driver::Driver;
+use super::port::Feed;
 use crate::core::{HashAlg, Input, IoId};
 use crate::digest::Digests;
 
@@ -20,8 +18,8 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    /// Starts `threads` workers and the task that feeds their results to `driver`.
-    pub fn start(driver: &Rc<Driver>, threads: usize) -> std::io::Result<Hasher> {
+    /// Starts `threads` workers and the task that feeds their results to the engine.
+    pub fn start(feed: Feed, threads: usize) -> std::io::Result<Hasher> {
         let (jobs, rx) = crossbeam::channel::unbounded::<Job>();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(IoId, Vec<u8>)>();
         for n in 0..threads.max(1) {
@@ -40,10 +38,9 @@ impl Hasher {
                     }
                 })?;
         }
-        let d = Rc::clone(driver);
         tokio_uring::spawn(async move {
             while let Some((io, digests)) = done_rx.recv().await {
-                d.feed(Input::HashDone { io, digests });
+                feed(Input::HashDone { io, digests });
             }
         });
         Ok(Hasher { jobs })

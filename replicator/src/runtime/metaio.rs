@@ -24,14 +24,13 @@
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use rep_resources::{MetaDisk, NodeView};
 use tokio::sync::mpsc;
 
 use super::backing::BackingFlush;
-use super::driver::Driver;
 use super::error::{Device, DiskError, Op};
+use super::port::Feed;
 use crate::core::{AttachInfo, Input, IoId, IoResult, MetaOpKind};
 use crate::meta::store::{MetaDev, MetaStore};
 
@@ -139,17 +138,16 @@ pub struct MetaWriter {
 }
 
 impl MetaWriter {
-    /// Start the thread and the task that feeds its completions to `driver`.
-    pub fn start(driver: &Rc<Driver>) -> std::io::Result<MetaWriter> {
+    /// Start the thread and the task that feeds its completions to the engine.
+    pub fn start(feed: Feed) -> std::io::Result<MetaWriter> {
         let (jobs, rx) = crossbeam::channel::unbounded::<Job>();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         std::thread::Builder::new()
             .name("rep-meta".into())
             .spawn(move || run(&rx, &done_tx))?;
-        let d = Rc::clone(driver);
         tokio_uring::spawn(async move {
             while let Some(done) = done_rx.recv().await {
-                d.feed(match done {
+                feed(match done {
                     Done::Write { io, result } => Input::MetaDone { io, result },
                     Done::Closed { io } => Input::DiskClosed { io },
                 });

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use tokio_uring::net::TcpStream;
 
-use super::driver::Driver;
 use crate::control::Status;
 use crate::core::{ClientOp, ConnState, DiskState, Role};
 
@@ -454,8 +453,11 @@ const REQUEST_BYTES_MAX: usize = 8192;
 /// Scrapes served at the same time; more connections are closed at once.
 const CONNECTIONS_MAX: usize = 8;
 
+/// What a scrape answers: the rendered exposition (`render` of the daemon's counters and status).
+pub type Scrape = Rc<dyn Fn() -> String>;
+
 /// Serve `GET /metrics` on `listener` until the daemon ends.
-pub async fn serve(listener: std::net::TcpListener, driver: Rc<Driver>) -> std::io::Result<()> {
+pub async fn serve(listener: std::net::TcpListener, scrape: Scrape) -> std::io::Result<()> {
     let mut conns = rep_nbd::server::spawn_acceptor("metrics", move || listener.accept())?;
     let busy = Rc::new(Cell::new(0usize));
     while let Some((std_stream, _from)) = conns.recv().await {
@@ -465,9 +467,9 @@ pub async fn serve(listener: std::net::TcpListener, driver: Rc<Driver>) -> std::
         }
         busy.set(busy.get() + 1);
         let stream = TcpStream::from_std(std_stream);
-        let (driver, busy) = (Rc::clone(&driver), Rc::clone(&busy));
+        let (scrape, busy) = (Rc::clone(&scrape), Rc::clone(&busy));
         tokio_uring::spawn(async move {
-            if let Err(e) = respond(&stream, &driver).await {
+            if let Err(e) = respond(&stream, &*scrape).await {
                 tracing::debug!("metrics client: {e}");
             }
             busy.set(busy.get() - 1);
@@ -509,7 +511,7 @@ pub fn answer(line: &str, body: impl FnOnce() -> String) -> (&'static str, &'sta
     }
 }
 
-async fn respond(stream: &TcpStream, driver: &Rc<Driver>) -> std::io::Result<()> {
+async fn respond(stream: &TcpStream, scrape: &dyn Fn() -> String) -> std::io::Result<()> {
     let mut head = Vec::new();
     let line = loop {
         if let Some(l) = request_line(&head) {
@@ -528,7 +530,7 @@ async fn respond(stream: &TcpStream, driver: &Rc<Driver>) -> std::io::Result<()>
         }
         head.extend_from_slice(&buf[..n]);
     };
-    let (status, kind, body) = answer(&line, || render(&driver.metrics, &driver.status()));
+    let (status, kind, body) = answer(&line, scrape);
     let mut resp = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

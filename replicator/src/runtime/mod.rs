@@ -6,10 +6,13 @@ pub mod adjust;
 pub mod backing;
 pub mod control_server;
 pub mod daemon;
+pub mod dependency;
 pub mod driver;
 pub mod error;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+#[cfg(feature = "fault-injection")]
+pub mod fault_error;
 pub mod handlers;
 pub mod hasher;
 pub mod link;
@@ -18,8 +21,10 @@ pub mod metrics;
 pub mod nbd_backend;
 pub mod outdater;
 pub mod paths;
+pub mod port;
 pub mod send_queue;
 pub mod sockets;
+pub mod surface;
 pub mod tls;
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use super::tls::PeerStream;
 use rep_nbd::server::stream::{Reader, Stream};
 
 use super::driver::Driver;
-use super::link::{connect_to_peer, read_first_packet};
+use super::link::wire::{connect_to_peer, read_first_packet};
 use crate::core::{AdminCmd, DiskState, Role};
 use crate::wire::auth;
 use crate::wire::codes::{disk_code, disk_from, role_code, role_from};
@@ -137,7 +137,7 @@ pub async fn serve_outdate_request(
         return;
     }
     if let Some(secret) = view.net.shared_secret.clone() {
-        let nonce = match super::link::os_random() {
+        let nonce = match super::link::wire::os_random() {
             Ok(n) => n.to_vec(),
             Err(e) => {
                 tracing::error!(resource = %res, "outdate request: no random source: {e}");

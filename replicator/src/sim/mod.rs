@@ -6,4 +6,5 @@
 pub mod cluster;
 pub mod disk;
 pub mod model;
+mod reconfigure;
 pub mod watch;

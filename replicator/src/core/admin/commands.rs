@@ -25,7 +25,10 @@ impl Engine {
             AdminCmd::Attach => self.cmd_attach(id),
             AdminCmd::Detach { force } => self.cmd_detach(id, cmd, force),
             AdminCmd::Connect { discard_my_data } => self.cmd_connect(discard_my_data),
-            AdminCmd::Disconnect { .. } => self.cmd_disconnect(),
+            AdminCmd::Disconnect { .. } => {
+                self.renegotiation.stop();
+                self.cmd_disconnect()
+            }
             AdminCmd::Outdate => self.cmd_outdate(id),
             AdminCmd::NewCurrentUuid { clear_bitmap } => {
                 self.cmd_new_current_uuid(id, clear_bitmap)

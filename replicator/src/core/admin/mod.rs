@@ -3,3 +3,4 @@
 pub(crate) mod commands;
 pub(crate) mod pending;
 pub(crate) mod reconfigure;
+pub(crate) mod renegotiate;

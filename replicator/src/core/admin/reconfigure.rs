@@ -8,9 +8,13 @@
 //! Never checks what may not change on a running resource (al-extents, the disk, the peer
 //! itself): the driver refuses those before it gets here.
 
+use std::time::Instant;
+
 use crate::core::connection::after::After;
 use crate::core::contract::config::EngineConfig;
+use crate::core::contract::io::Output;
 use crate::core::engine::Engine;
+use crate::core::state::node_state::ChangeSet;
 use crate::core::state::ConnState;
 
 /// The settings both nodes must agree on (or exchange) at the handshake, in a comparable form.
@@ -32,8 +36,12 @@ fn agreed(cfg: &EngineConfig) -> impl PartialEq + '_ {
 impl Engine {
     /// Replace the configuration; renegotiate with the peer if an agreed setting changed.
     pub(crate) fn reconfigure(&mut self, cfg: EngineConfig) {
-        let renegotiate = self.link.is_some() && agreed(&self.cfg) != agreed(&cfg);
+        let changed = agreed(&self.cfg) != agreed(&cfg);
+        let renegotiate = self.link.is_some() && changed;
         self.cfg = cfg;
+        if let (true, Some(now)) = (changed, self.last_now) {
+            self.renegotiation.start(now);
+        }
         if renegotiate {
             self.lose_link(
                 ConnState::Disconnecting,
@@ -43,5 +51,18 @@ impl Engine {
         }
         // Status shows the protocol: one StateChanged for this input, as for any other.
         self.status_changed();
+    }
+
+    /// After every input: within the window an adjust of an agreed setting opened
+    /// (`renegotiate.rs`), a node the handshake left StandAlone connects again.
+    pub(crate) fn renegotiate_step(&mut self, now: Instant) {
+        if self
+            .renegotiation
+            .step(now, self.st.cstate(), self.cfg.has_peer)
+        {
+            tracing::info!(resource = %self.cfg.resource, "configuration changed (adjust): connecting again to renegotiate with the peer");
+            let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFConnection));
+            self.emit(Output::Connect);
+        }
     }
 }

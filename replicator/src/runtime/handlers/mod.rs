@@ -11,9 +11,12 @@
 
 use std::path::Path;
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rep_resources::NodeView;
+
+mod child;
+mod run;
 
 use super::metrics::HandlerRuns;
 
@@ -134,14 +137,9 @@ fn wait_with_timeout(mut c: Command, timeout: Option<Duration>) -> Exit {
         Ok(child) => child,
         Err(e) => return Exit::NotRun(e),
     };
-    let deadline = timeout.map(|t| Instant::now() + t);
-    loop {
-        match child.try_wait() {
-            Ok(Some(st)) => return st.code().map_or(Exit::Signal, Exit::Code),
-            Ok(None) => {}
-            Err(e) => return Exit::NotRun(e),
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+    match child::wait(&mut child, timeout) {
+        Ok(child::Waited::Exited(st)) => st.code().map_or(Exit::Signal, Exit::Code),
+        Ok(child::Waited::TimedOut) => {
             if let Ok(pid) = i32::try_from(child.id()) {
                 let _ = nix::sys::signal::killpg(
                     nix::unistd::Pid::from_raw(pid),
@@ -149,9 +147,9 @@ fn wait_with_timeout(mut c: Command, timeout: Option<Duration>) -> Exit {
                 );
             }
             let _ = child.wait();
-            return Exit::TimedOut;
+            Exit::TimedOut
         }
-        std::thread::sleep(Duration::from_millis(20));
+        Err(e) => Exit::NotRun(e),
     }
 }
 
@@ -183,5 +181,47 @@ fn report(resource: &str, name: &str, cmd: &str, exit: Exit, runs: &HandlerRuns)
             tracing::error!(resource = %resource, "helper command: {name} ({cmd}) could not run: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// This thread's context switches so far.
+    fn own_switches() -> u64 {
+        std::fs::read_to_string("/proc/thread-self/status")
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum()
+    }
+
+    #[test]
+    fn a_waited_helper_is_waited_for_without_polling() {
+        let mut c = Command::new("sleep");
+        c.arg("0.5");
+        let before = own_switches();
+        let t = Instant::now();
+        let exit = wait_with_timeout(c, Some(WAITED_TIMEOUT));
+        let took = t.elapsed();
+        let switches = own_switches() - before;
+        assert!(matches!(exit, Exit::Code(0)));
+        assert!(took >= Duration::from_millis(450), "{took:?}");
+        // A 20 ms try_wait loop switches about 25 times in 0.5 s; a thread blocked on the
+        // child's pidfd a few times (the spawn's own pipe read among them).
+        assert!(switches <= 5, "{switches} context switches while waiting");
+    }
+
+    #[test]
+    fn a_waited_helper_past_its_deadline_is_killed() {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg("sleep 30 & sleep 30");
+        let t = Instant::now();
+        let exit = wait_with_timeout(c, Some(Duration::from_millis(200)));
+        assert!(matches!(exit, Exit::TimedOut));
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 }

@@ -13,8 +13,6 @@
 //! the taker's answer, so both nodes end on the same data and meta sockets, and the engine's
 //! handshake (authentication, params) runs once, on that link.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::rc::Rc;
@@ -23,15 +21,19 @@ use std::time::Duration;
 use rep_nbd::server::stream::{PolledTcp, Reader, Stream};
 use tokio_uring::net::TcpStream;
 
-use super::tls::PeerStream;
-
 use super::driver::Driver;
 use super::send_queue::{write_queue, SendQueue};
 use crate::core::peer::PROTOCOL_VERSION;
 use crate::core::{Input, LinkId, LinkLoss};
-use crate::wire::frame::{decode_header, WireError};
-use crate::wire::packet::{data_prefix_len, decode_with_data, MAX_DATA_PREFIX};
-use crate::wire::{Packet, HEADER_BYTES};
+use crate::runtime::tls::PeerStream;
+use crate::wire::Packet;
+
+pub mod state;
+pub mod wire;
+
+use state::{Active, HalfLink, Incoming};
+pub use state::{LinkSettings, LinkState, PeerListener, SharedLink};
+use wire::{connect_to_peer, hello, os_random, read_packet, ReadError};
 
 /// A peer that connects but says nothing is dropped after this; so is an accepted socket whose
 /// partner (the other of data and meta) does not arrive in this time.
@@ -47,40 +49,6 @@ const PARTNER_GRACE: Duration = Duration::from_millis(200);
 /// `link_close`); a peer that does not read is cut off after this.
 const CLOSE_FLUSH: Duration = Duration::from_millis(250);
 
-pub struct LinkSettings {
-    pub my_addr: SocketAddr,
-    pub peer_addr: SocketAddr,
-    pub node: String,
-    pub connect_int: Duration,
-}
-
-impl LinkSettings {
-    /// This node has the lower address: its own pair wins when both nodes dial at once, and it
-    /// plays the connecting side in the engine whoever dialled (so the peer holds
-    /// RESOLVE_CONFLICTS, and its tie-breaks fall the same way on every connect).
-    pub fn wins_crossing(&self) -> bool {
-        (self.my_addr.ip(), self.my_addr.port()) < (self.peer_addr.ip(), self.peer_addr.port())
-    }
-}
-
-struct Active {
-    id: LinkId,
-    /// What the data socket's writer has to send; its unwritten bytes are what `max-buffers`
-    /// bounds.
-    data_q: Rc<SendQueue>,
-    meta_q: Rc<SendQueue>,
-    data: Rc<PeerStream>,
-    meta: Rc<PeerStream>,
-}
-
-impl Drop for Active {
-    /// The writers stop with the link.
-    fn drop(&mut self) {
-        self.data_q.close();
-        self.meta_q.close();
-    }
-}
-
 /// About how many bytes `p` encodes to (so that a frame does not grow a send chunk).
 fn frame_size_hint(p: &Packet) -> usize {
     const FIXED: usize = 128;
@@ -93,8 +61,6 @@ fn frame_size_hint(p: &Packet) -> usize {
         _ => FIXED * 4,
     }
 }
-
-type HalfLink = (Rc<PeerStream>, Reader<PeerStream>);
 
 /// The same connection, driven by readiness instead of io_uring, with the bytes its reader had
 /// read ahead. The io_uring handle is closed when its last holder drops it; the socket stays
@@ -110,42 +76,6 @@ fn repoll(reader: Reader<PeerStream>) -> io::Result<HalfLink> {
     let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) }.try_clone_to_owned()?;
     let polled = Rc::new(PeerStream::Polled(PolledTcp::new(StdTcpStream::from(fd))?));
     Ok((Rc::clone(&polled), Reader::resume(polled, buffered)))
-}
-
-/// A complete pair the peer dialled, not answered yet.
-struct Incoming {
-    data: HalfLink,
-    meta: HalfLink,
-    node: String,
-    session: u64,
-}
-
-impl Incoming {
-    fn close(&self) {
-        self.data.0.close();
-        self.meta.0.close();
-    }
-}
-
-#[derive(Default)]
-pub struct LinkState {
-    /// The engine asked for a connection (`Output::Connect`) and has none.
-    wanted: bool,
-    /// A dial loop runs (it ends once a link is up or none is wanted).
-    dialing: bool,
-    /// One of our own attempts is under way: its sockets may already be at the peer.
-    attempt: bool,
-    /// On the node whose pair wins a crossing: the peer's pair that arrived during our own
-    /// attempt, taken if that attempt fails, dropped if it succeeds.
-    held: Option<Incoming>,
-    /// Rung by `connect` and `disconnect`: a dial loop sleeping out connect-int looks again.
-    redial: Rc<tokio::sync::Notify>,
-    active: Option<Active>,
-    next_id: LinkId,
-    /// Accepted sockets waiting for their partner, by session id.
-    half_open: HashMap<u64, (Option<HalfLink>, Option<HalfLink>)>,
-    /// Accepted sockets still waiting for their Hello.
-    awaiting_hello: usize,
 }
 
 /// Counts one accepted connection as waiting for its Hello while it lives.
@@ -165,12 +95,6 @@ impl Drop for AwaitingHello {
     }
 }
 
-/// The listener accepting the peer on our address, and the bell that retires it (`adjust`
-/// moved this node's address).
-pub struct PeerListener {
-    retire: Rc<tokio::sync::Notify>,
-}
-
 impl Driver {
     /// Accept the peer's connections on `listener` (bound to this node's address), retiring
     /// the listener this replaces.
@@ -182,7 +106,7 @@ impl Driver {
             retire: Rc::clone(&retire),
         });
         let d = Rc::clone(self);
-        super::daemon::spawn_listener("peer listener", async move {
+        crate::runtime::port::spawn_listener("peer listener", async move {
             let mut conns = rep_nbd::server::spawn_acceptor("peer", move || listener.accept())?;
             loop {
                 tokio::select! {
@@ -449,7 +373,8 @@ impl Driver {
         let awaiting = AwaitingHello::new(&self);
         let stream = TcpStream::from_std(std_stream);
         // TLS (net { tls yes; }) right after accept; a mismatch is refused and logged there.
-        let Some((stream, early)) = super::tls::secure_accepted(stream, from, HELLO_TIMEOUT).await
+        let Some((stream, early)) =
+            crate::runtime::tls::secure_accepted(stream, from, HELLO_TIMEOUT).await
         else {
             return;
         };
@@ -459,7 +384,8 @@ impl Driver {
         drop(awaiting);
         if let Ok(Ok(Some(Packet::OutdateRequest { node }))) = hello {
             // The peer's fence-peer (it lost the link to us): whatever our connection state.
-            super::outdater::serve_outdate_request(Rc::clone(&self), stream, reader, node).await;
+            crate::runtime::outdater::serve_outdate_request(Rc::clone(&self), stream, reader, node)
+                .await;
             return;
         }
         let wanted = {
@@ -578,59 +504,6 @@ async fn expire_half_open(driver: Rc<Driver>, session: u64, from: SocketAddr) {
     }
 }
 
-/// Bytes from the kernel's random source (getrandom(2) semantics through /dev/urandom).
-pub(super) fn os_random() -> io::Result<[u8; crate::wire::auth::NONCE_BYTES]> {
-    use std::io::Read;
-    let mut n = [0u8; crate::wire::auth::NONCE_BYTES];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut n)?;
-    Ok(n)
-}
-
-/// Why one frame could not be read from a peer socket.
-#[derive(Debug, thiserror::Error)]
-enum ReadError {
-    #[error(transparent)]
-    Socket(#[from] io::Error),
-    /// The bytes arrived but the decoder refused them: the peer's fault, not the network's.
-    #[error(transparent)]
-    Wire(#[from] WireError),
-    #[error("{}", super::tls::PEER_SPEAKS_TLS)]
-    PeerSpeaksTls,
-}
-
-/// One packet from a short connection (the outdate exchange); `None` at a clean close.
-pub(super) async fn read_first_packet(
-    reader: &mut Reader<PeerStream>,
-) -> io::Result<Option<Packet>> {
-    read_packet(reader).await.map_err(|e| match e {
-        ReadError::Socket(e) => e,
-        ReadError::Wire(e) => io::Error::other(e),
-        e @ ReadError::PeerSpeaksTls => io::Error::other(e),
-    })
-}
-
-async fn read_packet<S: Stream>(reader: &mut Reader<S>) -> Result<Option<Packet>, ReadError> {
-    let Some(head) = reader.read_array::<HEADER_BYTES>().await? else {
-        return Ok(None);
-    };
-    let h = match decode_header(&head) {
-        Ok(h) => h,
-        Err(_) if super::tls::looks_like_tls(&head) => return Err(ReadError::PeerSpeaksTls),
-        Err(e) => return Err(e.into()),
-    };
-    let len = h.len as usize;
-    if let Some(prefix_len) = data_prefix_len(h.command).filter(|&p| p <= len) {
-        // A block of data: into its own buffer, which the packet then owns (no second copy).
-        let mut prefix = [0u8; MAX_DATA_PREFIX];
-        let prefix = &mut prefix[..prefix_len];
-        reader.read_slice(prefix).await?;
-        let data = reader.read_vec(len - prefix_len).await?;
-        return Ok(Some(decode_with_data(&h, prefix, data)?));
-    }
-    let payload = reader.read_vec(len).await?;
-    Ok(Some(Packet::decode(&h, &payload)?))
-}
-
 /// Feed frames from one socket to the engine. The data socket pauses while the peer's writes
 /// waiting for our disk exceed `max-buffers` (the meta socket never does: acks and pings).
 async fn read_frames(
@@ -671,28 +544,6 @@ async fn dial_once(
     Ok((stream, reader))
 }
 
-/// A TCP connection to the peer's address, from our own (the peer tells who calls by it).
-pub(super) async fn connect_to_peer(settings: &LinkSettings) -> io::Result<PeerStream> {
-    let my = settings.my_addr;
-    let peer = settings.peer_addr;
-    let std_stream = tokio::task::spawn_blocking(move || -> io::Result<StdTcpStream> {
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(peer),
-            socket2::Type::STREAM,
-            None,
-        )?;
-        sock.bind(&SocketAddr::new(my.ip(), 0).into())?;
-        sock.connect_timeout(&peer.into(), Duration::from_secs(5))?;
-        let s: StdTcpStream = sock.into();
-        s.set_nodelay(true)?;
-        Ok(s)
-    })
-    .await
-    .map_err(io::Error::other)??;
-    // TLS (net { tls yes; }) right after connect.
-    super::tls::secure_dialed(TcpStream::from_std(std_stream), peer).await
-}
-
 /// A retired listener's accept thread sits in accept(); one connection wakes it, it finds
 /// nobody to hand the connection to, ends, and the listening socket closes with it.
 fn wake_acceptor(addr: SocketAddr) {
@@ -703,16 +554,6 @@ fn wake_acceptor(addr: SocketAddr) {
         });
     if let Err(e) = spawned {
         tracing::warn!("peer link: the old listener on {addr} stays open: {e}");
-    }
-}
-
-fn hello(node: &str, meta_socket: bool, session: u64) -> Packet {
-    Packet::Hello {
-        version_min: PROTOCOL_VERSION,
-        version_max: PROTOCOL_VERSION,
-        node: node.to_owned(),
-        meta_socket,
-        session,
     }
 }
 
@@ -832,6 +673,3 @@ async fn dial_attempt(
     meta.0.close();
     None
 }
-
-/// Shared state of the link machinery, kept by the driver.
-pub type SharedLink = RefCell<LinkState>;

@@ -1,0 +1,106 @@
+//! The peer link's frames on a socket: dialling the peer, reading one packet, the `Hello`
+//! that opens a connection. Used by the link (`link/mod.rs`) and by the built-in outdater's
+//! short connections, without either importing the other.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::time::Duration;
+
+use rep_nbd::server::stream::{Reader, Stream};
+use tokio_uring::net::TcpStream;
+
+use super::state::LinkSettings;
+use crate::core::peer::PROTOCOL_VERSION;
+use crate::runtime::tls::PeerStream;
+use crate::wire::frame::{decode_header, WireError};
+use crate::wire::packet::{data_prefix_len, decode_with_data, MAX_DATA_PREFIX};
+use crate::wire::{Packet, HEADER_BYTES};
+
+/// Bytes from the kernel's random source (getrandom(2) semantics through /dev/urandom).
+pub(crate) fn os_random() -> io::Result<[u8; crate::wire::auth::NONCE_BYTES]> {
+    use std::io::Read;
+    let mut n = [0u8; crate::wire::auth::NONCE_BYTES];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut n)?;
+    Ok(n)
+}
+
+/// Why one frame could not be read from a peer socket.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error(transparent)]
+    Socket(#[from] io::Error),
+    /// The bytes arrived but the decoder refused them: the peer's fault, not the network's.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("{}", crate::runtime::tls::PEER_SPEAKS_TLS)]
+    PeerSpeaksTls,
+}
+
+/// One packet from a short connection (the outdate exchange); `None` at a clean close.
+pub(crate) async fn read_first_packet(
+    reader: &mut Reader<PeerStream>,
+) -> io::Result<Option<Packet>> {
+    read_packet(reader).await.map_err(|e| match e {
+        ReadError::Socket(e) => e,
+        ReadError::Wire(e) => io::Error::other(e),
+        e @ ReadError::PeerSpeaksTls => io::Error::other(e),
+    })
+}
+
+pub(crate) async fn read_packet<S: Stream>(
+    reader: &mut Reader<S>,
+) -> Result<Option<Packet>, ReadError> {
+    let Some(head) = reader.read_array::<HEADER_BYTES>().await? else {
+        return Ok(None);
+    };
+    let h = match decode_header(&head) {
+        Ok(h) => h,
+        Err(_) if crate::runtime::tls::looks_like_tls(&head) => {
+            return Err(ReadError::PeerSpeaksTls)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let len = h.len as usize;
+    if let Some(prefix_len) = data_prefix_len(h.command).filter(|&p| p <= len) {
+        // A block of data: into its own buffer, which the packet then owns (no second copy).
+        let mut prefix = [0u8; MAX_DATA_PREFIX];
+        let prefix = &mut prefix[..prefix_len];
+        reader.read_slice(prefix).await?;
+        let data = reader.read_vec(len - prefix_len).await?;
+        return Ok(Some(decode_with_data(&h, prefix, data)?));
+    }
+    let payload = reader.read_vec(len).await?;
+    Ok(Some(Packet::decode(&h, &payload)?))
+}
+
+/// A TCP connection to the peer's address, from our own (the peer tells who calls by it).
+pub(crate) async fn connect_to_peer(settings: &LinkSettings) -> io::Result<PeerStream> {
+    let my = settings.my_addr;
+    let peer = settings.peer_addr;
+    let std_stream = tokio::task::spawn_blocking(move || -> io::Result<StdTcpStream> {
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(peer),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        sock.bind(&SocketAddr::new(my.ip(), 0).into())?;
+        sock.connect_timeout(&peer.into(), Duration::from_secs(5))?;
+        let s: StdTcpStream = sock.into();
+        s.set_nodelay(true)?;
+        Ok(s)
+    })
+    .await
+    .map_err(io::Error::other)??;
+    // TLS (net { tls yes; }) right after connect.
+    crate::runtime::tls::secure_dialed(TcpStream::from_std(std_stream), peer).await
+}
+
+pub(crate) fn hello(node: &str, meta_socket: bool, session: u64) -> Packet {
+    Packet::Hello {
+        version_min: PROTOCOL_VERSION,
+        version_max: PROTOCOL_VERSION,
+        node: node.to_owned(),
+        meta_socket,
+        session,
+    }
+}
