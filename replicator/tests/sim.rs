@@ -1902,3 +1902,47 @@ fn regression_extents_stay_in_the_activity_log_until_the_barrier_ack() {
         converge(&mut c, 0).map(|_| ())
     });
 }
+
+/// Seeds 2685 (C) and 5195 (A, B) of the 100,000-seed run: `new-current-uuid --clear-bitmap`
+/// on node-a made node-b adopt node-a's new generation, but node-a's record of node-b's UUIDs
+/// kept the handshake-time "just created" one. A SyncTarget finish on node-a (after an
+/// `invalidate` there) adopted that stale current UUID, so at the next handshake the two
+/// generations shared nothing: a false split brain, and both nodes StandAlone.
+#[test]
+fn regression_a_sync_target_adopts_the_peers_current_generation() {
+    for_seeds("adopted generation", 0..4, |seed| {
+        let mut c = synced_pair(seed, cfg_c());
+        write_for(&mut c, ms(30));
+        drain(&mut c, 0)?;
+        admin(&mut c, 0, AdminCmd::Secondary)?;
+        admin(&mut c, 1, AdminCmd::Primary { force: false })?;
+        admin(&mut c, 0, AdminCmd::Invalidate)?;
+        wait(&mut c, "the resync", Duration::from_secs(20), Cluster::settled)?;
+        let (a, b) = (c.nodes[0].engine.uuids(), c.nodes[1].engine.uuids());
+        if a.current & !1 != b.current & !1 {
+            return Err(format!(
+                "after the resync node-a's current generation is {:016X}, node-b's {:016X}",
+                a.current, b.current
+            ));
+        }
+        for i in 0..2 {
+            admin(&mut c, i, AdminCmd::Disconnect { force: false })?;
+        }
+        for i in 0..2 {
+            admin(
+                &mut c,
+                i,
+                AdminCmd::Connect {
+                    discard_my_data: false,
+                },
+            )?;
+        }
+        wait(&mut c, "the reconnect", Duration::from_secs(20), |c| {
+            c.settled() || c.nodes.iter().any(|n| n.engine.cstate() == ConnState::StandAlone)
+        })?;
+        if !c.settled() {
+            return Err(format!("the reconnect after the resync failed: {}", describe(&c)));
+        }
+        converge(&mut c, 1).map(|_| ())
+    });
+}

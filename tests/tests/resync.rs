@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use rep_tests::assert::assert_same_data;
+use rep_tests::assert::{assert_identical, assert_same_data};
 use rep_tests::nbdraw::{RawClient, CMD_DISC, CMD_WRITE};
 use rep_tests::pair::{same_random_data, up_pair, PairConf};
 use rep_tests::{require_tool, run_ok, wait_for, wait_settled, Cluster, ClusterOpts, Node};
@@ -608,4 +608,47 @@ fn verify_finds_a_flipped_byte_on_either_disk_and_fix_repairs_it() {
         n.ok(&["down", "r0"]);
     }
     assert_same_data(c.a(), c.b(), usable);
+}
+
+/// Simulator seeds 2685 and 5195: after `new-current-uuid --clear-bitmap` on node-a (how every
+/// pair here skips its initial sync), an `invalidate` of node-a made it adopt the peer's
+/// handshake-time "just created" generation at the end of the full sync. The next reconnect
+/// then saw two unrelated generations: split brain, both StandAlone.
+#[test]
+fn a_full_sync_onto_the_node_that_skipped_the_initial_sync_reconnects_cleanly() {
+    let c = synced_pair(conf("resync-adopt", 64, "2G"));
+    let (a, b) = (c.a(), c.b());
+    a.ok(&["secondary", "r0"]);
+    b.ok(&["primary", "r0"]);
+    a.ok(&["invalidate", "r0"]);
+    wait_uptodate(a, 60);
+    wait_uptodate(b, 10);
+    // The lowest bit says "Primary" (DRBD's UUID_PRIMARY), not which generation.
+    let current = |n: &Node| {
+        let gi: serde_json::Value =
+            serde_json::from_str(&n.ok(&["get-gi", "--json", "r0"])).expect("get-gi --json");
+        let hex = gi["current"].as_str().expect("current UUID").to_string();
+        u64::from_str_radix(&hex, 16).expect("hex UUID") & !1
+    };
+    assert_eq!(
+        current(a),
+        current(b),
+        "after the full sync node-a's current generation differs from its source's"
+    );
+    for n in [a, b] {
+        n.ok(&["disconnect", "r0"]);
+    }
+    for n in [a, b] {
+        n.ok(&["connect", "r0"]);
+    }
+    wait_for(Duration::from_secs(20), "the reconnect", || {
+        let (sa, sb) = (status(a), status(b));
+        assert!(
+            sa["cstate"] != "StandAlone" && sb["cstate"] != "StandAlone",
+            "the reconnect after the full sync ended StandAlone: node-a {sa}, node-b {sb}"
+        );
+        (sa["cstate"] == "Connected" && sb["cstate"] == "Connected").then_some(())
+    });
+    wait_uptodate(a, 10);
+    assert_identical(a, b);
 }

@@ -470,6 +470,15 @@ impl Engine {
                 self.uuids.bitmap = 0;
                 skip = skip.disk(DiskState::UpToDate).pdsk(DiskState::UpToDate);
                 self.send_uuids(crate::core::connection::handshake::UUID_FLAG_SKIP_INITIAL_SYNC);
+                // The peer adopts this generation on receipt (`on_uuids`), so what we know of it
+                // must say so: a SyncTarget finish here adopts the peer's current UUID from this
+                // record, and a stale handshake-time one is a false split brain at the next
+                // handshake (simulator seeds 2685 and 5195).
+                let current = self.uuids.current & !1;
+                if let Some((peer, _)) = self.link.as_mut().and_then(|l| l.peer_uuids.as_mut()) {
+                    peer.current = current;
+                    peer.bitmap = 0;
+                }
             }
         }
         let io = self.change_state(skip.persist());
