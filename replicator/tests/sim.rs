@@ -1917,7 +1917,12 @@ fn regression_a_sync_target_adopts_the_peers_current_generation() {
         admin(&mut c, 0, AdminCmd::Secondary)?;
         admin(&mut c, 1, AdminCmd::Primary { force: false })?;
         admin(&mut c, 0, AdminCmd::Invalidate)?;
-        wait(&mut c, "the resync", Duration::from_secs(20), Cluster::settled)?;
+        wait(
+            &mut c,
+            "the resync",
+            Duration::from_secs(20),
+            Cluster::settled,
+        )?;
         let (a, b) = (c.nodes[0].engine.uuids(), c.nodes[1].engine.uuids());
         if a.current & !1 != b.current & !1 {
             return Err(format!(
@@ -1938,10 +1943,16 @@ fn regression_a_sync_target_adopts_the_peers_current_generation() {
             )?;
         }
         wait(&mut c, "the reconnect", Duration::from_secs(20), |c| {
-            c.settled() || c.nodes.iter().any(|n| n.engine.cstate() == ConnState::StandAlone)
+            c.settled()
+                || c.nodes
+                    .iter()
+                    .any(|n| n.engine.cstate() == ConnState::StandAlone)
         })?;
         if !c.settled() {
-            return Err(format!("the reconnect after the resync failed: {}", describe(&c)));
+            return Err(format!(
+                "the reconnect after the resync failed: {}",
+                describe(&c)
+            ));
         }
         converge(&mut c, 1).map(|_| ())
     });
