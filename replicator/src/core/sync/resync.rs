@@ -190,7 +190,13 @@ impl Engine {
         let left = bm.count_ones();
         let csums = self.cfg.peer.csums_alg.is_some();
         for (id, offset, len) in requests {
-            if csums {
+            // Our copy may be hashed only once the received writes to it are on our disk: after
+            // a failover these are the dead Primary's writes, which its replacement (our source
+            // now) may not have. Hashed before they land, our digest matches the source's, the
+            // bits are cleared, and then the stale write lands (simulator seed 9430). Without a
+            // digest the source sends its data, which queues behind those writes.
+            let behind_received = self.rx.writes_overlap(offset, offset + u64::from(len));
+            if csums && !behind_received {
                 // Hash our copy first: the source sends only blocks whose digests differ.
                 let aux = Aux::CsumsMine {
                     id,
