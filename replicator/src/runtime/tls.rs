@@ -256,7 +256,7 @@ pub fn looks_like_tls(b: &[u8]) -> bool {
 }
 
 /// Why the peer's bytes are TLS when this node has no TLS.
-pub const PEER_SPEAKS_TLS: &str = "the peer speaks TLS (it has `net { tls yes; }`) and this node does not: set tls, with certificates, on both nodes or on neither";
+pub use crate::core::failure::PEER_SPEAKS_TLS;
 
 /// TLS over a freshly dialed peer socket, if configured: the peer must show a certificate from
 /// tls-ca issued for its node name.

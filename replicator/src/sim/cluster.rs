@@ -31,11 +31,12 @@ use std::time::{Duration, Instant};
 use super::disk::{fill_sector, SimDisk, SimMetaDev, SECTOR_BYTES};
 use super::model::{Model, WriteId};
 use super::watch::LogWatch;
+use crate::core::failure::{Device, MetaProblem, Op};
 use crate::core::peer::PeerSettings;
 use crate::core::rng::Rng;
 use crate::core::{
     AdminCmd, AdminId, ClientOp, ConnState, DiskOpKind, DiskState, Engine, EngineConfig, Input,
-    IoId, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, Refusal, ReqId, Role,
+    IoId, LinkId, LinkLoss, MetaOpKind, OpenFailure, Output, PeerDiskOp, Refusal, ReqId, Role,
 };
 use crate::digest::Digests;
 use crate::meta::layout::MetaDiskKind;
@@ -896,10 +897,16 @@ impl Cluster {
         r
     }
 
-    fn open_meta(&mut self, i: usize) -> Result<Box<crate::core::AttachInfo>, String> {
+    fn open_meta(&mut self, i: usize) -> Result<Box<crate::core::AttachInfo>, OpenFailure> {
         let dev: Box<dyn MetaDev> = Box::new(self.nodes[i].meta_dev.clone());
-        let store = MetaStore::open_external(dev, None, self.cfg.device_bytes)
-            .map_err(|e| e.to_string())?;
+        let store = MetaStore::open_external(dev, None, self.cfg.device_bytes).map_err(|e| {
+            OpenFailure::Metadata {
+                device: Device::Meta,
+                op: Op::OpenMetadata,
+                path: format!("sim-meta-{}", self.nodes[i].name).into(),
+                problem: MetaProblem::from(&e),
+            }
+        })?;
         let info = crate::meta::attach::attach_info(&store, None);
         self.nodes[i].meta = Some(store);
         Ok(Box::new(info))
