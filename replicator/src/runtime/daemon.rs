@@ -118,7 +118,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
     super::sockets::prepare_run_dir(&args.run_dir)?;
     let paths = RunPaths::new(&args.run_dir, &view.resource);
     check_not_running(&paths)?;
-    let cfg = engine_config(&view);
+    let cfg = EngineConfig::from_view(&view);
     let seed = args.seed.unwrap_or_else(os_seed);
     let engine = Engine::new(cfg, seed);
     // Handlers get an absolute DRBD_CONF, whatever directory they run in.
@@ -127,56 +127,6 @@ fn run(args: Args) -> anyhow::Result<i32> {
     let nbd_tls = super::tls::nbd_policy(&view)?;
     super::tls::install_link_tls(super::tls::link_tls(&view)?);
     tokio_uring::start(async move { serve(engine, view, paths, config_path, seed, nbd_tls).await })
-}
-
-/// The engine's configuration for this node's view (at start, and again for `adjust`).
-pub(crate) fn engine_config(view: &rep_resources::NodeView) -> EngineConfig {
-    EngineConfig {
-        resource: view.resource.clone(),
-        node: view.node.clone(),
-        minor: view.minor,
-        device: view.device.clone(),
-        protocol: view.net.protocol,
-        has_peer: view.peer_address.is_some(),
-        allow_two_primaries: view.net.allow_two_primaries,
-        al_extents: view.disk_conf.al_extents,
-        fencing: view.disk_conf.fencing,
-        on_io_error: view.disk_conf.on_io_error,
-        peer: peer_settings(view),
-    }
-}
-
-/// The engine's view of the `net` and `disk` sections (units converted, DRBD's meanings).
-fn peer_settings(view: &rep_resources::NodeView) -> crate::core::peer::PeerSettings {
-    let n = &view.net;
-    let d = &view.disk_conf;
-    let ds = |v: u32| std::time::Duration::from_millis(u64::from(v) * 100);
-    crate::core::peer::PeerSettings {
-        ping_int: std::time::Duration::from_secs(u64::from(n.ping_int_s)),
-        ping_timeout: ds(n.ping_timeout_ds),
-        timeout: ds(n.timeout_ds),
-        ko_count: n.ko_count,
-        shared_secret: n.shared_secret.clone(),
-        cram_hmac_alg: n.cram_hmac_alg,
-        after_sb_0pri: n.after_sb_0pri.clone(),
-        after_sb_1pri: n.after_sb_1pri,
-        after_sb_2pri: n.after_sb_2pri,
-        always_asbp: n.always_asbp,
-        rr_conflict: n.rr_conflict,
-        integrity_alg: n.data_integrity_alg,
-        verify_alg: n.verify_alg,
-        csums_alg: n.csums_alg,
-        max_epoch_size: n.max_epoch_size,
-        pace: crate::core::pace::Pace {
-            resync_rate_kib: d.resync_rate_kib,
-            c_plan_ahead_ds: d.c_plan_ahead_ds,
-            c_fill_target_bytes: d.c_fill_target_sectors * 512,
-            c_delay_target_ds: d.c_delay_target_ds,
-            c_max_rate_kib: d.c_max_rate_kib,
-            c_min_rate_kib: d.c_min_rate_kib,
-        },
-        resync_after: d.resync_after.clone(),
-    }
 }
 
 pub(crate) fn link_settings(view: &rep_resources::NodeView) -> Option<LinkSettings> {

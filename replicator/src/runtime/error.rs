@@ -225,7 +225,10 @@ mod tests {
             },
         });
         assert!(missing.is_missing_metadata());
-        assert!(missing.to_string().contains("repadm create-md"), "{missing}");
+        assert!(
+            missing.to_string().contains("repadm create-md"),
+            "{missing}"
+        );
     }
 
     #[test]
