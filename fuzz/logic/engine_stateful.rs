@@ -6,11 +6,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use rep_replicator::core::failure::{Device, Op};
 use rep_replicator::core::peer::PeerSettings;
 use rep_replicator::digest::Digests;
 use rep_replicator::core::{
     AdminCmd, AdminId, AttachInfo, ClientOp, Engine, EngineConfig, Input, IoFailure, IoId, LinkId,
-    LinkLoss, OnIoError, Output, PeerDiskOp, ReqId,
+    LinkLoss, OnIoError, OpenFailure, OsError, Output, PeerDiskOp, ReqId,
 };
 use rep_replicator::meta::al::ActivityLog;
 use rep_replicator::meta::bitmap::Bitmap;
@@ -286,7 +287,12 @@ fn run(data: &[u8], on_step: &mut dyn FnMut(&Input)) {
                             result: if ok {
                                 Ok(Box::new(attach_info(&mut input)))
                             } else {
-                                Err("fuzzed attach failure".into())
+                                Err(OpenFailure::Io {
+                                    device: Device::Backing,
+                                    op: Op::Open,
+                                    path: "/fuzz/disk".into(),
+                                    os: OsError::Errno(5),
+                                })
                             },
                         },
                         Pending::Close(io) => Input::DiskClosed { io },

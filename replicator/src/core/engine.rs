@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use super::connection::handshake::Link;
 use super::contract::config::EngineConfig;
+use super::contract::failure::OpenFailure;
 use super::contract::io::{
     AdminCmd, AdminId, AttachInfo, Input, IoFailure, IoId, IoResult, Output,
 };
@@ -56,7 +57,7 @@ pub struct Counters {
 enum Completion {
     Disk(IoResult),
     Meta(IoResult),
-    Opened(Result<Box<AttachInfo>, String>),
+    Opened(Result<Box<AttachInfo>, OpenFailure>),
     Closed,
     PeerDisk(Result<Option<Vec<u8>>, IoFailure>),
     Hash(Vec<u8>),
@@ -268,10 +269,7 @@ impl Engine {
             IoOwner::Meta { admin } => self.meta_done(admin, c.result()),
             IoOwner::OpenDisk { admin } => match c {
                 Completion::Opened(result) => self.disk_opened(admin, result),
-                other => {
-                    let message = format!("open completed as {other:?}");
-                    self.disk_opened(admin, Err(message));
-                }
+                _ => self.disk_opened(admin, Err(OpenFailure::OtherCompletion)),
             },
             IoOwner::CloseDisk { admin } => self.disk_closed(admin),
             IoOwner::Handler(wait) => {

@@ -31,7 +31,7 @@ mod sync;
 
 // The module paths drivers have imported from (`core::pace::Pace`,
 // `core::split_brain::SbView`, ...), kept.
-pub use contract::{config, io, refusal, rng, split_brain};
+pub use contract::{config, failure, io, refusal, rng, split_brain};
 pub use policy::uuid_compare;
 pub use sync::pace;
 /// Kept where the simulator and the daemon import them from.
@@ -42,6 +42,7 @@ pub mod peer {
 
 pub use crate::wire::PROTOCOL_VERSION;
 pub use contract::config::{EngineConfig, OnIoError, PeerSettings};
+pub use contract::failure::{NetFailure, OpenFailure, OsError};
 pub use contract::ids::IdMap;
 pub use contract::io::{
     AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, HashAlg, Input, IoFailure,

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use super::daemon::{engine_config, link_settings};
+use super::daemon::link_settings;
 use super::driver::Driver;
 use crate::control::adjust::{applied_view, diff, Change, How, Report};
 use crate::control::Response;
@@ -139,7 +139,7 @@ impl Driver {
             self.listen_for_peer(l);
         }
         self.feed(Input::Reconfigure {
-            cfg: Box::new(engine_config(&applied)),
+            cfg: Box::new(crate::core::EngineConfig::from_view(&applied)),
         });
         self.follow_resync_after();
         if peer_moved && self.status().cstate != ConnState::StandAlone {

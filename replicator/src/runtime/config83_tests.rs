@@ -1,13 +1,13 @@
 //! A DRBD 8.3-era `.res` drives repd exactly as its 8.4 spelling does: the parser's normalised
-//! values are what the engine is configured with at start (`engine_config`) and what `adjust`
+//! values are what the engine is configured with at start (`EngineConfig::from_view`) and what `adjust`
 //! compares, so rewriting a file from one spelling to the other changes nothing.
 
 use std::path::Path;
 
 use rep_resources::{DigestAlg, NodeView, OnNoDataAccessible, Protocol};
 
-use super::daemon::engine_config;
 use crate::control::adjust;
+use crate::core::EngineConfig;
 
 const HOSTS: &str = "  on node-a { device /dev/drbd0; disk /dev/sdb1; address 127.0.0.1:7789; meta-disk internal; }\n  on node-b { device /dev/drbd0; disk /dev/sdb1; address 127.0.0.2:7789; meta-disk internal; }\n";
 
@@ -28,8 +28,11 @@ fn an_eight_three_file_configures_the_engine_as_its_eight_four_spelling() {
         view(&format!("{OLD}{HOSTS}}}\n")),
         view(&format!("{NEW}{HOSTS}}}\n")),
     );
-    let cfg = engine_config(&old);
-    assert_eq!(format!("{cfg:?}"), format!("{:?}", engine_config(&new)));
+    let cfg = EngineConfig::from_view(&old);
+    assert_eq!(
+        format!("{cfg:?}"),
+        format!("{:?}", EngineConfig::from_view(&new))
+    );
     // `syncer { rate 10M; }` is the fixed resync rate repd paces with (c-plan-ahead 0 turns
     // the dynamic controller off), common's syncer reaches the resource.
     assert_eq!(cfg.peer.pace.resync_rate_kib, 10 * 1024);

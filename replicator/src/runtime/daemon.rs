@@ -7,7 +7,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use anyhow::{bail, Context};
 use clap::Parser;
 
 use super::control_server;
@@ -16,6 +15,7 @@ use super::link::LinkSettings;
 use super::nbd_backend::NbdBackend;
 use super::paths::{RunPaths, CONFIG_DEFAULT, RUN_DIR_DEFAULT};
 use super::port::spawn_listener;
+use super::start_error::{render, StartError};
 use super::surface::status::{regenerate_proc_status, write_atomic, write_status_files};
 use crate::core::{AdminCmd, Engine, EngineConfig};
 
@@ -49,12 +49,11 @@ pub struct Args {
 /// Exit code for configuration or attach errors (drbdadm's E_CONFIG_INVALID).
 pub const EXIT_CONFIG: i32 = 10;
 
-pub fn node_name(explicit: Option<&str>) -> anyhow::Result<String> {
+pub fn node_name(explicit: Option<&str>) -> Result<String, StartError> {
     if let Some(n) = explicit {
         return Ok(n.to_string());
     }
-    let host = nix::unistd::gethostname()
-        .context("cannot read the host name; pass --node or set REP_NODE")?;
+    let host = nix::unistd::gethostname().map_err(StartError::HostName)?;
     Ok(host.to_string_lossy().into_owned())
 }
 
@@ -70,7 +69,7 @@ fn os_seed() -> u64 {
 }
 
 /// Refuse to start a second daemon for the same resource in the same run dir.
-fn check_not_running(paths: &RunPaths) -> anyhow::Result<()> {
+fn check_not_running(paths: &RunPaths) -> Result<(), StartError> {
     let Ok(text) = std::fs::read_to_string(paths.pid()) else {
         return Ok(());
     };
@@ -78,12 +77,11 @@ fn check_not_running(paths: &RunPaths) -> anyhow::Result<()> {
         return Ok(());
     };
     if crate::control::process_alive(pid) && pid != std::process::id() as i32 {
-        bail!(
-            "resource {} is already up (repd pid {pid}, {}); run `repadm down {}` first",
-            paths.resource,
-            paths.pid().display(),
-            paths.resource
-        );
+        return Err(StartError::AlreadyUp {
+            resource: paths.resource.clone(),
+            pid,
+            pid_file: paths.pid(),
+        });
     }
     Ok(())
 }
@@ -104,21 +102,23 @@ pub fn main() -> i32 {
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("repd: error: {e:#}");
+            eprintln!("repd: error: {}", render(&e));
             EXIT_CONFIG
         }
     }
 }
 
-fn run(args: Args) -> anyhow::Result<i32> {
-    let config = rep_resources::parse_file(&args.config)
-        .with_context(|| format!("invalid configuration {}", args.config.display()))?;
+fn run(args: Args) -> Result<i32, StartError> {
+    let config = rep_resources::parse_file(&args.config).map_err(|source| StartError::Config {
+        path: args.config.clone(),
+        source,
+    })?;
     let node = node_name(args.node.as_deref())?;
     let view = config.node_view(&args.resource, &node)?;
     super::sockets::prepare_run_dir(&args.run_dir)?;
     let paths = RunPaths::new(&args.run_dir, &view.resource);
     check_not_running(&paths)?;
-    let cfg = engine_config(&view);
+    let cfg = EngineConfig::from_view(&view);
     let seed = args.seed.unwrap_or_else(os_seed);
     let engine = Engine::new(cfg, seed);
     // Handlers get an absolute DRBD_CONF, whatever directory they run in.
@@ -127,56 +127,6 @@ fn run(args: Args) -> anyhow::Result<i32> {
     let nbd_tls = super::tls::nbd_policy(&view)?;
     super::tls::install_link_tls(super::tls::link_tls(&view)?);
     tokio_uring::start(async move { serve(engine, view, paths, config_path, seed, nbd_tls).await })
-}
-
-/// The engine's configuration for this node's view (at start, and again for `adjust`).
-pub(crate) fn engine_config(view: &rep_resources::NodeView) -> EngineConfig {
-    EngineConfig {
-        resource: view.resource.clone(),
-        node: view.node.clone(),
-        minor: view.minor,
-        device: view.device.clone(),
-        protocol: view.net.protocol,
-        has_peer: view.peer_address.is_some(),
-        allow_two_primaries: view.net.allow_two_primaries,
-        al_extents: view.disk_conf.al_extents,
-        fencing: view.disk_conf.fencing,
-        on_io_error: view.disk_conf.on_io_error,
-        peer: peer_settings(view),
-    }
-}
-
-/// The engine's view of the `net` and `disk` sections (units converted, DRBD's meanings).
-fn peer_settings(view: &rep_resources::NodeView) -> crate::core::peer::PeerSettings {
-    let n = &view.net;
-    let d = &view.disk_conf;
-    let ds = |v: u32| std::time::Duration::from_millis(u64::from(v) * 100);
-    crate::core::peer::PeerSettings {
-        ping_int: std::time::Duration::from_secs(u64::from(n.ping_int_s)),
-        ping_timeout: ds(n.ping_timeout_ds),
-        timeout: ds(n.timeout_ds),
-        ko_count: n.ko_count,
-        shared_secret: n.shared_secret.clone(),
-        cram_hmac_alg: n.cram_hmac_alg,
-        after_sb_0pri: n.after_sb_0pri.clone(),
-        after_sb_1pri: n.after_sb_1pri,
-        after_sb_2pri: n.after_sb_2pri,
-        always_asbp: n.always_asbp,
-        rr_conflict: n.rr_conflict,
-        integrity_alg: n.data_integrity_alg,
-        verify_alg: n.verify_alg,
-        csums_alg: n.csums_alg,
-        max_epoch_size: n.max_epoch_size,
-        pace: crate::core::pace::Pace {
-            resync_rate_kib: d.resync_rate_kib,
-            c_plan_ahead_ds: d.c_plan_ahead_ds,
-            c_fill_target_bytes: d.c_fill_target_sectors * 512,
-            c_delay_target_ds: d.c_delay_target_ds,
-            c_max_rate_kib: d.c_max_rate_kib,
-            c_min_rate_kib: d.c_min_rate_kib,
-        },
-        resync_after: d.resync_after.clone(),
-    }
 }
 
 pub(crate) fn link_settings(view: &rep_resources::NodeView) -> Option<LinkSettings> {
@@ -195,16 +145,17 @@ async fn serve(
     config_path: PathBuf,
     seed: u64,
     nbd_tls: rep_nbd::server::TlsPolicy,
-) -> anyhow::Result<i32> {
+) -> Result<i32, StartError> {
     let nbd_listen = view.nbd_listen;
     let metrics_listen = view.metrics_listen;
     let settings = link_settings(&view);
     let peer_listener = match &settings {
-        Some(s) => Some(std::net::TcpListener::bind(s.my_addr).with_context(|| {
-            format!(
-                "cannot listen for the peer on {} (address in the `on {}` section)",
-                s.my_addr, view.node
-            )
+        Some(s) => Some(std::net::TcpListener::bind(s.my_addr).map_err(|source| {
+            StartError::PeerListen {
+                addr: s.my_addr,
+                node: view.node.clone(),
+                source,
+            }
         })?),
         None => None,
     };
@@ -223,11 +174,14 @@ async fn serve(
     driver.follow_resync_after();
     let threads =
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));
-    let hasher = super::hasher::Hasher::start(driver.feeder(), threads)
-        .context("cannot start the hashing threads")?;
+    let hasher =
+        super::hasher::Hasher::start(driver.feeder(), threads).map_err(StartError::Hasher)?;
     let _ = driver.hasher.set(hasher);
     if let Err(refusal) = driver.admin(AdminCmd::Attach).await {
-        bail!("{}", refusal.render(&paths.resource));
+        return Err(StartError::Attach {
+            resource: paths.resource.clone(),
+            refusal,
+        });
     }
     if driver.view().peer_address.is_some() {
         if let Err(refusal) = driver
@@ -257,7 +211,7 @@ async fn serve(
     });
     if let Some(addr) = nbd_listen {
         let tcp = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen for NBD on {addr} (nbd-listen)"))?;
+            .map_err(|source| StartError::NbdListen { addr, source })?;
         spawn_listener(
             "NBD TCP listener",
             rep_nbd::server::serve_tcp_tls(tcp, Rc::clone(&backend), nbd_tls),
@@ -266,7 +220,7 @@ async fn serve(
     spawn_listener("NBD listener", rep_nbd::server::serve_unix(nbd, backend));
     if let Some(addr) = metrics_listen {
         let tcp = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen for metrics on {addr} (metrics-listen)"))?;
+            .map_err(|source| StartError::MetricsListen { addr, source })?;
         spawn_listener(
             "metrics listener",
             super::metrics::serve(tcp, {
@@ -279,8 +233,12 @@ async fn serve(
         "control listener",
         control_server::serve(ctl, Rc::clone(&driver)),
     );
-    write_atomic(&paths.pid(), format!("{}\n", std::process::id()).as_bytes())
-        .with_context(|| format!("cannot write {}", paths.pid().display()))?;
+    write_atomic(&paths.pid(), format!("{}\n", std::process::id()).as_bytes()).map_err(
+        |source| StartError::PidFile {
+            path: paths.pid(),
+            source,
+        },
+    )?;
     driver.publish_state();
     tracing::info!(
         resource = %paths.resource, node = %driver.view().node,

@@ -24,8 +24,8 @@ use super::metaio::MetaWriter;
 use super::paths::RunPaths;
 use crate::control::Status;
 use crate::core::{
-    AdminCmd, AdminId, ClientOp, DiskOpKind, Engine, IdMap, Input, IoFailure, IoId, Output,
-    PeerDiskOp, Refusal, ReqId,
+    AdminCmd, AdminId, ClientOp, DiskOpKind, Engine, IdMap, Input, IoFailure, IoId, OpenFailure,
+    Output, PeerDiskOp, Refusal, ReqId,
 };
 
 /// The frame of `Packet::Data`, encoded straight from the client's buffer.
@@ -231,7 +231,7 @@ impl Driver {
                 }),
             },
             Output::OpenDisk { io } => {
-                let result = self.open_disk().map(Box::new).map_err(|e| e.to_string());
+                let result = self.open_disk().map(Box::new).map_err(OpenFailure::from);
                 self.inbox
                     .borrow_mut()
                     .push_back(Input::DiskOpened { io, result });

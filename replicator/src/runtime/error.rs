@@ -4,78 +4,14 @@
 //! (`IoFailure`: errno + message) names all three and the errno comes from the OS, not from a
 //! guess.
 
-use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::core::IoFailure;
+/// The device and the operation are the core's vocabulary too (`OpenFailure`).
+pub use crate::core::failure::{Device, Op};
+use crate::core::failure::{MetaProblem, OsError};
+use crate::core::{IoFailure, OpenFailure};
 use crate::meta::MetaError;
-
-/// Which of the driver's devices an operation was on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    /// The resource's `disk` (data, and the metadata too with `meta-disk internal`).
-    Backing,
-    /// The `meta-disk PATH` of a resource with external metadata.
-    Meta,
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Device::Backing => "backing disk",
-            Device::Meta => "meta disk",
-        })
-    }
-}
-
-/// What the driver was doing when a device failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    Open,
-    OpenDirect,
-    Stat,
-    Size,
-    DuplicateHandle,
-    Read,
-    ReadDirect,
-    Write,
-    WriteDirect,
-    Flush,
-    /// The data flush that precedes a metadata write claiming the data durable.
-    FlushBeforeMeta,
-    Fallocate,
-    WriteZeroes,
-    /// Reading and validating the metadata at attach.
-    OpenMetadata,
-    /// A superblock, activity-log or bitmap update.
-    MetadataWrite,
-    /// Starting the thread that performs the metadata updates (attach).
-    StartMetaThread,
-}
-
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Op::Open => "open read-write",
-            Op::OpenDirect => "open with O_DIRECT",
-            Op::Stat => "stat",
-            Op::Size => "size",
-            Op::DuplicateHandle => "duplicate the handle of",
-            Op::Read => "read",
-            Op::ReadDirect => "read (O_DIRECT)",
-            Op::Write => "write",
-            Op::WriteDirect => "write (O_DIRECT)",
-            Op::Flush => "fdatasync",
-            Op::FlushBeforeMeta => "fdatasync before a metadata write",
-            Op::Fallocate => "fallocate",
-            Op::WriteZeroes => "write zeroes",
-            Op::OpenMetadata => "open the metadata",
-            Op::MetadataWrite => "metadata write",
-            Op::StartMetaThread => "start the metadata thread for",
-        })
-    }
-}
 
 /// Errors of the driver's devices. Each variant says when it happens.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +20,7 @@ pub enum DiskError {
     #[error(
         "{device} {} is missing or unreadable: {source}; check `{}` in the resource's `on` section",
         path.display(),
-        keyword(*device)
+        device.keyword()
     )]
     Missing {
         device: Device,
@@ -133,14 +69,6 @@ pub enum DiskError {
     },
 }
 
-/// The configuration keyword naming the device.
-fn keyword(device: Device) -> &'static str {
-    match device {
-        Device::Backing => "disk",
-        Device::Meta => "meta-disk",
-    }
-}
-
 impl DiskError {
     /// `Io` of `op` on `device` at `path`, for `map_err`.
     pub fn io(device: Device, op: Op, path: &std::path::Path) -> impl FnOnce(io::Error) -> Self {
@@ -171,6 +99,59 @@ impl DiskError {
     }
 }
 
+/// What the engine learns of a failed attach: the same words, as a value it can match on.
+impl From<DiskError> for OpenFailure {
+    fn from(e: DiskError) -> OpenFailure {
+        match e {
+            DiskError::Missing {
+                device,
+                path,
+                source,
+            } => OpenFailure::Missing {
+                device,
+                path,
+                os: OsError::from(&source),
+            },
+            DiskError::NotADisk { device, path } => OpenFailure::NotADisk { device, path },
+            DiskError::Io {
+                device,
+                op,
+                path,
+                source,
+            } => OpenFailure::Io {
+                device,
+                op,
+                path,
+                os: OsError::from(&source),
+            },
+            DiskError::Meta {
+                device,
+                op,
+                path,
+                source,
+            } => OpenFailure::Metadata {
+                device,
+                op,
+                path,
+                problem: MetaProblem::from(&source),
+            },
+            DiskError::NotAttached => OpenFailure::NotAttached,
+            #[cfg(feature = "fault-injection")]
+            DiskError::Fault {
+                device,
+                op,
+                path,
+                source,
+            } => OpenFailure::Io {
+                device,
+                op,
+                path,
+                os: OsError::Errno(source.errno()),
+            },
+        }
+    }
+}
+
 impl From<DiskError> for IoFailure {
     fn from(e: DiskError) -> IoFailure {
         IoFailure {
@@ -194,6 +175,60 @@ mod tests {
         assert!(f.message.contains("metadata write"), "{}", f.message);
         assert!(f.message.contains("meta disk /dev/md0"), "{}", f.message);
         assert!(f.message.contains("No space left"), "{}", f.message);
+    }
+
+    #[test]
+    fn the_engine_reads_an_open_failure_as_the_operator_did_before() {
+        let cases = [
+            DiskError::Missing {
+                device: Device::Backing,
+                path: "/dev/nope".into(),
+                source: io::Error::from_raw_os_error(libc::ENOENT),
+            },
+            DiskError::NotADisk {
+                device: Device::Backing,
+                path: "/tmp".into(),
+            },
+            DiskError::io(Device::Backing, Op::OpenDirect, "/dev/sdz".as_ref())(
+                io::Error::from_raw_os_error(libc::EINVAL),
+            ),
+            DiskError::Meta {
+                device: Device::Meta,
+                op: Op::OpenMetadata,
+                path: "/dev/md0".into(),
+                source: MetaError::NoMetadata {
+                    where_: "/dev/md0".into(),
+                },
+            },
+            DiskError::Meta {
+                device: Device::Backing,
+                op: Op::OpenMetadata,
+                path: "/dev/sdz".into(),
+                source: MetaError::Io {
+                    op: "superblock read",
+                    off: 4096,
+                    source: io::Error::from_raw_os_error(libc::EIO),
+                },
+            },
+        ];
+        for e in cases {
+            let text = e.to_string();
+            let failure = OpenFailure::from(e);
+            assert_eq!(failure.to_string(), text);
+        }
+        let missing = OpenFailure::from(DiskError::Meta {
+            device: Device::Meta,
+            op: Op::OpenMetadata,
+            path: "/dev/md0".into(),
+            source: MetaError::NoMetadata {
+                where_: "/dev/md0".into(),
+            },
+        });
+        assert!(missing.is_missing_metadata());
+        assert!(
+            missing.to_string().contains("repadm create-md"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! What the test-only fault hook (`fault.rs`) reports when it fails an operation: a leaf of
+//! What the test-only fault hook (`fault/`) reports when it fails an operation: a leaf of
 //! its own, so that `error.rs` (`DiskError::Fault`) does not import the hook.
 
 use std::io;

@@ -24,6 +24,7 @@ pub mod paths;
 pub mod port;
 pub mod send_queue;
 pub mod sockets;
+pub mod start_error;
 pub mod surface;
 pub mod tls;
 

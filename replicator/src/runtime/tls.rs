@@ -6,12 +6,11 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use rep_nbd::server::stream::{PolledTcp, Stream};
 use rep_nbd::server::tls::TlsStream;
 use rep_nbd::server::TlsPolicy;
@@ -28,67 +27,168 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Why a TLS setting cannot be used; found at start, before anything listens. Each names the
+/// option, its file and the fix; the cause, where there is one, follows as the source.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// The file cannot be looked at (missing, no permission).
+    #[error("cannot read {option} {}", path.display())]
+    Unreadable {
+        option: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A private key others on the machine may read.
+    #[error(
+        "{option} {} has mode {mode:04o}: a private key must not be accessible by group or others \
+         (chmod 600 {}); refusing to start",
+        path.display(),
+        path.display()
+    )]
+    KeyMode {
+        option: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
+    /// A certificate or CA file others may rewrite.
+    #[error(
+        "{option} {} has mode {mode:04o}: a certificate or CA file must not be writable by group \
+         or others (chmod 644 {}); refusing to start",
+        path.display(),
+        path.display()
+    )]
+    PublicMode {
+        option: &'static str,
+        path: PathBuf,
+        mode: u32,
+    },
+    /// The file is not PEM, or a PEM section in it is damaged.
+    #[error("{option} {}", path.display())]
+    Pem {
+        option: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{option} {}: no PEM certificate in it", path.display())]
+    NoCertificate { option: &'static str, path: PathBuf },
+    #[error("{option} {}: no usable PEM private key", path.display())]
+    NoKey {
+        option: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{option} {}: not a usable CA certificate", path.display())]
+    BadCa {
+        option: &'static str,
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot build the client certificate verifier")]
+    Verifier(#[source] rustls::server::VerifierBuilderError),
+    #[error("TLS protocol versions")]
+    Versions(#[source] rustls::Error),
+    /// The certificate and the key do not belong together (or the key type is unsupported).
+    #[error("{cert} and {key} are not a pair (or the key type is unsupported)")]
+    NotAPair {
+        cert: &'static str,
+        key: &'static str,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("nbd-tls needs nbd-tls-certificate, nbd-tls-privkey and nbd-tls-ca")]
+    NbdTlsIncomplete,
+    #[error("net {{ tls yes; }}: the peer's name {peer:?} cannot be a certificate name")]
+    PeerName {
+        peer: String,
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+}
+
+fn unreadable(option: &'static str, path: &Path) -> impl FnOnce(io::Error) -> TlsConfigError {
+    let path = path.to_path_buf();
+    move |source| TlsConfigError::Unreadable {
+        option,
+        path,
+        source,
+    }
+}
+
 /// Private keys must be readable by their owner only, as ssh demands of its keys: a key that
 /// others on the machine can read is no longer a secret, and starting with it would hide that.
-pub fn check_private_key_mode(path: &Path, option: &str) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {option} {}", path.display()))?;
+pub fn check_private_key_mode(path: &Path, option: &'static str) -> Result<(), TlsConfigError> {
+    let meta = std::fs::metadata(path).map_err(unreadable(option, path))?;
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
-        bail!(
-            "{option} {} has mode {mode:04o}: a private key must not be accessible by group or others \
-             (chmod 600 {}); refusing to start",
-            path.display(),
-            path.display()
-        );
+        return Err(TlsConfigError::KeyMode {
+            option,
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     Ok(())
 }
 
 /// Certificates and CA bundles are public, but whoever can rewrite the CA file decides whom
 /// rep trusts: they must not be writable by group or others.
-pub fn check_public_mode(path: &Path, option: &str) -> anyhow::Result<()> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {option} {}", path.display()))?;
+pub fn check_public_mode(path: &Path, option: &'static str) -> Result<(), TlsConfigError> {
+    let meta = std::fs::metadata(path).map_err(unreadable(option, path))?;
     let mode = meta.mode() & 0o777;
     if mode & 0o022 != 0 {
-        bail!(
-            "{option} {} has mode {mode:04o}: a certificate or CA file must not be writable by group \
-             or others (chmod 644 {}); refusing to start",
-            path.display(),
-            path.display()
-        );
+        return Err(TlsConfigError::PublicMode {
+            option,
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     Ok(())
 }
 
-fn load_certs(path: &Path, option: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+fn load_certs(
+    path: &Path,
+    option: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
     check_public_mode(path, option)?;
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| anyhow::anyhow!("{option} {}: {e}", path.display()))?;
+        .map_err(|source| TlsConfigError::Pem {
+            option,
+            path: path.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        bail!("{option} {}: no PEM certificate in it", path.display());
+        return Err(TlsConfigError::NoCertificate {
+            option,
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
 
-fn load_key(path: &Path, option: &str) -> anyhow::Result<PrivateKeyDer<'static>> {
+fn load_key(path: &Path, option: &'static str) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
     check_private_key_mode(path, option)?;
-    PrivateKeyDer::from_pem_file(path).map_err(|e| {
-        anyhow::anyhow!(
-            "{option} {}: no usable PEM private key: {e}",
-            path.display()
-        )
+    PrivateKeyDer::from_pem_file(path).map_err(|source| TlsConfigError::NoKey {
+        option,
+        path: path.to_path_buf(),
+        source,
     })
 }
 
-fn load_roots(path: &Path, option: &str) -> anyhow::Result<Arc<rustls::RootCertStore>> {
+fn load_roots(
+    path: &Path,
+    option: &'static str,
+) -> Result<Arc<rustls::RootCertStore>, TlsConfigError> {
     let mut roots = rustls::RootCertStore::empty();
     for c in load_certs(path, option)? {
-        roots
-            .add(c)
-            .with_context(|| format!("{option} {}: not a usable CA certificate", path.display()))?;
+        roots.add(c).map_err(|source| TlsConfigError::BadCa {
+            option,
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
     Ok(Arc::new(roots))
 }
@@ -96,10 +196,10 @@ fn load_roots(path: &Path, option: &str) -> anyhow::Result<Arc<rustls::RootCertS
 /// A server that demands a client certificate from `ca`. No resumption: every connection
 /// proves its certificate again (and no ticket key lives in memory).
 fn server_config(
-    cert: (&Path, &str),
-    key: (&Path, &str),
-    ca: (&Path, &str),
-) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    cert: (&Path, &'static str),
+    key: (&Path, &'static str),
+    ca: (&Path, &'static str),
+) -> Result<Arc<rustls::ServerConfig>, TlsConfigError> {
     let provider = provider();
     let roots = load_roots(ca.0, ca.1)?;
     let certs = load_certs(cert.0, cert.1)?;
@@ -108,17 +208,16 @@ fn server_config(
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider))
             .build()
-            .context("cannot build the client certificate verifier")?;
+            .map_err(TlsConfigError::Verifier)?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
+        .map_err(TlsConfigError::Versions)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
-        .with_context(|| {
-            format!(
-                "{} and {} are not a pair (or the key type is unsupported)",
-                cert.1, key_name
-            )
+        .map_err(|source| TlsConfigError::NotAPair {
+            cert: cert.1,
+            key: key_name,
+            source,
         })?;
     cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     cfg.send_tls13_tickets = 0;
@@ -126,7 +225,7 @@ fn server_config(
 }
 
 /// The NBD TCP export's TLS, from `nbd-tls*` in this node's `on` section.
-pub fn nbd_policy(view: &rep_resources::NodeView) -> anyhow::Result<TlsPolicy> {
+pub fn nbd_policy(view: &rep_resources::NodeView) -> Result<TlsPolicy, TlsConfigError> {
     let s = &view.security;
     if s.nbd_tls == NbdTls::Off {
         return Ok(TlsPolicy::Off);
@@ -134,7 +233,7 @@ pub fn nbd_policy(view: &rep_resources::NodeView) -> anyhow::Result<TlsPolicy> {
     let (Some(cert), Some(key), Some(ca)) =
         (&s.nbd_tls_certificate, &s.nbd_tls_privkey, &s.nbd_tls_ca)
     else {
-        bail!("nbd-tls needs nbd-tls-certificate, nbd-tls-privkey and nbd-tls-ca");
+        return Err(TlsConfigError::NbdTlsIncomplete);
     };
     if view.nbd_listen.is_none() {
         tracing::warn!("nbd-tls is set but there is no nbd-listen: the Unix socket is plaintext, TLS is unused");
@@ -165,15 +264,16 @@ impl std::fmt::Debug for LinkTls {
     }
 }
 
-pub fn link_tls(view: &rep_resources::NodeView) -> anyhow::Result<Option<Arc<LinkTls>>> {
+pub fn link_tls(view: &rep_resources::NodeView) -> Result<Option<Arc<LinkTls>>, TlsConfigError> {
     let Some(t) = &view.security.link_tls else {
         return Ok(None);
     };
     let Some(peer) = &view.peer_node else {
         return Ok(None);
     };
-    let peer = ServerName::try_from(peer.clone()).with_context(|| {
-        format!("net {{ tls yes; }}: the peer's name {peer:?} cannot be a certificate name")
+    let peer = ServerName::try_from(peer.clone()).map_err(|source| TlsConfigError::PeerName {
+        peer: peer.clone(),
+        source,
     })?;
     let server = server_config(
         (&t.certificate, "tls-certificate"),
@@ -185,10 +285,14 @@ pub fn link_tls(view: &rep_resources::NodeView) -> anyhow::Result<Option<Arc<Lin
     let key = load_key(&t.privkey, "tls-privkey")?;
     let mut client = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
+        .map_err(TlsConfigError::Versions)?
         .with_root_certificates(roots)
         .with_client_auth_cert(certs, key)
-        .context("tls-certificate and tls-privkey are not a pair")?;
+        .map_err(|source| TlsConfigError::NotAPair {
+            cert: "tls-certificate",
+            key: "tls-privkey",
+            source,
+        })?;
     client.resumption = rustls::client::Resumption::disabled();
     Ok(Some(Arc::new(LinkTls {
         server,
@@ -256,7 +360,7 @@ pub fn looks_like_tls(b: &[u8]) -> bool {
 }
 
 /// Why the peer's bytes are TLS when this node has no TLS.
-pub const PEER_SPEAKS_TLS: &str = "the peer speaks TLS (it has `net { tls yes; }`) and this node does not: set tls, with certificates, on both nodes or on neither";
+pub use crate::core::failure::PEER_SPEAKS_TLS;
 
 /// TLS over a freshly dialed peer socket, if configured: the peer must show a certificate from
 /// tls-ca issued for its node name.

@@ -31,11 +31,11 @@ use std::time::{Duration, Instant};
 use super::disk::{fill_sector, SimDisk, SimMetaDev, SECTOR_BYTES};
 use super::model::{Model, WriteId};
 use super::watch::LogWatch;
-use crate::core::peer::PeerSettings;
+use crate::core::failure::{Device, MetaProblem, Op};
 use crate::core::rng::Rng;
 use crate::core::{
-    AdminCmd, AdminId, ClientOp, ConnState, DiskOpKind, DiskState, Engine, EngineConfig, Input,
-    IoId, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, Refusal, ReqId, Role,
+    AdminCmd, AdminId, ClientOp, ConnState, DiskOpKind, DiskState, Engine, Input, IoId, LinkId,
+    LinkLoss, MetaOpKind, OpenFailure, Output, PeerDiskOp, Refusal, ReqId, Role,
 };
 use crate::digest::Digests;
 use crate::meta::layout::MetaDiskKind;
@@ -445,7 +445,7 @@ impl Cluster {
             }
             Node {
                 engine: Engine::new(
-                    engine_config_for(&name, &cfg),
+                    super::res::engine_config_for(&name, &cfg),
                     seed.wrapping_mul(31).wrapping_add(i as u64),
                 ),
                 name,
@@ -896,10 +896,16 @@ impl Cluster {
         r
     }
 
-    fn open_meta(&mut self, i: usize) -> Result<Box<crate::core::AttachInfo>, String> {
+    fn open_meta(&mut self, i: usize) -> Result<Box<crate::core::AttachInfo>, OpenFailure> {
         let dev: Box<dyn MetaDev> = Box::new(self.nodes[i].meta_dev.clone());
-        let store = MetaStore::open_external(dev, None, self.cfg.device_bytes)
-            .map_err(|e| e.to_string())?;
+        let store = MetaStore::open_external(dev, None, self.cfg.device_bytes).map_err(|e| {
+            OpenFailure::Metadata {
+                device: Device::Meta,
+                op: Op::OpenMetadata,
+                path: format!("sim-meta-{}", self.nodes[i].name).into(),
+                problem: MetaProblem::from(&e),
+            }
+        })?;
         let info = crate::meta::attach::attach_info(&store, None);
         self.nodes[i].meta = Some(store);
         Ok(Box::new(info))
@@ -1847,7 +1853,7 @@ impl Cluster {
         self.log(format!("restart {}", self.nodes[i].name));
         let seed = self.rng.next_u64();
         let n = &mut self.nodes[i];
-        n.engine = Engine::new(engine_config_for(&n.name, &self.cfg), seed);
+        n.engine = Engine::new(super::res::engine_config_for(&n.name, &self.cfg), seed);
         n.up = true;
         n.bits_check_in = None;
         n.last_timer = self.now;
@@ -1931,33 +1937,5 @@ impl Cluster {
 
     pub fn meta_torn_writes(&self) -> u64 {
         self.nodes.iter().map(|n| n.meta_dev.torn_writes()).sum()
-    }
-}
-
-fn engine_config_for(node: &str, cfg: &SimConfig) -> EngineConfig {
-    EngineConfig {
-        resource: "r0".into(),
-        node: node.into(),
-        minor: 0,
-        device: "/dev/drbd0".into(),
-        protocol: cfg.protocol,
-        has_peer: true,
-        allow_two_primaries: false,
-        al_extents: cfg.al_extents,
-        fencing: cfg.fencing,
-        on_io_error: crate::core::OnIoError::Detach,
-        peer: PeerSettings {
-            // Faster than DRBD's defaults (10 s, 500 ms) so that partitions cost little
-            // simulated time; ping-timeout stays well above the simulated round trip.
-            ping_int: Duration::from_millis(500),
-            ping_timeout: Duration::from_millis(300),
-            timeout: Duration::from_secs(1),
-            ko_count: 4,
-            max_epoch_size: 64,
-            pace: crate::core::pace::Pace::fixed(cfg.resync_rate_kib),
-            verify_alg: cfg.verify_alg,
-            csums_alg: cfg.csums_alg,
-            ..PeerSettings::default()
-        },
     }
 }

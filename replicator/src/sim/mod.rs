@@ -7,4 +7,5 @@ pub mod cluster;
 pub mod disk;
 pub mod model;
 mod reconfigure;
+pub mod res;
 pub mod watch;

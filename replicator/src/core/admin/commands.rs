@@ -6,6 +6,7 @@
 
 use crate::core::admin::pending::PendingAdmin;
 use crate::core::connection::after::After;
+use crate::core::contract::failure::OpenFailure;
 use crate::core::contract::io::{
     AdminCmd, AdminId, AttachInfo, IoId, IoResult, MetaOpKind, Output,
 };
@@ -227,7 +228,7 @@ impl Engine {
     pub(crate) fn disk_opened(
         &mut self,
         pending: PendingAdmin,
-        result: Result<Box<AttachInfo>, String>,
+        result: Result<Box<AttachInfo>, OpenFailure>,
     ) {
         if self.st.disk() != DiskState::Attaching {
             // An open that no longer belongs to the current state: drop it.
@@ -241,9 +242,11 @@ impl Engine {
         }
         let info = match result {
             Ok(info) => info,
-            Err(message) => {
+            Err(failure) => {
                 let _ = self.change_state(ChangeSet::new().disk(DiskState::Diskless));
-                let refusal = Refusal::AttachFailed { message };
+                let refusal = Refusal::AttachFailed {
+                    message: failure.to_string(),
+                };
                 self.emit(Output::AdminReply {
                     id: pending.id,
                     result: Err(refusal),

@@ -75,7 +75,7 @@ impl Engine {
                 ConnState::BrokenPipe,
                 "the peer closed the connection".to_owned(),
             ),
-            LinkLoss::NetworkFailure(e) => (ConnState::NetworkFailure, e.clone()),
+            LinkLoss::NetworkFailure(e) => (ConnState::NetworkFailure, e.to_string()),
             LinkLoss::ProtocolError(e) => (ConnState::ProtocolError, e.to_string()),
         };
         self.lose_link(state, &why, After::Reconnect);

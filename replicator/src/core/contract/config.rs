@@ -1,9 +1,12 @@
 //! What the engine is configured with, typed and in engine units (the `resources` crate
-//! parses and validates the `.res` file; `runtime::daemon` builds these from its view).
+//! parses and validates the `.res` file; `EngineConfig::from_view` turns this node's view into
+//! these, for the daemon at start, for `adjust`, and for the simulator).
 
 use std::time::Duration;
 
-use rep_resources::{AfterSb0, AfterSb1, AfterSb2, DigestAlg, HmacAlg, Protocol, RrConflict};
+use rep_resources::{
+    AfterSb0, AfterSb1, AfterSb2, DigestAlg, HmacAlg, NodeView, Protocol, RrConflict,
+};
 
 pub use rep_resources::OnIoError;
 
@@ -22,6 +25,27 @@ pub struct EngineConfig {
     pub fencing: rep_resources::Fencing,
     pub on_io_error: OnIoError,
     pub peer: PeerSettings,
+}
+
+impl EngineConfig {
+    /// The engine's configuration for this node's view of the resource (DRBD's meanings,
+    /// units converted): the one way a configuration is built, by the daemon at start and on
+    /// `adjust`, and by the simulator.
+    pub fn from_view(view: &NodeView) -> EngineConfig {
+        EngineConfig {
+            resource: view.resource.clone(),
+            node: view.node.clone(),
+            minor: view.minor,
+            device: view.device.clone(),
+            protocol: view.net.protocol,
+            has_peer: view.peer_address.is_some(),
+            allow_two_primaries: view.net.allow_two_primaries,
+            al_extents: view.disk_conf.al_extents,
+            fencing: view.disk_conf.fencing,
+            on_io_error: view.disk_conf.on_io_error,
+            peer: PeerSettings::from_view(view),
+        }
+    }
 }
 
 /// `net` and resync settings the engine needs, in engine units.
@@ -49,6 +73,41 @@ pub struct PeerSettings {
     pub pace: crate::core::sync::pace::Pace,
     /// `resync-after`: wait while this resource is resyncing.
     pub resync_after: Option<String>,
+}
+
+impl PeerSettings {
+    /// The `net` and `disk` sections of the view, in engine units (`*_ds`: deciseconds).
+    fn from_view(view: &NodeView) -> PeerSettings {
+        let n = &view.net;
+        let d = &view.disk_conf;
+        let ds = |v: u32| Duration::from_millis(u64::from(v) * 100);
+        PeerSettings {
+            ping_int: Duration::from_secs(u64::from(n.ping_int_s)),
+            ping_timeout: ds(n.ping_timeout_ds),
+            timeout: ds(n.timeout_ds),
+            ko_count: n.ko_count,
+            shared_secret: n.shared_secret.clone(),
+            cram_hmac_alg: n.cram_hmac_alg,
+            after_sb_0pri: n.after_sb_0pri.clone(),
+            after_sb_1pri: n.after_sb_1pri,
+            after_sb_2pri: n.after_sb_2pri,
+            always_asbp: n.always_asbp,
+            rr_conflict: n.rr_conflict,
+            integrity_alg: n.data_integrity_alg,
+            verify_alg: n.verify_alg,
+            csums_alg: n.csums_alg,
+            max_epoch_size: n.max_epoch_size,
+            pace: crate::core::sync::pace::Pace {
+                resync_rate_kib: d.resync_rate_kib,
+                c_plan_ahead_ds: d.c_plan_ahead_ds,
+                c_fill_target_bytes: d.c_fill_target_sectors * 512,
+                c_delay_target_ds: d.c_delay_target_ds,
+                c_max_rate_kib: d.c_max_rate_kib,
+                c_min_rate_kib: d.c_min_rate_kib,
+            },
+            resync_after: d.resync_after.clone(),
+        }
+    }
 }
 
 impl Default for PeerSettings {

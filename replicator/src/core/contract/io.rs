@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::contract::failure::{NetFailure, OpenFailure};
 use crate::core::contract::refusal::Refusal;
 /// Metadata operations are the metadata module's; the engine emits and receives them.
 pub use crate::meta::ops::{AttachInfo, MetaOpKind};
@@ -146,7 +147,7 @@ pub enum Input {
     /// Result of `Output::OpenDisk`.
     DiskOpened {
         io: IoId,
-        result: Result<Box<AttachInfo>, String>,
+        result: Result<Box<AttachInfo>, OpenFailure>,
     },
     /// Result of `Output::CloseDisk`.
     DiskClosed {
@@ -207,7 +208,7 @@ pub enum LinkLoss {
     /// The peer closed or reset the connection.
     BrokenPipe,
     /// A socket error other than a clean close.
-    NetworkFailure(String),
+    NetworkFailure(NetFailure),
     /// The peer sent a frame the decoder refused.
     ProtocolError(crate::wire::frame::WireError),
 }

@@ -2,6 +2,7 @@
 //! configuration, refusals, the entropy source, and the split-brain report.
 
 pub mod config;
+pub mod failure;
 pub(crate) mod ids;
 pub mod io;
 pub mod refusal;

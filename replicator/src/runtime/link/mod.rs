@@ -23,8 +23,9 @@ use tokio_uring::net::TcpStream;
 
 use super::driver::Driver;
 use super::send_queue::{write_queue, SendQueue};
+use crate::core::failure::LinkSocket;
 use crate::core::peer::PROTOCOL_VERSION;
-use crate::core::{Input, LinkId, LinkLoss};
+use crate::core::{Input, LinkId, LinkLoss, NetFailure, OsError};
 use crate::runtime::tls::PeerStream;
 use crate::wire::Packet;
 
@@ -512,6 +513,11 @@ async fn read_frames(
     mut reader: Reader<PeerStream>,
     data_socket: bool,
 ) {
+    let socket = if data_socket {
+        LinkSocket::Data
+    } else {
+        LinkSocket::Meta
+    };
     let loss = loop {
         while data_socket && driver.peer_rx_backlog_full() {
             driver.rx_room.notified().await;
@@ -523,11 +529,27 @@ async fn read_frames(
             Err(ReadError::Socket(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 break LinkLoss::BrokenPipe
             }
-            Err(ReadError::Socket(e)) => break LinkLoss::NetworkFailure(e.to_string()),
-            Err(e @ ReadError::PeerSpeaksTls) => break LinkLoss::NetworkFailure(e.to_string()),
+            Err(ReadError::Socket(e)) => break LinkLoss::NetworkFailure(net_failure(&e, socket)),
+            Err(ReadError::PeerSpeaksTls) => {
+                break LinkLoss::NetworkFailure(NetFailure::PeerSpeaksTls)
+            }
         }
     };
     driver.link_lost(link, loss);
+}
+
+/// What the engine learns of a failed socket read. The TLS layer reports a record it refuses
+/// as `InvalidData` without an errno (nbd-frontend's `tls_error`), which a plain socket never
+/// returns; the TLS library's words go to the log here, the engine gets the kind.
+fn net_failure(e: &io::Error, socket: LinkSocket) -> NetFailure {
+    if e.raw_os_error().is_none() && e.kind() == io::ErrorKind::InvalidData {
+        tracing::warn!("peer link: {socket}: {e}");
+        return NetFailure::Tls { socket };
+    }
+    NetFailure::Socket {
+        socket,
+        os: OsError::from(e),
+    }
 }
 
 async fn dial_once(
