@@ -49,10 +49,35 @@ pub fn status_text(s: &Status) -> String {
             let _ = write!(out, " done:{:.2}", p.permille() as f64 / 10.0);
         }
         out.push('\n');
+        if let Some(p) = s.sync.as_ref().filter(|_| resyncing(s.cstate)) {
+            out.push_str(&resync_lines(p));
+        }
     }
     if let Some(n) = &s.oos_notice {
         let _ = writeln!(out, "  out-of-sync: {n}");
     }
+    out
+}
+
+fn resyncing(c: ConnState) -> bool {
+    matches!(
+        c,
+        ConnState::SyncSource | ConnState::SyncTarget | ConnState::PausedSyncS | ConnState::PausedSyncT
+    )
+}
+
+/// `status` during a resync: the rates, the ETA, what limits it and what to change.
+pub fn resync_lines(p: &SyncProgress) -> String {
+    let (h, m, sec) = (p.eta_s / 3600, (p.eta_s / 60) % 60, p.eta_s % 60);
+    let mut out = format!(
+        "    speed:{}K/s avg:{}K/s eta:{h}:{m:02}:{sec:02}",
+        grouped(p.speed_kib_s),
+        grouped(p.avg_kib_s)
+    );
+    if let Some(l) = &p.limit {
+        let _ = write!(out, " limited-by:{}\n      {}", l.by.name(), l.text);
+    }
+    out.push('\n');
     out
 }
 
@@ -218,6 +243,7 @@ pub(crate) mod tests {
             avg_kib_s: 50000,
             want_kib_s: None,
             eta_s: 42,
+            limit: None,
         };
         let text = progress_lines(ConnState::SyncSource, &p);
         assert!(
