@@ -196,16 +196,46 @@ impl LimitInfo {
     }
 }
 
-/// An exponentially weighted mean of byte counts sampled after each input.
+/// A time-weighted mean of a byte count that changes at inputs: each value holds from the input
+/// that set it until the next one (Little's law needs the mean over time; inputs cluster while
+/// data moves, so a mean per input would overstate what waits).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Mean(u64);
+pub(crate) struct Mean {
+    /// Byte-nanoseconds since `since`.
+    area: u128,
+    value: u64,
+    at: Option<Instant>,
+    since: Option<Instant>,
+    /// The mean of the last completed period, half blended with the one before.
+    mean: u64,
+}
 
 impl Mean {
-    fn add(&mut self, sample: u64) {
-        self.0 = (self.0.saturating_mul(7).saturating_add(sample)) / 8;
+    fn add(&mut self, now: Instant, value: u64) {
+        if let Some(t) = self.at {
+            self.area += u128::from(self.value) * now.saturating_duration_since(t).as_nanos();
+        }
+        self.since.get_or_insert(now);
+        self.value = value;
+        self.at = Some(now);
     }
+
+    /// Close the period at `now`.
+    fn close(&mut self, now: Instant) {
+        self.add(now, self.value);
+        let span = self
+            .since
+            .map_or(0, |s| now.saturating_duration_since(s).as_nanos());
+        if span > 0 {
+            let m = u64::try_from(self.area / span).unwrap_or(u64::MAX);
+            self.mean = self.mean / 2 + m / 2;
+        }
+        self.area = 0;
+        self.since = Some(now);
+    }
+
     pub(crate) fn get(self) -> u64 {
-        self.0
+        self.mean
     }
 }
 
@@ -335,13 +365,13 @@ impl Engine {
             Side::Target(t) => {
                 let out = t.outstanding_bytes();
                 let local = rx_backlog.min(out);
-                g.near.add(local);
-                g.far.add(out - local);
+                g.near.add(now, local);
+                g.far.add(now, out - local);
             }
             Side::Source(s) => {
-                g.near.add(s.pending_read_bytes());
-                g.far.add(g.sent.saturating_sub(g.acked));
-                g.wire.add(g.backlog);
+                g.near.add(now, s.pending_read_bytes());
+                g.far.add(now, g.sent.saturating_sub(g.acked));
+                g.wire.add(now, g.backlog);
             }
         }
         let due = g
@@ -351,6 +381,9 @@ impl Engine {
             return;
         }
         g.last_eval = Some(now);
+        for m in [&mut g.near, &mut g.far, &mut g.wire] {
+            m.close(now);
+        }
         g.marks.push_back((now, left));
         while g.marks.len() > MARKS {
             g.marks.pop_front();
@@ -509,6 +542,23 @@ mod tests {
         assert_eq!(d.setting.as_deref(), Some("c-delay-target"));
         assert_eq!(kib_text(250), "250K");
         assert_eq!(kib_text(1 << 20), "1G");
+    }
+
+    #[test]
+    fn the_mean_weighs_each_value_by_how_long_it_held() {
+        let t0 = Instant::now();
+        let mut m = Mean::default();
+        m.add(t0, 0);
+        // 1 MiB outstanding for 10 ms, across many inputs; then nothing for 990 ms.
+        for i in 0..10 {
+            m.add(t0 + Duration::from_millis(i), 1 << 20);
+        }
+        m.add(t0 + Duration::from_millis(10), 0);
+        m.close(t0 + Duration::from_secs(1));
+        // 1 MiB × 10 ms / 1 s = 10 KiB, halved by the blend with the (empty) period before.
+        assert_eq!(m.get(), (1 << 20) / 100 / 2);
+        m.close(t0 + Duration::from_secs(2));
+        assert_eq!(m.get(), (1 << 20) / 100 / 4, "an idle second halves it");
     }
 
     #[test]
