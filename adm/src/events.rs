@@ -29,7 +29,10 @@ pub fn lines(kind: &str, s: &Status) -> Vec<String> {
     ];
     if let Some(p) = s.sync.as_ref().filter(|_| {
         use rep_replicator::core::ConnState::*;
-        matches!(s.cstate, SyncSource | SyncTarget | PausedSyncS | PausedSyncT)
+        matches!(
+            s.cstate,
+            SyncSource | SyncTarget | PausedSyncS | PausedSyncT
+        )
     }) {
         // drbdsetup events2 --statistics prints done:; the rest is rep's (issue 24 §3).
         if let Some(line) = out.get_mut(3) {

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use rep_replicator::control::{Query, Request, Response};
 use rep_replicator::control::Status;
+use rep_replicator::control::{Query, Request, Response};
 use rep_replicator::core::{AdminCmd, ConnState, DiskState, FixSource, Role};
 use rep_resources::NodeView;
 use serde_json::json;
@@ -140,8 +140,8 @@ pub fn run(
     if fix.is_none() {
         return Ok(0);
     }
-    let resp = Conn::open(&p.ctl(res), res)?
-        .call(&Request::Admin(AdminCmd::ResyncOutOfSync { from }))?;
+    let resp =
+        Conn::open(&p.ctl(res), res)?.call(&Request::Admin(AdminCmd::ResyncOutOfSync { from }))?;
     let message = match resp {
         Response::Ok { message, .. } => message,
         other => return Ok(crate::commands::print_response(cli, other)),

@@ -1926,7 +1926,9 @@ fn a_fixed_resync_rate_is_named_as_the_limit_on_both_sides() {
             }
             let kib = info.current_kib.unwrap_or(0);
             if !(3000..=5200).contains(&kib) {
-                return Err(format!("{side}: current rate {kib} KiB/s at resync-rate 4M"));
+                return Err(format!(
+                    "{side}: current rate {kib} KiB/s at resync-rate 4M"
+                ));
             }
         }
         c.admin(1, AdminCmd::PauseSync).expect("pause-sync");

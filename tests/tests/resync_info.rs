@@ -181,8 +181,9 @@ fn status_names_the_configured_cap_and_raising_it_lifts_it() {
     );
     let m = scrape(port);
     assert!(
-        m.lines()
-            .any(|l| l.starts_with("rep_resync_limited_by{") && l.contains("by=\"c-max-rate\"") && l.ends_with(" 1")),
+        m.lines().any(|l| l.starts_with("rep_resync_limited_by{")
+            && l.contains("by=\"c-max-rate\"")
+            && l.ends_with(" 1")),
         "{m}"
     );
     assert!(
@@ -290,10 +291,14 @@ fn status_names_application_io_yielding_to_c_min_rate() {
     stop.store(true, Ordering::Relaxed);
     let n = load.join().expect("load thread");
     eprintln!("{n} application writes during the resync");
-    wait_for(Duration::from_secs(20), "the resync to stop yielding", || {
-        let s = status(b);
-        (s["cstate"] == "Connected" || s["sync"]["limit"]["by"] != "c-min-rate").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the resync to stop yielding",
+        || {
+            let s = status(b);
+            (s["cstate"] == "Connected" || s["sync"]["limit"]["by"] != "c-min-rate").then_some(())
+        },
+    );
     finish_and_compare(&c, 90);
 }
 
@@ -365,7 +370,12 @@ impl SlowLoopback {
 
     fn runner(&self) -> std::process::Command {
         let mut c = std::process::Command::new("ip");
-        c.args(["netns", "exec", &self.ns, rep_tests::bin("repadm").to_str().expect("path")]);
+        c.args([
+            "netns",
+            "exec",
+            &self.ns,
+            rep_tests::bin("repadm").to_str().expect("path"),
+        ]);
         c
     }
 }
@@ -492,15 +502,15 @@ fn verify_fix_from_names_the_source_and_either_side_may_be_it() {
         status(b)["counters"]["nr_kib"].as_u64().expect("nr") - nr_b,
         4
     );
-    assert_eq!(
-        rep_tests::backing_bytes(b, (block + 1) * 4096, 4096),
-        good2
-    );
+    assert_eq!(rep_tests::backing_bytes(b, (block + 1) * 4096, 4096), good2);
 
     // And --from naming this node itself: node-a pushes to node-b.
     flip(b, block + 2);
     let out = a.ok(&["verify", "--fix", "--from", "node-a", "r0"]);
-    assert!(out.contains("to the peer started") && out.contains("fixed 1 blocks"), "{out}");
+    assert!(
+        out.contains("to the peer started") && out.contains("fixed 1 blocks"),
+        "{out}"
+    );
     b.wait_state("Connected", "UpToDate", "UpToDate", 10);
     let out = a.ok(&["verify", "--wait", "r0"]);
     assert!(out.contains("verify done: 0 blocks out of sync"), "{out}");
@@ -524,7 +534,8 @@ fn verify_fix_from_refuses_an_unknown_host_and_a_source_that_is_not_uptodate() {
         "{err}"
     );
     let (code, err) = a.fails(&["verify", "--from", "node-b", "r0"]);
-    assert_eq!(code, 1, "--from without --fix: {err}");
+    assert_eq!(code, 2, "--from without --fix is a usage error: {err}");
+    assert!(err.contains("--fix"), "{err}");
     // node-b not UpToDate: a resync towards it is running (held by pause-sync).
     b.ok(&["invalidate", "r0"]);
     b.ok(&["pause-sync", "r0"]);

@@ -130,7 +130,9 @@ impl SyncProgress {
     /// A running resync: the average rate since it started, and the time left at that rate.
     pub fn of_resync(r: &crate::core::ResyncInfo) -> SyncProgress {
         let done_kib = (r.total_bits - r.left_bits.min(r.total_bits)) * 4;
-        let ms = u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX).max(1000);
+        let ms = u64::try_from(r.elapsed.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1000);
         let avg = done_kib.saturating_mul(1000) / ms;
         // The ETA follows the current rate, as DRBD's does; the average until there is one.
         let speed = r.current_kib.unwrap_or(avg);

@@ -62,7 +62,10 @@ pub fn status_text(s: &Status) -> String {
 fn resyncing(c: ConnState) -> bool {
     matches!(
         c,
-        ConnState::SyncSource | ConnState::SyncTarget | ConnState::PausedSyncS | ConnState::PausedSyncT
+        ConnState::SyncSource
+            | ConnState::SyncTarget
+            | ConnState::PausedSyncS
+            | ConnState::PausedSyncT
     )
 }
 

@@ -45,8 +45,7 @@ pub use contract::config::{EngineConfig, OnIoError, PeerSettings};
 pub use contract::ids::IdMap;
 pub use contract::io::{
     AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, FixSource, HashAlg, Input,
-    IoFailure,
-    IoId, IoResult, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, ReqId,
+    IoFailure, IoId, IoResult, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, ReqId,
 };
 pub use contract::refusal::Refusal;
 pub use engine::{Counters, Engine};

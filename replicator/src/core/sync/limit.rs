@@ -394,12 +394,9 @@ impl Engine {
             None
         } else {
             match &rs.side {
-                Side::Target(t) => Some(target_limit(
-                    t.stop,
-                    pace_now.by,
-                    g.near.get(),
-                    g.far.get(),
-                )),
+                Side::Target(t) => {
+                    Some(target_limit(t.stop, pace_now.by, g.near.get(), g.far.get()))
+                }
                 Side::Source(_) => g.current_kib(now, left).map(|kib| {
                     let view = SourceView {
                         reading: g.near.get(),

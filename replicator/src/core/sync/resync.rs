@@ -601,7 +601,9 @@ impl Engine {
                 .started
                 .map_or(Duration::ZERO, |s| now.saturating_duration_since(s)),
             rate_kib: self.cfg.peer.pace.want_kib(now, self.last_app_write),
-            current_kib: rs.gauge.current_kib(now, self.bitmap.as_ref().map_or(0, Bitmap::count_ones)),
+            current_kib: rs
+                .gauge
+                .current_kib(now, self.bitmap.as_ref().map_or(0, Bitmap::count_ones)),
             limit: rs.gauge.limit.map(|l| {
                 let target = matches!(rs.side, Side::Target(_));
                 crate::core::sync::limit::LimitInfo::new(l, &self.cfg.peer.pace, target)

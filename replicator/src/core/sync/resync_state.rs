@@ -274,7 +274,12 @@ impl ResyncTarget {
             // A request is at most REQUEST_BYTES (1 MiB), which fits a u32.
             requests.push((id, offset, u32::try_from(len).unwrap_or(u32::MAX)));
         }
-        self.stop = if throttled {
+        // The rate limit binds when its bytes are spent, whichever check ended this round: it
+        // lets one request overshoot, after which the plan or the window may look full.
+        let elapsed = now.saturating_duration_since(started).as_nanos();
+        let earned = u128::from(budget.rate.max(1)) * elapsed / 1_000_000_000;
+        let spent = u128::from(self.requested) >= earned + u128::from(BURST_BYTES);
+        self.stop = if throttled || spent {
             Stop::Rate
         } else if self.in_flight.len() >= WINDOW {
             Stop::Window
