@@ -226,8 +226,8 @@ impl Mean {
         let span = self
             .since
             .map_or(0, |s| now.saturating_duration_since(s).as_nanos());
-        if span > 0 {
-            let m = u64::try_from(self.area / span).unwrap_or(u64::MAX);
+        if let Some(m) = self.area.checked_div(span) {
+            let m = u64::try_from(m).unwrap_or(u64::MAX);
             self.mean = self.mean / 2 + m / 2;
         }
         self.area = 0;
