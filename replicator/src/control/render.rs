@@ -260,6 +260,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn status_text_during_a_resync_names_the_limit() {
+        let mut s = sample();
+        s.cstate = ConnState::SyncTarget;
+        s.peer_role = Role::Primary;
+        let pace = crate::core::Pace {
+            c_max_rate_kib: 4096,
+            ..crate::core::Pace::default()
+        };
+        s.sync = Some(SyncProgress {
+            total_kib: 1000,
+            left_kib: 250,
+            speed_kib_s: 4096,
+            avg_kib_s: 3000,
+            want_kib_s: Some(4096),
+            eta_s: 62,
+            limit: Some(crate::core::LimitInfo::new(
+                crate::core::Limit::CMaxRate,
+                &pace,
+                true,
+            )),
+        });
+        let text = status_text(&s);
+        assert!(
+            text.ends_with(
+                "done:75.00\n    speed:4,096K/s avg:3,000K/s eta:0:01:02 limited-by:c-max-rate\n      limited by c-max-rate 4M; raise c-max-rate in disk { }\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn status_text_disconnected_and_connected() {
         let mut s = sample();
         assert_eq!(

@@ -542,6 +542,14 @@ mod tests {
     }
 
     #[test]
+    fn json_and_text_use_the_same_names() {
+        for l in Limit::ALL {
+            let json = serde_json::to_string(&l).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", l.name()));
+        }
+    }
+
+    #[test]
     fn the_mean_weighs_each_value_by_how_long_it_held() {
         let t0 = Instant::now();
         let mut m = Mean::default();
