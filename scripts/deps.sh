@@ -15,6 +15,8 @@ command -v python3   >/dev/null 2>&1 || need+=(python3)
 command -v iptables  >/dev/null 2>&1 || need+=(iptables)
 command -v ip        >/dev/null 2>&1 || need+=(iproute2)
 command -v ss        >/dev/null 2>&1 || need+=(iproute2)
+# resync_info's network limit: a tbf qdisc on a namespace's loopback.
+command -v tc        >/dev/null 2>&1 || need+=(iproute2)
 # Operations tests: systemd-analyze verifies the units, script(1) gives repadm a terminal.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v script    >/dev/null 2>&1 || need+=(bsdutils)
@@ -52,7 +54,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ -x /usr/libexec/heartbeat/heartbeat ] || { echo "deps.sh: heartbeat still missing after install" >&2; exit 1; }
 # nbdfuse may come with libnbd-bin on some releases; check the tools, not the package names.
-for t in nbdinfo nbdfuse nbdcopy nbdkit fio qemu-io drbdadm mkfs.ext4 losetup iptables ip ss \
+for t in nbdinfo nbdfuse nbdcopy nbdkit fio qemu-io drbdadm mkfs.ext4 losetup iptables ip ss tc \
   systemd-analyze script corosync pacemakerd cibadmin crm_mon crm_attribute crm ocf-tester \
   xmllint modprobe keepalived ucarp qemu-storage-daemon nsenter flock openssl; do
   command -v "$t" >/dev/null 2>&1 || { echo "deps.sh: $t still missing after install" >&2; exit 1; }

@@ -151,6 +151,10 @@ pub enum Cmd {
         /// or only this one is Primary), without a disconnect/connect; wait for it to end.
         #[arg(long)]
         fix: bool,
+        /// With --fix: resync from this host of the resource (its name in the .res file),
+        /// which must be UpToDate; the other node must not be Primary.
+        #[arg(long, value_name = "NODE", requires = "fix")]
+        from: Option<String>,
     },
     /// Wait until no resync is running and the local disk is UpToDate (progress bar on a
     /// terminal; exit 5 on timeout, 11 when it cannot happen: StandAlone or Diskless).

@@ -139,6 +139,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
             timeout,
             report,
             fix,
+            from,
             ..
         } => (
             res,
@@ -146,6 +147,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<i32> {
                 timeout: *timeout,
                 report: report.clone(),
                 fix: *fix,
+                from: from.clone(),
             },
         ),
         Cmd::WaitSync { res, timeout } => (res, Action::WaitSync { timeout: *timeout }),
@@ -213,6 +215,7 @@ enum Action {
         timeout: Option<u64>,
         report: Option<std::path::PathBuf>,
         fix: bool,
+        from: Option<String>,
     },
     WaitSync {
         timeout: Option<u64>,
@@ -265,7 +268,14 @@ fn one(cli: &Cli, view: &NodeView, action: &Action) -> anyhow::Result<i32> {
             timeout,
             report,
             fix,
-        } => crate::verifycmd::run(cli, &p, res, *timeout, report.as_deref(), *fix),
+            from,
+        } => {
+            let fix = fix.then_some(crate::verifycmd::Fix {
+                from: from.as_deref(),
+                view,
+            });
+            crate::verifycmd::run(cli, &p, res, *timeout, report.as_deref(), fix)
+        }
         Action::WaitSync { timeout } => crate::progress::wait_sync(cli, &p, res, *timeout),
         Action::Fault(cmd) => fault(cli, &p, res, cmd),
         Action::Status { .. } | Action::Events { .. } => Ok(0),

@@ -27,6 +27,25 @@ pub fn lines(kind: &str, s: &Status) -> Vec<String> {
             s.peer_disk
         ),
     ];
+    if let Some(p) = s.sync.as_ref().filter(|_| {
+        use rep_replicator::core::ConnState::*;
+        matches!(
+            s.cstate,
+            SyncSource | SyncTarget | PausedSyncS | PausedSyncT
+        )
+    }) {
+        // drbdsetup events2 --statistics prints done:; the rest is rep's (issue 24 §3).
+        if let Some(line) = out.get_mut(3) {
+            line.push_str(&format!(
+                " done:{:.2} speed-kib:{} avg-kib:{} eta:{} limited-by:{}",
+                p.permille() as f64 / 10.0,
+                p.speed_kib_s,
+                p.avg_kib_s,
+                p.eta_s,
+                p.limit.as_ref().map_or("-", |l| l.by.name())
+            ));
+        }
+    }
     if let Some(n) = &s.oos_notice {
         // Not an events2 object: rep's word that bits are set which no resync will clear.
         out.push(format!(

@@ -1,12 +1,15 @@
-//! `repadm verify --report FILE` and `verify --fix`: after the verify ends, the ranges it found
-//! go to FILE, and/or exactly those blocks are resynced while the link stays up.
+//! `repadm verify --report FILE` and `verify --fix [--from NODE]`: after the verify ends, the
+//! ranges it found go to FILE, and/or exactly those blocks are resynced while the link stays
+//! up, from the node the operator names (else from the Primary).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
+use rep_replicator::control::Status;
 use rep_replicator::control::{Query, Request, Response};
-use rep_replicator::core::{AdminCmd, ConnState};
+use rep_replicator::core::{AdminCmd, ConnState, DiskState, FixSource, Role};
+use rep_resources::NodeView;
 use serde_json::json;
 
 use crate::cli::Cli;
@@ -22,14 +25,92 @@ fn report_ranges(p: &Paths, res: &str) -> anyhow::Result<Vec<[u64; 2]>> {
     }
 }
 
+/// `--fix`, with the host `--from` names, if any.
+pub struct Fix<'a> {
+    pub from: Option<&'a str>,
+    pub view: &'a NodeView,
+}
+
+/// drbdsetup's exit code for "need access to UpToDate data".
+const EXIT_NOT_UPTODATE: i32 = 17;
+/// drbdsetup's exit code for a refused state change (here: overwriting a Primary).
+const EXIT_PRIMARY: i32 = 11;
+
+/// Which side `--from NODE` names: a host of the resource, this node or its peer.
+fn source_of(view: &NodeView, name: &str) -> Result<FixSource, String> {
+    if name == view.node {
+        return Ok(FixSource::This);
+    }
+    let peers: Vec<&str> = view
+        .peers
+        .iter()
+        .map(|p| p.node.as_str())
+        .chain(view.peer_node.as_deref())
+        .collect();
+    if peers.contains(&name) {
+        return Ok(FixSource::Peer);
+    }
+    let mut hosts = vec![view.node.as_str()];
+    hosts.extend(peers.iter().filter(|h| **h != view.node));
+    hosts.dedup();
+    Err(format!(
+        "{name} is not a host of resource {} (its hosts: {})",
+        view.resource,
+        hosts.join(", ")
+    ))
+}
+
+/// Refuse before the verify runs what the fix would refuse after it: a source that is not
+/// UpToDate, or a Primary that would be overwritten.
+fn check_source(s: &Status, name: &str, src: FixSource) -> Result<(), (i32, String)> {
+    let peer = s.peer_node.as_deref().unwrap_or("the peer");
+    let (disk, target, target_role) = match src {
+        FixSource::This => (s.disk, peer, s.peer_role),
+        FixSource::Peer => (s.peer_disk, s.node.as_str(), s.role),
+    };
+    if disk != DiskState::UpToDate {
+        return Err((
+            EXIT_NOT_UPTODATE,
+            format!("{name}'s disk is {disk}, not UpToDate: it cannot be the source"),
+        ));
+    }
+    if target_role == Role::Primary {
+        return Err((
+            EXIT_PRIMARY,
+            format!(
+                "the blocks would be resynced onto {target}, which is Primary (rep never makes a Primary Inconsistent); demote it first with `repadm secondary {}`, or name the Primary with --from",
+                s.resource
+            ),
+        ));
+    }
+    Ok(())
+}
+
 pub fn run(
     cli: &Cli,
     p: &Paths,
     res: &str,
     timeout: Option<u64>,
     report: Option<&Path>,
-    fix: bool,
+    fix: Option<Fix>,
 ) -> anyhow::Result<i32> {
+    let from = match fix.as_ref().and_then(|f| f.from.map(|n| (n, f.view))) {
+        Some((name, view)) => match source_of(view, name) {
+            Ok(src) => {
+                let status = Conn::open(&p.ctl(res), res)?.status()?;
+                if let Err((code, why)) = check_source(&status, name, src) {
+                    eprintln!("{res}: verify --fix --from {name}: {why}");
+                    return Ok(code);
+                }
+                Some(src)
+            }
+            Err(why) => {
+                eprintln!("{res}: verify --fix --from: {why}");
+                return Ok(crate::commands::EXIT_USAGE);
+            }
+        },
+        None => None,
+    };
     let code = crate::progress::verify_wait(cli, p, res, timeout)?;
     if code != 0 {
         return Ok(code);
@@ -56,10 +137,11 @@ pub fn run(
             );
         }
     }
-    if !fix {
+    if fix.is_none() {
         return Ok(0);
     }
-    let resp = Conn::open(&p.ctl(res), res)?.call(&Request::Admin(AdminCmd::ResyncOutOfSync))?;
+    let resp =
+        Conn::open(&p.ctl(res), res)?.call(&Request::Admin(AdminCmd::ResyncOutOfSync { from }))?;
     let message = match resp {
         Response::Ok { message, .. } => message,
         other => return Ok(crate::commands::print_response(cli, other)),

@@ -1986,3 +1986,46 @@ fn regression_a_sync_target_hashes_a_block_only_after_the_received_writes_to_it(
         converge(&mut c, 0).map(|_| ())
     });
 }
+
+/// issue 24 §3: under a fixed `resync-rate` both sides name it as the limit, the current rate
+/// is about that rate, and `pause-sync` turns the limit into `paused`.
+#[test]
+fn a_fixed_resync_rate_is_named_as_the_limit_on_both_sides() {
+    use rep_replicator::core::Limit;
+    for_seeds("resync limit", 0..3, |seed| {
+        let mut cfg = cfg_c();
+        cfg.resync_rate_kib = 4 * 1024;
+        let mut c = connected_pair(seed, cfg);
+        c.admin(0, AdminCmd::Primary { force: true })
+            .expect("primary");
+        c.run_for(Duration::from_secs(4));
+        for (i, side) in [(0, "SyncSource"), (1, "SyncTarget")] {
+            let info = c.nodes[i]
+                .engine
+                .resync_info()
+                .ok_or(format!("{side}: no resync"))?;
+            let by = info.limit.as_ref().map(|l| l.by);
+            if by != Some(Limit::ResyncRate) {
+                return Err(format!("{side}: limit {by:?}, want resync-rate ({info:?})"));
+            }
+            let kib = info.current_kib.unwrap_or(0);
+            if !(3000..=5200).contains(&kib) {
+                return Err(format!(
+                    "{side}: current rate {kib} KiB/s at resync-rate 4M"
+                ));
+            }
+        }
+        c.admin(1, AdminCmd::PauseSync).expect("pause-sync");
+        c.run_for(Duration::from_secs(2));
+        let by = c.nodes[1]
+            .engine
+            .resync_info()
+            .and_then(|i| i.limit)
+            .map(|l| l.by);
+        if by != Some(Limit::Paused) {
+            return Err(format!("paused: limit {by:?}"));
+        }
+        c.admin(1, AdminCmd::ResumeSync).expect("resume-sync");
+        converge(&mut c, 0).map(|_| ())
+    });
+}

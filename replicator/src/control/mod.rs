@@ -115,25 +115,35 @@ pub struct Event {
 pub struct SyncProgress {
     pub total_kib: u64,
     pub left_kib: u64,
-    /// Recent speed and average since start, KiB/s.
+    /// Speed over the last few seconds and average since start, KiB/s.
     pub speed_kib_s: u64,
     pub avg_kib_s: u64,
     pub want_kib_s: Option<u64>,
     pub eta_s: u64,
+    /// What limits a resync now and the setting to change (none for a verify, and in a
+    /// resync's first second).
+    #[serde(default)]
+    pub limit: Option<crate::core::LimitInfo>,
 }
 
 impl SyncProgress {
     /// A running resync: the average rate since it started, and the time left at that rate.
     pub fn of_resync(r: &crate::core::ResyncInfo) -> SyncProgress {
         let done_kib = (r.total_bits - r.left_bits.min(r.total_bits)) * 4;
-        let avg = done_kib / r.elapsed.as_secs().max(1);
+        let ms = u64::try_from(r.elapsed.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1000);
+        let avg = done_kib.saturating_mul(1000) / ms;
+        // The ETA follows the current rate, as DRBD's does; the average until there is one.
+        let speed = r.current_kib.unwrap_or(avg);
         SyncProgress {
             total_kib: r.total_bits * 4,
             left_kib: r.left_bits * 4,
-            speed_kib_s: avg,
+            speed_kib_s: speed,
             avg_kib_s: avg,
             want_kib_s: Some(r.rate_kib),
-            eta_s: (r.left_bits * 4).checked_div(avg).unwrap_or(0),
+            eta_s: (r.left_bits * 4).checked_div(speed).unwrap_or(0),
+            limit: r.limit.clone(),
         }
     }
 
@@ -146,6 +156,7 @@ impl SyncProgress {
             avg_kib_s: 0,
             want_kib_s: None,
             eta_s: 0,
+            limit: None,
         }
     }
 

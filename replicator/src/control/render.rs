@@ -49,10 +49,38 @@ pub fn status_text(s: &Status) -> String {
             let _ = write!(out, " done:{:.2}", p.permille() as f64 / 10.0);
         }
         out.push('\n');
+        if let Some(p) = s.sync.as_ref().filter(|_| resyncing(s.cstate)) {
+            out.push_str(&resync_lines(p));
+        }
     }
     if let Some(n) = &s.oos_notice {
         let _ = writeln!(out, "  out-of-sync: {n}");
     }
+    out
+}
+
+fn resyncing(c: ConnState) -> bool {
+    matches!(
+        c,
+        ConnState::SyncSource
+            | ConnState::SyncTarget
+            | ConnState::PausedSyncS
+            | ConnState::PausedSyncT
+    )
+}
+
+/// `status` during a resync: the rates, the ETA, what limits it and what to change.
+pub fn resync_lines(p: &SyncProgress) -> String {
+    let (h, m, sec) = (p.eta_s / 3600, (p.eta_s / 60) % 60, p.eta_s % 60);
+    let mut out = format!(
+        "    speed:{}K/s avg:{}K/s eta:{h}:{m:02}:{sec:02}",
+        grouped(p.speed_kib_s),
+        grouped(p.avg_kib_s)
+    );
+    if let Some(l) = &p.limit {
+        let _ = write!(out, " limited-by:{}\n      {}", l.by.name(), l.text);
+    }
+    out.push('\n');
     out
 }
 
@@ -218,6 +246,7 @@ pub(crate) mod tests {
             avg_kib_s: 50000,
             want_kib_s: None,
             eta_s: 42,
+            limit: None,
         };
         let text = progress_lines(ConnState::SyncSource, &p);
         assert!(
@@ -226,6 +255,37 @@ pub(crate) mod tests {
         );
         assert!(
             text.contains("finish: 0:00:42 speed: 49,152 (50,000) K/sec"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn status_text_during_a_resync_names_the_limit() {
+        let mut s = sample();
+        s.cstate = ConnState::SyncTarget;
+        s.peer_role = Role::Primary;
+        let pace = crate::core::Pace {
+            c_max_rate_kib: 4096,
+            ..crate::core::Pace::default()
+        };
+        s.sync = Some(SyncProgress {
+            total_kib: 1000,
+            left_kib: 250,
+            speed_kib_s: 4096,
+            avg_kib_s: 3000,
+            want_kib_s: Some(4096),
+            eta_s: 62,
+            limit: Some(crate::core::LimitInfo::new(
+                crate::core::Limit::CMaxRate,
+                &pace,
+                true,
+            )),
+        });
+        let text = status_text(&s);
+        assert!(
+            text.ends_with(
+                "done:75.00\n    speed:4,096K/s avg:3,000K/s eta:0:01:02 limited-by:c-max-rate\n      limited by c-max-rate 4M; raise c-max-rate in disk { }\n"
+            ),
             "{text}"
         );
     }

@@ -221,6 +221,7 @@ impl Engine {
             Input::DependencySyncing { syncing } => self.dependency_changed(now, syncing),
             Input::Reconfigure { cfg } => self.reconfigure(*cfg),
         }
+        self.resync_observe(now);
         self.retry_drained_admin();
         self.close_failed_disk_when_idle();
         self.renegotiate_step(now);

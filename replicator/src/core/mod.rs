@@ -45,12 +45,13 @@ pub use contract::config::{EngineConfig, OnIoError, PeerSettings};
 pub use contract::failure::{NetFailure, OpenFailure, OsError};
 pub use contract::ids::IdMap;
 pub use contract::io::{
-    AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, HashAlg, Input, IoFailure,
-    IoId, IoResult, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, ReqId,
+    AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, FixSource, HashAlg, Input,
+    IoFailure, IoId, IoResult, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, ReqId,
 };
 pub use contract::refusal::Refusal;
 pub use engine::{Counters, Engine};
 pub use pace::Pace;
 pub use rng::Rng;
 pub use state::{ConnState, DiskState, Role};
+pub use sync::limit::{Limit, LimitInfo};
 pub use sync::resync_state::ResyncInfo;

@@ -198,7 +198,10 @@ impl Driver {
             let next = self.inbox.borrow_mut().pop_front();
             let had_input = next.is_some();
             if let Some(input) = next {
-                self.engine.borrow_mut().handle(Instant::now(), input);
+                let backlog = self.link_backlog() as u64;
+                let mut e = self.engine.borrow_mut();
+                e.note_send_backlog(backlog);
+                e.handle(Instant::now(), input);
             }
             let mut had_output = false;
             loop {

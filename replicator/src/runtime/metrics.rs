@@ -320,7 +320,31 @@ pub fn render(m: &Metrics, s: &Status) -> String {
         "rep_resync_rate_bytes_per_second",
         "gauge",
         "Average rate of the running resync since it started.",
+        sync.map_or(0, |p| p.avg_kib_s * 1024),
+    );
+    o.one(
+        "rep_resync_current_rate_bytes_per_second",
+        "gauge",
+        "Rate of the running resync over the last few seconds.",
         sync.map_or(0, |p| p.speed_kib_s * 1024),
+    );
+    o.one(
+        "rep_resync_eta_seconds",
+        "gauge",
+        "Seconds the running resync still needs at its current rate (0 when none runs).",
+        sync.map_or(0, |p| p.eta_s),
+    );
+    let limit = sync
+        .and_then(|p| p.limit.as_ref())
+        .map_or("none", |l| l.by.name());
+    o.one_hot(
+        "rep_resync_limited_by",
+        "by",
+        "What limits the running resync now, one-hot (none: no resync, or its first second).",
+        &std::iter::once("none")
+            .chain(crate::core::Limit::ALL.iter().map(|l| l.name()))
+            .collect::<Vec<_>>(),
+        &limit,
     );
     o.one(
         "rep_resync_want_rate_bytes_per_second",

@@ -39,7 +39,7 @@ impl Engine {
             AdminCmd::ResumeIo => self.cmd_resume_io(),
             AdminCmd::PeerOutdate => self.cmd_peer_outdate(id),
             AdminCmd::Verify => self.cmd_verify(),
-            AdminCmd::ResyncOutOfSync => self.cmd_resync_out_of_sync(),
+            AdminCmd::ResyncOutOfSync { from } => self.cmd_resync_out_of_sync(from),
             AdminCmd::PauseSync | AdminCmd::ResumeSync => match self.last_now {
                 Some(now) => self.set_sync_paused(
                     now,

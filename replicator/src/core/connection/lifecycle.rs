@@ -21,6 +21,7 @@ impl Engine {
     /// the state in the next handshake).
     pub(crate) fn send(&mut self, packet: Packet) {
         if let Some(link) = self.link_id() {
+            self.note_rs_sent(&packet);
             self.emit(Output::Send { link, packet });
         }
     }

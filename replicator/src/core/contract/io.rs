@@ -69,6 +69,16 @@ pub struct IoFailure {
 
 pub type IoResult = Result<(), IoFailure>;
 
+/// The node `verify --fix --from NODE` names as the source of the blocks to repair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FixSource {
+    /// The node the command runs on.
+    This,
+    /// Its peer.
+    Peer,
+}
+
 /// Admin commands that change state. Read-only queries are no inputs: the driver reads the getters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "kebab-case")]
@@ -99,9 +109,13 @@ pub enum AdminCmd {
     Invalidate,
     InvalidateRemote,
     Verify,
-    /// `verify --fix`: resync the blocks marked out of sync now, from the Primary (or from
-    /// this node if neither or only it is Primary), without a disconnect/connect.
-    ResyncOutOfSync,
+    /// `verify --fix`: resync the blocks marked out of sync now, without a disconnect/connect:
+    /// from `from` (`verify --fix --from NODE`), else from the Primary (or from this node if
+    /// neither or only it is Primary).
+    ResyncOutOfSync {
+        #[serde(default)]
+        from: Option<FixSource>,
+    },
     PauseSync,
     ResumeSync,
     /// Thaw I/O frozen by fencing (`repadm resume-io`).

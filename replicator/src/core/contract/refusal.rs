@@ -85,6 +85,10 @@ pub enum Refusal {
     /// A command that is not implemented by this version of rep.
     #[error("{what} is not supported by this version of rep")]
     Unsupported { what: String },
+    /// `verify --fix --from NODE`: that node cannot be the source, or the other one cannot be
+    /// overwritten.
+    #[error("verify --fix: {why}")]
+    FixSource { why: String, not_uptodate: bool },
 }
 
 /// What to do about a missing UpToDate disk depends on why the local copy is not current.
@@ -124,6 +128,13 @@ impl Refusal {
             Refusal::ConcurrentStateChange => -19,
             Refusal::NoPeerConfigured => 153,
             Refusal::NoResync { .. } => -8,
+            Refusal::FixSource { not_uptodate, .. } => {
+                if *not_uptodate {
+                    -2
+                } else {
+                    -12
+                }
+            }
         }
     }
 
@@ -131,6 +142,9 @@ impl Refusal {
     pub fn exit_code(&self) -> i32 {
         match self {
             Refusal::NoUpToDateDisk { .. } => 17,
+            Refusal::FixSource {
+                not_uptodate: true, ..
+            } => 17,
             Refusal::NoLocalDisk { .. } => 16,
             Refusal::LowerThanOutdated { .. } => 5,
             Refusal::NetConfigured { .. }

@@ -1,5 +1,6 @@
 //! Resync and online verify (DRBD's peer-device activities), and the resync rate controller.
 
+pub mod limit;
 pub mod pace;
 pub(crate) mod resync;
 pub(crate) mod resync_state;

@@ -45,25 +45,66 @@ impl Pace {
 
     /// (bytes per second, bytes in flight at most, or `None` for the caller's own window).
     pub fn limits(&self, now: Instant, last_app_write: Option<Instant>) -> (u64, Option<u64>) {
+        let p = self.now(now, last_app_write);
+        (p.rate, p.in_flight)
+    }
+
+    /// The limits that apply now, and which setting gives the rate.
+    pub fn now(&self, now: Instant, last_app_write: Option<Instant>) -> PaceNow {
         if self.c_plan_ahead_ds == 0 {
-            return (self.resync_rate_kib.max(1) * 1024, None);
+            return PaceNow {
+                rate: self.resync_rate_kib.max(1) * 1024,
+                in_flight: None,
+                by: RateBy::ResyncRate,
+            };
         }
         let busy = last_app_write.is_some_and(|t| now.saturating_duration_since(t) < APP_ACTIVE);
-        let rate_kib = if busy && self.c_min_rate_kib > 0 {
-            self.c_min_rate_kib
+        let (rate_kib, by) = if busy && self.c_min_rate_kib > 0 {
+            (self.c_min_rate_kib, RateBy::CMinRate)
         } else {
-            self.c_max_rate_kib
+            (self.c_max_rate_kib, RateBy::CMaxRate)
         };
-        let in_flight = if self.c_fill_target_bytes > 0 {
+        PaceNow {
+            rate: rate_kib.max(1) * 1024,
+            in_flight: Some(self.in_flight_bytes()),
+            by,
+        }
+    }
+
+    /// The controller's plan: bytes in flight at most (`c-fill-target`, or `c-delay-target`
+    /// worth of `c-max-rate` when that is 0).
+    pub fn in_flight_bytes(&self) -> u64 {
+        let b = if self.c_fill_target_bytes > 0 {
             self.c_fill_target_bytes
         } else {
             self.c_max_rate_kib * 1024 * u64::from(self.c_delay_target_ds) / 10
         };
-        (rate_kib.max(1) * 1024, Some(in_flight.max(4096)))
+        b.max(4096)
     }
 
     /// What `status` shows as the controller's target ("want:").
     pub fn want_kib(&self, now: Instant, last_app_write: Option<Instant>) -> u64 {
         self.limits(now, last_app_write).0 / 1024
     }
+}
+
+/// Which setting gives the resync its rate right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateBy {
+    /// `resync-rate`: the controller is off (`c-plan-ahead 0`).
+    ResyncRate,
+    /// `c-max-rate`: the controller's ceiling.
+    CMaxRate,
+    /// `c-min-rate`: the application wrote within `APP_ACTIVE`, the resync yields.
+    CMinRate,
+}
+
+/// The pacing that applies at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaceNow {
+    /// Bytes per second.
+    pub rate: u64,
+    /// Bytes in flight at most under the controller; `None` with `c-plan-ahead 0`.
+    pub in_flight: Option<u64>,
+    pub by: RateBy,
 }

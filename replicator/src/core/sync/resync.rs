@@ -529,6 +529,7 @@ impl Engine {
         ) {
             return;
         }
+        self.note_rs_acked(len);
         if ok {
             if let Some(bm) = self.bitmap.as_mut() {
                 bm.clear_range(offset, u64::from(len));
@@ -606,6 +607,13 @@ impl Engine {
                 .started
                 .map_or(Duration::ZERO, |s| now.saturating_duration_since(s)),
             rate_kib: self.cfg.peer.pace.want_kib(now, self.last_app_write),
+            current_kib: rs
+                .gauge
+                .current_kib(now, self.bitmap.as_ref().map_or(0, Bitmap::count_ones)),
+            limit: rs.gauge.limit.map(|l| {
+                let target = matches!(rs.side, Side::Target(_));
+                crate::core::sync::limit::LimitInfo::new(l, &self.cfg.peer.pace, target)
+            }),
         })
     }
 

@@ -75,6 +75,22 @@ pub(crate) struct ResyncTarget {
     requested: u64,
     /// Throttled until then.
     wake: Option<Instant>,
+    /// Why the last `next_requests` asked for no more (the resync's limiter, `limit.rs`).
+    pub(crate) stop: Stop,
+}
+
+/// Why the SyncTarget stopped asking, the last time it asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The rate limit (`resync-rate`, `c-max-rate` or `c-min-rate`) has no bytes left now.
+    Rate,
+    /// The controller's bytes in flight (`c-fill-target` / `c-delay-target`) are reached.
+    Plan,
+    /// `WINDOW` requests are in flight.
+    Window,
+    /// Every set bit is asked for: the last replies are coming.
+    #[default]
+    AllAsked,
 }
 
 /// A SyncSource read that completed: its range, and the target's digests if it sent some.
@@ -119,15 +135,21 @@ pub(crate) struct Resync {
     pub total_bits: u64,
     pub pause: Pause,
     pub side: Side,
+    /// Rate marks and what limits the resync (`limit.rs`).
+    pub(crate) gauge: crate::core::sync::limit::Gauge,
 }
 
 /// What `status` shows about a running resync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResyncInfo {
     pub total_bits: u64,
     pub left_bits: u64,
     pub elapsed: Duration,
     pub rate_kib: u64,
+    /// KiB/s over the last few seconds (`None` in the first second).
+    pub current_kib: Option<u64>,
+    /// What limits it now (`None` until the first verdict, a second in).
+    pub limit: Option<crate::core::sync::limit::LimitInfo>,
 }
 
 impl Resync {
@@ -137,6 +159,7 @@ impl Resync {
             total_bits,
             pause: Pause::default(),
             side,
+            gauge: Default::default(),
         }
     }
     pub(crate) fn target(&mut self) -> Option<&mut ResyncTarget> {
@@ -191,6 +214,7 @@ impl ResyncTarget {
         let device_bits = budget.usable_bytes.div_ceil(BITMAP_BLOCK_BYTES);
         let mut requests = Vec::new();
         let mut rescanned = false;
+        let mut throttled = false;
         let mut in_flight_bytes: u64 = self.in_flight.values().map(|a| a.left).sum();
         let max_request = budget
             .in_flight
@@ -207,6 +231,7 @@ impl ResyncTarget {
                 let owed = u128::from(self.requested.saturating_sub(BURST_BYTES));
                 let due = u64::try_from(owed * 1_000_000_000 / rate).unwrap_or(u64::MAX);
                 self.wake = Some(started + Duration::from_nanos(due) + Duration::from_millis(1));
+                throttled = true;
                 break;
             }
             self.wake = None;
@@ -249,7 +274,26 @@ impl ResyncTarget {
             // A request is at most REQUEST_BYTES (1 MiB), which fits a u32.
             requests.push((id, offset, u32::try_from(len).unwrap_or(u32::MAX)));
         }
+        // The rate limit binds when its bytes are spent, whichever check ended this round: it
+        // lets one request overshoot, after which the plan or the window may look full.
+        let elapsed = now.saturating_duration_since(started).as_nanos();
+        let earned = u128::from(budget.rate.max(1)) * elapsed / 1_000_000_000;
+        let spent = u128::from(self.requested) >= earned + u128::from(BURST_BYTES);
+        self.stop = if throttled || spent {
+            Stop::Rate
+        } else if self.in_flight.len() >= WINDOW {
+            Stop::Window
+        } else if budget.in_flight.is_some_and(|b| in_flight_bytes >= b) {
+            Stop::Plan
+        } else {
+            Stop::AllAsked
+        };
         requests
+    }
+
+    /// Bytes asked for and not answered yet.
+    pub(crate) fn outstanding_bytes(&self) -> u64 {
+        self.in_flight.values().map(|a| a.left).sum()
     }
 
     /// A reply (data or "in sync") must lie inside a request still in flight.
@@ -275,6 +319,13 @@ impl ResyncTarget {
 }
 
 impl ResyncSource {
+    /// Bytes the target asked for that wait for a read here (or for its digests).
+    pub(crate) fn pending_read_bytes(&self) -> u64 {
+        let waiting: u64 = self.waiting.iter().map(|w| u64::from(w.2)).sum();
+        let reading: u64 = self.reading.values().map(|r| r.1 - r.0).sum();
+        waiting + reading
+    }
+
     /// The target asked for `[offset, offset+len)` (with its digests under csums-alg).
     pub(crate) fn request(&mut self, id: u64, offset: u64, len: u32, digest: Vec<u8>) {
         if !digest.is_empty() {

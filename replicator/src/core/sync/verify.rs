@@ -11,7 +11,7 @@
 //! link makes this complete: a write the peer applied before its read was sent to us before
 //! its digests.
 
-use crate::core::contract::io::{HashAlg, Output, PeerDiskOp};
+use crate::core::contract::io::{FixSource, HashAlg, Output, PeerDiskOp};
 use crate::core::contract::refusal::Refusal;
 use crate::core::engine::Engine;
 use crate::core::io_table::IoOwner;
@@ -279,7 +279,22 @@ impl Engine {
         self.status_changed();
     }
 
-    pub(crate) fn cmd_resync_out_of_sync(&mut self) -> Result<Option<String>, Refusal> {
+    pub(crate) fn cmd_resync_out_of_sync(
+        &mut self,
+        from: Option<FixSource>,
+    ) -> Result<Option<String>, Refusal> {
+        if let Some(f) = from {
+            let (who, disk) = match f {
+                FixSource::This => ("this node", self.st.disk()),
+                FixSource::Peer => ("the peer", self.st.pdsk()),
+            };
+            if disk != DiskState::UpToDate {
+                return Err(Refusal::FixSource {
+                    why: format!("the source named with --from ({who}) is {disk}, not UpToDate"),
+                    not_uptodate: true,
+                });
+            }
+        }
         self.check_in_sync_and_connected()?;
         let bits = self
             .bitmap
@@ -289,19 +304,44 @@ impl Engine {
             return Ok(Some("nothing is marked out of sync".into()));
         }
         let (me, peer) = (self.st.role(), self.st.peer_role());
-        if me == Role::Primary && peer == Role::Primary {
+        if from.is_none() && me == Role::Primary && peer == Role::Primary {
             return Err(Refusal::Unsupported {
                 what: "verify --fix with two Primaries (which one holds the right data?)".into(),
             });
         }
-        if peer == Role::Primary {
-            // The Primary's data is the reference: it becomes the SyncSource.
+        // Without --from the Primary's data is the reference.
+        let peer_is_source = match from {
+            Some(FixSource::Peer) => true,
+            Some(FixSource::This) => false,
+            None => peer == Role::Primary,
+        };
+        let (target, target_role) = if peer_is_source {
+            ("this node", me)
+        } else {
+            ("the peer", peer)
+        };
+        if target_role == Role::Primary {
+            // A SyncTarget is Inconsistent, and rep never lets a Primary be Inconsistent: it
+            // reads from the peer only without a disk of its own (state/promotion.rs).
+            return Err(Refusal::FixSource {
+                why: format!(
+                    "the blocks would be resynced onto {target}, which is Primary; demote it first (`repadm secondary`), or name the Primary with --from"
+                ),
+                not_uptodate: false,
+            });
+        }
+        if peer_is_source {
             self.send(Packet::SyncStart {
                 source: false,
                 full: false,
             });
+            let who = if peer == Role::Primary {
+                "the peer (Primary)"
+            } else {
+                "the peer"
+            };
             return Ok(Some(format!(
-                "{bits} out-of-sync blocks: the peer (Primary) resyncs them to this node"
+                "{bits} out-of-sync blocks: {who} resyncs them to this node"
             )));
         }
         self.start_sync_source(false);
