@@ -56,6 +56,7 @@ use crate::control::fault::{
     DiskErrorRule, FaultCmd, FaultOp, DISK_DELAY_MS_MAX, FAULT_REFUSED_EXIT, META_DELAY_MS_MAX,
 };
 use crate::control::{Response, Status};
+use crate::core::io::{split_zero_blocks, Extent};
 use crate::core::AttachInfo;
 
 pub use super::fault_error::FaultError;
@@ -452,6 +453,12 @@ impl FaultHook {
         Some(st.overlay(dev).write_out())
     }
 
+    /// Whether reads of `dev` go through the overlay (`cached_read` answers them).
+    fn overlaid(&self, dev: Dev) -> bool {
+        let mut st = self.lock();
+        st.volatile || !st.overlay(dev).pages.is_empty()
+    }
+
     /// A read while the cache is on: from `file`, with the overlay laid over it.
     fn cached_read(
         &self,
@@ -690,6 +697,24 @@ impl FaultDisk {
             ),
             None => self.inner.read(offset, len).await,
         }
+    }
+
+    /// `BackingDisk::read_sparse` with the faults of `read`. While the volatile cache holds
+    /// pages the file's holes say nothing about them: the range is read whole, overlay laid
+    /// over it, and only the zero check applies.
+    pub async fn read_sparse(&self, offset: u64, len: u32) -> Result<Vec<Extent>, DiskError> {
+        let path = &self.inner.path;
+        self.hook
+            .inject(Dev::Data, Kind::Read, range(offset, u64::from(len)))
+            .map_err(fault(Op::Read, path))?;
+        if !self.hook.overlaid(Dev::Data) {
+            return self.inner.read_sparse(offset, len).await;
+        }
+        let (r, buf) = self.read(offset, len).await;
+        r?;
+        let mut out = Vec::new();
+        split_zero_blocks(offset, buf, &mut out);
+        Ok(out)
     }
 
     pub async fn write(

@@ -660,7 +660,9 @@ impl Cluster {
             Output::PeerDisk { io, op } => {
                 let len = match &op {
                     PeerDiskOp::Write { data, .. } => data.len() as u64,
-                    PeerDiskOp::Read { len, .. } => u64::from(*len),
+                    PeerDiskOp::Read { len, .. } | PeerDiskOp::ReadSparse { len, .. } => {
+                        u64::from(*len)
+                    }
                     _ => 0,
                 };
                 let mut d = self.rand_us(10, 300) + Duration::from_nanos(len);
@@ -1232,11 +1234,27 @@ impl Cluster {
                 if self.nodes[node].gen != gen {
                     return;
                 }
+                if let PeerDiskOp::ReadSparse { offset, len } = op {
+                    let n = &self.nodes[node];
+                    let result = if n.disk_failing {
+                        Err(failing_disk())
+                    } else {
+                        n.disk.read_sparse(offset, len as usize)
+                    };
+                    self.feed(
+                        node,
+                        Input::SparseReadDone {
+                            io,
+                            result: result.map_err(|e| io_failure(&e)),
+                        },
+                    );
+                    return;
+                }
                 let touched = match &op {
                     PeerDiskOp::Write { offset, data, .. } => Some((*offset, data.len() as u64)),
                     PeerDiskOp::Zero { offset, len, .. } => Some((*offset, u64::from(*len))),
                     PeerDiskOp::Flush => Some((0, u64::MAX / 2)),
-                    PeerDiskOp::Read { .. } => None,
+                    PeerDiskOp::Read { .. } | PeerDiskOp::ReadSparse { .. } => None,
                 };
                 let r = self.peer_disk_op(node, op);
                 if let Some((off, len)) = touched {
@@ -1264,7 +1282,9 @@ impl Cluster {
             PeerDiskOp::Zero {
                 offset, len, fua, ..
             } => n.disk.zero(offset, u64::from(len), fua).map(|()| None),
-            PeerDiskOp::Read { offset, len } => n.disk.read_vec(offset, len as usize).map(Some),
+            PeerDiskOp::Read { offset, len } | PeerDiskOp::ReadSparse { offset, len } => {
+                n.disk.read_vec(offset, len as usize).map(Some)
+            }
             PeerDiskOp::Flush => {
                 let r = n.disk.flush().map(|()| None);
                 if r.is_err() {

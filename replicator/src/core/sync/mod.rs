@@ -3,5 +3,6 @@
 pub mod pace;
 pub(crate) mod resync;
 pub(crate) mod resync_state;
+pub(crate) mod sparse;
 pub(crate) mod verify;
 pub(crate) mod verify_state;
