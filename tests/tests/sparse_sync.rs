@@ -175,11 +175,7 @@ fn full_sync(c: &Cluster, metrics_a: u16, secs: u64) -> (u64, f64) {
 #[test]
 fn a_full_sync_of_a_sparse_10g_image_moves_only_its_200m_of_data() {
     let gib10 = 10 * 1024;
-    let (c, ma) = pair_with_metrics(
-        PairConf::new("sparse-10g")
-            .mib(gib10)
-            .resync_rate("4G"),
-    );
+    let (c, ma) = pair_with_metrics(PairConf::new("sparse-10g").mib(gib10).resync_rate("4G"));
     let (a, b) = (c.a(), c.b());
     // 200 pieces of 1 MiB at scattered 4 KiB-aligned offsets, one per 48 MiB slot (the
     // internal metadata lives behind 9600 MiB).
@@ -193,7 +189,11 @@ fn a_full_sync_of_a_sparse_10g_image_moves_only_its_200m_of_data() {
     // The target starts with garbage where the source has holes: the zero ranges must
     // really zero it, and give its space back.
     for slot in 0..50u64 {
-        write_at(&b.disk, slot * 190 * MIB + 5 * MIB, &rng.fill(2 * MIB as usize));
+        write_at(
+            &b.disk,
+            slot * 190 * MIB + 5 * MIB,
+            &rng.fill(2 * MIB as usize),
+        );
     }
     assert!(allocated(&a.disk) < written + 64 * MIB);
 
@@ -206,7 +206,10 @@ fn a_full_sync_of_a_sparse_10g_image_moves_only_its_200m_of_data() {
         took,
         sent as f64 / MIB as f64
     );
-    assert!(sent >= written, "only {sent} bytes sent for {written} of data");
+    assert!(
+        sent >= written,
+        "only {sent} bytes sent for {written} of data"
+    );
     assert!(
         sent as f64 <= written as f64 * 1.05,
         "{sent} bytes on the wire for {written} bytes of data in a {usable}-byte image"

@@ -257,7 +257,10 @@ impl BackingDisk {
                 break;
             }
             let d0 = (data - data % SPARSE_BLOCK).max(start);
-            let d1 = hole.div_ceil(SPARSE_BLOCK).saturating_mul(SPARSE_BLOCK).min(end);
+            let d1 = hole
+                .div_ceil(SPARSE_BLOCK)
+                .saturating_mul(SPARSE_BLOCK)
+                .min(end);
             match out.last_mut() {
                 Some(last) if last.1 >= d0 => last.1 = last.1.max(d1),
                 _ => out.push((d0, d1)),

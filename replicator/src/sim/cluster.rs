@@ -129,6 +129,9 @@ pub struct SimStats {
     pub wire_rejects: u64,
     pub max_request: u64,
     pub bytes_written: u64,
+    /// Resync replies sent: bytes as data (`RsData`), bytes as zero ranges (`RsZero`).
+    pub rs_data_bytes: u64,
+    pub rs_zero_bytes: u64,
 }
 
 impl SimStats {
@@ -139,6 +142,8 @@ impl SimStats {
         self.wire_rejects += o.wire_rejects;
         self.max_request = self.max_request.max(o.max_request);
         self.bytes_written += o.bytes_written;
+        self.rs_data_bytes += o.rs_data_bytes;
+        self.rs_zero_bytes += o.rs_zero_bytes;
     }
 }
 
@@ -928,6 +933,11 @@ impl Cluster {
             | Packet::DataReply { data, .. } => data.len() as u64,
             _ => 0,
         };
+        match &packet {
+            Packet::RsData { data, .. } => self.stats.rs_data_bytes += data.len() as u64,
+            Packet::RsZero { len, .. } => self.stats.rs_zero_bytes += u64::from(*len),
+            _ => {}
+        }
         let ev = match wire_check(&packet) {
             Ok(()) => Ev::Deliver {
                 to: 1 - from,

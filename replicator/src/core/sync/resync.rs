@@ -249,7 +249,9 @@ impl Engine {
     /// the bits once that is done, exactly as for a block of data.
     pub(crate) fn on_rs_zero(&mut self, id: u64, offset: u64, len: u32) {
         if !self.rs_reply_fits(id, offset, u64::from(len)) {
-            self.protocol_error(format!("unexpected resync zero range {id} at {offset}+{len}"));
+            self.protocol_error(format!(
+                "unexpected resync zero range {id} at {offset}+{len}"
+            ));
             return;
         }
         self.enqueue_resync_zero(id, offset, len);
@@ -437,8 +439,7 @@ impl Engine {
                 })
             }
         });
-        if let (Some(theirs), Ok(extents), Some(alg)) = (theirs, &result, self.cfg.peer.csums_alg)
-        {
+        if let (Some(theirs), Ok(extents), Some(alg)) = (theirs, &result, self.cfg.peer.csums_alg) {
             // The range stays locked until the reply is sent, so no client write can slip in
             // between this read and the data we send.
             let (data, zeros) = sparse::flatten(offset, extents);
