@@ -277,7 +277,7 @@ pub fn split_zero_blocks(offset: u64, data: Vec<u8>, out: &mut Vec<Extent>) {
     let mut data_start: Option<usize> = None;
     while pos < data.len() {
         let at = offset + pos as u64;
-        let to_boundary = (SPARSE_BLOCK - at % SPARSE_BLOCK) as usize;
+        let to_boundary = usize::try_from(SPARSE_BLOCK - at % SPARSE_BLOCK).unwrap_or(1);
         let end = (pos + to_boundary).min(data.len());
         if is_zero(&data[pos..end]) {
             if let Some(s) = data_start.take() {

@@ -557,12 +557,21 @@ impl Engine {
                             len: n,
                         });
                     } else {
-                        let (a, z) = ((from - offset) as usize, (to - offset) as usize);
-                        self.send(Packet::RsData {
-                            id,
-                            offset: from,
-                            data: data[a..z].to_vec(),
-                        });
+                        // Within the request (1 MiB) the piece is always there; were it
+                        // not, a refusal still answers that part of the request.
+                        let at = |x: u64| usize::try_from(x - offset).ok();
+                        match at(from).zip(at(to)).and_then(|(a, z)| data.get(a..z)) {
+                            Some(piece) => self.send(Packet::RsData {
+                                id,
+                                offset: from,
+                                data: piece.to_vec(),
+                            }),
+                            None => self.send(Packet::RsNegAck {
+                                id,
+                                offset: from,
+                                len: n,
+                            }),
+                        }
                     }
                 }
             }
