@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rep_tests::pair::PairConf;
-use rep_tests::{free_port, wait_for, Cluster, Node};
+use rep_tests::{free_port, require_root, require_tool, run, run_ok, wait_for, Cluster, Node};
 
 const MIB: u64 = 1 << 20;
 
@@ -271,5 +271,80 @@ fn zeros_written_as_data_travel_as_a_zero_range_and_the_target_ends_identical() 
     assert!(
         kept < 40 * MIB,
         "the target allocates {kept} bytes: the zero ranges were written, not punched"
+    );
+}
+
+/// Loop devices over the backing files, detached when dropped (`losetup -d` on a device still
+/// open detaches it once closed).
+struct Loops(Vec<String>);
+impl Drop for Loops {
+    fn drop(&mut self) {
+        for dev in self.0.drain(..) {
+            let _ = run(std::process::Command::new("losetup").arg("-d").arg(&dev));
+        }
+    }
+}
+
+#[test]
+fn on_block_devices_zero_blocks_travel_as_zero_ranges_and_the_target_is_deallocated() {
+    require_root("losetup needs root");
+    require_tool("losetup", "mount");
+    let (c, ma) = pair_with_metrics(PairConf::new("sparse-loop").mib(1024));
+    let (a, b) = (c.a(), c.b());
+    let mut rng = Bytes(0x100b_0024_0004);
+    let mut written = 0;
+    for slot in 0..64u64 {
+        let jitter = (rng.next() % (14 * 256)) * 4096;
+        write_at(&a.disk, slot * 15 * MIB + jitter, &rng.fill(MIB as usize));
+        written += MIB;
+    }
+    write_at(&b.disk, 0, &rng.fill(128 * MIB as usize));
+    let mut loops = Loops(Vec::new());
+    let cfg = &a.config;
+    let mut text = std::fs::read_to_string(cfg).expect("read config");
+    for n in [a, b] {
+        let dev = run_ok(
+            std::process::Command::new("losetup")
+                .args(["-f", "--show"])
+                .arg(&n.disk),
+        )
+        .trim()
+        .to_string();
+        text = text.replace(
+            &format!("disk {};", n.disk.display()),
+            &format!("disk {dev};"),
+        );
+        loops.0.push(dev);
+    }
+    std::fs::write(cfg, text).expect("write config");
+    // lseek reports a block device as all data: the source reads every block and the zero
+    // check alone finds the empty space.
+    let (sent, took) = full_sync(&c, ma, 300);
+    eprintln!(
+        "full sync of a 1 GiB loop device holding {} MiB: {:.2} s, {:.1} MiB on the wire",
+        written / MIB,
+        took,
+        sent as f64 / MIB as f64
+    );
+    assert!(
+        sent >= written,
+        "only {sent} bytes sent for {written} of data"
+    );
+    assert!(
+        sent as f64 <= written as f64 * 1.05,
+        "{sent} bytes on the wire for {written} bytes of data"
+    );
+    let usable = a.status_json()["size_bytes"].as_u64().expect("size_bytes");
+    for n in [a, b] {
+        n.ok(&["down", "r0"]);
+    }
+    drop(loops);
+    assert_identical_sparse(a, b, usable);
+    // The loop driver turns the deallocating WRITE_ZEROES into holes in its file.
+    let kept = allocated(&b.disk);
+    eprintln!("target file allocates {} MiB", kept / MIB);
+    assert!(
+        kept < written + 32 * MIB,
+        "the target allocates {kept} bytes: the zero ranges were written, not deallocated"
     );
 }
