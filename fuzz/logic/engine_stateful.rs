@@ -136,6 +136,23 @@ pub fn story(data: &[u8]) -> Vec<String> {
     lines
 }
 
+/// `len` bytes as eight pieces (the last takes the rest), each zero or data as `bits` says.
+fn fuzzed_extents(len: u32, bits: u8) -> Vec<rep_replicator::core::io::Extent> {
+    use rep_replicator::core::io::Extent;
+    let piece = len / 8;
+    (0..8u32)
+        .map(|i| {
+            let n = if i == 7 { len - 7 * piece } else { piece };
+            if bits & (1 << i) != 0 {
+                Extent::Zero(n)
+            } else {
+                Extent::Data(vec![0x5a; n as usize])
+            }
+        })
+        .filter(|x| !x.is_empty())
+        .collect()
+}
+
 /// One line for an input: its kind and what identifies it (no bulk data).
 fn summary(step: &Input) -> String {
     match step {
@@ -147,6 +164,9 @@ fn summary(step: &Input) -> String {
         Input::DiskDone { io, result } => format!("disk done {io} ok={}", result.is_ok()),
         Input::MetaDone { io, result } => format!("meta done {io} ok={}", result.is_ok()),
         Input::PeerDiskDone { io, result } => format!("peer disk done {io} ok={}", result.is_ok()),
+        Input::SparseReadDone { io, result } => {
+            format!("sparse read done {io} ok={}", result.is_ok())
+        }
         Input::DiskOpened { io, result } => match result {
             Ok(info) => format!(
                 "disk opened {io} uuids={:?} flags={:?} unclean={}",
@@ -272,6 +292,17 @@ fn run(data: &[u8], on_step: &mut dyn FnMut(&Input)) {
                             io,
                             result: if ok { Ok(()) } else { Err(failure()) },
                         },
+                        // A sparse read: zero runs and data where the input's bits say.
+                        Pending::PeerDisk(io, PeerDiskOp::ReadSparse { len, .. }) => {
+                            Input::SparseReadDone {
+                                io,
+                                result: if ok {
+                                    Ok(fuzzed_extents(len, input.u8().unwrap_or(0)))
+                                } else {
+                                    Err(failure())
+                                },
+                            }
+                        }
                         Pending::PeerDisk(io, op) => Input::PeerDiskDone {
                             io,
                             result: match (ok, op) {

@@ -863,7 +863,7 @@ impl Summary {
             .collect();
         let total: u64 = self.sim.faults.values().sum();
         eprintln!(
-            "sim {name}: {} seeds in {:.1} s, {} failed {:?}\n  faults injected: {total} ({})\n  metadata writes torn by power loss: {}\n  client requests: {} writes ({} MiB, largest {} MiB), {} acknowledged, {} failed, {} flushes, {} reads checked\n  writes checked at convergence: {}; sector checks against durable-required floors: {}\n  writes lost: {}; frames rejected by the wire: {}",
+            "sim {name}: {} seeds in {:.1} s, {} failed {:?}\n  faults injected: {total} ({})\n  metadata writes torn by power loss: {}\n  client requests: {} writes ({} MiB, largest {} MiB), {} acknowledged, {} failed, {} flushes, {} reads checked\n  writes checked at convergence: {}; sector checks against durable-required floors: {}\n  writes lost: {}; frames rejected by the wire: {}\n  resync replies: {} MiB as data, {} MiB as zero ranges",
             self.seeds,
             elapsed.as_secs_f64(),
             self.failed.len(),
@@ -881,6 +881,8 @@ impl Summary {
             self.model.sector_checks,
             self.lost,
             self.sim.wire_rejects,
+            self.sim.rs_data_bytes / MIB,
+            self.sim.rs_zero_bytes / MIB,
         );
     }
 }
@@ -1055,6 +1057,16 @@ fn run_seeds(protocol: Protocol, fencing: Fencing, share: f64, test: &str) {
         "failing seeds (protocol {protocol}): {:?}",
         summary.failed
     );
+    // Most of a simulated disk is never written: resyncs must answer it with zero ranges (the
+    // disk model's sparse reads), so the seeds cover RsZero and its application.
+    if summary.seeds >= 20 {
+        assert!(
+            summary.sim.rs_zero_bytes > 0,
+            "{} seeds resynced {} bytes as data and none as zero ranges",
+            summary.seeds,
+            summary.sim.rs_data_bytes
+        );
+    }
 }
 
 #[test]

@@ -46,8 +46,8 @@ pub fn frame(p: &Packet) -> Vec<u8> {
 /// The first frame on a data (`meta_socket` false) or meta socket, claiming to be `node`.
 pub fn hello(node: &str, meta_socket: bool, session: u64) -> Vec<u8> {
     frame(&Packet::Hello {
-        version_min: 1,
-        version_max: 1,
+        version_min: rep_replicator::wire::PROTOCOL_VERSION,
+        version_max: rep_replicator::wire::PROTOCOL_VERSION,
         node: node.into(),
         meta_socket,
         session,

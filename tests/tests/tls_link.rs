@@ -235,8 +235,8 @@ fn link_tls_hostile_peers_are_dropped_and_write_nothing() {
     };
     let mut hello = Vec::new();
     rep_replicator::wire::Packet::Hello {
-        version_min: 1,
-        version_max: 1,
+        version_min: rep_replicator::wire::PROTOCOL_VERSION,
+        version_max: rep_replicator::wire::PROTOCOL_VERSION,
         node: "node-a".into(),
         meta_socket: false,
         session: 7,

@@ -17,7 +17,7 @@ use super::connection::handshake::Link;
 use super::contract::config::EngineConfig;
 use super::contract::failure::OpenFailure;
 use super::contract::io::{
-    AdminCmd, AdminId, AttachInfo, Input, IoFailure, IoId, IoResult, Output,
+    AdminCmd, AdminId, AttachInfo, Extent, Input, IoFailure, IoId, IoResult, Output,
 };
 use super::contract::rng::Rng;
 use super::contract::split_brain::PeerAtSplit;
@@ -60,6 +60,7 @@ enum Completion {
     Opened(Result<Box<AttachInfo>, OpenFailure>),
     Closed,
     PeerDisk(Result<Option<Vec<u8>>, IoFailure>),
+    Sparse(Result<Vec<Extent>, IoFailure>),
     Hash(Vec<u8>),
     Handler(Option<i32>),
 }
@@ -70,6 +71,7 @@ impl Completion {
         match self {
             Completion::Disk(r) | Completion::Meta(r) => r.clone(),
             Completion::PeerDisk(r) => r.as_ref().map(|_| ()).map_err(Clone::clone),
+            Completion::Sparse(r) => r.as_ref().map(|_| ()).map_err(Clone::clone),
             Completion::Opened(_)
             | Completion::Closed
             | Completion::Hash(_)
@@ -202,6 +204,7 @@ impl Engine {
             Input::DiskOpened { io, result } => self.complete(io, Completion::Opened(result)),
             Input::DiskClosed { io } => self.complete(io, Completion::Closed),
             Input::PeerDiskDone { io, result } => self.complete(io, Completion::PeerDisk(result)),
+            Input::SparseReadDone { io, result } => self.complete(io, Completion::Sparse(result)),
             Input::HashDone { io, digests } => self.complete(io, Completion::Hash(digests)),
             Input::HandlerDone { io, exit } => self.complete(io, Completion::Handler(exit)),
             Input::Admin { id, cmd } => self.admin(id, cmd),
@@ -249,7 +252,15 @@ impl Engine {
             IoOwner::PeerFlush { epoch, link } => {
                 self.peer_flush_done(epoch, link, c.into_peer_disk())
             }
-            IoOwner::ResyncRead { id, link } => self.resync_read_done(id, link, c.into_peer_disk()),
+            IoOwner::ResyncRead { id, link } => {
+                let extents = match c {
+                    Completion::Sparse(r) => r,
+                    other => other
+                        .into_peer_disk()
+                        .map(|d| d.map(Extent::Data).into_iter().collect()),
+                };
+                self.resync_read_done(id, link, extents)
+            }
             IoOwner::CsumsHash { id, link } => {
                 if let Completion::Hash(digests) = c {
                     self.csums_hashed(id, link, digests);

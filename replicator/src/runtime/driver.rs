@@ -343,12 +343,22 @@ impl Driver {
         let disk = match self.attached_disk() {
             Ok(d) => d,
             Err(e) => {
-                self.inbox
-                    .borrow_mut()
-                    .push_back(Input::PeerDiskDone { io, result: Err(e) });
+                let done = match op {
+                    PeerDiskOp::ReadSparse { .. } => Input::SparseReadDone { io, result: Err(e) },
+                    _ => Input::PeerDiskDone { io, result: Err(e) },
+                };
+                self.inbox.borrow_mut().push_back(done);
                 return;
             }
         };
+        if let PeerDiskOp::ReadSparse { offset, len } = op {
+            let this = Rc::clone(self);
+            tokio_uring::spawn(async move {
+                let result = disk.read_sparse(offset, len).await.map_err(IoFailure::from);
+                this.feed(Input::SparseReadDone { io, result });
+            });
+            return;
+        }
         if let PeerDiskOp::Write { offset, data, fua } = &op {
             if let Some(result) = disk.write_now(*offset, data, *fua) {
                 let result = result.map(|()| None).map_err(IoFailure::from);
@@ -370,7 +380,7 @@ impl Driver {
                     trim,
                     fua,
                 } => disk.zero(offset, len, !trim, fua).await.map(|()| None),
-                PeerDiskOp::Read { offset, len } => {
+                PeerDiskOp::Read { offset, len } | PeerDiskOp::ReadSparse { offset, len } => {
                     let (r, buf) = disk.read(offset, len).await;
                     r.map(|()| Some(buf))
                 }

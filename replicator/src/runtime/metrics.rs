@@ -94,6 +94,8 @@ pub struct Metrics {
     ops: [OpCounter; 5],
     write_latency: Histogram,
     pub handler_runs: HandlerRuns,
+    /// Bytes written to the peer's sockets, frames whole (headers, acks, pings included).
+    link_sent_bytes: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>, by: u64) {
@@ -101,6 +103,11 @@ fn bump(c: &Cell<u64>, by: u64) {
 }
 
 impl Metrics {
+    /// `n` bytes went out on a peer socket.
+    pub fn link_sent(&self, n: usize) {
+        bump(&self.link_sent_bytes, n as u64);
+    }
+
     /// One client request completed (`ok` = without error).
     pub fn request_done(&self, op: usize, bytes: u32, ok: bool, latency: Duration) {
         let Some(c) = self.ops.get(op) else { return };
@@ -414,6 +421,12 @@ pub fn render(m: &Metrics, s: &Status) -> String {
         "counter",
         "Data sent to the peer (ns, KiB granularity).",
         c.ns_kib * 1024,
+    );
+    o.one(
+        "rep_peer_link_sent_bytes_total",
+        "counter",
+        "Bytes written to the peer's sockets: every frame whole, headers and acks included.",
+        m.link_sent_bytes.get(),
     );
     o.one(
         "rep_peer_received_bytes_total",

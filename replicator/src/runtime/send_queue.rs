@@ -117,8 +117,13 @@ impl SendQueue {
 
 /// Write `queue` to `stream` until the queue is closed or the socket fails (then the socket is
 /// shut down: its reader sees it and reports the link loss). `after_write` runs after each
-/// write (the data socket lets held client writes in as its backlog shrinks).
-pub async fn write_queue<S: Stream>(stream: Rc<S>, queue: Rc<SendQueue>, after_write: impl Fn()) {
+/// write with the bytes it wrote (the data socket lets held client writes in as its backlog
+/// shrinks; both count what went to the peer).
+pub async fn write_queue<S: Stream>(
+    stream: Rc<S>,
+    queue: Rc<SendQueue>,
+    after_write: impl Fn(usize),
+) {
     while let Some(chunk) = queue.take().await {
         let n = chunk.len();
         let (r, chunk) = stream.write_vec(chunk).await;
@@ -128,7 +133,7 @@ pub async fn write_queue<S: Stream>(stream: Rc<S>, queue: Rc<SendQueue>, after_w
             return;
         }
         queue.written(n, chunk);
-        after_write();
+        after_write(n);
     }
 }
 

@@ -129,6 +129,9 @@ pub struct SimStats {
     pub wire_rejects: u64,
     pub max_request: u64,
     pub bytes_written: u64,
+    /// Resync replies sent: bytes as data (`RsData`), bytes as zero ranges (`RsZero`).
+    pub rs_data_bytes: u64,
+    pub rs_zero_bytes: u64,
 }
 
 impl SimStats {
@@ -139,6 +142,8 @@ impl SimStats {
         self.wire_rejects += o.wire_rejects;
         self.max_request = self.max_request.max(o.max_request);
         self.bytes_written += o.bytes_written;
+        self.rs_data_bytes += o.rs_data_bytes;
+        self.rs_zero_bytes += o.rs_zero_bytes;
     }
 }
 
@@ -660,7 +665,9 @@ impl Cluster {
             Output::PeerDisk { io, op } => {
                 let len = match &op {
                     PeerDiskOp::Write { data, .. } => data.len() as u64,
-                    PeerDiskOp::Read { len, .. } => u64::from(*len),
+                    PeerDiskOp::Read { len, .. } | PeerDiskOp::ReadSparse { len, .. } => {
+                        u64::from(*len)
+                    }
                     _ => 0,
                 };
                 let mut d = self.rand_us(10, 300) + Duration::from_nanos(len);
@@ -932,6 +939,11 @@ impl Cluster {
             | Packet::DataReply { data, .. } => data.len() as u64,
             _ => 0,
         };
+        match &packet {
+            Packet::RsData { data, .. } => self.stats.rs_data_bytes += data.len() as u64,
+            Packet::RsZero { len, .. } => self.stats.rs_zero_bytes += u64::from(*len),
+            _ => {}
+        }
         let ev = match wire_check(&packet) {
             Ok(()) => Ev::Deliver {
                 to: 1 - from,
@@ -1238,11 +1250,27 @@ impl Cluster {
                 if self.nodes[node].gen != gen {
                     return;
                 }
+                if let PeerDiskOp::ReadSparse { offset, len } = op {
+                    let n = &self.nodes[node];
+                    let result = if n.disk_failing {
+                        Err(failing_disk())
+                    } else {
+                        n.disk.read_sparse(offset, len as usize)
+                    };
+                    self.feed(
+                        node,
+                        Input::SparseReadDone {
+                            io,
+                            result: result.map_err(|e| io_failure(&e)),
+                        },
+                    );
+                    return;
+                }
                 let touched = match &op {
                     PeerDiskOp::Write { offset, data, .. } => Some((*offset, data.len() as u64)),
                     PeerDiskOp::Zero { offset, len, .. } => Some((*offset, u64::from(*len))),
                     PeerDiskOp::Flush => Some((0, u64::MAX / 2)),
-                    PeerDiskOp::Read { .. } => None,
+                    PeerDiskOp::Read { .. } | PeerDiskOp::ReadSparse { .. } => None,
                 };
                 let r = self.peer_disk_op(node, op);
                 if let Some((off, len)) = touched {
@@ -1270,7 +1298,9 @@ impl Cluster {
             PeerDiskOp::Zero {
                 offset, len, fua, ..
             } => n.disk.zero(offset, u64::from(len), fua).map(|()| None),
-            PeerDiskOp::Read { offset, len } => n.disk.read_vec(offset, len as usize).map(Some),
+            PeerDiskOp::Read { offset, len } | PeerDiskOp::ReadSparse { offset, len } => {
+                n.disk.read_vec(offset, len as usize).map(Some)
+            }
             PeerDiskOp::Flush => {
                 let r = n.disk.flush().map(|()| None);
                 if r.is_err() {

@@ -27,6 +27,7 @@
 use std::io;
 use std::sync::{Arc, Mutex};
 
+use crate::core::io::{push_data, push_zero, Extent, SPARSE_BLOCK};
 use crate::core::rng::Rng;
 use crate::meta::store::MetaDev;
 
@@ -174,6 +175,29 @@ impl SimDisk {
         let mut buf = vec![0; len];
         self.read_sectors(&mut buf, off, true)?;
         Ok(buf)
+    }
+
+    /// A sparse read (`PeerDiskOp::ReadSparse`): each 4 KiB block (aligned to the device)
+    /// whose sectors all hold zeroes comes back as a zero run without being read, as a real
+    /// backing file's holes and zero blocks do; the rest as data.
+    pub fn read_sparse(&self, off: u64, len: usize) -> io::Result<Vec<Extent>> {
+        self.check(off, len)?;
+        let end = off + len as u64;
+        let mut out = Vec::new();
+        let mut at = off;
+        while at < end {
+            let block_end = (at - at % SPARSE_BLOCK + SPARSE_BLOCK).min(end);
+            let n = block_end - at;
+            let zero = (at / SECTOR..block_end.div_ceil(SECTOR))
+                .all(|lba| self.cache[lba as usize] == Sector::Tag(0));
+            if zero {
+                push_zero(&mut out, u32::try_from(n).unwrap_or(u32::MAX));
+            } else {
+                push_data(&mut out, self.read_vec(at, n as usize)?);
+            }
+            at = block_end;
+        }
+        Ok(out)
     }
 
     /// `read_vec` for sector-aligned ranges: every byte written once (a zeroed buffer costs a

@@ -2,8 +2,10 @@
 
 use crate::states::{DiskState, Role};
 
-/// Version range of our peer protocol (exchanged in `Hello`).
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version range of our peer protocol (exchanged in `Hello`). 2: `RsZero` (resync replies
+/// without data); a node of version 1 would drop the link at the first one, so the two refuse
+/// each other at the handshake instead.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 pub fn role_code(r: Role) -> u8 {
     match r {

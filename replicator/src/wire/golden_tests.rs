@@ -150,6 +150,11 @@ fn samples() -> Vec<Packet> {
             node: "node-b".into(),
         },
         Packet::OutdateReply { role: 2, disk: 5 },
+        Packet::RsZero {
+            id: 0x171,
+            offset: 0x172,
+            len: 0x173,
+        },
     ]
 }
 
@@ -202,6 +207,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("NEG_DREPLY", "5245503100230000000000140000000000000161000000000000016200000163"),
     ("OUTDATE_REQUEST", "52455031002400000000000a000000066e6f64652d62"),
     ("OUTDATE_REPLY", "5245503100250000000000020205"),
+    ("RS_ZERO", "5245503100260000000000140000000000000171000000000000017200000173"),
 ];
 
 #[test]
@@ -345,4 +351,6 @@ fn malformed_frames_decode_to_the_same_results() {
     }
 }
 
-const DECODE_TRANSCRIPT_FNV: u64 = 0x04c0_07a0_1440_ff3e;
+/// Protocol 2 added RS_ZERO: its lines appended to the transcript; without them it hashes to
+/// protocol 1's 0x04c0_07a0_1440_ff3e, so nothing else changed.
+const DECODE_TRANSCRIPT_FNV: u64 = 0x22aa_88bf_86a9_b3fd;

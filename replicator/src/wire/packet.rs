@@ -93,6 +93,10 @@ packets! {
     /// The answer: our role and disk state once the request was carried out (Outdated is
     /// durable by then).
     OUTDATE_REPLY = 37, OutdateReply { role: U8, disk: U8 } => Data;
+    /// A resync reply without data: `[offset, offset+len)` of request `id` reads as zeroes on
+    /// the SyncSource (a hole, or blocks of zeroes); the SyncTarget zeroes it, deallocating
+    /// where it can. Answered like `RsData` (DRBD 9's P_RS_DEALLOCATED).
+    RS_ZERO = 38, RsZero { id: U64, offset: U64, len: Len } => Data;
 }
 
 /// Encodes `Packet::Data` from a borrowed buffer (the hot path: no intermediate packet).

@@ -120,6 +120,7 @@ impl Engine {
                 }
             }
             Packet::RsInSync { id, offset, len } => self.on_rs_in_sync(now, id, offset, len),
+            Packet::RsZero { id, offset, len } => self.on_rs_zero(id, offset, len),
             Packet::OvRequest { id, offset, len } => self.on_ov_request(id, offset, len),
             Packet::DataRequest { id, offset, len } => self.on_data_request(id, offset, len),
             Packet::DataReply { id, offset, data } => self.on_data_reply(id, offset, Some(data)),

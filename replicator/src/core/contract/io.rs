@@ -195,6 +195,11 @@ pub enum Input {
         io: IoId,
         result: Result<Option<Vec<u8>>, IoFailure>,
     },
+    /// Result of `PeerDiskOp::ReadSparse`: the range in order, as data and runs of zeroes.
+    SparseReadDone {
+        io: IoId,
+        result: Result<Vec<Extent>, IoFailure>,
+    },
     /// The `resync-after` resource started (true) or finished (false) resyncing.
     DependencySyncing {
         syncing: bool,
@@ -246,7 +251,100 @@ pub enum PeerDiskOp {
         offset: u64,
         len: u32,
     },
+    /// A SyncSource read: like `Read`, but the driver reports the 4 KiB blocks (aligned to
+    /// the device) that read as zeroes as `Extent::Zero` instead of their bytes, and may skip
+    /// reading them at all (holes). Answered with `Input::SparseReadDone`.
+    ReadSparse {
+        offset: u64,
+        len: u32,
+    },
     Flush,
+}
+
+/// One piece of a sparse read, in device order: bytes read, or a run of zeroes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extent {
+    Data(Vec<u8>),
+    Zero(u32),
+}
+
+impl Extent {
+    pub fn len(&self) -> u64 {
+        match self {
+            Extent::Data(d) => d.len() as u64,
+            Extent::Zero(n) => u64::from(*n),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Block size of the zero detection of a sparse read (the bitmap's block).
+pub const SPARSE_BLOCK: u64 = 4096;
+
+/// Split `data` read at `offset` into extents: every block of `SPARSE_BLOCK` (aligned to the
+/// device, so the first and last may be partial) that is all zeroes becomes part of a zero
+/// run; the rest stays data. Consecutive pieces of one kind are merged.
+pub fn split_zero_blocks(offset: u64, data: Vec<u8>, out: &mut Vec<Extent>) {
+    let mut pos = 0usize;
+    let mut data_start: Option<usize> = None;
+    while pos < data.len() {
+        let at = offset + pos as u64;
+        let to_boundary = usize::try_from(SPARSE_BLOCK - at % SPARSE_BLOCK).unwrap_or(1);
+        let end = (pos + to_boundary).min(data.len());
+        if is_zero(&data[pos..end]) {
+            if let Some(s) = data_start.take() {
+                push_data(out, data[s..pos].to_vec());
+            }
+            push_zero(out, u32::try_from(end - pos).unwrap_or(u32::MAX));
+        } else if data_start.is_none() {
+            data_start = Some(pos);
+        }
+        pos = end;
+    }
+    if let Some(s) = data_start {
+        if s == 0 {
+            push_data(out, data);
+        } else {
+            push_data(out, data[s..].to_vec());
+        }
+    }
+}
+
+/// Append a run of `n` zeroes, merged with a run before it.
+pub fn push_zero(out: &mut Vec<Extent>, n: u32) {
+    if n == 0 {
+        return;
+    }
+    if let Some(Extent::Zero(z)) = out.last_mut() {
+        *z += n;
+    } else {
+        out.push(Extent::Zero(n));
+    }
+}
+
+/// Append bytes, merged with data before them.
+pub fn push_data(out: &mut Vec<Extent>, d: Vec<u8>) {
+    if d.is_empty() {
+        return;
+    }
+    if let Some(Extent::Data(prev)) = out.last_mut() {
+        prev.extend_from_slice(&d);
+    } else {
+        out.push(Extent::Data(d));
+    }
+}
+
+/// Whether every byte of `b` is zero (16 bytes at a time: this runs over every block a full
+/// sync reads).
+pub fn is_zero(b: &[u8]) -> bool {
+    let mut words = b.chunks_exact(16);
+    let zero_words = words
+        .by_ref()
+        .all(|w| <[u8; 16]>::try_from(w).is_ok_and(|w| u128::from_ne_bytes(w) == 0));
+    zero_words && words.remainder().iter().all(|&x| x == 0)
 }
 
 #[derive(Debug)]

@@ -94,6 +94,26 @@ impl Engine {
         );
     }
 
+    /// `RsZero`: zero the range like a resync block would have, deallocating it where the
+    /// disk can (punch-hole on files, a deallocating WRITE_ZEROES on block devices), so that
+    /// the image stays as sparse as the source's.
+    pub(crate) fn enqueue_resync_zero(&mut self, id: u64, offset: u64, len: u32) {
+        if !self.check_peer_range("resync zero range", offset, u64::from(len)) {
+            return;
+        }
+        self.enqueue_peer_op(
+            RxKind::Resync { id },
+            offset,
+            u64::from(len),
+            PeerDiskOp::Zero {
+                offset,
+                len,
+                trim: true,
+                fua: false,
+            },
+        );
+    }
+
     pub(crate) fn enqueue_peer_op(&mut self, kind: RxKind, start: u64, len: u64, op: PeerDiskOp) {
         let Some(link) = self.link_id() else { return };
         if matches!(kind, RxKind::App { .. }) {

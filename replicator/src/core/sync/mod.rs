@@ -4,5 +4,6 @@ pub mod limit;
 pub mod pace;
 pub(crate) mod resync;
 pub(crate) mod resync_state;
+pub(crate) mod sparse;
 pub(crate) mod verify;
 pub(crate) mod verify_state;

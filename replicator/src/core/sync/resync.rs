@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::connection::after::After;
 use crate::core::contract::ids::LinkId;
-use crate::core::contract::io::{HashAlg, IoFailure, Output, PeerDiskOp};
+use crate::core::contract::io::{Extent, HashAlg, IoFailure, Output, PeerDiskOp};
 use crate::core::engine::Engine;
 use crate::core::io_table::{HandlerWait, IoOwner};
 use crate::core::state::node_state::ChangeSet;
@@ -17,6 +17,7 @@ use crate::core::sync::resync_state::{
     Budget, Hashing, PauseReason, Resync, ResyncInfo, ResyncSource, ResyncTarget, Side, SourceRead,
     REQUEST_BYTES,
 };
+use crate::core::sync::sparse;
 use crate::core::sync::verify_state::Aux;
 use crate::digest::Digests;
 use crate::meta::bitmap::Bitmap;
@@ -250,6 +251,18 @@ impl Engine {
         self.enqueue_resync_write(id, offset, data);
     }
 
+    /// The source has zeroes there (a hole, or blocks of zeroes): zero our copy, and clear
+    /// the bits once that is done, exactly as for a block of data.
+    pub(crate) fn on_rs_zero(&mut self, id: u64, offset: u64, len: u32) {
+        if !self.rs_reply_fits(id, offset, u64::from(len)) {
+            self.protocol_error(format!(
+                "unexpected resync zero range {id} at {offset}+{len}"
+            ));
+            return;
+        }
+        self.enqueue_resync_zero(id, offset, len);
+    }
+
     /// csums-alg: the source found these blocks identical; nothing to write.
     pub(crate) fn on_rs_in_sync(&mut self, now: Instant, id: u64, offset: u64, len: u32) {
         if !self.rs_reply_fits(id, offset, u64::from(len)) {
@@ -263,6 +276,9 @@ impl Engine {
         self.pump_resync(now);
     }
 
+    /// A resync block or zero range landed on our disk (or failed to). The counters count
+    /// resynced bytes either way (a zero range is "received" and "written" as zeroes);
+    /// what the link carried is the runtime's `rep_peer_link_sent_bytes_total`.
     pub(crate) fn resync_write_done(
         &mut self,
         id: u64,
@@ -387,19 +403,21 @@ impl Engine {
             s.startable(|o, e| requests.resync_read_may_start(o, e) && !rx.writes_overlap(o, e));
         for (id, offset, len) in start {
             let io = self.ios.start(IoOwner::ResyncRead { id, link });
+            // Sparse: the driver tells which blocks read as zeroes (and skips holes), and
+            // those go out as zero ranges instead of data.
             self.emit(Output::PeerDisk {
                 io,
-                op: PeerDiskOp::Read { offset, len },
+                op: PeerDiskOp::ReadSparse { offset, len },
             });
         }
     }
 
-    /// A SyncSource read for request `id` completed.
+    /// A SyncSource read for request `id` completed: its pieces of data and runs of zeroes.
     pub(crate) fn resync_read_done(
         &mut self,
         id: u64,
         link: LinkId,
-        result: Result<Option<Vec<u8>>, IoFailure>,
+        result: Result<Vec<Extent>, IoFailure>,
     ) {
         if self.link_id() != Some(link) {
             return;
@@ -415,18 +433,31 @@ impl Engine {
         else {
             return;
         };
-        if let (Some(theirs), Ok(Some(data)), Some(alg)) =
-            (theirs, &result, self.cfg.peer.csums_alg)
-        {
+        // The pieces must cover the range exactly; anything else is a read that failed.
+        let result = result.and_then(|x| {
+            let total: u64 = x.iter().map(Extent::len).sum();
+            if total == end - offset {
+                Ok(x)
+            } else {
+                Err(IoFailure {
+                    errno: 5,
+                    message: format!("sparse read returned {total} of {} bytes", end - offset),
+                })
+            }
+        });
+        if let (Some(theirs), Ok(extents), Some(alg)) = (theirs, &result, self.cfg.peer.csums_alg) {
             // The range stays locked until the reply is sent, so no client write can slip in
             // between this read and the data we send.
-            let data = data.clone();
+            let (data, zeros) = sparse::flatten(offset, extents);
             let hashing = Hashing {
                 offset,
                 data: data.clone(),
                 theirs,
             };
             s.hash(id, hashing);
+            if let Some(s) = self.resync.as_mut().and_then(Resync::source) {
+                s.zeros.insert(id, zeros);
+            }
             let io = self.ios.start(IoOwner::CsumsHash { id, link });
             self.emit(Output::Hash { io, alg, data });
             return;
@@ -437,12 +468,32 @@ impl Engine {
         }
         let len = u32::try_from(end - offset).unwrap_or(u32::MAX);
         match result {
-            Ok(Some(data)) if data.len() as u64 == end - offset => {
+            Ok(extents) => {
+                // Resynced bytes, whether they go as data or as a zero range (see
+                // `resync_write_done`).
                 self.counters.dr_kib += u64::from(len) / 1024;
                 self.counters.ns_kib += u64::from(len) / 1024;
-                self.send(Packet::RsData { id, offset, data });
+                let mut at = offset;
+                for x in extents {
+                    let n = x.len();
+                    match x {
+                        Extent::Data(data) if !data.is_empty() => {
+                            self.send(Packet::RsData {
+                                id,
+                                offset: at,
+                                data,
+                            });
+                        }
+                        Extent::Zero(z) if z > 0 => self.send(Packet::RsZero {
+                            id,
+                            offset: at,
+                            len: z,
+                        }),
+                        _ => {}
+                    }
+                    at += n;
+                }
             }
-            Ok(_) => self.send(Packet::RsNegAck { id, offset, len }),
             Err(e) => {
                 tracing::error!(resource = %self.cfg.resource, "resync read at {offset} failed: {}", e.message);
                 self.send(Packet::RsNegAck { id, offset, len });
@@ -456,15 +507,18 @@ impl Engine {
         if self.link_id() != Some(link) {
             return;
         }
-        let Some(Hashing {
-            offset,
-            data,
-            theirs,
-        }) = self
+        let Some((
+            Hashing {
+                offset,
+                data,
+                theirs,
+            },
+            zeros,
+        )) = self
             .resync
             .as_mut()
             .and_then(Resync::source)
-            .and_then(|s| s.hashed(id))
+            .and_then(|s| Some((s.hashed(id)?, s.zeros.remove(&id).unwrap_or_default())))
         else {
             return;
         };
@@ -498,12 +552,34 @@ impl Engine {
                     len,
                 });
             } else {
+                // What differs goes as data, except where it reads as zeroes here.
                 self.counters.ns_kib += u64::from(len) / 1024;
-                self.send(Packet::RsData {
-                    id,
-                    offset: off,
-                    data: data[start..end].to_vec(),
-                });
+                for (from, to, zero) in sparse::pieces(off, off + u64::from(len), &zeros) {
+                    let n = u32::try_from(to - from).unwrap_or(u32::MAX);
+                    if zero {
+                        self.send(Packet::RsZero {
+                            id,
+                            offset: from,
+                            len: n,
+                        });
+                    } else {
+                        // Within the request (1 MiB) the piece is always there; were it
+                        // not, a refusal still answers that part of the request.
+                        let at = |x: u64| usize::try_from(x - offset).ok();
+                        match at(from).zip(at(to)).and_then(|(a, z)| data.get(a..z)) {
+                            Some(piece) => self.send(Packet::RsData {
+                                id,
+                                offset: from,
+                                data: piece.to_vec(),
+                            }),
+                            None => self.send(Packet::RsNegAck {
+                                id,
+                                offset: from,
+                                len: n,
+                            }),
+                        }
+                    }
+                }
             }
             b = e;
         }

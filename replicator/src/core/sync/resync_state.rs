@@ -120,6 +120,8 @@ pub(crate) struct ResyncSource {
     expected: HashMap<u64, Vec<u8>>,
     /// Data read and being hashed (csums-alg), by request id.
     hashing: HashMap<u64, Hashing>,
+    /// The zero runs of the data being hashed (sent as `RsZero` where the digests differ).
+    pub(crate) zeros: HashMap<u64, Vec<(u64, u64)>>,
 }
 
 #[derive(Debug)]

@@ -9,6 +9,7 @@ use rep_resources::{MetaDisk, NodeView};
 
 use super::overlay::Src;
 use super::{Dev, FaultError, FaultHook, Kind};
+use crate::core::io::{split_zero_blocks, Extent};
 use crate::core::AttachInfo;
 use crate::runtime::backing::{BackingDisk, BackingFlush};
 use crate::runtime::error::{Device, DiskError, Op};
@@ -86,6 +87,24 @@ impl FaultDisk {
             ),
             None => self.inner.read(offset, len).await,
         }
+    }
+
+    /// `BackingDisk::read_sparse` with the faults of `read`. While the volatile cache holds
+    /// pages the file's holes say nothing about them: the range is read whole, overlay laid
+    /// over it, and only the zero check applies.
+    pub async fn read_sparse(&self, offset: u64, len: u32) -> Result<Vec<Extent>, DiskError> {
+        let path = &self.inner.path;
+        self.hook
+            .inject(Dev::Data, Kind::Read, range(offset, u64::from(len)))
+            .map_err(fault(Op::Read, path))?;
+        if !self.hook.overlaid(Dev::Data) {
+            return self.inner.read_sparse(offset, len).await;
+        }
+        let (r, buf) = self.read(offset, len).await;
+        r?;
+        let mut out = Vec::new();
+        split_zero_blocks(offset, buf, &mut out);
+        Ok(out)
     }
 
     pub async fn write(

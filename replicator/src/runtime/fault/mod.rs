@@ -256,6 +256,12 @@ impl FaultHook {
         Some(st.overlay(dev).write_out())
     }
 
+    /// Whether reads of `dev` go through the overlay (`cached_read` answers them).
+    fn overlaid(&self, dev: Dev) -> bool {
+        let mut st = self.lock();
+        st.volatile || !st.overlay(dev).pages.is_empty()
+    }
+
     /// A read while the cache is on: from `file`, with the overlay laid over it.
     fn cached_read(
         &self,

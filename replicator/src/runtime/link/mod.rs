@@ -291,11 +291,17 @@ impl Driver {
             tokio_uring::spawn(write_queue(
                 Rc::clone(&data),
                 Rc::clone(&data_q),
-                move || {
+                move |n| {
+                    driver.metrics.link_sent(n);
                     driver.send_backlog_drained();
                 },
             ));
-            tokio_uring::spawn(write_queue(Rc::clone(&meta), Rc::clone(&meta_q), || {}));
+            let driver = Rc::clone(self);
+            tokio_uring::spawn(write_queue(
+                Rc::clone(&meta),
+                Rc::clone(&meta_q),
+                move |n| driver.metrics.link_sent(n),
+            ));
             tokio_uring::spawn(read_frames(Rc::clone(self), id, data_rx, true));
             tokio_uring::spawn(read_frames(Rc::clone(self), id, meta_rx, false));
             st.active = Some(Active {
