@@ -198,9 +198,8 @@ impl Driver {
             let next = self.inbox.borrow_mut().pop_front();
             let had_input = next.is_some();
             if let Some(input) = next {
-                let backlog = self.link_backlog() as u64;
                 let mut e = self.engine.borrow_mut();
-                e.note_send_backlog(backlog);
+                e.note_send_backlog(self.link_backlog() as u64);
                 e.handle(Instant::now(), input);
             }
             let mut had_output = false;

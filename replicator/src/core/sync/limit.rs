@@ -20,17 +20,27 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::engine::Engine;
-use crate::core::state::ConnState;
 use crate::core::sync::pace::{Pace, PaceNow, RateBy};
-use crate::core::sync::resync_state::{Side, Stop};
-use crate::meta::bitmap::Bitmap;
-use crate::wire::Packet;
 
 /// How often the verdict is renewed (and a rate mark taken).
-const EVAL_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const EVAL_EVERY: Duration = Duration::from_secs(1);
 /// Marks kept for the current rate: it is measured over the last few seconds.
-const MARKS: usize = 4;
+pub(crate) const MARKS: usize = 4;
+
+/// Why the SyncTarget stopped asking, the last time it asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The rate limit (`resync-rate`, `c-max-rate` or `c-min-rate`) has no bytes left now.
+    Rate,
+    /// The controller's bytes in flight (`c-fill-target` / `c-delay-target`) are reached.
+    Plan,
+    /// `WINDOW` requests are in flight.
+    Window,
+    /// Every set bit is asked for: the last replies are coming.
+    #[default]
+    AllAsked,
+}
+
 /// A send queue this long that holds at least half of the unacknowledged data: the network.
 const NET_BACKLOG_BYTES: u64 = 1 << 20;
 /// Acknowledgements slower than this on average (send to write ack) point at the peer's disk:
@@ -211,7 +221,7 @@ pub(crate) struct Mean {
 }
 
 impl Mean {
-    fn add(&mut self, now: Instant, value: u64) {
+    pub(crate) fn add(&mut self, now: Instant, value: u64) {
         if let Some(t) = self.at {
             self.area += u128::from(self.value) * now.saturating_duration_since(t).as_nanos();
         }
@@ -221,7 +231,7 @@ impl Mean {
     }
 
     /// Close the period at `now`.
-    fn close(&mut self, now: Instant) {
+    pub(crate) fn close(&mut self, now: Instant) {
         self.add(now, self.value);
         let span = self
             .since
@@ -243,19 +253,19 @@ impl Mean {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Gauge {
     /// (when, bits left): the current rate is the progress since the oldest.
-    marks: VecDeque<(Instant, u64)>,
-    last_eval: Option<Instant>,
+    pub(crate) marks: VecDeque<(Instant, u64)>,
+    pub(crate) last_eval: Option<Instant>,
     pub(crate) limit: Option<Limit>,
     /// SyncSource: resync data bytes sent, and acknowledged by the target.
-    sent: u64,
-    acked: u64,
+    pub(crate) sent: u64,
+    pub(crate) acked: u64,
     /// This node's data send queue as the driver last reported it.
-    backlog: u64,
+    pub(crate) backlog: u64,
     /// SyncTarget: bytes waiting for our disk / not arrived. SyncSource: bytes waiting for
     /// our reads / sent and not acknowledged / in our send queue.
-    near: Mean,
-    far: Mean,
-    wire: Mean,
+    pub(crate) near: Mean,
+    pub(crate) far: Mean,
+    pub(crate) wire: Mean,
 }
 
 impl Gauge {
@@ -302,6 +312,16 @@ pub(crate) struct SourceView {
 
 /// The SyncSource's verdict.
 pub(crate) fn source_limit(v: SourceView, pace: PaceNow) -> Limit {
+    // At the configured rate the setting is the limit, whatever else is slow besides: with
+    // zero ranges (sparse sync) the acks come back at once, so reads in flight outweigh the
+    // unacknowledged bytes although the target waits for the rate, not for our disk.
+    if v.rate.saturating_mul(10) >= pace.rate.saturating_mul(8) {
+        return match pace.by {
+            RateBy::ResyncRate => Limit::ResyncRate,
+            RateBy::CMaxRate => Limit::CMaxRate,
+            RateBy::CMinRate => Limit::CMinRate,
+        };
+    }
     if v.backlog >= NET_BACKLOG_BYTES && v.backlog.saturating_mul(2) >= v.unacked {
         return Limit::Network;
     }
@@ -313,106 +333,7 @@ pub(crate) fn source_limit(v: SourceView, pace: PaceNow) -> Limit {
     if v.rate > 0 && ack_ns >= SLOW_ACK.as_nanos() {
         return Limit::PeerDisk;
     }
-    if v.rate.saturating_mul(10) >= pace.rate.saturating_mul(8) {
-        return match pace.by {
-            RateBy::ResyncRate => Limit::ResyncRate,
-            RateBy::CMaxRate => Limit::CMaxRate,
-            RateBy::CMinRate => Limit::CMinRate,
-        };
-    }
     Limit::Peer
-}
-
-impl Engine {
-    /// The driver reports this node's data send queue (bytes not yet on the socket) before
-    /// each input: the SyncSource's view of the network.
-    pub fn note_send_backlog(&mut self, bytes: u64) {
-        if let Some(rs) = self.resync.as_mut() {
-            rs.gauge.backlog = bytes;
-        }
-    }
-
-    /// Resync data leaving (SyncSource): counted until the target acknowledges it.
-    pub(crate) fn note_rs_sent(&mut self, packet: &Packet) {
-        if let (Packet::RsData { data, .. }, Some(rs)) = (packet, self.resync.as_mut()) {
-            rs.gauge.sent += data.len() as u64;
-        }
-    }
-
-    /// The target acknowledged (or refused) `len` bytes of resync data.
-    pub(crate) fn note_rs_acked(&mut self, len: u32) {
-        if let Some(rs) = self.resync.as_mut() {
-            rs.gauge.acked += u64::from(len);
-        }
-    }
-
-    /// After each input while a resync runs: sample where its bytes wait; once a second take
-    /// a rate mark and renew the verdict (a new verdict is a status change: `events`).
-    pub(crate) fn resync_observe(&mut self, now: Instant) {
-        let left = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
-        let rx_backlog = self.rx.backlog_bytes();
-        let pace = self.cfg.peer.pace;
-        let pace_now = pace.now(now, self.last_app_write);
-        let paused = matches!(
-            self.st.cstate(),
-            ConnState::PausedSyncS | ConnState::PausedSyncT
-        );
-        let Some(rs) = self.resync.as_mut() else {
-            return;
-        };
-        let g = &mut rs.gauge;
-        match &rs.side {
-            Side::Target(t) => {
-                let out = t.outstanding_bytes();
-                let local = rx_backlog.min(out);
-                g.near.add(now, local);
-                g.far.add(now, out - local);
-            }
-            Side::Source(s) => {
-                g.near.add(now, s.pending_read_bytes());
-                g.far.add(now, g.sent.saturating_sub(g.acked));
-                g.wire.add(now, g.backlog);
-            }
-        }
-        let due = g
-            .last_eval
-            .is_none_or(|t| now.saturating_duration_since(t) >= EVAL_EVERY);
-        if !due {
-            return;
-        }
-        g.last_eval = Some(now);
-        for m in [&mut g.near, &mut g.far, &mut g.wire] {
-            m.close(now);
-        }
-        g.marks.push_back((now, left));
-        while g.marks.len() > MARKS {
-            g.marks.pop_front();
-        }
-        let verdict = if paused {
-            Some(Limit::Paused)
-        } else if rs.started.is_none() {
-            None
-        } else {
-            match &rs.side {
-                Side::Target(t) => {
-                    Some(target_limit(t.stop, pace_now.by, g.near.get(), g.far.get()))
-                }
-                Side::Source(_) => g.current_kib(now, left).map(|kib| {
-                    let view = SourceView {
-                        reading: g.near.get(),
-                        unacked: g.far.get(),
-                        backlog: g.wire.get(),
-                        rate: kib * 1024,
-                    };
-                    source_limit(view, pace_now)
-                }),
-            }
-        };
-        if verdict != g.limit {
-            g.limit = verdict;
-            self.status_changed();
-        }
-    }
 }
 
 #[cfg(test)]

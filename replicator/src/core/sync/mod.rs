@@ -1,6 +1,7 @@
 //! Resync and online verify (DRBD's peer-device activities), and the resync rate controller.
 
 pub mod limit;
+pub(crate) mod limit_feed;
 pub mod pace;
 pub(crate) mod resync;
 pub(crate) mod resync_state;

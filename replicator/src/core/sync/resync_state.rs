@@ -7,6 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::core::sync::limit::Stop;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::layout::BITMAP_BLOCK_BYTES;
 
@@ -77,20 +78,6 @@ pub(crate) struct ResyncTarget {
     wake: Option<Instant>,
     /// Why the last `next_requests` asked for no more (the resync's limiter, `limit.rs`).
     pub(crate) stop: Stop,
-}
-
-/// Why the SyncTarget stopped asking, the last time it asked.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum Stop {
-    /// The rate limit (`resync-rate`, `c-max-rate` or `c-min-rate`) has no bytes left now.
-    Rate,
-    /// The controller's bytes in flight (`c-fill-target` / `c-delay-target`) are reached.
-    Plan,
-    /// `WINDOW` requests are in flight.
-    Window,
-    /// Every set bit is asked for: the last replies are coming.
-    #[default]
-    AllAsked,
 }
 
 /// A SyncSource read that completed: its range, and the target's digests if it sent some.
