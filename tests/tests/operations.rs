@@ -14,6 +14,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use rep_tests::metrics::scrape;
 use rep_tests::pair::up_fresh;
 use rep_tests::qemu_io_ok;
 use rep_tests::{free_port, require_tool, run, run_ok, wait_for, Cluster, ClusterOpts, Node};
@@ -380,30 +381,6 @@ fn adjust_moves_the_addresses_of_a_connected_pair() {
                 .then_some(())
         },
     );
-}
-
-/// GET /metrics over a plain TCP connection; returns the body after checking the head.
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics-listen");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .expect("send request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP head and body");
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    assert!(
-        head.contains("Content-Type: text/plain; version=0.0.4"),
-        "{head}"
-    );
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("Content-Length");
-    assert_eq!(len, body.len());
-    body.to_string()
 }
 
 /// The value of the sample `name{...}` whose labels contain every one of `labels`.

@@ -6,13 +6,13 @@
 //! must finish with both disks identical and the link up all along.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rep_tests::assert::assert_same_data;
+use rep_tests::metrics::scrape;
 use rep_tests::nbdraw::{RawClient, CMD_DISC, CMD_WRITE};
 use rep_tests::pair::{same_random_data, up_pair, PairConf};
 use rep_tests::{free_port, wait_for, Cluster, ClusterOpts, Node};
@@ -103,20 +103,6 @@ fn finish_and_compare(c: &Cluster, secs: u64) {
         n.ok(&["down", "r0"]);
     }
     assert_same_data(a, b, usable);
-}
-
-/// GET /metrics over plain TCP: the body.
-fn scrape(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics-listen");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .expect("send request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read response");
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .expect("HTTP head and body")
 }
 
 /// The configured caps: `resync-rate` with the controller off, then (adjusted live, same
