@@ -766,6 +766,27 @@ fn fenced_partition_then_primary_dies(c: &mut Cluster, rng: &mut Rng, p: usize) 
     Ok(if promoted { s } else { p })
 }
 
+/// As above, but the Primary dies in the very step in which it notices the partition, when
+/// it has completed the writes its peer never confirmed and only begun to write its new
+/// generation (seeds 88,066 and 89,362 needed a random crash to land there).
+fn fenced_primary_dies_as_it_notices_a_partition(
+    c: &mut Cluster,
+    rng: &mut Rng,
+    p: usize,
+) -> R<usize> {
+    let s = 1 - p;
+    c.fault("fencing: partition, the Primary dies as it notices");
+    c.crash_on_link_loss(p);
+    c.set_cut(true);
+    write_for(c, ms(rand(rng, 600, 2000)));
+    c.crash(p);
+    c.run_for(ms(rand(rng, 1, 50)));
+    let promoted = fenced_takeover(c, rng, s, 200);
+    c.set_cut(false);
+    c.restart(p).map_err(|e| e.to_string())?;
+    Ok(if promoted { s } else { p })
+}
+
 /// The Primary dies while connected: the Secondary may take over (its fence-peer finds the
 /// peer down), and holds everything acknowledged.
 fn fenced_primary_dies(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
@@ -797,6 +818,7 @@ fn fenced_secondary_back_then_primary_dies(c: &mut Cluster, rng: &mut Rng, p: us
 
 const FENCING_FAULTS: &[Fault] = &[
     fenced_partition_then_primary_dies,
+    fenced_primary_dies_as_it_notices_a_partition,
     fenced_primary_dies,
     fenced_secondary_back_then_primary_dies,
     partition,
@@ -1996,6 +2018,49 @@ fn regression_a_sync_target_hashes_a_block_only_after_the_received_writes_to_it(
         c.set_disk_delay(1, Duration::ZERO);
         c.restart(0).map_err(|e| e.to_string())?;
         converge(&mut c, 0).map(|_| ())
+    });
+}
+
+/// Seeds 88,066 and 89,362 of the 100,000-seed run (fencing resource-only, C): a partition,
+/// the Primary notices it and completes the writes the peer never confirmed, acknowledging
+/// them at once; its new generation and their bits were still on their way to its metadata
+/// disk when it lost power. The Secondary, promoted (the fence-peer finds the Primary down),
+/// starts its own generation from the old one; the restarted node, holding the old
+/// generation, became its SyncTarget without a split brain, and the acknowledged writes were
+/// overwritten. The replies now wait for that superblock (`Freeze`'s generation gate).
+#[test]
+fn regression_a_primary_alone_acknowledges_only_once_its_new_generation_is_on_disk() {
+    for_seeds("generation gate", 0..8, |seed| {
+        let mut cfg = cfg_c();
+        cfg.fencing = Fencing::ResourceOnly;
+        // The Primary's fence-peer does not return before it dies.
+        cfg.fence_peer_us = (1_500_000, 2_000_000);
+        let mut c = synced_pair(seed, cfg);
+        write_for(&mut c, ms(50));
+        c.set_cut(true);
+        // FUA writes (durable once acknowledged) wait for the peer's acks until node-a notices
+        // the partition; it dies at once.
+        let mut steps = 0;
+        while c.nodes[0].engine.cstate() >= ConnState::Connected {
+            if steps > 500_000 {
+                return Err(format!(
+                    "node-a never noticed the partition: {}",
+                    describe(&c)
+                ));
+            }
+            if c.outstanding_clients(0) < 16 {
+                let block = c.rng().next_u64() % 4096;
+                c.write_at(0, block * 4096, 8 * SECTOR, true);
+            }
+            c.run_for(Duration::from_micros(10));
+            steps += 1;
+        }
+        c.crash(0);
+        c.set_cut(false);
+        promote(&mut c, 1)?;
+        write_for(&mut c, ms(50));
+        c.restart(0).map_err(|e| e.to_string())?;
+        converge(&mut c, 1).map(|_| ())
     });
 }
 

@@ -278,7 +278,12 @@ impl Engine {
                 self.aux_hashed(aux, digests);
             }
             IoOwner::AlTransaction { ext } => self.al_done(ext, &c.result()),
-            IoOwner::Meta { admin } => self.meta_done(admin, c.result()),
+            IoOwner::Meta { admin } => {
+                let result = c.result();
+                let failed = result.as_ref().err().map(|e| e.message.clone());
+                self.meta_done(admin, result);
+                self.gate_written(io, failed.as_deref());
+            }
             IoOwner::OpenDisk { admin } => match c {
                 Completion::Opened(result) => self.disk_opened(admin, result),
                 _ => self.disk_opened(admin, Err(OpenFailure::OtherCompletion)),
@@ -496,9 +501,19 @@ impl Engine {
             self.rx.backlog_bytes_recounted(),
             "peer backlog count drifted"
         );
-        // I/O is frozen only by fencing, on a Primary (held requests need it frozen).
+        // I/O is frozen only by fencing, on a Primary (held requests need it frozen); replies
+        // are held only while frozen or while a new generation is being written.
         if !self.st.susp_fen() {
-            assert!(self.freeze.is_empty(), "client I/O held while not frozen");
+            assert!(
+                !self.freeze.holds_requests(),
+                "requests held while not frozen"
+            );
+            if !self.freeze.gated() {
+                assert!(
+                    self.freeze.is_empty(),
+                    "replies held while not frozen or gated"
+                );
+            }
         }
         // Without a connection the peer's role is unknown.
         if self.link.is_none() {

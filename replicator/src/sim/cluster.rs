@@ -248,6 +248,9 @@ pub struct Node {
     /// Power was lost in the middle of this input (a torn metadata write): nothing the engine
     /// does from here on happens.
     dying: bool,
+    /// Lose power right after the input in which the node notices its link is gone (what it
+    /// did in that input happened; nothing it issued then has completed).
+    die_on_link_loss: bool,
     /// When the metadata thread is done with what it was given so far.
     meta_free_at: Duration,
     /// The node started to claim UpToDate data (why): its whole durable image is checked once
@@ -466,6 +469,7 @@ impl Cluster {
                 failed_replies: 0,
                 next_admin: AdminId(1),
                 dying: false,
+                die_on_link_loss: false,
                 meta_free_at: Duration::ZERO,
                 claim_pending: None,
                 seen: (Role::Secondary, DiskState::Diskless, ConnState::StandAlone),
@@ -595,6 +599,14 @@ impl Cluster {
         self.nodes[i].engine.handle(now, input);
         self.drain(i);
         if self.nodes[i].dying {
+            self.power_loss(i);
+            return;
+        }
+        if self.nodes[i].die_on_link_loss && self.nodes[i].engine.cstate() < ConnState::Connected {
+            self.log(format!(
+                "crash {} as it notices the link loss",
+                self.nodes[i].name
+            ));
             self.power_loss(i);
             return;
         }
@@ -1795,6 +1807,12 @@ impl Cluster {
         self.nodes[i].meta_dev.cut_power_after(n);
     }
 
+    /// Node `i` (connected now) loses power right after the input in which it notices that
+    /// its link is gone: replies and metadata writes it issued then are the only trace.
+    pub fn crash_on_link_loss(&mut self, i: usize) {
+        self.nodes[i].die_on_link_loss = true;
+    }
+
     /// Power loss on node `i` (now).
     pub fn crash(&mut self, i: usize) {
         if !self.nodes[i].up {
@@ -1853,6 +1871,7 @@ impl Cluster {
         let n = &mut self.nodes[i];
         n.up = false;
         n.dying = false;
+        n.die_on_link_loss = false;
         n.gen += 1;
         n.meta_free_at = Duration::ZERO;
         n.claim_pending = None;

@@ -100,12 +100,18 @@ impl Engine {
         // Before the requests waiting for the peer complete: with resource-and-stonith their
         // replies are held from here on.
         let fence = self.fence_on_link_loss();
+        let primary_lost_peer =
+            self.st.cstate() >= ConnState::Connected && self.st.role() == Role::Primary;
+        // A Primary goes on alone from here: what it acknowledges now, the requests the peer
+        // did not confirm included, waits for the superblock below (new generation, bits).
+        let gate = primary_lost_peer && !self.st.susp_fen();
+        if gate {
+            self.freeze.close_gate();
+        }
         self.fail_peer_requests();
         self.abort_resync();
         self.abort_verify();
         self.peer_rx_reset();
-        let primary_lost_peer =
-            self.st.cstate() >= ConnState::Connected && self.st.role() == Role::Primary;
         if primary_lost_peer && self.st.susp_fen() {
             // Frozen by fencing: no write goes on without the peer until fence-peer returns,
             // so the new generation waits for the thaw (DRBD's NEW_CUR_UUID). Should this node
@@ -122,7 +128,10 @@ impl Engine {
         // Whatever the UUIDs say, the bits just set for the writes the peer may have missed
         // must survive a crash of this node.
         let why = format!("{why} (peer {})", l.peer_node);
-        let _ = self.change_state(ChangeSet::new().cstate(via).why(why).persist());
+        let written = self.change_state(ChangeSet::new().cstate(via).why(why).persist());
+        if gate {
+            self.gate_on(written);
+        }
         if let Some((id, force)) = self.pending_primary.take() {
             // The peer is gone: it cannot object any more, but with fencing it must be
             // outdated before we go on.

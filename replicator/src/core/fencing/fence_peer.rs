@@ -9,7 +9,8 @@
 //! unreachable (taken as dead: Outdated only if our own data is UpToDate), 6 it is Primary
 //! (then our data is the outdated one), 7 it was STONITHed; anything else: the handler failed.
 
-use crate::core::contract::io::Output;
+use crate::core::contract::ids::IoId;
+use crate::core::contract::io::{nbd_errno, ClientError, Output};
 use crate::core::contract::refusal::Refusal;
 use crate::core::engine::Engine;
 use crate::core::io_table::{FencePurpose, HandlerWait, IoOwner};
@@ -136,17 +137,58 @@ impl Engine {
     }
 
     /// Let frozen I/O go: held replies first, then the requests that waited, in order.
+    /// With a new generation started here, the replies wait for its superblock (`Freeze`).
     pub(crate) fn thaw_io(&mut self, why: &str) {
         let mut cs = ChangeSet::new().susp_fen(false).why(why.to_string());
-        if self.start_deferred_generation() {
+        let new_generation = self.start_deferred_generation();
+        if new_generation {
             cs = cs.persist();
+            self.freeze.close_gate();
         }
-        let _ = self.change_state(cs);
-        for (req, result) in self.freeze.take_replies() {
-            self.emit(Output::ClientReply { req, result });
+        let written = self.change_state(cs);
+        if new_generation {
+            self.freeze.gate_on(written);
         }
+        self.release_replies(None);
         for (req, op) in self.freeze.take_queued() {
             self.client_request(req, op);
+        }
+    }
+
+    /// The superblock carrying a new generation was issued as `written` (see `Freeze`).
+    pub(crate) fn gate_on(&mut self, written: Option<IoId>) {
+        if self.freeze.gate_on(written) {
+            self.release_replies(None);
+        }
+    }
+
+    /// Metadata write `io` completed: if the generation gate waited for it, the held replies
+    /// go, as errors if it failed (the disk is Failed then, and the writes exist only on it
+    /// under a generation the peer's would overwrite).
+    pub(crate) fn gate_written(&mut self, io: IoId, failed: Option<&str>) {
+        if self.freeze.gate_written(io) {
+            self.release_replies(failed);
+        }
+    }
+
+    /// Send the held replies, in order, unless I/O is still frozen or gated.
+    fn release_replies(&mut self, failed: Option<&str>) {
+        if self.st.susp_fen() || self.freeze.gated() {
+            return;
+        }
+        for (req, result) in self.freeze.take_replies() {
+            let result = match (result, failed) {
+                (Ok(()), Some(why)) => Err(ClientError {
+                    nbd_errno: nbd_errno::EIO,
+                    message: format!(
+                        "resource {}: the new data generation could not be written ({why}); \
+                         the request is not acknowledged",
+                        self.cfg.resource
+                    ),
+                }),
+                (r, _) => r,
+            };
+            self.emit(Output::ClientReply { req, result });
         }
     }
 

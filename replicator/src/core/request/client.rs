@@ -434,10 +434,12 @@ impl Engine {
         }
     }
 
-    /// The reply to a client; while fencing froze I/O it is held (a write completed now must
-    /// not be acknowledged before the peer is known outdated).
+    /// The reply to a client; held while fencing froze I/O (a write completed now must not be
+    /// acknowledged before the peer is known outdated) and while a generation started without
+    /// the peer is not on disk yet (`Freeze`'s gate: a crash now would let the peer's older
+    /// generation overwrite the write at the next handshake, without a split brain).
     pub(crate) fn reply(&mut self, req: ReqId, result: Result<(), ClientError>) {
-        if self.st.susp_fen() {
+        if self.st.susp_fen() || self.freeze.gated() {
             self.freeze.hold(req, result);
         } else {
             self.emit(Output::ClientReply { req, result });
