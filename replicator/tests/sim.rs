@@ -1856,6 +1856,45 @@ fn a_disk_closed_with_unacked_epochs_is_not_clean() {
 
 // ---- regressions found by the revert table (issue 19, item 6) ----
 
+/// A synced pair under `fencing` whose fence-peer answers only after 1.5-2 s (a cluster
+/// manager that takes its time), written for a while, then partitioned.
+fn slow_fenced_pair_partitioned(seed: u64, fencing: Fencing) -> Cluster {
+    let mut cfg = cfg_c();
+    cfg.fencing = fencing;
+    cfg.fence_peer_us = (1_500_000, 2_000_000);
+    let mut c = synced_pair(seed, cfg);
+    write_for(&mut c, ms(50));
+    c.set_cut(true);
+    c
+}
+
+/// Keep 16 requests outstanding on node-a (random I/O, or 4 KiB FUA writes), one step at a
+/// time, until `done`; at most `steps` steps.
+fn load_node_a_until(
+    c: &mut Cluster,
+    what: &str,
+    step: Duration,
+    steps: u32,
+    fua_writes: bool,
+    done: impl Fn(&Cluster) -> bool,
+) -> R {
+    for _ in 0..steps {
+        if done(c) {
+            return Ok(());
+        }
+        if c.outstanding_clients(0) < 16 {
+            if fua_writes {
+                let block = c.rng().next_u64() % 4096;
+                c.write_at(0, block * 4096, 8 * SECTOR, true);
+            } else {
+                c.client_io(0);
+            }
+        }
+        c.run_for(step);
+    }
+    Err(format!("timed out waiting for {what}: {}", describe(c)))
+}
+
 /// Stop 17: a new data generation that a link loss under frozen I/O put off (fencing
 /// resource-and-stonith) starts before the next handshake. Here the partition heals while
 /// fence-peer still runs (`fence_peer_us`: a cluster manager that answers after a second),
@@ -1867,24 +1906,11 @@ fn a_disk_closed_with_unacked_epochs_is_not_clean() {
 #[test]
 fn regression_deferred_generation_starts_before_the_next_handshake() {
     for_seeds("deferred generation", 0..6, |seed| {
-        let mut cfg = cfg_c();
-        cfg.fencing = Fencing::ResourceAndStonith;
-        cfg.fence_peer_us = (1_500_000, 2_000_000);
-        let mut c = synced_pair(seed, cfg);
-        write_for(&mut c, ms(50));
-        c.set_cut(true);
+        let mut c = slow_fenced_pair_partitioned(seed, Fencing::ResourceAndStonith);
         // Writes queue up behind the partition until node-a notices it and freezes I/O.
-        let mut waited = 0;
-        while !c.nodes[0].engine.suspended_by_fencing() {
-            if waited > 3000 {
-                return Err(format!("node-a never froze I/O: {}", describe(&c)));
-            }
-            if c.outstanding_clients(0) < 16 {
-                c.client_io(0);
-            }
-            c.run_for(ms(1));
-            waited += 1;
-        }
+        load_node_a_until(&mut c, "node-a to freeze I/O", ms(1), 3000, false, |c| {
+            c.nodes[0].engine.suspended_by_fencing()
+        })?;
         let before = c.nodes[0].engine.uuids().current;
         c.set_cut(false);
         wait(&mut c, "the handshake", Duration::from_secs(5), |c| {
@@ -2031,30 +2057,17 @@ fn regression_a_sync_target_hashes_a_block_only_after_the_received_writes_to_it(
 #[test]
 fn regression_a_primary_alone_acknowledges_only_once_its_new_generation_is_on_disk() {
     for_seeds("generation gate", 0..8, |seed| {
-        let mut cfg = cfg_c();
-        cfg.fencing = Fencing::ResourceOnly;
-        // The Primary's fence-peer does not return before it dies.
-        cfg.fence_peer_us = (1_500_000, 2_000_000);
-        let mut c = synced_pair(seed, cfg);
-        write_for(&mut c, ms(50));
-        c.set_cut(true);
+        let mut c = slow_fenced_pair_partitioned(seed, Fencing::ResourceOnly);
         // FUA writes (durable once acknowledged) wait for the peer's acks until node-a notices
         // the partition; it dies at once.
-        let mut steps = 0;
-        while c.nodes[0].engine.cstate() >= ConnState::Connected {
-            if steps > 500_000 {
-                return Err(format!(
-                    "node-a never noticed the partition: {}",
-                    describe(&c)
-                ));
-            }
-            if c.outstanding_clients(0) < 16 {
-                let block = c.rng().next_u64() % 4096;
-                c.write_at(0, block * 4096, 8 * SECTOR, true);
-            }
-            c.run_for(Duration::from_micros(10));
-            steps += 1;
-        }
+        load_node_a_until(
+            &mut c,
+            "node-a to notice the partition",
+            Duration::from_micros(10),
+            500_000,
+            true,
+            |c| c.nodes[0].engine.cstate() < ConnState::Connected,
+        )?;
         c.crash(0);
         c.set_cut(false);
         promote(&mut c, 1)?;

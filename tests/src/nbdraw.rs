@@ -170,3 +170,75 @@ impl RawClient {
         }
     }
 }
+
+/// A background load of 4 KiB writes at random blocks of an export, as a test's application.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLoad {
+    /// Requests kept in flight.
+    pub depth: u32,
+    /// A pause after each reply (an application, not a benchmark); zero for none.
+    pub pause: Duration,
+    /// Seeds the offsets; with `random_data` also the bytes written (else 0x5a).
+    pub seed: u64,
+    pub random_data: bool,
+    /// The load stops by itself after this long.
+    pub limit: Duration,
+}
+
+impl WriteLoad {
+    /// Run until `stop` (or `limit`) through export `name` at `sock` of `usable` bytes, on a
+    /// thread; joined, it gives the number of writes done. Every write must succeed.
+    pub fn spawn(
+        self,
+        sock: &Path,
+        name: &str,
+        usable: u64,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<u64> {
+        let (sock, name) = (sock.to_path_buf(), name.to_string());
+        std::thread::spawn(move || {
+            let mut c = RawClient::connect(&sock, &name).expect("NBD connect for the load");
+            let mut x = self.seed | 1;
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            let (blocks, started) = (usable / 4096, std::time::Instant::now());
+            let (mut inflight, mut done) = (0u32, 0u64);
+            let mut buf = vec![0x5au8; 4096];
+            let running = |started: std::time::Instant| {
+                !stop.load(std::sync::atomic::Ordering::Relaxed) && started.elapsed() < self.limit
+            };
+            while running(started) {
+                while inflight < self.depth {
+                    if self.random_data {
+                        for w in buf.chunks_mut(8) {
+                            w.copy_from_slice(&next().to_le_bytes());
+                        }
+                    }
+                    let off = (next() % blocks) * 4096;
+                    c.send_cmd(CMD_WRITE, 0, done + u64::from(inflight), off, 4096, &buf)
+                        .expect("NBD write");
+                    inflight += 1;
+                }
+                let (err, _) = c.read_reply().expect("NBD reply");
+                assert_eq!(err, 0, "a load write failed");
+                inflight -= 1;
+                done += 1;
+                if !self.pause.is_zero() {
+                    std::thread::sleep(self.pause);
+                }
+            }
+            while inflight > 0 {
+                let (err, _) = c.read_reply().expect("NBD reply");
+                assert_eq!(err, 0, "a load write failed");
+                inflight -= 1;
+                done += 1;
+            }
+            let _ = c.send_cmd(CMD_DISC, 0, 0, 0, 0, &[]);
+            done
+        })
+    }
+}

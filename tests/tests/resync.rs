@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use rep_tests::assert::{assert_identical, assert_same_data};
-use rep_tests::nbdraw::{RawClient, CMD_DISC, CMD_WRITE};
+use rep_tests::nbdraw::WriteLoad;
 use rep_tests::pair::{same_random_data, up_pair, PairConf};
 use rep_tests::{require_tool, run_ok, wait_for, wait_settled, Cluster, ClusterOpts, Node};
 
@@ -480,48 +479,6 @@ fn invalidate_remote_on_the_primary_pushes_a_full_sync() {
     assert_same_data(c.a(), c.b(), usable);
 }
 
-/// QD16 random 4 KiB writes of random bytes through `n`'s export until `stop` (at most 120 s).
-fn random_writes(n: &Node, usable: u64, seed: u64, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
-    let sock = n.nbd_socket();
-    let res = n.resource.clone();
-    std::thread::spawn(move || {
-        let mut c = RawClient::connect(&sock, &res).expect("NBD connect for the load");
-        let mut x = seed | 1;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let (blocks, started) = (usable / 4096, Instant::now());
-        let (mut inflight, mut done) = (0u32, 0u64);
-        let mut buf = vec![0u8; 4096];
-        while !(stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(120)) {
-            while inflight < 16 {
-                for w in buf.chunks_mut(8) {
-                    w.copy_from_slice(&next().to_le_bytes());
-                }
-                let off = (next() % blocks) * 4096;
-                c.send_cmd(CMD_WRITE, 0, done + u64::from(inflight), off, 4096, &buf)
-                    .expect("NBD write");
-                inflight += 1;
-            }
-            let (err, _) = c.read_reply().expect("NBD reply");
-            assert_eq!(err, 0, "a load write failed");
-            inflight -= 1;
-            done += 1;
-        }
-        while inflight > 0 {
-            let (err, _) = c.read_reply().expect("NBD reply");
-            assert_eq!(err, 0, "a load write failed");
-            inflight -= 1;
-            done += 1;
-        }
-        let _ = c.send_cmd(CMD_DISC, 0, 0, 0, 0, &[]);
-        done
-    })
-}
-
 /// issue 24 §2: a verify while the Primary takes QD16 random writes reports only real
 /// differences, i.e. none, 10 runs out of 10 (before: 2 of 3 runs reported 4–12 KiB).
 #[test]
@@ -533,7 +490,14 @@ fn verify_under_random_writes_reports_nothing_ten_times_out_of_ten() {
     let mut writes = 0;
     for run in 0..10u64 {
         let stop = Arc::new(AtomicBool::new(false));
-        let load = random_writes(a, usable, 0x5eed + run, stop.clone());
+        let load = WriteLoad {
+            depth: 16,
+            pause: Duration::ZERO,
+            seed: 0x5eed + run,
+            random_data: true,
+            limit: Duration::from_secs(120),
+        }
+        .spawn(&a.nbd_socket(), &a.resource, usable, stop.clone());
         // Let the load reach its queue depth first.
         std::thread::sleep(Duration::from_millis(200));
         found.push(verify_found(a));

@@ -8,12 +8,11 @@
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rep_tests::assert::assert_same_data;
 use rep_tests::metrics::scrape;
-use rep_tests::nbdraw::{RawClient, CMD_DISC, CMD_WRITE};
+use rep_tests::nbdraw::WriteLoad;
 use rep_tests::pair::{same_random_data, up_pair, PairConf};
 use rep_tests::{free_port, wait_for, Cluster, ClusterOpts, Node};
 
@@ -211,44 +210,6 @@ fn status_names_the_controllers_plan() {
     finish_and_compare(&c, 90);
 }
 
-/// QD4 random 4 KiB writes through `n`'s export until `stop` (at most 60 s).
-fn writes(n: &Node, usable: u64, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
-    let sock = n.nbd_socket();
-    let res = n.resource.clone();
-    std::thread::spawn(move || {
-        let mut c = RawClient::connect(&sock, &res).expect("NBD connect for the load");
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let (blocks, started) = (usable / 4096, Instant::now());
-        let (mut inflight, mut done) = (0u64, 0u64);
-        let buf = vec![0x5au8; 4096];
-        while !(stop.load(Ordering::Relaxed) || started.elapsed() > Duration::from_secs(60)) {
-            while inflight < 4 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let off = (x % blocks) * 4096;
-                c.send_cmd(CMD_WRITE, 0, done + inflight, off, 4096, &buf)
-                    .expect("NBD write");
-                inflight += 1;
-            }
-            let (err, _) = c.read_reply().expect("NBD reply");
-            assert_eq!(err, 0, "a load write failed");
-            inflight -= 1;
-            done += 1;
-            // An application, not a benchmark: it writes, the resync must still yield.
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        while inflight > 0 {
-            let (err, _) = c.read_reply().expect("NBD reply");
-            assert_eq!(err, 0, "a load write failed");
-            inflight -= 1;
-            done += 1;
-        }
-        let _ = c.send_cmd(CMD_DISC, 0, 0, 0, 0, &[]);
-        done
-    })
-}
-
 /// Application I/O: while the Primary's clients write, the resync yields to `c-min-rate`;
 /// both nodes say so.
 #[test]
@@ -262,7 +223,14 @@ fn status_names_application_io_yielding_to_c_min_rate() {
     let (a, b) = (c.a(), c.b());
     let usable = status(a)["size_bytes"].as_u64().expect("size");
     let stop = Arc::new(AtomicBool::new(false));
-    let load = writes(a, usable, stop.clone());
+    let load = WriteLoad {
+        depth: 4,
+        pause: Duration::from_millis(2),
+        seed: 0x2545_f491_4f6c_dd1d,
+        random_data: false,
+        limit: Duration::from_secs(60),
+    }
+    .spawn(&a.nbd_socket(), &a.resource, usable, stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     start_full_sync(&c);
     let sync = wait_limit(b, "c-min-rate", 15);

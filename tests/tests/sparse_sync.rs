@@ -152,8 +152,10 @@ fn wait_synced(n: &Node, secs: u64) {
 }
 
 /// `create-md` and `up` on both, wait for Connected Inconsistent/Inconsistent, then
-/// `primary --force` on node-a: the full sync. Returns (link bytes node-a sent, seconds).
-fn full_sync(c: &Cluster, metrics_a: u16, secs: u64) -> (u64, f64) {
+/// `primary --force` on node-a: the full sync of `what`, holding `data` bytes of data. Prints
+/// the time and the bytes node-a sent on the link, which must be the data and at most 5 %
+/// more (headers, acks).
+fn full_sync(c: &Cluster, metrics_a: u16, secs: u64, what: &str, data: u64) {
     for n in &c.nodes {
         n.ok(&["create-md", "r0"]);
         n.ok(&["up", "r0"]);
@@ -169,7 +171,15 @@ fn full_sync(c: &Cluster, metrics_a: u16, secs: u64) -> (u64, f64) {
     }
     let took = t0.elapsed().as_secs_f64();
     let sent = metric(metrics_a, "rep_peer_link_sent_bytes_total") - sent0;
-    (sent, took)
+    eprintln!(
+        "full sync of {what}: {took:.2} s, {:.1} MiB on the wire",
+        sent as f64 / MIB as f64
+    );
+    assert!(sent >= data, "only {sent} bytes sent for {data} of data");
+    assert!(
+        sent as f64 <= data as f64 * 1.05,
+        "{sent} bytes on the wire for {data} bytes of data in {what}: the empty space went as data"
+    );
 }
 
 #[test]
@@ -197,23 +207,17 @@ fn a_full_sync_of_a_sparse_10g_image_moves_only_its_200m_of_data() {
     }
     assert!(allocated(&a.disk) < written + 64 * MIB);
 
-    let (sent, took) = full_sync(&c, ma, 600);
+    full_sync(
+        &c,
+        ma,
+        600,
+        &format!(
+            "a {gib10} MiB sparse image holding {} MiB (data area and metadata)",
+            written / MIB
+        ),
+        written,
+    );
     let usable = a.status_json()["size_bytes"].as_u64().expect("size_bytes");
-    eprintln!(
-        "full sync of a {} MiB sparse image holding {} MiB: {:.2} s, {:.1} MiB on the wire",
-        usable / MIB,
-        written / MIB,
-        took,
-        sent as f64 / MIB as f64
-    );
-    assert!(
-        sent >= written,
-        "only {sent} bytes sent for {written} of data"
-    );
-    assert!(
-        sent as f64 <= written as f64 * 1.05,
-        "{sent} bytes on the wire for {written} bytes of data in a {usable}-byte image"
-    );
     for n in [a, b] {
         n.ok(&["down", "r0"]);
     }
@@ -250,17 +254,12 @@ fn zeros_written_as_data_travel_as_a_zero_range_and_the_target_ends_identical() 
     // The target holds garbage everywhere.
     write_at(&b.disk, 0, &rng.fill(64 * MIB as usize));
 
-    let (sent, took) = full_sync(&c, ma, 120);
-    let data = 32 * MIB - 4096;
-    eprintln!(
-        "full sync of 64 MiB (half zeroes written as data): {:.2} s, {:.1} MiB on the wire",
-        took,
-        sent as f64 / MIB as f64
-    );
-    assert!(sent >= data, "only {sent} bytes sent for {data} of data");
-    assert!(
-        (sent as f64) < data as f64 * 1.05,
-        "{sent} bytes on the wire: the zero blocks went as data"
+    full_sync(
+        &c,
+        ma,
+        120,
+        "64 MiB (half zeroes written as data)",
+        32 * MIB - 4096,
     );
     let usable = a.status_json()["size_bytes"].as_u64().expect("size_bytes");
     for n in [a, b] {
@@ -319,20 +318,12 @@ fn on_block_devices_zero_blocks_travel_as_zero_ranges_and_the_target_is_dealloca
     std::fs::write(cfg, text).expect("write config");
     // lseek reports a block device as all data: the source reads every block and the zero
     // check alone finds the empty space.
-    let (sent, took) = full_sync(&c, ma, 300);
-    eprintln!(
-        "full sync of a 1 GiB loop device holding {} MiB: {:.2} s, {:.1} MiB on the wire",
-        written / MIB,
-        took,
-        sent as f64 / MIB as f64
-    );
-    assert!(
-        sent >= written,
-        "only {sent} bytes sent for {written} of data"
-    );
-    assert!(
-        sent as f64 <= written as f64 * 1.05,
-        "{sent} bytes on the wire for {written} bytes of data"
+    full_sync(
+        &c,
+        ma,
+        300,
+        &format!("a 1 GiB loop device holding {} MiB", written / MIB),
+        written,
     );
     let usable = a.status_json()["size_bytes"].as_u64().expect("size_bytes");
     for n in [a, b] {
