@@ -806,6 +806,13 @@ impl Writer {
         fua: bool,
     ) -> Option<Done> {
         assert!(self.inflight.is_empty(), "write_one with a batch in flight");
+        self.send_write(m, block, nblocks, fua);
+        self.collect(usize::MAX).pop()
+    }
+
+    /// Send one write of `nblocks` tagged blocks at `block` without waiting for its reply
+    /// (`collect` reads it); returns its sequence number.
+    pub fn send_write(&mut self, m: &mut Model, block: u64, nblocks: u64, fua: bool) -> u64 {
         let seq = m.sent(block, nblocks, fua);
         let mut data = vec![0u8; (nblocks * BLOCK) as usize];
         for (j, chunk) in data.chunks_mut(BLOCK as usize).enumerate() {
@@ -822,7 +829,7 @@ impl Writer {
         {
             self.closed = true;
         }
-        self.collect(usize::MAX).pop()
+        seq
     }
 
     fn send_flush(&mut self, m: &Model) {
