@@ -96,10 +96,7 @@ impl Conn {
     /// `data` line, then the bytes raw on the same socket.
     pub fn read_data(&mut self, offset: u64, len: u32) -> anyhow::Result<Vec<u8>> {
         match self.call(&Request::Query(Query::ReadData { offset, len }))? {
-            Response::Data {
-                offset: o,
-                len: l,
-            } if (o, l) == (offset, len) => {
+            Response::Data { offset: o, len: l } if (o, l) == (offset, len) => {
                 let mut buf = vec![0u8; len as usize];
                 self.reader
                     .read_exact(&mut buf)

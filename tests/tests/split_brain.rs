@@ -13,8 +13,8 @@ use std::time::Duration;
 use rep_tests::assert::assert_identical;
 use rep_tests::pair::{up_pair, PairConf};
 use rep_tests::{
-    backing_bytes, bin, file_bytes, require_root, require_tool, run_ok, wait_for,
-    wait_for_file_containing, write_pattern, Cluster, Node,
+    backing_bytes, bin, require_root, require_tool, run_ok, wait_for, wait_for_file_containing,
+    write_pattern, Cluster, Node,
 };
 
 const MIB: u64 = 1 << 20;
@@ -443,8 +443,13 @@ fn split_brain_show_resolve_save_and_restore() {
 /// starts sees the other node only through its control socket, as on another machine.
 fn hiding(disk: &Path) -> Command {
     let mut c = Command::new("unshare");
-    c.args(["-m", "sh", "-c", r#"mount --bind /dev/null "$0" && exec "$@""#])
-        .arg(disk);
+    c.args([
+        "-m",
+        "sh",
+        "-c",
+        r#"mount --bind /dev/null "$0" && exec "$@""#,
+    ])
+    .arg(disk);
     c
 }
 
@@ -461,7 +466,11 @@ fn read_data(n: &Node, offset: u64, len: u64) -> Result<Vec<u8>, String> {
     if v["result"] != "data" {
         return Err(v["message"].as_str().unwrap_or(&line).to_owned());
     }
-    assert_eq!((v["offset"].as_u64(), v["len"].as_u64()), (Some(offset), Some(len)), "{line}");
+    assert_eq!(
+        (v["offset"].as_u64(), v["len"].as_u64()),
+        (Some(offset), Some(len)),
+        "{line}"
+    );
     let mut buf = vec![0u8; usize::try_from(len).expect("fits")];
     r.read_exact(&mut buf).expect("the data behind the line");
     Ok(buf)
@@ -514,7 +523,10 @@ fn split_brain_save_from_the_survivor_reads_the_victim_through_its_socket() {
         &std::fs::read_to_string(save.join("manifest.json")).expect("manifest"),
     )
     .expect("manifest JSON");
-    assert_eq!((&m["victim"], &m["survivor"]), (&"node-b".into(), &"node-a".into()));
+    assert_eq!(
+        (&m["victim"], &m["survivor"]),
+        (&"node-b".into(), &"node-a".into())
+    );
     let data = std::fs::read(save.join("blocks.bin")).expect("data file");
     let mut total = 0;
     for r in m["ranges"].as_array().expect("ranges") {

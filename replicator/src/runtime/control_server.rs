@@ -85,12 +85,14 @@ async fn read_data(driver: &Rc<Driver>, offset: u64, len: u32) -> Result<Vec<u8>
         ));
     }
     let disk = driver.attached_disk().map_err(|e| {
-        format!("{res} on {node} has no disk to read ({}); `repadm attach {res}` attaches it",
+        format!(
+            "{res} on {node} has no disk to read ({}); `repadm attach {res}` attaches it",
             e.message
         )
     })?;
     let (result, buf) = disk.read(offset, len).await;
-    result.map_err(|e| format!("read {len} bytes at {offset} of {res}'s data area on {node}: {e}"))?;
+    result
+        .map_err(|e| format!("read {len} bytes at {offset} of {res}'s data area on {node}: {e}"))?;
     Ok(buf)
 }
 
