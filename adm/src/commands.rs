@@ -332,6 +332,11 @@ pub fn print_response(cli: &Cli, resp: Response) -> i32 {
             println!("{}", serde_json::json!(ranges));
             0
         }
+        Response::Data { offset, len } => {
+            // Only `Conn::read_data` asks for data, and it reads the bytes behind the line.
+            eprintln!("repadm: unexpected data answer ({offset}+{len})");
+            20
+        }
     }
 }
 

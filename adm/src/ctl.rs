@@ -1,12 +1,12 @@
 //! Blocking client of a daemon's control socket (`$RUN/RES.ctl`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
-use rep_replicator::control::{encode_line, Request, Response, Status};
+use anyhow::{anyhow, bail, Context};
+use rep_replicator::control::{encode_line, Query, Request, Response, Status};
 
 /// How long a single control command may take before repadm gives up (a resync-free
 /// state change takes milliseconds; `down` waits for in-flight I/O).
@@ -88,6 +88,29 @@ impl Conn {
             | Response::SplitBrain { status, .. }
             | Response::VerifyReport { status, .. } => Ok(*status),
             Response::Error { message, .. } => Err(anyhow!(message)),
+            Response::Data { .. } => bail!("the daemon answered `status` with data"),
+        }
+    }
+
+    /// `len` bytes (at most `READ_DATA_BYTES_MAX`) of the daemon's data area at `offset`: the
+    /// `data` line, then the bytes raw on the same socket.
+    pub fn read_data(&mut self, offset: u64, len: u32) -> anyhow::Result<Vec<u8>> {
+        match self.call(&Request::Query(Query::ReadData { offset, len }))? {
+            Response::Data { offset: o, len: l } if (o, l) == (offset, len) => {
+                let mut buf = vec![0u8; len as usize];
+                self.reader
+                    .read_exact(&mut buf)
+                    .with_context(|| format!("read {len} bytes of data at {offset}"))?;
+                Ok(buf)
+            }
+            // An older repd cannot decode the request at all.
+            Response::Error { message, .. }
+                if message.starts_with("bad control request") && message.contains("read-data") =>
+            {
+                bail!("the daemon does not know `read-data` (repd older than this repadm)")
+            }
+            Response::Error { message, .. } => Err(anyhow!(message)),
+            other => bail!("unexpected answer to read-data {offset}+{len}: {other:?}"),
         }
     }
 }

@@ -7,7 +7,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
-use rep_replicator::control::{Query, Request, Response, SplitBrainInfo, Status};
+use rep_replicator::control::{
+    Query, Request, Response, SplitBrainInfo, Status, READ_DATA_BYTES_MAX,
+};
 use rep_replicator::core::split_brain::{common_generation, SbSide};
 use rep_replicator::core::{AdminCmd, ConnState, Role};
 use serde::{Deserialize, Serialize};
@@ -353,32 +355,40 @@ struct SavedRange {
     victim_changed: bool,
 }
 
-/// Copy the blocks the resync will overwrite from the victim's backing device (its data area
-/// starts at offset 0; the daemon keeps writing nothing there while it is Secondary and
-/// StandAlone).
+/// Copy the blocks the resync will overwrite from the victim, through its control socket
+/// (`read-data`, at most `READ_DATA_BYTES_MAX` per request): the same path whether the victim
+/// is this node or the other one, and its backing device need not be visible here. The
+/// victim is Secondary and StandAlone by now, so nothing writes those blocks meanwhile.
 fn save(
     dir: &Path,
     res: &str,
-    victim: &Status,
-    victim_side: &SbSide,
+    victim: &Reached,
     survivor: (&str, Option<&SbSide>),
     common: Option<u64>,
 ) -> anyhow::Result<u64> {
+    let victim_side = &victim.info.view.local;
     let theirs = survivor.1.map(|s| s.ranges.clone()).unwrap_or_default();
     let all = union(&victim_side.ranges, &theirs);
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let mut src = fs::File::open(&victim.backing_disk)
-        .with_context(|| format!("open the victim's disk {}", victim.backing_disk))?;
+    let mut src = Conn::open(&victim.ctl, res)?;
     let mut out = fs::File::create(dir.join(DATA_FILE)).context("create the data file")?;
     let mut ranges = Vec::new();
     let mut file_offset = 0;
     for piece in split_by(&all, &victim_side.ranges) {
         let (offset, len, victim_changed) = piece;
-        let mut buf = vec![0u8; usize::try_from(len).context("range length")?];
-        src.seek(SeekFrom::Start(offset))?;
-        src.read_exact(&mut buf)
-            .with_context(|| format!("read {len} bytes at {offset} of {}", victim.backing_disk))?;
-        out.write_all(&buf).context("write the data file")?;
+        let mut at = offset;
+        while at < offset + len {
+            let n = u32::try_from((offset + len - at).min(u64::from(READ_DATA_BYTES_MAX)))
+                .context("read size")?;
+            let buf = src.read_data(at, n).with_context(|| {
+                format!(
+                    "read {n} bytes at {at} of {}'s data area",
+                    victim.status.node
+                )
+            })?;
+            out.write_all(&buf).context("write the data file")?;
+            at += u64::from(n);
+        }
         ranges.push(SavedRange {
             offset,
             len,
@@ -390,12 +400,17 @@ fn save(
     out.sync_all().context("sync the data file")?;
     let m = Manifest {
         resource: res.into(),
-        victim: victim.node.clone(),
+        victim: victim.status.node.clone(),
         survivor: survivor.0.into(),
         saved_at_unix: now_unix(),
         common_generation: common.map(|c| format!("{c:016X}")),
-        victim_uuids: victim.uuids.iter().map(|u| format!("{u:016X}")).collect(),
-        size_bytes: victim.size_bytes,
+        victim_uuids: victim
+            .status
+            .uuids
+            .iter()
+            .map(|u| format!("{u:016X}"))
+            .collect(),
+        size_bytes: victim.status.size_bytes,
         data_file: DATA_FILE.into(),
         ranges,
     };
@@ -548,7 +563,7 @@ fn resolve(
     }
     if let Some(dir) = save_dir {
         let Some(ctl) = victim_ctl_ref else {
-            bail!("--save needs the victim's disk: run `repadm split-brain resolve {res} --keep {keep} --save {}` on {victim}, or pass --peer-run-dir", dir.display());
+            bail!("--save reads the victim's blocks through its control socket: run `repadm split-brain resolve {res} --keep {keep} --save {}` on {victim}, or pass --peer-run-dir naming its run directory", dir.display());
         };
         if !todo_elsewhere.is_empty() {
             bail!("--save: {victim} could not be demoted from here");
@@ -562,14 +577,7 @@ fn resolve(
         let common = surv_side
             .as_ref()
             .and_then(|s| common_generation(&v.info.view.local.uuids, &s.uuids));
-        let bytes = save(
-            dir,
-            res,
-            &v.status,
-            &v.info.view.local,
-            (&survivor, surv_side.as_ref()),
-            common,
-        )?;
+        let bytes = save(dir, res, &v, (&survivor, surv_side.as_ref()), common)?;
         eprintln!(
             "{res}: saved {bytes} bytes of {victim}'s blocks to {} (undo: `repadm split-brain restore {res} {}` on the Primary)",
             dir.display(),

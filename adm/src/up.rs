@@ -138,7 +138,8 @@ pub fn down(p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
         Response::Ok { .. }
         | Response::Adjusted { .. }
         | Response::SplitBrain { .. }
-        | Response::VerifyReport { .. } => {}
+        | Response::VerifyReport { .. }
+        | Response::Data { .. } => {}
         Response::Refused {
             rendered,
             exit_code,

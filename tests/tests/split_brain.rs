@@ -4,12 +4,17 @@
 //! `secondary` + `connect --discard-my-data` on the victim and `connect` on the survivor: the
 //! victim resyncs from the survivor (only the blocks either side changed) and ends identical.
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use rep_tests::assert::assert_identical;
 use rep_tests::pair::{up_pair, PairConf};
 use rep_tests::{
-    backing_bytes, require_tool, wait_for, wait_for_file_containing, write_pattern, Cluster, Node,
+    backing_bytes, bin, require_root, require_tool, run_ok, wait_for, wait_for_file_containing,
+    write_pattern, Cluster, Node,
 };
 
 const MIB: u64 = 1 << 20;
@@ -431,5 +436,171 @@ fn split_brain_show_resolve_save_and_restore() {
         "node-a's round 3 discarded"
     );
     assert_eq!(backing_bytes(a, 2 * MIB, 4096), vec![0xb3; 4096]);
+    assert_identical(a, b);
+}
+
+/// A command runner in a private mount namespace where `disk` reads as /dev/null: a repadm it
+/// starts sees the other node only through its control socket, as on another machine.
+fn hiding(disk: &Path) -> Command {
+    let mut c = Command::new("unshare");
+    c.args([
+        "-m",
+        "sh",
+        "-c",
+        r#"mount --bind /dev/null "$0" && exec "$@""#,
+    ])
+    .arg(disk);
+    c
+}
+
+/// The `read-data` control request, sent by hand: the bytes, or the daemon's error message.
+fn read_data(n: &Node, offset: u64, len: u64) -> Result<Vec<u8>, String> {
+    let mut s = UnixStream::connect(n.run_dir.join("r0.ctl")).expect("control socket");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    writeln!(s, r#"{{"cmd":"read-data","offset":{offset},"len":{len}}}"#).expect("request");
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).expect("answer line");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("answer is JSON");
+    if v["result"] != "data" {
+        return Err(v["message"].as_str().unwrap_or(&line).to_owned());
+    }
+    assert_eq!(
+        (v["offset"].as_u64(), v["len"].as_u64()),
+        (Some(offset), Some(len)),
+        "{line}"
+    );
+    let mut buf = vec![0u8; usize::try_from(len).expect("fits")];
+    r.read_exact(&mut buf).expect("the data behind the line");
+    Ok(buf)
+}
+
+/// issue 24 §1, `--save` from the survivor: the victim's disk is not visible where `resolve`
+/// runs (a mount namespace hides it), so its blocks come through its control socket. `restore`
+/// then brings them back byte for byte, and the saved file holds exactly the victim's data area.
+#[test]
+fn split_brain_save_from_the_survivor_reads_the_victim_through_its_socket() {
+    require_tool("qemu-io", "qemu-utils");
+    require_tool("unshare", "util-linux");
+    require_root("a mount namespace hides the victim's backing file from repadm");
+    let c = identical_pair("sb-save-remote", &[]);
+    let (a, b) = (c.a(), c.b());
+    write_pattern(a, 0x11, 0, MIB);
+    split_with_writes(a, b, 1);
+    // More than one read-data request's worth, ending inside a request.
+    write_pattern(b, 0xc1, 10 * MIB, 3 * MIB + 8192);
+    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
+    let victim_image = backing_bytes(b, 0, usable);
+
+    let hidden = run_ok(hiding(&b.disk).arg("wc").arg("-c").arg(&b.disk));
+    assert!(hidden.starts_with("0 "), "node-b's disk hidden: {hidden}");
+
+    let save = c.dir.join("saved-remote");
+    let save_s = save.display().to_string();
+    let b_dir = b.run_dir.display().to_string();
+    let args = [
+        "split-brain",
+        "resolve",
+        "r0",
+        "--keep",
+        "node-a",
+        "--save",
+        &save_s,
+        "--peer-run-dir",
+        &b_dir,
+    ];
+    let mut runner = hiding(&b.disk);
+    runner.arg(bin("repadm"));
+    a.succeeded(&args, &a.repadm_via(runner, &args));
+    flag_cleared_on_both(a, b);
+    assert_identical(a, b);
+    assert_eq!(backing_bytes(b, 2 * MIB, 4096), vec![0u8; 4096]);
+    assert_eq!(backing_bytes(b, 10 * MIB, 4096), vec![0u8; 4096]);
+
+    // The data file holds the victim's data area at every saved range.
+    let m: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(save.join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    assert_eq!(
+        (&m["victim"], &m["survivor"]),
+        (&"node-b".into(), &"node-a".into())
+    );
+    let data = std::fs::read(save.join("blocks.bin")).expect("data file");
+    let mut total = 0;
+    for r in m["ranges"].as_array().expect("ranges") {
+        let (off, len, at) = (
+            r["offset"].as_u64().expect("offset") as usize,
+            r["len"].as_u64().expect("len") as usize,
+            r["file_offset"].as_u64().expect("file_offset") as usize,
+        );
+        assert!(
+            data[at..at + len] == victim_image[off..off + len],
+            "saved {off}+{len} is node-b's data"
+        );
+        total += len as u64;
+    }
+    // Either side's changes: 1 MiB + 1 MiB + 96 KiB at 6 MiB + node-b's 3 MiB + 8 KiB.
+    assert_eq!(total, 5 * MIB + 104 * 1024, "{m}");
+    assert_eq!(data.len() as u64, total);
+
+    // restore on the Primary: node-b's image again, on both disks, matching what was written.
+    a.ok(&["split-brain", "restore", "r0", &save_s]);
+    assert!(
+        backing_bytes(a, 0, usable) == victim_image,
+        "node-a is node-b's image again"
+    );
+    assert_eq!(backing_bytes(a, 0, MIB), vec![0x11; MIB as usize]);
+    assert_eq!(backing_bytes(a, MIB, MIB), vec![0u8; MIB as usize]);
+    assert_eq!(backing_bytes(a, 2 * MIB, MIB), vec![0xb1; MIB as usize]);
+    assert_eq!(backing_bytes(a, 6 * MIB, 32 * 1024), vec![0u8; 32 * 1024]);
+    assert_eq!(
+        backing_bytes(a, 6 * MIB + 32 * 1024, 64 * 1024),
+        vec![0xb1; 64 * 1024]
+    );
+    assert_eq!(
+        backing_bytes(a, 10 * MIB, 3 * MIB + 8192),
+        vec![0xc1; 3 * MIB as usize + 8192]
+    );
+    wait_for(Duration::from_secs(10), "node-b to match", || {
+        (backing_bytes(b, 0, usable) == victim_image).then_some(())
+    });
+}
+
+/// `read-data` answers only on a Secondary, names the fix on a Primary, stays inside the data
+/// area (the internal metadata behind it is not readable) and within one MiB per request.
+#[test]
+fn read_data_is_refused_on_a_primary_and_bounded_to_the_data_area() {
+    require_tool("qemu-io", "qemu-utils");
+    let c = identical_pair("sb-read-data", &[]);
+    let (a, b) = (c.a(), c.b());
+    let usable = a.status_json()["size_bytes"].as_u64().expect("size");
+    write_pattern(a, 0x5a, 0, MIB);
+    write_pattern(a, 0x77, usable - 4096, 4096);
+
+    let err = read_data(a, 0, 4096).expect_err("a Primary refuses");
+    assert!(
+        err.contains("Primary") && err.contains("repadm secondary r0"),
+        "{err}"
+    );
+
+    // node-b (Secondary, connected): the data area from offset 0, its last block included.
+    assert_eq!(read_data(b, 0, MIB), Ok(vec![0x5a; MIB as usize]));
+    assert_eq!(
+        read_data(b, usable - 4096, 4096),
+        Ok(backing_bytes(b, usable - 4096, 4096))
+    );
+    assert_eq!(read_data(b, usable - 4096, 4096), Ok(vec![0x77; 4096]));
+    let err = read_data(b, usable - 4096, 8192).expect_err("past the data area");
+    assert!(err.contains("beyond the data area"), "{err}");
+    let err = read_data(b, 0, MIB + 1).expect_err("over the bound");
+    assert!(err.contains("per request"), "{err}");
+    let err = read_data(b, 0, 0).expect_err("empty");
+    assert!(err.contains("per request"), "{err}");
+
+    // Demoted, node-a answers too.
+    a.ok(&["secondary", "r0"]);
+    assert_eq!(read_data(a, 0, 4096), Ok(vec![0x5a; 4096]));
     assert_identical(a, b);
 }

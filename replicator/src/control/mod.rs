@@ -1,5 +1,9 @@
 //! The control socket protocol between `repadm` and `repd` (`$RUN/RES.ctl`): one JSON object
 //! per line each way. Shared by both binaries so they cannot drift apart.
+//!
+//! One answer carries more than its line: `data` (the answer to `read-data`) is followed by
+//! exactly `len` raw bytes. Data stays binary so that a MiB costs a MiB on the socket, not the
+//! 4/3 of base64 or the 2 of hex, and the JSON line stays small.
 
 pub mod adjust;
 pub mod fault;
@@ -12,6 +16,10 @@ use crate::core::{AdminCmd, ConnState, Counters, DiskState, Refusal, Role};
 
 /// Upper bound of one control line; a longer line is a protocol error (closes that client).
 pub const CONTROL_LINE_BYTES_MAX: usize = 64 * 1024;
+
+/// Most bytes one `read-data` request may ask for: the daemon holds them in memory while it
+/// answers, so a client wanting more asks again.
+pub const READ_DATA_BYTES_MAX: u32 = 1 << 20;
 
 /// Queries and daemon-level commands (not state changes of the engine).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +46,13 @@ pub enum Query {
     SplitBrain,
     /// `repadm verify --report`: the ranges the last verify found out of sync.
     VerifyReport,
+    /// `len` bytes (at most `READ_DATA_BYTES_MAX`) of this node's data area at `offset`, as
+    /// its backing device holds them (`split-brain resolve --save` on either node). Refused
+    /// unless the node is Secondary: a Primary's application may be writing them.
+    ReadData {
+        offset: u64,
+        len: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +94,12 @@ pub enum Response {
     SplitBrain {
         view: Box<SplitBrainInfo>,
         status: Box<Status>,
+    },
+    /// The answer to `read-data`: the line is followed by exactly `len` raw bytes, the data
+    /// area from `offset`.
+    Data {
+        offset: u64,
+        len: u32,
     },
 }
 
@@ -268,6 +289,13 @@ mod tests {
             (
                 r#"{"cmd":"secondary"}"#,
                 Request::Admin(AdminCmd::Secondary),
+            ),
+            (
+                r#"{"cmd":"read-data","offset":4096,"len":65536}"#,
+                Request::Query(Query::ReadData {
+                    offset: 4096,
+                    len: 65536,
+                }),
             ),
             (
                 r#"{"cmd":"connect","discard_my_data":true}"#,

@@ -38,6 +38,64 @@ async fn send(stream: &UnixStream, resp: &Response) -> std::io::Result<()> {
     res
 }
 
+/// The `data` line and its `len` raw bytes, in one write so that no other answer can come
+/// between them.
+async fn send_data(
+    stream: &UnixStream,
+    offset: u64,
+    len: u32,
+    data: Vec<u8>,
+) -> std::io::Result<()> {
+    let mut out = encode_line(&Response::Data { offset, len })
+        .map_err(std::io::Error::other)?
+        .into_bytes();
+    out.push(b'\n');
+    out.extend_from_slice(&data);
+    let (res, _) = stream.write_all(out).await;
+    res
+}
+
+/// `read-data`: bytes of the data area, which starts at offset 0 of the backing device with
+/// either metadata layout (internal metadata sits after `usable_bytes`, external metadata on
+/// another device), so the range is checked against the usable size and never reaches the
+/// metadata. Only a Secondary answers: nothing but the peer writes its disk then, and during
+/// a split brain nothing at all.
+async fn read_data(driver: &Rc<Driver>, offset: u64, len: u32) -> Result<Vec<u8>, String> {
+    let s = driver.status();
+    let (res, node) = (&s.resource, &s.node);
+    if s.role != Role::Secondary {
+        return Err(format!(
+            "{res} is {} on {node}: its data area is read through the control socket only while it is Secondary, since an application may be writing it; run `repadm secondary {res}` on {node} first",
+            s.role
+        ));
+    }
+    if len == 0 || len > crate::control::READ_DATA_BYTES_MAX {
+        return Err(format!(
+            "read-data asks for {len} bytes: between 1 and {} per request",
+            crate::control::READ_DATA_BYTES_MAX
+        ));
+    }
+    let usable = driver.usable_bytes();
+    if offset
+        .checked_add(u64::from(len))
+        .is_none_or(|end| end > usable)
+    {
+        return Err(format!(
+            "read-data {offset}+{len} is beyond the data area of {res} on {node} ({usable} bytes)"
+        ));
+    }
+    let disk = driver.attached_disk().map_err(|e| {
+        format!(
+            "{res} on {node} has no disk to read ({}); `repadm attach {res}` attaches it",
+            e.message
+        )
+    })?;
+    let (result, buf) = disk.read(offset, len).await;
+    result
+        .map_err(|e| format!("read {len} bytes at {offset} of {res}'s data area on {node}: {e}"))?;
+    Ok(buf)
+}
+
 async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
     let mut pending: Vec<u8> = Vec::new();
     loop {
@@ -47,6 +105,22 @@ async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
                 Ok(None) => continue,
                 Ok(Some(Request::Query(Query::Events))) => {
                     return stream_events(&stream, &driver).await
+                }
+                Ok(Some(Request::Query(Query::ReadData { offset, len }))) => {
+                    let resp = match read_data(&driver, offset, len).await {
+                        Ok(data) => send_data(&stream, offset, len, data).await,
+                        Err(message) => {
+                            send(
+                                &stream,
+                                &Response::Error {
+                                    message,
+                                    exit_code: 11,
+                                },
+                            )
+                            .await
+                        }
+                    };
+                    resp?;
                 }
                 Ok(Some(req)) => {
                     let resp = handle(&driver, req).await;
@@ -134,8 +208,8 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
             message: String::new(),
             status: Box::new(driver.status()),
         },
-        Request::Query(Query::Events) => Response::Error {
-            message: "events handled elsewhere".into(),
+        Request::Query(Query::Events | Query::ReadData { .. }) => Response::Error {
+            message: "handled by the connection loop".into(),
             exit_code: 20,
         },
         Request::Query(Query::Down) => {

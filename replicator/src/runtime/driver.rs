@@ -331,7 +331,7 @@ impl Driver {
     }
 
     /// The attached backing disk, or the failure to report when there is none.
-    fn attached_disk(&self) -> Result<Rc<Disk>, IoFailure> {
+    pub(super) fn attached_disk(&self) -> Result<Rc<Disk>, IoFailure> {
         self.disk
             .borrow()
             .clone()
