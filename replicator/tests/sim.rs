@@ -754,16 +754,8 @@ fn fenced_takeover(c: &mut Cluster, rng: &mut Rng, s: usize, write_ms: u64) -> b
 /// not cut), writes on the Primary alone, then the Primary dies: the Secondary must not be
 /// promoted if it misses what was acknowledged meanwhile.
 fn fenced_partition_then_primary_dies(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
-    let s = 1 - p;
     c.fault("fencing: partition, then the Primary dies");
-    c.set_cut(true);
-    write_for(c, ms(rand(rng, 600, 2000)));
-    c.crash(p);
-    c.run_for(ms(rand(rng, 1, 50)));
-    let promoted = fenced_takeover(c, rng, s, 200);
-    c.set_cut(false);
-    c.restart(p).map_err(|e| e.to_string())?;
-    Ok(if promoted { s } else { p })
+    partition_then_primary_dies(c, rng, p)
 }
 
 /// As above, but the Primary dies in the very step in which it notices the partition, when
@@ -774,9 +766,13 @@ fn fenced_primary_dies_as_it_notices_a_partition(
     rng: &mut Rng,
     p: usize,
 ) -> R<usize> {
-    let s = 1 - p;
     c.fault("fencing: partition, the Primary dies as it notices");
     c.crash_on_link_loss(p);
+    partition_then_primary_dies(c, rng, p)
+}
+
+fn partition_then_primary_dies(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
+    let s = 1 - p;
     c.set_cut(true);
     write_for(c, ms(rand(rng, 600, 2000)));
     c.crash(p);
