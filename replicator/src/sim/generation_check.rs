@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 
 use crate::core::{GenChange, GenEvent};
-use crate::meta::superblock::MdFlags;
+use crate::meta::superblock::{GenerationUuids, MdFlags};
 
 /// What the checks remember of each node across inputs and restarts.
 #[derive(Debug, Default)]
@@ -64,10 +64,21 @@ impl GenerationCheck {
     fn check_one(&mut self, i: usize, c: &GenChange) {
         let (before, after) = (c.before.0.masked(), c.after.0.masked());
         let ev = c.event;
+        let show = |(u, f): (GenerationUuids, MdFlags)| {
+            format!(
+                "{:X}:{:X}:{:X}:{:X} flags {:#x}",
+                u.current,
+                u.bitmap,
+                u.history[0],
+                u.history[1],
+                f.bits()
+            )
+        };
         let fail = |what: String| -> ! {
             panic!(
-                "invariant violated: node {i}'s generation: {what} ({ev:?}: {:?} -> {:?})",
-                c.before, c.after
+                "invariant violated: node {i}'s generation: {what} ({ev:?}: {} -> {})",
+                show(c.before),
+                show(c.after)
             )
         };
         // 1. Only what the event's rule changes.
@@ -154,7 +165,6 @@ impl GenerationCheck {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::superblock::GenerationUuids;
 
     fn change(event: GenEvent, before: [u64; 2], after: [u64; 2]) -> GenChange {
         let u = |[current, bitmap]: [u64; 2]| GenerationUuids {

@@ -212,8 +212,8 @@ impl Engine {
         if self.st.disk() != DiskState::UpToDate || !writes_here {
             return;
         }
-        // A bitmap UUID pending: the generation the peer misses started already. Written at
-        // once (`Persist::Now`).
+        // No new generation while a bitmap UUID is pending (the one the peer misses started
+        // already); the superblock is written at once (`Persist::Now`).
         let primary = self.st.role() == Role::Primary;
         self.gen_change(GenEvent::PeerDiskGone { primary });
     }

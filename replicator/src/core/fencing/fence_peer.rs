@@ -201,7 +201,8 @@ impl Engine {
         let due = std::mem::take(&mut self.freeze.new_uuid_on_thaw)
             && self.st.role() == Role::Primary
             && self.st.disk() == DiskState::UpToDate;
-        // Not with a bitmap UUID pending: the generation the peer misses started already.
+        // No new generation while a bitmap UUID is pending (the one the peer misses started
+        // already): nothing to write, nothing to gate.
         due && self
             .gen_change(GenEvent::DeferredGeneration)
             .uuids_changed()
