@@ -408,3 +408,52 @@ fn no_product_file_over_800_lines() {
         long.join("\n")
     );
 }
+
+/// Goal: generation UUIDs and metadata flags change only through `Engine::gen_change`
+/// (core/device/generation.rs, docs/architecture.md §4.5), as the state does through
+/// `change_state`. The fields of `Generation` are private, so the compiler refuses writes
+/// elsewhere; this catches the ways around it: keeping or replacing a copy, and the rotation
+/// primitives and flag setters of `meta/superblock.rs` called on one.
+#[test]
+fn generation_changes_only_through_gen_change() {
+    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
+    let mut hits = Vec::new();
+    for needle in [
+        // Assignments (a trailing space, so that `==` is not one).
+        ".uuids = ",
+        ".flags = ",
+        ".gen = ",
+        ".current = ",
+        ".current |= ",
+        ".current &= ",
+        ".bitmap = 0",
+        ".history = ",
+        ".history[0] = ",
+        ".history[1] = ",
+        ".new_current(",
+        ".set_no_history(",
+        ".set_bitmap_uuid(",
+        ".clear_bitmap_uuid(",
+        "uuids.start_sync_source(",
+        "UuidIndex::",
+        "MdFlags::from_bits",
+        ".set_consistent(",
+        ".set_primary_ind(",
+        ".set_connected_ind(",
+        ".set_full_sync(",
+        ".set_was_up_to_date(",
+        ".set_peer_out_dated(",
+        ".set_crashed_primary(",
+        ".set_al_clean(",
+        ".set_al_disabled(",
+        ".set_split_brain(",
+        "MetaOpKind::Superblock {",
+    ] {
+        hits.extend(find(&core, needle, &["generation.rs"]));
+    }
+    assert!(
+        hits.is_empty(),
+        "generation UUIDs or metadata flags written outside device/generation.rs:\n{}",
+        hits.join("\n")
+    );
+}

@@ -21,6 +21,7 @@ use super::contract::io::{
 };
 use super::contract::rng::Rng;
 use super::contract::split_brain::PeerAtSplit;
+use super::device::generation::{self, GenChange, GenEvent, Generation, Persist};
 use super::fencing::freeze::Freeze;
 use super::io_table::{IoOwner, IoTable};
 use super::receiver::peer_rx::PeerRx;
@@ -97,8 +98,8 @@ pub struct Engine {
     pub(crate) usable_bytes: u64,
     /// Our own usable size (0 without a disk).
     pub(crate) local_usable_bytes: u64,
-    pub(crate) uuids: GenerationUuids,
-    pub(crate) flags: MdFlags,
+    /// Generation UUIDs and metadata flags: changed only through `gen_change`.
+    pub(crate) gen: Generation,
     /// The bitmap and activity log of the attached disk (present exactly while one is).
     pub(crate) bitmap: Option<Bitmap>,
     pub(crate) al: Option<ActivityLog>,
@@ -153,8 +154,7 @@ impl Engine {
             status_dirty: false,
             usable_bytes: 0,
             local_usable_bytes: 0,
-            uuids: GenerationUuids::default(),
-            flags: MdFlags::default(),
+            gen: Generation::default(),
             bitmap: None,
             al: None,
             al_writing: HashSet::new(),
@@ -350,13 +350,30 @@ impl Engine {
         self.sync_flags_from_state();
         self.write_dirty_bitmap_pages();
         let io = self.ios.start(IoOwner::Meta { admin: None });
-        let op = super::contract::io::MetaOpKind::Superblock {
-            uuids: self.uuids,
-            flags: self.flags,
-            clean: false,
-        };
+        let op = self.gen.superblock(false);
         self.emit(Output::Meta { io, op });
         Some(io)
+    }
+
+    /// The one path by which generation UUIDs and metadata flags change (as `change_state` is
+    /// for the state, device/generation.rs): logs the change with its reason and writes the
+    /// superblock for a `Persist::Now` event; for the others the caller's state change or
+    /// `persist_superblock` in the same input writes it (`check_invariants` checks).
+    pub(crate) fn gen_change(&mut self, ev: GenEvent) -> GenChange {
+        let mut change = self.gen.apply(ev, &mut self.rng);
+        if change.changed() {
+            generation::log_change(&self.cfg.resource, &change);
+            if ev.persist() == Persist::Now {
+                change.written = self.persist_superblock();
+            }
+        }
+        change
+    }
+
+    /// The generation changes since the last call, for the simulator's checks.
+    #[cfg(feature = "sim")]
+    pub(crate) fn take_generation_log(&mut self) -> Vec<GenChange> {
+        self.gen.take_log()
     }
 
     pub(crate) fn emit(&mut self, out: Output) {
@@ -386,10 +403,10 @@ impl Engine {
         self.usable_bytes
     }
     pub fn uuids(&self) -> GenerationUuids {
-        self.uuids
+        self.gen.uuids()
     }
     pub fn flags(&self) -> MdFlags {
-        self.flags
+        self.gen.flags()
     }
     pub fn counters(&self) -> Counters {
         let mut c = self.counters;
@@ -452,31 +469,13 @@ impl Engine {
 
     /// Recompute the metadata flags from the current state (DRBD's drbd_md_sync rules).
     pub(crate) fn sync_flags_from_state(&mut self) {
-        let (disk, role, cstate, pdsk) = (
-            self.st.disk(),
-            self.st.role(),
-            self.st.cstate(),
-            self.st.pdsk(),
-        );
-        let f = &mut self.flags;
-        if disk >= DiskState::Inconsistent {
-            f.set_consistent(disk > DiskState::Inconsistent);
-            if disk == DiskState::UpToDate {
-                f.set_was_up_to_date(true);
-            } else if disk <= DiskState::Outdated {
-                f.set_was_up_to_date(false);
-            }
-        }
-        f.set_primary_ind(role == Role::Primary);
-        f.set_connected_ind(cstate >= ConnState::Connected);
-        // As DRBD 8.4's __drbd_set_state: a peer known Inconsistent or Outdated (a fence-peer
-        // exit 3 as well as 4/5/7) is not promotable, and a restart must still know it. Kept
-        // through the resync that follows a fencing, so that a restart still owes
-        // `unfence-peer`.
-        f.set_peer_out_dated(
-            matches!(pdsk, DiskState::Inconsistent | DiskState::Outdated)
-                || (self.peer_fenced && pdsk != DiskState::UpToDate),
-        );
+        self.gen_change(GenEvent::StateFlags {
+            disk: self.st.disk(),
+            role: self.st.role(),
+            cstate: self.st.cstate(),
+            pdsk: self.st.pdsk(),
+            peer_fenced: self.peer_fenced,
+        });
     }
 
     /// Assertions that must hold after every input (docs/architecture.md §12.1).
@@ -545,12 +544,23 @@ impl Engine {
             );
         }
         // The role bit of the current UUID mirrors the role.
-        if disk > DiskState::Diskless && self.uuids.current > 4 {
+        let uuids = self.gen.uuids();
+        if disk > DiskState::Diskless && uuids.current > 4 {
             assert_eq!(
-                self.uuids.current & 1 == 1,
+                uuids.current & 1 == 1,
                 role == Role::Primary,
                 "current UUID role bit disagrees with role"
             );
+        }
+        // Every generation change reaches the superblock write issued in the input that made
+        // it; a SyncTarget's sync UUID, the one that starts the resync (device/generation.rs).
+        if disk > DiskState::Failed {
+            if let Some(ev) = self.gen.unsaved() {
+                assert!(
+                    ev.persist() == Persist::AtResyncStart && cstate == ConnState::WFSyncUUID,
+                    "generation change not written: {ev:?} (cstate {cstate})"
+                );
+            }
         }
         // Every activity-log reference has a holder: a request, a peer write, or an epoch the
         // peer has not acknowledged (a leak would pin the extent forever, a missing one

@@ -49,6 +49,9 @@ pub use contract::io::{
     IoFailure, IoId, IoResult, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, ReqId,
 };
 pub use contract::refusal::Refusal;
+/// The generation changes the simulator checks (`sim/generation_check.rs`).
+#[cfg(feature = "sim")]
+pub(crate) use device::generation::{GenChange, GenEvent};
 pub use engine::{Counters, Engine};
 pub use pace::Pace;
 pub use rng::Rng;

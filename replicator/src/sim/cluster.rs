@@ -19,6 +19,8 @@
 //!   a write that just became durable-required is in the durable image of every UpToDate node
 //!   that must hold it. Whole durable images are checked whenever a node reports UpToDate anew
 //!   (attach, restart, end of a resync) or is promoted, and at convergence (`check_converged`).
+//!   Every change of a node's generation UUIDs and metadata flags obeys DRBD's rules
+//!   (`generation_check.rs`).
 //! - No silent "UpToDate with bits": `BITS_SETTLE_INPUTS` inputs (or `BITS_SETTLE_TIME`,
 //!   whichever comes first) after a handshake decided, a
 //!   node that is Connected and UpToDate/UpToDate has no bit set, unless it tells the operator
@@ -300,6 +302,8 @@ pub struct Cluster {
     watch_sector: Option<u64>,
     _watch_guard: tracing::subscriber::DefaultGuard,
     protocol_errors_seen: usize,
+    /// The generation rules, over both nodes' history (sim/generation_check.rs).
+    generations: super::generation_check::GenerationCheck,
 }
 
 /// The bytes of write `wid` over `count` sectors starting at sector `first` (each byte
@@ -508,6 +512,7 @@ impl Cluster {
                 .and_then(|v| v.parse().ok()),
             _watch_guard: guard,
             protocol_errors_seen: 0,
+            generations: Default::default(),
         }
     }
 
@@ -598,6 +603,9 @@ impl Cluster {
         let now = self.at();
         self.nodes[i].engine.handle(now, input);
         self.drain(i);
+        // Before a power loss may replace the engine: what it changed, it may have sent.
+        let changes = self.nodes[i].engine.take_generation_log();
+        self.generations.check(i, &changes);
         if self.nodes[i].dying {
             self.power_loss(i);
             return;

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod disk;
+mod generation_check;
 pub mod model;
 mod reconfigure;
 pub mod res;

@@ -7,10 +7,9 @@
 use crate::core::admin::pending::PendingAdmin;
 use crate::core::connection::after::After;
 use crate::core::contract::failure::OpenFailure;
-use crate::core::contract::io::{
-    AdminCmd, AdminId, AttachInfo, IoId, IoResult, MetaOpKind, Output,
-};
+use crate::core::contract::io::{AdminCmd, AdminId, AttachInfo, IoId, IoResult, Output};
 use crate::core::contract::refusal::Refusal;
+use crate::core::device::generation::GenEvent;
 use crate::core::engine::Engine;
 use crate::core::io_table::IoOwner;
 use crate::core::state::node_state::ChangeSet;
@@ -166,12 +165,7 @@ impl Engine {
         let degraded =
             self.st.cstate() < ConnState::Connected || self.st.pdsk() <= DiskState::Failed;
         if self.st.disk() > DiskState::Diskless {
-            if (degraded && self.uuids.bitmap == 0) || forced {
-                let v = self.rng.uuid();
-                self.uuids.new_current(v, true);
-            } else {
-                self.uuids.current |= 1;
-            }
+            self.gen_change(GenEvent::Promote { degraded, forced });
         }
         let io = self.change_state(cs.persist());
         self.reply_when_durable(id, "promoted to Primary".into(), io);
@@ -200,7 +194,7 @@ impl Engine {
             self.admin_drain.push((id, AdminCmd::Secondary));
             return Ok(None);
         }
-        self.uuids.current &= !1;
+        self.gen_change(GenEvent::Demote);
         let io = self.change_state(cs.persist());
         self.reply_when_durable(id, "demoted to Secondary".into(), io);
         Ok(None)
@@ -257,25 +251,22 @@ impl Engine {
         let AttachInfo {
             usable_bytes,
             uuids,
-            mut flags,
+            flags,
             unclean,
             mut bitmap,
             al,
         } = *info;
-        if unclean && (flags.primary_ind() || flags.crashed_primary()) {
-            // A Primary went down without demoting: its AL extents were replayed into the
-            // bitmap by the driver; remember it for the handshake (UUID flag 2).
-            flags.set_crashed_primary(true);
-        }
         if flags.full_sync() {
             bitmap.set_all();
-            flags.set_full_sync(false);
         }
         self.usable_bytes = usable_bytes;
         self.local_usable_bytes = usable_bytes;
-        self.uuids = uuids;
-        self.uuids.current &= !1;
-        self.flags = flags;
+        self.gen_change(GenEvent::Attach {
+            uuids,
+            flags,
+            unclean,
+        });
+        let flags = self.gen.flags();
         self.bitmap = Some(bitmap);
         self.al = Some(al);
         let pdsk = if flags.peer_out_dated() {
@@ -353,11 +344,7 @@ impl Engine {
             tracing::warn!(resource = %self.cfg.resource, "closing the disk while the peer has not acknowledged every epoch: the activity log will be replayed on the next attach");
         }
         let io = self.ios.start(IoOwner::Meta { admin: None });
-        let op = MetaOpKind::Superblock {
-            uuids: self.uuids,
-            flags: self.flags,
-            clean,
-        };
+        let op = self.gen.superblock(clean);
         self.emit(Output::Meta { io, op });
         let admin = id.map(|id| PendingAdmin {
             id,
@@ -455,10 +442,9 @@ impl Engine {
         clear_bitmap: bool,
     ) -> Result<Option<String>, Refusal> {
         self.need_disk()?;
-        let just_created = self.uuids.current & !1 == crate::meta::superblock::UUID_JUST_CREATED;
-        self.uuids.clear_bitmap_uuid();
-        let v = self.rng.uuid();
-        self.uuids.new_current(v, self.st.role() == Role::Primary);
+        let just_created = self.gen.just_created();
+        let primary = self.st.role() == Role::Primary;
+        self.gen_change(GenEvent::NewCurrentUuid { primary });
         let mut skip = ChangeSet::new();
         if clear_bitmap {
             if let Some(bm) = self.bitmap.as_mut() {
@@ -470,17 +456,15 @@ impl Engine {
                 && self.st.cstate() == ConnState::Connected
                 && self.st.pdsk() == DiskState::Inconsistent
             {
-                self.uuids.bitmap = 0;
+                self.gen_change(GenEvent::SkipInitialSync);
                 skip = skip.disk(DiskState::UpToDate).pdsk(DiskState::UpToDate);
                 self.send_uuids(crate::core::connection::handshake::UUID_FLAG_SKIP_INITIAL_SYNC);
                 // The peer adopts this generation on receipt (`on_uuids`), so what we know of it
                 // must say so: a SyncTarget finish here adopts the peer's current UUID from this
                 // record, and a stale handshake-time one is a false split brain at the next
                 // handshake (simulator seeds 2685 and 5195).
-                let current = self.uuids.current & !1;
                 if let Some((peer, _)) = self.link.as_mut().and_then(|l| l.peer_uuids.as_mut()) {
-                    peer.current = current;
-                    peer.bitmap = 0;
+                    self.gen.adopted_by_peer_on_skip(peer);
                 }
             }
         }

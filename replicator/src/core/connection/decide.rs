@@ -5,6 +5,7 @@
 use crate::core::connection::after::After;
 use crate::core::connection::handshake::{decide, OurSide, Outcome};
 use crate::core::contract::io::Output;
+use crate::core::device::generation::GenEvent;
 use crate::core::engine::Engine;
 use crate::core::state::node_state::ChangeSet;
 use crate::core::state::{ConnState, DiskState, Role};
@@ -51,8 +52,8 @@ impl Engine {
         let me = OurSide {
             role: self.st.role(),
             disk,
-            uuids: self.uuids,
-            crashed_primary: self.flags.crashed_primary(),
+            uuids: self.gen.uuids(),
+            crashed_primary: self.gen.flags().crashed_primary(),
             discard_my_data: self.discard_my_data,
             changes: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
             reported_changes,
@@ -64,7 +65,7 @@ impl Engine {
             self.emit(Output::Handler { name });
         }
         if decision.demote {
-            self.uuids.current &= !1;
+            self.gen_change(GenEvent::Demote);
             let _ = self.change_state(ChangeSet::new().role(Role::Secondary).persist());
         }
         if !matches!(decision.outcome, Outcome::Refuse { .. })

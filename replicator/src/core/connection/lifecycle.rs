@@ -5,6 +5,7 @@
 use crate::core::connection::after::After;
 use crate::core::connection::handshake::Link;
 use crate::core::contract::io::{LinkId, LinkLoss, Output};
+use crate::core::device::generation::GenEvent;
 use crate::core::engine::Engine;
 use crate::core::state::node_state::ChangeSet;
 use crate::core::state::{ConnState, DiskState, Role};
@@ -117,12 +118,8 @@ impl Engine {
             // so the new generation waits for the thaw (DRBD's NEW_CUR_UUID). Should this node
             // die frozen, the peer's generation supersedes ours without a split brain.
             self.freeze.new_uuid_on_thaw = true;
-        } else if primary_lost_peer
-            && self.st.disk() == DiskState::UpToDate
-            && self.uuids.bitmap == 0
-        {
-            let v = self.rng.uuid();
-            self.uuids.new_current(v, true);
+        } else if primary_lost_peer && self.st.disk() == DiskState::UpToDate {
+            self.gen_change(GenEvent::LostPeer);
         }
         self.usable_bytes = self.local_usable_bytes;
         // Whatever the UUIDs say, the bits just set for the writes the peer may have missed

@@ -4,10 +4,11 @@
 use super::report::{alg_name, BITMAP_RLE_MAX_BYTES};
 use crate::core::connection::after::After;
 use crate::core::connection::handshake::UUID_FLAG_SKIP_INITIAL_SYNC;
+use crate::core::device::generation::GenEvent;
 use crate::core::engine::Engine;
 use crate::core::state::node_state::ChangeSet;
 use crate::core::state::{ConnState, DiskState, Role};
-use crate::meta::superblock::{GenerationUuids, UUID_JUST_CREATED};
+use crate::meta::superblock::GenerationUuids;
 use crate::wire::codes::{disk_from, protocol_code, role_from};
 use crate::wire::Params;
 
@@ -84,13 +85,13 @@ impl Engine {
             return;
         }
         // Skip-initial-sync from `new-current-uuid --clear-bitmap` on the peer.
-        if flags & UUID_FLAG_SKIP_INITIAL_SYNC != 0 && self.uuids.current & !1 == UUID_JUST_CREATED
-        {
+        if flags & UUID_FLAG_SKIP_INITIAL_SYNC != 0 && self.gen.just_created() {
             if let Some(bm) = self.bitmap.as_mut() {
                 bm.clear_all();
             }
-            self.uuids.current = g.current & !1;
-            self.uuids.bitmap = 0;
+            self.gen_change(GenEvent::PeerSkippedInitialSync {
+                peer_current: g.current,
+            });
             let _ = self.change_state(
                 ChangeSet::new()
                     .disk(DiskState::UpToDate)
@@ -154,10 +155,9 @@ impl Engine {
         }
         if self.st.disk() == DiskState::UpToDate
             && disk == DiskState::UpToDate
-            && self.flags.crashed_primary()
+            && self.gen.flags().crashed_primary()
         {
-            self.flags.set_crashed_primary(false);
-            self.persist_superblock();
+            self.gen_change(GenEvent::ClearCrashedPrimary);
         }
     }
 

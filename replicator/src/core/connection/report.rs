@@ -80,7 +80,7 @@ impl Engine {
         if self.discard_my_data {
             flags |= UUID_FLAG_DISCARD_MY_DATA;
         }
-        if self.flags.crashed_primary() {
+        if self.gen.flags().crashed_primary() {
             flags |= UUID_FLAG_CRASHED_PRIMARY;
         }
         if self.reported_disk() == DiskState::Inconsistent {
@@ -91,7 +91,7 @@ impl Engine {
             l.sent_oos_bits = oos_bits;
         }
         self.send(Packet::Uuids {
-            uuids: self.uuids.as_array(),
+            uuids: self.gen.uuids().as_array(),
             oos_bits,
             flags,
         });

@@ -9,6 +9,7 @@
 //! the disk that comes back is resynced from it.
 
 use crate::core::contract::io::{nbd_errno, ClientError, ClientOp, IoFailure, Output, ReqId};
+use crate::core::device::generation::GenEvent;
 use crate::core::engine::{Engine, OnIoError};
 use crate::core::receiver::peer_rx::RxKind;
 use crate::core::request::requests::RemoteReply;
@@ -211,11 +212,9 @@ impl Engine {
         if self.st.disk() != DiskState::UpToDate || !writes_here {
             return;
         }
-        if self.uuids.bitmap == 0 {
-            let v = self.rng.uuid();
-            self.uuids.new_current(v, self.st.role() == Role::Primary);
-            tracing::info!(resource = %self.cfg.resource, "peer's disk is gone while a Primary writes: new current UUID");
-            self.persist_superblock();
-        }
+        // No new generation while a bitmap UUID is pending (the one the peer misses started
+        // already); the superblock is written at once (`Persist::Now`).
+        let primary = self.st.role() == Role::Primary;
+        self.gen_change(GenEvent::PeerDiskGone { primary });
     }
 }

@@ -1,3 +1,5 @@
-//! The local device (DRBD's device): serving without a local disk.
+//! The local device (DRBD's device): serving without a local disk, and its data generation
+//! (generation UUIDs and metadata flags).
 
 pub(crate) mod diskless;
+pub(crate) mod generation;

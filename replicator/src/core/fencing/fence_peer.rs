@@ -12,6 +12,7 @@
 use crate::core::contract::ids::IoId;
 use crate::core::contract::io::{nbd_errno, ClientError, Output};
 use crate::core::contract::refusal::Refusal;
+use crate::core::device::generation::GenEvent;
 use crate::core::engine::Engine;
 use crate::core::io_table::{FencePurpose, HandlerWait, IoOwner};
 use crate::core::policy::fence_result::fence_result;
@@ -199,13 +200,12 @@ impl Engine {
     pub(crate) fn start_deferred_generation(&mut self) -> bool {
         let due = std::mem::take(&mut self.freeze.new_uuid_on_thaw)
             && self.st.role() == Role::Primary
-            && self.st.disk() == DiskState::UpToDate
-            && self.uuids.bitmap == 0;
-        if due {
-            let v = self.rng.uuid();
-            self.uuids.new_current(v, true);
-        }
-        due
+            && self.st.disk() == DiskState::UpToDate;
+        // No new generation while a bitmap UUID is pending (the one the peer misses started
+        // already): nothing to write, nothing to gate.
+        due && self
+            .gen_change(GenEvent::DeferredGeneration)
+            .uuids_changed()
     }
 
     /// The connection came back while I/O was frozen for a fence-peer handler that has not

@@ -44,10 +44,10 @@ impl Engine {
             crate::core::state::node_state::log_change(&self.cfg.resource, &os, &ns, cs.reason());
             self.status_changed();
         }
-        let old_flags = self.flags;
+        let old_flags = self.gen.flags();
         self.after_state_change(&os, &ns);
         self.sync_flags_from_state();
-        if cs.persists() || self.flags != old_flags {
+        if cs.persists() || self.gen.flags() != old_flags {
             self.persist_superblock()
         } else {
             None

@@ -4,21 +4,20 @@
 
 use crate::core::connection::handshake::PeerReport;
 use crate::core::contract::split_brain::{side, PeerAtSplit, SbView};
+use crate::core::device::generation::GenEvent;
 use crate::core::engine::Engine;
 
 impl Engine {
     /// The sticky split-brain flag.
     pub fn split_brain(&self) -> bool {
-        self.flags.split_brain()
+        self.gen.flags().split_brain()
     }
 
     /// A handshake found a split brain it could not resolve: raise the flag (persisted) and
     /// keep what the peer reported.
     pub(crate) fn note_split_brain(&mut self, peer: &PeerReport) {
         self.sb_peer = Some(PeerAtSplit::from_report(peer));
-        if !self.flags.split_brain() {
-            self.flags.set_split_brain(true);
-            self.persist_superblock();
+        if self.gen_change(GenEvent::SplitBrain(true)).changed() {
             self.status_changed();
         }
     }
@@ -27,20 +26,19 @@ impl Engine {
     /// split brain there was is resolved.
     pub(crate) fn note_split_brain_resolved(&mut self) {
         self.sb_peer = None;
-        if self.flags.split_brain() {
+        if self.gen.flags().split_brain() {
             tracing::info!(resource = %self.cfg.resource, "split brain resolved");
-            self.flags.set_split_brain(false);
-            self.persist_superblock();
+            self.gen_change(GenEvent::SplitBrain(false));
             self.status_changed();
         }
     }
 
     /// Both sides of the split brain, as far as this node knows them.
     pub fn split_brain_view(&self) -> SbView {
-        let local = side(self.uuids, self.st.role(), self.bitmap.as_ref());
+        let local = side(self.gen.uuids(), self.st.role(), self.bitmap.as_ref());
         let peer = self.sb_peer.as_ref().map(PeerAtSplit::side);
         SbView {
-            split_brain: self.flags.split_brain(),
+            split_brain: self.gen.flags().split_brain(),
             local,
             peer,
         }

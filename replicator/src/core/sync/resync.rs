@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::core::connection::after::After;
 use crate::core::contract::ids::LinkId;
 use crate::core::contract::io::{Extent, HashAlg, IoFailure, Output, PeerDiskOp};
+use crate::core::device::generation::GenEvent;
 use crate::core::engine::Engine;
 use crate::core::io_table::{HandlerWait, IoOwner};
 use crate::core::state::node_state::ChangeSet;
@@ -22,7 +23,6 @@ use crate::core::sync::verify_state::Aux;
 use crate::digest::Digests;
 use crate::meta::bitmap::Bitmap;
 use crate::meta::layout::BITMAP_BLOCK_BYTES;
-use crate::meta::superblock::UuidIndex;
 use crate::wire::Packet;
 
 impl Engine {
@@ -61,8 +61,10 @@ impl Engine {
         self.emit(Output::Handler {
             name: "before-resync-source",
         });
-        let v = self.rng.uuid();
-        let sync_uuid = self.uuids.start_sync_source(v);
+        let sync_uuid = self
+            .gen_change(GenEvent::StartSyncSource)
+            .sent
+            .unwrap_or_default();
         let _ = self.change_state(
             ChangeSet::new()
                 .cstate(ConnState::SyncSource)
@@ -139,8 +141,7 @@ impl Engine {
             self.protocol_error("a second SyncUuid while the resync is about to start".into());
             return;
         }
-        self.uuids.set_no_history(UuidIndex::Current, uuid, false);
-        self.uuids.bitmap = 0;
+        self.gen_change(GenEvent::SyncUuid(uuid));
         let _ = now;
         // The resync starts once before-resync-target returned (a snapshot hook: DRBD waits).
         self.run_handler(
@@ -329,11 +330,10 @@ impl Engine {
         // Adopt the source's generation (drbd_resync_finished): our sync UUID goes to history.
         if let Some((peer, _)) = self.link.as_ref().and_then(|l| l.peer_uuids) {
             let primary = self.st.role() == Role::Primary;
-            let own = self.uuids.current;
-            self.uuids.set(UuidIndex::Bitmap, own & !1, primary);
-            self.uuids
-                .set_no_history(UuidIndex::Current, peer.current, primary);
-            self.uuids.clear_bitmap_uuid();
+            self.gen_change(GenEvent::FinishTarget {
+                peer_current: peer.current,
+                primary,
+            });
         }
         let done = format!(
             "Resync done (total {secs} sec; {} K/sec)",
@@ -359,7 +359,7 @@ impl Engine {
             tracing::warn!(resource = %self.cfg.resource, "peer finished the resync but {left} bits are still set here");
         }
         self.resync = None;
-        self.uuids.clear_bitmap_uuid();
+        self.gen_change(GenEvent::FinishSource);
         let _ = self.change_state(
             ChangeSet::new()
                 .cstate(ConnState::Connected)
