@@ -1555,10 +1555,7 @@ impl Cluster {
 
     /// Run an admin command and the cluster until it is answered (at most 10 s).
     pub fn admin(&mut self, i: usize, cmd: AdminCmd) -> Result<String, Refusal> {
-        let id = self.nodes[i].next_admin;
-        self.nodes[i].next_admin = self.nodes[i].next_admin.next();
-        self.log(format!("{} {:?}", self.nodes[i].name, cmd));
-        self.feed(i, Input::Admin { id, cmd });
+        let id = self.admin_nowait(i, cmd);
         for _ in 0..2000 {
             if let Some(r) = self.nodes[i].admin_replies.remove(&id) {
                 if let Err(e) = &r {
@@ -1574,6 +1571,15 @@ impl Cluster {
         Err(Refusal::MetaIo {
             message: "admin command not answered".into(),
         })
+    }
+
+    /// Hand node `i` an admin command and return at once (`admin` waits for the answer).
+    pub fn admin_nowait(&mut self, i: usize, cmd: AdminCmd) -> AdminId {
+        let id = self.nodes[i].next_admin;
+        self.nodes[i].next_admin = self.nodes[i].next_admin.next();
+        self.log(format!("{} {:?}", self.nodes[i].name, cmd));
+        self.feed(i, Input::Admin { id, cmd });
+        id
     }
 
     fn new_req(&mut self) -> ReqId {

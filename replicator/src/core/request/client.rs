@@ -127,6 +127,15 @@ impl Engine {
         let Some((start, len)) = op.write_range() else {
             return true;
         };
+        if self.ios.closing() && self.st.disk() > DiskState::Failed {
+            // `detach` is closing a healthy disk whose last superblock may already call it
+            // clean: a write issued now would land after it, unrecorded, and reach the peer
+            // before our Diskless state, so the peer would not mark it for us either. It waits
+            // with the activity-log waiters and goes out once we are Diskless
+            // (`disk_closed` announces the state first).
+            self.requests.wait_for_al_slot(req);
+            return true;
+        }
         // Without a usable disk there is no local write to cover (a Failed disk's AL may not
         // even be writable any more).
         if self.st.disk() > DiskState::Failed {
