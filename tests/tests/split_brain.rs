@@ -54,6 +54,21 @@ fn identical_pair(test: &str, net: &[&str]) -> Cluster {
     c
 }
 
+/// `split-brain resolve r0 --keep node-a --save SAVE --peer-run-dir PEER_DIR`.
+fn resolve_keeping_node_a<'a>(save: &'a str, peer_dir: &'a str) -> [&'a str; 9] {
+    [
+        "split-brain",
+        "resolve",
+        "r0",
+        "--keep",
+        "node-a",
+        "--save",
+        save,
+        "--peer-run-dir",
+        peer_dir,
+    ]
+}
+
 #[test]
 fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
     require_tool("qemu-io", "qemu-utils");
@@ -336,17 +351,7 @@ fn split_brain_show_resolve_save_and_restore() {
     let victim_image = backing_bytes(b, 0, usable);
     let save = c.dir.join("saved");
     let save_s = save.display().to_string();
-    b.ok(&[
-        "split-brain",
-        "resolve",
-        "r0",
-        "--keep",
-        "node-a",
-        "--save",
-        &save_s,
-        "--peer-run-dir",
-        &a_dir,
-    ]);
+    b.ok(&resolve_keeping_node_a(&save_s, &a_dir));
     flag_cleared_on_both(a, b);
     assert_identical(a, b);
     assert_eq!(backing_bytes(b, 2 * MIB, 4096), vec![0u8; 4096]);
@@ -499,17 +504,7 @@ fn split_brain_save_from_the_survivor_reads_the_victim_through_its_socket() {
     let save = c.dir.join("saved-remote");
     let save_s = save.display().to_string();
     let b_dir = b.run_dir.display().to_string();
-    let args = [
-        "split-brain",
-        "resolve",
-        "r0",
-        "--keep",
-        "node-a",
-        "--save",
-        &save_s,
-        "--peer-run-dir",
-        &b_dir,
-    ];
+    let args = resolve_keeping_node_a(&save_s, &b_dir);
     let mut runner = hiding(&b.disk);
     runner.arg(bin("repadm"));
     a.succeeded(&args, &a.repadm_via(runner, &args));

@@ -113,6 +113,8 @@ impl IoOwner {
 pub(crate) struct IoTable {
     next: IoId,
     owners: IdMap<IoId, IoOwner>,
+    /// `CloseDisk` operations in flight: `closing` is asked on every client write.
+    closes: usize,
 }
 
 impl Default for IoTable {
@@ -120,6 +122,7 @@ impl Default for IoTable {
         IoTable {
             next: IoId(1),
             owners: IdMap::default(),
+            closes: 0,
         }
     }
 }
@@ -129,6 +132,9 @@ impl IoTable {
     pub(crate) fn start(&mut self, owner: IoOwner) -> IoId {
         let io = self.next;
         self.next = io.next();
+        if matches!(owner, IoOwner::CloseDisk { .. }) {
+            self.closes += 1;
+        }
         self.owners.insert(io, owner);
         io
     }
@@ -136,7 +142,11 @@ impl IoTable {
     /// The owner of a completed operation; `None` for an id the engine never issued or whose
     /// completion already came (a driver bug or a stale completion: ignored).
     pub(crate) fn finish(&mut self, io: IoId) -> Option<IoOwner> {
-        self.owners.remove(&io)
+        let owner = self.owners.remove(&io);
+        if matches!(owner, Some(IoOwner::CloseDisk { .. })) {
+            self.closes -= 1;
+        }
+        owner
     }
 
     /// Admin reply `admin` waits for metadata write `io` (issued as `Meta { admin: None }`).
@@ -170,9 +180,14 @@ impl IoTable {
 
     /// A close of the backing device is under way (at most one is).
     pub(crate) fn closing(&self) -> bool {
-        self.owners
-            .values()
-            .any(|o| matches!(o, IoOwner::CloseDisk { .. }))
+        debug_assert_eq!(
+            self.closes,
+            self.owners
+                .values()
+                .filter(|o| matches!(o, IoOwner::CloseDisk { .. }))
+                .count()
+        );
+        self.closes > 0
     }
 }
 
