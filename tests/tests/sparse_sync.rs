@@ -4,12 +4,11 @@
 //! `rep_peer_link_sent_bytes_total` (every byte written to the peer's sockets), the disks
 //! compared whole, holes included, and the target's allocation read from st_blocks.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rep_tests::metrics::scrape;
 use rep_tests::pair::PairConf;
 use rep_tests::{free_port, require_root, require_tool, run, run_ok, wait_for, Cluster, Node};
 
@@ -36,13 +35,7 @@ fn pair_with_metrics(conf: PairConf) -> (Cluster, u16) {
 
 /// One sample of `GET /metrics` on `port`.
 fn metric(port: u16, name: &str) -> u64 {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics-listen");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .expect("send");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read metrics");
+    let text = scrape(port);
     text.lines()
         .find(|l| l.starts_with(&format!("{name}{{")))
         .and_then(|l| l.rsplit(' ').next())
