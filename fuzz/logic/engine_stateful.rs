@@ -11,6 +11,7 @@ use rep_replicator::core::peer::PeerSettings;
 use rep_replicator::digest::Digests;
 use rep_replicator::core::{
     AdminCmd, AdminId, AttachInfo, ClientOp, Engine, EngineConfig, Input, IoFailure, IoId, LinkId,
+    NodeId,
     LinkLoss, OnIoError, OpenFailure, OsError, Output, PeerDiskOp, ReqId,
 };
 use rep_replicator::meta::al::ActivityLog;
@@ -66,6 +67,9 @@ fn config(b: u8) -> EngineConfig {
     EngineConfig {
         resource: "r0".into(),
         node: "node-a".into(),
+        node_id: NodeId(0),
+        peer_id: NodeId(1),
+        peer_node: "node-b".into(),
         minor: 0,
         device: "/dev/drbd0".into(),
         protocol,

@@ -10,29 +10,22 @@
 //! What can change `poll_output`'s answer: any `handle` call. What can change `next_timeout`:
 //! any `handle` call.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::connection::handshake::Link;
+use super::admin::pending::AdminWaits;
+use super::connection::peers::Peers;
 use super::contract::config::EngineConfig;
 use super::contract::failure::OpenFailure;
-use super::contract::io::{
-    AdminCmd, AdminId, AttachInfo, Extent, Input, IoFailure, IoId, IoResult, Output,
-};
+use super::contract::io::{AttachInfo, Extent, Input, IoFailure, IoId, IoResult, Output};
 use super::contract::rng::Rng;
-use super::contract::split_brain::PeerAtSplit;
-use super::device::generation::{self, GenChange, GenEvent, Generation, Persist};
+use super::device::generation::{self, GenChange, GenEvent, Persist};
+use super::device::local::Device;
 use super::fencing::freeze::Freeze;
 use super::io_table::{IoOwner, IoTable};
-use super::receiver::peer_rx::PeerRx;
 use super::request::requests::Requests;
-use super::request::transfer_log::TransferLog;
 use super::state::node_state::NodeState;
 use super::state::{ConnState, DiskState, Role};
-use super::sync::resync_state::Resync;
-use super::sync::verify_state::Verify;
-use crate::meta::al::ActivityLog;
-use crate::meta::bitmap::Bitmap;
 use crate::meta::superblock::{GenerationUuids, MdFlags};
 
 pub use super::contract::config::OnIoError;
@@ -88,100 +81,59 @@ impl Completion {
     }
 }
 
-pub struct Engine {
-    pub(crate) cfg: EngineConfig,
-    /// Role, connection and disk states: written only by `change_state`.
-    pub(crate) st: NodeState,
+/// What the engine queues for the driver: outputs, and whether `status` changed.
+#[derive(Debug, Default)]
+pub(in crate::core) struct Outbox {
+    pub(in crate::core) queue: VecDeque<Output>,
     /// Something `status` shows changed during this input: one `StateChanged` at its end.
-    status_dirty: bool,
-    /// The agreed (smaller) size while connected, else ours.
-    pub(crate) usable_bytes: u64,
-    /// Our own usable size (0 without a disk).
-    pub(crate) local_usable_bytes: u64,
-    /// Generation UUIDs and metadata flags: changed only through `gen_change`.
-    pub(crate) gen: Generation,
-    /// The bitmap and activity log of the attached disk (present exactly while one is).
-    pub(crate) bitmap: Option<Bitmap>,
-    pub(crate) al: Option<ActivityLog>,
-    /// Activity-log extents whose transaction is being written: writes to them wait.
-    pub(crate) al_writing: HashSet<u64>,
-    pub(crate) rng: Rng,
-    pub(crate) outputs: VecDeque<Output>,
+    pub(in crate::core) status_dirty: bool,
+}
+
+/// One resource on one node (docs/architecture.md §4.1): the coordinator of the parts below.
+/// Its fields are visible to the `impl Engine` blocks of `core/` and nowhere else.
+pub struct Engine {
+    pub(in crate::core) cfg: EngineConfig,
+    /// Role, connection and disk states: written only by `change_state`.
+    pub(in crate::core) st: NodeState,
+    /// Size, generation, bitmap and activity log of the local disk.
+    pub(in crate::core) dev: Device,
+    /// Everything kept per peer, keyed by node id.
+    pub(in crate::core) peers: Peers,
+    /// The client requests (and the clients' count and last write).
+    pub(in crate::core) requests: Requests,
     /// Every operation in flight and who waits for it.
-    pub(crate) ios: IoTable,
-    pub(crate) requests: Requests,
-    pub(crate) open_clients: u32,
-    /// The peer was Outdated (by fencing, or found so at attach): `unfence-peer` is due when it
-    /// is UpToDate again.
-    pub(crate) peer_fenced: bool,
-    /// `secondary`/`detach` waiting for in-flight client requests to drain.
-    pub(crate) admin_drain: Vec<(AdminId, AdminCmd)>,
-    /// `primary` waiting for the peer's consent: (admin id, --force).
-    pub(crate) pending_primary: Option<(AdminId, bool)>,
-    pub(crate) counters: Counters,
-    pub(crate) last_now: Option<Instant>,
-    pub(crate) link: Option<Link>,
-    /// `connect --discard-my-data`: this node volunteers to lose a split brain.
-    pub(crate) discard_my_data: bool,
-    /// The peer's side of an unresolved split brain, from the handshake that found it.
-    pub(crate) sb_peer: Option<PeerAtSplit>,
-    pub(crate) tl: TransferLog,
-    pub(crate) rx: PeerRx,
-    pub(crate) resync: Option<Resync>,
-    pub(crate) verify: Option<Verify>,
-    pub(crate) last_verify_oos: Option<u64>,
-    /// Equal generations met set bits and no side may be taken as the source: what the
-    /// operator must settle, shown in status until a resync starts or the link goes.
-    pub(crate) oos_notice: Option<String>,
-    /// The blocks the last verify found out of sync, merged ranges (bytes).
-    pub(crate) verify_ranges: Vec<(u64, u64)>,
-    /// Last client write, for the resync controller's c-min-rate.
-    pub(crate) last_app_write: Option<Instant>,
+    pub(in crate::core) ios: IoTable,
+    /// Client I/O held while fencing froze it (`NodeState::susp_fen`), replies held by the
+    /// generation gate.
+    pub(in crate::core) freeze: Freeze,
+    /// Admin commands waiting for a drain, a vote or a renegotiation.
+    pub(in crate::core) admin: AdminWaits,
+    pub(in crate::core) counters: Counters,
     /// The `resync-after` resource is resyncing now.
-    pub(crate) dependency_syncing: bool,
-    /// Client I/O held while fencing froze it (`NodeState::susp_fen`).
-    pub(crate) freeze: Freeze,
-    /// After an adjust of an agreed setting: reconnect a refused link for a while.
-    pub(crate) renegotiation: crate::core::admin::renegotiate::Renegotiation,
+    pub(in crate::core) dependency_syncing: bool,
+    pub(in crate::core) rng: Rng,
+    pub(in crate::core) last_now: Option<Instant>,
+    out: Outbox,
 }
 
 impl Engine {
     /// A fresh engine: Secondary, Diskless, StandAlone, as after `drbdsetup new-minor`.
     pub fn new(cfg: EngineConfig, seed: u64) -> Engine {
+        let peers = Peers::new(cfg.peer_id, cfg.peer_node.clone());
         Engine {
             cfg,
             st: NodeState::initial(),
-            status_dirty: false,
-            usable_bytes: 0,
-            local_usable_bytes: 0,
-            gen: Generation::default(),
-            bitmap: None,
-            al: None,
-            al_writing: HashSet::new(),
-            rng: Rng::new(seed),
-            outputs: VecDeque::new(),
-            ios: IoTable::default(),
+            dev: Device::default(),
+            peers,
             requests: Requests::default(),
-            open_clients: 0,
-            peer_fenced: false,
-            admin_drain: Vec::new(),
-            pending_primary: None,
-            counters: Counters::default(),
-            last_now: None,
-            link: None,
-            discard_my_data: false,
-            sb_peer: None,
-            tl: TransferLog::default(),
-            rx: PeerRx::default(),
-            resync: None,
-            verify: None,
-            last_verify_oos: None,
-            oos_notice: None,
-            verify_ranges: Vec::new(),
-            last_app_write: None,
-            dependency_syncing: false,
+            ios: IoTable::default(),
             freeze: Freeze::default(),
-            renegotiation: Default::default(),
+            admin: AdminWaits::default(),
+            counters: Counters::default(),
+            dependency_syncing: false,
+            rng: Rng::new(seed),
+            last_now: None,
+            out: Outbox::default(),
         }
     }
 
@@ -189,13 +141,13 @@ impl Engine {
     pub fn handle(&mut self, now: Instant, input: Input) {
         self.last_now = Some(now);
         match input {
-            Input::ClientOpened => self.open_clients += 1,
+            Input::ClientOpened => self.requests.open_clients += 1,
             Input::ClientClosed => {
-                self.open_clients = self.open_clients.saturating_sub(1);
+                self.requests.open_clients = self.requests.open_clients.saturating_sub(1);
             }
             Input::Client { req, op } => {
                 if op.write_range().is_some() {
-                    self.last_app_write = Some(now);
+                    self.requests.last_app_write = Some(now);
                 }
                 self.client_request(req, op)
             }
@@ -229,7 +181,7 @@ impl Engine {
         self.close_failed_disk_when_idle();
         self.renegotiate_step(now);
         self.announce_state();
-        if std::mem::take(&mut self.status_dirty) {
+        if std::mem::take(&mut self.out.status_dirty) {
             self.emit(Output::StateChanged);
         }
         #[cfg(debug_assertions)]
@@ -301,7 +253,7 @@ impl Engine {
 
     /// Drain one output. Call until `None` after every `handle`.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        self.out.queue.pop_front()
     }
 
     /// Earliest time `handle(now, Input::Timer)` is due: pings, ko-count, closing an aged epoch,
@@ -311,7 +263,7 @@ impl Engine {
             self.peer_next_timeout(),
             self.epoch_deadline(),
             self.resync_wake(),
-            self.renegotiation.next_timeout(),
+            self.admin.renegotiation.next_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -320,7 +272,7 @@ impl Engine {
 
     /// Queue the bitmap pages changed since the last persist (metadata writes run in order).
     pub(crate) fn write_dirty_bitmap_pages(&mut self) {
-        let Some(bm) = self.bitmap.as_mut() else {
+        let Some(bm) = self.dev.bitmap.as_mut() else {
             return;
         };
         let flush_data = bm.cleared_since_persist();
@@ -338,7 +290,7 @@ impl Engine {
 
     /// What `status` shows changed: publish it at the end of this input.
     pub(crate) fn status_changed(&mut self) {
-        self.status_dirty = true;
+        self.out.status_dirty = true;
     }
 
     /// Write dirty bitmap pages, then the superblock. Returns the superblock write (none
@@ -350,7 +302,7 @@ impl Engine {
         self.sync_flags_from_state();
         self.write_dirty_bitmap_pages();
         let io = self.ios.start(IoOwner::Meta { admin: None });
-        let op = self.gen.superblock(false);
+        let op = self.dev.gen.superblock(false);
         self.emit(Output::Meta { io, op });
         Some(io)
     }
@@ -360,7 +312,7 @@ impl Engine {
     /// superblock for a `Persist::Now` event; for the others the caller's state change or
     /// `persist_superblock` in the same input writes it (`check_invariants` checks).
     pub(crate) fn gen_change(&mut self, ev: GenEvent) -> GenChange {
-        let mut change = self.gen.apply(ev, &mut self.rng);
+        let mut change = self.dev.gen.apply(ev, &mut self.rng);
         if change.changed() {
             generation::log_change(&self.cfg.resource, &change);
             if ev.persist() == Persist::Now {
@@ -373,11 +325,11 @@ impl Engine {
     /// The generation changes since the last call, for the simulator's checks.
     #[cfg(feature = "sim")]
     pub(crate) fn take_generation_log(&mut self) -> Vec<GenChange> {
-        self.gen.take_log()
+        self.dev.gen.take_log()
     }
 
     pub(crate) fn emit(&mut self, out: Output) {
-        self.outputs.push_back(out);
+        self.out.queue.push_back(out);
     }
 
     pub fn role(&self) -> Role {
@@ -400,13 +352,13 @@ impl Engine {
         self.st.susp_fen()
     }
     pub fn usable_bytes(&self) -> u64 {
-        self.usable_bytes
+        self.dev.usable_bytes
     }
     pub fn uuids(&self) -> GenerationUuids {
-        self.gen.uuids()
+        self.dev.gen.uuids()
     }
     pub fn flags(&self) -> MdFlags {
-        self.gen.flags()
+        self.dev.gen.flags()
     }
     pub fn counters(&self) -> Counters {
         let mut c = self.counters;
@@ -415,32 +367,32 @@ impl Engine {
             .ios
             .count(|o| matches!(o, IoOwner::Client { .. } | IoOwner::ClientFlush { .. }))
             as u64;
-        c.ep = self.tl.unacked() as u64;
-        c.ua = self.rx.unacked() as u64;
+        c.ep = self.peers.data().tl.unacked() as u64;
+        c.ua = self.peers.data().rx.unacked() as u64;
         c
     }
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
     pub fn open_clients(&self) -> u32 {
-        self.open_clients
+        self.requests.open_clients
     }
     /// Bytes the peer sent that are not yet on our disk: the driver stops reading the data
     /// socket while this is over `max-buffers`, so a slow disk pushes back on the sender
     /// through TCP instead of growing this node.
     pub fn peer_rx_backlog_bytes(&self) -> u64 {
-        self.rx.backlog_bytes()
+        self.peers.data().rx.backlog_bytes()
     }
 
     /// Out-of-sync KiB (bitmap bits × 4), as `oos:` in /proc/drbd.
     pub fn oos_kib(&self) -> u64 {
-        self.bitmap.as_ref().map_or(0, |b| b.count_ones() * 4)
+        self.dev.bitmap.as_ref().map_or(0, |b| b.count_ones() * 4)
     }
 
     /// Out-of-sync blocks the handshake could not give a resync direction (see
     /// `handshake::equal_generations_with_bits`), with the command that settles them.
     pub fn oos_notice(&self) -> Option<&str> {
-        self.oos_notice.as_deref()
+        self.peers.data().oos_notice.as_deref()
     }
 
     /// May this node serve client I/O now? (docs/architecture.md §6.2 step 2.)
@@ -474,7 +426,7 @@ impl Engine {
             role: self.st.role(),
             cstate: self.st.cstate(),
             pdsk: self.st.pdsk(),
-            peer_fenced: self.peer_fenced,
+            peer_fenced: self.peers.data().fenced,
         });
     }
 
@@ -496,8 +448,8 @@ impl Engine {
         );
         // The peer-write backlog the driver reads after every input is kept, not summed.
         assert_eq!(
-            self.rx.backlog_bytes(),
-            self.rx.backlog_bytes_recounted(),
+            self.peers.data().rx.backlog_bytes(),
+            self.peers.data().rx.backlog_bytes_recounted(),
             "peer backlog count drifted"
         );
         // I/O is frozen only by fencing, on a Primary (held requests need it frozen); replies
@@ -514,37 +466,41 @@ impl Engine {
                 );
             }
         }
+        // Node ids are unique: no peer has ours.
+        for p in self.peers.iter() {
+            assert_ne!(p.id, self.cfg.node_id, "peer {} has our node id", p.name);
+        }
         // Without a connection the peer's role is unknown.
-        if self.link.is_none() {
+        if self.peers.data().link.is_none() {
             assert_eq!(self.st.peer_role(), Role::Unknown);
         }
         // Sync states need a link; a link never coexists with StandAlone.
         if cstate >= ConnState::WFReportParams {
-            assert!(self.link.is_some(), "{cstate} without a link");
+            assert!(self.peers.data().link.is_some(), "{cstate} without a link");
         }
         if cstate == ConnState::StandAlone {
-            assert!(self.link.is_none(), "StandAlone with a link");
+            assert!(self.peers.data().link.is_none(), "StandAlone with a link");
         }
         // Resync and verify only run in their states.
-        if self.resync.is_some() {
+        if self.peers.data().resync.is_some() {
             assert!(cstate.is_sync(), "resync state in {cstate}");
         }
-        if self.verify.is_some() {
+        if self.peers.data().verify.is_some() {
             assert_eq!(cstate, ConnState::VerifyS, "verify state in {cstate}");
         }
-        assert!(self.usable_bytes <= self.local_usable_bytes || disk <= DiskState::Failed);
+        assert!(self.dev.usable_bytes <= self.dev.local_usable_bytes || disk <= DiskState::Failed);
         if disk == DiskState::Diskless {
-            assert!(self.bitmap.is_none(), "Diskless node holds a bitmap");
+            assert!(self.dev.bitmap.is_none(), "Diskless node holds a bitmap");
         }
-        if let Some(b) = &self.bitmap {
+        if let Some(b) = &self.dev.bitmap {
             // `size` in the disk section may export less than the bitmap covers, never more.
             assert!(
-                b.len_bits() >= self.usable_bytes.div_ceil(4096),
+                b.len_bits() >= self.dev.usable_bytes.div_ceil(4096),
                 "bitmap shorter than the device"
             );
         }
         // The role bit of the current UUID mirrors the role.
-        let uuids = self.gen.uuids();
+        let uuids = self.dev.gen.uuids();
         if disk > DiskState::Diskless && uuids.current > 4 {
             assert_eq!(
                 uuids.current & 1 == 1,
@@ -555,7 +511,7 @@ impl Engine {
         // Every generation change reaches the superblock write issued in the input that made
         // it; a SyncTarget's sync UUID, the one that starts the resync (device/generation.rs).
         if disk > DiskState::Failed {
-            if let Some(ev) = self.gen.unsaved() {
+            if let Some(ev) = self.dev.gen.unsaved() {
                 assert!(
                     ev.persist() == Persist::AtResyncStart && cstate == ConnState::WFSyncUUID,
                     "generation change not written: {ev:?} (cstate {cstate})"
@@ -565,13 +521,13 @@ impl Engine {
         // Every activity-log reference has a holder: a request, a peer write, or an epoch the
         // peer has not acknowledged (a leak would pin the extent forever, a missing one
         // would let it be evicted under a write in flight).
-        if let Some(al) = &self.al {
+        if let Some(al) = &self.dev.al {
             let mut held: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
             for ext in self
                 .requests
                 .held_extents()
-                .chain(self.rx.held_extents())
-                .chain(self.tl.parked_extents())
+                .chain(self.peers.data().rx.held_extents())
+                .chain(self.peers.data().tl.parked_extents())
             {
                 *held.entry(ext).or_default() += 1;
             }

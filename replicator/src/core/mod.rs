@@ -43,7 +43,7 @@ pub mod peer {
 pub use crate::wire::PROTOCOL_VERSION;
 pub use contract::config::{EngineConfig, OnIoError, PeerSettings};
 pub use contract::failure::{NetFailure, OpenFailure, OsError};
-pub use contract::ids::IdMap;
+pub use contract::ids::{IdMap, NodeId};
 pub use contract::io::{
     AdminCmd, AdminId, AttachInfo, ClientError, ClientOp, DiskOpKind, FixSource, HashAlg, Input,
     IoFailure, IoId, IoResult, LinkId, LinkLoss, MetaOpKind, Output, PeerDiskOp, ReqId,

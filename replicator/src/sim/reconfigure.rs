@@ -7,7 +7,7 @@ use crate::core::{EngineConfig, Input};
 impl Cluster {
     /// Give node `i` its running configuration changed by `change`.
     pub fn reconfigure(&mut self, i: usize, change: impl FnOnce(&mut EngineConfig)) {
-        let mut cfg = self.nodes[i].engine.cfg.clone();
+        let mut cfg = self.nodes[i].engine.config().clone();
         change(&mut cfg);
         self.feed(i, Input::Reconfigure { cfg: Box::new(cfg) });
     }

@@ -26,7 +26,7 @@ impl Engine {
             AdminCmd::Detach { force } => self.cmd_detach(id, cmd, force),
             AdminCmd::Connect { discard_my_data } => self.cmd_connect(discard_my_data),
             AdminCmd::Disconnect { .. } => {
-                self.renegotiation.stop();
+                self.admin.renegotiation.stop();
                 self.cmd_disconnect()
             }
             AdminCmd::Outdate => self.cmd_outdate(id),
@@ -118,7 +118,7 @@ impl Engine {
         if self.st.role() == Role::Primary {
             return Ok(Some("already Primary".into()));
         }
-        if self.pending_primary.is_some() {
+        if self.admin.pending_primary.is_some() {
             return Err(Refusal::ConcurrentStateChange);
         }
         self.promote_or_fence(id, force)?;
@@ -174,7 +174,7 @@ impl Engine {
             && self.st.cstate() == ConnState::Connected
             && self.st.pdsk() == DiskState::Inconsistent
         {
-            if let Some(bm) = self.bitmap.as_mut() {
+            if let Some(bm) = self.dev.bitmap.as_mut() {
                 bm.set_all();
             }
             self.send_uuids(0);
@@ -191,7 +191,7 @@ impl Engine {
         if self.client_io_pending() {
             // A client that just went away may still have requests in flight: they finish
             // as Primary (replicated and acknowledged or failed), then the demotion goes on.
-            self.admin_drain.push((id, AdminCmd::Secondary));
+            self.admin.drain.push((id, AdminCmd::Secondary));
             return Ok(None);
         }
         self.gen_change(GenEvent::Demote);
@@ -259,16 +259,16 @@ impl Engine {
         if flags.full_sync() {
             bitmap.set_all();
         }
-        self.usable_bytes = usable_bytes;
-        self.local_usable_bytes = usable_bytes;
+        self.dev.usable_bytes = usable_bytes;
+        self.dev.local_usable_bytes = usable_bytes;
         self.gen_change(GenEvent::Attach {
             uuids,
             flags,
             unclean,
         });
-        let flags = self.gen.flags();
-        self.bitmap = Some(bitmap);
-        self.al = Some(al);
+        let flags = self.dev.gen.flags();
+        self.dev.bitmap = Some(bitmap);
+        self.dev.al = Some(al);
         let pdsk = if flags.peer_out_dated() {
             DiskState::Outdated
         } else {
@@ -277,7 +277,7 @@ impl Engine {
         let state = disk_state_on_attach(flags, pdsk, self.cfg.fencing);
         let io = self.change_state(ChangeSet::new().disk(state).pdsk(pdsk).persist());
         self.reply_when_durable(pending.id, pending.message, io);
-        if self.link.is_some() {
+        if self.peers.data().link.is_some() {
             let _ = self.change_state(
                 ChangeSet::new()
                     .disk(DiskState::Negotiating)
@@ -309,7 +309,7 @@ impl Engine {
         // A Primary must keep access to UpToDate data (DRBD's rule 9).
         self.check_state(&ChangeSet::new().disk(DiskState::Diskless))?;
         if self.requests.in_flight() > 0 && !force {
-            self.admin_drain.push((id, cmd));
+            self.admin.drain.push((id, cmd));
             return Ok(None);
         }
         self.close_disk(Some(id));
@@ -336,7 +336,7 @@ impl Engine {
         // peer's volatile cache, and if the peer loses power they exist on stable storage
         // nowhere but here; the replayed extents resync them at the next handshake.
         let idle = self.ios.data_device_idle();
-        let peer_unacked = self.tl.waits_for_peer();
+        let peer_unacked = self.peers.data_mut().tl.waits_for_peer();
         let clean = idle && !peer_unacked;
         if !idle {
             tracing::warn!(resource = %self.cfg.resource, "closing the disk with I/O in flight: the activity log will be replayed on the next attach");
@@ -344,7 +344,7 @@ impl Engine {
             tracing::warn!(resource = %self.cfg.resource, "closing the disk while the peer has not acknowledged every epoch: the activity log will be replayed on the next attach");
         }
         let io = self.ios.start(IoOwner::Meta { admin: None });
-        let op = self.gen.superblock(clean);
+        let op = self.dev.gen.superblock(clean);
         self.emit(Output::Meta { io, op });
         let admin = id.map(|id| PendingAdmin {
             id,
@@ -356,24 +356,26 @@ impl Engine {
 
     pub(crate) fn disk_closed(&mut self, admin: Option<PendingAdmin>) {
         let _ = self.change_state(ChangeSet::new().disk(DiskState::Diskless));
-        self.bitmap = None;
-        self.al = None;
+        self.dev.bitmap = None;
+        self.dev.al = None;
         // References into the activity log that is gone; writes that waited for one of its
         // slots go on without it (through the peer).
-        self.tl.forget_extents();
+        self.peers.data_mut().tl.forget_extents();
         self.requests.forget_extents();
-        self.rx.forget_extents();
-        self.al_writing.clear();
+        self.peers.data_mut().rx.forget_extents();
+        self.dev.al_writing.clear();
         self.announce_state();
         self.retry_al_waiters();
         // Connected, the device keeps the peer's size: a Diskless Primary serves through it.
-        self.usable_bytes = self
+        self.dev.usable_bytes = self
+            .peers
+            .data_mut()
             .link
             .as_ref()
             .filter(|l| l.decided)
             .and_then(|l| l.peer_usable)
             .unwrap_or(0);
-        self.local_usable_bytes = 0;
+        self.dev.local_usable_bytes = 0;
         self.status_changed();
         if let Some(p) = admin {
             self.emit(Output::AdminReply {
@@ -395,7 +397,7 @@ impl Engine {
         if discard_my_data && self.st.role() == Role::Primary {
             return Err(Refusal::IsPrimary);
         }
-        self.discard_my_data = discard_my_data;
+        self.peers.data_mut().discard_my_data = discard_my_data;
         // StandAlone → Unconnected → WFConnection; the driver dials and accepts.
         let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFConnection));
         self.emit(Output::Connect);
@@ -442,12 +444,12 @@ impl Engine {
         clear_bitmap: bool,
     ) -> Result<Option<String>, Refusal> {
         self.need_disk()?;
-        let just_created = self.gen.just_created();
+        let just_created = self.dev.gen.just_created();
         let primary = self.st.role() == Role::Primary;
         self.gen_change(GenEvent::NewCurrentUuid { primary });
         let mut skip = ChangeSet::new();
         if clear_bitmap {
-            if let Some(bm) = self.bitmap.as_mut() {
+            if let Some(bm) = self.dev.bitmap.as_mut() {
                 bm.clear_all();
             }
             // Two fresh disks: skip the initial sync, both sides become UpToDate (DRBD's
@@ -463,8 +465,14 @@ impl Engine {
                 // must say so: a SyncTarget finish here adopts the peer's current UUID from this
                 // record, and a stale handshake-time one is a false split brain at the next
                 // handshake (simulator seeds 2685 and 5195).
-                if let Some((peer, _)) = self.link.as_mut().and_then(|l| l.peer_uuids.as_mut()) {
-                    self.gen.adopted_by_peer_on_skip(peer);
+                if let Some((peer, _)) = self
+                    .peers
+                    .data_mut()
+                    .link
+                    .as_mut()
+                    .and_then(|l| l.peer_uuids.as_mut())
+                {
+                    self.dev.gen.adopted_by_peer_on_skip(peer);
                 }
             }
         }
@@ -482,7 +490,10 @@ impl Engine {
     /// handshake between equal generations would then find them without a direction.
     fn resync_command_allowed(&self, offline_ok: bool) -> Result<(), Refusal> {
         let cstate = self.st.cstate();
-        if self.resync.is_some() || self.verify.is_some() || cstate > ConnState::Connected {
+        if self.peers.data().resync.is_some()
+            || self.peers.data().verify.is_some()
+            || cstate > ConnState::Connected
+        {
             return Err(Refusal::ResyncRunning { cstate });
         }
         if cstate == ConnState::StandAlone && offline_ok {
@@ -515,7 +526,7 @@ impl Engine {
                 pdsk: self.st.pdsk(),
             });
         }
-        if let Some(bm) = self.bitmap.as_mut() {
+        if let Some(bm) = self.dev.bitmap.as_mut() {
             bm.set_all();
         }
         // Bits first (persist_superblock writes them before the superblock): a crash in
@@ -546,7 +557,7 @@ impl Engine {
         // the peer's (it started one when it lost or never had the peer), so the next
         // handshake makes it SyncSource and the set bits make that a full sync.
         self.resync_command_allowed(self.st.role() == Role::Primary)?;
-        if let Some(bm) = self.bitmap.as_mut() {
+        if let Some(bm) = self.dev.bitmap.as_mut() {
             bm.set_all();
         }
         if self.st.cstate() == ConnState::Connected {
@@ -579,10 +590,10 @@ impl Engine {
 
     /// Re-run commands that waited for client I/O to drain.
     pub(crate) fn retry_drained_admin(&mut self) {
-        if self.admin_drain.is_empty() || self.client_io_pending() {
+        if self.admin.drain.is_empty() || self.client_io_pending() {
             return;
         }
-        for (id, cmd) in std::mem::take(&mut self.admin_drain) {
+        for (id, cmd) in std::mem::take(&mut self.admin.drain) {
             self.admin(id, cmd);
         }
     }

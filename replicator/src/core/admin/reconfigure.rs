@@ -37,10 +37,10 @@ impl Engine {
     /// Replace the configuration; renegotiate with the peer if an agreed setting changed.
     pub(crate) fn reconfigure(&mut self, cfg: EngineConfig) {
         let changed = agreed(&self.cfg) != agreed(&cfg);
-        let renegotiate = self.link.is_some() && changed;
+        let renegotiate = self.peers.data().link.is_some() && changed;
         self.cfg = cfg;
         if let (true, Some(now)) = (changed, self.last_now) {
-            self.renegotiation.start(now);
+            self.admin.renegotiation.start(now);
         }
         if renegotiate {
             self.lose_link(
@@ -57,6 +57,7 @@ impl Engine {
     /// (`renegotiate.rs`), a node the handshake left StandAlone connects again.
     pub(crate) fn renegotiate_step(&mut self, now: Instant) {
         if self
+            .admin
             .renegotiation
             .step(now, self.st.cstate(), self.cfg.has_peer)
         {

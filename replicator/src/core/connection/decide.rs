@@ -16,7 +16,9 @@ impl Engine {
     /// (drbd_sync_handshake, docs/drbd-semantics.md §2.6; the decision itself is
     /// `handshake::decide`).
     pub(super) fn try_decide(&mut self) {
-        let Some(l) = self.link.as_mut() else { return };
+        let Some(l) = self.peers.data_mut().link.as_mut() else {
+            return;
+        };
         let Some(peer) = l.peer_report() else { return };
         l.decided = true;
         let dialer = l.dialer;
@@ -32,14 +34,14 @@ impl Engine {
         );
         // The smaller device wins, as in DRBD; a Diskless side has no say.
         let pdisk = peer.disk;
-        self.usable_bytes = match (disk <= DiskState::Failed, pdisk <= DiskState::Failed) {
+        self.dev.usable_bytes = match (disk <= DiskState::Failed, pdisk <= DiskState::Failed) {
             (false, false) if peer.usable == 0 => {
                 self.protocol_error("peer reported a size of 0 with a disk attached".into());
                 return;
             }
-            (false, false) => self.local_usable_bytes.min(peer.usable),
+            (false, false) => self.dev.local_usable_bytes.min(peer.usable),
             (true, false) => peer.usable,
-            (false, true) => self.local_usable_bytes,
+            (false, true) => self.dev.local_usable_bytes,
             (true, true) => 0,
         };
         if disk <= DiskState::Failed || pdisk <= DiskState::Failed {
@@ -52,12 +54,12 @@ impl Engine {
         let me = OurSide {
             role: self.st.role(),
             disk,
-            uuids: self.gen.uuids(),
-            crashed_primary: self.gen.flags().crashed_primary(),
-            discard_my_data: self.discard_my_data,
-            changes: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
+            uuids: self.dev.gen.uuids(),
+            crashed_primary: self.dev.gen.flags().crashed_primary(),
+            discard_my_data: self.peers.data_mut().discard_my_data,
+            changes: self.dev.bitmap.as_ref().map_or(0, Bitmap::count_ones),
             reported_changes,
-            can_demote: self.open_clients == 0 && self.requests.in_flight() == 0,
+            can_demote: self.requests.open_clients == 0 && self.requests.in_flight() == 0,
             resolve_conflicts: !dialer,
         };
         let decision = decide(&self.cfg, &me, &peer);
@@ -71,7 +73,7 @@ impl Engine {
         if !matches!(decision.outcome, Outcome::Refuse { .. })
             || !decision.handlers.contains(&"split-brain")
         {
-            self.discard_my_data = false;
+            self.peers.data_mut().discard_my_data = false;
         }
         match &decision.outcome {
             Outcome::Refuse { .. } if decision.handlers.contains(&"split-brain") => {
@@ -88,7 +90,7 @@ impl Engine {
                 // Bits without a direction are the operator's to settle (handshake.rs,
                 // equal_generations_with_bits): shown in status and events until settled.
                 if decision.unresolved.is_some() {
-                    self.oos_notice = decision.unresolved;
+                    self.peers.data_mut().oos_notice = decision.unresolved;
                     self.status_changed();
                 }
                 let _ = self.change_state(ChangeSet::new().cstate(ConnState::Connected));
@@ -113,7 +115,7 @@ impl Engine {
 
     /// Both sides end up with the OR of their bitmaps (or all bits for a full sync).
     pub(super) fn merge_peer_bitmap(&mut self, rle: &[u8], full: bool) {
-        let Some(bm) = self.bitmap.as_mut() else {
+        let Some(bm) = self.dev.bitmap.as_mut() else {
             return;
         };
         if full {

@@ -12,7 +12,9 @@ use std::time::Instant;
 
 impl Engine {
     pub(crate) fn packet(&mut self, now: Instant, link: LinkId, packet: Packet) {
-        let Some(l) = self.link.as_mut() else { return };
+        let Some(l) = self.peers.data_mut().link.as_mut() else {
+            return;
+        };
         if l.id != link {
             return;
         }
@@ -68,7 +70,7 @@ impl Engine {
             Packet::Bitmap { start, rle, last } => self.on_bitmap(start, rle, last),
             Packet::Ping => self.send(Packet::PingAck),
             Packet::PingAck => {
-                if let Some(l) = self.link.as_mut() {
+                if let Some(l) = self.peers.data_mut().link.as_mut() {
                     l.ping_sent = None;
                 }
             }
@@ -134,7 +136,7 @@ impl Engine {
             } => self.on_ov_result(offset, len, in_sync),
             Packet::OvDone { oos_blocks } => self.on_ov_done(oos_blocks),
             Packet::SyncPause { paused } => {
-                if self.resync.is_some() {
+                if self.peers.data().resync.is_some() {
                     let _ = self.set_sync_paused(
                         now,
                         paused,
@@ -160,7 +162,9 @@ impl Engine {
     }
 
     pub(super) fn on_auth_response(&mut self, mac: &[u8]) {
-        let Some(l) = self.link.as_mut() else { return };
+        let Some(l) = self.peers.data_mut().link.as_mut() else {
+            return;
+        };
         let (Some(nonce), Some(secret)) = (l.nonce.take(), self.cfg.peer.shared_secret.clone())
         else {
             self.protocol_error("unsolicited authentication response".into());
@@ -174,7 +178,7 @@ impl Engine {
             return;
         }
         tracing::info!(resource = %self.cfg.resource, "Peer authenticated using {} bytes HMAC", mac.len());
-        if let Some(l) = self.link.as_mut() {
+        if let Some(l) = self.peers.data_mut().link.as_mut() {
             l.peer_authed = true;
         }
         self.send_report();

@@ -379,12 +379,16 @@ fn after_sb_policy(
 mod tests {
     use super::*;
     use crate::core::contract::config::PeerSettings;
+    use crate::core::contract::ids::NodeId;
     use rep_resources::{AfterSb0, AfterSb1, Fencing, OnIoError, Protocol};
 
     fn cfg() -> EngineConfig {
         EngineConfig {
             resource: "r0".into(),
             node: "node-a".into(),
+            node_id: NodeId(0),
+            peer_id: NodeId(1),
+            peer_node: "node-b".into(),
             minor: 0,
             device: "/dev/drbd0".into(),
             protocol: Protocol::C,

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 impl Engine {
     pub(crate) fn link_id(&self) -> Option<LinkId> {
-        self.link.as_ref().map(|l| l.id)
+        self.peers.data().link.as_ref().map(|l| l.id)
     }
 
     /// Queue a packet on the current link; dropped when there is none (the peer will learn
@@ -29,7 +29,7 @@ impl Engine {
 
     /// Handshake finished and the peer may get replicated writes and state.
     pub(crate) fn link_ready(&self) -> bool {
-        self.link.as_ref().is_some_and(|l| l.decided)
+        self.peers.data().link.as_ref().is_some_and(|l| l.decided)
     }
 
     pub(crate) fn link_up(
@@ -60,16 +60,17 @@ impl Engine {
             // from a seed would let one observed challenge predict the next and replay answers.
             let nonce = nonce.to_vec();
             l.nonce = Some(nonce.clone());
-            self.link = Some(l);
+            self.peers.data_mut().link = Some(l);
             self.send(Packet::AuthChallenge { nonce });
         } else {
-            self.link = Some(l);
+            self.peers.data_mut().link = Some(l);
             self.send_report();
         }
     }
 
     pub(crate) fn link_down(&mut self, link: LinkId, loss: LinkLoss) {
-        if self.link_id() != Some(link) {
+        if self.peers.by_link(link).is_none() {
+            // A link already replaced or torn down: its loss was handled then.
             return;
         }
         let (state, why) = match &loss {
@@ -87,7 +88,7 @@ impl Engine {
     /// a new data generation, and the node either reconnects or goes StandAlone.
     pub(crate) fn lose_link(&mut self, via: ConnState, why: &str, after: After) {
         let standalone = ChangeSet::new().cstate(ConnState::StandAlone);
-        let Some(l) = self.link.take() else {
+        let Some(l) = self.peers.data_mut().link.take() else {
             if after == After::StandAlone && self.st.cstate() != ConnState::StandAlone {
                 let _ = self.change_state(standalone.why(why));
                 self.emit(Output::Disconnect);
@@ -95,7 +96,7 @@ impl Engine {
             return;
         };
         self.emit(Output::CloseLink { link: l.id });
-        if self.oos_notice.take().is_some() {
+        if self.peers.data_mut().oos_notice.take().is_some() {
             self.status_changed();
         }
         // Before the requests waiting for the peer complete: with resource-and-stonith their
@@ -121,7 +122,7 @@ impl Engine {
         } else if primary_lost_peer && self.st.disk() == DiskState::UpToDate {
             self.gen_change(GenEvent::LostPeer);
         }
-        self.usable_bytes = self.local_usable_bytes;
+        self.dev.usable_bytes = self.dev.local_usable_bytes;
         // Whatever the UUIDs say, the bits just set for the writes the peer may have missed
         // must survive a crash of this node.
         let why = format!("{why} (peer {})", l.peer_node);
@@ -129,7 +130,7 @@ impl Engine {
         if gate {
             self.gate_on(written);
         }
-        if let Some((id, force)) = self.pending_primary.take() {
+        if let Some((id, force)) = self.admin.pending_primary.take() {
             // The peer is gone: it cannot object any more, but with fencing it must be
             // outdated before we go on.
             if let Err(refusal) = self.promote_or_fence(id, force) {

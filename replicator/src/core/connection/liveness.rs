@@ -9,7 +9,9 @@ use std::time::Instant;
 impl Engine {
     /// Ping and ko-count checks (docs/drbd-semantics.md §5.3). Returns when the next check is due.
     pub(crate) fn peer_timers(&mut self, now: Instant) {
-        let Some(l) = self.link.as_ref() else { return };
+        let Some(l) = self.peers.data().link.as_ref() else {
+            return;
+        };
         let s = self.cfg.peer.clone();
         if let Some(sent) = l.ping_sent {
             if now >= sent + s.ping_timeout {
@@ -21,7 +23,7 @@ impl Engine {
                 return;
             }
         } else if now >= l.last_rx + s.ping_int {
-            if let Some(l) = self.link.as_mut() {
+            if let Some(l) = self.peers.data_mut().link.as_mut() {
                 l.ping_sent = Some(now);
             }
             self.send(Packet::Ping);
@@ -39,7 +41,7 @@ impl Engine {
     }
 
     pub(crate) fn peer_next_timeout(&self) -> Option<Instant> {
-        let l = self.link.as_ref()?;
+        let l = self.peers.data().link.as_ref()?;
         let s = &self.cfg.peer;
         let ping = match l.ping_sent {
             Some(sent) => sent + s.ping_timeout,

@@ -7,6 +7,7 @@ pub(crate) mod dispatch;
 pub(crate) mod handshake;
 pub(crate) mod lifecycle;
 pub(crate) mod liveness;
+pub(crate) mod peers;
 pub(crate) mod receive_report;
 pub(crate) mod report;
 pub(crate) mod vote;

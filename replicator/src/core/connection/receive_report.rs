@@ -55,7 +55,7 @@ impl Engine {
             self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);
             return;
         }
-        if let Some(l) = self.link.as_mut() {
+        if let Some(l) = self.peers.data_mut().link.as_mut() {
             l.peer_params = Some(p);
         }
         self.try_decide();
@@ -63,7 +63,7 @@ impl Engine {
 
     pub(super) fn on_sizes(&mut self, peer_usable: u64) {
         // 0 is a Diskless peer; checked against its disk state once that is known.
-        if let Some(l) = self.link.as_mut() {
+        if let Some(l) = self.peers.data_mut().link.as_mut() {
             l.peer_usable = Some(peer_usable);
         }
         self.try_decide();
@@ -75,8 +75,8 @@ impl Engine {
             bitmap: uuids[1],
             history: [uuids[2], uuids[3]],
         };
-        let decided = self.link.as_ref().is_some_and(|l| l.decided);
-        if let Some(l) = self.link.as_mut() {
+        let decided = self.peers.data().link.as_ref().is_some_and(|l| l.decided);
+        if let Some(l) = self.peers.data_mut().link.as_mut() {
             l.peer_uuids = Some((g, flags));
             l.peer_oos_bits = oos_bits;
         }
@@ -85,8 +85,8 @@ impl Engine {
             return;
         }
         // Skip-initial-sync from `new-current-uuid --clear-bitmap` on the peer.
-        if flags & UUID_FLAG_SKIP_INITIAL_SYNC != 0 && self.gen.just_created() {
-            if let Some(bm) = self.bitmap.as_mut() {
+        if flags & UUID_FLAG_SKIP_INITIAL_SYNC != 0 && self.dev.gen.just_created() {
+            if let Some(bm) = self.dev.bitmap.as_mut() {
                 bm.clear_all();
             }
             self.gen_change(GenEvent::PeerSkippedInitialSync {
@@ -107,8 +107,8 @@ impl Engine {
             self.protocol_error(format!("invalid state packet (role {role}, disk {disk})"));
             return;
         };
-        let decided = self.link.as_ref().is_some_and(|l| l.decided);
-        if let Some(l) = self.link.as_mut() {
+        let decided = self.peers.data().link.as_ref().is_some_and(|l| l.decided);
+        if let Some(l) = self.peers.data_mut().link.as_mut() {
             l.peer_state = Some((role, disk));
         }
         if !decided {
@@ -155,14 +155,16 @@ impl Engine {
         }
         if self.st.disk() == DiskState::UpToDate
             && disk == DiskState::UpToDate
-            && self.gen.flags().crashed_primary()
+            && self.dev.gen.flags().crashed_primary()
         {
             self.gen_change(GenEvent::ClearCrashedPrimary);
         }
     }
 
     pub(super) fn on_bitmap(&mut self, start: u64, rle: Vec<u8>, last: bool) {
-        let Some(l) = self.link.as_mut() else { return };
+        let Some(l) = self.peers.data_mut().link.as_mut() else {
+            return;
+        };
         if l.decided && l.peer_bitmap.is_some() {
             // A second bitmap: the SyncSource's final one, sent when it started the resync.
             l.peer_bitmap = None;

@@ -23,7 +23,9 @@ pub(super) fn alg_name(alg: Option<DigestAlg>) -> String {
 impl Engine {
     /// Params, sizes, UUIDs, state and our bitmap: everything the peer needs to decide.
     pub(super) fn send_report(&mut self) {
-        let Some(l) = self.link.as_mut() else { return };
+        let Some(l) = self.peers.data_mut().link.as_mut() else {
+            return;
+        };
         if l.sent_report {
             return;
         }
@@ -35,13 +37,13 @@ impl Engine {
             after_sb_1pri: p.after_sb_1pri.to_string(),
             after_sb_2pri: p.after_sb_2pri.to_string(),
             allow_two_primaries: self.cfg.allow_two_primaries,
-            discard_my_data: self.discard_my_data,
+            discard_my_data: self.peers.data_mut().discard_my_data,
             integrity_alg: alg_name(p.integrity_alg),
             verify_alg: alg_name(p.verify_alg),
             csums_alg: alg_name(p.csums_alg),
         };
         self.send(Packet::Params(params));
-        let usable = self.local_usable_bytes;
+        let usable = self.dev.local_usable_bytes;
         self.send(Packet::Sizes {
             backing_bytes: usable,
             usable_bytes: usable,
@@ -55,6 +57,7 @@ impl Engine {
     /// Our whole bitmap, RLE-compressed, in slices.
     pub(crate) fn send_bitmap(&mut self) {
         let rle = self
+            .dev
             .bitmap
             .as_ref()
             .map(Bitmap::encode_rle)
@@ -77,21 +80,21 @@ impl Engine {
 
     pub(crate) fn send_uuids(&mut self, extra_flags: u32) {
         let mut flags = extra_flags;
-        if self.discard_my_data {
+        if self.peers.data_mut().discard_my_data {
             flags |= UUID_FLAG_DISCARD_MY_DATA;
         }
-        if self.gen.flags().crashed_primary() {
+        if self.dev.gen.flags().crashed_primary() {
             flags |= UUID_FLAG_CRASHED_PRIMARY;
         }
         if self.reported_disk() == DiskState::Inconsistent {
             flags |= UUID_FLAG_INCONSISTENT;
         }
-        let oos_bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
-        if let Some(l) = self.link.as_mut().filter(|l| !l.decided) {
+        let oos_bits = self.dev.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        if let Some(l) = self.peers.data_mut().link.as_mut().filter(|l| !l.decided) {
             l.sent_oos_bits = oos_bits;
         }
         self.send(Packet::Uuids {
-            uuids: self.gen.uuids().as_array(),
+            uuids: self.dev.gen.uuids().as_array(),
             oos_bits,
             flags,
         });
@@ -105,7 +108,7 @@ impl Engine {
 
     pub(crate) fn send_state(&mut self) {
         let state = (self.st.role(), self.reported_disk());
-        if let Some(l) = self.link.as_mut() {
+        if let Some(l) = self.peers.data_mut().link.as_mut() {
             l.last_sent_state = Some(state);
         }
         self.send(Packet::State {
@@ -117,7 +120,7 @@ impl Engine {
 
     /// After every input: tell the peer if our role or disk changed.
     pub(crate) fn announce_state(&mut self) {
-        let changed = self.link.as_ref().is_some_and(|l| {
+        let changed = self.peers.data().link.as_ref().is_some_and(|l| {
             l.sent_report && l.last_sent_state != Some((self.st.role(), self.reported_disk()))
         });
         if changed {

@@ -14,7 +14,7 @@ impl Engine {
         id: crate::core::contract::io::AdminId,
         force: bool,
     ) {
-        self.pending_primary = Some((id, force));
+        self.admin.pending_primary = Some((id, force));
         self.send(Packet::StateRequest { want_primary: true });
     }
 
@@ -26,12 +26,12 @@ impl Engine {
             });
             return;
         }
-        let we_hold_conflicts = self.link.as_ref().is_some_and(|l| !l.dialer);
+        let we_hold_conflicts = self.peers.data().link.as_ref().is_some_and(|l| !l.dialer);
         let (ok, reason) = if self.cfg.allow_two_primaries {
             (true, String::new())
         } else if self.st.role() == Role::Primary {
             (false, format!("peer {} is Primary", self.cfg.node))
-        } else if self.pending_primary.is_some() && we_hold_conflicts {
+        } else if self.admin.pending_primary.is_some() && we_hold_conflicts {
             (
                 false,
                 "concurrent state change: the peer is being promoted too".to_owned(),
@@ -43,7 +43,7 @@ impl Engine {
     }
 
     pub(super) fn on_state_reply(&mut self, ok: bool, reason: String) {
-        let Some((id, force)) = self.pending_primary.take() else {
+        let Some((id, force)) = self.admin.pending_primary.take() else {
             self.protocol_error("StateReply without a request".into());
             return;
         };

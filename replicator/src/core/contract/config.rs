@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use super::ids::NodeId;
+
 use rep_resources::{
     AfterSb0, AfterSb1, AfterSb2, DigestAlg, HmacAlg, NodeView, Protocol, RrConflict,
 };
@@ -15,6 +17,10 @@ pub use rep_resources::OnIoError;
 pub struct EngineConfig {
     pub resource: String,
     pub node: String,
+    /// This node's and the data peer's node ids, and the peer's host name.
+    pub node_id: NodeId,
+    pub peer_id: NodeId,
+    pub peer_node: String,
     pub minor: u32,
     pub device: String,
     pub protocol: Protocol,
@@ -32,9 +38,14 @@ impl EngineConfig {
     /// units converted): the one way a configuration is built, by the daemon at start and on
     /// `adjust`, and by the simulator.
     pub fn from_view(view: &NodeView) -> EngineConfig {
+        let peer_node = view.peer_node.clone().unwrap_or_default();
+        let (node_id, peer_id) = node_ids(view, &peer_node);
         EngineConfig {
             resource: view.resource.clone(),
             node: view.node.clone(),
+            node_id,
+            peer_id,
+            peer_node,
             minor: view.minor,
             device: view.device.clone(),
             protocol: view.net.protocol,
@@ -45,6 +56,17 @@ impl EngineConfig {
             on_io_error: view.disk_conf.on_io_error,
             peer: PeerSettings::from_view(view),
         }
+    }
+}
+
+/// This node's and its data peer's node ids: the `node-id`s where the file writes them, else
+/// the two hosts' places in name order (the same on both nodes).
+fn node_ids(view: &NodeView, peer_node: &str) -> (NodeId, NodeId) {
+    let written = view.peers.first().and_then(|p| p.node_id);
+    match (view.node_id, written) {
+        (Some(me), Some(peer)) => (NodeId(me), NodeId(peer)),
+        _ if view.node.as_str() <= peer_node => (NodeId(0), NodeId(1)),
+        _ => (NodeId(1), NodeId(0)),
     }
 }
 

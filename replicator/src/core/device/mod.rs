@@ -3,3 +3,4 @@
 
 pub(crate) mod diskless;
 pub(crate) mod generation;
+pub(crate) mod local;

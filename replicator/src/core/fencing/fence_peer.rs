@@ -238,7 +238,7 @@ impl Engine {
         if self.st.role() == Role::Primary {
             return Ok(Some("Primary: not outdated".into()));
         }
-        if self.link.is_some() {
+        if self.peers.data().link.is_some() {
             self.lose_link(
                 ConnState::NetworkFailure,
                 "the peer lost the connection and asks to outdate us",

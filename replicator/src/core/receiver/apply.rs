@@ -35,9 +35,9 @@ impl Engine {
     /// still legitimate: they are checked against the agreed size and answered with NegAck.
     fn peer_io_limit(&self) -> u64 {
         if self.st.disk() <= DiskState::Failed {
-            self.usable_bytes.max(self.local_usable_bytes)
+            self.dev.usable_bytes.max(self.dev.local_usable_bytes)
         } else {
-            self.local_usable_bytes
+            self.dev.local_usable_bytes
         }
     }
 
@@ -118,7 +118,7 @@ impl Engine {
         let Some(link) = self.link_id() else { return };
         if matches!(kind, RxKind::App { .. }) {
             // The application writes through our peer: the resync controller backs off.
-            self.last_app_write = self.last_now;
+            self.requests.last_app_write = self.last_now;
             self.verify_note_write(start, len);
         }
         if self.st.disk() <= DiskState::Failed {
@@ -141,13 +141,13 @@ impl Engine {
         if let (RxKind::App { id }, Protocol::B) = (kind, self.cfg.protocol) {
             self.send(Packet::RecvAck { id });
         }
-        self.rx.enqueue(link, kind, start, len, op);
+        self.peers.data_mut().rx.enqueue(link, kind, start, len, op);
         self.rx_pump();
     }
 
     pub(crate) fn on_peer_barrier(&mut self, epoch: u32) {
         let Some(link) = self.link_id() else { return };
-        self.rx.barrier(epoch, link);
+        self.peers.data_mut().rx.barrier(epoch, link);
         self.flush_ready_barriers();
     }
 
@@ -156,27 +156,29 @@ impl Engine {
     /// sync and covered by the activity log before it is written, so a crash of this node
     /// replays the extent into the bitmap instead of forgetting that the peer needs it.
     pub(crate) fn rx_pump(&mut self) {
-        self.rx.begin_scan();
-        while let Some(mut w) = self.rx.next_ready() {
+        self.peers.data_mut().rx.begin_scan();
+        while let Some(mut w) = self.peers.data_mut().rx.next_ready() {
             if w.only_copy || self.only_copy_here(w.kind) {
                 w.only_copy = true;
-                if let Some(bm) = self.bitmap.as_mut() {
+                if let Some(bm) = self.dev.bitmap.as_mut() {
                     bm.set_range(w.start, w.end - w.start);
                 }
                 let mut held = std::mem::take(&mut w.al_held);
                 let gate = self.al_acquire(&mut held, w.start, w.end - w.start);
                 w.al_held = held;
                 if matches!(gate, AlGate::WaitTransaction | AlGate::WaitSlot) {
-                    self.rx.hold(w);
+                    self.peers.data_mut().rx.hold(w);
                     continue;
                 }
             }
             let seq = w.seq;
-            let Some(op) = self.rx.issue(w) else { continue };
+            let Some(op) = self.peers.data_mut().rx.issue(w) else {
+                continue;
+            };
             let io = self.ios.start(IoOwner::PeerOp { seq });
             self.emit(crate::core::contract::io::Output::PeerDisk { io, op });
         }
-        self.rx.end_scan();
+        self.peers.data_mut().rx.end_scan();
     }
 
     /// A replicated write lands only on our disk: the peer is Diskless.
@@ -187,7 +189,7 @@ impl Engine {
     }
 
     fn flush_ready_barriers(&mut self) {
-        for (epoch, link) in self.rx.ready_barriers() {
+        for (epoch, link) in self.peers.data_mut().rx.ready_barriers() {
             let io = self.ios.start(IoOwner::PeerFlush { epoch, link });
             self.emit(crate::core::contract::io::Output::PeerDisk {
                 io,
@@ -198,7 +200,7 @@ impl Engine {
 
     /// Completion of a peer operation (`IoOwner::PeerOp`).
     pub(crate) fn peer_op_done(&mut self, seq: u64, result: Result<Option<Vec<u8>>, IoFailure>) {
-        let Some(mut w) = self.rx.complete(seq) else {
+        let Some(mut w) = self.peers.data_mut().rx.complete(seq) else {
             return;
         };
         if !w.al_held.is_empty() {
@@ -214,7 +216,7 @@ impl Engine {
                 self.counters.dw_kib += len / 1024;
                 if self.st.pdsk() < DiskState::Inconsistent {
                     // A Diskless Primary's writes exist only here.
-                    if let Some(bm) = self.bitmap.as_mut() {
+                    if let Some(bm) = self.dev.bitmap.as_mut() {
                         bm.set_range(w.start, len);
                     }
                 }
@@ -224,7 +226,7 @@ impl Engine {
             }
             (RxKind::App { id }, Err(e)) => {
                 tracing::error!(resource = %self.cfg.resource, "local write for the peer failed: {}", e.message);
-                if let Some(bm) = self.bitmap.as_mut() {
+                if let Some(bm) = self.dev.bitmap.as_mut() {
                     bm.set_range(w.start, len);
                 }
                 if current {
@@ -278,7 +280,7 @@ impl Engine {
             let what = format!("barrier flush: {}", e.message);
             self.fail_disk(&what);
         }
-        if self.rx.flushed(link, result.is_ok()) && self.link_id() == Some(link) {
+        if self.peers.data_mut().rx.flushed(link, result.is_ok()) && self.link_id() == Some(link) {
             self.send(Packet::BarrierAck { epoch });
         }
     }
@@ -287,7 +289,7 @@ impl Engine {
     /// blocks and reads are dropped. The Primary marked everything it had not seen a
     /// BarrierAck for out of sync, so a reconnect resyncs those blocks either way.
     pub(crate) fn peer_rx_reset(&mut self) {
-        for mut w in self.rx.reset() {
+        for mut w in self.peers.data_mut().rx.reset() {
             self.al_release(&mut w.al_held);
         }
     }

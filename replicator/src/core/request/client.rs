@@ -54,10 +54,10 @@ impl Engine {
             return;
         }
         if let Some((start, len)) = op.write_range() {
-            if start.saturating_add(len) > self.usable_bytes {
+            if start.saturating_add(len) > self.dev.usable_bytes {
                 let message = format!(
                     "write {start}+{len} beyond device size {}",
-                    self.usable_bytes
+                    self.dev.usable_bytes
                 );
                 let e = ClientError {
                     nbd_errno: nbd_errno::ENOSPC,
@@ -70,7 +70,11 @@ impl Engine {
         self.requests.insert(req, op);
         match op {
             ClientOp::Read { offset, len }
-                if self.rx.writes_overlap(offset, offset + u64::from(len)) =>
+                if self
+                    .peers
+                    .data_mut()
+                    .rx
+                    .writes_overlap(offset, offset + u64::from(len)) =>
             {
                 self.requests.read_behind_peer(req);
             }
@@ -85,7 +89,11 @@ impl Engine {
         for req in self.requests.take_reads_behind_peer() {
             match self.requests.op(req) {
                 Some(ClientOp::Read { offset, len })
-                    if self.rx.writes_overlap(offset, offset + u64::from(len)) =>
+                    if self
+                        .peers
+                        .data_mut()
+                        .rx
+                        .writes_overlap(offset, offset + u64::from(len)) =>
                 {
                     self.requests.read_behind_peer(req);
                 }
@@ -101,8 +109,8 @@ impl Engine {
     /// writes may still be queued here, and they are older than anything our clients send.
     pub(crate) fn admit_waiting(&mut self) {
         loop {
-            let resync = &self.resync;
-            let rx = &self.rx;
+            let resync = &self.peers.data().resync;
+            let rx = &self.peers.data().rx;
             self.requests.admit(|s, e| {
                 resync.as_ref().is_some_and(|r| r.reading_overlaps(s, e)) || rx.writes_overlap(s, e)
             });
@@ -167,7 +175,7 @@ impl Engine {
             // Replicate first: the driver builds the packet from the client's buffer, which
             // the local write then takes.
             self.replicate(req, op);
-        } else if let Some(bm) = self.bitmap.as_mut() {
+        } else if let Some(bm) = self.dev.bitmap.as_mut() {
             bm.set_range(start, len);
         }
         self.submit(req, op);
@@ -178,7 +186,7 @@ impl Engine {
     /// writing transactions for cold ones. On `WaitSlot` every reference is given back (no
     /// write holds slots while it waits for more, so waiting writes cannot block each other).
     pub(crate) fn al_acquire(&mut self, held: &mut Vec<u64>, start: u64, len: u64) -> AlGate {
-        let Some(capacity) = self.al.as_ref().map(ActivityLog::capacity) else {
+        let Some(capacity) = self.dev.al.as_ref().map(ActivityLog::capacity) else {
             return AlGate::Ready;
         };
         let exts = extents_of(start, start + len);
@@ -192,7 +200,7 @@ impl Engine {
         let mut waits = false;
         for ext in exts {
             if !held.contains(&ext) {
-                let Some(al) = self.al.as_mut() else {
+                let Some(al) = self.dev.al.as_mut() else {
                     return AlGate::Ready;
                 };
                 // A cold extent in a full AL takes the slot of an idle one.
@@ -210,7 +218,7 @@ impl Engine {
                     }
                 }
             }
-            waits |= self.al_writing.contains(&ext);
+            waits |= self.dev.al_writing.contains(&ext);
         }
         if waits {
             AlGate::WaitTransaction
@@ -221,7 +229,7 @@ impl Engine {
 
     /// Give back activity-log references.
     pub(crate) fn al_release(&mut self, held: &mut Vec<u64>) {
-        if let Some(al) = self.al.as_mut() {
+        if let Some(al) = self.dev.al.as_mut() {
             for ext in held.drain(..) {
                 al.end_io(ext);
             }
@@ -242,7 +250,7 @@ impl Engine {
     fn write_al_transaction(&mut self, ext: u64, block: Vec<u8>, ring_slot: u64, evicts: bool) {
         self.write_dirty_bitmap_pages();
         self.counters.al_writes += 1;
-        self.al_writing.insert(ext);
+        self.dev.al_writing.insert(ext);
         let io = self.ios.start(IoOwner::AlTransaction { ext });
         self.emit(Output::Meta {
             io,
@@ -356,7 +364,11 @@ impl Engine {
         if let Some((start, len)) = done.op.write_range() {
             self.verify_note_write(start, len);
         }
-        let mut release = self.tl.park_extents(done.epoch, done.al_held);
+        let mut release = self
+            .peers
+            .data_mut()
+            .tl
+            .park_extents(done.epoch, done.al_held);
         let released = !release.is_empty();
         self.al_release(&mut release);
         self.reply(req, done.result);
@@ -377,7 +389,7 @@ impl Engine {
 
     /// Completion of the AL transaction that makes `ext` hot.
     pub(crate) fn al_done(&mut self, ext: u64, result: &IoResult) {
-        self.al_writing.remove(&ext);
+        self.dev.al_writing.remove(&ext);
         let parked = self.requests.waiting_for_al();
         if let Err(e) = result {
             // Metadata I/O errors always detach (DRBD); the writes then go through the peer.
@@ -404,7 +416,7 @@ impl Engine {
 
     /// Mark whole 4 MiB extents out of sync (a failed FLUSH does not say which blocks it lost).
     pub(crate) fn mark_extents_out_of_sync(&mut self, extents: BTreeSet<u64>) {
-        if let Some(bm) = self.bitmap.as_mut() {
+        if let Some(bm) = self.dev.bitmap.as_mut() {
             let size = bm.size_bytes();
             for ext in extents {
                 let start = ext * AL_EXTENT_BYTES;
@@ -419,7 +431,7 @@ impl Engine {
     /// local part; without a reachable UpToDate peer the request fails.
     fn submit_without_disk(&mut self, req: ReqId, op: ClientOp) {
         self.requests.set_stage(req, Stage::Submitted);
-        if let (Some((start, len)), Some(bm)) = (op.write_range(), self.bitmap.as_mut()) {
+        if let (Some((start, len)), Some(bm)) = (op.write_range(), self.dev.bitmap.as_mut()) {
             // Our disk is Failed but not closed yet: it misses this write, and the peer may
             // have received it before our new state (sent after this input), so it did not
             // mark it either.

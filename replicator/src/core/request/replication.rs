@@ -56,7 +56,11 @@ impl Engine {
         };
         self.counters.ns_kib += len / 1024;
         let max_epoch = self.cfg.peer.max_epoch_size;
-        let (epoch, full) = self.tl.record_write(self.last_now, (start, len), max_epoch);
+        let (epoch, full) =
+            self.peers
+                .data_mut()
+                .tl
+                .record_write(self.last_now, (start, len), max_epoch);
         self.requests.set_epoch(req, epoch);
         if self.cfg.protocol != Protocol::A {
             self.requests
@@ -69,7 +73,7 @@ impl Engine {
 
     /// FLUSH: the reply also waits until the peer flushed everything sent before it.
     pub(crate) fn replicate_flush(&mut self, req: ReqId) {
-        let epoch = self.tl.record_flush(req);
+        let epoch = self.peers.data_mut().tl.record_flush(req);
         self.send_barrier(epoch);
         self.requests.wait_for_peer(req, 1, self.last_now, None);
     }
@@ -80,20 +84,20 @@ impl Engine {
 
     /// When the open epoch is due to be closed by [`Self::close_aged_epoch`].
     pub(crate) fn epoch_deadline(&self) -> Option<Instant> {
-        self.link.as_ref()?;
-        self.tl.deadline()
+        self.peers.data().link.as_ref()?;
+        self.peers.data().tl.deadline()
     }
 
     /// Timer: close an open epoch that has aged (the idle sender's barrier).
     pub(crate) fn close_aged_epoch(&mut self, now: Instant) {
         if self.epoch_deadline().is_some_and(|due| now >= due) {
-            let epoch = self.tl.close_epoch();
+            let epoch = self.peers.data_mut().tl.close_epoch();
             self.send_barrier(epoch);
         }
     }
 
     pub(crate) fn on_barrier_ack(&mut self, epoch: u32) {
-        let Some(acked) = self.tl.barrier_acked(epoch) else {
+        let Some(acked) = self.peers.data_mut().tl.barrier_acked(epoch) else {
             tracing::debug!(resource = %self.cfg.resource, "BarrierAck for epoch {epoch} already covered");
             return;
         };
@@ -116,7 +120,7 @@ impl Engine {
         if !ok {
             if let Some((start, len)) = self.requests.op(id).and_then(|op| op.write_range()) {
                 tracing::warn!(resource = %self.cfg.resource, "peer failed to write {start}+{len}; marked out of sync");
-                if let Some(bm) = self.bitmap.as_mut() {
+                if let Some(bm) = self.dev.bitmap.as_mut() {
                     bm.set_range(start, len);
                 }
             }
@@ -146,7 +150,7 @@ impl Engine {
     /// The link is gone: whatever the peer may not have on disk is out of sync, and requests
     /// waiting for it complete on the local result (DRBD's tl_clear).
     pub(crate) fn fail_peer_requests(&mut self) {
-        let cleared = self.tl.clear();
+        let cleared = self.peers.data_mut().tl.clear();
         let waiting = self.requests.peer_waiting();
         let mut ranges = cleared.ranges;
         ranges.extend(
@@ -154,7 +158,7 @@ impl Engine {
                 .iter()
                 .filter_map(|&id| self.requests.op(id).and_then(|op| op.write_range())),
         );
-        if let Some(bm) = self.bitmap.as_mut() {
+        if let Some(bm) = self.dev.bitmap.as_mut() {
             for (start, len) in ranges {
                 bm.set_range(start, len);
             }

@@ -80,6 +80,10 @@ pub(crate) enum RemoteReply {
 
 #[derive(Debug, Default)]
 pub(crate) struct Requests {
+    /// NBD clients connected now.
+    pub(crate) open_clients: u32,
+    /// Last client write, for the resync controller's c-min-rate.
+    pub(crate) last_app_write: Option<Instant>,
     reqs: IdMap<ReqId, Req>,
     /// Writes not yet admitted, in arrival order.
     waiting: VecDeque<ReqId>,

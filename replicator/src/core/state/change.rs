@@ -44,10 +44,10 @@ impl Engine {
             crate::core::state::node_state::log_change(&self.cfg.resource, &os, &ns, cs.reason());
             self.status_changed();
         }
-        let old_flags = self.gen.flags();
+        let old_flags = self.dev.gen.flags();
         self.after_state_change(&os, &ns);
         self.sync_flags_from_state();
-        if cs.persists() || self.gen.flags() != old_flags {
+        if cs.persists() || self.dev.gen.flags() != old_flags {
             self.persist_superblock()
         } else {
             None
@@ -68,11 +68,11 @@ impl Engine {
         // Remembered past the handshake, which takes the peer from Outdated to Inconsistent
         // (and clears the persisted flag) before the resync brings it back.
         if ns.pdsk() == DiskState::Outdated {
-            self.peer_fenced = true;
+            self.peers.data_mut().fenced = true;
         }
         let peer_back = os.pdsk() != DiskState::UpToDate && ns.pdsk() == DiskState::UpToDate;
-        if peer_back && self.peer_fenced {
-            self.peer_fenced = false;
+        if peer_back && self.peers.data_mut().fenced {
+            self.peers.data_mut().fenced = false;
             if self.cfg.fencing != rep_resources::Fencing::DontCare {
                 self.emit(crate::core::contract::io::Output::Handler {
                     name: "unfence-peer",
@@ -86,9 +86,12 @@ impl Engine {
     /// (`promotion::check`) hold.
     fn is_valid_state(&self, ns: &NodeState) -> Result<(), Refusal> {
         let os = &self.st;
-        if os.role() == Role::Primary && ns.role() == Role::Secondary && self.open_clients > 0 {
+        if os.role() == Role::Primary
+            && ns.role() == Role::Secondary
+            && self.requests.open_clients > 0
+        {
             return Err(Refusal::DeviceInUse {
-                open: self.open_clients,
+                open: self.requests.open_clients,
             });
         }
         // A change that leaves a rule broken that was broken before is let through (DRBD's

@@ -10,13 +10,13 @@ use crate::core::engine::Engine;
 impl Engine {
     /// The sticky split-brain flag.
     pub fn split_brain(&self) -> bool {
-        self.gen.flags().split_brain()
+        self.dev.gen.flags().split_brain()
     }
 
     /// A handshake found a split brain it could not resolve: raise the flag (persisted) and
     /// keep what the peer reported.
     pub(crate) fn note_split_brain(&mut self, peer: &PeerReport) {
-        self.sb_peer = Some(PeerAtSplit::from_report(peer));
+        self.peers.data_mut().at_split = Some(PeerAtSplit::from_report(peer));
         if self.gen_change(GenEvent::SplitBrain(true)).changed() {
             self.status_changed();
         }
@@ -25,8 +25,8 @@ impl Engine {
     /// A handshake reached a decision (a resync in some direction, or none needed): whatever
     /// split brain there was is resolved.
     pub(crate) fn note_split_brain_resolved(&mut self) {
-        self.sb_peer = None;
-        if self.gen.flags().split_brain() {
+        self.peers.data_mut().at_split = None;
+        if self.dev.gen.flags().split_brain() {
             tracing::info!(resource = %self.cfg.resource, "split brain resolved");
             self.gen_change(GenEvent::SplitBrain(false));
             self.status_changed();
@@ -35,10 +35,14 @@ impl Engine {
 
     /// Both sides of the split brain, as far as this node knows them.
     pub fn split_brain_view(&self) -> SbView {
-        let local = side(self.gen.uuids(), self.st.role(), self.bitmap.as_ref());
-        let peer = self.sb_peer.as_ref().map(PeerAtSplit::side);
+        let local = side(
+            self.dev.gen.uuids(),
+            self.st.role(),
+            self.dev.bitmap.as_ref(),
+        );
+        let peer = self.peers.data().at_split.as_ref().map(PeerAtSplit::side);
         SbView {
-            split_brain: self.gen.flags().split_brain(),
+            split_brain: self.dev.gen.flags().split_brain(),
             local,
             peer,
         }

@@ -32,7 +32,7 @@ impl Engine {
             Side::Target(_) => "SyncTarget",
             Side::Source(_) => "SyncSource",
         };
-        let bits = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        let bits = self.dev.bitmap.as_ref().map_or(0, Bitmap::count_ones);
         let mut rs = Resync::new(side, self.last_now, bits);
         rs.pause.set(PauseReason::After, self.dependency_syncing);
         if self.cfg.peer.resync_after.is_some() {
@@ -42,9 +42,9 @@ impl Engine {
             self.emit(Output::CheckDependency);
         }
         let held = rs.pause.paused();
-        self.resync = Some(rs);
+        self.peers.data_mut().resync = Some(rs);
         // A resync (e.g. the `invalidate` the notice asked for) settles what it said.
-        if self.oos_notice.take().is_some() {
+        if self.peers.data_mut().oos_notice.take().is_some() {
             self.status_changed();
         }
         if held {
@@ -96,7 +96,7 @@ impl Engine {
                 return;
             }
             if full {
-                if let Some(bm) = self.bitmap.as_mut() {
+                if let Some(bm) = self.dev.bitmap.as_mut() {
                     bm.set_all();
                 }
             }
@@ -118,7 +118,7 @@ impl Engine {
             return;
         }
         if full {
-            if let Some(bm) = self.bitmap.as_mut() {
+            if let Some(bm) = self.dev.bitmap.as_mut() {
                 bm.set_all();
             }
         }
@@ -176,13 +176,16 @@ impl Engine {
             return;
         }
         let Some(link) = self.link_id() else { return };
-        let (rate, in_flight) = self.cfg.peer.pace.limits(now, self.last_app_write);
+        let (rate, in_flight) = self.cfg.peer.pace.limits(now, self.requests.last_app_write);
         let budget = Budget {
             rate,
             in_flight,
-            usable_bytes: self.local_usable_bytes,
+            usable_bytes: self.dev.local_usable_bytes,
         };
-        let (Some(bm), Some(rs)) = (self.bitmap.as_ref(), self.resync.as_mut()) else {
+        let (Some(bm), Some(rs)) = (
+            self.dev.bitmap.as_ref(),
+            self.peers.data_mut().resync.as_mut(),
+        ) else {
             return;
         };
         let started = *rs.started.get_or_insert(now);
@@ -197,7 +200,11 @@ impl Engine {
             // now) may not have. Hashed before they land, our digest matches the source's, the
             // bits are cleared, and then the stale write lands (simulator seed 9430). Without a
             // digest the source sends its data, which queues behind those writes.
-            let behind_received = self.rx.writes_overlap(offset, offset + u64::from(len));
+            let behind_received = self
+                .peers
+                .data_mut()
+                .rx
+                .writes_overlap(offset, offset + u64::from(len));
             if csums && !behind_received {
                 // Hash our copy first: the source sends only blocks whose digests differ.
                 let aux = Aux::CsumsMine {
@@ -229,6 +236,8 @@ impl Engine {
         );
         target
             && self
+                .peers
+                .data_mut()
                 .resync
                 .as_mut()
                 .and_then(Resync::target)
@@ -236,7 +245,13 @@ impl Engine {
     }
 
     fn rs_progress(&mut self, id: u64, len: u64) {
-        if let Some(t) = self.resync.as_mut().and_then(Resync::target) {
+        if let Some(t) = self
+            .peers
+            .data_mut()
+            .resync
+            .as_mut()
+            .and_then(Resync::target)
+        {
             t.progress(id, len);
         }
     }
@@ -270,7 +285,7 @@ impl Engine {
             self.protocol_error(format!("unexpected in-sync reply {id} at {offset}"));
             return;
         }
-        if let Some(bm) = self.bitmap.as_mut() {
+        if let Some(bm) = self.dev.bitmap.as_mut() {
             bm.clear_range(offset, u64::from(len));
         }
         self.rs_progress(id, u64::from(len));
@@ -295,7 +310,7 @@ impl Engine {
         // A resync block is at most one request (1 MiB).
         let len32 = u32::try_from(len).unwrap_or(u32::MAX);
         if ok {
-            if let Some(bm) = self.bitmap.as_mut() {
+            if let Some(bm) = self.dev.bitmap.as_mut() {
                 bm.clear_range(offset, len);
             }
             self.counters.nr_kib += len / 1024;
@@ -320,15 +335,22 @@ impl Engine {
 
     fn finish_sync_target(&mut self) {
         let secs = self
+            .peers
+            .data_mut()
             .resync
             .as_ref()
             .and_then(|r| r.started)
             .zip(self.last_now)
             .map_or(0, |(s, n)| n.saturating_duration_since(s).as_secs());
-        let kib = self.resync.as_ref().map_or(0, |r| r.total_bits * 4);
-        self.resync = None;
+        let kib = self
+            .peers
+            .data()
+            .resync
+            .as_ref()
+            .map_or(0, |r| r.total_bits * 4);
+        self.peers.data_mut().resync = None;
         // Adopt the source's generation (drbd_resync_finished): our sync UUID goes to history.
-        if let Some((peer, _)) = self.link.as_ref().and_then(|l| l.peer_uuids) {
+        if let Some((peer, _)) = self.peers.data().link.as_ref().and_then(|l| l.peer_uuids) {
             let primary = self.st.role() == Role::Primary;
             self.gen_change(GenEvent::FinishTarget {
                 peer_current: peer.current,
@@ -354,11 +376,11 @@ impl Engine {
     }
 
     pub(crate) fn finish_sync_source(&mut self) {
-        let left = self.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        let left = self.dev.bitmap.as_ref().map_or(0, Bitmap::count_ones);
         if left > 0 {
             tracing::warn!(resource = %self.cfg.resource, "peer finished the resync but {left} bits are still set here");
         }
-        self.resync = None;
+        self.peers.data_mut().resync = None;
         self.gen_change(GenEvent::FinishSource);
         let _ = self.change_state(
             ChangeSet::new()
@@ -373,12 +395,17 @@ impl Engine {
     pub(crate) fn on_rs_request(&mut self, id: u64, offset: u64, len: u32, digest: Vec<u8>) {
         let end = offset
             .checked_add(u64::from(len))
-            .filter(|e| *e <= self.local_usable_bytes);
+            .filter(|e| *e <= self.dev.local_usable_bytes);
         if end.is_none() || len == 0 || u64::from(len) > REQUEST_BYTES {
             self.protocol_error(format!("resync request {offset}+{len} is invalid"));
             return;
         }
-        let source = self.resync.as_mut().and_then(Resync::source);
+        let source = self
+            .peers
+            .data_mut()
+            .resync
+            .as_mut()
+            .and_then(Resync::source);
         match source {
             Some(s) if self.st.disk() == DiskState::UpToDate => s.request(id, offset, len, digest),
             // Not (or no longer) a source with UpToDate data: the block stays out of sync.
@@ -394,8 +421,9 @@ impl Engine {
     pub(crate) fn admit_resync_reads(&mut self) {
         let Some(link) = self.link_id() else { return };
         let requests = &self.requests;
-        let rx = &self.rx;
-        let Some(s) = self.resync.as_mut().and_then(Resync::source) else {
+        let peer = self.peers.data_mut();
+        let rx = &peer.rx;
+        let Some(s) = peer.resync.as_mut().and_then(Resync::source) else {
             return;
         };
         // Nor a received write not yet on our disk (the old Primary's, after a failover).
@@ -422,7 +450,13 @@ impl Engine {
         if self.link_id() != Some(link) {
             return;
         }
-        let Some(s) = self.resync.as_mut().and_then(Resync::source) else {
+        let Some(s) = self
+            .peers
+            .data_mut()
+            .resync
+            .as_mut()
+            .and_then(Resync::source)
+        else {
             return;
         };
         let Some(SourceRead {
@@ -455,14 +489,26 @@ impl Engine {
                 theirs,
             };
             s.hash(id, hashing);
-            if let Some(s) = self.resync.as_mut().and_then(Resync::source) {
+            if let Some(s) = self
+                .peers
+                .data_mut()
+                .resync
+                .as_mut()
+                .and_then(Resync::source)
+            {
                 s.zeros.insert(id, zeros);
             }
             let io = self.ios.start(IoOwner::CsumsHash { id, link });
             self.emit(Output::Hash { io, alg, data });
             return;
         }
-        if let Some(s) = self.resync.as_mut().and_then(Resync::source) {
+        if let Some(s) = self
+            .peers
+            .data_mut()
+            .resync
+            .as_mut()
+            .and_then(Resync::source)
+        {
             // A digest-less fallback (no csums-alg here, or the read failed) unlocks now.
             let _ = s.hashed(id);
         }
@@ -515,6 +561,8 @@ impl Engine {
             },
             zeros,
         )) = self
+            .peers
+            .data_mut()
             .resync
             .as_mut()
             .and_then(Resync::source)
@@ -543,7 +591,7 @@ impl Engine {
             // A run lies within one request (1 MiB).
             let len = u32::try_from(end - start).unwrap_or(u32::MAX);
             if equal {
-                if let Some(bm) = self.bitmap.as_mut() {
+                if let Some(bm) = self.dev.bitmap.as_mut() {
                     bm.clear_range(off, u64::from(len));
                 }
                 self.send(Packet::RsInSync {
@@ -607,7 +655,7 @@ impl Engine {
         }
         self.note_rs_acked(len);
         if ok {
-            if let Some(bm) = self.bitmap.as_mut() {
+            if let Some(bm) = self.dev.bitmap.as_mut() {
                 bm.clear_range(offset, u64::from(len));
             }
         }
@@ -616,7 +664,7 @@ impl Engine {
     /// The resync ends with the link: everything it held goes (reads and hashes still in
     /// flight complete and are dropped).
     pub(crate) fn abort_resync(&mut self) {
-        self.resync = None;
+        self.peers.data_mut().resync = None;
     }
 
     /// Why a resync is paused: `pause-sync` here, the peer's pause, or `resync-after`.
@@ -626,7 +674,7 @@ impl Engine {
         paused: bool,
         reason: PauseReason,
     ) -> Result<Option<String>, crate::core::contract::refusal::Refusal> {
-        let Some(rs) = self.resync.as_mut() else {
+        let Some(rs) = self.peers.data_mut().resync.as_mut() else {
             return Err(crate::core::contract::refusal::Refusal::NoResync {
                 cstate: self.st.cstate(),
             });
@@ -646,7 +694,7 @@ impl Engine {
 
     /// Derive the cstate from the pause reasons and tell the peer about ours.
     pub(crate) fn apply_pause(&mut self, now: Instant) {
-        let Some(rs) = self.resync.as_mut() else {
+        let Some(rs) = self.peers.data_mut().resync.as_mut() else {
             return;
         };
         let pause = rs.pause.paused();
@@ -668,24 +716,28 @@ impl Engine {
     /// The `resync-after` resource started or stopped resyncing.
     pub(crate) fn dependency_changed(&mut self, now: Instant, syncing: bool) {
         self.dependency_syncing = syncing;
-        if self.resync.is_some() {
+        if self.peers.data().resync.is_some() {
             let _ = self.set_sync_paused(now, syncing, PauseReason::After);
         }
     }
 
     pub fn resync_info(&self) -> Option<ResyncInfo> {
-        let rs = self.resync.as_ref()?;
+        let rs = self.peers.data().resync.as_ref()?;
         let now = self.last_now?;
         Some(ResyncInfo {
             total_bits: rs.total_bits,
-            left_bits: self.bitmap.as_ref().map_or(0, Bitmap::count_ones),
+            left_bits: self.dev.bitmap.as_ref().map_or(0, Bitmap::count_ones),
             elapsed: rs
                 .started
                 .map_or(Duration::ZERO, |s| now.saturating_duration_since(s)),
-            rate_kib: self.cfg.peer.pace.want_kib(now, self.last_app_write),
+            rate_kib: self
+                .cfg
+                .peer
+                .pace
+                .want_kib(now, self.requests.last_app_write),
             current_kib: rs
                 .gauge
-                .current_kib(now, self.bitmap.as_ref().map_or(0, Bitmap::count_ones)),
+                .current_kib(now, self.dev.bitmap.as_ref().map_or(0, Bitmap::count_ones)),
             limit: rs.gauge.limit.map(|l| {
                 let target = matches!(rs.side, Side::Target(_));
                 crate::core::sync::limit::LimitInfo::new(l, &self.cfg.peer.pace, target)
@@ -698,6 +750,6 @@ impl Engine {
         if self.st.cstate() != ConnState::SyncTarget {
             return None;
         }
-        self.resync.as_ref().and_then(Resync::wake)
+        self.peers.data().resync.as_ref().and_then(Resync::wake)
     }
 }

@@ -47,17 +47,17 @@ impl Engine {
         self.check_in_sync_and_connected()?;
         let alg = alg_of(self.cfg.peer.verify_alg)?;
         let _ = self.change_state(ChangeSet::new().cstate(ConnState::VerifyS));
-        self.verify = Some(Verify::new(alg, self.last_now));
-        self.verify_ranges.clear();
-        tracing::info!(resource = %self.cfg.resource, "Online verify started ({} bytes, {:?})", self.usable_bytes, alg);
+        self.peers.data_mut().verify = Some(Verify::new(alg, self.last_now));
+        self.peers.data_mut().verify_ranges.clear();
+        tracing::info!(resource = %self.cfg.resource, "Online verify started ({} bytes, {:?})", self.dev.usable_bytes, alg);
         self.pump_verify();
         Ok(Some("online verify started".into()))
     }
 
     fn pump_verify(&mut self) {
-        let usable = self.usable_bytes;
+        let usable = self.dev.usable_bytes;
         let Some(link) = self.link_id() else { return };
-        let Some(v) = self.verify.as_mut() else {
+        let Some(v) = self.peers.data_mut().verify.as_mut() else {
             return;
         };
         for (id, offset, len) in v.next_chunks(usable) {
@@ -65,13 +65,21 @@ impl Engine {
             self.send(Packet::OvRequest { id, offset, len });
             self.aux_read(Aux::VerifyMine { id, link }, offset, len);
         }
-        if self.verify.as_ref().is_some_and(|v| v.finished(usable)) {
+        if self
+            .peers
+            .data()
+            .verify
+            .as_ref()
+            .is_some_and(|v| v.finished(usable))
+        {
             self.finish_verify();
         }
     }
 
     fn finish_verify(&mut self) {
-        let Some(v) = self.verify.take() else { return };
+        let Some(v) = self.peers.data_mut().verify.take() else {
+            return;
+        };
         let secs = v
             .started
             .zip(self.last_now)
@@ -87,7 +95,7 @@ impl Engine {
                 v.settled, v.unsettled
             ));
         }
-        self.last_verify_oos = Some(v.found);
+        self.peers.data_mut().last_verify_oos = Some(v.found);
         self.send(Packet::OvDone {
             oos_blocks: v.found,
         });
@@ -120,6 +128,8 @@ impl Engine {
     pub(crate) fn aux_read_done(&mut self, aux: Aux, data: Option<Vec<u8>>) {
         let alg = match &aux {
             Aux::VerifyMine { .. } | Aux::VerifyPeer { .. } => self
+                .peers
+                .data_mut()
                 .verify
                 .as_ref()
                 .map(|v| v.alg)
@@ -163,7 +173,7 @@ impl Engine {
                 len,
                 link,
             } => {
-                if self.link_id() == Some(link) && self.resync.is_some() {
+                if self.link_id() == Some(link) && self.peers.data().resync.is_some() {
                     self.send(Packet::RsRequest {
                         id,
                         offset,
@@ -178,7 +188,7 @@ impl Engine {
     pub(crate) fn on_ov_request(&mut self, id: u64, offset: u64, len: u32) {
         let end = offset
             .checked_add(u64::from(len))
-            .filter(|e| *e <= self.usable_bytes);
+            .filter(|e| *e <= self.dev.usable_bytes);
         if end.is_none() || u64::from(len) > CHUNK_BYTES {
             self.protocol_error(format!("verify request {offset}+{len} is invalid"));
             return;
@@ -188,7 +198,7 @@ impl Engine {
             return;
         }
         if self.st.cstate() == ConnState::Connected {
-            self.verify_ranges.clear();
+            self.peers.data_mut().verify_ranges.clear();
             let _ = self.change_state(ChangeSet::new().cstate(ConnState::VerifyT));
         }
         let Some(link) = self.link_id() else { return };
@@ -210,8 +220,8 @@ impl Engine {
     /// One side's digests of chunk `id`; once both are in, the differing blocks are marked
     /// out of sync here and reported to the peer. Whether the chunk was waiting for them.
     fn verify_digests(&mut self, id: u64, whose: Whose, digests: Vec<u8>) -> bool {
-        let usable = self.usable_bytes;
-        let Some(v) = self.verify.as_mut() else {
+        let usable = self.dev.usable_bytes;
+        let Some(v) = self.peers.data_mut().verify.as_mut() else {
             return false;
         };
         if !v.record(id, whose, digests) {
@@ -222,8 +232,8 @@ impl Engine {
         };
         for (off, len) in bad {
             tracing::warn!(resource = %self.cfg.resource, "Out of sync: start={}, size={} (sectors)", off / 512, len / 512);
-            push_range(&mut self.verify_ranges, off, len);
-            if let Some(bm) = self.bitmap.as_mut() {
+            push_range(&mut self.peers.data_mut().verify_ranges, off, len);
+            if let Some(bm) = self.dev.bitmap.as_mut() {
                 bm.set_range(off, len);
             }
             self.send(Packet::OvResult {
@@ -243,32 +253,36 @@ impl Engine {
         }
         let ok = offset
             .checked_add(u64::from(len))
-            .is_some_and(|e| e <= self.usable_bytes);
+            .is_some_and(|e| e <= self.dev.usable_bytes);
         if !ok {
             self.protocol_error(format!("verify result {offset}+{len} is invalid"));
             return;
         }
-        if let Some(bm) = self.bitmap.as_mut() {
+        if let Some(bm) = self.dev.bitmap.as_mut() {
             bm.set_range(offset, u64::from(len));
         }
-        push_range(&mut self.verify_ranges, offset, u64::from(len));
+        push_range(
+            &mut self.peers.data_mut().verify_ranges,
+            offset,
+            u64::from(len),
+        );
     }
 
     /// An application write (ours or the peer's) started or completed over `[offset,
     /// offset+len)`: a running verify must not trust a mismatch there.
     pub(crate) fn verify_note_write(&mut self, offset: u64, len: u64) {
-        if let Some(v) = self.verify.as_mut() {
+        if let Some(v) = self.peers.data_mut().verify.as_mut() {
             v.note_write(offset, offset.saturating_add(len));
         }
     }
 
     /// The ranges the last verify found out of sync (on either side of it), merged.
     pub fn last_verify_ranges(&self) -> &[(u64, u64)] {
-        &self.verify_ranges
+        &self.peers.data().verify_ranges
     }
 
     pub(crate) fn on_ov_done(&mut self, oos_blocks: u64) {
-        self.last_verify_oos = Some(oos_blocks);
+        self.peers.data_mut().last_verify_oos = Some(oos_blocks);
         let why =
             format!("Online verify done on the peer; found {oos_blocks} 4k block out of sync");
         let mut cs = ChangeSet::new().why(why).persist();
@@ -297,6 +311,7 @@ impl Engine {
         }
         self.check_in_sync_and_connected()?;
         let bits = self
+            .dev
             .bitmap
             .as_ref()
             .map_or(0, crate::meta::bitmap::Bitmap::count_ones);
@@ -351,17 +366,19 @@ impl Engine {
     }
 
     pub(crate) fn abort_verify(&mut self) {
-        self.verify = None;
+        self.peers.data_mut().verify = None;
     }
 
     /// (done bytes, total bytes) of a running verify, for the progress bar.
     pub fn verify_progress(&self) -> Option<(u64, u64)> {
-        self.verify
+        self.peers
+            .data()
+            .verify
             .as_ref()
-            .map(|v| (v.done_bytes, self.usable_bytes))
+            .map(|v| (v.done_bytes, self.dev.usable_bytes))
     }
 
     pub fn last_verify_oos(&self) -> Option<u64> {
-        self.last_verify_oos
+        self.peers.data().last_verify_oos
     }
 }

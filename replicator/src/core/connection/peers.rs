@@ -1,0 +1,131 @@
+//! This node's peers, keyed by node id: for each, DRBD 9's connection (the link and its
+//! handshake, the transfer log towards it, the operations received from it) and peer device
+//! (resync and verify with it, whether we fenced it, a split brain found with it). Everything
+//! the engine knows about one peer lives in its [`Peer`] (docs/architecture.md §13).
+//!
+//! rep runs exactly one peer with a disk (the data peer); the peer states of `NodeState`
+//! (`cstate`, `peer_role`, `pdsk`) are still single fields beside this map (§13.2).
+
+use super::handshake::Link;
+pub(crate) use crate::core::contract::ids::NodeId;
+use crate::core::contract::io::LinkId;
+use crate::core::contract::split_brain::PeerAtSplit;
+use crate::core::receiver::peer_rx::PeerRx;
+use crate::core::request::transfer_log::TransferLog;
+use crate::core::sync::resync_state::Resync;
+use crate::core::sync::verify_state::Verify;
+
+/// What this node keeps for one peer.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub(crate) id: NodeId,
+    /// The peer's host name in the `.res` file.
+    pub(crate) name: String,
+    /// The current link to the peer and what its handshake learned (absent while StandAlone
+    /// or waiting for a connection).
+    pub(crate) link: Option<Link>,
+    /// Our writes sent to the peer, by epoch, until its barrier acks.
+    pub(crate) tl: TransferLog,
+    /// The peer's operations received and not yet completed here.
+    pub(crate) rx: PeerRx,
+    /// `connect --discard-my-data`: this node volunteers to lose a split brain with this peer.
+    pub(crate) discard_my_data: bool,
+    /// The peer's side of an unresolved split brain, from the handshake that found it.
+    pub(crate) at_split: Option<PeerAtSplit>,
+    /// The peer was Outdated (by fencing, or found so at attach): `unfence-peer` is due when it
+    /// is UpToDate again.
+    pub(crate) fenced: bool,
+    pub(crate) resync: Option<Resync>,
+    pub(crate) verify: Option<Verify>,
+    /// Blocks the last verify with this peer found out of sync (count, and merged byte ranges).
+    pub(crate) last_verify_oos: Option<u64>,
+    pub(crate) verify_ranges: Vec<(u64, u64)>,
+    /// Equal generations met set bits and no side may be taken as the source: what the
+    /// operator must settle, shown in status until a resync starts or the link goes.
+    pub(crate) oos_notice: Option<String>,
+}
+
+impl Peer {
+    fn new(id: NodeId, name: String) -> Peer {
+        Peer {
+            id,
+            name,
+            link: None,
+            tl: TransferLog::default(),
+            rx: PeerRx::default(),
+            discard_my_data: false,
+            at_split: None,
+            fenced: false,
+            resync: None,
+            verify: None,
+            last_verify_oos: None,
+            verify_ranges: Vec::new(),
+            oos_notice: None,
+        }
+    }
+}
+
+/// The peers of this node, by node id. Today exactly one, the data peer (the one whose disk
+/// mirrors ours); a diskless witness (quorum) joins as another. The data peer is reached
+/// without a lookup, as the write path wants.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    data: Peer,
+}
+
+impl Peers {
+    /// The peers of a configuration with one data peer.
+    pub(crate) fn new(data_id: NodeId, data_name: String) -> Peers {
+        Peers {
+            data: Peer::new(data_id, data_name),
+        }
+    }
+
+    /// The peer our writes are replicated to.
+    pub(crate) fn data(&self) -> &Peer {
+        &self.data
+    }
+    pub(crate) fn data_mut(&mut self) -> &mut Peer {
+        &mut self.data
+    }
+
+    /// Every peer, in node-id order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Peer> {
+        std::iter::once(&self.data)
+    }
+
+    /// The peer whose current link is `link`, if any (a packet or loss of an older link
+    /// belongs to nobody).
+    pub(crate) fn by_link(&self, link: LinkId) -> Option<NodeId> {
+        self.iter()
+            .find(|p| p.link.as_ref().is_some_and(|l| l.id == link))
+            .map(|p| p.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_link_belongs_to_the_peer_it_was_made_with() {
+        let mut peers = Peers::new(NodeId(1), "beta".into());
+        assert_eq!(peers.data().id, NodeId(1));
+        assert_eq!(peers.data().name, "beta");
+        assert_eq!(peers.by_link(LinkId(3)), None);
+        peers.data_mut().link = Some(Link::new(
+            LinkId(3),
+            true,
+            "beta".into(),
+            true,
+            Instant::now(),
+        ));
+        assert_eq!(peers.by_link(LinkId(3)), Some(NodeId(1)));
+        assert_eq!(peers.by_link(LinkId(2)), None, "an older link is nobody's");
+        assert_eq!(
+            peers.iter().map(|p| p.id).collect::<Vec<_>>(),
+            vec![NodeId(1)]
+        );
+    }
+}
