@@ -27,11 +27,19 @@ const MIB: u64 = 1 << 20;
 const FENCE_PEER_SH: &str = r#"#!/bin/sh
 d=$(dirname "$DRBD_CONF")
 echo "fence-peer start $REP_NODE peer=$DRBD_PEER" >> "$d/handlers.log"
+first=
+if [ -f "$d/fence-outdate-first" ]; then
+  # As crm-fence-peer does (constraint first, then waiting): this run only.
+  rm -f "$d/fence-outdate-first"
+  REP_NODE="$DRBD_PEER" REP_RUN_DIR="$d/run-$DRBD_PEER" "@REPADM@" outdate "$DRBD_RESOURCE" >> "$d/handlers.log" 2>&1
+  echo "fence-peer outdated-first $REP_NODE" >> "$d/handlers.log"
+  first=4
+fi
 if [ -f "$d/fence-block" ]; then
   i=0
   while [ ! -f "$d/fence-release" ] && [ $i -lt 400 ]; do sleep 0.1; i=$((i+1)); done
 fi
-code=$(cat "$d/fence-exit" 2>/dev/null || echo outdate)
+code=$(cat "$d/fence-exit" 2>/dev/null || echo "${first:-outdate}")
 if [ "$code" = outdate ]; then
   if REP_NODE="$DRBD_PEER" REP_RUN_DIR="$d/run-$DRBD_PEER" "@REPADM@" outdate "$DRBD_RESOURCE" >> "$d/handlers.log" 2>&1; then
     code=4
@@ -452,6 +460,68 @@ fn resource_and_stonith_freezes_io_until_fence_peer_returns() {
     );
     assert_eq!(backing_bytes(b, 6 * MIB, data3.len() as u64), data3);
     drop(client);
+}
+
+/// A fence-peer run that returns after the peer connected and was lost again speaks of the
+/// earlier connection (DRBD 8.4's conn_try_outdate_peer compares connect_cnt): its verdict is
+/// ignored and the new loss gets a run of its own. Here the first run outdates node-b at once
+/// and then waits, as crm-fence-peer does (constraint first); node-b reconnects, resyncs and is
+/// UpToDate again; the link goes again; the first run then returns "outdated" — which node-b
+/// no longer is. Taking that verdict would thaw I/O with a peer that could be promoted.
+#[test]
+fn a_fence_peer_verdict_from_before_a_reconnect_is_ignored() {
+    let c = fenced_pair(
+        "fence-stale",
+        &Setup {
+            fencing: "resource-and-stonith",
+            fence_peer: true,
+            unfence_peer: false,
+            before_resync_target: false,
+        },
+    );
+    let (a, b) = (c.a(), c.b());
+    write_pattern(a, 0x11, 0, MIB);
+    set_file(&c, "fence-block", "");
+    set_file(&c, "fence-outdate-first", "");
+    b.ok(&["disconnect", "r0"]);
+    wait_log(&c, "fence-peer outdated-first node-a", 0, 20);
+    assert_eq!(dstate(b), "Outdated/DUnknown");
+
+    // node-b comes back while the run waits: I/O thaws at the handshake, node-b resyncs and is
+    // UpToDate again.
+    b.ok(&["connect", "r0"]);
+    wait_in_sync(a, b, 30);
+    assert_eq!(a.status_json()["suspended"], false);
+
+    // The link goes again, the first run still waiting: I/O freezes; no second run (one runs).
+    b.ok(&["disconnect", "r0"]);
+    wait_for(Duration::from_secs(10), "node-a suspended again", || {
+        (a.status_json()["suspended"] == true).then_some(())
+    });
+    assert_eq!(log_count(&c, "fence-peer start node-a"), 1);
+    assert_eq!(dstate(b), "UpToDate/DUnknown");
+
+    // The first run returns "outdated" (exit 4), about the connection before.
+    set_file(&c, "fence-release", "");
+    wait_log(&c, "fence-peer done node-a exit=4", 0, 20);
+    wait_for(Duration::from_secs(20), "node-a to thaw", || {
+        (a.status_json()["suspended"] == false).then_some(())
+    });
+    assert_eq!(
+        dstate(b),
+        "Outdated/DUnknown",
+        "node-a thawed I/O while node-b was UpToDate: the verdict of the run started for the \
+         first link loss was taken for the second\n{}",
+        log_text(&c)
+    );
+    assert_eq!(
+        log_count(&c, "fence-peer start node-a"),
+        2,
+        "the second loss got its own run"
+    );
+
+    b.ok(&["connect", "r0"]);
+    wait_in_sync(a, b, 30);
 }
 
 /// Test 3. Each fence-peer exit code leaves the disk states README.md lists.

@@ -81,10 +81,16 @@ pub(crate) enum HandlerWait {
 /// What a fence-peer run is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FencePurpose {
-    /// A Primary lost its peer, which may still hold (or get) data we do not.
-    LostLink,
+    /// A Primary lost its peer, which may still hold (or get) data we do not. `connects`: the
+    /// peer's handshake count when the handler started (a result from before a later
+    /// handshake is stale, `fence_done`).
+    LostLink { connects: u64 },
     /// `primary` on a disconnected node needs the peer outdated first.
-    Promote { admin: AdminId, force: bool },
+    Promote {
+        admin: AdminId,
+        force: bool,
+        connects: u64,
+    },
 }
 
 impl IoOwner {

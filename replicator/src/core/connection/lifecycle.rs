@@ -55,6 +55,7 @@ impl Engine {
         let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFReportParams));
         let authed = self.cfg.peer.shared_secret.is_none();
         let mut l = Link::new(link, dialer, peer_node, authed, now);
+        self.peers.data_mut().connects += 1;
         if self.cfg.peer.shared_secret.is_some() {
             // Unpredictable per link (the driver reads the OS random source): a nonce derived
             // from a seed would let one observed challenge predict the next and replay answers.

@@ -35,6 +35,9 @@ pub(crate) struct Peer {
     /// The peer was Outdated (by fencing, or found so at attach): `unfence-peer` is due when it
     /// is UpToDate again.
     pub(crate) fenced: bool,
+    /// Links established with this peer (DRBD's connect_cnt): a fence-peer result from before
+    /// the latest one is stale (`Engine::fence_done`).
+    pub(crate) connects: u64,
     pub(crate) resync: Option<Resync>,
     pub(crate) verify: Option<Verify>,
     /// Blocks the last verify with this peer found out of sync (count, and merged byte ranges).
@@ -56,6 +59,7 @@ impl Peer {
             discard_my_data: false,
             at_split: None,
             fenced: false,
+            connects: 0,
             resync: None,
             verify: None,
             last_verify_oos: None,

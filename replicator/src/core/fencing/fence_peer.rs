@@ -32,7 +32,7 @@ impl Engine {
         self.ios.count(|o| {
             matches!(
                 o,
-                IoOwner::Handler(HandlerWait::Fence(FencePurpose::LostLink))
+                IoOwner::Handler(HandlerWait::Fence(FencePurpose::LostLink { .. }))
             )
         }) > 0
     }
@@ -57,7 +57,11 @@ impl Engine {
     /// The link is gone (see `fence_on_link_loss`): outdate the peer.
     pub(crate) fn fence_lost_peer(&mut self) {
         if !self.fence_running() {
-            self.run_handler("fence-peer", HandlerWait::Fence(FencePurpose::LostLink));
+            let connects = self.peers.data().connects;
+            self.run_handler(
+                "fence-peer",
+                HandlerWait::Fence(FencePurpose::LostLink { connects }),
+            );
         }
     }
 
@@ -69,7 +73,11 @@ impl Engine {
     ) {
         self.run_handler(
             "fence-peer",
-            HandlerWait::Fence(FencePurpose::Promote { admin, force }),
+            HandlerWait::Fence(FencePurpose::Promote {
+                admin,
+                force,
+                connects: self.peers.data().connects,
+            }),
         );
     }
 
@@ -83,6 +91,27 @@ impl Engine {
     fn fence_done(&mut self, purpose: FencePurpose, exit: Option<i32>) {
         let res = self.cfg.resource.clone();
         let connected = self.st.cstate() >= ConnState::Connected;
+        let stale = match purpose {
+            FencePurpose::LostLink { connects } | FencePurpose::Promote { connects, .. } => {
+                connects != self.peers.data().connects
+            }
+        };
+        if stale && !connected {
+            match purpose {
+                FencePurpose::LostLink { .. } => self.fence_stale(exit),
+                // Decide as for a new `primary`: with the peer still away, that fences again.
+                FencePurpose::Promote { admin, force, .. } => {
+                    tracing::info!(resource = %res, "fence-peer returned {exit:?} for an earlier connection: result ignored, `primary` fences again");
+                    if let Err(refusal) = self.promote_or_fence(admin, force) {
+                        self.emit(Output::AdminReply {
+                            id: admin,
+                            result: Err(refusal),
+                        });
+                    }
+                }
+            }
+            return;
+        }
         if connected {
             tracing::info!(resource = %res, "fence-peer returned {exit:?}, but the connection is back: result ignored");
         } else {
@@ -94,7 +123,7 @@ impl Engine {
         }
         let fenced = peer_known_outdated(self.st.pdsk());
         match purpose {
-            FencePurpose::LostLink => {
+            FencePurpose::LostLink { .. } => {
                 if !self.st.susp_fen() {
                     if !fenced && !connected {
                         tracing::warn!(resource = %res, "could not outdate the peer ({exit:?}); going on without it (fencing resource-only): a node promoted on the other side would miss the writes from now on");
@@ -105,7 +134,7 @@ impl Engine {
                     tracing::error!(resource = %res, "could not outdate the peer ({exit:?}); I/O stays frozen (fencing resource-and-stonith) until `repadm resume-io {res}`");
                 }
             }
-            FencePurpose::Promote { admin, force } => {
+            FencePurpose::Promote { admin, force, .. } => {
                 if connected {
                     // The peer is back: decide as for a new `primary` (it may object now).
                     if let Err(refusal) = self.promote_or_fence(admin, force) {
@@ -134,6 +163,27 @@ impl Engine {
                     });
                 }
             }
+        }
+    }
+
+    /// A fence-peer started for an earlier link loss returned after the peer connected again
+    /// and was lost again (DRBD 8.4's conn_try_outdate_peer compares `connect_cnt`): what it
+    /// did to the peer predates that connection — a resync since may have made the peer
+    /// UpToDate again, and the cluster manager's constraint may have been lifted by
+    /// unfence-peer — so it says nothing about the peer now. The result is ignored, and the
+    /// current loss gets its own run (none was started for it while this one ran).
+    fn fence_stale(&mut self, exit: Option<i32>) {
+        tracing::info!(
+            resource = %self.cfg.resource,
+            "fence-peer returned {exit:?} for an earlier connection (the peer connected and was lost again while it ran): result ignored"
+        );
+        let still_needed = self.cfg.fencing != Fencing::DontCare
+            && self.st.role() == Role::Primary
+            && !peer_known_outdated(self.st.pdsk());
+        if still_needed {
+            self.fence_lost_peer();
+        } else if self.st.susp_fen() {
+            self.thaw_io("the peer is fenced");
         }
     }
 
