@@ -186,8 +186,10 @@ fn expand_use(tree: &str) -> Vec<String> {
 }
 
 /// The module paths (relative to `src/core`) a file at module path `me` names through
-/// `super::`, `self::` and `crate::core::` paths, in `use` trees and inline.
-fn named_paths(me: &[String], code: &str) -> Vec<Vec<String>> {
+/// `super::`, `self::` and `crate::core::` paths, in `use` trees and inline (`area` names the
+/// directory under `src`: `core`, or `sim` for the simulator's own graph).
+fn named_paths(me: &[String], code: &str, area: &str) -> Vec<Vec<String>> {
+    let crate_area = format!("crate::{area}::");
     let mut paths = Vec::new();
     // `use` statements (they may span lines) are expanded; every other line is scanned for
     // inline paths.
@@ -219,7 +221,7 @@ fn named_paths(me: &[String], code: &str) -> Vec<Vec<String>> {
             || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_' || chars[i - 1] == ':');
         if boundary {
             let tail: String = chars[i..].iter().take(200).collect();
-            if ["super::", "self::", "crate::core::"]
+            if ["super::", "self::", crate_area.as_str()]
                 .iter()
                 .any(|p| tail.starts_with(p))
             {
@@ -239,7 +241,7 @@ fn named_paths(me: &[String], code: &str) -> Vec<Vec<String>> {
     for p in paths {
         let segs: Vec<&str> = p.split("::").filter(|s| !s.is_empty()).collect();
         let (mut base, mut segs) = match segs.first() {
-            Some(&"crate") if segs.get(1) == Some(&"core") => (Vec::new(), segs[2..].to_vec()),
+            Some(&"crate") if segs.get(1) == Some(&area) => (Vec::new(), segs[2..].to_vec()),
             Some(&"super") => (parent.to_vec(), segs[1..].to_vec()),
             Some(&"self") => (me.to_vec(), segs[1..].to_vec()),
             _ => continue,
@@ -260,9 +262,23 @@ fn named_paths(me: &[String], code: &str) -> Vec<Vec<String>> {
 /// the items it re-exports, resolved to the files that define them); any cycle fails, named.
 #[test]
 fn no_import_circle_in_core() {
-    let core = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/core");
+    import_circle_check("core", 20);
+}
+
+/// Goal: the simulator has no import circle either (issue 21): its configuration is read by
+/// the `.res` rendering and the cluster, and the cluster's parts are `impl Cluster` blocks over
+/// the types in `cluster/world.rs`, none importing a file that imports it. Method: as above.
+#[test]
+fn no_import_circle_in_sim() {
+    import_circle_check("sim", 15);
+}
+
+/// The import graph between the files of `src/{area}` (at least `min_edges` imports, or the
+/// scanner is broken); any cycle panics, named.
+fn import_circle_check(area: &str, min_edges: usize) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(area);
     let mut mods = Vec::new();
-    core_modules(&core, &[], &mut mods);
+    core_modules(&dir, &[], &mut mods);
     let is_mod_rs = |p: &Path| p.file_name().is_some_and(|n| n == "mod.rs");
     let file_of = |m: &[String]| mods.iter().position(|(mp, _)| mp.as_slice() == m);
     // Re-exports of each mod.rs: item name -> the module path it comes from.
@@ -321,7 +337,7 @@ fn no_import_circle_in_core() {
             continue;
         }
         let code = code_of(&std::fs::read_to_string(path).unwrap_or_default());
-        for named in named_paths(mp, &code) {
+        for named in named_paths(mp, &code, area) {
             if let Some(j) = resolve(&named) {
                 if j != i {
                     edges[i].insert(j);
@@ -356,11 +372,6 @@ fn no_import_circle_in_core() {
         None
     }
     let mut colour = vec![0u8; mods.len()];
-    let edge_count: usize = edges.iter().map(|e| e.len()).sum();
-    assert!(
-        edge_count > 20,
-        "the scanner found only {edge_count} imports"
-    );
     for n in 0..mods.len() {
         if colour[n] == 0 {
             if let Some(cycle) = visit(n, &edges, &mut colour, &mut Vec::new()) {
@@ -369,28 +380,43 @@ fn no_import_circle_in_core() {
                     .map(|&i| {
                         mods[i]
                             .1
-                            .strip_prefix(&core)
+                            .strip_prefix(&dir)
                             .unwrap_or(&mods[i].1)
                             .display()
                             .to_string()
                     })
                     .collect();
-                panic!("import circle in src/core: {}", names.join(" -> "));
+                panic!("import circle in src/{area}: {}", names.join(" -> "));
             }
         }
     }
+    let edge_count: usize = edges.iter().map(|e| e.len()).sum();
+    assert!(
+        edge_count > min_edges,
+        "the scanner found only {edge_count} imports"
+    );
 }
 
-/// Goal: no product file in the core or the runtime is too long to read as one piece
-/// (issue 21): a file that grows past 800 lines is split along what its parts own. Unit
-/// tests (from `#[cfg(test)]` on) do not count.
+/// Goal: no product file in the core or the runtime, and no file of the simulator or of this
+/// crate's integration tests, is too long to read as one piece (issue 21): a file that grows
+/// past 800 lines is split along what its parts own. Unit tests (from `#[cfg(test)]` on) do
+/// not count.
 #[test]
 fn no_product_file_over_800_lines() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("src");
     let mut mods = Vec::new();
     core_modules(&src.join("core"), &[], &mut mods);
     core_modules(&src.join("runtime"), &[], &mut mods);
-    assert!(mods.len() > 40, "only {} files found", mods.len());
+    let product = mods.len();
+    core_modules(&src.join("sim"), &[], &mut mods);
+    core_modules(&root.join("tests"), &[], &mut mods);
+    assert!(product > 40, "only {product} core and runtime files found");
+    assert!(
+        mods.len() > product + 15,
+        "only {} simulator and test files found",
+        mods.len() - product
+    );
     let long: Vec<String> = mods
         .iter()
         .filter_map(|(_, path)| {
@@ -404,7 +430,7 @@ fn no_product_file_over_800_lines() {
         .collect();
     assert!(
         long.is_empty(),
-        "core or runtime files over 800 lines:\n{}",
+        "files over 800 lines:\n{}",
         long.join("\n")
     );
 }

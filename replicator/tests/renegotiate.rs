@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use rep_replicator::core::{AdminCmd, ConnState};
-use rep_replicator::sim::cluster::{Cluster, SimConfig};
+use rep_replicator::sim::cluster::Cluster;
+use rep_replicator::sim::config::SimConfig;
 use rep_resources::Protocol;
 
 const DEVICE: u64 = 16 << 20;

@@ -4,6 +4,7 @@
 //! only; never used by repd.
 
 pub mod cluster;
+pub mod config;
 pub mod disk;
 mod generation_check;
 pub mod model;

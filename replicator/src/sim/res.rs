@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use super::cluster::SimConfig;
+use super::config::SimConfig;
 use crate::core::EngineConfig;
 
 /// The range a `.res` file may give `al-extents` (DRBD 8.4's limits, as the parser checks).
