@@ -40,6 +40,11 @@ pub struct SimConfig {
     /// them short, so a partition heals long after they returned. A long one lets the link
     /// come back while fence-peer still runs (DRBD 8.4's "connection established again").
     pub fence_peer_us: (u64, u64),
+    /// How long fence-peer's answer takes to come back once the peer acted on it (µs). A long
+    /// one is a handler that places its constraint first and then waits (crm-fence-peer): the
+    /// link can come back and go again before it returns, and its verdict is then about the
+    /// connection before.
+    pub fence_answer_us: (u64, u64),
 }
 
 impl SimConfig {
@@ -53,6 +58,7 @@ impl SimConfig {
             resync_rate_kib: 256 * 1024,
             fencing: Fencing::DontCare,
             fence_peer_us: (200, 5000),
+            fence_answer_us: (100, 2000),
         }
     }
 }

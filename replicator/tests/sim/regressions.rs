@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::faults::try_promote;
 use crate::harness::{
     admin, cfg_c, connect, converge, demote, describe, drain, for_seeds, ms, promote, synced_pair,
     wait, write_for, write_without_errors, DEVICE, MIB, R,
@@ -644,4 +645,49 @@ fn regression_writes_during_a_detach_go_out_after_the_diskless_state() {
     let mut summary = Summary::default();
     run_seed(5110, Protocol::C, Fencing::DontCare, &mut summary)
         .unwrap_or_else(|e| panic!("seed 5110 (protocol C): {e}"));
+}
+
+/// Stop 29: a fence-peer run that outdated the peer at once but answers late (crm-fence-peer
+/// places its constraint, then waits): the link comes back meanwhile, the peer resyncs to
+/// UpToDate, the link goes again, and then the answer "outdated" arrives — about the
+/// connection before (DRBD 8.4 compares connect_cnt). Taken, it thawed I/O with an UpToDate
+/// peer; when the Primary then died, that peer could be promoted without the writes
+/// acknowledged after the thaw (the promotion check of resource-and-stonith fires).
+#[test]
+fn regression_a_fence_peer_answer_from_before_a_reconnect_is_ignored() {
+    let secs = Duration::from_secs;
+    for_seeds("stale fence-peer answer", 0..6, |seed| {
+        let mut cfg = cfg_c();
+        cfg.fencing = Fencing::ResourceAndStonith;
+        cfg.fence_peer_us = (200, 1000);
+        cfg.fence_answer_us = (4_000_000, 5_000_000);
+        let mut c = synced_pair(seed, cfg);
+        write_for(&mut c, ms(50));
+        c.set_cut(true);
+        wait(&mut c, "fence-peer to outdate node-b", secs(5), |c| {
+            c.nodes[1].engine.disk() == DiskState::Outdated
+        })?;
+        c.set_cut(false);
+        wait(&mut c, "node-b to resync", secs(4), |c| {
+            c.nodes.iter().all(|n| {
+                n.engine.cstate() == ConnState::Connected
+                    && n.engine.disk() == DiskState::UpToDate
+                    && n.engine.pdsk() == DiskState::UpToDate
+            })
+        })?;
+        c.set_cut(true);
+        wait(&mut c, "node-a to freeze again", secs(3), |c| {
+            c.nodes[0].engine.suspended_by_fencing()
+        })?;
+        wait(&mut c, "node-a to thaw", secs(15), |c| {
+            !c.nodes[0].engine.suspended_by_fencing()
+        })?;
+        write_for(&mut c, ms(200));
+        c.crash(0);
+        c.run_for(ms(10));
+        let promoted = try_promote(&mut c, 1);
+        c.set_cut(false);
+        c.restart(0).map_err(|e| e.to_string())?;
+        converge(&mut c, if promoted { 1 } else { 0 }).map(|_| ())
+    });
 }

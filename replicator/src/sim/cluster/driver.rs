@@ -208,7 +208,8 @@ impl Cluster {
                     self.log(format!(
                         "fence-peer of node {from}: node {i} answers {code} ({result:?})"
                     ));
-                    let d = self.rand_us(100, 2000);
+                    let (lo, hi) = self.cfg.fence_answer_us;
+                    let d = self.rand_us(lo, hi);
                     self.schedule(
                         d,
                         Ev::HandlerDone {
