@@ -111,6 +111,19 @@ fn fenced_pair(test: &str, setup: &Setup) -> Cluster {
     c
 }
 
+/// A pair with `fencing resource-and-stonith` and only the fence-peer handler.
+fn stonith_pair(test: &str) -> Cluster {
+    fenced_pair(
+        test,
+        &Setup {
+            fencing: "resource-and-stonith",
+            fence_peer: true,
+            unfence_peer: false,
+            before_resync_target: false,
+        },
+    )
+}
+
 fn wait_cstate(n: &Node, cstate: &str, secs: u64) {
     wait_for(
         Duration::from_secs(secs),
@@ -293,15 +306,7 @@ fn resource_only_fence_peer_outdates_the_secondary_which_refuses_primary() {
 #[test]
 fn resource_and_stonith_freezes_io_until_fence_peer_returns() {
     require_tool("qemu-io", "qemu-utils");
-    let c = fenced_pair(
-        "fence-stonith",
-        &Setup {
-            fencing: "resource-and-stonith",
-            fence_peer: true,
-            unfence_peer: false,
-            before_resync_target: false,
-        },
-    );
+    let c = stonith_pair("fence-stonith");
     let (a, b) = (c.a(), c.b());
     write_pattern(a, 0x11, 0, MIB);
     let mut client = RawClient::connect(&a.nbd_socket(), "r0").expect("NBD client on node-a");
@@ -470,15 +475,7 @@ fn resource_and_stonith_freezes_io_until_fence_peer_returns() {
 /// no longer is. Taking that verdict would thaw I/O with a peer that could be promoted.
 #[test]
 fn a_fence_peer_verdict_from_before_a_reconnect_is_ignored() {
-    let c = fenced_pair(
-        "fence-stale",
-        &Setup {
-            fencing: "resource-and-stonith",
-            fence_peer: true,
-            unfence_peer: false,
-            before_resync_target: false,
-        },
-    );
+    let c = stonith_pair("fence-stale");
     let (a, b) = (c.a(), c.b());
     write_pattern(a, 0x11, 0, MIB);
     set_file(&c, "fence-block", "");

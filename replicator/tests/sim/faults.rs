@@ -171,12 +171,15 @@ pub(crate) fn crash_during_verify(c: &mut Cluster, rng: &mut Rng, p: usize) -> R
     }
     admin(c, p, AdminCmd::Verify)?;
     write_for(c, ms(rand(rng, 0, 15)));
-    let victim = if one_in(rng, 2) { p } else { 1 - p };
-    c.fault(if victim == p {
-        "power loss during verify: VerifyS"
-    } else {
-        "power loss during verify: VerifyT"
-    });
+    let victim = either_node(
+        c,
+        rng,
+        p,
+        [
+            "power loss during verify: VerifyS",
+            "power loss during verify: VerifyT",
+        ],
+    );
     c.crash(victim);
     c.run_for(ms(rand(rng, 1, 50)));
     c.restart(victim).map_err(|e| e.to_string())?;
@@ -253,25 +256,33 @@ pub(crate) fn diskless_promotion(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<
     Ok(p)
 }
 
-pub(crate) fn disk_fails(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
+/// The Primary `p` or its peer, at even odds, with the fault recorded under the name given for
+/// that choice (`[if the Primary, if the Secondary]`).
+fn either_node(c: &mut Cluster, rng: &mut Rng, p: usize, names: [&'static str; 2]) -> usize {
     let victim = if one_in(rng, 2) { p } else { 1 - p };
-    c.fault(if victim == p {
-        "disk failure: Primary"
-    } else {
-        "disk failure: Secondary"
-    });
+    c.fault(names[usize::from(victim != p)]);
+    victim
+}
+
+pub(crate) fn disk_fails(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
+    let victim = either_node(
+        c,
+        rng,
+        p,
+        ["disk failure: Primary", "disk failure: Secondary"],
+    );
     c.set_disk_failing(victim, true);
     write_for(c, ms(rand(rng, 50, 300)));
     Ok(p)
 }
 
 pub(crate) fn flush_fails(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
-    let victim = if one_in(rng, 2) { p } else { 1 - p };
-    c.fault(if victim == p {
-        "flush failure: Primary"
-    } else {
-        "flush failure: Secondary"
-    });
+    let victim = either_node(
+        c,
+        rng,
+        p,
+        ["flush failure: Primary", "flush failure: Secondary"],
+    );
     c.fail_flushes(victim, 1 + (rng.next_u64() % 2) as u32);
     write_for(c, ms(rand(rng, 100, 400)));
     Ok(p)
@@ -292,12 +303,15 @@ pub(crate) fn diskless_primarys_peer_fails(c: &mut Cluster, rng: &mut Rng, p: us
 }
 
 pub(crate) fn torn_metadata(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
-    let victim = if one_in(rng, 2) { p } else { 1 - p };
-    c.fault(if victim == p {
-        "power loss in a metadata write: Primary"
-    } else {
-        "power loss in a metadata write: Secondary"
-    });
+    let victim = either_node(
+        c,
+        rng,
+        p,
+        [
+            "power loss in a metadata write: Primary",
+            "power loss in a metadata write: Secondary",
+        ],
+    );
     c.cut_meta_power_after(victim, 1 + (rng.next_u64() % 3) as u32);
     write_for(c, ms(rand(rng, 50, 200)));
     if c.nodes[victim].up {

@@ -73,17 +73,28 @@ fn regression_2_a_promoted_diskless_secondary_gets_its_writes_resynced() {
     // must refuse it) was counted as a client error of the later Diskless Primary.
     let seeds = 0u64..8;
     for_seeds("Diskless promotion", seeds, |seed| {
-        let mut c = synced_pair(seed, cfg_c());
-        write_for(&mut c, ms(50));
-        drain(&mut c, 0)?;
-        admin(&mut c, 1, AdminCmd::Detach { force: false })?;
-        demote(&mut c, 0)?;
-        promote(&mut c, 1)?;
-        write_without_errors(&mut c, 1, ms(200))?;
-        demote(&mut c, 1)?;
-        admin(&mut c, 1, AdminCmd::Attach)?;
-        converge(&mut c, 0).map(|_| ())
+        diskless_node_b_promoted(seed, false)
     });
+}
+
+/// node-b's disk is detached and node-a demoted (in that order, or the other), node-b is
+/// promoted Diskless and writes through node-a, then re-attaches: it must get those writes.
+fn diskless_node_b_promoted(seed: u64, demote_first: bool) -> R {
+    let mut c = synced_pair(seed, cfg_c());
+    write_for(&mut c, ms(50));
+    drain(&mut c, 0)?;
+    if demote_first {
+        demote(&mut c, 0)?;
+    }
+    admin(&mut c, 1, AdminCmd::Detach { force: false })?;
+    if !demote_first {
+        demote(&mut c, 0)?;
+    }
+    promote(&mut c, 1)?;
+    write_without_errors(&mut c, 1, ms(200))?;
+    demote(&mut c, 1)?;
+    admin(&mut c, 1, AdminCmd::Attach)?;
+    converge(&mut c, 0).map(|_| ())
 }
 
 /// Fix 2 without the detour that hid it: node-a is demoted *before* node-b's disk goes, so no
@@ -94,16 +105,7 @@ fn regression_2_a_promoted_diskless_secondary_gets_its_writes_resynced() {
 #[test]
 fn regression_2_a_diskless_node_promoted_over_a_secondary_peer_gets_its_writes_resynced() {
     for_seeds("Diskless promotion over a Secondary", 0..8, |seed| {
-        let mut c = synced_pair(seed, cfg_c());
-        write_for(&mut c, ms(50));
-        drain(&mut c, 0)?;
-        demote(&mut c, 0)?;
-        admin(&mut c, 1, AdminCmd::Detach { force: false })?;
-        promote(&mut c, 1)?;
-        write_without_errors(&mut c, 1, ms(200))?;
-        demote(&mut c, 1)?;
-        admin(&mut c, 1, AdminCmd::Attach)?;
-        converge(&mut c, 0).map(|_| ())
+        diskless_node_b_promoted(seed, true)
     });
 }
 

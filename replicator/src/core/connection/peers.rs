@@ -12,7 +12,7 @@ use crate::core::contract::io::LinkId;
 use crate::core::contract::split_brain::PeerAtSplit;
 use crate::core::receiver::peer_rx::PeerRx;
 use crate::core::request::transfer_log::TransferLog;
-use crate::core::sync::resync_state::Resync;
+use crate::core::sync::resync_state::{Resync, ResyncSource, ResyncTarget};
 use crate::core::sync::verify_state::Verify;
 
 /// What this node keeps for one peer.
@@ -49,6 +49,14 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// The resync with this peer, if we are its SyncTarget / SyncSource.
+    pub(crate) fn resync_target(&mut self) -> Option<&mut ResyncTarget> {
+        self.resync.as_mut().and_then(Resync::target)
+    }
+    pub(crate) fn resync_source(&mut self) -> Option<&mut ResyncSource> {
+        self.resync.as_mut().and_then(Resync::source)
+    }
+
     fn new(id: NodeId, name: String) -> Peer {
         Peer {
             id,

@@ -238,20 +238,12 @@ impl Engine {
             && self
                 .peers
                 .data_mut()
-                .resync
-                .as_mut()
-                .and_then(Resync::target)
+                .resync_target()
                 .is_some_and(|t| t.reply_fits(id, offset, len))
     }
 
     fn rs_progress(&mut self, id: u64, len: u64) {
-        if let Some(t) = self
-            .peers
-            .data_mut()
-            .resync
-            .as_mut()
-            .and_then(Resync::target)
-        {
+        if let Some(t) = self.peers.data_mut().resync_target() {
             t.progress(id, len);
         }
     }
@@ -400,12 +392,7 @@ impl Engine {
             self.protocol_error(format!("resync request {offset}+{len} is invalid"));
             return;
         }
-        let source = self
-            .peers
-            .data_mut()
-            .resync
-            .as_mut()
-            .and_then(Resync::source);
+        let source = self.peers.data_mut().resync_source();
         match source {
             Some(s) if self.st.disk() == DiskState::UpToDate => s.request(id, offset, len, digest),
             // Not (or no longer) a source with UpToDate data: the block stays out of sync.
@@ -450,13 +437,7 @@ impl Engine {
         if self.link_id() != Some(link) {
             return;
         }
-        let Some(s) = self
-            .peers
-            .data_mut()
-            .resync
-            .as_mut()
-            .and_then(Resync::source)
-        else {
+        let Some(s) = self.peers.data_mut().resync_source() else {
             return;
         };
         let Some(SourceRead {
@@ -489,26 +470,14 @@ impl Engine {
                 theirs,
             };
             s.hash(id, hashing);
-            if let Some(s) = self
-                .peers
-                .data_mut()
-                .resync
-                .as_mut()
-                .and_then(Resync::source)
-            {
+            if let Some(s) = self.peers.data_mut().resync_source() {
                 s.zeros.insert(id, zeros);
             }
             let io = self.ios.start(IoOwner::CsumsHash { id, link });
             self.emit(Output::Hash { io, alg, data });
             return;
         }
-        if let Some(s) = self
-            .peers
-            .data_mut()
-            .resync
-            .as_mut()
-            .and_then(Resync::source)
-        {
+        if let Some(s) = self.peers.data_mut().resync_source() {
             // A digest-less fallback (no csums-alg here, or the read failed) unlocks now.
             let _ = s.hashed(id);
         }
@@ -563,9 +532,7 @@ impl Engine {
         )) = self
             .peers
             .data_mut()
-            .resync
-            .as_mut()
-            .and_then(Resync::source)
+            .resync_source()
             .and_then(|s| Some((s.hashed(id)?, s.zeros.remove(&id).unwrap_or_default())))
         else {
             return;
