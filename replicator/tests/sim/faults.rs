@@ -181,7 +181,13 @@ pub(crate) fn crash_during_verify(c: &mut Cluster, rng: &mut Rng, p: usize) -> R
         ],
     );
     c.crash(victim);
-    c.run_for(ms(rand(rng, 1, 50)));
+    back_after(c, rng, victim, p, 50)
+}
+
+/// `victim` (down) comes back after 1 to `max_ms` ms; if it was the Primary `p`, it is promoted
+/// again. The Primary afterwards.
+fn back_after(c: &mut Cluster, rng: &mut Rng, victim: usize, p: usize, max_ms: u64) -> R<usize> {
+    c.run_for(ms(rand(rng, 1, max_ms)));
     c.restart(victim).map_err(|e| e.to_string())?;
     if victim == p {
         promote(c, p)?;
@@ -327,12 +333,7 @@ pub(crate) fn torn_metadata(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize
     if c.nodes[victim].up {
         c.crash(victim);
     }
-    c.run_for(ms(rand(rng, 1, 30)));
-    c.restart(victim).map_err(|e| e.to_string())?;
-    if victim == p {
-        promote(c, p)?;
-    }
-    Ok(p)
+    back_after(c, rng, victim, p, 30)
 }
 
 pub(crate) fn invalidate(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {

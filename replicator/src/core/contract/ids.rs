@@ -73,6 +73,17 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
+/// DRBD 9's node id: the host's `node-id` where the `.res` file gives one, else its place
+/// among the resource's hosts sorted by name (both nodes derive the same ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeId(pub u32);
+
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,16 +103,5 @@ mod tests {
             m.insert(ReqId(i), i);
         }
         assert!((0..10_000u64).all(|i| m.get(&ReqId(i)) == Some(&i)));
-    }
-}
-
-/// DRBD 9's node id: the host's `node-id` where the `.res` file gives one, else its place
-/// among the resource's hosts sorted by name (both nodes derive the same ids).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeId(pub u32);
-
-impl std::fmt::Display for NodeId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
     }
 }
