@@ -125,6 +125,17 @@ impl Engine {
         Ok(None)
     }
 
+    /// A `primary` that was waiting (for the peer's vote, for fence-peer) decides again as if
+    /// just given; a refusal is its answer.
+    pub(crate) fn promote_again(&mut self, id: AdminId, force: bool) {
+        if let Err(refusal) = self.promote_or_fence(id, force) {
+            self.emit(Output::AdminReply {
+                id,
+                result: Err(refusal),
+            });
+        }
+    }
+
     /// Promote now, ask the connected peer first, or have a disconnected peer outdated first
     /// (fence-peer) when only that stands in the way; the reply to `id` follows.
     pub(crate) fn promote_or_fence(&mut self, id: AdminId, force: bool) -> Result<(), Refusal> {

@@ -134,12 +134,7 @@ impl Engine {
         if let Some((id, force)) = self.admin.pending_primary.take() {
             // The peer is gone: it cannot object any more, but with fencing it must be
             // outdated before we go on.
-            if let Err(refusal) = self.promote_or_fence(id, force) {
-                self.emit(Output::AdminReply {
-                    id,
-                    result: Err(refusal),
-                });
-            }
+            self.promote_again(id, force);
         }
         match after {
             After::Reconnect => {

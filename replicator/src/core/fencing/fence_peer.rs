@@ -96,24 +96,14 @@ impl Engine {
                 connects != self.peers.data().connects
             }
         };
-        if stale && !connected {
-            match purpose {
-                FencePurpose::LostLink { .. } => self.fence_stale(exit),
-                // Decide as for a new `primary`: with the peer still away, that fences again.
-                FencePurpose::Promote { admin, force, .. } => {
-                    tracing::info!(resource = %res, "fence-peer returned {exit:?} for an earlier connection: result ignored, `primary` fences again");
-                    if let Err(refusal) = self.promote_or_fence(admin, force) {
-                        self.emit(Output::AdminReply {
-                            id: admin,
-                            result: Err(refusal),
-                        });
-                    }
-                }
-            }
+        if stale && !connected && matches!(purpose, FencePurpose::LostLink { .. }) {
+            self.fence_stale(exit);
             return;
         }
         if connected {
             tracing::info!(resource = %res, "fence-peer returned {exit:?}, but the connection is back: result ignored");
+        } else if stale {
+            tracing::info!(resource = %res, "fence-peer returned {exit:?} for an earlier connection: result ignored, `primary` decides again");
         } else {
             let (cs, why) = fence_result(exit, self.st.disk(), self.cfg.fencing);
             // Logged here as well: a result that changes nothing (a broken handler, exit 5
@@ -135,14 +125,10 @@ impl Engine {
                 }
             }
             FencePurpose::Promote { admin, force, .. } => {
-                if connected {
-                    // The peer is back: decide as for a new `primary` (it may object now).
-                    if let Err(refusal) = self.promote_or_fence(admin, force) {
-                        self.emit(Output::AdminReply {
-                            id: admin,
-                            result: Err(refusal),
-                        });
-                    }
+                if connected || stale {
+                    // The peer is back (it may object now), or came and went again (what the
+                    // handler did predates that connection): decide as for a new `primary`.
+                    self.promote_again(admin, force);
                 } else if fenced {
                     self.finish_primary(admin, force, true);
                 } else if force {
