@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::admin::pending::AdminWaits;
-use super::connection::peers::Peers;
+use super::connection::peers::{NodeId, Peers};
 use super::contract::config::EngineConfig;
 use super::contract::failure::OpenFailure;
 use super::contract::io::{AttachInfo, Extent, Input, IoFailure, IoId, IoResult, Output};
@@ -24,7 +24,7 @@ use super::device::local::Device;
 use super::fencing::freeze::Freeze;
 use super::io_table::{IoOwner, IoTable};
 use super::request::requests::Requests;
-use super::state::node_state::NodeState;
+use super::state::node_state::{NodeState, PeerState};
 use super::state::{ConnState, DiskState, Role};
 use crate::meta::superblock::{GenerationUuids, MdFlags};
 
@@ -122,7 +122,7 @@ impl Engine {
         let peers = Peers::new(cfg.peer_id, cfg.peer_node.clone());
         Engine {
             cfg,
-            st: NodeState::initial(),
+            st: NodeState::initial(peers.ids()),
             dev: Device::default(),
             peers,
             requests: Requests::default(),
@@ -332,20 +332,30 @@ impl Engine {
         self.out.queue.push_back(out);
     }
 
+    /// The node id of the data peer (the one peer with a disk; docs/architecture.md §13).
+    pub(crate) fn data_id(&self) -> NodeId {
+        self.peers.data().id
+    }
+    /// What we know of the data peer.
+    pub(crate) fn data_st(&self) -> PeerState {
+        self.st.peer(self.peers.data().id)
+    }
+
     pub fn role(&self) -> Role {
         self.st.role()
     }
+    /// The data peer's role, connection and disk states (`peers()` has every peer's).
     pub fn peer_role(&self) -> Role {
-        self.st.peer_role()
+        self.data_st().role()
     }
     pub fn cstate(&self) -> ConnState {
-        self.st.cstate()
+        self.data_st().cstate()
     }
     pub fn disk(&self) -> DiskState {
         self.st.disk()
     }
     pub fn pdsk(&self) -> DiskState {
-        self.st.pdsk()
+        self.data_st().pdsk()
     }
     /// Application I/O is frozen by fencing (`susp-fen`).
     pub fn suspended_by_fencing(&self) -> bool {
@@ -412,8 +422,8 @@ impl Engine {
                 self.cfg.resource,
                 self.cfg.node,
                 self.st.disk(),
-                self.st.cstate(),
-                self.st.pdsk()
+                self.data_st().cstate(),
+                self.data_st().pdsk()
             ));
         }
         Ok(())
@@ -424,15 +434,15 @@ impl Engine {
         self.gen_change(GenEvent::StateFlags {
             disk: self.st.disk(),
             role: self.st.role(),
-            cstate: self.st.cstate(),
-            pdsk: self.st.pdsk(),
+            cstate: self.data_st().cstate(),
+            pdsk: self.data_st().pdsk(),
             peer_fenced: self.peers.data().fenced,
         });
     }
 
     /// Assertions that must hold after every input (docs/architecture.md §12.1).
     pub fn check_invariants(&self) {
-        let (role, cstate, disk) = (self.st.role(), self.st.cstate(), self.st.disk());
+        let (role, cstate, disk) = (self.st.role(), self.data_st().cstate(), self.st.disk());
         // A Secondary never has client requests in flight, frozen or not.
         if role != Role::Primary {
             assert!(
@@ -472,7 +482,7 @@ impl Engine {
         }
         // Without a connection the peer's role is unknown.
         if self.peers.data().link.is_none() {
-            assert_eq!(self.st.peer_role(), Role::Unknown);
+            assert_eq!(self.data_st().role(), Role::Unknown);
         }
         // Sync states need a link; a link never coexists with StandAlone.
         if cstate >= ConnState::WFReportParams {

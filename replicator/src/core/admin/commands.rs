@@ -46,7 +46,7 @@ impl Engine {
                     crate::core::sync::resync_state::PauseReason::User,
                 ),
                 None => Err(Refusal::NoResync {
-                    cstate: self.st.cstate(),
+                    cstate: self.data_st().cstate(),
                 }),
             },
         };
@@ -80,9 +80,9 @@ impl Engine {
     /// whom: a promotion (which may start a new generation) must wait for it (DRBD's
     /// SS_IN_TRANSIENT_STATE), or the two sides would decide on different UUIDs.
     fn not_in_handshake(&self) -> Result<(), Refusal> {
-        if self.st.cstate() == ConnState::WFReportParams {
+        if self.data_st().cstate() == ConnState::WFReportParams {
             return Err(Refusal::InTransientState {
-                cstate: self.st.cstate(),
+                cstate: self.data_st().cstate(),
             });
         }
         Ok(())
@@ -173,8 +173,8 @@ impl Engine {
         if forced {
             tracing::warn!(resource = %self.cfg.resource, "Forced to consider local data as UpToDate!");
         }
-        let degraded =
-            self.st.cstate() < ConnState::Connected || self.st.pdsk() <= DiskState::Failed;
+        let degraded = self.data_st().cstate() < ConnState::Connected
+            || self.data_st().pdsk() <= DiskState::Failed;
         if self.st.disk() > DiskState::Diskless {
             self.gen_change(GenEvent::Promote { degraded, forced });
         }
@@ -182,8 +182,8 @@ impl Engine {
         self.reply_when_durable(id, "promoted to Primary".into(), io);
         // `primary --force` on a connected pair with an Inconsistent peer: the initial full sync.
         if forced
-            && self.st.cstate() == ConnState::Connected
-            && self.st.pdsk() == DiskState::Inconsistent
+            && self.data_st().cstate() == ConnState::Connected
+            && self.data_st().pdsk() == DiskState::Inconsistent
         {
             if let Some(bm) = self.dev.bitmap.as_mut() {
                 bm.set_all();
@@ -286,7 +286,12 @@ impl Engine {
             DiskState::DUnknown
         };
         let state = disk_state_on_attach(flags, pdsk, self.cfg.fencing);
-        let io = self.change_state(ChangeSet::new().disk(state).pdsk(pdsk).persist());
+        let io = self.change_state(
+            ChangeSet::new()
+                .disk(state)
+                .pdsk(self.data_id(), pdsk)
+                .persist(),
+        );
         self.reply_when_durable(pending.id, pending.message, io);
         if self.peers.data().link.is_some() {
             let _ = self.change_state(
@@ -397,9 +402,9 @@ impl Engine {
     }
 
     fn cmd_connect(&mut self, discard_my_data: bool) -> Result<Option<String>, Refusal> {
-        if self.st.cstate() != ConnState::StandAlone {
+        if self.data_st().cstate() != ConnState::StandAlone {
             return Err(Refusal::NetConfigured {
-                cstate: self.st.cstate(),
+                cstate: self.data_st().cstate(),
             });
         }
         if !self.cfg.has_peer {
@@ -410,13 +415,13 @@ impl Engine {
         }
         self.peers.data_mut().discard_my_data = discard_my_data;
         // StandAlone → Unconnected → WFConnection; the driver dials and accepts.
-        let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFConnection));
+        let _ = self.change_state(ChangeSet::new().cstate(self.data_id(), ConnState::WFConnection));
         self.emit(Output::Connect);
         Ok(Some("waiting for the peer (WFConnection)".into()))
     }
 
     fn cmd_disconnect(&mut self) -> Result<Option<String>, Refusal> {
-        if self.st.cstate() == ConnState::StandAlone {
+        if self.data_st().cstate() == ConnState::StandAlone {
             return Err(Refusal::AlreadyStandAlone);
         }
         self.send(crate::wire::Packet::Bye);
@@ -438,10 +443,10 @@ impl Engine {
                 disk: self.st.disk(),
             });
         }
-        if self.st.cstate() >= ConnState::Connected {
+        if self.data_st().cstate() >= ConnState::Connected {
             // Connected, the data is the peer's: Outdated would vanish at once (DRBD refuses).
             return Err(Refusal::ConnectedOutdates {
-                cstate: self.st.cstate(),
+                cstate: self.data_st().cstate(),
             });
         }
         let io = self.request_state(ChangeSet::new().disk(DiskState::Outdated).persist())?;
@@ -466,11 +471,13 @@ impl Engine {
             // Two fresh disks: skip the initial sync, both sides become UpToDate (DRBD's
             // "new-current-uuid --clear-bitmap" shortcut).
             if just_created
-                && self.st.cstate() == ConnState::Connected
-                && self.st.pdsk() == DiskState::Inconsistent
+                && self.data_st().cstate() == ConnState::Connected
+                && self.data_st().pdsk() == DiskState::Inconsistent
             {
                 self.gen_change(GenEvent::SkipInitialSync);
-                skip = skip.disk(DiskState::UpToDate).pdsk(DiskState::UpToDate);
+                skip = skip
+                    .disk(DiskState::UpToDate)
+                    .pdsk(self.data_id(), DiskState::UpToDate);
                 self.send_uuids(crate::core::connection::handshake::UUID_FLAG_SKIP_INITIAL_SYNC);
                 // The peer adopts this generation on receipt (`on_uuids`), so what we know of it
                 // must say so: a SyncTarget finish here adopts the peer's current UUID from this
@@ -500,7 +507,7 @@ impl Engine {
     /// SS_NEED_CONNECTION: the bits would be set on a node that cannot tell its peer, and a
     /// handshake between equal generations would then find them without a direction.
     fn resync_command_allowed(&self, offline_ok: bool) -> Result<(), Refusal> {
-        let cstate = self.st.cstate();
+        let cstate = self.data_st().cstate();
         if self.peers.data().resync.is_some()
             || self.peers.data().verify.is_some()
             || cstate > ConnState::Connected
@@ -513,9 +520,9 @@ impl Engine {
         if cstate != ConnState::Connected {
             return Err(Refusal::NeedConnection { cstate });
         }
-        if self.st.pdsk() < DiskState::Inconsistent {
+        if self.data_st().pdsk() < DiskState::Inconsistent {
             return Err(Refusal::NoRemoteDisk {
-                pdsk: self.st.pdsk(),
+                pdsk: self.data_st().pdsk(),
             });
         }
         Ok(())
@@ -530,11 +537,13 @@ impl Engine {
         // all bits set, Inconsistent; the Inconsistent disk is the SyncTarget of the next
         // handshake, whatever the UUIDs say. Connected: ask the peer to be our SyncSource now.
         self.resync_command_allowed(true)?;
-        if self.st.cstate() == ConnState::Connected && self.st.pdsk() != DiskState::UpToDate {
+        if self.data_st().cstate() == ConnState::Connected
+            && self.data_st().pdsk() != DiskState::UpToDate
+        {
             // Our disk becomes Inconsistent: the peer must hold the data.
             return Err(Refusal::NoUpToDateDisk {
                 disk: self.st.disk(),
-                pdsk: self.st.pdsk(),
+                pdsk: self.data_st().pdsk(),
             });
         }
         if let Some(bm) = self.dev.bitmap.as_mut() {
@@ -543,7 +552,7 @@ impl Engine {
         // Bits first (persist_superblock writes them before the superblock): a crash in
         // between must not leave a clean bitmap behind an Inconsistent disk.
         let io = self.change_state(ChangeSet::new().disk(DiskState::Inconsistent).persist());
-        let message = if self.st.cstate() == ConnState::Connected {
+        let message = if self.data_st().cstate() == ConnState::Connected {
             self.send(crate::wire::Packet::SyncStart {
                 source: false,
                 full: true,
@@ -561,7 +570,7 @@ impl Engine {
         if self.st.disk() != DiskState::UpToDate {
             return Err(Refusal::NoUpToDateDisk {
                 disk: self.st.disk(),
-                pdsk: self.st.pdsk(),
+                pdsk: self.data_st().pdsk(),
             });
         }
         // StandAlone is allowed only for a Primary, as in DRBD: its generation is newer than
@@ -571,7 +580,7 @@ impl Engine {
         if let Some(bm) = self.dev.bitmap.as_mut() {
             bm.set_all();
         }
-        if self.st.cstate() == ConnState::Connected {
+        if self.data_st().cstate() == ConnState::Connected {
             self.start_sync_source(true);
             return Ok(Some("full sync to the peer started".into()));
         }

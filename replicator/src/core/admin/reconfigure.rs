@@ -59,10 +59,11 @@ impl Engine {
         if self
             .admin
             .renegotiation
-            .step(now, self.st.cstate(), self.cfg.has_peer)
+            .step(now, self.data_st().cstate(), self.cfg.has_peer)
         {
             tracing::info!(resource = %self.cfg.resource, "configuration changed (adjust): connecting again to renegotiate with the peer");
-            let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFConnection));
+            let _ =
+                self.change_state(ChangeSet::new().cstate(self.data_id(), ConnState::WFConnection));
             self.emit(Output::Connect);
         }
     }

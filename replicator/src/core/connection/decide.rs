@@ -29,8 +29,8 @@ impl Engine {
             ChangeSet::new()
                 .disk(disk)
                 .negotiating(None)
-                .peer_role(peer.role)
-                .pdsk(peer.disk),
+                .peer_role(self.data_id(), peer.role)
+                .pdsk(self.data_id(), peer.disk),
         );
         // The smaller device wins, as in DRBD; a Diskless side has no say.
         let pdisk = peer.disk;
@@ -45,7 +45,8 @@ impl Engine {
             (true, true) => 0,
         };
         if disk <= DiskState::Failed || pdisk <= DiskState::Failed {
-            let _ = self.change_state(ChangeSet::new().cstate(ConnState::Connected));
+            let _ =
+                self.change_state(ChangeSet::new().cstate(self.data_id(), ConnState::Connected));
             if pdisk <= DiskState::Failed {
                 self.peer_lost_disk(peer.role);
             }
@@ -93,7 +94,8 @@ impl Engine {
                     self.peers.data_mut().oos_notice = decision.unresolved;
                     self.status_changed();
                 }
-                let _ = self.change_state(ChangeSet::new().cstate(ConnState::Connected));
+                let _ = self
+                    .change_state(ChangeSet::new().cstate(self.data_id(), ConnState::Connected));
                 self.thaw_on_reconnect();
             }
             Outcome::Source { full } => {
@@ -106,7 +108,7 @@ impl Engine {
                 let _ = self.change_state(
                     ChangeSet::new()
                         .disk(DiskState::Inconsistent)
-                        .cstate(ConnState::WFSyncUUID)
+                        .cstate(self.data_id(), ConnState::WFSyncUUID)
                         .persist(),
                 );
             }

@@ -113,7 +113,7 @@ impl Engine {
             // Both ways: the target could not write a block, or the source could not send one.
             Packet::RsNegAck { id, offset, len } => {
                 if matches!(
-                    self.st.cstate(),
+                    self.data_st().cstate(),
                     ConnState::SyncTarget | ConnState::PausedSyncT
                 ) {
                     self.on_rs_neg_reply(id, offset, len);

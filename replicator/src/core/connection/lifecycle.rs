@@ -41,7 +41,7 @@ impl Engine {
         nonce: [u8; auth::NONCE_BYTES],
     ) {
         if !matches!(
-            self.st.cstate(),
+            self.data_st().cstate(),
             ConnState::WFConnection | ConnState::Unconnected
         ) {
             // A late link after `disconnect`: refuse it.
@@ -52,7 +52,8 @@ impl Engine {
         if self.start_deferred_generation() {
             let _ = self.persist_superblock();
         }
-        let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFReportParams));
+        let _ =
+            self.change_state(ChangeSet::new().cstate(self.data_id(), ConnState::WFReportParams));
         let authed = self.cfg.peer.shared_secret.is_none();
         let mut l = Link::new(link, dialer, peer_node, authed, now);
         self.peers.data_mut().connects += 1;
@@ -88,9 +89,9 @@ impl Engine {
     /// Tear the link down: what the peer may have missed goes into the bitmap, a Primary starts
     /// a new data generation, and the node either reconnects or goes StandAlone.
     pub(crate) fn lose_link(&mut self, via: ConnState, why: &str, after: After) {
-        let standalone = ChangeSet::new().cstate(ConnState::StandAlone);
+        let standalone = ChangeSet::new().cstate(self.data_id(), ConnState::StandAlone);
         let Some(l) = self.peers.data_mut().link.take() else {
-            if after == After::StandAlone && self.st.cstate() != ConnState::StandAlone {
+            if after == After::StandAlone && self.data_st().cstate() != ConnState::StandAlone {
                 let _ = self.change_state(standalone.why(why));
                 self.emit(Output::Disconnect);
             }
@@ -104,7 +105,7 @@ impl Engine {
         // replies are held from here on.
         let fence = self.fence_on_link_loss();
         let primary_lost_peer =
-            self.st.cstate() >= ConnState::Connected && self.st.role() == Role::Primary;
+            self.data_st().cstate() >= ConnState::Connected && self.st.role() == Role::Primary;
         // A Primary goes on alone from here: what it acknowledges now, the requests the peer
         // did not confirm included, waits for the superblock below (new generation, bits).
         let gate = primary_lost_peer && !self.st.susp_fen();
@@ -127,7 +128,12 @@ impl Engine {
         // Whatever the UUIDs say, the bits just set for the writes the peer may have missed
         // must survive a crash of this node.
         let why = format!("{why} (peer {})", l.peer_node);
-        let written = self.change_state(ChangeSet::new().cstate(via).why(why).persist());
+        let written = self.change_state(
+            ChangeSet::new()
+                .cstate(self.data_id(), via)
+                .why(why)
+                .persist(),
+        );
         if gate {
             self.gate_on(written);
         }
@@ -138,7 +144,8 @@ impl Engine {
         }
         match after {
             After::Reconnect => {
-                let _ = self.change_state(ChangeSet::new().cstate(ConnState::WFConnection));
+                let _ = self
+                    .change_state(ChangeSet::new().cstate(self.data_id(), ConnState::WFConnection));
                 self.emit(Output::Connect);
             }
             After::StandAlone => {

@@ -3,8 +3,8 @@
 //! (resync and verify with it, whether we fenced it, a split brain found with it). Everything
 //! the engine knows about one peer lives in its [`Peer`] (docs/architecture.md §13).
 //!
-//! rep runs exactly one peer with a disk (the data peer); the peer states of `NodeState`
-//! (`cstate`, `peer_role`, `pdsk`) are still single fields beside this map (§13.2).
+//! The visible state of each peer (`cstate`, its role, its disk) is in `NodeState`, keyed by the
+//! same ids, so that one state change covers them all (state/node_state.rs).
 
 use super::handshake::Link;
 pub(crate) use crate::core::contract::ids::NodeId;
@@ -77,33 +77,45 @@ impl Peer {
     }
 }
 
-/// The peers of this node, by node id. Today exactly one, the data peer (the one whose disk
+/// The peers of this node, by node id. Today exactly one has a disk (the data peer, whose disk
 /// mirrors ours); a diskless witness (quorum) joins as another. The data peer is reached
-/// without a lookup, as the write path wants.
+/// without a search, as the write path wants.
 #[derive(Debug)]
 pub(crate) struct Peers {
-    data: Peer,
+    /// In node-id order.
+    all: Vec<Peer>,
+    /// Index of the data peer in `all`.
+    data: usize,
 }
 
 impl Peers {
     /// The peers of a configuration with one data peer.
     pub(crate) fn new(data_id: NodeId, data_name: String) -> Peers {
         Peers {
-            data: Peer::new(data_id, data_name),
+            all: vec![Peer::new(data_id, data_name)],
+            data: 0,
         }
     }
 
     /// The peer our writes are replicated to.
     pub(crate) fn data(&self) -> &Peer {
-        &self.data
+        &self.all[self.data]
     }
     pub(crate) fn data_mut(&mut self) -> &mut Peer {
-        &mut self.data
+        &mut self.all[self.data]
+    }
+
+    /// Peer `id`, if it is one of ours.
+    pub(crate) fn get_mut(&mut self, id: NodeId) -> Option<&mut Peer> {
+        self.all.iter_mut().find(|p| p.id == id)
     }
 
     /// Every peer, in node-id order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Peer> {
-        std::iter::once(&self.data)
+        self.all.iter()
+    }
+    pub(crate) fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.all.iter().map(|p| p.id)
     }
 
     /// The peer whose current link is `link`, if any (a packet or loss of an older link

@@ -95,7 +95,7 @@ impl Engine {
             let _ = self.change_state(
                 ChangeSet::new()
                     .disk(DiskState::UpToDate)
-                    .pdsk(DiskState::UpToDate)
+                    .pdsk(self.data_id(), DiskState::UpToDate)
                     .why("peer skipped the initial sync: both sides UpToDate")
                     .persist(),
             );
@@ -115,16 +115,20 @@ impl Engine {
             self.try_decide();
             return;
         }
-        let had_disk = self.st.pdsk() >= DiskState::Inconsistent;
-        let was_primary = self.st.peer_role() == Role::Primary;
-        let _ = self.change_state(ChangeSet::new().peer_role(role).pdsk(disk));
+        let had_disk = self.data_st().pdsk() >= DiskState::Inconsistent;
+        let was_primary = self.data_st().role() == Role::Primary;
+        let _ = self.change_state(
+            ChangeSet::new()
+                .peer_role(self.data_id(), role)
+                .pdsk(self.data_id(), disk),
+        );
         if !had_disk && disk < DiskState::Inconsistent && !was_primary && role == Role::Primary {
             // A Diskless peer was promoted: its writes will exist only here from now on
             // (DRBD's after_state_ch starts a new current UUID for this case).
             self.peer_lost_disk(role);
         }
         if had_disk && disk < DiskState::Inconsistent {
-            if self.st.cstate() > ConnState::Connected {
+            if self.data_st().cstate() > ConnState::Connected {
                 self.lose_link(
                     ConnState::Disconnecting,
                     "peer's disk failed during a resync or verify; reconnecting",
@@ -147,7 +151,7 @@ impl Engine {
             return;
         }
         if matches!(
-            self.st.cstate(),
+            self.data_st().cstate(),
             ConnState::SyncSource | ConnState::PausedSyncS
         ) && disk == DiskState::UpToDate
         {
@@ -184,13 +188,13 @@ impl Engine {
             if !l.decided {
                 self.try_decide();
             } else if matches!(
-                self.st.cstate(),
+                self.data_st().cstate(),
                 ConnState::WFSyncUUID | ConnState::Connected
             ) {
                 // Bits the source set after its first report (writes during the handshake).
                 self.merge_peer_bitmap(&blob, false);
             } else {
-                self.protocol_error(format!("bitmap while {}", self.st.cstate()));
+                self.protocol_error(format!("bitmap while {}", self.data_st().cstate()));
             }
         }
     }

@@ -21,8 +21,8 @@ impl Engine {
     /// The peer's UpToDate disk is reachable over a decided link.
     fn peer_has_data(&self) -> bool {
         self.link_ready()
-            && self.st.cstate() >= ConnState::Connected
-            && self.st.pdsk() == DiskState::UpToDate
+            && self.data_st().cstate() >= ConnState::Connected
+            && self.data_st().pdsk() == DiskState::UpToDate
     }
 
     /// No usable local disk (never attached, detached, or failed), and the peer's UpToDate disk
@@ -39,8 +39,8 @@ impl Engine {
                 self.cfg.resource,
                 self.cfg.node,
                 self.st.disk(),
-                self.st.cstate(),
-                self.st.pdsk()
+                self.data_st().cstate(),
+                self.data_st().pdsk()
             ),
         }
     }
@@ -180,7 +180,7 @@ impl Engine {
         // Now, not at the end of this input: writes this input still replicates must reach
         // the peer after it knows it holds the only copy (it marks them out of sync then).
         self.announce_state();
-        if self.st.cstate() > ConnState::Connected {
+        if self.data_st().cstate() > ConnState::Connected {
             // A resync or verify cannot go on without this disk: start over from a handshake,
             // which sees the disk gone.
             self.lose_link(

@@ -42,8 +42,8 @@ impl Engine {
     pub(crate) fn fence_on_link_loss(&mut self) -> bool {
         let fence = self.cfg.fencing != Fencing::DontCare
             && self.st.role() == Role::Primary
-            && self.st.cstate() >= ConnState::Connected
-            && !peer_known_outdated(self.st.pdsk());
+            && self.data_st().cstate() >= ConnState::Connected
+            && !peer_known_outdated(self.data_st().pdsk());
         if fence && self.cfg.fencing == Fencing::ResourceAndStonith {
             let _ = self.change_state(
                 ChangeSet::new()
@@ -90,7 +90,7 @@ impl Engine {
 
     fn fence_done(&mut self, purpose: FencePurpose, exit: Option<i32>) {
         let res = self.cfg.resource.clone();
-        let connected = self.st.cstate() >= ConnState::Connected;
+        let connected = self.data_st().cstate() >= ConnState::Connected;
         let stale = match purpose {
             FencePurpose::LostLink { connects } | FencePurpose::Promote { connects, .. } => {
                 connects != self.peers.data().connects
@@ -105,13 +105,13 @@ impl Engine {
         } else if stale {
             tracing::info!(resource = %res, "fence-peer returned {exit:?} for an earlier connection: result ignored, `primary` decides again");
         } else {
-            let (cs, why) = fence_result(exit, self.st.disk(), self.cfg.fencing);
+            let (cs, why) = fence_result(self.data_id(), exit, self.st.disk(), self.cfg.fencing);
             // Logged here as well: a result that changes nothing (a broken handler, exit 5
             // without UpToDate data) leaves no state-change line to carry it.
             tracing::info!(resource = %res, "{why}");
             let _ = self.change_state(cs.why(why));
         }
-        let fenced = peer_known_outdated(self.st.pdsk());
+        let fenced = peer_known_outdated(self.data_st().pdsk());
         match purpose {
             FencePurpose::LostLink { .. } => {
                 if !self.st.susp_fen() {
@@ -135,13 +135,13 @@ impl Engine {
                     tracing::warn!(resource = %res, "Forced into split brain situation!");
                     let _ = self.change_state(
                         ChangeSet::new()
-                            .pdsk(DiskState::Outdated)
+                            .pdsk(self.data_id(), DiskState::Outdated)
                             .why("primary --force with the peer not outdated"),
                     );
                     self.finish_primary(admin, force, true);
                 } else {
                     let refusal = Refusal::PrimaryNop {
-                        pdsk: self.st.pdsk(),
+                        pdsk: self.data_st().pdsk(),
                     };
                     self.emit(Output::AdminReply {
                         id: admin,
@@ -165,7 +165,7 @@ impl Engine {
         );
         let still_needed = self.cfg.fencing != Fencing::DontCare
             && self.st.role() == Role::Primary
-            && !peer_known_outdated(self.st.pdsk());
+            && !peer_known_outdated(self.data_st().pdsk());
         if still_needed {
             self.fence_lost_peer();
         } else if self.st.susp_fen() {

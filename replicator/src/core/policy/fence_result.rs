@@ -1,12 +1,14 @@
 //! What a fence-peer handler's exit code means (DRBD 8.4's conn_try_outdate_peer), as a state
 //! change.
 
+use crate::core::contract::ids::NodeId;
 use crate::core::state::node_state::ChangeSet;
 use crate::core::state::DiskState;
 use rep_resources::Fencing;
 
 /// What a fence-peer exit code says, as a state change (DRBD's conn_try_outdate_peer).
 pub(crate) fn fence_result(
+    peer: NodeId,
     exit: Option<i32>,
     disk: DiskState,
     fencing: Fencing,
@@ -14,15 +16,15 @@ pub(crate) fn fence_result(
     let code = exit.map_or_else(|| "no exit code".to_string(), |c| c.to_string());
     match exit {
         Some(3) => (
-            ChangeSet::new().pdsk(DiskState::Inconsistent),
+            ChangeSet::new().pdsk(peer, DiskState::Inconsistent),
             "fence-peer helper returned 3 (peer is inconsistent)".into(),
         ),
         Some(4) => (
-            ChangeSet::new().pdsk(DiskState::Outdated),
+            ChangeSet::new().pdsk(peer, DiskState::Outdated),
             "fence-peer helper returned 4 (peer was fenced: outdated)".into(),
         ),
         Some(5) if disk == DiskState::UpToDate => (
-            ChangeSet::new().pdsk(DiskState::Outdated),
+            ChangeSet::new().pdsk(peer, DiskState::Outdated),
             "fence-peer helper returned 5 (peer is unreachable, assumed to be dead)".into(),
         ),
         Some(5) => (
@@ -38,7 +40,7 @@ pub(crate) fn fence_result(
                 tracing::error!("fence-peer() = 7 && fencing != Stonith !!!");
             }
             (
-                ChangeSet::new().pdsk(DiskState::Outdated),
+                ChangeSet::new().pdsk(peer, DiskState::Outdated),
                 "fence-peer helper returned 7 (peer was stonithed)".into(),
             )
         }
@@ -53,29 +55,27 @@ pub(crate) fn fence_result(
 mod tests {
     use super::*;
 
-    fn pdsk_after(exit: Option<i32>, disk: DiskState) -> String {
-        format!("{:?}", fence_result(exit, disk, Fencing::ResourceOnly).0)
+    /// (our disk, the peer's disk) the verdict asks for.
+    fn after(exit: Option<i32>, disk: DiskState) -> (Option<DiskState>, Option<DiskState>) {
+        let cs = fence_result(NodeId(1), exit, disk, Fencing::ResourceOnly).0;
+        (cs.asked_disk(), cs.asked_pdsk(NodeId(1)))
     }
 
     #[test]
     fn exit_codes_map_to_drbds_disk_states() {
         use DiskState::*;
-        assert!(pdsk_after(Some(3), UpToDate).contains("pdsk: Some(Inconsistent)"));
-        assert!(pdsk_after(Some(4), UpToDate).contains("pdsk: Some(Outdated)"));
-        assert!(pdsk_after(Some(5), UpToDate).contains("pdsk: Some(Outdated)"));
-        assert!(
-            pdsk_after(Some(5), Consistent).contains("pdsk: None"),
+        assert_eq!(after(Some(3), UpToDate), (None, Some(Inconsistent)));
+        assert_eq!(after(Some(4), UpToDate), (None, Some(Outdated)));
+        assert_eq!(after(Some(5), UpToDate), (None, Some(Outdated)));
+        assert_eq!(
+            after(Some(5), Consistent),
+            (None, None),
             "an unreachable peer is not outdated when our own data may be stale"
         );
-        let six = pdsk_after(Some(6), UpToDate);
-        assert!(six.contains("disk: Some(Outdated)") && six.contains("pdsk: None"));
-        assert!(pdsk_after(Some(7), UpToDate).contains("pdsk: Some(Outdated)"));
+        assert_eq!(after(Some(6), UpToDate), (Some(Outdated), None));
+        assert_eq!(after(Some(7), UpToDate), (None, Some(Outdated)));
         for broken in [None, Some(0), Some(1), Some(2), Some(8), Some(-1)] {
-            let cs = pdsk_after(broken, UpToDate);
-            assert!(
-                cs.contains("pdsk: None") && cs.contains("disk: None"),
-                "{broken:?}: {cs}"
-            );
+            assert_eq!(after(broken, UpToDate), (None, None), "{broken:?}");
         }
     }
 }

@@ -184,7 +184,7 @@ impl Engine {
     /// A replicated write lands only on our disk: the peer is Diskless.
     fn only_copy_here(&self, kind: RxKind) -> bool {
         matches!(kind, RxKind::App { .. })
-            && self.st.pdsk() < DiskState::Inconsistent
+            && self.data_st().pdsk() < DiskState::Inconsistent
             && self.st.disk() > DiskState::Failed
     }
 
@@ -214,7 +214,7 @@ impl Engine {
                 self.verify_note_write(w.start, len);
                 self.counters.nr_kib += len / 1024;
                 self.counters.dw_kib += len / 1024;
-                if self.st.pdsk() < DiskState::Inconsistent {
+                if self.data_st().pdsk() < DiskState::Inconsistent {
                     // A Diskless Primary's writes exist only here.
                     if let Some(bm) = self.dev.bitmap.as_mut() {
                         bm.set_range(w.start, len);

@@ -265,8 +265,8 @@ impl Engine {
     /// Whether replicated writes currently reach the peer's disk (else: set bitmap bits).
     pub(crate) fn peer_gets_writes(&self) -> bool {
         self.link_ready()
-            && self.st.cstate() >= ConnState::Connected
-            && self.st.pdsk() >= DiskState::Inconsistent
+            && self.data_st().cstate() >= ConnState::Connected
+            && self.data_st().pdsk() >= DiskState::Inconsistent
     }
 
     fn submit(&mut self, req: ReqId, op: ClientOp) {

@@ -38,8 +38,7 @@ impl Engine {
     }
 
     fn commit_state(&mut self, ns: NodeState, cs: ChangeSet) -> Option<IoId> {
-        let os = self.st;
-        self.st = ns;
+        let os = std::mem::replace(&mut self.st, ns.clone());
         if os != ns {
             crate::core::state::node_state::log_change(&self.cfg.resource, &os, &ns, cs.reason());
             self.status_changed();
@@ -60,20 +59,25 @@ impl Engine {
     fn after_state_change(&mut self, os: &NodeState, ns: &NodeState) {
         let data = |s: &NodeState| promotion::has_uptodate_data(&self.promotion_facts(s));
         if ns.role() == Role::Primary && !data(ns) && (os.role() != Role::Primary || data(os)) {
-            tracing::error!(resource = %self.cfg.resource, "Primary without access to UpToDate data (disk {}, peer {} {})", ns.disk(), ns.cstate(), ns.pdsk());
+            tracing::error!(resource = %self.cfg.resource, "Primary without access to UpToDate data (disk {}, peer {} {})", ns.disk(), ns.peer(self.data_id()).cstate(), ns.peer(self.data_id()).pdsk());
             self.emit(crate::core::contract::io::Output::Handler {
                 name: "pri-on-incon-degr",
             });
         }
         // Remembered past the handshake, which takes the peer from Outdated to Inconsistent
         // (and clears the persisted flag) before the resync brings it back.
-        if ns.pdsk() == DiskState::Outdated {
-            self.peers.data_mut().fenced = true;
-        }
-        let peer_back = os.pdsk() != DiskState::UpToDate && ns.pdsk() == DiskState::UpToDate;
-        if peer_back && self.peers.data_mut().fenced {
-            self.peers.data_mut().fenced = false;
-            if self.cfg.fencing != rep_resources::Fencing::DontCare {
+        for ((id, o), (_, n)) in os.peers().zip(ns.peers()) {
+            let Some(peer) = self.peers.get_mut(id) else {
+                continue;
+            };
+            if n.pdsk() == DiskState::Outdated {
+                peer.fenced = true;
+            }
+            let peer_back = o.pdsk() != DiskState::UpToDate && n.pdsk() == DiskState::UpToDate;
+            if peer_back
+                && std::mem::take(&mut peer.fenced)
+                && self.cfg.fencing != rep_resources::Fencing::DontCare
+            {
                 self.emit(crate::core::contract::io::Output::Handler {
                     name: "unfence-peer",
                 });
@@ -110,10 +114,14 @@ impl Engine {
     pub(crate) fn promotion_facts(&self, ns: &NodeState) -> promotion::Facts {
         promotion::Facts {
             role: ns.role(),
-            peer_role: ns.peer_role(),
-            cstate: ns.cstate(),
+            peer_role: if ns.any_peer_primary() {
+                Role::Primary
+            } else {
+                ns.peer(self.data_id()).role()
+            },
+            cstate: ns.peer(self.data_id()).cstate(),
             disk: ns.disk(),
-            pdsk: ns.pdsk(),
+            pdsk: ns.peer(self.data_id()).pdsk(),
             fencing: self.cfg.fencing,
             allow_two_primaries: self.cfg.allow_two_primaries,
         }

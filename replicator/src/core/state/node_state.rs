@@ -6,51 +6,90 @@
 //! The fields of [`NodeState`] are private to this module: no other code can assign them, so
 //! every change passes the rules here (the compiler enforces it).
 
+use crate::core::contract::ids::NodeId;
 use crate::core::state::{ConnState, DiskState, Role};
 
-/// Role, connection and disk states of this node and what it knows of its peer.
+/// What this node knows of one peer: its role, the connection to it, its disk (DRBD 9's
+/// connection and peer-device states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PeerState {
+    role: Role,
+    cstate: ConnState,
+    pdsk: DiskState,
+}
+
+impl PeerState {
+    /// A peer never connected: role and disk unknown, StandAlone.
+    pub(crate) const INITIAL: PeerState = PeerState {
+        role: Role::Unknown,
+        cstate: ConnState::StandAlone,
+        pdsk: DiskState::DUnknown,
+    };
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+    pub(crate) fn cstate(&self) -> ConnState {
+        self.cstate
+    }
+    pub(crate) fn pdsk(&self) -> DiskState {
+        self.pdsk
+    }
+}
+
+/// Role and disk state of this node, and the state of each of its peers (by node id): the
+/// whole visible state of a resource, as one DRBD 9 state change covers resource, device,
+/// connections and peer devices together.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NodeState {
     role: Role,
-    peer_role: Role,
-    cstate: ConnState,
     disk: DiskState,
-    pdsk: DiskState,
     /// While `disk` is Negotiating: what the attached disk's metadata says (UpToDate,
     /// Outdated, ...), which the next handshake compares (DRBD's D_NEGOTIATING).
     negotiating: Option<DiskState>,
     /// Application I/O is frozen until the fence-peer handler returns (DRBD's susp_fen,
     /// `fencing resource-and-stonith`).
     susp_fen: bool,
+    /// Every configured peer, in node-id order.
+    peers: Vec<(NodeId, PeerState)>,
 }
 
 impl NodeState {
-    /// A fresh node: Secondary, Diskless, StandAlone, as after `drbdsetup new-minor`.
-    pub(crate) fn initial() -> NodeState {
+    /// A fresh node: Secondary, Diskless, StandAlone towards every peer, as after
+    /// `drbdsetup new-minor`.
+    pub(crate) fn initial(peers: impl IntoIterator<Item = NodeId>) -> NodeState {
+        let mut peers: Vec<_> = peers
+            .into_iter()
+            .map(|id| (id, PeerState::INITIAL))
+            .collect();
+        peers.sort_by_key(|(id, _)| *id);
         NodeState {
             role: Role::Secondary,
-            peer_role: Role::Unknown,
-            cstate: ConnState::StandAlone,
             disk: DiskState::Diskless,
-            pdsk: DiskState::DUnknown,
             negotiating: None,
             susp_fen: false,
+            peers,
         }
     }
     pub(crate) fn role(&self) -> Role {
         self.role
     }
-    pub(crate) fn peer_role(&self) -> Role {
-        self.peer_role
+    /// What we know of peer `id` (a node that is not our peer: never connected).
+    pub(crate) fn peer(&self, id: NodeId) -> PeerState {
+        self.peers
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map_or(PeerState::INITIAL, |(_, s)| *s)
     }
-    pub(crate) fn cstate(&self) -> ConnState {
-        self.cstate
+    /// Every peer's state, in node-id order.
+    pub(crate) fn peers(&self) -> impl Iterator<Item = (NodeId, PeerState)> + '_ {
+        self.peers.iter().copied()
+    }
+    /// Whether some peer is Primary (DRBD's SS_TWO_PRIMARIES looks at every connection).
+    pub(crate) fn any_peer_primary(&self) -> bool {
+        self.peers.iter().any(|(_, p)| p.role == Role::Primary)
     }
     pub(crate) fn disk(&self) -> DiskState {
         self.disk
-    }
-    pub(crate) fn pdsk(&self) -> DiskState {
-        self.pdsk
     }
     pub(crate) fn susp_fen(&self) -> bool {
         self.susp_fen
@@ -63,21 +102,25 @@ impl NodeState {
 
     /// The state `cs` leads to from this one, with the changes it implies (`sanitize`).
     pub(crate) fn apply(&self, cs: &ChangeSet) -> NodeState {
-        let mut ns = *self;
+        let mut ns = self.clone();
         if let Some(r) = cs.role {
             ns.role = r;
-        }
-        if let Some(r) = cs.peer_role {
-            ns.peer_role = r;
-        }
-        if let Some(c) = cs.cstate {
-            ns.cstate = c;
         }
         if let Some(d) = cs.disk {
             ns.disk = d;
         }
-        if let Some(d) = cs.pdsk {
-            ns.pdsk = d;
+        for (id, pc) in &cs.peers {
+            if let Some((_, p)) = ns.peers.iter_mut().find(|(p, _)| p == id) {
+                if let Some(r) = pc.role {
+                    p.role = r;
+                }
+                if let Some(c) = pc.cstate {
+                    p.cstate = c;
+                }
+                if let Some(d) = pc.pdsk {
+                    p.pdsk = d;
+                }
+            }
         }
         if let Some(n) = cs.negotiating {
             ns.negotiating = n;
@@ -90,16 +133,22 @@ impl NodeState {
     }
 }
 
+/// The requested changes of one peer's state.
+#[derive(Debug, Clone, Copy, Default)]
+struct PeerChange {
+    role: Option<Role>,
+    cstate: Option<ConnState>,
+    pdsk: Option<DiskState>,
+}
+
 /// A requested state change: the fields to set (others stay), and whether the superblock must
 /// be written even if no flag changes (generation UUIDs or bitmap changed with it).
 #[derive(Debug, Clone, Default)]
 #[must_use = "a ChangeSet does nothing until passed to change_state"]
 pub(crate) struct ChangeSet {
     role: Option<Role>,
-    peer_role: Option<Role>,
-    cstate: Option<ConnState>,
     disk: Option<DiskState>,
-    pdsk: Option<DiskState>,
+    peers: Vec<(NodeId, PeerChange)>,
     negotiating: Option<Option<DiskState>>,
     susp_fen: Option<bool>,
     persist: bool,
@@ -114,20 +163,33 @@ impl ChangeSet {
         self.role = Some(r);
         self
     }
-    pub(crate) fn peer_role(mut self, r: Role) -> Self {
-        self.peer_role = Some(r);
+    fn peer_change(&mut self, id: NodeId) -> &mut PeerChange {
+        let at = match self.peers.iter().position(|(p, _)| *p == id) {
+            Some(at) => at,
+            None => {
+                self.peers.push((id, PeerChange::default()));
+                self.peers.len() - 1
+            }
+        };
+        &mut self.peers[at].1
+    }
+    /// Peer `id`'s role.
+    pub(crate) fn peer_role(mut self, id: NodeId, r: Role) -> Self {
+        self.peer_change(id).role = Some(r);
         self
     }
-    pub(crate) fn cstate(mut self, c: ConnState) -> Self {
-        self.cstate = Some(c);
+    /// The connection state towards peer `id`.
+    pub(crate) fn cstate(mut self, id: NodeId, c: ConnState) -> Self {
+        self.peer_change(id).cstate = Some(c);
         self
     }
     pub(crate) fn disk(mut self, d: DiskState) -> Self {
         self.disk = Some(d);
         self
     }
-    pub(crate) fn pdsk(mut self, d: DiskState) -> Self {
-        self.pdsk = Some(d);
+    /// Peer `id`'s disk state.
+    pub(crate) fn pdsk(mut self, id: NodeId, d: DiskState) -> Self {
+        self.peer_change(id).pdsk = Some(d);
         self
     }
     /// The disk reports Negotiating while its own state (`Some`) waits for a handshake;
@@ -151,6 +213,19 @@ impl ChangeSet {
         self.why = Some(why.into());
         self
     }
+    /// The disk state this change asks for (tests read a change through these).
+    #[cfg(test)]
+    pub(crate) fn asked_disk(&self) -> Option<DiskState> {
+        self.disk
+    }
+    /// The disk state this change asks for peer `id`.
+    #[cfg(test)]
+    pub(crate) fn asked_pdsk(&self, id: NodeId) -> Option<DiskState> {
+        self.peers
+            .iter()
+            .find(|(p, _)| *p == id)
+            .and_then(|(_, c)| c.pdsk)
+    }
     pub(crate) fn persists(&self) -> bool {
         self.persist
     }
@@ -166,21 +241,6 @@ impl ChangeSet {
 ///   found both disks on the same data generation (rep requires two disks for it: a Diskless
 ///   peer tells nothing about our data, where DRBD 8.4 upgrades regardless).
 fn sanitize(ns: &mut NodeState) {
-    if !ns.cstate.has_link() {
-        ns.peer_role = Role::Unknown;
-        if !matches!(ns.pdsk, DiskState::Inconsistent | DiskState::Outdated) {
-            ns.pdsk = DiskState::DUnknown;
-        }
-    }
-    let both_disks = ns.disk >= DiskState::Inconsistent && ns.pdsk >= DiskState::Inconsistent;
-    if ns.cstate == ConnState::Connected && both_disks {
-        if matches!(ns.disk, DiskState::Consistent | DiskState::Outdated) {
-            ns.disk = DiskState::UpToDate;
-        }
-        if matches!(ns.pdsk, DiskState::Consistent | DiskState::Outdated) {
-            ns.pdsk = DiskState::UpToDate;
-        }
-    }
     // The resync direction says whose data is the newer one (DRBD's clamps per cstate): the
     // source's disk is UpToDate, and so is the target's view of its peer.
     let upgrade = |d: &mut DiskState| {
@@ -188,12 +248,25 @@ fn sanitize(ns: &mut NodeState) {
             *d = DiskState::UpToDate;
         }
     };
-    match ns.cstate {
-        ConnState::SyncSource | ConnState::PausedSyncS => upgrade(&mut ns.disk),
-        ConnState::SyncTarget | ConnState::PausedSyncT | ConnState::WFSyncUUID => {
-            upgrade(&mut ns.pdsk)
+    for (_, p) in ns.peers.iter_mut() {
+        if !p.cstate.has_link() {
+            p.role = Role::Unknown;
+            if !matches!(p.pdsk, DiskState::Inconsistent | DiskState::Outdated) {
+                p.pdsk = DiskState::DUnknown;
+            }
         }
-        _ => {}
+        let both_disks = ns.disk >= DiskState::Inconsistent && p.pdsk >= DiskState::Inconsistent;
+        if p.cstate == ConnState::Connected && both_disks {
+            upgrade(&mut ns.disk);
+            upgrade(&mut p.pdsk);
+        }
+        match p.cstate {
+            ConnState::SyncSource | ConnState::PausedSyncS => upgrade(&mut ns.disk),
+            ConnState::SyncTarget | ConnState::PausedSyncT | ConnState::WFSyncUUID => {
+                upgrade(&mut p.pdsk)
+            }
+            _ => {}
+        }
     }
     if ns.disk != DiskState::Negotiating {
         ns.negotiating = None;
@@ -207,17 +280,37 @@ pub(crate) fn log_change(resource: &str, os: &NodeState, ns: &NodeState, why: Op
     if os.role != ns.role {
         parts.push(format!("role( {} -> {} )", os.role, ns.role));
     }
-    if os.peer_role != ns.peer_role {
-        parts.push(format!("peer( {} -> {} )", os.peer_role, ns.peer_role));
-    }
-    if os.cstate != ns.cstate {
-        parts.push(format!("conn( {} -> {} )", os.cstate, ns.cstate));
+    let several = ns.peers.len() > 1;
+    let mut lost_link = false;
+    for ((id, o), (_, n)) in os.peers.iter().zip(ns.peers.iter()) {
+        // With one peer DRBD 8.4's line; with more, each peer's part names it, as DRBD 9's
+        // per-connection lines do.
+        let mut peer = Vec::new();
+        if o.role != n.role {
+            peer.push(format!("peer( {} -> {} )", o.role, n.role));
+        }
+        if o.cstate != n.cstate {
+            peer.push(format!("conn( {} -> {} )", o.cstate, n.cstate));
+        }
+        lost_link |= o.cstate.has_link() && !n.cstate.has_link();
+        if several && !peer.is_empty() {
+            parts.push(format!("node-id {id}: {}", peer.join(" ")));
+        } else {
+            parts.extend(peer);
+        }
     }
     if os.disk != ns.disk {
         parts.push(format!("disk( {} -> {} )", os.disk, ns.disk));
     }
-    if os.pdsk != ns.pdsk {
-        parts.push(format!("pdsk( {} -> {} )", os.pdsk, ns.pdsk));
+    for ((id, o), (_, n)) in os.peers.iter().zip(ns.peers.iter()) {
+        if o.pdsk != n.pdsk {
+            let pdsk = format!("pdsk( {} -> {} )", o.pdsk, n.pdsk);
+            parts.push(if several {
+                format!("node-id {id}: {pdsk}")
+            } else {
+                pdsk
+            });
+        }
     }
     if os.susp_fen != ns.susp_fen {
         parts.push(format!(
@@ -230,7 +323,6 @@ pub(crate) fn log_change(resource: &str, os: &NodeState, ns: &NodeState, why: Op
         return;
     }
     let line = parts.join(" ");
-    let lost_link = os.cstate.has_link() && !ns.cstate.has_link();
     match (why, lost_link) {
         (Some(why), true) => tracing::warn!(resource = %resource, "{line}: {why}"),
         (Some(why), false) => tracing::info!(resource = %resource, "{line}: {why}"),
@@ -246,12 +338,17 @@ mod tests {
     fn st(role: Role, cstate: ConnState, disk: DiskState, pdsk: DiskState) -> NodeState {
         NodeState {
             role,
-            peer_role: Role::Secondary,
-            cstate,
             disk,
-            pdsk,
             negotiating: None,
             susp_fen: false,
+            peers: vec![(
+                NodeId(1),
+                PeerState {
+                    role: Role::Secondary,
+                    cstate,
+                    pdsk,
+                },
+            )],
         }
     }
 
@@ -267,8 +364,8 @@ mod tests {
         ] {
             let mut ns = st(Role::Primary, ConnState::WFConnection, UpToDate, before);
             sanitize(&mut ns);
-            assert_eq!(ns.pdsk, after, "{before}");
-            assert_eq!(ns.peer_role, Role::Unknown);
+            assert_eq!(ns.peers[0].1.pdsk, after, "{before}");
+            assert_eq!(ns.peers[0].1.role, Role::Unknown);
         }
     }
 
@@ -280,7 +377,7 @@ mod tests {
         assert_eq!(ns.disk, UpToDate);
         let mut ns = st(Role::Secondary, ConnState::Connected, Outdated, Consistent);
         sanitize(&mut ns);
-        assert_eq!((ns.disk, ns.pdsk), (UpToDate, UpToDate));
+        assert_eq!((ns.disk, ns.peers[0].1.pdsk), (UpToDate, UpToDate));
         // Not while a resync is still to run.
         let mut ns = st(Role::Secondary, ConnState::WFSyncUUID, Outdated, UpToDate);
         sanitize(&mut ns);
@@ -297,7 +394,7 @@ mod tests {
             Inconsistent,
         );
         sanitize(&mut ns);
-        assert_eq!((ns.disk, ns.pdsk), (UpToDate, Inconsistent));
+        assert_eq!((ns.disk, ns.peers[0].1.pdsk), (UpToDate, Inconsistent));
         let mut ns = st(
             Role::Secondary,
             ConnState::WFSyncUUID,
@@ -305,7 +402,7 @@ mod tests {
             Consistent,
         );
         sanitize(&mut ns);
-        assert_eq!((ns.disk, ns.pdsk), (Inconsistent, UpToDate));
+        assert_eq!((ns.disk, ns.peers[0].1.pdsk), (Inconsistent, UpToDate));
     }
 
     #[test]
@@ -319,5 +416,52 @@ mod tests {
         ns.negotiating = Some(DiskState::Outdated);
         sanitize(&mut ns);
         assert_eq!(ns.negotiating, None);
+    }
+
+    #[test]
+    fn each_peer_has_its_own_connection_and_disk() {
+        use DiskState::*;
+        let (data, witness) = (NodeId(1), NodeId(2));
+        let st = NodeState::initial([witness, data]);
+        assert_eq!(
+            st.peers().map(|(id, _)| id).collect::<Vec<_>>(),
+            vec![data, witness]
+        );
+        let st = st.apply(
+            &ChangeSet::new()
+                .disk(Outdated)
+                .cstate(witness, ConnState::Connected)
+                .pdsk(witness, Diskless)
+                .peer_role(witness, Role::Secondary),
+        );
+        assert_eq!(
+            st.disk(),
+            Outdated,
+            "a diskless peer says nothing of our data"
+        );
+        assert_eq!(st.peer(data), PeerState::INITIAL);
+        let st = st.apply(
+            &ChangeSet::new()
+                .cstate(data, ConnState::Connected)
+                .pdsk(data, UpToDate)
+                .peer_role(data, Role::Primary),
+        );
+        assert_eq!(
+            st.disk(),
+            UpToDate,
+            "connected to the data peer on one generation"
+        );
+        assert!(st.any_peer_primary());
+        let st = st.apply(&ChangeSet::new().cstate(data, ConnState::WFConnection));
+        assert_eq!(
+            (st.peer(data).role(), st.peer(data).pdsk()),
+            (Role::Unknown, DUnknown)
+        );
+        assert_eq!(
+            st.peer(witness).cstate(),
+            ConnState::Connected,
+            "the witness stays"
+        );
+        assert!(!st.any_peer_primary());
     }
 }

@@ -50,7 +50,7 @@ impl Engine {
         let pace = self.cfg.peer.pace;
         let pace_now = pace.now(now, self.requests.last_app_write);
         let paused = matches!(
-            self.st.cstate(),
+            self.data_st().cstate(),
             ConnState::PausedSyncS | ConnState::PausedSyncT
         );
         let Some(rs) = self.peers.data_mut().resync.as_mut() else {

@@ -67,8 +67,8 @@ impl Engine {
             .unwrap_or_default();
         let _ = self.change_state(
             ChangeSet::new()
-                .cstate(ConnState::SyncSource)
-                .pdsk(DiskState::Inconsistent),
+                .cstate(self.data_id(), ConnState::SyncSource)
+                .pdsk(self.data_id(), DiskState::Inconsistent),
         );
         self.begin_resync(Side::Source(ResyncSource::default()));
         // Our final bitmap first: writes during the handshake set bits after our report.
@@ -80,13 +80,13 @@ impl Engine {
     pub(crate) fn on_sync_start(&mut self, peer_is_source: bool, full: bool) {
         if peer_is_source {
             if !matches!(
-                self.st.cstate(),
+                self.data_st().cstate(),
                 ConnState::WFSyncUUID | ConnState::Connected
             ) || self.st.disk() <= DiskState::Failed
             {
                 self.protocol_error(format!(
                     "peer starts a resync while we are {} / {}",
-                    self.st.cstate(),
+                    self.data_st().cstate(),
                     self.st.disk()
                 ));
                 return;
@@ -103,16 +103,17 @@ impl Engine {
             let _ = self.change_state(
                 ChangeSet::new()
                     .disk(DiskState::Inconsistent)
-                    .cstate(ConnState::WFSyncUUID),
+                    .cstate(self.data_id(), ConnState::WFSyncUUID),
             );
             return;
         }
         // The peer invalidated itself (full) or asks for the blocks verify marked (`verify
         // --fix` on a Secondary): it asks us to be its source.
-        if self.st.cstate() != ConnState::Connected || self.st.disk() != DiskState::UpToDate {
+        if self.data_st().cstate() != ConnState::Connected || self.st.disk() != DiskState::UpToDate
+        {
             self.protocol_error(format!(
                 "peer asks for a sync but we are {} / {}",
-                self.st.cstate(),
+                self.data_st().cstate(),
                 self.st.disk()
             ));
             return;
@@ -126,8 +127,8 @@ impl Engine {
     }
 
     pub(crate) fn on_sync_uuid(&mut self, now: Instant, uuid: u64) {
-        if self.st.cstate() != ConnState::WFSyncUUID {
-            self.protocol_error(format!("SyncUuid while {}", self.st.cstate()));
+        if self.data_st().cstate() != ConnState::WFSyncUUID {
+            self.protocol_error(format!("SyncUuid while {}", self.data_st().cstate()));
             return;
         }
         let Some(link) = self.link_id() else { return };
@@ -153,7 +154,7 @@ impl Engine {
     /// before-resync-target returned: start the resync, or drop the connection as DRBD does if
     /// the handler failed (a snapshot that did not happen must not be overwritten).
     pub(crate) fn before_resync_target_done(&mut self, link: LinkId, exit: Option<i32>) {
-        if self.link_id() != Some(link) || self.st.cstate() != ConnState::WFSyncUUID {
+        if self.link_id() != Some(link) || self.data_st().cstate() != ConnState::WFSyncUUID {
             return;
         }
         if exit != Some(0) {
@@ -162,7 +163,7 @@ impl Engine {
             self.lose_link(ConnState::Disconnecting, &why, After::StandAlone);
             return;
         }
-        let _ = self.change_state(ChangeSet::new().cstate(ConnState::SyncTarget));
+        let _ = self.change_state(ChangeSet::new().cstate(self.data_id(), ConnState::SyncTarget));
         self.begin_resync(Side::Target(ResyncTarget::default()));
         if let Some(now) = self.last_now {
             self.pump_resync(now);
@@ -171,7 +172,7 @@ impl Engine {
 
     /// SyncTarget: keep the window full within the rate limit; finish when no bit is left.
     pub(crate) fn pump_resync(&mut self, now: Instant) {
-        if self.st.cstate() != ConnState::SyncTarget {
+        if self.data_st().cstate() != ConnState::SyncTarget {
             // Paused (PausedSyncT) or not a target: nothing to ask for.
             return;
         }
@@ -231,7 +232,7 @@ impl Engine {
     /// A resync reply (data or "in sync") must lie inside a request still in flight.
     fn rs_reply_fits(&mut self, id: u64, offset: u64, len: u64) -> bool {
         let target = matches!(
-            self.st.cstate(),
+            self.data_st().cstate(),
             ConnState::SyncTarget | ConnState::PausedSyncT
         );
         target
@@ -356,7 +357,7 @@ impl Engine {
         let _ = self.change_state(
             ChangeSet::new()
                 .disk(DiskState::UpToDate)
-                .cstate(ConnState::Connected)
+                .cstate(self.data_id(), ConnState::Connected)
                 .why(done)
                 .persist(),
         );
@@ -376,8 +377,8 @@ impl Engine {
         self.gen_change(GenEvent::FinishSource);
         let _ = self.change_state(
             ChangeSet::new()
-                .cstate(ConnState::Connected)
-                .pdsk(DiskState::UpToDate)
+                .cstate(self.data_id(), ConnState::Connected)
+                .pdsk(self.data_id(), DiskState::UpToDate)
                 .why("Resync done as SyncSource")
                 .persist(),
         );
@@ -615,7 +616,7 @@ impl Engine {
     /// SyncSource: the target has the block (or could not write it).
     pub(crate) fn on_rs_ack(&mut self, offset: u64, len: u32, ok: bool) {
         if !matches!(
-            self.st.cstate(),
+            self.data_st().cstate(),
             ConnState::SyncSource | ConnState::PausedSyncS
         ) {
             return;
@@ -643,17 +644,17 @@ impl Engine {
     ) -> Result<Option<String>, crate::core::contract::refusal::Refusal> {
         let Some(rs) = self.peers.data_mut().resync.as_mut() else {
             return Err(crate::core::contract::refusal::Refusal::NoResync {
-                cstate: self.st.cstate(),
+                cstate: self.data_st().cstate(),
             });
         };
         rs.pause.set(reason, paused);
         self.apply_pause(now);
         let paused_now = matches!(
-            self.st.cstate(),
+            self.data_st().cstate(),
             ConnState::PausedSyncS | ConnState::PausedSyncT
         );
         Ok(Some(if paused_now {
-            format!("resync paused ({})", self.st.cstate())
+            format!("resync paused ({})", self.data_st().cstate())
         } else {
             "resync resumed".into()
         }))
@@ -666,7 +667,7 @@ impl Engine {
         };
         let pause = rs.pause.paused();
         let tell = rs.pause.news_for_peer();
-        let next = match self.st.cstate() {
+        let next = match self.data_st().cstate() {
             ConnState::SyncSource | ConnState::PausedSyncS if pause => ConnState::PausedSyncS,
             ConnState::SyncSource | ConnState::PausedSyncS => ConnState::SyncSource,
             ConnState::SyncTarget | ConnState::PausedSyncT if pause => ConnState::PausedSyncT,
@@ -676,7 +677,7 @@ impl Engine {
         if let Some(paused) = tell {
             self.send(Packet::SyncPause { paused });
         }
-        let _ = self.change_state(ChangeSet::new().cstate(next));
+        let _ = self.change_state(ChangeSet::new().cstate(self.data_id(), next));
         self.pump_resync(now);
     }
 
@@ -714,7 +715,7 @@ impl Engine {
 
     /// When the rate limit lets the SyncTarget ask for more (only while it may ask).
     pub(crate) fn resync_wake(&self) -> Option<Instant> {
-        if self.st.cstate() != ConnState::SyncTarget {
+        if self.data_st().cstate() != ConnState::SyncTarget {
             return None;
         }
         self.peers.data().resync.as_ref().and_then(Resync::wake)

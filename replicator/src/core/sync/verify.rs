@@ -29,15 +29,15 @@ fn alg_of(alg: Option<HashAlg>) -> Result<HashAlg, Refusal> {
 impl Engine {
     /// What verify and `verify --fix` need: a connection and both disks UpToDate.
     fn check_in_sync_and_connected(&self) -> Result<(), Refusal> {
-        if self.st.cstate() != ConnState::Connected {
+        if self.data_st().cstate() != ConnState::Connected {
             return Err(Refusal::NeedConnection {
-                cstate: self.st.cstate(),
+                cstate: self.data_st().cstate(),
             });
         }
-        if self.st.disk() != DiskState::UpToDate || self.st.pdsk() != DiskState::UpToDate {
+        if self.st.disk() != DiskState::UpToDate || self.data_st().pdsk() != DiskState::UpToDate {
             return Err(Refusal::NoUpToDateDisk {
                 disk: self.st.disk(),
-                pdsk: self.st.pdsk(),
+                pdsk: self.data_st().pdsk(),
             });
         }
         Ok(())
@@ -46,7 +46,7 @@ impl Engine {
     pub(crate) fn cmd_verify(&mut self) -> Result<Option<String>, Refusal> {
         self.check_in_sync_and_connected()?;
         let alg = alg_of(self.cfg.peer.verify_alg)?;
-        let _ = self.change_state(ChangeSet::new().cstate(ConnState::VerifyS));
+        let _ = self.change_state(ChangeSet::new().cstate(self.data_id(), ConnState::VerifyS));
         self.peers.data_mut().verify = Some(Verify::new(alg, self.last_now));
         self.peers.data_mut().verify_ranges.clear();
         tracing::info!(resource = %self.cfg.resource, "Online verify started ({} bytes, {:?})", self.dev.usable_bytes, alg);
@@ -108,7 +108,7 @@ impl Engine {
         // The bits it set must survive a crash.
         let _ = self.change_state(
             ChangeSet::new()
-                .cstate(ConnState::Connected)
+                .cstate(self.data_id(), ConnState::Connected)
                 .why(done)
                 .persist(),
         );
@@ -197,9 +197,9 @@ impl Engine {
             self.protocol_error("peer started online verify but verify-alg is not set here".into());
             return;
         }
-        if self.st.cstate() == ConnState::Connected {
+        if self.data_st().cstate() == ConnState::Connected {
             self.peers.data_mut().verify_ranges.clear();
-            let _ = self.change_state(ChangeSet::new().cstate(ConnState::VerifyT));
+            let _ = self.change_state(ChangeSet::new().cstate(self.data_id(), ConnState::VerifyT));
         }
         let Some(link) = self.link_id() else { return };
         let aux = Aux::VerifyPeer {
@@ -286,8 +286,8 @@ impl Engine {
         let why =
             format!("Online verify done on the peer; found {oos_blocks} 4k block out of sync");
         let mut cs = ChangeSet::new().why(why).persist();
-        if self.st.cstate() == ConnState::VerifyT {
-            cs = cs.cstate(ConnState::Connected);
+        if self.data_st().cstate() == ConnState::VerifyT {
+            cs = cs.cstate(self.data_id(), ConnState::Connected);
         }
         let _ = self.change_state(cs);
         self.status_changed();
@@ -300,7 +300,7 @@ impl Engine {
         if let Some(f) = from {
             let (who, disk) = match f {
                 FixSource::This => ("this node", self.st.disk()),
-                FixSource::Peer => ("the peer", self.st.pdsk()),
+                FixSource::Peer => ("the peer", self.data_st().pdsk()),
             };
             if disk != DiskState::UpToDate {
                 return Err(Refusal::FixSource {
@@ -318,7 +318,7 @@ impl Engine {
         if bits == 0 {
             return Ok(Some("nothing is marked out of sync".into()));
         }
-        let (me, peer) = (self.st.role(), self.st.peer_role());
+        let (me, peer) = (self.st.role(), self.data_st().role());
         if from.is_none() && me == Role::Primary && peer == Role::Primary {
             return Err(Refusal::Unsupported {
                 what: "verify --fix with two Primaries (which one holds the right data?)".into(),
