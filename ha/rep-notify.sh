@@ -98,6 +98,11 @@ read_state() {
 	CSTATE=$(field cstate "$out")
 	DISK=$(field disk "$out")
 	PEER_DISK=$(field peer_disk "$out")
+	QUORUM=off
+	case $out in
+	*'"quorum_enabled":true'*)
+		case $out in *'"quorum":true'*) QUORUM=yes ;; *) QUORUM=no ;; esac ;;
+	esac
 	[ -n "$ROLE" ] || { STATE_ERR="cannot read the state from: $out"; return 1; }
 }
 
@@ -119,6 +124,10 @@ judge() {
 		UNSAFE="StandAlone (split brain, unrelated data, or disconnected by hand): this node cannot tell whether its data is the newest; resolve it with the split-brain runbook (docs/failover-keepalived.md), then \`repadm connect $RES\`"
 		return ;;
 	esac
+	if [ "$QUORUM" = no ]; then
+		UNSAFE="no quorum: this node sees too few of its peers (status quorum:no), and the nodes it cannot see may be serving; it is promoted once it is connected again (docs/quorum.md)"
+		return
+	fi
 	case $DISK in
 	Outdated)
 		UNSAFE="disk is Outdated: the peer has or had newer data, promoting would lose its writes; bring the peer back (it resyncs this node), or if it is gone for good and losing its writes is accepted, \`repadm primary --force $RES\` by hand" ;;

@@ -398,7 +398,7 @@ fn show(cli: &Cli, p: &Paths, res: &str, what: &Show) -> anyhow::Result<i32> {
     if cli.json {
         println!(
             "{}",
-            serde_json::json!({"resource": res, "role": s.role, "peer_role": s.peer_role, "cstate": s.cstate, "disk": s.disk, "peer_disk": s.peer_disk})
+            serde_json::json!({"resource": res, "role": s.role, "peer_role": s.peer_role, "cstate": s.cstate, "disk": s.disk, "peer_disk": s.peer_disk, "quorum_enabled": s.quorum_enabled, "quorum": s.quorum})
         );
     } else {
         println!("{line}");

@@ -10,7 +10,7 @@ use crate::ctl::{Conn, Paths};
 pub fn lines(kind: &str, s: &Status) -> Vec<String> {
     let peer = s.peer_node.as_deref().unwrap_or("peer");
     let mut out = vec![
-        format!("{kind} resource name:{} role:{} suspended:{}", s.resource, s.role, if s.suspended { "fencing" } else { "no" }),
+        format!("{kind} resource name:{} role:{} suspended:{}", s.resource, s.role, if s.suspended { "fencing" } else if s.suspended_quorum { "quorum" } else { "no" }),
         format!(
             "{kind} connection name:{} conn-name:{peer} connection:{} role:{}{}",
             s.resource,
@@ -19,7 +19,14 @@ pub fn lines(kind: &str, s: &Status) -> Vec<String> {
             // Only while flagged: the line stays as drbdsetup prints it otherwise.
             if s.split_brain { " split-brain:yes" } else { "" }
         ),
-        format!("{kind} device name:{} volume:0 minor:{} disk:{}", s.resource, s.minor, s.disk),
+        format!(
+            "{kind} device name:{} volume:0 minor:{} disk:{}{}",
+            s.resource,
+            s.minor,
+            s.disk,
+            // DRBD 9's events2 prints quorum on the device line.
+            if !s.quorum_enabled { "" } else if s.quorum { " quorum:yes" } else { " quorum:no" }
+        ),
         format!(
             "{kind} peer-device name:{} conn-name:{peer} volume:0 replication:{} peer-disk:{} resync-suspended:no",
             s.resource,

@@ -108,7 +108,7 @@ while read -r fencing want expect_rc json; do
 	rc=$?
 	check "$expect_rc" "$rc" "rep_status exit code for $json"
 	if [ "$want" != - ]; then
-		got=$(rep_score_for "$rep_role" "$rep_disk" "$rep_peer_disk" "$rep_cstate" "$(rep_fencing_policy)")
+		got=$(rep_score_now)
 		check "$want" "$got" "parsed $json fencing=$fencing"
 	fi
 done <<'EOF'
@@ -121,6 +121,11 @@ dont-care     0     0 {"cstate":"StandAlone","disk":"UpToDate","peer_disk":"DUnk
 dont-care     0     9 {"cstate":"WFConnection","disk":"Diskless","peer_disk":"DUnknown","peer_role":"Unknown","resource":"r0","role":"Primary"}
 dont-care     10    8 {"cstate":"Connected","disk":"Diskless","peer_disk":"UpToDate","peer_role":"Secondary","resource":"r0","role":"Primary"}
 dont-care     -     7 Unconfigured
+# Quorum (docs/quorum.md): without it, no score, Primary or not; with it, or off, as above.
+dont-care     10000 0 {"cstate":"Connected","disk":"UpToDate","peer_disk":"UpToDate","peer_role":"Primary","resource":"r0","role":"Secondary","quorum_enabled":true,"quorum":true}
+dont-care     0     0 {"cstate":"WFConnection","disk":"UpToDate","peer_disk":"DUnknown","peer_role":"Unknown","resource":"r0","role":"Secondary","quorum_enabled":true,"quorum":false}
+dont-care     0     8 {"cstate":"WFConnection","disk":"UpToDate","peer_disk":"DUnknown","peer_role":"Unknown","resource":"r0","role":"Primary","quorum_enabled":true,"quorum":false}
+dont-care     1000  0 {"cstate":"WFConnection","disk":"UpToDate","peer_disk":"DUnknown","peer_role":"Unknown","resource":"r0","role":"Secondary","quorum_enabled":false,"quorum":true}
 EOF
 
 echo "score-test: $passes passed, $fails failed"

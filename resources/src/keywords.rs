@@ -378,6 +378,8 @@ pub const HANDLERS: &[Keyword] = &[
     k("after-resync-target", Str),
     k("before-resync-source", Str),
     k("out-of-sync", Str),
+    // DRBD 9: run on a Primary that loses quorum (docs/quorum.md).
+    k("quorum-lost", Str),
 ];
 
 pub const GLOBAL: &[Keyword] = &[

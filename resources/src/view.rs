@@ -212,11 +212,11 @@ pub struct PeerView {
 
 impl NodeView {
     /// Why the engine cannot run this resource yet, if it cannot: it runs exactly one peer with
-    /// a disk on both sides, and does not enforce quorum (docs/quorum.md). `repadm up` refuses
+    /// a disk on both sides (quorum is enforced among those two; docs/quorum.md). `repadm up` refuses
     /// such a resource instead of running it as something it is not.
     pub fn not_runnable(&self) -> Option<String> {
         let res = &self.resource;
-        let later = "quorum and witness resources are parsed and validated but not run yet (docs/quorum.md)";
+        let later = "witness (diskless tiebreaker) resources are parsed and validated but not run yet (docs/quorum.md)";
         if self.hosts > 2 {
             return Some(format!(
                 "resource {res} has {} hosts: {later}; rep runs resources of exactly two hosts with a disk each",
@@ -233,12 +233,6 @@ impl NodeView {
             return Some(format!(
                 "resource {res}: the peer {} is diskless (`disk none;`): {later}",
                 p.node
-            ));
-        }
-        if self.quorum.enabled() {
-            return Some(format!(
-                "resource {res} sets options {{ quorum {}; quorum-minimum-redundancy {}; }}: {later}, and rep will not run it without the quorum it asks for; set `quorum off;` to run it as a plain two-node resource",
-                self.quorum.quorum, self.quorum.minimum_redundancy
             ));
         }
         None

@@ -116,6 +116,10 @@ pub struct SplitBrainInfo {
 /// ever added; a rename or removal would raise it.
 pub const JSON_VERSION: u32 = 1;
 
+fn yes() -> bool {
+    true
+}
+
 fn json_version() -> u32 {
     JSON_VERSION
 }
@@ -209,6 +213,15 @@ pub struct Status {
     pub peer_disk: DiskState,
     pub protocol: String,
     pub suspended: bool,
+    /// Quorum is on for this resource (`options { quorum …; }`, docs/quorum.md).
+    #[serde(default)]
+    pub quorum_enabled: bool,
+    /// This node has quorum (always true while quorum is off, as DRBD 9 reports it).
+    #[serde(default = "yes")]
+    pub quorum: bool,
+    /// I/O is frozen for lack of quorum (`on-no-quorum suspend-io`).
+    #[serde(default)]
+    pub suspended_quorum: bool,
     pub size_bytes: u64,
     pub backing_disk: String,
     pub nbd_socket: String,

@@ -27,14 +27,20 @@ pub fn status_text(s: &Status) -> String {
     let mut out = String::new();
     let _ = write!(out, "{} role:{}", s.resource, s.role);
     if s.suspended {
-        // The only suspension rep has: fencing froze I/O (DRBD's susp-fen).
+        // Fencing froze I/O (DRBD's susp-fen).
         out.push_str(" suspended:fencing");
+    } else if s.suspended_quorum {
+        out.push_str(" suspended:quorum");
     }
     if s.split_brain {
         out.push_str(" split-brain:yes");
     }
     out.push('\n');
-    let _ = writeln!(out, "  disk:{}", s.disk);
+    let _ = write!(out, "  disk:{}", s.disk);
+    if s.quorum_enabled {
+        let _ = write!(out, " quorum:{}", if s.quorum { "yes" } else { "no" });
+    }
+    out.push('\n');
     let peer = s.peer_node.as_deref().unwrap_or("peer");
     if s.cstate < ConnState::Connected {
         let _ = writeln!(out, "  {peer} connection:{}", s.cstate.drbd9_connection());
@@ -203,6 +209,9 @@ pub(crate) mod tests {
             peer_disk: DiskState::DUnknown,
             protocol: "C".into(),
             suspended: false,
+            quorum_enabled: false,
+            quorum: true,
+            suspended_quorum: false,
             size_bytes: 1 << 30,
             backing_disk: "/tmp/a.img".into(),
             nbd_socket: "/run/rep/r0.nbd".into(),

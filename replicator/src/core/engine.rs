@@ -120,7 +120,7 @@ impl Engine {
     /// A fresh engine: Secondary, Diskless, StandAlone, as after `drbdsetup new-minor`.
     pub fn new(cfg: EngineConfig, seed: u64) -> Engine {
         let peers = Peers::new(cfg.peer_id, cfg.peer_node.clone());
-        Engine {
+        let mut e = Engine {
             cfg,
             st: NodeState::initial(peers.ids()),
             dev: Device::default(),
@@ -134,7 +134,9 @@ impl Engine {
             rng: Rng::new(seed),
             last_now: None,
             out: Outbox::default(),
-        }
+        };
+        e.st = e.with_quorum(e.st.clone());
+        e
     }
 
     /// Feed one input. Never blocks, never does I/O.
@@ -357,6 +359,14 @@ impl Engine {
     pub fn pdsk(&self) -> DiskState {
         self.data_st().pdsk()
     }
+    /// This node has quorum (always while quorum is off; docs/quorum.md).
+    pub fn quorum(&self) -> bool {
+        self.st.quorum()
+    }
+    /// Application I/O is frozen for lack of quorum (`on-no-quorum suspend-io`).
+    pub fn suspended_by_quorum(&self) -> bool {
+        self.st.susp_quorum()
+    }
     /// Application I/O is frozen by fencing (`susp-fen`).
     pub fn suspended_by_fencing(&self) -> bool {
         self.st.susp_fen()
@@ -426,7 +436,41 @@ impl Engine {
                 self.data_st().pdsk()
             ));
         }
+        if self.fails_io_for_quorum() {
+            return Err(self.no_quorum_message());
+        }
         Ok(())
+    }
+
+    /// Why a client request would be refused now, with the NBD error it gets: EIO on a
+    /// Primary (its data is unreachable or it lost quorum), ESHUTDOWN elsewhere (not Primary:
+    /// the client should go to the node that is).
+    pub fn io_refusal(&self) -> Option<(u32, String)> {
+        let errno = if self.st.role() == Role::Primary {
+            crate::core::contract::io::nbd_errno::EIO
+        } else {
+            crate::core::contract::io::nbd_errno::ESHUTDOWN
+        };
+        self.can_serve_io().err().map(|m| (errno, m))
+    }
+
+    /// A Primary without quorum under `on-no-quorum io-error`: every request fails, and a
+    /// request in flight as quorum went is not acknowledged (docs/quorum.md).
+    pub(crate) fn fails_io_for_quorum(&self) -> bool {
+        self.cfg.quorum.enabled()
+            && self.cfg.quorum.on_no_quorum == rep_resources::quorum::OnNoQuorum::IoError
+            && self.st.role() == Role::Primary
+            && !self.st.quorum()
+    }
+
+    pub(crate) fn no_quorum_message(&self) -> String {
+        format!(
+            "resource {} on node {} has lost quorum (peer {} {}; on-no-quorum io-error): the request is not acknowledged",
+            self.cfg.resource,
+            self.cfg.node,
+            self.data_st().cstate(),
+            self.data_st().pdsk()
+        )
     }
 
     /// Recompute the metadata flags from the current state (DRBD's drbd_md_sync rules).
@@ -462,9 +506,9 @@ impl Engine {
             self.peers.data().rx.backlog_bytes_recounted(),
             "peer backlog count drifted"
         );
-        // I/O is frozen only by fencing, on a Primary (held requests need it frozen); replies
+        // I/O is frozen only by fencing or for quorum, on a Primary (held requests need it frozen); replies
         // are held only while frozen or while a new generation is being written.
-        if !self.st.susp_fen() {
+        if !self.st.io_suspended() {
             assert!(
                 !self.freeze.holds_requests(),
                 "requests held while not frozen"

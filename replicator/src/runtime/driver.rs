@@ -685,8 +685,9 @@ impl Driver {
         })
     }
 
-    pub fn engine_can_serve(&self) -> Result<(), String> {
-        self.engine.borrow().can_serve_io()
+    /// Why the engine would refuse a client request now, with its NBD error.
+    pub fn engine_io_refusal(&self) -> Option<(u32, String)> {
+        self.engine.borrow().io_refusal()
     }
 
     pub fn usable_bytes(&self) -> u64 {
@@ -712,6 +713,9 @@ impl Driver {
             peer_disk: e.pdsk(),
             protocol: v.net.protocol.to_string(),
             suspended: e.suspended_by_fencing(),
+            quorum_enabled: e.config().quorum.enabled(),
+            quorum: e.quorum(),
+            suspended_quorum: e.suspended_by_quorum(),
             size_bytes: e.usable_bytes(),
             backing_disk: v.disk.display().to_string(),
             nbd_socket: self.paths.nbd().display().to_string(),

@@ -376,6 +376,18 @@ pub fn render(m: &Metrics, s: &Status) -> String {
         s.verify_oos_blocks.unwrap_or(0),
     );
     o.one(
+        "rep_quorum",
+        "gauge",
+        "1 while this node has quorum (always 1 while quorum is off).",
+        u64::from(s.quorum),
+    );
+    o.one(
+        "rep_suspended_quorum",
+        "gauge",
+        "1 while application I/O is frozen for lack of quorum (on-no-quorum suspend-io).",
+        u64::from(s.suspended_quorum),
+    );
+    o.one(
         "rep_split_brain",
         "gauge",
         "1 from the detection of a split brain until a handshake resolves it.",

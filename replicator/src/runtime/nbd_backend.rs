@@ -8,9 +8,6 @@ use rep_nbd::server::{BlockBackend, Command, Completion, ExportInfo, Responder, 
 use super::driver::Driver;
 use crate::core::ClientOp;
 
-/// NBD_ESHUTDOWN: the client must disconnect (we were demoted under it).
-const NBD_ESHUTDOWN: u32 = 108;
-
 pub struct NbdBackend {
     pub driver: Rc<Driver>,
 }
@@ -23,11 +20,11 @@ impl BlockBackend for NbdBackend {
                 message: format!("unknown export {name:?}; this socket exports {res:?}"),
             });
         }
-        self.driver
-            .engine_can_serve()
-            .map_err(|message| Unavailable {
+        if let Some((_, message)) = self.driver.engine_io_refusal() {
+            return Err(Unavailable {
                 message: format!("rep: {message}"),
-            })?;
+            });
+        }
         Ok(ExportInfo {
             name: res.clone(),
             description: format!("rep resource {res} on {}", self.driver.view().node),
@@ -59,10 +56,7 @@ impl BlockBackend for NbdBackend {
     }
 
     fn gate(&self) -> Option<(u32, String)> {
-        self.driver
-            .engine_can_serve()
-            .err()
-            .map(|m| (NBD_ESHUTDOWN, m))
+        self.driver.engine_io_refusal()
     }
 
     fn client_opened(&self) {

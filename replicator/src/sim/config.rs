@@ -45,6 +45,8 @@ pub struct SimConfig {
     /// link can come back and go again before it returns, and its verdict is then about the
     /// connection before.
     pub fence_answer_us: (u64, u64),
+    /// `options { quorum …; on-no-quorum …; }` (off by default).
+    pub quorum: rep_resources::quorum::QuorumConf,
 }
 
 impl SimConfig {
@@ -59,6 +61,7 @@ impl SimConfig {
             fencing: Fencing::DontCare,
             fence_peer_us: (200, 5000),
             fence_answer_us: (100, 2000),
+            quorum: rep_resources::quorum::QuorumConf::default(),
         }
     }
 }

@@ -38,8 +38,16 @@ pub fn res_text(cfg: &SimConfig) -> String {
              meta-disk /dev/sim-meta; address {ip}:7789; }}\n"
         )
     };
+    let options = if cfg.quorum.enabled() {
+        format!(
+            "  options {{ quorum {}; on-no-quorum {}; }}\n",
+            cfg.quorum.quorum, cfg.quorum.on_no_quorum
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "resource r0 {{\n  protocol {};\n  net {{ {net} }}\n  disk {{ {disk} }}\n{}{}}}\n",
+        "resource r0 {{\n  protocol {};\n  net {{ {net} }}\n  disk {{ {disk} }}\n{options}{}{}}}\n",
         cfg.protocol,
         host("node-a", "127.0.0.1"),
         host("node-b", "127.0.0.2"),

@@ -4,8 +4,8 @@ use crate::states::{DiskState, Role};
 
 /// Version range of our peer protocol (exchanged in `Hello`). 2: `RsZero` (resync replies
 /// without data); a node of version 1 would drop the link at the first one, so the two refuse
-/// each other at the handshake instead.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// each other at the handshake instead. 3: `ByeOutdated` (a graceful leave under quorum).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 pub fn role_code(r: Role) -> u8 {
     match r {

@@ -155,6 +155,7 @@ fn samples() -> Vec<Packet> {
             offset: 0x172,
             len: 0x173,
         },
+        Packet::ByeOutdated,
     ]
 }
 
@@ -208,6 +209,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("OUTDATE_REQUEST", "52455031002400000000000a000000066e6f64652d62"),
     ("OUTDATE_REPLY", "5245503100250000000000020205"),
     ("RS_ZERO", "5245503100260000000000140000000000000171000000000000017200000173"),
+    ("BYE_OUTDATED", "524550310027000000000000"),
 ];
 
 #[test]
@@ -352,5 +354,6 @@ fn malformed_frames_decode_to_the_same_results() {
 }
 
 /// Protocol 2 added RS_ZERO: its lines appended to the transcript; without them it hashes to
-/// protocol 1's 0x04c0_07a0_1440_ff3e, so nothing else changed.
-const DECODE_TRANSCRIPT_FNV: u64 = 0x22aa_88bf_86a9_b3fd;
+/// protocol 1's 0x04c0_07a0_1440_ff3e, so nothing else changed. Protocol 3 added BYE_OUTDATED
+/// (25 lines); without them it hashes to protocol 2's 0x22aa_88bf_86a9_b3fd.
+const DECODE_TRANSCRIPT_FNV: u64 = 0xc57b_8aeb_e7e5_c399;

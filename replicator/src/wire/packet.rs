@@ -97,6 +97,9 @@ packets! {
     /// the SyncSource (a hole, or blocks of zeroes); the SyncTarget zeroes it, deallocating
     /// where it can. Answered like `RsData` (DRBD 9's P_RS_DEALLOCATED).
     RS_ZERO = 38, RsZero { id: U64, offset: U64, len: Len } => Data;
+    /// Orderly disconnect of a node that marked its own disk Outdated first (quorum's "last
+    /// man standing", docs/quorum.md): the peer records it Outdated, and it stops counting.
+    BYE_OUTDATED = 39, ByeOutdated => Data;
 }
 
 /// Encodes `Packet::Data` from a borrowed buffer (the hot path: no intermediate packet).

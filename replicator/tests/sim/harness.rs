@@ -99,7 +99,10 @@ pub(crate) fn promote(c: &mut Cluster, i: usize) -> R {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
+        // With quorum on, a node waits for its peer to come back before it may be Primary.
+        let peer_coming = matches!(e, Refusal::NoQuorum { .. }) && c.nodes[1 - i].up;
         let transient = matches!(e, Refusal::InTransientState { .. })
+            || peer_coming
             || matches!(
                 c.nodes[i].engine.cstate(),
                 ConnState::WFReportParams

@@ -24,7 +24,8 @@ mod regressions;
 mod seeded;
 mod targeted;
 
-use crate::seeded::{run_protocol, run_seeds};
+use crate::seeded::{run_protocol, run_seeds, Policy};
+use rep_resources::quorum::OnNoQuorum;
 use rep_resources::{Fencing, Protocol};
 
 #[test]
@@ -39,7 +40,7 @@ fn seeded_faults_converge_protocol_c() {
 fn seeded_faults_converge_with_fencing_stonith() {
     run_seeds(
         Protocol::C,
-        Fencing::ResourceAndStonith,
+        Policy::fencing(Fencing::ResourceAndStonith),
         0.15,
         "seeded_faults_converge_with_fencing_stonith",
     );
@@ -52,7 +53,7 @@ fn seeded_faults_converge_with_fencing_stonith() {
 fn seeded_faults_converge_with_fencing_resource_only() {
     run_seeds(
         Protocol::C,
-        Fencing::ResourceOnly,
+        Policy::fencing(Fencing::ResourceOnly),
         0.1,
         "seeded_faults_converge_with_fencing_resource_only",
     );
@@ -66,4 +67,35 @@ fn seeded_faults_converge_protocol_a() {
 #[test]
 fn seeded_faults_converge_protocol_b() {
     run_protocol(Protocol::B, 0.25, "seeded_faults_converge_protocol_b");
+}
+
+/// Quorum between the two data nodes (`quorum majority`), no fencing: the same schedules as
+/// with fencing (partitions, the Primary dying, the Secondary restarting), the engine deciding
+/// who may be promoted. After every input at most one node is Primary with quorum, and a node
+/// promoted holds every acknowledged write.
+#[test]
+fn seeded_faults_converge_with_quorum_io_error() {
+    run_seeds(
+        Protocol::C,
+        Policy {
+            fencing: Fencing::DontCare,
+            quorum: Some(OnNoQuorum::IoError),
+        },
+        0.1,
+        "seeded_faults_converge_with_quorum_io_error",
+    );
+}
+
+/// As above with `on-no-quorum suspend-io`: a Primary that loses its peer freezes its I/O.
+#[test]
+fn seeded_faults_converge_with_quorum_suspend_io() {
+    run_seeds(
+        Protocol::C,
+        Policy {
+            fencing: Fencing::DontCare,
+            quorum: Some(OnNoQuorum::SuspendIo),
+        },
+        0.1,
+        "seeded_faults_converge_with_quorum_suspend_io",
+    );
 }

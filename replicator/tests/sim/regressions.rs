@@ -645,8 +645,13 @@ fn regression_a_primary_alone_acknowledges_only_once_its_new_generation_is_on_di
 #[test]
 fn regression_writes_during_a_detach_go_out_after_the_diskless_state() {
     let mut summary = Summary::default();
-    run_seed(5110, Protocol::C, Fencing::DontCare, &mut summary)
-        .unwrap_or_else(|e| panic!("seed 5110 (protocol C): {e}"));
+    run_seed(
+        5110,
+        Protocol::C,
+        crate::seeded::Policy::fencing(Fencing::DontCare),
+        &mut summary,
+    )
+    .unwrap_or_else(|e| panic!("seed 5110 (protocol C): {e}"));
 }
 
 /// Stop 29: a fence-peer run that outdated the peer at once but answers late (crm-fence-peer

@@ -14,6 +14,7 @@ use rep_replicator::core::{AdminCmd, ConnState, DiskState};
 use rep_replicator::sim::cluster::Cluster;
 use rep_replicator::sim::config::{SimConfig, SimStats};
 use rep_replicator::sim::model::ModelStats;
+use rep_resources::quorum::{OnNoQuorum, Quorum, QuorumConf};
 use rep_resources::{DigestAlg, Fencing, Protocol};
 
 /// What one seed did, for the summary.
@@ -71,10 +72,38 @@ impl Summary {
     }
 }
 
-pub(crate) fn seeded_cluster(seed: u64, protocol: Protocol, fencing: Fencing) -> Cluster {
+/// How a seeded run is configured beyond the protocol: fencing, and quorum (`Some`: `quorum
+/// majority` with that `on-no-quorum`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub fencing: Fencing,
+    pub quorum: Option<OnNoQuorum>,
+}
+
+impl Policy {
+    pub(crate) fn fencing(fencing: Fencing) -> Policy {
+        Policy {
+            fencing,
+            quorum: None,
+        }
+    }
+    /// The engine, not the schedule, decides who may be promoted.
+    fn engine_decides(&self) -> bool {
+        self.fencing != Fencing::DontCare || self.quorum.is_some()
+    }
+}
+
+pub(crate) fn seeded_cluster(seed: u64, protocol: Protocol, policy: Policy) -> Cluster {
     let mut rng = Rng::new(seed ^ 0xc0f1);
     let mut cfg = SimConfig::new(protocol, DEVICE);
-    cfg.fencing = fencing;
+    cfg.fencing = policy.fencing;
+    if let Some(on_no_quorum) = policy.quorum {
+        cfg.quorum = QuorumConf {
+            quorum: Quorum::Majority,
+            on_no_quorum,
+            minimum_redundancy: Quorum::Off,
+        };
+    }
     if one_in(&mut rng, 3) {
         // DRBD's minimum for 32 MiB requests, on a device of 16 extents: evictions all the time.
         cfg.al_extents = 9;
@@ -113,15 +142,10 @@ pub(crate) fn setup(c: &mut Cluster, rng: &mut Rng) -> R {
     Ok(())
 }
 
-pub(crate) fn run_seed(
-    seed: u64,
-    protocol: Protocol,
-    fencing: Fencing,
-    summary: &mut Summary,
-) -> R {
-    let mut c = seeded_cluster(seed, protocol, fencing);
+pub(crate) fn run_seed(seed: u64, protocol: Protocol, policy: Policy, summary: &mut Summary) -> R {
+    let mut c = seeded_cluster(seed, protocol, policy);
     let mut rng = Rng::new(seed ^ 0xfa);
-    let faults: Vec<Fault> = if fencing == Fencing::DontCare {
+    let faults: Vec<Fault> = if !policy.engine_decides() {
         FAULTS
             .iter()
             .filter(|(_, c_only)| protocol == Protocol::C || !c_only)
@@ -183,22 +207,25 @@ pub(crate) fn seeds(share: f64) -> Vec<u64> {
 }
 
 pub(crate) fn run_protocol(protocol: Protocol, share: f64, test: &str) {
-    run_seeds(protocol, Fencing::DontCare, share, test);
+    run_seeds(protocol, Policy::fencing(Fencing::DontCare), share, test);
 }
 
-pub(crate) fn run_seeds(protocol: Protocol, fencing: Fencing, share: f64, test: &str) {
+pub(crate) fn run_seeds(protocol: Protocol, policy: Policy, share: f64, test: &str) {
     let started = Instant::now();
     let mut summary = Summary::default();
     for seed in seeds(share) {
-        if let Err(e) = run_seed(seed, protocol, fencing, &mut summary) {
+        if let Err(e) = run_seed(seed, protocol, policy, &mut summary) {
             eprintln!(
                 "seed {seed} (protocol {protocol}) FAILED: {e}\n  replay: REP_SIM_SEED={seed} cargo test --release -p rep-replicator --test sim {test} -- --nocapture"
             );
             summary.failed.push(seed);
         }
     }
+    let quorum = policy.quorum.map_or(String::new(), |q| {
+        format!(", quorum majority, on-no-quorum {q}")
+    });
     summary.print(
-        &format!("protocol {protocol}, fencing {fencing}"),
+        &format!("protocol {protocol}, fencing {}{quorum}", policy.fencing),
         started.elapsed(),
     );
     assert!(

@@ -102,7 +102,12 @@ impl Engine {
     /// the attached data). A Consistent disk is UpToDate once the peer is known outdated
     /// (`fenced`, DRBD's drbd_set_role). Returns whether the disk was forced.
     fn promotion(&self, force: bool, fenced: bool) -> (ChangeSet, bool) {
-        let cs = ChangeSet::new().role(Role::Primary);
+        let mut cs = ChangeSet::new().role(Role::Primary);
+        if force && !self.st.quorum() && self.data_st().cstate() < ConnState::Connected {
+            // DRBD's CS_FP_OUTDATE_PEERS: the operator vouches that the peers we cannot see
+            // are down; marked Outdated, they stop counting for quorum.
+            cs = cs.pdsk(self.data_id(), DiskState::Outdated);
+        }
         let disk = self.st.disk();
         let forceable = (DiskState::Negotiating..=DiskState::Consistent).contains(&disk);
         if force && forceable {
@@ -424,13 +429,39 @@ impl Engine {
         if self.data_st().cstate() == ConnState::StandAlone {
             return Err(Refusal::AlreadyStandAlone);
         }
-        self.send(crate::wire::Packet::Bye);
+        let outdate = self.leaves_outdated();
+        self.send(if outdate {
+            crate::wire::Packet::ByeOutdated
+        } else {
+            crate::wire::Packet::Bye
+        });
         self.lose_link(
             ConnState::Disconnecting,
             "disconnect requested",
             After::StandAlone,
         );
+        if outdate {
+            // Quorum's last man standing: a Secondary that leaves marks its data Outdated (the
+            // peer recorded it so from ByeOutdated), so that the peer keeps quorum without it
+            // and this copy is not promoted with data the peer may go on to change
+            // (docs/quorum.md). After the link: connected, Outdated would vanish at once.
+            let _ = self.change_state(
+                ChangeSet::new()
+                    .disk(DiskState::Outdated)
+                    .why("left gracefully under quorum")
+                    .persist(),
+            );
+        }
         Ok(Some("StandAlone".into()))
+    }
+
+    /// `disconnect` (and `down`) of a connected Secondary with quorum on and data that counts.
+    fn leaves_outdated(&self) -> bool {
+        self.cfg.quorum.enabled()
+            && self.st.role() == Role::Secondary
+            && self.link_ready()
+            && self.data_st().cstate() == ConnState::Connected
+            && matches!(self.st.disk(), DiskState::UpToDate | DiskState::Consistent)
     }
 
     fn cmd_outdate(&mut self, id: AdminId) -> Result<Option<String>, Refusal> {

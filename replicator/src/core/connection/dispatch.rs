@@ -4,7 +4,8 @@
 use crate::core::connection::after::After;
 use crate::core::contract::io::LinkId;
 use crate::core::engine::Engine;
-use crate::core::state::ConnState;
+use crate::core::state::node_state::ChangeSet;
+use crate::core::state::{ConnState, DiskState};
 use crate::wire::auth;
 use crate::wire::Packet;
 use rep_resources::HmacAlg;
@@ -44,6 +45,7 @@ impl Engine {
                 | Packet::Uuids { .. }
                 | Packet::State { .. }
                 | Packet::Bye
+                | Packet::ByeOutdated
         );
         if !l.decided && !handshake_packet {
             self.protocol_error(format!("unexpected {} during the handshake", packet.name()));
@@ -79,6 +81,21 @@ impl Engine {
                     ConnState::Disconnecting,
                     "the peer disconnected",
                     After::Reconnect,
+                );
+            }
+            Packet::ByeOutdated => {
+                let peer = self.data_id();
+                self.lose_link(
+                    ConnState::Disconnecting,
+                    "the peer left, its disk Outdated",
+                    After::Reconnect,
+                );
+                // It cannot be promoted elsewhere now: for quorum it no longer counts.
+                let _ = self.change_state(
+                    ChangeSet::new()
+                        .pdsk(peer, DiskState::Outdated)
+                        .why("the peer left gracefully")
+                        .persist(),
                 );
             }
             Packet::StateRequest { want_primary } => self.on_state_request(want_primary),

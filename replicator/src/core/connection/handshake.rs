@@ -397,6 +397,7 @@ mod tests {
             al_extents: 61,
             fencing: Fencing::DontCare,
             on_io_error: OnIoError::Detach,
+            quorum: rep_resources::quorum::QuorumConf::default(),
             peer: PeerSettings::default(),
         }
     }

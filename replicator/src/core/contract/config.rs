@@ -30,6 +30,8 @@ pub struct EngineConfig {
     pub al_extents: u32,
     pub fencing: rep_resources::Fencing,
     pub on_io_error: OnIoError,
+    /// `options { quorum …; on-no-quorum …; quorum-minimum-redundancy …; }` (docs/quorum.md).
+    pub quorum: rep_resources::quorum::QuorumConf,
     pub peer: PeerSettings,
 }
 
@@ -54,6 +56,7 @@ impl EngineConfig {
             al_extents: view.disk_conf.al_extents,
             fencing: view.disk_conf.fencing,
             on_io_error: view.disk_conf.on_io_error,
+            quorum: view.quorum,
             peer: PeerSettings::from_view(view),
         }
     }

@@ -20,6 +20,13 @@ pub enum Refusal {
     /// Promotion of a disconnected node with fencing while the peer is not known Outdated.
     #[error("Refusing to be Primary while peer is not outdated (peer disk is {pdsk}; fencing is configured and the fence-peer handler did not outdate it); fix the link, outdate the peer, or use `primary --force` only if the peer is known dead")]
     PrimaryNop { pdsk: DiskState },
+    /// Promotion without quorum (docs/quorum.md).
+    #[error("No quorum: {visible} of {voters} nodes visible, need {needed} for quorum; wait for the peers to connect, or use `primary --force` only if the nodes you cannot see are down for good (it outdates them)")]
+    NoQuorum {
+        visible: u32,
+        voters: u32,
+        needed: u32,
+    },
     /// A role change while the connection handshake is under way.
     #[error("In transient state (the connection handshake is under way: cstate is {cstate}); retry once it is Connected")]
     InTransientState { cstate: ConnState },
@@ -109,6 +116,7 @@ impl Refusal {
             Refusal::NoUpToDateDisk { .. } => -2,
             Refusal::NoLocalDisk { .. } => -4,
             Refusal::PrimaryNop { .. } => -7,
+            Refusal::NoQuorum { .. } => -26,
             Refusal::NotSuspended => -3,
             Refusal::InTransientState { .. } => -18,
             Refusal::DeviceInUse { .. } => -12,

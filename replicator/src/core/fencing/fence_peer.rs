@@ -209,8 +209,8 @@ impl Engine {
     }
 
     /// Send the held replies, in order, unless I/O is still frozen or gated.
-    fn release_replies(&mut self, failed: Option<&str>) {
-        if self.st.susp_fen() || self.freeze.gated() {
+    pub(crate) fn release_replies(&mut self, failed: Option<&str>) {
+        if self.st.io_suspended() || self.freeze.gated() {
             return;
         }
         for (req, result) in self.freeze.take_replies() {
@@ -223,7 +223,7 @@ impl Engine {
                         self.cfg.resource
                     ),
                 }),
-                (r, _) => r,
+                (r, _) => self.quorum_verdict_on(r),
             };
             self.emit(Output::ClientReply { req, result });
         }

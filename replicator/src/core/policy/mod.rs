@@ -3,4 +3,5 @@
 
 pub(crate) mod after_sb;
 pub(crate) mod fence_result;
+pub(crate) mod quorum;
 pub mod uuid_compare;

@@ -13,7 +13,7 @@ use crate::core::contract::io::{
 use crate::core::engine::Engine;
 use crate::core::io_table::IoOwner;
 use crate::core::request::requests::{extents_of, Stage};
-use crate::core::state::{ConnState, DiskState, Role};
+use crate::core::state::{ConnState, DiskState};
 use crate::meta::al::{ActivityLog, AlBusy};
 use crate::meta::layout::AL_EXTENT_BYTES;
 
@@ -39,17 +39,12 @@ fn eio(message: String) -> ClientError {
 
 impl Engine {
     pub(crate) fn client_request(&mut self, req: ReqId, op: ClientOp) {
-        if self.st.susp_fen() {
-            // Frozen by fencing: the request waits, it does not fail.
+        if self.st.io_suspended() {
+            // Frozen by fencing or for quorum: the request waits, it does not fail.
             self.freeze.queue(req, op);
             return;
         }
-        if let Err(message) = self.can_serve_io() {
-            let nbd_errno = if self.st.role() == Role::Primary {
-                nbd_errno::EIO
-            } else {
-                nbd_errno::ESHUTDOWN
-            };
+        if let Some((nbd_errno, message)) = self.io_refusal() {
             self.reply(req, Err(ClientError { nbd_errno, message }));
             return;
         }
@@ -460,10 +455,23 @@ impl Engine {
     /// the peer is not on disk yet (`Freeze`'s gate: a crash now would let the peer's older
     /// generation overwrite the write at the next handshake, without a split brain).
     pub(crate) fn reply(&mut self, req: ReqId, result: Result<(), ClientError>) {
-        if self.st.susp_fen() || self.freeze.gated() {
+        if self.st.io_suspended() || self.freeze.gated() {
             self.freeze.hold(req, result);
         } else {
+            let result = self.quorum_verdict_on(result);
             self.emit(Output::ClientReply { req, result });
+        }
+    }
+
+    /// A reply sent while this Primary has no quorum under `on-no-quorum io-error` is an
+    /// error, whatever its request did: the peer that has quorum may not have it.
+    pub(crate) fn quorum_verdict_on(
+        &self,
+        result: Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        match result {
+            Ok(()) if self.fails_io_for_quorum() => Err(eio(self.no_quorum_message())),
+            r => r,
         }
     }
 }

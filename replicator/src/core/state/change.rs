@@ -11,22 +11,24 @@
 use crate::core::contract::io::IoId;
 use crate::core::contract::refusal::Refusal;
 use crate::core::engine::Engine;
+use crate::core::policy::quorum;
 use crate::core::state::node_state::{ChangeSet, NodeState};
 use crate::core::state::promotion;
-use crate::core::state::{DiskState, Role};
+use crate::core::state::{ConnState, DiskState, Role};
+use rep_resources::quorum::OnNoQuorum;
 
 impl Engine {
     /// Apply a change the engine itself decided (a lost link, a finished resync, a failed disk):
     /// implied changes are added, the result is not checked against the admin rules. Returns
     /// the superblock write issued for it, if any.
     pub(crate) fn change_state(&mut self, cs: ChangeSet) -> Option<IoId> {
-        let ns = self.st.apply(&cs);
+        let ns = self.with_quorum(self.st.apply(&cs));
         self.commit_state(ns, cs)
     }
 
     /// Apply a change an admin asked for, unless it breaks a rule.
     pub(crate) fn request_state(&mut self, cs: ChangeSet) -> Result<Option<IoId>, Refusal> {
-        let ns = self.st.apply(&cs);
+        let ns = self.with_quorum(self.st.apply(&cs));
         self.is_valid_state(&ns)?;
         Ok(self.commit_state(ns, cs))
     }
@@ -34,7 +36,40 @@ impl Engine {
     /// Whether an admin request for this change would be refused now (for commands that
     /// decide before they act, e.g. `primary` asks the peer first).
     pub(crate) fn check_state(&self, cs: &ChangeSet) -> Result<(), Refusal> {
-        self.is_valid_state(&self.st.apply(cs))
+        self.is_valid_state(&self.with_quorum(self.st.apply(cs)))
+    }
+
+    /// `ns` with its quorum (docs/quorum.md): what `policy::quorum` says of the members as
+    /// `ns` sees them, enforced only when quorum is on (off: always quorate, never frozen).
+    pub(crate) fn with_quorum(&self, ns: NodeState) -> NodeState {
+        let conf = self.cfg.quorum;
+        if !conf.enabled() {
+            return ns.with_quorum(true, false);
+        }
+        let verdict = quorum::calc(&self.quorum_inputs(&ns));
+        // Only a Primary has application I/O to hold; demoted, what was held fails.
+        let suspend = !verdict.quorum
+            && conf.on_no_quorum == OnNoQuorum::SuspendIo
+            && ns.role() == Role::Primary;
+        ns.with_quorum(verdict.quorum, suspend)
+    }
+
+    pub(crate) fn quorum_inputs(&self, ns: &NodeState) -> quorum::Inputs {
+        quorum::Inputs {
+            quorum: self.cfg.quorum.quorum,
+            minimum_redundancy: self.cfg.quorum.minimum_redundancy,
+            disk: ns.disk(),
+            diskless_by_config: false,
+            members: ns
+                .peers()
+                .map(|(_, p)| quorum::Member {
+                    diskless_by_config: false,
+                    connected: p.cstate() >= ConnState::Connected,
+                    disk: p.pdsk(),
+                })
+                .collect(),
+            had_quorum: self.st.quorum(),
+        }
     }
 
     fn commit_state(&mut self, ns: NodeState, cs: ChangeSet) -> Option<IoId> {
@@ -46,10 +81,43 @@ impl Engine {
         let old_flags = self.dev.gen.flags();
         self.after_state_change(&os, &ns);
         self.sync_flags_from_state();
-        if cs.persists() || self.dev.gen.flags() != old_flags {
+        let written = if cs.persists() || self.dev.gen.flags() != old_flags {
             self.persist_superblock()
         } else {
             None
+        };
+        if os.susp_quorum() && !ns.susp_quorum() && !ns.susp_fen() {
+            self.thaw_after_quorum(ns.quorum());
+        }
+        written
+    }
+
+    /// I/O frozen for lack of quorum goes on: quorum is back (held replies go, waiting requests
+    /// start), or the node was demoted (they fail as on any Secondary).
+    fn thaw_after_quorum(&mut self, quorum: bool) {
+        tracing::info!(
+            resource = %self.cfg.resource,
+            "{}: frozen I/O resumes",
+            if quorum { "quorum regained" } else { "demoted without quorum" }
+        );
+        if !quorum {
+            // Held replies of writes that reached only this disk: not acknowledged.
+            for (req, result) in self.freeze.take_replies() {
+                let result = result.and_then(|()| {
+                    Err(crate::core::contract::io::ClientError {
+                        nbd_errno: crate::core::contract::io::nbd_errno::EIO,
+                        message: format!(
+                            "resource {} was demoted without quorum: the request is not acknowledged",
+                            self.cfg.resource
+                        ),
+                    })
+                });
+                self.emit(crate::core::contract::io::Output::ClientReply { req, result });
+            }
+        }
+        self.release_replies(None);
+        for (req, op) in self.freeze.take_queued() {
+            self.client_request(req, op);
         }
     }
 
@@ -62,6 +130,12 @@ impl Engine {
             tracing::error!(resource = %self.cfg.resource, "Primary without access to UpToDate data (disk {}, peer {} {})", ns.disk(), ns.peer(self.data_id()).cstate(), ns.peer(self.data_id()).pdsk());
             self.emit(crate::core::contract::io::Output::Handler {
                 name: "pri-on-incon-degr",
+            });
+        }
+        if ns.role() == Role::Primary && os.quorum() && !ns.quorum() {
+            tracing::error!(resource = %self.cfg.resource, "Primary lost quorum (peer {} {}): on-no-quorum {}", ns.peer(self.data_id()).cstate(), ns.peer(self.data_id()).pdsk(), self.cfg.quorum.on_no_quorum);
+            self.emit(crate::core::contract::io::Output::Handler {
+                name: "quorum-lost",
             });
         }
         // Remembered past the handshake, which takes the peer from Outdated to Inconsistent
@@ -124,6 +198,11 @@ impl Engine {
             pdsk: ns.peer(self.data_id()).pdsk(),
             fencing: self.cfg.fencing,
             allow_two_primaries: self.cfg.allow_two_primaries,
+            // The counts for the refusal's message; the verdict is the state's own.
+            quorum: self.cfg.quorum.enabled().then(|| quorum::Verdict {
+                quorum: ns.quorum(),
+                ..quorum::calc(&self.quorum_inputs(ns))
+            }),
         }
     }
 }

@@ -49,6 +49,12 @@ pub(crate) struct NodeState {
     /// Application I/O is frozen until the fence-peer handler returns (DRBD's susp_fen,
     /// `fencing resource-and-stonith`).
     susp_fen: bool,
+    /// This node has quorum (always, while quorum is off): `policy/quorum.rs`, set by
+    /// `change_state` after every change.
+    quorum: bool,
+    /// Application I/O is frozen for lack of quorum (`on-no-quorum suspend-io`, DRBD's
+    /// susp_quorum).
+    susp_quorum: bool,
     /// Every configured peer, in node-id order.
     peers: Vec<(NodeId, PeerState)>,
 }
@@ -67,8 +73,27 @@ impl NodeState {
             disk: DiskState::Diskless,
             negotiating: None,
             susp_fen: false,
+            quorum: false,
+            susp_quorum: false,
             peers,
         }
+    }
+    pub(crate) fn quorum(&self) -> bool {
+        self.quorum
+    }
+    pub(crate) fn susp_quorum(&self) -> bool {
+        self.susp_quorum
+    }
+    /// Application I/O is frozen, by fencing or for lack of quorum: requests wait, replies are
+    /// held.
+    pub(crate) fn io_suspended(&self) -> bool {
+        self.susp_fen || self.susp_quorum
+    }
+    /// This state with the quorum `change_state` computed for it.
+    pub(crate) fn with_quorum(mut self, quorum: bool, susp_quorum: bool) -> NodeState {
+        self.quorum = quorum;
+        self.susp_quorum = susp_quorum;
+        self
     }
     pub(crate) fn role(&self) -> Role {
         self.role
@@ -312,6 +337,17 @@ pub(crate) fn log_change(resource: &str, os: &NodeState, ns: &NodeState, why: Op
             });
         }
     }
+    if os.quorum != ns.quorum {
+        let yn = |q: bool| if q { "yes" } else { "no" };
+        parts.push(format!("quorum( {} -> {} )", yn(os.quorum), yn(ns.quorum)));
+    }
+    if os.susp_quorum != ns.susp_quorum {
+        parts.push(format!(
+            "susp-quorum( {} -> {} )",
+            u8::from(os.susp_quorum),
+            u8::from(ns.susp_quorum)
+        ));
+    }
     if os.susp_fen != ns.susp_fen {
         parts.push(format!(
             "susp-fen( {} -> {} )",
@@ -341,6 +377,8 @@ mod tests {
             disk,
             negotiating: None,
             susp_fen: false,
+            quorum: true,
+            susp_quorum: false,
             peers: vec![(
                 NodeId(1),
                 PeerState {

@@ -3,6 +3,7 @@
 //! the fence-peer handler must run first. Pure functions of the state and the configuration.
 
 use crate::core::contract::refusal::Refusal;
+use crate::core::policy::quorum::Verdict;
 use crate::core::state::{ConnState, DiskState, Role};
 use rep_resources::Fencing;
 
@@ -16,6 +17,8 @@ pub(crate) struct Facts {
     pub pdsk: DiskState,
     pub fencing: Fencing,
     pub allow_two_primaries: bool,
+    /// The quorum verdict for this state (None while quorum is off).
+    pub quorum: Option<Verdict>,
 }
 
 /// Access to UpToDate data: the local disk, or (without a usable disk of its own) the
@@ -37,7 +40,8 @@ pub(crate) fn peer_known_outdated(pdsk: DiskState) -> bool {
 ///
 /// 1. Not while the peer is Primary, unless `allow-two-primaries` (SS_TWO_PRIMARIES).
 /// 2. Only with access to UpToDate data (SS_NO_UP_TO_DATE_DISK).
-/// 3. With fencing, disconnected, only if the peer is known Outdated (SS_PRIMARY_NOP): a
+/// 3. With quorum on, only with quorum (SS_NO_QUORUM; docs/quorum.md).
+/// 4. With fencing, disconnected, only if the peer is known Outdated (SS_PRIMARY_NOP): a
 ///    peer we cannot reach may have been promoted, or may hold writes we missed.
 pub(crate) fn check(f: &Facts) -> Result<(), Refusal> {
     if f.role != Role::Primary {
@@ -52,6 +56,13 @@ pub(crate) fn check(f: &Facts) -> Result<(), Refusal> {
         return Err(Refusal::NoUpToDateDisk {
             disk: f.disk,
             pdsk: f.pdsk,
+        });
+    }
+    if let Some(q) = f.quorum.filter(|q| !q.quorum) {
+        return Err(Refusal::NoQuorum {
+            visible: q.up_to_date + q.present,
+            voters: q.voters,
+            needed: q.quorum_at,
         });
     }
     if f.fencing != Fencing::DontCare
@@ -91,6 +102,7 @@ mod tests {
             pdsk,
             fencing: Fencing::DontCare,
             allow_two_primaries: false,
+            quorum: None,
         }
     }
 
@@ -170,6 +182,35 @@ mod tests {
     fn secondary_is_always_allowed_by_these_rules() {
         let mut f = facts(WFConnection, Diskless, DUnknown);
         f.role = Role::Secondary;
+        assert_eq!(check(&f), Ok(()));
+    }
+
+    #[test]
+    fn rule_3_with_quorum_on_only_a_quorate_node_is_promoted() {
+        let verdict = |quorum| Verdict {
+            quorum,
+            voters: 2,
+            up_to_date: 1,
+            present: 0,
+            quorum_at: 2,
+            by_tiebreaker: false,
+        };
+        let mut f = facts(WFConnection, UpToDate, DUnknown);
+        f.quorum = Some(verdict(false));
+        let refusal = check(&f).unwrap_err();
+        assert!(matches!(
+            refusal,
+            Refusal::NoQuorum {
+                visible: 1,
+                voters: 2,
+                needed: 2
+            }
+        ));
+        assert!(
+            refusal.to_string().contains("1 of 2 nodes visible, need 2"),
+            "{refusal}"
+        );
+        f.quorum = Some(verdict(true));
         assert_eq!(check(&f), Ok(()));
     }
 }

@@ -31,6 +31,18 @@ impl Cluster {
                 .all(|n| n.engine.cstate() >= ConnState::Connected);
             assert!(!connected, "invariant violated: two connected Primaries");
         }
+        // With quorum on, at most one node can write: Primary with quorum (docs/quorum.md).
+        if self.cfg.quorum.enabled() {
+            let writers = self
+                .nodes
+                .iter()
+                .filter(|n| n.up && n.engine.role() == Role::Primary && n.engine.quorum())
+                .count();
+            assert!(
+                writers <= 1,
+                "invariant violated: {writers} Primaries with quorum"
+            );
+        }
         let errors = self.watch.protocol_errors();
         if errors.len() > self.protocol_errors_seen {
             self.protocol_errors_seen = errors.len();
@@ -117,11 +129,18 @@ impl Cluster {
                 self.nodes[i].claim_pending = Some("was promoted (and its superblock says so)");
                 // With fencing that freezes I/O, the fence-peer handler decides: a node it lets
                 // be promoted holds every write a client got an acknowledgement for.
-                if self.cfg.fencing == Fencing::ResourceAndStonith
-                    && self.cfg.protocol == Protocol::C
-                {
+                // So does a node promoted with quorum (a partition cannot leave both sides
+                // quorate, and a Primary without quorum acknowledges nothing alone).
+                let decides = if self.cfg.quorum.enabled() {
+                    Some("quorum")
+                } else if self.cfg.fencing == Fencing::ResourceAndStonith {
+                    Some("fencing resource-and-stonith")
+                } else {
+                    None
+                };
+                if let Some(rule) = decides.filter(|_| self.cfg.protocol == Protocol::C) {
                     if let Err(e) = self.model.check_holds_acknowledged(i, &self.nodes[i].disk) {
-                        panic!("invariant violated: node {i} was promoted (fencing resource-and-stonith) but lacks an acknowledged write: {e}");
+                        panic!("invariant violated: node {i} was promoted ({rule}) but lacks an acknowledged write: {e}");
                     }
                 }
             }

@@ -65,7 +65,7 @@ impl Cluster {
     pub(super) fn event(&mut self, ev: Ev) {
         match ev {
             Ev::Deliver { to, link, packet } => {
-                if self.link != Some(link) && !matches!(packet, Packet::Bye) {
+                if self.link != Some(link) && !matches!(packet, Packet::Bye | Packet::ByeOutdated) {
                     return;
                 }
                 if self.nodes[to].up {
