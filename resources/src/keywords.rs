@@ -573,6 +573,7 @@ pub fn is_plain_string(word: &str) -> bool {
 pub const REP_ONLY: &[&str] = &[
     "nbd-listen",
     "metrics-listen",
+    "busy-poll",
     "nbd-tls",
     "nbd-tls-certificate",
     "nbd-tls-privkey",

@@ -105,6 +105,8 @@ pub struct Host {
     pub nbd_listen: Option<SocketAddr>,
     /// rep extension: serve Prometheus metrics at `http://ADDR:PORT/metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// rep extension: `busy-poll USEC;`, the I/O thread's busy-poll window (0: off).
+    pub busy_poll_us: Option<u32>,
     pub volumes: Vec<Volume>,
     /// rep extensions: TLS and socket groups (docs/security.md).
     pub security: crate::security::HostSecurity,
@@ -723,6 +725,7 @@ fn host_body(
         address: floating,
         nbd_listen: None,
         metrics_listen: None,
+        busy_poll_us: None,
         volumes: Vec::new(),
         security: Default::default(),
     };
@@ -752,6 +755,9 @@ fn host_body(
             "metrics-listen" if f.block.is_none() => {
                 host.metrics_listen = Some(address(f, &f.words[1..])?);
             }
+            "busy-poll" if f.block.is_none() => {
+                host.busy_poll_us = Some(busy_poll(f)?);
+            }
             "device" | "disk" | "meta-disk" | "flexible-meta-disk" if f.block.is_none() => {
                 volume_field(f, drafts.entry(0).or_default())?;
             }
@@ -769,6 +775,7 @@ fn host_body(
                     "volume",
                     "nbd-listen",
                     "metrics-listen",
+                    "busy-poll",
                 ];
                 let hint = did_you_mean(
                     other,
@@ -856,6 +863,26 @@ fn meta_disk(f: &Stmt, vals: &[Word]) -> Result<MetaDisk, ParseError> {
 }
 
 /// `[ipv4|ipv6|ssocks|sdp|sci] ADDR:PORT`, the address a literal IP (no host names, as drbdadm).
+/// The longest busy-poll window: a spinning I/O thread costs a core while it lasts.
+pub const BUSY_POLL_MAX_US: u32 = 10_000;
+/// Without `busy-poll`: long enough to cover a client's turnaround between two requests at
+/// queue depth 1 (20 µs is not; README, "Latency").
+pub const BUSY_POLL_DEFAULT_US: u32 = 100;
+
+/// `busy-poll USEC;`: microseconds, 0 (off) to `BUSY_POLL_MAX_US`.
+fn busy_poll(f: &Stmt) -> Result<u32, ParseError> {
+    let [_, value] = f.words.as_slice() else {
+        return Err(f.err("busy-poll takes one value: microseconds, e.g. `busy-poll 100;`"));
+    };
+    match value.text.parse::<u32>() {
+        Ok(us) if us <= BUSY_POLL_MAX_US => Ok(us),
+        _ => Err(f.err(format!(
+            "busy-poll {}: expected microseconds from 0 (off) to {BUSY_POLL_MAX_US}, e.g. `busy-poll 100;`",
+            value.text
+        ))),
+    }
+}
+
 pub(crate) fn address(f: &Stmt, vals: &[Word]) -> Result<SocketAddr, ParseError> {
     let (family, rest) = match vals.first().map(|w| w.text.as_str()) {
         // `sci` is DRBD 8.3's name of `ssocks`.

@@ -63,6 +63,45 @@ fn dump_leaves_out_rep_keywords_and_reparses_identically() {
 }
 
 #[test]
+fn busy_poll_is_a_host_option_in_microseconds_left_out_of_dump() {
+    let with = |stmt: &str| TWO.replacen("metrics-listen 127.0.0.1:9942;", stmt, 1);
+    let c = parse(TWO).unwrap();
+    assert_eq!(
+        c.node_view("r0", "node-a").unwrap().busy_poll_us,
+        crate::model::BUSY_POLL_DEFAULT_US
+    );
+    for (stmt, us) in [
+        ("busy-poll 0;", 0),
+        ("busy-poll 250;", 250),
+        ("busy-poll 10000;", 10_000),
+    ] {
+        let c = parse(&with(stmt)).unwrap();
+        assert_eq!(
+            c.node_view("r0", "node-a").unwrap().busy_poll_us,
+            us,
+            "{stmt}"
+        );
+        assert_eq!(
+            c.node_view("r0", "node-b").unwrap().busy_poll_us,
+            100,
+            "per host"
+        );
+        assert!(!c.dump(None).unwrap().contains("busy-poll"));
+    }
+    for bad in [
+        "busy-poll 10001;",
+        "busy-poll -1;",
+        "busy-poll 1ms;",
+        "busy-poll;",
+        "busy-poll 1 2;",
+    ] {
+        let e = parse(&with(bad)).unwrap_err();
+        assert_eq!(e.line, 7, "{bad}: {e}");
+        assert!(e.message.contains("busy-poll"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn errors_name_line_and_suggest() {
     let e = parse("resource r0 {\n  net {\n    ping-intt 5;\n  }\n}\n").unwrap_err();
     assert_eq!((e.line, e.col), (3, 5));

@@ -167,6 +167,9 @@ pub struct NodeView {
     pub nbd_listen: Option<SocketAddr>,
     /// rep extension (`metrics-listen IP:PORT;` in the host section): Prometheus `/metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// rep extension (`busy-poll USEC;` in the host section): the I/O thread polls this long
+    /// after each input instead of sleeping (0: off).
+    pub busy_poll_us: u32,
     pub net: NetConf,
     pub disk_conf: DiskConf,
     pub startup: StartupConf,
@@ -445,6 +448,9 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
             .map_or_else(|| peer.and_then(|p| p.address), |p| p.address),
         nbd_listen: me.nbd_listen,
         metrics_listen: me.metrics_listen,
+        busy_poll_us: me
+            .busy_poll_us
+            .unwrap_or(crate::model::BUSY_POLL_DEFAULT_US),
         net,
         disk_conf,
         startup,

@@ -406,6 +406,7 @@ const TABLE: &[(&str, &str, &str, How, Fmt)] = &[
         Fmt::Plain,
     ),
     ("volume", "on", "volume", How::Refused, Fmt::Plain),
+    ("busy_poll_us", "on", "busy-poll", How::Refused, Fmt::Plain),
 ];
 
 /// Why a `Refused` entry of the table is refused.
@@ -420,6 +421,7 @@ fn refusal_reason(path: &str) -> &'static str {
         "nbd_listen" | "metrics_listen" => {
             "listeners are opened when repd starts; `repadm down` and `up` to change them"
         }
+        "busy_poll_us" => "the busy-poll window is set when repd starts; `repadm down` and `up`",
         _ => "not adjustable on a running resource; `repadm down` and `up`",
     }
 }
@@ -541,6 +543,7 @@ pub fn applied_view(running: &NodeView, new: &NodeView, changes: &[Change]) -> N
             ("disk", "size") => v.disk_conf.size_bytes = running.disk_conf.size_bytes,
             ("on", "nbd-listen") => v.nbd_listen = running.nbd_listen,
             ("on", "metrics-listen") => v.metrics_listen = running.metrics_listen,
+            ("on", "busy-poll") => v.busy_poll_us = running.busy_poll_us,
             ("on", "volume") => v.volume = running.volume,
             ("on", "address" | "peer address" | "peer name") => {
                 v.address = running.address;

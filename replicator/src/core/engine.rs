@@ -391,6 +391,11 @@ impl Engine {
         c.ua = self.peers.data().rx.unacked() as u64;
         c
     }
+    /// Few requests in flight, here and from the peer: a request's latency then depends on how
+    /// soon the next input is picked up (the busy-poll window spins only then).
+    pub fn light_load(&self) -> bool {
+        self.requests.in_flight() <= 2 && self.peers.data().rx.unacked() <= 2
+    }
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }

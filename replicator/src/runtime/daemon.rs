@@ -171,6 +171,10 @@ async fn serve(
         driver.listen_for_peer(l);
     }
     tokio_uring::spawn(Rc::clone(&driver).run_timers());
+    let busy_poll_us = driver.view().busy_poll_us;
+    if busy_poll_us > 0 {
+        driver.start_busy_poll(std::time::Duration::from_micros(u64::from(busy_poll_us)));
+    }
     driver.follow_resync_after();
     let threads =
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1));

@@ -61,6 +61,8 @@ pub struct Driver {
     engine: RefCell<Engine>,
     inbox: RefCell<VecDeque<Input>>,
     pumping: Cell<bool>,
+    /// The busy-poll window, if configured (`busy_poll.rs`).
+    busy: std::cell::OnceCell<Rc<super::busy_poll::BusyPoll>>,
     disk: RefCell<Option<Rc<Disk>>>,
     /// The metadata thread, started at the first attach.
     meta: std::cell::OnceCell<MetaWriter>,
@@ -121,6 +123,7 @@ impl Driver {
             engine: RefCell::new(engine),
             inbox: RefCell::new(VecDeque::new()),
             pumping: Cell::new(false),
+            busy: std::cell::OnceCell::new(),
             disk: RefCell::new(None),
             meta: std::cell::OnceCell::new(),
             view: RefCell::new(Rc::new(view)),
@@ -177,6 +180,15 @@ impl Driver {
         *self.link_settings.borrow_mut() = link.map(Rc::new);
     }
 
+    /// Poll for `window` after every input instead of sleeping (`busy_poll.rs`).
+    pub fn start_busy_poll(self: &Rc<Self>, window: std::time::Duration) {
+        let b = super::busy_poll::BusyPoll::new(window);
+        if self.busy.set(Rc::clone(&b)).is_ok() {
+            let this = Rc::clone(self);
+            tokio_uring::spawn(b.run(move || this.engine.borrow().light_load()));
+        }
+    }
+
     /// What the parts below the driver feed their completions through (`port::Feed`).
     pub fn feeder(self: &Rc<Self>) -> super::port::Feed {
         let this = Rc::clone(self);
@@ -190,6 +202,9 @@ impl Driver {
 
     /// Queue one input and pump unless a pump is already running up the stack.
     pub fn feed(self: &Rc<Self>, input: Input) {
+        if let Some(b) = self.busy.get() {
+            b.touch();
+        }
         self.inbox.borrow_mut().push_back(input);
         if self.pumping.replace(true) {
             return;
