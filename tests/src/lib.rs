@@ -573,15 +573,23 @@ impl Drop for FuseMount {
 
 /// Write `len` bytes of `pattern` at `offset` through `n`'s NBD export (qemu-io), then flush.
 pub fn write_pattern(n: &Node, pattern: u8, offset: u64, len: u64) {
-    run_ok(Command::new("qemu-io").args([
+    run_ok(&mut qemu_io_write(&n.nbd_uri(), pattern, offset, len));
+}
+
+/// The qemu-io command that writes `len` bytes of `pattern` at `offset` through the NBD export
+/// at `uri`, then flushes (for a test that expects it to fail, or runs it in a thread).
+pub fn qemu_io_write(uri: &str, pattern: u8, offset: u64, len: u64) -> Command {
+    let mut cmd = Command::new("qemu-io");
+    cmd.args([
         "-f",
         "raw",
         "-c",
         &format!("write -P {pattern:#x} {offset} {len}"),
         "-c",
         "flush",
-        &n.nbd_uri(),
-    ]));
+        uri,
+    ]);
+    cmd
 }
 
 /// `len` bytes at `offset` of `n`'s backing file, read directly (not through repd).

@@ -8,14 +8,15 @@
 //! Method: the real repadm/repd pair on 127.0.0.1/127.0.0.2; the peer is lost by SIGKILL (an
 //! unannounced loss) or leaves with `down`; writes go through the NBD export with qemu-io.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rep_tests::assert::assert_identical;
 use rep_tests::metrics::scrape;
 use rep_tests::nbdraw::{RawClient, CMD_READ, CMD_WRITE};
 use rep_tests::pair::{up_pair, PairConf};
-use rep_tests::{backing_bytes, free_port, require_tool, wait_for, write_pattern, Cluster, Node};
+use rep_tests::{
+    backing_bytes, free_port, qemu_io_write, require_tool, wait_for, write_pattern, Cluster, Node,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -50,16 +51,7 @@ fn try_write(n: &Node, pattern: u8, offset: u64, len: u64) -> Result<(), String>
 }
 
 fn try_write_uri(uri: &str, pattern: u8, offset: u64, len: u64) -> Result<(), String> {
-    let out = Command::new("qemu-io")
-        .args([
-            "-f",
-            "raw",
-            "-c",
-            &format!("write -P {pattern:#x} {offset} {len}"),
-            "-c",
-            "flush",
-            uri,
-        ])
+    let out = qemu_io_write(uri, pattern, offset, len)
         .output()
         .expect("run qemu-io");
     let text = format!(

@@ -120,9 +120,12 @@ impl Engine {
     /// A fresh engine: Secondary, Diskless, StandAlone, as after `drbdsetup new-minor`.
     pub fn new(cfg: EngineConfig, seed: u64) -> Engine {
         let peers = Peers::new(cfg.peer_id, cfg.peer_node.clone());
-        let mut e = Engine {
+        // A fresh node sees no voter but itself, and has no disk yet: no quorum, unless quorum
+        // is off (then always).
+        let quorate = !cfg.quorum.enabled();
+        Engine {
             cfg,
-            st: NodeState::initial(peers.ids()),
+            st: NodeState::initial(peers.ids()).with_quorum(quorate, false),
             dev: Device::default(),
             peers,
             requests: Requests::default(),
@@ -134,9 +137,7 @@ impl Engine {
             rng: Rng::new(seed),
             last_now: None,
             out: Outbox::default(),
-        };
-        e.st = e.with_quorum(e.st.clone());
-        e
+        }
     }
 
     /// Feed one input. Never blocks, never does I/O.
