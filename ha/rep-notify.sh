@@ -111,7 +111,7 @@ field() {
 }
 
 state_text() {
-	echo "role $ROLE/$PEER_ROLE, cstate $CSTATE, disk $DISK/$PEER_DISK"
+	echo "role $ROLE/$PEER_ROLE, cstate $CSTATE, disk $DISK/$PEER_DISK${QUORUM:+, quorum $QUORUM}"
 }
 
 # Sets UNSAFE to the reason this node's data must not be promoted, or empty when repadm may
@@ -312,6 +312,10 @@ do_backup() {
 do_check() {
 	read_state || { echo "$RES: not up: $STATE_ERR" >&2; exit 1; }
 	if [ "$ROLE" = Primary ]; then
+		if [ "$QUORUM" = no ]; then
+			echo "$RES: Primary without quorum ($(state_text)): its I/O fails or is frozen" >&2
+			exit 1
+		fi
 		case $DISK in
 		UpToDate) exit 0 ;;
 		Diskless | Failed) [ "$PEER_DISK" = UpToDate ] && exit 0 ;;

@@ -263,3 +263,42 @@ fn backup_path_runs_the_hooks_in_order_and_waits_for_clients() {
     );
     assert_eq!(role(b), "Primary");
 }
+
+/// Quorum on (docs/quorum.md): node-b, UpToDate but alone after node-a's crash, has no quorum;
+/// `master` refuses saying so, `check` fails; once node-a is back, both pass and node-b may be
+/// promoted after node-a steps down.
+#[test]
+fn a_node_without_quorum_is_never_promoted() {
+    let c = Cluster::new(
+        "ha-notify-quorum",
+        ClusterOpts {
+            extra: "  net {\n    ping-int 1;\n    connect-int 1;\n  }\n  options {\n    quorum majority;\n  }\n"
+                .into(),
+            ..ClusterOpts::default()
+        },
+    );
+    up_fresh(&c, 20);
+    skip_initial_sync(&c, 20);
+    let (a, b) = (c.a(), c.b());
+    let cb = conf(&c, b, "");
+    a.ok(&["primary", "r0"]);
+    write_block(a, 0x5a);
+    a.kill9();
+    b.wait_state("WFConnection", "UpToDate", "DUnknown", 20);
+    let log = expect(&cb, "master", 2);
+    assert!(
+        log.contains("refused to promote") && log.contains("no quorum"),
+        "{log}"
+    );
+    expect(&cb, "check", 1);
+    assert_eq!(role(b), "Secondary");
+
+    a.ok(&["up", "r0"]);
+    b.wait_state("Connected", "UpToDate", "UpToDate", 30);
+    a.ok(&["secondary", "r0"]);
+    wait_for(Duration::from_secs(10), "node-b to see node-a Secondary", || {
+        (b.status_json()["peer_role"] == "Secondary").then_some(())
+    });
+    expect(&cb, "master", 0);
+    assert_eq!(role(b), "Primary");
+}
