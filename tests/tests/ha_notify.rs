@@ -296,9 +296,11 @@ fn a_node_without_quorum_is_never_promoted() {
     a.ok(&["up", "r0"]);
     b.wait_state("Connected", "UpToDate", "UpToDate", 30);
     a.ok(&["secondary", "r0"]);
-    wait_for(Duration::from_secs(10), "node-b to see node-a Secondary", || {
-        (b.status_json()["peer_role"] == "Secondary").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "node-b to see node-a Secondary",
+        || (b.status_json()["peer_role"] == "Secondary").then_some(()),
+    );
     expect(&cb, "master", 0);
     assert_eq!(role(b), "Primary");
 }

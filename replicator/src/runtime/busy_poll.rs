@@ -9,11 +9,19 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+/// Inputs per window above which the load counts as heavy: the next input comes soon anyway,
+/// and polling between inputs would only turn idle time into CPU time.
+const BUSY_INPUTS: u32 = 16;
+
 pub struct BusyPoll {
     window: Duration,
     last: Cell<Instant>,
     spinning: Cell<bool>,
     wake: tokio::sync::Notify,
+    /// Inputs counted in the current window, and in the last complete one.
+    counted: Cell<u32>,
+    previous: Cell<u32>,
+    counting_since: Cell<Instant>,
 }
 
 impl BusyPoll {
@@ -23,12 +31,21 @@ impl BusyPoll {
             last: Cell::new(Instant::now()),
             spinning: Cell::new(false),
             wake: tokio::sync::Notify::new(),
+            counted: Cell::new(0),
+            previous: Cell::new(0),
+            counting_since: Cell::new(Instant::now()),
         })
     }
 
     /// An input arrived: poll for the next one for `window` from now.
     pub fn touch(&self) {
-        self.last.set(Instant::now());
+        let now = Instant::now();
+        self.last.set(now);
+        if now.duration_since(self.counting_since.get()) >= self.window {
+            self.previous.set(self.counted.replace(0));
+            self.counting_since.set(now);
+        }
+        self.counted.set(self.counted.get() + 1);
         if !self.spinning.get() {
             self.wake.notify_one();
         }
@@ -42,7 +59,10 @@ impl BusyPoll {
         loop {
             self.wake.notified().await;
             self.spinning.set(true);
-            while self.last.get().elapsed() < self.window && light() {
+            while self.last.get().elapsed() < self.window
+                && self.previous.get() < BUSY_INPUTS
+                && light()
+            {
                 tokio::task::yield_now().await;
             }
             self.spinning.set(false);
