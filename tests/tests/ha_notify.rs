@@ -55,6 +55,15 @@ fn expect(conf: &Path, action: &str, code: i32) -> String {
     err
 }
 
+/// `master` refuses (exit 2) with a log naming every one of `why`, `check` fails, and the node
+/// stays Secondary.
+fn assert_refused(conf: &Path, n: &Node, why: &[&str]) {
+    let log = expect(conf, "master", 2);
+    assert!(why.iter().all(|w| log.contains(w)), "{why:?}: {log}");
+    expect(conf, "check", 1);
+    assert_eq!(role(n), "Secondary");
+}
+
 fn role(n: &Node) -> String {
     n.status_json()["role"].as_str().unwrap_or("").to_owned()
 }
@@ -115,21 +124,12 @@ fn inconsistent_outdated_and_diskless_data_is_never_promoted() {
     b.ok(&["outdate", "r0"]);
     b.ok(&["connect", "r0"]);
     b.wait_state("WFConnection", "Outdated", "DUnknown", 20);
-    let log = expect(&cb, "master", 2);
-    assert!(
-        log.contains("disk is Outdated") && log.contains("cstate WFConnection"),
-        "{log}"
-    );
-    expect(&cb, "check", 1);
-    assert_eq!(role(b), "Secondary");
+    assert_refused(&cb, b, &["disk is Outdated", "cstate WFConnection"]);
 
     // Diskless with no peer.
     b.ok(&["detach", "r0"]);
     b.wait_state("WFConnection", "Diskless", "DUnknown", 20);
-    let log = expect(&cb, "master", 2);
-    assert!(log.contains("no UpToDate data reachable"), "{log}");
-    expect(&cb, "check", 1);
-    assert_eq!(role(b), "Secondary");
+    assert_refused(&cb, b, &["no UpToDate data reachable"]);
 
     // The log file has the same lines, with timestamps.
     let text = std::fs::read_to_string(log_path(&c, b)).expect("notify log file");
@@ -285,13 +285,7 @@ fn a_node_without_quorum_is_never_promoted() {
     write_block(a, 0x5a);
     a.kill9();
     b.wait_state("WFConnection", "UpToDate", "DUnknown", 20);
-    let log = expect(&cb, "master", 2);
-    assert!(
-        log.contains("refused to promote") && log.contains("no quorum"),
-        "{log}"
-    );
-    expect(&cb, "check", 1);
-    assert_eq!(role(b), "Secondary");
+    assert_refused(&cb, b, &["refused to promote", "no quorum"]);
 
     a.ok(&["up", "r0"]);
     b.wait_state("Connected", "UpToDate", "UpToDate", 30);
