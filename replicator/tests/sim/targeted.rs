@@ -310,3 +310,49 @@ fn a_fixed_resync_rate_is_named_as_the_limit_on_both_sides() {
         converge(&mut c, 0).map(|_| ())
     });
 }
+
+/// Quorum with fencing (a Pacemaker setup that also turns quorum on): a partition takes the
+/// Primary's quorum, and its fence-peer handler, outdating the peer, gives it back (an Outdated
+/// peer leaves the count, as in DRBD 9): I/O goes on without errors; the outdated peer may not be
+/// promoted; healed, the pair converges.
+#[test]
+fn fencing_that_outdates_the_peer_gives_the_primary_its_quorum_back() {
+    use rep_resources::quorum::{OnNoQuorum, Quorum, QuorumConf};
+    for_seeds("quorum with fencing", 0..8, |seed| {
+        let mut cfg = cfg_c();
+        cfg.fencing = rep_resources::Fencing::ResourceOnly;
+        cfg.quorum = QuorumConf {
+            quorum: Quorum::Majority,
+            on_no_quorum: OnNoQuorum::IoError,
+            minimum_redundancy: Quorum::Off,
+        };
+        let mut c = synced_pair(seed, cfg);
+        write_for(&mut c, ms(50));
+        c.set_cut(true);
+        wait(&mut c, "the peer fenced", Duration::from_secs(10), |c| {
+            c.nodes[0].engine.pdsk() == DiskState::Outdated
+        })?;
+        if !c.nodes[0].engine.quorum() {
+            return Err(format!(
+                "no quorum with the peer Outdated: {}",
+                describe(&c)
+            ));
+        }
+        drain(&mut c, 0)?;
+        let failed = c.nodes[0].failed_replies;
+        write_for(&mut c, ms(200));
+        drain(&mut c, 0)?;
+        if c.nodes[0].failed_replies != failed {
+            return Err(format!(
+                "{} requests failed after fencing restored quorum",
+                c.nodes[0].failed_replies - failed
+            ));
+        }
+        match c.admin(1, AdminCmd::Primary { force: false }) {
+            Err(Refusal::NoQuorum { .. } | Refusal::NoUpToDateDisk { .. }) => {}
+            other => return Err(format!("the fenced peer was not refused: {other:?}")),
+        }
+        c.set_cut(false);
+        converge(&mut c, 0).map(|_| ())
+    });
+}
