@@ -87,18 +87,14 @@ fn config(b: u8) -> EngineConfig {
             _ => OnIoError::Detach,
         },
         // Quorum between the two nodes, freezing or failing I/O when it is lost.
-        quorum: rep_resources::quorum::QuorumConf {
-            quorum: if b & 128 != 0 {
-                rep_resources::quorum::Quorum::Majority
-            } else {
-                rep_resources::quorum::Quorum::Off
-            },
-            on_no_quorum: if b & 1 != 0 {
+        quorum: if b & 128 != 0 {
+            rep_resources::quorum::QuorumConf::majority(if b & 1 != 0 {
                 rep_resources::quorum::OnNoQuorum::SuspendIo
             } else {
                 rep_resources::quorum::OnNoQuorum::IoError
-            },
-            minimum_redundancy: rep_resources::quorum::Quorum::Off,
+            })
+        } else {
+            rep_resources::quorum::QuorumConf::default()
         },
         peer: PeerSettings {
             shared_secret: (b & 32 != 0).then(|| "secret".into()),

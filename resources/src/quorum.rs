@@ -94,6 +94,15 @@ pub struct QuorumConf {
 }
 
 impl QuorumConf {
+    /// `quorum majority;` with `on-no-quorum`, no minimum redundancy.
+    pub fn majority(on_no_quorum: OnNoQuorum) -> QuorumConf {
+        QuorumConf {
+            quorum: Quorum::Majority,
+            on_no_quorum,
+            minimum_redundancy: Quorum::Off,
+        }
+    }
+
     /// Whether any option asks for behaviour the engine does not have yet. `on-no-quorum`
     /// alone changes nothing while quorum is off.
     pub fn enabled(&self) -> bool {

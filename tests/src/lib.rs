@@ -333,6 +333,12 @@ impl Cluster {
     pub fn a(&self) -> &Node {
         &self.nodes[0]
     }
+    /// Rewrite the configuration file both nodes read.
+    pub fn edit_config(&self, f: impl FnOnce(String) -> String) {
+        let path = &self.a().config;
+        let text = std::fs::read_to_string(path).expect("read config");
+        std::fs::write(path, f(text)).expect("write config");
+    }
     pub fn b(&self) -> &Node {
         &self.nodes[1]
     }

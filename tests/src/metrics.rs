@@ -4,6 +4,20 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use crate::Cluster;
+
+/// Give the node at `ip` (127.0.0.1: node-a, 127.0.0.2: node-b) a `metrics-listen` on
+/// 127.0.0.1:`port`.
+pub fn listen_on(c: &Cluster, ip: &str, port: u16) {
+    c.edit_config(|t| {
+        t.replacen(
+            &format!("address {ip}:"),
+            &format!("metrics-listen 127.0.0.1:{port};\n    address {ip}:"),
+            1,
+        )
+    });
+}
+
 /// GET /metrics over a plain TCP connection; returns the body after checking the head.
 pub fn scrape(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics-listen");

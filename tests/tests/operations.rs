@@ -30,13 +30,6 @@ fn cluster(test: &str, disk_mib: u64, extra: &str) -> Cluster {
     )
 }
 
-/// Rewrite the shared configuration file.
-fn edit_config(c: &Cluster, f: impl FnOnce(String) -> String) {
-    let path = &c.a().config;
-    let text = std::fs::read_to_string(path).expect("read config");
-    std::fs::write(path, f(text)).expect("write config");
-}
-
 /// (exit code, stdout, stderr) of repadm.
 fn repadm(n: &Node, args: &[&str]) -> (i32, String, String) {
     let out = n.repadm(args);
@@ -73,7 +66,7 @@ fn adjust_changes_ping_int_live() {
     );
     up_fresh(&c, 30);
     let (a, b) = (c.a(), c.b());
-    edit_config(&c, |t| t.replace("ping-int 30;", "ping-int 1;"));
+    c.edit_config(|t| t.replace("ping-int 30;", "ping-int 1;"));
     let (code, out, err) = repadm(a, &["adjust", "r0"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out, "r0: net ping-int 30 -> 1 (live)\n");
@@ -122,7 +115,7 @@ fn adjust_protocol_c_to_a_reconnects_and_replicates_under_a() {
     let synced = b.ok(&["wait-sync", "--timeout", "60", "r0"]);
     assert!(synced.contains("r0: in sync"), "{synced}");
     a.wait_state("Connected", "UpToDate", "UpToDate", 20);
-    edit_config(&c, |t| t.replace("protocol C;", "protocol A;"));
+    c.edit_config(|t| t.replace("protocol C;", "protocol A;"));
     // node-a first: it renegotiates, node-b (still C) refuses the handshake.
     let (code, out, err) = repadm(a, &["adjust", "r0"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -202,7 +195,7 @@ fn adjust_resync_rate_during_a_resync_and_wait_sync() {
     assert!(screen.contains("ETA"), "{screen}");
     assert!(screen.contains("%"), "{screen}");
     // 16 MiB at 1 MiB/s would take ~16 s; at 200 MiB/s it ends at once.
-    edit_config(&c, |t| t.replace("resync-rate 1M;", "resync-rate 200M;"));
+    c.edit_config(|t| t.replace("resync-rate 1M;", "resync-rate 200M;"));
     for n in [a, b] {
         let (code, out, err) = repadm(n, &["adjust", "r0"]);
         assert_eq!(code, 0, "{out}{err}");
@@ -234,7 +227,7 @@ fn adjust_refuses_al_extents_and_dry_run_changes_nothing() {
     up_fresh(&c, 30);
     let a = c.a();
     assert_eq!(a.ok(&["adjust", "r0"]), "r0: no changes\n");
-    edit_config(&c, |t| {
+    c.edit_config(|t| {
         t.replace(
             "connect-int 1;",
             "connect-int 1;\n    ko-count 3;\n  }\n  disk {\n    al-extents 67;",
@@ -281,12 +274,12 @@ fn adjust_refuses_al_extents_and_dry_run_changes_nothing() {
     );
     assert_eq!(a.status_json()["cstate"], "Connected");
     // A disk move on a Primary without an UpToDate peer is refused (11) and changes nothing.
-    edit_config(&c, |t| t.replace("al-extents 67;", ""));
+    c.edit_config(|t| t.replace("al-extents 67;", ""));
     a.ok(&["primary", "--force", "r0"]);
     c.b().ok(&["down", "r0"]);
     let moved = c.dir.join("moved.img");
     std::fs::copy(&a.disk, &moved).expect("copy the disk");
-    edit_config(&c, |t| {
+    c.edit_config(|t| {
         t.replacen(
             &a.disk.display().to_string(),
             &moved.display().to_string(),
@@ -319,7 +312,7 @@ fn adjust_moves_the_disk_of_a_secondary() {
     std::fs::copy(&b.disk, &moved).expect("copy node-b's disk");
     b.ok(&["up", "r0"]);
     b.wait_state("Connected", "UpToDate", "UpToDate", 30);
-    edit_config(&c, |t| {
+    c.edit_config(|t| {
         t.replacen(
             &b.disk.display().to_string(),
             &moved.display().to_string(),
@@ -353,7 +346,7 @@ fn adjust_moves_the_addresses_of_a_connected_pair() {
         .expect("node-a's port")
         .to_string();
     // node-a moves to 127.0.0.3: it now has the higher address, so node-b dials.
-    edit_config(&c, |t| t.replace("127.0.0.1:", "127.0.0.3:"));
+    c.edit_config(|t| t.replace("127.0.0.1:", "127.0.0.3:"));
     let (code, out, err) = repadm(a, &["adjust", "r0"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
@@ -402,18 +395,8 @@ fn metrics_follow_the_io_and_the_histogram_is_cumulative() {
         32,
         "  net {\n    connect-int 1;\n  }\n  disk {\n    c-plan-ahead 0;\n    resync-rate 100M;\n  }\n  handlers {\n    after-resync-target \"exit 3\";\n  }\n",
     );
-    edit_config(&c, |t| {
-        t.replacen(
-            "address 127.0.0.1:",
-            &format!("metrics-listen 127.0.0.1:{pa};\n    address 127.0.0.1:"),
-            1,
-        )
-        .replacen(
-            "address 127.0.0.2:",
-            &format!("metrics-listen 127.0.0.1:{pb};\n    address 127.0.0.2:"),
-            1,
-        )
-    });
+    rep_tests::metrics::listen_on(&c, "127.0.0.1", pa);
+    rep_tests::metrics::listen_on(&c, "127.0.0.2", pb);
     // dump leaves the rep-only keyword out, so drbdadm can read the result.
     assert!(!c.a().ok(&["dump", "r0"]).contains("metrics-listen"));
     up_fresh(&c, 30);

@@ -9,13 +9,13 @@ use rep_tests::{free_port, Cluster, ClusterOpts};
 
 /// The cluster's config with `node-id`s on both hosts, plus `extra` before the final `}`.
 fn rewrite(c: &Cluster, extra: &str) {
-    let path = &c.a().config;
-    let text = std::fs::read_to_string(path).expect("config");
-    let text = text
-        .replacen("  on node-a {\n", "  on node-a {\n    node-id 0;\n", 1)
-        .replacen("  on node-b {\n", "  on node-b {\n    node-id 1;\n", 1);
-    let end = text.rfind('}').expect("resource end");
-    std::fs::write(path, format!("{}{extra}\n}}\n", &text[..end])).expect("write config");
+    c.edit_config(|text| {
+        let text = text
+            .replacen("  on node-a {\n", "  on node-a {\n    node-id 0;\n", 1)
+            .replacen("  on node-b {\n", "  on node-b {\n    node-id 1;\n", 1);
+        let end = text.rfind('}').expect("resource end");
+        format!("{}{extra}\n}}\n", &text[..end])
+    });
 }
 
 #[test]

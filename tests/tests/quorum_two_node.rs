@@ -32,24 +32,13 @@ fn quorum_pair(test: &str, on_no_quorum: &str) -> (Cluster, u16) {
         ))
         .build();
     let port = free_port();
-    let cfg = &c.a().config;
-    let text = std::fs::read_to_string(cfg).expect("read config");
-    let text = text.replacen(
-        "address 127.0.0.1:",
-        &format!("metrics-listen 127.0.0.1:{port};\n    address 127.0.0.1:"),
-        1,
-    );
-    std::fs::write(cfg, text).expect("write config");
+    rep_tests::metrics::listen_on(&c, "127.0.0.1", port);
     up_pair(&c);
     c.a().ok(&["primary", "r0"]);
     (c, port)
 }
 
-/// A write (and flush) through `n`'s export: Ok, or what qemu-io printed about the failure.
-fn try_write(n: &Node, pattern: u8, offset: u64, len: u64) -> Result<(), String> {
-    try_write_uri(&n.nbd_uri(), pattern, offset, len)
-}
-
+/// A write (and flush) through the export at `uri`: Ok, or what qemu-io printed about the failure.
 fn try_write_uri(uri: &str, pattern: u8, offset: u64, len: u64) -> Result<(), String> {
     let out = qemu_io_write(uri, pattern, offset, len)
         .output()
@@ -123,7 +112,8 @@ fn a_primary_that_loses_its_peer_unannounced_fails_io_and_is_not_promoted_again(
     let (err, _) = app.request(CMD_READ, 0, 0, 4096, &[]).expect("read");
     assert_eq!(err, 5, "reads fail too (DRBD's io-error fails all I/O)");
     drop(app);
-    let err = try_write(a, 0x22, MIB, MIB).expect_err("a write without quorum must fail");
+    let err =
+        try_write_uri(&a.nbd_uri(), 0x22, MIB, MIB).expect_err("a write without quorum must fail");
     assert!(err.contains("has lost quorum"), "{err}");
     assert_eq!(
         backing_bytes(a, MIB, 4096),

@@ -34,14 +34,7 @@ fn pair(test: &str, disk: &str, net: &str, metrics: Option<u16>) -> Cluster {
         },
     );
     if let Some(port) = metrics {
-        let cfg = &c.a().config;
-        let text = std::fs::read_to_string(cfg).expect("config");
-        let text = text.replacen(
-            "address 127.0.0.1:",
-            &format!("metrics-listen 127.0.0.1:{port};\n    address 127.0.0.1:"),
-            1,
-        );
-        std::fs::write(cfg, text).expect("config");
+        rep_tests::metrics::listen_on(&c, "127.0.0.1", port);
     }
     same_random_data(&c);
     up_pair(&c);

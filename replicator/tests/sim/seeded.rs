@@ -14,7 +14,7 @@ use rep_replicator::core::{AdminCmd, ConnState, DiskState};
 use rep_replicator::sim::cluster::Cluster;
 use rep_replicator::sim::config::{SimConfig, SimStats};
 use rep_replicator::sim::model::ModelStats;
-use rep_resources::quorum::{OnNoQuorum, Quorum, QuorumConf};
+use rep_resources::quorum::{OnNoQuorum, QuorumConf};
 use rep_resources::{DigestAlg, Fencing, Protocol};
 
 /// What one seed did, for the summary.
@@ -98,11 +98,7 @@ pub(crate) fn seeded_cluster(seed: u64, protocol: Protocol, policy: Policy) -> C
     let mut cfg = SimConfig::new(protocol, DEVICE);
     cfg.fencing = policy.fencing;
     if let Some(on_no_quorum) = policy.quorum {
-        cfg.quorum = QuorumConf {
-            quorum: Quorum::Majority,
-            on_no_quorum,
-            minimum_redundancy: Quorum::Off,
-        };
+        cfg.quorum = QuorumConf::majority(on_no_quorum);
     }
     if one_in(&mut rng, 3) {
         // DRBD's minimum for 32 MiB requests, on a device of 16 extents: evictions all the time.

@@ -317,15 +317,11 @@ fn a_fixed_resync_rate_is_named_as_the_limit_on_both_sides() {
 /// promoted; healed, the pair converges.
 #[test]
 fn fencing_that_outdates_the_peer_gives_the_primary_its_quorum_back() {
-    use rep_resources::quorum::{OnNoQuorum, Quorum, QuorumConf};
+    use rep_resources::quorum::{OnNoQuorum, QuorumConf};
     for_seeds("quorum with fencing", 0..8, |seed| {
         let mut cfg = cfg_c();
         cfg.fencing = rep_resources::Fencing::ResourceOnly;
-        cfg.quorum = QuorumConf {
-            quorum: Quorum::Majority,
-            on_no_quorum: OnNoQuorum::IoError,
-            minimum_redundancy: Quorum::Off,
-        };
+        cfg.quorum = QuorumConf::majority(OnNoQuorum::IoError);
         let mut c = synced_pair(seed, cfg);
         write_for(&mut c, ms(50));
         c.set_cut(true);

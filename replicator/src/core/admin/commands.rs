@@ -459,7 +459,6 @@ impl Engine {
     fn leaves_outdated(&self) -> bool {
         self.cfg.quorum.enabled()
             && self.st.role() == Role::Secondary
-            && self.link_ready()
             && self.data_st().cstate() == ConnState::Connected
             && matches!(self.st.disk(), DiskState::UpToDate | DiskState::Consistent)
     }

@@ -30,7 +30,7 @@ pub(crate) enum AlGate {
     TooLarge { extents: usize, capacity: usize },
 }
 
-fn eio(message: String) -> ClientError {
+pub(crate) fn eio(message: String) -> ClientError {
     ClientError {
         nbd_errno: nbd_errno::EIO,
         message,

@@ -12,6 +12,7 @@ use crate::core::contract::io::IoId;
 use crate::core::contract::refusal::Refusal;
 use crate::core::engine::Engine;
 use crate::core::policy::quorum;
+use crate::core::request::client::eio;
 use crate::core::state::node_state::{ChangeSet, NodeState};
 use crate::core::state::promotion;
 use crate::core::state::{ConnState, DiskState, Role};
@@ -104,13 +105,10 @@ impl Engine {
             // Held replies of writes that reached only this disk: not acknowledged.
             for (req, result) in self.freeze.take_replies() {
                 let result = result.and_then(|()| {
-                    Err(crate::core::contract::io::ClientError {
-                        nbd_errno: crate::core::contract::io::nbd_errno::EIO,
-                        message: format!(
-                            "resource {} was demoted without quorum: the request is not acknowledged",
-                            self.cfg.resource
-                        ),
-                    })
+                    Err(eio(format!(
+                        "resource {} was demoted without quorum: the request is not acknowledged",
+                        self.cfg.resource
+                    )))
                 });
                 self.emit(crate::core::contract::io::Output::ClientReply { req, result });
             }

@@ -337,24 +337,31 @@ pub(crate) fn log_change(resource: &str, os: &NodeState, ns: &NodeState, why: Op
             });
         }
     }
-    if os.quorum != ns.quorum {
-        let yn = |q: bool| if q { "yes" } else { "no" };
-        parts.push(format!("quorum( {} -> {} )", yn(os.quorum), yn(ns.quorum)));
-    }
-    if os.susp_quorum != ns.susp_quorum {
-        parts.push(format!(
-            "susp-quorum( {} -> {} )",
-            u8::from(os.susp_quorum),
-            u8::from(ns.susp_quorum)
-        ));
-    }
-    if os.susp_fen != ns.susp_fen {
-        parts.push(format!(
-            "susp-fen( {} -> {} )",
-            u8::from(os.susp_fen),
-            u8::from(ns.susp_fen)
-        ));
-    }
+    let mut flag = |name: &str, o: bool, n: bool, shown: fn(bool) -> &'static str| {
+        if o != n {
+            parts.push(format!("{name}( {} -> {} )", shown(o), shown(n)));
+        }
+    };
+    flag(
+        "quorum",
+        os.quorum,
+        ns.quorum,
+        |q| if q { "yes" } else { "no" },
+    );
+    flag("susp-quorum", os.susp_quorum, ns.susp_quorum, |s| {
+        if s {
+            "1"
+        } else {
+            "0"
+        }
+    });
+    flag("susp-fen", os.susp_fen, ns.susp_fen, |s| {
+        if s {
+            "1"
+        } else {
+            "0"
+        }
+    });
     if parts.is_empty() {
         return;
     }
