@@ -255,6 +255,14 @@ fn one(cli: &Cli, view: &NodeView, action: &Action) -> anyhow::Result<i32> {
     let p = paths(cli);
     let res = &view.resource;
     match action {
+        Action::CreateMd { .. } if view.diskless => {
+            // A runbook runs create-md on every host; the witness has nothing to create.
+            println!(
+                "{res}: {} is the witness (`disk none;`): no metadata to create",
+                view.node
+            );
+            Ok(0)
+        }
         Action::CreateMd { force } => crate::metacmd::create_md(cli, &p, view, *force),
         Action::Up => crate::up::up(cli, &p, view),
         Action::Down => crate::up::down(&p, view),

@@ -96,6 +96,7 @@ fn config(b: u8) -> EngineConfig {
         } else {
             rep_resources::quorum::QuorumConf::default()
         },
+        witness: None,
         peer: PeerSettings {
             shared_secret: (b & 32 != 0).then(|| "secret".into()),
             verify_alg: Some(rep_resources::DigestAlg::Sha1),

@@ -26,3 +26,5 @@ pub mod sim;
 pub mod states;
 #[forbid(unsafe_code)]
 pub mod wire;
+#[forbid(unsafe_code)]
+pub mod witness;

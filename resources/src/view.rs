@@ -214,31 +214,57 @@ pub struct PeerView {
 }
 
 impl NodeView {
-    /// Why the engine cannot run this resource yet, if it cannot: it runs exactly one peer with
-    /// a disk on both sides (quorum is enforced among those two; docs/quorum.md). `repadm up` refuses
-    /// such a resource instead of running it as something it is not.
+    /// Why rep cannot run this resource, if it cannot: it runs two data nodes (a disk each),
+    /// optionally with one diskless witness (docs/quorum.md). `repadm up` refuses anything
+    /// else instead of running it as something it is not.
     pub fn not_runnable(&self) -> Option<String> {
         let res = &self.resource;
-        let later = "witness (diskless tiebreaker) resources are parsed and validated but not run yet (docs/quorum.md)";
-        if self.hosts > 2 {
+        let shape = "rep runs two hosts with a disk each, plus at most one diskless witness (`disk none;`, docs/quorum.md)";
+        let data_peers = self.peers.iter().filter(|p| !p.diskless).count();
+        let witnesses = self.peers.iter().filter(|p| p.diskless).count();
+        if self.hosts > 3 {
+            return Some(format!("resource {res} has {} hosts: {shape}", self.hosts));
+        }
+        if witnesses + usize::from(self.diskless) > 0 && self.security.link_tls.is_some() {
             return Some(format!(
-                "resource {res} has {} hosts: {later}; rep runs resources of exactly two hosts with a disk each",
-                self.hosts
+                "resource {res}: `net {{ tls yes; }}` with a witness: the witness links do not speak TLS yet (use `shared-secret` to authenticate them, docs/quorum.md)"
             ));
         }
         if self.diskless {
+            if data_peers != 2 || self.peers.len() != 2 {
+                return Some(format!(
+                    "resource {res}: this node ({}) is diskless, so it is a witness, which needs connections to exactly two hosts with a disk (it has {data_peers}): {shape}",
+                    self.node
+                ));
+            }
+            if !self.quorum.enabled() {
+                return Some(format!(
+                    "resource {res}: this node ({}) is a witness (`disk none;`), which only serves quorum: set `options {{ quorum majority; }}`",
+                    self.node
+                ));
+            }
+            return None;
+        }
+        if data_peers != 1 || witnesses > 1 {
             return Some(format!(
-                "resource {res}: this node ({}) is diskless (`disk none;`): {later}",
+                "resource {res}: this node ({}) connects to {data_peers} hosts with a disk and {witnesses} diskless ones: {shape}",
                 self.node
             ));
         }
-        if let Some(p) = self.peers.iter().find(|p| p.diskless) {
+        if witnesses == 1 && !self.quorum.enabled() {
             return Some(format!(
-                "resource {res}: the peer {} is diskless (`disk none;`): {later}",
-                p.node
+                "resource {res} has a witness but quorum is off: a witness only serves quorum; set `options {{ quorum majority; }}` or remove the witness host"
             ));
         }
         None
+    }
+
+    /// The witness (the diskless host) this data node connects to, if any.
+    pub fn witness(&self) -> Option<&PeerView> {
+        if self.diskless {
+            return None;
+        }
+        self.peers.iter().find(|p| p.diskless)
     }
 }
 
@@ -341,7 +367,10 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
             }
         })
         .collect();
-    let peer = match peers.first() {
+    // The data peer (the one our writes are replicated to) comes first in `peer_node` and
+    // `peer_address`; a witness (`disk none;`) is only in `peers`.
+    let data_peer = peers.iter().find(|p| !p.diskless).or(peers.first());
+    let peer = match data_peer {
         Some(p) => find(&p.node),
         None => r.hosts.iter().find(|h| !std::ptr::eq(*h, me)),
     };
@@ -442,10 +471,8 @@ pub fn node_view(model: &Model, r: &Resource, node: &str) -> Result<NodeView, Co
         disk: PathBuf::from(vol.disk.as_deref().unwrap_or("none")),
         meta_disk: vol.meta_disk.clone().unwrap_or(MetaDisk::Internal),
         // A connection section may give this pair its own addresses (`host A address …;`).
-        address: peers.first().map_or(me.address, |p| p.my_address),
-        peer_address: peers
-            .first()
-            .map_or_else(|| peer.and_then(|p| p.address), |p| p.address),
+        address: data_peer.map_or(me.address, |p| p.my_address),
+        peer_address: data_peer.map_or_else(|| peer.and_then(|p| p.address), |p| p.address),
         nbd_listen: me.nbd_listen,
         metrics_listen: me.metrics_listen,
         busy_poll_us: me

@@ -135,6 +135,18 @@ pub struct Event {
     pub status: Box<Status>,
 }
 
+/// One peer of this node, as `status` lists every peer (DRBD 9's `drbdadm status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub node: String,
+    pub node_id: u32,
+    pub role: Role,
+    pub cstate: ConnState,
+    pub disk: DiskState,
+    /// Configured without a disk (`disk none;`): the witness.
+    pub witness: bool,
+}
+
 /// Progress of a resync or verify.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncProgress {
@@ -245,6 +257,10 @@ pub struct Status {
     pub uuids: [u64; 4],
     pub md_flags: u32,
     pub sync: Option<SyncProgress>,
+    /// Every peer, in node-id order: the data peer (also in `peer_*`, `cstate`) and the
+    /// witness, if the resource has one; on a witness, both data nodes.
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
 }
 
 /// Build a request line (without the newline).

@@ -41,28 +41,51 @@ pub fn status_text(s: &Status) -> String {
         let _ = write!(out, " quorum:{}", if s.quorum { "yes" } else { "no" });
     }
     out.push('\n');
-    let peer = s.peer_node.as_deref().unwrap_or("peer");
-    if s.cstate < ConnState::Connected {
-        let _ = writeln!(out, "  {peer} connection:{}", s.cstate.drbd9_connection());
-    } else {
-        let _ = writeln!(out, "  {peer} role:{}", s.peer_role);
-        let _ = write!(out, "    ");
-        if s.cstate != ConnState::Connected {
-            let _ = write!(out, "replication:{} ", s.cstate.drbd9_replication());
-        }
-        let _ = write!(out, "peer-disk:{}", s.peer_disk);
-        if let Some(p) = &s.sync {
-            let _ = write!(out, " done:{:.2}", p.permille() as f64 / 10.0);
-        }
-        out.push('\n');
-        if let Some(p) = s.sync.as_ref().filter(|_| resyncing(s.cstate)) {
-            out.push_str(&resync_lines(p));
+    let data_peer = s.peer_node.as_deref();
+    if s.peers.is_empty() {
+        data_peer_lines(&mut out, s, data_peer.unwrap_or("peer"));
+    }
+    // Every peer in node-id order, as DRBD 9 lists connections; the data peer's lines carry
+    // the resync detail.
+    for p in &s.peers {
+        if Some(p.node.as_str()) == data_peer {
+            data_peer_lines(&mut out, s, &p.node);
+        } else if p.cstate < ConnState::Connected {
+            let _ = writeln!(
+                out,
+                "  {} connection:{}",
+                p.node,
+                p.cstate.drbd9_connection()
+            );
+        } else {
+            let _ = writeln!(out, "  {} role:{}", p.node, p.role);
+            let _ = writeln!(out, "    peer-disk:{}", p.disk);
         }
     }
     if let Some(n) = &s.oos_notice {
         let _ = writeln!(out, "  out-of-sync: {n}");
     }
     out
+}
+
+fn data_peer_lines(out: &mut String, s: &Status, peer: &str) {
+    if s.cstate < ConnState::Connected {
+        let _ = writeln!(out, "  {peer} connection:{}", s.cstate.drbd9_connection());
+        return;
+    }
+    let _ = writeln!(out, "  {peer} role:{}", s.peer_role);
+    let _ = write!(out, "    ");
+    if s.cstate != ConnState::Connected {
+        let _ = write!(out, "replication:{} ", s.cstate.drbd9_replication());
+    }
+    let _ = write!(out, "peer-disk:{}", s.peer_disk);
+    if let Some(p) = &s.sync {
+        let _ = write!(out, " done:{:.2}", p.permille() as f64 / 10.0);
+    }
+    out.push('\n');
+    if let Some(p) = s.sync.as_ref().filter(|_| resyncing(s.cstate)) {
+        out.push_str(&resync_lines(p));
+    }
 }
 
 fn resyncing(c: ConnState) -> bool {
@@ -228,6 +251,7 @@ pub(crate) mod tests {
             uuids: [0; 4],
             md_flags: 0,
             sync: None,
+            peers: Vec::new(),
         }
     }
 
@@ -315,5 +339,46 @@ pub(crate) mod tests {
         );
         assert_eq!(role_line(&s), "Primary/Secondary");
         assert_eq!(dstate_line(&s), "UpToDate/UpToDate");
+    }
+
+    #[test]
+    fn status_text_lists_every_peer_with_the_witness() {
+        let mut s = sample();
+        s.cstate = ConnState::Connected;
+        s.peer_role = Role::Secondary;
+        s.peer_disk = DiskState::UpToDate;
+        s.quorum_enabled = true;
+        let peer = |node: &str, id, cstate, role, disk, witness| crate::control::PeerStatus {
+            node: String::from(node),
+            node_id: id,
+            role,
+            cstate,
+            disk,
+            witness,
+        };
+        s.peers = vec![
+            peer(
+                "node-b",
+                1,
+                ConnState::Connected,
+                Role::Secondary,
+                DiskState::UpToDate,
+                false,
+            ),
+            peer(
+                "witness",
+                2,
+                ConnState::Connected,
+                Role::Secondary,
+                DiskState::Diskless,
+                true,
+            ),
+        ];
+        assert_eq!(
+            status_text(&s),
+            "r0 role:Primary\n  disk:UpToDate quorum:yes\n  node-b role:Secondary\n    peer-disk:UpToDate\n  witness role:Secondary\n    peer-disk:Diskless\n"
+        );
+        s.peers[1].cstate = ConnState::WFConnection;
+        assert!(status_text(&s).ends_with("  witness connection:Connecting\n"));
     }
 }

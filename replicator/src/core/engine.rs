@@ -119,7 +119,10 @@ pub struct Engine {
 impl Engine {
     /// A fresh engine: Secondary, Diskless, StandAlone, as after `drbdsetup new-minor`.
     pub fn new(cfg: EngineConfig, seed: u64) -> Engine {
-        let peers = Peers::new(cfg.peer_id, cfg.peer_node.clone());
+        let mut peers = Peers::new(cfg.peer_id, cfg.peer_node.clone());
+        if let Some((id, name)) = &cfg.witness {
+            peers = peers.with_witness(*id, name.clone());
+        }
         // A fresh node sees no voter but itself, and has no disk yet: no quorum, unless quorum
         // is off (then always).
         let quorate = !cfg.quorum.enabled();
@@ -178,6 +181,7 @@ impl Engine {
             Input::LinkDown { link, loss } => self.link_down(link, loss),
             Input::DependencySyncing { syncing } => self.dependency_changed(now, syncing),
             Input::Reconfigure { cfg } => self.reconfigure(*cfg),
+            Input::WitnessSeen { connected } => self.witness_seen(connected),
         }
         self.resync_observe(now);
         self.retry_drained_admin();
@@ -359,6 +363,24 @@ impl Engine {
     }
     pub fn pdsk(&self) -> DiskState {
         self.data_st().pdsk()
+    }
+    /// Every peer (node id, host name, whether it is the witness, role, connection, disk), in
+    /// node-id order.
+    pub fn peer_list(&self) -> Vec<(u32, String, bool, Role, ConnState, DiskState)> {
+        self.peers
+            .iter()
+            .map(|p| {
+                let s = self.st.peer(p.id);
+                (
+                    p.id.0,
+                    p.name.clone(),
+                    Some(p.id) == self.peers.witness(),
+                    s.role(),
+                    s.cstate(),
+                    s.pdsk(),
+                )
+            })
+            .collect()
     }
     /// This node has quorum (always while quorum is off; docs/quorum.md).
     pub fn quorum(&self) -> bool {

@@ -32,6 +32,9 @@ mod sync;
 // The module paths drivers have imported from (`core::pace::Pace`,
 // `core::split_brain::SbView`, ...), kept.
 pub use contract::{config, failure, io, refusal, rng, split_brain};
+/// The quorum rule, for the witness's own `status` (runtime/witness_daemon).
+#[cfg(feature = "runtime")]
+pub(crate) use policy::quorum;
 pub use policy::uuid_compare;
 pub use sync::pace;
 /// Kept where the simulator and the daemon import them from.

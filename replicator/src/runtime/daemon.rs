@@ -118,6 +118,9 @@ fn run(args: Args) -> Result<i32, StartError> {
     super::sockets::prepare_run_dir(&args.run_dir)?;
     let paths = RunPaths::new(&args.run_dir, &view.resource);
     check_not_running(&paths)?;
+    if view.diskless {
+        return super::witness_daemon::run(view, paths);
+    }
     let cfg = EngineConfig::from_view(&view);
     let seed = args.seed.unwrap_or_else(os_seed);
     let engine = Engine::new(cfg, seed);
@@ -197,6 +200,7 @@ async fn serve(
             tracing::warn!("{}", refusal.render(&paths.resource));
         }
     }
+    super::witness_link::start(&driver);
     remove_stale(&paths.ctl());
     remove_stale(&paths.nbd());
     let security = driver.view().security.clone();

@@ -61,6 +61,8 @@ pub struct Driver {
     engine: RefCell<Engine>,
     inbox: RefCell<VecDeque<Input>>,
     pumping: Cell<bool>,
+    /// The link to the witness, if the resource has one (`witness_link`).
+    pub(crate) witness: std::cell::OnceCell<Rc<super::witness_link::WitnessLink>>,
     /// The busy-poll window, if configured (`busy_poll.rs`).
     busy: std::cell::OnceCell<Rc<super::busy_poll::BusyPoll>>,
     disk: RefCell<Option<Rc<Disk>>>,
@@ -123,6 +125,7 @@ impl Driver {
             engine: RefCell::new(engine),
             inbox: RefCell::new(VecDeque::new()),
             pumping: Cell::new(false),
+            witness: std::cell::OnceCell::new(),
             busy: std::cell::OnceCell::new(),
             disk: RefCell::new(None),
             meta: std::cell::OnceCell::new(),
@@ -740,6 +743,12 @@ impl Driver {
     /// Notify `events` listeners and hand the status files their new content.
     pub fn publish_state(&self) {
         let status = self.status();
+        if let Some(w) = self.witness.get() {
+            w.announce(
+                crate::wire::codes::role_code(status.role),
+                crate::wire::codes::disk_code(status.disk),
+            );
+        }
         self.subscribers
             .borrow_mut()
             .retain(|tx| tx.send(status.clone()).is_ok());

@@ -28,6 +28,8 @@ pub mod sockets;
 pub mod start_error;
 pub mod surface;
 pub mod tls;
+pub mod witness_daemon;
+pub mod witness_link;
 
 #[cfg(test)]
 mod config83_tests;

@@ -36,7 +36,7 @@ async fn send(stream: &PeerStream, p: &Packet) -> io::Result<()> {
 }
 
 /// DRBD's fence-peer exit code for the peer's answer.
-fn exit_code(role: Role, disk: DiskState) -> i32 {
+pub(crate) fn exit_code(role: Role, disk: DiskState) -> i32 {
     if role == Role::Primary {
         6
     } else if disk == DiskState::Outdated {
@@ -50,6 +50,11 @@ fn exit_code(role: Role, disk: DiskState) -> i32 {
 
 /// Ask the peer to outdate itself; DRBD's fence-peer exit code.
 pub async fn outdate_peer(driver: Rc<Driver>) -> i32 {
+    if driver.witness.get().is_some() {
+        // With a witness, the peer is outdated through it, never directly: it relays one
+        // request at a time, which is what keeps two nodes from both winning.
+        return super::witness_link::relay_outdate(driver).await;
+    }
     let res = driver.paths.resource.clone();
     let Some(settings) = driver.link_settings() else {
         tracing::error!(resource = %res, "fence-peer: no peer address configured");

@@ -156,6 +156,16 @@ fn samples() -> Vec<Packet> {
             len: 0x173,
         },
         Packet::ByeOutdated,
+        Packet::RelayOutdate {
+            id: 0x181,
+            node: "node-b".into(),
+        },
+        Packet::RelayReply {
+            id: 0x191,
+            reached: true,
+            role: 2,
+            disk: 5,
+        },
     ]
 }
 
@@ -210,6 +220,8 @@ const GOLDEN: &[(&str, &str)] = &[
     ("OUTDATE_REPLY", "5245503100250000000000020205"),
     ("RS_ZERO", "5245503100260000000000140000000000000171000000000000017200000173"),
     ("BYE_OUTDATED", "524550310027000000000000"),
+    ("RELAY_OUTDATE", "5245503100280000000000120000000000000181000000066e6f64652d62"),
+    ("RELAY_REPLY", "52455031002900000000000b0000000000000191010205"),
 ];
 
 #[test]

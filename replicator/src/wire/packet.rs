@@ -100,6 +100,13 @@ packets! {
     /// Orderly disconnect of a node that marked its own disk Outdated first (quorum's "last
     /// man standing", docs/quorum.md): the peer records it Outdated, and it stops counting.
     BYE_OUTDATED = 39, ByeOutdated => Data;
+    /// On a witness link (docs/quorum.md, "The witness"): from a data node, "have `node`
+    /// outdated"; from the witness to `node`'s data node, "`node` asks you to outdate your
+    /// disk". Answered with `RelayReply` of the same `id`.
+    RELAY_OUTDATE = 40, RelayOutdate { id: U64, node: Str } => Data;
+    /// The answer to `RelayOutdate`: the target's role and disk once the request was carried
+    /// out (Outdated is durable by then); `reached` false when the witness could not reach it.
+    RELAY_REPLY = 41, RelayReply { id: U64, reached: Bool, role: U8, disk: U8 } => Data;
 }
 
 /// Encodes `Packet::Data` from a borrowed buffer (the hot path: no intermediate packet).

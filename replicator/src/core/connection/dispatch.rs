@@ -53,12 +53,13 @@ impl Engine {
         }
         match packet {
             Packet::Hello { .. } => self.protocol_error("Hello after the link was set up".into()),
-            Packet::OutdateRequest { .. } | Packet::OutdateReply { .. } => {
-                self.protocol_error(format!(
-                    "{} on the replication link (it opens its own connection)",
-                    packet.name()
-                ))
-            }
+            Packet::OutdateRequest { .. }
+            | Packet::OutdateReply { .. }
+            | Packet::RelayOutdate { .. }
+            | Packet::RelayReply { .. } => self.protocol_error(format!(
+                "{} on the replication link (it belongs on its own connection)",
+                packet.name()
+            )),
             Packet::AuthChallenge { nonce } => self.on_auth_challenge(&nonce),
             Packet::AuthResponse { mac } => self.on_auth_response(&mac),
             Packet::Params(p) => self.on_params(p),

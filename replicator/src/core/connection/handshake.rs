@@ -398,6 +398,7 @@ mod tests {
             fencing: Fencing::DontCare,
             on_io_error: OnIoError::Detach,
             quorum: rep_resources::quorum::QuorumConf::default(),
+            witness: None,
             peer: PeerSettings::default(),
         }
     }

@@ -11,3 +11,4 @@ pub(crate) mod peers;
 pub(crate) mod receive_report;
 pub(crate) mod report;
 pub(crate) mod vote;
+pub(crate) mod witness;

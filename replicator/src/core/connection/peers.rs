@@ -86,6 +86,9 @@ pub(crate) struct Peers {
     all: Vec<Peer>,
     /// Index of the data peer in `all`.
     data: usize,
+    /// The diskless witness, if the resource has one: it holds no data and takes no writes;
+    /// its presence counts for quorum, and the data peer is outdated through it.
+    witness: Option<NodeId>,
 }
 
 impl Peers {
@@ -94,7 +97,22 @@ impl Peers {
         Peers {
             all: vec![Peer::new(data_id, data_name)],
             data: 0,
+            witness: None,
         }
+    }
+
+    /// With a diskless witness `id` as well.
+    pub(crate) fn with_witness(mut self, id: NodeId, name: String) -> Peers {
+        self.all.push(Peer::new(id, name));
+        self.all.sort_by_key(|p| p.id);
+        self.data = self.all.iter().position(|p| p.id != id).unwrap_or(0);
+        self.witness = Some(id);
+        self
+    }
+
+    /// The witness's node id, if there is one.
+    pub(crate) fn witness(&self) -> Option<NodeId> {
+        self.witness
     }
 
     /// The peer our writes are replicated to.

@@ -32,6 +32,9 @@ pub struct EngineConfig {
     pub on_io_error: OnIoError,
     /// `options { quorum …; on-no-quorum …; quorum-minimum-redundancy …; }` (docs/quorum.md).
     pub quorum: rep_resources::quorum::QuorumConf,
+    /// The diskless witness this data node connects to (node id, host name), if the resource
+    /// has one (docs/quorum.md, "The witness").
+    pub witness: Option<(NodeId, String)>,
     pub peer: PeerSettings,
 }
 
@@ -42,6 +45,19 @@ impl EngineConfig {
     pub fn from_view(view: &NodeView) -> EngineConfig {
         let peer_node = view.peer_node.clone().unwrap_or_default();
         let (node_id, peer_id) = node_ids(view, &peer_node);
+        let witness = view
+            .witness()
+            .and_then(|w| Some((NodeId(w.node_id?), w.node.clone())));
+        // With a witness, losing the data peer is settled through it (docs/quorum.md, "Losing
+        // the data link"): a Primary freezes I/O until the witness had the peer outdated, and a
+        // disconnected node is promoted only once it did — resource-and-stonith's rules, with
+        // the witness as the fence agent (unless a fence-peer handler is configured).
+        let fencing = match (&witness, view.disk_conf.fencing) {
+            (Some(_), rep_resources::Fencing::DontCare | rep_resources::Fencing::ResourceOnly) => {
+                rep_resources::Fencing::ResourceAndStonith
+            }
+            (_, f) => f,
+        };
         EngineConfig {
             resource: view.resource.clone(),
             node: view.node.clone(),
@@ -54,9 +70,10 @@ impl EngineConfig {
             has_peer: view.peer_address.is_some(),
             allow_two_primaries: view.net.allow_two_primaries,
             al_extents: view.disk_conf.al_extents,
-            fencing: view.disk_conf.fencing,
+            fencing,
             on_io_error: view.disk_conf.on_io_error,
             quorum: view.quorum,
+            witness,
             peer: PeerSettings::from_view(view),
         }
     }
@@ -65,7 +82,11 @@ impl EngineConfig {
 /// This node's and its data peer's node ids: the `node-id`s where the file writes them, else
 /// the two hosts' places in name order (the same on both nodes).
 fn node_ids(view: &NodeView, peer_node: &str) -> (NodeId, NodeId) {
-    let written = view.peers.first().and_then(|p| p.node_id);
+    let written = view
+        .peers
+        .iter()
+        .find(|p| p.node == peer_node)
+        .and_then(|p| p.node_id);
     match (view.node_id, written) {
         (Some(me), Some(peer)) => (NodeId(me), NodeId(peer)),
         _ if view.node.as_str() <= peer_node => (NodeId(0), NodeId(1)),

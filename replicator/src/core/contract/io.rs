@@ -219,6 +219,11 @@ pub enum Input {
     Reconfigure {
         cfg: Box<crate::core::contract::config::EngineConfig>,
     },
+    /// The link to the resource's diskless witness is up (`connected`), or is not (gone, or
+    /// being dialled): it counts for quorum (docs/quorum.md, "The witness").
+    WitnessSeen {
+        connected: bool,
+    },
 }
 
 /// Why a link went away, in DRBD's connection-state words.

@@ -28,11 +28,20 @@ impl Engine {
         self.emit(Output::RunHandler { io, name });
     }
 
-    fn fence_running(&self) -> bool {
+    pub(crate) fn fence_running(&self) -> bool {
         self.ios.count(|o| {
             matches!(
                 o,
                 IoOwner::Handler(HandlerWait::Fence(FencePurpose::LostLink { .. }))
+            )
+        }) > 0
+    }
+
+    fn promotion_fence_running(&self) -> bool {
+        self.ios.count(|o| {
+            matches!(
+                o,
+                IoOwner::Handler(HandlerWait::Fence(FencePurpose::Promote { .. }))
             )
         }) > 0
     }
@@ -120,6 +129,7 @@ impl Engine {
                     }
                 } else if fenced || connected {
                     self.thaw_io("the peer is fenced");
+                } else if self.fence_yields_to_quorum() {
                 } else {
                     tracing::error!(resource = %res, "could not outdate the peer ({exit:?}); I/O stays frozen (fencing resource-and-stonith) until `repadm resume-io {res}`");
                 }
@@ -234,7 +244,10 @@ impl Engine {
     /// that were in flight when the link went may be missing on the peer, and only a new
     /// generation makes the handshake resync them. Returns whether it started one.
     pub(crate) fn start_deferred_generation(&mut self) -> bool {
+        // Without quorum nothing will be written (on-no-quorum fails or holds it): a new
+        // generation would only turn the reconnect into a split brain (docs/quorum.md).
         let due = std::mem::take(&mut self.freeze.new_uuid_on_thaw)
+            && self.st.quorum()
             && self.st.role() == Role::Primary
             && self.st.disk() == DiskState::UpToDate;
         // No new generation while a bitmap UUID is pending (the one the peer misses started
@@ -273,6 +286,14 @@ impl Engine {
     ) -> Result<Option<String>, Refusal> {
         if self.st.role() == Role::Primary {
             return Ok(Some("Primary: not outdated".into()));
+        }
+        if self.promotion_fence_running() {
+            // Both nodes asked to outdate the other at once (each to be promoted, through the
+            // witness, which relays one request at a time): the request relayed first loses,
+            // so exactly one node is promoted (docs/quorum.md, "Losing the data link").
+            return Ok(Some(
+                "our own promotion is outdating the peer: not outdated".into(),
+            ));
         }
         if self.peers.data().link.is_some() {
             self.lose_link(

@@ -63,8 +63,8 @@ impl Engine {
             diskless_by_config: false,
             members: ns
                 .peers()
-                .map(|(_, p)| quorum::Member {
-                    diskless_by_config: false,
+                .map(|(id, p)| quorum::Member {
+                    diskless_by_config: Some(id) == self.peers.witness(),
                     connected: p.cstate() >= ConnState::Connected,
                     disk: p.pdsk(),
                 })
@@ -89,6 +89,9 @@ impl Engine {
         };
         if os.susp_quorum() && !ns.susp_quorum() && !ns.susp_fen() {
             self.thaw_after_quorum(ns.quorum());
+        }
+        if os.quorum() && !ns.quorum() && !self.fence_running() {
+            self.fence_yields_to_quorum();
         }
         written
     }

@@ -49,5 +49,19 @@ pub fn status_of(e: &Engine, v: &NodeView, paths: &RunPaths) -> Status {
                 e.resync_info()
                     .map(|r| crate::control::SyncProgress::of_resync(&r))
             }),
+        peers: e
+            .peer_list()
+            .into_iter()
+            .map(
+                |(node_id, node, witness, role, cstate, disk)| crate::control::PeerStatus {
+                    node,
+                    node_id,
+                    role,
+                    cstate,
+                    disk,
+                    witness,
+                },
+            )
+            .collect(),
     }
 }

@@ -1,0 +1,132 @@
+//! The witness's control socket: the same line protocol as a data node's
+//! (runtime/control_server.rs), answering what a witness has — `status`, `events`, `down` —
+//! and refusing the rest with the reason, naming where to run it instead.
+
+use std::rc::Rc;
+
+use tokio_uring::net::UnixStream;
+
+use super::Witness;
+use crate::control::{
+    decode_request_line, encode_line, Event, Query, Request, Response, CONTROL_LINE_BYTES_MAX,
+};
+
+pub(super) async fn serve(
+    listener: std::os::unix::net::UnixListener,
+    w: Rc<Witness>,
+) -> std::io::Result<()> {
+    let mut conns =
+        rep_nbd::server::spawn_acceptor("control", move || listener.accept().map(|(s, _)| s))?;
+    while let Some(std_stream) = conns.recv().await {
+        let stream = UnixStream::from_std(std_stream);
+        let w = Rc::clone(&w);
+        tokio_uring::spawn(async move {
+            if let Err(e) = client(stream, w).await {
+                tracing::debug!("control client: {e}");
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn send<T: serde::Serialize>(stream: &UnixStream, msg: &T) -> std::io::Result<()> {
+    let mut line = encode_line(msg).map_err(std::io::Error::other)?;
+    line.push('\n');
+    let (res, _) = stream.write_all(line.into_bytes()).await;
+    res
+}
+
+fn answer(w: &Witness, req: Request) -> Response {
+    let (res, node) = (&w.view.resource, &w.view.node);
+    match req {
+        Request::Query(Query::Status) => Response::Ok {
+            message: String::new(),
+            status: Box::new(w.status()),
+        },
+        Request::Query(Query::Down) => Response::Ok {
+            message: "down".into(),
+            status: Box::new(w.status()),
+        },
+        other => {
+            let what = match &other {
+                Request::Admin(cmd) => format!("{cmd:?}"),
+                Request::Query(q) => format!("{q:?}"),
+            };
+            Response::Error {
+                message: format!(
+                    "{res} on {node}: this node is the witness (`disk none;`): it holds no data and has no role to change, so `{}` has nothing to act on here; run it on a data node",
+                    what.split([' ', '{']).next().unwrap_or_default().to_lowercase()
+                ),
+                exit_code: 20,
+            }
+        }
+    }
+}
+
+async fn client(stream: UnixStream, w: Rc<Witness>) -> std::io::Result<()> {
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            match decode_request_line(&line[..line.len() - 1]) {
+                Ok(None) => continue,
+                Ok(Some(Request::Query(Query::Events))) => return events(&stream, &w).await,
+                Ok(Some(req)) => {
+                    let down = matches!(req, Request::Query(Query::Down));
+                    send(&stream, &answer(&w, req)).await?;
+                    if down {
+                        w.shutdown.notify_one();
+                        return Ok(());
+                    }
+                }
+                Err(message) => {
+                    send(
+                        &stream,
+                        &Response::Error {
+                            message,
+                            exit_code: 20,
+                        },
+                    )
+                    .await?;
+                }
+            }
+        }
+        if pending.len() > CONTROL_LINE_BYTES_MAX {
+            let message = format!("control line longer than {CONTROL_LINE_BYTES_MAX} bytes");
+            return send(
+                &stream,
+                &Response::Error {
+                    message,
+                    exit_code: 20,
+                },
+            )
+            .await;
+        }
+        let (res, buf) = stream.read(vec![0u8; 4096]).await;
+        let n = res?;
+        if n == 0 {
+            return Ok(());
+        }
+        pending.extend_from_slice(&buf[..n]);
+    }
+}
+
+async fn events(stream: &UnixStream, w: &Rc<Witness>) -> std::io::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    w.subscribers.borrow_mut().push(tx);
+    let mut kind = "exists";
+    let mut status = w.status();
+    loop {
+        let ev = Event {
+            version: crate::control::JSON_VERSION,
+            kind: kind.into(),
+            status: Box::new(status),
+        };
+        send(stream, &ev).await?;
+        kind = "change";
+        match rx.recv().await {
+            Some(s) => status = s,
+            None => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,564 @@
+//! Goal: two data nodes and a diskless witness (docs/quorum.md, "The witness") never let two
+//! nodes write, never lose an acknowledged write, and keep (or hand over) the service on the
+//! side that has quorum and UpToDate data, through every partition of the three and a one-way
+//! loss between the data nodes, with either data node as Primary; after healing, resync and
+//! verify find nothing out of sync.
+//!
+//! Method: the real repadm/repd on three hosts, each in its own network namespace (created by
+//! the test, joined by a bridge in a fourth; 10.98.K.1-3 exist only inside them), so that a
+//! partition is iptables rules inside the namespaces. A writer thread writes numbered 4 KiB
+//! blocks through the Primary's export, one at a time, and records which numbers were
+//! acknowledged (the history). While a partition lasts, the test samples every node's status
+//! and fails if two nodes could write at once (Primary, quorum, I/O not frozen). The test
+//! plays the notify script: it promotes the other data node where it should take over, and
+//! checks the refusal where it must not. After healing: Connected, UpToDate on both, `verify`
+//! finds 0 blocks, the disks are identical, and every block holds its last acknowledged
+//! number or a later attempted one.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rep_tests::assert::assert_same_data;
+use rep_tests::faults::status_file as status;
+use rep_tests::ha::{ip, ip_ok};
+use rep_tests::nbdraw::{RawClient, CMD_READ, CMD_WRITE};
+use rep_tests::{bin, require_root, require_tool, run, wait_for, Cluster, ClusterOpts, Node};
+
+/// A silent peer is lost within ping-int + ping-timeout = 1.5 s, on the data link and on the
+/// witness links alike.
+const NET: &str = "  net {\n    ping-int 1;\n    ping-timeout 5;\n    timeout 10;\n    ko-count 3;\n    connect-int 1;\n    verify-alg sha1;\n  }\n";
+/// Blocks the writer cycles over.
+const BLOCKS: u64 = 256;
+const A: usize = 0;
+const B: usize = 1;
+const W: usize = 2;
+
+/// The cases depend on timing: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Four namespaces: the three hosts and the switch (a bridge, no address).
+struct Net3 {
+    ns: [String; 4],
+    ip: [String; 3],
+}
+
+impl Net3 {
+    fn new(k: u8) -> Net3 {
+        require_root("network namespaces need root");
+        require_tool("ip", "iproute2");
+        require_tool("iptables", "iptables");
+        let pid = std::process::id();
+        let net = Net3 {
+            ns: [
+                format!("rp-a-{pid}-{k}"),
+                format!("rp-b-{pid}-{k}"),
+                format!("rp-w-{pid}-{k}"),
+                format!("rp-sw-{pid}-{k}"),
+            ],
+            ip: [
+                format!("10.98.{k}.1"),
+                format!("10.98.{k}.2"),
+                format!("10.98.{k}.3"),
+            ],
+        };
+        net.remove();
+        for ns in &net.ns {
+            ip_ok(&["netns", "add", ns]);
+            ip_ok(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        let sw = &net.ns[3];
+        ip_ok(&["-n", sw, "link", "add", "br0", "type", "bridge"]);
+        ip_ok(&["-n", sw, "link", "set", "br0", "up"]);
+        for side in 0..3 {
+            let (host, port) = (format!("rq{k}h{side}{pid}"), format!("rq{k}p{side}{pid}"));
+            ip_ok(&["link", "add", &host, "type", "veth", "peer", "name", &port]);
+            ip_ok(&["link", "set", &host, "netns", &net.ns[side]]);
+            ip_ok(&["link", "set", &port, "netns", sw]);
+            let ns = &net.ns[side];
+            ip_ok(&["-n", ns, "link", "set", &host, "name", "eth0"]);
+            let addr = format!("{}/24", net.ip[side]);
+            ip_ok(&["-n", ns, "addr", "add", &addr, "dev", "eth0"]);
+            ip_ok(&["-n", ns, "link", "set", "eth0", "up"]);
+            ip_ok(&["-n", sw, "link", "set", &port, "master", "br0"]);
+            ip_ok(&["-n", sw, "link", "set", &port, "up"]);
+        }
+        net
+    }
+
+    fn remove(&self) {
+        for ns in &self.ns {
+            let pids = ip(&["netns", "pids", ns]);
+            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                let _ = run(Command::new("kill").args(["-9", pid]));
+            }
+            let _ = ip(&["netns", "del", ns]);
+        }
+    }
+
+    fn iptables(&self, side: usize, args: &[&str]) {
+        let out = run(Command::new("ip")
+            .args(["netns", "exec", &self.ns[side], "iptables", "-w"])
+            .args(args));
+        assert!(
+            out.status.success(),
+            "iptables {args:?} in {}: {}",
+            self.ns[side],
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Nothing passes between `x` and `y`, either way.
+    fn cut(&self, x: usize, y: usize) {
+        for (me, other) in [(x, y), (y, x)] {
+            let other = self.ip[other].clone();
+            self.iptables(me, &["-A", "INPUT", "-s", &other, "-j", "DROP"]);
+            self.iptables(me, &["-A", "OUTPUT", "-d", &other, "-j", "DROP"]);
+        }
+    }
+
+    /// Nothing `from` sends reaches `to`; the other way still works.
+    fn cut_one_way(&self, from: usize, to: usize) {
+        let to = self.ip[to].clone();
+        self.iptables(from, &["-A", "OUTPUT", "-d", &to, "-j", "DROP"]);
+    }
+
+    fn heal(&self) {
+        for side in 0..3 {
+            self.iptables(side, &["-F"]);
+        }
+    }
+}
+
+impl Drop for Net3 {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// The three nodes. Field order: the daemons (Cluster) go before the namespaces.
+struct Trio {
+    c: Cluster,
+    net: Net3,
+    usable: u64,
+}
+
+impl Trio {
+    fn node(&self, side: usize) -> &Node {
+        &self.c.nodes[side]
+    }
+
+    /// repadm as run on host `side`, inside its namespace.
+    fn repadm(&self, side: usize, args: &[&str]) -> Output {
+        let mut runner = Command::new("ip");
+        runner
+            .args(["netns", "exec", &self.net.ns[side]])
+            .arg(bin("repadm"));
+        self.node(side).repadm_via(runner, args)
+    }
+
+    fn ok(&self, side: usize, args: &[&str]) -> String {
+        self.node(side).succeeded(args, &self.repadm(side, args))
+    }
+
+    fn up(test: &str, k: u8) -> Trio {
+        require_tool("iptables", "iptables");
+        let net = Net3::new(k);
+        let mut c = Cluster::new(
+            test,
+            ClusterOpts {
+                disk_mib: 32,
+                extra: String::new(),
+                on_shm: true,
+            },
+        );
+        let port = rep_tests::free_port();
+        let witness = Node {
+            name: "witness".into(),
+            run_dir: c.dir.join("run-witness"),
+            disk: PathBuf::from("none"),
+            config: c.a().config.clone(),
+            resource: "r0".into(),
+        };
+        let text = format!(
+            "resource r0 {{\n  protocol C;\n  device /dev/drbd0;\n  meta-disk internal;\n{NET}  options {{\n    quorum majority;\n    on-no-quorum io-error;\n  }}\n  on node-a {{\n    node-id 0;\n    disk {a};\n    address {ia}:{port};\n  }}\n  on node-b {{\n    node-id 1;\n    disk {b};\n    address {ib}:{port};\n  }}\n  on witness {{\n    node-id 2;\n    disk none;\n    address {iw}:{port};\n  }}\n  connection-mesh {{\n    hosts node-a node-b witness;\n  }}\n}}\n",
+            a = c.a().disk.display(),
+            b = c.b().disk.display(),
+            ia = net.ip[0],
+            ib = net.ip[1],
+            iw = net.ip[2],
+        );
+        std::fs::write(&c.a().config, text).expect("write config");
+        c.nodes.push(witness);
+        let mut t = Trio { c, net, usable: 0 };
+        for side in [A, B, W] {
+            t.ok(side, &["create-md", "r0"]);
+            t.ok(side, &["up", "r0"]);
+        }
+        t.wait_all_connected("the three nodes to connect");
+        t.ok(A, &["new-current-uuid", "--clear-bitmap", "r0"]);
+        t.wait_healthy("UpToDate/UpToDate after the fresh start");
+        t.usable = status(t.node(A))["size_bytes"].as_u64().expect("size");
+        t
+    }
+
+    fn peer_cstate(&self, side: usize, peer: &str) -> String {
+        let s = status(self.node(side));
+        s["peers"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["node"] == peer))
+            .and_then(|p| p["cstate"].as_str())
+            .unwrap_or("?")
+            .to_string()
+    }
+
+    fn wait_all_connected(&self, what: &str) {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(30) {
+            let ok = self.peer_cstate(A, "node-b") == "Connected"
+                && self.peer_cstate(A, "witness") == "Connected"
+                && self.peer_cstate(B, "witness") == "Connected"
+                && self.peer_cstate(W, "node-a") == "Connected"
+                && self.peer_cstate(W, "node-b") == "Connected";
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut report = String::new();
+        for side in [A, B, W] {
+            let n = self.node(side);
+            report += &format!("\n--- {}: {}\n{}", n.name, status(n), n.log_tail());
+        }
+        panic!("timed out after 30 s waiting for {what}{report}");
+    }
+
+    fn wait_healthy(&self, what: &str) {
+        wait_for(Duration::from_secs(60), what, || {
+            let ok = |s: serde_json::Value| {
+                s["cstate"] == "Connected"
+                    && s["disk"] == "UpToDate"
+                    && s["peer_disk"] == "UpToDate"
+            };
+            (ok(status(self.node(A))) && ok(status(self.node(B)))).then_some(())
+        });
+    }
+
+    /// `side` Primary, the other data node Secondary.
+    fn make_primary(&self, side: usize) {
+        let other = 1 - side;
+        if status(self.node(other))["role"] == "Primary" {
+            self.ok(other, &["secondary", "r0"]);
+        }
+        if status(self.node(side))["role"] != "Primary" {
+            self.ok(side, &["primary", "r0"]);
+        }
+    }
+
+    /// Nodes that could acknowledge a write now.
+    fn writers(&self) -> Vec<usize> {
+        [A, B]
+            .into_iter()
+            .filter(|&s| {
+                let st = status(self.node(s));
+                st["role"] == "Primary"
+                    && st["quorum"] == true
+                    && st["suspended"] == false
+                    && st["suspended_quorum"] == false
+            })
+            .collect()
+    }
+
+    /// Sample who could write for `d`; never two.
+    fn watch(&self, d: Duration, case: &str) {
+        let t0 = Instant::now();
+        while t0.elapsed() < d {
+            let w = self.writers();
+            assert!(w.len() <= 1, "{case}: two nodes could write at once: {w:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// What the writer learned: for each block, the numbers acknowledged and attempted.
+#[derive(Default)]
+struct History {
+    acked: HashMap<u64, u64>,
+    attempted: HashMap<u64, u64>,
+    ok: u64,
+    failed: u64,
+}
+
+struct Writer {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// Numbered writes through `node`'s export, one at a time, until stopped (at most 60 s and
+/// 50,000 writes). Numbers continue from `next`; a failed write (EIO without quorum, a closed
+/// export) is recorded as attempted only, and the writer reconnects and goes on.
+fn start_writer(node: &Node, hist: Arc<Mutex<History>>, next: u64) -> Writer {
+    let stop = Arc::new(AtomicBool::new(false));
+    let sock = node.nbd_socket();
+    let s = Arc::clone(&stop);
+    let handle = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let mut seq = next;
+        let mut client: Option<RawClient> = None;
+        while !s.load(Ordering::Relaxed)
+            && t0.elapsed() < Duration::from_secs(60)
+            && seq < next + 50_000
+        {
+            let c = match client.as_mut() {
+                Some(c) => c,
+                None => match RawClient::connect(&sock, "r0") {
+                    Ok(c) => client.insert(c),
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                },
+            };
+            let block = seq % BLOCKS;
+            let data: Vec<u8> = seq
+                .to_le_bytes()
+                .iter()
+                .copied()
+                .cycle()
+                .take(4096)
+                .collect();
+            hist.lock().unwrap().attempted.insert(block, seq);
+            match c.request(CMD_WRITE, 0, block * 4096, 4096, &data) {
+                Ok((0, _)) => {
+                    let mut h = hist.lock().unwrap();
+                    h.acked.insert(block, seq);
+                    h.ok += 1;
+                }
+                Ok(_) => {
+                    hist.lock().unwrap().failed += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(_) => {
+                    hist.lock().unwrap().failed += 1;
+                    client = None;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            seq += 1;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    Writer {
+        stop,
+        handle: Some(handle),
+    }
+}
+
+impl Writer {
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join().expect("writer thread");
+        }
+    }
+}
+
+/// Every block read through `node`'s export holds its last acknowledged number, or a later
+/// attempted one (a write whose answer was lost may have landed).
+fn check_history(node: &Node, hist: &History, case: &str) {
+    let mut c = RawClient::connect(&node.nbd_socket(), "r0").expect("NBD connect to check");
+    for (&block, &acked) in &hist.acked {
+        let (err, data) = c
+            .request(CMD_READ, 0, block * 4096, 4096, &[])
+            .expect("read");
+        assert_eq!(err, 0, "{case}: read of block {block} failed");
+        let got = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+        let last = hist.attempted.get(&block).copied().unwrap_or(acked);
+        assert!(
+            got >= acked && got <= last && got % BLOCKS == block,
+            "{case}: block {block} holds write {got}; acknowledged up to {acked}, attempted up to {last}: an acknowledged write was lost"
+        );
+    }
+}
+
+/// After healing: the pair Connected and UpToDate, verify finds nothing, the disks are the
+/// same, and the Primary's data holds every acknowledged write.
+fn heal_and_check(t: &Trio, primary: usize, hist: &History, case: &str) {
+    t.net.heal();
+    t.wait_all_connected(&format!(
+        "{case}: the three nodes to reconnect after healing"
+    ));
+    t.wait_healthy(&format!("{case}: resync after healing"));
+    let out = t.ok(primary, &["verify", "--wait", "--timeout", "120", "r0"]);
+    assert!(
+        out.contains("verify done: 0 blocks out of sync"),
+        "{case}: {out}"
+    );
+    assert_same_data(t.node(A), t.node(B), t.usable);
+    check_history(t.node(primary), hist, case);
+    eprintln!(
+        "witness: {case}: ok ({} writes acknowledged, {} failed while apart)",
+        hist.ok, hist.failed
+    );
+}
+
+/// A promotion the rules must refuse; the refusal names why.
+fn refused_promotion(t: &Trio, side: usize, case: &str) -> String {
+    let out = t.repadm(side, &["primary", "r0"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "{case}: {} was promoted: {text}",
+        t.node(side).name
+    );
+    assert_ne!(status(t.node(side))["role"], "Primary", "{case}");
+    text
+}
+
+fn name(side: usize) -> &'static str {
+    ["a", "b", "w"][side]
+}
+
+/// Runs `case` with node-a, then node-b, as Primary.
+fn both_ways(test: &str, k: u8, case: impl Fn(&Trio, usize, usize, &str)) {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Trio::up(test, k);
+    for (x, y) in [(A, B), (B, A)] {
+        t.make_primary(x);
+        let label = format!("{test} with {} Primary", name(x));
+        case(&t, x, y, &label);
+    }
+}
+
+#[test]
+fn primary_cut_off_alone_the_other_side_takes_over() {
+    both_ways("wq-alone", 1, |t, x, y, case| {
+        let hist = Arc::new(Mutex::new(History::default()));
+        let w = start_writer(t.node(x), Arc::clone(&hist), 1_000_000 * (x as u64 + 1));
+        std::thread::sleep(Duration::from_millis(500));
+        t.net.cut(x, y);
+        t.net.cut(x, W);
+        t.watch(Duration::from_secs(3), case);
+        assert_eq!(
+            status(t.node(x))["quorum"],
+            false,
+            "{case}: the lone Primary keeps quorum"
+        );
+        w.finish();
+        // The notify script on y: it has quorum (the witness) and UpToDate data.
+        assert_eq!(status(t.node(y))["quorum"], true, "{case}: y lost quorum");
+        t.ok(y, &["primary", "r0"]);
+        assert_eq!(t.writers(), vec![y], "{case}");
+        let w = start_writer(t.node(y), Arc::clone(&hist), 2_000_000 * (x as u64 + 1));
+        t.watch(Duration::from_secs(2), case);
+        w.finish();
+        // x's own notify script demotes it as it loses the floating address.
+        t.ok(x, &["secondary", "r0"]);
+        let h = hist.lock().unwrap();
+        heal_and_check(t, y, &h, case);
+    });
+}
+
+#[test]
+fn secondary_cut_off_alone_the_primary_goes_on() {
+    both_ways("wq-sec", 2, |t, x, y, case| {
+        let hist = Arc::new(Mutex::new(History::default()));
+        let w = start_writer(t.node(x), Arc::clone(&hist), 1_000_000 * (x as u64 + 1));
+        std::thread::sleep(Duration::from_millis(500));
+        t.net.cut(y, x);
+        t.net.cut(y, W);
+        t.watch(Duration::from_secs(4), case);
+        assert_eq!(
+            t.writers(),
+            vec![x],
+            "{case}: the Primary with the witness stopped"
+        );
+        let why = refused_promotion(t, y, case);
+        assert!(why.contains("quorum"), "{case}: {why}");
+        let before = hist.lock().unwrap().ok;
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            hist.lock().unwrap().ok > before,
+            "{case}: the Primary's writes stopped"
+        );
+        w.finish();
+        let h = hist.lock().unwrap();
+        heal_and_check(t, x, &h, case);
+    });
+}
+
+#[test]
+fn witness_cut_off_changes_nothing() {
+    both_ways("wq-wit", 3, |t, x, y, case| {
+        let hist = Arc::new(Mutex::new(History::default()));
+        let w = start_writer(t.node(x), Arc::clone(&hist), 1_000_000 * (x as u64 + 1));
+        std::thread::sleep(Duration::from_millis(500));
+        t.net.cut(W, x);
+        t.net.cut(W, y);
+        t.watch(Duration::from_secs(3), case);
+        assert_eq!(t.writers(), vec![x], "{case}");
+        w.finish();
+        let h = hist.lock().unwrap();
+        assert_eq!(
+            h.failed, 0,
+            "{case}: writes failed with the data link intact"
+        );
+        assert_eq!(status(t.node(x))["cstate"], "Connected", "{case}");
+        heal_and_check(t, x, &h, case);
+    });
+}
+
+#[test]
+fn everyone_cut_off_nobody_writes() {
+    both_ways("wq-all", 4, |t, x, y, case| {
+        let hist = Arc::new(Mutex::new(History::default()));
+        let w = start_writer(t.node(x), Arc::clone(&hist), 1_000_000 * (x as u64 + 1));
+        std::thread::sleep(Duration::from_millis(500));
+        t.net.cut(x, y);
+        t.net.cut(x, W);
+        t.net.cut(y, W);
+        t.watch(Duration::from_secs(3), case);
+        assert!(t.writers().is_empty(), "{case}: a node still writes");
+        let why = refused_promotion(t, y, case);
+        assert!(why.contains("quorum"), "{case}: {why}");
+        w.finish();
+        let h = hist.lock().unwrap();
+        assert!(h.failed > 0, "{case}: no write failed without quorum");
+        heal_and_check(t, x, &h, case);
+    });
+}
+
+#[test]
+fn one_way_loss_between_the_data_nodes_outdates_the_secondary_through_the_witness() {
+    both_ways("wq-oneway", 5, |t, x, y, case| {
+        let hist = Arc::new(Mutex::new(History::default()));
+        let w = start_writer(t.node(x), Arc::clone(&hist), 1_000_000 * (x as u64 + 1));
+        std::thread::sleep(Duration::from_millis(500));
+        t.net.cut_one_way(x, y);
+        t.watch(Duration::from_secs(4), case);
+        assert_eq!(t.writers(), vec![x], "{case}: the Primary did not go on");
+        assert_eq!(
+            status(t.node(y))["disk"],
+            "Outdated",
+            "{case}: y was not outdated"
+        );
+        refused_promotion(t, y, case);
+        let before = hist.lock().unwrap().ok;
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            hist.lock().unwrap().ok > before,
+            "{case}: the Primary's writes stopped"
+        );
+        w.finish();
+        let h = hist.lock().unwrap();
+        heal_and_check(t, x, &h, case);
+    });
+}
