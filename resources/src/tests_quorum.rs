@@ -562,17 +562,49 @@ fn runnable_only_as_two_hosts_with_disks() {
         ),
         None
     );
+    // A diskless node needs two data nodes to serve; a data node, one data peer.
     let w = why(&two("", "none"), "alpha").unwrap();
-    assert!(w.contains("the peer beta is diskless"), "{w}");
+    assert!(
+        w.contains("connects to 0 hosts with a disk and 1 diskless"),
+        "{w}"
+    );
     let w = why(&two("", "none"), "beta").unwrap();
-    assert!(w.contains("this node (beta) is diskless"), "{w}");
+    assert!(
+        w.contains("this node (beta) is diskless") && w.contains("exactly two hosts with a disk"),
+        "{w}"
+    );
+    // Two data nodes and a witness run, with quorum on (a witness only serves quorum).
     for node in ["alpha", "beta", "witness"] {
-        let w = why(&ids3("", MESH), node).unwrap();
-        assert!(
-            w.contains("has 3 hosts") && w.contains("not run yet"),
-            "{w}"
+        assert_eq!(
+            why(&ids3("options { quorum majority; }", MESH), node),
+            None,
+            "{node}"
         );
+        let w = why(&ids3("", MESH), node).unwrap();
+        assert!(w.contains("quorum"), "{node}: {w}");
     }
+    let tls = "net { tls yes; tls-ca /ca.pem; tls-certificate /c.pem; tls-privkey /k.pem; }";
+    let w = why(
+        &ids3(&format!("options {{ quorum majority; }} {tls}"), MESH),
+        "alpha",
+    )
+    .unwrap();
+    assert!(w.contains("TLS"), "{w}");
+}
+
+#[test]
+fn a_data_node_with_a_witness_replicates_to_the_other_data_node() {
+    let text = ids3("options { quorum majority; }", MESH);
+    let m = parse(&text).unwrap();
+    let v = m.node_view("r0", "alpha").unwrap();
+    assert_eq!(v.peer_node.as_deref(), Some("beta"));
+    assert_eq!(
+        v.peer_address.map(|a| a.to_string()).as_deref(),
+        Some("10.0.0.2:7789")
+    );
+    assert_eq!(v.witness().map(|w| w.node.as_str()), Some("witness"));
+    let w = m.node_view("r0", "witness").unwrap();
+    assert!(w.diskless && w.witness().is_none());
 }
 
 #[test]

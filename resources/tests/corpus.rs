@@ -230,5 +230,11 @@ fn v9_issue_example_models_hosts_connections_and_quorum() {
     assert_eq!(w.quorum.quorum, Quorum::Majority);
     assert_eq!(w.quorum.on_no_quorum, OnNoQuorum::IoError);
     assert_eq!(w.peers.len(), 2);
-    assert!(w.not_runnable().is_some_and(|m| m.contains("3 hosts")));
+    // Two data nodes and a witness with quorum: runnable on every host.
+    assert_eq!(w.not_runnable(), None);
+    for node in ["alpha", "beta"] {
+        let v = c.node_view("r0", node).expect("data node view");
+        assert_eq!(v.not_runnable(), None, "{node}");
+        assert_eq!(v.witness().map(|p| p.node.as_str()), Some("witness"));
+    }
 }

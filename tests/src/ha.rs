@@ -253,6 +253,23 @@ impl HaPair {
     /// Both nodes up, Connected, UpToDate/UpToDate (identical zeroed disks), both Secondary,
     /// no manager running yet. `extra` is added to the resource body (after `HA_NET`).
     pub fn new(test: &str, k: u8, kind: Manager, disk_mib: u64, extra: &str) -> HaPair {
+        HaPair::build(test, k, kind, disk_mib, extra, false)
+    }
+
+    /// The same with a diskless witness (docs/quorum.md) in the client namespace, at the
+    /// client's address, and `quorum majority`: the nodes outdate each other through it.
+    pub fn with_witness(test: &str, k: u8, kind: Manager, disk_mib: u64, extra: &str) -> HaPair {
+        HaPair::build(test, k, kind, disk_mib, extra, true)
+    }
+
+    fn build(
+        test: &str,
+        k: u8,
+        kind: Manager,
+        disk_mib: u64,
+        extra: &str,
+        witness: bool,
+    ) -> HaPair {
         require_tool("flock", "util-linux");
         require_tool("timeout", "coreutils");
         match kind {
@@ -285,7 +302,32 @@ impl HaPair {
                 }
             })
             .collect();
+        let text = if witness {
+            let port = free_port();
+            let text = text
+                .replacen("  on node-a {\n", "  on node-a {\n    node-id 0;\n", 1)
+                .replacen("  on node-b {\n", "  on node-b {\n    node-id 1;\n", 1);
+            let end = text.rfind('}').expect("resource end");
+            format!(
+                "{}  options {{\n    quorum majority;\n    on-no-quorum io-error;\n  }}\n  on witness {{\n    node-id 2;\n    disk none;\n    address {}:{port};\n  }}\n  connection-mesh {{\n    hosts node-a node-b witness;\n  }}\n}}\n",
+                &text[..end],
+                net.ip[2]
+            )
+        } else {
+            text
+        };
         std::fs::write(&c.a().config, text).expect("write config");
+        let mut c = c;
+        if witness {
+            let w = Node {
+                name: "witness".into(),
+                run_dir: c.dir.join("run-witness"),
+                disk: PathBuf::from("none"),
+                config: c.a().config.clone(),
+                resource: "r0".into(),
+            };
+            c.nodes.push(w);
+        }
         let p = HaPair {
             managers: [None, None],
             c,
@@ -293,6 +335,9 @@ impl HaPair {
             nbd_port,
             kind,
         };
+        if witness {
+            p.ok(2, &["up", "r0"]);
+        }
         for side in 0..2 {
             p.write_ha_conf(side);
             p.ok(side, &["create-md", "r0"]);

@@ -1,6 +1,7 @@
 //! Goal: DRBD 9's quorum/witness configuration (docs/quorum.md, "Configuration") is parsed and
-//! validated, but a resource the engine cannot run yet (a witness) is refused by `up` and
-//! `create-md` before anything starts, never run as a plain two-node resource. Two-node files
+//! validated, and a resource of a shape rep does not run (a witness without quorum, three hosts
+//! with a disk) is refused by `up` and `create-md` before anything starts, never run as a plain
+//! two-node resource (two data nodes and a witness: quorum_witness.rs). Two-node files
 //! using the new syntax keep running (their quorum: quorum_two_node.rs). Method: the real repadm/repd on such files.
 
 use std::net::TcpListener;
@@ -19,12 +20,13 @@ fn rewrite(c: &Cluster, extra: &str) {
 }
 
 #[test]
-fn witness_resource_is_refused_by_up_and_create_md_and_starts_nothing() {
+fn unrunnable_shapes_are_refused_by_up_and_create_md_and_start_nothing() {
     let c = Cluster::new("quorum-witness", ClusterOpts::default());
     let port = free_port();
+    // A witness serves quorum only: without `quorum`, the file is refused.
     rewrite(
         &c,
-        &format!("  on witness {{\n    node-id 2;\n    disk none;\n    address 127.0.0.3:{port};\n  }}\n  connection-mesh {{ hosts node-a node-b witness; }}\n  options {{ quorum majority; on-no-quorum suspend-io; }}\n"),
+        &format!("  on witness {{\n    node-id 2;\n    disk none;\n    address 127.0.0.3:{port};\n  }}\n  connection-mesh {{ hosts node-a node-b witness; }}\n"),
     );
     let a = c.a();
     let dump = a.ok(&["dump", "all"]);
@@ -32,21 +34,32 @@ fn witness_resource_is_refused_by_up_and_create_md_and_starts_nothing() {
         dump.contains("hosts            node-a node-b witness;"),
         "{dump}"
     );
-    assert!(dump.contains("quorum           majority;"), "{dump}");
-    for cmd in [&["up", "r0"][..], &["create-md", "r0"], &["up", "all"]] {
-        let (code, err) = a.fails(cmd);
-        assert_eq!(code, 10, "{cmd:?}: {err}");
+    let refused = |why: &str| {
+        for cmd in [&["up", "r0"][..], &["create-md", "r0"], &["up", "all"]] {
+            let (code, err) = a.fails(cmd);
+            assert_eq!(code, 10, "{cmd:?}: {err}");
+            assert!(err.contains(why), "{cmd:?}: {err}");
+        }
+        assert!(a.pid().is_none(), "no daemon may start");
+        let md = std::fs::read(&a.disk).expect("backing file");
         assert!(
-            err.contains("has 3 hosts") && err.contains("witness") && err.contains("not run yet"),
-            "{cmd:?}: {err}"
+            md.iter().all(|&b| b == 0),
+            "create-md must not have written metadata"
         );
-    }
-    assert!(a.pid().is_none(), "no daemon may start");
-    let md = std::fs::read(&a.disk).expect("backing file");
-    assert!(
-        md.iter().all(|&b| b == 0),
-        "create-md must not have written metadata"
-    );
+    };
+    refused("a witness only serves quorum");
+    // Three hosts with a disk each.
+    c.edit_config(|t| {
+        t.replace(
+            "disk none;",
+            &format!("disk {};", c.dir.join("c.img").display()),
+        )
+        .replace(
+            "connection-mesh",
+            "options { quorum majority; }\n  connection-mesh",
+        )
+    });
+    refused("connects to 2 hosts with a disk");
 }
 
 #[test]
