@@ -48,6 +48,31 @@ pub fn ip_ok(args: &[&str]) {
     );
 }
 
+/// Kill whatever still runs in the network namespaces `ns` (continuing stopped processes
+/// first, so that they die), then delete them.
+pub fn delete_namespaces(ns: &[String]) {
+    for ns in ns {
+        let pids = ip(&["netns", "pids", ns]);
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let _ = run(Command::new("kill").args(["-CONT", pid]));
+            let _ = run(Command::new("kill").args(["-9", pid]));
+        }
+        let _ = ip(&["netns", "del", ns]);
+    }
+}
+
+/// `iptables -w ARGS` inside namespace `ns`, which must succeed.
+pub fn iptables_in(ns: &str, args: &[&str]) {
+    let out = run(Command::new("ip")
+        .args(["netns", "exec", ns, "iptables", "-w"])
+        .args(args));
+    assert!(
+        out.status.success(),
+        "iptables {args:?} in {ns} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Microseconds since the Unix epoch: the clock the notify script's log lines (`date +%s.%N`)
 /// and the probe's answer share with the test.
 pub fn unix_us() -> u128 {
@@ -163,13 +188,7 @@ impl HaNet {
 
     /// Kill whatever still runs in the namespaces, then delete them (and the veth pairs).
     fn remove(&self) {
-        for ns in &self.ns {
-            let pids = ip(&["netns", "pids", ns]);
-            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                let _ = run(Command::new("kill").args(["-9", pid]));
-            }
-            let _ = ip(&["netns", "del", ns]);
-        }
+        delete_namespaces(&self.ns);
         for port in &self.port {
             let _ = ip(&["link", "del", &format!("{port}n")]);
             let _ = ip(&["link", "del", port]);

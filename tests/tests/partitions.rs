@@ -23,7 +23,7 @@ use rep_tests::nbdraw::{RawClient, CMD_WRITE};
 // often for states, but its counters (oos_kib, nr_kib) are as of the last change; use
 // `status_json` for those.
 use rep_tests::faults::status_file as status;
-use rep_tests::ha::{ip, ip_ok};
+use rep_tests::ha::{delete_namespaces, ip, ip_ok, iptables_in};
 use rep_tests::{bin, require_root, require_tool, run, wait_for, Cluster, ClusterOpts, Node};
 
 const NET: &str = "  net {\n    ping-int 1;\n    ping-timeout 5;\n    timeout 10;\n    ko-count 3;\n    connect-int 1;\n  }\n";
@@ -86,29 +86,14 @@ impl NetPair {
 
     /// Kill whatever still runs in the namespaces, then delete them (and so the veth pair).
     fn remove(&self) {
-        for ns in &self.ns {
-            let pids = ip(&["netns", "pids", ns]);
-            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                let _ = run(Command::new("kill").args(["-CONT", pid]));
-                let _ = run(Command::new("kill").args(["-9", pid]));
-            }
-            let _ = ip(&["netns", "del", ns]);
-        }
+        delete_namespaces(&self.ns);
         // Only exists in the host namespace if setup failed half-way.
         let _ = ip(&["link", "del", &self.veth[0]]);
     }
 
     /// `iptables ARGS` inside namespace `side` (0 = node-a, 1 = node-b).
     fn iptables(&self, side: usize, args: &[&str]) {
-        let out = run(Command::new("ip")
-            .args(["netns", "exec", &self.ns[side], "iptables", "-w"])
-            .args(args));
-        assert!(
-            out.status.success(),
-            "iptables {args:?} in {} failed: {}",
-            self.ns[side],
-            String::from_utf8_lossy(&out.stderr)
-        );
+        iptables_in(&self.ns[side], args);
     }
 
     /// Drop every rule of namespace `side` (all of them are this test's).

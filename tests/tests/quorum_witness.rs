@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use rep_tests::assert::assert_same_data;
 use rep_tests::faults::status_file as status;
-use rep_tests::ha::{ip, ip_ok};
+use rep_tests::ha::{delete_namespaces, ip_ok, iptables_in};
 use rep_tests::nbdraw::{RawClient, CMD_READ, CMD_WRITE};
-use rep_tests::{bin, require_root, require_tool, run, wait_for, Cluster, ClusterOpts, Node};
+use rep_tests::{bin, require_root, require_tool, wait_for, Cluster, ClusterOpts, Node};
 
 /// A silent peer is lost within ping-int + ping-timeout = 1.5 s, on the data link and on the
 /// witness links alike.
@@ -91,25 +91,11 @@ impl Net3 {
     }
 
     fn remove(&self) {
-        for ns in &self.ns {
-            let pids = ip(&["netns", "pids", ns]);
-            for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                let _ = run(Command::new("kill").args(["-9", pid]));
-            }
-            let _ = ip(&["netns", "del", ns]);
-        }
+        delete_namespaces(&self.ns);
     }
 
     fn iptables(&self, side: usize, args: &[&str]) {
-        let out = run(Command::new("ip")
-            .args(["netns", "exec", &self.ns[side], "iptables", "-w"])
-            .args(args));
-        assert!(
-            out.status.success(),
-            "iptables {args:?} in {}: {}",
-            self.ns[side],
-            String::from_utf8_lossy(&out.stderr)
-        );
+        iptables_in(&self.ns[side], args);
     }
 
     /// Nothing passes between `x` and `y`, either way.
@@ -203,6 +189,38 @@ impl Trio {
         t.ok(A, &["new-current-uuid", "--clear-bitmap", "r0"]);
         t.wait_healthy("UpToDate/UpToDate after the fresh start");
         t.usable = status(t.node(A))["size_bytes"].as_u64().expect("size");
+        // Every peer shows in `status` and `events`, on the data nodes and on the witness.
+        let a = t.ok(A, &["status", "r0"]);
+        assert!(
+            a.contains("  node-b role:Secondary\n")
+                && a.contains("  witness role:Secondary\n    peer-disk:Diskless\n"),
+            "{a}"
+        );
+        let w = t.ok(W, &["status", "r0"]);
+        assert!(
+            w.contains("disk:Diskless quorum:yes")
+                && w.contains("  node-a role:Secondary\n    peer-disk:UpToDate\n"),
+            "{w}"
+        );
+        let ev = t.ok(A, &["events", "--now", "r0"]);
+        assert!(
+            ev.contains("exists connection name:r0 conn-name:witness connection:Connected role:Secondary")
+                && ev.contains("exists peer-device name:r0 conn-name:witness volume:0 replication:Established peer-disk:Diskless"),
+            "{ev}"
+        );
+        let ev = t.ok(W, &["events", "--now", "r0"]);
+        assert!(
+            ev.contains("conn-name:node-a connection:Connected")
+                && ev.contains("conn-name:node-b connection:Connected")
+                && !ev.contains("conn-name:peer"),
+            "{ev}"
+        );
+        let out = t.repadm(W, &["primary", "r0"]);
+        let text = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !out.status.success() && text.contains("is the witness"),
+            "{text}"
+        );
         t
     }
 
@@ -427,6 +445,24 @@ fn name(side: usize) -> &'static str {
     ["a", "b", "w"][side]
 }
 
+/// A fresh history and a writer on Primary `x`, running for half a second already.
+fn begin(t: &Trio, x: usize) -> (Arc<Mutex<History>>, Writer) {
+    let hist = Arc::new(Mutex::new(History::default()));
+    let w = start_writer(t.node(x), Arc::clone(&hist), 1_000_000 * (x as u64 + 1));
+    std::thread::sleep(Duration::from_millis(500));
+    (hist, w)
+}
+
+/// Writes are still acknowledged, a second later.
+fn assert_still_writing(hist: &Mutex<History>, case: &str) {
+    let before = hist.lock().unwrap().ok;
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        hist.lock().unwrap().ok > before,
+        "{case}: the Primary's writes stopped"
+    );
+}
+
 /// Runs `case` with node-a, then node-b, as Primary.
 fn both_ways(test: &str, k: u8, case: impl Fn(&Trio, usize, usize, &str)) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -441,9 +477,7 @@ fn both_ways(test: &str, k: u8, case: impl Fn(&Trio, usize, usize, &str)) {
 #[test]
 fn primary_cut_off_alone_the_other_side_takes_over() {
     both_ways("wq-alone", 1, |t, x, y, case| {
-        let hist = Arc::new(Mutex::new(History::default()));
-        let w = start_writer(t.node(x), Arc::clone(&hist), 1_000_000 * (x as u64 + 1));
-        std::thread::sleep(Duration::from_millis(500));
+        let (hist, w) = begin(t, x);
         t.net.cut(x, y);
         t.net.cut(x, W);
         t.watch(Duration::from_secs(3), case);
@@ -470,9 +504,7 @@ fn primary_cut_off_alone_the_other_side_takes_over() {
 #[test]
 fn secondary_cut_off_alone_the_primary_goes_on() {
     both_ways("wq-sec", 2, |t, x, y, case| {
-        let hist = Arc::new(Mutex::new(History::default()));
-        let w = start_writer(t.node(x), Arc::clone(&hist), 1_000_000 * (x as u64 + 1));
-        std::thread::sleep(Duration::from_millis(500));
+        let (hist, w) = begin(t, x);
         t.net.cut(y, x);
         t.net.cut(y, W);
         t.watch(Duration::from_secs(4), case);
@@ -483,12 +515,7 @@ fn secondary_cut_off_alone_the_primary_goes_on() {
         );
         let why = refused_promotion(t, y, case);
         assert!(why.contains("quorum"), "{case}: {why}");
-        let before = hist.lock().unwrap().ok;
-        std::thread::sleep(Duration::from_secs(1));
-        assert!(
-            hist.lock().unwrap().ok > before,
-            "{case}: the Primary's writes stopped"
-        );
+        assert_still_writing(&hist, case);
         w.finish();
         let h = hist.lock().unwrap();
         heal_and_check(t, x, &h, case);
@@ -498,9 +525,7 @@ fn secondary_cut_off_alone_the_primary_goes_on() {
 #[test]
 fn witness_cut_off_changes_nothing() {
     both_ways("wq-wit", 3, |t, x, y, case| {
-        let hist = Arc::new(Mutex::new(History::default()));
-        let w = start_writer(t.node(x), Arc::clone(&hist), 1_000_000 * (x as u64 + 1));
-        std::thread::sleep(Duration::from_millis(500));
+        let (hist, w) = begin(t, x);
         t.net.cut(W, x);
         t.net.cut(W, y);
         t.watch(Duration::from_secs(3), case);
@@ -512,6 +537,23 @@ fn witness_cut_off_changes_nothing() {
             "{case}: writes failed with the data link intact"
         );
         assert_eq!(status(t.node(x))["cstate"], "Connected", "{case}");
+        drop(h);
+        // The witness dying changes nothing either; it comes back with `up`.
+        t.net.heal();
+        t.wait_all_connected(&format!("{case}: the witness links back"));
+        let w = start_writer(t.node(x), Arc::clone(&hist), 3_000_000 * (x as u64 + 1));
+        t.node(W).kill9();
+        t.watch(Duration::from_secs(3), case);
+        assert_eq!(
+            t.writers(),
+            vec![x],
+            "{case}: the witness's death stopped the Primary"
+        );
+        assert_still_writing(&hist, case);
+        w.finish();
+        t.ok(W, &["up", "r0"]);
+        let h = hist.lock().unwrap();
+        assert_eq!(h.failed, 0, "{case}: writes failed as the witness died");
         heal_and_check(t, x, &h, case);
     });
 }
@@ -519,9 +561,7 @@ fn witness_cut_off_changes_nothing() {
 #[test]
 fn everyone_cut_off_nobody_writes() {
     both_ways("wq-all", 4, |t, x, y, case| {
-        let hist = Arc::new(Mutex::new(History::default()));
-        let w = start_writer(t.node(x), Arc::clone(&hist), 1_000_000 * (x as u64 + 1));
-        std::thread::sleep(Duration::from_millis(500));
+        let (hist, w) = begin(t, x);
         t.net.cut(x, y);
         t.net.cut(x, W);
         t.net.cut(y, W);
@@ -532,6 +572,20 @@ fn everyone_cut_off_nobody_writes() {
         w.finish();
         let h = hist.lock().unwrap();
         assert!(h.failed > 0, "{case}: no write failed without quorum");
+        // Seeing the witness again does not give quorum back: x's data may be stale by now
+        // for all it knows; it needs its data peer.
+        t.net.heal();
+        t.net.cut(x, y);
+        t.net.cut(y, W);
+        wait_for(Duration::from_secs(20), "x's witness link back", || {
+            (t.peer_cstate(x, "witness") == "Connected").then_some(())
+        });
+        t.watch(Duration::from_secs(2), case);
+        assert_eq!(
+            status(t.node(x))["quorum"],
+            false,
+            "{case}: the witness alone gave quorum back"
+        );
         heal_and_check(t, x, &h, case);
     });
 }
@@ -539,9 +593,7 @@ fn everyone_cut_off_nobody_writes() {
 #[test]
 fn one_way_loss_between_the_data_nodes_outdates_the_secondary_through_the_witness() {
     both_ways("wq-oneway", 5, |t, x, y, case| {
-        let hist = Arc::new(Mutex::new(History::default()));
-        let w = start_writer(t.node(x), Arc::clone(&hist), 1_000_000 * (x as u64 + 1));
-        std::thread::sleep(Duration::from_millis(500));
+        let (hist, w) = begin(t, x);
         t.net.cut_one_way(x, y);
         t.watch(Duration::from_secs(4), case);
         assert_eq!(t.writers(), vec![x], "{case}: the Primary did not go on");
@@ -551,12 +603,7 @@ fn one_way_loss_between_the_data_nodes_outdates_the_secondary_through_the_witnes
             "{case}: y was not outdated"
         );
         refused_promotion(t, y, case);
-        let before = hist.lock().unwrap().ok;
-        std::thread::sleep(Duration::from_secs(1));
-        assert!(
-            hist.lock().unwrap().ok > before,
-            "{case}: the Primary's writes stopped"
-        );
+        assert_still_writing(&hist, case);
         w.finish();
         let h = hist.lock().unwrap();
         heal_and_check(t, x, &h, case);

@@ -6,11 +6,10 @@ use std::rc::Rc;
 
 use tokio_uring::net::UnixStream;
 
+use super::control_lines::{send, Line, RequestLines};
 use super::driver::Driver;
 use crate::control::fault::FaultCmd;
-use crate::control::{
-    decode_request_line, encode_line, Event, Query, Request, Response, CONTROL_LINE_BYTES_MAX,
-};
+use crate::control::{encode_line, Event, Query, Request, Response};
 use crate::core::{AdminCmd, ConnState, DiskState, Refusal, Role};
 
 pub async fn serve(
@@ -29,13 +28,6 @@ pub async fn serve(
         });
     }
     Ok(())
-}
-
-async fn send(stream: &UnixStream, resp: &Response) -> std::io::Result<()> {
-    let mut line = encode_line(resp).map_err(std::io::Error::other)?;
-    line.push('\n');
-    let (res, _) = stream.write_all(line.into_bytes()).await;
-    res
 }
 
 /// The `data` line and its `len` raw bytes, in one write so that no other answer can come
@@ -97,71 +89,50 @@ async fn read_data(driver: &Rc<Driver>, offset: u64, len: u32) -> Result<Vec<u8>
 }
 
 async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
-    let mut pending: Vec<u8> = Vec::new();
-    loop {
-        while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=nl).collect();
-            match decode_request_line(&line[..line.len() - 1]) {
-                Ok(None) => continue,
-                Ok(Some(Request::Query(Query::Events))) => {
-                    return stream_events(&stream, &driver).await
-                }
-                Ok(Some(Request::Query(Query::ReadData { offset, len }))) => {
-                    let resp = match read_data(&driver, offset, len).await {
-                        Ok(data) => send_data(&stream, offset, len, data).await,
-                        Err(message) => {
-                            send(
-                                &stream,
-                                &Response::Error {
-                                    message,
-                                    exit_code: 11,
-                                },
-                            )
-                            .await
-                        }
-                    };
-                    resp?;
-                }
-                Ok(Some(req)) => {
-                    let resp = handle(&driver, req).await;
-                    #[cfg(feature = "fault-injection")]
-                    super::fault::cut_power_if_lost(&driver.fault, &stream, &resp);
-                    send(&stream, &resp).await?;
-                    if driver.shutting_down.get() {
-                        driver.shutdown.notify_one();
-                        return Ok(());
+    let mut lines = RequestLines::default();
+    while let Some(line) = lines.next(&stream).await? {
+        match line {
+            Line::Request(Request::Query(Query::Events)) => {
+                return stream_events(&stream, &driver).await
+            }
+            Line::Request(Request::Query(Query::ReadData { offset, len })) => {
+                match read_data(&driver, offset, len).await {
+                    Ok(data) => send_data(&stream, offset, len, data).await?,
+                    Err(message) => {
+                        send(
+                            &stream,
+                            &Response::Error {
+                                message,
+                                exit_code: 11,
+                            },
+                        )
+                        .await?
                     }
                 }
-                Err(message) => {
-                    send(
-                        &stream,
-                        &Response::Error {
-                            message,
-                            exit_code: 20,
-                        },
-                    )
-                    .await?;
+            }
+            Line::Request(req) => {
+                let resp = handle(&driver, req).await;
+                #[cfg(feature = "fault-injection")]
+                super::fault::cut_power_if_lost(&driver.fault, &stream, &resp);
+                send(&stream, &resp).await?;
+                if driver.shutting_down.get() {
+                    driver.shutdown.notify_one();
+                    return Ok(());
                 }
             }
+            Line::Bad(message) => {
+                send(
+                    &stream,
+                    &Response::Error {
+                        message,
+                        exit_code: 20,
+                    },
+                )
+                .await?
+            }
         }
-        if pending.len() > CONTROL_LINE_BYTES_MAX {
-            let message = format!("control line longer than {CONTROL_LINE_BYTES_MAX} bytes");
-            return send(
-                &stream,
-                &Response::Error {
-                    message,
-                    exit_code: 20,
-                },
-            )
-            .await;
-        }
-        let (res, buf) = stream.read(vec![0u8; 4096]).await;
-        let n = res?;
-        if n == 0 {
-            return Ok(());
-        }
-        pending.extend_from_slice(&buf[..n]);
     }
+    Ok(())
 }
 
 async fn stream_events(stream: &UnixStream, driver: &Rc<Driver>) -> std::io::Result<()> {

@@ -5,6 +5,7 @@
 pub mod adjust;
 pub mod backing;
 pub mod busy_poll;
+pub mod control_lines;
 pub mod control_server;
 pub mod daemon;
 pub mod dependency;

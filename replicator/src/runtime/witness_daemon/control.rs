@@ -7,9 +7,8 @@ use std::rc::Rc;
 use tokio_uring::net::UnixStream;
 
 use super::Witness;
-use crate::control::{
-    decode_request_line, encode_line, Event, Query, Request, Response, CONTROL_LINE_BYTES_MAX,
-};
+use crate::control::{Event, Query, Request, Response};
+use crate::runtime::control_lines::{send, Line, RequestLines};
 
 pub(super) async fn serve(
     listener: std::os::unix::net::UnixListener,
@@ -27,13 +26,6 @@ pub(super) async fn serve(
         });
     }
     Ok(())
-}
-
-async fn send<T: serde::Serialize>(stream: &UnixStream, msg: &T) -> std::io::Result<()> {
-    let mut line = encode_line(msg).map_err(std::io::Error::other)?;
-    line.push('\n');
-    let (res, _) = stream.write_all(line.into_bytes()).await;
-    res
 }
 
 fn answer(w: &Witness, req: Request) -> Response {
@@ -64,51 +56,31 @@ fn answer(w: &Witness, req: Request) -> Response {
 }
 
 async fn client(stream: UnixStream, w: Rc<Witness>) -> std::io::Result<()> {
-    let mut pending: Vec<u8> = Vec::new();
-    loop {
-        while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=nl).collect();
-            match decode_request_line(&line[..line.len() - 1]) {
-                Ok(None) => continue,
-                Ok(Some(Request::Query(Query::Events))) => return events(&stream, &w).await,
-                Ok(Some(req)) => {
-                    let down = matches!(req, Request::Query(Query::Down));
-                    send(&stream, &answer(&w, req)).await?;
-                    if down {
-                        w.shutdown.notify_one();
-                        return Ok(());
-                    }
-                }
-                Err(message) => {
-                    send(
-                        &stream,
-                        &Response::Error {
-                            message,
-                            exit_code: 20,
-                        },
-                    )
-                    .await?;
+    let mut lines = RequestLines::default();
+    while let Some(line) = lines.next(&stream).await? {
+        match line {
+            Line::Request(Request::Query(Query::Events)) => return events(&stream, &w).await,
+            Line::Request(req) => {
+                let down = matches!(req, Request::Query(Query::Down));
+                send(&stream, &answer(&w, req)).await?;
+                if down {
+                    w.shutdown.notify_one();
+                    return Ok(());
                 }
             }
+            Line::Bad(message) => {
+                send(
+                    &stream,
+                    &Response::Error {
+                        message,
+                        exit_code: 20,
+                    },
+                )
+                .await?
+            }
         }
-        if pending.len() > CONTROL_LINE_BYTES_MAX {
-            let message = format!("control line longer than {CONTROL_LINE_BYTES_MAX} bytes");
-            return send(
-                &stream,
-                &Response::Error {
-                    message,
-                    exit_code: 20,
-                },
-            )
-            .await;
-        }
-        let (res, buf) = stream.read(vec![0u8; 4096]).await;
-        let n = res?;
-        if n == 0 {
-            return Ok(());
-        }
-        pending.extend_from_slice(&buf[..n]);
     }
+    Ok(())
 }
 
 async fn events(stream: &UnixStream, w: &Rc<Witness>) -> std::io::Result<()> {

@@ -59,7 +59,7 @@ pub(super) async fn serve(w: Rc<Witness>, std_stream: StdTcpStream, from: Socket
             return;
         }
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<Packet>();
+    let (tx, rx) = mpsc::unbounded_channel::<Packet>();
     let serial = w.next_serial.get() + 1;
     w.next_serial.set(serial);
     let replaced = w.links.borrow_mut().insert(
@@ -79,17 +79,7 @@ pub(super) async fn serve(w: Rc<Witness>, std_stream: StdTcpStream, from: Socket
     w.relay.borrow_mut().linked(&node);
     tracing::info!(resource = %res, "{node} connected (from {from})");
     w.publish();
-    let writer = {
-        let stream = Rc::clone(&stream);
-        tokio_uring::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                if greeting::send(&stream, &p).await.is_err() {
-                    break;
-                }
-            }
-            stream.close();
-        })
-    };
+    let writer = greeting::spawn_writer(&stream, rx);
     drop(tx);
     let quiet = w.ping_int + w.ping_timeout;
     let why = loop {

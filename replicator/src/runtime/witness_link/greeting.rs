@@ -24,6 +24,23 @@ pub(crate) async fn send(stream: &PeerStream, p: &Packet) -> io::Result<()> {
     stream.write_vec(buf).await.0
 }
 
+/// The task that writes `rx`'s frames to `stream` in order, and closes it when `rx` ends or a
+/// write fails (both ends of a witness link write from several tasks: pings, answers, relays).
+pub(crate) fn spawn_writer(
+    stream: &Rc<PeerStream>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Packet>,
+) -> tokio::task::JoinHandle<()> {
+    let stream = Rc::clone(stream);
+    tokio_uring::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            if send(&stream, &p).await.is_err() {
+                break;
+            }
+        }
+        stream.close();
+    })
+}
+
 /// Greet the other end; `accept` says whether a node name may be on the other end. Returns
 /// that name.
 pub(crate) async fn greet(

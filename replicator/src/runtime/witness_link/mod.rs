@@ -119,20 +119,10 @@ async fn session(
         stream.close();
         return;
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<Packet>();
+    let (tx, rx) = mpsc::unbounded_channel::<Packet>();
     *link.tx.borrow_mut() = Some(tx.clone());
     tracing::info!(resource = %res, "connected to the witness {}", link.name);
-    let writer = {
-        let stream = Rc::clone(&stream);
-        tokio_uring::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                if greeting::send(&stream, &p).await.is_err() {
-                    break;
-                }
-            }
-            stream.close();
-        })
-    };
+    let writer = greeting::spawn_writer(&stream, rx);
     let pinger = {
         let tx = tx.clone();
         tokio_uring::spawn(async move {
