@@ -609,3 +609,70 @@ fn one_way_loss_between_the_data_nodes_outdates_the_secondary_through_the_witnes
         heal_and_check(t, x, &h, case);
     });
 }
+
+/// Explicit `connection` sections (each pair on its own port) and a `shared-secret`: the
+/// witness links authenticate both ways; a witness with another secret is never counted.
+/// Loopback (127.0.0.1-3), no partitions.
+#[test]
+fn explicit_connections_and_a_shared_secret_on_the_witness_links() {
+    let mut c = Cluster::new("wq-auth", ClusterOpts::default());
+    let (ab, aw, bw) = (
+        rep_tests::free_port(),
+        rep_tests::free_port(),
+        rep_tests::free_port(),
+    );
+    let conf = |secret: &str| {
+        format!(
+            "resource r0 {{\n  device /dev/drbd0;\n  meta-disk internal;\n  net {{\n    ping-int 1;\n    ping-timeout 5;\n    connect-int 1;\n    cram-hmac-alg sha256;\n    shared-secret \"{secret}\";\n  }}\n  options {{\n    quorum majority;\n  }}\n  on node-a {{\n    node-id 0;\n    disk {a};\n    address 127.0.0.1:{ab};\n  }}\n  on node-b {{\n    node-id 1;\n    disk {b};\n    address 127.0.0.2:{ab};\n  }}\n  on witness {{\n    node-id 2;\n    disk none;\n    address 127.0.0.3:{aw};\n  }}\n  connection {{\n    host node-a address 127.0.0.1:{ab};\n    host node-b address 127.0.0.2:{ab};\n  }}\n  connection {{\n    host node-a address 127.0.0.1:{aw};\n    host witness address 127.0.0.3:{aw};\n  }}\n  connection {{\n    host node-b address 127.0.0.2:{bw};\n    host witness address 127.0.0.3:{bw};\n  }}\n}}\n",
+            a = c.a().disk.display(),
+            b = c.b().disk.display(),
+        )
+    };
+    std::fs::write(&c.a().config, conf("right")).expect("write config");
+    let wrong = c.dir.join("witness-wrong.res");
+    std::fs::write(&wrong, conf("wrong")).expect("write config");
+    c.nodes.push(Node {
+        name: "witness".into(),
+        run_dir: c.dir.join("run-witness"),
+        disk: PathBuf::from("none"),
+        config: wrong,
+        resource: "r0".into(),
+    });
+    for n in &c.nodes {
+        n.ok(&["create-md", "r0"]);
+        n.ok(&["up", "r0"]);
+    }
+    let peer = |n: &Node, p: &str| {
+        status(n)["peers"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|x| x["node"] == p).cloned())
+            .map(|x| x["cstate"].as_str().unwrap_or("?").to_string())
+            .unwrap_or_default()
+    };
+    wait_for(Duration::from_secs(20), "the data nodes to connect", || {
+        (peer(&c.nodes[0], "node-b") == "Connected").then_some(())
+    });
+    wait_for(Duration::from_secs(10), "a refused greeting", || {
+        c.nodes[2]
+            .log()
+            .contains("failed authentication (a different shared-secret)")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(peer(&c.nodes[0], "witness"), "WFConnection");
+    assert_eq!(peer(&c.nodes[2], "node-a"), "WFConnection");
+    // The right secret: both witness links come up (each on its own connection's port).
+    c.nodes[2].ok(&["down", "r0"]);
+    c.nodes[2].config = c.a().config.clone();
+    c.nodes[2].ok(&["up", "r0"]);
+    wait_for(Duration::from_secs(20), "the witness links", || {
+        let ok = peer(&c.nodes[0], "witness") == "Connected"
+            && peer(&c.nodes[1], "witness") == "Connected"
+            && peer(&c.nodes[2], "node-a") == "Connected"
+            && peer(&c.nodes[2], "node-b") == "Connected";
+        ok.then_some(())
+    });
+    for n in &c.nodes {
+        n.ok(&["down", "r0"]);
+    }
+}
