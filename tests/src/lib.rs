@@ -10,6 +10,7 @@ pub mod assert;
 pub mod faults;
 pub mod ha;
 pub mod heartbeat;
+pub mod lan;
 pub mod metrics;
 pub mod nbdraw;
 pub mod pacemaker;

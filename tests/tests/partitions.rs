@@ -3,7 +3,7 @@
 //! resyncing only what changed.
 //!
 //! Method: each node's `repd` runs in its own network namespace (created by the test, joined by a
-//! veth pair, 10.99.K.1 / 10.99.K.2 exist only inside them), so a partition is a firewall rule
+//! bridge, `rep_tests::lan`; 10.99.K.1 / 10.99.K.2 exist only inside them), so a partition is a firewall rule
 //! in one namespace and touches nothing else on the machine. The NBD export and the control
 //! socket are Unix sockets in the run dirs, usable from the host. Settings:
 //! `ping-int 1; ping-timeout 5; timeout 10; ko-count 3; connect-int 1;` — a silent peer is
@@ -23,8 +23,8 @@ use rep_tests::nbdraw::{RawClient, CMD_WRITE};
 // often for states, but its counters (oos_kib, nr_kib) are as of the last change; use
 // `status_json` for those.
 use rep_tests::faults::status_file as status;
-use rep_tests::ha::{delete_namespaces, ip, ip_ok, iptables_in};
-use rep_tests::{bin, require_root, require_tool, run, wait_for, Cluster, ClusterOpts, Node};
+use rep_tests::lan::Lan;
+use rep_tests::{bin, run, wait_for, Cluster, ClusterOpts, Node};
 
 const NET: &str = "  net {\n    ping-int 1;\n    ping-timeout 5;\n    timeout 10;\n    ko-count 3;\n    connect-int 1;\n  }\n";
 /// ping-int + ping-timeout: a peer that answers nothing is declared lost by then.
@@ -41,99 +41,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Two network namespaces joined by a veth pair; deleted (with everything left in them) on drop.
-struct NetPair {
-    ns: [String; 2],
-    veth: [String; 2],
-    ip: [String; 2],
-}
-
-impl NetPair {
-    fn new(k: u8) -> NetPair {
-        require_root("network namespaces need root");
-        require_tool("ip", "iproute2");
-        require_tool("iptables", "iptables");
-        require_tool("ss", "iproute2");
-        let pid = std::process::id();
-        let net = NetPair {
-            ns: [format!("rep-{pid}-{k}-a"), format!("rep-{pid}-{k}-b")],
-            veth: [format!("rp{k}x{pid}a"), format!("rp{k}x{pid}b")],
-            ip: [format!("10.99.{k}.1"), format!("10.99.{k}.2")],
-        };
-        net.remove();
-        for ns in &net.ns {
-            ip_ok(&["netns", "add", ns]);
-        }
-        let [va, vb] = &net.veth;
-        ip_ok(&["link", "add", va, "type", "veth", "peer", "name", vb]);
-        for i in 0..2 {
-            let (ns, veth) = (&net.ns[i], &net.veth[i]);
-            ip_ok(&["link", "set", veth, "netns", ns]);
-            ip_ok(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/24", net.ip[i]),
-                "dev",
-                veth,
-            ]);
-            ip_ok(&["-n", ns, "link", "set", "lo", "up"]);
-            ip_ok(&["-n", ns, "link", "set", veth, "up"]);
-        }
-        net
-    }
-
-    /// Kill whatever still runs in the namespaces, then delete them (and so the veth pair).
-    fn remove(&self) {
-        delete_namespaces(&self.ns);
-        // Only exists in the host namespace if setup failed half-way.
-        let _ = ip(&["link", "del", &self.veth[0]]);
-    }
-
-    /// `iptables ARGS` inside namespace `side` (0 = node-a, 1 = node-b).
-    fn iptables(&self, side: usize, args: &[&str]) {
-        iptables_in(&self.ns[side], args);
-    }
-
-    /// Drop every rule of namespace `side` (all of them are this test's).
-    fn heal(&self, side: usize) {
-        self.iptables(side, &["-F"]);
-    }
-
-    /// Abort every TCP socket of namespace `side` towards the other node (`ss -K`): the kernel
-    /// resets both ends at once.
-    fn kill_sockets(&self, side: usize) {
-        let other = &self.ip[1 - side];
-        let out = run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &self.ns[side],
-            "ss",
-            "-K",
-            "-t",
-            "dst",
-            other,
-        ]));
-        assert!(
-            out.status.success(),
-            "ss -K failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for NetPair {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
 /// A pair of nodes, each in its own namespace. Field order matters: the daemons (Cluster) go
 /// before the namespaces.
 struct Pair {
     c: Cluster,
-    net: NetPair,
+    net: Lan,
     usable: u64,
 }
 
@@ -164,7 +76,7 @@ impl Pair {
     }
 
     fn up_with(test: &str, k: u8, net_section: &str) -> Pair {
-        let net = NetPair::new(k);
+        let net = Lan::new(99, k, &["a", "b"]);
         let c = Cluster::new(
             test,
             ClusterOpts {
@@ -446,8 +358,8 @@ fn reset_connections_are_noticed_at_once() {
         );
     }
     let t0 = Instant::now();
-    p.net.kill_sockets(1);
-    p.net.kill_sockets(0);
+    p.net.kill_sockets(1, 0);
+    p.net.kill_sockets(0, 1);
     let times = detect(&[a, b], t0, Duration::from_secs(10));
     let worst = report("reset", &times, &["node-a", "node-b"]);
     assert!(

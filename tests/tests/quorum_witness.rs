@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use rep_tests::assert::assert_same_data;
 use rep_tests::faults::status_file as status;
-use rep_tests::ha::{delete_namespaces, ip_ok, iptables_in};
+use rep_tests::lan::Lan;
 use rep_tests::nbdraw::{RawClient, CMD_READ, CMD_WRITE};
-use rep_tests::{bin, require_root, require_tool, wait_for, Cluster, ClusterOpts, Node};
+use rep_tests::{bin, require_tool, wait_for, Cluster, ClusterOpts, Node};
 
 /// A silent peer is lost within ping-int + ping-timeout = 1.5 s, on the data link and on the
 /// witness links alike.
@@ -41,95 +41,10 @@ const W: usize = 2;
 /// The cases depend on timing: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Four namespaces: the three hosts and the switch (a bridge, no address).
-struct Net3 {
-    ns: [String; 4],
-    ip: [String; 3],
-}
-
-impl Net3 {
-    fn new(k: u8) -> Net3 {
-        require_root("network namespaces need root");
-        require_tool("ip", "iproute2");
-        require_tool("iptables", "iptables");
-        let pid = std::process::id();
-        let net = Net3 {
-            ns: [
-                format!("rp-a-{pid}-{k}"),
-                format!("rp-b-{pid}-{k}"),
-                format!("rp-w-{pid}-{k}"),
-                format!("rp-sw-{pid}-{k}"),
-            ],
-            ip: [
-                format!("10.98.{k}.1"),
-                format!("10.98.{k}.2"),
-                format!("10.98.{k}.3"),
-            ],
-        };
-        net.remove();
-        for ns in &net.ns {
-            ip_ok(&["netns", "add", ns]);
-            ip_ok(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        let sw = &net.ns[3];
-        ip_ok(&["-n", sw, "link", "add", "br0", "type", "bridge"]);
-        ip_ok(&["-n", sw, "link", "set", "br0", "up"]);
-        for side in 0..3 {
-            let (host, port) = (format!("rq{k}h{side}{pid}"), format!("rq{k}p{side}{pid}"));
-            ip_ok(&["link", "add", &host, "type", "veth", "peer", "name", &port]);
-            ip_ok(&["link", "set", &host, "netns", &net.ns[side]]);
-            ip_ok(&["link", "set", &port, "netns", sw]);
-            let ns = &net.ns[side];
-            ip_ok(&["-n", ns, "link", "set", &host, "name", "eth0"]);
-            let addr = format!("{}/24", net.ip[side]);
-            ip_ok(&["-n", ns, "addr", "add", &addr, "dev", "eth0"]);
-            ip_ok(&["-n", ns, "link", "set", "eth0", "up"]);
-            ip_ok(&["-n", sw, "link", "set", &port, "master", "br0"]);
-            ip_ok(&["-n", sw, "link", "set", &port, "up"]);
-        }
-        net
-    }
-
-    fn remove(&self) {
-        delete_namespaces(&self.ns);
-    }
-
-    fn iptables(&self, side: usize, args: &[&str]) {
-        iptables_in(&self.ns[side], args);
-    }
-
-    /// Nothing passes between `x` and `y`, either way.
-    fn cut(&self, x: usize, y: usize) {
-        for (me, other) in [(x, y), (y, x)] {
-            let other = self.ip[other].clone();
-            self.iptables(me, &["-A", "INPUT", "-s", &other, "-j", "DROP"]);
-            self.iptables(me, &["-A", "OUTPUT", "-d", &other, "-j", "DROP"]);
-        }
-    }
-
-    /// Nothing `from` sends reaches `to`; the other way still works.
-    fn cut_one_way(&self, from: usize, to: usize) {
-        let to = self.ip[to].clone();
-        self.iptables(from, &["-A", "OUTPUT", "-d", &to, "-j", "DROP"]);
-    }
-
-    fn heal(&self) {
-        for side in 0..3 {
-            self.iptables(side, &["-F"]);
-        }
-    }
-}
-
-impl Drop for Net3 {
-    fn drop(&mut self) {
-        self.remove();
-    }
-}
-
 /// The three nodes. Field order: the daemons (Cluster) go before the namespaces.
 struct Trio {
     c: Cluster,
-    net: Net3,
+    net: Lan,
     usable: u64,
 }
 
@@ -153,7 +68,7 @@ impl Trio {
 
     fn up(test: &str, k: u8) -> Trio {
         require_tool("iptables", "iptables");
-        let net = Net3::new(k);
+        let net = Lan::new(98, k, &["a", "b", "w"]);
         let mut c = Cluster::new(
             test,
             ClusterOpts {
@@ -406,7 +321,7 @@ fn check_history(node: &Node, hist: &History, case: &str) {
 /// After healing: the pair Connected and UpToDate, verify finds nothing, the disks are the
 /// same, and the Primary's data holds every acknowledged write.
 fn heal_and_check(t: &Trio, primary: usize, hist: &History, case: &str) {
-    t.net.heal();
+    t.net.heal_all();
     t.wait_all_connected(&format!(
         "{case}: the three nodes to reconnect after healing"
     ));
@@ -539,7 +454,7 @@ fn witness_cut_off_changes_nothing() {
         assert_eq!(status(t.node(x))["cstate"], "Connected", "{case}");
         drop(h);
         // The witness dying changes nothing either; it comes back with `up`.
-        t.net.heal();
+        t.net.heal_all();
         t.wait_all_connected(&format!("{case}: the witness links back"));
         let w = start_writer(t.node(x), Arc::clone(&hist), 3_000_000 * (x as u64 + 1));
         t.node(W).kill9();
@@ -574,7 +489,7 @@ fn everyone_cut_off_nobody_writes() {
         assert!(h.failed > 0, "{case}: no write failed without quorum");
         // Seeing the witness again does not give quorum back: x's data may be stale by now
         // for all it knows; it needs its data peer.
-        t.net.heal();
+        t.net.heal_all();
         t.net.cut(x, y);
         t.net.cut(y, W);
         wait_for(Duration::from_secs(20), "x's witness link back", || {
