@@ -120,7 +120,7 @@ pub fn run(cli: &Cli, p: &Paths, views: &[NodeView], now: bool) -> anyhow::Resul
     }
     let Some(mut conn) = conns.into_iter().next() else {
         eprintln!("repadm: no resource is up on this node");
-        return Ok(crate::commands::EXIT_CONFIG);
+        return Ok(crate::answer::EXIT_CONFIG);
     };
     conn.send(&Request::Query(Query::Events))?;
     while let Some(line) = conn.read_line()? {

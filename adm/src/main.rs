@@ -1,6 +1,7 @@
 //! repadm: administer rep resources. Mirrors drbdadm 8.4 (docs/drbd-semantics.md §13) so that a
 //! runbook written for `drbdadm` works with `repadm` in its place.
 
+mod answer;
 mod cli;
 mod commands;
 mod ctl;

@@ -176,7 +176,7 @@ pub fn verify_wait(cli: &Cli, p: &Paths, res: &str, timeout: Option<u64>) -> any
     let resp = Conn::open(&p.ctl(res), res)?.call(&Request::Admin(AdminCmd::Verify))?;
     if !matches!(resp, rep_replicator::control::Response::Ok { .. }) {
         // Refused (no verify-alg, not connected, …): the usual message and exit code.
-        return Ok(crate::commands::print_response(cli, resp));
+        return Ok(crate::answer::print_response(cli, resp));
     }
     let bar = Bar::new(cli);
     if !cli.json && bar.bar.is_none() {

@@ -40,7 +40,7 @@ pub fn up(cli: &Cli, p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
     let res = &view.resource;
     if is_up(&p.ctl(res)) {
         eprintln!("{res}: Failure: (124) Device is attached to a disk (resource is already up; run `repadm down {res}` first)");
-        return Ok(crate::commands::EXIT_CONFIG);
+        return Ok(crate::answer::EXIT_CONFIG);
     }
     // 0755 whatever the umask; repd checks it (and its socket modes) again.
     if !p.run_dir.exists() {
@@ -94,7 +94,7 @@ pub fn up(cli: &Cli, p: &Paths, view: &NodeView) -> anyhow::Result<i32> {
                 errors.join("\n")
             };
             eprintln!("{res}: repd failed to start: {shown}");
-            return Ok(status.code().unwrap_or(crate::commands::EXIT_EXEC));
+            return Ok(status.code().unwrap_or(crate::answer::EXIT_EXEC));
         }
         if is_up(&p.ctl(res))
             && Conn::open(&p.ctl(res), res)

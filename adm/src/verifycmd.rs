@@ -106,7 +106,7 @@ pub fn run(
             }
             Err(why) => {
                 eprintln!("{res}: verify --fix --from: {why}");
-                return Ok(crate::commands::EXIT_USAGE);
+                return Ok(crate::answer::EXIT_USAGE);
             }
         },
         None => None,
@@ -144,7 +144,7 @@ pub fn run(
         Conn::open(&p.ctl(res), res)?.call(&Request::Admin(AdminCmd::ResyncOutOfSync { from }))?;
     let message = match resp {
         Response::Ok { message, .. } => message,
-        other => return Ok(crate::commands::print_response(cli, other)),
+        other => return Ok(crate::answer::print_response(cli, other)),
     };
     if !cli.json {
         println!("{res}: {message}");

@@ -62,7 +62,7 @@ pub struct Driver {
     inbox: RefCell<VecDeque<Input>>,
     pumping: Cell<bool>,
     /// The link to the witness, if the resource has one (`witness_link`).
-    pub(crate) witness: std::cell::OnceCell<Rc<super::witness_link::WitnessLink>>,
+    pub(crate) witness: std::cell::OnceCell<Rc<super::witness_link::state::WitnessLink>>,
     /// The busy-poll window, if configured (`busy_poll.rs`).
     busy: std::cell::OnceCell<Rc<super::busy_poll::BusyPoll>>,
     disk: RefCell<Option<Rc<Disk>>>,

@@ -20,7 +20,7 @@ use rep_nbd::server::stream::{Reader, Stream};
 
 use super::driver::Driver;
 use super::link::wire::{connect_to_peer, read_first_packet};
-use crate::core::{AdminCmd, DiskState, Role};
+use crate::core::AdminCmd;
 use crate::wire::auth;
 use crate::wire::codes::{disk_code, disk_from, role_code, role_from};
 use crate::wire::Packet;
@@ -33,19 +33,6 @@ async fn send(stream: &PeerStream, p: &Packet) -> io::Result<()> {
     let mut buf = Vec::new();
     p.encode(&mut buf);
     stream.write_vec(buf).await.0
-}
-
-/// DRBD's fence-peer exit code for the peer's answer.
-pub(crate) fn exit_code(role: Role, disk: DiskState) -> i32 {
-    if role == Role::Primary {
-        6
-    } else if disk == DiskState::Outdated {
-        4
-    } else if disk < DiskState::Outdated {
-        3
-    } else {
-        1
-    }
 }
 
 /// Ask the peer to outdate itself; DRBD's fence-peer exit code.
@@ -111,7 +98,7 @@ pub async fn outdate_peer(driver: Rc<Driver>) -> i32 {
     };
     match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
         Ok(Ok((role, disk))) => {
-            let code = exit_code(role, disk);
+            let code = super::fence_code::exit_code(role, disk);
             tracing::info!(resource = %res, "fence-peer (built in): the peer is {role}/{disk}: exit code {code}");
             code
         }
@@ -176,18 +163,4 @@ pub async fn serve_outdate_request(
         disk: disk_code(s.disk),
     };
     let _ = send(&stream, &reply).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn answers_map_to_drbds_exit_codes() {
-        assert_eq!(exit_code(Role::Primary, DiskState::UpToDate), 6);
-        assert_eq!(exit_code(Role::Secondary, DiskState::Outdated), 4);
-        assert_eq!(exit_code(Role::Secondary, DiskState::Inconsistent), 3);
-        assert_eq!(exit_code(Role::Secondary, DiskState::Diskless), 3);
-        assert_eq!(exit_code(Role::Secondary, DiskState::UpToDate), 1);
-    }
 }

@@ -23,7 +23,7 @@ use crate::runtime::tls::PeerStream;
 use crate::wire::codes::{disk_code, role_code};
 use crate::wire::Packet;
 use rep_resources::HmacAlg;
-pub use state::WitnessLink;
+use state::WitnessLink;
 
 /// How long a fence-peer waits for the witness's verdict (the witness itself waits for a
 /// linked target as long as its link lives).
@@ -242,7 +242,7 @@ pub async fn relay_outdate(driver: Rc<Driver>) -> i32 {
                 tracing::error!(resource = %res, "fence-peer: an invalid answer from the witness");
                 return 1;
             };
-            let code = super::outdater::exit_code(role, disk);
+            let code = super::fence_code::exit_code(role, disk);
             tracing::info!(resource = %res, "fence-peer (through the witness): {peer} is {role}/{disk}: exit code {code}");
             code
         }
