@@ -424,7 +424,8 @@ fn adjust(cli: &Cli, p: &Paths, view: &NodeView, dry_run: bool) -> anyhow::Resul
         dry_run,
     }))?;
     let code = print_response(cli, resp);
-    if code != 0 || dry_run {
+    if code != 0 || dry_run || view.diskless {
+        // The witness has no disk to attach and dials no data link.
         return Ok(code);
     }
     let s = conn.status()?;

@@ -130,6 +130,10 @@ impl Trio {
                 && !ev.contains("conn-name:peer"),
             "{ev}"
         );
+        // A runbook's `adjust` on every host: nothing to change anywhere.
+        for side in [A, B, W] {
+            assert_eq!(t.ok(side, &["adjust", "r0"]), "r0: no changes\n");
+        }
         let out = t.repadm(W, &["primary", "r0"]);
         let text = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(

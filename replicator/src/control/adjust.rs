@@ -483,6 +483,20 @@ fn flatten(view: &NodeView) -> Result<BTreeMap<String, Value>, String> {
 
 /// Every difference between the running view and the new one, classified. `Err` when the two
 /// differ in a field this table does not know (the adjust is refused whole).
+/// Re-read `path` for the running resource's node and compare: the new view and the changes,
+/// or why the file cannot be used (an error naming the place).
+pub fn reread(
+    path: &std::path::Path,
+    running: &NodeView,
+) -> Result<(NodeView, Vec<Change>), String> {
+    let parsed = rep_resources::parse_file(path).map_err(|e| format!("adjust: {e}"))?;
+    let new = parsed
+        .node_view(&running.resource, &running.node)
+        .map_err(|e| format!("adjust: {}: {e}", path.display()))?;
+    let changes = diff(running, &new).map_err(|e| format!("adjust: {e}"))?;
+    Ok((new, changes))
+}
+
 pub fn diff(running: &NodeView, new: &NodeView) -> Result<Vec<Change>, String> {
     let (a, b) = (flatten(running)?, flatten(new)?);
     let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use super::daemon::link_settings;
 use super::driver::Driver;
-use crate::control::adjust::{applied_view, diff, Change, How, Report};
+use crate::control::adjust::{applied_view, Change, How, Report};
 use crate::control::Response;
 use crate::core::{AdminCmd, ConnState, DiskState, Input, Role};
 
@@ -27,18 +27,10 @@ fn error(message: String, exit_code: i32) -> Response {
 impl Driver {
     pub async fn adjust(self: &Rc<Self>, config: Option<String>, dry_run: bool) -> Response {
         let path = config.map_or_else(|| self.config_path.clone(), PathBuf::from);
-        let parsed = match rep_resources::parse_file(&path) {
-            Ok(c) => c,
-            Err(e) => return error(format!("adjust: {e}"), EXIT_CONFIG),
-        };
         let running = self.view();
-        let new = match parsed.node_view(&running.resource, &running.node) {
-            Ok(v) => v,
-            Err(e) => return error(format!("adjust: {}: {e}", path.display()), EXIT_CONFIG),
-        };
-        let mut changes = match diff(&running, &new) {
-            Ok(c) => c,
-            Err(e) => return error(format!("adjust: {e}"), EXIT_CONFIG),
+        let (new, mut changes) = match crate::control::adjust::reread(&path, &running) {
+            Ok(r) => r,
+            Err(e) => return error(e, EXIT_CONFIG),
         };
         let mut exit_code = if changes.iter().any(|c| c.how == How::Refused) {
             EXIT_CONFIG

@@ -118,14 +118,14 @@ fn run(args: Args) -> Result<i32, StartError> {
     super::sockets::prepare_run_dir(&args.run_dir)?;
     let paths = RunPaths::new(&args.run_dir, &view.resource);
     check_not_running(&paths)?;
+    // Handlers get an absolute DRBD_CONF, whatever directory they run in.
+    let config_path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
     if view.diskless {
-        return super::witness_daemon::run(view, paths);
+        return super::witness_daemon::run(view, paths, config_path);
     }
     let cfg = EngineConfig::from_view(&view);
     let seed = args.seed.unwrap_or_else(os_seed);
     let engine = Engine::new(cfg, seed);
-    // Handlers get an absolute DRBD_CONF, whatever directory they run in.
-    let config_path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
     // Certificates and keys are read (and their modes checked) before anything starts.
     let nbd_tls = super::tls::nbd_policy(&view)?;
     super::tls::install_link_tls(super::tls::link_tls(&view)?);

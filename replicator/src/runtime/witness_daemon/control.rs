@@ -7,6 +7,7 @@ use std::rc::Rc;
 use tokio_uring::net::UnixStream;
 
 use super::Witness;
+use crate::control::adjust::{Change, How, Report};
 use crate::control::{Event, Query, Request, Response};
 use crate::runtime::control_lines::{send, Line, RequestLines};
 
@@ -39,6 +40,7 @@ fn answer(w: &Witness, req: Request) -> Response {
             message: "down".into(),
             status: Box::new(w.status()),
         },
+        Request::Query(Query::Adjust { config, dry_run }) => adjust(w, config, dry_run),
         other => {
             let what = match &other {
                 Request::Admin(cmd) => format!("{cmd:?}"),
@@ -52,6 +54,42 @@ fn answer(w: &Witness, req: Request) -> Response {
                 exit_code: 20,
             }
         }
+    }
+}
+
+/// `adjust` on the witness: an unchanged file is "no changes" (a runbook runs `adjust all` on
+/// every host); a change is not applied live — the witness takes it at its next start.
+fn adjust(w: &Witness, config: Option<String>, dry_run: bool) -> Response {
+    let path = config.map_or_else(|| w.config_path.clone(), std::path::PathBuf::from);
+    let changes = match crate::control::adjust::reread(&path, &w.view) {
+        Ok((_, changes)) => changes,
+        Err(message) => {
+            return Response::Error {
+                message,
+                exit_code: 10,
+            }
+        }
+    };
+    let reason = format!(
+        "the witness takes a changed configuration when it starts: `repadm down {0}` and `repadm up {0}` on {1} (the data nodes keep quorum through each other meanwhile)",
+        w.view.resource, w.view.node
+    );
+    let changes: Vec<Change> = changes
+        .into_iter()
+        .map(|c| Change {
+            how: How::Refused,
+            reason: Some(reason.clone()),
+            ..c
+        })
+        .collect();
+    let exit_code = if changes.is_empty() { 0 } else { 10 };
+    Response::Adjusted {
+        report: Report {
+            dry_run,
+            changes,
+            exit_code,
+        },
+        status: Box::new(w.status()),
     }
 }
 

@@ -38,6 +38,8 @@ struct Linked {
 pub struct Witness {
     view: NodeView,
     paths: RunPaths,
+    /// The configuration file repd was started with (`adjust` re-reads it).
+    config_path: std::path::PathBuf,
     relay: RefCell<Relay>,
     links: RefCell<BTreeMap<String, Linked>>,
     next_serial: Cell<u64>,
@@ -160,7 +162,11 @@ impl Witness {
 }
 
 /// Run the witness for `view` (a diskless node of a resource with two data nodes).
-pub fn run(view: NodeView, paths: RunPaths) -> Result<i32, StartError> {
+pub fn run(
+    view: NodeView,
+    paths: RunPaths,
+    config_path: std::path::PathBuf,
+) -> Result<i32, StartError> {
     let net = &view.net;
     let ping_int = Duration::from_secs(u64::from(net.ping_int_s.max(1)));
     let ping_timeout = Duration::from_millis(u64::from(net.ping_timeout_ds.max(1)) * 100);
@@ -180,6 +186,7 @@ pub fn run(view: NodeView, paths: RunPaths) -> Result<i32, StartError> {
     let w = Rc::new(Witness {
         view,
         paths,
+        config_path,
         relay: RefCell::new(Relay::default()),
         links: RefCell::new(BTreeMap::new()),
         next_serial: Cell::new(0),
