@@ -204,7 +204,7 @@ impl Engine {
         }
         let cs = ChangeSet::new().role(Role::Secondary);
         self.check_state(&cs)?;
-        if self.client_io_pending() {
+        if self.demotion_waits() {
             // A client that just went away may still have requests in flight: they finish
             // as Primary (replicated and acknowledged or failed), then the demotion goes on.
             self.admin.drain.push((id, AdminCmd::Secondary));
@@ -640,11 +640,24 @@ impl Engine {
 
     /// Re-run commands that waited for client I/O to drain.
     pub(crate) fn retry_drained_admin(&mut self) {
-        if self.admin.drain.is_empty() || self.client_io_pending() {
+        if self.admin.drain.is_empty() || self.demotion_waits() {
             return;
         }
         for (id, cmd) in std::mem::take(&mut self.admin.drain) {
             self.admin(id, cmd);
+        }
+    }
+
+    /// Whether `secondary` (and the other commands that wait for the clients) must wait for
+    /// client I/O to finish first. Requests frozen for lack of quorum (`on-no-quorum
+    /// suspend-io`) never finish while the node is Primary: the demotion is what lets them go,
+    /// failed (docs/quorum.md, "Demoted meanwhile, held requests fail"); only requests still in
+    /// flight are waited for then.
+    fn demotion_waits(&self) -> bool {
+        if self.st.susp_quorum() && !self.st.susp_fen() {
+            self.requests.in_flight() > 0
+        } else {
+            self.client_io_pending()
         }
     }
 }
