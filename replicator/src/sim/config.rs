@@ -47,6 +47,11 @@ pub struct SimConfig {
     pub fence_answer_us: (u64, u64),
     /// `options { quorum …; on-no-quorum …; }` (off by default).
     pub quorum: rep_resources::quorum::QuorumConf,
+    /// A diskless witness (node id 2, `witness`) as the third node (docs/quorum.md, "The
+    /// witness"): each data node has a witness link (cut by partitions, gone with the node),
+    /// counted for quorum; fence-peer is relayed through it (`witness::relay::Relay`). Needs
+    /// `quorum` enabled (the engines' configuration makes fencing resource-and-stonith).
+    pub witness: bool,
 }
 
 impl SimConfig {
@@ -62,6 +67,7 @@ impl SimConfig {
             fence_peer_us: (200, 5000),
             fence_answer_us: (100, 2000),
             quorum: rep_resources::quorum::QuorumConf::default(),
+            witness: false,
         }
     }
 }

@@ -32,11 +32,22 @@ pub fn res_text(cfg: &SimConfig) -> String {
     if let Some(alg) = cfg.csums_alg {
         let _ = write!(net, " csums-alg {};", alg.as_str());
     }
-    let host = |name: &str, ip: &str| {
+    // With a witness, every host has its node id and the witness has no disk (docs/quorum.md).
+    let host = |name: &str, ip: &str, id: u32| {
+        let node_id = if cfg.witness {
+            format!(" node-id {id};")
+        } else {
+            String::new()
+        };
         format!(
-            "  on {name} {{ device /dev/drbd0 minor 0; disk /dev/sim-data; \
+            "  on {name} {{{node_id} device /dev/drbd0 minor 0; disk /dev/sim-data; \
              meta-disk /dev/sim-meta; address {ip}:7789; }}\n"
         )
+    };
+    let witness = if cfg.witness {
+        "  on witness { node-id 2; device /dev/drbd0 minor 0; disk none; address 127.0.0.3:7789; }\n  connection-mesh { hosts node-a node-b witness; }\n"
+    } else {
+        ""
     };
     let options = if cfg.quorum.enabled() {
         format!(
@@ -47,10 +58,10 @@ pub fn res_text(cfg: &SimConfig) -> String {
         String::new()
     };
     format!(
-        "resource r0 {{\n  protocol {};\n  net {{ {net} }}\n  disk {{ {disk} }}\n{options}{}{}}}\n",
+        "resource r0 {{\n  protocol {};\n  net {{ {net} }}\n  disk {{ {disk} }}\n{options}{}{}{witness}}}\n",
         cfg.protocol,
-        host("node-a", "127.0.0.1"),
-        host("node-b", "127.0.0.2"),
+        host("node-a", "127.0.0.1", 0),
+        host("node-b", "127.0.0.2", 1),
     )
 }
 
@@ -101,5 +112,22 @@ mod tests {
         cfg.al_extents = 1237;
         assert!(res_text(&cfg).contains("al-extents 1237;"));
         assert_eq!(engine_config_for("node-a", &cfg).al_extents, 1237);
+    }
+
+    #[test]
+    fn a_witness_reaches_the_engine_with_quorum_and_resource_and_stonith() {
+        let mut cfg = SimConfig::new(Protocol::C, 1 << 20);
+        cfg.quorum =
+            rep_resources::quorum::QuorumConf::majority(rep_resources::quorum::OnNoQuorum::IoError);
+        cfg.witness = true;
+        for node in ["node-a", "node-b"] {
+            let e = engine_config_for(node, &cfg);
+            assert_eq!(
+                e.witness,
+                Some((crate::core::NodeId(2), "witness".to_string()))
+            );
+            assert_eq!(e.fencing, Fencing::ResourceAndStonith);
+            assert!(e.quorum.enabled());
+        }
     }
 }

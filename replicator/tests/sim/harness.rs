@@ -99,8 +99,11 @@ pub(crate) fn promote(c: &mut Cluster, i: usize) -> R {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
-        // With quorum on, a node waits for its peer to come back before it may be Primary.
-        let peer_coming = matches!(e, Refusal::NoQuorum { .. }) && c.nodes[1 - i].up;
+        // With quorum on, a node waits for its peer to come back before it may be Primary;
+        // with a witness, fence-peer fails (1) until the witness links are up after a restart.
+        let peer_coming = (matches!(e, Refusal::NoQuorum { .. })
+            || c.cfg.witness && matches!(e, Refusal::PrimaryNop { .. }))
+            && c.nodes[1 - i].up;
         let transient = matches!(e, Refusal::InTransientState { .. })
             || peer_coming
             || matches!(
@@ -159,6 +162,7 @@ pub(crate) fn heal(c: &mut Cluster, prefer: usize) -> R<usize> {
         c.set_cut(false);
     }
     for i in 0..2 {
+        c.set_witness_cut(i, false);
         if c.disk_failing(i) {
             c.set_disk_failing(i, false);
         }
@@ -201,6 +205,11 @@ pub(crate) fn heal(c: &mut Cluster, prefer: usize) -> R<usize> {
         Duration::from_secs(120),
         Cluster::settled,
     )?;
+    if c.cfg.witness {
+        wait(c, "both witness links", Duration::from_secs(10), |c| {
+            (0..2).all(|i| c.witness_seen(i) && c.witness_sees(i))
+        })?;
+    }
     match c.primary() {
         Some(p) => Ok(p),
         None => {

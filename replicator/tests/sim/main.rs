@@ -23,6 +23,7 @@ mod harness;
 mod regressions;
 mod seeded;
 mod targeted;
+mod witness;
 
 use crate::seeded::{run_protocol, run_seeds, Policy};
 use rep_resources::quorum::OnNoQuorum;
@@ -80,6 +81,7 @@ fn seeded_faults_converge_with_quorum_io_error() {
         Policy {
             fencing: Fencing::DontCare,
             quorum: Some(OnNoQuorum::IoError),
+            witness: false,
         },
         0.1,
         "seeded_faults_converge_with_quorum_io_error",
@@ -94,8 +96,35 @@ fn seeded_faults_converge_with_quorum_suspend_io() {
         Policy {
             fencing: Fencing::DontCare,
             quorum: Some(OnNoQuorum::SuspendIo),
+            witness: false,
         },
         0.1,
         "seeded_faults_converge_with_quorum_suspend_io",
+    );
+}
+
+/// Two data nodes and a diskless witness (`quorum majority`, `on-no-quorum io-error`; fencing
+/// resource-and-stonith with fence-peer relayed through the witness): the three-node partition
+/// schedules (tests/sim/witness.rs), promotions by a simulated notify script. After every input
+/// at most one node can write, a node that comes to write without its data peer holds every
+/// acknowledged write, and no reconnect is a split brain.
+#[test]
+fn seeded_faults_converge_with_a_witness_io_error() {
+    run_seeds(
+        Protocol::C,
+        Policy::witness(OnNoQuorum::IoError),
+        0.1,
+        "seeded_faults_converge_with_a_witness_io_error",
+    );
+}
+
+/// As above with `on-no-quorum suspend-io`.
+#[test]
+fn seeded_faults_converge_with_a_witness_suspend_io() {
+    run_seeds(
+        Protocol::C,
+        Policy::witness(OnNoQuorum::SuspendIo),
+        0.1,
+        "seeded_faults_converge_with_a_witness_suspend_io",
     );
 }

@@ -9,6 +9,7 @@ use crate::harness::{
     admin, connect, converge, ms, one_in, promote, rand, verify, wait, with_cluster, write_for,
     DEVICE, MIB, R,
 };
+use crate::witness::WITNESS_FAULTS;
 use rep_replicator::core::rng::Rng;
 use rep_replicator::core::{AdminCmd, ConnState, DiskState};
 use rep_replicator::sim::cluster::Cluster;
@@ -78,6 +79,8 @@ impl Summary {
 pub(crate) struct Policy {
     pub fencing: Fencing,
     pub quorum: Option<OnNoQuorum>,
+    /// A diskless witness as the third node (`SimConfig::witness`): the three-node schedules.
+    pub witness: bool,
 }
 
 impl Policy {
@@ -85,6 +88,17 @@ impl Policy {
         Policy {
             fencing,
             quorum: None,
+            witness: false,
+        }
+    }
+
+    /// Quorum majority with a witness (fencing resource-and-stonith, as the engine's
+    /// configuration makes it).
+    pub(crate) fn witness(on_no_quorum: OnNoQuorum) -> Policy {
+        Policy {
+            fencing: Fencing::ResourceAndStonith,
+            quorum: Some(on_no_quorum),
+            witness: true,
         }
     }
     /// The engine, not the schedule, decides who may be promoted.
@@ -100,6 +114,7 @@ pub(crate) fn seeded_cluster(seed: u64, protocol: Protocol, policy: Policy) -> C
     if let Some(on_no_quorum) = policy.quorum {
         cfg.quorum = QuorumConf::majority(on_no_quorum);
     }
+    cfg.witness = policy.witness;
     if one_in(&mut rng, 3) {
         // DRBD's minimum for 32 MiB requests, on a device of 16 extents: evictions all the time.
         cfg.al_extents = 9;
@@ -141,7 +156,9 @@ pub(crate) fn setup(c: &mut Cluster, rng: &mut Rng) -> R {
 pub(crate) fn run_seed(seed: u64, protocol: Protocol, policy: Policy, summary: &mut Summary) -> R {
     let mut c = seeded_cluster(seed, protocol, policy);
     let mut rng = Rng::new(seed ^ 0xfa);
-    let faults: Vec<Fault> = if !policy.engine_decides() {
+    let faults: Vec<Fault> = if policy.witness {
+        WITNESS_FAULTS.to_vec()
+    } else if !policy.engine_decides() {
         FAULTS
             .iter()
             .filter(|(_, c_only)| protocol == Protocol::C || !c_only)
@@ -217,9 +234,12 @@ pub(crate) fn run_seeds(protocol: Protocol, policy: Policy, share: f64, test: &s
             summary.failed.push(seed);
         }
     }
-    let quorum = policy.quorum.map_or(String::new(), |q| {
+    let mut quorum = policy.quorum.map_or(String::new(), |q| {
         format!(", quorum majority, on-no-quorum {q}")
     });
+    if policy.witness {
+        quorum.push_str(", a diskless witness");
+    }
     summary.print(
         &format!("protocol {protocol}, fencing {}{quorum}", policy.fencing),
         started.elapsed(),

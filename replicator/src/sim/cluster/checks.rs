@@ -52,7 +52,43 @@ impl Cluster {
             );
         }
         self.observe(i);
+        if self.cfg.witness {
+            self.check_writers();
+        }
         self.check_bits_settled(i);
+    }
+
+    /// With a witness: at most one data node can write (Primary, quorum, I/O frozen neither
+    /// by fencing nor by quorum), and under protocol C a node that becomes able to write while
+    /// its data peer is not connected (promoted, thawed, quorum regained) holds every
+    /// acknowledged write.
+    fn check_writers(&mut self) {
+        let can = |n: &super::world::Node| {
+            n.up && n.engine.role() == Role::Primary
+                && n.engine.quorum()
+                && !n.engine.suspended_by_fencing()
+                && !n.engine.suspended_by_quorum()
+        };
+        let now = [can(&self.nodes[0]), can(&self.nodes[1])];
+        assert!(
+            !(now[0] && now[1]),
+            "invariant violated: both data nodes can write (Primary with quorum, I/O not frozen)"
+        );
+        for (i, &can_write) in now.iter().enumerate() {
+            let e = &self.nodes[i].engine;
+            if can_write
+                && !self.wit.writer[i]
+                && self.cfg.protocol == Protocol::C
+                && e.disk() == DiskState::UpToDate
+                && e.cstate() < ConnState::Connected
+            {
+                self.log(format!("node {i} can write, its data peer not connected"));
+                if let Err(e) = self.model.check_holds_acknowledged(i, &self.nodes[i].disk) {
+                    panic!("invariant violated: node {i} can write (Primary with quorum) but lacks an acknowledged write: {e}");
+                }
+            }
+        }
+        self.wit.writer = now;
     }
 
     /// Connected and UpToDate/UpToDate implies no bit set, or a resync running, or the

@@ -178,6 +178,11 @@ impl Cluster {
                 if self.nodes[node].gen != gen || !self.nodes[node].up {
                     return;
                 }
+                if self.cfg.witness {
+                    // The daemon with a witness: fence-peer is relayed through it.
+                    self.witness_fence(node, gen, io);
+                    return;
+                }
                 let peer = 1 - node;
                 if self.nodes[node].engine.cstate() >= ConnState::Connected {
                     // Connected again: asking the peer now would only break the new link.
@@ -205,6 +210,7 @@ impl Cluster {
                     },
                 );
             }
+            Ev::Witness(ev) => self.witness_event(ev),
             Ev::CloseDisk { node, gen, io } => {
                 if self.nodes[node].gen != gen || !self.nodes[node].up {
                     return;

@@ -88,7 +88,7 @@ impl Cluster {
         };
         let watch = LogWatch::new(std::env::var("REP_SIM_LOG").is_ok());
         let guard = tracing::subscriber::set_default(watch.clone());
-        Cluster {
+        let mut c = Cluster {
             nodes: [mk(0), mk(1)],
             model: Model::new(cfg.protocol, cfg.device_bytes),
             cfg,
@@ -116,7 +116,12 @@ impl Cluster {
             _watch_guard: guard,
             protocol_errors_seen: 0,
             generations: Default::default(),
+            wit: Default::default(),
+        };
+        for i in 0..2 {
+            c.maybe_witness_link(i);
         }
+        c
     }
 
     /// Power loss on node `i` (now).
@@ -200,6 +205,7 @@ impl Cluster {
         if self.link.is_some() {
             self.drop_link(i);
         }
+        self.witness_node_lost(i);
         self.model.crashed(i);
     }
 
@@ -212,6 +218,7 @@ impl Cluster {
         n.up = true;
         n.bits_check_in = None;
         n.last_timer = self.now;
+        self.maybe_witness_link(i);
         self.admin(i, AdminCmd::Attach)?;
         self.admin(
             i,

@@ -12,6 +12,12 @@
 //!   volatile cache, failing on demand (`set_disk_failing`, `fail_flushes`), torn by power loss
 //!   (`crash`, `cut_meta_power_after`). Writes still in flight when power is lost reach the
 //!   cache in part.
+//! - Witness (`SimConfig::witness`, `witness.rs`): a diskless third node; each data node's
+//!   link to it is cut by partitions and lost with the node, each end noticing on its own
+//!   (`Input::WitnessSeen` for the node); fence-peer is relayed through it by the daemon's own
+//!   `witness::relay::Relay`. With it: at most one data node can write, a node that comes to
+//!   write without its data peer holds every acknowledged write, and (protocol C) no
+//!   handshake detects a split brain.
 //! - Clients: seeded writes from 512 B to the NBD maximum of 32 MiB at 512-byte granularity,
 //!   FUA, FLUSH, TRIM, WRITE_ZEROES and reads, tracked by the data model (`sim/model.rs`).
 //! - Checks after every input an engine handles: both engines' `check_invariants`, never two
@@ -35,6 +41,8 @@ mod faults;
 mod lifecycle;
 mod network;
 mod storage;
+mod witness;
+mod witness_link;
 mod world;
 
 pub use world::{Cluster, Node};

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use super::witness_link::{WitnessEv, WitnessLinks};
 use crate::core::rng::Rng;
 use crate::core::{
     AdminId, ClientOp, ConnState, DiskOpKind, DiskState, Engine, IoId, LinkId, LinkLoss,
@@ -75,6 +76,8 @@ pub(super) enum Ev {
         gen: u64,
         io: IoId,
     },
+    /// Something on a data node's link to the witness (`SimConfig::witness`).
+    Witness(WitnessEv),
 }
 
 #[derive(Debug)]
@@ -175,6 +178,8 @@ pub struct Cluster {
     pub(super) protocol_errors_seen: usize,
     /// The generation rules, over both nodes' history (sim/generation_check.rs).
     pub(super) generations: GenerationCheck,
+    /// The diskless witness and its links (unused unless `cfg.witness`).
+    pub(super) wit: WitnessLinks,
 }
 
 /// The bytes of write `wid` over `count` sectors starting at sector `first` (each byte
