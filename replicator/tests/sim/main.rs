@@ -128,3 +128,20 @@ fn seeded_faults_converge_with_a_witness_suspend_io() {
         "seeded_faults_converge_with_a_witness_suspend_io",
     );
 }
+
+/// Seed 447 of the schedule above: node-b, being promoted, asks through the witness to have
+/// node-a outdated; the data link comes back and node-a starts resyncing node-b before the
+/// relayed request reaches it. node-a outdated itself although it held the only UpToDate copy
+/// (Outdated/Inconsistent, stuck); now a node connected to a peer that is behind it refuses
+/// (core/fencing/fence_peer.rs cmd_peer_outdate). Fails without that refusal.
+#[test]
+fn regression_a_late_relayed_outdate_leaves_the_only_good_copy_alone() {
+    let mut summary = seeded::Summary::default();
+    let r = seeded::run_seed(
+        447,
+        Protocol::C,
+        Policy::witness(OnNoQuorum::SuspendIo),
+        &mut summary,
+    );
+    assert!(r.is_ok(), "seed 447: {r:?}");
+}

@@ -295,6 +295,16 @@ impl Engine {
                 "our own promotion is outdating the peer: not outdated".into(),
             ));
         }
+        let peer = self.data_st();
+        if peer.cstate() >= ConnState::Connected && peer.pdsk() < DiskState::UpToDate {
+            // A request that predates the connection we have now (it reached us through the
+            // witness after the link came back): the peer is behind us, so outdating our disk
+            // would leave no UpToDate copy at all.
+            return Ok(Some(format!(
+                "connected to the peer, whose disk is {}: outdating ours would leave no UpToDate copy; not outdated",
+                peer.pdsk()
+            )));
+        }
         if self.peers.data().link.is_some() {
             self.lose_link(
                 ConnState::NetworkFailure,

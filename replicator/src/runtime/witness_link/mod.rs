@@ -216,6 +216,12 @@ pub async fn relay_outdate(driver: Rc<Driver>) -> i32 {
         return 1;
     };
     let peer = driver.view().peer_node.clone().unwrap_or_default();
+    if driver.status().cstate >= crate::core::ConnState::Connected {
+        // Connected again: the engine ignores a verdict now, and asking would only make the
+        // peer outdate a disk we are connected to.
+        tracing::info!(resource = %res, "fence-peer (through the witness): connected to {peer} again, not asking");
+        return 1;
+    }
     let id = link.next_id.get() + 1;
     link.next_id.set(id);
     let (answer_tx, answer) = oneshot::channel();
