@@ -234,6 +234,14 @@ impl Drop for HaNet {
     }
 }
 
+/// The failover times of the rounds whose node died as `death`.
+pub fn times_of(out: &[(Death, u128)], death: Death) -> Vec<u128> {
+    out.iter()
+        .filter(|(d, _)| *d == death)
+        .map(|(_, t)| *t)
+        .collect()
+}
+
 /// Which failover manager runs on the nodes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Manager {

@@ -22,7 +22,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use rep_tests::ha::{log_time_after, summary, Death, HaPair, Manager};
+use rep_tests::ha::{log_time_after, summary, times_of, Death, HaPair, Manager};
 
 /// The rounds measure time: one at a time keeps the figures honest.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -115,11 +115,7 @@ fn rounds_on(mut p: HaPair, deaths: &[Death]) -> Vec<(Death, u128)> {
         primary = 1 - primary;
     }
     for death in [Death::Kill, Death::Cut] {
-        let ms: Vec<u128> = out
-            .iter()
-            .filter(|(d, _)| *d == death)
-            .map(|(_, t)| *t)
-            .collect();
+        let ms = times_of(&out, death);
         if ms.is_empty() {
             continue;
         }
@@ -136,27 +132,22 @@ fn rounds_on(mut p: HaPair, deaths: &[Death]) -> Vec<(Death, u128)> {
     out
 }
 
+/// Three rounds with the Primary's processes killed, two with its cable cut.
+const KEEPALIVED_DEATHS: [Death; 5] = [
+    Death::Kill,
+    Death::Kill,
+    Death::Kill,
+    Death::Cut,
+    Death::Cut,
+];
+
 #[test]
 fn keepalived_fails_over_in_under_two_seconds() {
     let _s = serial();
-    let deaths = [
-        Death::Kill,
-        Death::Kill,
-        Death::Kill,
-        Death::Cut,
-        Death::Cut,
-    ];
+    let deaths = KEEPALIVED_DEATHS;
     let out = failover_rounds("ha-keepalived", 0, Manager::Keepalived, &deaths);
-    let kill: Vec<u128> = out
-        .iter()
-        .filter(|(d, _)| *d == Death::Kill)
-        .map(|(_, t)| *t)
-        .collect();
-    let cut: Vec<u128> = out
-        .iter()
-        .filter(|(d, _)| *d == Death::Cut)
-        .map(|(_, t)| *t)
-        .collect();
+    let kill = times_of(&out, Death::Kill);
+    let cut = times_of(&out, Death::Cut);
     let (_, med, _) = summary(&kill);
     assert!(
         med < 2000,
@@ -176,21 +167,11 @@ fn keepalived_fails_over_in_under_two_seconds() {
 #[test]
 fn keepalived_with_a_witness_fails_over_in_under_two_seconds() {
     let _s = serial();
-    let deaths = [
-        Death::Kill,
-        Death::Kill,
-        Death::Kill,
-        Death::Cut,
-        Death::Cut,
-    ];
+    let deaths = KEEPALIVED_DEATHS;
     let p = HaPair::with_witness("ha-keepalived-w", 3, Manager::Keepalived, 64, "");
     let out = rounds_on(p, &deaths);
     for death in [Death::Kill, Death::Cut] {
-        let ms: Vec<u128> = out
-            .iter()
-            .filter(|(d, _)| *d == death)
-            .map(|(_, t)| *t)
-            .collect();
+        let ms = times_of(&out, death);
         let (_, med, _) = summary(&ms);
         assert!(
             med < 2000,

@@ -22,7 +22,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use rep_tests::ha::{ha_dir, log_time_after, summary, unix_us, Death, HaPair, Manager};
+use rep_tests::ha::{ha_dir, log_time_after, summary, times_of, unix_us, Death, HaPair, Manager};
 use rep_tests::heartbeat::{self, hb_standby, late_heartbeats, settled_count, wait_settled};
 use rep_tests::nbdraw::{negotiate, RawClient};
 use rep_tests::{backing_bytes, wait_for, write_pattern, Cluster, ClusterOpts, Node};
@@ -183,11 +183,7 @@ fn heartbeat_repdisk_fails_over_and_moves_back_on_standby() {
         primary = 1 - primary;
     }
     for death in [Death::Kill, Death::Cut] {
-        let v: Vec<u128> = out
-            .iter()
-            .filter(|(d, _)| *d == death)
-            .map(|(_, t)| *t)
-            .collect();
+        let v = times_of(&out, death);
         let (min, med, max) = summary(&v);
         println!(
             "failover: Heartbeat {death:?} min_ms={min} median_ms={med} max_ms={max} rounds={} deadtime_ms={}",
@@ -205,11 +201,7 @@ fn heartbeat_repdisk_fails_over_and_moves_back_on_standby() {
     // heartbeat itself now and then takes 2-3 s to declare a node dead (its `detect_ms`, before
     // `repdisk start` runs), which is no part of rep's path (CI saw detect_ms=2591 once).
     for death in [Death::Kill, Death::Cut] {
-        let v: Vec<u128> = out
-            .iter()
-            .filter(|(d, _)| *d == death)
-            .map(|(_, t)| *t)
-            .collect();
+        let v = times_of(&out, death);
         let (_, med, max) = summary(&v);
         let limit = if death == Death::Kill { 3000 } else { 6000 };
         assert!(med < limit, "Heartbeat {death:?} failover median {med} ms");

@@ -591,6 +591,28 @@ fn explicit_connections_and_a_shared_secret_on_the_witness_links() {
             && peer(&c.nodes[2], "node-b") == "Connected";
         ok.then_some(())
     });
+    // Both control servers answer a bad line with an error and go on with the next one.
+    for n in [&c.nodes[0], &c.nodes[2]] {
+        use std::io::{BufRead, BufReader, Write};
+        let ctl = n.run_dir.join("r0.ctl");
+        let mut s = std::os::unix::net::UnixStream::connect(&ctl).expect("control socket");
+        s.write_all(b"not json\n{\"cmd\":\"status\"}\n")
+            .expect("write");
+        let mut r = BufReader::new(s);
+        let (mut first, mut second) = (String::new(), String::new());
+        r.read_line(&mut first).expect("first answer");
+        r.read_line(&mut second).expect("second answer");
+        assert!(
+            first.contains("\"result\":\"error\"") && first.contains("bad control request"),
+            "{}: {first}",
+            n.name
+        );
+        assert!(
+            second.contains("\"result\":\"ok\"") && second.contains("\"resource\":\"r0\""),
+            "{}: {second}",
+            n.name
+        );
+    }
     for n in &c.nodes {
         n.ok(&["down", "r0"]);
     }

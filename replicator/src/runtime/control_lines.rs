@@ -6,13 +6,6 @@ use tokio_uring::net::UnixStream;
 
 use crate::control::{decode_request_line, encode_line, Request, Response, CONTROL_LINE_BYTES_MAX};
 
-/// What the client sent next.
-pub(crate) enum Line {
-    Request(Request),
-    /// Not a request: the error to answer with (exit code 20); the connection goes on.
-    Bad(String),
-}
-
 /// The bytes a client sent that do not make a whole line yet.
 #[derive(Default)]
 pub(crate) struct RequestLines {
@@ -20,16 +13,26 @@ pub(crate) struct RequestLines {
 }
 
 impl RequestLines {
-    /// The next line; `None` when the client closed the connection, or after answering a line
-    /// too long to be a request (the connection then ends).
-    pub(crate) async fn next(&mut self, stream: &UnixStream) -> std::io::Result<Option<Line>> {
+    /// The next request; `None` when the client closed the connection, or after answering a
+    /// line too long to be a request (the connection then ends). A line that is not a request
+    /// is answered with the error (exit code 20) here, and reading goes on.
+    pub(crate) async fn next(&mut self, stream: &UnixStream) -> std::io::Result<Option<Request>> {
         loop {
             while let Some(nl) = self.pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.pending.drain(..=nl).collect();
                 match decode_request_line(&line[..line.len() - 1]) {
                     Ok(None) => continue,
-                    Ok(Some(req)) => return Ok(Some(Line::Request(req))),
-                    Err(message) => return Ok(Some(Line::Bad(message))),
+                    Ok(Some(req)) => return Ok(Some(req)),
+                    Err(message) => {
+                        send(
+                            stream,
+                            &Response::Error {
+                                message,
+                                exit_code: 20,
+                            },
+                        )
+                        .await?;
+                    }
                 }
             }
             if self.pending.len() > CONTROL_LINE_BYTES_MAX {

@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use tokio_uring::net::UnixStream;
 
-use super::control_lines::{send, Line, RequestLines};
+use super::control_lines::{send, RequestLines};
 use super::driver::Driver;
 use crate::control::fault::FaultCmd;
 use crate::control::{encode_line, Event, Query, Request, Response};
@@ -90,12 +90,10 @@ async fn read_data(driver: &Rc<Driver>, offset: u64, len: u32) -> Result<Vec<u8>
 
 async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
     let mut lines = RequestLines::default();
-    while let Some(line) = lines.next(&stream).await? {
-        match line {
-            Line::Request(Request::Query(Query::Events)) => {
-                return stream_events(&stream, &driver).await
-            }
-            Line::Request(Request::Query(Query::ReadData { offset, len })) => {
+    while let Some(req) = lines.next(&stream).await? {
+        match req {
+            Request::Query(Query::Events) => return stream_events(&stream, &driver).await,
+            Request::Query(Query::ReadData { offset, len }) => {
                 match read_data(&driver, offset, len).await {
                     Ok(data) => send_data(&stream, offset, len, data).await?,
                     Err(message) => {
@@ -110,7 +108,7 @@ async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
                     }
                 }
             }
-            Line::Request(req) => {
+            req => {
                 let resp = handle(&driver, req).await;
                 #[cfg(feature = "fault-injection")]
                 super::fault::cut_power_if_lost(&driver.fault, &stream, &resp);
@@ -119,16 +117,6 @@ async fn client(stream: UnixStream, driver: Rc<Driver>) -> std::io::Result<()> {
                     driver.shutdown.notify_one();
                     return Ok(());
                 }
-            }
-            Line::Bad(message) => {
-                send(
-                    &stream,
-                    &Response::Error {
-                        message,
-                        exit_code: 20,
-                    },
-                )
-                .await?
             }
         }
     }

@@ -9,7 +9,7 @@ use tokio_uring::net::UnixStream;
 use super::Witness;
 use crate::control::adjust::{Change, How, Report};
 use crate::control::{Event, Query, Request, Response};
-use crate::runtime::control_lines::{send, Line, RequestLines};
+use crate::runtime::control_lines::{send, RequestLines};
 
 pub(super) async fn serve(
     listener: std::os::unix::net::UnixListener,
@@ -95,26 +95,16 @@ fn adjust(w: &Witness, config: Option<String>, dry_run: bool) -> Response {
 
 async fn client(stream: UnixStream, w: Rc<Witness>) -> std::io::Result<()> {
     let mut lines = RequestLines::default();
-    while let Some(line) = lines.next(&stream).await? {
-        match line {
-            Line::Request(Request::Query(Query::Events)) => return events(&stream, &w).await,
-            Line::Request(req) => {
+    while let Some(req) = lines.next(&stream).await? {
+        match req {
+            Request::Query(Query::Events) => return events(&stream, &w).await,
+            req => {
                 let down = matches!(req, Request::Query(Query::Down));
                 send(&stream, &answer(&w, req)).await?;
                 if down {
                     w.shutdown.notify_one();
                     return Ok(());
                 }
-            }
-            Line::Bad(message) => {
-                send(
-                    &stream,
-                    &Response::Error {
-                        message,
-                        exit_code: 20,
-                    },
-                )
-                .await?
             }
         }
     }
