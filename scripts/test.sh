@@ -14,5 +14,6 @@ cargo clippy --workspace --all-targets "${FAULT[@]}" -- -D warnings
 cargo build --workspace --release --bins "${FAULT[@]}"
 # --no-fail-fast: one failing test binary must not hide the others' results.
 cargo test --workspace --release --no-fail-fast "${FAULT[@]}" -- --test-threads=2
-bash resources/tests/res-corpus/check.sh target/release/repadm resources/tests/res-corpus
-bash resources/tests/res-corpus/check.sh target/release/repadm resources/tests/res-corpus/v9
+REPADM_BIN="${CARGO_TARGET_DIR:-target}/release/repadm"
+bash resources/tests/res-corpus/check.sh "$REPADM_BIN" resources/tests/res-corpus
+bash resources/tests/res-corpus/check.sh "$REPADM_BIN" resources/tests/res-corpus/v9
