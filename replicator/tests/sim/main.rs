@@ -145,3 +145,20 @@ fn regression_a_late_relayed_outdate_leaves_the_only_good_copy_alone() {
     );
     assert!(r.is_ok(), "seed 447: {r:?}");
 }
+
+/// Seed 1944 of the witness io-error schedule: node-a's fence-peer, started while the data
+/// link was down, reached node-b through the witness after the link was back; node-b took it
+/// for a one-way loss, dropped the link and outdated itself, cutting a verify. Now a connected
+/// node pings its peer first and is outdated only if the link does not answer
+/// (core/fencing/fence_peer.rs cmd_peer_outdate). Failed before that (ada77ca).
+#[test]
+fn regression_an_outdate_request_older_than_the_link_is_answered_by_a_ping() {
+    let mut summary = seeded::Summary::default();
+    let r = seeded::run_seed(
+        1944,
+        Protocol::C,
+        Policy::witness(OnNoQuorum::IoError),
+        &mut summary,
+    );
+    assert!(r.is_ok(), "seed 1944: {r:?}");
+}

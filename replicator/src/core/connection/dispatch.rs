@@ -76,6 +76,7 @@ impl Engine {
                 if let Some(l) = self.peers.data_mut().link.as_mut() {
                     l.ping_sent = None;
                 }
+                self.outdate_request_answered();
             }
             Packet::Bye => {
                 self.lose_link(

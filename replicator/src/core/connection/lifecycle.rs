@@ -156,6 +156,7 @@ impl Engine {
         if fence {
             self.fence_lost_peer();
         }
+        self.outdate_request_after_loss();
     }
 
     pub(crate) fn protocol_error(&mut self, why: String) {

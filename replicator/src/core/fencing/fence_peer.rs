@@ -305,6 +305,29 @@ impl Engine {
                 peer.pdsk()
             )));
         }
+        if self.link_ready() {
+            // Connected: the request may come from a peer that lost this very link (one way
+            // only, not noticed here yet), or be older than this link (it crossed a reconnect,
+            // e.g. relayed by the witness). A peer that answers a ping on the link has not lost
+            // it: the ping decides (the answer, or the link's loss, finishes the request).
+            if self.admin.pending_outdate.is_some() {
+                return Err(Refusal::ConcurrentStateChange);
+            }
+            // A fresh ping, answered after any ping already out (acks come back in order).
+            let now = self.last_now;
+            let mut acks = 1;
+            if let Some(l) = self.peers.data_mut().link.as_mut() {
+                if l.ping_sent.is_some() {
+                    acks = 2;
+                } else {
+                    l.ping_sent = now;
+                }
+            }
+            self.admin.pending_outdate = Some((id, acks));
+            self.send(crate::wire::Packet::Ping);
+            tracing::info!(resource = %self.cfg.resource, "the peer asks to outdate our disk while our link to it is up: checking the link with a ping first");
+            return Ok(None);
+        }
         if self.peers.data().link.is_some() {
             self.lose_link(
                 ConnState::NetworkFailure,
@@ -312,6 +335,50 @@ impl Engine {
                 crate::core::connection::after::After::Reconnect,
             );
         }
+        self.outdate_for_peer(id)
+    }
+
+    /// The peer answered the ping of a waiting outdate request on the link: it has not lost
+    /// the link, so the request is older than it; not outdated.
+    pub(crate) fn outdate_request_answered(&mut self) {
+        if let Some((id, acks)) = self.admin.pending_outdate.take() {
+            if acks > 1 {
+                self.admin.pending_outdate = Some((id, acks - 1));
+                if let Some(l) = self.peers.data_mut().link.as_mut() {
+                    l.ping_sent = self.last_now;
+                }
+                return;
+            }
+            tracing::info!(resource = %self.cfg.resource, "the peer answers on our link: its outdate request predates this connection; not outdated");
+            self.emit(Output::AdminReply {
+                id,
+                result: Ok("the peer answers on the link: not outdated".into()),
+            });
+        }
+    }
+
+    /// The link went while an outdate request waited for its ping: carry it out.
+    pub(crate) fn outdate_request_after_loss(&mut self) {
+        if let Some((id, _)) = self.admin.pending_outdate.take() {
+            match self.outdate_for_peer(id) {
+                Ok(None) => {}
+                Ok(Some(msg)) => self.emit(Output::AdminReply {
+                    id,
+                    result: Ok(msg),
+                }),
+                Err(refusal) => self.emit(Output::AdminReply {
+                    id,
+                    result: Err(refusal),
+                }),
+            }
+        }
+    }
+
+    /// Outdate our disk for the peer, durably; the reply follows the superblock write.
+    fn outdate_for_peer(
+        &mut self,
+        id: crate::core::contract::io::AdminId,
+    ) -> Result<Option<String>, Refusal> {
         let disk = self.st.reported_disk();
         if disk < DiskState::Outdated || self.st.disk() <= DiskState::Failed {
             return Ok(Some(format!("disk is {disk}: nothing to outdate")));
