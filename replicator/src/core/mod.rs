@@ -32,6 +32,9 @@ mod sync;
 // The module paths drivers have imported from (`core::pace::Pace`,
 // `core::split_brain::SbView`, ...), kept.
 pub use contract::{config, failure, io, refusal, rng, split_brain};
+/// A peer's outdate answer as fence-peer's exit code: the runtime's outdater and witness relay,
+/// and the simulator.
+pub use policy::fence_code;
 /// The quorum rule, for the witness's own `status` (runtime/witness_daemon).
 #[cfg(feature = "runtime")]
 pub(crate) use policy::quorum;

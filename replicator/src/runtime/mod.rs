@@ -15,7 +15,6 @@ pub mod error;
 pub mod fault;
 #[cfg(feature = "fault-injection")]
 pub mod fault_error;
-pub mod fence_code;
 pub mod handlers;
 pub mod hasher;
 pub mod link;

@@ -98,7 +98,7 @@ pub async fn outdate_peer(driver: Rc<Driver>) -> i32 {
     };
     match tokio::time::timeout(EXCHANGE_TIMEOUT, exchange).await {
         Ok(Ok((role, disk))) => {
-            let code = super::fence_code::exit_code(role, disk);
+            let code = crate::core::fence_code::outdate_exit_code(role, disk);
             tracing::info!(resource = %res, "fence-peer (built in): the peer is {role}/{disk}: exit code {code}");
             code
         }

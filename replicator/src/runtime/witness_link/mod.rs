@@ -18,9 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::driver::Driver;
 use super::link::state::LinkSettings;
 use super::link::wire::{connect_to_peer, read_packet};
+use crate::core::fence_code::relay_exit_code;
 use crate::core::{AdminCmd, Input};
 use crate::runtime::tls::PeerStream;
-use crate::wire::codes::{disk_code, role_code};
+use crate::wire::codes::{disk_code, disk_from, role_code, role_from};
 use crate::wire::Packet;
 use rep_resources::HmacAlg;
 use state::WitnessLink;
@@ -236,20 +237,20 @@ pub async fn relay_outdate(driver: Rc<Driver>) -> i32 {
     }
     tracing::info!(resource = %res, "fence-peer: asking the witness {} to have {peer} outdated", link.name);
     match tokio::time::timeout(RELAY_TIMEOUT, answer).await {
-        Ok(Ok((false, _, _))) => {
-            tracing::warn!(resource = %res, "fence-peer: the witness has no connection to {peer} either: it has no quorum (taken as dead)");
-            5
-        }
-        Ok(Ok((true, role, disk))) => {
-            let (Some(role), Some(disk)) = (
-                crate::wire::codes::role_from(role),
-                crate::wire::codes::disk_from(disk),
-            ) else {
-                tracing::error!(resource = %res, "fence-peer: an invalid answer from the witness");
-                return 1;
-            };
-            let code = super::fence_code::exit_code(role, disk);
-            tracing::info!(resource = %res, "fence-peer (through the witness): {peer} is {role}/{disk}: exit code {code}");
+        Ok(Ok((reached, role, disk))) => {
+            let answer = role_from(role).zip(disk_from(disk));
+            let code = relay_exit_code(reached, answer);
+            match (reached, answer) {
+                (false, _) => {
+                    tracing::warn!(resource = %res, "fence-peer: the witness has no connection to {peer} either: it has no quorum (taken as dead)")
+                }
+                (true, None) => {
+                    tracing::error!(resource = %res, "fence-peer: an invalid answer from the witness")
+                }
+                (true, Some((role, disk))) => {
+                    tracing::info!(resource = %res, "fence-peer (through the witness): {peer} is {role}/{disk}: exit code {code}")
+                }
+            }
             code
         }
         Ok(Err(_)) => {

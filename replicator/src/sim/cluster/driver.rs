@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::world::{Client, ClientKind, Cluster, Ev};
-use crate::core::{ConnState, DiskOpKind, DiskState, Input, Output, PeerDiskOp, ReqId, Role};
+use crate::core::fence_code::outdate_exit_code;
+use crate::core::{ConnState, DiskOpKind, Input, Output, PeerDiskOp, ReqId};
 use crate::digest::Digests;
 use crate::sim::config::{BLOCK, SECTOR};
 use crate::sim::model::WriteId;
@@ -205,15 +206,7 @@ impl Cluster {
                 if let Some((from, from_gen, hio)) = self.fence_waits.remove(&(i, id)) {
                     // The peer carried out fence-peer's outdate request: its answer.
                     let e = &self.nodes[i].engine;
-                    let code = if e.role() == Role::Primary {
-                        6
-                    } else if e.disk() == DiskState::Outdated {
-                        4
-                    } else if e.disk() < DiskState::Outdated {
-                        3
-                    } else {
-                        1
-                    };
+                    let code = outdate_exit_code(e.role(), e.disk());
                     self.log(format!(
                         "fence-peer of node {from}: node {i} answers {code} ({result:?})"
                     ));

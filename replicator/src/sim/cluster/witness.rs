@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use super::witness_link::{End, WitnessEv};
 use super::world::{Cluster, Ev};
-use crate::core::{AdminCmd, AdminId, DiskState, Input, IoId, Role};
+use crate::core::fence_code::{outdate_exit_code, relay_exit_code};
+use crate::core::{AdminCmd, AdminId, Input, IoId};
 use crate::wire::codes::{disk_code, disk_from, role_code, role_from};
 use crate::wire::Packet;
 use crate::witness::relay::Send;
@@ -26,19 +27,6 @@ const GREETING_US: (u64, u64) = (1_000, 20_000);
 const RETRANSMIT: Duration = Duration::from_millis(50);
 
 const NAMES: [&str; 2] = ["node-a", "node-b"];
-
-/// DRBD's fence-peer exit code for the target's answer (runtime/outdater.rs `exit_code`).
-pub(super) fn exit_code(role: Role, disk: DiskState) -> i32 {
-    if role == Role::Primary {
-        6
-    } else if disk == DiskState::Outdated {
-        4
-    } else if disk < DiskState::Outdated {
-        3
-    } else {
-        1
-    }
-}
 
 impl Cluster {
     /// Cut (or heal) node `i`'s link to the witness. No-op without a witness.
@@ -340,14 +328,7 @@ impl Cluster {
                 let Some((gen, io)) = self.wit.asked.remove(&(i, id)) else {
                     return;
                 };
-                let exit = if !reached {
-                    5
-                } else {
-                    match (role_from(role), disk_from(disk)) {
-                        (Some(r), Some(d)) => exit_code(r, d),
-                        _ => 1,
-                    }
-                };
+                let exit = relay_exit_code(reached, role_from(role).zip(disk_from(disk)));
                 self.log(format!(
                     "fence-peer of node {i} through the witness: exit {exit}"
                 ));
@@ -375,7 +356,7 @@ impl Cluster {
         let (role, disk) = (e.role(), e.disk());
         self.log(format!(
             "node {i} answers the witness: {role}/{disk} ({})",
-            exit_code(role, disk)
+            outdate_exit_code(role, disk)
         ));
         let packet = Packet::RelayReply {
             id: relay_id,
