@@ -23,28 +23,12 @@ impl RequestLines {
                 match decode_request_line(&line[..line.len() - 1]) {
                     Ok(None) => continue,
                     Ok(Some(req)) => return Ok(Some(req)),
-                    Err(message) => {
-                        send(
-                            stream,
-                            &Response::Error {
-                                message,
-                                exit_code: 20,
-                            },
-                        )
-                        .await?;
-                    }
+                    Err(message) => refuse(stream, message).await?,
                 }
             }
             if self.pending.len() > CONTROL_LINE_BYTES_MAX {
                 let message = format!("control line longer than {CONTROL_LINE_BYTES_MAX} bytes");
-                send(
-                    stream,
-                    &Response::Error {
-                        message,
-                        exit_code: 20,
-                    },
-                )
-                .await?;
+                refuse(stream, message).await?;
                 return Ok(None);
             }
             let (res, buf) = stream.read(vec![0u8; 4096]).await;
@@ -55,6 +39,18 @@ impl RequestLines {
             self.pending.extend_from_slice(&buf[..n]);
         }
     }
+}
+
+/// The answer to a line that is not a request: the error, with exit code 20.
+async fn refuse(stream: &UnixStream, message: String) -> std::io::Result<()> {
+    send(
+        stream,
+        &Response::Error {
+            message,
+            exit_code: 20,
+        },
+    )
+    .await
 }
 
 /// One answer (or event) line.
