@@ -263,6 +263,50 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
 }
 
+impl Status {
+    /// This process's status as a node without a disk (the witness): Secondary and Diskless,
+    /// no peer or connection yet, and every data-path field empty (no size, backing disk, NBD
+    /// export, counters, UUIDs or resync).
+    pub fn without_disk(resource: String, node: String, minor: u32, device: String) -> Status {
+        Status {
+            version: JSON_VERSION,
+            resource,
+            node,
+            peer_node: None,
+            minor,
+            device,
+            pid: std::process::id(),
+            role: Role::Secondary,
+            peer_role: Role::Unknown,
+            cstate: ConnState::StandAlone,
+            disk: DiskState::Diskless,
+            peer_disk: DiskState::DUnknown,
+            protocol: String::new(),
+            suspended: false,
+            quorum_enabled: false,
+            quorum: true,
+            suspended_quorum: false,
+            size_bytes: 0,
+            backing_disk: "none".into(),
+            nbd_socket: String::new(),
+            nbd_uri: String::new(),
+            nbd_listen: None,
+            address: None,
+            peer_address: None,
+            open_clients: 0,
+            counters: Counters::default(),
+            oos_kib: 0,
+            verify_oos_blocks: None,
+            oos_notice: None,
+            split_brain: false,
+            uuids: [0; 4],
+            md_flags: 0,
+            sync: None,
+            peers: Vec::new(),
+        }
+    }
+}
+
 /// Build a request line (without the newline).
 pub fn encode_line<T: Serialize>(msg: &T) -> Result<String, serde_json::Error> {
     serde_json::to_string(msg)

@@ -214,44 +214,23 @@ pub fn proc_text(devices: &[Status]) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::core::{Counters, DiskState, Role};
+    use crate::core::{DiskState, Role};
 
     pub(crate) fn sample() -> Status {
         Status {
-            version: super::super::JSON_VERSION,
-            resource: "r0".into(),
-            node: "node-a".into(),
             peer_node: Some("node-b".into()),
-            minor: 0,
-            device: "/dev/drbd0".into(),
             pid: 1,
             role: Role::Primary,
-            peer_role: Role::Unknown,
             cstate: ConnState::WFConnection,
             disk: DiskState::UpToDate,
-            peer_disk: DiskState::DUnknown,
             protocol: "C".into(),
-            suspended: false,
-            quorum_enabled: false,
-            quorum: true,
-            suspended_quorum: false,
             size_bytes: 1 << 30,
             backing_disk: "/tmp/a.img".into(),
             nbd_socket: "/run/rep/r0.nbd".into(),
             nbd_uri: "nbd+unix:///r0?socket=/run/rep/r0.nbd".into(),
-            nbd_listen: None,
             address: Some("127.0.0.1:7789".into()),
             peer_address: Some("127.0.0.2:7789".into()),
-            open_clients: 0,
-            counters: Counters::default(),
-            oos_kib: 0,
-            verify_oos_blocks: None,
-            oos_notice: None,
-            split_brain: false,
-            uuids: [0; 4],
-            md_flags: 0,
-            sync: None,
-            peers: Vec::new(),
+            ..Status::without_disk("r0".into(), "node-a".into(), 0, "/dev/drbd0".into())
         }
     }
 

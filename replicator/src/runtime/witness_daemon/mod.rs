@@ -20,7 +20,7 @@ use super::start_error::StartError;
 use super::surface::status::{regenerate_proc_status, write_atomic, write_status_files};
 use crate::control::{PeerStatus, Status};
 use crate::core::quorum;
-use crate::core::{ConnState, Counters, DiskState, Role};
+use crate::core::{ConnState, DiskState, Role};
 use crate::wire::Packet;
 use crate::witness::relay::{Relay, Send};
 use rep_resources::NodeView;
@@ -105,44 +105,22 @@ impl Witness {
         self.had_quorum.set(verdict.quorum);
         let all = peers.iter().all(|p| p.cstate == ConnState::Connected);
         Status {
-            version: crate::control::JSON_VERSION,
-            resource: self.view.resource.clone(),
-            node: self.view.node.clone(),
-            peer_node: None,
-            minor: self.view.minor,
-            device: self.view.device.clone(),
-            pid: std::process::id(),
-            role: Role::Secondary,
-            peer_role: Role::Unknown,
             cstate: if all {
                 ConnState::Connected
             } else {
                 ConnState::WFConnection
             },
-            disk: DiskState::Diskless,
-            peer_disk: DiskState::DUnknown,
             protocol: self.view.net.protocol.to_string(),
-            suspended: false,
             quorum_enabled: self.view.quorum.enabled(),
             quorum: verdict.quorum,
-            suspended_quorum: false,
-            size_bytes: 0,
-            backing_disk: "none".into(),
-            nbd_socket: String::new(),
-            nbd_uri: String::new(),
-            nbd_listen: None,
             address: self.view.address.map(|a| a.to_string()),
-            peer_address: None,
-            open_clients: 0,
-            counters: Counters::default(),
-            oos_kib: 0,
-            verify_oos_blocks: None,
-            oos_notice: None,
-            split_brain: false,
-            uuids: [0; 4],
-            md_flags: 0,
-            sync: None,
             peers,
+            ..Status::without_disk(
+                self.view.resource.clone(),
+                self.view.node.clone(),
+                self.view.minor,
+                self.view.device.clone(),
+            )
         }
     }
 
