@@ -3,11 +3,13 @@
 //! It runs in the foreground; `repadm up` starts it in its own process group with output
 //! going to `$RUN/RES.log`.
 
+use std::future::Future;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use clap::Parser;
+use tokio::sync::Notify;
 
 use super::control_server;
 use super::driver::Driver;
@@ -252,7 +254,7 @@ async fn serve(
         resource = %paths.resource, node = %driver.view().node,
         "up: NBD export at {}, control at {}", paths.nbd_uri(), paths.ctl().display()
     );
-    wait_for_stop(&driver).await;
+    wait_for_stop(&driver.shutdown, signal_down(&driver)).await;
     // A normal exit does not cut the power: the fault hook's volatile cache reaches the disk.
     #[cfg(feature = "fault-injection")]
     driver.fault.write_back_on_exit();
@@ -270,25 +272,29 @@ async fn serve(
     Ok(0)
 }
 
-/// Wait for `down` (control socket) or SIGTERM/SIGINT (then try a clean down first).
-async fn wait_for_stop(driver: &Rc<Driver>) {
+/// Wait for `down` (the control socket rings `shutdown`) or SIGTERM/SIGINT; after a signal,
+/// `on_signal` runs (the data node tries a clean down first). For the data node and the witness.
+pub(super) async fn wait_for_stop(shutdown: &Notify, on_signal: impl Future<Output = ()>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) else {
-        driver.shutdown.notified().await;
+        shutdown.notified().await;
         return;
     };
-    tokio::select! {
-        _ = driver.shutdown.notified() => {}
-        _ = term.recv() => signal_down(driver).await,
-        _ = int.recv() => signal_down(driver).await,
+    let signalled = tokio::select! {
+        _ = shutdown.notified() => false,
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+    };
+    if signalled {
+        tracing::info!("signal received: going down");
+        on_signal.await;
     }
 }
 
 async fn signal_down(driver: &Rc<Driver>) {
-    tracing::info!("signal received: going down");
     let _ = driver.admin(AdminCmd::Secondary).await;
     let _ = driver.admin(AdminCmd::Detach { force: true }).await;
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
+use super::daemon::wait_for_stop;
 use super::paths::RunPaths;
 use super::start_error::StartError;
 use super::surface::status::{regenerate_proc_status, write_atomic, write_status_files};
@@ -202,7 +203,7 @@ pub fn run(
         })?;
         w.publish();
         tracing::info!(resource = %w.paths.resource, node = %w.view.node, "up as the witness (no disk, no NBD export): waiting for {}", w.view.peers.iter().map(|p| p.node.as_str()).collect::<Vec<_>>().join(" and "));
-        wait_for_stop(&w).await;
+        wait_for_stop(&w.shutdown, std::future::ready(())).await;
         let _ = std::fs::remove_file(w.paths.ctl());
         let _ = std::fs::remove_file(w.paths.pid());
         let _ = std::fs::remove_file(w.paths.status_json());
@@ -210,20 +211,4 @@ pub fn run(
         tracing::info!(resource = %w.paths.resource, "down");
         Ok(0)
     })
-}
-
-async fn wait_for_stop(w: &Rc<Witness>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        w.shutdown.notified().await;
-        return;
-    };
-    tokio::select! {
-        _ = w.shutdown.notified() => {}
-        _ = term.recv() => tracing::info!("signal received: going down"),
-        _ = int.recv() => tracing::info!("signal received: going down"),
-    }
 }
