@@ -62,7 +62,8 @@ impl Witness {
     }
 
     /// What `status` shows: this node Secondary and Diskless, every data node as its link
-    /// and its announcements say.
+    /// and its announcements say, and the quorum they give (a pure read: `publish` keeps the
+    /// answer).
     pub(crate) fn status(&self) -> Status {
         let links = self.links.borrow();
         let peers: Vec<PeerStatus> = self
@@ -103,7 +104,6 @@ impl Witness {
                 .collect(),
             had_quorum: self.had_quorum.get(),
         });
-        self.had_quorum.set(verdict.quorum);
         let all = peers.iter().all(|p| p.cstate == ConnState::Connected);
         Status {
             cstate: if all {
@@ -125,9 +125,12 @@ impl Witness {
         }
     }
 
-    /// Tell `events` listeners and the status files.
+    /// After a change of the links or of what a data node announced: the quorum it gives is
+    /// the witness's answer until now (sticky: the tiebreaker keeps quorum, it does not bring
+    /// it back), and `events` listeners and the status files are told.
     fn publish(&self) {
         let status = self.status();
+        self.had_quorum.set(status.quorum);
         self.subscribers
             .borrow_mut()
             .retain(|tx| tx.send(status.clone()).is_ok());
