@@ -3,20 +3,18 @@
 //! It runs in the foreground; `repadm up` starts it in its own process group with output
 //! going to `$RUN/RES.log`.
 
-use std::future::Future;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use clap::Parser;
-use tokio::sync::Notify;
 
 use super::control_server;
 use super::driver::Driver;
 use super::link::LinkSettings;
 use super::nbd_backend::NbdBackend;
 use super::paths::{RunPaths, CONFIG_DEFAULT, RUN_DIR_DEFAULT};
-use super::port::spawn_listener;
+use super::port::{spawn_listener, wait_for_stop};
 use super::start_error::{render, StartError};
 use super::surface::status::{regenerate_proc_status, write_atomic, write_status_files};
 use crate::core::{AdminCmd, Engine, EngineConfig};
@@ -270,28 +268,6 @@ async fn serve(
     let _ = regenerate_proc_status(&paths);
     tracing::info!(resource = %paths.resource, "down");
     Ok(0)
-}
-
-/// Wait for `down` (the control socket rings `shutdown`) or SIGTERM/SIGINT; after a signal,
-/// `on_signal` runs (the data node tries a clean down first). For the data node and the witness.
-pub(super) async fn wait_for_stop(shutdown: &Notify, on_signal: impl Future<Output = ()>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        shutdown.notified().await;
-        return;
-    };
-    let signalled = tokio::select! {
-        _ = shutdown.notified() => false,
-        _ = term.recv() => true,
-        _ = int.recv() => true,
-    };
-    if signalled {
-        tracing::info!("signal received: going down");
-        on_signal.await;
-    }
 }
 
 async fn signal_down(driver: &Rc<Driver>) {

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
-use super::daemon::wait_for_stop;
 use super::paths::RunPaths;
+use super::port::wait_for_stop;
 use super::start_error::StartError;
 use super::surface::status::{regenerate_proc_status, write_atomic, write_status_files};
 use crate::control::{PeerStatus, Status};
