@@ -21,6 +21,20 @@ impl ParseError {
     }
 }
 
+/// A place in a configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct Location {
+    pub file: String,
+    pub line: u32,
+    pub col: u32,
+}
+
+impl Location {
+    pub fn err(&self, message: impl Into<String>) -> ParseError {
+        ParseError::new(&self.file, self.line, self.col, message)
+    }
+}
+
 /// A configuration that parsed but cannot be used for what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod host;
 mod keywords;
 mod lexer;
 mod model;
@@ -17,8 +18,9 @@ mod view;
 
 use std::path::Path;
 
-pub use error::{ConfigError, ParseError};
-pub use model::{Host, Location, MetaDisk, Model, Opt, Resource, Sections, Volume};
+pub use error::{ConfigError, Location, ParseError};
+pub use host::{Host, MetaDisk, Volume};
+pub use model::{Model, Opt, Resource, Sections};
 pub use policy::{
     AfterSb0, AfterSb1, AfterSb2, DigestAlg, Fencing, HmacAlg, OnIoError, OnNoDataAccessible,
     RrConflict,

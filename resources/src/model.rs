@@ -2,12 +2,14 @@
 //! (keywords per section, value types and ranges, required host fields, duplicates).
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::error::{did_you_mean, ParseError};
+use crate::error::{did_you_mean, Location, ParseError};
+use crate::host::{address, Host, MetaDisk, Volume};
 use crate::keywords::{self, Kind};
+use crate::quorum::Quorum;
 use crate::tree::{words_text, Stmt, Word, WordKind};
 
 /// One `keyword value;` as written (value text kept verbatim, e.g. `40M`).
@@ -19,20 +21,6 @@ pub struct Opt {
     /// Where it was written, for errors found after parsing (a value rep does not implement).
     #[serde(skip)]
     pub at: Location,
-}
-
-/// A place in a configuration file.
-#[derive(Debug, Clone, Default)]
-pub struct Location {
-    pub file: String,
-    pub line: u32,
-    pub col: u32,
-}
-
-impl Location {
-    pub fn err(&self, message: impl Into<String>) -> ParseError {
-        ParseError::new(&self.file, self.line, self.col, message)
-    }
 }
 
 /// Two options are the same setting wherever they were written (a dump read back is equal).
@@ -63,68 +51,6 @@ impl Sections {
             "handlers" => &mut self.handlers,
             _ => return None,
         })
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum MetaDisk {
-    Internal,
-    /// `meta-disk PATH;` (flexible) or `meta-disk PATH [IDX];` (128 MiB slot IDX).
-    External {
-        path: std::path::PathBuf,
-        index: Option<u32>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Volume {
-    pub number: u32,
-    pub device: String,
-    pub minor: u32,
-    /// The backing device; `None` for `disk none;`, a diskless node (DRBD 9's witness).
-    pub disk: Option<String>,
-    /// `None` on a diskless volume: it has no metadata (a `meta-disk` there is ignored, as
-    /// drbdadm 9 ignores it).
-    pub meta_disk: Option<MetaDisk>,
-}
-
-impl Volume {
-    pub fn diskless(&self) -> bool {
-        self.disk.is_none()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Host {
-    /// Names of an `on` section; empty for `floating`.
-    pub names: Vec<String>,
-    pub floating: bool,
-    /// DRBD 9's `node-id N;` (0..31), `None` where not written.
-    pub node_id: Option<u32>,
-    pub address: Option<SocketAddr>,
-    pub nbd_listen: Option<SocketAddr>,
-    /// rep extension: serve Prometheus metrics at `http://ADDR:PORT/metrics`.
-    pub metrics_listen: Option<SocketAddr>,
-    /// rep extension: `busy-poll USEC;`, the I/O thread's busy-poll window (0: off).
-    pub busy_poll_us: Option<u32>,
-    pub volumes: Vec<Volume>,
-    /// rep extensions: TLS and socket groups (docs/security.md).
-    pub security: crate::security::HostSecurity,
-}
-
-impl Host {
-    /// Every volume is `disk none;`: the node holds no data (a witness).
-    pub fn diskless(&self) -> bool {
-        !self.volumes.is_empty() && self.volumes.iter().all(Volume::diskless)
-    }
-
-    /// The name connections use for it (the first of `on NAME...`, the address of `floating`).
-    pub fn label(&self) -> String {
-        match (self.names.first(), self.address) {
-            (Some(n), _) => n.clone(),
-            (None, Some(a)) => a.to_string(),
-            (None, None) => "floating".into(),
-        }
     }
 }
 
@@ -233,7 +159,7 @@ pub fn build(stmts: &[Stmt]) -> Result<Model, ParseError> {
     }
     check_unique_minors(&m, stmts)?;
     check_unique_addresses(&m, stmts)?;
-    crate::quorum::check(&m)?;
+    check_reachable_quorum(&m)?;
     Ok(m)
 }
 
@@ -862,7 +788,6 @@ fn meta_disk(f: &Stmt, vals: &[Word]) -> Result<MetaDisk, ParseError> {
     }
 }
 
-/// `[ipv4|ipv6|ssocks|sdp|sci] ADDR:PORT`, the address a literal IP (no host names, as drbdadm).
 /// The longest busy-poll window: a spinning I/O thread costs a core while it lasts.
 pub const BUSY_POLL_MAX_US: u32 = 10_000;
 /// Without `busy-poll`: long enough to cover a client's turnaround between two requests at
@@ -881,44 +806,6 @@ fn busy_poll(f: &Stmt) -> Result<u32, ParseError> {
             value.text
         ))),
     }
-}
-
-pub(crate) fn address(f: &Stmt, vals: &[Word]) -> Result<SocketAddr, ParseError> {
-    let (family, rest) = match vals.first().map(|w| w.text.as_str()) {
-        // `sci` is DRBD 8.3's name of `ssocks`.
-        Some(af @ ("ipv4" | "ipv6" | "ssocks" | "sdp" | "sci")) => (Some(af), &vals[1..]),
-        _ => (None, vals),
-    };
-    let Some(first) = rest.first() else {
-        return Err(f.err("address needs IP:PORT, e.g. address 10.0.0.1:7789;"));
-    };
-    if family == Some("ipv4") && first.text == "[" {
-        return Err(f.err_at(
-            first,
-            "'ipv4' with an IPv6 address; write `address ipv6 [ADDR]:PORT;`",
-        ));
-    }
-    let text = words_text(rest);
-    if let Ok(sa) = text.parse::<SocketAddr>() {
-        if family == Some("ipv6") && sa.is_ipv4() {
-            return Err(f.err_at(first, format!("'ipv6' with an IPv4 address '{text}'")));
-        }
-        return Ok(sa);
-    }
-    let host = text.rsplit_once(':').map_or(text.as_str(), |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.parse::<IpAddr>().is_err() {
-        return Err(f.err_at(first, format!("'{text}' is not an IP address with a port; host names are not allowed, write address IP:PORT;")));
-    }
-    if !text.contains("]:")
-        && (text.matches(':').count() == 0 || (text.contains('[') && !text.contains("]:")))
-    {
-        return Err(f.err_at(
-            first,
-            format!("':' expected: address '{text}' has no port; write {text}:7789"),
-        ));
-    }
-    Err(f.err_at(first, format!("'{text}' is not a valid IP:PORT address")))
 }
 
 /// An address:port may be used once per host, across all resources (drbdadm: "conflicting use
@@ -1010,6 +897,41 @@ fn check_unique_minors(m: &Model, stmts: &[Stmt]) -> Result<(), ParseError> {
                         Some(s) => s.err(msg),
                         None => ParseError::new("", 0, 0, msg),
                     });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A numeric `quorum` above the number of hosts can never be reached, and a numeric
+/// `quorum-minimum-redundancy` above the number of hosts with a disk can never be met: the
+/// resource could never write. drbdadm only range-checks 1..32; rep knows the host count.
+fn check_reachable_quorum(m: &Model) -> Result<(), ParseError> {
+    for r in &m.resources {
+        let voters = r.hosts.len() as u32;
+        let with_disk = r.hosts.iter().filter(|h| !h.diskless()).count() as u32;
+        // The resource's own option wins over common's (drbdadm's expand_opts).
+        let find = |name: &str| {
+            r.sections
+                .options
+                .iter()
+                .rev()
+                .find(|o| o.name == name)
+                .or_else(|| m.common.options.iter().find(|o| o.name == name))
+        };
+        for (name, limit, what) in [
+            ("quorum", voters, "hosts"),
+            ("quorum-minimum-redundancy", with_disk, "hosts with a disk"),
+        ] {
+            let Some(opt) = find(name) else { continue };
+            let value = opt.value.as_deref().and_then(Quorum::parse);
+            if let Some(Quorum::Nodes(n)) = value {
+                if n > limit {
+                    return Err(opt.at.err(format!(
+                        "{name} {n} can never be reached in resource {}: it has {limit} {what}; use majority, all or a number up to {limit}",
+                        r.name
+                    )));
                 }
             }
         }

@@ -1,6 +1,6 @@
 //! DRBD 9's quorum options (`options { quorum …; on-no-quorum …; quorum-minimum-redundancy …; }`)
-//! as typed values. Parsed and validated; the engine does not enforce them yet (docs/quorum.md),
-//! so `repadm up` refuses a resource that turns quorum on rather than run it without.
+//! as typed values. The keyword table (keywords.rs) checks their syntax, the model
+//! (`model::check_reachable_quorum`) that a number of nodes can be reached.
 
 use serde::Serialize;
 
@@ -108,39 +108,4 @@ impl QuorumConf {
     pub fn enabled(&self) -> bool {
         self.quorum != Quorum::Off || self.minimum_redundancy != Quorum::Off
     }
-}
-
-/// A numeric `quorum` above the number of hosts can never be reached, and a numeric
-/// `quorum-minimum-redundancy` above the number of hosts with a disk can never be met: the
-/// resource could never write. drbdadm only range-checks 1..32; rep knows the host count.
-pub(crate) fn check(m: &crate::model::Model) -> Result<(), crate::ParseError> {
-    for r in &m.resources {
-        let voters = r.hosts.len() as u32;
-        let with_disk = r.hosts.iter().filter(|h| !h.diskless()).count() as u32;
-        // The resource's own option wins over common's (drbdadm's expand_opts).
-        let find = |name: &str| {
-            r.sections
-                .options
-                .iter()
-                .rev()
-                .find(|o| o.name == name)
-                .or_else(|| m.common.options.iter().find(|o| o.name == name))
-        };
-        for (name, limit, what) in [
-            ("quorum", voters, "hosts"),
-            ("quorum-minimum-redundancy", with_disk, "hosts with a disk"),
-        ] {
-            let Some(opt) = find(name) else { continue };
-            let value = opt.value.as_deref().and_then(Quorum::parse);
-            if let Some(Quorum::Nodes(n)) = value {
-                if n > limit {
-                    return Err(opt.at.err(format!(
-                        "{name} {n} can never be reached in resource {}: it has {limit} {what}; use majority, all or a number up to {limit}",
-                        r.name
-                    )));
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use crate::error::{did_you_mean, ParseError};
-use crate::model::{Host, Location};
+use crate::error::{did_you_mean, Location, ParseError};
+use crate::host::{address, Host};
 use crate::tree::{words_text, Stmt, Word, WordKind};
 
 /// Node ids run 0..31 (DRBD_NODE_ID_MAX is 32 nodes; drbdadm's range check lets 32 through,
@@ -132,7 +132,7 @@ fn host_line(f: &Stmt) -> Result<HostLine<'_>, ParseError> {
     };
     let own = match &f.words[2..] {
         [] => Own::None,
-        [k, rest @ ..] if k.text == "address" => Own::Address(crate::model::address(f, rest)?),
+        [k, rest @ ..] if k.text == "address" => Own::Address(address(f, rest)?),
         [k, p] if k.text == "port" => {
             let port = (p.text.bytes().all(|b| b.is_ascii_digit()))
                 .then(|| p.text.parse::<u16>().ok())

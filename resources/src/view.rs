@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
+use crate::host::{Host, MetaDisk};
 use crate::keywords::{parse_number, Unit};
-use crate::model::{Host, MetaDisk, Model, Opt, Resource};
+use crate::model::{Model, Opt, Resource};
 use crate::policy::{
     AfterSb0, AfterSb1, AfterSb2, DigestAlg, Fencing, HmacAlg, OnIoError, OnNoDataAccessible,
     RrConflict,
