@@ -13,6 +13,16 @@ use std::time::{Duration, Instant};
 /// and polling between inputs would only turn idle time into CPU time.
 const BUSY_INPUTS: u32 = 16;
 
+/// Inputs delivered within one turn of the runtime (between two polls of the polling task) from
+/// which the load counts as heavy: a burst means whoever sends to us keeps more than two
+/// requests in flight, which a Secondary cannot see in its own counts (it acknowledges each
+/// write inline, so its unacknowledged writes stay at one while the Primary runs QD32).
+const BURST_INPUTS: u32 = 3;
+
+/// How long one burst keeps the window closed, in windows: the load that produced it does not
+/// end at the next input.
+const HEAVY_HOLD_WINDOWS: u32 = 50;
+
 pub struct BusyPoll {
     window: Duration,
     last: Cell<Instant>,
@@ -22,6 +32,10 @@ pub struct BusyPoll {
     counted: Cell<u32>,
     previous: Cell<u32>,
     counting_since: Cell<Instant>,
+    /// Inputs since the polling task last ran (one runtime turn while it spins).
+    unseen: Cell<u32>,
+    /// No polling before this: a burst was seen (`BURST_INPUTS`).
+    heavy_until: Cell<Instant>,
 }
 
 impl BusyPoll {
@@ -34,6 +48,8 @@ impl BusyPoll {
             counted: Cell::new(0),
             previous: Cell::new(0),
             counting_since: Cell::new(Instant::now()),
+            unseen: Cell::new(0),
+            heavy_until: Cell::new(Instant::now()),
         })
     }
 
@@ -46,6 +62,11 @@ impl BusyPoll {
             self.counting_since.set(now);
         }
         self.counted.set(self.counted.get() + 1);
+        // Held closed after a burst: no wake-up of the polling task per input either.
+        if now < self.heavy_until.get() {
+            return;
+        }
+        self.unseen.set(self.unseen.get() + 1);
         if !self.spinning.get() {
             self.wake.notify_one();
         }
@@ -55,11 +76,17 @@ impl BusyPoll {
     /// turn polls the ring and the sockets without blocking) until the window has passed
     /// without one, or the load is no longer light (`light`: with many requests in flight the
     /// next completion comes soon anyway, and spinning between them would only cost CPU).
+    ///
+    /// A burst (`BURST_INPUTS` inputs in one turn: a socket read that held several requests or
+    /// frames) closes the window for `HEAVY_HOLD_WINDOWS` windows. Without it a Secondary
+    /// under a QD32 load spun between the Primary's bursts, and on two cores that took the CPU
+    /// the Primary and the client needed (README, issue 20: 20 % more CPU per replicated write).
     pub async fn run(self: Rc<Self>, light: impl Fn() -> bool) {
         loop {
             self.wake.notified().await;
             self.spinning.set(true);
-            while self.last.get().elapsed() < self.window
+            while !self.saw_burst()
+                && self.last.get().elapsed() < self.window
                 && self.previous.get() < BUSY_INPUTS
                 && light()
             {
@@ -67,5 +94,47 @@ impl BusyPoll {
             }
             self.spinning.set(false);
         }
+    }
+
+    /// Whether the inputs since the last look came as a burst, or one did lately.
+    fn saw_burst(&self) -> bool {
+        let now = Instant::now();
+        if self.unseen.replace(0) >= BURST_INPUTS {
+            self.heavy_until.set(now + self.window * HEAVY_HOLD_WINDOWS);
+        }
+        now < self.heavy_until.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_inputs_keep_the_window_open() {
+        let b = BusyPoll::new(Duration::from_millis(100));
+        for _ in 0..10 {
+            b.touch();
+            assert!(!b.saw_burst(), "one input per turn is a QD1 load");
+        }
+        b.touch();
+        b.touch();
+        assert!(!b.saw_burst(), "two per turn is still light (QD2)");
+    }
+
+    #[test]
+    fn a_burst_closes_the_window_for_a_while() {
+        let b = BusyPoll::new(Duration::from_millis(100));
+        b.touch();
+        b.touch();
+        b.touch();
+        assert!(
+            b.saw_burst(),
+            "three inputs in one turn: the sender keeps more in flight"
+        );
+        // Held: later single inputs do not reopen it before the hold ends.
+        b.touch();
+        assert!(b.saw_burst());
+        assert_eq!(b.unseen.get(), 0, "inputs during the hold are not counted");
     }
 }
