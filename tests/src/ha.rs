@@ -4,10 +4,10 @@
 //!
 //! Topology (all created by the test, deleted on drop, names unique per process and `k`):
 //! ```text
-//!   ns node-a: eth0 10.T.P.1 ──┐
-//!                              ├── br0 in ns client: 10.T.P.3  (T = 231 + k, P = pid % 250)
-//!   ns node-b: eth0 10.T.P.2 ──┘
-//!   floating address (VIP) 10.T.P.100, NBD over TCP on VIP:port (nbd-listen)
+//!   ns node-a: eth0 10.231.K.1 ──┐
+//!                                ├── br0 in ns client: 10.231.K.3   (crate::lan::Lan)
+//!   ns node-b: eth0 10.231.K.2 ──┘
+//!   floating address (VIP) 10.231.K.100, NBD over TCP on VIP:port (nbd-listen)
 //! ```
 //! The addresses exist only inside the namespaces: every client (the NBD probe, qemu-storage-
 //! daemon) runs in the client namespace, never in the host's. The nodes' interfaces are named
@@ -21,9 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::{
-    bin, free_port, require_root, require_tool, run, wait_for, Cluster, ClusterOpts, Node,
-};
+use crate::lan::{ip, Lan};
+use crate::{bin, free_port, require_tool, run, wait_for, Cluster, ClusterOpts, Node};
 
 /// The repository's `ha/` directory (scripts and example configurations).
 pub fn ha_dir() -> PathBuf {
@@ -31,46 +30,6 @@ pub fn ha_dir() -> PathBuf {
         .parent()
         .expect("workspace root")
         .join("ha")
-}
-
-/// `ip ARGS` (iproute2), whatever its exit status.
-pub fn ip(args: &[&str]) -> Output {
-    run(Command::new("ip").args(args))
-}
-
-/// `ip ARGS`, which must succeed.
-pub fn ip_ok(args: &[&str]) {
-    let out = ip(args);
-    assert!(
-        out.status.success(),
-        "ip {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Kill whatever still runs in the network namespaces `ns` (continuing stopped processes
-/// first, so that they die), then delete them.
-pub fn delete_namespaces(ns: &[String]) {
-    for ns in ns {
-        let pids = ip(&["netns", "pids", ns]);
-        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-            let _ = run(Command::new("kill").args(["-CONT", pid]));
-            let _ = run(Command::new("kill").args(["-9", pid]));
-        }
-        let _ = ip(&["netns", "del", ns]);
-    }
-}
-
-/// `iptables -w ARGS` inside namespace `ns`, which must succeed.
-pub fn iptables_in(ns: &str, args: &[&str]) {
-    let out = run(Command::new("ip")
-        .args(["netns", "exec", ns, "iptables", "-w"])
-        .args(args));
-    assert!(
-        out.status.success(),
-        "iptables {args:?} in {ns} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Microseconds since the Unix epoch: the clock the notify script's log lines (`date +%s.%N`)
@@ -81,88 +40,28 @@ pub fn unix_us() -> u128 {
         .map_or(0, |d| d.as_micros())
 }
 
-/// Three namespaces and a bridge (see the module header).
+/// Three namespaces and a bridge (see the module header): a `Lan` whose switch namespace is the
+/// client, plus the floating address and the sysctls failover needs.
 pub struct HaNet {
-    /// node-a, node-b, client.
-    pub ns: [String; 3],
-    /// The bridge ports (in the client namespace) of node-a and node-b.
-    port: [String; 2],
-    /// node-a, node-b, client.
-    pub ip: [String; 3],
+    lan: Lan,
     pub vip: String,
+}
+
+/// Namespaces, addresses, `exec`, `set_port` and the cuts are the `Lan`'s.
+impl std::ops::Deref for HaNet {
+    type Target = Lan;
+    fn deref(&self) -> &Lan {
+        &self.lan
+    }
 }
 
 impl HaNet {
     pub fn new(k: u8) -> HaNet {
-        require_root("network namespaces need root");
-        require_tool("ip", "iproute2");
-        require_tool("ss", "iproute2");
-        let pid = std::process::id();
-        let (t, p) = (231 + u32::from(k), pid % 250);
-        let net = HaNet {
-            ns: [
-                format!("rep-ha-{pid}-{k}-a"),
-                format!("rep-ha-{pid}-{k}-b"),
-                format!("rep-ha-{pid}-{k}-c"),
-            ],
-            port: [format!("rh{k}a{pid}"), format!("rh{k}b{pid}")],
-            ip: [
-                format!("10.{t}.{p}.1"),
-                format!("10.{t}.{p}.2"),
-                format!("10.{t}.{p}.3"),
-            ],
-            vip: format!("10.{t}.{p}.100"),
-        };
-        net.remove();
-        for ns in &net.ns {
-            ip_ok(&["netns", "add", ns]);
-            ip_ok(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        let c = &net.ns[2];
-        ip_ok(&["-n", c, "link", "add", "br0", "type", "bridge"]);
-        ip_ok(&[
-            "-n",
-            c,
-            "addr",
-            "add",
-            &format!("{}/24", net.ip[2]),
-            "dev",
-            "br0",
-        ]);
-        ip_ok(&["-n", c, "link", "set", "br0", "up"]);
-        for side in 0..2 {
-            let (ns, port) = (&net.ns[side], &net.port[side]);
-            let tmp = format!("{port}n");
-            ip_ok(&["link", "add", &tmp, "type", "veth", "peer", "name", port]);
-            ip_ok(&["link", "set", &tmp, "netns", ns]);
-            ip_ok(&["-n", ns, "link", "set", &tmp, "name", "eth0"]);
-            ip_ok(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{}/24", net.ip[side]),
-                "dev",
-                "eth0",
-            ]);
-            ip_ok(&["-n", ns, "link", "set", "eth0", "up"]);
-            ip_ok(&["link", "set", port, "netns", c]);
-            ip_ok(&["-n", c, "link", "set", port, "master", "br0"]);
-            ip_ok(&["-n", c, "link", "set", port, "up"]);
+        let lan = Lan::with_switch_host(231, k, &["a", "b"], "c");
+        let vip = format!("10.231.{k}.100");
+        for ns in &lan.ns[..2] {
             // repd listens for NBD on the floating address before it holds it (nbd-listen).
-            let out = run(Command::new("ip").args([
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-q",
-                "-w",
-                "net.ipv4.ip_nonlocal_bind=1",
-            ]));
-            assert!(
-                out.status.success(),
-                "sysctl ip_nonlocal_bind in {ns} failed"
-            );
+            sysctl(ns, "net.ipv4.ip_nonlocal_bind", "1");
         }
         // A client must notice a Primary that died without a FIN (power off; or its address
         // removed before the kernel sent one) while it waits for replies: TCP keepalive, whose
@@ -172,40 +71,9 @@ impl HaNet {
             ("net.ipv4.tcp_keepalive_intvl", "1"),
             ("net.ipv4.tcp_keepalive_probes", "3"),
         ] {
-            let out = run(Command::new("ip").args([
-                "netns",
-                "exec",
-                c,
-                "sysctl",
-                "-q",
-                "-w",
-                &format!("{key}={val}"),
-            ]));
-            assert!(out.status.success(), "sysctl {key} in {c} failed");
+            sysctl(&lan.ns[2], key, val);
         }
-        net
-    }
-
-    /// Kill whatever still runs in the namespaces, then delete them (and the veth pairs).
-    fn remove(&self) {
-        delete_namespaces(&self.ns);
-        for port in &self.port {
-            let _ = ip(&["link", "del", &format!("{port}n")]);
-            let _ = ip(&["link", "del", port]);
-        }
-    }
-
-    /// `ip netns exec NS PROGRAM` for namespace `side` (0 node-a, 1 node-b, 2 client).
-    pub fn exec(&self, side: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns[side]]).arg(program);
-        c
-    }
-
-    /// Unplug (or plug back) node `side`'s cable at the bridge.
-    pub fn set_port(&self, side: usize, up: bool) {
-        let state = if up { "up" } else { "down" };
-        ip_ok(&["-n", &self.ns[2], "link", "set", &self.port[side], state]);
+        HaNet { lan, vip }
     }
 
     /// Remove the floating address from node `side` (a dead node no longer answers for it;
@@ -228,10 +96,18 @@ impl HaNet {
     }
 }
 
-impl Drop for HaNet {
-    fn drop(&mut self) {
-        self.remove();
-    }
+/// `sysctl -w KEY=VAL` inside namespace `ns`, which must succeed.
+fn sysctl(ns: &str, key: &str, val: &str) {
+    let out = run(Command::new("ip").args([
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-q",
+        "-w",
+        &format!("{key}={val}"),
+    ]));
+    assert!(out.status.success(), "sysctl {key} in {ns} failed");
 }
 
 /// The failover times of the rounds whose node died as `death`.

@@ -4,39 +4,100 @@
 //! iptables rules inside the hosts' namespaces, so it touches nothing else on the machine.
 //! Everything is deleted on drop, with whatever still runs inside.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
-use crate::ha::{delete_namespaces, ip_ok, iptables_in};
 use crate::{require_root, require_tool, run};
+
+/// `ip ARGS` (iproute2), whatever its exit status.
+pub fn ip(args: &[&str]) -> Output {
+    run(Command::new("ip").args(args))
+}
+
+/// `ip ARGS`, which must succeed.
+pub fn ip_ok(args: &[&str]) {
+    let out = ip(args);
+    assert!(
+        out.status.success(),
+        "ip {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Kill whatever still runs in the network namespaces `ns` (continuing stopped processes
+/// first, so that they die), then delete them.
+pub fn delete_namespaces(ns: &[String]) {
+    for ns in ns {
+        let pids = ip(&["netns", "pids", ns]);
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let _ = run(Command::new("kill").args(["-CONT", pid]));
+            let _ = run(Command::new("kill").args(["-9", pid]));
+        }
+        let _ = ip(&["netns", "del", ns]);
+    }
+}
+
+/// `iptables -w ARGS` inside namespace `ns`, which must succeed.
+pub fn iptables_in(ns: &str, args: &[&str]) {
+    let out = run(Command::new("ip")
+        .args(["netns", "exec", ns, "iptables", "-w"])
+        .args(args));
+    assert!(
+        out.status.success(),
+        "iptables {args:?} in {ns} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 pub struct Lan {
     /// The hosts' namespaces, then the switch's.
     pub ns: Vec<String>,
-    /// The hosts' addresses.
+    /// The hosts' addresses, then the switch's when it is a host too (`with_switch_host`).
     pub ip: Vec<String>,
+    /// The switch's end of each host's cable.
+    ports: Vec<String>,
 }
 
 impl Lan {
     /// `hosts` namespaces named `rp-HOST-PID-K`, on subnet 10.`subnet`.`k`.0/24.
     pub fn new(subnet: u8, k: u8, hosts: &[&str]) -> Lan {
+        Lan::build(subnet, k, hosts, None)
+    }
+
+    /// The same, and the switch's namespace is a host too, named `switch`, with the next
+    /// address on its bridge (a client that sees every host: the failover tests' client).
+    pub fn with_switch_host(subnet: u8, k: u8, hosts: &[&str], switch: &str) -> Lan {
+        Lan::build(subnet, k, hosts, Some(switch))
+    }
+
+    fn build(subnet: u8, k: u8, hosts: &[&str], switch: Option<&str>) -> Lan {
         require_root("network namespaces need root");
         require_tool("ip", "iproute2");
         require_tool("iptables", "iptables");
         require_tool("ss", "iproute2");
         let pid = std::process::id();
         let mut ns: Vec<String> = hosts.iter().map(|h| format!("rp-{h}-{pid}-{k}")).collect();
-        ns.push(format!("rp-sw-{pid}-{k}"));
-        let ip = (1..=hosts.len())
+        ns.push(format!("rp-{}-{pid}-{k}", switch.unwrap_or("sw")));
+        let addresses = hosts.len() + usize::from(switch.is_some());
+        let ip = (1..=addresses)
             .map(|i| format!("10.{subnet}.{k}.{i}"))
             .collect();
-        let lan = Lan { ns, ip };
+        let mut lan = Lan {
+            ns,
+            ip,
+            ports: Vec::new(),
+        };
         delete_namespaces(&lan.ns);
         for ns in &lan.ns {
             ip_ok(&["netns", "add", ns]);
             ip_ok(&["-n", ns, "link", "set", "lo", "up"]);
         }
-        let sw = &lan.ns[hosts.len()];
+        let sw = lan.ns[hosts.len()].clone();
+        let sw = sw.as_str();
         ip_ok(&["-n", sw, "link", "add", "br0", "type", "bridge"]);
+        if switch.is_some() {
+            let addr = format!("{}/24", lan.ip[hosts.len()]);
+            ip_ok(&["-n", sw, "addr", "add", &addr, "dev", "br0"]);
+        }
         ip_ok(&["-n", sw, "link", "set", "br0", "up"]);
         for side in 0..hosts.len() {
             let (host, port) = (
@@ -54,8 +115,16 @@ impl Lan {
             ip_ok(&["-n", ns, "link", "set", "eth0", "up"]);
             ip_ok(&["-n", sw, "link", "set", &port, "master", "br0"]);
             ip_ok(&["-n", sw, "link", "set", &port, "up"]);
+            lan.ports.push(port);
         }
         lan
+    }
+
+    /// Unplug (or plug back) host `side`'s cable at the switch.
+    pub fn set_port(&self, side: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        let sw = &self.ns[self.ports.len()];
+        ip_ok(&["-n", sw, "link", "set", &self.ports[side], state]);
     }
 
     /// `ip netns exec NS PROGRAM` for host `side`.

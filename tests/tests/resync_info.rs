@@ -293,11 +293,11 @@ impl SlowLoopback {
         rep_tests::require_root("a network namespace with tc needs root");
         rep_tests::require_tool("tc", "iproute2");
         let ns = format!("rep-{test}-{}", std::process::id());
-        let _ = rep_tests::ha::ip(&["netns", "del", &ns]);
-        rep_tests::ha::ip_ok(&["netns", "add", &ns]);
+        let _ = rep_tests::lan::ip(&["netns", "del", &ns]);
+        rep_tests::lan::ip_ok(&["netns", "add", &ns]);
         // Frames no larger than the token bucket's burst (lo's 64 KiB MTU would exceed it).
-        rep_tests::ha::ip_ok(&["-n", &ns, "link", "set", "lo", "mtu", "1500"]);
-        rep_tests::ha::ip_ok(&["-n", &ns, "link", "set", "lo", "up"]);
+        rep_tests::lan::ip_ok(&["-n", &ns, "link", "set", "lo", "mtu", "1500"]);
+        rep_tests::lan::ip_ok(&["-n", &ns, "link", "set", "lo", "up"]);
         SlowLoopback { ns }
     }
 
@@ -312,7 +312,7 @@ impl SlowLoopback {
         } else {
             args.extend(["del", "dev", "lo", "root"]);
         }
-        rep_tests::ha::ip_ok(&args);
+        rep_tests::lan::ip_ok(&args);
     }
 
     fn runner(&self) -> std::process::Command {
@@ -329,7 +329,7 @@ impl SlowLoopback {
 
 impl Drop for SlowLoopback {
     fn drop(&mut self) {
-        let _ = rep_tests::ha::ip(&["netns", "del", &self.ns]);
+        let _ = rep_tests::lan::ip(&["netns", "del", &self.ns]);
     }
 }
 
