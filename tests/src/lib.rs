@@ -217,6 +217,30 @@ impl Node {
         );
     }
 
+    /// Connected, UpToDate/UpToDate within `secs`.
+    pub fn wait_uptodate(&self, secs: u64) {
+        self.wait_state("Connected", "UpToDate", "UpToDate", secs);
+    }
+
+    /// One of the status's `counters` (`nr_kib`, `dw_kib`, …).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.status_json()["counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name} in {}'s status", self.name))
+    }
+
+    /// Run `verify` to its end (back to Connected within `secs`) and return the blocks it
+    /// found out of sync.
+    pub fn verify_found(&self, secs: u64) -> u64 {
+        self.ok(&["verify", &self.resource]);
+        wait_for(Duration::from_secs(secs), "verify to finish", || {
+            (self.status_json()["cstate"] == "Connected").then_some(())
+        });
+        self.status_json()["verify_oos_blocks"]
+            .as_u64()
+            .expect("verify result in status")
+    }
+
     pub fn nbd_socket(&self) -> PathBuf {
         self.run_dir.join(format!("{}.nbd", self.resource))
     }

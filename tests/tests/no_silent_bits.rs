@@ -35,28 +35,8 @@ fn synced_pair(test: &str) -> Cluster {
     c
 }
 
-fn wait_uptodate(n: &Node, secs: u64) {
-    n.wait_state("Connected", "UpToDate", "UpToDate", secs);
-}
-
 fn oos_kib(n: &Node) -> u64 {
     n.status_json()["oos_kib"].as_u64().expect("oos_kib")
-}
-
-fn nr_kib(n: &Node) -> u64 {
-    n.status_json()["counters"]["nr_kib"]
-        .as_u64()
-        .expect("nr_kib counter")
-}
-
-fn verify_found(n: &Node) -> u64 {
-    n.ok(&["verify", "r0"]);
-    wait_for(Duration::from_secs(60), "verify to finish", || {
-        (n.status_json()["cstate"] == "Connected").then_some(())
-    });
-    n.status_json()["verify_oos_blocks"]
-        .as_u64()
-        .expect("verify result in status")
 }
 
 /// Bring both down and compare the backing files over the usable size.
@@ -96,7 +76,7 @@ fn invalidate_and_invalidate_remote_need_a_connection() {
     b.ok(&["disconnect", "r0"]);
     assert_needs_connection(b, "invalidate-remote", "StandAlone Secondary");
     b.ok(&["connect", "r0"]);
-    wait_uptodate(b, 20);
+    b.wait_uptodate(20);
     // node-a StandAlone, node-b waiting for it (WFConnection).
     a.ok(&["disconnect", "r0"]);
     wait_for(
@@ -107,31 +87,31 @@ fn invalidate_and_invalidate_remote_need_a_connection() {
     assert_needs_connection(b, "invalidate", "WFConnection Secondary");
     assert_needs_connection(b, "invalidate-remote", "WFConnection Secondary");
     // A StandAlone Primary may invalidate its peer (DRBD: the full sync follows on connect).
-    let nr_before = nr_kib(b);
+    let nr_before = b.counter("nr_kib");
     a.ok(&["invalidate-remote", "r0"]);
     a.ok(&["connect", "r0"]);
-    wait_uptodate(b, 60);
-    wait_uptodate(a, 10);
+    b.wait_uptodate(60);
+    a.wait_uptodate(10);
     let usable = a.status_json()["size_bytes"].as_u64().expect("size");
-    let moved = (nr_kib(b) - nr_before) * 1024;
+    let moved = (b.counter("nr_kib") - nr_before) * 1024;
     assert!(
         moved >= usable - 4096,
         "invalidate-remote of a StandAlone Primary moved only {moved} of {usable} bytes"
     );
     // Connected, both commands still start their full sync at once.
-    let nr_before = nr_kib(b);
+    let nr_before = b.counter("nr_kib");
     a.ok(&["invalidate-remote", "r0"]);
     wait_for(Duration::from_secs(20), "the full sync to node-b", || {
-        (nr_kib(b) >= nr_before + (usable >> 10) - 4).then_some(())
+        (b.counter("nr_kib") >= nr_before + (usable >> 10) - 4).then_some(())
     });
-    wait_uptodate(b, 60);
-    let nr_before = nr_kib(b);
+    b.wait_uptodate(60);
+    let nr_before = b.counter("nr_kib");
     b.ok(&["invalidate", "r0"]);
     wait_for(Duration::from_secs(20), "the full sync from node-a", || {
-        (nr_kib(b) >= nr_before + (usable >> 10) - 4).then_some(())
+        (b.counter("nr_kib") >= nr_before + (usable >> 10) - 4).then_some(())
     });
-    wait_uptodate(b, 60);
-    assert_eq!(verify_found(a), 0);
+    b.wait_uptodate(60);
+    assert_eq!(a.verify_found(60), 0);
     for n in [a, b] {
         assert_eq!(oos_kib(n), 0, "{} has bits left", n.name);
     }
@@ -155,8 +135,8 @@ fn equal_generations_with_bits_are_reported_and_invalidate_settles_them() {
     // Unclean stop of a Secondary: no new generation anywhere, hot AL extents marked on attach.
     a.kill9();
     a.ok(&["up", "r0"]);
-    wait_uptodate(a, 30);
-    wait_uptodate(b, 10);
+    a.wait_uptodate(30);
+    b.wait_uptodate(10);
     // Let any resync the handshake might start show itself.
     std::thread::sleep(Duration::from_secs(1));
     let (sa, sb) = (a.status_json(), b.status_json());
@@ -205,6 +185,6 @@ fn equal_generations_with_bits_are_reported_and_invalidate_settles_them() {
             n.name
         );
     }
-    assert_eq!(verify_found(b), 0);
+    assert_eq!(b.verify_found(60), 0);
     down_and_compare(&c);
 }

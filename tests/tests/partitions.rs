@@ -129,12 +129,6 @@ fn cstate(n: &Node) -> String {
     status(n)["cstate"].as_str().unwrap_or("").to_owned()
 }
 
-fn nr_kib(n: &Node) -> u64 {
-    n.status_json()["counters"]["nr_kib"]
-        .as_u64()
-        .expect("nr_kib")
-}
-
 /// Milliseconds from `t0` until each node has left Connected (None: not within `limit`).
 fn detect(nodes: &[&Node], t0: Instant, limit: Duration) -> Vec<Option<u128>> {
     let mut seen: Vec<Option<u128>> = vec![None; nodes.len()];
@@ -280,7 +274,7 @@ fn heal_and_check(p: &Pair, kind: &str, dirtied: u64, nr_before: u64) {
     p.net.heal(0);
     p.net.heal(1);
     p.wait_healthy(&format!("{kind}: reconnect and resync"), 60);
-    let resynced = (nr_kib(p.b()) - nr_before) * 1024;
+    let resynced = (p.b().counter("nr_kib") - nr_before) * 1024;
     println!(
         "{kind}: healed in {} ms, dirtied {dirtied} bytes, node-b received {resynced} bytes",
         t.elapsed().as_millis()
@@ -328,7 +322,7 @@ fn silent_drop_is_noticed_within_ping_int_plus_ping_timeout_and_resyncs_only_the
     );
     assert_eq!(status(a)["role"], "Primary");
 
-    let nr_before = nr_kib(b);
+    let nr_before = b.counter("nr_kib");
     heal_and_check(&p, "silent-drop", dirtied, nr_before);
 }
 
@@ -372,7 +366,7 @@ fn reset_connections_are_noticed_at_once() {
         "node-a waited for a ping timeout instead of seeing the reset"
     );
 
-    let nr_before = nr_kib(b);
+    let nr_before = b.counter("nr_kib");
     let dirtied = dirty_while_apart(&p, 16, 0xd2);
     heal_and_check(&p, "reset", dirtied, nr_before);
 }
@@ -396,7 +390,7 @@ fn one_way_loss_is_noticed_by_both_and_never_hangs_client_writes() {
         "one-way loss noticed after {worst} ms"
     );
     load.wait_progress(200, "client writes to go on without the peer");
-    let nr_before = nr_kib(b);
+    let nr_before = b.counter("nr_kib");
     let report = load.finish();
     println!(
         "one-way: {} writes, slowest {} ms",
@@ -468,7 +462,7 @@ fn a_stalled_secondary_survives_a_short_stall_and_is_expelled_after_a_long_one()
     );
 
     // Long: beyond both windows. The Primary expels the peer and carries on.
-    let nr_before = nr_kib(b);
+    let nr_before = b.counter("nr_kib");
     let stopped = Stopped::stop(pid_b);
     let t0 = Instant::now();
     let times = detect(&[a], t0, Duration::from_secs(10));

@@ -19,24 +19,6 @@ fn status(n: &Node) -> serde_json::Value {
     n.status_json()
 }
 
-fn wait_uptodate(n: &Node, secs: u64) {
-    wait_for(
-        Duration::from_secs(secs),
-        &format!("{} Connected UpToDate/UpToDate", n.name),
-        || {
-            let s = status(n);
-            (s["cstate"] == "Connected" && s["disk"] == "UpToDate" && s["peer_disk"] == "UpToDate")
-                .then_some(())
-        },
-    );
-}
-
-fn nr_kib(n: &Node) -> u64 {
-    status(n)["counters"]["nr_kib"]
-        .as_u64()
-        .expect("nr_kib counter")
-}
-
 #[test]
 fn one_percent_dirty_resyncs_only_the_dirty_blocks_then_invalidate_resyncs_everything() {
     require_tool("qemu-io", "qemu-utils");
@@ -98,12 +80,12 @@ fn one_percent_dirty_resyncs_only_the_dirty_blocks_then_invalidate_resyncs_every
         "every dirtied block is in the bitmap"
     );
 
-    let before = nr_kib(b);
+    let before = b.counter("nr_kib");
     let t0 = Instant::now();
     b.ok(&["connect", "r0"]);
-    wait_uptodate(b, 120);
+    b.wait_uptodate(120);
     let took = t0.elapsed();
-    let resynced = (nr_kib(b) - before) * 1024;
+    let resynced = (b.counter("nr_kib") - before) * 1024;
     eprintln!(
         "incremental resync: dirtied {dirtied} bytes ({want} blocks), resynced {resynced} bytes ({:.3}x) in {:.2} s",
         resynced as f64 / dirtied as f64,
@@ -119,15 +101,15 @@ fn one_percent_dirty_resyncs_only_the_dirty_blocks_then_invalidate_resyncs_every
     );
 
     // invalidate on the Secondary: a full sync from the Primary.
-    let before = nr_kib(b);
+    let before = b.counter("nr_kib");
     b.ok(&["invalidate", "r0"]);
     wait_for(Duration::from_secs(20), "the full sync to start", || {
         let s = status(b);
-        (s["cstate"] == "SyncTarget" || (s["disk"] == "UpToDate" && nr_kib(b) > before))
+        (s["cstate"] == "SyncTarget" || (s["disk"] == "UpToDate" && b.counter("nr_kib") > before))
             .then_some(())
     });
-    wait_uptodate(b, 300);
-    let full = (nr_kib(b) - before) * 1024;
+    b.wait_uptodate(300);
+    let full = (b.counter("nr_kib") - before) * 1024;
     assert!(
         full >= usable - 4096,
         "invalidate resynced only {full} of {usable} bytes"
@@ -158,22 +140,11 @@ fn synced_pair(conf: PairConf) -> Cluster {
     c
 }
 
-fn verify_found(n: &Node) -> u64 {
-    n.ok(&["verify", "r0"]);
-    wait_for(Duration::from_secs(120), "verify to finish", || {
-        let s = status(n);
-        (s["cstate"] == "Connected").then_some(())
-    });
-    status(n)["verify_oos_blocks"]
-        .as_u64()
-        .expect("verify result in status")
-}
-
 #[test]
 fn verify_reports_a_flipped_block_and_reconnect_repairs_it() {
     let c = synced_pair(conf("verify", 64, "1G"));
     let (a, b) = (c.a(), c.b());
-    assert_eq!(verify_found(a), 0, "identical disks");
+    assert_eq!(a.verify_found(120), 0, "identical disks");
     // Bit rot on the Secondary, behind rep's back: one byte in block 1000.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -184,7 +155,7 @@ fn verify_reports_a_flipped_block_and_reconnect_repairs_it() {
     f.write_all(&[0x5a]).expect("flip");
     drop(f);
     assert_eq!(
-        verify_found(a),
+        a.verify_found(120),
         1,
         "verify must report exactly the flipped block"
     );
@@ -196,8 +167,12 @@ fn verify_reports_a_flipped_block_and_reconnect_repairs_it() {
     );
     b.ok(&["disconnect", "r0"]);
     b.ok(&["connect", "r0"]);
-    wait_uptodate(b, 60);
-    assert_eq!(verify_found(a), 0, "disconnect/connect repaired the block");
+    b.wait_uptodate(60);
+    assert_eq!(
+        a.verify_found(120),
+        0,
+        "disconnect/connect repaired the block"
+    );
     let usable = status(a)["size_bytes"].as_u64().expect("size");
     a.ok(&["secondary", "r0"]);
     for n in [a, b] {
@@ -211,13 +186,13 @@ fn csums_resync_sends_only_blocks_that_differ() {
     let c = synced_pair(conf("csums", 128, "1G").net("csums-alg sha1"));
     let (a, b) = (c.a(), c.b());
     // Full sync by invalidate, but the data is already identical: nothing needs to travel.
-    let before = nr_kib(b);
+    let before = b.counter("nr_kib");
     b.ok(&["invalidate", "r0"]);
     wait_for(Duration::from_secs(20), "the resync to start", || {
         (status(b)["disk"] != "UpToDate").then_some(())
     });
-    wait_uptodate(b, 120);
-    let sent = (nr_kib(b) - before) * 1024;
+    b.wait_uptodate(120);
+    let sent = (b.counter("nr_kib") - before) * 1024;
     let usable = status(a)["size_bytes"].as_u64().expect("size");
     eprintln!("csums full resync of {usable} identical bytes moved {sent} data bytes");
     assert!(
@@ -261,7 +236,7 @@ fn pause_sync_holds_the_resync_and_resume_finishes_it() {
     let (code, err) = a.fails(&["pause-sync", "r9"]);
     assert_ne!(code, 0, "{err}");
     b.ok(&["resume-sync", "r0"]);
-    wait_uptodate(b, 120);
+    b.wait_uptodate(120);
     let usable = status(a)["size_bytes"].as_u64().expect("size");
     a.ok(&["secondary", "r0"]);
     for n in [a, b] {
@@ -298,11 +273,11 @@ fn kill9_of_the_primary_resyncs_only_activity_log_extents() {
     wait_for(Duration::from_secs(10), "node-b to notice", || {
         (status(b)["cstate"] != "Connected").then_some(())
     });
-    let b_before = nr_kib(b);
+    let b_before = b.counter("nr_kib");
     a.ok(&["up", "r0"]);
-    wait_uptodate(a, 60);
-    wait_uptodate(b, 10);
-    let resynced = (nr_kib(b) - b_before) * 1024;
+    a.wait_uptodate(60);
+    b.wait_uptodate(10);
+    let resynced = (b.counter("nr_kib") - b_before) * 1024;
     let usable = status(b)["size_bytes"].as_u64().expect("size");
     eprintln!("after a Primary crash: resynced {resynced} bytes of a {usable}-byte device");
     assert!(
@@ -380,8 +355,8 @@ fn resync_after_holds_a_resync_until_the_other_resource_finished() {
         "UpToDate",
         "r1 must wait while r0 still syncs"
     );
-    wait_uptodate(b0, 60);
-    wait_uptodate(b1, 60);
+    b0.wait_uptodate(60);
+    b1.wait_uptodate(60);
     for (p, s) in [(a0, b0), (a1, b1)] {
         p.ok(&["secondary", &p.resource]);
         p.ok(&["down", &p.resource]);
@@ -441,7 +416,7 @@ fn dynamic_controller_backs_off_to_c_min_rate_while_the_application_writes() {
         "the controller did not back off: {during:.1} MiB/s"
     );
     let t = Instant::now();
-    wait_uptodate(b, 60);
+    b.wait_uptodate(60);
     eprintln!(
         "the rest of the resync took {:.1} s once the application stopped",
         t.elapsed().as_secs_f64()
@@ -458,16 +433,16 @@ fn dynamic_controller_backs_off_to_c_min_rate_while_the_application_writes() {
 fn invalidate_remote_on_the_primary_pushes_a_full_sync() {
     let c = synced_pair(conf("inval-remote", 64, "1G"));
     let (a, b) = (c.a(), c.b());
-    let before = nr_kib(b);
+    let before = b.counter("nr_kib");
     a.ok(&["invalidate-remote", "r0"]);
     wait_for(
         Duration::from_secs(20),
         "the peer to become SyncTarget",
-        || (status(b)["disk"] != "UpToDate" || nr_kib(b) > before).then_some(()),
+        || (status(b)["disk"] != "UpToDate" || b.counter("nr_kib") > before).then_some(()),
     );
-    wait_uptodate(b, 60);
+    b.wait_uptodate(60);
     let usable = status(a)["size_bytes"].as_u64().expect("size");
-    let moved = (nr_kib(b) - before) * 1024;
+    let moved = (b.counter("nr_kib") - before) * 1024;
     assert!(
         moved >= usable - 4096,
         "invalidate-remote moved only {moved} of {usable} bytes"
@@ -500,7 +475,7 @@ fn verify_under_random_writes_reports_nothing_ten_times_out_of_ten() {
         .spawn(&a.nbd_socket(), &a.resource, usable, stop.clone());
         // Let the load reach its queue depth first.
         std::thread::sleep(Duration::from_millis(200));
-        found.push(verify_found(a));
+        found.push(a.verify_found(120));
         stop.store(true, Ordering::Relaxed);
         writes += load.join().expect("load thread");
         assert_eq!(status(b)["cstate"], "Connected", "the link stayed up");
@@ -556,7 +531,7 @@ fn verify_finds_a_flipped_byte_on_either_disk_and_fix_repairs_it() {
         // Exactly that block travelled, from the Primary; the link never went down.
         let nr = status(b)["counters"]["nr_kib"].as_u64().expect("nr") - nr_before;
         assert_eq!(nr, 4, "only the flipped block was resynced");
-        wait_uptodate(b, 10);
+        b.wait_uptodate(10);
         let now = rep_tests::backing_bytes(b, block * 4096, 4096);
         assert_eq!(now, rep_tests::backing_bytes(a, block * 4096, 4096));
         if n.name == "node-b" {
@@ -565,7 +540,12 @@ fn verify_finds_a_flipped_byte_on_either_disk_and_fix_repairs_it() {
                 "the Secondary has the Primary's data back"
             );
         }
-        assert_eq!(verify_found(a), 0, "fixed (round {round}, {} disk)", n.name);
+        assert_eq!(
+            a.verify_found(120),
+            0,
+            "fixed (round {round}, {} disk)",
+            n.name
+        );
     }
     a.ok(&["secondary", "r0"]);
     for n in [a, b] {
@@ -585,8 +565,8 @@ fn a_full_sync_onto_the_node_that_skipped_the_initial_sync_reconnects_cleanly() 
     a.ok(&["secondary", "r0"]);
     b.ok(&["primary", "r0"]);
     a.ok(&["invalidate", "r0"]);
-    wait_uptodate(a, 60);
-    wait_uptodate(b, 10);
+    a.wait_uptodate(60);
+    b.wait_uptodate(10);
     // The lowest bit says "Primary" (DRBD's UUID_PRIMARY), not which generation.
     let current = |n: &Node| {
         let gi: serde_json::Value =
@@ -613,6 +593,6 @@ fn a_full_sync_onto_the_node_that_skipped_the_initial_sync_reconnects_cleanly() 
         );
         (sa["cstate"] == "Connected" && sb["cstate"] == "Connected").then_some(())
     });
-    wait_uptodate(a, 10);
+    a.wait_uptodate(10);
     assert_identical(a, b);
 }
