@@ -41,13 +41,13 @@ impl RequestLines {
     }
 }
 
-/// The answer to a line that is not a request: the error, with exit code 20.
+/// The answer to a line that is not a request: the error, with `EXIT_UNSUPPORTED`.
 async fn refuse(stream: &UnixStream, message: String) -> std::io::Result<()> {
     send(
         stream,
         &Response::Error {
             message,
-            exit_code: 20,
+            exit_code: crate::core::refusal::EXIT_UNSUPPORTED,
         },
     )
     .await

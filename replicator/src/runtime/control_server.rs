@@ -169,7 +169,7 @@ async fn handle(driver: &Rc<Driver>, req: Request) -> Response {
         },
         Request::Query(Query::Events | Query::ReadData { .. }) => Response::Error {
             message: "handled by the connection loop".into(),
-            exit_code: 20,
+            exit_code: crate::core::refusal::EXIT_UNSUPPORTED,
         },
         Request::Query(Query::Down) => {
             let result = down(driver).await;

@@ -108,6 +108,10 @@ fn no_uptodate_hint(disk: DiskState) -> &'static str {
     }
 }
 
+/// repadm's exit code for a request the daemon will not act on (drbdadm's 20): an unsupported
+/// command or option, a control line that is not a request, a state change sent to the witness.
+pub const EXIT_UNSUPPORTED: i32 = 20;
+
 impl Refusal {
     /// DRBD's `SS_*` / `ERR_*` number, printed as `(-2)` in messages.
     pub fn code(&self) -> i32 {
@@ -160,7 +164,7 @@ impl Refusal {
             | Refusal::AttachFailed { .. }
             | Refusal::MetaIo { .. }
             | Refusal::NoPeerConfigured => 10,
-            Refusal::Unsupported { .. } => 20,
+            Refusal::Unsupported { .. } => EXIT_UNSUPPORTED,
             _ => 11,
         }
     }

@@ -51,7 +51,7 @@ fn answer(w: &Witness, req: Request) -> Response {
                     "{res} on {node}: this node is the witness (`disk none;`): it holds no data and has no role to change, so `{}` has nothing to act on here; run it on a data node",
                     what.split([' ', '{']).next().unwrap_or_default().to_lowercase()
                 ),
-                exit_code: 20,
+                exit_code: crate::core::refusal::EXIT_UNSUPPORTED,
             }
         }
     }
