@@ -567,7 +567,7 @@ impl Engine {
         if self.peers.data().resync.is_some() {
             assert!(cstate.is_sync(), "resync state in {cstate}");
         }
-        if self.peers.data().verify.is_some() {
+        if self.peers.data().verify.running() {
             assert_eq!(cstate, ConnState::VerifyS, "verify state in {cstate}");
         }
         assert!(self.dev.usable_bytes <= self.dev.local_usable_bytes || disk <= DiskState::Failed);

@@ -539,7 +539,7 @@ impl Engine {
     fn resync_command_allowed(&self, offline_ok: bool) -> Result<(), Refusal> {
         let cstate = self.data_st().cstate();
         if self.peers.data().resync.is_some()
-            || self.peers.data().verify.is_some()
+            || self.peers.data().verify.running()
             || cstate > ConnState::Connected
         {
             return Err(Refusal::ResyncRunning { cstate });

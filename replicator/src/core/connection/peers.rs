@@ -13,7 +13,7 @@ use crate::core::contract::split_brain::PeerAtSplit;
 use crate::core::receiver::peer_rx::PeerRx;
 use crate::core::request::transfer_log::TransferLog;
 use crate::core::sync::resync_state::{Resync, ResyncSource, ResyncTarget};
-use crate::core::sync::verify_state::Verify;
+use crate::core::sync::verify_machine::VerifyMachine;
 
 /// What this node keeps for one peer.
 #[derive(Debug)]
@@ -39,10 +39,8 @@ pub(crate) struct Peer {
     /// the latest one is stale (`Engine::fence_done`).
     pub(crate) connects: u64,
     pub(crate) resync: Option<Resync>,
-    pub(crate) verify: Option<Verify>,
-    /// Blocks the last verify with this peer found out of sync (count, and merged byte ranges).
-    pub(crate) last_verify_oos: Option<u64>,
-    pub(crate) verify_ranges: Vec<(u64, u64)>,
+    /// Online verify with this peer: the running one and what the last one found.
+    pub(crate) verify: VerifyMachine,
     /// Equal generations met set bits and no side may be taken as the source: what the
     /// operator must settle, shown in status until a resync starts or the link goes.
     pub(crate) oos_notice: Option<String>,
@@ -69,9 +67,7 @@ impl Peer {
             fenced: false,
             connects: 0,
             resync: None,
-            verify: None,
-            last_verify_oos: None,
-            verify_ranges: Vec::new(),
+            verify: VerifyMachine::default(),
             oos_notice: None,
         }
     }

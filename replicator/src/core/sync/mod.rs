@@ -7,4 +7,6 @@ pub(crate) mod resync;
 pub(crate) mod resync_state;
 pub(crate) mod sparse;
 pub(crate) mod verify;
+pub(crate) mod verify_fix;
+pub(crate) mod verify_machine;
 pub(crate) mod verify_state;

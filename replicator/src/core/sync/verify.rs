@@ -10,108 +10,90 @@
 //! own, until a check no write disturbed agrees or disagrees (issue 24 §2). The single ordered
 //! link makes this complete: a write the peer applied before its read was sent to us before
 //! its digests.
+//!
+//! The decisions live in `VerifyMachine` (sync/verify_machine.rs) and `verify --fix`'s in
+//! sync/verify_fix.rs; this is the engine's glue: it gives them what they need and applies
+//! what they ask for, in order.
 
-use crate::core::contract::io::{FixSource, HashAlg, Output, PeerDiskOp};
+use crate::core::contract::io::{FixSource, Output, PeerDiskOp};
 use crate::core::contract::refusal::Refusal;
 use crate::core::engine::Engine;
 use crate::core::io_table::IoOwner;
 use crate::core::state::node_state::ChangeSet;
-use crate::core::state::{ConnState, DiskState, Role};
-use crate::core::sync::verify_state::{len32, push_range, Aux, Verify, Whose, CHUNK_BYTES};
+use crate::core::state::ConnState;
+use crate::core::sync::verify_fix::{self, Fix, Sides};
+use crate::core::sync::verify_machine::{Ctx, VerifyMachine, VerifyOut};
+use crate::core::sync::verify_state::{Aux, Whose};
 use crate::wire::Packet;
 
-fn alg_of(alg: Option<HashAlg>) -> Result<HashAlg, Refusal> {
-    alg.ok_or_else(|| Refusal::Unsupported {
-        what: "verify without `verify-alg` in the net section (e.g. verify-alg sha1;)".into(),
-    })
-}
-
 impl Engine {
-    /// What verify and `verify --fix` need: a connection and both disks UpToDate.
-    fn check_in_sync_and_connected(&self) -> Result<(), Refusal> {
-        if self.data_st().cstate() != ConnState::Connected {
-            return Err(Refusal::NeedConnection {
-                cstate: self.data_st().cstate(),
-            });
+    /// What a verify step needs to know, read now.
+    fn verify_ctx(&self) -> Ctx {
+        Ctx {
+            usable: self.dev.usable_bytes,
+            now: self.last_now,
+            link: self.link_id(),
+            alg: self.cfg.peer.verify_alg,
         }
-        if self.st.disk() != DiskState::UpToDate || self.data_st().pdsk() != DiskState::UpToDate {
-            return Err(Refusal::NoUpToDateDisk {
-                disk: self.st.disk(),
-                pdsk: self.data_st().pdsk(),
-            });
+    }
+
+    fn verify_sides(&self) -> Sides {
+        Sides {
+            cstate: self.data_st().cstate(),
+            disk: self.st.disk(),
+            pdsk: self.data_st().pdsk(),
+            me: self.st.role(),
+            peer: self.data_st().role(),
         }
-        Ok(())
+    }
+
+    /// Do what the verify machine asked for, in its order.
+    fn apply_verify(&mut self, out: Vec<VerifyOut>) {
+        for o in out {
+            match o {
+                VerifyOut::Send(packet) => self.send(packet),
+                VerifyOut::Read { aux, offset, len } => self.aux_read(aux, offset, len),
+                VerifyOut::Found { offset, len } => {
+                    tracing::warn!(resource = %self.cfg.resource, "Out of sync: start={}, size={} (sectors)", offset / 512, len / 512);
+                    if let Some(bm) = self.dev.bitmap.as_mut() {
+                        bm.set_range(offset, len);
+                    }
+                }
+                VerifyOut::Mark { offset, len } => {
+                    if let Some(bm) = self.dev.bitmap.as_mut() {
+                        bm.set_range(offset, len);
+                    }
+                }
+                // DRBD's out-of-sync helper: verify found blocks that differ.
+                VerifyOut::OutOfSyncHandler => self.emit(Output::Handler {
+                    name: "out-of-sync",
+                }),
+                VerifyOut::Done { why } => {
+                    let _ = self.change_state(
+                        ChangeSet::new()
+                            .cstate(self.data_id(), ConnState::Connected)
+                            .why(why)
+                            .persist(),
+                    );
+                }
+                VerifyOut::BecomeTarget => {
+                    let _ = self
+                        .change_state(ChangeSet::new().cstate(self.data_id(), ConnState::VerifyT));
+                }
+                VerifyOut::ProtocolError(why) => self.protocol_error(why),
+            }
+        }
     }
 
     pub(crate) fn cmd_verify(&mut self) -> Result<Option<String>, Refusal> {
-        self.check_in_sync_and_connected()?;
-        let alg = alg_of(self.cfg.peer.verify_alg)?;
+        verify_fix::in_sync_and_connected(&self.verify_sides())?;
+        let alg = VerifyMachine::alg_to_start(self.cfg.peer.verify_alg)?;
         let _ = self.change_state(ChangeSet::new().cstate(self.data_id(), ConnState::VerifyS));
-        self.peers.data_mut().verify = Some(Verify::new(alg, self.last_now));
-        self.peers.data_mut().verify_ranges.clear();
-        tracing::info!(resource = %self.cfg.resource, "Online verify started ({} bytes, {:?})", self.dev.usable_bytes, alg);
-        self.pump_verify();
+        let (ctx, mut out) = (self.verify_ctx(), Vec::new());
+        self.peers.data_mut().verify.start(alg, &ctx, &mut out);
+        tracing::info!(resource = %self.cfg.resource, "Online verify started ({} bytes, {:?})", ctx.usable, alg);
+        self.apply_verify(out);
         Ok(Some("online verify started".into()))
-    }
-
-    fn pump_verify(&mut self) {
-        let usable = self.dev.usable_bytes;
-        let Some(link) = self.link_id() else { return };
-        let Some(v) = self.peers.data_mut().verify.as_mut() else {
-            return;
-        };
-        for (id, offset, len) in v.next_chunks(usable) {
-            let len = len32(len);
-            self.send(Packet::OvRequest { id, offset, len });
-            self.aux_read(Aux::VerifyMine { id, link }, offset, len);
-        }
-        if self
-            .peers
-            .data()
-            .verify
-            .as_ref()
-            .is_some_and(|v| v.finished(usable))
-        {
-            self.finish_verify();
-        }
-    }
-
-    fn finish_verify(&mut self) {
-        let Some(v) = self.peers.data_mut().verify.take() else {
-            return;
-        };
-        let secs = v
-            .started
-            .zip(self.last_now)
-            .map_or(0, |(s, n)| n.saturating_duration_since(s).as_secs());
-        let mut done = format!(
-            "Online verify done (total {secs} sec; {} K/sec); found {} 4k block out of sync",
-            v.done_bytes / 1024 / secs.max(1),
-            v.found
-        );
-        if v.settled > 0 || v.unsettled > 0 {
-            done.push_str(&format!(
-                " ({} mismatches seen during writes agreed when checked again; {} blocks kept being written and were not judged)",
-                v.settled, v.unsettled
-            ));
-        }
-        self.peers.data_mut().last_verify_oos = Some(v.found);
-        self.send(Packet::OvDone {
-            oos_blocks: v.found,
-        });
-        if v.found > 0 {
-            // DRBD's out-of-sync helper: verify found blocks that differ.
-            self.emit(Output::Handler {
-                name: "out-of-sync",
-            });
-        }
-        // The bits it set must survive a crash.
-        let _ = self.change_state(
-            ChangeSet::new()
-                .cstate(self.data_id(), ConnState::Connected)
-                .why(done)
-                .persist(),
-        );
     }
 
     /// Read `len` bytes at `offset` for `aux`; the data then goes to the hashing pool.
@@ -127,13 +109,9 @@ impl Engine {
     /// of sync, csums falls back to sending the data).
     pub(crate) fn aux_read_done(&mut self, aux: Aux, data: Option<Vec<u8>>) {
         let alg = match &aux {
-            Aux::VerifyMine { .. } | Aux::VerifyPeer { .. } => self
-                .peers
-                .data_mut()
-                .verify
-                .as_ref()
-                .map(|v| v.alg)
-                .or(self.cfg.peer.verify_alg),
+            Aux::VerifyMine { .. } | Aux::VerifyPeer { .. } => {
+                self.peers.data().verify.hash_alg(self.cfg.peer.verify_alg)
+            }
             Aux::CsumsMine { .. } => self.cfg.peer.csums_alg,
         };
         let (Some(data), Some(alg)) = (data, alg) else {
@@ -149,7 +127,10 @@ impl Engine {
         match aux {
             Aux::VerifyMine { id, link } => {
                 if self.link_id() == Some(link) {
-                    self.verify_digests(id, Whose::Mine, digests);
+                    let (ctx, mut out) = (self.verify_ctx(), Vec::new());
+                    let verify = &mut self.peers.data_mut().verify;
+                    verify.digests(id, Whose::Mine, digests, &ctx, &mut out);
+                    self.apply_verify(out);
                 }
             }
             Aux::VerifyPeer {
@@ -186,105 +167,31 @@ impl Engine {
     }
 
     pub(crate) fn on_ov_request(&mut self, id: u64, offset: u64, len: u32) {
-        let end = offset
-            .checked_add(u64::from(len))
-            .filter(|e| *e <= self.dev.usable_bytes);
-        if end.is_none() || u64::from(len) > CHUNK_BYTES {
-            self.protocol_error(format!("verify request {offset}+{len} is invalid"));
-            return;
-        }
-        if self.cfg.peer.verify_alg.is_none() {
-            self.protocol_error("peer started online verify but verify-alg is not set here".into());
-            return;
-        }
-        if self.data_st().cstate() == ConnState::Connected {
-            self.peers.data_mut().verify_ranges.clear();
-            let _ = self.change_state(ChangeSet::new().cstate(self.data_id(), ConnState::VerifyT));
-        }
-        let Some(link) = self.link_id() else { return };
-        let aux = Aux::VerifyPeer {
-            id,
-            offset,
-            len,
-            link,
-        };
-        self.aux_read(aux, offset, len);
+        let connected = self.data_st().cstate() == ConnState::Connected;
+        let (ctx, mut out) = (self.verify_ctx(), Vec::new());
+        let verify = &mut self.peers.data_mut().verify;
+        verify.on_request(id, offset, len, connected, &ctx, &mut out);
+        self.apply_verify(out);
     }
 
     pub(crate) fn on_ov_reply(&mut self, id: u64, digest: Vec<u8>) {
-        if !self.verify_digests(id, Whose::Theirs, digest) {
-            self.protocol_error(format!("verify reply {id} without a request"));
-        }
-    }
-
-    /// One side's digests of chunk `id`; once both are in, the differing blocks are marked
-    /// out of sync here and reported to the peer. Whether the chunk was waiting for them.
-    fn verify_digests(&mut self, id: u64, whose: Whose, digests: Vec<u8>) -> bool {
-        let usable = self.dev.usable_bytes;
-        let Some(v) = self.peers.data_mut().verify.as_mut() else {
-            return false;
-        };
-        if !v.record(id, whose, digests) {
-            return false;
-        }
-        let Some(bad) = v.compare(id, usable) else {
-            return true;
-        };
-        for (off, len) in bad {
-            tracing::warn!(resource = %self.cfg.resource, "Out of sync: start={}, size={} (sectors)", off / 512, len / 512);
-            push_range(&mut self.peers.data_mut().verify_ranges, off, len);
-            if let Some(bm) = self.dev.bitmap.as_mut() {
-                bm.set_range(off, len);
-            }
-            self.send(Packet::OvResult {
-                id,
-                offset: off,
-                len: len32(len),
-                in_sync: false,
-            });
-        }
-        self.pump_verify();
-        true
+        let (ctx, mut out) = (self.verify_ctx(), Vec::new());
+        self.peers
+            .data_mut()
+            .verify
+            .on_reply(id, digest, &ctx, &mut out);
+        self.apply_verify(out);
     }
 
     pub(crate) fn on_ov_result(&mut self, offset: u64, len: u32, in_sync: bool) {
-        if in_sync {
-            return;
-        }
-        let ok = offset
-            .checked_add(u64::from(len))
-            .is_some_and(|e| e <= self.dev.usable_bytes);
-        if !ok {
-            self.protocol_error(format!("verify result {offset}+{len} is invalid"));
-            return;
-        }
-        if let Some(bm) = self.dev.bitmap.as_mut() {
-            bm.set_range(offset, u64::from(len));
-        }
-        push_range(
-            &mut self.peers.data_mut().verify_ranges,
-            offset,
-            u64::from(len),
-        );
-    }
-
-    /// An application write (ours or the peer's) started or completed over `[offset,
-    /// offset+len)`: a running verify must not trust a mismatch there.
-    pub(crate) fn verify_note_write(&mut self, offset: u64, len: u64) {
-        if let Some(v) = self.peers.data_mut().verify.as_mut() {
-            v.note_write(offset, offset.saturating_add(len));
-        }
-    }
-
-    /// The ranges the last verify found out of sync (on either side of it), merged.
-    pub fn last_verify_ranges(&self) -> &[(u64, u64)] {
-        &self.peers.data().verify_ranges
+        let (usable, mut out) = (self.dev.usable_bytes, Vec::new());
+        let verify = &mut self.peers.data_mut().verify;
+        verify.on_result(offset, len, in_sync, usable, &mut out);
+        self.apply_verify(out);
     }
 
     pub(crate) fn on_ov_done(&mut self, oos_blocks: u64) {
-        self.peers.data_mut().last_verify_oos = Some(oos_blocks);
-        let why =
-            format!("Online verify done on the peer; found {oos_blocks} 4k block out of sync");
+        let why = self.peers.data_mut().verify.on_done(oos_blocks);
         let mut cs = ChangeSet::new().why(why).persist();
         if self.data_st().cstate() == ConnState::VerifyT {
             cs = cs.cstate(self.data_id(), ConnState::Connected);
@@ -293,92 +200,48 @@ impl Engine {
         self.status_changed();
     }
 
+    /// An application write (ours or the peer's) started or completed over `[offset,
+    /// offset+len)`: a running verify must not trust a mismatch there.
+    pub(crate) fn verify_note_write(&mut self, offset: u64, len: u64) {
+        self.peers.data_mut().verify.note_write(offset, len);
+    }
+
     pub(crate) fn cmd_resync_out_of_sync(
         &mut self,
         from: Option<FixSource>,
     ) -> Result<Option<String>, Refusal> {
-        if let Some(f) = from {
-            let (who, disk) = match f {
-                FixSource::This => ("this node", self.st.disk()),
-                FixSource::Peer => ("the peer", self.data_st().pdsk()),
-            };
-            if disk != DiskState::UpToDate {
-                return Err(Refusal::FixSource {
-                    why: format!("the source named with --from ({who}) is {disk}, not UpToDate"),
-                    not_uptodate: true,
-                });
-            }
-        }
-        self.check_in_sync_and_connected()?;
         let bits = self
             .dev
             .bitmap
             .as_ref()
             .map_or(0, crate::meta::bitmap::Bitmap::count_ones);
-        if bits == 0 {
-            return Ok(Some("nothing is marked out of sync".into()));
-        }
-        let (me, peer) = (self.st.role(), self.data_st().role());
-        if from.is_none() && me == Role::Primary && peer == Role::Primary {
-            return Err(Refusal::Unsupported {
-                what: "verify --fix with two Primaries (which one holds the right data?)".into(),
-            });
-        }
-        // Without --from the Primary's data is the reference.
-        let peer_is_source = match from {
-            Some(FixSource::Peer) => true,
-            Some(FixSource::This) => false,
-            None => peer == Role::Primary,
-        };
-        let (target, target_role) = if peer_is_source {
-            ("this node", me)
-        } else {
-            ("the peer", peer)
-        };
-        if target_role == Role::Primary {
-            // A SyncTarget is Inconsistent, and rep never lets a Primary be Inconsistent: it
-            // reads from the peer only without a disk of its own (state/promotion.rs).
-            return Err(Refusal::FixSource {
-                why: format!(
-                    "the blocks would be resynced onto {target}, which is Primary; demote it first (`repadm secondary`), or name the Primary with --from"
-                ),
-                not_uptodate: false,
-            });
-        }
-        if peer_is_source {
-            self.send(Packet::SyncStart {
+        let (fix, answer) = verify_fix::plan(from, &self.verify_sides(), bits)?;
+        match fix {
+            Fix::Nothing => {}
+            Fix::PeerIsSource => self.send(Packet::SyncStart {
                 source: false,
                 full: false,
-            });
-            let who = if peer == Role::Primary {
-                "the peer (Primary)"
-            } else {
-                "the peer"
-            };
-            return Ok(Some(format!(
-                "{bits} out-of-sync blocks: {who} resyncs them to this node"
-            )));
+            }),
+            Fix::ThisIsSource => self.start_sync_source(false),
         }
-        self.start_sync_source(false);
-        Ok(Some(format!(
-            "resync of {bits} out-of-sync blocks to the peer started"
-        )))
+        Ok(Some(answer))
     }
 
     pub(crate) fn abort_verify(&mut self) {
-        self.peers.data_mut().verify = None;
+        self.peers.data_mut().verify.abort();
+    }
+
+    /// The ranges the last verify found out of sync (on either side of it), merged.
+    pub fn last_verify_ranges(&self) -> &[(u64, u64)] {
+        self.peers.data().verify.ranges()
     }
 
     /// (done bytes, total bytes) of a running verify, for the progress bar.
     pub fn verify_progress(&self) -> Option<(u64, u64)> {
-        self.peers
-            .data()
-            .verify
-            .as_ref()
-            .map(|v| (v.done_bytes, self.dev.usable_bytes))
+        self.peers.data().verify.progress(self.dev.usable_bytes)
     }
 
     pub fn last_verify_oos(&self) -> Option<u64> {
-        self.peers.data().last_verify_oos
+        self.peers.data().verify.last_oos()
     }
 }

@@ -1,7 +1,7 @@
 //! The state of a running online verify on the VerifyS side, and what it concludes: which
 //! chunks to ask for next, and once both sides' digests of a chunk are in, which blocks differ
 //! (a mismatch a concurrent write may explain is checked again, see `verify.rs`). Pure: the
-//! engine feeds it digests and sends what it asks for.
+//! verify machine (`verify_machine.rs`) feeds it digests and asks for what it names.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -49,7 +49,7 @@ pub(crate) struct Verify {
 }
 
 /// Reads and hashes done for verify and csums, keyed by the I/O that produces them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Aux {
     /// VerifyS: our copy of chunk `id`.
     VerifyMine { id: u64, link: LinkId },
