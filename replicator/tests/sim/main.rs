@@ -82,6 +82,7 @@ fn seeded_faults_converge_with_quorum_io_error() {
             fencing: Fencing::DontCare,
             quorum: Some(OnNoQuorum::IoError),
             witness: false,
+            witness_dies: false,
         },
         0.1,
         "seeded_faults_converge_with_quorum_io_error",
@@ -97,6 +98,7 @@ fn seeded_faults_converge_with_quorum_suspend_io() {
             fencing: Fencing::DontCare,
             quorum: Some(OnNoQuorum::SuspendIo),
             witness: false,
+            witness_dies: false,
         },
         0.1,
         "seeded_faults_converge_with_quorum_suspend_io",
@@ -161,4 +163,29 @@ fn regression_an_outdate_request_older_than_the_link_is_answered_by_a_ping() {
         &mut summary,
     );
     assert!(r.is_ok(), "seed 1944: {r:?}");
+}
+
+/// The witness dies and restarts, fresh (its process or its host), while the pair is whole, while
+/// the Secondary is cut off alone and while only the data link is cut; a notify script tries to
+/// promote the Secondary during and after. The checks of the witness schedules; the engine never
+/// takes a dead witness's silence for an answer.
+#[test]
+fn seeded_faults_converge_when_the_witness_dies_suspend_io() {
+    run_seeds(
+        Protocol::C,
+        Policy::dying_witness(OnNoQuorum::SuspendIo),
+        0.1,
+        "seeded_faults_converge_when_the_witness_dies_suspend_io",
+    );
+}
+
+/// As above with `on-no-quorum io-error`.
+#[test]
+fn seeded_faults_converge_when_the_witness_dies_io_error() {
+    run_seeds(
+        Protocol::C,
+        Policy::dying_witness(OnNoQuorum::IoError),
+        0.1,
+        "seeded_faults_converge_when_the_witness_dies_io_error",
+    );
 }

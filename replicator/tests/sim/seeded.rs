@@ -9,7 +9,7 @@ use crate::harness::{
     admin, connect, converge, ms, one_in, promote, rand, verify, wait, with_cluster, write_for,
     DEVICE, MIB, R,
 };
-use crate::witness::WITNESS_FAULTS;
+use crate::witness::{WITNESS_DEATH_FAULTS, WITNESS_FAULTS};
 use rep_replicator::core::rng::Rng;
 use rep_replicator::core::{AdminCmd, ConnState, DiskState};
 use rep_replicator::sim::cluster::Cluster;
@@ -81,6 +81,8 @@ pub(crate) struct Policy {
     pub quorum: Option<OnNoQuorum>,
     /// A diskless witness as the third node (`SimConfig::witness`): the three-node schedules.
     pub witness: bool,
+    /// The schedules in which the witness dies and restarts (`WITNESS_DEATH_FAULTS`).
+    pub witness_dies: bool,
 }
 
 impl Policy {
@@ -89,6 +91,7 @@ impl Policy {
             fencing,
             quorum: None,
             witness: false,
+            witness_dies: false,
         }
     }
 
@@ -99,6 +102,15 @@ impl Policy {
             fencing: Fencing::ResourceAndStonith,
             quorum: Some(on_no_quorum),
             witness: true,
+            witness_dies: false,
+        }
+    }
+
+    /// The same, with the schedules in which the witness dies.
+    pub(crate) fn dying_witness(on_no_quorum: OnNoQuorum) -> Policy {
+        Policy {
+            witness_dies: true,
+            ..Policy::witness(on_no_quorum)
         }
     }
     /// The engine, not the schedule, decides who may be promoted.
@@ -156,7 +168,9 @@ pub(crate) fn setup(c: &mut Cluster, rng: &mut Rng) -> R {
 pub(crate) fn run_seed(seed: u64, protocol: Protocol, policy: Policy, summary: &mut Summary) -> R {
     let mut c = seeded_cluster(seed, protocol, policy);
     let mut rng = Rng::new(seed ^ 0xfa);
-    let faults: Vec<Fault> = if policy.witness {
+    let faults: Vec<Fault> = if policy.witness_dies {
+        WITNESS_DEATH_FAULTS.to_vec()
+    } else if policy.witness {
         WITNESS_FAULTS.to_vec()
     } else if !policy.engine_decides() {
         FAULTS

@@ -180,6 +180,61 @@ pub(crate) fn primary_cut_off_then_dies(c: &mut Cluster, rng: &mut Rng, p: usize
     Ok(if promoted { s } else { p })
 }
 
+/// The witness dies (its process, whose kernel resets its sockets, or its whole host, noticed
+/// by ping timeout) and is started again, fresh: while the pair is whole, while the Secondary
+/// is cut off alone ({s}|{p,w}: the Primary loses its quorum with the witness), or while only
+/// the data link is cut (a fence-peer through the witness may be in flight). The notify script
+/// tries to promote the Secondary while the witness is gone and again once it is back.
+pub(crate) fn witness_dies(c: &mut Cluster, rng: &mut Rng, p: usize) -> R<usize> {
+    let s = 1 - p;
+    let power = rng.next_u64().is_multiple_of(2);
+    let mut promoted = false;
+    match rng.next_u64() % 3 {
+        0 => {
+            c.fault("witness: the witness dies, the pair whole");
+            c.crash_witness(power);
+            write_for(c, ms(rand(rng, 200, 1600)));
+        }
+        1 => {
+            c.fault("witness: {s}|{p,w}, then the witness dies");
+            c.set_cut(true);
+            c.set_witness_cut(s, true);
+            write_for(c, ms(rand(rng, 0, 900)));
+            c.crash_witness(power);
+            write_for(c, ms(rand(rng, 200, 1200)));
+            promoted = notify_script(c, s);
+        }
+        _ => {
+            c.fault("witness: the data link cut, then the witness dies");
+            c.set_cut(true);
+            write_for(c, ms(rand(rng, 0, 900)));
+            c.crash_witness(power);
+            write_for(c, ms(rand(rng, 200, 1200)));
+            promoted = notify_script(c, s);
+        }
+    }
+    c.restart_witness();
+    write_for(c, ms(rand(rng, 0, 1200)));
+    if !promoted && c.nodes[s].engine.role() != Role::Primary {
+        promoted = notify_script(c, s);
+    }
+    if promoted {
+        write_for(c, ms(rand(rng, 50, 300)));
+    }
+    heal_cuts(c, rng)?;
+    Ok(if promoted { s } else { p })
+}
+
+/// The schedules with a witness that dies, beside the partitions it takes part in.
+pub(crate) const WITNESS_DEATH_FAULTS: &[Fault] = &[
+    witness_dies,
+    witness_dies,
+    witness_dies,
+    primary_cut_off_alone,
+    data_link_cut,
+    primary_dies,
+];
+
 /// The three-node schedules, and the two-node ones that make sense with a witness.
 pub(crate) const WITNESS_FAULTS: &[Fault] = &[
     primary_cut_off_alone,

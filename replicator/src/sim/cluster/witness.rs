@@ -16,7 +16,7 @@ use crate::core::fence_code::{outdate_exit_code, relay_exit_code};
 use crate::core::{AdminCmd, AdminId, Input, IoId};
 use crate::wire::codes::{disk_code, disk_from, role_code, role_from};
 use crate::wire::Packet;
-use crate::witness::relay::Send;
+use crate::witness::relay::{Relay, Send};
 
 /// How long an end takes to declare a cut link dead: like the data link's, `ping-int` (the
 /// simulator's 500 ms) plus `ping-timeout` (300 ms) at most.
@@ -71,6 +71,7 @@ impl Cluster {
     pub(super) fn maybe_witness_link(&mut self, i: usize) {
         let w = &self.wit;
         if !self.cfg.witness
+            || w.down
             || !self.nodes[i].up
             || w.cut[i]
             || w.conn[i].is_some()
@@ -85,6 +86,54 @@ impl Cluster {
             let d = self.rand_us(GREETING_US.0, GREETING_US.1);
             self.schedule(d, Ev::Witness(WitnessEv::Up { node: i, end, conn }));
         }
+    }
+
+    /// The witness dies and keeps nothing: its relay (requests it waits on, forwarded ones),
+    /// its links. With `power` its host goes too, so nothing resets the nodes' sockets and each
+    /// notices when its pings time out; otherwise its kernel resets them and they notice at
+    /// once. A fence-peer waiting on it gets 1 (its link went before the answer). Down, and
+    /// not dialled, until `restart_witness`. No-op without a witness.
+    pub fn crash_witness(&mut self, power: bool) {
+        if !self.cfg.witness || self.wit.down {
+            return;
+        }
+        self.log(format!("the witness dies (power={power})"));
+        self.wit.down = true;
+        self.wit.relay = Relay::default();
+        for i in 0..2 {
+            self.wit.witness_view[i] = None;
+            if let Some(conn) = self.wit.conn[i].take() {
+                let d = if power {
+                    self.rand_us(DEAD_AFTER_US.0, DEAD_AFTER_US.1)
+                } else {
+                    self.rand_us(50, 2_000)
+                };
+                self.schedule(
+                    d,
+                    Ev::Witness(WitnessEv::Timeout {
+                        node: i,
+                        end: End::Node,
+                        conn,
+                    }),
+                );
+            }
+        }
+    }
+
+    /// The witness is started again (fresh: it remembers nothing); the nodes dial it.
+    pub fn restart_witness(&mut self) {
+        if !self.cfg.witness || !self.wit.down {
+            return;
+        }
+        self.log("the witness restarts");
+        self.wit.down = false;
+        for i in 0..2 {
+            self.maybe_witness_link(i);
+        }
+    }
+
+    pub fn witness_down(&self) -> bool {
+        self.wit.down
     }
 
     /// Node `i` lost power: its end of the witness link is gone at once; the witness notices

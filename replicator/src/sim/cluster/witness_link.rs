@@ -59,4 +59,6 @@ pub(super) struct WitnessLinks {
     pub(super) outdating: HashMap<(usize, AdminId), (u64, u64)>,
     /// Node i can write (Primary, quorum, I/O not frozen) after the last input.
     pub(super) writer: [bool; 2],
+    /// The witness's process is dead (`Cluster::crash_witness`): nobody can dial it.
+    pub(super) down: bool,
 }
