@@ -21,6 +21,7 @@ use super::contract::io::{AttachInfo, Extent, Input, IoFailure, IoId, IoResult, 
 use super::contract::rng::Rng;
 use super::device::generation::{self, GenChange, GenEvent, Persist};
 use super::device::local::Device;
+use super::fencing::fence_machine::FenceMachine;
 use super::fencing::freeze::Freeze;
 use super::io_table::{IoOwner, IoTable};
 use super::request::requests::Requests;
@@ -106,6 +107,8 @@ pub struct Engine {
     /// Client I/O held while fencing froze it (`NodeState::susp_fen`), replies held by the
     /// generation gate.
     pub(in crate::core) freeze: Freeze,
+    /// Fencing's own state (the peer's outdate request waiting for its ping).
+    pub(in crate::core) fence: FenceMachine,
     /// Admin commands waiting for a drain, a vote or a renegotiation.
     pub(in crate::core) admin: AdminWaits,
     pub(in crate::core) counters: Counters,
@@ -134,6 +137,7 @@ impl Engine {
             requests: Requests::default(),
             ios: IoTable::default(),
             freeze: Freeze::default(),
+            fence: FenceMachine::default(),
             admin: AdminWaits::default(),
             counters: Counters::default(),
             dependency_syncing: false,

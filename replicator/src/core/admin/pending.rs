@@ -19,8 +19,5 @@ pub(crate) struct AdminWaits {
     pub(crate) drain: Vec<(AdminId, AdminCmd)>,
     /// (admin id, --force).
     pub(crate) pending_primary: Option<(AdminId, bool)>,
-    /// A peer's outdate request that arrived while the link is up, and the PingAcks still to
-    /// come before the one answering the ping sent for it (`cmd_peer_outdate`).
-    pub(crate) pending_outdate: Option<(AdminId, u8)>,
     pub(crate) renegotiation: super::renegotiate::Renegotiation,
 }
