@@ -143,6 +143,9 @@ class Run:
         p = self.port_base + i
         for host in ("127.0.0.1", "127.0.0.2"):
             s = socket.socket()
+            # As the daemons bind (std's listeners set SO_REUSEADDR): the previous round's
+            # connections in TIME_WAIT do not make the port taken, a live listener does.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((host, p))
             except OSError as e:
