@@ -50,17 +50,18 @@ impl Engine {
                 }),
             },
         };
-        match result {
-            // The reply was deferred (waits for a metadata write, an open or a drain).
-            Ok(None) => {}
-            Ok(Some(message)) => self.emit(Output::AdminReply {
-                id,
-                result: Ok(message),
-            }),
-            Err(refusal) => self.emit(Output::AdminReply {
-                id,
-                result: Err(refusal),
-            }),
+        self.reply_unless_deferred(id, result);
+    }
+
+    /// Answer admin command `id` now, unless its reply was deferred (`Ok(None)`: it waits for a
+    /// metadata write, an open or a drain, and is answered when that completes).
+    pub(crate) fn reply_unless_deferred(
+        &mut self,
+        id: AdminId,
+        result: Result<Option<String>, Refusal>,
+    ) {
+        if let Some(result) = result.transpose() {
+            self.emit(Output::AdminReply { id, result });
         }
     }
 

@@ -192,17 +192,8 @@ impl Engine {
     /// The link went while an outdate request waited for its ping: carry it out.
     pub(crate) fn outdate_request_after_loss(&mut self) {
         if let Some(id) = self.fence.take_pending_outdate() {
-            match self.outdate_for_peer(id) {
-                Ok(None) => {}
-                Ok(Some(msg)) => self.emit(Output::AdminReply {
-                    id,
-                    result: Ok(msg),
-                }),
-                Err(refusal) => self.emit(Output::AdminReply {
-                    id,
-                    result: Err(refusal),
-                }),
-            }
+            let result = self.outdate_for_peer(id);
+            self.reply_unless_deferred(id, result);
         }
     }
 

@@ -132,10 +132,6 @@ impl Cluster {
         }
     }
 
-    pub fn witness_down(&self) -> bool {
-        self.wit.down
-    }
-
     /// Node `i` lost power: its end of the witness link is gone at once; the witness notices
     /// when its pings time out.
     pub(super) fn witness_node_lost(&mut self, i: usize) {
