@@ -682,9 +682,7 @@ fn before_resync_target_holds_the_resync_and_a_failing_one_disconnects() {
     assert!(oos >= 4 * 1024, "the writes are out of sync: {oos} KiB");
 
     set_file(&c, "bst-block", "");
-    let nr_before = b.status_json()["counters"]["nr_kib"]
-        .as_u64()
-        .expect("nr_kib");
+    let nr_before = b.counter("nr_kib");
     b.ok(&["connect", "r0"]);
     wait_log(&c, "before-resync-target start node-b", 0, 20);
     wait_cstate(b, "WFSyncUUID", 10);

@@ -143,11 +143,7 @@ fn secondary_killed_under_fio_load_resyncs_and_disks_match() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start fio");
-    let sent = |n: &Node| {
-        n.status_json()["counters"]["ns_kib"]
-            .as_u64()
-            .expect("ns_kib")
-    };
+    let sent = |n: &Node| n.counter("ns_kib");
     let ns0 = sent(a);
     wait_for(Duration::from_secs(10), "the load to replicate", || {
         (sent(a) > ns0).then_some(())

@@ -395,7 +395,7 @@ fn dynamic_controller_backs_off_to_c_min_rate_while_the_application_writes() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("fio");
-    let written = |n: &Node| status(n)["counters"]["dw_kib"].as_u64().expect("dw_kib");
+    let written = |n: &Node| n.counter("dw_kib");
     let dw0 = written(a);
     wait_for(Duration::from_secs(10), "the application to write", || {
         (written(a) > dw0).then_some(())
@@ -520,7 +520,7 @@ fn verify_finds_a_flipped_byte_on_either_disk_and_fix_repairs_it() {
         f.seek(SeekFrom::Start(at)).expect("seek");
         f.write_all(&[byte[0] ^ 0x5a]).expect("flip");
         drop(f);
-        let nr_before = status(b)["counters"]["nr_kib"].as_u64().expect("nr");
+        let nr_before = b.counter("nr_kib");
         let out = a.ok(&["verify", "--report", &report_s, "--fix", "r0"]);
         assert!(out.contains("fixed 1 blocks"), "{out}");
         let r: serde_json::Value =
@@ -529,7 +529,7 @@ fn verify_finds_a_flipped_byte_on_either_disk_and_fix_repairs_it() {
         assert_eq!(r["ranges"][0][0].as_u64(), Some(block * 4096), "{r}");
         assert_eq!(r["ranges"][0][1].as_u64(), Some(4096), "{r}");
         // Exactly that block travelled, from the Primary; the link never went down.
-        let nr = status(b)["counters"]["nr_kib"].as_u64().expect("nr") - nr_before;
+        let nr = b.counter("nr_kib") - nr_before;
         assert_eq!(nr, 4, "only the flipped block was resynced");
         b.wait_uptodate(10);
         let now = rep_tests::backing_bytes(b, block * 4096, 4096);

@@ -124,9 +124,7 @@ fn split_brain_is_detected_and_discard_my_data_on_the_victim_recovers() {
         &["after-resync-target node-b"],
         "after-resync-target on node-b",
     );
-    let nr = b.status_json()["counters"]["nr_kib"]
-        .as_u64()
-        .expect("nr_kib");
+    let nr = b.counter("nr_kib");
     // Only the blocks either side wrote while apart travel (1 MiB + 1 MiB + 4 KiB), not 64 MiB.
     assert!(
         (2 * 1024 + 4..=4 * 1024).contains(&nr),
