@@ -283,7 +283,8 @@ impl Engine {
 
     /// Queue the bitmap pages changed since the last persist (metadata writes run in order).
     pub(crate) fn write_dirty_bitmap_pages(&mut self) {
-        let Some(bm) = self.dev.bitmap.as_mut() else {
+        // The metadata's one bitmap slot holds the data peer's bitmap (`Peers::attach_bitmap`).
+        let Some(bm) = self.peers.data_mut().bitmap.as_mut() else {
             return;
         };
         let flush_data = bm.cleared_since_persist();
@@ -438,7 +439,11 @@ impl Engine {
 
     /// Out-of-sync KiB (bitmap bits × 4), as `oos:` in /proc/drbd.
     pub fn oos_kib(&self) -> u64 {
-        self.dev.bitmap.as_ref().map_or(0, |b| b.count_ones() * 4)
+        self.peers
+            .data()
+            .bitmap
+            .as_ref()
+            .map_or(0, |b| b.count_ones() * 4)
     }
 
     /// Out-of-sync blocks the handshake could not give a resync direction (see
@@ -568,7 +573,7 @@ impl Engine {
             assert!(self.peers.data().link.is_none(), "StandAlone with a link");
         }
         // Resync and verify only run in their states.
-        if self.peers.data().resync.is_some() {
+        if self.peers.data().resync.running() {
             assert!(cstate.is_sync(), "resync state in {cstate}");
         }
         if self.peers.data().verify.running() {
@@ -576,9 +581,19 @@ impl Engine {
         }
         assert!(self.dev.usable_bytes <= self.dev.local_usable_bytes || disk <= DiskState::Failed);
         if disk == DiskState::Diskless {
-            assert!(self.dev.bitmap.is_none(), "Diskless node holds a bitmap");
+            assert!(
+                self.peers.iter().all(|p| p.bitmap.is_none()),
+                "Diskless node holds a bitmap"
+            );
         }
-        if let Some(b) = &self.dev.bitmap {
+        // Only a peer with a disk has a bitmap kept for it.
+        if let Some(w) = self.peers.witness() {
+            assert!(
+                self.peers.iter().all(|p| p.id != w || p.bitmap.is_none()),
+                "a bitmap kept for the diskless witness"
+            );
+        }
+        for b in self.peers.iter().filter_map(|p| p.bitmap.as_ref()) {
             // `size` in the disk section may export less than the bitmap covers, never more.
             assert!(
                 b.len_bits() >= self.dev.usable_bytes.div_ceil(4096),

@@ -191,7 +191,7 @@ impl Engine {
             && self.data_st().cstate() == ConnState::Connected
             && self.data_st().pdsk() == DiskState::Inconsistent
         {
-            if let Some(bm) = self.dev.bitmap.as_mut() {
+            if let Some(bm) = self.peers.data_mut().bitmap.as_mut() {
                 bm.set_all();
             }
             self.send_uuids(0);
@@ -284,7 +284,7 @@ impl Engine {
             unclean,
         });
         let flags = self.dev.gen.flags();
-        self.dev.bitmap = Some(bitmap);
+        self.peers.attach_bitmap(bitmap);
         self.dev.al = Some(al);
         let pdsk = if flags.peer_out_dated() {
             DiskState::Outdated
@@ -378,7 +378,7 @@ impl Engine {
 
     pub(crate) fn disk_closed(&mut self, admin: Option<PendingAdmin>) {
         let _ = self.change_state(ChangeSet::new().disk(DiskState::Diskless));
-        self.dev.bitmap = None;
+        self.peers.detach_bitmaps();
         self.dev.al = None;
         // References into the activity log that is gone; writes that waited for one of its
         // slots go on without it (through the peer).
@@ -496,7 +496,7 @@ impl Engine {
         self.gen_change(GenEvent::NewCurrentUuid { primary });
         let mut skip = ChangeSet::new();
         if clear_bitmap {
-            if let Some(bm) = self.dev.bitmap.as_mut() {
+            for bm in self.peers.bitmaps_mut() {
                 bm.clear_all();
             }
             // Two fresh disks: skip the initial sync, both sides become UpToDate (DRBD's
@@ -539,7 +539,7 @@ impl Engine {
     /// handshake between equal generations would then find them without a direction.
     fn resync_command_allowed(&self, offline_ok: bool) -> Result<(), Refusal> {
         let cstate = self.data_st().cstate();
-        if self.peers.data().resync.is_some()
+        if self.peers.data().resync.running()
             || self.peers.data().verify.running()
             || cstate > ConnState::Connected
         {
@@ -577,7 +577,8 @@ impl Engine {
                 pdsk: self.data_st().pdsk(),
             });
         }
-        if let Some(bm) = self.dev.bitmap.as_mut() {
+        // Our data is no longer good: it differs from every peer's.
+        for bm in self.peers.bitmaps_mut() {
             bm.set_all();
         }
         // Bits first (persist_superblock writes them before the superblock): a crash in
@@ -608,7 +609,7 @@ impl Engine {
         // the peer's (it started one when it lost or never had the peer), so the next
         // handshake makes it SyncSource and the set bits make that a full sync.
         self.resync_command_allowed(self.st.role() == Role::Primary)?;
-        if let Some(bm) = self.dev.bitmap.as_mut() {
+        if let Some(bm) = self.peers.data_mut().bitmap.as_mut() {
             bm.set_all();
         }
         if self.data_st().cstate() == ConnState::Connected {

@@ -58,7 +58,12 @@ impl Engine {
             uuids: self.dev.gen.uuids(),
             crashed_primary: self.dev.gen.flags().crashed_primary(),
             discard_my_data: self.peers.data_mut().discard_my_data,
-            changes: self.dev.bitmap.as_ref().map_or(0, Bitmap::count_ones),
+            changes: self
+                .peers
+                .data()
+                .bitmap
+                .as_ref()
+                .map_or(0, Bitmap::count_ones),
             reported_changes,
             can_demote: self.requests.open_clients == 0 && self.requests.in_flight() == 0,
             resolve_conflicts: !dialer,
@@ -117,7 +122,7 @@ impl Engine {
 
     /// Both sides end up with the OR of their bitmaps (or all bits for a full sync).
     pub(super) fn merge_peer_bitmap(&mut self, rle: &[u8], full: bool) {
-        let Some(bm) = self.dev.bitmap.as_mut() else {
+        let Some(bm) = self.peers.data_mut().bitmap.as_mut() else {
             return;
         };
         if full {

@@ -120,7 +120,7 @@ impl Engine {
             Packet::NegAck { id } => self.on_peer_ack(id, false),
             Packet::BarrierAck { epoch } => self.on_barrier_ack(epoch),
             Packet::SyncStart { source, full } => self.on_sync_start(source, full),
-            Packet::SyncUuid { uuid } => self.on_sync_uuid(now, uuid),
+            Packet::SyncUuid { uuid } => self.on_sync_uuid(uuid),
             Packet::RsRequest {
                 id,
                 offset,
@@ -155,7 +155,7 @@ impl Engine {
             } => self.on_ov_result(offset, len, in_sync),
             Packet::OvDone { oos_blocks } => self.on_ov_done(oos_blocks),
             Packet::SyncPause { paused } => {
-                if self.peers.data().resync.is_some() {
+                if self.peers.data().resync.running() {
                     let _ = self.set_sync_paused(
                         now,
                         paused,

@@ -12,8 +12,9 @@ use crate::core::contract::io::LinkId;
 use crate::core::contract::split_brain::PeerAtSplit;
 use crate::core::receiver::peer_rx::PeerRx;
 use crate::core::request::transfer_log::TransferLog;
-use crate::core::sync::resync_state::{Resync, ResyncSource, ResyncTarget};
+use crate::core::sync::resync_machine::ResyncMachine;
 use crate::core::sync::verify_machine::VerifyMachine;
+use crate::meta::bitmap::Bitmap;
 
 /// What this node keeps for one peer.
 #[derive(Debug)]
@@ -38,7 +39,13 @@ pub(crate) struct Peer {
     /// Links established with this peer (DRBD's connect_cnt): a fence-peer result from before
     /// the latest one is stale (`Engine::fence_done`).
     pub(crate) connects: u64,
-    pub(crate) resync: Option<Resync>,
+    /// The bitmap kept for this peer (DRBD 9's per-peer-device bitmap): the blocks where our
+    /// disk and this peer's may differ. Present while our disk is attached, for a peer with a
+    /// disk; the metadata's one bitmap slot is the data peer's (`Peers::attach_bitmap`), and
+    /// a diskless witness keeps none.
+    pub(crate) bitmap: Option<Bitmap>,
+    /// Resync with this peer: the running one, if any.
+    pub(crate) resync: ResyncMachine,
     /// Online verify with this peer: the running one and what the last one found.
     pub(crate) verify: VerifyMachine,
     /// Equal generations met set bits and no side may be taken as the source: what the
@@ -47,14 +54,6 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    /// The resync with this peer, if we are its SyncTarget / SyncSource.
-    pub(crate) fn resync_target(&mut self) -> Option<&mut ResyncTarget> {
-        self.resync.as_mut().and_then(Resync::target)
-    }
-    pub(crate) fn resync_source(&mut self) -> Option<&mut ResyncSource> {
-        self.resync.as_mut().and_then(Resync::source)
-    }
-
     fn new(id: NodeId, name: String) -> Peer {
         Peer {
             id,
@@ -66,7 +65,8 @@ impl Peer {
             at_split: None,
             fenced: false,
             connects: 0,
-            resync: None,
+            bitmap: None,
+            resync: ResyncMachine::default(),
             verify: VerifyMachine::default(),
             oos_notice: None,
         }
@@ -104,6 +104,32 @@ impl Peers {
         self.data = self.all.iter().position(|p| p.id != id).unwrap_or(0);
         self.witness = Some(id);
         self
+    }
+
+    /// Our disk attached: its bitmap is kept for the peer whose disk mirrors ours (the
+    /// metadata holds one bitmap slot; a second data peer would be given the next slot).
+    pub(crate) fn attach_bitmap(&mut self, bitmap: Bitmap) {
+        self.data_mut().bitmap = Some(bitmap);
+    }
+
+    /// Our disk is gone: no bitmap is kept for anyone.
+    pub(crate) fn detach_bitmaps(&mut self) {
+        for p in &mut self.all {
+            p.bitmap = None;
+        }
+    }
+
+    /// Every bitmap kept, for what concerns all peers alike: a block our own disk lost or
+    /// missed, a write no peer received, a bitmap cleared by the operator.
+    pub(crate) fn bitmaps_mut(&mut self) -> impl Iterator<Item = &mut Bitmap> {
+        self.all.iter_mut().filter_map(|p| p.bitmap.as_mut())
+    }
+
+    /// Mark `[start, start+len)` out of sync towards every peer (see `bitmaps_mut`).
+    pub(crate) fn mark_all(&mut self, start: u64, len: u64) {
+        for bm in self.bitmaps_mut() {
+            bm.set_range(start, len);
+        }
     }
 
     /// The witness's node id, if there is one.

@@ -86,7 +86,7 @@ impl Engine {
         }
         // Skip-initial-sync from `new-current-uuid --clear-bitmap` on the peer.
         if flags & UUID_FLAG_SKIP_INITIAL_SYNC != 0 && self.dev.gen.just_created() {
-            if let Some(bm) = self.dev.bitmap.as_mut() {
+            if let Some(bm) = self.peers.data_mut().bitmap.as_mut() {
                 bm.clear_all();
             }
             self.gen_change(GenEvent::PeerSkippedInitialSync {

@@ -57,7 +57,8 @@ impl Engine {
     /// Our whole bitmap, RLE-compressed, in slices.
     pub(crate) fn send_bitmap(&mut self) {
         let rle = self
-            .dev
+            .peers
+            .data()
             .bitmap
             .as_ref()
             .map(Bitmap::encode_rle)
@@ -89,7 +90,12 @@ impl Engine {
         if self.reported_disk() == DiskState::Inconsistent {
             flags |= UUID_FLAG_INCONSISTENT;
         }
-        let oos_bits = self.dev.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        let oos_bits = self
+            .peers
+            .data()
+            .bitmap
+            .as_ref()
+            .map_or(0, Bitmap::count_ones);
         if let Some(l) = self.peers.data_mut().link.as_mut().filter(|l| !l.decided) {
             l.sent_oos_bits = oos_bits;
         }

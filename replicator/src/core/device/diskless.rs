@@ -127,9 +127,7 @@ impl Engine {
     ) -> Option<Result<(), ClientError>> {
         if let Some((start, len)) = op.write_range() {
             // Whatever the policy: this block is not what the peer has.
-            if let Some(bm) = self.dev.bitmap.as_mut() {
-                bm.set_range(start, len);
-            }
+            self.peers.mark_all(start, len);
         }
         let err = ClientError {
             nbd_errno: nbd_errno::EIO,

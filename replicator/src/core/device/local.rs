@@ -1,11 +1,10 @@
-//! The local device's data-side state (DRBD's device): its size, data generation, bitmap and
-//! activity log. The engine owns one; the disk state itself is in `NodeState`.
+//! The local device's data-side state (DRBD's device): its size, data generation and activity
+//! log. The bitmap is kept per peer (connection/peers.rs). The engine owns one; the disk state itself is in `NodeState`.
 
 use std::collections::HashSet;
 
 use super::generation::Generation;
 use crate::meta::al::ActivityLog;
-use crate::meta::bitmap::Bitmap;
 
 #[derive(Debug, Default)]
 pub(crate) struct Device {
@@ -15,8 +14,7 @@ pub(crate) struct Device {
     pub(crate) local_usable_bytes: u64,
     /// Generation UUIDs and metadata flags: changed only through `Engine::gen_change`.
     pub(crate) gen: Generation,
-    /// The bitmap and activity log of the attached disk (present exactly while one is).
-    pub(crate) bitmap: Option<Bitmap>,
+    /// The activity log of the attached disk (present exactly while one is).
     pub(crate) al: Option<ActivityLog>,
     /// Activity-log extents whose transaction is being written: writes to them wait.
     pub(crate) al_writing: HashSet<u64>,

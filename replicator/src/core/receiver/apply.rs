@@ -160,9 +160,8 @@ impl Engine {
         while let Some(mut w) = self.peers.data_mut().rx.next_ready() {
             if w.only_copy || self.only_copy_here(w.kind) {
                 w.only_copy = true;
-                if let Some(bm) = self.dev.bitmap.as_mut() {
-                    bm.set_range(w.start, w.end - w.start);
-                }
+                // No peer's disk has it: it exists only here.
+                self.peers.mark_all(w.start, w.end - w.start);
                 let mut held = std::mem::take(&mut w.al_held);
                 let gate = self.al_acquire(&mut held, w.start, w.end - w.start);
                 w.al_held = held;
@@ -216,9 +215,7 @@ impl Engine {
                 self.counters.dw_kib += len / 1024;
                 if self.data_st().pdsk() < DiskState::Inconsistent {
                     // A Diskless Primary's writes exist only here.
-                    if let Some(bm) = self.dev.bitmap.as_mut() {
-                        bm.set_range(w.start, len);
-                    }
+                    self.peers.mark_all(w.start, len);
                 }
                 if current && self.cfg.protocol == Protocol::C {
                     self.send(Packet::WriteAck { id });
@@ -226,9 +223,8 @@ impl Engine {
             }
             (RxKind::App { id }, Err(e)) => {
                 tracing::error!(resource = %self.cfg.resource, "local write for the peer failed: {}", e.message);
-                if let Some(bm) = self.dev.bitmap.as_mut() {
-                    bm.set_range(w.start, len);
-                }
+                // Our disk missed what the peer has.
+                self.peers.mark_all(w.start, len);
                 if current {
                     self.send(Packet::NegAck { id });
                 }

@@ -107,7 +107,7 @@ impl Engine {
             let resync = &self.peers.data().resync;
             let rx = &self.peers.data().rx;
             self.requests.admit(|s, e| {
-                resync.as_ref().is_some_and(|r| r.reading_overlaps(s, e)) || rx.writes_overlap(s, e)
+                resync.run().is_some_and(|r| r.reading_overlaps(s, e)) || rx.writes_overlap(s, e)
             });
             let mut failed = false;
             while let Some(req) = self.requests.pop_admitted() {
@@ -170,8 +170,9 @@ impl Engine {
             // Replicate first: the driver builds the packet from the client's buffer, which
             // the local write then takes.
             self.replicate(req, op);
-        } else if let Some(bm) = self.dev.bitmap.as_mut() {
-            bm.set_range(start, len);
+        } else {
+            // No peer receives it.
+            self.peers.mark_all(start, len);
         }
         self.submit(req, op);
         true
@@ -411,9 +412,9 @@ impl Engine {
 
     /// Mark whole 4 MiB extents out of sync (a failed FLUSH does not say which blocks it lost).
     pub(crate) fn mark_extents_out_of_sync(&mut self, extents: BTreeSet<u64>) {
-        if let Some(bm) = self.dev.bitmap.as_mut() {
+        for bm in self.peers.bitmaps_mut() {
             let size = bm.size_bytes();
-            for ext in extents {
+            for &ext in &extents {
                 let start = ext * AL_EXTENT_BYTES;
                 if start < size {
                     bm.set_range(start, AL_EXTENT_BYTES.min(size - start));
@@ -426,11 +427,11 @@ impl Engine {
     /// local part; without a reachable UpToDate peer the request fails.
     fn submit_without_disk(&mut self, req: ReqId, op: ClientOp) {
         self.requests.set_stage(req, Stage::Submitted);
-        if let (Some((start, len)), Some(bm)) = (op.write_range(), self.dev.bitmap.as_mut()) {
+        if let Some((start, len)) = op.write_range() {
             // Our disk is Failed but not closed yet: it misses this write, and the peer may
             // have received it before our new state (sent after this input), so it did not
             // mark it either.
-            bm.set_range(start, len);
+            self.peers.mark_all(start, len);
         }
         if !self.serves_via_peer() {
             let e = self.no_data_error();

@@ -120,7 +120,7 @@ impl Engine {
         if !ok {
             if let Some((start, len)) = self.requests.op(id).and_then(|op| op.write_range()) {
                 tracing::warn!(resource = %self.cfg.resource, "peer failed to write {start}+{len}; marked out of sync");
-                if let Some(bm) = self.dev.bitmap.as_mut() {
+                if let Some(bm) = self.peers.data_mut().bitmap.as_mut() {
                     bm.set_range(start, len);
                 }
             }
@@ -158,7 +158,7 @@ impl Engine {
                 .iter()
                 .filter_map(|&id| self.requests.op(id).and_then(|op| op.write_range())),
         );
-        if let Some(bm) = self.dev.bitmap.as_mut() {
+        if let Some(bm) = self.peers.data_mut().bitmap.as_mut() {
             for (start, len) in ranges {
                 bm.set_range(start, len);
             }

@@ -38,7 +38,7 @@ impl Engine {
         let local = side(
             self.dev.gen.uuids(),
             self.st.role(),
-            self.dev.bitmap.as_ref(),
+            self.peers.data().bitmap.as_ref(),
         );
         let peer = self.peers.data().at_split.as_ref().map(PeerAtSplit::side);
         SbView {

@@ -16,7 +16,7 @@ impl Engine {
     /// The driver reports this node's data send queue (bytes not yet on the socket) before
     /// each input: the SyncSource's view of the network.
     pub fn note_send_backlog(&mut self, bytes: u64) {
-        if let Some(rs) = self.peers.data_mut().resync.as_mut() {
+        if let Some(rs) = self.peers.data_mut().resync.run_mut() {
             rs.gauge.backlog = bytes;
         }
     }
@@ -30,22 +30,20 @@ impl Engine {
             Packet::RsZero { len, .. } => u64::from(*len),
             _ => return,
         };
-        if let Some(rs) = self.peers.data_mut().resync.as_mut() {
+        if let Some(rs) = self.peers.data_mut().resync.run_mut() {
             rs.gauge.sent += len;
-        }
-    }
-
-    /// The target acknowledged (or refused) `len` bytes of resync data.
-    pub(crate) fn note_rs_acked(&mut self, len: u32) {
-        if let Some(rs) = self.peers.data_mut().resync.as_mut() {
-            rs.gauge.acked += u64::from(len);
         }
     }
 
     /// After each input while a resync runs: sample where its bytes wait; once a second take
     /// a rate mark and renew the verdict (a new verdict is a status change: `events`).
     pub(crate) fn resync_observe(&mut self, now: Instant) {
-        let left = self.dev.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        let left = self
+            .peers
+            .data()
+            .bitmap
+            .as_ref()
+            .map_or(0, Bitmap::count_ones);
         let rx_backlog = self.peers.data().rx.backlog_bytes();
         let pace = self.cfg.peer.pace;
         let pace_now = pace.now(now, self.requests.last_app_write);
@@ -53,7 +51,7 @@ impl Engine {
             self.data_st().cstate(),
             ConnState::PausedSyncS | ConnState::PausedSyncT
         );
-        let Some(rs) = self.peers.data_mut().resync.as_mut() else {
+        let Some(rs) = self.peers.data_mut().resync.run_mut() else {
             return;
         };
         let g = &mut rs.gauge;

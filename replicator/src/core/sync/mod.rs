@@ -4,6 +4,7 @@ pub mod limit;
 pub(crate) mod limit_feed;
 pub mod pace;
 pub(crate) mod resync;
+pub(crate) mod resync_machine;
 pub(crate) mod resync_state;
 pub(crate) mod sparse;
 pub(crate) mod verify;

@@ -55,12 +55,12 @@ impl Engine {
                 VerifyOut::Read { aux, offset, len } => self.aux_read(aux, offset, len),
                 VerifyOut::Found { offset, len } => {
                     tracing::warn!(resource = %self.cfg.resource, "Out of sync: start={}, size={} (sectors)", offset / 512, len / 512);
-                    if let Some(bm) = self.dev.bitmap.as_mut() {
+                    if let Some(bm) = self.peers.data_mut().bitmap.as_mut() {
                         bm.set_range(offset, len);
                     }
                 }
                 VerifyOut::Mark { offset, len } => {
-                    if let Some(bm) = self.dev.bitmap.as_mut() {
+                    if let Some(bm) = self.peers.data_mut().bitmap.as_mut() {
                         bm.set_range(offset, len);
                     }
                 }
@@ -154,7 +154,7 @@ impl Engine {
                 len,
                 link,
             } => {
-                if self.link_id() == Some(link) && self.peers.data().resync.is_some() {
+                if self.link_id() == Some(link) && self.peers.data().resync.running() {
                     self.send(Packet::RsRequest {
                         id,
                         offset,
@@ -211,7 +211,8 @@ impl Engine {
         from: Option<FixSource>,
     ) -> Result<Option<String>, Refusal> {
         let bits = self
-            .dev
+            .peers
+            .data()
             .bitmap
             .as_ref()
             .map_or(0, crate::meta::bitmap::Bitmap::count_ones);
