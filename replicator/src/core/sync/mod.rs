@@ -1,5 +1,6 @@
 //! Resync and online verify (DRBD's peer-device activities), and the resync rate controller.
 
+pub(crate) mod aux_read;
 pub mod limit;
 pub(crate) mod limit_feed;
 pub mod pace;

@@ -15,20 +15,18 @@
 //! sync/verify_fix.rs; this is the engine's glue: it gives them what they need and applies
 //! what they ask for, in order.
 
-use crate::core::contract::io::{FixSource, Output, PeerDiskOp};
+use crate::core::contract::io::{FixSource, Output};
 use crate::core::contract::refusal::Refusal;
 use crate::core::engine::Engine;
-use crate::core::io_table::IoOwner;
 use crate::core::state::node_state::ChangeSet;
 use crate::core::state::ConnState;
 use crate::core::sync::verify_fix::{self, Fix, Sides};
 use crate::core::sync::verify_machine::{Ctx, VerifyMachine, VerifyOut};
-use crate::core::sync::verify_state::{Aux, Whose};
 use crate::wire::Packet;
 
 impl Engine {
     /// What a verify step needs to know, read now.
-    fn verify_ctx(&self) -> Ctx {
+    pub(super) fn verify_ctx(&self) -> Ctx {
         Ctx {
             usable: self.dev.usable_bytes,
             now: self.last_now,
@@ -48,7 +46,7 @@ impl Engine {
     }
 
     /// Do what the verify machine asked for, in its order.
-    fn apply_verify(&mut self, out: Vec<VerifyOut>) {
+    pub(super) fn apply_verify(&mut self, out: Vec<VerifyOut>) {
         for o in out {
             match o {
                 VerifyOut::Send(packet) => self.send(packet),
@@ -94,76 +92,6 @@ impl Engine {
         tracing::info!(resource = %self.cfg.resource, "Online verify started ({} bytes, {:?})", ctx.usable, alg);
         self.apply_verify(out);
         Ok(Some("online verify started".into()))
-    }
-
-    /// Read `len` bytes at `offset` for `aux`; the data then goes to the hashing pool.
-    pub(crate) fn aux_read(&mut self, aux: Aux, offset: u64, len: u32) {
-        let io = self.ios.start(IoOwner::AuxRead(aux));
-        self.emit(Output::PeerDisk {
-            io,
-            op: PeerDiskOp::Read { offset, len },
-        });
-    }
-
-    /// A verify/csums read completed: hash it (a failed read: verify counts the chunk as out
-    /// of sync, csums falls back to sending the data).
-    pub(crate) fn aux_read_done(&mut self, aux: Aux, data: Option<Vec<u8>>) {
-        let alg = match &aux {
-            Aux::VerifyMine { .. } | Aux::VerifyPeer { .. } => {
-                self.peers.data().verify.hash_alg(self.cfg.peer.verify_alg)
-            }
-            Aux::CsumsMine { .. } => self.cfg.peer.csums_alg,
-        };
-        let (Some(data), Some(alg)) = (data, alg) else {
-            self.aux_hashed(aux, None);
-            return;
-        };
-        let io = self.ios.start(IoOwner::AuxHash(aux));
-        self.emit(Output::Hash { io, alg, data });
-    }
-
-    pub(crate) fn aux_hashed(&mut self, aux: Aux, digests: Option<Vec<u8>>) {
-        let digests = digests.unwrap_or_default();
-        match aux {
-            Aux::VerifyMine { id, link } => {
-                if self.link_id() == Some(link) {
-                    let (ctx, mut out) = (self.verify_ctx(), Vec::new());
-                    let verify = &mut self.peers.data_mut().verify;
-                    verify.digests(id, Whose::Mine, digests, &ctx, &mut out);
-                    self.apply_verify(out);
-                }
-            }
-            Aux::VerifyPeer {
-                id,
-                offset,
-                len,
-                link,
-            } => {
-                if self.link_id() == Some(link) {
-                    self.send(Packet::OvReply {
-                        id,
-                        offset,
-                        len,
-                        digest: digests,
-                    });
-                }
-            }
-            Aux::CsumsMine {
-                id,
-                offset,
-                len,
-                link,
-            } => {
-                if self.link_id() == Some(link) && self.peers.data().resync.running() {
-                    self.send(Packet::RsRequest {
-                        id,
-                        offset,
-                        len,
-                        digest: digests,
-                    });
-                }
-            }
-        }
     }
 
     pub(crate) fn on_ov_request(&mut self, id: u64, offset: u64, len: u32) {
