@@ -439,11 +439,7 @@ impl Engine {
 
     /// Out-of-sync KiB (bitmap bits × 4), as `oos:` in /proc/drbd.
     pub fn oos_kib(&self) -> u64 {
-        self.peers
-            .data()
-            .bitmap
-            .as_ref()
-            .map_or(0, |b| b.count_ones() * 4)
+        self.peers.data().oos_bits() * 4
     }
 
     /// Out-of-sync blocks the handshake could not give a resync direction (see

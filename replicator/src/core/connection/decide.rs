@@ -58,12 +58,7 @@ impl Engine {
             uuids: self.dev.gen.uuids(),
             crashed_primary: self.dev.gen.flags().crashed_primary(),
             discard_my_data: self.peers.data_mut().discard_my_data,
-            changes: self
-                .peers
-                .data()
-                .bitmap
-                .as_ref()
-                .map_or(0, Bitmap::count_ones),
+            changes: self.peers.data().oos_bits(),
             reported_changes,
             can_demote: self.requests.open_clients == 0 && self.requests.in_flight() == 0,
             resolve_conflicts: !dialer,

@@ -54,6 +54,11 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// Blocks out of sync with this peer (0 while no bitmap is kept for it).
+    pub(crate) fn oos_bits(&self) -> u64 {
+        self.bitmap.as_ref().map_or(0, Bitmap::count_ones)
+    }
+
     fn new(id: NodeId, name: String) -> Peer {
         Peer {
             id,

@@ -90,12 +90,7 @@ impl Engine {
         if self.reported_disk() == DiskState::Inconsistent {
             flags |= UUID_FLAG_INCONSISTENT;
         }
-        let oos_bits = self
-            .peers
-            .data()
-            .bitmap
-            .as_ref()
-            .map_or(0, Bitmap::count_ones);
+        let oos_bits = self.peers.data().oos_bits();
         if let Some(l) = self.peers.data_mut().link.as_mut().filter(|l| !l.decided) {
             l.sent_oos_bits = oos_bits;
         }

@@ -9,7 +9,6 @@ use crate::core::engine::Engine;
 use crate::core::state::ConnState;
 use crate::core::sync::limit::{source_limit, target_limit, Limit, SourceView, EVAL_EVERY, MARKS};
 use crate::core::sync::resync_state::Side;
-use crate::meta::bitmap::Bitmap;
 use crate::wire::Packet;
 
 impl Engine {
@@ -38,12 +37,7 @@ impl Engine {
     /// After each input while a resync runs: sample where its bytes wait; once a second take
     /// a rate mark and renew the verdict (a new verdict is a status change: `events`).
     pub(crate) fn resync_observe(&mut self, now: Instant) {
-        let left = self
-            .peers
-            .data()
-            .bitmap
-            .as_ref()
-            .map_or(0, Bitmap::count_ones);
+        let left = self.peers.data().oos_bits();
         let rx_backlog = self.peers.data().rx.backlog_bytes();
         let pace = self.cfg.peer.pace;
         let pace_now = pace.now(now, self.requests.last_app_write);

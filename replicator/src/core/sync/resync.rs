@@ -21,7 +21,6 @@ use crate::core::sync::resync_machine::{Ctx, ResyncOut, Summary};
 use crate::core::sync::resync_state::{
     Budget, PauseReason, ResyncInfo, ResyncSource, ResyncTarget, Side,
 };
-use crate::meta::bitmap::Bitmap;
 use crate::wire::Packet;
 
 impl Engine {
@@ -40,7 +39,7 @@ impl Engine {
         let held_by_after = self.dependency_syncing || after;
         let now = self.last_now;
         let peer = self.peers.data_mut();
-        let bits = peer.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        let bits = peer.oos_bits();
         let held = peer.resync.begin(side, now, bits, held_by_after);
         // A resync (e.g. the `invalidate` the notice asked for) settles what it said.
         if peer.oos_notice.take().is_some() {
@@ -478,7 +477,7 @@ impl Engine {
 
     pub fn resync_info(&self) -> Option<ResyncInfo> {
         let peer = self.peers.data();
-        let left = peer.bitmap.as_ref().map_or(0, Bitmap::count_ones);
+        let left = peer.oos_bits();
         peer.resync.info(
             self.last_now?,
             left,

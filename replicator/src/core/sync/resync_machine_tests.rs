@@ -46,6 +46,19 @@ fn source() -> ResyncMachine {
     m
 }
 
+/// A protocol C target's pump with nothing received pending.
+fn pump_target(m: &mut ResyncMachine, bm: &Bitmap) -> Vec<ResyncOut> {
+    let mut out = Vec::new();
+    m.pump(
+        &ctx(ConnState::SyncTarget, None),
+        bm,
+        budget(),
+        |_, _| false,
+        &mut out,
+    );
+    out
+}
+
 /// The requests a pump sent: (id, offset, len).
 fn requests(out: &[ResyncOut]) -> Vec<(u64, u64, u32)> {
     out.iter()
@@ -139,14 +152,7 @@ fn with_csums_the_target_hashes_its_copy_unless_a_received_write_is_pending_ther
 fn the_target_takes_only_replies_inside_a_request_in_flight() {
     let mut m = target();
     let mut bm = bitmap(&[(MIB, 8192)]);
-    let mut out = Vec::new();
-    m.pump(
-        &ctx(ConnState::SyncTarget, None),
-        &bm,
-        budget(),
-        |_, _| false,
-        &mut out,
-    );
+    let out = pump_target(&mut m, &bm);
     let (id, offset, _) = requests(&out)[0];
     assert!(m.reply_fits(ConnState::SyncTarget, id, offset, 4096));
     assert!(m.reply_fits(ConnState::PausedSyncT, id, offset + 4096, 4096));
@@ -188,14 +194,7 @@ fn the_target_takes_only_replies_inside_a_request_in_flight() {
 fn a_failed_resync_write_keeps_its_bits_and_is_refused_to_the_source() {
     let mut m = target();
     let mut bm = bitmap(&[(0, 4096)]);
-    let mut out = Vec::new();
-    m.pump(
-        &ctx(ConnState::SyncTarget, None),
-        &bm,
-        budget(),
-        |_, _| false,
-        &mut out,
-    );
+    let out = pump_target(&mut m, &bm);
     let (id, ..) = requests(&out)[0];
     let mut out = Vec::new();
     m.write_done((id, 0, 4096), false, Some(&mut bm), &mut out);

@@ -138,12 +138,7 @@ impl Engine {
         &mut self,
         from: Option<FixSource>,
     ) -> Result<Option<String>, Refusal> {
-        let bits = self
-            .peers
-            .data()
-            .bitmap
-            .as_ref()
-            .map_or(0, crate::meta::bitmap::Bitmap::count_ones);
+        let bits = self.peers.data().oos_bits();
         let (fix, answer) = verify_fix::plan(from, &self.verify_sides(), bits)?;
         match fix {
             Fix::Nothing => {}
