@@ -197,4 +197,22 @@ mod tests {
             vec![NodeId(1)]
         );
     }
+
+    #[test]
+    fn the_bitmap_is_kept_for_the_data_peer_and_never_for_the_witness() {
+        let mut peers = Peers::new(NodeId(1), "beta".into()).with_witness(NodeId(0), "w".into());
+        assert_eq!(peers.data().id, NodeId(1));
+        peers.attach_bitmap(Bitmap::new(1 << 20));
+        peers.mark_all(8192, 4096);
+        let kept: Vec<_> = peers.iter().map(|p| (p.id, p.oos_bits())).collect();
+        assert_eq!(kept, vec![(NodeId(0), 0), (NodeId(1), 1)]);
+        assert!(peers
+            .iter()
+            .all(|p| (p.id == NodeId(0)) == p.bitmap.is_none()));
+        assert_eq!(peers.bitmaps_mut().count(), 1);
+        peers.detach_bitmaps();
+        assert!(peers.iter().all(|p| p.bitmap.is_none()));
+        peers.mark_all(0, 4096);
+        assert_eq!(peers.data().oos_bits(), 0, "no disk, nothing to mark");
+    }
 }

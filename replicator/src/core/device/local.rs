@@ -1,5 +1,6 @@
 //! The local device's data-side state (DRBD's device): its size, data generation and activity
-//! log. The bitmap is kept per peer (connection/peers.rs). The engine owns one; the disk state itself is in `NodeState`.
+//! log. The engine owns one; the disk state itself is in `NodeState`, and the bitmap is kept
+//! per peer (connection/peers.rs).
 
 use std::collections::HashSet;
 
