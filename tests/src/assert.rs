@@ -16,6 +16,16 @@ pub fn assert_same_data(a: &Node, b: &Node, len: u64) {
     }
 }
 
+/// The pair's last check: the Primary `a` demoted and both daemons down (nothing in flight,
+/// everything on disk), then the first `len` bytes of both backing files compared.
+pub fn down_and_assert_same_data(a: &Node, b: &Node, len: u64) {
+    a.ok(&["secondary", &a.resource]);
+    for n in [a, b] {
+        n.ok(&["down", &n.resource]);
+    }
+    assert_same_data(a, b, len);
+}
+
 /// Both backing files hold the same data area: the usable size node `a`'s running daemon
 /// reports (`size_bytes`; the internal metadata behind it may differ).
 pub fn assert_identical(a: &Node, b: &Node) {

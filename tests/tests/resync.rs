@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use rep_tests::assert::{assert_identical, assert_same_data};
+use rep_tests::assert::{assert_identical, assert_same_data, down_and_assert_same_data};
 use rep_tests::nbdraw::WriteLoad;
 use rep_tests::pair::{same_random_data, up_pair, PairConf};
 use rep_tests::{require_tool, run_ok, wait_for, wait_settled, Cluster, ClusterOpts, Node};
@@ -115,11 +115,7 @@ fn one_percent_dirty_resyncs_only_the_dirty_blocks_then_invalidate_resyncs_every
         "invalidate resynced only {full} of {usable} bytes"
     );
 
-    a.ok(&["secondary", "r0"]);
-    for n in [a, b] {
-        n.ok(&["down", "r0"]);
-    }
-    assert_same_data(c.a(), c.b(), usable);
+    down_and_assert_same_data(a, b, usable);
 }
 
 /// A pair on /dev/shm with `verify-alg sha1` and resync at `resync_rate`.
@@ -174,11 +170,7 @@ fn verify_reports_a_flipped_block_and_reconnect_repairs_it() {
         "disconnect/connect repaired the block"
     );
     let usable = status(a)["size_bytes"].as_u64().expect("size");
-    a.ok(&["secondary", "r0"]);
-    for n in [a, b] {
-        n.ok(&["down", "r0"]);
-    }
-    assert_same_data(c.a(), c.b(), usable);
+    down_and_assert_same_data(a, b, usable);
 }
 
 #[test]
@@ -199,11 +191,7 @@ fn csums_resync_sends_only_blocks_that_differ() {
         sent < usable / 100,
         "csums-alg resync sent {sent} bytes for identical data"
     );
-    a.ok(&["secondary", "r0"]);
-    for n in [a, b] {
-        n.ok(&["down", "r0"]);
-    }
-    assert_same_data(c.a(), c.b(), usable);
+    down_and_assert_same_data(a, b, usable);
 }
 
 #[test]
@@ -238,11 +226,7 @@ fn pause_sync_holds_the_resync_and_resume_finishes_it() {
     b.ok(&["resume-sync", "r0"]);
     b.wait_uptodate(120);
     let usable = status(a)["size_bytes"].as_u64().expect("size");
-    a.ok(&["secondary", "r0"]);
-    for n in [a, b] {
-        n.ok(&["down", "r0"]);
-    }
-    assert_same_data(c.a(), c.b(), usable);
+    down_and_assert_same_data(a, b, usable);
 }
 
 #[test]
@@ -422,11 +406,7 @@ fn dynamic_controller_backs_off_to_c_min_rate_while_the_application_writes() {
         t.elapsed().as_secs_f64()
     );
     let usable = status(a)["size_bytes"].as_u64().expect("size");
-    a.ok(&["secondary", "r0"]);
-    for n in [a, b] {
-        n.ok(&["down", "r0"]);
-    }
-    assert_same_data(c.a(), c.b(), usable);
+    down_and_assert_same_data(a, b, usable);
 }
 
 #[test]
@@ -447,11 +427,7 @@ fn invalidate_remote_on_the_primary_pushes_a_full_sync() {
         moved >= usable - 4096,
         "invalidate-remote moved only {moved} of {usable} bytes"
     );
-    a.ok(&["secondary", "r0"]);
-    for n in [a, b] {
-        n.ok(&["down", "r0"]);
-    }
-    assert_same_data(c.a(), c.b(), usable);
+    down_and_assert_same_data(a, b, usable);
 }
 
 /// issue 24 §2: a verify while the Primary takes QD16 random writes reports only real
@@ -488,11 +464,7 @@ fn verify_under_random_writes_reports_nothing_ten_times_out_of_ten() {
         "verify reported blocks that were in sync"
     );
     assert_eq!(status(a)["oos_kib"].as_u64(), Some(0));
-    a.ok(&["secondary", "r0"]);
-    for n in [a, b] {
-        n.ok(&["down", "r0"]);
-    }
-    assert_same_data(c.a(), c.b(), usable);
+    down_and_assert_same_data(a, b, usable);
 }
 
 /// issue 24 §2: a byte flipped behind rep's back on either disk is found every time, listed by
@@ -547,11 +519,7 @@ fn verify_finds_a_flipped_byte_on_either_disk_and_fix_repairs_it() {
             n.name
         );
     }
-    a.ok(&["secondary", "r0"]);
-    for n in [a, b] {
-        n.ok(&["down", "r0"]);
-    }
-    assert_same_data(c.a(), c.b(), usable);
+    down_and_assert_same_data(a, b, usable);
 }
 
 /// Simulator seeds 2685 and 5195: after `new-current-uuid --clear-bitmap` on node-a (how every

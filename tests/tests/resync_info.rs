@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rep_tests::assert::assert_same_data;
+use rep_tests::assert::{assert_same_data, down_and_assert_same_data};
 use rep_tests::metrics::scrape;
 use rep_tests::nbdraw::WriteLoad;
 use rep_tests::pair::{same_random_data, up_pair, PairConf};
@@ -90,11 +90,7 @@ fn finish_and_compare(c: &Cluster, secs: u64) {
             .any(|s| log.contains(&format!("-> {s} )")));
         assert!(!lost, "{}: the link went down:\n{}", n.name, n.log_tail());
     }
-    a.ok(&["secondary", "r0"]);
-    for n in [a, b] {
-        n.ok(&["down", "r0"]);
-    }
-    assert_same_data(a, b, usable);
+    down_and_assert_same_data(a, b, usable);
 }
 
 /// The configured caps: `resync-rate` with the controller off, then (adjusted live, same
@@ -498,9 +494,5 @@ fn verify_fix_from_refuses_an_unknown_host_and_a_source_that_is_not_uptodate() {
     b.ok(&["resume-sync", "r0"]);
     b.wait_state("Connected", "UpToDate", "UpToDate", 30);
     let usable = status(a)["size_bytes"].as_u64().expect("size");
-    a.ok(&["secondary", "r0"]);
-    for n in [a, b] {
-        n.ok(&["down", "r0"]);
-    }
-    assert_same_data(a, b, usable);
+    down_and_assert_same_data(a, b, usable);
 }
