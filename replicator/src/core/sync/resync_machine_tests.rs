@@ -419,3 +419,32 @@ fn pause_reasons_decide_the_cstate_and_the_peer_hears_of_ours() {
     m.abort();
     assert!(!m.running());
 }
+
+#[test]
+fn a_target_held_by_the_rate_limit_with_bits_left_is_not_done() {
+    let mut m = target();
+    let bm = bitmap(&[(0, 8 * MIB)]);
+    let c = ctx(ConnState::SyncTarget, None);
+    let slow = Budget {
+        rate: 1 << 20,
+        ..budget()
+    };
+    let mut out = Vec::new();
+    m.pump(&c, &bm, slow, |_, _| false, &mut out);
+    // The source refuses everything asked: nothing is in flight, every bit is still set.
+    for (id, offset, len) in requests(&out) {
+        assert!(m.reply_fits(ConnState::SyncTarget, id, offset, u64::from(len)));
+        m.refused(id, offset, len, &mut Vec::new());
+    }
+    // The rate limit allows nothing more right now: the target waits, it is not finished.
+    let mut out = Vec::new();
+    m.pump(&c, &bm, slow, |_, _| false, &mut out);
+    assert!(requests(&out).is_empty(), "{out:?}");
+    assert!(!out.contains(&ResyncOut::FinishTarget), "{out:?}");
+    assert!(m.wake(ConnState::SyncTarget).is_some(), "a wake-up is due");
+    assert_eq!(
+        m.wake(ConnState::PausedSyncT),
+        None,
+        "a paused target does not wake"
+    );
+}
