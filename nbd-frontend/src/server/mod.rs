@@ -4,6 +4,7 @@
 
 mod accept;
 mod handshake;
+mod local;
 pub mod stream;
 pub mod tls;
 mod transmission;

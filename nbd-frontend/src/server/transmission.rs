@@ -9,11 +9,9 @@
 
 use std::io;
 use std::rc::Rc;
-use std::sync::Arc;
-
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::handshake::Session;
+use super::local::{self, Budget, Held};
 use super::stream::{Reader, Stream};
 use super::{BlockBackend, Command, Completion};
 use crate::codec::{self, Limits, Validated};
@@ -52,15 +50,11 @@ enum Reply {
     },
 }
 
-/// A reply with what its request holds until the reply has been written.
+/// A reply with what its request holds (its slot and payload bytes) until the reply has been
+/// written.
 struct Queued {
     reply: Reply,
-    held: Held,
-}
-
-struct Held {
-    _slot: OwnedSemaphorePermit,
-    _bytes: Option<OwnedSemaphorePermit>,
+    _held: Held,
 }
 
 /// Where one request's completion goes: the backend calls [`Responder::complete`] when it is
@@ -71,7 +65,7 @@ pub struct Responder {
 }
 
 struct Pending {
-    tx: mpsc::UnboundedSender<Queued>,
+    tx: local::Sender<Queued>,
     cookie: u64,
     /// For reads: what the reply's data chunk describes.
     read: Option<(u64, u32)>,
@@ -100,9 +94,9 @@ impl Pending {
             (None, Completion::Error { errno, .. }) => Reply::Simple { cookie, errno },
             (None, _) => Reply::Simple { cookie, errno: 0 },
         };
-        let _ = self.tx.send(Queued {
+        self.tx.send(Queued {
             reply,
-            held: self.held,
+            _held: self.held,
         });
     }
 }
@@ -115,25 +109,6 @@ impl Drop for Responder {
                 message: "request dropped by the server".into(),
             });
         }
-    }
-}
-
-/// The per-connection budgets of in-flight requests and payload bytes.
-struct Budget {
-    slots: Arc<Semaphore>,
-    bytes: Arc<Semaphore>,
-}
-
-impl Budget {
-    async fn slot(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.slots).acquire_owned().await.ok()
-    }
-
-    async fn bytes(&self, len: u32) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.bytes)
-            .acquire_many_owned(len.min(MAX_QUEUED_BYTES))
-            .await
-            .ok()
     }
 }
 
@@ -160,12 +135,10 @@ pub async fn run<S: Stream>(
         structured: session.structured,
         block_status: session.block_status,
     };
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = local::queue();
     let writer = tokio_uring::spawn(write_replies(Rc::clone(&stream), rx, session.structured));
-    let budget = Budget {
-        slots: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-        bytes: Arc::new(Semaphore::new(MAX_QUEUED_BYTES as usize)),
-    };
+    // The per-connection budget of in-flight requests and payload bytes.
+    let budget = Budget::new(MAX_IN_FLIGHT, MAX_QUEUED_BYTES as usize);
     let result = read_requests(&mut reader, &backend, &limits, &tx, &budget).await;
     // In-flight tasks hold their own senders: the writer ends once the last reply is out.
     drop(tx);
@@ -177,23 +150,21 @@ async fn read_requests<S: Stream>(
     reader: &mut Reader<S>,
     backend: &Rc<dyn BlockBackend>,
     limits: &Limits,
-    tx: &mpsc::UnboundedSender<Queued>,
-    budget: &Budget,
+    tx: &local::Sender<Queued>,
+    budget: &Rc<Budget>,
 ) -> Result<(), TransmissionError> {
     loop {
         let Some(raw) = reader.read_array::<REQUEST_HEADER_BYTES>().await? else {
             return Ok(());
         };
         let h = codec::decode_request(&raw)?;
-        let Some(slot) = budget.slot().await else {
-            return Ok(());
-        };
+        let mut held = budget.slot().await;
         if tx.is_closed() {
             // The writer failed (the client is gone): requests still buffered in the socket
             // would be served for nobody. The writer's error is what `run` reports.
             return Ok(());
         }
-        let reject = |errno: u32, message: String, slot: OwnedSemaphorePermit| {
+        let reject = |errno: u32, message: String, held: Held| {
             let reply = if h.kind == CMD_READ && limits.structured {
                 Reply::ReadError {
                     cookie: h.cookie,
@@ -206,12 +177,8 @@ async fn read_requests<S: Stream>(
                     errno,
                 }
             };
-            let held = Held {
-                _slot: slot,
-                _bytes: None,
-            };
-            // A closed channel means the writer failed; the reader notices on its next read.
-            let _ = tx.send(Queued { reply, held });
+            // A closed queue means the writer failed; the reader notices on its next read.
+            tx.send(Queued { reply, _held: held });
         };
         let v = codec::validate(&h, limits);
         let cmd = match v {
@@ -220,7 +187,7 @@ async fn read_requests<S: Stream>(
             Validated::Reject { errno, drain, why } => {
                 tracing::debug!("nbd: rejecting request {:#x}: {why}", h.cookie);
                 reader.skip(drain as usize).await?;
-                reject(errno, why, slot);
+                reject(errno, why, held);
                 continue;
             }
             _ => v,
@@ -229,25 +196,17 @@ async fn read_requests<S: Stream>(
             if let Validated::Write { len, .. } = cmd {
                 reader.skip(len as usize).await?;
             }
-            reject(errno, why, slot);
+            reject(errno, why, held);
             continue;
         }
         let payload_len = match cmd {
             Validated::Read { len, .. } | Validated::Write { len, .. } => len,
             _ => 0,
         };
-        let bytes = if payload_len > 0 {
-            let Some(p) = budget.bytes(payload_len).await else {
-                return Ok(());
-            };
-            Some(p)
-        } else {
-            None
-        };
-        let held = Held {
-            _slot: slot,
-            _bytes: bytes,
-        };
+        if payload_len > 0 {
+            let bytes = payload_len.min(MAX_QUEUED_BYTES) as usize;
+            budget.add_bytes(&mut held, bytes).await;
+        }
         let (command, read_len) = match cmd {
             Validated::Read { offset, len } => (Command::Read { offset, len }, Some((offset, len))),
             Validated::Write { offset, len, fua } => {
@@ -276,7 +235,7 @@ async fn read_requests<S: Stream>(
                     cookie: h.cookie,
                     len,
                 };
-                let _ = tx.send(Queued { reply, held });
+                tx.send(Queued { reply, _held: held });
                 continue;
             }
             Validated::Disconnect | Validated::Hangup { .. } | Validated::Reject { .. } => continue,
@@ -357,7 +316,7 @@ fn error_reply(batch: &mut Vec<u8>, structured: bool, cookie: u64, errno: u32, m
 
 async fn write_replies<S: Stream>(
     stream: Rc<S>,
-    mut rx: mpsc::UnboundedReceiver<Queued>,
+    mut rx: local::Receiver<Queued>,
     structured: bool,
 ) -> io::Result<()> {
     let mut batch = Vec::with_capacity(BATCH_BYTES);
@@ -365,7 +324,7 @@ async fn write_replies<S: Stream>(
     let mut held = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
-        while let Some(Queued { reply, held: h }) = next.take() {
+        while let Some(Queued { reply, _held: h }) = next.take() {
             held.push(h);
             if let Some(big) = encode(reply, structured, &mut batch) {
                 let (r, b) = stream.write_vec(std::mem::take(&mut batch)).await;
@@ -376,7 +335,7 @@ async fn write_replies<S: Stream>(
                 held.clear();
             }
             if batch.len() < BATCH_BYTES {
-                next = rx.try_recv().ok();
+                next = rx.try_recv();
             }
         }
         if !batch.is_empty() {

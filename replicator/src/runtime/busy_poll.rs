@@ -53,9 +53,9 @@ impl BusyPoll {
         })
     }
 
-    /// An input arrived: poll for the next one for `window` from now.
-    pub fn touch(&self) {
-        let now = Instant::now();
+    /// An input arrived at `now` (the driver's clock reading for it, shared with the engine:
+    /// one read per input instead of two): poll for the next one for `window` from then.
+    pub fn touch(&self, now: Instant) {
         self.last.set(now);
         if now.duration_since(self.counting_since.get()) >= self.window {
             self.previous.set(self.counted.replace(0));
@@ -118,14 +118,14 @@ mod tests {
     fn single_inputs_keep_the_window_open() {
         let b = BusyPoll::new(Duration::from_millis(100));
         for _ in 0..10 {
-            b.touch();
+            b.touch(Instant::now());
             assert!(
                 !b.saw_burst(Instant::now()),
                 "one input per turn is a QD1 load"
             );
         }
-        b.touch();
-        b.touch();
+        b.touch(Instant::now());
+        b.touch(Instant::now());
         assert!(
             !b.saw_burst(Instant::now()),
             "two per turn is still light (QD2)"
@@ -135,15 +135,15 @@ mod tests {
     #[test]
     fn a_burst_closes_the_window_for_a_while() {
         let b = BusyPoll::new(Duration::from_millis(100));
-        b.touch();
-        b.touch();
-        b.touch();
+        b.touch(Instant::now());
+        b.touch(Instant::now());
+        b.touch(Instant::now());
         assert!(
             b.saw_burst(Instant::now()),
             "three inputs in one turn: the sender keeps more in flight"
         );
         // Held: later single inputs do not reopen it before the hold ends.
-        b.touch();
+        b.touch(Instant::now());
         assert!(b.saw_burst(Instant::now()));
         assert_eq!(b.unseen.get(), 0, "inputs during the hold are not counted");
     }

@@ -89,10 +89,13 @@ pub struct Driver {
     /// order, so a held FLUSH never overtakes the writes it covers). They wait; they never fail.
     held: RefCell<VecDeque<(ReqId, ClientOp)>>,
     /// Rung when the peer-write backlog may have dropped below the bound (see
-    /// `peer_rx_backlog_full`).
-    pub rx_room: Notify,
-    /// Unix seconds of the last application write, for `repadm split-brain show`.
-    pub last_write_unix: Cell<Option<u64>>,
+    /// `peer_rx_backlog_full`), and how many readers wait for it: the bell is rung after every
+    /// pump only while one does (ringing takes a lock and an atomic even with nobody waiting).
+    rx_room: Notify,
+    rx_waiting: Cell<u32>,
+    /// When the last application write arrived, for `repadm split-brain show` (kept as an
+    /// `Instant`, which the request reads anyway, and turned into Unix seconds when asked).
+    last_write: Cell<Option<Instant>>,
     /// What the timer task sleeps towards, and the bell that wakes it early.
     timer_deadline: Cell<Option<Instant>>,
     timer_moved: Notify,
@@ -145,7 +148,8 @@ impl Driver {
             rng: Cell::new(seed),
             held: RefCell::new(VecDeque::new()),
             rx_room: Notify::new(),
-            last_write_unix: Cell::new(None),
+            rx_waiting: Cell::new(0),
+            last_write: Cell::new(None),
             timer_deadline: Cell::new(None),
             timer_moved: Notify::new(),
             peer_listener: RefCell::new(None),
@@ -205,20 +209,28 @@ impl Driver {
 
     /// Queue one input and pump unless a pump is already running up the stack.
     pub fn feed(self: &Rc<Self>, input: Input) {
+        self.feed_at(Instant::now(), input);
+    }
+
+    /// `feed`, with the clock already read for this input (`now`: the busy-poll window and
+    /// the engine's handling of this input share it; inputs queued while pumping read their own).
+    pub fn feed_at(self: &Rc<Self>, now: Instant, input: Input) {
         if let Some(b) = self.busy.get() {
-            b.touch();
+            b.touch(now);
         }
         self.inbox.borrow_mut().push_back(input);
         if self.pumping.replace(true) {
             return;
         }
+        let mut first = Some(now);
         loop {
             let next = self.inbox.borrow_mut().pop_front();
             let had_input = next.is_some();
             if let Some(input) = next {
+                let now = first.take().unwrap_or_else(Instant::now);
                 let mut e = self.engine.borrow_mut();
                 e.note_send_backlog(self.link_backlog() as u64);
-                e.handle(Instant::now(), input);
+                e.handle(now, input);
             }
             let mut had_output = false;
             loop {
@@ -233,9 +245,24 @@ impl Driver {
         }
         self.pumping.set(false);
         self.reschedule_timer();
-        if !self.peer_rx_backlog_full() {
+        if self.rx_waiting.get() > 0 && !self.peer_rx_backlog_full() {
             self.rx_room.notify_waiters();
         }
+    }
+
+    /// Wait until the peer-write backlog may have dropped below the bound (the caller checks
+    /// `peer_rx_backlog_full` again).
+    pub async fn rx_room(&self) {
+        /// Counts the waiter out however the wait ends (also when its future is dropped).
+        struct Waiting<'a>(&'a Cell<u32>);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get().saturating_sub(1));
+            }
+        }
+        self.rx_waiting.set(self.rx_waiting.get() + 1);
+        let _counted = Waiting(&self.rx_waiting);
+        self.rx_room.notified().await;
     }
 
     fn dispatch(self: &Rc<Self>, out: Output) {
@@ -628,16 +655,13 @@ impl Driver {
 
     /// Submit one client request; its completion goes to `done`.
     pub fn submit_client(self: &Rc<Self>, op: ClientOp, buf: Option<Vec<u8>>, done: Responder) {
+        // One clock read per request: its arrival, its last-write time and its input.
+        let now = Instant::now();
         if matches!(
             op,
             ClientOp::Write { .. } | ClientOp::Trim { .. } | ClientOp::WriteZeroes { .. }
         ) {
-            self.last_write_unix.set(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()
-                    .map(|d| d.as_secs()),
-            );
+            self.last_write.set(Some(now));
         }
         let req = self.next_req.get();
         self.next_req.set(req.next());
@@ -649,7 +673,7 @@ impl Driver {
                 read: matches!(op, ClientOp::Read { .. }),
                 op: super::metrics::op_index(&op) as u8,
                 len: op_len(&op),
-                started: Instant::now(),
+                started: now,
             },
         );
         let hold = !matches!(op, ClientOp::Read { .. })
@@ -657,7 +681,7 @@ impl Driver {
         if hold {
             self.held.borrow_mut().push_back((req, op));
         } else {
-            self.feed(Input::Client { req, op });
+            self.feed_at(now, Input::Client { req, op });
         }
     }
 
@@ -730,7 +754,13 @@ impl Driver {
     pub fn split_brain_info(&self) -> crate::control::SplitBrainInfo {
         crate::control::SplitBrainInfo {
             view: self.engine.borrow().split_brain_view(),
-            last_write_unix: self.last_write_unix.get(),
+            last_write_unix: self.last_write.get().and_then(|t| {
+                std::time::SystemTime::now()
+                    .checked_sub(t.elapsed())?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs())
+            }),
         }
     }
 

@@ -526,7 +526,7 @@ async fn read_frames(
     };
     let loss = loop {
         while data_socket && driver.peer_rx_backlog_full() {
-            driver.rx_room.notified().await;
+            driver.rx_room().await;
         }
         match read_packet(&mut reader).await {
             Ok(Some(packet)) => driver.feed(Input::Packet { link, packet }),
