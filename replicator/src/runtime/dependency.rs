@@ -3,6 +3,7 @@
 //! status file; a thread blocked on inotify learns when any status file of the run dir is
 //! replaced and reports which resources resync. Nothing polls: an idle run dir wakes nobody.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,57 @@ use crate::core::ConnState;
 
 /// One resource's resync state, as its status file showed it: (resource, resyncing).
 pub type Report = (String, bool);
+
+/// What the driver keeps of `resync-after`: which resources of the run dir resync, as the
+/// watcher last reported; whether the watcher runs; what the engine was last told.
+#[derive(Debug, Default)]
+pub struct Follow {
+    others: RefCell<HashMap<String, bool>>,
+    watching: Cell<bool>,
+    told: Cell<Option<bool>>,
+}
+
+impl Follow {
+    pub fn watching(&self) -> bool {
+        self.watching.get()
+    }
+
+    /// The watcher started, or ended (then nothing it reported holds any more).
+    pub fn set_watching(&self, on: bool) {
+        self.watching.set(on);
+        if !on {
+            self.others.borrow_mut().clear();
+        }
+    }
+
+    /// The watcher's report: `resource` resyncs or not.
+    pub fn report(&self, (resource, syncing): Report) {
+        self.others.borrow_mut().insert(resource, syncing);
+    }
+
+    /// Whether the resource `resync_after` names resyncs, as last reported (no file read).
+    pub fn syncing(&self, resync_after: Option<&str>) -> bool {
+        resync_after.is_some_and(|o| {
+            self.others
+                .borrow()
+                .get(resource_of(o))
+                .copied()
+                .unwrap_or(false)
+        })
+    }
+
+    /// What to tell the engine now: the dependency's state when it differs from what the
+    /// engine was last told (nothing, without a dependency, until one is configured).
+    pub fn news(&self, resync_after: Option<&str>) -> Option<bool> {
+        let syncing = self.syncing(resync_after);
+        let last = self.told.get();
+        let due = last != Some(syncing) && (resync_after.is_some() || last.is_some());
+        due.then(|| {
+            self.told.set(Some(syncing));
+            syncing
+        })
+    }
+}
 
 /// The resource name `resync-after` names (`r0` or DRBD 9's `r0/0`).
 pub fn resource_of(resync_after: &str) -> &str {
@@ -102,4 +154,45 @@ pub fn watch(dir: PathBuf, own: String) -> std::io::Result<mpsc::UnboundedReceiv
             }
         })?;
     Ok(rx)
+}
+
+#[cfg(test)]
+mod follow_tests {
+    use super::*;
+
+    #[test]
+    fn the_engine_hears_of_a_dependency_only_when_its_state_changes() {
+        let f = Follow::default();
+        assert_eq!(f.news(None), None, "no dependency: nothing to say");
+        assert_eq!(
+            f.news(Some("r1")),
+            Some(false),
+            "configured: the first state"
+        );
+        assert_eq!(f.news(Some("r1")), None, "unchanged");
+        f.report(("r1".into(), true));
+        f.report(("r2".into(), false));
+        assert!(
+            f.syncing(Some("r1/0")),
+            "DRBD 9's volume suffix names the resource"
+        );
+        assert_eq!(f.news(Some("r1")), Some(true));
+        f.set_watching(false);
+        assert_eq!(
+            f.news(Some("r1")),
+            Some(false),
+            "a watcher that ended reports nothing"
+        );
+        assert_eq!(
+            f.news(None),
+            None,
+            "unconfigured, and the engine was told false"
+        );
+        f.report(("r1".into(), true));
+        assert_eq!(
+            f.news(None),
+            None,
+            "unconfigured: OTHER's state does not matter"
+        );
+    }
 }

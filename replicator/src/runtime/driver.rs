@@ -103,11 +103,8 @@ pub struct Driver {
     pub(crate) peer_listener: RefCell<Option<super::link::state::PeerListener>>,
     /// The status-file thread (`None` if it could not start: then written here).
     status_files: RefCell<Option<super::surface::status::StatusWriter>>,
-    /// `resync-after`: which resources of the run dir resync, as the watcher last reported;
-    /// whether the watcher runs; what the engine was last told.
-    resyncing_others: RefCell<std::collections::HashMap<String, bool>>,
-    watching_others: Cell<bool>,
-    dependency_told: Cell<Option<bool>>,
+    /// `resync-after`: what the watcher reported and the engine was told.
+    dependency: super::dependency::Follow,
     /// Counters and the latency histogram served at `metrics-listen`.
     pub metrics: super::metrics::Metrics,
     /// The test-only fault hook (`repadm fault`), around the disk and the metadata.
@@ -162,9 +159,7 @@ impl Driver {
                     })
                     .ok(),
             ),
-            resyncing_others: RefCell::default(),
-            watching_others: Cell::new(false),
-            dependency_told: Cell::new(None),
+            dependency: super::dependency::Follow::default(),
             metrics: Default::default(),
             #[cfg(feature = "fault-injection")]
             fault: super::fault::FaultHook::default(),
@@ -326,7 +321,8 @@ impl Driver {
             Output::Handler { name } => self.run_handler(name),
             Output::RunHandler { io, name } => self.run_waited_handler(io, name),
             Output::CheckDependency => {
-                let syncing = self.dependency_syncing();
+                let after = self.view().disk_conf.resync_after.clone();
+                let syncing = self.dependency.syncing(after.as_deref());
                 self.inbox
                     .borrow_mut()
                     .push_back(Input::DependencySyncing { syncing });
@@ -447,18 +443,17 @@ impl Driver {
     /// while OTHER resyncs. OTHER is read from the running configuration at every report, so
     /// `adjust` can set or change it (it calls this again).
     pub fn follow_resync_after(self: &Rc<Self>) {
-        if self.view().disk_conf.resync_after.is_some() && !self.watching_others.get() {
+        if self.view().disk_conf.resync_after.is_some() && !self.dependency.watching() {
             match super::dependency::watch(self.paths.dir.clone(), self.paths.resource.clone()) {
                 Ok(mut reports) => {
-                    self.watching_others.set(true);
+                    self.dependency.set_watching(true);
                     let this = Rc::clone(self);
                     tokio_uring::spawn(async move {
-                        while let Some((res, syncing)) = reports.recv().await {
-                            this.resyncing_others.borrow_mut().insert(res, syncing);
+                        while let Some(report) = reports.recv().await {
+                            this.dependency.report(report);
                             this.tell_dependency();
                         }
-                        this.resyncing_others.borrow_mut().clear();
-                        this.watching_others.set(false);
+                        this.dependency.set_watching(false);
                         this.tell_dependency();
                     });
                 }
@@ -473,29 +468,10 @@ impl Driver {
 
     /// Tell the engine when the dependency's state differs from what it was last told.
     fn tell_dependency(self: &Rc<Self>) {
-        let configured = self.view().disk_conf.resync_after.is_some();
-        let syncing = self.dependency_syncing();
-        let last = self.dependency_told.get();
-        // Without a dependency there is nothing to tell the engine until one appears.
-        if last != Some(syncing) && (configured || last.is_some()) {
-            self.dependency_told.set(Some(syncing));
+        let after = self.view().disk_conf.resync_after.clone();
+        if let Some(syncing) = self.dependency.news(after.as_deref()) {
             self.feed(Input::DependencySyncing { syncing });
         }
-    }
-
-    /// Whether the `resync-after` resource resyncs, as last reported (no file read here).
-    fn dependency_syncing(&self) -> bool {
-        self.view()
-            .disk_conf
-            .resync_after
-            .as_deref()
-            .is_some_and(|o| {
-                self.resyncing_others
-                    .borrow()
-                    .get(super::dependency::resource_of(o))
-                    .copied()
-                    .unwrap_or(false)
-            })
     }
 
     /// Feeds `Input::Timer` when the engine's next deadline (`next_timeout`) comes: it sleeps

@@ -1,5 +1,6 @@
 //! The resync machine on its own: what the target asks for and when it is done, which replies
 //! it takes, what the source reads and sends, and what a digest comparison leaves to send.
+#![cfg(test)]
 
 use super::*;
 use crate::core::sync::resync_state::{ResyncSource, ResyncTarget};
