@@ -372,6 +372,11 @@ impl Engine {
 
     /// Start the SyncSource reads that no client write (or received peer write) overlaps.
     pub(crate) fn admit_resync_reads(&mut self) {
+        // Without a link a read admitted now could not start, and its range would stay locked
+        // against client writes (`reading_overlaps`) until the resync is dropped.
+        if self.link_id().is_none() {
+            return;
+        }
         let requests = &self.requests;
         let peer = self.peers.data_mut();
         let rx = &peer.rx;
