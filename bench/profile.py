@@ -24,7 +24,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 from bench import BenchError, log  # noqa: E402
 
-JOB = ("randwrite-4k-qd32", "randwrite", "4k", 32, "rt_w", [])
+# PROFILE_JOB picks any of bench.py's jobs by name (default 4k randwrite QD32; e.g.
+# seqwrite-1m-qd8 for where a MiB of replicated writes goes).
+JOB = next((j for j in bench.JOBS if j[0] == os.environ.get("PROFILE_JOB", "randwrite-4k-qd32")), None)
+if JOB is None:
+    sys.exit(f"profile.py: PROFILE_JOB must be one of {', '.join(j[0] for j in bench.JOBS)}")
 
 
 def threads(pid):

@@ -17,6 +17,12 @@ pub trait Stream: 'static {
         buf: tokio_uring::buf::Slice<Vec<u8>>,
     ) -> (io::Result<usize>, Vec<u8>);
     async fn write_vec(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
+    /// Writes `parts` in order, all of them. This default joins them first (one copy); a
+    /// stream that can gather (`Polled`: `writev`) writes them where they lie.
+    async fn write_parts(&self, parts: &[&[u8]]) -> io::Result<()> {
+        let joined = parts.concat();
+        self.write_vec(joined).await.0
+    }
     fn close(&self);
 }
 
@@ -177,6 +183,30 @@ where
         (r, buf)
     }
 
+    async fn write_parts(&self, parts: &[&[u8]]) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let Some(mut wr) = Lease::take(&self.wr) else {
+            return Err(busy("write"));
+        };
+        let half = wr.get()?;
+        let mut slices: Vec<io::IoSlice<'_>> = parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| io::IoSlice::new(p))
+            .collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            // At most IOV_MAX slices per call; a short write resumes where it stopped.
+            let upto = rest.len().min(IOV_MAX);
+            let n = half.write_vectored(&rest[..upto]).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            io::IoSlice::advance_slices(&mut rest, n);
+        }
+        Ok(())
+    }
+
     fn close(&self) {
         // `self.fd` is still this socket (see `Polled`). Errors are ignored: the peer may
         // already be gone, and the fd is closed on drop anyway.
@@ -185,6 +215,8 @@ where
 }
 
 const READ_CHUNK: usize = 256 * 1024;
+/// The most slices one `writev` takes (Linux's UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
 
 pub struct Reader<S> {
     stream: Rc<S>,

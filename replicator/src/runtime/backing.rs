@@ -16,6 +16,11 @@ use std::path::{Path, PathBuf};
 use tokio_uring::buf::BoundedBuf;
 
 use super::error::{Device, DiskError, Op};
+
+/// A buffer a data write can take: a peer packet's `Vec`, or a client write's `Bytes`, which the
+/// peer's send queue may still hold (docs/architecture.md §6.2: the payload is not copied).
+pub trait WriteBuf: tokio_uring::buf::IoBuf + std::ops::Deref<Target = [u8]> {}
+impl<B: tokio_uring::buf::IoBuf + std::ops::Deref<Target = [u8]>> WriteBuf for B {}
 use crate::core::io::{push_zero, split_zero_blocks, Extent, SPARSE_BLOCK};
 
 const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
@@ -270,12 +275,13 @@ impl BackingDisk {
         out
     }
 
-    pub async fn write(
+    /// Writes `buf` at `offset` (the client's own buffer, or a peer packet's) and hands it back.
+    pub async fn write<B: WriteBuf>(
         &self,
         offset: u64,
-        buf: Vec<u8>,
+        buf: B,
         fua: bool,
-    ) -> (Result<(), DiskError>, Vec<u8>) {
+    ) -> (Result<(), DiskError>, B) {
         if let Some(d) = self.direct.as_ref().filter(|d| d.fits(offset, buf.len())) {
             let (mut bounce, pad) = aligned_buffer(buf.len());
             bounce[pad..pad + buf.len()].copy_from_slice(&buf);

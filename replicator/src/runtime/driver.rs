@@ -11,6 +11,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use crate::digest::Digests;
+use bytes::Bytes;
 use rep_nbd::server::{Completion, Responder};
 use rep_resources::NodeView;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -28,12 +29,6 @@ use crate::core::{
     Output, PeerDiskOp, Refusal, ReqId,
 };
 
-/// The frame of `Packet::Data`, encoded straight from the client's buffer.
-fn encode_data_frame(out: &mut Vec<u8>, id: u64, offset: u64, fua: bool, data: &[u8]) {
-    // Same layout as `Packet::Data::encode`; a unit test checks they agree.
-    crate::wire::packet::encode_data(out, id, offset, fua, data);
-}
-
 /// Bytes a client request moves (0 for FLUSH).
 fn op_len(op: &ClientOp) -> u32 {
     match *op {
@@ -45,10 +40,13 @@ fn op_len(op: &ClientOp) -> u32 {
     }
 }
 
-/// A client request's reply channel and its data buffer (write payload, or read result).
+/// A client request's reply channel and its data buffers.
 struct ClientSlot {
     done: Responder,
+    /// A read's result.
     buf: Option<Vec<u8>>,
+    /// A write's data: shared with the peer's send queue, which writes it from here.
+    payload: Option<Bytes>,
     /// Only a read's reply carries data (a diskless write keeps its buffer: no local write).
     read: bool,
     /// For the metrics: operation class (`metrics::OPS`), length, arrival.
@@ -346,17 +344,10 @@ impl Driver {
                 fua,
             } => {
                 let clients = self.clients.borrow();
-                let piece = clients
-                    .get(&req)
-                    .and_then(|s| s.buf.as_ref())
-                    .and_then(|d| {
-                        let start = buf_offset as usize;
-                        d.get(start..start + len as usize)
-                    });
-                if let Some(data) = piece {
-                    self.link_send_with(link, data.len() + 64, |out| {
-                        encode_data_frame(out, req.0, offset, fua, data);
-                    });
+                if let Some(buf) = clients.get(&req).and_then(|s| s.payload.as_ref()) {
+                    let start = buf_offset as usize;
+                    let range = start..start.saturating_add(len as usize);
+                    self.link_send_write(link, (req.0, offset, fua), buf, range);
                 }
             }
             Output::PeerDisk { io, op } => self.peer_disk_op(io, op),
@@ -576,7 +567,7 @@ impl Driver {
                     .clients
                     .borrow_mut()
                     .get_mut(&req)
-                    .and_then(|s| s.buf.take())
+                    .and_then(|s| s.payload.take())
                     .filter(|b| b.len() == len as usize);
                 let Some(buf) = buf else {
                     // Never write (and acknowledge) something other than the client's data.
@@ -641,12 +632,18 @@ impl Driver {
         }
         let req = self.next_req.get();
         self.next_req.set(req.next());
+        let read = matches!(op, ClientOp::Read { .. });
+        let (buf, payload) = match buf {
+            Some(b) if !read => (None, Some(Bytes::from(b))),
+            b => (b, None),
+        };
         self.clients.borrow_mut().insert(
             req,
             ClientSlot {
                 done,
                 buf,
-                read: matches!(op, ClientOp::Read { .. }),
+                payload,
+                read,
                 op: super::metrics::op_index(&op) as u8,
                 len: op_len(&op),
                 started: now,

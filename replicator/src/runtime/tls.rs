@@ -339,6 +339,13 @@ impl Stream for PeerStream {
             PeerStream::Tls(s) => s.write_vec(buf).await,
         }
     }
+    async fn write_parts(&self, parts: &[&[u8]]) -> io::Result<()> {
+        match self {
+            PeerStream::Plain(s) => s.write_parts(parts).await,
+            PeerStream::Polled(s) => s.write_parts(parts).await,
+            PeerStream::Tls(s) => s.write_parts(parts).await,
+        }
+    }
     fn close(&self) {
         match self {
             PeerStream::Plain(s) => s.close(),

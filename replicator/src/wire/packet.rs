@@ -114,6 +114,23 @@ pub fn encode_data(out: &mut Vec<u8>, id: u64, offset: u64, fua: bool, data: &[u
     encode::Data(out, &id, &offset, &fua, data);
 }
 
+/// Encodes `Packet::Data` but for the data itself, which the caller sends right after this
+/// (from the client's buffer, without a copy): the frame's and the block's lengths count
+/// `data_len` bytes that are not in `out`.
+pub fn encode_data_head(out: &mut Vec<u8>, id: u64, offset: u64, fua: bool, data_len: usize) {
+    let start = out.len();
+    encode::Data(out, &id, &offset, &fua, &[]);
+    let n = u32::try_from(data_len).unwrap_or(u32::MAX);
+    // The block is the frame's last field: its u32 length is the last four bytes written.
+    let end = out.len();
+    out[end - 4..end].copy_from_slice(&n.to_be_bytes());
+    let len_at = start + super::frame::HEADER_BYTES - 4;
+    let mut frame_len = [0u8; 4];
+    frame_len.copy_from_slice(&out[len_at..len_at + 4]);
+    let frame_len = u32::from_be_bytes(frame_len).saturating_add(n);
+    out[len_at..len_at + 4].copy_from_slice(&frame_len.to_be_bytes());
+}
+
 /// Decodes one whole frame (header + payload) from `b`; for fuzzing and tests.
 pub fn decode_frame(b: &[u8]) -> Result<(Packet, usize), WireError> {
     let head: &[u8; super::HEADER_BYTES] = b
@@ -191,6 +208,31 @@ mod tests {
         }
         .encode(&mut b);
         assert_eq!(a, b);
+    }
+
+    /// The head the send queue writes before a client's buffer, followed by that buffer, is
+    /// the packet's frame, for every size a packet can carry.
+    #[test]
+    fn data_head_and_the_data_after_it_are_the_packet() {
+        for len in [
+            0usize,
+            1,
+            511,
+            4096,
+            65_537,
+            crate::wire::frame::MAX_DATA_BYTES,
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut a = Vec::new();
+            encode_data_head(&mut a, 77, 1 << 40, len % 2 == 0, len);
+            a.extend_from_slice(&data);
+            let mut b = Vec::new();
+            encode_data(&mut b, 77, 1 << 40, len % 2 == 0, &data);
+            assert_eq!(a, b, "{len} bytes");
+            let (p, used) = decode_frame(&a).expect("decodes");
+            assert_eq!(used, a.len());
+            assert!(matches!(p, Packet::Data { data: d, .. } if d == data));
+        }
     }
 
     #[test]

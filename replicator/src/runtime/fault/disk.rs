@@ -11,7 +11,7 @@ use super::overlay::Src;
 use super::{Dev, FaultError, FaultHook, Kind};
 use crate::core::io::{split_zero_blocks, Extent};
 use crate::core::AttachInfo;
-use crate::runtime::backing::{BackingDisk, BackingFlush};
+use crate::runtime::backing::{BackingDisk, BackingFlush, WriteBuf};
 use crate::runtime::error::{Device, DiskError, Op};
 use crate::runtime::metaio::{DataFlush, MetaHandle};
 
@@ -107,12 +107,13 @@ impl FaultDisk {
         Ok(out)
     }
 
-    pub async fn write(
+    /// Writes `buf` at `offset` (the client's own buffer, or a peer packet's) and hands it back.
+    pub async fn write<B: WriteBuf>(
         &self,
         offset: u64,
-        buf: Vec<u8>,
+        buf: B,
         fua: bool,
-    ) -> (Result<(), DiskError>, Vec<u8>) {
+    ) -> (Result<(), DiskError>, B) {
         let path = &self.inner.path;
         self.hook.delay_data_write().await;
         let r = range(offset, buf.len() as u64);

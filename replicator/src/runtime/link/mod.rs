@@ -28,6 +28,7 @@ use crate::core::peer::PROTOCOL_VERSION;
 use crate::core::{Input, LinkId, LinkLoss, NetFailure, OsError};
 use crate::runtime::tls::PeerStream;
 use crate::wire::Packet;
+use bytes::Bytes;
 
 pub mod state;
 pub mod wire;
@@ -51,6 +52,9 @@ const PARTNER_GRACE: Duration = Duration::from_millis(200);
 const CLOSE_FLUSH: Duration = Duration::from_millis(250);
 
 /// About how many bytes `p` encodes to (so that a frame does not grow a send chunk).
+/// Client write pieces from this size up are sent from the client's buffer (`link_send_write`).
+const SPLICE_MIN: usize = 8 << 10;
+
 fn frame_size_hint(p: &Packet) -> usize {
     const FIXED: usize = 128;
     match p {
@@ -222,12 +226,36 @@ impl Driver {
             .map_or(0, |a| a.data_q.unwritten())
     }
 
-    /// Encode frames straight into the data socket's queue (client writes, from the client's
-    /// buffer).
-    pub fn link_send_with(&self, link: LinkId, size: usize, encode: impl FnOnce(&mut Vec<u8>)) {
+    /// Queue bytes `range` of a client write's buffer as a `Data` frame on the data socket. From
+    /// `SPLICE_MIN` bytes up the head is encoded into the queue and the buffer goes out after it
+    /// as it is (a reference, not a copy); a smaller piece is copied into the queue, which costs
+    /// less than one more slice in the `writev` (measured: 4 KiB even, 16 KiB 10 % less CPU
+    /// spliced, 1 MiB 8-10 % less).
+    pub fn link_send_write(
+        &self,
+        link: LinkId,
+        (id, offset, fua): (u64, u64, bool),
+        buf: &Bytes,
+        range: std::ops::Range<usize>,
+    ) {
         let st = self.link.borrow();
-        if let Some(a) = st.active.as_ref().filter(|a| a.id == link) {
-            a.data_q.push_with(size, encode);
+        let Some(a) = st.active.as_ref().filter(|a| a.id == link) else {
+            return;
+        };
+        let Some(piece) = buf.get(range.clone()) else {
+            return;
+        };
+        let len = piece.len();
+        if len < SPLICE_MIN {
+            a.data_q.push_with(len + 64, |out| {
+                crate::wire::packet::encode_data(out, id, offset, fua, piece)
+            });
+        } else {
+            a.data_q.push_payload(
+                64,
+                |out| crate::wire::packet::encode_data_head(out, id, offset, fua, len),
+                buf.slice(range),
+            );
         }
     }
 
