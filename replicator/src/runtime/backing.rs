@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use tokio_uring::buf::BoundedBuf;
 
 use super::error::{Device, DiskError, Op};
+use crate::core::io::{push_zero, split_zero_blocks, Extent, SPARSE_BLOCK};
 
 /// A buffer a data write can take: a peer packet's `Vec`, or a client write's `Bytes`, which the
 /// peer's send queue may still hold (docs/architecture.md §6.2: the payload is not copied).
 pub trait WriteBuf: tokio_uring::buf::IoBuf + std::ops::Deref<Target = [u8]> {}
 impl<B: tokio_uring::buf::IoBuf + std::ops::Deref<Target = [u8]>> WriteBuf for B {}
-use crate::core::io::{push_zero, split_zero_blocks, Extent, SPARSE_BLOCK};
 
 const FALLOC_FL_KEEP_SIZE: i32 = 0x01;
 const FALLOC_FL_PUNCH_HOLE: i32 = 0x02;
