@@ -16,34 +16,42 @@ const FORBIDDEN: &[&str] = &[
     "std::thread",
 ];
 
-fn scan(dir: &Path, allowed_files: &[&str], hits: &mut Vec<String>) {
+/// Calls `each(path, line number, line)` for the non-test lines of every file under `dir`, except
+/// in the files named in `allowed`. A file's tests start at its `#[cfg(test)]` module, or at its
+/// first line when it is a whole file of unit tests (`foo_tests.rs`: `#![cfg(test)]`).
+fn code_lines(dir: &Path, allowed: &[&str], each: &mut dyn FnMut(&Path, usize, &str)) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            scan(&path, allowed_files, hits);
+            code_lines(&path, allowed, each);
             continue;
         }
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if allowed_files.contains(&name) {
+        if allowed.contains(&name) {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         for (no, line) in text.lines().enumerate() {
-            // `#![cfg(test)]`: a whole file of unit tests (`foo_tests.rs`, included by its module).
             if matches!(line.trim(), "#[cfg(test)]" | "#![cfg(test)]") {
                 break;
             }
-            let code = line.split("//").next().unwrap_or("");
-            for word in FORBIDDEN {
-                if code.contains(word) {
-                    hits.push(format!("{}:{}: uses {word}", path.display(), no + 1));
-                }
-            }
+            each(&path, no + 1, line);
         }
     }
+}
+
+fn scan(dir: &Path, allowed_files: &[&str], hits: &mut Vec<String>) {
+    code_lines(dir, allowed_files, &mut |path, no, line| {
+        let code = line.split("//").next().unwrap_or("");
+        for word in FORBIDDEN {
+            if code.contains(word) {
+                hits.push(format!("{}:{no}: uses {word}", path.display()));
+            }
+        }
+    });
 }
 
 #[test]
@@ -65,30 +73,11 @@ fn core_meta_and_wire_are_sans_io() {
 /// files named in `allowed`.
 fn find(dir: &Path, needle: &str, allowed: &[&str]) -> Vec<String> {
     let mut hits = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return hits;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            hits.extend(find(&path, needle, allowed));
-            continue;
+    code_lines(dir, allowed, &mut |path, no, line| {
+        if line.split("//").next().unwrap_or("").contains(needle) {
+            hits.push(format!("{}:{no}: {}", path.display(), line.trim()));
         }
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if allowed.contains(&name) {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        for (no, line) in text.lines().enumerate() {
-            // `#![cfg(test)]`: a whole file of unit tests (`foo_tests.rs`, included by its module).
-            if matches!(line.trim(), "#[cfg(test)]" | "#![cfg(test)]") {
-                break;
-            }
-            if line.split("//").next().unwrap_or("").contains(needle) {
-                hits.push(format!("{}:{}: {}", path.display(), no + 1, line.trim()));
-            }
-        }
-    }
+    });
     hits
 }
 
