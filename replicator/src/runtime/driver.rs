@@ -43,12 +43,11 @@ fn op_len(op: &ClientOp) -> u32 {
 /// A client request's reply channel and its data buffers.
 struct ClientSlot {
     done: Responder,
-    /// A read's result.
+    /// A read's result: only a read's reply carries data.
     buf: Option<Vec<u8>>,
-    /// A write's data: shared with the peer's send queue, which writes it from here.
+    /// A write's data (kept by a diskless write, which has no local write to take it): shared
+    /// with the peer's send queue, which writes it from here.
     payload: Option<Bytes>,
-    /// Only a read's reply carries data (a diskless write keeps its buffer: no local write).
-    read: bool,
     /// For the metrics: operation class (`metrics::OPS`), length, arrival.
     op: u8,
     len: u32,
@@ -300,7 +299,7 @@ impl Driver {
                         errno: e.nbd_errno,
                         message: e.message,
                     },
-                    (Ok(()), Some(data)) if slot.read => Completion::Data(data),
+                    (Ok(()), Some(data)) => Completion::Data(data),
                     (Ok(()), _) => Completion::Done,
                 };
                 slot.done.complete(completion);
@@ -632,9 +631,8 @@ impl Driver {
         }
         let req = self.next_req.get();
         self.next_req.set(req.next());
-        let read = matches!(op, ClientOp::Read { .. });
         let (buf, payload) = match buf {
-            Some(b) if !read => (None, Some(Bytes::from(b))),
+            Some(b) if !matches!(op, ClientOp::Read { .. }) => (None, Some(Bytes::from(b))),
             b => (b, None),
         };
         self.clients.borrow_mut().insert(
@@ -643,7 +641,6 @@ impl Driver {
                 done,
                 buf,
                 payload,
-                read,
                 op: super::metrics::op_index(&op) as u8,
                 len: op_len(&op),
                 started: now,
