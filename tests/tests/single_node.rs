@@ -183,6 +183,7 @@ fn nbd_clients_see_a_correct_device() {
             "--size=64M",
             "--verify=crc32c",
             "--do_verify=1",
+            "--verify_state_save=0",
             "--output-format=terse",
         ])
         .arg(format!("--uri={uri}")));
@@ -208,6 +209,7 @@ fn nbd_clients_see_a_correct_device() {
             "--size=64M",
             "--verify=crc32c",
             "--verify_only=1",
+            "--verify_state_save=0",
             "--output-format=terse",
         ])
         .arg(format!("--uri={}", a.nbd_uri())));
