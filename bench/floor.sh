@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# floor.sh — how far rep is from the least a replicated write can cost on this machine.
+# nbdkit `file`, rep (protocol C, A, StandAlone) and rep-floor (bench/floor: two bare daemons that
+# make only the system calls replication needs, same three modes) alternate in one run, ROUNDS
+# rounds, each job RT seconds with fio's nbd engine over the Unix socket; files on /dev/shm
+# written in full first; CPU per I/O is the daemons' utime+stime from /proc/PID/stat. The method
+# and job names are those of ../shared/tools/perf-ratio.sh. Prints every round, the medians, and
+# for each of issue 20's targets: the floor's ratio (what a replicator with no cost of its own
+# would reach here) and rep's ratio, and rep as a fraction of the floor.
+#   ROUNDS=3 RT=8 bench/floor.sh [JOBS...]        (jobs: w32 w1 f1 s8 r32; default w32 w1 f1 s8)
+# FLOOR_SPLICE=1 runs the floor with --splice (write data moved by splice(2)/tee(2), never through
+# the daemons' memory; bench/floor/src/splice.rs).
+# Env: REP_BIN (dir holding repd, repadm and rep-floor; default target/release, built unless
+#      NO_BUILD=1), SIZE_MIB (1100). Network: 127.0.0.1 and 127.0.0.2 only; every daemon, socket
+#      and file is removed at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${REP_BIN:-$PWD/target/release}
+if [ -z "${NO_BUILD:-}" ]; then cargo build --release -p rep-replicator -p rep-adm -p rep-floor --bins; fi
+for t in "$BIN/repadm" "$BIN/repd" "$BIN/rep-floor"; do [ -x "$t" ] || { echo "floor.sh: no $t (build first)" >&2; exit 2; }; done
+for t in fio nbdkit python3; do command -v $t >/dev/null || { echo "floor.sh: missing $t (bash bench/deps.sh)" >&2; exit 2; }; done
+ROUNDS=${ROUNDS:-3}; RT=${RT:-8}; SIZE_MIB=${SIZE_MIB:-1100}
+JOBS=${*:-w32 w1 f1 s8}
+T=$(mktemp -d /tmp/floor.XXXXXX); D=/dev/shm/$(basename "$T"); mkdir -p "$D" "$T/run-node-a" "$T/run-node-b"
+PORT=$((21500 + RANDOM % 400)); PIDS=""
+adm() { local n=$1; shift; REP_RUN_DIR=$T/run-$n timeout 60 "$BIN/repadm" -c "$T/r0.res" --node "$n" "$@"; }
+stop() { for p in $PIDS; do kill "$p" 2>/dev/null; done; for p in $PIDS; do wait "$p" 2>/dev/null || true; done; PIDS=""; }
+cleanup() { stop; for n in node-a node-b; do adm $n down r0 >/dev/null 2>&1 || true; done
+  # The rounds run in a pipeline's subshell: its nbdkit and rep-floor are found by their files.
+  for p in $(pgrep -f "$T/r0.res|$D/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done; rm -rf "$T" "$D"; }
+trap cleanup EXIT
+fill() { head -c "${SIZE_MIB}M" /dev/zero > "$1"; }
+cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $t; }
+job_args() { case $1 in
+  w32) echo "--rw=randwrite --bs=4k --iodepth=32";; w1) echo "--rw=randwrite --bs=4k --iodepth=1";;
+  f1) echo "--rw=randwrite --bs=4k --iodepth=1 --fsync=1";; s8) echo "--rw=write --bs=1M --iodepth=8";;
+  r32) echo "--rw=randread --bs=4k --iodepth=32";; *) echo "unknown job $1" >&2; exit 2;; esac; }
+run_jobs() { # label uri pid...
+  local label=$1 uri=$2; shift 2; local j
+  for j in $JOBS; do
+    local c0; c0=$(cpu_ticks "$@")
+    fio --name=$j --ioengine=nbd --uri="$uri" $(job_args $j) --size=1000M --time_based --runtime="$RT" \
+        --output-format=json --output="$T/fio.json" >/dev/null 2>&1 || { echo "$round $label $j FAILED"; continue; }
+    local c1; c1=$(cpu_ticks "$@")
+    python3 bench/floor_report.py row "$T/fio.json" "$round" "$label" "$j" "$((c1 - c0))" "$(getconf CLK_TCK)"
+  done; }
+nbdkit_round() { fill "$D/n.img"; rm -f "$D/n.sock"; nbdkit -f -U "$D/n.sock" file "$D/n.img" & PIDS=$!; sleep 1
+  run_jobs nbdkit "nbd+unix:///?socket=$D/n.sock" $PIDS; stop; rm -f "$D/n.img"; }
+SPLICE=(); [ "${FLOOR_SPLICE:-0}" = 1 ] && SPLICE=(--splice)
+floor_round() { local proto=$1 label=$2; fill "$D/a"; local args=(--protocol "$proto" "${SPLICE[@]}")
+  if [ "$proto" != standalone ]; then fill "$D/b"
+    "$BIN/rep-floor" secondary --file "$D/b" --listen 127.0.0.2:$PORT --protocol "$proto" "${SPLICE[@]}" & PIDS=$!
+    args+=(--peer 127.0.0.2:$PORT --bind 127.0.0.1:0); fi
+  "$BIN/rep-floor" primary --file "$D/a" --nbd "$D/f.sock" "${args[@]}" & PIDS="$PIDS $!"
+  for i in $(seq 50); do [ -S "$D/f.sock" ] && break; sleep 0.1; done
+  run_jobs "$label" "nbd+unix:///?socket=$D/f.sock" $PIDS
+  stop; if [ "$proto" != standalone ] && ! cmp -s "$D/a" "$D/b"; then echo "$round $label WARNING the two files differ"; fi
+  rm -f "$D/a" "$D/b" "$D/f.sock"; }
+rep_round() { local proto=$1 mode=$2; fill "$D/disk-a"; fill "$D/disk-b"
+  cat > "$T/r0.res" <<RES
+resource r0 { protocol $proto; device /dev/drbd0; meta-disk internal;
+  net { connect-int 1; }
+  on node-a { disk $D/disk-a; address 127.0.0.1:$PORT; }
+  on node-b { disk $D/disk-b; address 127.0.0.2:$PORT; } }
+RES
+  for n in node-a node-b; do adm $n create-md r0 >/dev/null 2>&1; adm $n up r0 >/dev/null 2>&1; done
+  for i in $(seq 150); do adm node-a cstate r0 2>/dev/null | grep -q ^Connected && break; sleep 0.2; done
+  adm node-a new-current-uuid --clear-bitmap r0 >/dev/null 2>&1; adm node-a primary r0 >/dev/null 2>&1
+  [ "$mode" = SA ] && adm node-a disconnect r0 >/dev/null 2>&1
+  local pids; pids=$(pgrep -f "$T/r0.res" | tr '\n' ' ')
+  run_jobs "rep-$proto$([ "$mode" = SA ] && echo -SA)" "nbd+unix:///r0?socket=$T/run-node-a/r0.nbd" $pids
+  [ "$mode" = SA ] || adm node-a cstate r0 2>/dev/null | grep -q ^Connected || echo "$round rep-$proto WARNING link not Connected after the jobs"
+  for n in node-a node-b; do adm $n down r0 >/dev/null 2>&1; done; rm -f "$D/disk-a" "$D/disk-b"; }
+for round in $(seq 1 "$ROUNDS"); do
+  nbdkit_round; floor_round c floor-C; rep_round C C; floor_round a floor-A; rep_round A C
+  floor_round standalone floor-SA; rep_round C SA
+done | tee "$T/all.txt"
+python3 bench/floor_report.py summary "$T/all.txt"

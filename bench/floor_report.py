@@ -1,0 +1,94 @@
+"""floor_report.py — the rows and the summary of bench/floor.sh.
+
+  floor_report.py row FIO_JSON ROUND LABEL JOB CPU_TICKS CLK_TCK   one line per fio job
+  floor_report.py summary ALL_TXT                                  medians, spreads, ratios
+
+A ratio is given three times: what rep-floor reaches (the least replication can cost here, since
+it makes only the system calls replication needs), what rep reaches, and rep over the floor.
+"""
+import collections
+import json
+import statistics as st
+import sys
+
+
+def row(fio_json, rnd, label, job, ticks, hz):
+    j = json.load(open(fio_json))["jobs"][0]
+    side = j["read"] if job == "r32" else j["write"]
+    ios = max(side["total_ios"], 1)
+    sync = j.get("sync", {}).get("lat_ns", {}).get("mean", 0) / 1000
+    lat = side["lat_ns"]["mean"] / 1000 + (sync if job == "f1" else 0)
+    cpu = int(ticks) / int(hz) * 1e6 / ios
+    print(f"{rnd} {label} {job} iops={side['iops']:.0f} lat_us={lat:.1f} "
+          f"MBps={side['bw_bytes'] / 1e6:.0f} cpu_us_per_io={cpu:.2f}")
+
+
+# (figure, job, key, numerator server, denominator server, goal, higher is better)
+TARGETS = [
+    ("w32 IOPS {C} / nbdkit", "w32", "iops", "C", "nbdkit", 0.7, True),
+    ("w32 CPU per write {C} / nbdkit", "w32", "cpu_us_per_io", "C", "nbdkit", 1.8, False),
+    ("s8 MB/s {C} / nbdkit", "s8", "MBps", "C", "nbdkit", 0.7, True),
+    ("w32 IOPS {A} / {SA}", "w32", "iops", "A", "SA", 0.9, True),
+]
+# Not the latency targets: the floor sleeps in poll(2) between requests, where rep spins for a
+# while (runtime/busy_poll.rs), and a wake-up across CPUs costs tens of µs on these VMs, so
+# rep's QD1 latency is below the floor's. The floor bounds CPU, and so throughput on a machine
+# the load saturates.
+
+
+def summary(path):
+    rows = collections.defaultdict(list)
+    for line in open(path):
+        p = line.split()
+        if len(p) < 4 or "=" not in p[3]:
+            continue
+        rows[(p[1], p[2])].append({k: float(v) for k, v in (x.split("=") for x in p[3:])})
+
+    def med(server, job, key):
+        v = [r[key] for r in rows.get((server, job), [])]
+        return st.median(v) if v else None
+
+    print("\nmedians (server job iops lat_us MBps cpu_us_per_io; spread of iops):")
+    for (s, j), v in sorted(rows.items()):
+        a = [r["iops"] for r in v]
+        spread = (max(a) - min(a)) / st.median(a) * 100 if len(a) > 1 and st.median(a) else 0
+        flag = "  WARNING moved >10% between rounds" if s == "nbdkit" and spread > 10 else ""
+        print(f"  {s:9} {j:4} {med(s, j, 'iops'):9.0f} {med(s, j, 'lat_us'):8.1f} "
+              f"{med(s, j, 'MBps'):6.0f} {med(s, j, 'cpu_us_per_io'):8.2f}  ±{spread:.0f}%{flag}")
+
+    def name(kind, side):
+        if side == "nbdkit":
+            return "nbdkit"
+        return {"C": f"{kind}-C", "A": f"{kind}-A", "SA": f"{kind}-SA" if kind == "floor" else "rep-C-SA"}[side]
+
+    print("\nCPU per I/O (medians, µs): rep over the floor in the same mode")
+    for job in ("w32", "w1", "f1", "s8", "r32"):
+        for side in ("C", "A", "SA"):
+            f, r = med(name("floor", side), job, "cpu_us_per_io"), med(name("rep", side), job, "cpu_us_per_io")
+            if f and r:
+                print(f"  {job:4} {side:3} floor {f:8.2f}  rep {r:8.2f}  rep/floor {r / f:5.2f}")
+
+    print("\ntargets (medians):                         floor    rep   goal       rep/floor")
+    for fig, job, key, num, den, goal, ge in TARGETS:
+        out = []
+        for kind in ("floor", "rep"):
+            n, d = med(name(kind, num), job, key), med(name(kind, den), job, key)
+            out.append(n / d if n and d else None)
+        if None in out:
+            continue
+        f, r = out
+        # rep over the floor, as a fraction where 1.0 means rep costs what the floor costs
+        frac = r / f if ge else f / r
+        label = fig.format(C="C", A="A", SA="SA")
+        op = ">=" if ge else "<="
+        print(f"  {label:40} {f:6.2f} {r:6.2f}   {op} {goal:<4}   {frac:5.2f} of the floor"
+              f"{'' if (f >= goal if ge else f <= goal) else '  (the floor itself misses)'}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "row":
+        row(*sys.argv[2:8])
+    elif sys.argv[1] == "summary":
+        summary(sys.argv[2])
+    else:
+        sys.exit(f"floor_report.py: unknown command {sys.argv[1]}")
