@@ -29,6 +29,7 @@ cleanup() { stop; for n in node-a node-b; do adm $n down r0 >/dev/null 2>&1 || t
   # The rounds run in a pipeline's subshell: its nbdkit and rep-floor are found by their files.
   for p in $(pgrep -f "$T/r0.res|$D/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done; rm -rf "$T" "$D"; }
 trap cleanup EXIT
+. bench/pair.sh
 fill() { head -c "${SIZE_MIB}M" /dev/zero > "$1"; }
 cpu_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat))); done; echo $t; }
 job_args() { case $1 in
@@ -57,16 +58,7 @@ floor_round() { local proto=$1 label=$2; fill "$D/a"; local args=(--protocol "$p
   stop; if [ "$proto" != standalone ] && ! cmp -s "$D/a" "$D/b"; then echo "$round $label WARNING the two files differ"; fi
   rm -f "$D/a" "$D/b" "$D/f.sock"; }
 rep_round() { local proto=$1 mode=$2; fill "$D/disk-a"; fill "$D/disk-b"
-  cat > "$T/r0.res" <<RES
-resource r0 { protocol $proto; device /dev/drbd0; meta-disk internal;
-  net { connect-int 1; }
-  on node-a { disk $D/disk-a; address 127.0.0.1:$PORT; }
-  on node-b { disk $D/disk-b; address 127.0.0.2:$PORT; } }
-RES
-  for n in node-a node-b; do adm $n create-md r0 >/dev/null 2>&1; adm $n up r0 >/dev/null 2>&1; done
-  for i in $(seq 150); do adm node-a cstate r0 2>/dev/null | grep -q ^Connected && break; sleep 0.2; done
-  adm node-a new-current-uuid --clear-bitmap r0 >/dev/null 2>&1; adm node-a primary r0 >/dev/null 2>&1
-  [ "$mode" = SA ] && adm node-a disconnect r0 >/dev/null 2>&1
+  pair_up "$proto" "$([ "$mode" = SA ] && echo 1 || echo 0)"
   local pids; pids=$(pgrep -f "$T/r0.res" | tr '\n' ' ')
   run_jobs "rep-$proto$([ "$mode" = SA ] && echo -SA)" "nbd+unix:///r0?socket=$T/run-node-a/r0.nbd" $pids
   [ "$mode" = SA ] || adm node-a cstate r0 2>/dev/null | grep -q ^Connected || echo "$round rep-$proto WARNING link not Connected after the jobs"

@@ -26,20 +26,12 @@ adm() { local n=$1; shift; REP_RUN_DIR=$T/run-$n timeout 60 "$REPADM" -c "$T/r0.
 cleanup() { for n in node-a node-b; do adm $n down r0 >/dev/null 2>&1; done
   for f in "$T"/run-node-*/r0.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done; rm -rf "$T" "$D"; }
 trap cleanup EXIT
+. bench/pair.sh
 EVENTS=raw_syscalls:sys_enter,sched:sched_switch,sched:sched_wakeup,io_uring:io_uring_submit_req,io_uring:io_uring_poll_arm,io_uring:io_uring_queue_async_work
 
 up_pair() { # protocol standalone(0/1)
   head -c 300M /dev/zero > "$D/disk-a"; head -c 300M /dev/zero > "$D/disk-b"
-  cat > "$T/r0.res" <<RES
-resource r0 { protocol $1; device /dev/drbd0; meta-disk internal;
-  net { connect-int 1; }
-  on node-a { disk $D/disk-a; address 127.0.0.1:$PORT; }
-  on node-b { disk $D/disk-b; address 127.0.0.2:$PORT; } }
-RES
-  for n in node-a node-b; do adm $n create-md r0 >/dev/null 2>&1; adm $n up r0 >/dev/null 2>&1; done
-  for i in $(seq 150); do adm node-a cstate r0 2>/dev/null | grep -q ^Connected && break; sleep 0.2; done
-  adm node-a new-current-uuid --clear-bitmap r0 >/dev/null 2>&1; adm node-a primary r0 >/dev/null 2>&1
-  [ "$2" = 1 ] && adm node-a disconnect r0 >/dev/null 2>&1
+  pair_up "$1" "$2"
   sleep 0.5
 }
 # voluntary (it slept: one wake-up each) and involuntary (preempted: the machine's load) context

@@ -237,8 +237,14 @@ fn primary(
     };
     loop {
         let (mut client, _) = listener.accept().context("accepting an NBD client")?;
-        if !handshake(&mut client, size)? {
-            continue;
+        match handshake(&mut client, size) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            // One client's broken handshake is not the end of the export.
+            Err(e) => {
+                eprintln!("rep-floor: NBD handshake: {e:#}");
+                continue;
+            }
         }
         if splice {
             splice::serve(&st.file, &mut client, peer.as_mut(), protocol)?;
