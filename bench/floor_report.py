@@ -2,6 +2,9 @@
 
   floor_report.py row FIO_JSON ROUND LABEL JOB CPU_TICKS CLK_TCK   one line per fio job
   floor_report.py summary ALL_TXT                                  medians, spreads, ratios
+  floor_report.py splitrow FIO_JSON ROUND LABEL JOB CLK_TCK P0 P1 S0 S1 PSTAT SSTAT
+                                           one line of SPLIT=1: per daemon, per I/O
+  floor_report.py split ALL_TXT            SPLIT=1's medians: floor and rep side by side
 
 A ratio is given three times: what rep-floor reaches (the least replication can cost here, since
 it makes only the system calls replication needs), what rep reaches, and rep over the floor.
@@ -85,10 +88,71 @@ def summary(path):
               f"{'' if (f >= goal if ge else f <= goal) else '  (the floor itself misses)'}")
 
 
+def perf_counts(path):
+    """perf stat -x, output: value,unit,event,..."""
+    out = {}
+    for line in open(path):
+        p = line.strip().split(",")
+        if len(p) >= 3 and p[0].replace(".", "").isdigit():
+            out[p[2]] = float(p[0])
+    return out
+
+
+def splitrow(fio_json, rnd, label, job, hz, p0, p1, s0, s1, pstat, sstat):
+    j = json.load(open(fio_json))["jobs"][0]
+    side = j["read"] if job == "r32" else j["write"]
+    ios = max(side["total_ios"], 1)
+    hz = int(hz)
+
+    def per_io(t0, t1):  # "utime stime" pairs in ticks -> µs per I/O
+        (u0, k0), (u1, k1) = (map(int, t0.split()), map(int, t1.split()))
+        return (u1 - u0) / hz * 1e6 / ios, (k1 - k0) / hz * 1e6 / ios
+
+    pu, pk = per_io(p0, p1)
+    su, sk = per_io(s0, s1)
+    pc, sc = perf_counts(pstat), perf_counts(sstat)
+    print(f"{rnd} {label} {job} iops={side['iops']:.0f} p_user={pu:.2f} p_kernel={pk:.2f} "
+          f"s_user={su:.2f} s_kernel={sk:.2f} "
+          f"p_calls={pc.get('raw_syscalls:sys_enter', 0) / ios:.2f} "
+          f"s_calls={sc.get('raw_syscalls:sys_enter', 0) / ios:.2f} "
+          f"p_cs={pc.get('context-switches', 0) / ios:.3f} s_cs={sc.get('context-switches', 0) / ios:.3f}")
+
+
+def split(path):
+    rows = collections.defaultdict(list)
+    for line in open(path):
+        p = line.split()
+        if len(p) < 4 or "=" not in p[3]:
+            continue
+        rows[(p[1], p[2])].append({k: float(v) for k, v in (x.split("=") for x in p[3:])})
+    keys = [("iops", "IOPS", 0), ("p_user", "Primary user µs", 2), ("p_kernel", "Primary kernel µs", 2),
+            ("s_user", "Secondary user µs", 2), ("s_kernel", "Secondary kernel µs", 2),
+            ("p_calls", "Primary system calls", 2), ("s_calls", "Secondary system calls", 2),
+            ("p_cs", "Primary context switches", 3), ("s_cs", "Secondary context switches", 3)]
+    jobs = sorted({j for _, j in rows})
+    for job in jobs:
+        labels = [lb for lb in ("floor-C", "rep-C", "floor-A", "rep-A") if (lb, job) in rows]
+        print(f"\n{job}, per I/O, medians of {len(rows[(labels[0], job)])} rounds (CPU from "
+              f"/proc/PID/stat, calls and switches from perf stat):")
+        print(f"  {'':28}" + "".join(f"{lb:>10}" for lb in labels))
+        for key, name, digits in keys:
+            vals = [st.median(r[key] for r in rows[(lb, job)]) for lb in labels]
+            print(f"  {name:28}" + "".join(f"{v:10.{digits}f}" for v in vals))
+        for lb in labels:
+            m = {k: st.median(r[k] for r in rows[(lb, job)]) for k, _, _ in keys}
+            total = m["p_user"] + m["p_kernel"] + m["s_user"] + m["s_kernel"]
+            user = m["p_user"] + m["s_user"]
+            print(f"  {lb}: {total:.2f} µs per I/O over both daemons, {user:.2f} of it in user space")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "row":
         row(*sys.argv[2:8])
     elif sys.argv[1] == "summary":
         summary(sys.argv[2])
+    elif sys.argv[1] == "splitrow":
+        splitrow(*sys.argv[2:13])
+    elif sys.argv[1] == "split":
+        split(sys.argv[2])
     else:
         sys.exit(f"floor_report.py: unknown command {sys.argv[1]}")
