@@ -132,6 +132,8 @@ def split(path):
     jobs = sorted({j for _, j in rows})
     for job in jobs:
         labels = [lb for lb in ("floor-C", "rep-C", "floor-A", "rep-A") if (lb, job) in rows]
+        if not labels:
+            continue
         print(f"\n{job}, per I/O, medians of {len(rows[(labels[0], job)])} rounds (CPU from "
               f"/proc/PID/stat, calls and switches from perf stat):")
         print(f"  {'':28}" + "".join(f"{lb:>10}" for lb in labels))
