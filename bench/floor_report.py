@@ -39,13 +39,19 @@ TARGETS = [
 # the load saturates.
 
 
-def summary(path):
+def load_rows(path):
+    """The rows of a run ("ROUND LABEL JOB key=value ..."), by (label, job); other lines skipped."""
     rows = collections.defaultdict(list)
     for line in open(path):
         p = line.split()
         if len(p) < 4 or "=" not in p[3]:
             continue
         rows[(p[1], p[2])].append({k: float(v) for k, v in (x.split("=") for x in p[3:])})
+    return rows
+
+
+def summary(path):
+    rows = load_rows(path)
 
     def med(server, job, key):
         v = [r[key] for r in rows.get((server, job), [])]
@@ -119,12 +125,7 @@ def splitrow(fio_json, rnd, label, job, hz, p0, p1, s0, s1, pstat, sstat):
 
 
 def split(path):
-    rows = collections.defaultdict(list)
-    for line in open(path):
-        p = line.split()
-        if len(p) < 4 or "=" not in p[3]:
-            continue
-        rows[(p[1], p[2])].append({k: float(v) for k, v in (x.split("=") for x in p[3:])})
+    rows = load_rows(path)
     keys = [("iops", "IOPS", 0), ("p_user", "Primary user µs", 2), ("p_kernel", "Primary kernel µs", 2),
             ("s_user", "Secondary user µs", 2), ("s_kernel", "Secondary kernel µs", 2),
             ("p_calls", "Primary system calls", 2), ("s_calls", "Secondary system calls", 2),
