@@ -15,10 +15,15 @@ import statistics as st
 import sys
 
 
-def row(fio_json, rnd, label, job, ticks, hz):
+def fio_job(fio_json, job):
+    """fio's job, its read or write side (the one `job` measures), and its I/O count (≥ 1)."""
     j = json.load(open(fio_json))["jobs"][0]
     side = j["read"] if job == "r32" else j["write"]
-    ios = max(side["total_ios"], 1)
+    return j, side, max(side["total_ios"], 1)
+
+
+def row(fio_json, rnd, label, job, ticks, hz):
+    j, side, ios = fio_job(fio_json, job)
     sync = j.get("sync", {}).get("lat_ns", {}).get("mean", 0) / 1000
     lat = side["lat_ns"]["mean"] / 1000 + (sync if job == "f1" else 0)
     cpu = int(ticks) / int(hz) * 1e6 / ios
@@ -105,9 +110,7 @@ def perf_counts(path):
 
 
 def splitrow(fio_json, rnd, label, job, hz, p0, p1, s0, s1, pstat, sstat):
-    j = json.load(open(fio_json))["jobs"][0]
-    side = j["read"] if job == "r32" else j["write"]
-    ios = max(side["total_ios"], 1)
+    j, side, ios = fio_job(fio_json, job)
     hz = int(hz)
 
     def per_io(t0, t1):  # "utime stime" pairs in ticks -> µs per I/O

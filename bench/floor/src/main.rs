@@ -147,12 +147,7 @@ fn secondary(path: &PathBuf, listen: SocketAddr, protocol: Protocol, splice: boo
         let mut at = 0;
         while have - at >= PEER_HEAD {
             let h = &rx[at..at + PEER_HEAD];
-            let (cookie, offset, len, kind) = (
-                be64(h),
-                be64(&h[8..]),
-                be32(&h[16..]) as usize,
-                be32(&h[20..]),
-            );
+            let (cookie, offset, len, kind) = parse_head(h);
             if kind == KIND_FLUSH {
                 file.sync_data().context("fdatasync")?;
                 acks.extend_from_slice(&cookie.to_be_bytes());
@@ -344,25 +339,12 @@ struct State {
 impl State {
     fn serve(&mut self, client: &mut UnixStream, mut peer: Option<&mut TcpStream>) -> Result<()> {
         loop {
-            let client_ev = if self.to_client.pending() {
-                PollFlags::POLLIN | PollFlags::POLLOUT
-            } else {
-                PollFlags::POLLIN
-            };
-            let peer_ev = if self.to_peer.pending() {
-                PollFlags::POLLIN | PollFlags::POLLOUT
-            } else {
-                PollFlags::POLLIN
-            };
-            let (client_ready, peer_ready) = {
-                let mut fds = vec![PollFd::new(client.as_fd(), client_ev)];
-                if let Some(p) = peer.as_deref() {
-                    fds.push(PollFd::new(p.as_fd(), peer_ev));
-                }
-                poll(&mut fds, PollTimeout::NONE).context("poll")?;
-                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-                (ready(&fds[0]), fds.get(1).is_some_and(ready))
-            };
+            let (client_ready, peer_ready) = wait(
+                client,
+                self.to_client.pending(),
+                peer.as_deref(),
+                self.to_peer.pending(),
+            )?;
             if peer_ready {
                 if let Some(p) = peer.as_deref_mut() {
                     self.peer_input(p)?;
@@ -523,6 +505,40 @@ impl State {
         }
         self.to_peer.flush(p)
     }
+}
+
+/// A peer frame's head: (cookie, offset, length, kind).
+fn parse_head(h: &[u8]) -> (u64, u64, usize, u32) {
+    (
+        be64(h),
+        be64(&h[8..]),
+        be32(&h[16..]) as usize,
+        be32(&h[20..]),
+    )
+}
+
+/// Sleeps until the client or the peer is readable, or writable where something waits to be
+/// written to it: (client ready, peer ready).
+fn wait(
+    client: &UnixStream,
+    client_out: bool,
+    peer: Option<&TcpStream>,
+    peer_out: bool,
+) -> Result<(bool, bool)> {
+    let interest = |out: bool| {
+        if out {
+            PollFlags::POLLIN | PollFlags::POLLOUT
+        } else {
+            PollFlags::POLLIN
+        }
+    };
+    let mut fds = vec![PollFd::new(client.as_fd(), interest(client_out))];
+    if let Some(p) = peer {
+        fds.push(PollFd::new(p.as_fd(), interest(peer_out)));
+    }
+    poll(&mut fds, PollTimeout::NONE).context("poll")?;
+    let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+    Ok((ready(&fds[0]), fds.get(1).is_some_and(ready)))
 }
 
 fn push_head(heads: &mut Vec<u8>, cookie: u64, offset: u64, len: u32, kind: u32) {

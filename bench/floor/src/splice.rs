@@ -16,11 +16,10 @@ use std::os::unix::net::UnixStream;
 
 use anyhow::{bail, Context, Result};
 use nix::fcntl::{fcntl, splice, tee, FcntlArg, SpliceFFlags};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rep_nbd::codec;
 use rep_nbd::proto::*;
 
-use crate::{be32, be64, push_head, Protocol, KIND_FLUSH, KIND_WRITE, PEER_HEAD};
+use crate::{be64, parse_head, push_head, wait, Protocol, KIND_FLUSH, KIND_WRITE, PEER_HEAD};
 
 /// The most a pipe holds here (the default /proc/sys/fs/pipe-max-size): one 1 MiB write.
 const PIPE_BYTES: usize = 1 << 20;
@@ -78,12 +77,7 @@ pub fn secondary(file: &File, mut sock: TcpStream, protocol: Protocol) -> Result
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e).context("reading from the Primary"),
         }
-        let (cookie, offset, len, kind) = (
-            be64(&head),
-            be64(&head[8..]),
-            be32(&head[16..]) as usize,
-            be32(&head[20..]),
-        );
+        let (cookie, offset, len, kind) = parse_head(&head);
         if kind == KIND_FLUSH {
             file.sync_data().context("fdatasync")?;
         } else {
@@ -113,15 +107,7 @@ pub fn serve(
     let mut acks = [0u8; 64 << 10];
     let mut ack_have = 0;
     loop {
-        let (client_ready, peer_ready) = {
-            let mut fds = vec![PollFd::new(client.as_fd(), PollFlags::POLLIN)];
-            if let Some(p) = peer.as_deref() {
-                fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
-            }
-            poll(&mut fds, PollTimeout::NONE).context("poll")?;
-            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), fds.get(1).is_some_and(ready))
-        };
+        let (client_ready, peer_ready) = wait(client, false, peer.as_deref(), false)?;
         if let (true, Some(p)) = (peer_ready, peer.as_deref_mut()) {
             let n = p
                 .read(&mut acks[ack_have..])
@@ -160,6 +146,13 @@ pub fn serve(
     }
 }
 
+/// A peer frame's head, alone (its data follows by splice).
+fn send_head(p: &mut TcpStream, cookie: u64, offset: u64, len: u32, kind: u32) -> Result<()> {
+    let mut head = Vec::with_capacity(PEER_HEAD);
+    push_head(&mut head, cookie, offset, len, kind);
+    p.write_all(&head).context("sending to the Secondary")
+}
+
 /// One NBD request, read exactly (its data stays in the kernel). False at the end.
 fn request(
     file: &File,
@@ -189,9 +182,7 @@ fn request(
     match h.kind {
         CMD_WRITE => {
             if let Some(p) = peer {
-                let mut head = Vec::with_capacity(PEER_HEAD);
-                push_head(&mut head, h.cookie, h.offset, h.len, KIND_WRITE);
-                p.write_all(&head).context("sending to the Secondary")?;
+                send_head(p, h.cookie, h.offset, h.len, KIND_WRITE)?;
                 let mut done = 0;
                 while done < len {
                     let n = fill(&*client, a, len - done)?;
@@ -226,9 +217,7 @@ fn request(
         CMD_FLUSH => {
             file.sync_data().context("fdatasync")?;
             if let Some(p) = peer {
-                let mut head = Vec::with_capacity(PEER_HEAD);
-                push_head(&mut head, h.cookie, 0, 0, KIND_FLUSH);
-                p.write_all(&head).context("sending to the Secondary")?;
+                send_head(p, h.cookie, 0, 0, KIND_FLUSH)?;
             } else {
                 codec::encode_simple_reply(replies, 0, h.cookie);
             }
