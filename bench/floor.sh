@@ -12,6 +12,8 @@
 # A (default job w32), each daemon's user and kernel CPU per I/O (utime and stime from
 # /proc/PID/stat), its system calls and context switches per I/O (perf stat, counted over the fio
 # job only), medians over the rounds. This is the table the README's "The floor" section shows.
+# Both modes also run floor-Cm: the floor under protocol C with the acknowledgements on a second
+# connection (rep-floor --meta), as DRBD's and rep's meta socket carries them.
 # FLOOR_SPLICE=1 runs the floor with --splice (write data moved by splice(2)/tee(2), never through
 # the daemons' memory; bench/floor/src/splice.rs).
 # Env: REP_BIN (dir holding repd, repadm and rep-floor; default target/release, built unless
@@ -68,9 +70,10 @@ split_jobs() { # label uri primary-pid secondary-pid
 nbdkit_round() { fill "$D/n.img"; rm -f "$D/n.sock"; nbdkit -f -U "$D/n.sock" file "$D/n.img" & PIDS=$!; sleep 1
   run_jobs nbdkit "nbd+unix:///?socket=$D/n.sock" $PIDS; stop; rm -f "$D/n.img"; }
 SPLICE=(); [ "${FLOOR_SPLICE:-0}" = 1 ] && SPLICE=(--splice)
-floor_round() { local proto=$1 label=$2; fill "$D/a"; local args=(--protocol "$proto" "${SPLICE[@]}")
+floor_round() { # protocol label [--meta]
+  local proto=$1 label=$2; fill "$D/a"; local args=(--protocol "$proto" "${SPLICE[@]}" "${@:3}")
   if [ "$proto" != standalone ]; then fill "$D/b"
-    "$BIN/rep-floor" secondary --file "$D/b" --listen 127.0.0.2:$PORT --protocol "$proto" "${SPLICE[@]}" & PIDS=$!
+    "$BIN/rep-floor" secondary --file "$D/b" --listen 127.0.0.2:$PORT --protocol "$proto" "${SPLICE[@]}" "${@:3}" & PIDS=$!
     args+=(--peer 127.0.0.2:$PORT --bind 127.0.0.1:0); fi
   local secondary=$PIDS
   "$BIN/rep-floor" primary --file "$D/a" --nbd "$D/f.sock" "${args[@]}" & PIDS="$PIDS $!"
@@ -90,13 +93,14 @@ rep_round() { local proto=$1 mode=$2; fill "$D/disk-a"; fill "$D/disk-b"
   for n in node-a node-b; do adm $n down r0 >/dev/null 2>&1; done; rm -f "$D/disk-a" "$D/disk-b"; }
 if [ "$SPLIT" = 1 ]; then
   for round in $(seq 1 "$ROUNDS"); do
-    floor_round c floor-C; rep_round C C; floor_round a floor-A; rep_round A C
+    floor_round c floor-C; floor_round c floor-Cm --meta; rep_round C C; floor_round a floor-A; rep_round A C
   done | tee "$T/all.txt"
   python3 bench/floor_report.py split "$T/all.txt"
   exit 0
 fi
 for round in $(seq 1 "$ROUNDS"); do
-  nbdkit_round; floor_round c floor-C; rep_round C C; floor_round a floor-A; rep_round A C
+  nbdkit_round; floor_round c floor-C; floor_round c floor-Cm --meta; rep_round C C
+  floor_round a floor-A; rep_round A C
   floor_round standalone floor-SA; rep_round C SA
 done | tee "$T/all.txt"
 python3 bench/floor_report.py summary "$T/all.txt"

@@ -6,6 +6,8 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rep_nbd::codec::{encode_request, RequestHeader};
@@ -84,6 +86,16 @@ impl BlockBackend for Mem {
 }
 
 fn start(secondary: bool) -> PathBuf {
+    start_with(move || {
+        Rc::new(Mem {
+            data: Rc::new(RefCell::new(vec![0; SIZE as usize])),
+            secondary,
+        })
+    })
+}
+
+/// Serves the backend `make` builds (on the server's thread) on a fresh socket.
+fn start_with(make: impl FnOnce() -> Rc<dyn BlockBackend> + Send + 'static) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("rep-nbd-test-{}-{n}", std::process::id()));
@@ -96,11 +108,7 @@ fn start(secondary: bool) -> PathBuf {
         tokio_uring::start(async move {
             let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
             ready_tx.send(()).unwrap();
-            let backend: Rc<dyn BlockBackend> = Rc::new(Mem {
-                data: Rc::new(RefCell::new(vec![0; SIZE as usize])),
-                secondary,
-            });
-            serve_unix(l, backend).await.unwrap();
+            serve_unix(l, make()).await.unwrap();
         })
     });
     ready_rx.recv().unwrap();
@@ -336,4 +344,129 @@ fn meta_context_and_block_status() {
         (REPLY_FLAG_DONE, REPLY_TYPE_BLOCK_STATUS, 11, 12)
     );
     assert_eq!(u32::from_be_bytes(p[4..8].try_into().unwrap()), 65536);
+}
+
+/// A backend that only queues in `submit` and does the work in `run_submitted`, as rep's does
+/// (one pass of its engine for the requests one read brought). Counts the passes that found work.
+struct Deferring {
+    data: RefCell<Vec<u8>>,
+    queued: RefCell<Vec<(Command, Responder)>>,
+    passes: Arc<AtomicUsize>,
+}
+
+impl BlockBackend for Deferring {
+    fn export(&self, _name: &str) -> Result<ExportInfo, Unavailable> {
+        Ok(ExportInfo {
+            name: "r0".into(),
+            description: "deferring".into(),
+            size_bytes: SIZE,
+            read_only: false,
+            can_multi_conn: true,
+            min_block: 1,
+            preferred_block: 4096,
+            max_block: 1 << 20,
+        })
+    }
+    fn submit(&self, cmd: Command, done: Responder) {
+        self.queued.borrow_mut().push((cmd, done));
+    }
+    fn run_submitted(&self) {
+        let queued = std::mem::take(&mut *self.queued.borrow_mut());
+        if !queued.is_empty() {
+            self.passes.fetch_add(1, Ordering::Relaxed);
+        }
+        for (cmd, done) in queued {
+            let mut d = self.data.borrow_mut();
+            let c = match cmd {
+                Command::Write { offset, data, .. } => {
+                    d[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+                    Completion::Done
+                }
+                Command::Read { offset, len } => Completion::Data(
+                    d[offset as usize..(offset + u64::from(len)) as usize].to_vec(),
+                ),
+                _ => Completion::Done,
+            };
+            done.complete(c);
+        }
+    }
+}
+
+/// A backend that starts requests only in `run_submitted` is called before the server waits for
+/// anything: requests pipelined far past the 256 in flight a connection may hold (the reader
+/// then waits for replies, which only the backend's pass produces), writes whose payload is
+/// not all in the read buffer, and a read-back. Every request is answered, the data is right,
+/// and requests that arrived together were started together (fewer passes than requests).
+#[test]
+fn a_deferring_backend_runs_every_request_before_the_server_waits() {
+    let passes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&passes);
+    let sock = start_with(move || {
+        Rc::new(Deferring {
+            data: RefCell::new(vec![0; SIZE as usize]),
+            queued: RefCell::new(Vec::new()),
+            passes: counted,
+        })
+    });
+    let mut c = Client::connect(&sock);
+    c.go(false);
+    let mut burst = Vec::new();
+    // Small writes, so that one read brings more of them than the 256 a connection may hold.
+    let small = 1500u64;
+    for i in 0..small {
+        let payload = vec![(i % 251) as u8; 64];
+        encode_request(
+            &RequestHeader {
+                flags: 0,
+                kind: CMD_WRITE,
+                cookie: i,
+                offset: i * 64,
+                len: 64,
+            },
+            &mut burst,
+        );
+        burst.extend_from_slice(&payload);
+    }
+    // A write larger than the server's read buffer (256 KiB): its payload is read past it.
+    let big: Vec<u8> = (0..(300u32 << 10)).map(|x| (x % 253) as u8).collect();
+    encode_request(
+        &RequestHeader {
+            flags: 0,
+            kind: CMD_WRITE,
+            cookie: small,
+            offset: 700 << 10,
+            len: big.len() as u32,
+        },
+        &mut burst,
+    );
+    burst.extend_from_slice(&big);
+    let mut writer = c.s.try_clone().expect("clone the socket");
+    let sender = std::thread::spawn(move || writer.write_all(&burst).expect("send the burst"));
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..=small {
+        let (errno, cookie) = c.simple_reply();
+        assert_eq!(errno, 0, "request {cookie} failed");
+        assert!(seen.insert(cookie), "request {cookie} answered twice");
+    }
+    sender.join().expect("sender");
+    for (i, offset, len) in [(0u64, 0u64, 64u32), (small - 1, (small - 1) * 64, 64)] {
+        c.request(CMD_READ, 0, 1000 + i, offset, len, &[]);
+        assert_eq!(c.simple_reply(), (0, 1000 + i));
+        let mut got = vec![0u8; len as usize];
+        c.s.read_exact(&mut got).expect("read data");
+        assert!(
+            got.iter().all(|&b| b == (i % 251) as u8),
+            "write {i} read back wrong"
+        );
+    }
+    c.request(CMD_READ, 0, 2000, 700 << 10, big.len() as u32, &[]);
+    assert_eq!(c.simple_reply(), (0, 2000));
+    let mut got = vec![0u8; big.len()];
+    c.s.read_exact(&mut got).expect("read data");
+    assert!(got == big, "the large write read back wrong");
+    let passes = passes.load(Ordering::Relaxed);
+    assert!(
+        passes < small as usize / 2,
+        "{passes} passes for {small} pipelined writes: requests that arrive together are not batched"
+    );
 }

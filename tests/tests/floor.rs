@@ -1,7 +1,8 @@
 //! bench/floor's two bare daemons (the cost floor bench/floor.sh measures rep against) must
 //! replicate what they acknowledge, or the floor they report is not a floor of replication:
 //! after fio's 4 KiB random writes (QD32) and 1 MiB sequential writes (QD8), with a read-back
-//! verify, both files are identical, under protocol C and A, and with `--splice`.
+//! verify, both files are identical, under protocol C and A, with `--splice`, and with the
+//! acknowledgements on a second connection (`--meta`).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -42,7 +43,7 @@ fn fio(uri: &str, args: &[&str]) {
     );
 }
 
-fn replicates(protocol: &str, splice: bool) {
+fn replicates(protocol: &str, mode: &[&str]) {
     require_tool("fio", "fio");
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b, sock) = (
@@ -65,7 +66,6 @@ fn replicates(protocol: &str, splice: bool) {
     };
     let path = |p: &Path| p.to_str().expect("utf-8 path").to_string();
     let (pa, pb, ps) = (path(&a), path(&b), path(&sock));
-    let mode: &[&str] = if splice { &["--splice"] } else { &[] };
     let secondary = [
         "secondary",
         "--file",
@@ -140,15 +140,20 @@ fn replicates(protocol: &str, splice: bool) {
 
 #[test]
 fn floor_protocol_c_replicates_every_acknowledged_write() {
-    replicates("c", false);
+    replicates("c", &[]);
 }
 
 #[test]
 fn floor_protocol_a_replicates_every_write() {
-    replicates("a", false);
+    replicates("a", &[]);
 }
 
 #[test]
 fn floor_with_splice_replicates_every_acknowledged_write() {
-    replicates("c", true);
+    replicates("c", &["--splice"]);
+}
+
+#[test]
+fn floor_with_a_meta_socket_replicates_every_acknowledged_write() {
+    replicates("c", &["--meta"]);
 }

@@ -52,6 +52,10 @@ enum Role {
         /// Move write data with splice(2) and tee(2), never through memory (see splice.rs).
         #[arg(long)]
         splice: bool,
+        /// Take acknowledgements on a second connection, as DRBD's and rep's meta socket
+        /// (without it they come back on the data connection, riding its TCP ACKs).
+        #[arg(long, conflicts_with = "splice")]
+        meta: bool,
     },
     /// Receive the Primary's writes and write them to FILE.
     Secondary {
@@ -64,6 +68,9 @@ enum Role {
         /// Move write data with splice(2), never through memory (see splice.rs).
         #[arg(long)]
         splice: bool,
+        /// Acknowledge on a second connection (the Primary's `--meta`).
+        #[arg(long, conflicts_with = "splice")]
+        meta: bool,
     },
 }
 
@@ -93,13 +100,15 @@ fn main() -> Result<()> {
             peer,
             bind,
             splice,
-        } => primary(&file, &nbd, protocol, peer, bind, splice),
+            meta,
+        } => primary(&file, &nbd, protocol, peer, bind, splice, meta),
         Role::Secondary {
             file,
             listen,
             protocol,
             splice,
-        } => secondary(&file, listen, protocol, splice),
+            meta,
+        } => secondary(&file, listen, protocol, splice, meta),
     }
 }
 
@@ -123,7 +132,13 @@ fn be64(b: &[u8]) -> u64 {
 
 // ---- Secondary ----
 
-fn secondary(path: &PathBuf, listen: SocketAddr, protocol: Protocol, splice: bool) -> Result<()> {
+fn secondary(
+    path: &PathBuf,
+    listen: SocketAddr,
+    protocol: Protocol,
+    splice: bool,
+    meta: bool,
+) -> Result<()> {
     let file = open(path)?;
     let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
     let (mut sock, _) = listener.accept().context("accepting the Primary")?;
@@ -131,6 +146,17 @@ fn secondary(path: &PathBuf, listen: SocketAddr, protocol: Protocol, splice: boo
     if splice {
         return splice::secondary(&file, sock, protocol);
     }
+    // The Primary connects its meta socket second; acknowledgements go there.
+    let mut meta_sock = match meta {
+        true => {
+            let (m, _) = listener
+                .accept()
+                .context("accepting the Primary's meta socket")?;
+            m.set_nodelay(true)?;
+            Some(m)
+        }
+        false => None,
+    };
     let mut rx = vec![0u8; RX_SPACE];
     let (mut have, mut acks) = (0usize, Vec::with_capacity(64 << 10));
     loop {
@@ -165,7 +191,11 @@ fn secondary(path: &PathBuf, listen: SocketAddr, protocol: Protocol, splice: boo
             at += PEER_HEAD + len;
         }
         if !acks.is_empty() {
-            sock.write_all(&acks).context("acknowledging")?;
+            match meta_sock.as_mut() {
+                Some(m) => m.write_all(&acks),
+                None => sock.write_all(&acks),
+            }
+            .context("acknowledging")?;
             acks.clear();
         }
         rx.copy_within(at..have, 0);
@@ -208,6 +238,7 @@ fn primary(
     peer: Option<SocketAddr>,
     bind: Option<SocketAddr>,
     splice: bool,
+    meta: bool,
 ) -> Result<()> {
     let file = open(path)?;
     let size = file.metadata()?.len();
@@ -215,6 +246,14 @@ fn primary(
         (Protocol::Standalone, _) => None,
         (_, None) => bail!("--peer is needed unless --protocol standalone"),
         (_, Some(addr)) => Some(connect(addr, bind, !splice)?),
+    };
+    let mut meta_sock = match (&peer, meta) {
+        (Some(p), true) => {
+            // From the data socket's address (any port): the Secondary accepts both there.
+            let from = SocketAddr::new(p.local_addr()?.ip(), 0);
+            Some(connect(p.peer_addr()?, Some(from), true)?)
+        }
+        _ => None,
     };
     let _ = std::fs::remove_file(nbd);
     let listener = UnixListener::bind(nbd).with_context(|| format!("binding {}", nbd.display()))?;
@@ -247,7 +286,7 @@ fn primary(
             client.set_nonblocking(true)?;
             st.have = 0;
             st.to_client = Out::default();
-            st.serve(&mut client, peer.as_mut())?;
+            st.serve(&mut client, peer.as_mut(), meta_sock.as_mut())?;
         }
     }
 }
@@ -337,17 +376,30 @@ struct State {
 }
 
 impl State {
-    fn serve(&mut self, client: &mut UnixStream, mut peer: Option<&mut TcpStream>) -> Result<()> {
+    fn serve(
+        &mut self,
+        client: &mut UnixStream,
+        mut peer: Option<&mut TcpStream>,
+        mut meta: Option<&mut TcpStream>,
+    ) -> Result<()> {
         loop {
-            let (client_ready, peer_ready) = wait(
+            let (client_ready, peer_ready, meta_ready) = wait(
                 client,
                 self.to_client.pending(),
                 peer.as_deref(),
                 self.to_peer.pending(),
+                meta.as_deref(),
             )?;
+            if meta_ready {
+                if let Some(m) = meta.as_deref_mut() {
+                    self.peer_input(m)?;
+                }
+            }
             if peer_ready {
                 if let Some(p) = peer.as_deref_mut() {
-                    self.peer_input(p)?;
+                    if meta.is_none() {
+                        self.peer_input(p)?;
+                    }
                     self.to_peer.flush(p)?;
                 }
             }
@@ -518,13 +570,15 @@ fn parse_head(h: &[u8]) -> (u64, u64, usize, u32) {
 }
 
 /// Sleeps until the client or the peer is readable, or writable where something waits to be
-/// written to it: (client ready, peer ready).
+/// written to it, or the meta socket (if any) readable: (client, peer, meta ready). With a meta
+/// socket nothing is read from the data socket.
 fn wait(
     client: &UnixStream,
     client_out: bool,
     peer: Option<&TcpStream>,
     peer_out: bool,
-) -> Result<(bool, bool)> {
+    meta: Option<&TcpStream>,
+) -> Result<(bool, bool, bool)> {
     let interest = |out: bool| {
         if out {
             PollFlags::POLLIN | PollFlags::POLLOUT
@@ -534,11 +588,21 @@ fn wait(
     };
     let mut fds = vec![PollFd::new(client.as_fd(), interest(client_out))];
     if let Some(p) = peer {
-        fds.push(PollFd::new(p.as_fd(), interest(peer_out)));
+        let flags = match (meta.is_some(), peer_out) {
+            (true, true) => PollFlags::POLLOUT,
+            (true, false) => PollFlags::empty(),
+            (false, out) => interest(out),
+        };
+        fds.push(PollFd::new(p.as_fd(), flags));
+    }
+    if let Some(m) = meta {
+        fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
     }
     poll(&mut fds, PollTimeout::NONE).context("poll")?;
     let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-    Ok((ready(&fds[0]), fds.get(1).is_some_and(ready)))
+    let peer_ready = peer.is_some() && fds.get(1).is_some_and(ready);
+    let meta_ready = meta.is_some() && fds.last().is_some_and(ready);
+    Ok((ready(&fds[0]), peer_ready, meta_ready))
 }
 
 fn push_head(heads: &mut Vec<u8>, cookie: u64, offset: u64, len: u32, kind: u32) {

@@ -107,7 +107,7 @@ pub fn serve(
     let mut acks = [0u8; 64 << 10];
     let mut ack_have = 0;
     loop {
-        let (client_ready, peer_ready) = wait(client, false, peer.as_deref(), false)?;
+        let (client_ready, peer_ready, _) = wait(client, false, peer.as_deref(), false, None)?;
         if let (true, Some(p)) = (peer_ready, peer.as_deref_mut()) {
             let n = p
                 .read(&mut acks[ack_have..])

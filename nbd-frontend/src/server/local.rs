@@ -37,6 +37,11 @@ impl Budget {
         })
     }
 
+    /// Whether `slots` and `bytes` are free now (taking them would not wait).
+    pub(super) fn has_room(&self, slots: usize, bytes: usize) -> bool {
+        self.slots.get() >= slots && self.bytes.get() >= bytes
+    }
+
     /// One slot, once one is free.
     pub(super) async fn slot(self: &Rc<Self>) -> Held {
         self.wait_for(1, 0).await;

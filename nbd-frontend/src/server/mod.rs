@@ -79,7 +79,13 @@ pub trait BlockBackend {
     /// Opens export `name` ("" is the default export) or says why it cannot.
     fn export(&self, name: &str) -> Result<ExportInfo, Unavailable>;
     /// Starts one command; its completion goes to `done`, in any order relative to others.
+    /// It may only queue the command, to start it with the others of its batch in
+    /// `run_submitted`.
     fn submit(&self, cmd: Command, done: Responder);
+    /// Start every command `submit` queued. The server calls it before it waits for anything
+    /// (the socket, or room in its budget, which only replies free), so no queued command
+    /// waits for the client.
+    fn run_submitted(&self) {}
     /// Checked before every request: `Some((errno, why))` refuses it (e.g. demoted under the client).
     fn gate(&self) -> Option<(u32, String)> {
         None

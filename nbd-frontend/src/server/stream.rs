@@ -259,6 +259,12 @@ impl<S: Stream> Reader<S> {
         self.buf.len() - self.pos
     }
 
+    /// The bytes read ahead and not consumed yet: a caller can see whether its next message is
+    /// here whole, so that reading it will not wait for the socket.
+    pub fn ahead(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
     /// Reads until `n` bytes are buffered. `Ok(false)` on a clean EOF before any byte of them.
     async fn fill(&mut self, n: usize) -> io::Result<bool> {
         if self.buffered() >= n {

@@ -140,6 +140,7 @@ pub async fn run<S: Stream>(
     // The per-connection budget of in-flight requests and payload bytes.
     let budget = Budget::new(MAX_IN_FLIGHT, MAX_QUEUED_BYTES as usize);
     let result = read_requests(&mut reader, &backend, &limits, &tx, &budget).await;
+    backend.run_submitted();
     // In-flight tasks hold their own senders: the writer ends once the last reply is out.
     drop(tx);
     let written = writer.await.unwrap_or(Ok(()));
@@ -154,6 +155,11 @@ async fn read_requests<S: Stream>(
     budget: &Rc<Budget>,
 ) -> Result<(), TransmissionError> {
     loop {
+        // The requests one read brought are submitted together (one pass of the backend for
+        // them all); before anything that can wait, the backend starts what it queued.
+        if !request_ahead(reader.ahead(), budget) {
+            backend.run_submitted();
+        }
         let Some(raw) = reader.read_array::<REQUEST_HEADER_BYTES>().await? else {
             return Ok(());
         };
@@ -250,6 +256,25 @@ async fn read_requests<S: Stream>(
         };
         backend.submit(command, done);
     }
+}
+
+/// Whether `ahead` (bytes the reader holds) starts with a whole request, header and write
+/// payload, for which the budget has room: reading and admitting it will not wait. A header
+/// that does not decode counts as ahead (it fails at once).
+fn request_ahead(ahead: &[u8], budget: &Budget) -> bool {
+    let Some(head) = ahead.first_chunk::<REQUEST_HEADER_BYTES>() else {
+        return false;
+    };
+    let Ok(h) = codec::decode_request(head) else {
+        return true;
+    };
+    let (body, bytes) = match h.kind {
+        CMD_WRITE => (h.len as usize, h.len),
+        CMD_READ => (0, h.len),
+        _ => (0, 0),
+    };
+    ahead.len() - REQUEST_HEADER_BYTES >= body
+        && budget.has_room(1, bytes.min(MAX_QUEUED_BYTES) as usize)
 }
 
 /// Encodes one reply into `batch`; returns big read data that should be written separately.

@@ -55,6 +55,10 @@ impl BlockBackend for NbdBackend {
         self.driver.submit_client(op, buf, done);
     }
 
+    fn run_submitted(&self) {
+        self.driver.run_submitted();
+    }
+
     fn gate(&self) -> Option<(u32, String)> {
         self.driver.engine_io_refusal()
     }

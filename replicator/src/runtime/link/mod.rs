@@ -35,7 +35,7 @@ pub mod wire;
 
 use state::{Active, HalfLink, Incoming};
 pub use state::{LinkSettings, LinkState, PeerListener, SharedLink};
-use wire::{connect_to_peer, hello, os_random, read_packet, ReadError};
+use wire::{connect_to_peer, frame_ahead, hello, os_random, read_packet, ReadError};
 
 /// A peer that connects but says nothing is dropped after this; so is an accepted socket whose
 /// partner (the other of data and meta) does not arrive in this time.
@@ -552,24 +552,49 @@ async fn read_frames(
     } else {
         LinkSocket::Meta
     };
+    let mut batch = Vec::with_capacity(FRAME_BATCH);
     let loss = loop {
         while data_socket && driver.peer_rx_backlog_full() {
             driver.rx_room().await;
         }
-        match read_packet(&mut reader).await {
-            Ok(Some(packet)) => driver.feed(Input::Packet { link, packet }),
-            Ok(None) => break LinkLoss::BrokenPipe,
-            Err(ReadError::Wire(e)) => break LinkLoss::ProtocolError(e),
-            Err(ReadError::Socket(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                break LinkLoss::BrokenPipe
+        // The first frame may wait for the socket; the frames its read brought along are taken
+        // with it (`frame_ahead`: they are whole in the buffer, so no read waits) and handed
+        // to the engine in one pump, with one clock reading. The backlog check above is made
+        // per batch, so the peer's writes waiting for our disk may pass `max-buffers` by what
+        // one read brought (at most a read chunk, 256 KiB, or one frame).
+        let ended = loop {
+            match read_packet(&mut reader).await {
+                Ok(Some(packet)) => batch.push(Input::Packet { link, packet }),
+                Ok(None) => break Some(LinkLoss::BrokenPipe),
+                Err(e) => break Some(read_loss(e, socket)),
             }
-            Err(ReadError::Socket(e)) => break LinkLoss::NetworkFailure(net_failure(&e, socket)),
-            Err(ReadError::PeerSpeaksTls) => {
-                break LinkLoss::NetworkFailure(NetFailure::PeerSpeaksTls)
+            if batch.len() >= FRAME_BATCH || !frame_ahead(reader.ahead()) {
+                break None;
             }
+        };
+        // Frames read before a failure are handled before the loss, as they came.
+        if !batch.is_empty() {
+            driver.feed_batch_at(std::time::Instant::now(), batch.drain(..));
+        }
+        if let Some(loss) = ended {
+            break loss;
         }
     };
     driver.link_lost(link, loss);
+}
+
+/// Frames handed to the engine in one pump at most (a read chunk of acknowledgements holds
+/// thousands; the connection's other tasks get their turn between batches).
+const FRAME_BATCH: usize = 128;
+
+/// Why a peer socket's reader stops.
+fn read_loss(e: ReadError, socket: LinkSocket) -> LinkLoss {
+    match e {
+        ReadError::Wire(e) => LinkLoss::ProtocolError(e),
+        ReadError::Socket(e) if e.kind() == io::ErrorKind::UnexpectedEof => LinkLoss::BrokenPipe,
+        ReadError::Socket(e) => LinkLoss::NetworkFailure(net_failure(&e, socket)),
+        ReadError::PeerSpeaksTls => LinkLoss::NetworkFailure(NetFailure::PeerSpeaksTls),
+    }
 }
 
 /// What the engine learns of a failed socket read. The TLS layer reports a record it refuses

@@ -47,6 +47,15 @@ pub(crate) async fn read_first_packet(
     })
 }
 
+/// Whether `ahead` (bytes a reader holds) starts with a whole frame, or with a header that does
+/// not decode: either way `read_packet` returns without waiting for the socket.
+pub(crate) fn frame_ahead(ahead: &[u8]) -> bool {
+    let Some(head) = ahead.first_chunk::<HEADER_BYTES>() else {
+        return false;
+    };
+    decode_header(head).map_or(true, |h| ahead.len() >= HEADER_BYTES + h.len as usize)
+}
+
 pub(crate) async fn read_packet<S: Stream>(
     reader: &mut Reader<S>,
 ) -> Result<Option<Packet>, ReadError> {
@@ -102,5 +111,46 @@ pub(crate) fn hello(node: &str, meta_socket: bool, session: u64) -> Packet {
         node: node.to_owned(),
         meta_socket,
         session,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch takes a frame only when all of it is buffered: a header alone, or a header and
+    /// part of its payload, would make the reader wait for the socket inside the batch.
+    #[test]
+    fn a_frame_is_ahead_only_when_whole() {
+        let mut two = Vec::new();
+        Packet::WriteAck { id: 7 }.encode(&mut two);
+        let ack = two.len();
+        Packet::Data {
+            id: 1,
+            offset: 4096,
+            fua: false,
+            data: vec![5; 4096],
+        }
+        .encode(&mut two);
+        assert!(!frame_ahead(&[]));
+        for cut in 1..ack {
+            assert!(!frame_ahead(&two[..cut]), "{cut} bytes of an ack");
+        }
+        assert!(frame_ahead(&two[..ack]));
+        let data = &two[ack..];
+        for cut in [
+            1,
+            HEADER_BYTES - 1,
+            HEADER_BYTES,
+            HEADER_BYTES + 100,
+            data.len() - 1,
+        ] {
+            assert!(!frame_ahead(&data[..cut]), "{cut} bytes of a data frame");
+        }
+        assert!(frame_ahead(data));
+        // A header that does not decode is "ahead": reading it fails at once, without a wait.
+        let mut bad = two[..ack].to_vec();
+        bad[0] ^= 0xff;
+        assert!(frame_ahead(&bad));
     }
 }
