@@ -23,6 +23,20 @@ struct Mem {
     secondary: bool,
 }
 
+/// The test export "r0": SIZE bytes, writable, blocks up to 1 MiB.
+fn export_info(description: &str) -> ExportInfo {
+    ExportInfo {
+        name: "r0".into(),
+        description: description.into(),
+        size_bytes: SIZE,
+        read_only: false,
+        can_multi_conn: true,
+        min_block: 1,
+        preferred_block: 4096,
+        max_block: 1 << 20,
+    }
+}
+
 impl BlockBackend for Mem {
     fn export(&self, name: &str) -> Result<ExportInfo, Unavailable> {
         if self.secondary {
@@ -35,16 +49,7 @@ impl BlockBackend for Mem {
                 message: format!("unknown export {name:?}"),
             });
         }
-        Ok(ExportInfo {
-            name: "r0".into(),
-            description: "test".into(),
-            size_bytes: SIZE,
-            read_only: false,
-            can_multi_conn: true,
-            min_block: 1,
-            preferred_block: 4096,
-            max_block: 1 << 20,
-        })
+        Ok(export_info("test"))
     }
     fn submit(&self, cmd: Command, done: Responder) {
         // A backend that loses a request (drops its responder): the client still gets an answer.
@@ -356,16 +361,7 @@ struct Deferring {
 
 impl BlockBackend for Deferring {
     fn export(&self, _name: &str) -> Result<ExportInfo, Unavailable> {
-        Ok(ExportInfo {
-            name: "r0".into(),
-            description: "deferring".into(),
-            size_bytes: SIZE,
-            read_only: false,
-            can_multi_conn: true,
-            min_block: 1,
-            preferred_block: 4096,
-            max_block: 1 << 20,
-        })
+        Ok(export_info("deferring"))
     }
     fn submit(&self, cmd: Command, done: Responder) {
         self.queued.borrow_mut().push((cmd, done));

@@ -64,9 +64,10 @@ pub struct Driver {
     /// inbox), before the next: the order in which one pump per input handled them.
     arrived: RefCell<VecDeque<(Instant, Input)>>,
     pumping: Cell<bool>,
-    /// The clock reading of the input the pump handles now: what finishes synchronously within
-    /// its handling (an inline disk write, a reply's latency) is timed by it, not by a read of
-    /// its own (clock reads were 5 % of the Primary's user time per write, issue 20).
+    /// The clock reading of the input the pump handles now: a reply its handling produces is
+    /// timed by it rather than by a read of its own (clock reads were 5 % of the Primary's user
+    /// time per write, issue 20). Inputs a dispatch queues (an inline write's completion) read
+    /// the clock when the pump takes them, so that time spent in the pump is counted.
     pump_now: Cell<Option<Instant>>,
     /// The clock reading of the requests `submit_client` queued since the last pump: requests
     /// one socket read brought share their arrival time.
@@ -215,14 +216,6 @@ impl Driver {
         self.inbox.borrow_mut().push_back((None, input));
     }
 
-    /// Queue the completion of something the input being handled did synchronously (an inline
-    /// disk write): it happened at that input's time, within microseconds.
-    fn queue_inline(&self, input: Input) {
-        self.inbox
-            .borrow_mut()
-            .push_back((self.pump_now.get(), input));
-    }
-
     /// Queue one input that arrived at `now` without pumping: a caller that has more inputs
     /// at hand queues them all and then pumps once (`pump`).
     fn enqueue(&self, now: Instant, input: Input) {
@@ -294,6 +287,7 @@ impl Driver {
         }
         self.pumping.set(false);
         self.pump_now.set(None);
+        self.batch_now.set(None);
         self.reschedule_timer();
         if self.rx_waiting.get() > 0 && !self.peer_rx_backlog_full() {
             self.rx_room.notify_waiters();
@@ -446,7 +440,7 @@ impl Driver {
         if let PeerDiskOp::Write { offset, data, fua } = &op {
             if let Some(result) = disk.write_now(*offset, data, *fua) {
                 let result = result.map(|()| None).map_err(IoFailure::from);
-                self.queue_inline(Input::PeerDiskDone { io, result });
+                self.queue(Input::PeerDiskDone { io, result });
                 return;
             }
         }
@@ -629,7 +623,7 @@ impl Driver {
                 };
                 if let Some(result) = disk.write_now(offset, &buf, fua) {
                     let result = result.map_err(IoFailure::from);
-                    self.queue_inline(Input::DiskDone { io, result });
+                    self.queue(Input::DiskDone { io, result });
                     return;
                 }
                 tokio_uring::spawn(async move {
