@@ -1,6 +1,6 @@
 //! How the parts below the driver reach it without importing it: a completion comes back as an
 //! input through a [`Feed`], which the driver hands out (`Driver::feeder`). So the hashing pool
-//! and the metadata thread do not depend on `Driver`, and `driver.rs` can import them without
+//! and the metadata thread do not depend on `Driver`, and `driver/` can import them without
 //! a circle. Also what both daemons (daemon.rs and the witness's) share: a listener that must
 //! run, and the wait for the stop.
 

@@ -1,5 +1,5 @@
 //! The driver's side of the helpers: `Output::Handler` and `Output::RunHandler` start them
-//! (`super`), and a waited one's exit comes back as `HandlerDone`. Kept out of `driver.rs`
+//! (`super`), and a waited one's exit comes back as `HandlerDone`. Kept out of `driver/`
 //! so that the driver imports neither the helpers nor the built-in outdater.
 
 use std::rc::Rc;

@@ -1,5 +1,5 @@
 //! What the driver keeps of the peer link (`Driver::link`): where it dials and listens, the
-//! link that is up, the pairs being set up. Plain data, so that `driver.rs` can hold it without
+//! link that is up, the pairs being set up. Plain data, so that `driver/` can hold it without
 //! importing the link machinery (`link/mod.rs`), which drives it through `Driver`.
 
 use std::cell::RefCell;

@@ -41,7 +41,7 @@ impl Cluster {
             message: e,
         };
         if op.flushes_data_first() {
-            // The runtime flushes the data device before such metadata (driver.rs): model that
+            // The runtime flushes the data device before such metadata (runtime/driver/disk_io.rs): model that
             // the flush really happened, and that it can fail.
             if self.nodes[i].disk_failing {
                 return Err(fail(
