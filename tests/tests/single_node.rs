@@ -285,3 +285,43 @@ fn secondary_refuses_nbd_io_and_demotion_is_refused_while_open() {
     a.ok(&["secondary", "r0"]);
     a.ok(&["down", "r0"]);
 }
+
+/// On the Primary's own disk a TRIM frees the blocks it covers and a WRITE_ZEROES keeps them
+/// allocated (PUNCH_HOLE against ZERO_RANGE or written zeroes), and both read back as zeroes.
+#[test]
+fn trim_frees_blocks_and_write_zeroes_keeps_them() {
+    use std::os::unix::fs::MetadataExt;
+    require_tool("qemu-io", "qemu-utils");
+    const MIB: u64 = 1 << 20;
+    let c = Cluster::new(
+        "zeroing",
+        ClusterOpts {
+            disk_mib: 64,
+            on_shm: true,
+            ..Default::default()
+        },
+    );
+    lone_primary(c.a());
+    let a = c.a();
+    let allocated = || std::fs::metadata(&a.disk).expect("stat the disk").blocks() * 512;
+    qemu_io_ok(a, &["write -P 0x5a 0 16M", "flush"]);
+    let written = allocated();
+    assert!(
+        written >= 16 * MIB,
+        "16 MiB written, {written} bytes allocated"
+    );
+    qemu_io_ok(a, &["write -z 0 8M", "flush"]);
+    let zeroed = allocated();
+    assert!(
+        zeroed + MIB > written,
+        "WRITE_ZEROES freed blocks: {written} bytes allocated before, {zeroed} after"
+    );
+    qemu_io_ok(a, &["discard 8M 8M", "flush"]);
+    let trimmed = allocated();
+    assert!(
+        trimmed + 7 * MIB <= zeroed,
+        "TRIM of 8 MiB freed {} bytes",
+        zeroed.saturating_sub(trimmed)
+    );
+    qemu_io_ok(a, &["read -P 0 0 16M"]);
+}

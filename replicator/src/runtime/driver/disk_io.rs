@@ -95,19 +95,13 @@ impl Driver {
                     this.feed(Input::DiskDone { io, result });
                 });
             }
-            DiskOpKind::Trim { offset, len, fua } => {
+            DiskOpKind::Trim { offset, len, fua }
+            | DiskOpKind::WriteZeroes { offset, len, fua } => {
+                // WRITE_ZEROES keeps the blocks allocated; TRIM may free them.
+                let allocate = matches!(op, DiskOpKind::WriteZeroes { .. });
                 tokio_uring::spawn(async move {
                     let result = disk
-                        .zero(offset, len, false, fua)
-                        .await
-                        .map_err(IoFailure::from);
-                    this.feed(Input::DiskDone { io, result });
-                });
-            }
-            DiskOpKind::WriteZeroes { offset, len, fua } => {
-                tokio_uring::spawn(async move {
-                    let result = disk
-                        .zero(offset, len, true, fua)
+                        .zero(offset, len, allocate, fua)
                         .await
                         .map_err(IoFailure::from);
                     this.feed(Input::DiskDone { io, result });

@@ -583,8 +583,8 @@ async fn read_frames(
     driver.link_lost(link, loss);
 }
 
-/// Frames handed to the engine in one pump at most (a read chunk of acknowledgements holds
-/// thousands; the connection's other tasks get their turn between batches).
+/// Frames handed to the engine in one pump at most: a read chunk of acknowledgements holds
+/// thousands, and the inputs queued at once stay few (the next batch follows at once).
 const FRAME_BATCH: usize = 128;
 
 /// Why a peer socket's reader stops.
