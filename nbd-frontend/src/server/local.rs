@@ -63,7 +63,7 @@ impl Budget {
     /// dropped half-way has taken nothing).
     async fn wait_for(&self, slots: usize, bytes: usize) {
         poll_fn(|cx| {
-            if self.slots.get() >= slots && self.bytes.get() >= bytes {
+            if self.has_room(slots, bytes) {
                 self.slots.set(self.slots.get() - slots);
                 self.bytes.set(self.bytes.get() - bytes);
                 Poll::Ready(())

@@ -71,9 +71,6 @@ pub struct Driver {
     /// time per write, issue 20). Inputs a dispatch queues (an inline write's completion) read
     /// the clock when the pump takes them, so that time spent in the pump is counted.
     pump_now: Cell<Option<Instant>>,
-    /// The clock reading of the requests `submit_client` queued since the last pump: requests
-    /// one socket read brought share their arrival time.
-    batch_now: Cell<Option<Instant>>,
     /// The link to the witness, if the resource has one (`witness_link`).
     pub(crate) witness: std::cell::OnceCell<Rc<super::witness_link::state::WitnessLink>>,
     /// The busy-poll window, if configured (`busy_poll.rs`).
@@ -140,7 +137,6 @@ impl Driver {
             arrived: RefCell::new(VecDeque::new()),
             pumping: Cell::new(false),
             pump_now: Cell::new(None),
-            batch_now: Cell::new(None),
             witness: std::cell::OnceCell::new(),
             busy: std::cell::OnceCell::new(),
             disk: RefCell::new(None),
@@ -257,7 +253,6 @@ impl Driver {
         if self.pumping.replace(true) {
             return;
         }
-        self.batch_now.set(None);
         loop {
             let internal = self.inbox.borrow_mut().pop_front();
             let next = internal.or_else(|| {
@@ -289,7 +284,6 @@ impl Driver {
         }
         self.pumping.set(false);
         self.pump_now.set(None);
-        self.batch_now.set(None);
         self.reschedule_timer();
         if self.rx_waiting.get() > 0 && !self.peer_rx_backlog_full() {
             self.rx_room.notify_waiters();
@@ -509,14 +503,9 @@ impl Driver {
     /// Submit one client request; its completion goes to `done`.
     pub fn submit_client(self: &Rc<Self>, op: ClientOp, buf: Option<Vec<u8>>, done: Responder) {
         // One clock read per batch of requests: their arrival, last-write time and input.
-        let now = match self.batch_now.get() {
-            Some(now) => now,
-            None => {
-                let now = Instant::now();
-                self.batch_now.set(Some(now));
-                now
-            }
-        };
+        // Requests queued since the last pump (one socket read's) share the first one's reading.
+        let queued = self.arrived.borrow().back().map(|&(at, _)| at);
+        let now = queued.unwrap_or_else(Instant::now);
         if matches!(
             op,
             ClientOp::Write { .. } | ClientOp::Trim { .. } | ClientOp::WriteZeroes { .. }
