@@ -330,7 +330,7 @@ impl BackingDisk {
     }
 
     /// `Io` of `op` on this disk, for `map_err`.
-    fn fail(&self, op: Op) -> impl FnOnce(io::Error) -> DiskError {
+    fn fail(&self, op: Op) -> impl FnOnce(io::Error) -> DiskError + '_ {
         DiskError::io(Device::Backing, op, &self.path)
     }
 

@@ -71,12 +71,16 @@ pub enum DiskError {
 
 impl DiskError {
     /// `Io` of `op` on `device` at `path`, for `map_err`.
-    pub fn io(device: Device, op: Op, path: &std::path::Path) -> impl FnOnce(io::Error) -> Self {
-        let path = path.to_path_buf();
+    /// The path is copied only when the error happens: this runs once per I/O, on the hot path.
+    pub fn io(
+        device: Device,
+        op: Op,
+        path: &std::path::Path,
+    ) -> impl FnOnce(io::Error) -> Self + '_ {
         move |source| DiskError::Io {
             device,
             op,
-            path,
+            path: path.to_path_buf(),
             source,
         }
     }

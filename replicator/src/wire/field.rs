@@ -248,6 +248,31 @@ impl<const N: usize> Field for U64s<N> {
     }
 }
 
+/// A field the packet keeps behind a `Box`: for a large record sent once per connection
+/// (`Params`, six strings), so that `Packet`, and every engine `Input` and `Output` that carries
+/// one, stays the size of the packets that travel per write (they are moved through the
+/// driver's queues several times per write; 152 bytes each with `Params` inline).
+pub struct Boxed<F>(std::marker::PhantomData<F>);
+impl<F: Field> Field for Boxed<F>
+where
+    F::Value: std::fmt::Debug + 'static,
+{
+    type Value = Box<F::Value>;
+    type Ref = F::Ref;
+    const FIXED: Option<usize> = F::FIXED;
+    fn put(out: &mut Vec<u8>, v: &F::Ref) {
+        F::put(out, v);
+    }
+    fn take(r: &mut Reader<'_>) -> Result<Box<F::Value>, WireError> {
+        F::take(r).map(Box::new)
+    }
+    #[cfg(test)]
+    fn arb() -> proptest::strategy::BoxedStrategy<Box<F::Value>> {
+        use proptest::prelude::*;
+        F::arb().prop_map(Box::new).boxed()
+    }
+}
+
 /// Writes a header with `command` and a zero length; `end_frame` fills the length in.
 pub fn begin_frame(out: &mut Vec<u8>, command: u16) -> usize {
     let start = out.len();

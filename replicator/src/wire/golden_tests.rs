@@ -24,7 +24,7 @@ fn samples() -> Vec<Packet> {
         Packet::AuthResponse {
             mac: vec![0xd1, 0xd2],
         },
-        Packet::Params(Params {
+        Packet::Params(Box::new(Params {
             protocol: b'C',
             after_sb_0pri: "discard-younger-primary".into(),
             after_sb_1pri: "consensus".into(),
@@ -34,7 +34,7 @@ fn samples() -> Vec<Packet> {
             integrity_alg: "crc32c".into(),
             verify_alg: "sha1".into(),
             csums_alg: String::new(),
-        }),
+        })),
         Packet::Sizes {
             backing_bytes: 0x2122_2324_2526_2728,
             usable_bytes: 0x3132_3334_3536_3738,

@@ -5,7 +5,7 @@
 //! is either exactly right or an error.
 
 use super::field::{begin_frame, end_frame, fixed, Field, Reader};
-use super::field::{Block, Bool, Digest, Digests, Len, Str, U64s, U16, U32, U64, U8};
+use super::field::{Block, Bool, Boxed, Digest, Digests, Len, Str, U64s, U16, U32, U64, U8};
 use super::frame::{FrameHeader, WireError};
 
 /// Which of the two TCP connections a packet travels on (docs/drbd-semantics.md §6.1): acks and pings go on
@@ -40,7 +40,7 @@ packets! {
     } => Data;
     AUTH_CHALLENGE = 2, AuthChallenge { nonce: Digest } => Data;
     AUTH_RESPONSE = 3, AuthResponse { mac: Digest } => Data;
-    PARAMS = 4, Params(params: Params) => Data;
+    PARAMS = 4, Params(params: Boxed<Params>) => Data;
     SIZES = 5, Sizes { backing_bytes: U64, usable_bytes: U64, requested_bytes: U64 } => Data;
     UUIDS = 6, Uuids { uuids: U64s<4>, oos_bits: U64, flags: U32 } => Data;
     STATE = 7, State { role: U8, disk: U8, susp: Bool } => Data;

@@ -62,7 +62,7 @@ impl Engine {
             )),
             Packet::AuthChallenge { nonce } => self.on_auth_challenge(&nonce),
             Packet::AuthResponse { mac } => self.on_auth_response(&mac),
-            Packet::Params(p) => self.on_params(p),
+            Packet::Params(p) => self.on_params(*p),
             Packet::Sizes { usable_bytes, .. } => self.on_sizes(usable_bytes),
             Packet::Uuids {
                 uuids,

@@ -42,7 +42,7 @@ impl Engine {
             verify_alg: alg_name(p.verify_alg),
             csums_alg: alg_name(p.csums_alg),
         };
-        self.send(Packet::Params(params));
+        self.send(Packet::Params(Box::new(params)));
         let usable = self.dev.local_usable_bytes;
         self.send(Packet::Sizes {
             backing_bytes: usable,

@@ -162,7 +162,7 @@ impl Engine {
                 w.only_copy = true;
                 // No peer's disk has it: it exists only here.
                 self.peers.mark_all(w.start, w.end - w.start);
-                let mut held = std::mem::take(&mut w.al_held);
+                let mut held = w.al_held.take();
                 let gate = self.al_acquire(&mut held, w.start, w.end - w.start);
                 w.al_held = held;
                 if matches!(gate, AlGate::WaitTransaction | AlGate::WaitSlot) {
@@ -203,7 +203,7 @@ impl Engine {
             return;
         };
         if !w.al_held.is_empty() {
-            self.al_release(&mut w.al_held);
+            self.al_release(w.al_held.take());
             self.retry_al_waiters();
         }
         let current = self.link_id() == Some(w.link);
@@ -286,7 +286,7 @@ impl Engine {
     /// BarrierAck for out of sync, so a reconnect resyncs those blocks either way.
     pub(crate) fn peer_rx_reset(&mut self) {
         for mut w in self.peers.data_mut().rx.reset() {
-            self.al_release(&mut w.al_held);
+            self.al_release(w.al_held.take());
         }
     }
 }

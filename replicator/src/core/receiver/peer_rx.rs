@@ -7,10 +7,11 @@
 //! each (activity log, when this node holds the only copy), and issues it; completions come
 //! back by sequence number.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use crate::core::contract::ids::LinkId;
 use crate::core::contract::io::PeerDiskOp;
+use crate::core::request::held::HeldExtents;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RxKind {
@@ -32,7 +33,7 @@ pub(crate) struct RxOp {
     /// The disk operation, until it is issued.
     pub op: Option<PeerDiskOp>,
     /// Activity-log extents held while we hold the only copy of a peer write.
-    pub al_held: Vec<u64>,
+    pub al_held: HeldExtents,
     /// It was gated as the only copy (its bits are set): it stays gated by the activity log
     /// when the link is lost before it is issued.
     pub only_copy: bool,
@@ -48,26 +49,70 @@ impl RxOp {
 pub(crate) struct PeerRx {
     next_seq: u64,
     /// Sequence numbers received and not yet completed (barriers wait for the older ones).
-    outstanding: BTreeSet<u64>,
-    in_flight: BTreeMap<u64, RxOp>,
+    outstanding: Outstanding,
+    /// Issued operations, in sequence order (issued mostly in order, completed mostly in
+    /// order: inserts and removals are near the ends).
+    in_flight: VecDeque<RxOp>,
     waiting: VecDeque<RxOp>,
     /// Barrier epochs waiting for every operation with a smaller sequence number.
     barriers: VecDeque<(u32, u64, LinkId)>,
     /// A barrier flush failed on this link: no later BarrierAck may claim the epochs before it
     /// durable (a later fdatasync succeeds although the earlier write-back was lost).
     flush_failed: Option<LinkId>,
-    /// The queue taken out by `scan`, and the ranges held back in it.
-    scan: Option<Scan>,
+    /// The pass over `waiting` under way (`begin_scan` .. `end_scan`): the position of the
+    /// next operation to look at; operations before it are held back, and their ranges are in
+    /// `blocked`. The queue stays where it is: a pass moves only what it issues.
+    scan: Option<usize>,
+    blocked: Vec<(u64, u64)>,
     /// Bytes of the operations queued, being scanned or in flight (kept, not summed: the
     /// driver asks after every input whether to stop reading the data socket).
     bytes: u64,
 }
 
+/// The sequence numbers received and not completed. They are handed out consecutively, so a
+/// window from the oldest outstanding one does: completions out of order are flagged, and the
+/// window's front moves past them once everything before them is done. Every question a
+/// barrier or the status asks is O(1) (this runs for every packet of the peer).
 #[derive(Debug, Default)]
-struct Scan {
-    rest: VecDeque<RxOp>,
-    still: VecDeque<RxOp>,
-    blocked: Vec<(u64, u64)>,
+struct Outstanding {
+    /// The sequence number of `done[0]`.
+    first: u64,
+    done: VecDeque<bool>,
+    count: usize,
+}
+
+impl Outstanding {
+    /// `seq` is the next sequence number handed out.
+    fn insert(&mut self, seq: u64) {
+        if self.done.is_empty() {
+            self.first = seq;
+        }
+        debug_assert_eq!(seq, self.first + self.done.len() as u64, "sequence gap");
+        self.done.push_back(false);
+        self.count += 1;
+    }
+
+    fn remove(&mut self, seq: u64) {
+        let Some(i) = seq.checked_sub(self.first) else {
+            return;
+        };
+        let Some(slot) = usize::try_from(i).ok().and_then(|i| self.done.get_mut(i)) else {
+            return;
+        };
+        if !*slot {
+            *slot = true;
+            self.count -= 1;
+        }
+        while self.done.front() == Some(&true) {
+            self.done.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// Whether a sequence number below `seq` is outstanding (the front always is).
+    fn any_before(&self, seq: u64) -> bool {
+        !self.done.is_empty() && self.first < seq
+    }
 }
 
 impl PeerRx {
@@ -91,7 +136,7 @@ impl PeerRx {
             link,
             kind,
             op: Some(op),
-            al_held: Vec::new(),
+            al_held: HeldExtents::default(),
             only_copy: false,
         });
         seq
@@ -102,22 +147,20 @@ impl PeerRx {
     /// `issue`s it or `hold`s it, then calls `end_scan`.
     pub(crate) fn begin_scan(&mut self) {
         debug_assert!(self.scan.is_none(), "nested scan of the peer's queue");
-        self.scan = Some(Scan {
-            rest: std::mem::take(&mut self.waiting),
-            ..Scan::default()
-        });
+        self.scan = Some(0);
+        self.blocked.clear();
     }
 
     pub(crate) fn next_ready(&mut self) -> Option<RxOp> {
-        let scan = self.scan.as_mut()?;
-        while let Some(w) = scan.rest.pop_front() {
-            let conflict = self.in_flight.values().any(|f| f.overlaps(w.start, w.end))
-                || scan.blocked.iter().any(|&(s, e)| s < w.end && w.start < e);
+        let at = self.scan.as_mut()?;
+        while let Some(w) = self.waiting.get(*at) {
+            let conflict = self.in_flight.iter().any(|f| f.overlaps(w.start, w.end))
+                || self.blocked.iter().any(|&(s, e)| s < w.end && w.start < e);
             if !conflict {
-                return Some(w);
+                return self.waiting.remove(*at);
             }
-            scan.blocked.push((w.start, w.end));
-            scan.still.push_back(w);
+            self.blocked.push((w.start, w.end));
+            *at += 1;
         }
         None
     }
@@ -125,38 +168,31 @@ impl PeerRx {
     /// `w` may not start yet (it waits for an activity-log transaction or slot); later
     /// operations overlapping it wait behind it.
     pub(crate) fn hold(&mut self, w: RxOp) {
-        if let Some(scan) = self.scan.as_mut() {
-            scan.blocked.push((w.start, w.end));
-            scan.still.push_back(w);
+        if let Some(at) = self.scan.as_mut() {
+            self.blocked.push((w.start, w.end));
+            self.waiting.insert(*at, w);
+            *at += 1;
         }
     }
 
     /// `w` goes to the disk now; returns its operation.
     pub(crate) fn issue(&mut self, mut w: RxOp) -> Option<PeerDiskOp> {
         let op = w.op.take();
-        self.in_flight.insert(w.seq, w);
+        let at = self.in_flight.partition_point(|f| f.seq < w.seq);
+        self.in_flight.insert(at, w);
         op
     }
 
     pub(crate) fn end_scan(&mut self) {
-        if let Some(mut scan) = self.scan.take() {
-            // Keep the queue's buffer (the common case holds nothing back): no allocation per
-            // packet.
-            let mut queue = if scan.still.is_empty() {
-                scan.rest
-            } else {
-                scan.still.append(&mut scan.rest);
-                scan.still
-            };
-            queue.append(&mut self.waiting);
-            self.waiting = queue;
-        }
+        self.scan = None;
+        self.blocked.clear();
     }
 
     /// Operation `seq` completed on the disk.
     pub(crate) fn complete(&mut self, seq: u64) -> Option<RxOp> {
-        let w = self.in_flight.remove(&seq)?;
-        self.outstanding.remove(&seq);
+        let at = self.in_flight.binary_search_by_key(&seq, |f| f.seq).ok()?;
+        let w = self.in_flight.remove(at)?;
+        self.outstanding.remove(seq);
         self.bytes -= w.end - w.start;
         Some(w)
     }
@@ -170,7 +206,7 @@ impl PeerRx {
     pub(crate) fn ready_barriers(&mut self) -> Vec<(u32, LinkId)> {
         let mut ready = Vec::new();
         while let Some(&(epoch, seq, link)) = self.barriers.front() {
-            if self.outstanding.range(..seq).next().is_some() {
+            if self.outstanding.any_before(seq) {
                 break;
             }
             self.barriers.pop_front();
@@ -201,7 +237,7 @@ impl PeerRx {
             .partition(|w| matches!(w.kind, RxKind::App { .. }));
         self.waiting = kept;
         for w in &dropped {
-            self.outstanding.remove(&w.seq);
+            self.outstanding.remove(w.seq);
             self.bytes -= w.end - w.start;
         }
         self.barriers.clear();
@@ -212,17 +248,15 @@ impl PeerRx {
     /// local request there must come after it. After a switchover or failover these are the
     /// old Primary's writes, older than anything this node's clients send now.
     pub(crate) fn writes_overlap(&self, start: u64, end: u64) -> bool {
-        let scanned = self.scan.iter().flat_map(|s| s.rest.iter().chain(&s.still));
         self.waiting
             .iter()
-            .chain(self.in_flight.values())
-            .chain(scanned)
+            .chain(self.in_flight.iter())
             .any(|w| !matches!(w.kind, RxKind::Read { .. }) && w.overlaps(start, end))
     }
 
     /// Operations received and not completed (`ua:` in /proc/drbd).
     pub(crate) fn unacked(&self) -> usize {
-        self.outstanding.len()
+        self.outstanding.count
     }
 
     /// Bytes of peer operations received and not yet on disk (queued or in flight).
@@ -232,19 +266,17 @@ impl PeerRx {
 
     /// `backlog_bytes` summed from the queues, for the invariant checks.
     pub(crate) fn backlog_bytes_recounted(&self) -> u64 {
-        let scanned = self.scan.iter().flat_map(|s| s.rest.iter().chain(&s.still));
         self.waiting
             .iter()
-            .chain(self.in_flight.values())
-            .chain(scanned)
+            .chain(self.in_flight.iter())
             .map(|w| w.end - w.start)
             .sum()
     }
 
     /// The activity log is gone with the disk: references into it go too.
     pub(crate) fn forget_extents(&mut self) {
-        for w in self.waiting.iter_mut().chain(self.in_flight.values_mut()) {
-            w.al_held.clear();
+        for w in self.waiting.iter_mut().chain(self.in_flight.iter_mut()) {
+            w.al_held = HeldExtents::default();
         }
     }
 
@@ -252,8 +284,8 @@ impl PeerRx {
     pub(crate) fn held_extents(&self) -> impl Iterator<Item = u64> + '_ {
         self.waiting
             .iter()
-            .chain(self.in_flight.values())
-            .flat_map(|w| w.al_held.iter().copied())
+            .chain(self.in_flight.iter())
+            .flat_map(|w| w.al_held.iter())
     }
 }
 
@@ -328,6 +360,32 @@ mod tests {
         assert_eq!(issue_all(&mut rx), vec![a], "a first, b still behind it");
         rx.complete(a);
         assert_eq!(issue_all(&mut rx), vec![b]);
+    }
+
+    #[test]
+    fn outstanding_sequence_numbers_complete_in_any_order() {
+        let mut o = Outstanding::default();
+        for seq in 5..10 {
+            o.insert(seq);
+        }
+        o.remove(7);
+        o.remove(5);
+        assert_eq!(o.count, 3);
+        assert!(!o.any_before(6), "5 is done");
+        assert!(o.any_before(7), "6 is not");
+        o.remove(6);
+        assert!(!o.any_before(8), "5, 6 and 7 are done");
+        o.remove(7);
+        o.remove(3);
+        assert_eq!(o.count, 2, "a second or a stale completion changes nothing");
+        assert!(o.any_before(9));
+        o.remove(9);
+        assert!(o.any_before(9), "8 is still out");
+        o.remove(8);
+        assert_eq!(o.count, 0);
+        assert!(!o.any_before(u64::MAX));
+        o.insert(10);
+        assert!(o.any_before(11) && !o.any_before(10));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::core::contract::io::{
 };
 use crate::core::engine::Engine;
 use crate::core::io_table::IoOwner;
+use crate::core::request::held::HeldExtents;
 use crate::core::request::requests::{extents_of, Stage};
 use crate::core::state::{ConnState, DiskState};
 use crate::meta::al::{ActivityLog, AlBusy};
@@ -156,8 +157,8 @@ impl Engine {
                     return true;
                 }
                 AlGate::TooLarge { extents, capacity } => {
-                    let mut held = self.requests.drop_request(req);
-                    self.al_release(&mut held);
+                    let held = self.requests.drop_request(req);
+                    self.al_release(held);
                     let message = format!(
                         "write {start}+{len} spans {extents} activity-log extents but al-extents is {capacity}; recreate the metadata with a larger al-extents"
                     );
@@ -181,7 +182,7 @@ impl Engine {
     /// Take activity-log references on every extent of `[start, start+len)` not yet in `held`,
     /// writing transactions for cold ones. On `WaitSlot` every reference is given back (no
     /// write holds slots while it waits for more, so waiting writes cannot block each other).
-    pub(crate) fn al_acquire(&mut self, held: &mut Vec<u64>, start: u64, len: u64) -> AlGate {
+    pub(crate) fn al_acquire(&mut self, held: &mut HeldExtents, start: u64, len: u64) -> AlGate {
         let Some(capacity) = self.dev.al.as_ref().map(ActivityLog::capacity) else {
             return AlGate::Ready;
         };
@@ -194,8 +195,10 @@ impl Engine {
             };
         }
         let mut waits = false;
+        // `held` is a run from the range's first extent: go on after its last one.
+        let from = held.next().unwrap_or(*exts.start());
         for ext in exts {
-            if !held.contains(&ext) {
+            if ext >= from {
                 let Some(al) = self.dev.al.as_mut() else {
                     return AlGate::Ready;
                 };
@@ -209,7 +212,7 @@ impl Engine {
                         self.write_al_transaction(ext, block, tr.ring_slot(), evicts);
                     }
                     Err(AlBusy) => {
-                        self.al_release(held);
+                        self.al_release(held.take());
                         return AlGate::WaitSlot;
                     }
                 }
@@ -224,13 +227,12 @@ impl Engine {
     }
 
     /// Give back activity-log references.
-    pub(crate) fn al_release(&mut self, held: &mut Vec<u64>) {
+    pub(crate) fn al_release(&mut self, held: impl IntoIterator<Item = u64>) {
         if let Some(al) = self.dev.al.as_mut() {
-            for ext in held.drain(..) {
+            for ext in held {
                 al.end_io(ext);
             }
         }
-        held.clear();
     }
 
     /// Retry the writes that waited for an activity-log slot, in arrival order.
@@ -360,13 +362,13 @@ impl Engine {
         if let Some((start, len)) = done.op.write_range() {
             self.verify_note_write(start, len);
         }
-        let mut release = self
+        let release = self
             .peers
             .data_mut()
             .tl
             .park_extents(done.epoch, done.al_held);
         let released = !release.is_empty();
-        self.al_release(&mut release);
+        self.al_release(release);
         self.reply(req, done.result);
         if released {
             self.al_slot_freed();
@@ -395,8 +397,8 @@ impl Engine {
         let through_peer = self.serves_via_peer();
         for req in parked {
             if let (Err(e), false) = (result, through_peer) {
-                let mut held = self.requests.drop_request(req);
-                self.al_release(&mut held);
+                let held = self.requests.drop_request(req);
+                self.al_release(held);
                 let message = format!("activity log write failed: {}", e.message);
                 self.reply(req, Err(eio(message)));
             } else {

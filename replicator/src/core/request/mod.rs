@@ -2,6 +2,7 @@
 //! transfer log.
 
 pub(crate) mod client;
+pub(crate) mod held;
 pub(crate) mod replication;
 pub(crate) mod requests;
 pub(crate) mod transfer_log;

@@ -105,8 +105,7 @@ impl Engine {
             self.peer_done(req);
         }
         if !acked.extents.is_empty() {
-            let mut exts = acked.extents;
-            self.al_release(&mut exts);
+            self.al_release(acked.extents);
             self.al_slot_freed();
         }
     }
@@ -169,8 +168,7 @@ impl Engine {
         }
         // Their bits are set: the extents may go.
         if !cleared.extents.is_empty() {
-            let mut exts = cleared.extents;
-            self.al_release(&mut exts);
+            self.al_release(cleared.extents);
             self.al_slot_freed();
         }
     }

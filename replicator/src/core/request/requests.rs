@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
+use super::held::HeldExtents;
 use crate::core::contract::ids::{IdMap, ReqId};
 use crate::core::contract::io::{ClientError, ClientOp};
 use crate::meta::layout::AL_EXTENT_BYTES;
@@ -41,7 +42,7 @@ struct Req {
     peer_wait: bool,
     peer_since: Option<Instant>,
     /// Activity-log extents this write holds (see `TransferLog::park_extents`).
-    al_held: Vec<u64>,
+    al_held: HeldExtents,
     /// The epoch it was replicated in.
     epoch: Option<u32>,
 }
@@ -51,7 +52,7 @@ struct Req {
 pub(crate) struct Done {
     pub op: ClientOp,
     pub result: Result<(), ClientError>,
-    pub al_held: Vec<u64>,
+    pub al_held: HeldExtents,
     pub epoch: Option<u32>,
 }
 
@@ -126,7 +127,7 @@ impl Requests {
                 peer_acks_left: 0,
                 peer_wait: false,
                 peer_since: None,
-                al_held: Vec::new(),
+                al_held: HeldExtents::default(),
                 epoch: None,
             },
         );
@@ -210,14 +211,14 @@ impl Requests {
             })
     }
 
-    pub(crate) fn take_al_held(&mut self, req: ReqId) -> Vec<u64> {
+    pub(crate) fn take_al_held(&mut self, req: ReqId) -> HeldExtents {
         self.reqs
             .get_mut(&req)
-            .map(|r| std::mem::take(&mut r.al_held))
+            .map(|r| r.al_held.take())
             .unwrap_or_default()
     }
 
-    pub(crate) fn set_al_held(&mut self, req: ReqId, held: Vec<u64>) {
+    pub(crate) fn set_al_held(&mut self, req: ReqId, held: HeldExtents) {
         if let Some(r) = self.reqs.get_mut(&req) {
             r.al_held = held;
         }
@@ -225,13 +226,13 @@ impl Requests {
 
     /// Activity-log references held by requests, for the invariant checks.
     pub(crate) fn held_extents(&self) -> impl Iterator<Item = u64> + '_ {
-        self.reqs.values().flat_map(|r| r.al_held.iter().copied())
+        self.reqs.values().flat_map(|r| r.al_held.iter())
     }
 
     /// The activity log is gone with the disk: references into it go too.
     pub(crate) fn forget_extents(&mut self) {
         for r in self.reqs.values_mut() {
-            r.al_held.clear();
+            r.al_held = HeldExtents::default();
         }
     }
 
@@ -261,7 +262,7 @@ impl Requests {
     }
 
     /// The request goes away without a reply from here (the caller replies).
-    pub(crate) fn drop_request(&mut self, req: ReqId) -> Vec<u64> {
+    pub(crate) fn drop_request(&mut self, req: ReqId) -> HeldExtents {
         self.admitted.retain(|&(id, _, _)| id != req);
         self.reads_behind_peer.retain(|&id| id != req);
         let held = self
@@ -269,7 +270,7 @@ impl Requests {
             .remove(&req)
             .map(|r| r.al_held)
             .unwrap_or_default();
-        self.prune_peer_waits();
+        self.changed_peer_wait(req);
         held
     }
 
@@ -298,7 +299,17 @@ impl Requests {
                 self.peer_waits.push_back((since, req));
             }
         }
-        self.prune_peer_waits();
+        self.changed_peer_wait(req);
+    }
+
+    /// `req` changed (stopped or restarted waiting, or left): if it is the front of
+    /// `peer_waits`, drop the entries that no longer describe a waiting request from there. Only
+    /// the front's request can make the front stale, so a change to any other request leaves
+    /// nothing to do, and no table lookup.
+    fn changed_peer_wait(&mut self, req: ReqId) {
+        if self.peer_waits.front().is_some_and(|&(_, r)| r == req) {
+            self.prune_peer_waits();
+        }
     }
 
     /// Drop entries of `peer_waits` from the front that no longer describe a waiting request.
@@ -340,7 +351,7 @@ impl Requests {
             r.peer_acks_left = 0;
             r.peer_since = None;
         }
-        self.prune_peer_waits();
+        self.changed_peer_wait(req);
     }
 
     /// Requests waiting for the peer, in arrival order.
@@ -382,7 +393,7 @@ impl Requests {
         if r.op.write_range().is_some() {
             self.admitted.retain(|&(id, _, _)| id != req);
         }
-        self.prune_peer_waits();
+        self.changed_peer_wait(req);
         Some(Done {
             op: r.op,
             result: r.local.unwrap_or(Ok(())),

@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::held::HeldExtents;
 use crate::core::contract::ids::ReqId;
 
 /// How long writes may sit in an open epoch before a barrier closes it. Bounds what a lost link
@@ -38,7 +39,7 @@ pub(crate) struct TransferLog {
     /// FLUSH requests waiting for the BarrierAck of an epoch.
     flushes: Vec<(u32, ReqId)>,
     /// Activity-log extents of completed writes whose epoch the peer has not acknowledged.
-    parked: Vec<(u32, Vec<u64>)>,
+    parked: Vec<(u32, HeldExtents)>,
 }
 
 /// What a BarrierAck settled.
@@ -55,6 +56,17 @@ pub(crate) struct Acked {
 pub(crate) struct Cleared {
     pub ranges: Vec<Range>,
     pub extents: Vec<u64>,
+}
+
+/// Whether writes of `epoch` still wait for the peer: it is the `current` epoch and that one
+/// has writes (`open`), or it is closed and not acknowledged.
+fn epoch_unacked(
+    current: u32,
+    open: bool,
+    closed: &VecDeque<(u32, Vec<Range>)>,
+    epoch: u32,
+) -> bool {
+    epoch == current && open || closed.iter().any(|(e, _)| *e == epoch)
 }
 
 impl TransferLog {
@@ -127,11 +139,14 @@ impl TransferLog {
             .partition(|(e, _)| !self.is_unacked(*e));
         self.flushes = keep;
         acked.flushes = done.into_iter().map(|(_, r)| r).collect();
-        let (free, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
-            .into_iter()
-            .partition(|(e, _)| !self.is_unacked(*e));
-        self.parked = keep;
-        acked.extents = free.into_iter().flat_map(|(_, x)| x).collect();
+        let (current, open, closed) = (self.epoch, !self.open.is_empty(), &self.closed);
+        self.parked.retain(|&(e, x)| {
+            let keep = epoch_unacked(current, open, closed, e);
+            if !keep {
+                acked.extents.extend(x);
+            }
+            keep
+        });
         Some(acked)
     }
 
@@ -139,14 +154,14 @@ impl TransferLog {
     /// the epoch is unacknowledged (the write may exist only in the peer's volatile cache, and
     /// if both nodes lose power the replay of this node's AL is what resyncs it; DRBD frees
     /// them only after the barrier ack). Returns the extents to give back now, if any.
-    pub(crate) fn park_extents(&mut self, epoch: Option<u32>, extents: Vec<u64>) -> Vec<u64> {
+    pub(crate) fn park_extents(&mut self, epoch: Option<u32>, extents: HeldExtents) -> HeldExtents {
         if extents.is_empty() {
             return extents;
         }
         match epoch.filter(|&e| self.is_unacked(e)) {
             Some(e) => {
                 self.parked.push((e, extents));
-                Vec::new()
+                HeldExtents::default()
             }
             None => extents,
         }
@@ -154,12 +169,12 @@ impl TransferLog {
 
     /// Parked extents, for the AL invariant checks.
     pub(crate) fn parked_extents(&self) -> impl Iterator<Item = u64> + '_ {
-        self.parked.iter().flat_map(|(_, x)| x.iter().copied())
+        self.parked.iter().flat_map(|(_, x)| x.iter())
     }
 
     /// Whether writes of `epoch` still wait for the peer's stable storage.
     fn is_unacked(&self, epoch: u32) -> bool {
-        epoch == self.epoch && !self.open.is_empty() || self.closed.iter().any(|(e, _)| *e == epoch)
+        epoch_unacked(self.epoch, !self.open.is_empty(), &self.closed, epoch)
     }
 
     /// The link is gone (DRBD's tl_clear): everything not acknowledged is returned to be marked
@@ -207,10 +222,10 @@ mod tests {
     fn a_barrier_ack_completes_the_flushes_and_extents_of_its_epochs_only() {
         let mut tl = TransferLog::default();
         let (e0, _) = tl.record_write(None, (0, 4096), 100);
-        assert!(tl.park_extents(Some(e0), vec![7]).is_empty());
+        assert!(tl.park_extents(Some(e0), HeldExtents::run(7, 1)).is_empty());
         assert_eq!(tl.record_flush(ReqId(1)), 0);
         let (e1, _) = tl.record_write(None, (8192, 4096), 100);
-        assert!(tl.park_extents(Some(e1), vec![9]).is_empty());
+        assert!(tl.park_extents(Some(e1), HeldExtents::run(9, 1)).is_empty());
         assert_eq!(tl.record_flush(ReqId(2)), 1);
         let a = tl.barrier_acked(0).unwrap_or_default();
         assert_eq!(a.flushes, vec![ReqId(1)]);
@@ -239,8 +254,14 @@ mod tests {
         let (e, _) = tl.record_write(None, (0, 1), 100);
         tl.close_epoch();
         tl.barrier_acked(e);
-        assert_eq!(tl.park_extents(Some(e), vec![3]), vec![3]);
-        assert_eq!(tl.park_extents(None, vec![4]), vec![4]);
+        assert_eq!(
+            tl.park_extents(Some(e), HeldExtents::run(3, 1)),
+            HeldExtents::run(3, 1)
+        );
+        assert_eq!(
+            tl.park_extents(None, HeldExtents::run(4, 1)),
+            HeldExtents::run(4, 1)
+        );
     }
 
     #[test]
@@ -249,7 +270,7 @@ mod tests {
         let (e, _) = tl.record_write(None, (0, 10), 100);
         tl.close_epoch();
         let _ = tl.record_write(None, (100, 10), 100);
-        tl.park_extents(Some(e), vec![1, 2]);
+        tl.park_extents(Some(e), HeldExtents::run(1, 2));
         tl.record_flush(ReqId(5));
         let c = tl.clear();
         assert_eq!(c.ranges, vec![(0, 10), (100, 10)]);
