@@ -69,49 +69,39 @@ pub(crate) struct PeerRx {
     bytes: u64,
 }
 
-/// The sequence numbers received and not completed. They are handed out consecutively, so a
-/// window from the oldest outstanding one does: completions out of order are flagged, and the
-/// window's front moves past them once everything before them is done. Every question a
-/// barrier or the status asks is O(1) (this runs for every packet of the peer).
+/// The sequence numbers received and not completed, in order (they are handed out in
+/// increasing order, so appending keeps the queue sorted). Completions come mostly in order,
+/// so a removal is mostly at the front; a barrier's question (anything older outstanding?) is
+/// a look at the front. Holds only what is outstanding: memory follows the backlog, however
+/// long one straggler takes (this runs for every packet of the peer).
 #[derive(Debug, Default)]
 struct Outstanding {
-    /// The sequence number of `done[0]`.
-    first: u64,
-    done: VecDeque<bool>,
-    count: usize,
+    seqs: VecDeque<u64>,
 }
 
 impl Outstanding {
     /// `seq` is the next sequence number handed out.
     fn insert(&mut self, seq: u64) {
-        if self.done.is_empty() {
-            self.first = seq;
-        }
-        debug_assert_eq!(seq, self.first + self.done.len() as u64, "sequence gap");
-        self.done.push_back(false);
-        self.count += 1;
+        debug_assert!(
+            self.seqs.back().is_none_or(|&b| b < seq),
+            "sequence out of order"
+        );
+        self.seqs.push_back(seq);
     }
 
     fn remove(&mut self, seq: u64) {
-        let Some(i) = seq.checked_sub(self.first) else {
-            return;
-        };
-        let Some(slot) = usize::try_from(i).ok().and_then(|i| self.done.get_mut(i)) else {
-            return;
-        };
-        if !*slot {
-            *slot = true;
-            self.count -= 1;
-        }
-        while self.done.front() == Some(&true) {
-            self.done.pop_front();
-            self.first += 1;
+        if let Ok(at) = self.seqs.binary_search(&seq) {
+            self.seqs.remove(at);
         }
     }
 
-    /// Whether a sequence number below `seq` is outstanding (the front always is).
+    /// Whether a sequence number below `seq` is outstanding.
     fn any_before(&self, seq: u64) -> bool {
-        !self.done.is_empty() && self.first < seq
+        self.seqs.front().is_some_and(|&f| f < seq)
+    }
+
+    fn count(&self) -> usize {
+        self.seqs.len()
     }
 }
 
@@ -256,7 +246,7 @@ impl PeerRx {
 
     /// Operations received and not completed (`ua:` in /proc/drbd).
     pub(crate) fn unacked(&self) -> usize {
-        self.outstanding.count
+        self.outstanding.count()
     }
 
     /// Bytes of peer operations received and not yet on disk (queued or in flight).
@@ -370,19 +360,23 @@ mod tests {
         }
         o.remove(7);
         o.remove(5);
-        assert_eq!(o.count, 3);
+        assert_eq!(o.count(), 3);
         assert!(!o.any_before(6), "5 is done");
         assert!(o.any_before(7), "6 is not");
         o.remove(6);
         assert!(!o.any_before(8), "5, 6 and 7 are done");
         o.remove(7);
         o.remove(3);
-        assert_eq!(o.count, 2, "a second or a stale completion changes nothing");
+        assert_eq!(
+            o.count(),
+            2,
+            "a second or a stale completion changes nothing"
+        );
         assert!(o.any_before(9));
         o.remove(9);
         assert!(o.any_before(9), "8 is still out");
         o.remove(8);
-        assert_eq!(o.count, 0);
+        assert_eq!(o.count(), 0);
         assert!(!o.any_before(u64::MAX));
         o.insert(10);
         assert!(o.any_before(11) && !o.any_before(10));
