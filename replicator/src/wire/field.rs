@@ -255,7 +255,7 @@ impl<const N: usize> Field for U64s<N> {
 pub struct Boxed<F>(std::marker::PhantomData<F>);
 impl<F: Field> Field for Boxed<F>
 where
-    F::Value: std::fmt::Debug + 'static,
+    F::Value: std::fmt::Debug + 'static, // proptest's strategies need both
 {
     type Value = Box<F::Value>;
     type Ref = F::Ref;

@@ -1,4 +1,4 @@
-//! The activity-log references one write holds (docs/architecture.md §5.3).
+//! The activity-log references one write holds (docs/architecture.md §4.6).
 
 /// A write's activity-log references: always a run of consecutive extents, the first ones of
 /// its range (`Engine::al_acquire` takes them in order, continuing after the last one held, and
@@ -12,7 +12,7 @@ pub(crate) struct HeldExtents {
 }
 
 impl HeldExtents {
-    /// A run of `count` extents from `first` (tests and the transfer log's checks).
+    /// A run of `count` extents from `first` (tests).
     #[cfg(test)]
     pub(crate) fn run(first: u64, count: u64) -> Self {
         HeldExtents { first, count }

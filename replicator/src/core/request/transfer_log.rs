@@ -134,14 +134,17 @@ impl TransferLog {
             }
         }
         let mut acked = Acked::default();
-        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.flushes)
-            .into_iter()
-            .partition(|(e, _)| !self.is_unacked(*e));
-        self.flushes = keep;
-        acked.flushes = done.into_iter().map(|(_, r)| r).collect();
         let (current, open, closed) = (self.epoch, !self.open.is_empty(), &self.closed);
+        let unacked = |e: u32| epoch_unacked(current, open, closed, e);
+        self.flushes.retain(|&(e, req)| {
+            let keep = unacked(e);
+            if !keep {
+                acked.flushes.push(req);
+            }
+            keep
+        });
         self.parked.retain(|&(e, x)| {
-            let keep = epoch_unacked(current, open, closed, e);
+            let keep = unacked(e);
             if !keep {
                 acked.extents.extend(x);
             }
