@@ -352,11 +352,15 @@ fn meta_context_and_block_status() {
 }
 
 /// A backend that only queues in `submit` and does the work in `run_submitted`, as rep's does
-/// (one pass of its engine for the requests one read brought). Counts the passes that found work.
+/// (one pass of its engine for the requests one read brought). Counts the passes that found work,
+/// and the writes whose payload starts one request header after the previous one's end: lent
+/// from the server's read buffer (`Reader::read_bytes`), not copied out of it.
 struct Deferring {
     data: RefCell<Vec<u8>>,
     queued: RefCell<Vec<(Command, Responder)>>,
     passes: Arc<AtomicUsize>,
+    previous_end: std::cell::Cell<usize>,
+    lent: Arc<AtomicUsize>,
 }
 
 impl BlockBackend for Deferring {
@@ -376,6 +380,11 @@ impl BlockBackend for Deferring {
             let c = match cmd {
                 Command::Write { offset, data, .. } => {
                     d[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
+                    let at = data.as_ptr() as usize;
+                    if at == self.previous_end.get() + 28 {
+                        self.lent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.previous_end.set(at + data.len());
                     Completion::Done
                 }
                 Command::Read { offset, len } => Completion::Data(
@@ -392,16 +401,21 @@ impl BlockBackend for Deferring {
 /// anything: requests pipelined far past the 256 in flight a connection may hold (the reader
 /// then waits for replies, which only the backend's pass produces), writes whose payload is
 /// not all in the read buffer, and a read-back. Every request is answered, the data is right,
-/// and requests that arrived together were started together (fewer passes than requests).
+/// and requests that arrived together were started together (fewer passes than requests);
+/// most small writes' payloads reach the backend as slices of the read buffer.
 #[test]
 fn a_deferring_backend_runs_every_request_before_the_server_waits() {
     let passes = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&passes);
+    let lent = Arc::new(AtomicUsize::new(0));
+    let lent_counted = Arc::clone(&lent);
     let sock = start_with(move || {
         Rc::new(Deferring {
             data: RefCell::new(vec![0; SIZE as usize]),
             queued: RefCell::new(Vec::new()),
             passes: counted,
+            previous_end: std::cell::Cell::new(0),
+            lent: lent_counted,
         })
     });
     let mut c = Client::connect(&sock);
@@ -464,5 +478,10 @@ fn a_deferring_backend_runs_every_request_before_the_server_waits() {
     assert!(
         passes < small as usize / 2,
         "{passes} passes for {small} pipelined writes: requests that arrive together are not batched"
+    );
+    let lent = lent.load(Ordering::Relaxed);
+    assert!(
+        lent > small as usize / 2,
+        "{lent} of {small} small writes were lent from the read buffer: payloads are copied"
     );
 }

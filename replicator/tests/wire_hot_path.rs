@@ -51,7 +51,7 @@ fn data_packets_encode_and_decode_without_allocating_or_copying() {
         id: 7,
         offset: 4096,
         fua: true,
-        data: block.clone(),
+        data: block.clone().into(),
     };
     let first = out.len();
     let ((), n) = allocations(|| p.encode(&mut out));
@@ -66,7 +66,7 @@ fn data_packets_encode_and_decode_without_allocating_or_copying() {
         flags: 0,
         len: u32::try_from(payload.len()).unwrap(),
     };
-    let data = payload[prefix_len..].to_vec();
+    let data = bytes::Bytes::from(payload[prefix_len..].to_vec());
     let ptr = data.as_ptr();
     let (q, n) = allocations(|| decode_with_data(&h, &payload[..prefix_len], data));
     assert_eq!(n, 0, "decode_with_data allocated");

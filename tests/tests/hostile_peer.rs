@@ -69,7 +69,7 @@ fn malformed_peer_packets_drop_the_link_not_the_daemon() {
         id: 1,
         offset: u64::MAX - 4095,
         fua: false,
-        data: vec![0xee; 4096],
+        data: vec![0xee; 4096].into(),
     }
     .encode(&mut data);
     attack(addr, &data);
@@ -126,7 +126,7 @@ fn hostile_session(kind: &str, from_ip: &str, to: SocketAddr, session: u64) -> T
                 id: 1,
                 offset: 0,
                 fua: false,
-                data: vec![EVIL; 4096],
+                data: vec![EVIL; 4096].into(),
             };
             let _ = s.write_all(&frame(&data));
         }
@@ -386,7 +386,7 @@ fn hostile_sessions_against_a_waiting_primary_are_logged_dropped_and_write_nothi
         id: 1,
         offset: 0,
         fua: false,
-        data: vec![EVIL; 4096],
+        data: vec![EVIL; 4096].into(),
     };
     let _ = d.write_all(&frame(&data));
     assert!(closed_by_daemon(&mut d));

@@ -45,7 +45,8 @@ pub enum Command {
     },
     Write {
         offset: u64,
-        data: Vec<u8>,
+        /// Usually a slice of the connection's read buffer (`Reader::read_bytes`), not a copy.
+        data: bytes::Bytes,
         fua: bool,
     },
     Flush,

@@ -4,7 +4,10 @@ use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use tokio_uring::buf::BoundedBuf;
@@ -217,11 +220,43 @@ where
 const READ_CHUNK: usize = 256 * 1024;
 /// The most slices one `writev` takes (Linux's UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
+/// The most bytes of read chunks one reader keeps alive through payloads it lent out
+/// (`read_bytes`); past it, payloads are copied out as before. A payload slice keeps its
+/// whole chunk alive (a 512-byte write pins 256 KiB), and the budgets that bound what a
+/// connection may have in flight count payload bytes, not chunks: this bounds the
+/// difference, per connection, to 4 MiB (docs/architecture.md §6.2).
+pub const MAX_LENT_BYTES: usize = 16 * READ_CHUNK;
 
 pub struct Reader<S> {
     stream: Rc<S>,
+    /// The chunk being read into; empty (and without capacity) while `lent` holds the bytes.
     buf: Vec<u8>,
+    /// The chunk's bytes once a payload was lent out of them: read-only from then on, so the
+    /// next read goes to a fresh chunk (`fill`).
+    lent: Option<Bytes>,
     pos: usize,
+    /// Bytes of this reader's chunks still alive through lent payloads.
+    pinned: Arc<AtomicUsize>,
+}
+
+/// A read chunk whose bytes were lent out as payloads: it counts itself out of its reader's
+/// `pinned` when the last of them is dropped.
+struct LentChunk {
+    bytes: Vec<u8>,
+    pinned: Arc<AtomicUsize>,
+}
+
+impl AsRef<[u8]> for LentChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for LentChunk {
+    fn drop(&mut self) {
+        self.pinned
+            .fetch_sub(self.bytes.capacity(), Ordering::Relaxed);
+    }
 }
 
 fn eof() -> io::Error {
@@ -230,18 +265,20 @@ fn eof() -> io::Error {
 
 impl<S: Stream> Reader<S> {
     pub fn new(stream: Rc<S>) -> Self {
-        Reader {
-            stream,
-            buf: Vec::with_capacity(READ_CHUNK),
-            pos: 0,
-        }
+        Self::resume(stream, Vec::new())
     }
 
     /// The stream and the bytes read from it but not consumed yet (to move them to another
     /// reader, see `resume`).
     pub fn into_parts(mut self) -> (Rc<S>, Vec<u8>) {
-        self.buf.drain(..self.pos);
-        (self.stream, self.buf)
+        let rest = match self.lent.take() {
+            Some(lent) => lent[self.pos..].to_vec(),
+            None => {
+                self.buf.drain(..self.pos);
+                std::mem::take(&mut self.buf)
+            }
+        };
+        (self.stream, rest)
     }
 
     /// A reader of `stream` that first hands out `buffered`, bytes an earlier reader of the same
@@ -251,18 +288,34 @@ impl<S: Stream> Reader<S> {
         Reader {
             stream,
             buf: buffered,
+            lent: None,
             pos: 0,
+            pinned: Arc::default(),
+        }
+    }
+
+    /// The chunk's bytes, read and not yet read.
+    fn chunk(&self) -> &[u8] {
+        match &self.lent {
+            Some(lent) => lent,
+            None => &self.buf,
         }
     }
 
     fn buffered(&self) -> usize {
-        self.buf.len() - self.pos
+        self.chunk().len() - self.pos
     }
 
     /// The bytes read ahead and not consumed yet: a caller can see whether its next message is
     /// here whole, so that reading it will not wait for the socket.
     pub fn ahead(&self) -> &[u8] {
-        &self.buf[self.pos..]
+        &self.chunk()[self.pos..]
+    }
+
+    /// Bytes of read chunks that lent payloads keep alive now (at most `MAX_LENT_BYTES` and
+    /// the chunk being read).
+    pub fn pinned_bytes(&self) -> usize {
+        self.pinned.load(Ordering::Relaxed)
     }
 
     /// Reads until `n` bytes are buffered. `Ok(false)` on a clean EOF before any byte of them.
@@ -270,7 +323,13 @@ impl<S: Stream> Reader<S> {
         if self.buffered() >= n {
             return Ok(true);
         }
-        if self.pos > 0 {
+        if let Some(lent) = self.lent.take() {
+            // Payloads still point into the lent chunk: what is left of it moves to a fresh one.
+            let mut fresh = Vec::with_capacity(n.max(READ_CHUNK));
+            fresh.extend_from_slice(&lent[self.pos..]);
+            self.buf = fresh;
+            self.pos = 0;
+        } else if self.pos > 0 {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
@@ -297,7 +356,7 @@ impl<S: Stream> Reader<S> {
             return Ok(None);
         }
         let mut out = [0u8; N];
-        out.copy_from_slice(&self.buf[self.pos..self.pos + N]);
+        out.copy_from_slice(&self.chunk()[self.pos..self.pos + N]);
         self.pos += N;
         Ok(Some(out))
     }
@@ -307,7 +366,7 @@ impl<S: Stream> Reader<S> {
         if !self.fill(out.len()).await? {
             return Err(eof());
         }
-        out.copy_from_slice(&self.buf[self.pos..self.pos + out.len()]);
+        out.copy_from_slice(&self.chunk()[self.pos..self.pos + out.len()]);
         self.pos += out.len();
         Ok(())
     }
@@ -316,7 +375,7 @@ impl<S: Stream> Reader<S> {
     pub async fn read_vec(&mut self, n: usize) -> io::Result<Vec<u8>> {
         let take = n.min(self.buffered());
         let mut out = Vec::with_capacity(n);
-        out.extend_from_slice(&self.buf[self.pos..self.pos + take]);
+        out.extend_from_slice(&self.chunk()[self.pos..self.pos + take]);
         self.pos += take;
         while out.len() < n {
             let had = out.len();
@@ -326,6 +385,32 @@ impl<S: Stream> Reader<S> {
                 return Err(eof());
             }
         }
+        Ok(out)
+    }
+
+    /// Exactly `n` bytes, as a slice of the read chunk when they are all in it (no copy, no
+    /// allocation: the hot path of a 4 KiB write); otherwise, or when this reader's lent
+    /// chunks already pin `MAX_LENT_BYTES`, as `read_vec` reads them.
+    pub async fn read_bytes(&mut self, n: usize) -> io::Result<Bytes> {
+        if n == 0 || n > self.buffered() {
+            return self.read_vec(n).await.map(Bytes::from);
+        }
+        let chunk = match &self.lent {
+            Some(lent) => lent.clone(),
+            None if self.pinned_bytes() < MAX_LENT_BYTES => {
+                let bytes = std::mem::take(&mut self.buf);
+                self.pinned.fetch_add(bytes.capacity(), Ordering::Relaxed);
+                let lent = Bytes::from_owner(LentChunk {
+                    bytes,
+                    pinned: Arc::clone(&self.pinned),
+                });
+                self.lent = Some(lent.clone());
+                lent
+            }
+            None => return self.read_vec(n).await.map(Bytes::from),
+        };
+        let out = Bytes::slice(&chunk, self.pos..self.pos + n);
+        self.pos += n;
         Ok(out)
     }
 
@@ -411,6 +496,81 @@ mod tests {
         assert!(received == echoed, "bytes arrived out of order or altered");
         let back = peer.join().expect("peer thread");
         assert!(back == echoed, "the written bytes arrived altered");
+    }
+
+    /// Payloads read whole from the buffer are slices of the read chunk (no copy): those of
+    /// one chunk lie back to back with their headers between them. They keep their bytes
+    /// through every later refill of the reader, and their chunks count as pinned until the
+    /// last of them is dropped. Past `MAX_LENT_BYTES` of pinned chunks the reader copies
+    /// payloads out instead of pinning more, and they are still right.
+    #[test]
+    fn lent_payloads_are_slices_that_outlive_refills_and_stay_bounded() {
+        const FRAMES: usize = 3000; // ≈ 12 MiB: past the pin bound while all are held
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let frame = |i: usize| -> Vec<u8> {
+            let mut f = vec![(i % 256) as u8; 28];
+            f.extend((0..4096).map(|j| ((i * 31 + j) % 253) as u8));
+            f
+        };
+        let peer = std::thread::spawn(move || {
+            let mut theirs = theirs;
+            // In bursts, as a client with many requests in flight sends them.
+            for burst in (0..FRAMES).collect::<Vec<_>>().chunks(32) {
+                let bytes: Vec<u8> = burst.iter().flat_map(|&i| frame(i)).collect();
+                theirs.write_all(&bytes).expect("peer write");
+            }
+        });
+        tokio_uring::start(async move {
+            let polled = Rc::new(PolledUnix::new(ours).expect("register"));
+            let mut reader = Reader::new(Rc::clone(&polled));
+            let mut held = Vec::with_capacity(FRAMES);
+            let (mut adjacent, mut lendable) = (0, 0);
+            let mut most_pinned = 0;
+            for i in 0..FRAMES {
+                let head = reader
+                    .read_array::<28>()
+                    .await
+                    .expect("read")
+                    .expect("no EOF");
+                assert_eq!(head, [(i % 256) as u8; 28]);
+                let below_bound = reader.pinned_bytes() + READ_CHUNK <= MAX_LENT_BYTES;
+                let p = reader.read_bytes(4096).await.expect("payload");
+                if let Some(prev) = held.last().filter(|_| below_bound) {
+                    let prev: &Bytes = prev;
+                    if p.as_ptr() as usize == prev.as_ptr() as usize + 4096 + 28 {
+                        adjacent += 1;
+                    }
+                    lendable += 1;
+                }
+                most_pinned = most_pinned.max(reader.pinned_bytes());
+                held.push(p);
+            }
+            for (i, p) in held.iter().enumerate() {
+                assert_eq!(
+                    &p[..],
+                    &frame(i)[28..],
+                    "payload {i} changed after it was read"
+                );
+            }
+            assert!(
+                adjacent * 2 > lendable,
+                "only {adjacent} of {lendable} payloads were slices of their chunk"
+            );
+            assert!(
+                most_pinned <= MAX_LENT_BYTES + READ_CHUNK,
+                "{most_pinned} bytes of chunks pinned, bound {MAX_LENT_BYTES}"
+            );
+            assert!(most_pinned >= MAX_LENT_BYTES, "the bound was never reached");
+            drop(held);
+            // The chunk being read is lent too until the next refill; nothing else is pinned.
+            assert!(
+                reader.pinned_bytes() <= READ_CHUNK,
+                "{}",
+                reader.pinned_bytes()
+            );
+            assert!(reader.read_array::<1>().await.expect("eof").is_none());
+        });
+        peer.join().expect("peer thread");
     }
 
     /// Bytes a first reader read ahead are handed to the reader that takes over the connection.

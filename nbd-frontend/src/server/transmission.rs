@@ -216,7 +216,7 @@ async fn read_requests<S: Stream>(
         let (command, read_len) = match cmd {
             Validated::Read { offset, len } => (Command::Read { offset, len }, Some((offset, len))),
             Validated::Write { offset, len, fua } => {
-                let data = reader.read_vec(len as usize).await?;
+                let data = reader.read_bytes(len as usize).await?;
                 (Command::Write { offset, data, fua }, None)
             }
             Validated::Flush => (Command::Flush, None),

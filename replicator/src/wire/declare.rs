@@ -145,7 +145,7 @@ macro_rules! packets {
         pub fn decode_with_data(
             h: &FrameHeader,
             prefix: &[u8],
-            data: Vec<u8>,
+            data: bytes::Bytes,
         ) -> Result<Packet, WireError> {
             let name = command_name(h.command).ok_or(WireError::UnknownCommand(h.command))?;
             if data_prefix_len(h.command) != Some(prefix.len()) {

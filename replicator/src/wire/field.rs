@@ -169,29 +169,59 @@ impl<const MAX: usize> Bytes<MAX> {
         Ok(n)
     }
 
-    /// The length field that ends a block packet's prefix, checked against the block the
-    /// socket reader already read into its own buffer, which becomes the field without a copy.
+    /// The length field that ends a block packet's prefix, checked against the `have` bytes
+    /// of block the socket reader already took, which become the field without a copy.
     /// Refuses what `take` would refuse on the joined payload, with the same errors.
-    pub fn adopt(r: &mut Reader<'_>, data: Vec<u8>) -> Result<Vec<u8>, WireError> {
+    fn adopt_length(r: &mut Reader<'_>, have: usize) -> Result<(), WireError> {
         let n = Self::length(r)?;
-        if n > data.len() {
+        if n > have {
             return Err(WireError::Truncated {
                 cmd: r.cmd,
                 need: r.at + n,
-                have: r.at + data.len(),
+                have: r.at + have,
             });
         }
-        if n < data.len() {
+        if n < have {
             return Err(WireError::Trailing {
                 cmd: r.cmd,
-                extra: data.len() - n,
+                extra: have - n,
             });
         }
+        Ok(())
+    }
+}
+
+/// The block of a packet that carries one (`#[data]` in the table): on the wire a `Block`,
+/// held as shared bytes, so that the socket reader can hand over a slice of its read buffer
+/// (`decode_with_data`) and the disk write take it as it is.
+pub struct Payload;
+impl Field for Payload {
+    type Value = bytes::Bytes;
+    type Ref = [u8];
+    const FIXED: Option<usize> = None;
+    fn put(out: &mut Vec<u8>, v: &[u8]) {
+        Block::put(out, v);
+    }
+    fn take(r: &mut Reader<'_>) -> Result<bytes::Bytes, WireError> {
+        Block::take(r).map(bytes::Bytes::from)
+    }
+    #[cfg(test)]
+    fn arb() -> proptest::strategy::BoxedStrategy<bytes::Bytes> {
+        use proptest::prelude::*;
+        Block::arb().prop_map(bytes::Bytes::from).boxed()
+    }
+}
+
+impl Payload {
+    /// The block's length field, the last of the prefix, checked against `data`, which then
+    /// becomes the field as it is.
+    pub fn adopt(r: &mut Reader<'_>, data: bytes::Bytes) -> Result<bytes::Bytes, WireError> {
+        Block::adopt_length(r, data.len())?;
         Ok(data)
     }
 }
 
-/// A block of data (`#[data]` in the table: read straight into its own buffer).
+/// A block of data (a bitmap slice); `#[data]` blocks are `Payload`s.
 pub type Block = Bytes<MAX_DATA_BYTES>;
 /// One HMAC or nonce.
 pub type Digest = Bytes<64>;

@@ -5,7 +5,9 @@
 //! is either exactly right or an error.
 
 use super::field::{begin_frame, end_frame, fixed, Field, Reader};
-use super::field::{Block, Bool, Boxed, Digest, Digests, Len, Str, U64s, U16, U32, U64, U8};
+use super::field::{
+    Block, Bool, Boxed, Digest, Digests, Len, Payload, Str, U64s, U16, U32, U64, U8,
+};
 use super::frame::{FrameHeader, WireError};
 
 /// Which of the two TCP connections a packet travels on (docs/drbd-semantics.md §6.1): acks and pings go on
@@ -48,7 +50,7 @@ packets! {
     BITMAP = 8, Bitmap { start: U64, rle: Block, last: Bool } => Data;
     /// The resync direction the sender decided; the receiver checks it agrees.
     SYNC_START = 9, SyncStart { source: Bool, full: Bool } => Data;
-    DATA = 10, Data { id: U64, offset: U64, fua: Bool, #[data] data: Block } => Data;
+    DATA = 10, Data { id: U64, offset: U64, fua: Bool, #[data] data: Payload } => Data;
     /// WRITE_ZEROES (`trim` false) or TRIM (`trim` true), replicated like a write.
     ZERO = 11, Zero { id: U64, offset: U64, len: U32, trim: Bool, fua: Bool } => Data;
     /// Closes epoch `epoch`: the receiver flushes its disk and answers `BarrierAck`.
@@ -63,7 +65,7 @@ packets! {
     // them, or the source would finish with bits still set.
     /// SyncTarget asks for a block; `digest` set means csums-alg: only send it if it differs.
     RS_REQUEST = 19, RsRequest { id: U64, offset: U64, len: Len, digest: Digests } => Data;
-    RS_DATA = 20, RsData { id: U64, offset: U64, #[data] data: Block } => Data;
+    RS_DATA = 20, RsData { id: U64, offset: U64, #[data] data: Payload } => Data;
     RS_IN_SYNC = 21, RsInSync { id: U64, offset: U64, len: Len } => Data;
     RS_WRITE_ACK = 22, RsWriteAck { id: U64, offset: U64, len: Len } => Data;
     RS_NEG_ACK = 23, RsNegAck { id: U64, offset: U64, len: Len } => Data;
@@ -84,7 +86,7 @@ packets! {
     /// A Diskless Primary reads from its peer's disk (DRBD's P_DATA_REQUEST).
     DATA_REQUEST = 33, DataRequest { id: U64, offset: U64, len: Len } => Data;
     /// The answer to `DataRequest` (P_DATA_REPLY).
-    DATA_REPLY = 34, DataReply { id: U64, offset: U64, #[data] data: Block } => Data;
+    DATA_REPLY = 34, DataReply { id: U64, offset: U64, #[data] data: Payload } => Data;
     /// `DataRequest` could not be served: no UpToDate disk, or a read error (P_NEG_DREPLY).
     NEG_DREPLY = 35, NegDReply { id: U64, offset: U64, len: Len } => Data;
     /// First packet of a short connection from the peer's fence-peer (DRBD's
@@ -185,7 +187,7 @@ mod tests {
             id: 1,
             offset: 0,
             fua: false,
-            data: vec![],
+            data: vec![].into(),
         };
         assert_eq!((d.channel(), d.name()), (Channel::Data, "DATA"));
         assert_eq!(data_prefix_len(cmd::DATA), Some(8 + 8 + 1 + 4));
@@ -204,7 +206,7 @@ mod tests {
             id: 5,
             offset: 4096,
             fua: true,
-            data: vec![9; 100],
+            data: vec![9; 100].into(),
         }
         .encode(&mut b);
         assert_eq!(a, b);
@@ -242,7 +244,7 @@ mod tests {
             id: 1,
             offset: 0,
             fua: false,
-            data: vec![1; 8],
+            data: vec![1; 8].into(),
         }
         .encode(&mut v);
         // Claim a 4 GiB data field inside a small frame.
@@ -277,7 +279,7 @@ mod tests {
             let h = FrameHeader { command: p.command(), flags: 0, len: u32::try_from(v.len() - 12).unwrap_or(0) };
             if let Some(n) = data_prefix_len(h.command) {
                 let payload = &v[super::super::HEADER_BYTES..];
-                let split = decode_with_data(&h, &payload[..n], payload[n..].to_vec());
+                let split = decode_with_data(&h, &payload[..n], payload[n..].to_vec().into());
                 prop_assert_eq!(split, Ok(p));
             }
         }
@@ -310,9 +312,9 @@ mod tests {
             if valid {
                 // A well-formed payload with a data field of data_len bytes.
                 let p = match command {
-                    cmd::DATA => Packet::Data { id: 7, offset: 4096, fua: true, data: vec![5; data_len] },
-                    cmd::RS_DATA => Packet::RsData { id: 7, offset: 4096, data: vec![5; data_len] },
-                    _ => Packet::DataReply { id: 7, offset: 4096, data: vec![5; data_len] },
+                    cmd::DATA => Packet::Data { id: 7, offset: 4096, fua: true, data: vec![5; data_len].into() },
+                    cmd::RS_DATA => Packet::RsData { id: 7, offset: 4096, data: vec![5; data_len].into() },
+                    _ => Packet::DataReply { id: 7, offset: 4096, data: vec![5; data_len].into() },
                 };
                 let mut frame = Vec::new();
                 p.encode(&mut frame);
@@ -322,7 +324,7 @@ mod tests {
             let whole = Packet::decode(&h, &payload);
             let prefix_len = data_prefix_len(command).unwrap_or(0);
             if payload.len() >= prefix_len {
-                let split = decode_with_data(&h, &payload[..prefix_len], payload[prefix_len..].to_vec());
+                let split = decode_with_data(&h, &payload[..prefix_len], payload[prefix_len..].to_vec().into());
                 match (&whole, &split) {
                     (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
                     (Err(a), Err(b)) => prop_assert_eq!(std::mem::discriminant(a), std::mem::discriminant(b)),

@@ -144,7 +144,9 @@ impl Engine {
             Packet::RsZero { id, offset, len } => self.on_rs_zero(id, offset, len),
             Packet::OvRequest { id, offset, len } => self.on_ov_request(id, offset, len),
             Packet::DataRequest { id, offset, len } => self.on_data_request(id, offset, len),
-            Packet::DataReply { id, offset, data } => self.on_data_reply(id, offset, Some(data)),
+            Packet::DataReply { id, offset, data } => {
+                self.on_data_reply(id, offset, Some(Vec::from(data)))
+            }
             Packet::NegDReply { id, offset, .. } => self.on_data_reply(id, offset, None),
             Packet::OvReply { id, digest, .. } => self.on_ov_reply(id, digest),
             Packet::OvResult {

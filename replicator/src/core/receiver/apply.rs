@@ -41,7 +41,7 @@ impl Engine {
         }
     }
 
-    pub(crate) fn on_peer_data(&mut self, id: u64, offset: u64, fua: bool, data: Vec<u8>) {
+    pub(crate) fn on_peer_data(&mut self, id: u64, offset: u64, fua: bool, data: bytes::Bytes) {
         let len = data.len() as u64;
         if !self.check_peer_range("write", offset, len) {
             return;
@@ -77,7 +77,7 @@ impl Engine {
         );
     }
 
-    pub(crate) fn enqueue_resync_write(&mut self, id: u64, offset: u64, data: Vec<u8>) {
+    pub(crate) fn enqueue_resync_write(&mut self, id: u64, offset: u64, data: bytes::Bytes) {
         let len = data.len() as u64;
         if !self.check_peer_range("resync block", offset, len) {
             return;
@@ -241,7 +241,7 @@ impl Engine {
                     Ok(Some(data)) if current => self.send(Packet::DataReply {
                         id,
                         offset: w.start,
-                        data,
+                        data: data.into(),
                     }),
                     _ if current => self.send(Packet::NegDReply {
                         id,

@@ -294,7 +294,7 @@ mod tests {
             len,
             PeerDiskOp::Write {
                 offset: start,
-                data: vec![0; len as usize],
+                data: vec![0; len as usize].into(),
                 fua: false,
             },
         )
@@ -446,7 +446,7 @@ mod tests {
             4096,
             PeerDiskOp::Write {
                 offset: 0,
-                data: vec![0; 4096],
+                data: vec![0; 4096].into(),
                 fua: false,
             },
         );

@@ -251,7 +251,7 @@ impl Engine {
         false
     }
 
-    pub(crate) fn on_rs_data(&mut self, id: u64, offset: u64, data: Vec<u8>) {
+    pub(crate) fn on_rs_data(&mut self, id: u64, offset: u64, data: bytes::Bytes) {
         if self.rs_reply_fits("resync block", id, offset, data.len() as u64) {
             self.enqueue_resync_write(id, offset, data);
         }

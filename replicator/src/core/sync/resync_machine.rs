@@ -394,7 +394,7 @@ impl ResyncMachine {
                             out.push(ResyncOut::Send(Packet::RsData {
                                 id,
                                 offset: at,
-                                data,
+                                data: data.into(),
                             }));
                         }
                         Extent::Zero(z) if z > 0 => out.push(ResyncOut::Send(Packet::RsZero {
@@ -585,7 +585,7 @@ fn piece(id: u64, offset: u64, data: &[u8], (from, to): (u64, u64), zero: bool) 
         Some(piece) => Packet::RsData {
             id,
             offset: from,
-            data: piece.to_vec(),
+            data: bytes::Bytes::copy_from_slice(piece),
         },
         None => Packet::RsNegAck {
             id,

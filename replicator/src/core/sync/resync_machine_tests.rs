@@ -276,7 +276,7 @@ fn the_source_sends_data_and_zero_runs_and_refuses_a_short_read() {
             ResyncOut::Send(Packet::RsData {
                 id: 1,
                 offset: 0,
-                data: vec![7; 4096]
+                data: vec![7; 4096].into()
             }),
             ResyncOut::Send(Packet::RsZero {
                 id: 1,
@@ -364,7 +364,7 @@ fn with_csums_the_source_sends_only_the_blocks_whose_digests_differ() {
             Packet::RsData {
                 id: 9,
                 offset: 4096,
-                data: data[4096..8192].to_vec()
+                data: data[4096..8192].to_vec().into()
             },
             Packet::RsInSync {
                 id: 9,

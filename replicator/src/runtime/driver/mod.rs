@@ -501,7 +501,7 @@ impl Driver {
     }
 
     /// Submit one client request; its completion goes to `done`.
-    pub fn submit_client(self: &Rc<Self>, op: ClientOp, buf: Option<Vec<u8>>, done: Responder) {
+    pub fn submit_client(self: &Rc<Self>, op: ClientOp, payload: Option<Bytes>, done: Responder) {
         // One clock read per batch of requests: their arrival, last-write time and input.
         // Requests queued since the last pump (one socket read's) share the first one's reading.
         let queued = self.arrived.borrow().back().map(|&(at, _)| at);
@@ -514,15 +514,12 @@ impl Driver {
         }
         let req = self.next_req.get();
         self.next_req.set(req.next());
-        let (buf, payload) = match buf {
-            Some(b) if !matches!(op, ClientOp::Read { .. }) => (None, Some(Bytes::from(b))),
-            b => (b, None),
-        };
+        let payload = payload.filter(|_| !matches!(op, ClientOp::Read { .. }));
         self.clients.borrow_mut().insert(
             req,
             ClientSlot {
                 done,
-                buf,
+                buf: None,
                 payload,
                 op: super::metrics::op_index(&op) as u8,
                 len: op_len(&op),

@@ -313,7 +313,7 @@ impl Cluster {
                         id: req.0,
                         offset,
                         fua,
-                        data,
+                        data: data.into(),
                     },
                 );
             }
