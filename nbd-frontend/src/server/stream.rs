@@ -224,7 +224,7 @@ const IOV_MAX: usize = 1024;
 /// (`read_bytes`); past it, payloads are copied out as before. A payload slice keeps its
 /// whole chunk alive (a 512-byte write pins 256 KiB), and the budgets that bound what a
 /// connection may have in flight count payload bytes, not chunks: this bounds the
-/// difference, per connection, to 4 MiB (docs/architecture.md §6.2).
+/// difference, per connection, to 4 MiB (docs/architecture.md §6.1, §7).
 pub const MAX_LENT_BYTES: usize = 16 * READ_CHUNK;
 
 pub struct Reader<S> {
