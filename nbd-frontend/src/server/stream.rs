@@ -392,24 +392,22 @@ impl<S: Stream> Reader<S> {
     /// allocation: the hot path of a 4 KiB write); otherwise, or when this reader's lent
     /// chunks already pin `MAX_LENT_BYTES`, as `read_vec` reads them.
     pub async fn read_bytes(&mut self, n: usize) -> io::Result<Bytes> {
-        if n == 0 || n > self.buffered() {
+        let copy = n == 0
+            || n > self.buffered()
+            || (self.lent.is_none() && self.pinned_bytes() >= MAX_LENT_BYTES);
+        if copy {
             return self.read_vec(n).await.map(Bytes::from);
         }
-        let chunk = match &self.lent {
-            Some(lent) => lent.clone(),
-            None if self.pinned_bytes() < MAX_LENT_BYTES => {
-                let bytes = std::mem::take(&mut self.buf);
-                self.pinned.fetch_add(bytes.capacity(), Ordering::Relaxed);
-                let lent = Bytes::from_owner(LentChunk {
-                    bytes,
-                    pinned: Arc::clone(&self.pinned),
-                });
-                self.lent = Some(lent.clone());
-                lent
-            }
-            None => return self.read_vec(n).await.map(Bytes::from),
-        };
-        let out = Bytes::slice(&chunk, self.pos..self.pos + n);
+        let (buf, pinned) = (&mut self.buf, &self.pinned);
+        let lent = self.lent.get_or_insert_with(|| {
+            let bytes = std::mem::take(buf);
+            pinned.fetch_add(bytes.capacity(), Ordering::Relaxed);
+            Bytes::from_owner(LentChunk {
+                bytes,
+                pinned: Arc::clone(pinned),
+            })
+        });
+        let out = Bytes::slice(lent, self.pos..self.pos + n);
         self.pos += n;
         Ok(out)
     }
