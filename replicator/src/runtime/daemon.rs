@@ -252,7 +252,11 @@ async fn serve(
         resource = %paths.resource, node = %driver.view().node,
         "up: NBD export at {}, control at {}", paths.nbd_uri(), paths.ctl().display()
     );
-    wait_for_stop(&driver.shutdown, signal_down(&driver)).await;
+    let (bell, down) = (Rc::clone(&driver), Rc::clone(&driver));
+    wait_for_stop(async move { bell.shutdown.notified().await }, async move {
+        signal_down(&down).await
+    })
+    .await;
     // A normal exit does not cut the power: the fault hook's volatile cache reaches the disk.
     #[cfg(feature = "fault-injection")]
     driver.fault.write_back_on_exit();

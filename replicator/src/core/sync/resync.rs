@@ -373,8 +373,9 @@ impl Engine {
     /// Start the SyncSource reads that no client write (or received peer write) overlaps.
     pub(crate) fn admit_resync_reads(&mut self) {
         // Without a link a read admitted now could not start, and its range would stay locked
-        // against client writes (`reading_overlaps`) until the resync is dropped.
-        if self.link_id().is_none() {
+        // against client writes (`reading_overlaps`) until the resync is dropped. Nothing to
+        // admit unless we are SyncSource: every client write comes here (`admit_waiting`).
+        if self.link_id().is_none() || !self.peers.data().resync.is_source() {
             return;
         }
         let requests = &self.requests;

@@ -122,6 +122,10 @@ impl ResyncMachine {
     fn target(&mut self) -> Option<&mut ResyncTarget> {
         self.run.as_mut().and_then(Resync::target)
     }
+    /// A SyncSource run is on: reads may wait to be admitted.
+    pub(crate) fn is_source(&self) -> bool {
+        self.run.as_ref().is_some_and(Resync::is_source)
+    }
     fn source(&mut self) -> Option<&mut ResyncSource> {
         self.run.as_mut().and_then(Resync::source)
     }

@@ -157,6 +157,9 @@ impl Resync {
             Side::Source(_) => None,
         }
     }
+    pub(crate) fn is_source(&self) -> bool {
+        matches!(self.side, Side::Source(_))
+    }
     pub(crate) fn source(&mut self) -> Option<&mut ResyncSource> {
         match &mut self.side {
             Side::Source(s) => Some(s),

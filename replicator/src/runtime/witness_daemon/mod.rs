@@ -206,7 +206,12 @@ pub fn run(
         })?;
         w.publish();
         tracing::info!(resource = %w.paths.resource, node = %w.view.node, "up as the witness (no disk, no NBD export): waiting for {}", w.view.peers.iter().map(|p| p.node.as_str()).collect::<Vec<_>>().join(" and "));
-        wait_for_stop(&w.shutdown, std::future::ready(())).await;
+        let bell = Rc::clone(&w);
+        wait_for_stop(
+            async move { bell.shutdown.notified().await },
+            std::future::ready(()),
+        )
+        .await;
         let _ = std::fs::remove_file(w.paths.ctl());
         let _ = std::fs::remove_file(w.paths.pid());
         let _ = std::fs::remove_file(w.paths.status_json());
