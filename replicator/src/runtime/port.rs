@@ -30,7 +30,7 @@ pub(crate) fn spawn_listener(
 /// The wait runs as a task of its own and the caller's future waits on a oneshot channel. The
 /// caller is the future given to `tokio_uring::start`, and tokio's `LocalSet::run_until` polls
 /// that future at every turn of the runtime, whatever task woke: a `select!` over the bell and
-/// two signal streams there was polled once per wake-up, 3 % of the Primary's user time and
+/// two signal streams there was polled once per wake-up, 2.5 % of the Primary's user time and
 /// 5 % of the Secondary's under 4k writes (issue 20). A oneshot receiver's poll is one load.
 pub(crate) async fn wait_for_stop(
     rung: impl std::future::Future<Output = ()> + 'static,
