@@ -178,6 +178,7 @@ impl BackingDisk {
     }
 
     pub async fn read(&self, offset: u64, len: u32) -> (Result<(), DiskError>, Vec<u8>) {
+        let _uring = super::busy_poll::UringOp::start();
         if let Some(d) = self
             .direct
             .as_ref()
@@ -214,6 +215,7 @@ impl BackingDisk {
     /// the zero check alone finds the empty space (a thin volume's unprovisioned blocks read
     /// as zeroes).
     pub async fn read_sparse(&self, offset: u64, len: u32) -> Result<Vec<Extent>, DiskError> {
+        let _uring = super::busy_poll::UringOp::start();
         let end = offset + u64::from(len);
         let mut out = Vec::new();
         let mut at = offset;
@@ -282,6 +284,7 @@ impl BackingDisk {
         buf: B,
         fua: bool,
     ) -> (Result<(), DiskError>, B) {
+        let _uring = super::busy_poll::UringOp::start();
         if let Some(d) = self.direct.as_ref().filter(|d| d.fits(offset, buf.len())) {
             let (mut bounce, pad) = aligned_buffer(buf.len());
             bounce[pad..pad + buf.len()].copy_from_slice(&buf);
@@ -347,6 +350,7 @@ impl BackingDisk {
     }
 
     pub async fn flush(&self) -> Result<(), DiskError> {
+        let _uring = super::busy_poll::UringOp::start();
         if let Some(f) = &self.memory {
             // tmpfs: the same fdatasync, here. Through io_uring it would be handed to an io-wq
             // worker thread (fsync cannot complete inline), a thread hop and a wake-up per
@@ -365,6 +369,7 @@ impl BackingDisk {
         allocate: bool,
         fua: bool,
     ) -> Result<(), DiskError> {
+        let _uring = super::busy_poll::UringOp::start();
         let len64 = u64::from(len);
         // Files: ZERO_RANGE keeps the blocks, PUNCH_HOLE frees them. Block devices (Linux
         // blkdev_fallocate): PUNCH_HOLE is a WRITE_ZEROES that may unmap and fails unless the
